@@ -1,0 +1,1 @@
+"""The ``bmdgan`` command line: one subcommand per module in :mod:`bmdgan.cli.commands`."""

@@ -1,0 +1,214 @@
+"""Read plain radiographs (DICOM DX/CR/secondary capture, PNG, JPEG, 16-bit TIFF).
+
+Pixels come back as float32 ``[row, col]`` with bone bright (MONOCHROME1 is inverted), after the
+DICOM modality LUT (rescale slope/intercept). Window/VOI metadata is kept, not applied.
+Pixel spacing is never guessed: when a file has none, ``pixel_spacing_mm`` is None and a warning says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+RADIOGRAPH_MODALITIES = {"DX", "CR", "RF", "OT", "RG", "XA", "PX"}
+"""DICOM modalities accepted as plain radiographs (OT covers most secondary captures)."""
+GREY_TOLERANCE = 2.0
+"""Largest mean difference between colour channels (grey levels) for an RGB file to count as grey."""
+
+
+@dataclass
+class Radiograph:
+    """A 2D projection radiograph.
+
+    pixels: float32 [row, col], larger = more attenuation (bone bright).
+    pixel_spacing_mm: (row, col) spacing in mm at the patient plane when known, else None.
+    imager_pixel_spacing_mm: (row, col) spacing in mm at the detector (DICOM ImagerPixelSpacing).
+    source_to_detector_mm / source_to_patient_mm: DICOM distances when present.
+    """
+
+    pixels: np.ndarray
+    source: str = ""
+    pixel_spacing_mm: tuple[float, float] | None = None
+    spacing_source: str = "missing"
+    imager_pixel_spacing_mm: tuple[float, float] | None = None
+    magnification_factor: float | None = None
+    source_to_detector_mm: float | None = None
+    source_to_patient_mm: float | None = None
+    laterality: str | None = None
+    view_position: str | None = None
+    modality: str | None = None
+    photometric_interpretation: str | None = None
+    bits_stored: int | None = None
+    window_center: list[float] = field(default_factory=list)
+    window_width: list[float] = field(default_factory=list)
+    voi_lut_function: str | None = None
+    has_voi_lut_sequence: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape
+
+    def describe(self) -> dict:
+        """Plain-data summary (no pixels) for logs and JSON."""
+        summary = {k: v for k, v in self.__dict__.items() if k != "pixels"}
+        summary["rows"], summary["columns"] = self.pixels.shape
+        summary["min"], summary["max"] = float(self.pixels.min()), float(self.pixels.max())
+        return summary
+
+
+def _grey_from_colour(array: np.ndarray, path: Path) -> np.ndarray:
+    """Collapse an RGB(A) array whose channels are equal to one grey channel; refuse real colour."""
+    rgb = array[..., :3].astype(np.float32)
+    spread = float(np.abs(rgb - rgb.mean(axis=-1, keepdims=True)).mean())
+    if spread > GREY_TOLERANCE:
+        raise InputError(path, f"is a colour image (channels differ by {spread:.1f} grey levels on average), "
+                               "not a radiograph", "give a grey-scale X-ray image")
+    return rgb.mean(axis=-1)
+
+
+def _check_2d(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = _grey_from_colour(array, path)
+    if array.ndim != 2:
+        raise InputError(path, f"has shape {array.shape}, not a single 2D radiograph",
+                         "give one single-frame radiograph")
+    if min(array.shape) < 32:
+        raise InputError(path, f"is only {array.shape[1]}x{array.shape[0]} pixels", "give a full radiograph")
+    pixels = array.astype(np.float32)
+    if not np.all(np.isfinite(pixels)):
+        raise InputError(path, "contains NaN or infinite pixels", "re-export the image")
+    if float(pixels.max() - pixels.min()) <= 0:
+        raise InputError(path, "is blank (all pixels are equal)", "give a radiograph with image content")
+    return pixels
+
+
+def _floats(value) -> list[float]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
+        return [float(v) for v in value]
+    return [float(value)]
+
+
+def _pair(value) -> tuple[float, float] | None:
+    numbers = _floats(value)
+    if len(numbers) != 2 or min(numbers) <= 0:
+        return None
+    return numbers[0], numbers[1]
+
+
+def _optional_float(dataset, keyword: str) -> float | None:
+    value = dataset.get(keyword)
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def read_dicom_radiograph(path: Path) -> Radiograph:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        dataset = pydicom.dcmread(path)
+    except Exception as error:  # pydicom raises several types for non-DICOM or broken files
+        raise InputError(path, f"is not a readable DICOM file ({type(error).__name__}: {str(error)[:120]})",
+                         "check that the file is a complete DICOM radiograph") from None
+    modality = str(dataset.get("Modality", "")) or None
+    if modality is not None and modality not in RADIOGRAPH_MODALITIES:
+        raise InputError(path, f"DICOM modality is {modality}, not a plain radiograph",
+                         "give a DX, CR or secondary-capture radiograph")
+    if "PixelData" not in dataset:
+        raise InputError(path, "has no complete pixel data (the file is truncated or holds no image)",
+                         "give a complete DICOM radiograph")
+    try:
+        raw = dataset.pixel_array
+    except Exception as error:  # truncated data, unsupported transfer syntax...
+        raise InputError(path, f"pixel data cannot be decoded ({type(error).__name__}: {str(error)[:160]})",
+                         "the file is truncated or compressed in an unsupported way; re-export it") from None
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    if raw.ndim == 3 and raw.shape[-1] in (3, 4):
+        pixels = _check_2d(raw, path)
+    else:
+        pixels = _check_2d(np.asarray(apply_modality_lut(raw, dataset), dtype=np.float32), path)
+    bits_stored = int(dataset.get("BitsStored", 8 * raw.dtype.itemsize))
+    if photometric == "MONOCHROME1":
+        # Stored range [0, 2^bits - 1] (or signed) after rescale: invert within it so bone is bright.
+        signed = int(dataset.get("PixelRepresentation", 0)) == 1
+        low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2 ** bits_stored - 1)
+        slope = float(dataset.get("RescaleSlope", 1.0))
+        intercept = float(dataset.get("RescaleIntercept", 0.0))
+        pixels = (slope * low + intercept) + (slope * high + intercept) - pixels
+
+    radiograph = Radiograph(pixels=pixels.astype(np.float32), source=str(path), modality=modality,
+                            photometric_interpretation=photometric, bits_stored=bits_stored)
+    imager = _pair(dataset.get("ImagerPixelSpacing"))
+    patient = _pair(dataset.get("PixelSpacing"))
+    ermf = _optional_float(dataset, "EstimatedRadiographicMagnificationFactor")
+    radiograph.imager_pixel_spacing_mm = imager
+    radiograph.magnification_factor = ermf
+    if patient is not None:
+        radiograph.pixel_spacing_mm, radiograph.spacing_source = patient, "PixelSpacing"
+    elif imager is not None and ermf:
+        radiograph.pixel_spacing_mm = (imager[0] / ermf, imager[1] / ermf)
+        radiograph.spacing_source = "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
+    elif imager is not None:
+        radiograph.pixel_spacing_mm, radiograph.spacing_source = imager, "ImagerPixelSpacing (at the detector)"
+        radiograph.warnings.append("pixel spacing is given at the detector only (ImagerPixelSpacing, no "
+                                   "magnification factor): sizes at the patient are overestimated by the magnification")
+    else:
+        radiograph.warnings.append("the file has no pixel spacing (PixelSpacing/ImagerPixelSpacing): give it explicitly")
+    radiograph.source_to_detector_mm = _optional_float(dataset, "DistanceSourceToDetector")
+    radiograph.source_to_patient_mm = _optional_float(dataset, "DistanceSourceToPatient")
+    laterality = dataset.get("ImageLaterality") or dataset.get("Laterality")
+    radiograph.laterality = str(laterality) if laterality else None
+    radiograph.view_position = str(dataset.get("ViewPosition", "")) or None
+    radiograph.window_center = _floats(dataset.get("WindowCenter"))
+    radiograph.window_width = _floats(dataset.get("WindowWidth"))
+    radiograph.voi_lut_function = str(dataset.get("VOILUTFunction", "")) or None
+    radiograph.has_voi_lut_sequence = "VOILUTSequence" in dataset
+    return radiograph
+
+
+def read_image_radiograph(path: Path) -> Radiograph:
+    """PNG, JPEG or TIFF (8 or 16 bit). These formats carry no trustworthy spacing: it is reported missing."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            array = tifffile.imread(path)
+        except Exception as error:  # tifffile raises several types
+            raise InputError(path, f"is not a readable TIFF ({type(error).__name__})", "re-export the image") from None
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                image.load()
+                array = np.asarray(image)
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise InputError(path, f"is not a readable image ({type(error).__name__}: {str(error)[:120]})",
+                             "give a complete PNG, JPEG, TIFF or DICOM file") from None
+    pixels = _check_2d(array, path)
+    radiograph = Radiograph(pixels=pixels, source=str(path), bits_stored=8 * array.dtype.itemsize,
+                            photometric_interpretation="MONOCHROME2")
+    radiograph.warnings.append(f"{path.suffix} files carry no pixel spacing: give it explicitly")
+    return radiograph
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def read_radiograph(path: str | Path) -> Radiograph:
+    """Read a radiograph by file type; raises :class:`InputError` naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "does not exist or is not a file", "check the path")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return read_image_radiograph(path)
+    return read_dicom_radiograph(path)

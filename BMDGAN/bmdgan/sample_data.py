@@ -1,0 +1,27 @@
+"""Where the bundled sample data lives, and which real CTs it reserves.
+
+The repository's ``Resources/SampleData`` holds a real CT and a real radiograph (see its README for
+licences). The CT listed in :data:`HELD_OUT_CT_IDS` is never used to train the shipped default model,
+so the main job can show an honest estimate on it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import InputError
+
+HELD_OUT_CT_IDS = ("STS_012",)
+SAMPLE_CT = "STS_012.nii.gz"
+SAMPLE_RADIOGRAPH = "331_DDH_1.dcm"
+
+
+def sample_data_dir() -> Path:
+    """The sample-data folder: ``$BMDGAN_SAMPLE_DATA`` or the repository's ``Resources/SampleData``."""
+    configured = os.environ.get("BMDGAN_SAMPLE_DATA")
+    folder = Path(configured) if configured else Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
+    if not folder.is_dir():
+        raise InputError(folder, "sample data folder not found",
+                         "run from a clone of the repository or set BMDGAN_SAMPLE_DATA")
+    return folder
