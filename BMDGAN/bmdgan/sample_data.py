@@ -18,10 +18,14 @@ SAMPLE_RADIOGRAPH = "331_DDH_1.dcm"
 
 
 def sample_data_dir() -> Path:
-    """The sample-data folder: ``$BMDGAN_SAMPLE_DATA`` or the repository's ``Resources/SampleData``."""
+    """The sample-data folder: ``$BMDGAN_SAMPLE_DATA``, else ``Resources/SampleData`` of the repository
+    (a clone) or of the scripted-modules folder (an installed Slicer extension)."""
     configured = os.environ.get("BMDGAN_SAMPLE_DATA")
-    folder = Path(configured) if configured else Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
-    if not folder.is_dir():
-        raise InputError(folder, "sample data folder not found",
-                         "run from a clone of the repository or set BMDGAN_SAMPLE_DATA")
-    return folder
+    package = Path(__file__).resolve().parent
+    candidates = [Path(configured)] if configured else [package.parents[1] / "Resources" / "SampleData",
+                                                        package.parent / "Resources" / "SampleData"]
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    raise InputError(candidates[0], "sample data folder not found",
+                     "run from a clone of the repository or set BMDGAN_SAMPLE_DATA")

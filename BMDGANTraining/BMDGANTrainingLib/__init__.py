@@ -1,0 +1,1 @@
+"""Logic of the BMDGANTraining module; no Qt, runs headless on slicer-core."""

@@ -1,0 +1,80 @@
+"""The modules' Qt-free Logic on real MRML nodes (slicer-core) and the real shared data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+from BMDGANLib import dependencies  # noqa: E402
+from BMDGANLib.estimation_logic import RADIOGRAPH_ATTRIBUTE, EstimationLogic  # noqa: E402
+from BMDGANRegistrationLib.curation_logic import UNIT_ATTRIBUTE, CurationLogic  # noqa: E402
+from BMDGANTrainingLib.training_logic import TrainingLogic  # noqa: E402
+from bmdgan.errors import InputError  # noqa: E402
+
+
+def test_estimation_logic_loads_a_real_radiograph(shared_data):
+    scene = slicer.vtkMRMLScene()
+    logic = EstimationLogic()
+    node, radiograph = logic.load_radiograph(shared_data / "xray" / "ddh_pediatric" / "331_DDH_12.dcm", scene)
+    assert node.GetAttribute(RADIOGRAPH_ATTRIBUTE) == "1"
+    assert slicer.util.arrayFromVolume(node).shape == (1, 331, 331)
+    assert node.GetSpacing() == (1.0, 1.0, 1.0)
+    back = logic.radiograph_from_node(node)
+    np.testing.assert_array_equal(back.pixels, radiograph.pixels)
+    assert "331 x 331 pixels" in logic.summary(back) and "1.000 x 1.000 mm" in logic.summary(back)
+
+
+def test_estimation_logic_refuses_a_ct_node_as_radiograph(shared_data):
+    scene = slicer.vtkMRMLScene()
+    ct_node, _ = CurationLogic().load_ct(shared_data / "ct" / "ibsi_sts" / "STS_003.nii.gz", scene)
+    with pytest.raises(InputError, match="51 slices, not a single radiograph"):
+        EstimationLogic().radiograph_from_node(ct_node)
+
+
+def test_curation_logic_loads_a_real_ct(shared_data):
+    scene = slicer.vtkMRMLScene()
+    logic = CurationLogic()
+    node, volume = logic.load_ct(shared_data / "ct" / "ibsi_sts" / "STS_003.nii.gz", scene)
+    assert node.GetAttribute(UNIT_ATTRIBUTE) == "HU"
+    assert node.GetName() == "STS_003"
+    back = logic.ct_from_node(node)
+    np.testing.assert_array_equal(back.array, volume.array)
+    np.testing.assert_allclose(back.geometry.ijk_to_lps(), volume.geometry.ijk_to_lps(), atol=1e-9)
+
+
+def test_training_logic_sees_this_machine():
+    logic = TrainingLogic()
+    environment = logic.compute_environment()
+    import torch
+
+    assert environment.torch_version == torch.__version__
+    assert environment.cpu_threads == torch.get_num_threads()
+    assert logic.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="GPU was requested"):
+            logic.resolve_device("cuda")
+
+
+def test_requirements_are_one_list_for_pip_and_slicer():
+    from importlib import metadata
+
+    requirements = dependencies.read_requirements()
+    declared = {r.name.lower() for r in requirements}
+    installed = {str(r).split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+                 for r in metadata.requires("bmdgan") if "extra ==" not in r}
+    assert declared == installed  # pyproject reads the same file
+    assert {"torch", "simpleitk", "pydicom", "numpy"} <= declared
+
+
+def test_only_missing_requirements_are_installed_and_installed_ones_are_pinned():
+    present = dependencies.Requirement("numpy", ">=99")  # installed but too old: kept, never replaced
+    absent = dependencies.Requirement("bmdgan-surely-not-a-real-package", ">=1")
+    assert dependencies.missing_requirements([present, absent]) == [absent]
+    pins = dependencies.constraints_text().splitlines()
+    assert f"numpy=={np.__version__}" in pins
+    assert f"vtk=={dependencies.installed_version('vtk')}" in pins
+    calls = []
+    dependencies.install([absent], calls.append)
+    assert calls and calls[0].startswith('"bmdgan-surely-not-a-real-package>=1" -c ')
