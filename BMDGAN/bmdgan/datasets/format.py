@@ -1,0 +1,195 @@
+"""The dataset folder: ``dataset.json`` + ``manifest.csv`` + float32 ``images/*.npy``.
+
+::
+
+    my_dataset/
+      dataset.json     format name and version, image size, channel units, normalisation, provenance
+      manifest.csv     one row per case (columns: MANIFEST_COLUMNS)
+      images/          <case_id>_<channel>.npy, float32 [rows, columns], unit in dataset.json
+
+A case's images are written first (each atomically), then its manifest row is appended and flushed:
+a case is in the dataset exactly when its row is, so a crashed build resumes by skipping the cases
+already listed and overwriting any orphan images. Readers refuse a folder of another format version
+with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+
+FORMAT_NAME = "bmdgan-dataset"
+FORMAT_VERSION = 1
+MANIFEST_COLUMNS = (
+    "case_id", "patient_id", "side", "pose", "mirrored", "fold",
+    "radiograph", "drr_stage1", "drr_pf",
+    "dxa_bmd_g_cm2", "ct_abmd_g_cm2", "qct_vbmd_mg_cm3", "provenance",
+)
+IMAGE_CHANNELS = {
+    "radiograph": "radiograph intensity after the detector's processing curve, arbitrary units",
+    "drr_stage1": "areal bone mineral density of pelvis + femur along each ray, g/cm2",
+    "drr_pf": "areal bone mineral density of the proximal-femur region along each ray, g/cm2",
+}
+BMD_COLUMNS = ("dxa_bmd_g_cm2", "ct_abmd_g_cm2", "qct_vbmd_mg_cm3")
+
+
+@dataclass
+class CaseRecord:
+    """One manifest row. BMD values are NaN when unknown (e.g. no DXA for a virtual patient)."""
+
+    case_id: str
+    patient_id: str
+    side: str
+    pose: str = "standing"
+    mirrored: bool = False
+    fold: int = -1
+    dxa_bmd_g_cm2: float = math.nan
+    ct_abmd_g_cm2: float = math.nan
+    qct_vbmd_mg_cm3: float = math.nan
+    provenance: str = ""
+    images: dict[str, str] = field(default_factory=dict)
+
+    def row(self) -> dict[str, str]:
+        values = {"case_id": self.case_id, "patient_id": self.patient_id, "side": self.side, "pose": self.pose,
+                  "mirrored": "1" if self.mirrored else "0", "fold": str(self.fold), "provenance": self.provenance}
+        values.update({c: "" if math.isnan(getattr(self, c)) else repr(float(getattr(self, c)))
+                       for c in BMD_COLUMNS})
+        values.update({channel: self.images.get(channel, "") for channel in IMAGE_CHANNELS})
+        return values
+
+    @staticmethod
+    def from_row(row: dict[str, str]) -> "CaseRecord":
+        return CaseRecord(
+            case_id=row["case_id"], patient_id=row["patient_id"], side=row["side"], pose=row["pose"],
+            mirrored=row["mirrored"] == "1", fold=int(row["fold"]), provenance=row["provenance"],
+            images={c: row[c] for c in IMAGE_CHANNELS if row.get(c)},
+            **{c: float(row[c]) if row[c] else math.nan for c in BMD_COLUMNS})
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Save float32 ``array`` so that ``path`` is either absent or complete."""
+    handle, temporary = tempfile.mkstemp(suffix=".npy", dir=path.parent, prefix=".partial-")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, np.asarray(array, dtype=np.float32))
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(suffix=path.suffix, dir=path.parent, prefix=".partial-")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+class DatasetWriter:
+    """Adds cases to a dataset folder; re-opening an existing folder resumes it."""
+
+    def __init__(self, folder: str | Path, image_shape: tuple[int, int], description: dict | None = None):
+        self.folder = Path(folder)
+        (self.folder / "images").mkdir(parents=True, exist_ok=True)
+        header_path = self.folder / "dataset.json"
+        if header_path.exists():
+            header = read_header(self.folder)
+            if tuple(header["image_shape"]) != tuple(image_shape):
+                raise InputError(self.folder, f"holds {header['image_shape']} images, not {list(image_shape)}",
+                                 "write into a new folder")
+        else:
+            header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "created_by": f"bmdgan {__version__}",
+                      "image_shape": list(image_shape), "channels": IMAGE_CHANNELS, **(description or {})}
+            atomic_write_text(header_path, json.dumps(header, indent=2))
+        self.header = header
+        self.manifest_path = self.folder / "manifest.csv"
+        if not self.manifest_path.exists():
+            rewrite_manifest(self.folder, [])
+        self._repair_manifest_tail()
+        self.done = {record.case_id for record in read_manifest(self.folder)}
+
+    def _repair_manifest_tail(self) -> None:
+        """Drop a last line cut short by a crash (a row is complete only with its newline)."""
+        data = self.manifest_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            atomic_write_text(self.manifest_path, data[:data.rfind(b"\n") + 1].decode())
+
+    def add(self, record: CaseRecord, images: dict[str, np.ndarray]) -> None:
+        """Write the images of one case, then its manifest row. A case already present is an error."""
+        if record.case_id in self.done:
+            raise InputError(self.folder, f"case {record.case_id} is already in the dataset", "use another case id")
+        unknown = set(images) - set(IMAGE_CHANNELS)
+        if unknown:
+            raise InputError(None, f"unknown image channels {sorted(unknown)}", f"use {sorted(IMAGE_CHANNELS)}")
+        shape = tuple(self.header["image_shape"])
+        for channel, image in images.items():
+            if image.shape != shape or not np.all(np.isfinite(image)):
+                raise InputError(None, f"{record.case_id} {channel}: image of shape {image.shape} with "
+                                       f"non-finite values or not {shape}", "normalise the images first")
+            relative = f"images/{record.case_id}_{channel}.npy"
+            atomic_save_npy(self.folder / relative, image)
+            record.images[channel] = relative
+        with open(self.manifest_path, "a", newline="") as stream:
+            csv.DictWriter(stream, fieldnames=MANIFEST_COLUMNS, lineterminator="\n").writerow(record.row())
+            stream.flush()
+            os.fsync(stream.fileno())
+        self.done.add(record.case_id)
+
+
+def read_header(folder: str | Path) -> dict:
+    """``dataset.json`` of a folder, refusing other formats and versions with what to do."""
+    path = Path(folder) / "dataset.json"
+    if not path.exists():
+        raise InputError(folder, "is not a bmdgan dataset (no dataset.json)", "give a folder made by bmdgan")
+    header = json.loads(path.read_text())
+    if header.get("format") != FORMAT_NAME:
+        raise InputError(path, f"format is {header.get('format')!r}, not {FORMAT_NAME!r}", "give a bmdgan dataset")
+    version = header.get("version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise InputError(path, f"dataset format version {version}, this bmdgan reads version {FORMAT_VERSION}",
+                         "upgrade bmdgan" if newer else "re-build the dataset with this bmdgan version")
+    return header
+
+
+def read_manifest(folder: str | Path) -> list[CaseRecord]:
+    """All complete cases of a dataset folder, in the order they were added."""
+    read_header(folder)
+    with open(Path(folder) / "manifest.csv", newline="") as stream:
+        reader = csv.DictReader(stream)
+        missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise InputError(Path(folder) / "manifest.csv", f"lacks columns {sorted(missing)}", "re-build the dataset")
+        return [CaseRecord.from_row(row) for row in reader]
+
+
+def load_image(folder: str | Path, record: CaseRecord, channel: str) -> np.ndarray:
+    """One float32 image of a case (unit: see IMAGE_CHANNELS)."""
+    if channel not in record.images:
+        raise InputError(folder, f"case {record.case_id} has no {channel} image", "build the dataset with it")
+    return np.load(Path(folder) / record.images[channel], allow_pickle=False)
+
+
+def rewrite_manifest(folder: str | Path, records: list[CaseRecord]) -> None:
+    """Replace the manifest atomically (e.g. after assigning folds)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(record.row())
+    atomic_write_text(Path(folder) / "manifest.csv", buffer.getvalue())
