@@ -1,0 +1,122 @@
+"""A training run: stage 1 then stage 2 (hierarchical learning) or stage 2 from scratch, then the BMD fit.
+
+The run folder holds ``run.json`` (settings), ``stage1/`` and ``stage2/`` (checkpoints, history.jsonl,
+TensorBoard logs) and, when stage 2 is done, ``model/`` (what ``bmdgan decompose``/``estimate`` load):
+``generator.safetensors`` and ``model.json`` (backbone, image shape, scaling, and the DRR -> BMD
+calibrations: threshold tuned on the ground-truth PF-DRRs of the training fold as in the paper's Fig. 4,
+linear fit on the model's own PF-DRRs of the training fold).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from .. import __version__
+from ..bmd_from_drr import DrrBmdCalibration, fit_linear, pearson_r, pf_drr_mean, tune_threshold
+from ..datasets.folds import split
+from ..datasets.format import atomic_write_text, read_header, read_manifest
+from ..errors import InputError
+from .checkpoint import latest_checkpoint
+from .config import TrainingConfig
+from .data import DRR_SCALE_G_CM2, PairDataset
+from .trainer import StageTrainer, start_process
+
+BMD_TARGETS = {"ct_abmd_g_cm2": "g/cm2", "dxa_bmd_g_cm2": "g/cm2", "qct_vbmd_mg_cm3": "mg/cm3"}
+MODEL_FORMAT_VERSION = 1
+
+
+def training_records(dataset_folder: Path, fold: int | None):
+    """Cases used for training: all but ``fold`` (None: all cases)."""
+    records = read_manifest(dataset_folder)
+    if fold is None:
+        return records
+    if fold not in {r.fold for r in records}:
+        raise InputError(dataset_folder, f"no case is in fold {fold}", "assign folds or pick an existing fold")
+    return split(records, fold)[0]
+
+
+def predict_drrs(generator: torch.nn.Module, dataset: PairDataset, device: torch.device) -> np.ndarray:
+    """G's DRRs for every item of ``dataset`` (no augmentation), g/cm2, [N, H, W]."""
+    generator.eval()
+    outputs = []
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            _, x, _ = dataset[index]
+            outputs.append(generator(x[None].to(device))[0, 0].float().cpu().numpy() * DRR_SCALE_G_CM2)
+    return np.stack(outputs)
+
+
+def fit_bmd_calibrations(generator, dataset_folder: Path, records, config: TrainingConfig,
+                         device: torch.device) -> list[DrrBmdCalibration]:
+    """One DRR -> BMD calibration per ground-truth column known for the training cases."""
+    dataset = PairDataset(dataset_folder, records, "stage2", config.image_shape)
+    predicted = predict_drrs(generator, dataset, device)
+    truth = np.stack([dataset[i][2][0].numpy() * DRR_SCALE_G_CM2 for i in range(len(dataset))])
+    calibrations = []
+    for column, unit in BMD_TARGETS.items():
+        values = np.array([getattr(r, column) for r in records], dtype=float)
+        known = np.isfinite(values)
+        if known.sum() < 3:
+            continue
+        threshold = tune_threshold(truth[known], values[known]).threshold
+        averages = np.asarray(pf_drr_mean(predicted[known], threshold), dtype=float)
+        usable = np.isfinite(averages)
+        slope, intercept = fit_linear(averages[usable], values[known][usable])
+        calibrations.append(DrrBmdCalibration(threshold, slope, intercept, column, unit,
+                                              pearson_r(averages[usable], values[known][usable])))
+    return calibrations
+
+
+def export_model(run_folder: Path, generator: torch.nn.Module, config: TrainingConfig,
+                 calibrations: list[DrrBmdCalibration], provenance: dict) -> Path:
+    """Write ``run_folder/model``: the generator weights and everything needed to use them."""
+    folder = run_folder / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()},
+              str(folder / "generator.safetensors"))
+    description = {"format": "bmdgan-model", "version": MODEL_FORMAT_VERSION, "created_by": f"bmdgan {__version__}",
+                   "backbone": config.backbone, "image_shape": list(config.image_shape),
+                   "input_scaling": "radiograph percentiles 0.5/99.5 -> [-1, 1]",
+                   "drr_scale_g_cm2": DRR_SCALE_G_CM2, "output_unit": "g/cm2",
+                   "calibrations": [c.to_dict() for c in calibrations], "provenance": provenance}
+    atomic_write_text(folder / "model.json", json.dumps(description, indent=2))
+    return folder
+
+
+def train_run(config: TrainingConfig, dataset_folder: str | Path, run_folder: str | Path, fold: int | None = None,
+              stages: tuple[str, ...] = ("stage1", "stage2"), hierarchical: bool = True, device: str = "auto",
+              stop_after_epochs: int | None = None, progress: bool = True) -> dict[str, list[dict]]:
+    """Train the requested stages (resuming each from its checkpoints); returns each stage's history."""
+    dataset_folder, run_folder = Path(dataset_folder), Path(run_folder)
+    read_header(dataset_folder)
+    process = start_process(device)
+    records = training_records(dataset_folder, fold)
+    settings = {"config": config.to_dict(), "dataset": str(dataset_folder), "fold": fold, "stages": list(stages),
+                "hierarchical": hierarchical, "world_size": process.world_size}
+    if process.is_main:
+        run_folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_folder / "run.json", json.dumps(settings, indent=2))
+    histories: dict[str, list[dict]] = {}
+    trainer = None
+    for stage in stages:
+        initial = None
+        if stage == "stage2" and hierarchical:
+            initial = latest_checkpoint(run_folder / "stage1" / "checkpoints")
+            if initial is None:
+                raise InputError(run_folder, "hierarchical learning needs stage 1's weights, and none were found",
+                                 "train stage1 first or use --no-hierarchical")
+        trainer = StageTrainer(config, dataset_folder, records, stage, run_folder, process, initial)
+        histories[stage] = trainer.train(stop_after_epochs, progress)
+        if trainer.start_epoch + len({h["epoch"] for h in histories[stage]}) < config.epochs[stage]:
+            return histories  # stopped early on request: later stages wait for the resume
+    if "stage2" in stages and process.is_main and trainer is not None:
+        calibrations = fit_bmd_calibrations(trainer.generator, dataset_folder, records, config, process.device)
+        export_model(run_folder, trainer.generator, config, calibrations,
+                     {"dataset": str(dataset_folder), "fold": fold, "hierarchical": hierarchical,
+                      "training_cases": len(records)})
+    return histories
