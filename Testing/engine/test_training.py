@@ -39,11 +39,18 @@ def _read_history(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.slow
-def test_losses_fall_and_model_reloads_identically(dataset, smoke, tmp_path):
+@pytest.fixture(scope="module")
+def trained(dataset, smoke, tmp_path_factory):
+    """A hierarchical smoke run (4 + 2 epochs) on folds 1-3: (run folder, histories)."""
     torch.set_num_threads(2)
+    run_folder = tmp_path_factory.mktemp("run")
     config = replace(smoke, epochs={"stage1": 4, "stage2": 2})
-    histories = train_run(config, dataset, tmp_path, fold=0, progress=False)
+    return run_folder, train_run(config, dataset, run_folder, fold=0, progress=False)
+
+
+@pytest.mark.slow
+def test_losses_fall_and_model_reloads_identically(trained):
+    tmp_path, histories = trained
     stage1 = histories["stage1"]
     first = np.mean([h["g_l1"] for h in stage1 if h["epoch"] == 0])
     last = np.mean([h["g_l1"] for h in stage1 if h["epoch"] == 3])
@@ -116,3 +123,29 @@ def test_ddp_two_processes_match_one_process(dataset, tmp_path):
     for a, b in zip(one, two):
         assert a["g_total"] == pytest.approx(b["g_total"], rel=2e-3), (a, b)
         assert a["d"] == pytest.approx(b["d"], rel=2e-3), (a, b)
+
+
+@pytest.mark.slow
+def test_decompose_command_writes_pf_drr_with_units(trained, dataset, tmp_path):
+    from bmdgan.datasets.format import load_image, read_manifest
+    from bmdgan.io.float_image import read_float_image
+
+    run_folder, _ = trained
+    record = [r for r in read_manifest(dataset) if r.fold == 0][0]
+    image = load_image(dataset, record, "radiograph")
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "xray.tif", (image * 10000).astype(np.uint16))
+    result = subprocess.run([sys.executable, "-m", "bmdgan", "decompose", str(tmp_path / "xray.tif"), "--model",
+                             str(run_folder / "model"), "--side", "right", "--single-hip", "--out",
+                             str(tmp_path / "pf.tif")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    drr, metadata = read_float_image(tmp_path / "pf.tif")
+    assert metadata["unit"] == "g/cm2" and drr.shape == (64, 32) and drr.min() >= 0
+    assert set(metadata["bmd"]) == {"ct_abmd_g_cm2", "qct_vbmd_mg_cm3"}
+    (run_folder / "broken").mkdir(exist_ok=True)
+    (run_folder / "broken" / "model.json").write_text(json.dumps({"format": "bmdgan-model", "version": 7}))
+    refused = subprocess.run([sys.executable, "-m", "bmdgan", "decompose", str(tmp_path / "xray.tif"), "--model",
+                              str(run_folder / "broken"), "--side", "right", "--out", str(tmp_path / "no.tif")],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "version 7" in refused.stderr and not (tmp_path / "no.tif").exists()

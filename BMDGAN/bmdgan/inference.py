@@ -1,0 +1,77 @@
+"""Use a trained decomposition model: radiograph -> PF-DRR (g/cm2) -> BMD.
+
+A model folder is what training exports (``run/model``): ``model.json`` and ``generator.safetensors``.
+Weights are read with safetensors only (never pickle), and checked against the architecture.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bmd_from_drr import DrrBmdCalibration
+from .datasets.normalise import HipCrop, apply_hip_crop, plan_hip_crop
+from .errors import InputError
+from .io import Radiograph
+
+MODEL_FORMAT = "bmdgan-model"
+SUPPORTED_MODEL_VERSION = 1
+
+
+@dataclass
+class Decomposition:
+    """The PF-DRR of one hip: ``pf_drr_g_cm2`` [rows, columns] in the normalised crop described by ``crop``."""
+
+    pf_drr_g_cm2: np.ndarray
+    radiograph_crop: np.ndarray
+    crop: HipCrop
+
+
+class DecompositionModel:
+    """A trained generator with its scaling and DRR -> BMD calibrations."""
+
+    def __init__(self, generator: torch.nn.Module, description: dict, device: torch.device):
+        self.generator, self.description, self.device = generator.eval(), description, device
+        self.image_shape = tuple(description["image_shape"])
+        self.drr_scale_g_cm2 = float(description["drr_scale_g_cm2"])
+        self.calibrations = {c["target"]: DrrBmdCalibration.from_dict(c) for c in description["calibrations"]}
+
+    @staticmethod
+    def load(folder: str | Path, device: str = "cpu") -> "DecompositionModel":
+        from .models.generator import build_generator
+        from .training.checkpoint import load_weights
+
+        folder = Path(folder)
+        path = folder / "model.json"
+        if not path.is_file():
+            raise InputError(folder, "is not a bmdgan model folder (no model.json)",
+                             "give the 'model' folder of a training run")
+        description = json.loads(path.read_text())
+        if description.get("format") != MODEL_FORMAT or description.get("version") != SUPPORTED_MODEL_VERSION:
+            raise InputError(path, f"model format {description.get('format')} version {description.get('version')} "
+                                   f"is not {MODEL_FORMAT} version {SUPPORTED_MODEL_VERSION}",
+                             "use a model trained with a matching bmdgan version")
+        generator = build_generator(description["backbone"])
+        load_weights(folder, "generator", generator)
+        torch_device = torch.device(device)
+        return DecompositionModel(generator.to(torch_device), description, torch_device)
+
+    def decompose(self, radiograph: Radiograph, side: str, bilateral: bool = True) -> Decomposition:
+        """PF-DRR of the ``side`` hip of a radiograph (bilateral: split at the centre as in training)."""
+        from .training.data import normalise_radiograph
+
+        crop = plan_hip_crop(radiograph.shape, side, self.image_shape, bilateral)
+        image = apply_hip_crop(radiograph.pixels, crop)
+        x = torch.from_numpy(normalise_radiograph(image))[None, None].to(self.device)
+        with torch.no_grad():
+            drr = self.generator(x)[0, 0].float().cpu().numpy() * self.drr_scale_g_cm2
+        return Decomposition(np.clip(drr, 0.0, None).astype(np.float32), image, crop)
+
+    def bmd(self, decomposition: Decomposition) -> dict[str, float]:
+        """BMD per calibrated target (e.g. ``ct_abmd_g_cm2``, ``qct_vbmd_mg_cm3``); NaN when the PF region is empty."""
+        return {target: float(calibration.predict(decomposition.pf_drr_g_cm2))
+                for target, calibration in self.calibrations.items()}
