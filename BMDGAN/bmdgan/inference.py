@@ -15,6 +15,7 @@ import torch
 
 from .bmd_from_drr import DrrBmdCalibration
 from .datasets.normalise import HipCrop, apply_hip_crop, plan_hip_crop
+from .distribution_check import TrainingDistribution, check, pooled_features
 from .errors import InputError
 from .io import Radiograph
 
@@ -29,6 +30,7 @@ class Decomposition:
     pf_drr_g_cm2: np.ndarray
     radiograph_crop: np.ndarray
     crop: HipCrop
+    features: np.ndarray
 
 
 class DecompositionModel:
@@ -39,6 +41,7 @@ class DecompositionModel:
         self.image_shape = tuple(description["image_shape"])
         self.drr_scale_g_cm2 = float(description["drr_scale_g_cm2"])
         self.calibrations = {c["target"]: DrrBmdCalibration.from_dict(c) for c in description["calibrations"]}
+        self.distribution = TrainingDistribution.from_dict(description["training_distribution"])
 
     @staticmethod
     def load(folder: str | Path, device: str = "cpu") -> "DecompositionModel":
@@ -69,7 +72,12 @@ class DecompositionModel:
         x = torch.from_numpy(normalise_radiograph(image))[None, None].to(self.device)
         with torch.no_grad():
             drr = self.generator(x)[0, 0].float().cpu().numpy() * self.drr_scale_g_cm2
-        return Decomposition(np.clip(drr, 0.0, None).astype(np.float32), image, crop)
+        return Decomposition(np.clip(drr, 0.0, None).astype(np.float32), image, crop,
+                             pooled_features(self.generator, x)[0])
+
+    def warnings(self, decomposition: Decomposition) -> list[str]:
+        """Why this result may not be trustworthy (empty: it looks like the training data)."""
+        return check(self.distribution, decomposition.features, decomposition.pf_drr_g_cm2)
 
     def bmd(self, decomposition: Decomposition) -> dict[str, float]:
         """BMD per calibrated target (e.g. ``ct_abmd_g_cm2``, ``qct_vbmd_mg_cm3``); NaN when the PF region is empty."""

@@ -15,37 +15,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from synthetic_dataset import make_pairs_dataset  # noqa: E402
-
-from bmdgan.errors import BMDGANError  # noqa: E402
-from bmdgan.models.generator import build_generator  # noqa: E402
-from bmdgan.training.checkpoint import latest_checkpoint, load_weights  # noqa: E402
-from bmdgan.training.config import load_config  # noqa: E402
-from bmdgan.training.run import train_run  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return make_pairs_dataset(tmp_path_factory.mktemp("pairs"))
-
-
-@pytest.fixture(scope="module")
-def smoke():
-    return load_config("smoke")
+from bmdgan.errors import BMDGANError
+from bmdgan.models.generator import build_generator
+from bmdgan.training.checkpoint import latest_checkpoint, load_weights
+from bmdgan.training.run import train_run
 
 
 def _read_history(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def trained(dataset, smoke, tmp_path_factory):
-    """A hierarchical smoke run (4 + 2 epochs) on folds 1-3: (run folder, histories)."""
-    torch.set_num_threads(2)
-    run_folder = tmp_path_factory.mktemp("run")
-    config = replace(smoke, epochs={"stage1": 4, "stage2": 2})
-    return run_folder, train_run(config, dataset, run_folder, fold=0, progress=False)
 
 
 @pytest.mark.slow

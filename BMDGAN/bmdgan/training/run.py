@@ -20,6 +20,7 @@ from .. import __version__
 from ..bmd_from_drr import DrrBmdCalibration, fit_linear, pearson_r, pf_drr_mean, tune_threshold
 from ..datasets.folds import split
 from ..datasets.format import atomic_write_text, read_header, read_manifest
+from ..distribution_check import TrainingDistribution, fit_distribution, pooled_features
 from ..errors import InputError
 from .checkpoint import latest_checkpoint
 from .config import TrainingConfig
@@ -28,6 +29,8 @@ from .trainer import StageTrainer, start_process
 
 BMD_TARGETS = {"ct_abmd_g_cm2": "g/cm2", "dxa_bmd_g_cm2": "g/cm2", "qct_vbmd_mg_cm3": "mg/cm3"}
 MODEL_FORMAT_VERSION = 1
+DEFAULT_REGION_THRESHOLD_G_CM2 = 0.1
+"""PF-region threshold of the distribution check when no BMD column was known (no calibration to borrow it from)."""
 
 
 def training_records(dataset_folder: Path, fold: int | None):
@@ -40,22 +43,25 @@ def training_records(dataset_folder: Path, fold: int | None):
     return split(records, fold)[0]
 
 
-def predict_drrs(generator: torch.nn.Module, dataset: PairDataset, device: torch.device) -> np.ndarray:
-    """G's DRRs for every item of ``dataset`` (no augmentation), g/cm2, [N, H, W]."""
+def predict_drrs(generator: torch.nn.Module, dataset: PairDataset, device: torch.device
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """G's DRRs (g/cm2, [N, H, W]) and pooled encoder features ([N, C]) for every item (no augmentation)."""
     generator.eval()
-    outputs = []
+    drrs, features = [], []
     with torch.no_grad():
         for index in range(len(dataset)):
-            _, x, _ = dataset[index]
-            outputs.append(generator(x[None].to(device))[0, 0].float().cpu().numpy() * DRR_SCALE_G_CM2)
-    return np.stack(outputs)
+            x = dataset[index][1][None].to(device)
+            drrs.append(generator(x)[0, 0].float().cpu().numpy() * DRR_SCALE_G_CM2)
+            features.append(pooled_features(generator, x)[0])
+    return np.stack(drrs), np.stack(features)
 
 
-def fit_bmd_calibrations(generator, dataset_folder: Path, records, config: TrainingConfig,
-                         device: torch.device) -> list[DrrBmdCalibration]:
-    """One DRR -> BMD calibration per ground-truth column known for the training cases."""
+def fit_bmd_calibrations(generator, dataset_folder: Path, records, config: TrainingConfig, device: torch.device
+                         ) -> tuple[list[DrrBmdCalibration], TrainingDistribution]:
+    """One DRR -> BMD calibration per ground-truth column known for the training cases, and the training
+    distribution that estimation compares new radiographs with."""
     dataset = PairDataset(dataset_folder, records, "stage2", config.image_shape)
-    predicted = predict_drrs(generator, dataset, device)
+    predicted, features = predict_drrs(generator, dataset, device)
     truth = np.stack([dataset[i][2][0].numpy() * DRR_SCALE_G_CM2 for i in range(len(dataset))])
     calibrations = []
     for column, unit in BMD_TARGETS.items():
@@ -69,11 +75,12 @@ def fit_bmd_calibrations(generator, dataset_folder: Path, records, config: Train
         slope, intercept = fit_linear(averages[usable], values[known][usable])
         calibrations.append(DrrBmdCalibration(threshold, slope, intercept, column, unit,
                                               pearson_r(averages[usable], values[known][usable])))
-    return calibrations
+    threshold = calibrations[0].threshold if calibrations else DEFAULT_REGION_THRESHOLD_G_CM2
+    return calibrations, fit_distribution(features, predicted, threshold)
 
 
 def export_model(run_folder: Path, generator: torch.nn.Module, config: TrainingConfig,
-                 calibrations: list[DrrBmdCalibration], provenance: dict) -> Path:
+                 calibrations: list[DrrBmdCalibration], distribution: TrainingDistribution, provenance: dict) -> Path:
     """Write ``run_folder/model``: the generator weights and everything needed to use them."""
     folder = run_folder / "model"
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,7 +90,8 @@ def export_model(run_folder: Path, generator: torch.nn.Module, config: TrainingC
                    "backbone": config.backbone, "image_shape": list(config.image_shape),
                    "input_scaling": "radiograph percentiles 0.5/99.5 -> [-1, 1]",
                    "drr_scale_g_cm2": DRR_SCALE_G_CM2, "output_unit": "g/cm2",
-                   "calibrations": [c.to_dict() for c in calibrations], "provenance": provenance}
+                   "calibrations": [c.to_dict() for c in calibrations],
+                   "training_distribution": distribution.to_dict(), "provenance": provenance}
     atomic_write_text(folder / "model.json", json.dumps(description, indent=2))
     return folder
 
@@ -115,8 +123,9 @@ def train_run(config: TrainingConfig, dataset_folder: str | Path, run_folder: st
         if trainer.start_epoch + len({h["epoch"] for h in histories[stage]}) < config.epochs[stage]:
             return histories  # stopped early on request: later stages wait for the resume
     if "stage2" in stages and process.is_main and trainer is not None:
-        calibrations = fit_bmd_calibrations(trainer.generator, dataset_folder, records, config, process.device)
-        export_model(run_folder, trainer.generator, config, calibrations,
+        calibrations, distribution = fit_bmd_calibrations(trainer.generator, dataset_folder, records, config,
+                                                          process.device)
+        export_model(run_folder, trainer.generator, config, calibrations, distribution,
                      {"dataset": str(dataset_folder), "fold": fold, "hierarchical": hierarchical,
                       "training_cases": len(records)})
     return histories

@@ -1,0 +1,56 @@
+"""``bmdgan estimate``: radiograph(s) in; PF-DRR, aBMD, vBMD, T-score, WHO category, warnings and a report out."""
+
+from __future__ import annotations
+
+HELP = "estimate BMD from radiographs (files, folders or a .txt list): result.json, PF-DRR and report.png each"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("inputs", nargs="+", help="radiographs (DICOM, PNG, JPEG, TIFF), folders or .txt lists")
+    parser.add_argument("--model", default=None, help="model folder (default: the bundled default model)")
+    parser.add_argument("--side", choices=("auto", "left", "right"), default="auto",
+                        help="hip to analyse; auto: DICOM laterality if present, else both hips")
+    parser.add_argument("--single-hip", action="store_true", help="images show one hip only (no split at centre)")
+    parser.add_argument("--reference", default=None, help="T-score reference (see resources/tscore_references.json)")
+    parser.add_argument("--out", required=True, help="output folder: one subfolder per radiograph")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+def run(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from bmdgan.errors import BMDGANError
+    from bmdgan.estimation import estimate_hip, input_files, sides_to_analyse, write_results
+    from bmdgan.inference import DecompositionModel
+    from bmdgan.io import read_radiograph
+    from bmdgan.models_default import resolve_model_folder
+    from bmdgan.tscore import load_reference
+
+    model_folder = resolve_model_folder(args.model)
+    model = DecompositionModel.load(model_folder, args.device)
+    reference = load_reference(args.reference)
+    files = input_files(args.inputs)
+    failures = 0
+    for path in tqdm(files, desc="estimating", disable=len(files) < 2):
+        try:
+            radiograph = read_radiograph(path)
+            results = [estimate_hip(model, radiograph, side, reference, not args.single_hip)
+                       for side in sides_to_analyse(radiograph, args.side)]
+            folder = write_results(Path(args.out) / path.stem, radiograph, results, model, str(model_folder))
+        except BMDGANError as error:
+            failures += 1
+            print(f"bmdgan estimate: error: {error}", file=sys.stderr)
+            continue
+        for hip, _ in results:
+            numbers = (f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, T-score {hip.t_score:+.1f} ({hip.who_category})"
+                       if hip.dxa_bmd_g_cm2 is not None else "no aBMD")
+            if hip.qct_bmd_mg_cm3 is not None:
+                numbers += f", vBMD {hip.qct_bmd_mg_cm3:.0f} mg/cm3"
+            print(f"{path.name} {hip.side} hip: {numbers}" + ("" if hip.trustworthy else "  [NOT TRUSTWORTHY]"))
+            for warning in hip.warnings:
+                print(f"  warning: {warning}")
+        print(f"  -> {folder}")
+    return 2 if failures else 0

@@ -1,0 +1,116 @@
+"""One radiograph in, BMD out: the PF-DRR, DXA-like aBMD (g/cm2), QCT vBMD (mg/cm3), T-score, WHO category,
+and warnings when the input does not look like what the model was trained on.
+
+``dxa_bmd_g_cm2`` comes from a calibration to clinical DXA when the model has one, else from the CT-derived
+DXA-like aBMD (``ct_abmd_g_cm2``: what models trained on virtual cohorts know); ``dxa_like_source`` says which.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+from .inference import Decomposition, DecompositionModel
+from .io import Radiograph
+from .io.float_image import write_float_image
+from .tscore import Reference, t_score, who_category
+
+LATERALITY = {"L": "left", "R": "right"}
+
+
+@dataclass
+class HipEstimate:
+    side: str
+    method: str
+    dxa_bmd_g_cm2: float | None
+    dxa_like_source: str | None
+    qct_bmd_mg_cm3: float | None
+    t_score: float | None
+    who_category: str | None
+    reference: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def trustworthy(self) -> bool:
+        return not self.warnings and self.dxa_bmd_g_cm2 is not None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "trustworthy": self.trustworthy}
+
+
+def sides_to_analyse(radiograph: Radiograph, side: str) -> list[str]:
+    """"left"/"right" as given; "auto": the DICOM laterality when present, else both hips."""
+    if side in ("left", "right"):
+        return [side]
+    if radiograph.laterality in LATERALITY:
+        return [LATERALITY[radiograph.laterality]]
+    return ["right", "left"]
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def estimate_hip(model: DecompositionModel, radiograph: Radiograph, side: str, reference: Reference,
+                 bilateral: bool = True) -> tuple[HipEstimate, Decomposition]:
+    decomposition = model.decompose(radiograph, side, bilateral)
+    bmd = model.bmd(decomposition)
+    source = "dxa_bmd_g_cm2" if "dxa_bmd_g_cm2" in bmd else "ct_abmd_g_cm2" if "ct_abmd_g_cm2" in bmd else None
+    areal = _finite(bmd.get(source)) if source else None
+    warnings = list(radiograph.warnings) + model.warnings(decomposition)
+    if areal is None:
+        warnings.append("no areal BMD: the model has no aBMD calibration or the PF region is empty")
+    score = t_score(areal, reference) if areal is not None else None
+    return HipEstimate(side=side, method="decomposition", dxa_bmd_g_cm2=areal, dxa_like_source=source,
+                       qct_bmd_mg_cm3=_finite(bmd.get("qct_vbmd_mg_cm3")), t_score=score,
+                       who_category=who_category(score) if score is not None else None,
+                       reference=reference.name, warnings=warnings), decomposition
+
+
+def write_results(folder: str | Path, radiograph: Radiograph, results: list[tuple[HipEstimate, Decomposition]],
+                  model: DecompositionModel, model_folder: str) -> Path:
+    """``folder``: result.json, pf_drr_<side>.tif (g/cm2) and report.png, written as a whole or not at all."""
+    from .report import draw_report
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=folder.parent))
+    try:
+        for hip, decomposition in results:
+            write_float_image(partial / f"pf_drr_{hip.side}.tif", decomposition.pf_drr_g_cm2, "g/cm2",
+                              crop=decomposition.crop.to_dict(), source=radiograph.source)
+        summary = {"source": radiograph.source, "model": model_folder,
+                   "pixel_spacing_mm": radiograph.pixel_spacing_mm, "hips": [hip.to_dict() for hip, _ in results]}
+        (partial / "result.json").write_text(json.dumps(summary, indent=2))
+        draw_report(partial / "report.png", radiograph, results, model.distribution.threshold_g_cm2)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(partial, folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def input_files(paths: list[str]) -> list[Path]:
+    """Radiographs named directly, found in folders, or listed one per line in a .txt file."""
+    from .io.radiograph import IMAGE_SUFFIXES
+
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + (".dcm",))
+        elif path.suffix.lower() == ".txt" and path.is_file():
+            found += [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            found.append(path)
+    if not found:
+        raise InputError(None, "no radiograph found in the inputs", "give files, folders or a .txt list")
+    return found
+

@@ -1,0 +1,66 @@
+"""The report picture of an estimate: the radiograph with each analysed PF region outlined, each PF-DRR as a
+colour density map with its scale bar (g/cm2), and the numbers with their warnings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .io import Radiograph
+
+
+def _outline_in_source(hip_decomposition, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Source-image (row, column) coordinates of the PF region's boundary pixels."""
+    from scipy import ndimage
+
+    region = hip_decomposition.pf_drr_g_cm2 >= threshold
+    boundary = region & ~ndimage.binary_erosion(region)
+    rows, columns = np.nonzero(boundary)
+    return hip_decomposition.crop.output_to_source(rows, columns)
+
+
+def _caption(hip) -> str:
+    lines = [f"{hip.side} hip ({hip.method})"]
+    if hip.dxa_bmd_g_cm2 is not None:
+        lines.append(f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2 (DXA-like)")
+        lines.append(f"T-score {hip.t_score:+.1f}: {hip.who_category}")
+    if hip.qct_bmd_mg_cm3 is not None:
+        lines.append(f"vBMD {hip.qct_bmd_mg_cm3:.0f} mg/cm3 (QCT-like)")
+    lines += [f"WARNING: {w}" for w in hip.warnings]
+    return "\n".join(lines)
+
+
+def draw_report(path: str | Path, radiograph: Radiograph, results, region_threshold_g_cm2: float) -> Path:
+    """Write the report PNG for ``results`` = [(HipEstimate, Decomposition)]; the PF region is outlined where
+    the PF-DRR reaches the model's threshold (the one its BMD averages over)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import textwrap
+
+    figure, axes = plt.subplots(1, 1 + len(results), figsize=(4.5 * (1 + len(results)), 6.5),
+                                gridspec_kw={"width_ratios": [1.6] + [1] * len(results)})
+    axes = np.atleast_1d(axes)
+    low, high = np.percentile(radiograph.pixels, [0.5, 99.5])
+    axes[0].imshow(radiograph.pixels, cmap="gray", vmin=low, vmax=high)
+    axes[0].set_title(Path(radiograph.source).name or "radiograph", fontsize=9)
+    for (hip, decomposition), axis, colour in zip(results, axes[1:], ("tab:orange", "tab:cyan")):
+        rows, columns = _outline_in_source(decomposition, region_threshold_g_cm2)
+        axes[0].scatter(columns, rows, s=0.3, c=colour, label=f"{hip.side} PF region")
+        shown = axis.imshow(decomposition.pf_drr_g_cm2, cmap="inferno", vmin=0)
+        figure.colorbar(shown, ax=axis, fraction=0.08, label="areal BMD along the ray (g/cm2)")
+        axis.set_title(f"PF-DRR, {hip.side} hip" + (" (mirrored)" if decomposition.crop.mirrored else ""), fontsize=9)
+        axis.set_xlabel("\n".join(textwrap.fill(line, 48) for line in _caption(hip).splitlines()), fontsize=8,
+                        color="darkred" if hip.warnings else "black")
+    for axis in axes:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    if results:
+        axes[0].legend(loc="lower right", fontsize=7, markerscale=10)
+    figure.suptitle("BMD-GAN estimate: research software, not for clinical use", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)

@@ -1,0 +1,37 @@
+"""Fixtures shared by the engine tests: a tiny synthetic pairs dataset and one smoke training run on it."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from synthetic_dataset import make_pairs_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    return make_pairs_dataset(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="session")
+def smoke():
+    from bmdgan.training.config import load_config
+
+    return load_config("smoke")
+
+
+@pytest.fixture(scope="session")
+def trained(dataset, smoke, tmp_path_factory):
+    """A hierarchical smoke run (4 + 2 epochs) on folds 1-3: (run folder, histories)."""
+    import torch
+
+    from bmdgan.training.run import train_run
+
+    torch.set_num_threads(2)
+    run_folder = tmp_path_factory.mktemp("run")
+    config = replace(smoke, epochs={"stage1": 4, "stage2": 2})
+    return run_folder, train_run(config, dataset, run_folder, fold=0, progress=False)
