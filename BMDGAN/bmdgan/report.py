@@ -40,7 +40,7 @@ def draw_report(path: str | Path, radiograph: Radiograph, results, region_thresh
     import matplotlib.pyplot as plt
     import textwrap
 
-    figure, axes = plt.subplots(1, 1 + len(results), figsize=(4.5 * (1 + len(results)), 6.5),
+    figure, axes = plt.subplots(1, 1 + len(results), figsize=(4.5 * (1 + len(results)), 8.0),
                                 gridspec_kw={"width_ratios": [1.6] + [1] * len(results)})
     axes = np.atleast_1d(axes)
     low, high = np.percentile(radiograph.pixels, [0.5, 99.5])
