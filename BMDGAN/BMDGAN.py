@@ -35,9 +35,12 @@ class BMDGAN(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class BMDGANParameterNode:
-    """Saved with the scene: the radiograph being analysed."""
+    """Saved with the scene: the radiograph, the model folder ("" = default model), the hip and the device."""
 
     radiograph: slicer.vtkMRMLScalarVolumeNode
+    modelFolder: str = ""
+    side: str = "auto"
+    device: str = "cpu"
 
 
 class BMDGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -59,6 +62,7 @@ class BMDGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.loadRadiographButton.connect("clicked(bool)", self.onLoadRadiograph)
         self.ui.radiographSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onRadiographChanged)
+        self.ui.estimateButton.connect("clicked(bool)", self.onEstimate)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -97,6 +101,20 @@ class BMDGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay("Not a radiograph.", waitCursor=True):
             self.ui.radiographInfoLabel.text = self.logic.engine.summary(self.logic.engine.radiograph_from_node(node))
+
+
+    def onEstimate(self) -> None:
+        from BMDGANLib.slicer_setup import ensure_requirements
+
+        parameters = self._parameterNode
+        if parameters.radiograph is None or not ensure_requirements(slicer):
+            return
+        with slicer.util.tryWithErrorDisplay("BMD estimation failed.", waitCursor=True):
+            result = self.logic.engine.estimate(parameters.radiograph, slicer.mrmlScene, parameters.modelFolder or None,
+                                                parameters.side, parameters.device)
+            slicer.util.setSliceViewerLayers(background=parameters.radiograph, foreground=result.pf_drr_nodes[0],
+                                             foregroundOpacity=0.5, fit=True)
+            self.ui.resultsLabel.text = self.logic.engine.describe(result)
 
 
 class BMDGANLogic(ScriptedLoadableModuleLogic):

@@ -1,8 +1,10 @@
-"""Shared test fixtures: paths to the real data in ``../shared/data`` and to the module folders."""
+"""Shared test fixtures: the real data in ``../shared/data``, the module folders on ``sys.path``, a tiny
+synthetic pairs dataset and one smoke training run on it (trained once per test session)."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ SHARED_DATA = REPOSITORY.parent / "shared" / "data"
 # The Slicer modules' Logic packages (BMDGANLib, ...) sit in the module folders, as in a Slicer install.
 for module_folder in ("BMDGAN", "BMDGANRegistration", "BMDGANTraining"):
     sys.path.insert(0, str(REPOSITORY / module_folder))
+sys.path.insert(0, str(REPOSITORY / "Testing"))
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +22,30 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    from synthetic_dataset import make_pairs_dataset
+
+    return make_pairs_dataset(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="session")
+def smoke():
+    from bmdgan.training.config import load_config
+
+    return load_config("smoke")
+
+
+@pytest.fixture(scope="session")
+def trained(dataset, smoke, tmp_path_factory):
+    """A hierarchical smoke run (4 + 2 epochs) on folds 1-3: (run folder, histories)."""
+    import torch
+
+    from bmdgan.training.run import train_run
+
+    torch.set_num_threads(2)
+    run_folder = tmp_path_factory.mktemp("run")
+    config = replace(smoke, epochs={"stage1": 4, "stage2": 2})
+    return run_folder, train_run(config, dataset, run_folder, fold=0, progress=False)

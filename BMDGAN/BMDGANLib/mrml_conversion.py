@@ -15,7 +15,7 @@ from bmdgan.errors import InputError
 from bmdgan.io import LPS_TO_RAS, Radiograph, Volume, VolumeGeometry
 
 
-def _vtk_matrix(matrix: np.ndarray) -> vtk.vtkMatrix4x4:
+def vtk_matrix(matrix: np.ndarray) -> vtk.vtkMatrix4x4:
     result = vtk.vtkMatrix4x4()
     for row in range(4):
         for column in range(4):
@@ -23,7 +23,7 @@ def _vtk_matrix(matrix: np.ndarray) -> vtk.vtkMatrix4x4:
     return result
 
 
-def _numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+def numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
     return np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
 
 
@@ -32,7 +32,7 @@ def volume_to_node(volume: Volume, scene, name: str, node=None, node_class: str 
     if node is None:
         node = scene.AddNewNodeByClass(node_class, name)
     slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array))
-    node.SetIJKToRASMatrix(_vtk_matrix(volume.geometry.ijk_to_ras()))
+    node.SetIJKToRASMatrix(vtk_matrix(volume.geometry.ijk_to_ras()))
     return node
 
 
@@ -42,7 +42,7 @@ def node_to_volume(node, unit: str = "HU") -> Volume:
         raise InputError(None, "the volume node has no image data", "select a loaded volume")
     ijk_to_ras = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(ijk_to_ras)
-    geometry = VolumeGeometry.from_ijk_to_lps(LPS_TO_RAS @ _numpy_matrix(ijk_to_ras))
+    geometry = VolumeGeometry.from_ijk_to_lps(LPS_TO_RAS @ numpy_matrix(ijk_to_ras))
     array = np.array(slicer.util.arrayFromVolume(node))
     return Volume(array, geometry, unit=unit, source=node.GetName())
 
@@ -144,7 +144,7 @@ def matrix_to_transform_node(matrix_lps: np.ndarray, scene, name: str, node=None
     """A 4x4 rigid transform between LPS frames into a linear transform node (stored in RAS)."""
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name)
-    node.SetMatrixTransformToParent(_vtk_matrix(LPS_TO_RAS @ np.asarray(matrix_lps, dtype=float) @ LPS_TO_RAS))
+    node.SetMatrixTransformToParent(vtk_matrix(LPS_TO_RAS @ np.asarray(matrix_lps, dtype=float) @ LPS_TO_RAS))
     return node
 
 
@@ -152,4 +152,4 @@ def transform_node_to_matrix(node) -> np.ndarray:
     """The to-parent 4x4 of a linear transform node, expressed between LPS frames."""
     matrix = vtk.vtkMatrix4x4()
     node.GetMatrixTransformToParent(matrix)
-    return LPS_TO_RAS @ _numpy_matrix(matrix) @ LPS_TO_RAS
+    return LPS_TO_RAS @ numpy_matrix(matrix) @ LPS_TO_RAS

@@ -16,7 +16,6 @@ from PIL import Image
 from bmdgan.errors import InputError
 from bmdgan.io import Volume, VolumeGeometry, read_ct, read_label_volume, read_radiograph, write_volume
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dicom_factory import hip_like_phantom, write_dx  # noqa: E402
 
 # Grid sizes (i, j, k) of the shared CTs as listed in ../shared/data/README.md and their headers.

@@ -78,3 +78,41 @@ def test_only_missing_requirements_are_installed_and_installed_ones_are_pinned()
     calls = []
     dependencies.install([absent], calls.append)
     assert calls and calls[0].startswith('"bmdgan-surely-not-a-real-package>=1" -c ')
+
+
+@pytest.mark.slow
+def test_estimation_logic_puts_results_into_the_scene(trained, dataset):
+    """A radiograph node -> PF-DRR volume nodes over the radiograph, a PF segmentation and a results table."""
+    from bmdgan.datasets.format import load_image, read_manifest
+    from bmdgan.io import Radiograph
+    from BMDGANLib.mrml_conversion import radiograph_to_node
+
+    run_folder, _ = trained
+    record = [r for r in read_manifest(dataset) if r.fold == 0][0]
+    radiograph = Radiograph(load_image(dataset, record, "radiograph"), source="synthetic",
+                            pixel_spacing_mm=(0.5, 0.5), spacing_source="test")
+    scene = slicer.vtkMRMLScene()
+    node = radiograph_to_node(radiograph, scene, "X-ray")
+    result = EstimationLogic().estimate(node, scene, run_folder / "model", side="right")
+    assert [hip.side for hip in result.hips] == ["right"]
+    pf_node = result.pf_drr_nodes[0]
+    assert pf_node.GetAttribute("BMDGAN.Unit") == "g/cm2"
+    assert pf_node.GetDisplayNode().GetColorNode().GetNumberOfColors() == 256
+    # The PF-DRR covers the right hip's half of the radiograph (bilateral split): its voxel corners, mapped
+    # through IJK-to-RAS, fall on the radiograph's left half (columns 0..16 of 32 at 0.5 mm; RAS x = -LPS x).
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    pf_node.GetIJKToRASMatrix(matrix)
+    rows, columns = slicer.util.arrayFromVolume(pf_node).shape[1:]
+    corners = [matrix.MultiplyPoint((i, j, 0, 1)) for i in (-0.5, columns - 0.5) for j in (-0.5, rows - 0.5)]
+    x_lps = sorted(-c[0] for c in corners)
+    y_lps = sorted(-c[1] for c in corners)
+    assert x_lps[0] == pytest.approx(-0.25, abs=0.3) and x_lps[-1] == pytest.approx(16 * 0.5 - 0.25, abs=0.6)
+    assert y_lps[0] >= -0.3 and y_lps[-1] <= 64 * 0.5
+    table = result.table_node
+    assert table.GetNumberOfRows() == 1 and table.GetCellText(0, 0) == "right"
+    assert float(table.GetCellText(0, 1)) == pytest.approx(result.hips[0].dxa_bmd_g_cm2, abs=5e-4)
+    assert result.segmentation_node.GetSegmentation().GetSegmentIdBySegmentName("proximal femur right")
+    text = EstimationLogic.describe(result)
+    assert text.startswith("right hip: aBMD") and "T-score" in text
