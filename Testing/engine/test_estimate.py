@@ -68,3 +68,37 @@ def test_missing_default_model_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("BMDGAN_MODEL", str(tmp_path / "nowhere"))
     result = run_estimate(str(tmp_path / "x.png"), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "no default model is installed" in result.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_command_writes_metrics_and_plots(trained, dataset, tmp_path):
+    run_folder, _ = trained
+    result = subprocess.run([sys.executable, "-m", "bmdgan", "evaluate", "--model", str(run_folder / "model"),
+                             "--dataset", str(dataset), "--fold", "0", "--out", str(tmp_path),
+                             "--jpeg-qualities", "90,30", "--bit-depths", "8,4"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["cases"] == 4 and metrics["fold"] == 0  # 2 patients x 2 poses in the held-out fold
+    abmd = metrics["targets"]["ct_abmd_g_cm2"]["all"]
+    assert -1 <= abmd["pcc"] <= 1 and abmd["mae"] >= 0 and abmd["rms_cv_percent"] is not None
+    assert set(metrics["robustness"]["jpeg_quality"]) == {"90", "30"}
+    assert set(metrics["robustness"]["bit_depth"]) == {"8", "4"}
+    for name in ("bland_altman_ct_abmd_g_cm2.png", "correlation_qct_vbmd_mg_cm3.png", "robustness.png"):
+        assert (tmp_path / name).stat().st_size > 5000, name
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("case_id,patient_id,pose,psnr_db,dice,ct_abmd_g_cm2_estimate")
+
+
+def test_psnr_dice_and_degradations_on_known_images():
+    from bmdgan.evaluation.evaluate import bit_depth_reduced, dice, jpeg_degraded, psnr_db
+
+    truth = np.zeros((10, 10))
+    truth[2:6, 2:6] = 1.0
+    shifted = np.zeros((10, 10))
+    shifted[2:6, 3:7] = 1.0
+    assert dice(shifted, truth, 0.5) == pytest.approx(2 * 12 / 32)
+    assert psnr_db(truth + 0.1, truth) == pytest.approx(20.0)  # peak 1, RMSE 0.1
+    ramp = np.linspace(0, 1000, 64 * 64).reshape(64, 64)
+    assert len(np.unique(bit_depth_reduced(ramp, 4))) == 16
+    assert np.abs(jpeg_degraded(ramp, 95) - ramp / ramp.max() * 255).mean() < 3

@@ -1,0 +1,148 @@
+"""Evaluate a decomposition model on a dataset's held-out cases (paper sections 4.2-4.3).
+
+For every case: the predicted PF-DRR against the ground-truth PF-DRR (PSNR, Dice of the PF region at the
+model's threshold), and the predicted BMD of every calibrated target against the ground truth. Then the
+agreement metrics per target and per pose, and the robustness of Fig. 8: the same cases with the radiograph
+JPEG-compressed at several qualities, or reduced to fewer bits.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..datasets.format import CaseRecord, atomic_write_text, load_image, read_manifest
+from ..errors import InputError
+from ..inference import DecompositionModel
+from ..io import Radiograph
+from ..training.data import resize_to
+from .metrics import agreement
+
+DEFAULT_JPEG_QUALITIES = (95, 75, 50, 25)
+DEFAULT_BIT_DEPTHS = (12, 10, 8, 6)
+
+
+@dataclass
+class CasePrediction:
+    record: CaseRecord
+    bmd: dict[str, float]
+    psnr_db: float
+    dice: float
+
+
+def psnr_db(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Peak signal-to-noise ratio (dB) with the ground truth's maximum as the peak."""
+    mse = float(np.mean((prediction - truth) ** 2))
+    peak = float(truth.max())
+    return math.inf if mse == 0 else 10.0 * math.log10(peak ** 2 / mse) if peak > 0 else -math.inf
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray, threshold: float) -> float:
+    """Dice coefficient of the regions at or above ``threshold`` (1 when both are empty)."""
+    a, b = prediction >= threshold, truth >= threshold
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2.0 * (a & b).sum() / total)
+
+
+def jpeg_degraded(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """The radiograph windowed to 8 bits (0.5/99.5 percentiles), JPEG-compressed at ``quality`` and decoded."""
+    from PIL import Image
+
+    low, high = np.percentile(pixels, [0.5, 99.5])
+    eight_bit = np.clip((pixels - low) / max(high - low, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(eight_bit).save(buffer, format="JPEG", quality=int(quality))
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float32)
+
+
+def bit_depth_reduced(pixels: np.ndarray, bits: int) -> np.ndarray:
+    """The radiograph quantised to ``bits`` bits over its own range."""
+    low, high = float(pixels.min()), float(pixels.max())
+    levels = 2 ** int(bits) - 1
+    return np.round((pixels - low) / max(high - low, 1e-6) * levels).astype(np.float32)
+
+
+def predict_case(model: DecompositionModel, folder: Path, record: CaseRecord, pixels: np.ndarray | None = None
+                 ) -> CasePrediction:
+    """Dataset images are already cut to one hip and oriented as a right hip (see datasets.normalise)."""
+    image = load_image(folder, record, "radiograph") if pixels is None else pixels
+    decomposition = model.decompose(Radiograph(image, source=record.case_id), "right", bilateral=False)
+    truth = resize_to(load_image(folder, record, "drr_pf"), decomposition.pf_drr_g_cm2.shape)
+    threshold = model.distribution.threshold_g_cm2
+    return CasePrediction(record, model.bmd(decomposition), psnr_db(decomposition.pf_drr_g_cm2, truth),
+                          dice(decomposition.pf_drr_g_cm2, truth, threshold))
+
+
+def _target_metrics(predictions: list[CasePrediction], target: str) -> dict | None:
+    pairs = [(p.bmd[target], getattr(p.record, target), p.record.patient_id, p.record.pose) for p in predictions
+             if math.isfinite(p.bmd.get(target, math.nan)) and math.isfinite(getattr(p.record, target))]
+    if len(pairs) < 3:
+        return None
+    estimate, truth, patients, poses = (list(column) for column in zip(*pairs))
+    result = {"all": agreement(estimate, truth, patients).to_dict(), "per_pose": {}}
+    for pose in sorted(set(poses)):
+        chosen = [i for i, p in enumerate(poses) if p == pose]
+        if len(chosen) >= 3:
+            result["per_pose"][pose] = agreement([estimate[i] for i in chosen], [truth[i] for i in chosen]).to_dict()
+    return result
+
+
+def evaluate(model: DecompositionModel, folder: str | Path, fold: int | None = None,
+             jpeg_qualities=DEFAULT_JPEG_QUALITIES, bit_depths=DEFAULT_BIT_DEPTHS, progress: bool = True) -> dict:
+    """Metrics of the held-out ``fold`` (None: every case) and the per-case predictions."""
+    from tqdm import tqdm
+
+    folder = Path(folder)
+    records = [r for r in read_manifest(folder) if fold is None or r.fold == fold]
+    if len(records) < 3:
+        raise InputError(folder, f"only {len(records)} cases to evaluate in fold {fold}", "choose another fold")
+    predictions = [predict_case(model, folder, record) for record in tqdm(records, desc="evaluating",
+                                                                          disable=not progress)]
+    targets = sorted(model.calibrations)
+    report = {"cases": len(records), "fold": fold,
+              "pf_drr": {"psnr_db_mean": float(np.mean([p.psnr_db for p in predictions])),
+                         "dice_mean": float(np.mean([p.dice for p in predictions]))},
+              "targets": {t: _target_metrics(predictions, t) for t in targets}, "robustness": {}}
+    degradations = [("jpeg_quality", q, jpeg_degraded) for q in jpeg_qualities] + \
+                   [("bit_depth", b, bit_depth_reduced) for b in bit_depths]
+    for kind, level, degrade in tqdm(degradations, desc="robustness", disable=not progress or not degradations):
+        degraded = [predict_case(model, folder, r, degrade(load_image(folder, r, "radiograph"), level))
+                    for r in records]
+        report["robustness"].setdefault(kind, {})[str(level)] = {
+            t: (_target_metrics(degraded, t) or {}).get("all", {}).get("pcc") for t in targets}
+    return {"report": report, "predictions": predictions}
+
+
+def write_evaluation(out: str | Path, result: dict) -> Path:
+    """metrics.json, predictions.csv, and for each target a Bland-Altman and a correlation plot."""
+    from .plots import plot_bland_altman, plot_correlation, plot_robustness
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(result["report"], indent=2))
+    predictions = result["predictions"]
+    targets = sorted({t for p in predictions for t in p.bmd})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["case_id", "patient_id", "pose", "psnr_db", "dice"]
+                    + [f"{t}_{kind}" for t in targets for kind in ("estimate", "truth")])
+    for p in predictions:
+        writer.writerow([p.record.case_id, p.record.patient_id, p.record.pose, f"{p.psnr_db:.3f}", f"{p.dice:.4f}"]
+                        + [f"{v:.6g}" for t in targets for v in (p.bmd[t], getattr(p.record, t))])
+    atomic_write_text(out / "predictions.csv", buffer.getvalue())
+    for target in targets:
+        pairs = [(p.bmd[target], getattr(p.record, target)) for p in predictions
+                 if math.isfinite(p.bmd[target]) and math.isfinite(getattr(p.record, target))]
+        if len(pairs) >= 3:
+            estimate, truth = np.array(pairs).T
+            plot_bland_altman(out / f"bland_altman_{target}.png", estimate, truth, target)
+            plot_correlation(out / f"correlation_{target}.png", estimate, truth, target)
+    if result["report"]["robustness"]:
+        plot_robustness(out / "robustness.png", result["report"]["robustness"])
+    return out

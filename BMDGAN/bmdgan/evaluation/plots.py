@@ -1,0 +1,79 @@
+"""Pictures of an evaluation: Bland-Altman and correlation plots (paper Figs. 6 and 9), robustness (Fig. 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import bland_altman, pearson
+
+UNITS = {"g_cm2": "g/cm2", "mg_cm3": "mg/cm3"}
+
+
+def _label(target: str) -> str:
+    for suffix, unit in UNITS.items():
+        if target.endswith(suffix):
+            return f"{target[: -len(suffix) - 1]} ({unit})"
+    return target
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=(5, 4.5))
+
+
+def plot_bland_altman(path: Path, estimate: np.ndarray, truth: np.ndarray, target: str) -> None:
+    plt, figure, axis = _figure()
+    limits = bland_altman(estimate, truth)
+    axis.scatter((estimate + truth) / 2, estimate - truth, s=12, alpha=0.7)
+    for value, style, text in ((limits.mean_difference, "-", "mean"), (limits.upper_limit, "--", "+1.96 SD"),
+                               (limits.lower_limit, "--", "-1.96 SD")):
+        axis.axhline(value, color="darkred", linestyle=style, linewidth=1)
+        axis.annotate(f"{text} {value:+.3g}", (1.0, value), xycoords=("axes fraction", "data"), ha="right",
+                      va="bottom", fontsize=8, color="darkred")
+    axis.set_xlabel(f"mean of estimate and ground truth, {_label(target)}")
+    axis.set_ylabel("estimate - ground truth")
+    axis.set_title(f"Bland-Altman, {target} (n = {len(estimate)})", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_correlation(path: Path, estimate: np.ndarray, truth: np.ndarray, target: str) -> None:
+    plt, figure, axis = _figure()
+    axis.scatter(truth, estimate, s=12, alpha=0.7)
+    low, high = float(min(truth.min(), estimate.min())), float(max(truth.max(), estimate.max()))
+    axis.plot([low, high], [low, high], color="gray", linewidth=1, label="identity")
+    axis.set_xlabel(f"ground truth, {_label(target)}")
+    axis.set_ylabel(f"estimate, {_label(target)}")
+    axis.set_title(f"{target}: PCC {pearson(estimate, truth):.3f} (n = {len(estimate)})", fontsize=10)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_robustness(path: Path, robustness: dict) -> None:
+    """PCC against JPEG quality and against bit depth, one line per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(robustness), figsize=(5 * len(robustness), 4), squeeze=False)
+    for axis, (kind, levels) in zip(axes[0], sorted(robustness.items())):
+        x = [int(level) for level in levels]
+        for target in sorted(next(iter(levels.values()))):
+            axis.plot(x, [levels[str(level)][target] if levels[str(level)][target] is not None else np.nan
+                          for level in x], marker="o", label=target)
+        axis.set_xlabel(kind.replace("_", " "))
+        axis.set_ylabel("PCC with the ground truth")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
