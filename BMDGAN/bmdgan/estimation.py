@@ -57,17 +57,29 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+METHODS = ("auto", "decomposition", "regression")
+
+
 def estimate_hip(model: DecompositionModel, radiograph: Radiograph, side: str, reference: Reference,
-                 bilateral: bool = True) -> tuple[HipEstimate, Decomposition]:
+                 bilateral: bool = True, method: str = "auto") -> tuple[HipEstimate, Decomposition]:
+    """BMD of one hip. ``method``: "decomposition" (thresholded PF-DRR mean + linear fit), "regression"
+    (stage-3 regressors from the learned representation) or "auto" (regression when the model has it).
+    The PF-DRR is computed in every case: it is the picture and the basis of the warnings."""
+    if method not in METHODS:
+        raise InputError(None, f"unknown method {method!r}", f"use one of {METHODS}")
     decomposition = model.decompose(radiograph, side, bilateral)
-    bmd = model.bmd(decomposition)
+    regressed = model.regress(radiograph, side, bilateral) if method in ("auto", "regression") else {}
+    if method == "regression" and not regressed:
+        raise InputError(None, "the model has no stage-3 regressors", "train them or use --method decomposition")
+    bmd = regressed or model.bmd(decomposition)
     source = "dxa_bmd_g_cm2" if "dxa_bmd_g_cm2" in bmd else "ct_abmd_g_cm2" if "ct_abmd_g_cm2" in bmd else None
     areal = _finite(bmd.get(source)) if source else None
     warnings = list(radiograph.warnings) + model.warnings(decomposition)
     if areal is None:
         warnings.append("no areal BMD: the model has no aBMD calibration or the PF region is empty")
     score = t_score(areal, reference) if areal is not None else None
-    return HipEstimate(side=side, method="decomposition", dxa_bmd_g_cm2=areal, dxa_like_source=source,
+    return HipEstimate(side=side, method="decomposition+regression" if regressed else "decomposition",
+                       dxa_bmd_g_cm2=areal, dxa_like_source=source,
                        qct_bmd_mg_cm3=_finite(bmd.get("qct_vbmd_mg_cm3")), t_score=score,
                        who_category=who_category(score) if score is not None else None,
                        reference=reference.name, warnings=warnings), decomposition

@@ -36,8 +36,9 @@ class Decomposition:
 class DecompositionModel:
     """A trained generator with its scaling and DRR -> BMD calibrations."""
 
-    def __init__(self, generator: torch.nn.Module, description: dict, device: torch.device):
-        self.generator, self.description, self.device = generator.eval(), description, device
+    def __init__(self, generator: torch.nn.Module, description: dict, device: torch.device, folder: Path):
+        self.generator, self.description, self.device, self.folder = generator.eval(), description, device, folder
+        self._regressors: dict[str, torch.nn.Module] = {}
         self.image_shape = tuple(description["image_shape"])
         self.drr_scale_g_cm2 = float(description["drr_scale_g_cm2"])
         self.calibrations = {c["target"]: DrrBmdCalibration.from_dict(c) for c in description["calibrations"]}
@@ -61,7 +62,7 @@ class DecompositionModel:
         generator = build_generator(description["backbone"])
         load_weights(folder, "generator", generator)
         torch_device = torch.device(device)
-        return DecompositionModel(generator.to(torch_device), description, torch_device)
+        return DecompositionModel(generator.to(torch_device), description, torch_device, folder)
 
     def decompose(self, radiograph: Radiograph, side: str, bilateral: bool = True) -> Decomposition:
         """PF-DRR of the ``side`` hip of a radiograph (bilateral: split at the centre as in training)."""
@@ -78,6 +79,25 @@ class DecompositionModel:
     def warnings(self, decomposition: Decomposition) -> list[str]:
         """Why this result may not be trustworthy (empty: it looks like the training data)."""
         return check(self.distribution, decomposition.features, decomposition.pf_drr_g_cm2)
+
+    def regress(self, radiograph: Radiograph, side: str, bilateral: bool = True, kind: str = "decomposition"
+                ) -> dict[str, float]:
+        """BMD per target from the exported stage-3 regressors of ``kind`` (empty when there are none)."""
+        from .training.data import normalise_radiograph
+        from .training.regression import load_regressor
+
+        names = [n for n, d in self.description.get("regressors", {}).items() if d["kind"] == kind]
+        if not names:
+            return {}
+        crop = plan_hip_crop(radiograph.shape, side, self.image_shape, bilateral)
+        x = torch.from_numpy(normalise_radiograph(apply_hip_crop(radiograph.pixels, crop)))[None, None].to(self.device)
+        values = {}
+        for name in names:
+            if name not in self._regressors:
+                self._regressors[name] = load_regressor(self.folder, name).to(self.device)
+            with torch.no_grad():
+                values[self.description["regressors"][name]["target"]] = float(self._regressors[name](x)[0, 0])
+        return values
 
     def bmd(self, decomposition: Decomposition) -> dict[str, float]:
         """BMD per calibrated target (e.g. ``ct_abmd_g_cm2``, ``qct_vbmd_mg_cm3``); NaN when the PF region is empty."""

@@ -128,3 +128,43 @@ def test_decompose_command_writes_pf_drr_with_units(trained, dataset, tmp_path):
                               str(run_folder / "broken"), "--side", "right", "--out", str(tmp_path / "no.tif")],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "version 7" in refused.stderr and not (tmp_path / "no.tif").exists()
+
+
+@pytest.mark.slow
+def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, dataset, smoke, tmp_path):
+    """Stage 3 from the stage-2 encoder (frozen, then end to end) and the direct baseline: losses fall, a stopped
+    run resumes into the right phase, and estimate then reports decomposition+regression."""
+    import shutil
+
+    from bmdgan.training.regression import load_regressor, train_regression
+
+    run_folder = tmp_path / "run"
+    shutil.copytree(trained[0], run_folder)
+    config = replace(smoke, epochs={**smoke.epochs, "stage3_frozen": 3, "stage3_finetune": 2, "baseline": 4})
+    first = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0,
+                             stop_after_epochs=2, progress=False)
+    assert {h["phase"] for h in first} == {0} and not (run_folder / "model" / "regressor_decomposition_ct_abmd_g_cm2.safetensors").exists()
+    rest = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, progress=False)
+    assert [h["epoch"] for h in rest][0] == 2 and {h["phase"] for h in rest} == {0, 1}
+    baseline = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "baseline", fold=0, progress=False)
+    assert np.mean([h["loss"] for h in baseline[-3:]]) < np.mean([h["loss"] for h in baseline[:3]])
+    description = json.loads((run_folder / "model" / "model.json").read_text())
+    assert set(description["regressors"]) == {"regressor_decomposition_ct_abmd_g_cm2", "regressor_baseline_ct_abmd_g_cm2"}
+    regressor = load_regressor(run_folder / "model", "regressor_decomposition_ct_abmd_g_cm2")
+    with torch.no_grad():
+        value = float(regressor(torch.zeros(1, 1, 64, 32))[0, 0])
+    assert 0.2 < value < 1.5  # g/cm2, around the training mean
+    from bmdgan.datasets.format import load_image, read_manifest
+    from bmdgan.estimation import estimate_hip
+    from bmdgan.inference import DecompositionModel
+    from bmdgan.io import Radiograph
+    from bmdgan.tscore import load_reference
+
+    record = [r for r in read_manifest(dataset) if r.fold == 0][0]
+    model = DecompositionModel.load(run_folder / "model")
+    hip, _ = estimate_hip(model, Radiograph(load_image(dataset, record, "radiograph")), "right", load_reference(),
+                          bilateral=False)
+    assert hip.method == "decomposition+regression" and hip.dxa_like_source == "ct_abmd_g_cm2"
+    decomposition_only, _ = estimate_hip(model, Radiograph(load_image(dataset, record, "radiograph")), "right",
+                                         load_reference(), bilateral=False, method="decomposition")
+    assert decomposition_only.method == "decomposition"

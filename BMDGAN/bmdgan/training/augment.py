@@ -37,14 +37,15 @@ def random_affine(generator: torch.Generator, settings: Augmentation) -> torch.T
     return torch.cat([linear, torch.tensor([[tx], [ty]])], dim=1)
 
 
-def augment_sample(radiograph: torch.Tensor, target: torch.Tensor, generator: torch.Generator,
-                   settings: Augmentation) -> tuple[torch.Tensor, torch.Tensor]:
-    """radiograph, target: [C, H, W]. The radiograph is in [-1, 1]; outside the image it becomes -1 (no
-    signal), the target 0 (no bone). Brightness/contrast act on the radiograph only."""
+def augment_sample(radiograph: torch.Tensor, target: torch.Tensor | None, generator: torch.Generator,
+                   settings: Augmentation) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """radiograph, target image: [C, H, W] (target None for scalar targets such as BMD, which these
+    transforms leave unchanged). The radiograph is in [-1, 1]; outside the image it becomes -1 (no signal),
+    the target 0 (no bone). Brightness/contrast act on the radiograph only."""
     theta = random_affine(generator, settings)[None]
     grid = F.affine_grid(theta, [1, 1, *radiograph.shape[-2:]], align_corners=False)
     moved_radiograph = F.grid_sample(radiograph[None] + 1.0, grid, align_corners=False)[0] - 1.0
-    moved_target = F.grid_sample(target[None], grid, align_corners=False)[0]
+    moved_target = None if target is None else F.grid_sample(target[None], grid, align_corners=False)[0]
     contrast = 1.0 + _uniform(generator, settings.contrast)
     brightness = _uniform(generator, settings.brightness)
     moved_radiograph = (moved_radiograph * contrast + brightness).clamp(-1.0, 1.0)

@@ -38,6 +38,9 @@ class TrainingConfig:
     loss_weights: dict
     gan_mode: str
     discriminator_width: int
+    finetune_learning_rate: float = 8.0e-6
+    regression_head: str = "coatnet-0"
+    baseline_width: int = 64
     augmentation: Augmentation = field(default_factory=Augmentation)
     mixed_precision: bool = False
     sample_every_epochs: int = 10

@@ -66,7 +66,7 @@ def build_models(config: TrainingConfig) -> tuple[torch.nn.Module, torch.nn.Modu
     return generator, discriminator
 
 
-def _mean_across_processes(values: dict[str, float], process: Process) -> dict[str, float]:
+def mean_across_processes(values: dict[str, float], process: Process) -> dict[str, float]:
     if process.world_size == 1:
         return values
     keys = sorted(values)
@@ -192,7 +192,7 @@ class StageTrainer:
                 for optimizer in self.optimizers.values():
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                losses = _mean_across_processes(losses, self.process)
+                losses = mean_across_processes(losses, self.process)
                 record = {"epoch": epoch, "step": micro // self.config.accumulation_steps, **losses}
                 history.append(record)
                 bar.set_postfix(g=f"{losses['g_total']:.3f}", d=f"{losses['d']:.3f}")

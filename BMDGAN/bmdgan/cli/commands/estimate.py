@@ -10,6 +10,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default=None, help="model folder (default: the bundled default model)")
     parser.add_argument("--side", choices=("auto", "left", "right"), default="auto",
                         help="hip to analyse; auto: DICOM laterality if present, else both hips")
+    parser.add_argument("--method", choices=("auto", "decomposition", "regression"), default="auto",
+                        help="auto: stage-3 regression when the model has it, else the PF-DRR mean")
     parser.add_argument("--single-hip", action="store_true", help="images show one hip only (no split at centre)")
     parser.add_argument("--reference", default=None, help="T-score reference (see resources/tscore_references.json)")
     parser.add_argument("--out", required=True, help="output folder: one subfolder per radiograph")
@@ -37,7 +39,7 @@ def run(args) -> int:
     for path in tqdm(files, desc="estimating", disable=len(files) < 2):
         try:
             radiograph = read_radiograph(path)
-            results = [estimate_hip(model, radiograph, side, reference, not args.single_hip)
+            results = [estimate_hip(model, radiograph, side, reference, not args.single_hip, args.method)
                        for side in sides_to_analyse(radiograph, args.side)]
             folder = write_results(Path(args.out) / path.stem, radiograph, results, model, str(model_folder))
         except BMDGANError as error:

@@ -10,7 +10,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="run folder (created, or resumed when it exists)")
     parser.add_argument("--config", default="cpu", help="configuration name (paper, cpu, smoke) or YAML path")
     parser.add_argument("--fold", type=int, default=None, help="held-out fold (trains on the others); default: all")
-    parser.add_argument("--stages", choices=("both", "stage1", "stage2"), default="both")
+    parser.add_argument("--stages", choices=("both", "stage1", "stage2", "stage3", "baseline"), default="both",
+                        help="both: stage 1 then 2 (decomposition); stage3: regression from the stage-2 encoder; "
+                             "baseline: direct regression CNN")
+    parser.add_argument("--targets", default="ct_abmd_g_cm2,qct_vbmd_mg_cm3",
+                        help="comma-separated BMD columns for stage3/baseline (one model each)")
     parser.add_argument("--no-hierarchical", action="store_true",
                         help="train stage 2 from scratch (the paper's no-HL ablation)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -31,6 +35,16 @@ def run(args) -> int:
         config = replace(config, epochs={stage: args.epochs for stage in config.epochs})
     if args.batch_size is not None:
         config = replace(config, batch_size=args.batch_size)
+    if args.stages in ("stage3", "baseline"):
+        from bmdgan.training.regression import train_regression
+
+        kind = "decomposition" if args.stages == "stage3" else "baseline"
+        for target in (t.strip() for t in args.targets.split(",") if t.strip()):
+            history = train_regression(config, args.dataset, args.out, target, kind, args.fold, args.device,
+                                       args.stop_after_epochs)
+            if history:
+                print(f"{kind} regression of {target}: {len(history)} steps, last weighted L1 {history[-1]['loss']:.4g}")
+        return 0
     stages = ("stage1", "stage2") if args.stages == "both" else (args.stages,)
     histories = train_run(config, args.dataset, args.out, args.fold, stages, not args.no_hierarchical,
                           args.device, args.stop_after_epochs)
