@@ -116,3 +116,35 @@ def test_estimation_logic_puts_results_into_the_scene(trained, dataset):
     assert result.segmentation_node.GetSegmentation().GetSegmentIdBySegmentName("proximal femur right")
     text = EstimationLogic.describe(result)
     assert text.startswith("right hip: aBMD") and "T-score" in text
+
+
+@pytest.mark.slow
+def test_training_logic_runs_follows_stops_and_resumes_a_process(dataset, tmp_path):
+    import time
+
+    from BMDGANTrainingLib.training_logic import TrainingRequest
+
+    logic = TrainingLogic()
+    run_folder = tmp_path / "run"
+    request = TrainingRequest(str(dataset), str(run_folder), config="smoke", fold=0, stages="stage1", device="cpu",
+                              extra_arguments=["--epochs", "40"])
+    logic.start(request)
+    deadline = time.time() + 240
+    while not logic.history(run_folder, "stage1") and time.time() < deadline:
+        assert logic.is_running(), (run_folder / "training.log").read_text()[-2000:]
+        time.sleep(1)
+    progress = logic.progress(run_folder)
+    assert progress.stage == "stage1" and progress.total_epochs == 40 and progress.epoch >= 1
+    scene = slicer.vtkMRMLScene()
+    chart = logic.update_loss_plot(scene, run_folder, "stage1")
+    assert chart.GetNumberOfPlotSeriesNodes() >= 5  # g_total, g_l1, g_gc, g_fm, g_gan, d
+    assert logic.stop() == 130  # interrupted like Ctrl+C: bmdgan's exit code for an interruption
+    assert not logic.is_running()
+    stopped_at = logic.progress(run_folder).epoch
+    assert (run_folder / "stage1" / "checkpoints" / "latest.json").exists()
+    logic.start(TrainingRequest(str(dataset), str(run_folder), config="smoke", fold=0, stages="stage1",
+                                device="cpu", extra_arguments=["--epochs", "40", "--stop-after-epochs", "1"]))
+    assert logic.process.wait(240) == 0, (run_folder / "training.log").read_text()[-2000:]
+    resumed = logic.progress(run_folder).epoch
+    assert stopped_at <= resumed <= stopped_at + 2  # one more epoch, from the last checkpoint
+    assert logic.model_folder(run_folder) is None  # stage 2 not trained: no model to use yet
