@@ -125,3 +125,18 @@ def test_hip_crop_preserves_areal_density():
     np.testing.assert_allclose(apply_hip_crop(image, plan_hip_crop(image.shape, "right")), 0.8, rtol=1e-5)
     with pytest.raises(InputError, match="side must be"):
         plan_hip_crop(image.shape, "up")
+
+
+def test_dataset_report_pictures(dataset, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    result = subprocess.run([sys.executable, "-m", "bmdgan", "dataset-report", str(dataset), "--out", str(tmp_path),
+                             "--samples", "3"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "16 images of 8 patients" in result.stdout
+    montage = Image.open(tmp_path / "montage.png")
+    assert montage.size[1] > montage.size[0]  # three rows of tall hip images
+    assert Image.open(tmp_path / "histograms.png").size[0] > 800  # two ground-truth columns side by side

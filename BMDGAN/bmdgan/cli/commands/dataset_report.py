@@ -1,0 +1,28 @@
+"""``bmdgan dataset-report``: montage of samples and histograms of the ground truth of a dataset folder."""
+
+from __future__ import annotations
+
+HELP = "pictures of a dataset: sample montage (radiograph | stage-1 DRR | PF-DRR) and ground-truth histograms"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("dataset", help="dataset folder")
+    parser.add_argument("--out", required=True, help="output folder for montage.png and histograms.png")
+    parser.add_argument("--samples", type=int, default=8, help="cases in the montage")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from bmdgan.datasets.format import read_manifest
+    from bmdgan.datasets.report import write_histograms, write_montage
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = read_manifest(args.dataset)
+    montage = write_montage(args.dataset, out / "montage.png", args.samples, args.seed)
+    histograms = write_histograms(args.dataset, out / "histograms.png")
+    patients = len({r.patient_id for r in records})
+    print(f"{len(records)} images of {patients} patients; {montage}, {histograms}")
+    return 0
