@@ -12,7 +12,7 @@ import bmdgan
 
 
 def run_bmdgan(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bmdgan", *arguments], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "bmdgan", *arguments], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
 
 
 def test_help_and_version():
@@ -29,13 +29,13 @@ def test_start_up_imports_no_heavy_package():
     code = ("import sys, json; from bmdgan.cli.main import build_parser; build_parser(); "
             "print(json.dumps(sorted(m for m in ('torch', 'monai', 'SimpleITK', 'matplotlib', 'scipy', 'pydicom') "
             "if m in sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True)
     assert json.loads(result.stdout) == []
 
 
 def test_engine_import_does_not_import_monai():
     code = "import sys, bmdgan, bmdgan.io; print('monai' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True)
     assert result.stdout.strip() == "False"
 
 

@@ -134,7 +134,7 @@ def test_dataset_report_pictures(dataset, tmp_path):
     from PIL import Image
 
     result = subprocess.run([sys.executable, "-m", "bmdgan", "dataset-report", str(dataset), "--out", str(tmp_path),
-                             "--samples", "3"], capture_output=True, text=True, timeout=300)
+                             "--samples", "3"], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "16 images of 8 patients" in result.stdout
     montage = Image.open(tmp_path / "montage.png")

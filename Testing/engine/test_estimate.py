@@ -16,7 +16,7 @@ from bmdgan.tscore import load_reference, t_score, who_category
 
 def run_estimate(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bmdgan", "estimate", *arguments], capture_output=True,
-                          text=True, timeout=300)
+                          encoding="utf-8", errors="replace", timeout=300)
 
 
 @pytest.mark.slow
@@ -76,7 +76,7 @@ def test_evaluate_command_writes_metrics_and_plots(trained, dataset, tmp_path):
     result = subprocess.run([sys.executable, "-m", "bmdgan", "evaluate", "--model", str(run_folder / "model"),
                              "--dataset", str(dataset), "--fold", "0", "--out", str(tmp_path),
                              "--jpeg-qualities", "90,30", "--bit-depths", "8,4"],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["cases"] == 4 and metrics["fold"] == 0  # 2 patients x 2 poses in the held-out fold

@@ -89,11 +89,11 @@ def test_ddp_two_processes_match_one_process(dataset, tmp_path):
     common = ["train", str(dataset), "--config", "smoke", "--fold", "0", "--stages", "stage1", "--epochs", "2",
               "--device", "cpu"]
     single = subprocess.run([sys.executable, "-m", "bmdgan", *common, "--out", str(tmp_path / "one"),
-                             "--batch-size", "4"], env=environment, capture_output=True, text=True, timeout=600)
+                             "--batch-size", "4"], env=environment, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              "-m", "bmdgan", *common, "--out", str(tmp_path / "two"), "--batch-size", "2"],
-                            env=environment, capture_output=True, text=True, timeout=600)
+                            env=environment, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert double.returncode == 0, double.stderr[-3000:]
     one = _read_history(tmp_path / "one" / "stage1" / "history.jsonl")
     two = _read_history(tmp_path / "two" / "stage1" / "history.jsonl")
@@ -117,7 +117,7 @@ def test_decompose_command_writes_pf_drr_with_units(trained, dataset, tmp_path):
     tifffile.imwrite(tmp_path / "xray.tif", (image * 10000).astype(np.uint16))
     result = subprocess.run([sys.executable, "-m", "bmdgan", "decompose", str(tmp_path / "xray.tif"), "--model",
                              str(run_folder / "model"), "--side", "right", "--single-hip", "--out",
-                             str(tmp_path / "pf.tif")], capture_output=True, text=True, timeout=300)
+                             str(tmp_path / "pf.tif")], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert result.returncode == 0, result.stderr
     drr, metadata = read_float_image(tmp_path / "pf.tif")
     assert metadata["unit"] == "g/cm2" and drr.shape == (64, 32) and drr.min() >= 0
@@ -126,7 +126,7 @@ def test_decompose_command_writes_pf_drr_with_units(trained, dataset, tmp_path):
     (run_folder / "broken" / "model.json").write_text(json.dumps({"format": "bmdgan-model", "version": 7}))
     refused = subprocess.run([sys.executable, "-m", "bmdgan", "decompose", str(tmp_path / "xray.tif"), "--model",
                               str(run_folder / "broken"), "--side", "right", "--out", str(tmp_path / "no.tif")],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert refused.returncode == 2 and "version 7" in refused.stderr and not (tmp_path / "no.tif").exists()
 
 
