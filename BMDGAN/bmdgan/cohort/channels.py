@@ -1,0 +1,54 @@
+"""One projection per pose, any bone density afterwards.
+
+Every quantity the simulator and the ground truth need is linear in the bone mineral, so a pose is projected
+once into :data:`CHANNELS` (areal densities, g/cm2) and each virtual patient's images are weighted sums:
+
+* mineral = k_trab * HA_trab + k_cort * HA_cort (trabecular/cortical split of the CT's calibrated density at
+  :data:`CORTICAL_THRESHOLD_MG_CM3`);
+* soft tissue = soft_base - (1060 / 3160) * mineral: mineral displaces soft tissue by its volume, exactly as
+  :func:`bmdgan.projection.materials.decompose_hu` models it for bone voxels;
+* adipose = adipose_base + extra fat (BMI) over the body;
+* ground truth: the same mineral sums restricted to the labelled pelvis+femur (stage 1) and to the PF region
+  (stage 2): the DRRs the network must learn, in g/cm2, from the very CT that made the radiograph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from ..projection.materials import MaterialModel, decompose_hu
+
+CHANNELS = ("adipose", "soft_base", "ha_trab", "ha_cort", "bone_trab", "bone_cort", "pf_trab", "pf_cort")
+CORTICAL_THRESHOLD_MG_CM3 = 450.0
+"""Calibrated HA density above which a bone voxel counts as cortical (cortical bone is 800-1200 mg/cm3 HA,
+trabecular 50-300; partial-volume voxels in between are split at this midpoint)."""
+ADIPOSE_G_CM3 = 0.95
+
+
+def channel_volumes(hu: np.ndarray, density_mg_cm3: np.ndarray, bone_mask: np.ndarray, pf_mask: np.ndarray,
+                    model: MaterialModel = MaterialModel()) -> np.ndarray:
+    """(8, K, J, I) float32 partial densities in mg/cm3, in :data:`CHANNELS` order."""
+    materials = decompose_hu(hu, np.zeros_like(density_mg_cm3), model)  # adipose and mineral-free soft tissue
+    bone_like = hu > model.soft_hu
+    mineral = np.where(bone_like, np.clip(density_mg_cm3, 0.0, model.mineral_crystal_mg_per_cm3), 0.0)
+    cortical = mineral > CORTICAL_THRESHOLD_MG_CM3
+    trab, cort = np.where(cortical, 0.0, mineral), np.where(cortical, mineral, 0.0)
+    return np.stack([materials[0], materials[1], trab, cort, trab * bone_mask, cort * bone_mask,
+                     trab * pf_mask, cort * pf_mask]).astype(np.float32)
+
+
+def combine(projected: dict[str, np.ndarray], trabecular_factor: float, cortical_factor: float, extra_fat_mm: float,
+            pixel_spacing_mm: float, model: MaterialModel = MaterialModel()) -> dict[str, np.ndarray]:
+    """Areal densities (g/cm2) of one virtual patient: the simulator's three materials and the two targets."""
+    mineral = trabecular_factor * projected["ha_trab"] + cortical_factor * projected["ha_cort"]
+    soft = np.maximum(projected["soft_base"] - model.soft_tissue_mg_per_cm3 / model.mineral_crystal_mg_per_cm3 * mineral,
+                      0.0)
+    body = gaussian_filter((projected["soft_base"] + projected["adipose"] > 0.5).astype(np.float32),
+                           10.0 / pixel_spacing_mm)
+    adipose = np.maximum(projected["adipose"] + ADIPOSE_G_CM3 * extra_fat_mm / 10.0 * body, 0.0)
+    return {"materials": np.stack([adipose, soft, mineral]).astype(np.float32),
+            "drr_stage1": (trabecular_factor * projected["bone_trab"] + cortical_factor * projected["bone_cort"]
+                           ).astype(np.float32),
+            "drr_pf": (trabecular_factor * projected["pf_trab"] + cortical_factor * projected["pf_cort"]
+                       ).astype(np.float32)}

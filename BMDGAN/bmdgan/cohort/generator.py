@@ -1,0 +1,160 @@
+"""The virtual cohort: many virtual patients per real CT, each in several poses, with ground truth.
+
+For one image: the CT is turned about the femoral-head centre (the pose), viewed AP by a cone beam centred on
+the proximal femur, projected once into the linear channels of :mod:`.channels`, combined with the patient's
+bone and fat, turned into a radiograph by the simulator (acquisition drawn per image), and oriented like
+a right hip with the head up (:mod:`bmdgan.datasets.normalise`'s convention) from the projected landmarks:
+the CT headers' orientation is never trusted. Ground truth comes from the same projection (DRRs) and from
+the CT measurements scaled by the same factors (aBMD, vBMD are linear in the mineral).
+
+Work is split by virtual patient over processes; the parent writes each case (images first, then its manifest
+row) in a fixed order, so a killed run resumes where it stopped and a seed always gives the same dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..datasets.folds import assign_patient_folds
+from ..datasets.format import CaseRecord, DatasetWriter, read_manifest, rewrite_manifest
+from .channels import CHANNELS, channel_volumes, combine
+from .prepared_ct import PreparedCT, load_prepared
+from .virtual_patient import POSES, PoseDraw, VirtualPatient, sample_patient, sample_pose, seeded_rng
+
+FIELD_OF_VIEW_MM = (280.0, 140.0)
+"""Height and width covered at the femoral head (mm): one hip from above the acetabulum to the upper shaft."""
+
+
+@dataclass(frozen=True)
+class CohortSettings:
+    prepared_folder: str
+    seed: int = 0
+    patients_per_ct: int = 9
+    poses: tuple[str, ...] = tuple(POSES)
+    image_shape: tuple[int, int] = (512, 256)
+    folds: int = 5
+
+
+def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, int]):
+    """Cone-beam AP geometry: the CT turned about the head centre, the PF region centred (plus a shift)."""
+    from ..projection.geometry import ProjectionGeometry, ap_pose
+
+    head = prepared.head_centre_lps
+    turn = np.eye(4)
+    turn[:3, :3] = _rotation_deg(pose.internal_rotation_deg, axis=2) @ _rotation_deg(pose.abduction_deg, axis=1)
+    about_head = np.eye(4)
+    about_head[:3, 3] = head - turn[:3, :3] @ head
+    about_head[:3, :3] = turn[:3, :3]
+    source_to_centre = pose.source_to_detector_mm - pose.object_to_detector_mm
+    camera_from_lps = ap_pose(prepared.pf_centre_lps, source_to_centre) @ about_head
+    magnification = pose.source_to_detector_mm / source_to_centre
+    rows, columns = image_shape
+    pitch = FIELD_OF_VIEW_MM[0] / rows * magnification
+    shift_rows, shift_columns = (np.asarray(pose.detector_shift_mm) * magnification / pitch)
+    return ProjectionGeometry(pose.source_to_detector_mm, columns, rows, pitch, pitch,
+                              ((columns - 1) / 2.0 + shift_columns, (rows - 1) / 2.0 + shift_rows), camera_from_lps)
+
+
+def _rotation_deg(angle_deg: float, axis: int) -> np.ndarray:
+    c, s = np.cos(np.radians(angle_deg)), np.sin(np.radians(angle_deg))
+    i, j = [a for a in range(3) if a != axis]
+    rotation = np.eye(3)
+    rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
+    return rotation
+
+
+def orientation_flips(prepared: PreparedCT, geometry) -> tuple[bool, bool]:
+    """(flip rows, flip columns) that put the head above the shaft and medial to it on the image's right,
+    like a right hip in an AP view (the dataset convention); decided from the projected landmarks."""
+    head, shaft = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.shaft_point_lps]))
+    return bool(head[1] > shaft[1]), bool(head[0] < shaft[0])
+
+
+_WORKER_CACHE: dict = {}
+
+
+def _projector(prepared_folder: str, ct_id: str):
+    """The CT's 8-channel projector, built once per worker process."""
+    if _WORKER_CACHE.get("ct_id") != ct_id:
+        from ..projection.projector import Projector
+
+        prepared = load_prepared(Path(prepared_folder), ct_id)
+        volumes = channel_volumes(prepared.hu.array, prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask)
+        _WORKER_CACHE.update(ct_id=ct_id, prepared=prepared,
+                             projector=Projector(volumes, prepared.hu.geometry.ijk_to_lps(), unit="mg/cm3",
+                                                 channel_names=list(CHANNELS)))
+    return _WORKER_CACHE["prepared"], _WORKER_CACHE["projector"]
+
+
+def make_patient_cases(settings: CohortSettings, ct_id: str, index: int) -> list[tuple[CaseRecord, dict]]:
+    """Every pose of one virtual patient: (manifest record, images) each."""
+    import torch
+
+    from ..projection.simulator import simulate_radiograph
+
+    torch.set_num_threads(1)
+    prepared, projector = _projector(settings.prepared_folder, ct_id)
+    patient = sample_patient(settings.seed, ct_id, index)
+    cases = []
+    for pose_name in settings.poses:
+        pose = sample_pose(settings.seed, patient, pose_name)
+        geometry = hip_geometry(prepared, pose, settings.image_shape)
+        projected = dict(zip(CHANNELS, projector.project(geometry)))
+        parts = combine(projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm,
+                        geometry.row_spacing_mm)
+        case_id = f"{patient.patient_id}-{pose_name}"
+        simulated = simulate_radiograph(prepared.hu, geometry, rng=seeded_rng(settings.seed, case_id, "acquisition"),
+                                        areal_density_g_per_cm2=parts["materials"])
+        flip_rows, flip_columns = orientation_flips(prepared, geometry)
+        images = {"radiograph": simulated.pixels.astype(np.float32), "drr_stage1": parts["drr_stage1"],
+                  "drr_pf": parts["drr_pf"]}
+        for name, image in images.items():
+            image = image[::-1] if flip_rows else image
+            images[name] = np.ascontiguousarray(image[:, ::-1] if flip_columns else image)
+        record = CaseRecord(
+            case_id, patient.patient_id, prepared.side, pose=pose_name, mirrored=flip_columns,
+            ct_abmd_g_cm2=patient.trabecular_factor * prepared.abmd_components_g_cm2[0]
+            + patient.cortical_factor * prepared.abmd_components_g_cm2[1],
+            qct_vbmd_mg_cm3=patient.trabecular_factor * prepared.vbmd_components_mg_cm3[0]
+            + patient.cortical_factor * prepared.vbmd_components_mg_cm3[1],
+            provenance=json.dumps({"ct": ct_id, "k_trab": round(patient.trabecular_factor, 4),
+                                   "k_cort": round(patient.cortical_factor, 4), "bmi": round(patient.bmi_kg_m2, 1),
+                                   "rotation_deg": round(pose.internal_rotation_deg, 2),
+                                   "abduction_deg": round(pose.abduction_deg, 2),
+                                   "sid_mm": round(pose.source_to_detector_mm, 1),
+                                   "kev": round(simulated.parameters.effective_energy_kev, 1)}, separators=(",", ":")))
+        cases.append((record, images))
+    return cases
+
+
+def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path, workers: int = 2,
+                    progress: bool = True) -> dict:
+    """Generate (or finish) the cohort in ``out``; returns counts and the time taken."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    writer = DatasetWriter(out, settings.image_shape, {
+        "source": "bmdgan simulate-cohort", "settings": {**settings.__dict__, "poses": list(settings.poses)},
+        "ct_ids": list(ct_ids), "normalisation": "one hip per image, oriented as a right hip in an AP view, "
+                                                 "head up (bmdgan.datasets.normalise)"})
+    tasks = [(ct_id, index) for ct_id in ct_ids for index in range(settings.patients_per_ct)
+             if any(f"{ct_id}-v{index:03d}-{pose}" not in writer.done for pose in settings.poses)]
+    written = 0
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(make_patient_cases, [settings] * len(tasks), *zip(*tasks)) if tasks else []
+        for cases in tqdm(results, total=len(tasks), desc="virtual patients", disable=not progress):
+            for record, images in cases:
+                if record.case_id not in writer.done:
+                    writer.add(record, images)
+                    written += 1
+    records = read_manifest(out)
+    if len({r.patient_id for r in records}) >= settings.folds:  # a partial cohort may be too small for folds
+        rewrite_manifest(out, assign_patient_folds(records, settings.folds, settings.seed))
+    return {"images": len(records), "written_now": written, "patients": len({r.patient_id for r in records}),
+            "cts": len(ct_ids), "seconds": time.perf_counter() - start}

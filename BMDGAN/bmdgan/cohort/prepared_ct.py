@@ -1,0 +1,82 @@
+"""A real CT made ready for the cohort: HU, calibrated density, masks, landmarks and the linear parts of its
+CT-aBMD and vBMD, cached on disk (``<ct_id>.npz`` + ``<ct_id>.json``) so that workers load it in a blink.
+
+Because aBMD and vBMD are linear in the mineral (the PF region and its projection do not depend on density),
+each is stored as two components, trabecular and cortical: a virtual patient with factors (k_trab, k_cort) has
+aBMD = k_trab * a_trab + k_cort * a_cort, and the same for vBMD.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..datasets.format import atomic_write_text
+from ..errors import InputError
+from ..io import Volume, VolumeGeometry
+
+
+@dataclass
+class PreparedCT:
+    ct_id: str
+    hu: Volume
+    density_mg_cm3: np.ndarray
+    bone_mask: np.ndarray
+    pf_mask: np.ndarray
+    head_centre_lps: np.ndarray
+    shaft_point_lps: np.ndarray
+    side: str
+    abmd_components_g_cm2: tuple[float, float]
+    vbmd_components_mg_cm3: tuple[float, float]
+    calibration: dict
+
+    @property
+    def pf_centre_lps(self) -> np.ndarray:
+        k, j, i = np.nonzero(self.pf_mask)
+        return (self.hu.geometry.ijk_to_lps() @ np.array([i.mean(), j.mean(), k.mean(), 1.0]))[:3]
+
+
+def save_prepared(prepared: PreparedCT, folder: Path) -> None:
+    """Write the arrays (npz) then the description (json): the json's presence marks a complete cache entry."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".npz", dir=folder, prefix=".partial-")
+    os.close(handle)
+    try:
+        np.savez_compressed(temporary, hu=prepared.hu.array.astype(np.float32),
+                            density=prepared.density_mg_cm3.astype(np.float32),
+                            bone=prepared.bone_mask.astype(np.uint8), pf=prepared.pf_mask.astype(np.uint8))
+        os.replace(temporary, folder / f"{prepared.ct_id}.npz")
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    geometry = prepared.hu.geometry
+    atomic_write_text(folder / f"{prepared.ct_id}.json", json.dumps({
+        "ct_id": prepared.ct_id, "source": prepared.hu.source, "spacing_mm": geometry.spacing_mm,
+        "origin_mm": geometry.origin_mm, "direction": np.asarray(geometry.direction).tolist(), "side": prepared.side,
+        "head_centre_lps": prepared.head_centre_lps.tolist(), "shaft_point_lps": prepared.shaft_point_lps.tolist(),
+        "abmd_components_g_cm2": list(prepared.abmd_components_g_cm2),
+        "vbmd_components_mg_cm3": list(prepared.vbmd_components_mg_cm3), "calibration": prepared.calibration},
+        indent=2))
+
+
+def has_prepared(folder: Path, ct_id: str) -> bool:
+    return (folder / f"{ct_id}.json").is_file() and (folder / f"{ct_id}.npz").is_file()
+
+
+def load_prepared(folder: Path, ct_id: str) -> PreparedCT:
+    if not has_prepared(folder, ct_id):
+        raise InputError(folder, f"no prepared CT {ct_id}", "run the cohort preparation first")
+    description = json.loads((folder / f"{ct_id}.json").read_text())
+    arrays = np.load(folder / f"{ct_id}.npz", allow_pickle=False)
+    geometry = VolumeGeometry(tuple(description["spacing_mm"]), tuple(description["origin_mm"]),
+                              np.array(description["direction"]))
+    return PreparedCT(ct_id, Volume(arrays["hu"], geometry, "HU", description["source"]), arrays["density"],
+                      arrays["bone"].astype(bool), arrays["pf"].astype(bool),
+                      np.array(description["head_centre_lps"]), np.array(description["shaft_point_lps"]),
+                      description["side"], tuple(description["abmd_components_g_cm2"]),
+                      tuple(description["vbmd_components_mg_cm3"]), description["calibration"])

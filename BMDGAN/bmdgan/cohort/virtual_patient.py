@@ -1,0 +1,86 @@
+"""Virtual patients: what changes between the images the cohort makes from one real CT.
+
+Each virtual patient has its own bone density (trabecular and cortical mineral scaled separately), soft
+tissue (BMI 17-35 as extra or less fat in the beam) and several poses of the same bone; each image has its
+own acquisition. Every draw comes from a generator seeded by (cohort seed, CT, patient, pose), so a case is
+the same whatever order or process makes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+BONE_FACTOR_RANGE = (0.55, 1.25)
+"""Overall mineral factor k (x the CT's own density): from osteoporotic (~0.55) to above-average (1.25).
+The shared CTs' proximal femurs have aBMD ~0.75-1.0 g/cm2, so the cohort spans ~0.45 to ~1.25 g/cm2,
+covering the paper's 0.759 +/- 0.151 g/cm2."""
+TRABECULAR_EXPONENT = 1.4
+"""Trabecular bone loses mineral faster than cortical bone (Riggs et al., J Bone Miner Res 2008): k_trab =
+k^1.4, k_cort = k^0.8, each with +/-5% independent variation."""
+BMI_RANGE = (17.0, 35.0)
+FAT_MM_PER_BMI = 5.0
+"""Extra (or missing) adipose path through the hip per BMI unit away from 23 kg/m2 (mm): an AP hip of a
+BMI-35 adult crosses ~60 mm more fat than at BMI 23 (CT abdominal/gluteal fat thickness studies)."""
+REFERENCE_BMI = 23.0
+
+POSES = {
+    # name: (rotation about the superior axis = internal/external rotation, about the AP axis = abduction/
+    # adduction, both in degrees, as (low, high) ranges), after the paper's four acquisition settings.
+    "standing": ((-5.0, 5.0), (-3.0, 3.0)),
+    "supine": ((10.0, 20.0), (-3.0, 3.0)),
+    "abduction": ((-5.0, 5.0), (8.0, 18.0)),
+    "adduction": ((-5.0, 5.0), (-15.0, -5.0)),
+}
+
+
+def seeded_rng(*keys) -> np.random.Generator:
+    """A generator that depends only on ``keys`` (stable across processes and Python runs)."""
+    digest = hashlib.sha256("/".join(str(k) for k in keys).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+@dataclass(frozen=True)
+class VirtualPatient:
+    patient_id: str
+    ct_id: str
+    bone_factor: float
+    trabecular_factor: float
+    cortical_factor: float
+    bmi_kg_m2: float
+
+    @property
+    def extra_fat_mm(self) -> float:
+        return FAT_MM_PER_BMI * (self.bmi_kg_m2 - REFERENCE_BMI)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PoseDraw:
+    name: str
+    internal_rotation_deg: float
+    abduction_deg: float
+    detector_shift_mm: tuple[float, float]
+    source_to_detector_mm: float
+    object_to_detector_mm: float
+
+
+def sample_patient(seed: int, ct_id: str, index: int) -> VirtualPatient:
+    rng = seeded_rng(seed, ct_id, index, "patient")
+    k = rng.uniform(*BONE_FACTOR_RANGE)
+    return VirtualPatient(patient_id=f"{ct_id}-v{index:03d}", ct_id=ct_id, bone_factor=float(k),
+                          trabecular_factor=float(k ** TRABECULAR_EXPONENT * rng.uniform(0.95, 1.05)),
+                          cortical_factor=float(k ** 0.8 * rng.uniform(0.95, 1.05)),
+                          bmi_kg_m2=float(rng.uniform(*BMI_RANGE)))
+
+
+def sample_pose(seed: int, patient: VirtualPatient, name: str) -> PoseDraw:
+    rng = seeded_rng(seed, patient.patient_id, name, "pose")
+    rotation, abduction = POSES[name]
+    return PoseDraw(name, float(rng.uniform(*rotation)), float(rng.uniform(*abduction)),
+                    (float(rng.uniform(-10, 10)), float(rng.uniform(-10, 10))),
+                    float(rng.uniform(1000.0, 1150.0)), float(rng.uniform(150.0, 250.0)))

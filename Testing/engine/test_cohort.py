@@ -1,0 +1,127 @@
+"""Virtual cohort on a synthetic femur-like CT: channel linearity against the simulator's own material
+decomposition, orientation from landmarks, ground-truth scaling, determinism and resume."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bmdgan.cohort.channels import CHANNELS, channel_volumes, combine
+from bmdgan.cohort.generator import CohortSettings, hip_geometry, make_patient_cases, orientation_flips, simulate_cohort
+from bmdgan.cohort.prepared_ct import PreparedCT, load_prepared, save_prepared
+from bmdgan.cohort.virtual_patient import sample_patient, sample_pose
+from bmdgan.datasets.format import load_image, read_manifest
+from bmdgan.io import Volume, VolumeGeometry
+from bmdgan.projection.materials import decompose_hu
+from bmdgan.projection.projector import Projector
+
+
+def synthetic_femur(flip_superior: bool = False, flip_left_right: bool = False) -> PreparedCT:
+    """A 'right femur' in LPS: head (sphere) superior and medial (toward -x... patient's left is +x, so the
+    right femur's medial side is +x), shaft (tube) below, in soft tissue; cortical shell + trabecular core."""
+    shape = (60, 64, 64)  # k, j, i at 2.5 x 2 x 2 mm
+    geometry = VolumeGeometry((2.0, 2.0, 2.5), (-64.0, -64.0, -75.0))
+    k, j, i = np.indices(shape)
+    x, y, z = -64 + 2.0 * i, -64 + 2.0 * j, -75 + 2.5 * k
+    if flip_superior:
+        z = -z
+    if flip_left_right:
+        x = -x
+    hu = np.where(x ** 2 + y ** 2 < 55 ** 2, 40.0, -1000.0).astype(np.float32)
+    hu[(np.abs(x) < 60) & (np.abs(y) < 56) & (x ** 2 + y ** 2 >= 45 ** 2)] = -100.0  # a fat layer
+    head = (x - 15) ** 2 + y ** 2 + (z - 40) ** 2 < 20 ** 2
+    neck = (np.abs(z - 30) < 8) & (np.abs(y) < 9) & (x > -10) & (x < 15)
+    shaft = ((x + 10) ** 2 + y ** 2 < 14 ** 2) & (z < 35)
+    bone = head | neck | shaft
+    core = ((x - 15) ** 2 + y ** 2 + (z - 40) ** 2 < 16 ** 2) | ((x + 10) ** 2 + y ** 2 < 9 ** 2) & (z < 35)
+    density = np.where(bone, np.where(core, 200.0, 900.0), 0.0).astype(np.float32)
+    hu[bone] = density[bone] / 0.75 + 40.0
+    pf = bone & (z > 0)
+    prepared_geometry = geometry
+    head_centre = np.array([15.0 * (-1 if flip_left_right else 1), 0.0, 40.0 * (-1 if flip_superior else 1)])
+    shaft_point = np.array([-10.0 * (-1 if flip_left_right else 1), 0.0, -50.0 * (-1 if flip_superior else 1)])
+    return PreparedCT("SYN", Volume(hu, prepared_geometry, "HU", "synthetic"), density, bone, pf, head_centre,
+                      shaft_point, "right", (0.3, 0.5), (150.0, 100.0), {"method": "synthetic"})
+
+
+def test_channels_at_unit_factors_equal_the_simulator_materials():
+    prepared = synthetic_femur()
+    volumes = channel_volumes(prepared.hu.array, prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask)
+    patient = sample_patient(0, "SYN", 0)
+    geometry = hip_geometry(prepared, sample_pose(0, patient, "standing"), (128, 64))
+    projected = dict(zip(CHANNELS, Projector(volumes, prepared.hu.geometry.ijk_to_lps()).project(geometry)))
+    parts = combine(projected, 1.0, 1.0, 0.0, geometry.row_spacing_mm)
+    direct = Projector(decompose_hu(prepared.hu.array, prepared.density_mg_cm3),
+                       prepared.hu.geometry.ijk_to_lps()).project(geometry)
+    np.testing.assert_allclose(parts["materials"], direct, atol=2e-3 * direct.max())
+    # Ground truth: the PF channel is the projected mineral of the PF region only, and scales with k.
+    pf_direct = Projector(prepared.density_mg_cm3 * prepared.pf_mask, prepared.hu.geometry.ijk_to_lps()).project(geometry)
+    np.testing.assert_allclose(parts["drr_pf"], pf_direct[0], atol=1e-3 * pf_direct.max())
+    doubled = combine(projected, 2.0, 2.0, 0.0, geometry.row_spacing_mm)
+    np.testing.assert_allclose(doubled["drr_pf"], 2 * parts["drr_pf"], rtol=1e-6)
+    fatter = combine(projected, 1.0, 1.0, 30.0, geometry.row_spacing_mm)
+    body = projected["soft_base"] > 1.0
+    assert np.median(fatter["materials"][0][body] - parts["materials"][0][body]) == pytest.approx(2.85, rel=0.05)
+
+
+@pytest.mark.parametrize("flip_superior, flip_left_right", [(False, False), (True, False), (False, True), (True, True)])
+def test_orientation_puts_the_head_up_and_medial_right(flip_superior, flip_left_right):
+    prepared = synthetic_femur(flip_superior, flip_left_right)
+    patient = sample_patient(0, "SYN", 0)
+    geometry = hip_geometry(prepared, sample_pose(0, patient, "standing"), (128, 64))
+    flip_rows, flip_columns = orientation_flips(prepared, geometry)
+    head, shaft = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.shaft_point_lps]))
+    head_row = 127 - head[1] if flip_rows else head[1]
+    shaft_row = 127 - shaft[1] if flip_rows else shaft[1]
+    head_column = 63 - head[0] if flip_columns else head[0]
+    shaft_column = 63 - shaft[0] if flip_columns else shaft[0]
+    assert head_row < shaft_row and head_column > shaft_column
+
+
+def test_patient_cases_have_consistent_ground_truth_and_are_deterministic(tmp_path):
+    prepared = synthetic_femur()
+    save_prepared(prepared, tmp_path)
+    back = load_prepared(tmp_path, "SYN")
+    np.testing.assert_array_equal(back.density_mg_cm3, prepared.density_mg_cm3)
+    settings = CohortSettings(str(tmp_path), seed=3, patients_per_ct=2, poses=("standing", "abduction"),
+                              image_shape=(128, 64))
+    cases = make_patient_cases(settings, "SYN", 0)
+    again = make_patient_cases(settings, "SYN", 0)
+    patient = sample_patient(3, "SYN", 0)
+    for (record, images), (record_again, images_again) in zip(cases, again):
+        assert record.row() == record_again.row()
+        for name in images:
+            np.testing.assert_array_equal(images[name], images_again[name])
+        assert record.ct_abmd_g_cm2 == pytest.approx(0.3 * patient.trabecular_factor + 0.5 * patient.cortical_factor)
+        assert images["drr_pf"].max() > 0 and (images["drr_stage1"] >= images["drr_pf"] - 1e-6).all()
+        # After orientation the PF region (head, neck) lies above the rest of the femur (the shaft).
+        rows = np.arange(images["drr_pf"].shape[0])
+        shaft_only = np.clip(images["drr_stage1"] - images["drr_pf"], 0, None).sum(axis=1)
+        pf_rows = images["drr_pf"].sum(axis=1)
+        assert (rows * pf_rows).sum() / pf_rows.sum() < (rows * shaft_only).sum() / shaft_only.sum()
+    standing, abduction = cases[0][1]["drr_pf"], cases[1][1]["drr_pf"]
+    assert np.abs(standing - abduction).mean() > 1e-3  # another pose, another projection of the same bone
+
+
+@pytest.mark.slow
+def test_cohort_resumes_to_the_same_dataset(tmp_path):
+    save_prepared(synthetic_femur(), tmp_path / "prepared")
+    settings = CohortSettings(str(tmp_path / "prepared"), seed=1, patients_per_ct=5, poses=("standing", "supine"),
+                              image_shape=(64, 32), folds=5)
+    straight = simulate_cohort(settings, ["SYN"], tmp_path / "straight", workers=1, progress=False)
+    assert straight["images"] == 10 and straight["patients"] == 5
+    # A run killed after three patients: its dataset holds those cases only; restarting finishes it.
+    partial = replace(settings, patients_per_ct=3)
+    simulate_cohort(partial, ["SYN"], tmp_path / "resumed", workers=1, progress=False)
+    resumed = simulate_cohort(settings, ["SYN"], tmp_path / "resumed", workers=2, progress=False)
+    assert resumed["written_now"] == 4
+    a, b = read_manifest(tmp_path / "straight"), read_manifest(tmp_path / "resumed")
+    assert [r.row() for r in a] == [r.row() for r in b]
+    for record in a:
+        np.testing.assert_array_equal(load_image(tmp_path / "straight", record, "radiograph"),
+                                      load_image(tmp_path / "resumed", record, "radiograph"))
+    assert len({r.fold for r in a}) == 5
+    assert not list(Path(tmp_path).rglob(".partial-*"))
