@@ -43,8 +43,11 @@ def synthetic_femur(flip_superior: bool = False, flip_left_right: bool = False) 
     prepared_geometry = geometry
     head_centre = np.array([15.0 * (-1 if flip_left_right else 1), 0.0, 40.0 * (-1 if flip_superior else 1)])
     shaft_point = np.array([-10.0 * (-1 if flip_left_right else 1), 0.0, -50.0 * (-1 if flip_superior else 1)])
+    lateral = np.array([-1.0 if not flip_left_right else 1.0, 0.0, 0.0])  # from the head toward the trochanter
+    up = np.array([0.0, 0.0, -1.0 if flip_superior else 1.0])
+    frame = np.stack([lateral, np.cross(up, lateral), up])
     return PreparedCT("SYN", Volume(hu, prepared_geometry, "HU", "synthetic"), density, bone, pf, head_centre,
-                      shaft_point, "right", (0.3, 0.5), (150.0, 100.0), {"method": "synthetic"})
+                      shaft_point, "right", (0.3, 0.5), (150.0, 100.0), {"method": "synthetic"}, frame)
 
 
 def test_channels_at_unit_factors_equal_the_simulator_materials():

@@ -19,6 +19,10 @@ from scipy.ndimage import gaussian_filter
 
 from ..projection.materials import MaterialModel, decompose_hu
 
+SOFT_TISSUE_PAD_MM = 80.0
+"""How far the CT's boundary soft tissue is continued outward (mm) across the beam (see :func:`pad_across_beam`)."""
+SOFT_TISSUE_CAP_HU = 60.0
+"""Boundary voxels are continued with at most this HU: tissue continues beyond the scan, bone is not invented."""
 CHANNELS = ("adipose", "soft_base", "ha_trab", "ha_cort", "bone_trab", "bone_cort", "pf_trab", "pf_cort")
 CORTICAL_THRESHOLD_MG_CM3 = 450.0
 """Calibrated HA density above which a bone voxel counts as cortical (cortical bone is 800-1200 mg/cm3 HA,
@@ -52,3 +56,27 @@ def combine(projected: dict[str, np.ndarray], trabecular_factor: float, cortical
                            ).astype(np.float32),
             "drr_pf": (trabecular_factor * projected["pf_trab"] + cortical_factor * projected["pf_cort"]
                        ).astype(np.float32)}
+
+
+def pad_across_beam(hu: np.ndarray, masks: list[np.ndarray], geometry, margin_mm: float = SOFT_TISSUE_PAD_MM):
+    """Continue a cropped CT's boundary tissue outward along the two index axes across an AP beam.
+
+    The shared CTs are crops around a tumour: their soft tissue ends at the box, which a radiograph would show as
+    a hard rectangle. The boundary slices are repeated outward (capped at soft tissue, so no bone is made up) for
+    ``margin_mm``; the axis closest to the AP (LPS y) direction is left alone, since the beam integrates along
+    it. Masks are padded with zeros. Returns (hu, masks, geometry) on the larger grid.
+    """
+    from ..io import VolumeGeometry
+
+    direction = np.asarray(geometry.direction)
+    beam_axis_ijk = int(np.argmax(np.abs(direction[1])))  # index axis (i, j, k) most aligned with LPS y
+    pads_ijk = [0 if axis == beam_axis_ijk else int(np.ceil(margin_mm / geometry.spacing_mm[axis]))
+                for axis in range(3)]
+    pad_kji = [(pads_ijk[2],) * 2, (pads_ijk[1],) * 2, (pads_ijk[0],) * 2]
+    capped = np.minimum(hu, SOFT_TISSUE_CAP_HU)
+    padded = np.pad(capped, pad_kji, mode="edge")
+    core = tuple(slice(p[0], p[0] + n) for p, n in zip(pad_kji, hu.shape))
+    padded[core] = hu
+    origin = np.asarray(geometry.origin_mm) - direction @ (np.array(pads_ijk) * np.asarray(geometry.spacing_mm))
+    new_geometry = VolumeGeometry(geometry.spacing_mm, tuple(origin), direction)
+    return padded, [np.pad(m, pad_kji) for m in masks], new_geometry

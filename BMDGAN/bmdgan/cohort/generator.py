@@ -23,8 +23,8 @@ import numpy as np
 
 from ..datasets.folds import assign_patient_folds
 from ..datasets.format import CaseRecord, DatasetWriter, read_manifest, rewrite_manifest
-from .channels import CHANNELS, channel_volumes, combine
-from .prepared_ct import PreparedCT, load_prepared
+from .channels import CHANNELS, channel_volumes, combine, pad_across_beam
+from .prepared_ct import PreparedCT, has_prepared, load_prepared, prepare_ct, save_prepared
 from .virtual_patient import POSES, PoseDraw, VirtualPatient, sample_patient, sample_pose, seeded_rng
 
 FIELD_OF_VIEW_MM = (280.0, 140.0)
@@ -42,17 +42,23 @@ class CohortSettings:
 
 
 def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, int]):
-    """Cone-beam AP geometry: the CT turned about the head centre, the PF region centred (plus a shift)."""
-    from ..projection.geometry import ProjectionGeometry, ap_pose
+    """Cone-beam view of the hip in its anatomical frame: columns along the neck (lateral), rows down the shaft,
+    the beam along the frame's AP axis; the pose turns the CT about the head centre (internal rotation about the
+    shaft axis, abduction about the AP axis); the PF region is centred, plus a shift."""
+    from ..projection.geometry import ProjectionGeometry
 
+    lateral, ap, up = np.asarray(prepared.frame_axes, float)
     head = prepared.head_centre_lps
-    turn = np.eye(4)
-    turn[:3, :3] = _rotation_deg(pose.internal_rotation_deg, axis=2) @ _rotation_deg(pose.abduction_deg, axis=1)
+    turn = _rotation_about(up, pose.internal_rotation_deg) @ _rotation_about(ap, pose.abduction_deg)
     about_head = np.eye(4)
-    about_head[:3, 3] = head - turn[:3, :3] @ head
-    about_head[:3, :3] = turn[:3, :3]
+    about_head[:3, :3] = turn
+    about_head[:3, 3] = head - turn @ head
+    view = np.stack([lateral, -up, np.cross(lateral, -up)])  # camera x, y (rows go down), z (beam)
     source_to_centre = pose.source_to_detector_mm - pose.object_to_detector_mm
-    camera_from_lps = ap_pose(prepared.pf_centre_lps, source_to_centre) @ about_head
+    camera_from_lps = np.eye(4)
+    camera_from_lps[:3, :3] = view
+    camera_from_lps[:3, 3] = np.array([0.0, 0.0, source_to_centre]) - view @ prepared.pf_centre_lps
+    camera_from_lps = camera_from_lps @ about_head
     magnification = pose.source_to_detector_mm / source_to_centre
     rows, columns = image_shape
     pitch = FIELD_OF_VIEW_MM[0] / rows * magnification
@@ -61,12 +67,12 @@ def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, i
                               ((columns - 1) / 2.0 + shift_columns, (rows - 1) / 2.0 + shift_rows), camera_from_lps)
 
 
-def _rotation_deg(angle_deg: float, axis: int) -> np.ndarray:
-    c, s = np.cos(np.radians(angle_deg)), np.sin(np.radians(angle_deg))
-    i, j = [a for a in range(3) if a != axis]
-    rotation = np.eye(3)
-    rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
-    return rotation
+def _rotation_about(axis: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Rodrigues rotation matrix about a unit ``axis`` (LPS) by ``angle_deg``."""
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    angle = np.radians(angle_deg)
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
 
 
 def orientation_flips(prepared: PreparedCT, geometry) -> tuple[bool, bool]:
@@ -85,9 +91,11 @@ def _projector(prepared_folder: str, ct_id: str):
         from ..projection.projector import Projector
 
         prepared = load_prepared(Path(prepared_folder), ct_id)
-        volumes = channel_volumes(prepared.hu.array, prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask)
+        hu, (density, bone, pf), geometry = pad_across_beam(
+            prepared.hu.array, [prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask], prepared.hu.geometry)
+        volumes = channel_volumes(hu, density, bone, pf)
         _WORKER_CACHE.update(ct_id=ct_id, prepared=prepared,
-                             projector=Projector(volumes, prepared.hu.geometry.ijk_to_lps(), unit="mg/cm3",
+                             projector=Projector(volumes, geometry.ijk_to_lps(), unit="mg/cm3",
                                                  channel_names=list(CHANNELS)))
     return _WORKER_CACHE["prepared"], _WORKER_CACHE["projector"]
 
@@ -158,3 +166,26 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
         rewrite_manifest(out, assign_patient_folds(records, settings.folds, settings.seed))
     return {"images": len(records), "written_now": written, "patients": len({r.patient_id for r in records}),
             "cts": len(ct_ids), "seconds": time.perf_counter() - start}
+
+
+def ct_id_of(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True) -> tuple[list[str], dict[str, str]]:
+    """Prepare (or reuse the cache of) every CT; returns (usable CT ids, {skipped CT id: reason})."""
+    from tqdm import tqdm
+
+    from ..errors import BMDGANError
+
+    usable, skipped = [], {}
+    for path in tqdm(paths, desc="preparing CTs", disable=not progress):
+        ct_id = ct_id_of(path)
+        if not has_prepared(prepared_folder, ct_id):
+            try:
+                save_prepared(prepare_ct(path, ct_id), prepared_folder)
+            except BMDGANError as error:
+                skipped[ct_id] = str(error)
+                continue
+        usable.append(ct_id)
+    return usable, skipped

@@ -34,6 +34,9 @@ class PreparedCT:
     abmd_components_g_cm2: tuple[float, float]
     vbmd_components_mg_cm3: tuple[float, float]
     calibration: dict
+    frame_axes: np.ndarray
+    """3x3, rows: the neutral frame's lateral (along the neck), AP and up (along the shaft) LPS unit vectors:
+    the anatomical frame the cohort views the hip in (DXA-like positioning), whatever the CT header says."""
 
     @property
     def pf_centre_lps(self) -> np.ndarray:
@@ -60,7 +63,8 @@ def save_prepared(prepared: PreparedCT, folder: Path) -> None:
         "origin_mm": geometry.origin_mm, "direction": np.asarray(geometry.direction).tolist(), "side": prepared.side,
         "head_centre_lps": prepared.head_centre_lps.tolist(), "shaft_point_lps": prepared.shaft_point_lps.tolist(),
         "abmd_components_g_cm2": list(prepared.abmd_components_g_cm2),
-        "vbmd_components_mg_cm3": list(prepared.vbmd_components_mg_cm3), "calibration": prepared.calibration},
+        "vbmd_components_mg_cm3": list(prepared.vbmd_components_mg_cm3), "calibration": prepared.calibration,
+        "frame_axes": np.asarray(prepared.frame_axes).tolist()},
         indent=2))
 
 
@@ -79,4 +83,45 @@ def load_prepared(folder: Path, ct_id: str) -> PreparedCT:
                       arrays["bone"].astype(bool), arrays["pf"].astype(bool),
                       np.array(description["head_centre_lps"]), np.array(description["shaft_point_lps"]),
                       description["side"], tuple(description["abmd_components_g_cm2"]),
-                      tuple(description["vbmd_components_mg_cm3"]), description["calibration"])
+                      tuple(description["vbmd_components_mg_cm3"]), description["calibration"],
+                      np.array(description["frame_axes"]))
+
+
+def density_components(density_mg_cm3: np.ndarray, cortical_threshold_mg_cm3: float) -> tuple[np.ndarray, np.ndarray]:
+    """(trabecular, cortical) parts of a calibrated density: they add up to it voxel by voxel."""
+    cortical = density_mg_cm3 > cortical_threshold_mg_cm3
+    return np.where(cortical, 0.0, density_mg_cm3), np.where(cortical, density_mg_cm3, 0.0)
+
+
+def prepare_ct(path: str | Path, ct_id: str, side: str = "auto") -> PreparedCT:
+    """Run the CT analysis (automatic labels, landmarks, PF region, phantomless calibration) and derive what the
+    cohort needs. The aBMD/vBMD components are measured by the same code as ``bmdgan measure-ct``, on CTs whose
+    calibrated density is the trabecular or the cortical part: the two add up to the full measurement."""
+    from ..ct import labels as L
+    from ..ct.measurement import measure_pf, neutral_frame
+    from ..ct.pipeline import analyse_ct
+    from ..io import read_ct
+    from .channels import CORTICAL_THRESHOLD_MG_CM3
+
+    ct = read_ct(path)
+    analysis = analyse_ct(ct, side=side)
+    calibration = analysis.calibration
+    density = calibration.density(ct.array).astype(np.float32)
+    labels = analysis.label_volume().array
+    pf = labels == L.PF_REGION
+    components = []
+    for part in density_components(density, CORTICAL_THRESHOLD_MG_CM3):
+        as_hu = ct.with_array(((part - calibration.intercept) / calibration.slope).astype(np.float32))
+        components.append(measure_pf(as_hu, pf, analysis.landmarks, calibration, analysis.segmentation.metal))
+    points = analysis.landmarks.points
+    head = np.asarray(points["femoral_head_centre"], float)
+    shaft = points.get("shaft_5cm")
+    if shaft is None:  # short scans: a point 50 mm down the shaft axis from the head centre
+        shaft = head - 50.0 * analysis.landmarks.shaft_axis()
+    return PreparedCT(ct_id, ct, density, labels > 0, pf, head, np.asarray(shaft, float),
+                      analysis.landmarks.frame.side,
+                      (components[0].ct_abmd_g_cm2, components[1].ct_abmd_g_cm2),
+                      (components[0].qct_vbmd_mg_cm3, components[1].qct_vbmd_mg_cm3),
+                      {**calibration.to_dict(), "full_ct_abmd_g_cm2": analysis.measurement.ct_abmd_g_cm2,
+                       "full_qct_vbmd_mg_cm3": analysis.measurement.qct_vbmd_mg_cm3},
+                      neutral_frame(analysis.landmarks).matrix())
