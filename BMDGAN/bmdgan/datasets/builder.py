@@ -1,0 +1,154 @@
+"""Paired datasets from real cases: radiograph + CT + registered pose -> normalised images and ground truth.
+
+The case table is a CSV with one row per radiograph:
+
+=================  ==========================================================================================
+radiograph         the patient's radiograph (DICOM, PNG, JPEG, TIFF)
+ct                 the patient's CT (DICOM folder, NIfTI, NRRD, MHA)
+side               hip to use: left or right
+geometry           the pose and geometry JSON of the CT against this radiograph (``bmdgan register``)
+labels             optional label map (1 pelvis, 2 femur, 3 PF region; else automatic)
+landmarks          optional ``.mrk.json`` landmarks that override the automatic ones
+calibration        optional calibration JSON (``bmdgan calibrate``; else phantomless)
+dxa_bmd_g_cm2      optional DXA areal BMD (g/cm2)
+pose               optional pose label (standing, supine...)
+single_hip         optional: 1 when the radiograph shows one hip only (else it is split at its centre)
+=================  ==========================================================================================
+
+No patient-identifying data leaves the source: ids are pseudonyms (a keyed hash of the DICOM PatientID, or of
+the radiograph's file name), images are stored as bare float32 arrays, and the provenance names the table row,
+never a path. A case that cannot be built is skipped and its reason goes into ``build_report.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BMDGANError, InputError
+from .format import CaseRecord, DatasetWriter, atomic_write_text
+from .normalise import apply_hip_crop, plan_hip_crop
+
+REQUIRED_COLUMNS = ("radiograph", "ct", "side", "geometry")
+MIN_PF_PIXELS_IN_IMAGE = 50
+"""A registered pose must put the CT's PF region on the radiograph: fewer projected pixels mean a pose file of
+another CT or another radiograph."""
+
+
+def pseudonym(identifier: str, key: str) -> str:
+    """A stable pseudonym: HMAC-SHA256 of the identifier with the project's secret key (10 hex digits)."""
+    return "P" + hmac.new(key.encode(), identifier.encode(), hashlib.sha256).hexdigest()[:10]
+
+
+def patient_identifier(radiograph_path: Path) -> str:
+    """The DICOM PatientID when there is one, else the file name (never written out: only hashed)."""
+    if radiograph_path is None or not radiograph_path.is_file():
+        raise InputError(radiograph_path, "the case's radiograph file does not exist", "fix the case table")
+    if radiograph_path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+        return radiograph_path.name
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(radiograph_path, stop_before_pixels=True)
+    except Exception as error:  # pydicom raises several types for broken files
+        raise InputError(radiograph_path, f"is not a readable DICOM file ({type(error).__name__})",
+                         "check the radiograph file") from None
+    return str(dataset.get("PatientID", "")) or radiograph_path.name
+
+
+def _resolve(table: Path, value: str) -> Path | None:
+    if not value.strip():
+        return None
+    path = Path(value.strip())
+    return path if path.is_absolute() else table.parent / path
+
+
+def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[dict, dict[str, np.ndarray]]:
+    """Ground truth and normalised images of one table row; raises a BMDGANError saying why it cannot be built."""
+    from ..ct import labels as L
+    from ..ct.calibration import Calibration
+    from ..ct.markups import read_landmark_file
+    from ..ct.pipeline import analyse_ct
+    from ..io import read_ct, read_label_volume, read_radiograph
+    from ..projection.geometry import ProjectionGeometry
+    from ..projection.projector import Projector
+
+    side = row["side"].strip().lower()
+    paths = {name: _resolve(table, row.get(name, "")) for name in
+             ("radiograph", "ct", "geometry", "labels", "landmarks", "calibration")}
+    for name, path in paths.items():
+        if path is not None and not path.exists():
+            raise InputError(path, f"the case's {name} file does not exist", "fix the case table")
+    radiograph = read_radiograph(paths["radiograph"])
+    ct = read_ct(paths["ct"])
+    geometry = ProjectionGeometry.load(paths["geometry"])
+    if geometry.shape != radiograph.shape:
+        raise InputError(paths["geometry"], f"the geometry's detector is {geometry.shape[1]} x {geometry.shape[0]} "
+                                            f"pixels, the radiograph {radiograph.shape[1]} x {radiograph.shape[0]}",
+                         "give the pose registered to this radiograph")
+    analysis = analyse_ct(
+        ct, side=side,
+        label_volume=read_label_volume(paths["labels"], like=ct) if paths["labels"] else None,
+        landmark_points=read_landmark_file(paths["landmarks"]) if paths["landmarks"] else None,
+        calibration=Calibration.load(paths["calibration"]) if paths["calibration"] else None)
+    labels = analysis.label_volume().array
+    density = analysis.calibration.density(ct.array).astype(np.float32)
+    density[analysis.segmentation.metal] = analysis.measurement.qct_vbmd_mg_cm3  # metal is not bone mineral
+    projector = Projector(density, ct.geometry.ijk_to_lps(), unit="mg/cm3", masks=np.stack([labels > 0, labels == L.PF_REGION]),
+                          channel_names=["drr_stage1", "drr_pf"])
+    drr_stage1, drr_pf = projector.project(geometry)
+    if (drr_pf > 0.05).sum() < MIN_PF_PIXELS_IN_IMAGE:
+        raise InputError(paths["geometry"], "the registered pose puts the CT's proximal femur outside the radiograph",
+                         "the pose file belongs to another CT or radiograph: register this pair again")
+    single_hip = row.get("single_hip", "").strip() in ("1", "true", "yes")
+    crop = plan_hip_crop(radiograph.shape, side, image_shape, bilateral=not single_hip)
+    images = {"radiograph": apply_hip_crop(radiograph.pixels, crop), "drr_stage1": apply_hip_crop(drr_stage1, crop),
+              "drr_pf": apply_hip_crop(drr_pf, crop)}
+    measurement = analysis.measurement
+    dxa = row.get("dxa_bmd_g_cm2", "").strip()
+    truth = {"ct_abmd_g_cm2": measurement.ct_abmd_g_cm2, "qct_vbmd_mg_cm3": measurement.qct_vbmd_mg_cm3,
+             "dxa_bmd_g_cm2": float(dxa) if dxa else math.nan, "mirrored": crop.mirrored,
+             "pose": row.get("pose", "").strip() or "unknown", "side": side}
+    return truth, images
+
+
+def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tuple[int, int] = (512, 256),
+                  progress: bool = True) -> dict:
+    """Build (or finish) ``out`` from the case table; returns the report written to ``build_report.json``."""
+    from tqdm import tqdm
+
+    table = Path(table)
+    with open(table, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    missing = [c for c in REQUIRED_COLUMNS if rows and c not in rows[0]]
+    if not rows or missing:
+        raise InputError(table, f"the case table is empty or lacks columns {missing}",
+                         f"give a CSV with at least {', '.join(REQUIRED_COLUMNS)}")
+    writer = DatasetWriter(out, image_shape, {"source": "bmdgan build-dataset"})
+    report = {"built": [], "skipped": {}}
+    per_patient: dict[str, int] = {}
+    for number, row in enumerate(tqdm(rows, desc="cases", disable=not progress), start=1):
+        try:
+            patient = pseudonym(patient_identifier(_resolve(table, row["radiograph"])), key)
+            per_patient[patient] = per_patient.get(patient, 0) + 1
+            case_id = f"{patient}-{per_patient[patient]:02d}"
+            if case_id in writer.done:
+                report["built"].append(case_id)
+                continue
+            truth, images = build_case(row, table, image_shape)
+        except (BMDGANError, OSError) as error:
+            report["skipped"][f"row {number}"] = str(error)
+            continue
+        writer.add(CaseRecord(case_id, patient, truth["side"], truth["pose"], truth["mirrored"],
+                              dxa_bmd_g_cm2=truth["dxa_bmd_g_cm2"], ct_abmd_g_cm2=truth["ct_abmd_g_cm2"],
+                              qct_vbmd_mg_cm3=truth["qct_vbmd_mg_cm3"], provenance=f"case table row {number}"),
+                   images)
+        report["built"].append(case_id)
+    atomic_write_text(Path(out) / "build_report.json", json.dumps(report, indent=2))
+    return report
