@@ -1,18 +1,43 @@
-"""Logic of the dataset-curation workbench: CTs into the scene in HU with their LPS geometry."""
+"""Logic of the dataset-curation workbench: CTs in HU with their LPS geometry, the CT analysis (calibration,
+bone labels, the eight landmarks, PF region, vBMD and CT-aBMD) as MRML nodes, and DRRs as volume nodes.
+
+No Qt: every method takes the scene or nodes, so the same calls run in Slicer and on slicer-core.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import slicer
+
 from bmdgan.io import Volume, read_ct
-from BMDGANLib.mrml_conversion import node_to_volume, volume_to_node
+from BMDGANLib.mrml_conversion import (labels_to_segmentation_node, markups_node_to_points, node_to_volume,
+                                       points_to_markups_node, segmentation_node_to_labels, volume_to_node)
 
 UNIT_ATTRIBUTE = "BMDGAN.Unit"
-"""Node attribute holding the voxel unit ("HU" or "mg/cm3") of a CT volume node."""
+"""Node attribute holding the voxel unit ("HU", "mg/cm3", "g/cm2") of a volume node."""
+GEOMETRY_ATTRIBUTE = "BMDGAN.ProjectionGeometry"
+"""Node attribute holding the projection geometry JSON of a DRR volume node."""
+SEGMENT_NAMES = {1: "pelvis", 2: "femur", 3: "proximal femur region"}
+"""Segment names of the project's label convention (bmdgan.ct.labels)."""
+
+
+@dataclass
+class CTAnalysisNodes:
+    """What :meth:`CurationLogic.analyse_ct` put into the scene, with the engine's records."""
+
+    segmentation_node: object
+    landmarks_node: object
+    calibration_plot_node: object
+    calibration: dict
+    measurement: dict
 
 
 class CurationLogic:
-    """Moves CT volumes between files, MRML nodes and the engine."""
+    """Moves CT volumes and their analysis between files, MRML nodes and the engine."""
 
     def load_ct(self, path: str | Path, scene, name: str | None = None):
         """Read a CT (DICOM folder, NIfTI, NRRD, MHA) into a new scalar volume node; returns (node, volume)."""
@@ -24,3 +49,77 @@ class CurationLogic:
     def ct_from_node(self, node) -> Volume:
         """The engine's view of a CT volume node, in the unit recorded on the node (HU by default)."""
         return node_to_volume(node, unit=node.GetAttribute(UNIT_ATTRIBUTE) or "HU")
+
+    def analyse_ct(self, ct_node, scene, segmentation_node=None, landmarks_node=None, calibration: dict | None = None,
+                   side: str = "auto", progress=None) -> CTAnalysisNodes:
+        """Run the CT analysis; a given segmentation (segments named pelvis/femur/proximal femur region) or
+        landmarks node (points named as bmdgan.ct.landmarks.LANDMARK_NAMES) override the automatic ones."""
+        from bmdgan.ct.calibration import Calibration
+        from bmdgan.ct.pipeline import analyse_ct, measurement_record
+
+        ct = self.ct_from_node(ct_node)
+        labels = None if segmentation_node is None else segmentation_node_to_labels(segmentation_node, ct, scene,
+                                                                                    SEGMENT_NAMES)
+        points = None if landmarks_node is None else markups_node_to_points(landmarks_node)
+        analysis = analyse_ct(ct, label_volume=labels, landmark_points=points, side=side, progress=progress,
+                              calibration=None if calibration is None else Calibration.from_dict(calibration))
+        name = ct_node.GetName()
+        segmentation = segmentation_node or scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} bones")
+        segmentation.GetSegmentation().RemoveAllSegments()
+        labels_to_segmentation_node(analysis.label_volume(), scene, SEGMENT_NAMES, node=segmentation)
+        landmarks = points_to_markups_node(analysis.landmarks.points, scene, f"{name} landmarks", node=landmarks_node)
+        record = measurement_record(analysis)
+        return CTAnalysisNodes(segmentation, landmarks, self.calibration_plot(scene, analysis.calibration.to_dict(), name),
+                               analysis.calibration.to_dict(), record)
+
+    @staticmethod
+    def calibration_plot(scene, calibration: dict, name: str):
+        """The calibration's reference points (HU, mg/cm3) and its fitted line as a plot chart node."""
+        hu = np.asarray(calibration["reference_hu"], float)
+        density = np.asarray(calibration["reference_density_mg_cm3"], float)
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} calibration")
+        fitted = calibration["slope"] * hu + calibration["intercept"]
+        slicer.util.updateTableFromArray(table, np.stack([hu, density, fitted], axis=1),
+                                         ["HU", "reference mg/cm3", "fit mg/cm3"])
+        chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} calibration")
+        chart.SetTitle(f"{calibration['method']}: R2 = {calibration['r2']:.4f}")
+        chart.SetXAxisTitle("CT number (HU)")
+        chart.SetYAxisTitle("density (mg/cm3)")
+        for column, style in (("reference mg/cm3", "points"), ("fit mg/cm3", "line")):
+            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} {column}")
+            series.SetAndObserveTableNodeID(table.GetID())
+            series.SetXColumnName("HU")
+            series.SetYColumnName(column)
+            series.SetPlotType(series.PlotTypeScatter)
+            if style == "line":
+                series.SetMarkerStyle(series.MarkerStyleNone)
+            else:
+                series.SetLineStyle(series.LineStyleNone)
+            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        return chart
+
+    def project_drrs(self, ct_node, segmentation_node, scene, calibration: dict, geometry=None):
+        """Bone DRRs (g/cm2) of the calibrated CT: pelvis+femur and PF region, one volume node each, laid out
+        like a radiograph node (see BMDGANLib.mrml_conversion.radiograph_to_node), the geometry in an attribute.
+        Default geometry: an AP view centred on the CT."""
+        from bmdgan.ct.calibration import Calibration
+        from bmdgan.io import Radiograph
+        from bmdgan.projection.geometry import default_ap_geometry
+        from bmdgan.projection.projector import Projector
+        from BMDGANLib.mrml_conversion import radiograph_to_node
+
+        ct = self.ct_from_node(ct_node)
+        labels = segmentation_node_to_labels(segmentation_node, ct, scene, SEGMENT_NAMES).array
+        density = Calibration.from_dict(calibration).density(ct.array).astype(np.float32)
+        geometry = geometry or default_ap_geometry(ct, pixel_spacing_mm=1.0)
+        projector = Projector(density, ct.geometry.ijk_to_lps(), unit="mg/cm3",
+                              masks=np.stack([labels > 0, labels == 3]), channel_names=["pelvis+femur", "PF region"])
+        nodes = []
+        for channel, image in zip(projector.channel_names, projector.project(geometry)):
+            drr = Radiograph(image.astype(np.float32), source=f"{ct_node.GetName()} DRR {channel}",
+                             pixel_spacing_mm=(geometry.row_spacing_mm, geometry.column_spacing_mm))
+            node = radiograph_to_node(drr, scene, drr.source)
+            node.SetAttribute(UNIT_ATTRIBUTE, "g/cm2")
+            node.SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(geometry.to_dict()))
+            nodes.append(node)
+        return nodes, geometry

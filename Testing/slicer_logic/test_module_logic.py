@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -148,3 +150,44 @@ def test_training_logic_runs_follows_stops_and_resumes_a_process(dataset, tmp_pa
     resumed = logic.progress(run_folder).epoch
     assert stopped_at <= resumed <= stopped_at + 2  # one more epoch, from the last checkpoint
     assert logic.model_folder(run_folder) is None  # stage 2 not trained: no model to use yet
+
+
+@pytest.mark.slow
+def test_curation_logic_analyses_a_real_ct_into_nodes(shared_data):
+    from bmdgan.ct.landmarks import LANDMARK_NAMES
+    from bmdgan.projection.projector import Projector
+    from BMDGANRegistrationLib.curation_logic import GEOMETRY_ATTRIBUTE
+
+    scene = slicer.vtkMRMLScene()
+    logic = CurationLogic()
+    ct_node, ct = logic.load_ct(shared_data / "ct" / "ibsi_sts" / "STS_029.nii.gz", scene)
+    steps = []
+    result = logic.analyse_ct(ct_node, scene, progress=steps.append)
+    assert steps[0] == "segment" and steps[-1] == "measure"
+    assert result.calibration["method"].startswith("phantomless") and result.calibration["units"] == "mg/cm3"
+    segmentation = result.segmentation_node.GetSegmentation()
+    names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+    assert {"femur", "proximal femur region"} <= names
+    landmarks = result.landmarks_node
+    assert {landmarks.GetNthControlPointLabel(i) for i in range(landmarks.GetNumberOfControlPoints())} >= \
+        set(LANDMARK_NAMES) - {"shaft_2cm", "shaft_5cm"}
+    assert 150 < result.measurement["qct_vbmd_mg_cm3"] < 450 and 0.4 < result.measurement["ct_abmd_g_cm2"] < 1.3
+    assert result.calibration_plot_node.GetNumberOfPlotSeriesNodes() == 2
+    # DRR nodes: the same numbers as the projector's, with the geometry on the node.
+    nodes, geometry = logic.project_drrs(ct_node, result.segmentation_node, scene, result.calibration)
+    pf_node = nodes[1]
+    assert json.loads(pf_node.GetAttribute(GEOMETRY_ATTRIBUTE))["detector_rows"] == geometry.detector_rows
+    assert pf_node.GetSpacing()[:2] == (geometry.column_spacing_mm, geometry.row_spacing_mm)
+    from bmdgan.ct.calibration import Calibration
+    from BMDGANLib.mrml_conversion import segmentation_node_to_labels
+    from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES
+
+    labels = segmentation_node_to_labels(result.segmentation_node, ct, scene, SEGMENT_NAMES).array
+    density = Calibration.from_dict(result.calibration).density(ct.array)
+    expected = Projector(density * (labels == 3), ct.geometry.ijk_to_lps()).project(geometry)[0]
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(pf_node)[0], expected, atol=1e-4)
+    # A user's edit of a landmark overrides the automatic one.
+    moved = np.array(landmarks.GetNthControlPointPosition(1)) + [2.0, 0.0, 0.0]
+    landmarks.SetNthControlPointPosition(1, *moved)
+    edited = logic.analyse_ct(ct_node, scene, landmarks_node=landmarks)
+    assert "edited by the user" in edited.measurement["landmarks_source"]
