@@ -24,6 +24,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """Small CPU tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
     from synthetic_dataset import make_pairs_dataset

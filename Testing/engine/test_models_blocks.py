@@ -12,13 +12,7 @@ from bmdgan.models.norm import group_norm, num_groups
 from bmdgan.models.relpos import RelativePositionBias, relative_position_index
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small CPU tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_relative_index_depends_only_on_offset_and_is_a_bijection():

@@ -9,13 +9,7 @@ from bmdgan.errors import BMDGANError
 from bmdgan.models import CheckpointMismatchError, build_generator, load_state_dict_checked
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small CPU tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_matching_checkpoint_round_trips():

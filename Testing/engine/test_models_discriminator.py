@@ -9,13 +9,7 @@ from torch import nn
 from bmdgan.models import MultiscaleDiscriminator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small CPU tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_feature_lists_at_three_scales_for_256x512():

@@ -11,13 +11,7 @@ from bmdgan.models import (DecompositionGenerator, HRFormerBlock, available_back
                            count_parameters, register_backbone)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small CPU tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 IMAGE = (1, 1, 512, 256)  # W x H = 256 x 512, as in the paper

@@ -10,13 +10,7 @@ from bmdgan.models import (HRFORMER_CONFIGS, HRFormerBlock, HRFormerClassifier, 
                            hrnet_backbone)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small CPU tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # HRFormer paper, ImageNet classification table (params of the whole classifier, head included).

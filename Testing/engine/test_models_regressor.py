@@ -10,13 +10,7 @@ from bmdgan.models import (BMDRegressor, CoAtNetHead, RelativeAttention, RelTran
                            build_regressor, count_parameters)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small CPU tensors: one intra-op thread avoids OpenMP oversubscription on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 IMAGE = (128, 64)  # (H, W); the head sees (32, 16)
