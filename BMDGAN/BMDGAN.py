@@ -9,9 +9,9 @@ from __future__ import annotations
 import qt
 import slicer
 from slicer.parameterNodeWrapper import parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-from slicer.util import VTKObservationMixin
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
+
+from BMDGANLib.widget_base import EngineLogic, ParameterNodeWidget
 
 CITATION = ("Gu Y, Otake Y, Uemura K, et al. BMD-GAN: Bone mineral density estimation using X-ray image "
             "decomposition into projections of bone-segmented quantitative computed tomography using "
@@ -43,44 +43,18 @@ class BMDGANParameterNode:
     device: str = "cpu"
 
 
-class BMDGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None, logic=None) -> None:
-        """``logic`` may be injected (tests); by default the module's own Logic is used."""
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic = logic
-        self._parameterNode = None
+class BMDGANWidget(ParameterNodeWidget):
+    parameterNodeClass = BMDGANParameterNode
+
+    def createLogic(self):
+        return BMDGANLogic()
 
     def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/BMDGAN.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = self.logic or BMDGANLogic()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        ParameterNodeWidget.setup(self)
         self.ui.loadRadiographButton.connect("clicked(bool)", self.onLoadRadiograph)
         self.ui.radiographSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onRadiographChanged)
         self.ui.estimateButton.connect("clicked(bool)", self.onEstimate)
         self.initializeParameterNode()
-
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def onSceneStartClose(self, caller, event) -> None:
-        self._parameterNode = None
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self._parameterNode = BMDGANParameterNode(self.logic.getParameterNode())
-        self._parameterNode.connectGui(self.ui)
 
     def onLoadRadiograph(self) -> None:
         from BMDGANLib.slicer_setup import ensure_requirements
@@ -117,17 +91,13 @@ class BMDGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.resultsLabel.text = self.logic.engine.describe(result)
 
 
-class BMDGANLogic(ScriptedLoadableModuleLogic):
-    """Slicer-side Logic: the parameter node, plus the Qt-free engine logic in ``self.engine``."""
+class BMDGANLogic(EngineLogic):
+    parameterNodeClass = BMDGANParameterNode
 
     def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
         from BMDGANLib.estimation_logic import EstimationLogic
 
-        self.engine = EstimationLogic()
-
-    def getParameterNode(self):
-        return BMDGANParameterNode(super().getParameterNode()).parameterNode
+        EngineLogic.__init__(self, EstimationLogic())
 
 
 class BMDGANTest(ScriptedLoadableModuleTest):

@@ -8,9 +8,9 @@ from __future__ import annotations
 import qt
 import slicer
 from slicer.parameterNodeWrapper import parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-from slicer.util import VTKObservationMixin
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
+
+from BMDGANLib.widget_base import EngineLogic, ParameterNodeWidget
 
 
 class BMDGANRegistration(ScriptedLoadableModule):
@@ -36,37 +36,16 @@ class BMDGANRegistrationParameterNode:
     ct: slicer.vtkMRMLScalarVolumeNode
 
 
-class BMDGANRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None, logic=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic = logic
-        self._parameterNode = None
+class BMDGANRegistrationWidget(ParameterNodeWidget):
+    parameterNodeClass = BMDGANRegistrationParameterNode
+
+    def createLogic(self):
+        return BMDGANRegistrationLogic()
 
     def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/BMDGANRegistration.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = self.logic or BMDGANRegistrationLogic()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        ParameterNodeWidget.setup(self)
         self.ui.loadCTButton.connect("clicked(bool)", self.onLoadCT)
         self.initializeParameterNode()
-
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self._parameterNode = BMDGANRegistrationParameterNode(self.logic.getParameterNode())
-        self._parameterNode.connectGui(self.ui)
 
     def onLoadCT(self) -> None:
         from BMDGANLib.slicer_setup import ensure_requirements
@@ -83,17 +62,13 @@ class BMDGANRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self.ui.ctInfoLabel.text = f"{' x '.join(map(str, volume.shape_ijk))} voxels, {spacing} mm, HU"
 
 
-class BMDGANRegistrationLogic(ScriptedLoadableModuleLogic):
-    """Slicer-side Logic: the parameter node, plus the Qt-free curation logic in ``self.engine``."""
+class BMDGANRegistrationLogic(EngineLogic):
+    parameterNodeClass = BMDGANRegistrationParameterNode
 
     def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
         from BMDGANRegistrationLib.curation_logic import CurationLogic
 
-        self.engine = CurationLogic()
-
-    def getParameterNode(self):
-        return BMDGANRegistrationParameterNode(super().getParameterNode()).parameterNode
+        EngineLogic.__init__(self, CurationLogic())
 
 
 class BMDGANRegistrationTest(ScriptedLoadableModuleTest):

@@ -11,9 +11,9 @@ import sys
 import qt
 import slicer
 from slicer.parameterNodeWrapper import parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-from slicer.util import VTKObservationMixin
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
+
+from BMDGANLib.widget_base import EngineLogic, ParameterNodeWidget
 
 
 class BMDGANTraining(ScriptedLoadableModule):
@@ -43,20 +43,14 @@ class BMDGANTrainingParameterNode:
     device: str = "auto"
 
 
-class BMDGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None, logic=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic = logic
-        self._parameterNode = None
+class BMDGANTrainingWidget(ParameterNodeWidget):
+    parameterNodeClass = BMDGANTrainingParameterNode
+
+    def createLogic(self):
+        return BMDGANTrainingLogic()
 
     def setup(self) -> None:
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/BMDGANTraining.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = self.logic or BMDGANTrainingLogic()
+        ParameterNodeWidget.setup(self)
         self.ui.checkEnvironmentButton.connect("clicked(bool)", self.onCheckEnvironment)
         self.ui.startButton.connect("clicked(bool)", self.onStart)
         self.ui.stopButton.connect("clicked(bool)", self.onStop)
@@ -68,7 +62,7 @@ class BMDGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.timer.stop()
-        self.removeObservers()
+        ParameterNodeWidget.cleanup(self)
 
     def onStart(self) -> None:
         from BMDGANLib.slicer_setup import ensure_requirements
@@ -110,12 +104,6 @@ class BMDGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = BMDGAN.BMDGANParameterNode(BMDGAN.BMDGANLogic().getParameterNode())
         parameters.modelFolder = str(folder)
 
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self._parameterNode = BMDGANTrainingParameterNode(self.logic.getParameterNode())
-        self._parameterNode.connectGui(self.ui)
 
     def onCheckEnvironment(self) -> None:
         from BMDGANLib.slicer_setup import ensure_requirements
@@ -126,17 +114,13 @@ class BMDGANTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.environmentLabel.text = self.logic.engine.compute_environment().describe()
 
 
-class BMDGANTrainingLogic(ScriptedLoadableModuleLogic):
-    """Slicer-side Logic: the parameter node, plus the Qt-free training logic in ``self.engine``."""
+class BMDGANTrainingLogic(EngineLogic):
+    parameterNodeClass = BMDGANTrainingParameterNode
 
     def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
         from BMDGANTrainingLib.training_logic import TrainingLogic
 
-        self.engine = TrainingLogic()
-
-    def getParameterNode(self):
-        return BMDGANTrainingParameterNode(super().getParameterNode()).parameterNode
+        EngineLogic.__init__(self, TrainingLogic())
 
 
 class BMDGANTrainingTest(ScriptedLoadableModuleTest):
