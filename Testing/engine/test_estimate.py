@@ -80,14 +80,18 @@ def test_evaluate_command_writes_metrics_and_plots(trained, dataset, tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["cases"] == 4 and metrics["fold"] == 0  # 2 patients x 2 poses in the held-out fold
-    abmd = metrics["targets"]["ct_abmd_g_cm2"]["all"]
+    assert list(metrics["methods"]) == ["decomposition"]  # the smoke model has no stage-3 regressors
+    abmd = metrics["methods"]["decomposition"]["ct_abmd_g_cm2"]["all"]
     assert -1 <= abmd["pcc"] <= 1 and abmd["mae"] >= 0 and abmd["rms_cv_percent"] is not None
     assert set(metrics["robustness"]["jpeg_quality"]) == {"90", "30"}
     assert set(metrics["robustness"]["bit_depth"]) == {"8", "4"}
-    for name in ("bland_altman_ct_abmd_g_cm2.png", "correlation_qct_vbmd_mg_cm3.png", "robustness.png"):
+    for name in ("bland_altman_decomposition_ct_abmd_g_cm2.png", "correlation_decomposition_qct_vbmd_mg_cm3.png",
+                 "robustness.png"):
         assert (tmp_path / name).stat().st_size > 5000, name
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
-    assert len(rows) == 5 and rows[0].startswith("case_id,patient_id,pose,psnr_db,dice,ct_abmd_g_cm2_estimate")
+    assert len(rows) == 5
+    assert rows[0].startswith("case_id,patient_id,pose,psnr_db,dice,ct_abmd_g_cm2_truth,qct_vbmd_mg_cm3_truth,"
+                              "ct_abmd_g_cm2_decomposition")
 
 
 def test_psnr_dice_and_degradations_on_known_images():

@@ -168,3 +168,8 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     decomposition_only, _ = estimate_hip(model, Radiograph(load_image(dataset, record, "radiograph")), "right",
                                          load_reference(), bilateral=False, method="decomposition")
     assert decomposition_only.method == "decomposition"
+    from bmdgan.evaluation.evaluate import evaluate
+
+    report = evaluate(model, dataset, fold=0, jpeg_qualities=(), bit_depths=(), progress=False)["report"]
+    assert list(report["methods"]) == ["decomposition", "decomposition+regression", "baseline"]
+    assert report["methods"]["baseline"]["ct_abmd_g_cm2"]["all"]["n"] == 4

@@ -1,9 +1,11 @@
-"""Evaluate a decomposition model on a dataset's held-out cases (paper sections 4.2-4.3).
+"""Evaluate a model on a dataset's held-out cases (paper sections 4.2-4.3).
 
 For every case: the predicted PF-DRR against the ground-truth PF-DRR (PSNR, Dice of the PF region at the
-model's threshold), and the predicted BMD of every calibrated target against the ground truth. Then the
-agreement metrics per target and per pose, and the robustness of Fig. 8: the same cases with the radiograph
-JPEG-compressed at several qualities, or reduced to fewer bits.
+model's threshold), and the BMD of every target by every method the model folder holds, side by side:
+``decomposition`` (thresholded PF-DRR mean + linear fit), ``decomposition+regression`` (stage 3) and
+``baseline`` (direct regression CNN). Then the agreement metrics per method, target and pose, and the
+robustness of Fig. 8 for the decomposition: the same cases with the radiograph JPEG-compressed at several
+qualities, or reduced to fewer bits.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ DEFAULT_BIT_DEPTHS = (12, 10, 8, 6)
 @dataclass
 class CasePrediction:
     record: CaseRecord
-    bmd: dict[str, float]
+    methods: dict[str, dict[str, float]]  # method -> target -> BMD in the target's unit
     psnr_db: float
     dice: float
+
+
+def available_methods(model: DecompositionModel) -> list[str]:
+    kinds = {d["kind"] for d in model.description.get("regressors", {}).values()}
+    return ["decomposition"] + [name for kind, name in (("decomposition", "decomposition+regression"),
+                                                        ("baseline", "baseline")) if kind in kinds]
 
 
 def psnr_db(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -68,20 +76,27 @@ def bit_depth_reduced(pixels: np.ndarray, bits: int) -> np.ndarray:
     return np.round((pixels - low) / max(high - low, 1e-6) * levels).astype(np.float32)
 
 
-def predict_case(model: DecompositionModel, folder: Path, record: CaseRecord, pixels: np.ndarray | None = None
-                 ) -> CasePrediction:
+def predict_case(model: DecompositionModel, folder: Path, record: CaseRecord, pixels: np.ndarray | None = None,
+                 methods: tuple[str, ...] = ("decomposition",)) -> CasePrediction:
     """Dataset images are already cut to one hip and oriented as a right hip (see datasets.normalise)."""
     image = load_image(folder, record, "radiograph") if pixels is None else pixels
-    decomposition = model.decompose(Radiograph(image, source=record.case_id), "right", bilateral=False)
+    radiograph = Radiograph(image, source=record.case_id)
+    decomposition = model.decompose(radiograph, "right", bilateral=False)
     truth = resize_to(load_image(folder, record, "drr_pf"), decomposition.pf_drr_g_cm2.shape)
     threshold = model.distribution.threshold_g_cm2
-    return CasePrediction(record, model.bmd(decomposition), psnr_db(decomposition.pf_drr_g_cm2, truth),
+    values = {"decomposition": model.bmd(decomposition)}
+    if "decomposition+regression" in methods:
+        values["decomposition+regression"] = model.regress(radiograph, "right", bilateral=False)
+    if "baseline" in methods:
+        values["baseline"] = model.regress(radiograph, "right", bilateral=False, kind="baseline")
+    return CasePrediction(record, values, psnr_db(decomposition.pf_drr_g_cm2, truth),
                           dice(decomposition.pf_drr_g_cm2, truth, threshold))
 
 
-def _target_metrics(predictions: list[CasePrediction], target: str) -> dict | None:
-    pairs = [(p.bmd[target], getattr(p.record, target), p.record.patient_id, p.record.pose) for p in predictions
-             if math.isfinite(p.bmd.get(target, math.nan)) and math.isfinite(getattr(p.record, target))]
+def _target_metrics(predictions: list[CasePrediction], target: str, method: str = "decomposition") -> dict | None:
+    pairs = [(p.methods[method].get(target, math.nan), getattr(p.record, target), p.record.patient_id,
+              p.record.pose) for p in predictions]
+    pairs = [pair for pair in pairs if math.isfinite(pair[0]) and math.isfinite(pair[1])]
     if len(pairs) < 3:
         return None
     estimate, truth, patients, poses = (list(column) for column in zip(*pairs))
@@ -102,13 +117,15 @@ def evaluate(model: DecompositionModel, folder: str | Path, fold: int | None = N
     records = [r for r in read_manifest(folder) if fold is None or r.fold == fold]
     if len(records) < 3:
         raise InputError(folder, f"only {len(records)} cases to evaluate in fold {fold}", "choose another fold")
-    predictions = [predict_case(model, folder, record) for record in tqdm(records, desc="evaluating",
-                                                                          disable=not progress)]
+    methods = tuple(available_methods(model))
+    predictions = [predict_case(model, folder, record, methods=methods)
+                   for record in tqdm(records, desc="evaluating", disable=not progress)]
     targets = sorted(model.calibrations)
     report = {"cases": len(records), "fold": fold,
               "pf_drr": {"psnr_db_mean": float(np.mean([p.psnr_db for p in predictions])),
                          "dice_mean": float(np.mean([p.dice for p in predictions]))},
-              "targets": {t: _target_metrics(predictions, t) for t in targets}, "robustness": {}}
+              "methods": {m: {t: _target_metrics(predictions, t, m) for t in sorted(predictions[0].methods[m])}
+                          for m in methods}, "robustness": {}}
     degradations = [("jpeg_quality", q, jpeg_degraded) for q in jpeg_qualities] + \
                    [("bit_depth", b, bit_depth_reduced) for b in bit_depths]
     for kind, level, degrade in tqdm(degradations, desc="robustness", disable=not progress or not degradations):
@@ -127,22 +144,25 @@ def write_evaluation(out: str | Path, result: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(result["report"], indent=2))
     predictions = result["predictions"]
-    targets = sorted({t for p in predictions for t in p.bmd})
+    columns = [(m, t) for m in predictions[0].methods for t in sorted(predictions[0].methods[m])]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case_id", "patient_id", "pose", "psnr_db", "dice"]
-                    + [f"{t}_{kind}" for t in targets for kind in ("estimate", "truth")])
+    writer.writerow(["case_id", "patient_id", "pose", "psnr_db", "dice"] + [f"{t}_truth" for t in
+                                                                            sorted({t for _, t in columns})]
+                    + [f"{t}_{m}" for m, t in columns])
     for p in predictions:
         writer.writerow([p.record.case_id, p.record.patient_id, p.record.pose, f"{p.psnr_db:.3f}", f"{p.dice:.4f}"]
-                        + [f"{v:.6g}" for t in targets for v in (p.bmd[t], getattr(p.record, t))])
+                        + [f"{getattr(p.record, t):.6g}" for t in sorted({t for _, t in columns})]
+                        + [f"{p.methods[m][t]:.6g}" for m, t in columns])
     atomic_write_text(out / "predictions.csv", buffer.getvalue())
-    for target in targets:
-        pairs = [(p.bmd[target], getattr(p.record, target)) for p in predictions
-                 if math.isfinite(p.bmd[target]) and math.isfinite(getattr(p.record, target))]
+    for method, target in columns:
+        pairs = [(p.methods[method][target], getattr(p.record, target)) for p in predictions
+                 if math.isfinite(p.methods[method][target]) and math.isfinite(getattr(p.record, target))]
         if len(pairs) >= 3:
             estimate, truth = np.array(pairs).T
-            plot_bland_altman(out / f"bland_altman_{target}.png", estimate, truth, target)
-            plot_correlation(out / f"correlation_{target}.png", estimate, truth, target)
+            name = f"{method.replace('+', '_')}_{target}"
+            plot_bland_altman(out / f"bland_altman_{name}.png", estimate, truth, f"{target}, {method}")
+            plot_correlation(out / f"correlation_{name}.png", estimate, truth, f"{target}, {method}")
     if result["report"]["robustness"]:
         plot_robustness(out / "robustness.png", result["report"]["robustness"])
     return out

@@ -29,10 +29,13 @@ def run(args) -> int:
     report = result["report"]
     print(f"{report['cases']} cases (fold {report['fold']}): PF-DRR PSNR {report['pf_drr']['psnr_db_mean']:.1f} dB, "
           f"Dice {report['pf_drr']['dice_mean']:.3f}")
-    for target, metrics in report["targets"].items():
-        if metrics:
-            m = metrics["all"]
-            cv = f", RMS-CV {m['rms_cv_percent']:.1f}%" if m["rms_cv_percent"] is not None else ""
-            print(f"  {target}: PCC {m['pcc']:.3f}, ICC {m['icc']:.3f}, MAE {m['mae']:.4g}, SEE {m['see']:.4g}{cv}")
+    print(f"  {'method':<26}{'target':<17}{'PCC':>7}{'ICC':>7}{'MAE':>9}{'SEE':>9}{'RMS-CV %':>10}")
+    for method, targets in report["methods"].items():
+        for target, metrics in targets.items():
+            if metrics:
+                m = metrics["all"]
+                cv = f"{m['rms_cv_percent']:.1f}" if m["rms_cv_percent"] is not None else "-"
+                print(f"  {method:<26}{target:<17}{m['pcc']:>7.3f}{m['icc']:>7.3f}{m['mae']:>9.4g}{m['see']:>9.4g}"
+                      f"{cv:>10}")
     print(f"-> {folder}")
     return 0
