@@ -85,7 +85,7 @@ def orientation_flips(prepared: PreparedCT, geometry) -> tuple[bool, bool]:
 _WORKER_CACHE: dict = {}
 
 
-def _projector(prepared_folder: str, ct_id: str):
+def ct_projector(prepared_folder: str, ct_id: str):
     """The CT's 8-channel projector, built once per worker process."""
     if _WORKER_CACHE.get("ct_id") != ct_id:
         from ..projection.projector import Projector
@@ -100,45 +100,47 @@ def _projector(prepared_folder: str, ct_id: str):
     return _WORKER_CACHE["prepared"], _WORKER_CACHE["projector"]
 
 
+def simulate_case(settings: CohortSettings, prepared: PreparedCT, projector, patient: VirtualPatient, pose_name: str):
+    """One image: (manifest record, oriented images, the simulator's SimulatedRadiograph before orientation)."""
+    from ..projection.simulator import simulate_radiograph
+
+    pose = sample_pose(settings.seed, patient, pose_name)
+    geometry = hip_geometry(prepared, pose, settings.image_shape)
+    projected = dict(zip(CHANNELS, projector.project(geometry)))
+    parts = combine(projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm,
+                    geometry.row_spacing_mm)
+    case_id = f"{patient.patient_id}-{pose_name}"
+    simulated = simulate_radiograph(prepared.hu, geometry, rng=seeded_rng(settings.seed, case_id, "acquisition"),
+                                    areal_density_g_per_cm2=parts["materials"])
+    flip_rows, flip_columns = orientation_flips(prepared, geometry)
+    images = {"radiograph": simulated.pixels.astype(np.float32), "drr_stage1": parts["drr_stage1"],
+              "drr_pf": parts["drr_pf"]}
+    for name, image in images.items():
+        image = image[::-1] if flip_rows else image
+        images[name] = np.ascontiguousarray(image[:, ::-1] if flip_columns else image)
+    record = CaseRecord(
+        case_id, patient.patient_id, prepared.side, pose=pose_name, mirrored=flip_columns,
+        ct_abmd_g_cm2=patient.trabecular_factor * prepared.abmd_components_g_cm2[0]
+        + patient.cortical_factor * prepared.abmd_components_g_cm2[1],
+        qct_vbmd_mg_cm3=patient.trabecular_factor * prepared.vbmd_components_mg_cm3[0]
+        + patient.cortical_factor * prepared.vbmd_components_mg_cm3[1],
+        provenance=json.dumps({"ct": prepared.ct_id, "k_trab": round(patient.trabecular_factor, 4),
+                               "k_cort": round(patient.cortical_factor, 4), "bmi": round(patient.bmi_kg_m2, 1),
+                               "rotation_deg": round(pose.internal_rotation_deg, 2),
+                               "abduction_deg": round(pose.abduction_deg, 2),
+                               "sid_mm": round(pose.source_to_detector_mm, 1),
+                               "kev": round(simulated.parameters.effective_energy_kev, 1)}, separators=(",", ":")))
+    return record, images, simulated
+
+
 def make_patient_cases(settings: CohortSettings, ct_id: str, index: int) -> list[tuple[CaseRecord, dict]]:
     """Every pose of one virtual patient: (manifest record, images) each."""
     import torch
 
-    from ..projection.simulator import simulate_radiograph
-
     torch.set_num_threads(1)
-    prepared, projector = _projector(settings.prepared_folder, ct_id)
+    prepared, projector = ct_projector(settings.prepared_folder, ct_id)
     patient = sample_patient(settings.seed, ct_id, index)
-    cases = []
-    for pose_name in settings.poses:
-        pose = sample_pose(settings.seed, patient, pose_name)
-        geometry = hip_geometry(prepared, pose, settings.image_shape)
-        projected = dict(zip(CHANNELS, projector.project(geometry)))
-        parts = combine(projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm,
-                        geometry.row_spacing_mm)
-        case_id = f"{patient.patient_id}-{pose_name}"
-        simulated = simulate_radiograph(prepared.hu, geometry, rng=seeded_rng(settings.seed, case_id, "acquisition"),
-                                        areal_density_g_per_cm2=parts["materials"])
-        flip_rows, flip_columns = orientation_flips(prepared, geometry)
-        images = {"radiograph": simulated.pixels.astype(np.float32), "drr_stage1": parts["drr_stage1"],
-                  "drr_pf": parts["drr_pf"]}
-        for name, image in images.items():
-            image = image[::-1] if flip_rows else image
-            images[name] = np.ascontiguousarray(image[:, ::-1] if flip_columns else image)
-        record = CaseRecord(
-            case_id, patient.patient_id, prepared.side, pose=pose_name, mirrored=flip_columns,
-            ct_abmd_g_cm2=patient.trabecular_factor * prepared.abmd_components_g_cm2[0]
-            + patient.cortical_factor * prepared.abmd_components_g_cm2[1],
-            qct_vbmd_mg_cm3=patient.trabecular_factor * prepared.vbmd_components_mg_cm3[0]
-            + patient.cortical_factor * prepared.vbmd_components_mg_cm3[1],
-            provenance=json.dumps({"ct": ct_id, "k_trab": round(patient.trabecular_factor, 4),
-                                   "k_cort": round(patient.cortical_factor, 4), "bmi": round(patient.bmi_kg_m2, 1),
-                                   "rotation_deg": round(pose.internal_rotation_deg, 2),
-                                   "abduction_deg": round(pose.abduction_deg, 2),
-                                   "sid_mm": round(pose.source_to_detector_mm, 1),
-                                   "kev": round(simulated.parameters.effective_energy_kev, 1)}, separators=(",", ":")))
-        cases.append((record, images))
-    return cases
+    return [simulate_case(settings, prepared, projector, patient, pose)[:2] for pose in settings.poses]
 
 
 def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path, workers: int = 2,

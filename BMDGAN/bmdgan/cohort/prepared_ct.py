@@ -112,7 +112,8 @@ def prepare_ct(path: str | Path, ct_id: str, side: str = "auto") -> PreparedCT:
     components = []
     for part in density_components(density, CORTICAL_THRESHOLD_MG_CM3):
         as_hu = ct.with_array(((part - calibration.intercept) / calibration.slope).astype(np.float32))
-        components.append(measure_pf(as_hu, pf, analysis.landmarks, calibration, analysis.segmentation.metal))
+        components.append(measure_pf(as_hu, analysis.segmentation.femur, analysis.region, analysis.landmarks,
+                                     calibration, analysis.segmentation.metal))
     points = analysis.landmarks.points
     head = np.asarray(points["femoral_head_centre"], float)
     shaft = points.get("shaft_5cm")
