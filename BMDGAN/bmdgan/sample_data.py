@@ -15,6 +15,8 @@ from .errors import InputError
 HELD_OUT_CT_IDS = ("STS_012",)
 SAMPLE_CT = "STS_012.nii.gz"
 SAMPLE_RADIOGRAPH = "331_DDH_1.dcm"
+SAMPLE_SIMULATED_RADIOGRAPH = "STS_012_simulated_standing.dcm"
+"""Simulated from the held-out CT; ``<stem>_truth.json`` beside it holds its CT-derived ground truth."""
 
 
 def sample_data_dir() -> Path:

@@ -1,0 +1,34 @@
+"""``bmdgan package-model``: copy a trained model for shipping and write its model card."""
+
+from __future__ import annotations
+
+HELP = "copy a trained model (safetensors + model.json) to a folder and write MODEL_CARD.md from the run's facts"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run", help="training run folder (its 'model' folder is packaged)")
+    parser.add_argument("--out", required=True, help="destination, e.g. Resources/Models/default")
+    parser.add_argument("--evaluation", action="append", default=[], metavar="TITLE=FOLDER",
+                        help="an evaluation folder (bmdgan evaluate --out) to report, repeatable")
+    parser.add_argument("--training-command", required=True, help="the command that trained it (for the card)")
+    parser.add_argument("--training-minutes", type=float, default=None)
+    parser.add_argument("--cts", required=True, help="comma-separated CT ids of the training cohort")
+    parser.add_argument("--held-out-cts", required=True, help="comma-separated CT ids never used in training")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from bmdgan.errors import InputError
+    from bmdgan.model_card import package_model
+
+    evaluations = {}
+    for item in args.evaluation:
+        if "=" not in item:
+            raise InputError(None, f"--evaluation {item!r} is not TITLE=FOLDER", "e.g. 'fold 0=out/eval'")
+        title, folder = item.split("=", 1)
+        evaluations[title] = Path(folder)
+    out = package_model(Path(args.run) / "model", args.run, args.out, evaluations, args.training_command,
+                        args.training_minutes, args.cts.split(","), args.held_out_cts.split(","))
+    print(f"packaged -> {out} (MODEL_CARD.md)")
+    return 0

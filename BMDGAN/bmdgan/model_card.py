@@ -1,0 +1,114 @@
+"""Package a trained model for shipping, with a model card that says plainly what it is and how well it does.
+
+The card is written from facts on disk: the model description (``model.json``), the run's settings and
+training histories (``run.json``, ``stage*/history.jsonl``) and ``bmdgan evaluate``'s ``metrics.json`` files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .datasets.format import atomic_write_text
+from .errors import InputError
+
+MAX_SHIPPED_MB = 30.0
+
+
+def _metric_rows(metrics: dict) -> list[str]:
+    rows = []
+    for method, targets in metrics["methods"].items():
+        for target, values in targets.items():
+            if values:
+                m = values["all"]
+                cv = f"{m['rms_cv_percent']:.1f}" if m["rms_cv_percent"] is not None else "-"
+                rows.append(f"| {method} | {target} | {m['n']} | {m['pcc']:.3f} | {m['icc']:.3f} | {m['mae']:.4g} | "
+                            f"{m['see']:.4g} | {cv} |")
+    return rows
+
+
+def _history_summary(run: Path) -> list[str]:
+    lines = []
+    for history in sorted(run.glob("*/history.jsonl")):
+        records = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+        if records:
+            last = records[-1]
+            loss = last.get("g_l1", last.get("loss"))
+            lines.append(f"- `{history.parent.name}`: {last['epoch'] + 1} epochs, {len(records)} optimiser steps, "
+                         f"last {'L1' if 'g_l1' in last else 'weighted L1'} {loss:.4g}")
+    return lines
+
+
+def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path], training_command: str,
+                     training_minutes: float | None, cts: list[str], held_out_cts: list[str]) -> str:
+    description = json.loads((model_folder / "model.json").read_text())
+    settings = json.loads((run / "run.json").read_text())
+    size_mb = sum(p.stat().st_size for p in model_folder.glob("*.safetensors")) / 1e6
+    lines = [
+        "# BMD-GAN default model",
+        "",
+        "**What it is.** A small decomposition network (generator backbone "
+        f"`{description['backbone']}`, {size_mb:.1f} MB of safetensors weights) with its PF-DRR -> BMD calibrations"
+        + (" and stage-3 regressors" if description.get("regressors") else "") + ", trained on this project's "
+        "CPU from a **virtual cohort**: radiographs simulated from real CTs, never on clinical radiograph/DXA pairs.",
+        "",
+        "**Intended use.** Trying the software end to end, and as an initialisation for training on real data. "
+        "**Not for clinical use**: its numbers describe simulated radiographs of a dozen CTs, not patients.",
+        "",
+        "## Training data",
+        f"- Real CTs (IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0; Vallières et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS): "
+        f"{', '.join(cts)}.",
+        f"- Held out entirely (never seen in training; the bundled sample radiograph is simulated from it): "
+        f"{', '.join(held_out_cts)}.",
+        "- Each virtual patient: bone mineral scaled (trabecular and cortical separately), BMI 17-35, four poses "
+        "(standing, supine, abduction, adduction), acquisition parameters sampled; ground truth (PF-DRR, CT-aBMD, "
+        "vBMD) from the same CT (`bmdgan simulate-cohort`).",
+        f"- Training cases: {description['provenance'].get('training_cases')} images (fold "
+        f"{settings.get('fold')} held out), hierarchical learning: {description['provenance'].get('hierarchical')}.",
+        "",
+        "## Training",
+        f"- Command (`Resources/Models/train_default.sh`): `{training_command}`",
+        f"- Configuration: `{settings['config']['name']}`, image {settings['config']['image_shape'][0]} x "
+        f"{settings['config']['image_shape'][1]}, batch {settings['config']['batch_size']}, epochs "
+        f"{settings['config']['epochs']}.",
+    ]
+    if training_minutes is not None:
+        lines.append(f"- Wall time on the 2-core CPU: {training_minutes:.0f} min.")
+    lines += _history_summary(run)
+    lines += ["", "## Calibrations stored with the model (PF-DRR mean above the threshold -> BMD)"]
+    for calibration in description["calibrations"]:
+        lines.append(f"- {calibration['target']}: threshold {calibration['threshold']:.3f} g/cm2, slope "
+                     f"{calibration['slope']:.4g}, intercept {calibration['intercept']:.4g} {calibration['unit']} "
+                     f"(training PCC {calibration['pcc_train']:.3f})")
+    lines += ["- T-score reference: NHANES III total hip, women 20-29 (`bmdgan/resources/tscore_references.json`).", ""]
+    for title, folder in evaluations.items():
+        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+        lines += [f"## Held-out evaluation: {title}",
+                  f"{metrics['cases']} images; PF-DRR PSNR {metrics['pf_drr']['psnr_db_mean']:.1f} dB, "
+                  f"Dice {metrics['pf_drr']['dice_mean']:.3f}.", "",
+                  "| method | target | n | PCC | ICC(2,1) | MAE | SEE | RMS-CV % |", "|---|---|---|---|---|---|---|---|"]
+        lines += _metric_rows(metrics) + [""]
+    lines += ["## Licences and attribution",
+              "Weights: Apache-2.0, like the code. Training data: derived from the IBSI CTs above (CC BY 3.0); "
+              "see `NOTICE.md`.", ""]
+    return "\n".join(lines)
+
+
+def package_model(model_folder: str | Path, run: str | Path, out: str | Path, evaluations: dict[str, Path],
+                  training_command: str, training_minutes: float | None, cts: list[str],
+                  held_out_cts: list[str]) -> Path:
+    """Copy the model (weights + model.json) into ``out`` and write ``MODEL_CARD.md``; refuses > 30 MB."""
+    model_folder, run, out = Path(model_folder), Path(run), Path(out)
+    if not (model_folder / "model.json").is_file():
+        raise InputError(model_folder, "is not a model folder", "give a training run's 'model' folder")
+    size_mb = sum(p.stat().st_size for p in model_folder.glob("*.safetensors")) / 1e6
+    if size_mb > MAX_SHIPPED_MB:
+        raise InputError(model_folder, f"weights are {size_mb:.1f} MB, more than {MAX_SHIPPED_MB:.0f} MB",
+                         "ship a smaller model")
+    out.mkdir(parents=True, exist_ok=True)
+    for path in list(model_folder.glob("*.safetensors")) + [model_folder / "model.json"]:
+        shutil.copyfile(path, out / path.name)
+    atomic_write_text(out / "MODEL_CARD.md", write_model_card(model_folder, run, evaluations, training_command,
+                                                              training_minutes, cts, held_out_cts))
+    return out
