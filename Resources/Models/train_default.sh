@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Reproduces the shipped default model (Resources/Models/default) on this project's 2-core CPU, from the real
+# CTs in ../shared/data (see MODEL_CARD.md for what came out). Run from the repository root with the .venv set up.
+# STS_012 is held out of everything: the bundled sample radiograph is simulated from it.
+set -euo pipefail
+export PATH="$PWD/.venv/bin:$PATH"
+CTS=${CTS:-../shared/data/ct/ibsi_sts}
+OUT=${OUT:-out}
+HELD_OUT=STS_012
+
+# 1. Virtual cohort: 9 virtual patients x 4 poses per CT, 512 x 256 images, 5 patient-level folds.
+bmdgan simulate-cohort "$CTS" --exclude "$HELD_OUT" --out "$OUT/cohort" --patients-per-ct 9 --seed 0
+# 2. Decomposition with hierarchical learning (stage 1 then 2), fold 0 held out; then stage 3 and the baseline.
+bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0
+bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0 --stages stage3
+bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0 --stages baseline
+# 3. Held-out evaluation: fold 0 of the training cohort, and a fresh cohort of new virtual patients (seed 1).
+bmdgan evaluate --model "$OUT/runs/hl/model" --dataset "$OUT/cohort" --fold 0 --out "$OUT/eval/fold0"
+bmdgan simulate-cohort "$CTS" --exclude "$HELD_OUT" --out "$OUT/cohort_seed1" --patients-per-ct 2 --seed 1
+bmdgan evaluate --model "$OUT/runs/hl/model" --dataset "$OUT/cohort_seed1" --out "$OUT/eval/seed1"
+# 4. Ship it with its model card.
+CT_IDS=$(python -c "import json; print(','.join(json.load(open('$OUT/cohort/dataset.json'))['ct_ids']))")
+bmdgan package-model "$OUT/runs/hl" --out Resources/Models/default \
+  --evaluation "fold 0 of the training cohort (held-out virtual patients)=$OUT/eval/fold0" \
+  --evaluation "a fresh cohort, seed 1 (new virtual patients)=$OUT/eval/seed1" \
+  --training-command "bash Resources/Models/train_default.sh" --cts "$CT_IDS" --held-out-cts "$HELD_OUT"
