@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-BONE_FACTOR_RANGE = (0.55, 1.25)
-"""Overall mineral factor k (x the CT's own density): from osteoporotic (~0.55) to above-average (1.25).
-The shared CTs' proximal femurs have aBMD ~0.75-1.0 g/cm2, so the cohort spans ~0.45 to ~1.25 g/cm2,
-covering the paper's 0.759 +/- 0.151 g/cm2."""
+BONE_FACTOR_RANGE = (0.65, 1.6)
+"""Overall mineral factor k (x the CT's own density). The shared CTs' PF regions measure aBMD 0.61-0.84 g/cm2
+(mean ~0.68) with the phantomless calibration; with the exponents below a typical CT then spans ~0.41 to
+~1.13 g/cm2 with a mean near 0.76, the paper's DXA cohort (0.759 +/- 0.151 g/cm2), from osteoporotic to
+above-average bone."""
 TRABECULAR_EXPONENT = 1.4
 """Trabecular bone loses mineral faster than cortical bone (Riggs et al., J Bone Miner Res 2008): k_trab =
 k^1.4, k_cort = k^0.8, each with +/-5% independent variation."""
