@@ -12,6 +12,7 @@ Exported to ``run/model/regressor_<kind>_<target>.safetensors`` with its descrip
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 
@@ -151,11 +152,14 @@ def export_regressor(run_folder: Path, model: torch.nn.Module, kind: str, target
     name = f"regressor_{kind}_{target}"
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(folder / f"{name}.safetensors"))
-    description = json.loads(description_path.read_text())
-    description.setdefault("regressors", {})[name] = {
-        "kind": kind, "target": target, "unit": BMD_TARGETS[target], "regression_head": config.regression_head,
-        "baseline_width": config.baseline_width, "image_shape": list(config.image_shape), "backbone": config.backbone}
-    atomic_write_text(description_path, json.dumps(description, indent=2))
+    with open(folder / ".model.json.lock", "w") as lock:  # stage 3 and the baseline may finish together
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        description = json.loads(description_path.read_text())
+        description.setdefault("regressors", {})[name] = {
+            "kind": kind, "target": target, "unit": BMD_TARGETS[target], "regression_head": config.regression_head,
+            "baseline_width": config.baseline_width, "image_shape": list(config.image_shape),
+            "backbone": config.backbone}
+        atomic_write_text(description_path, json.dumps(description, indent=2))
     return folder / f"{name}.safetensors"
 
 
