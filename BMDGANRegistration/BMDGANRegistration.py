@@ -31,9 +31,11 @@ class BMDGANRegistration(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class BMDGANRegistrationParameterNode:
-    """Saved with the scene: the CT of the case being curated."""
+    """Saved with the scene: the CT of the case being curated, its bones and landmarks."""
 
     ct: slicer.vtkMRMLScalarVolumeNode
+    bones: slicer.vtkMRMLSegmentationNode
+    landmarks: slicer.vtkMRMLMarkupsFiducialNode
 
 
 class BMDGANRegistrationWidget(ParameterNodeWidget):
@@ -45,6 +47,9 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
     def setup(self) -> None:
         ParameterNodeWidget.setup(self)
         self.ui.loadCTButton.connect("clicked(bool)", self.onLoadCT)
+        self.ui.analyseButton.connect("clicked(bool)", self.onAnalyse)
+        self.ui.drrButton.connect("clicked(bool)", self.onProjectDRRs)
+        self._calibration = None
         self.initializeParameterNode()
 
     def onLoadCT(self) -> None:
@@ -60,6 +65,43 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
             self._parameterNode.ct = node
             spacing = " x ".join(f"{s:.3f}" for s in volume.geometry.spacing_mm)
             self.ui.ctInfoLabel.text = f"{' x '.join(map(str, volume.shape_ijk))} voxels, {spacing} mm, HU"
+
+
+    def onAnalyse(self) -> None:
+        from BMDGANLib.slicer_setup import ensure_requirements
+
+        parameters = self._parameterNode
+        if parameters.ct is None or not ensure_requirements(slicer):
+            return
+        dialog = slicer.util.createProgressDialog(labelText="Analysing the CT...", maximum=5)
+
+        def step(name: str) -> None:
+            dialog.labelText = f"Analysing the CT: {name}"
+            dialog.value += 1
+            slicer.app.processEvents()
+
+        with slicer.util.tryWithErrorDisplay("CT analysis failed.", waitCursor=True):
+            result = self.logic.engine.analyse_ct(parameters.ct, slicer.mrmlScene, parameters.bones,
+                                                  parameters.landmarks, progress=step)
+            parameters.bones, parameters.landmarks = result.segmentation_node, result.landmarks_node
+            self._calibration = result.calibration
+            m = result.measurement
+            self.ui.analysisLabel.text = (f"{m['side']} hip: vBMD {m['qct_vbmd_mg_cm3']:.0f} mg/cm3, CT-aBMD "
+                                          f"{m['ct_abmd_g_cm2']:.3f} g/cm2, PF volume {m['pf_volume_cm3']:.1f} cm3\n"
+                                          f"calibration: {result.calibration['method']} (R2 "
+                                          f"{result.calibration['r2']:.4f})" + "".join(f"\nnote: {n}" for n in m["notes"]))
+            slicer.modules.plots.logic().ShowChartInLayout(result.calibration_plot_node)
+        dialog.close()
+
+    def onProjectDRRs(self) -> None:
+        parameters = self._parameterNode
+        if parameters.ct is None or parameters.bones is None or self._calibration is None:
+            slicer.util.errorDisplay("Analyse the CT first.")
+            return
+        with slicer.util.tryWithErrorDisplay("DRR projection failed.", waitCursor=True):
+            nodes, _ = self.logic.engine.project_drrs(parameters.ct, parameters.bones, slicer.mrmlScene,
+                                                      self._calibration)
+            slicer.util.setSliceViewerLayers(background=nodes[0], fit=True)
 
 
 class BMDGANRegistrationLogic(EngineLogic):
@@ -80,6 +122,7 @@ class BMDGANRegistrationTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
         self.setUp()
         self.test_load_sample_ct()
+        self.test_analyse_sample_ct()
 
     def test_load_sample_ct(self) -> None:
         from bmdgan.sample_data import SAMPLE_CT, sample_data_dir
@@ -90,3 +133,14 @@ class BMDGANRegistrationTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(node.GetSpacing()[2], 3.27, places=3)
         self.assertEqual(node.GetAttribute("BMDGAN.Unit"), "HU")
         self.delayDisplay("Sample CT loaded in HU with its geometry")
+
+    def test_analyse_sample_ct(self) -> None:
+        from bmdgan.sample_data import SAMPLE_CT, sample_data_dir
+
+        logic = BMDGANRegistrationLogic()
+        node, _ = logic.engine.load_ct(sample_data_dir() / SAMPLE_CT, slicer.mrmlScene)
+        result = logic.engine.analyse_ct(node, slicer.mrmlScene)
+        self.assertGreaterEqual(result.landmarks_node.GetNumberOfControlPoints(), 6)
+        self.assertTrue(result.segmentation_node.GetSegmentation().GetSegmentIdBySegmentName("proximal femur region"))
+        self.assertGreater(result.measurement["qct_vbmd_mg_cm3"], 100)
+        self.delayDisplay(f"CT analysed: CT-aBMD {result.measurement['ct_abmd_g_cm2']:.3f} g/cm2")
