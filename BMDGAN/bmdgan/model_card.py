@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .datasets.format import atomic_write_text
+from .atomic import atomic_write_text
 from .errors import InputError
 
 MAX_SHIPPED_MB = 30.0

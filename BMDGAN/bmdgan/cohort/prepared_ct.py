@@ -9,14 +9,12 @@ aBMD = k_trab * a_trab + k_cort * a_cort, and the same for vBMD.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..datasets.format import atomic_write_text
+from ..atomic import atomic_path, atomic_write_text
 from ..errors import InputError
 from ..io import Volume, VolumeGeometry
 
@@ -46,17 +44,10 @@ class PreparedCT:
 
 def save_prepared(prepared: PreparedCT, folder: Path) -> None:
     """Write the arrays (npz) then the description (json): the json's presence marks a complete cache entry."""
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".npz", dir=folder, prefix=".partial-")
-    os.close(handle)
-    try:
+    with atomic_path(folder / f"{prepared.ct_id}.npz") as temporary:
         np.savez_compressed(temporary, hu=prepared.hu.array.astype(np.float32),
                             density=prepared.density_mg_cm3.astype(np.float32),
                             bone=prepared.bone_mask.astype(np.uint8), pf=prepared.pf_mask.astype(np.uint8))
-        os.replace(temporary, folder / f"{prepared.ct_id}.npz")
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     geometry = prepared.hu.geometry
     atomic_write_text(folder / f"{prepared.ct_id}.json", json.dumps({
         "ct_id": prepared.ct_id, "source": prepared.hu.source, "spacing_mm": geometry.spacing_mm,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets.format import atomic_write_text
+from ..atomic import atomic_write_text
 from .generator import CohortSettings, ct_projector, simulate_case
 from .prepared_ct import prepare_ct, save_prepared
 from .virtual_patient import sample_patient

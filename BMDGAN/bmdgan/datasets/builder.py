@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BMDGANError, InputError
-from .format import CaseRecord, DatasetWriter, atomic_write_text
+from ..atomic import atomic_write_text
+from .format import CaseRecord, DatasetWriter
 from .normalise import apply_hip_crop, plan_hip_crop
 
 REQUIRED_COLUMNS = ("radiograph", "ct", "side", "geometry")

@@ -20,13 +20,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_path, atomic_write_text
 from ..errors import InputError
 
 FORMAT_NAME = "bmdgan-dataset"
@@ -79,25 +79,8 @@ class CaseRecord:
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """Save float32 ``array`` so that ``path`` is either absent or complete."""
-    handle, temporary = tempfile.mkstemp(suffix=".npy", dir=path.parent, prefix=".partial-")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, np.asarray(array, dtype=np.float32))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(suffix=path.suffix, dir=path.parent, prefix=".partial-")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_path(path) as temporary:
+        np.save(temporary, np.asarray(array, dtype=np.float32))
 
 
 class DatasetWriter:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets.format import CaseRecord, atomic_write_text, load_image, read_manifest
+from ..atomic import atomic_write_text
+from ..datasets.format import CaseRecord, load_image, read_manifest
 from ..errors import InputError
 from ..inference import DecompositionModel
 from ..io import Radiograph

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from .volume import Volume, geometry_from_sitk, geometry_to_sitk
 
@@ -82,16 +81,8 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
         raise InputError(path, "unknown volume file type", f"use one of {', '.join(VOLUME_SUFFIXES)}")
     image = sitk.GetImageFromArray(volume.array)
     geometry_to_sitk(image, volume.geometry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    handle, temporary = tempfile.mkstemp(suffix=suffix, dir=path.parent, prefix=".partial-")
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, temporary, useCompression=True)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_path(path) as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=True)
     return path
 
 

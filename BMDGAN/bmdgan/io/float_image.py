@@ -7,12 +7,11 @@ adds (pixel spacing in mm, geometry, provenance). 8-bit PNGs would lose the unit
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import InputError
 
 
@@ -21,16 +20,9 @@ def write_float_image(path: str | Path, image: np.ndarray, unit: str, **metadata
     import tifffile
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     description = json.dumps({"unit": unit, **metadata})
-    handle, temporary = tempfile.mkstemp(suffix=".tif", dir=path.parent, prefix=".partial-")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         tifffile.imwrite(temporary, np.asarray(image, dtype=np.float32), description=description, metadata=None)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 

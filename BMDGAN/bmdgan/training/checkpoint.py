@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..datasets.format import atomic_write_text
+from ..atomic import atomic_write_text
 from ..errors import BMDGANError
 from ..models.checkpoint_compat import load_state_dict_checked
 

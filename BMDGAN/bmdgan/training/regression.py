@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
-from ..datasets.format import atomic_write_text, load_image
+from ..atomic import atomic_write_text
+from ..datasets.format import load_image
 from ..errors import InputError
 from ..losses import sample_weights, weighted_l1_loss
 from ..models.baseline_cnn import DirectRegressionCNN

@@ -19,7 +19,8 @@ from safetensors.torch import save_file
 from .. import __version__
 from ..bmd_from_drr import DrrBmdCalibration, fit_linear, pearson_r, pf_drr_mean, tune_threshold
 from ..datasets.folds import split
-from ..datasets.format import atomic_write_text, read_header, read_manifest
+from ..atomic import atomic_write_text
+from ..datasets.format import read_header, read_manifest
 from ..distribution_check import TrainingDistribution, fit_distribution, pooled_features
 from ..errors import InputError
 from .checkpoint import latest_checkpoint

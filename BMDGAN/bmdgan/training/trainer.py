@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..datasets.format import CaseRecord, atomic_write_text
+from ..atomic import atomic_write_text
+from ..datasets.format import CaseRecord
 from ..losses import DecompositionLoss
 from ..models.discriminator import MultiscaleDiscriminator
 from ..models.generator import build_generator

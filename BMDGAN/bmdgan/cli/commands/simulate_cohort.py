@@ -23,7 +23,7 @@ def run(args) -> int:
 
     from bmdgan.cohort.generator import CohortSettings, ct_id_of, prepare_cts, simulate_cohort
     from bmdgan.cohort.virtual_patient import POSES
-    from bmdgan.datasets.format import atomic_write_text
+    from bmdgan.atomic import atomic_write_text
     from bmdgan.errors import InputError
     from bmdgan.io.ct import VOLUME_SUFFIXES
 
