@@ -1,0 +1,59 @@
+"""Time one BMD estimate of a 256 x 512 radiograph after the model is loaded (goal: under 1 s on the 2-core CPU),
+median of repeats, beside the generator's forward pass alone (the baseline it cannot beat).
+
+Usage: python benchmarks/bench_estimate.py [--model FOLDER] [--repeats 10] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+
+def median_seconds(function, repeats: int) -> float:
+    function()  # warm-up
+    durations = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        durations.append(time.perf_counter() - start)
+    return statistics.median(durations)
+
+
+def main() -> None:
+    import torch
+
+    from bmdgan.estimation import estimate_hip
+    from bmdgan.inference import DecompositionModel
+    from bmdgan.io import read_radiograph
+    from bmdgan.models_default import resolve_model_folder
+    from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
+    from bmdgan.tscore import load_reference
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model = DecompositionModel.load(resolve_model_folder(args.model))
+    load_s = time.perf_counter() - start
+    radiograph = read_radiograph(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)
+    reference = load_reference()
+    estimate_s = median_seconds(lambda: estimate_hip(model, radiograph, "right", reference, bilateral=False),
+                                args.repeats)
+    x = torch.zeros(1, 1, *model.image_shape)
+    with torch.no_grad():
+        forward_s = median_seconds(lambda: model.generator(x), args.repeats)
+    rows, columns = radiograph.shape
+    print(f"radiograph {columns} x {rows}, model {model.description['backbone']} at {model.image_shape[1]} x "
+          f"{model.image_shape[0]}, {args.threads} threads")
+    print(f"model load (once)           : {load_s:.3f} s")
+    print(f"estimate (median of {args.repeats:>2})     : {estimate_s:.3f} s   (goal < 1 s)")
+    print(f"generator forward (baseline): {forward_s:.3f} s   estimate / forward = {estimate_s / forward_s:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
