@@ -173,3 +173,19 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     report = evaluate(model, dataset, fold=0, jpeg_qualities=(), bit_depths=(), progress=False)["report"]
     assert list(report["methods"]) == ["decomposition", "decomposition+regression", "baseline"]
     assert report["methods"]["baseline"]["ct_abmd_g_cm2"]["all"]["n"] == 4
+
+
+def test_pose_filters_for_the_unseen_pose_experiment(trained, dataset):
+    """Fig. 7 of the paper: train on some poses, evaluate on the others."""
+    from bmdgan.evaluation.evaluate import evaluate
+    from bmdgan.inference import DecompositionModel
+    from bmdgan.training.run import training_records
+
+    records = training_records(dataset, fold=0, poses=("pose0",))
+    assert records and {r.pose for r in records} == {"pose0"} and all(r.fold != 0 for r in records)
+    with pytest.raises(BMDGANError, match="no case has a pose"):
+        training_records(dataset, fold=0, poses=("lateral",))
+    model = DecompositionModel.load(trained[0] / "model")
+    report = evaluate(model, dataset, poses=("pose1",), jpeg_qualities=(), bit_depths=(), progress=False)["report"]
+    assert report["cases"] == 8  # 8 patients, one pose1 image each
+    assert list(report["methods"]["decomposition"]["ct_abmd_g_cm2"]["per_pose"]) == ["pose1"]

@@ -110,12 +110,13 @@ def _target_metrics(predictions: list[CasePrediction], target: str, method: str 
 
 
 def evaluate(model: DecompositionModel, folder: str | Path, fold: int | None = None,
-             jpeg_qualities=DEFAULT_JPEG_QUALITIES, bit_depths=DEFAULT_BIT_DEPTHS, progress: bool = True) -> dict:
-    """Metrics of the held-out ``fold`` (None: every case) and the per-case predictions."""
+             jpeg_qualities=DEFAULT_JPEG_QUALITIES, bit_depths=DEFAULT_BIT_DEPTHS, progress: bool = True,
+             poses: tuple[str, ...] | None = None) -> dict:
+    """Metrics of the held-out ``fold`` (None: every case; ``poses``: only those poses) and the predictions."""
     from tqdm import tqdm
 
     folder = Path(folder)
-    records = [r for r in read_manifest(folder) if fold is None or r.fold == fold]
+    records = [r for r in read_manifest(folder) if (fold is None or r.fold == fold) and (not poses or r.pose in poses)]
     if len(records) < 3:
         raise InputError(folder, f"only {len(records)} cases to evaluate in fold {fold}", "choose another fold")
     methods = tuple(available_methods(model))

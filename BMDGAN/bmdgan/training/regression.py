@@ -79,7 +79,8 @@ def phases(kind: str, config: TrainingConfig) -> list[tuple[int, float, bool]]:
 
 def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_folder: str | Path, target: str,
                      kind: str = "decomposition", fold: int | None = None, device: str = "auto",
-                     stop_after_epochs: int | None = None, progress: bool = True) -> list[dict]:
+                     stop_after_epochs: int | None = None, progress: bool = True,
+                     poses: tuple[str, ...] | None = None) -> list[dict]:
     """Train (or resume) one regression model; exports it into ``run/model`` when all phases are done."""
     from tqdm import tqdm
 
@@ -88,7 +89,7 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
                          f"kinds: {KINDS}; targets: {sorted(BMD_TARGETS)}")
     dataset_folder, run_folder = Path(dataset_folder), Path(run_folder)
     process = start_process(device)
-    records = training_records(dataset_folder, fold)
+    records = training_records(dataset_folder, fold, poses)
     dataset = ValueDataset(dataset_folder, records, target, config.image_shape, config.augmentation, config.seed)
     torch.manual_seed(config.seed)
     model = build_model(kind, config, run_folder, dataset.values).to(process.device)

@@ -34,9 +34,14 @@ DEFAULT_REGION_THRESHOLD_G_CM2 = 0.1
 """PF-region threshold of the distribution check when no BMD column was known (no calibration to borrow it from)."""
 
 
-def training_records(dataset_folder: Path, fold: int | None):
-    """Cases used for training: all but ``fold`` (None: all cases)."""
+def training_records(dataset_folder: Path, fold: int | None, poses: tuple[str, ...] | None = None):
+    """Cases used for training: all but ``fold`` (None: all cases), only of ``poses`` when given (the paper's
+    Fig. 7: train on two poses, test on the other two)."""
     records = read_manifest(dataset_folder)
+    if poses:
+        records = [r for r in records if r.pose in poses]
+        if not records:
+            raise InputError(dataset_folder, f"no case has a pose in {list(poses)}", "check the pose names")
     if fold is None:
         return records
     if fold not in {r.fold for r in records}:
@@ -99,13 +104,15 @@ def export_model(run_folder: Path, generator: torch.nn.Module, config: TrainingC
 
 def train_run(config: TrainingConfig, dataset_folder: str | Path, run_folder: str | Path, fold: int | None = None,
               stages: tuple[str, ...] = ("stage1", "stage2"), hierarchical: bool = True, device: str = "auto",
-              stop_after_epochs: int | None = None, progress: bool = True) -> dict[str, list[dict]]:
+              stop_after_epochs: int | None = None, progress: bool = True,
+              poses: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
     """Train the requested stages (resuming each from its checkpoints); returns each stage's history."""
     dataset_folder, run_folder = Path(dataset_folder), Path(run_folder)
     read_header(dataset_folder)
     process = start_process(device)
-    records = training_records(dataset_folder, fold)
+    records = training_records(dataset_folder, fold, poses)
     settings = {"config": config.to_dict(), "dataset": str(dataset_folder), "fold": fold, "stages": list(stages),
+                "poses": list(poses) if poses else "all",
                 "hierarchical": hierarchical, "world_size": process.world_size}
     if process.is_main:
         run_folder.mkdir(parents=True, exist_ok=True)
@@ -128,5 +135,5 @@ def train_run(config: TrainingConfig, dataset_folder: str | Path, run_folder: st
                                                           process.device)
         export_model(run_folder, trainer.generator, config, calibrations, distribution,
                      {"dataset": str(dataset_folder), "fold": fold, "hierarchical": hierarchical,
-                      "training_cases": len(records)})
+                      "training_cases": len(records), "poses": list(poses) if poses else "all"})
     return histories

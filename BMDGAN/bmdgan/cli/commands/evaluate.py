@@ -12,6 +12,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder for metrics.json, predictions.csv and plots")
     parser.add_argument("--jpeg-qualities", default="95,75,50,25", help="comma-separated; empty to skip")
     parser.add_argument("--bit-depths", default="12,10,8,6", help="comma-separated; empty to skip")
+    parser.add_argument("--poses", default=None, help="evaluate these poses only (comma-separated)")
     parser.add_argument("--device", default="cpu")
 
 
@@ -24,7 +25,9 @@ def run(args) -> int:
     from bmdgan.inference import DecompositionModel
 
     model = DecompositionModel.load(args.model, args.device)
-    result = evaluate(model, args.dataset, args.fold, _levels(args.jpeg_qualities), _levels(args.bit_depths))
+    poses = tuple(p.strip() for p in args.poses.split(",") if p.strip()) if args.poses else None
+    result = evaluate(model, args.dataset, args.fold, _levels(args.jpeg_qualities), _levels(args.bit_depths),
+                      poses=poses)
     folder = write_evaluation(args.out, result)
     report = result["report"]
     print(f"{report['cases']} cases (fold {report['fold']}): PF-DRR PSNR {report['pf_drr']['psnr_db_mean']:.1f} dB, "

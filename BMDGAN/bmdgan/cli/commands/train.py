@@ -21,6 +21,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stop-after-epochs", type=int, default=None,
                         help="stop after this many epochs in this call (resume later by running again)")
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs of every stage")
+    parser.add_argument("--poses", default=None, help="train on these poses only (comma-separated), e.g. "
+                                                      "standing,supine for the paper's unseen-pose experiment")
     parser.add_argument("--batch-size", type=int, default=None, help="override the per-process batch size")
 
 
@@ -31,6 +33,7 @@ def run(args) -> int:
     from bmdgan.training.run import train_run
 
     config = load_config(args.config)
+    poses = tuple(p.strip() for p in args.poses.split(",") if p.strip()) if args.poses else None
     if args.epochs is not None:
         config = replace(config, epochs={stage: args.epochs for stage in config.epochs})
     if args.batch_size is not None:
@@ -41,13 +44,13 @@ def run(args) -> int:
         kind = "decomposition" if args.stages == "stage3" else "baseline"
         for target in (t.strip() for t in args.targets.split(",") if t.strip()):
             history = train_regression(config, args.dataset, args.out, target, kind, args.fold, args.device,
-                                       args.stop_after_epochs)
+                                       args.stop_after_epochs, poses=poses)
             if history:
                 print(f"{kind} regression of {target}: {len(history)} steps, last weighted L1 {history[-1]['loss']:.4g}")
         return 0
     stages = ("stage1", "stage2") if args.stages == "both" else (args.stages,)
     histories = train_run(config, args.dataset, args.out, args.fold, stages, not args.no_hierarchical,
-                          args.device, args.stop_after_epochs)
+                          args.device, args.stop_after_epochs, poses=poses)
     for stage, history in histories.items():
         if history:
             print(f"{stage}: {len(history)} steps, last generator loss {history[-1]['g_total']:.4f}, "
