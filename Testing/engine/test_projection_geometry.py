@@ -44,7 +44,7 @@ def test_geometry_json_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match="version 99"):
         ProjectionGeometry.load(bad_version)
     not_rigid = tmp_path / "r.json"
-    not_rigid.write_text(json.dumps({**data, "camera_from_lps_mm": (2 * np.eye(4)).tolist()}))
+    not_rigid.write_text(json.dumps({**data, "camera_from_lps_mm": np.diag([2.0, 2.0, 2.0, 1.0]).tolist()}))
     with pytest.raises(InputError, match="rotation") as error:
         ProjectionGeometry.load(not_rigid)
     assert error.value.path == str(not_rigid)
@@ -81,7 +81,8 @@ def test_marker_projects_to_the_predicted_pixel_for_several_poses(parallel):
     base = default_ap_geometry(volume, pixel_spacing_mm=0.4, columns=200, rows=180, parallel=parallel)
     centre = volume_centre_lps(volume.shape_ijk, volume.geometry.ijk_to_lps())
     projector = Projector.from_volume(volume)
-    poses = [[0, 0, 0, 0, 0, 0], [12, -8, 5, 4, -3, 20], [-20, 15, -10, -6, 5, -40], [5, 25, 30, 2, 2, 0]]
+    poses = [[0, 0, 0, 0, 0, 0], [12, -8, 5, 4, -3, 20], [-20, 15, -10, -6, 5, -40], [5, 25, 30, 2, 2, 0],
+             [60, 40, 0, 0, 0, 0]]  # the last one marches along another voxel axis
     for params in poses:
         pose = camera_pose(torch.tensor(params, dtype=torch.float64), base.camera_from_lps, centre).numpy()
         geometry = base.with_pose(pose)
