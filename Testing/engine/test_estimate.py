@@ -106,3 +106,20 @@ def test_psnr_dice_and_degradations_on_known_images():
     ramp = np.linspace(0, 1000, 64 * 64).reshape(64, 64)
     assert len(np.unique(bit_depth_reduced(ramp, 4))) == 16
     assert np.abs(jpeg_degraded(ramp, 95) - ramp / ramp.max() * 255).mean() < 3
+
+
+@pytest.mark.slow
+def test_cross_validation_pools_every_fold_and_resumes(dataset, smoke, tmp_path):
+    from dataclasses import replace
+
+    from bmdgan.evaluation.cross_validation import cross_validate
+
+    config = replace(smoke, epochs={"stage1": 1, "stage2": 1, "stage3_frozen": 1, "stage3_finetune": 1,
+                                    "baseline": 1})
+    pooled = cross_validate(config, dataset, tmp_path, [0, 1], ("ct_abmd_g_cm2",), "cpu", progress=False)
+    assert pooled["images"] == 8  # folds 0 and 1: two patients x two poses each
+    assert set(pooled["methods"]) == {"decomposition", "decomposition+regression", "baseline"}
+    assert pooled["methods"]["baseline"]["ct_abmd_g_cm2"]["n"] == 8
+    stamp = (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime
+    again = cross_validate(config, dataset, tmp_path, [0, 1], ("ct_abmd_g_cm2",), "cpu", progress=False)
+    assert again == pooled and (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime == stamp
