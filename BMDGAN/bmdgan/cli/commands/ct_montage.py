@@ -1,0 +1,44 @@
+"""``bmdgan ct-montage``: one review picture per CT (labels, landmarks, cut planes, aBMD projection)."""
+
+from __future__ import annotations
+
+HELP = "write a review montage PNG per CT: femur views with labels, landmarks and cut planes, and the aBMD image"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("cts", nargs="+", help="CT volumes (DICOM folders, .nii.gz, .nrrd, .mha)")
+    parser.add_argument("-o", "--output", required=True, help="folder for the <case>.png pictures")
+    from bmdgan.ct.cli_support import add_common_inputs
+
+    add_common_inputs(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from bmdgan.ct.cli_support import case_name, read_optional_inputs, step_progress
+    from bmdgan.ct.montage import write_failure_montage, write_montage
+    from bmdgan.ct.pipeline import STEPS, analyse_ct
+    from bmdgan.errors import BMDGANError
+    from bmdgan.io import read_ct
+
+    output = Path(args.output)
+    failed = 0
+    for path in args.cts:
+        name = case_name(path)
+        ct = read_ct(path)
+        try:
+            inputs = read_optional_inputs(args, ct)
+            with step_progress(STEPS, f"ct-montage {name}", enabled=not args.quiet) as progress:
+                analysis = analyse_ct(ct, progress=progress, **inputs)
+        except BMDGANError as error:
+            failed += 1
+            picture = write_failure_montage(ct, output / f"{name}.png", name, str(error))
+            print(f"{picture}: not measured: {error}")
+            continue
+        picture = write_montage(analysis, output / f"{name}.png", name)
+        m = analysis.measurement
+        print(f"{picture}: side {analysis.landmarks.frame.side}, vBMD {m.qct_vbmd_mg_cm3:.1f} mg/cm3, "
+              f"aBMD {m.ct_abmd_g_cm2:.3f} g/cm2, PF {m.pf_volume_cm3:.1f} cm3")
+    return 2 if failed == len(args.cts) else 0

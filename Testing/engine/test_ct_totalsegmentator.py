@@ -1,0 +1,87 @@
+"""The TotalSegmentator example CT (3 mm, both hips, screws in the left femoral neck): its v1 masks read
+as they are, the automatic right femur against the shipped mask, and metal kept out of the density."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bmdgan.ct import labels as L
+from bmdgan.ct.label_import import guess_convention, load_segmentation
+from bmdgan.ct.pipeline import analyse_ct
+from bmdgan.ct.segmentation import METAL_HU, segment_femur
+from bmdgan.errors import InputError
+from bmdgan.io import read_ct, read_label_volume
+
+FILES = ("femur_left", "femur_right", "hip_left", "hip_right")
+
+
+@pytest.fixture(scope="module")
+def example(shared_data):
+    folder = shared_data / "ct" / "totalsegmentator_example"
+    ct = read_ct(folder / "example_ct.nii.gz")
+    masks = folder / "masks_totalsegmentator_v1"
+    return ct, {name: masks / f"{name}.nii.gz" for name in FILES}, masks / "example_seg_multilabel_v1.nii.gz"
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_totalsegmentator_files_and_multilabel_map_to_project_labels(example, side):
+    ct, files, multilabel = example
+    from_files = load_segmentation(list(files.values()), ct, side)
+    from_multilabel = load_segmentation([multilabel], ct, side)
+    femur = read_label_volume(files[f"femur_{side}"], like=ct).array > 0
+    hip = read_label_volume(files[f"hip_{side}"], like=ct).array > 0
+    assert np.array_equal(L.femur_mask(from_files.array), femur)
+    assert np.array_equal(from_files.array == L.PELVIS, hip & ~femur)
+    assert np.array_equal(from_multilabel.array, from_files.array)
+    values = set(int(v) for v in np.unique(read_label_volume(multilabel).array))
+    assert guess_convention(values) == "totalsegmentator-v1"
+    with pytest.raises(InputError, match="side must be"):
+        load_segmentation([multilabel], ct, "auto")
+
+
+@pytest.mark.xfail(strict=True, reason="automatic head localisation on this 3 mm scan is drawn into the acetabular "
+                                       "roof (centre ~13 mm too high): Dice 0.63 today, see the issue report")
+def test_automatic_right_femur_agrees_with_totalsegmentator(example):
+    ct, files, _ = example
+    automatic = segment_femur(ct, side="right").femur
+    shipped = read_label_volume(files["femur_right"], like=ct).array > 0
+    assert dice(automatic, shipped) >= 0.85
+
+
+def test_automatic_right_femur_overlaps_the_shipped_mask(example):
+    """What the automatic label does reach today on this scan (regression guard for the above)."""
+    ct, files, _ = example
+    automatic = segment_femur(ct, side="right").femur
+    shipped = read_label_volume(files["femur_right"], like=ct).array > 0
+    assert dice(automatic, shipped) >= 0.6
+    assert (automatic & shipped).sum() >= 0.8 * shipped.sum()  # the shipped femur is inside the label
+
+
+def test_left_femur_with_screws_is_measured_without_the_metal(example):
+    ct, files, _ = example
+    labels = load_segmentation(list(files.values()), ct, "left")
+    analysis = analyse_ct(ct, label_volume=labels, side="left")
+    m = analysis.measurement
+    assert analysis.landmarks.frame.side == "left"
+    assert m.metal_volume_cm3 > 1.0  # the screws are in the PF region...
+    region, metal = analysis.region.mask, analysis.segmentation.metal
+    density = analysis.calibration.density(ct.array)
+    assert m.qct_vbmd_mg_cm3 == pytest.approx(float(density[region & ~metal].mean()), rel=1e-6)  # ...but not in the mean
+    with_metal = float(density[region].mean())
+    assert with_metal > m.qct_vbmd_mg_cm3 + 50.0
+    assert not np.any(ct.array[region & ~metal] > METAL_HU)
+    assert not analysis.region.complete  # no shaft in this scan: the record says the region is cut by the scan
+    assert 0.2 < m.ct_abmd_g_cm2 < 1.5
+
+
+def test_automatic_left_hip_runs_despite_the_screws(example):
+    ct, _, _ = example
+    analysis = analyse_ct(ct, side="left")
+    assert np.isfinite(analysis.measurement.qct_vbmd_mg_cm3)
+    assert np.isfinite(analysis.measurement.ct_abmd_g_cm2)
+    assert analysis.segmentation.metal.sum() > 0  # the screws are found and masked
