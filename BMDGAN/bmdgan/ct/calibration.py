@@ -14,8 +14,6 @@ densities of different counts, raise :class:`CalibrationError` rather than givin
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import InputError
 
 PHANTOM_MIN_R2 = 0.99
@@ -96,18 +95,7 @@ class Calibration:
 
 def write_json_atomic(record: dict, path: str | Path) -> Path:
     """Write JSON through a temporary file and a rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=".partial-")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(record, stream, indent=2)
-            stream.write("\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 @lru_cache(maxsize=1)
