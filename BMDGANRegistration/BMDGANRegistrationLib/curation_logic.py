@@ -123,3 +123,83 @@ class CurationLogic:
             node.SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(geometry.to_dict()))
             nodes.append(node)
         return nodes, geometry
+
+    # --- accepted cases into a dataset -------------------------------------------------------------------------
+
+    CASE_COLUMNS = ("radiograph", "ct", "side", "geometry", "labels", "landmarks", "calibration", "single_hip",
+                    "patient", "pose", "dxa_bmd_g_cm2", "status")
+
+    def add_case(self, dataset_folder: str | Path, radiograph_node, ct_node, segmentation_node, landmarks_node,
+                 calibration: dict, geometry, scene, side: str, patient: str, key: str, single_hip: bool = False,
+                 pose: str = "", dxa_bmd_g_cm2: float | None = None, accepted: bool = True) -> dict:
+        """Write an accepted (or rejected) case's files under ``dataset_folder/cases/NNNN``, list it in
+        ``cases.csv`` and rebuild the paired dataset in ``dataset_folder/pairs`` through the engine's builder;
+        returns the build report. ``patient`` is only ever stored hashed in the pairs."""
+        import csv
+
+        import tifffile
+
+        from bmdgan.atomic import atomic_path, atomic_write_text
+        from bmdgan.ct.markups import write_mrk_json
+        from bmdgan.datasets.builder import build_dataset
+        from bmdgan.io import write_volume
+        from BMDGANLib.mrml_conversion import node_to_radiograph
+
+        dataset_folder = Path(dataset_folder)
+        table = dataset_folder / "cases.csv"
+        rows = []
+        if table.exists():
+            with open(table, newline="") as stream:
+                rows = list(csv.DictReader(stream))
+        case = dataset_folder / "cases" / f"{len(rows) + 1:04d}"
+        case.mkdir(parents=True, exist_ok=True)
+        with atomic_path(case / "radiograph.tif") as temporary:
+            tifffile.imwrite(temporary, node_to_radiograph(radiograph_node).pixels.astype(np.float32))
+        ct = self.ct_from_node(ct_node)
+        write_volume(ct, case / "ct.nii.gz")
+        write_volume(segmentation_node_to_labels(segmentation_node, ct, scene, SEGMENT_NAMES), case / "labels.nii.gz")
+        write_mrk_json(markups_node_to_points(landmarks_node), case / "landmarks.mrk.json")
+        atomic_write_text(case / "calibration.json", json.dumps(calibration, indent=2))
+        geometry.save(case / "geometry.json")
+        rows.append({"radiograph": f"cases/{case.name}/radiograph.tif", "ct": f"cases/{case.name}/ct.nii.gz",
+                     "side": side, "geometry": f"cases/{case.name}/geometry.json",
+                     "labels": f"cases/{case.name}/labels.nii.gz", "landmarks": f"cases/{case.name}/landmarks.mrk.json",
+                     "calibration": f"cases/{case.name}/calibration.json", "single_hip": "1" if single_hip else "0",
+                     "patient": patient, "pose": pose, "dxa_bmd_g_cm2": "" if dxa_bmd_g_cm2 is None else str(dxa_bmd_g_cm2),
+                     "status": "accepted" if accepted else "rejected"})
+        with atomic_path(table) as temporary:
+            with open(temporary, "w", newline="") as stream:
+                writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+        accepted_table = dataset_folder / ".accepted_cases.csv"
+        with atomic_path(accepted_table) as temporary:
+            with open(temporary, "w", newline="") as stream:
+                writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
+                writer.writeheader()
+                writer.writerows(row for row in rows if row["status"] == "accepted")
+        return build_dataset(accepted_table, dataset_folder / "pairs", key, progress=False)
+
+    @staticmethod
+    def case_list(dataset_folder: str | Path) -> list[dict]:
+        """Each listed case with its status: accepted and built, accepted but skipped (with the reason), rejected."""
+        import csv
+
+        dataset_folder = Path(dataset_folder)
+        table = dataset_folder / "cases.csv"
+        if not table.exists():
+            return []
+        with open(table, newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        report_path = dataset_folder / "pairs" / "build_report.json"
+        skipped = json.loads(report_path.read_text())["skipped"] if report_path.exists() else {}
+        cases, accepted_number = [], 0
+        for row in rows:
+            status = row["status"]
+            if status == "accepted":
+                accepted_number += 1
+                reason = skipped.get(f"row {accepted_number}")
+                status = f"skipped: {reason}" if reason else "built"
+            cases.append({"case": Path(row["radiograph"]).parent.name, "side": row["side"], "pose": row["pose"],
+                          "status": status})
+        return cases

@@ -191,3 +191,31 @@ def test_curation_logic_analyses_a_real_ct_into_nodes(shared_data):
     landmarks.SetNthControlPointPosition(1, *moved)
     edited = logic.analyse_ct(ct_node, scene, landmarks_node=landmarks)
     assert "edited by the user" in edited.measurement["landmarks_source"]
+
+
+@pytest.mark.slow
+def test_curation_logic_adds_accepted_cases_to_a_dataset(shared_data, tmp_path):
+    from bmdgan.datasets.format import read_manifest
+    from bmdgan.projection.dicom_writer import write_dx_dicom
+    from bmdgan.projection.geometry import default_ap_geometry
+    from bmdgan.projection.simulator import simulate_radiograph
+
+    scene = slicer.vtkMRMLScene()
+    logic = CurationLogic()
+    ct_node, ct = logic.load_ct(shared_data / "ct" / "ibsi_sts" / "STS_029.nii.gz", scene)
+    analysis = logic.analyse_ct(ct_node, scene)
+    geometry = default_ap_geometry(ct, pixel_spacing_mm=1.0)
+    estimation = EstimationLogic()
+    for case, seed in enumerate((0, 1, 2)):
+        dicom = write_dx_dicom(tmp_path / f"xray{seed}.dcm", simulate_radiograph(ct, geometry, rng=seed), patient_id="x")
+        radiograph_node, _ = estimation.load_radiograph(dicom, scene)
+        report = logic.add_case(tmp_path / "dataset", radiograph_node, ct_node, analysis.segmentation_node,
+                                analysis.landmarks_node, analysis.calibration, geometry, scene, side="right",
+                                patient="MRN-1234", key="secret", single_hip=True, pose="supine",
+                                accepted=case != 1)
+    assert len(report["built"]) == 2 and not report["skipped"]
+    records = read_manifest(tmp_path / "dataset" / "pairs")
+    assert len(records) == 2 and len({r.patient_id for r in records}) == 1  # one patient, pseudonymised
+    assert "MRN-1234" not in (tmp_path / "dataset" / "pairs" / "manifest.csv").read_text()
+    statuses = [case["status"] for case in logic.case_list(tmp_path / "dataset")]
+    assert statuses == ["built", "rejected", "built"]

@@ -13,6 +13,7 @@ calibration        optional calibration JSON (``bmdgan calibrate``; else phantom
 dxa_bmd_g_cm2      optional DXA areal BMD (g/cm2)
 pose               optional pose label (standing, supine...)
 single_hip         optional: 1 when the radiograph shows one hip only (else it is split at its centre)
+patient            optional patient identifier to pseudonymise (else the DICOM PatientID or the file name)
 =================  ==========================================================================================
 
 No patient-identifying data leaves the source: ids are pseudonyms (a keyed hash of the DICOM PatientID, or of
@@ -136,7 +137,8 @@ def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tup
     per_patient: dict[str, int] = {}
     for number, row in enumerate(tqdm(rows, desc="cases", disable=not progress), start=1):
         try:
-            patient = pseudonym(patient_identifier(_resolve(table, row["radiograph"])), key)
+            identifier = row.get("patient", "").strip() or patient_identifier(_resolve(table, row["radiograph"]))
+            patient = pseudonym(identifier, key)
             per_patient[patient] = per_patient.get(patient, 0) + 1
             case_id = f"{patient}-{per_patient[patient]:02d}"
             if case_id in writer.done:
