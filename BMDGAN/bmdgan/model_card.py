@@ -14,6 +14,8 @@ from .atomic import atomic_write_text
 from .errors import InputError
 
 MAX_SHIPPED_MB = 30.0
+WEAK_PCC = 0.5
+"""Below this held-out aBMD PCC the card warns that the model mostly tracks the training mean."""
 
 
 def _metric_rows(metrics: dict) -> list[str]:
@@ -54,7 +56,7 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
         "CPU from a **virtual cohort**: radiographs simulated from real CTs, never on clinical radiograph/DXA pairs.",
         "",
         "**Intended use.** Trying the software end to end, and as an initialisation for training on real data. "
-        "**Not for clinical use**: its numbers describe simulated radiographs of a dozen CTs, not patients.",
+        "**Not for clinical use**: its numbers describe simulated radiographs of the few real CTs listed below, not patients.",
         "",
         "## Training data",
         f"- Real CTs (IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0; Vallières et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS): "
@@ -82,6 +84,17 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
                      f"{calibration['slope']:.4g}, intercept {calibration['intercept']:.4g} {calibration['unit']} "
                      f"(training PCC {calibration['pcc_train']:.3f})")
     lines += ["- T-score reference: NHANES III total hip, women 20-29 (`bmdgan/resources/tscore_references.json`).", ""]
+    pccs = [json.loads((Path(folder) / "metrics.json").read_text())["methods"]["decomposition"]
+            .get("ct_abmd_g_cm2", {}) or {} for folder in evaluations.values()]
+    pccs = [m["all"]["pcc"] for m in pccs if m]
+    if pccs and max(pccs) < WEAK_PCC:
+        lines += ["## Read this first",
+                  f"On held-out virtual patients this model's aBMD correlates only weakly with the truth (PCC "
+                  f"{', '.join(f'{p:.2f}' for p in pccs)}, goal 0.90): it has learned where the proximal femur is "
+                  "(see the Dice below) far better than how dense it is, and its estimates stay close to the "
+                  "training mean. A close estimate on one radiograph, such as the bundled sample, is therefore no "
+                  "evidence of accuracy. Train longer and at a larger image size (the `paper` configuration, on a "
+                  "GPU) for a useful model.", ""]
     for title, folder in evaluations.items():
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
         lines += [f"## Held-out evaluation: {title}",

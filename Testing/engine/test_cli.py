@@ -54,10 +54,3 @@ def test_bad_file_exits_with_code_2_and_names_it(tmp_path):
     assert result.returncode == 2
     assert str(bad) in result.stderr and "not a readable DICOM" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_demo_runs_on_bundled_sample_data():
-    result = run_bmdgan("demo")
-    assert result.returncode == 0, result.stderr
-    assert "CT 159 x 155 x 53 voxels" in result.stdout
-    assert "radiograph 331 x 331 pixels" in result.stdout

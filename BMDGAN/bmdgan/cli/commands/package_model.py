@@ -6,7 +6,7 @@ HELP = "copy a trained model (safetensors + model.json) to a folder and write MO
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("run", help="training run folder (its 'model' folder is packaged)")
+    parser.add_argument("run_folder", metavar="RUN", help="training run folder (its 'model' folder is packaged)")
     parser.add_argument("--out", required=True, help="destination, e.g. Resources/Models/default")
     parser.add_argument("--evaluation", action="append", default=[], metavar="TITLE=FOLDER",
                         help="an evaluation folder (bmdgan evaluate --out) to report, repeatable")
@@ -28,7 +28,7 @@ def run(args) -> int:
             raise InputError(None, f"--evaluation {item!r} is not TITLE=FOLDER", "e.g. 'fold 0=out/eval'")
         title, folder = item.split("=", 1)
         evaluations[title] = Path(folder)
-    out = package_model(Path(args.run) / "model", args.run, args.out, evaluations, args.training_command,
+    out = package_model(Path(args.run_folder) / "model", args.run_folder, args.out, evaluations, args.training_command,
                         args.training_minutes, args.cts.split(","), args.held_out_cts.split(","))
     print(f"packaged -> {out} (MODEL_CARD.md)")
     return 0

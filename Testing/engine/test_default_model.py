@@ -1,0 +1,52 @@
+"""The shipped default model: safetensors only, the main job, and an estimate within 15% of the truth of a
+radiograph simulated from a CT it never saw."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bmdgan.models_default import resolve_model_folder
+from bmdgan.sample_data import HELD_OUT_CT_IDS, SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def run_bmdgan(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bmdgan", *arguments], capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=600, cwd=REPOSITORY)
+
+
+def test_default_model_is_small_safetensors_and_never_saw_the_sample_ct():
+    folder = resolve_model_folder(None)
+    files = {p.suffix for p in folder.iterdir() if p.is_file()}
+    assert files <= {".safetensors", ".json", ".md"}, files  # no pickle anywhere
+    assert sum(p.stat().st_size for p in folder.glob("*.safetensors")) < 30e6
+    description = json.loads((folder / "model.json").read_text())
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "never on clinical" in card and "Not for clinical use" in card
+    for ct_id in HELD_OUT_CT_IDS:
+        training_line = next(line for line in card.splitlines() if line.startswith("- Real CTs"))
+        assert ct_id not in training_line
+    assert {c["target"] for c in description["calibrations"]} >= {"ct_abmd_g_cm2", "qct_vbmd_mg_cm3"}
+
+
+def test_estimate_on_the_held_out_sample_is_within_15_percent(tmp_path):
+    sample = sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH
+    truth = json.loads(sample.with_name(sample.stem + "_truth.json").read_text())
+    result = run_bmdgan("estimate", str(sample), "--side", "right", "--single-hip", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    hip = json.loads((tmp_path / sample.stem / "result.json").read_text())["hips"][0]
+    assert hip["dxa_bmd_g_cm2"] == pytest.approx(truth["ct_abmd_g_cm2"], rel=0.15)
+    assert (tmp_path / sample.stem / "report.png").stat().st_size > 20_000
+
+
+def test_main_job_prints_the_estimate_beside_the_truth(tmp_path):
+    result = run_bmdgan("demo", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "areal BMD (DXA-like)" in result.stdout and "truth" in result.stdout and "T-score" in result.stdout
+    assert (tmp_path / Path(SAMPLE_SIMULATED_RADIOGRAPH).stem / "report.png").is_file()
