@@ -1,0 +1,40 @@
+"""Intensity-based 2D-3D registration of a CT to a plain radiograph (paper: Otake et al. 2012's method).
+
+* :mod:`.similarity`: gradient correlation (global or in patches) and NCC, batched, differentiable, masked.
+* :mod:`.landmark_pose`: pose from 2D-3D landmark correspondences (DLT + Levenberg-Marquardt); landmark JSON.
+* :mod:`.levels`: coarse-to-fine radiograph, detector and CT (block averages).
+* :mod:`.optimiser`: batched CMA-ES over the six pose parameters; Adam refinement through the projector.
+* :mod:`.global_search`: FFT search of in-plane shift and rotation when there is no usable start.
+* :mod:`.roi`: exposed field (collimation), bone window, projected-bone checks.
+* :mod:`.pipeline`: the pipeline, its settings and the result JSON.
+* :mod:`.quality`: "good" / "failed" flag with messages. :mod:`.overlay`: review picture. :mod:`.metrics`: mTRE.
+
+Names are imported lazily (like :mod:`bmdgan.projection`), so importing the package does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "GradientCorrelation": "similarity", "NormalisedCrossCorrelation": "similarity",
+    "gradient_correlation": "similarity", "normalised_cross_correlation": "similarity",
+    "make_similarity": "similarity",
+    "Landmarks": "landmark_pose", "LandmarkPose": "landmark_pose", "solve_landmark_pose": "landmark_pose",
+    "cmaes_search": "optimiser", "adam_refine": "optimiser",
+    "global_search": "global_search",
+    "exposed_field": "roi",
+    "DEFAULT_LEVELS": "pipeline", "LevelSettings": "pipeline", "RegistrationResult": "pipeline",
+    "RegistrationSettings": "pipeline", "register": "pipeline",
+    "Quality": "quality", "assess_quality": "quality",
+    "registration_overlay": "overlay", "write_png_rgb": "overlay",
+    "mean_target_error_mm": "metrics", "mean_projection_distance_mm": "metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

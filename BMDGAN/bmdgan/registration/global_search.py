@@ -1,0 +1,149 @@
+"""Global start without landmarks: where in the radiograph is the CT's bone, and roughly how turned?
+
+Why: CMA-ES refines a start that is within about 10 degrees and 20 mm. Without landmarks the default AP
+start (CT centre on the central ray) can be 100 mm off in the image plane (a hip on a pelvis radiograph).
+In-plane shifts are found exhaustively and cheaply: the DRR's gradient images at the start pose, turned
+by a few in-plane angles, are matched against the radiograph's at every shift at once by masked normalised
+cross-correlation in the Fourier domain (Padfield 2012), i.e. a gradient correlation per shift. The best
+few (shift, angle) candidates then each get a short coarse CMA-ES run; the best one is the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.fft import irfft2, next_fast_len, rfft2
+
+from ..projection.pose import camera_pose
+from ..projection.projector import Projector
+from . import levels as pyramid
+from .optimiser import cmaes_search
+from .roi import away_from_ct_border, crop_geometry, projected_box
+from .similarity import sobel_gradients
+
+SEARCH_PITCH_MM = 4.0
+"""Detector pitch of the exhaustive search (mm)."""
+IN_PLANE_ANGLES_DEG = np.array([-20.0, -10.0, 0.0, 10.0, 20.0])
+"""In-plane rotations tried (degrees about the beam)."""
+CANDIDATES = 3
+"""Best distinct (shift, angle) candidates refined by a short CMA-ES run each."""
+CANDIDATE_GENERATIONS = 15
+"""CMA-ES generations of each candidate's short run (the first level then continues from the best)."""
+MIN_OVERLAP = 0.5
+"""Least fraction of the template that must overlap the exposed field for a shift to count."""
+
+
+def _correlate(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Full cross-correlation of ``a`` with template ``b`` (FFT): out[s] = sum_x a[x + s - (h-1)] b[x]."""
+    fa = rfft2(a, shape)
+    fb = rfft2(b[::-1, ::-1], shape)
+    return irfft2(fa * fb, shape)
+
+
+def masked_ncc_map(fixed: np.ndarray, fixed_mask: np.ndarray, template: np.ndarray,
+                   template_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """NCC of ``template`` (h, w) placed at every offset over ``fixed`` (H, W), counting only the pixels
+    where both masks are true. Returns (ncc, overlap fraction of the template's mask), both
+    (H + h - 1, W + w - 1); offset index (r, c) puts the template's top-left pixel at fixed pixel
+    (r - h + 1, c - w + 1)."""
+    h, w = template.shape
+    H, W = fixed.shape
+    shape = (next_fast_len(H + h - 1), next_fast_len(W + w - 1))
+    mask = fixed_mask.astype(np.float64)
+    f = fixed * mask
+    weights = np.ones((h, w)) if template_mask is None else template_mask.astype(np.float64)
+    t = template * weights
+    n = _correlate(mask, weights, shape)
+    sum_f = _correlate(f, weights, shape)
+    sum_f2 = _correlate(f * f, weights, shape)
+    sum_t = _correlate(mask, t, shape)
+    sum_t2 = _correlate(mask, t * template, shape)
+    sum_ft = _correlate(f, t, shape)
+    crop = (slice(0, H + h - 1), slice(0, W + w - 1))
+    n, sum_f, sum_f2, sum_t, sum_t2, sum_ft = (x[crop] for x in (n, sum_f, sum_f2, sum_t, sum_t2, sum_ft))
+    safe_n = np.maximum(n, 1.0)
+    covariance = sum_ft - sum_f * sum_t / safe_n
+    variance = np.maximum(sum_f2 - sum_f ** 2 / safe_n, 0.0) * np.maximum(sum_t2 - sum_t ** 2 / safe_n, 0.0)
+    overlap = n / max(float(weights.sum()), 1.0)
+    ok = (overlap >= MIN_OVERLAP) & (variance > 1e-12 * max(float(variance.max()), 1e-300))
+    ncc = np.where(ok, covariance / np.sqrt(np.where(ok, variance, 1.0)), -1.0)
+    return ncc, overlap
+
+
+def _top_peaks(score: np.ndarray, count: int, *, spacing: int) -> list[tuple[int, int, float]]:
+    """The ``count`` highest local values at least ``spacing`` pixels apart: (row, col, value)."""
+    work = score.copy()
+    peaks = []
+    for _ in range(count):
+        index = int(np.argmax(work))
+        row, col = divmod(index, work.shape[1])
+        value = float(work[row, col])
+        if value <= -1.0:
+            break
+        peaks.append((row, col, value))
+        work[max(0, row - spacing):row + spacing + 1, max(0, col - spacing):col + spacing + 1] = -np.inf
+    return peaks
+
+
+def in_plane_candidates(problem, settings, base: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """(FFT gradient-correlation score, in-plane angle in degrees, camera x and y shifts in mm) of the best
+    placements of the bone's DRR over the radiograph, best first, for each of :data:`IN_PLANE_ANGLES_DEG`."""
+    factor = pyramid.detector_factor(problem.geometry, SEARCH_PITCH_MM)
+    geometry = pyramid.downsample_geometry(problem.geometry, factor)
+    image = pyramid.downsample_image(problem.fixed, factor)
+    field = pyramid.downsample_mask(problem.field.mask, factor)
+    centre = problem.centre_lps_mm
+    start_view = geometry.with_pose(base)
+    # template detector: the bone's projected box at the start, even where it leaves the radiograph
+    row0, row1, col0, col1 = projected_box(start_view, problem.bone_points, settings.window_margin_mm)
+    template_geometry = crop_geometry(start_view, (row0, row1, col0, col1))
+    pitch = 0.5 * (geometry.column_spacing_mm + geometry.row_spacing_mm)
+    factors = pyramid.volume_factors(problem.spacing_mm, pyramid.beam_axis(problem.ijk_to_lps, base),
+                                     pitch / start_view.magnification_at(centre))
+    values, ijk_to_lps = pyramid.pool_volume(problem.attenuation, problem.ijk_to_lps, factors)
+    parameters = np.zeros((len(IN_PLANE_ANGLES_DEG), 6))
+    parameters[:, 2] = IN_PLANE_ANGLES_DEG
+    with torch.no_grad():
+        drrs = Projector(values, ijk_to_lps, unit="1/mm").render(camera_pose(parameters, base, centre),
+                                                                 template_geometry)[:, 0].double()
+    fixed_gx, fixed_gy = (g.numpy() for g in sobel_gradients(torch.as_tensor(image, dtype=torch.float64)))
+    fixed_mask = field[1:-1, 1:-1]  # the Sobel gradients' valid region
+    # the template ignores the edges of the CT's field of view (no radiograph has them)
+    template_mask = away_from_ct_border(template_geometry, problem.shape_ijk, problem.ijk_to_lps,
+                                        settings.levels[0].border_mm)[1:-1, 1:-1]
+    mm_per_pixel = 1.0 if geometry.parallel else float(start_view.to_camera(centre)[2]) / geometry.source_to_detector_mm
+    candidates = []
+    for angle, drr in zip(IN_PLANE_ANGLES_DEG, drrs):
+        gx, gy = (g.numpy() for g in sobel_gradients(drr))
+        score = 0.5 * (masked_ncc_map(fixed_gx, fixed_mask, gx, template_mask)[0]
+                       + masked_ncc_map(fixed_gy, fixed_mask, gy, template_mask)[0])
+        for row, col, value in _top_peaks(score, CANDIDATES, spacing=max(2, int(round(20.0 / pitch)))):
+            # the template's top-left pixel moves from (row0, col0) to (row - h + 1, col - w + 1)
+            shift_rows = (row - gx.shape[0] + 1) - row0
+            shift_cols = (col - gx.shape[1] + 1) - col0
+            candidates.append((value, float(angle), shift_cols * geometry.column_spacing_mm * mm_per_pixel,
+                               shift_rows * geometry.row_spacing_mm * mm_per_pixel))
+    return sorted(candidates, key=lambda candidate: -candidate[0])
+
+
+def global_search(problem, settings, base: np.ndarray, log: Callable[[str], None] | None = None) -> np.ndarray:
+    """Starting parameters (6,) relative to ``base`` (degrees, mm): the best of short coarse CMA-ES runs
+    from the :func:`in_plane_candidates` (and from the start itself, kept if none does better)."""
+    from .pipeline import PARAMETER_SCALE, LevelSettings, PoseCost
+
+    say = log or (lambda message: None)
+    level = LevelSettings(pitch_mm=SEARCH_PITCH_MM, generations=CANDIDATE_GENERATIONS, sigma=0.5,
+                          patch_mm=settings.levels[0].patch_mm, window=False, border_mm=settings.levels[0].border_mm)
+    cost = PoseCost(problem, level, settings, base, base)
+    best, best_cost = np.zeros(6), float(cost(np.zeros((1, 6)))[0])
+    for rank, (value, angle, tx, ty) in enumerate(in_plane_candidates(problem, settings, base)[:CANDIDATES]):
+        start = np.array([0.0, 0.0, angle, tx, ty, 0.0])
+        search = cmaes_search(cost, start, PARAMETER_SCALE, population=settings.population,
+                              max_generations=level.generations, sigma=level.sigma, seed=settings.seed + 100 + rank)
+        say(f"global search candidate {rank + 1}: in-plane {angle:+.0f} deg, shift ({tx:+.0f}, {ty:+.0f}) mm, "
+            f"FFT score {value:.3f} -> {settings.similarity} {-search.cost:.4f}")
+        if search.cost < best_cost:
+            best, best_cost = search.parameters, search.cost
+    return best
