@@ -46,9 +46,11 @@ class DecompositionModel:
 
     @staticmethod
     def load(folder: str | Path, device: str = "cpu") -> "DecompositionModel":
+        from .compute import configure_torch
         from .models.generator import build_generator
         from .training.checkpoint import load_weights
 
+        configure_torch()
         folder = Path(folder)
         path = folder / "model.json"
         if not path.is_file():

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..atomic import atomic_write_text
+from ..compute import configure_torch
 from ..datasets.format import CaseRecord
 from ..losses import DecompositionLoss
 from ..models.discriminator import MultiscaleDiscriminator
@@ -48,6 +49,7 @@ class Process:
 
 def start_process(device: str = "auto") -> Process:
     """Join torchrun's process group when started by torchrun; pick the device."""
+    configure_torch()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
