@@ -11,7 +11,7 @@ import pytest
 from bmdgan.cli.main import main
 from bmdgan.io import Volume, VolumeGeometry, read_radiograph, write_volume
 from bmdgan.projection import ProjectionGeometry
-from bmdgan.projection._atomic import atomic_path
+from bmdgan.atomic import atomic_path
 from bmdgan.projection.image_io import read_drr_tiff
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ..atomic import atomic_path
 from .simulator import SimulatedRadiograph
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"

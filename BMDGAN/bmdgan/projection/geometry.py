@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ._atomic import write_text_atomic
+from ..atomic import atomic_write_text
 
 GEOMETRY_FORMAT = "bmdgan-projection-geometry"
 GEOMETRY_VERSION = 1
@@ -216,7 +216,7 @@ class ProjectionGeometry:
 
     def save(self, path: str | Path) -> Path:
         """Write the geometry JSON atomically."""
-        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @staticmethod
     def load(path: str | Path) -> "ProjectionGeometry":

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ._atomic import atomic_path
+from ..atomic import atomic_path
 from .geometry import ProjectionGeometry
 from .projector import DRR
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import binary_dilation, binary_erosion
 
-from ..projection._atomic import atomic_path
+from ..atomic import atomic_path
 from ..projection.image_io import display_scale
 
 EDGE_FRACTION = 0.15

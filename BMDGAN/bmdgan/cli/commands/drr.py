@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ...errors import InputError
     from ...io import read_ct
     from ...projection import project_volume
-    from ...projection._atomic import atomic_path, write_text_atomic
+    from bmdgan.atomic import atomic_path, atomic_write_text
     from ...projection.attenuation import attenuation_volume
     from ...projection.materials import material_attenuation
     from ...projection.cli_options import geometry_from_arguments
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         with atomic_path(args.out) as temporary:
             with open(temporary, "wb") as handle:
                 np.save(handle, drr.image)
-        write_text_atomic(args.out.with_suffix(".json"), json.dumps(metadata, indent=2) + "\n")
+        atomic_write_text(args.out.with_suffix(".json"), json.dumps(metadata, indent=2) + "\n")
     else:
         write_drr_tiff(args.out, drr, extra)
     if args.geometry_out:

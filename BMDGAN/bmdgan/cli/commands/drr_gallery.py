@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ...errors import InputError
     from ...io import read_ct
     from ...projection import default_ap_geometry, project_volume
-    from ...projection._atomic import atomic_path, write_text_atomic
+    from bmdgan.atomic import atomic_path, atomic_write_text
     from ...projection.materials import material_attenuation
     from ...projection.image_io import display_scale, write_png8
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     with atomic_path(sheet) as temporary:
         figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
-    write_text_atomic(args.out / "gallery.json", json.dumps({"energy_kev": args.energy_kev, "cts": entries},
+    atomic_write_text(args.out / "gallery.json", json.dumps({"energy_kev": args.energy_kev, "cts": entries},
                                                             indent=2) + "\n")
     print(f"wrote {len(entries)} DRR picture(s) and {sheet}")
     return 0

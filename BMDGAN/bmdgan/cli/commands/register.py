@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ...errors import InputError
     from ...io import read_ct, read_radiograph
-    from ...projection._atomic import write_text_atomic
+    from bmdgan.atomic import atomic_write_text
     from ...registration.landmark_pose import Landmarks, solve_landmark_pose
     from ...registration.overlay import registration_overlay, write_png_rgb
     from ...registration.pipeline import RegistrationSettings, register
@@ -182,11 +182,11 @@ def run(args: argparse.Namespace) -> int:
                         "landmarks": str(args.landmarks) if args.landmarks else None,
                         "geometry": str(args.geometry) if args.geometry else None,
                         "roi": str(args.roi) if args.roi else None}
-    report_path = write_text_atomic(out / f"{name}.registration.json", json.dumps(record, indent=2) + "\n")
+    report_path = atomic_write_text(out / f"{name}.registration.json", json.dumps(record, indent=2) + "\n")
     overlay_path = write_png_rgb(out / f"{name}.overlay.png",
                                  registration_overlay(result, radiograph.pixels, ct, structure))
     log(f"wrote {geometry_path}, {report_path}, {overlay_path}")
-    write_text_atomic(out / f"{name}.log", "\n".join(lines) + "\n")
+    atomic_write_text(out / f"{name}.log", "\n".join(lines) + "\n")
     flag = result.quality.flag.upper()
     print(f"registration {flag}: {args.similarity.upper()} {result.similarity:.3f}; "
           + "; ".join(result.quality.messages), file=sys.stderr if not result.quality.good else sys.stdout)

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ...errors import InputError
     from ...io import read_ct
-    from ...projection._atomic import write_text_atomic
+    from bmdgan.atomic import atomic_write_text
     from ...projection.cli_options import geometry_from_arguments
     from ...projection.dicom_writer import write_dx_dicom
     from ...projection.image_io import write_png16
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         geometry.save(stem.with_suffix(".geometry.json"))
         record = {"seed": seed, "source_ct": str(args.ct), "density": str(args.density) if args.density else None,
                   "parameters": parameters.to_dict(), "source_to_patient_mm": simulated.source_to_patient_mm}
-        write_text_atomic(stem.with_suffix(".params.json"), json.dumps(record, indent=2) + "\n")
+        atomic_write_text(stem.with_suffix(".params.json"), json.dumps(record, indent=2) + "\n")
         written.append(stem)
     print(f"wrote {len(written)} radiograph(s) to {args.out_dir} ({geometry.detector_columns}x{geometry.detector_rows}"
           f" px, {geometry.column_spacing_mm:g} mm detector pitch, SID {geometry.source_to_detector_mm:g} mm)")
