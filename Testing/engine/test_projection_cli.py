@@ -137,3 +137,21 @@ def test_atomic_path_leaves_nothing_behind_on_failure(tmp_path):
     with atomic_path(target) as temporary:
         temporary.write_bytes(b"whole")
     assert target.read_bytes() == b"whole" and [p.name for p in tmp_path.iterdir()] == ["out.tif"]
+
+
+def test_compare_xray_writes_real_simulated_and_bone_panels(shared_data, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    out = tmp_path / "compare.png"
+    result = subprocess.run([sys.executable, "-m", "bmdgan", "compare-xray",
+                             str(shared_data / "ct" / "ibsi_sts" / "STS_012.nii.gz"),
+                             str(shared_data / "xray" / "ddh_pediatric" / "331_DDH_1.dcm"), "--out", str(out)],
+                            capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert result.returncode == 0, result.stderr
+    picture = np.asarray(Image.open(out).convert("L"), dtype=float)
+    assert picture.shape[1] > 2 * picture.shape[0]  # three panels side by side
+    thirds = np.array_split(picture, 3, axis=1)
+    assert all(third.std() > 10 for third in thirds)  # each panel shows an image, not a blank
