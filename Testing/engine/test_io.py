@@ -102,6 +102,11 @@ def test_ct_write_read_round_trip(tmp_path):
     assert not list(tmp_path.glob(".partial-*"))
 
 
+def test_empty_volume_is_refused():
+    with pytest.raises(InputError, match="empty"):
+        Volume(np.zeros((51, 158, 0), np.float32), VolumeGeometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+
+
 def test_ijk_to_lps_maps_voxel_centres():
     geometry = VolumeGeometry((2.0, 3.0, 4.0), (1.0, 2.0, 3.0), np.diag([-1.0, 1.0, 1.0]))
     np.testing.assert_allclose(geometry.ijk_to_lps() @ [1, 1, 1, 1], [1 - 2, 2 + 3, 3 + 4, 1])

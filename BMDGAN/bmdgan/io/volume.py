@@ -77,6 +77,9 @@ class Volume:
         if self.array.ndim != 3:
             raise InputError(self.source or None, f"expected a 3D volume, got an array of shape {self.array.shape}",
                              "give a CT volume (a DICOM series or a 3D NIfTI/NRRD/MHA file), not a 2D image")
+        if 0 in self.array.shape:
+            raise InputError(self.source or None, f"the volume is empty (shape {self.array.shape})",
+                             "check the crop or the file")
 
     @property
     def shape_ijk(self) -> tuple[int, int, int]:
