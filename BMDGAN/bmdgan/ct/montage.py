@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..atomic import atomic_path
+
 from . import grid, labels as L
 from .measurement import neutral_frame
 from .pipeline import CTAnalysis
@@ -112,13 +114,7 @@ def write_montage(analysis: CTAnalysis, path: str | Path, case_name: str = "") -
                     f"aBMD {m.ct_abmd_g_cm2:.3f} g/cm2  PF {m.pf_volume_cm3:.1f} cm3  [{calibration}]\n{notes}",
                     fontsize=8)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(".partial-" + path.name)
-    figure.savefig(temporary, dpi=90, format="png")
-    plt.close(figure)
-    temporary.replace(path)
-    return path
+    return _save(figure, path)
 
 
 def write_failure_montage(ct, path: str | Path, case_name: str, message: str) -> Path:
@@ -142,10 +138,14 @@ def write_failure_montage(ct, path: str | Path, case_name: str, message: str) ->
     wrapped = "\n".join(message[i:i + 150] for i in range(0, len(message), 150))
     figure.suptitle(f"{case_name}: NOT MEASURED\n{wrapped}", fontsize=8, color="darkred")
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(".partial-" + path.name)
-    figure.savefig(temporary, dpi=90, format="png")
+    return _save(figure, path)
+
+
+def _save(figure, path: str | Path) -> Path:
+    """Write the figure as PNG atomically and release it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=90, format="png")
     plt.close(figure)
-    temporary.replace(path)
-    return path
+    return Path(path)
