@@ -165,3 +165,19 @@ def test_radiograph_intensity_does_not_measure_bmd_but_the_pf_drr_does(real_coho
     assert r_radiograph < 0.5
     assert r_pf_drr > 0.9
     assert 0.3 < abmd.min() and abmd.max() < 1.6  # g/cm2: plausible for scaled real femurs
+
+
+@pytest.mark.slow
+def test_prepare_ct_from_a_totalsegmentator_segmentation(shared_data):
+    """A pelvis CT whose femur comes from TotalSegmentator's masks: the cohort's components add up to the
+    measurement of bmdgan measure-ct on the same labels."""
+    from bmdgan.cohort.prepared_ct import prepare_ct
+
+    folder = shared_data / "ct" / "totalsegmentator_example"
+    masks = [folder / "masks_totalsegmentator_v1" / f"{name}.nii.gz" for name in ("femur_right", "hip_right")]
+    prepared = prepare_ct(folder / "example_ct.nii.gz", "example_ct", "right", masks)
+    assert prepared.side == "right" and prepared.pf_mask.any() and prepared.bone_mask.sum() > prepared.pf_mask.sum()
+    assert sum(prepared.abmd_components_g_cm2) == pytest.approx(prepared.calibration["full_ct_abmd_g_cm2"], rel=1e-5)
+    assert sum(prepared.vbmd_components_mg_cm3) == pytest.approx(prepared.calibration["full_qct_vbmd_mg_cm3"],
+                                                                 rel=1e-5)
+    assert 0.3 < sum(prepared.abmd_components_g_cm2) < 1.3

@@ -174,8 +174,10 @@ def ct_id_of(path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True) -> tuple[list[str], dict[str, str]]:
-    """Prepare (or reuse the cache of) every CT; returns (usable CT ids, {skipped CT id: reason})."""
+def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
+                segmentations: dict[str, tuple[str, list[Path]]] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Prepare (or reuse the cache of) every CT; returns (usable CT ids, {skipped CT id: reason}).
+    ``segmentations``: {CT id: (side, label files)} for CTs whose femur should come from a given segmentation."""
     from tqdm import tqdm
 
     from ..errors import BMDGANError
@@ -185,7 +187,8 @@ def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True)
         ct_id = ct_id_of(path)
         if not has_prepared(prepared_folder, ct_id):
             try:
-                save_prepared(prepare_ct(path, ct_id), prepared_folder)
+                side, files = (segmentations or {}).get(ct_id, ("auto", None))
+                save_prepared(prepare_ct(path, ct_id, side, files), prepared_folder)
             except BMDGANError as error:
                 skipped[ct_id] = str(error)
                 continue

@@ -84,7 +84,8 @@ def density_components(density_mg_cm3: np.ndarray, cortical_threshold_mg_cm3: fl
     return np.where(cortical, 0.0, density_mg_cm3), np.where(cortical, density_mg_cm3, 0.0)
 
 
-def prepare_ct(path: str | Path, ct_id: str, side: str = "auto") -> PreparedCT:
+def prepare_ct(path: str | Path, ct_id: str, side: str = "auto",
+               segmentation: list[str | Path] | None = None) -> PreparedCT:
     """Run the CT analysis (automatic labels, landmarks, PF region, phantomless calibration) and derive what the
     cohort needs. The aBMD/vBMD components are measured by the same code as ``bmdgan measure-ct``, on CTs whose
     calibrated density is the trabecular or the cortical part: the two add up to the full measurement."""
@@ -95,7 +96,12 @@ def prepare_ct(path: str | Path, ct_id: str, side: str = "auto") -> PreparedCT:
     from .channels import CORTICAL_THRESHOLD_MG_CM3
 
     ct = read_ct(path)
-    analysis = analyse_ct(ct, side=side)
+    labels = None
+    if segmentation:  # e.g. TotalSegmentator's femur_<side> and hip_<side> files, for scans where the
+        from ..ct.label_import import load_segmentation  # automatic femur is not good enough
+
+        labels = load_segmentation(segmentation, ct, side)
+    analysis = analyse_ct(ct, side=side, label_volume=labels)
     calibration = analysis.calibration
     density = calibration.density(ct.array).astype(np.float32)
     labels = analysis.label_volume().array

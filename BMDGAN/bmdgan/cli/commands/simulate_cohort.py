@@ -15,6 +15,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--folds", type=int, default=5, help="patient-level cross-validation folds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes")
+    parser.add_argument("--segmentation", action="append", default=[], metavar="CT_ID=SIDE:FILE[,FILE]",
+                        help="use these label files for a CT's femur (e.g. TotalSegmentator's femur_right and "
+                             "hip_right), repeatable")
 
 
 def run(args) -> int:
@@ -40,8 +43,17 @@ def run(args) -> int:
     rows, columns = (int(v) for v in args.image_size.lower().split("x"))
     out = Path(args.out)
     prepared_folder = out / "prepared"
+    segmentations = {}
+    for item in args.segmentation:
+        try:
+            ct_id, rest = item.split("=", 1)
+            side, files = rest.split(":", 1)
+        except ValueError:
+            raise InputError(None, f"--segmentation {item!r} is not CT_ID=SIDE:FILE[,FILE]",
+                             "e.g. example_ct=right:femur_right.nii.gz,hip_right.nii.gz") from None
+        segmentations[ct_id] = (side, [Path(f) for f in files.split(",")])
     print(f"preparing {len(paths)} CTs (labels, landmarks, PF region, calibration, CT-aBMD/vBMD)...")
-    ct_ids, skipped = prepare_cts(paths, prepared_folder)
+    ct_ids, skipped = prepare_cts(paths, prepared_folder, segmentations=segmentations)
     for ct_id, reason in skipped.items():
         print(f"  skipped {ct_id}: {reason}")
     if not ct_ids:
