@@ -25,14 +25,9 @@ TABLE_COLUMNS = ("side", "aBMD (g/cm2)", "vBMD (mg/cm3)", "T-score", "WHO catego
 
 def crop_ijk_to_source_ijk(crop: HipCrop) -> np.ndarray:
     """4x4 taking a PF-DRR voxel (i = column, j = row, k = 0) to radiograph voxel indices (same convention)."""
+    affine = crop.output_to_source_matrix()
     matrix = np.eye(4)
-    step = 1.0 / crop.scale
-    offset = (crop.crop_left + 0.5) * step - 0.5
-    if crop.mirrored:
-        matrix[0, 0], matrix[0, 3] = -step, crop.column_start + crop.half_width - 1 - offset
-    else:
-        matrix[0, 0], matrix[0, 3] = step, crop.column_start + offset
-    matrix[1, 1], matrix[1, 3] = step, (crop.crop_top + 0.5) * step - 0.5
+    matrix[:2, :2], matrix[:2, 3] = affine[:2, :2], affine[:2, 2]
     return matrix
 
 

@@ -68,15 +68,19 @@ class DecompositionModel:
 
     def decompose(self, radiograph: Radiograph, side: str, bilateral: bool = True) -> Decomposition:
         """PF-DRR of the ``side`` hip of a radiograph (bilateral: split at the centre as in training)."""
-        from .training.data import normalise_radiograph
-
-        crop = plan_hip_crop(radiograph.shape, side, self.image_shape, bilateral)
-        image = apply_hip_crop(radiograph.pixels, crop)
-        x = torch.from_numpy(normalise_radiograph(image))[None, None].to(self.device)
+        crop, image, x = self._network_input(radiograph, side, bilateral)
         with torch.no_grad():
             drr = self.generator(x)[0, 0].float().cpu().numpy() * self.drr_scale_g_cm2
         return Decomposition(np.clip(drr, 0.0, None).astype(np.float32), image, crop,
                              pooled_features(self.generator, x)[0])
+
+    def _network_input(self, radiograph: Radiograph, side: str, bilateral: bool):
+        """(crop, cropped image, network input [1, 1, H, W] in [-1, 1]): the hip as the networks were trained on it."""
+        from .training.data import normalise_radiograph
+
+        crop = plan_hip_crop(radiograph.shape, side, self.image_shape, bilateral)
+        image = apply_hip_crop(radiograph.pixels, crop)
+        return crop, image, torch.from_numpy(normalise_radiograph(image))[None, None].to(self.device)
 
     def warnings(self, decomposition: Decomposition) -> list[str]:
         """Why this result may not be trustworthy (empty: it looks like the training data)."""
@@ -85,14 +89,12 @@ class DecompositionModel:
     def regress(self, radiograph: Radiograph, side: str, bilateral: bool = True, kind: str = "decomposition"
                 ) -> dict[str, float]:
         """BMD per target from the exported stage-3 regressors of ``kind`` (empty when there are none)."""
-        from .training.data import normalise_radiograph
         from .training.regression import load_regressor
 
         names = [n for n, d in self.description.get("regressors", {}).items() if d["kind"] == kind]
         if not names:
             return {}
-        crop = plan_hip_crop(radiograph.shape, side, self.image_shape, bilateral)
-        x = torch.from_numpy(normalise_radiograph(apply_hip_crop(radiograph.pixels, crop)))[None, None].to(self.device)
+        _, _, x = self._network_input(radiograph, side, bilateral)
         values = {}
         for name in names:
             if name not in self._regressors:

@@ -41,13 +41,23 @@ class HipCrop:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def output_to_source_matrix(self) -> np.ndarray:
+        """3x3 affine taking output pixel centres (column, row, 1) to source pixel coordinates (column, row, 1)."""
+        step = 1.0 / self.scale
+        column_offset = (self.crop_left + 0.5) * step - 0.5
+        matrix = np.eye(3)
+        if self.mirrored:
+            matrix[0, 0], matrix[0, 2] = -step, self.column_start + self.half_width - 1 - column_offset
+        else:
+            matrix[0, 0], matrix[0, 2] = step, self.column_start + column_offset
+        matrix[1, 1], matrix[1, 2] = step, (self.crop_top + 0.5) * step - 0.5
+        return matrix
+
     def output_to_source(self, rows: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map output pixel centres back to source pixel coordinates (for outlines on the original image)."""
-        source_rows = (np.asarray(rows, float) + self.crop_top + 0.5) / self.scale - 0.5
-        half_columns = (np.asarray(columns, float) + self.crop_left + 0.5) / self.scale - 0.5
-        if self.mirrored:
-            half_columns = self.half_width - 1 - half_columns
-        return source_rows, half_columns + self.column_start
+        columns, rows = np.asarray(columns, float), np.asarray(rows, float)
+        source = self.output_to_source_matrix() @ np.stack([columns, rows, np.ones_like(rows)])
+        return source[1], source[0]
 
 
 def plan_hip_crop(source_shape: tuple[int, int], side: str, output_shape: tuple[int, int] = (512, 256),

@@ -58,6 +58,7 @@ def cross_validate(config, dataset: str | Path, out: str | Path, folds: list[int
         if not (run / "evaluation" / "predictions.csv").exists():
             model = DecompositionModel.load(run / "model")
             write_evaluation(run / "evaluation", evaluate(model, dataset, fold, (), (), progress=progress))
-    pooled = {"folds": folds, "images": len(_pooled_rows(out, folds)), "methods": pooled_metrics(_pooled_rows(out, folds))}
+    rows = _pooled_rows(out, folds)
+    pooled = {"folds": folds, "images": len(rows), "methods": pooled_metrics(rows)}
     atomic_write_text(out / "pooled_metrics.json", json.dumps(pooled, indent=2))
     return pooled

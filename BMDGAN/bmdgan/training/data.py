@@ -52,11 +52,14 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def radiograph(self, index: int) -> torch.Tensor:
+        """The network input [1, H, W] in [-1, 1] of item ``index``, before augmentation."""
+        image = resize_to(load_image(self.folder, self.records[index], "radiograph"), self.image_shape)
+        return torch.from_numpy(normalise_radiograph(image))[None]
+
     def __getitem__(self, index: int):
-        record = self.records[index]
-        radiograph = normalise_radiograph(resize_to(load_image(self.folder, record, "radiograph"), self.image_shape))
-        target = resize_to(load_image(self.folder, record, self.channel), self.image_shape) / DRR_SCALE_G_CM2
-        x, y = torch.from_numpy(radiograph)[None], torch.from_numpy(np.asarray(target, np.float32))[None]
+        target = resize_to(load_image(self.folder, self.records[index], self.channel), self.image_shape)
+        x, y = self.radiograph(index), torch.from_numpy(np.asarray(target / DRR_SCALE_G_CM2, np.float32))[None]
         if self.augmentation is not None:
             x, y = augment_sample(x, y, sample_generator(self.seed, self.epoch, index), self.augmentation)
         return index, x, y

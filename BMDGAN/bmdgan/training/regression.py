@@ -22,7 +22,6 @@ from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from ..atomic import atomic_write_text
-from ..datasets.format import load_image
 from ..errors import InputError
 from ..losses import sample_weights, weighted_l1_loss
 from ..models.baseline_cnn import DirectRegressionCNN
@@ -31,7 +30,7 @@ from ..models.regressor import build_regressor
 from .augment import augment_sample, sample_generator
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainingConfig
-from .data import PairDataset, normalise_radiograph, resize_to
+from .data import PairDataset
 from .run import BMD_TARGETS, training_records
 from .trainer import mean_across_processes, start_process
 
@@ -49,8 +48,7 @@ class ValueDataset(PairDataset):
         self.weights = sample_weights(self.values).astype(np.float32)
 
     def __getitem__(self, index: int):
-        image = resize_to(load_image(self.folder, self.records[index], "radiograph"), self.image_shape)
-        x = torch.from_numpy(normalise_radiograph(image))[None]
+        x = self.radiograph(index)
         if self.augmentation is not None:
             x, _ = augment_sample(x, None, sample_generator(self.seed, self.epoch, index), self.augmentation)
         return index, x, torch.tensor([self.values[index]]), torch.tensor([self.weights[index]])
