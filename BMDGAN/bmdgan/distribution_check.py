@@ -22,10 +22,9 @@ AREA_MARGIN = 0.5
 PEAK_MARGIN = 1.5
 
 
-def pooled_features(generator: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    """[B, C] global average of the encoder's 1/4-resolution representation."""
-    with torch.no_grad():
-        return generator.encode(x).float().mean(dim=(-2, -1)).cpu().numpy()
+def pooled(representation: torch.Tensor) -> np.ndarray:
+    """[B, C] global average of the encoder's 1/4-resolution representation [B, C, H/4, W/4]."""
+    return representation.detach().float().mean(dim=(-2, -1)).cpu().numpy()
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 
 from .bmd_from_drr import DrrBmdCalibration
 from .datasets.normalise import HipCrop, apply_hip_crop, plan_hip_crop
-from .distribution_check import TrainingDistribution, check, pooled_features
+from .distribution_check import TrainingDistribution, check, pooled
 from .errors import InputError
 from .io import Radiograph
 
@@ -70,9 +70,10 @@ class DecompositionModel:
         """PF-DRR of the ``side`` hip of a radiograph (bilateral: split at the centre as in training)."""
         crop, image, x = self._network_input(radiograph, side, bilateral)
         with torch.no_grad():
-            drr = self.generator(x)[0, 0].float().cpu().numpy() * self.drr_scale_g_cm2
+            representation = self.generator.encode(x)  # once: the decoder and the distribution check share it
+            drr = self.generator.decoder(representation)[0, 0].float().cpu().numpy() * self.drr_scale_g_cm2
         return Decomposition(np.clip(drr, 0.0, None).astype(np.float32), image, crop,
-                             pooled_features(self.generator, x)[0])
+                             pooled(representation)[0])
 
     def _network_input(self, radiograph: Radiograph, side: str, bilateral: bool):
         """(crop, cropped image, network input [1, 1, H, W] in [-1, 1]): the hip as the networks were trained on it."""

@@ -21,7 +21,7 @@ from ..bmd_from_drr import DrrBmdCalibration, fit_linear, pearson_r, pf_drr_mean
 from ..datasets.folds import split
 from ..atomic import atomic_write_text
 from ..datasets.format import read_header, read_manifest
-from ..distribution_check import TrainingDistribution, fit_distribution, pooled_features
+from ..distribution_check import TrainingDistribution, fit_distribution, pooled
 from ..errors import InputError
 from .checkpoint import latest_checkpoint
 from .config import TrainingConfig
@@ -56,9 +56,9 @@ def predict_drrs(generator: torch.nn.Module, dataset: PairDataset, device: torch
     drrs, features = [], []
     with torch.no_grad():
         for index in range(len(dataset)):
-            x = dataset[index][1][None].to(device)
-            drrs.append(generator(x)[0, 0].float().cpu().numpy() * DRR_SCALE_G_CM2)
-            features.append(pooled_features(generator, x)[0])
+            representation = generator.encode(dataset[index][1][None].to(device))
+            drrs.append(generator.decoder(representation)[0, 0].float().cpu().numpy() * DRR_SCALE_G_CM2)
+            features.append(pooled(representation)[0])
     return np.stack(drrs), np.stack(features)
 
 
