@@ -3,6 +3,10 @@
 Results go into the scene as: one PF-DRR volume node per hip (g/cm2), placed exactly over the radiograph
 (its IJK-to-RAS composes the radiograph's with the crop that the network saw), shown with a density colour
 table; a segmentation with each hip's PF region; and a table node with the numbers and warnings.
+
+Several radiographs (the scene's, a study's in the subject hierarchy, or a folder's files) are estimated into one
+table, a row per hip or per failed image; a result exports as the report picture (PNG) and the result JSON, each
+written atomically.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import slicer
 import vtk
 
 from bmdgan.datasets.normalise import HipCrop
+from bmdgan.errors import BMDGANError, InputError
 from bmdgan.io import Radiograph, read_radiograph
 
-from .mrml_conversion import numpy_matrix, vtk_matrix, node_to_radiograph, radiograph_to_node
+from .mrml_conversion import UNIT_ATTRIBUTE, node_to_radiograph, numpy_matrix, radiograph_to_node, vtk_matrix
 
 DENSITY_COLOURS = 256
 TABLE_COLUMNS = ("side", "aBMD (g/cm2)", "vBMD (mg/cm3)", "T-score", "WHO category", "trustworthy", "warnings")
+BATCH_COLUMNS = ("radiograph",) + TABLE_COLUMNS + ("error",)
 
 
 def crop_ijk_to_source_ijk(crop: HipCrop) -> np.ndarray:
@@ -49,12 +55,89 @@ def density_colour_table(scene, name: str = "BMD-GAN density (g/cm2)"):
 
 @dataclass
 class EstimationResult:
-    """The engine's per-hip results and the MRML nodes that show them."""
+    """The engine's per-hip results and the MRML nodes that show them, with what the exports need: the radiograph
+    as the engine saw it, each hip's decomposition, the model folder and its PF-region threshold (g/cm2)."""
 
     hips: list = field(default_factory=list)
     pf_drr_nodes: list = field(default_factory=list)
     segmentation_node: object = None
     table_node: object = None
+    radiograph: Radiograph | None = None
+    decompositions: list = field(default_factory=list)
+    model_folder: str = ""
+    region_threshold_g_cm2: float = 0.0
+
+
+@dataclass
+class BatchRow:
+    """One row of a batch: a hip's estimate, or the error that stopped this radiograph."""
+
+    radiograph: str
+    hip: object = None
+    error: str | None = None
+
+
+@dataclass
+class BatchResult:
+    """Rows in input order, the table node that shows them, and whether the progress callback stopped the batch."""
+
+    rows: list[BatchRow]
+    table_node: object
+    cancelled: bool = False
+
+
+def error_text(error: Exception) -> str:
+    """An error as one line for a table cell: the engine's own message, else the exception type and message."""
+    return str(error) if isinstance(error, BMDGANError) else f"{type(error).__name__}: {error}"
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True for a DICOM Part 10 file ("DICM" after the 128-byte preamble), whatever its name."""
+    with open(path, "rb") as stream:
+        stream.seek(128)
+        return stream.read(4) == b"DICM"
+
+
+def study_files(folder: str | Path) -> list[Path]:
+    """The radiograph files under ``folder`` (recursively, sorted): DICOM files with or without an extension (not
+    DICOMDIR), PNG, JPEG and TIFF images. Other files (JSON, text) are left out."""
+    from bmdgan.io.radiograph import IMAGE_SUFFIXES
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "is not a folder", "choose the folder that holds the study's radiographs")
+    files = [path for path in sorted(folder.rglob("*")) if path.is_file() and path.name.upper() != "DICOMDIR"
+             and (path.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(path))]
+    if not files:
+        raise InputError(folder, "holds no DICOM, PNG, JPEG or TIFF file", "choose the study's folder")
+    return files
+
+
+def is_radiograph_node(node) -> bool:
+    """A single-slice scalar volume (not a label map) that BMD-GAN did not derive (see :data:`UNIT_ATTRIBUTE`)."""
+    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
+        return False
+    if node.GetAttribute(UNIT_ATTRIBUTE) or node.GetImageData() is None:
+        return False
+    return node.GetImageData().GetDimensions()[2] == 1
+
+
+def study_radiographs(scene, node=None) -> list:
+    """The radiograph nodes of ``node``'s study in the subject hierarchy (the study that Slicer's DICOM module made),
+    in hierarchy order; every radiograph node of the scene when ``node`` is None or in no study."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    study = 0
+    if node is not None:
+        study = hierarchy.GetItemAncestorAtLevel(hierarchy.GetItemByDataNode(node), "Study")
+    if study:
+        items = vtk.vtkIdList()
+        hierarchy.GetItemChildren(study, items, True)
+        candidates = [hierarchy.GetItemDataNode(items.GetId(index)) for index in range(items.GetNumberOfIds())]
+    else:
+        candidates = [scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+                      for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+    return [candidate for candidate in candidates if candidate is not None and is_radiograph_node(candidate)]
+
 
 RADIOGRAPH_ATTRIBUTE = "BMDGAN.Radiograph"
 """Node attribute marking volume nodes that hold a radiograph read by the engine."""
@@ -75,19 +158,34 @@ class EstimationLogic:
         """The engine's view of a radiograph volume node (e.g. one loaded by Slicer's DICOM module)."""
         return node_to_radiograph(node)
 
+    @staticmethod
+    def load_model(model_folder: str | Path | None = None, device: str = "cpu"):
+        """The decomposition model of ``model_folder`` ("" or None: the default model) and its folder."""
+        from bmdgan.inference import DecompositionModel
+        from bmdgan.models_default import resolve_model_folder
+
+        folder = resolve_model_folder(model_folder and str(model_folder))
+        return DecompositionModel.load(folder, device), folder
+
+    @staticmethod
+    def estimate_hips(model, radiograph: Radiograph, side: str = "auto", reference: str | None = None) -> list:
+        """[(HipEstimate, Decomposition)] of each hip to analyse (``side``: "left", "right", or "auto": the DICOM
+        laterality, else both)."""
+        from bmdgan.estimation import estimate_hip, sides_to_analyse
+        from bmdgan.tscore import load_reference
+
+        table = load_reference(reference)
+        return [estimate_hip(model, radiograph, hip_side, table) for hip_side in sides_to_analyse(radiograph, side)]
+
     def estimate(self, radiograph_node, scene, model_folder: str | Path | None = None, side: str = "auto",
                  device: str = "cpu", reference: str | None = None) -> EstimationResult:
         """Run the decomposition model on a radiograph node and put the results into the scene."""
-        from bmdgan.estimation import estimate_hip, sides_to_analyse
-        from bmdgan.inference import DecompositionModel
-        from bmdgan.models_default import resolve_model_folder
-        from bmdgan.tscore import load_reference
-
         radiograph = self.radiograph_from_node(radiograph_node)
-        model = DecompositionModel.load(resolve_model_folder(model_folder and str(model_folder)), device)
-        results = [estimate_hip(model, radiograph, hip_side, load_reference(reference))
-                   for hip_side in sides_to_analyse(radiograph, side)]
-        result = EstimationResult(hips=[hip for hip, _ in results])
+        model, folder = self.load_model(model_folder, device)
+        results = self.estimate_hips(model, radiograph, side, reference)
+        result = EstimationResult(hips=[hip for hip, _ in results], radiograph=radiograph,
+                                  decompositions=[decomposition for _, decomposition in results],
+                                  model_folder=str(folder), region_threshold_g_cm2=model.distribution.threshold_g_cm2)
         source_ijk_to_ras = vtk.vtkMatrix4x4()
         radiograph_node.GetIJKToRASMatrix(source_ijk_to_ras)
         colours = density_colour_table(scene)
@@ -95,15 +193,86 @@ class EstimationLogic:
         for hip, decomposition in results:
             node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{radiograph_node.GetName()} PF-DRR {hip.side}")
             slicer.util.updateVolumeFromArray(node, decomposition.pf_drr_g_cm2[np.newaxis])
-            node.SetIJKToRASMatrix(vtk_matrix(numpy_matrix(source_ijk_to_ras) @ crop_ijk_to_source_ijk(decomposition.crop)))
-            node.SetAttribute("BMDGAN.Unit", "g/cm2")
+            crop_to_ras = numpy_matrix(source_ijk_to_ras) @ crop_ijk_to_source_ijk(decomposition.crop)
+            node.SetIJKToRASMatrix(vtk_matrix(crop_to_ras))
+            node.SetAttribute(UNIT_ATTRIBUTE, "g/cm2")
             node.CreateDefaultDisplayNodes()
             node.GetDisplayNode().SetAndObserveColorNodeID(colours.GetID())
             result.pf_drr_nodes.append(node)
             labels.append((hip.side, node, decomposition.pf_drr_g_cm2 >= model.distribution.threshold_g_cm2))
         result.segmentation_node = self._pf_segmentation(scene, radiograph_node.GetName(), labels)
-        result.table_node = self._results_table(scene, radiograph_node.GetName(), result.hips)
+        result.table_node = self._results_table(scene, f"{radiograph_node.GetName()} BMD", TABLE_COLUMNS,
+                                                [self._hip_cells(hip) for hip in result.hips])
         return result
+
+    # --- several radiographs ----------------------------------------------------------------------------------
+
+    def _radiograph_of(self, source) -> Radiograph:
+        """A volume node or a file path as the engine's radiograph."""
+        if isinstance(source, (str, Path)):
+            return read_radiograph(source)
+        return self.radiograph_from_node(source)
+
+    def estimate_batch(self, sources: list, scene, model_folder: str | Path | None = None, side: str = "auto",
+                       device: str = "cpu", reference: str | None = None, progress=None,
+                       name: str = "BMD-GAN batch") -> BatchResult:
+        """Estimate every radiograph of ``sources`` (volume nodes and/or file paths) with one model load, into one
+        table node: a row per analysed hip, with the same numbers as :meth:`estimate`, or one row with the error
+        for a radiograph that cannot be estimated (unreadable file, not a single-slice image...), and the batch goes
+        on. ``progress(done, total, name)`` is called after each radiograph; when it returns False the batch stops
+        there (``cancelled``)."""
+        if not sources:
+            raise InputError(None, "no radiograph to estimate", "load radiographs or choose a folder that holds some")
+        model, _ = self.load_model(model_folder, device)
+        rows: list[BatchRow] = []
+        cancelled = False
+        for done, source in enumerate(sources, start=1):
+            label = Path(source).name if isinstance(source, (str, Path)) else source.GetName()
+            try:
+                hips = self.estimate_hips(model, self._radiograph_of(source), side, reference)
+                rows += [BatchRow(label, hip=hip) for hip, _ in hips]
+            except Exception as error:  # one bad image must not stop a study: its row says why
+                rows.append(BatchRow(label, error=error_text(error)))
+            if progress is not None and progress(done, len(sources), label) is False:
+                cancelled = done < len(sources)
+                break
+        cells = [(row.radiograph,) + (self._hip_cells(row.hip) if row.hip else ("",) * len(TABLE_COLUMNS))
+                 + (row.error or "",) for row in rows]
+        return BatchResult(rows, self._results_table(scene, name, BATCH_COLUMNS, cells), cancelled)
+
+    # --- exports ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_exportable(result: EstimationResult, path: str | Path, suffix: str) -> Path:
+        path = Path(path)
+        if result.radiograph is None or not result.hips:
+            raise InputError(None, "there is no estimate to export", "estimate a radiograph first")
+        if path.suffix.lower() != suffix:
+            raise InputError(path, f"does not end in {suffix}", f"give a {suffix} file name")
+        return path
+
+    def export_json(self, result: EstimationResult, path: str | Path) -> Path:
+        """Write the result JSON (as ``bmdgan estimate`` writes it: each hip's aBMD g/cm2, vBMD mg/cm3, T-score,
+        WHO category, warnings) atomically: a failed write leaves no partial file."""
+        import json
+
+        from bmdgan.atomic import atomic_write_text
+        from bmdgan.estimation import result_summary
+
+        path = self._check_exportable(result, path, ".json")
+        summary = result_summary(result.radiograph, list(zip(result.hips, result.decompositions)), result.model_folder)
+        return atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+
+    def export_report(self, result: EstimationResult, path: str | Path) -> Path:
+        """Write the report picture (radiograph with the PF regions, PF-DRR maps, numbers) as a PNG, atomically."""
+        from bmdgan.atomic import atomic_path
+        from bmdgan.report import draw_report
+
+        path = self._check_exportable(result, path, ".png")
+        with atomic_path(path) as temporary:
+            draw_report(temporary, result.radiograph, list(zip(result.hips, result.decompositions)),
+                        result.region_threshold_g_cm2)
+        return path
 
     @staticmethod
     def _pf_segmentation(scene, name: str, labels):
@@ -119,23 +288,24 @@ class EstimationLogic:
         return segmentation
 
     @staticmethod
-    def _results_table(scene, name: str, hips):
-        table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} BMD")
-        columns = []
-        for title in TABLE_COLUMNS:
-            column = table.AddColumn(vtk.vtkStringArray())
-            column.SetName(title)
-            columns.append(column)
-
+    def _hip_cells(hip) -> tuple[str, ...]:
+        """A hip's numbers as the text cells of :data:`TABLE_COLUMNS`."""
         def text(value, pattern):
             return "" if value is None else pattern.format(value)
 
-        for hip in hips:
+        return (hip.side, text(hip.dxa_bmd_g_cm2, "{:.3f}"), text(hip.qct_bmd_mg_cm3, "{:.0f}"),
+                text(hip.t_score, "{:+.1f}"), hip.who_category or "", "yes" if hip.trustworthy else "no",
+                "; ".join(hip.warnings))
+
+    @staticmethod
+    def _results_table(scene, name: str, titles, rows):
+        """A table node of text columns ``titles`` with one row per tuple of ``rows``."""
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+        for title in titles:
+            table.AddColumn(vtk.vtkStringArray()).SetName(title)
+        for cells in rows:
             row = table.AddEmptyRow()
-            values = (hip.side, text(hip.dxa_bmd_g_cm2, "{:.3f}"), text(hip.qct_bmd_mg_cm3, "{:.0f}"),
-                      text(hip.t_score, "{:+.1f}"), hip.who_category or "", "yes" if hip.trustworthy else "no",
-                      "; ".join(hip.warnings))
-            for column, value in enumerate(values):
+            for column, value in enumerate(cells):
                 table.SetCellText(row, column, value)
         return table
 

@@ -14,6 +14,12 @@ import vtk
 from bmdgan.errors import InputError
 from bmdgan.io import LPS_TO_RAS, Radiograph, Volume, VolumeGeometry
 
+UNIT_ATTRIBUTE = "BMDGAN.Unit"
+"""Node attribute holding the voxel unit ("HU", "mg/cm3", "g/cm2") of a volume node that BMD-GAN made or read
+as a CT; radiographs have none."""
+GEOMETRY_ATTRIBUTE = "BMDGAN.ProjectionGeometry"
+"""Node attribute holding the projection geometry JSON (bmdgan.projection.geometry) of a radiograph or DRR node."""
+
 
 def vtk_matrix(matrix: np.ndarray) -> vtk.vtkMatrix4x4:
     result = vtk.vtkMatrix4x4()

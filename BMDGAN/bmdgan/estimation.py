@@ -85,6 +85,13 @@ def estimate_hip(model: DecompositionModel, radiograph: Radiograph, side: str, r
                        reference=reference.name, warnings=warnings), decomposition
 
 
+def result_summary(radiograph: Radiograph, results: list[tuple[HipEstimate, Decomposition]], model_folder: str) -> dict:
+    """The result JSON of one radiograph: its source, the model folder, the pixel spacing (mm) and each hip's
+    estimate (aBMD g/cm2, vBMD mg/cm3, T-score, WHO category, warnings, trustworthy)."""
+    return {"source": radiograph.source, "model": model_folder, "pixel_spacing_mm": radiograph.pixel_spacing_mm,
+            "hips": [hip.to_dict() for hip, _ in results]}
+
+
 def write_results(folder: str | Path, radiograph: Radiograph, results: list[tuple[HipEstimate, Decomposition]],
                   model: DecompositionModel, model_folder: str) -> Path:
     """``folder``: result.json, pf_drr_<side>.tif (g/cm2) and report.png, written as a whole or not at all."""
@@ -97,9 +104,7 @@ def write_results(folder: str | Path, radiograph: Radiograph, results: list[tupl
         for hip, decomposition in results:
             write_float_image(partial / f"pf_drr_{hip.side}.tif", decomposition.pf_drr_g_cm2, "g/cm2",
                               crop=decomposition.crop.to_dict(), source=radiograph.source)
-        summary = {"source": radiograph.source, "model": model_folder,
-                   "pixel_spacing_mm": radiograph.pixel_spacing_mm, "hips": [hip.to_dict() for hip, _ in results]}
-        (partial / "result.json").write_text(json.dumps(summary, indent=2))
+        (partial / "result.json").write_text(json.dumps(result_summary(radiograph, results, model_folder), indent=2))
         draw_report(partial / "report.png", radiograph, results, model.distribution.threshold_g_cm2)
         if folder.exists():
             shutil.rmtree(folder)

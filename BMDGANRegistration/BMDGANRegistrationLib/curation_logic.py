@@ -14,13 +14,9 @@ import numpy as np
 import slicer
 
 from bmdgan.io import Volume, read_ct
-from BMDGANLib.mrml_conversion import (labels_to_segmentation_node, markups_node_to_points, node_to_volume,
-                                       points_to_markups_node, segmentation_node_to_labels, volume_to_node)
-
-UNIT_ATTRIBUTE = "BMDGAN.Unit"
-"""Node attribute holding the voxel unit ("HU", "mg/cm3", "g/cm2") of a volume node."""
-GEOMETRY_ATTRIBUTE = "BMDGAN.ProjectionGeometry"
-"""Node attribute holding the projection geometry JSON of a DRR volume node."""
+from BMDGANLib.mrml_conversion import (GEOMETRY_ATTRIBUTE, UNIT_ATTRIBUTE, labels_to_segmentation_node,
+                                       markups_node_to_points, node_to_volume, points_to_markups_node,
+                                       segmentation_node_to_labels, volume_to_node)
 SEGMENT_NAMES = {1: "pelvis", 2: "femur", 3: "proximal femur region"}
 """Segment names of the project's label convention (bmdgan.ct.labels)."""
 
