@@ -16,6 +16,8 @@ from bmdgan.projection.image_io import write_png16
 from bmdgan.projection.materials import MaterialModel, decompose_hu, material_attenuation
 from bmdgan.projection.simulator import (BITS_STORED_CHOICES, PARAMETER_RANGES, SimulationParameters,
                                          material_projections, sample_parameters, simulate_radiograph)
+from bmdgan.projection.site_protocol import (HARDENING_KEV_PER_CM_WATER, REFERENCE_SITE,
+                                             SCATTER_TO_PRIMARY_PER_CM_WATER, parse_acquisition)
 
 SPACING = (2.0, 2.0, 2.0)
 
@@ -175,3 +177,49 @@ def test_denser_bone_is_brighter_but_grey_level_does_not_measure_bmd(hip_phantom
     spearman = np.corrcoef(np.argsort(np.argsort(brightness)), np.argsort(np.argsort(densities, kind="stable")))[0, 1]
     assert pearson > 0.2 and spearman > 0.2  # denser is brighter on the whole...
     assert pearson ** 2 < 0.8  # ...but energy, dose, scatter and processing hide most of it
+
+
+def test_a_site_protocol_fixes_the_console_and_follows_the_patient():
+    """One site: processing and detector as the site's base; a thicker patient hardens the beam (0.4 keV and
+    0.03 scatter-to-primary per cm of water) around the technologist's spread; another site is drawn once."""
+    rng = np.random.default_rng(5)
+    thin = [REFERENCE_SITE.parameters_for(rng, extra_adipose_mm=-30.0) for _ in range(400)]
+    thick = [REFERENCE_SITE.parameters_for(rng, extra_adipose_mm=60.0) for _ in range(400)]
+    hardening = np.mean([p.effective_energy_kev for p in thick]) - np.mean([p.effective_energy_kev for p in thin])
+    assert hardening == pytest.approx(HARDENING_KEV_PER_CM_WATER * 0.9 * 9.0, abs=0.15)  # 90 mm fat = 8.1 cm water
+    more_scatter = np.mean([p.scatter_to_primary for p in thick]) - np.mean([p.scatter_to_primary for p in thin])
+    assert more_scatter == pytest.approx(SCATTER_TO_PRIMARY_PER_CM_WATER * 0.9 * 9.0, abs=0.01)
+    base = SimulationParameters()
+    for p in thin[:20]:
+        assert (p.tone_contrast, p.window_high_percentile, p.unsharp_gain, p.bits_stored) == \
+            (base.tone_contrast, base.window_high_percentile, base.unsharp_gain, base.bits_stored)
+        assert abs(p.effective_energy_kev - (base.effective_energy_kev - 0.4 * 2.7)) <= 1.5 + 1e-9
+    other = parse_acquisition("site:3")
+    assert other == parse_acquisition("site:3") and other.base != base and other != parse_acquisition("site:4")
+    for name, spec in PARAMETER_RANGES.items():
+        assert spec.low <= getattr(other.base, name) <= spec.high
+    assert parse_acquisition("reference") is REFERENCE_SITE and parse_acquisition("varied") is None
+    with pytest.raises(InputError, match="unknown acquisition"):
+        parse_acquisition("site:three")
+
+
+def test_bone_contrast_follows_bmd_at_one_site_and_much_less_across_sites(hip_phantom):
+    """What a network can learn from: at one site the bone-minus-soft-tissue grey level follows the bone
+    density closely whatever the patient's fat; when every image has its own console it follows it far less."""
+    volume, bone_mask, geometry = hip_phantom
+    levels = np.repeat(np.linspace(150.0, 1050.0, 12), 2)  # mg/cm3 HA, 24 radiographs
+    bone, soft = _rois(geometry, volume)
+    site_contrast, varied_contrast = [], []
+    for n, density in enumerate(levels):
+        areal = material_projections(volume, geometry, np.where(bone_mask, density, 0.0).astype(np.float32))
+        rng = np.random.default_rng(200 + n)
+        areal[0] += 0.95 * rng.uniform(-3.0, 6.0) * (areal[0] + areal[1] > 0.5)  # -30..60 mm fat, g/cm2
+        at_site = REFERENCE_SITE.parameters_for(rng, extra_adipose_mm=float(rng.uniform(-30, 60)))
+        for parameters, out in ((at_site, site_contrast), (None, varied_contrast)):
+            image = simulate_radiograph(volume, geometry, parameters, rng=rng, areal_density_g_per_cm2=areal).processed
+            out.append(image[bone].mean() - image[soft].mean())
+    r_site = np.corrcoef(levels, site_contrast)[0, 1]
+    r_varied = np.corrcoef(levels, varied_contrast)[0, 1]
+    print(f"Pearson r of bone contrast with density: one site {r_site:.3f}, every image its own site {r_varied:.3f}")
+    assert r_site > 0.85  # 0.90 here: fat from -30 to +60 mm and the technologist's kVp remain
+    assert r_varied < r_site - 0.1  # 0.78

@@ -39,6 +39,8 @@ class CohortSettings:
     poses: tuple[str, ...] = tuple(POSES)
     image_shape: tuple[int, int] = (512, 256)
     folds: int = 5
+    acquisition: str = "reference"
+    """``reference``, ``site:N`` or ``varied`` (:func:`bmdgan.projection.site_protocol.parse_acquisition`)."""
 
 
 def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, int]):
@@ -103,6 +105,7 @@ def ct_projector(prepared_folder: str, ct_id: str):
 def simulate_case(settings: CohortSettings, prepared: PreparedCT, projector, patient: VirtualPatient, pose_name: str):
     """One image: (manifest record, oriented images, the simulator's SimulatedRadiograph before orientation)."""
     from ..projection.simulator import simulate_radiograph
+    from ..projection.site_protocol import parse_acquisition
 
     pose = sample_pose(settings.seed, patient, pose_name)
     geometry = hip_geometry(prepared, pose, settings.image_shape)
@@ -110,7 +113,10 @@ def simulate_case(settings: CohortSettings, prepared: PreparedCT, projector, pat
     parts = combine(projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm,
                     geometry.row_spacing_mm)
     case_id = f"{patient.patient_id}-{pose_name}"
-    simulated = simulate_radiograph(prepared.hu, geometry, rng=seeded_rng(settings.seed, case_id, "acquisition"),
+    rng = seeded_rng(settings.seed, case_id, "acquisition")
+    site = parse_acquisition(settings.acquisition)
+    parameters = site.parameters_for(rng, patient.extra_fat_mm) if site else None
+    simulated = simulate_radiograph(prepared.hu, geometry, parameters, rng=rng,
                                     areal_density_g_per_cm2=parts["materials"])
     flip_rows, flip_columns = orientation_flips(prepared, geometry)
     images = {"radiograph": simulated.pixels.astype(np.float32), "drr_stage1": parts["drr_stage1"],

@@ -14,6 +14,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--image-size", default="512x256", help="rows x columns of every image")
     parser.add_argument("--folds", type=int, default=5, help="patient-level cross-validation folds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--acquisition", default="reference",
+                        help="'reference' (one site's protocol, as in the paper's single-hospital data), 'site:N' "
+                             "(another site drawn with seed N) or 'varied' (every image its own site and processing)")
     parser.add_argument("--workers", type=int, default=2, help="processes")
     parser.add_argument("--segmentation", action="append", default=[], metavar="CT_ID=SIDE:FILE[,FILE]",
                         help="use these label files for a CT's femur (e.g. TotalSegmentator's femur_right and "
@@ -29,6 +32,7 @@ def run(args) -> int:
     from bmdgan.atomic import atomic_write_text
     from bmdgan.errors import InputError
     from bmdgan.io.ct import VOLUME_SUFFIXES
+    from bmdgan.projection.site_protocol import parse_acquisition
 
     paths = []
     for text in args.cts:
@@ -58,7 +62,9 @@ def run(args) -> int:
         print(f"  skipped {ct_id}: {reason}")
     if not ct_ids:
         raise InputError(None, "no CT could be prepared", "see the reasons above")
-    settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, (rows, columns), args.folds)
+    parse_acquisition(args.acquisition)  # a typo fails before any work
+    settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, (rows, columns), args.folds,
+                              args.acquisition)
     print(f"simulating {len(ct_ids) * args.patients_per_ct} virtual patients x {len(poses)} poses...")
     summary = simulate_cohort(settings, ct_ids, out, args.workers)
     summary["skipped_cts"] = skipped
