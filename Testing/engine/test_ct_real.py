@@ -27,10 +27,12 @@ from bmdgan.io import read_ct
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "ct_reference_measurements.json"
 CASES = ("STS_001", "STS_003", "STS_007", "STS_012", "STS_015", "STS_020", "STS_021", "STS_029", "STS_031",
          "STS_036", "STS_040", "STS_046", "STS_048")
-NOT_MEASURABLE = {"STS_001": "femoral head cut by the top of the scan",
-                  "STS_003": "gluteal crop: only the ischium and a corner of the femur",
-                  "STS_007": "femur cut through the head and neck at the edge of the scan, no shaft",
-                  "STS_048": "femoral head above the top of the scan"}
+# Checked on slices (the anatomy, not the header: the pubic symphysis, sacrum or L5 lie at the top slices of all four,
+# so superior/inferior is not the cause): the head really is cut by the field of view.
+NOT_MEASURABLE = {"STS_001": "femoral head cut by the top of the scan (the sphere fitted there is 48 % in view)",
+                  "STS_003": "gluteal crop: only the ischium and a corner of the femur (head cut by two edges)",
+                  "STS_007": "femur cut through the head (anterior edge) and neck (bottom edge), no shaft",
+                  "STS_048": "top slice near the femoral head's equator: its upper half is above the scan"}
 MEASURED = tuple(case for case in CASES if case not in NOT_MEASURABLE)
 
 

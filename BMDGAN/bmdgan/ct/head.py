@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from ..io.volume import Volume
 from . import grid
+from .midline import lateral_direction
 
 HEAD_RADIUS_RANGE_MM = (17.0, 32.0)
 """Adult femoral head radius range (mm) accepted as a head."""
@@ -62,6 +63,8 @@ class FemoralHead:
     in_view: np.ndarray = field(repr=False)
     neck_rays: np.ndarray = field(repr=False)
     joint_radius_mm: np.ndarray = field(repr=False)
+    lateral: np.ndarray = field(default_factory=lambda: np.zeros(3), repr=False)
+    """Unit LPS vector from the body's midline towards the head, axial plane (:mod:`.midline`); zeros if unknown."""
 
     @property
     def surface_points_lps(self) -> np.ndarray:
@@ -250,7 +253,8 @@ def describe_sphere(volume: Volume, smooth: np.ndarray, centre: np.ndarray, radi
         neck_direction = np.zeros(3)
     return FemoralHead(np.asarray(centre, float), float(radius), float(on_sphere.sum() / in_view_count), rms,
                        neck_direction, float(neck_rays.sum() / in_view_count), float(socket.sum() / in_view_count),
-                       interior, directions, edge_radius, on_sphere, in_view, neck_rays, joint)
+                       interior, directions, edge_radius, on_sphere, in_view, neck_rays, joint,
+                       lateral_direction(volume, centre))
 
 
 MIN_IN_VIEW = 0.6
@@ -263,14 +267,12 @@ def neck_direction(head: FemoralHead, shaft=None) -> np.ndarray:
     """Unit LPS vector from the head centre along the femoral neck.
 
     Prior: with a shaft in view, the neck leaves the head at ``NECK_SHAFT_ANGLE_DEG`` to the proximal shaft
-    axis, towards the shaft (the plane of head centre and shaft axis); without one, the head's own
-    neck rays that point inferiorly. The prior is refined by the rays within 35 degrees of it that run
-    through bone.
+    axis, towards the shaft (the plane of head centre and shaft axis). Without one the shaft is taken to
+    run along the body axis (header z, as in :func:`_neck_points_down`): the neck leaves the head at
+    180 - ``NECK_SHAFT_ANGLE_DEG`` degrees (50) from straight down, towards lateral (``head.lateral``);
+    where the side is unknown, along the head's own neck rays that point inferiorly. The prior is refined
+    by the rays within 35 degrees of it that run through bone.
     """
-    # Without a shaft the neck is taken to leave the head inferiorly in the scan (header z), as in
-    # _neck_points_down: bone continuing upwards from the head is the ilium, not the neck.
-    downward = head.neck_rays & (head.directions[:, 2] < -0.2)
-    prior = head.directions[downward].mean(axis=0) if downward.sum() >= 3 else np.array([0.0, 0.0, -1.0])
     if shaft is not None:
         proximal = shaft.direction if shaft.position(head.centre_lps) > (shaft.t_min + shaft.t_max) / 2 else -shaft.direction
         offset = head.centre_lps - shaft.point_lps
@@ -278,6 +280,13 @@ def neck_direction(head: FemoralHead, shaft=None) -> np.ndarray:
         towards_axis /= np.linalg.norm(towards_axis)
         angle = np.radians(NECK_SHAFT_ANGLE_DEG)
         prior = np.cos(angle) * proximal + np.sin(angle) * towards_axis
+    elif np.any(head.lateral):
+        # bone rays alone would take the acetabulum, joined to the head by partial volume, for the neck
+        angle = np.radians(180.0 - NECK_SHAFT_ANGLE_DEG)
+        prior = -np.cos(angle) * np.array([0.0, 0.0, 1.0]) + np.sin(angle) * head.lateral
+    else:
+        downward = head.neck_rays & (head.directions[:, 2] < -0.2)
+        prior = head.directions[downward].mean(axis=0) if downward.sum() >= 3 else np.array([0.0, 0.0, -1.0])
     if not np.any(prior):
         return np.zeros(3)
     prior = prior / np.linalg.norm(prior)
