@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,3 +36,25 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(text)
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; when the block succeeds it replaces ``path`` as a whole
+    (no file of an older version stays behind), otherwise it is deleted and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".partial-{path.name}-"))
+    try:
+        yield temporary
+        if path.exists():
+            previous = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".previous-{path.name}-"))
+            os.replace(path, previous / path.name)
+            os.replace(temporary, path)
+            shutil.rmtree(previous)
+        else:
+            os.replace(temporary, path)
+        os.chmod(path, 0o755)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)

@@ -10,12 +10,31 @@ import json
 import shutil
 from pathlib import Path
 
-from .atomic import atomic_write_text
+from .atomic import atomic_folder
 from .errors import InputError
 
 MAX_SHIPPED_MB = 30.0
 WEAK_PCC = 0.5
 """Below this held-out aBMD PCC the card warns that the model mostly tracks the training mean."""
+CT_SOURCES = {
+    "STS_": "IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0; Vallières et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS",
+    "example_ct": "TotalSegmentator example CT with its v1 femur/hip masks, Apache-2.0; Wasserthal et al., "
+                  "Radiol Artif Intell 2023",
+}
+"""Attribution of each shared CT by id prefix (see ``../shared/data/README.md`` and NOTICE.md)."""
+
+
+def _ct_source_lines(cts: list[str]) -> list[str]:
+    """One line per data source with the CT ids taken from it; unknown ids are listed as such."""
+    lines = []
+    for prefix, source in CT_SOURCES.items():
+        ids = [ct for ct in cts if ct.startswith(prefix)]
+        if ids:
+            lines.append(f"- Real CTs ({source}): {', '.join(ids)}.")
+    unknown = [ct for ct in cts if not any(ct.startswith(prefix) for prefix in CT_SOURCES)]
+    if unknown:
+        lines.append(f"- Other CTs (source not recorded here: add their attribution): {', '.join(unknown)}.")
+    return lines
 
 
 def _metric_rows(metrics: dict) -> list[str]:
@@ -42,6 +61,13 @@ def _history_summary(run: Path) -> list[str]:
     return lines
 
 
+def _cohort_acquisition(settings: dict) -> str:
+    """The training cohort's acquisition setting (cohorts made before site protocols drew every image's own)."""
+    dataset = Path(settings["dataset"]) / "dataset.json"
+    cohort = json.loads(dataset.read_text()).get("settings") if dataset.exists() else None
+    return cohort.get("acquisition", "varied") if cohort else "not recorded"
+
+
 def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path], training_command: str,
                      training_minutes: float | None, cts: list[str], held_out_cts: list[str]) -> str:
     description = json.loads((model_folder / "model.json").read_text())
@@ -59,12 +85,12 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
         "**Not for clinical use**: its numbers describe simulated radiographs of the few real CTs listed below, not patients.",
         "",
         "## Training data",
-        f"- Real CTs (IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0; Vallières et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS): "
-        f"{', '.join(cts)}.",
+        *_ct_source_lines(cts),
         f"- Held out entirely (never seen in training; the bundled sample radiograph is simulated from it): "
         f"{', '.join(held_out_cts)}.",
         "- Each virtual patient: bone mineral scaled (trabecular and cortical separately), BMI 17-35, four poses "
-        "(standing, supine, abduction, adduction), acquisition parameters sampled; ground truth (PF-DRR, CT-aBMD, "
+        "(standing, supine, abduction, adduction), acquisition and processing `--acquisition "
+        f"{_cohort_acquisition(settings)}` (see `bmdgan.projection.site_protocol`); ground truth (PF-DRR, CT-aBMD, "
         "vBMD) from the same CT (`bmdgan simulate-cohort`).",
         f"- Training cases: {description['provenance'].get('training_cases')} images (fold "
         f"{settings.get('fold')} held out), hierarchical learning: {description['provenance'].get('hierarchical')}.",
@@ -103,8 +129,8 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
                   "| method | target | n | PCC | ICC(2,1) | MAE | SEE | RMS-CV % |", "|---|---|---|---|---|---|---|---|"]
         lines += _metric_rows(metrics) + [""]
     lines += ["## Licences and attribution",
-              "Weights: Apache-2.0, like the code. Training data: derived from the IBSI CTs above (CC BY 3.0); "
-              "see `NOTICE.md`.", ""]
+              "Weights: Apache-2.0, like the code. Training data: simulated from the CTs listed above, under "
+              "their licences; see `NOTICE.md`.", ""]
     return "\n".join(lines)
 
 
@@ -119,9 +145,9 @@ def package_model(model_folder: str | Path, run: str | Path, out: str | Path, ev
     if size_mb > MAX_SHIPPED_MB:
         raise InputError(model_folder, f"weights are {size_mb:.1f} MB, more than {MAX_SHIPPED_MB:.0f} MB",
                          "ship a smaller model")
-    out.mkdir(parents=True, exist_ok=True)
-    for path in list(model_folder.glob("*.safetensors")) + [model_folder / "model.json"]:
-        shutil.copyfile(path, out / path.name)
-    atomic_write_text(out / "MODEL_CARD.md", write_model_card(model_folder, run, evaluations, training_command,
-                                                              training_minutes, cts, held_out_cts))
+    card = write_model_card(model_folder, run, evaluations, training_command, training_minutes, cts, held_out_cts)
+    with atomic_folder(out) as staging:
+        for path in list(model_folder.glob("*.safetensors")) + [model_folder / "model.json"]:
+            shutil.copyfile(path, staging / path.name)
+        (staging / "MODEL_CARD.md").write_text(card)
     return out

@@ -123,3 +123,36 @@ def test_cross_validation_pools_every_fold_and_resumes(dataset, smoke, tmp_path)
     stamp = (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime
     again = cross_validate(config, dataset, tmp_path, [0, 1], ("ct_abmd_g_cm2",), "cpu", progress=False)
     assert again == pooled and (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime == stamp
+
+
+def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained, dataset, tmp_path):
+    """The card names every CT with its source, warns when the held-out aBMD PCC is weak, and the packaged
+    folder holds only the new model (no file of an older one stays behind)."""
+    from bmdgan.evaluation.evaluate import evaluate, write_evaluation
+    from bmdgan.inference import DecompositionModel
+
+    run_folder, _ = trained
+    evaluation = tmp_path / "evaluation"
+    result = evaluate(DecompositionModel.load(run_folder / "model"), dataset, fold=0, jpeg_qualities=(),
+                      bit_depths=())
+    write_evaluation(evaluation, result)
+    out = tmp_path / "shipped"
+    out.mkdir()
+    (out / "regressor_from_an_older_model.safetensors").write_bytes(b"old")
+    completed = subprocess.run(
+        [sys.executable, "-m", "bmdgan", "package-model", str(run_folder), "--out", str(out),
+         "--evaluation", f"fold 0={evaluation}", "--training-command", "bmdgan train ...",
+         "--cts", "STS_015,example_ct,my_hospital_01", "--held-out-cts", "STS_012"],
+        capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in (run_folder / "model").glob("*.safetensors")] + ["model.json", "MODEL_CARD.md"])
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "- Real CTs (IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0" in card and "): STS_015." in card
+    assert "TotalSegmentator example CT with its v1 femur/hip masks, Apache-2.0" in card and "): example_ct." in card
+    assert "add their attribution): my_hospital_01." in card
+    assert "Held out entirely" in card and "STS_012" in card
+    pcc = result["report"]["methods"]["decomposition"]["ct_abmd_g_cm2"]["all"]["pcc"]
+    assert ("## Read this first" in card) == (pcc < 0.5)
+    assert f"| decomposition | ct_abmd_g_cm2 | 4 | {pcc:.3f} |" in card
+    assert not list(tmp_path.glob(".partial-*")) and not list(tmp_path.glob(".previous-*"))
