@@ -11,6 +11,7 @@ written atomically.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from bmdgan.datasets.normalise import HipCrop
 from bmdgan.errors import BMDGANError, InputError
 from bmdgan.io import Radiograph, read_radiograph
 
-from .mrml_conversion import UNIT_ATTRIBUTE, node_to_radiograph, numpy_matrix, radiograph_to_node, vtk_matrix
+from .mrml_conversion import (GEOMETRY_ATTRIBUTE, UNIT_ATTRIBUTE, node_to_radiograph, numpy_matrix, radiograph_to_node,
+                              vtk_matrix)
 
 DENSITY_COLOURS = 256
 TABLE_COLUMNS = ("side", "aBMD (g/cm2)", "vBMD (mg/cm3)", "T-score", "WHO category", "trustworthy", "warnings")
@@ -152,6 +154,11 @@ class EstimationLogic:
         node = radiograph_to_node(radiograph, scene, name or Path(path).stem)
         node.SetAttribute(RADIOGRAPH_ATTRIBUTE, "1")
         node.SetAttribute("BMDGAN.SpacingSource", radiograph.spacing_source)
+        if radiograph.source_to_detector_mm and (radiograph.imager_pixel_spacing_mm or radiograph.pixel_spacing_mm):
+            from bmdgan.projection.geometry import geometry_from_radiograph
+
+            detector = geometry_from_radiograph(radiograph)  # for registration: SID and detector pitch (mm)
+            node.SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(detector.to_dict()))
         return node, radiograph
 
     def radiograph_from_node(self, node) -> Radiograph:

@@ -123,11 +123,14 @@ class CurationLogic:
     # --- 2D-3D registration -------------------------------------------------------------------------------------
 
     def register_ct(self, radiograph_node, ct_node, scene, geometry, segmentation_node=None, log=None):
-        """Register the CT to the radiograph from ``geometry``'s starting pose. Returns (result, transform node,
-        overlay node): the transform is the CT's motion (LPS, shown in RAS) from the starting pose to the
-        registered one, which a user can nudge in Slicer's Transforms module; the overlay is an RGB volume."""
+        """Register the CT to the radiograph from ``geometry``'s starting pose, in this process (the module's widget
+        runs :class:`~BMDGANRegistrationLib.registration_logic.RegistrationLogic` in a separate one instead).
+        Returns (result, transform node, overlay node): the transform is the CT's motion (LPS, shown in RAS) from the
+        starting pose to the registered one, which a user can nudge (see ``registration_logic.pose_geometry``);
+        the overlay is an RGB volume."""
         from bmdgan.registration import register, registration_overlay
-        from BMDGANLib.mrml_conversion import matrix_to_transform_node, node_to_radiograph
+        from BMDGANLib.mrml_conversion import node_to_radiograph
+        from BMDGANRegistrationLib.registration_logic import QUALITY_ATTRIBUTE, pose_transform_node
 
         ct = self.ct_from_node(ct_node)
         structure = None
@@ -135,10 +138,8 @@ class CurationLogic:
             structure = segmentation_node_to_labels(segmentation_node, ct, scene, SEGMENT_NAMES).array > 0
         pixels = node_to_radiograph(radiograph_node).pixels
         result = register(pixels, geometry, ct, structure_mask=structure, start="given", log=log)
-        motion = np.linalg.inv(geometry.camera_from_lps) @ result.geometry.camera_from_lps
-        transform = matrix_to_transform_node(motion, scene, f"{ct_node.GetName()} registration")
-        transform.SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(result.geometry.to_dict()))
-        transform.SetAttribute("BMDGAN.RegistrationQuality", result.quality.flag)
+        transform = pose_transform_node(geometry, result.geometry, scene, f"{ct_node.GetName()} registration")
+        transform.SetAttribute(QUALITY_ATTRIBUTE, result.quality.flag)
         picture = registration_overlay(result, pixels, ct, structure)
         overlay = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", f"{radiograph_node.GetName()} overlay")
         slicer.util.updateVolumeFromArray(overlay, np.ascontiguousarray(picture[np.newaxis]))

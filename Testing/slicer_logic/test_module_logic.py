@@ -247,4 +247,7 @@ def test_curation_logic_registers_a_ct_to_a_simulated_radiograph(shared_data, tm
     assert error[0] < 1.5 and error[2] < 1.5  # in the image plane: what one view determines well
     assert error[1] < 5.0  # along the beam: weakly determined by a single view (see bmdgan.registration)
     assert slicer.util.arrayFromVolume(overlay).shape[-1] == 3
-    assert json.loads(transform.GetAttribute("BMDGAN.ProjectionGeometry"))["detector_rows"] == truth.detector_rows
+    from BMDGANRegistrationLib.registration_logic import pose_geometry
+
+    np.testing.assert_allclose(pose_geometry(transform).camera_from_lps, result.geometry.camera_from_lps, atol=1e-9)
+    assert transform.GetAttribute("BMDGAN.RegistrationQuality") == "good"

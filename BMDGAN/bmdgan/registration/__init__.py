@@ -27,7 +27,8 @@ _EXPORTS = {
     "DEFAULT_LEVELS": "pipeline", "LevelSettings": "pipeline", "RegistrationResult": "pipeline",
     "RegistrationSettings": "pipeline", "register": "pipeline",
     "Quality": "quality", "assess_quality": "quality",
-    "registration_overlay": "overlay", "write_png_rgb": "overlay",
+    "registration_overlay": "overlay", "write_png_rgb": "overlay", "display_projections": "overlay",
+    "drr_edges": "overlay", "bone_outline": "overlay",
     "mean_target_error_mm": "metrics", "mean_projection_distance_mm": "metrics",
 }
 

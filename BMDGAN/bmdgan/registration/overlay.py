@@ -112,32 +112,44 @@ def write_png_rgb(path: str | Path, picture: np.ndarray) -> Path:
     return Path(path)
 
 
+def display_projections(geometry, ct, centre_lps_mm: np.ndarray, energy_kev: float, bone_threshold_hu: float,
+                        structure_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The CT's DRR (line integral of attenuation at ``energy_kev``) and its bone's projection on ``geometry``'s
+    detector, from a CT pooled to about the detector pitch at ``centre_lps_mm`` (fast enough to redraw while a
+    user nudges the pose). Bone: ``structure_mask``, else HU above ``bone_threshold_hu``."""
+    from ..projection.attenuation import hu_to_attenuation
+    from ..projection.projector import Projector
+    from .levels import beam_axis, pool_mask, pool_volume, volume_factors
+    from .pipeline import bone_mask_of
+
+    pitch = 0.5 * (geometry.column_spacing_mm + geometry.row_spacing_mm)
+    magnification = geometry.magnification_at(centre_lps_mm)
+    ijk_to_lps = ct.geometry.ijk_to_lps()
+    factors = volume_factors(ct.geometry.spacing_mm, beam_axis(ijk_to_lps, geometry.camera_from_lps),
+                             pitch / magnification, depth_ratio=2.0)
+    attenuation = hu_to_attenuation(ct.array, energy_kev)
+    bone = bone_mask_of(ct.array, bone_threshold_hu, structure_mask)
+    values, pooled_ijk_to_lps = pool_volume(attenuation, ijk_to_lps, factors)
+    bone_fraction = pool_mask(bone, factors)
+    projector = Projector(values, pooled_ijk_to_lps, unit="1/mm", masks=bone_fraction[None], channel_names=["bone"],
+                          include_unmasked=True)
+    drr, bone_projection = projector.project(geometry)
+    return drr, bone_projection
+
+
 def registration_overlay(result, pixels: np.ndarray, ct, structure_mask: np.ndarray | None = None,
                          max_side_px: int = 1024, extra_lines: list[str] | None = None) -> np.ndarray:
     """Overlay picture of a :class:`~.pipeline.RegistrationResult` on its radiograph ``pixels``, at most
     ``max_side_px`` pixels wide or high (the detector is block-averaged for display)."""
-    from ..projection.attenuation import hu_to_attenuation
-    from ..projection.projector import Projector
-    from .levels import (beam_axis, downsample_geometry, downsample_image, pool_mask, pool_volume,
-                         volume_factors)
-    from .pipeline import bone_mask_of
+    from .levels import downsample_geometry, downsample_image
 
     geometry = result.geometry
     factor = max(1, int(np.ceil(max(geometry.shape) / float(max_side_px))))
     display_geometry = downsample_geometry(geometry, factor)
     image = downsample_image(pixels, factor)
-    pitch = 0.5 * (display_geometry.column_spacing_mm + display_geometry.row_spacing_mm)
-    magnification = display_geometry.magnification_at(result.centre_lps_mm)
-    ijk_to_lps = ct.geometry.ijk_to_lps()
-    factors = volume_factors(ct.geometry.spacing_mm, beam_axis(ijk_to_lps, geometry.camera_from_lps),
-                             pitch / magnification, depth_ratio=2.0)
-    attenuation = hu_to_attenuation(ct.array, result.settings.energy_kev)
-    bone = bone_mask_of(ct.array, result.settings.bone_threshold_hu, structure_mask)
-    values, pooled_ijk_to_lps = pool_volume(attenuation, ijk_to_lps, factors)
-    bone_fraction = pool_mask(bone, factors)
-    projector = Projector(values, pooled_ijk_to_lps, unit="1/mm", masks=bone_fraction[None], channel_names=["bone"],
-                          include_unmasked=True)
-    drr, bone_projection = projector.project(display_geometry)
+    drr, bone_projection = display_projections(display_geometry, ct, result.centre_lps_mm,
+                                               result.settings.energy_kev, result.settings.bone_threshold_hu,
+                                               structure_mask)
     quality = result.quality
     lines = [f"{quality.flag.upper()}  {result.similarity_name.upper()} {result.similarity:.3f}  "
              f"start: {result.start}  {result.seconds:.0f} s"]
