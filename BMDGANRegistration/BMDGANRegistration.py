@@ -148,7 +148,6 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
                                                       self._calibration)
             slicer.util.setSliceViewerLayers(background=nodes[0], fit=True)
 
-
     # --- registration --------------------------------------------------------------------------------------------
 
     def onRegister(self) -> None:
@@ -202,8 +201,7 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
             self.ui.registrationStatusLabel.text = (f"{quality['flag'].upper()}: {record['similarity']['name']} "
                                                     f"{record['similarity']['final']:.3f}, {record['seconds']:.0f} s; "
                                                     + "; ".join(quality["messages"]))
-            self._parameterNode.pose = transform
-            self.updateOverlay()
+            self._parameterNode.pose = transform  # a new or modified pose redraws the overlay (onPoseChanged)
 
     def onPoseChanged(self, node) -> None:
         """Redraw the overlay whenever the selected pose transform is edited (Transforms module or nudges)."""
@@ -337,8 +335,10 @@ class BMDGANRegistrationTest(ScriptedLoadableModuleTest):
         after = np.argwhere(slicer.util.arrayFromVolume(overlay)[0] == registration.OVERLAY_BONE)[:, 1].mean()
         self.assertAlmostEqual(after - before, 10.0 * registered.magnification_at(centre), delta=1.0)  # columns
         views = registration.show_overlay(slicer.mrmlScene, radiograph_node, overlay, 0.4)
+        composites = slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode")
+        self.assertEqual(views, len(composites))
         self.assertGreaterEqual(views, 1)
-        composite = slicer.app.layoutManager().sliceWidget("Red").sliceLogic().GetSliceCompositeNode()
-        self.assertEqual(composite.GetForegroundVolumeID(), overlay.GetID())
-        self.assertAlmostEqual(composite.GetForegroundOpacity(), 0.4)
+        for composite in composites:
+            self.assertEqual(composite.GetForegroundVolumeID(), overlay.GetID())
+            self.assertAlmostEqual(composite.GetForegroundOpacity(), 0.4)
         self.delayDisplay(f"Registered ({record['similarity']['final']:.3f} GC), nudged and overlaid")
