@@ -181,14 +181,16 @@ def _nearest_fall(candidate: np.ndarray, radii: np.ndarray, radius: float,
 
 
 def refine_head(volume: Volume, smooth: np.ndarray, start_lps: np.ndarray, directions: np.ndarray,
-                iterations: int = 5) -> FemoralHead | None:
-    """Fit the head sphere starting near ``start_lps`` (mm); None if nothing sphere-like is there."""
+                iterations: int = 5, radius_range_mm: tuple[float, float] = HEAD_RADIUS_RANGE_MM) -> FemoralHead | None:
+    """Fit the head sphere starting near ``start_lps`` (mm); None if nothing sphere-like is there.
+
+    ``radius_range_mm``: accepted sphere radii (mm); :mod:`.socket` fits the acetabulum's larger sphere with it.
+    """
     centre = np.asarray(start_lps, dtype=float)
     radius = None
     for round_index in range(iterations):
         profiles, radii = cast_rays(volume, smooth, centre, directions)
-        candidate = _falls(profiles, radii, HEAD_RADIUS_RANGE_MM[0] - 3, HEAD_RADIUS_RANGE_MM[1] + 3,
-                           edge_window_mm(volume))
+        candidate = _falls(profiles, radii, radius_range_mm[0] - 3, radius_range_mm[1] + 3, edge_window_mm(volume))
         if radius is None:
             radius = _common_radius(candidate, radii)
         edge_radius, found = _nearest_fall(candidate, radii, radius, 5.0 if round_index == 0 else 3.0)
@@ -205,7 +207,7 @@ def refine_head(volume: Volume, smooth: np.ndarray, start_lps: np.ndarray, direc
         if np.linalg.norm(fit_centre - np.asarray(start_lps)) > 25:
             return None
         centre, radius = fit_centre, fit_radius
-    if not (HEAD_RADIUS_RANGE_MM[0] <= radius <= HEAD_RADIUS_RANGE_MM[1]):
+    if not (radius_range_mm[0] <= radius <= radius_range_mm[1]):
         return None
     return describe_sphere(volume, smooth, centre, radius, directions)
 

@@ -26,6 +26,7 @@ from ..io.volume import Volume
 from . import grid, labels as L
 from .head import MIN_IN_VIEW, FemoralHead, find_femoral_heads, neck_direction, smoothed_hu
 from .shaft import Shaft, find_shaft
+from .socket import centre_in_socket
 
 BONE_HU = 150.0
 """Smoothed CT number (HU) above which a voxel is bone (cortex and dense cancellous bone)."""
@@ -150,6 +151,8 @@ def segment_femur(ct: Volume, side: str = "auto") -> FemurSegmentation:
                          f"{100 - int(100 * MIN_IN_VIEW)} % outside the scan, or not in its socket, is not used)",
                          "give a CT that covers the whole hip joint, or a femur segmentation and the landmarks")
     head = choose_head(heads, side, shaft)
+    if shaft is None:
+        head = centre_in_socket(ct, head)  # without a shaft the head sphere alone drifts into the acetabular roof
     return segment_with_head(ct, smooth, head, shaft)
 
 
