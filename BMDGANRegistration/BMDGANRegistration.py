@@ -73,11 +73,11 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
         self.ui.poseSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPoseChanged)
         self.ui.overlayOpacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.redrawOverlayButton.connect("clicked(bool)", self.updateOverlay)
-        nudges = {"nudgeLeftButton": ((-1, 0, 0), 0), "nudgeRightButton": ((1, 0, 0), 0),
-                  "nudgeUpButton": ((0, -1, 0), 0), "nudgeDownButton": ((0, 1, 0), 0),
-                  "rotateCounterClockwiseButton": ((0, 0, 0), -1), "rotateClockwiseButton": ((0, 0, 0), 1)}
-        for name, (direction, turn) in nudges.items():
-            getattr(self.ui, name).connect("clicked(bool)", lambda _=False, d=direction, t=turn: self.onNudge(d, t))
+        nudges = ((self.ui.nudgeLeftButton, (-1, 0, 0), 0), (self.ui.nudgeRightButton, (1, 0, 0), 0),
+                  (self.ui.nudgeUpButton, (0, -1, 0), 0), (self.ui.nudgeDownButton, (0, 1, 0), 0),
+                  (self.ui.rotateCounterClockwiseButton, (0, 0, 0), -1), (self.ui.rotateClockwiseButton, (0, 0, 0), 1))
+        for button, direction, turn in nudges:  # direction: camera axes (x image right, y image down); turn: clockwise
+            button.connect("clicked(bool)", lambda _=False, d=direction, t=turn: self.onNudge(d, t))
         self._calibration = None
         self._job = None
         self._observedPose = None
