@@ -38,5 +38,5 @@ def write_sample_case(ct_path: str | Path, out_folder: str | Path, seed: int = 2
                  "is measured on the same CT with the same bone-density factors (bmdgan.cohort).",
         "ct": ct_id, "side_in_ct": record.side, "image_shows": "one hip, oriented as a right hip",
         "ct_abmd_g_cm2": record.ct_abmd_g_cm2, "qct_vbmd_mg_cm3": record.qct_vbmd_mg_cm3,
-        "provenance": json.loads(record.provenance)}, indent=2))
+        "acquisition": settings.acquisition, "provenance": json.loads(record.provenance)}, indent=2))
     return dicom, truth
