@@ -17,10 +17,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +28,7 @@ import vtk
 from bmdgan.errors import BMDGANError, InputError
 from bmdgan.io import LPS_TO_RAS, Volume
 from bmdgan.projection.geometry import ProjectionGeometry
+from BMDGANLib.engine_process import interrupt, start_engine_process
 from BMDGANLib.mrml_conversion import (GEOMETRY_ATTRIBUTE, UNIT_ATTRIBUTE, markups_node_to_points,
                                        matrix_to_transform_node, node_to_radiograph, numpy_matrix,
                                        transform_node_to_matrix, vtk_matrix)
@@ -215,29 +213,13 @@ class RegistrationLogic:
     @staticmethod
     def _launch(arguments: list[str], folder: Path, reference: ProjectionGeometry, name: str,
                 python: str | None) -> RegistrationJob:
-        import bmdgan
-
-        environment = dict(os.environ)
-        package_parent = str(Path(bmdgan.__file__).resolve().parents[1])  # the engine, wherever Slicer installed it
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, environment.get("PYTHONPATH")]))
-        job_output = open(folder / f"{RESULT_NAME}.out", "w")
-        process = subprocess.Popen([python or sys.executable, "-m", "bmdgan", "register", *arguments],
-                                   stdout=job_output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=environment)
-        job_output.close()
+        process = start_engine_process(["register", *arguments], folder / f"{RESULT_NAME}.out", python)
         return RegistrationJob(process, folder, reference, name)
 
     @staticmethod
     def cancel(job: RegistrationJob, timeout_s: float = 10.0) -> int:
         """Stop the process like Ctrl+C (it then writes nothing), killing it if it does not stop; the exit code."""
-        if job.running():
-            job.process.send_signal(signal.SIGINT)
-            try:
-                job.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                job.process.kill()
-                job.process.wait()
-        return job.process.returncode
+        return interrupt(job.process, timeout_s)
 
     @staticmethod
     def finish(job: RegistrationJob, scene, transform_node=None) -> tuple[dict, object]:

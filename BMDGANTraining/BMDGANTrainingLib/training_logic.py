@@ -1,19 +1,19 @@
 """Logic of the training module: training runs in a separate ``bmdgan train`` process, never in Slicer's GUI
 thread. This class starts it, follows it through the run folder's ``history.jsonl`` files (progress, loss
-curves into table and plot nodes), stops it, and resumes it by starting it again on the same run folder
-(training resumes from its last checkpoint).
+curves into table and plot nodes) and sample pictures (the latest into a volume node), stops it, and resumes it
+by starting it again on the same run folder (training resumes from its last checkpoint).
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from BMDGANLib.engine_process import interrupt, start_engine_process
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,24 @@ class TrainingRequest:
     hierarchical: bool = True
     extra_arguments: list[str] = field(default_factory=list)
 
-    def command(self, python: str) -> list[str]:
-        arguments = [python, "-m", "bmdgan", "train", self.dataset, "--out", self.run_folder, "--config", self.config,
+    def arguments(self) -> list[str]:
+        """The ``bmdgan`` command line after ``python -m bmdgan``."""
+        arguments = ["train", self.dataset, "--out", self.run_folder, "--config", self.config,
                      "--stages", self.stages, "--device", self.device]
         if self.fold is not None:
             arguments += ["--fold", str(self.fold)]
         if not self.hierarchical:
             arguments.append("--no-hierarchical")
         return arguments + list(self.extra_arguments)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A sample picture the trainer wrote (see ``bmdgan.training.trainer.sample_path``)."""
+
+    stage: str
+    epoch: int  # 0-based, as in history.jsonl
+    path: Path
 
 
 @dataclass
@@ -102,13 +112,8 @@ class TrainingLogic:
             from bmdgan.errors import BMDGANError
 
             raise BMDGANError("a training process is already running: stop it first")
-        folder = Path(request.run_folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.log_path = folder / "training.log"
-        log = open(self.log_path, "a")
-        self.process = subprocess.Popen(request.command(python or sys.executable), stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
+        self.log_path = Path(request.run_folder) / "training.log"
+        self.process = start_engine_process(request.arguments(), self.log_path, python, append=True)
         self.request = request
         return self.process
 
@@ -118,16 +123,7 @@ class TrainingLogic:
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """Ask the process to stop (SIGINT, like Ctrl+C), then kill it if it does not; the last completed epoch's
         checkpoint is kept, so starting again resumes there. Returns the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return None if self.process is None else interrupt(self.process, timeout_s)
 
     # --- following a run --------------------------------------------------------------------------------------
 
@@ -187,6 +183,40 @@ class TrainingLogic:
             series.SetPlotType(series.PlotTypeScatter)
             chart.AddAndObservePlotSeriesNodeID(series.GetID())
         return chart
+
+    def latest_sample(self, run_folder: str | Path) -> Sample | None:
+        """The most recent sample picture of the run: the last epoch's of the furthest stage that has one."""
+        from bmdgan.training.trainer import SAMPLE_FOLDER
+
+        for stage in reversed(self.STAGES):
+            paths = sorted((Path(run_folder) / stage / SAMPLE_FOLDER).glob("epoch_*.npy"))
+            if paths:
+                return Sample(stage, int(paths[-1].stem.split("_")[1]), paths[-1])
+        return None
+
+    def load_latest_sample(self, scene, run_folder: str | Path, name: str = "BMD-GAN training sample"):
+        """Put the latest sample picture into a single-slice volume node (made once, then updated in place) laid out
+        like a radiograph: side by side the radiograph, the target DRR and the generator's DRR, display values 0-1,
+        1 mm nominal pixels (training images carry no pixel spacing). Returns (Sample, node), or None before the
+        first sample (written every ``sample_every_epochs`` epochs)."""
+        from bmdgan.io import Radiograph
+        from bmdgan.training.data import DRR_SCALE_G_CM2
+        from BMDGANLib.mrml_conversion import UNIT_ATTRIBUTE, radiograph_to_node
+
+        sample = self.latest_sample(run_folder)
+        if sample is None:
+            return None
+        pixels = np.load(sample.path).astype(np.float32)
+        picture = Radiograph(pixels, source=f"{sample.stage} epoch {sample.epoch + 1}")
+        node = radiograph_to_node(picture, scene, name, scene.GetFirstNodeByName(name))
+        node.SetAttribute(UNIT_ATTRIBUTE, f"display 0-1 (DRRs: g/cm2 / {DRR_SCALE_G_CM2:g})")
+        node.SetAttribute("BMDGAN.TrainingSample", f"{sample.stage} epoch {sample.epoch + 1}")
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(0.0, 1.0)  # one window for the three pictures, as TensorBoard shows them
+        return sample, node
 
     @staticmethod
     def model_folder(run_folder: str | Path) -> Path | None:

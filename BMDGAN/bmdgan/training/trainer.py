@@ -25,13 +25,23 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..atomic import atomic_write_text
 from ..compute import configure_torch
-from ..datasets.format import CaseRecord
+from ..datasets.format import CaseRecord, atomic_save_npy
 from ..losses import DecompositionLoss
 from ..models.discriminator import MultiscaleDiscriminator
 from ..models.generator import build_generator
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainingConfig
 from .data import PairDataset
+
+
+SAMPLE_FOLDER = "samples"
+"""Sub-folder of a stage's folder holding the sample pictures, ``epoch_NNNN.npy`` (0-based epoch)."""
+
+
+def sample_path(stage_folder: Path, epoch: int) -> Path:
+    """The sample picture of ``epoch``: float32 (rows, 3 x columns), values 0-1, side by side the radiograph
+    (model input rescaled from [-1, 1]), the target DRR and the generator's DRR (both / DRR_SCALE_G_CM2, clamped)."""
+    return Path(stage_folder) / SAMPLE_FOLDER / f"epoch_{epoch:04d}.npy"
 
 
 @dataclass
@@ -221,7 +231,9 @@ class StageTrainer:
         return SummaryWriter(str(self.folder / "tensorboard"))
 
     def _log_epoch(self, writer, epoch: int, records: list[dict]) -> None:
-        """Append this epoch's steps to history.jsonl; epoch means and sample images to TensorBoard."""
+        """Append this epoch's steps to history.jsonl; epoch means to TensorBoard; every ``sample_every_epochs``
+        a sample picture to TensorBoard and to :func:`sample_path` (TensorBoard's file is written only every
+        2 minutes, the .npy at once, for a live view)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / "history.jsonl", "a") as stream:
             for record in records:
@@ -237,4 +249,5 @@ class StageTrainer:
                 fake = self.generator(x[None].to(self.process.device))[0].cpu()
             panel = torch.cat([(x + 1) / 2, y.clamp(0, 1), fake.clamp(0, 1)], dim=2)  # radiograph | target | G(x)
             writer.add_image(f"{self.stage}/radiograph_target_prediction", panel, epoch)
+            atomic_save_npy(sample_path(self.folder, epoch), panel[0].numpy())
             self.generator.train()

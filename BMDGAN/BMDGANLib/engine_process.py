@@ -1,0 +1,55 @@
+"""Run a ``bmdgan`` command in a separate process, as the modules do for work that would freeze Slicer's GUI
+thread (training, evaluation): output to a log file, stopped like Ctrl+C. No Qt, no slicer: runs headless.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def engine_environment() -> dict[str, str]:
+    """This process's environment with the engine's parent folder first on PYTHONPATH, so that ``python -m bmdgan``
+    finds the engine wherever Slicer installed it (next to the modules, not in site-packages)."""
+    import bmdgan
+
+    environment = dict(os.environ)
+    package_parent = str(Path(bmdgan.__file__).resolve().parents[1])
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, environment.get("PYTHONPATH")]))
+    return environment
+
+
+def start_engine_process(arguments: list[str], log_path: str | Path, python: str | None = None,
+                         append: bool = False) -> subprocess.Popen:
+    """Start ``python -m bmdgan ARGUMENTS`` with stdout and stderr going to ``log_path`` (appended to when
+    ``append``, e.g. a resumed training's log)."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a" if append else "w") as log:
+        return subprocess.Popen([python or sys.executable, "-m", "bmdgan", *arguments], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=engine_environment())
+
+
+def interrupt(process: subprocess.Popen, timeout_s: float) -> int:
+    """Stop the process like Ctrl+C (SIGINT), killing it if it has not stopped after ``timeout_s`` seconds;
+    returns its exit code (130 for bmdgan's interrupted commands)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def log_tail(log_path: str | Path, lines: int = 3) -> str:
+    """The last non-empty lines of a process's log (tqdm's carriage-return updates split too), joined by " | "."""
+    path = Path(log_path)
+    if not path.exists():
+        return ""
+    text = path.read_text(errors="replace").replace("\r", "\n")
+    return " | ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
