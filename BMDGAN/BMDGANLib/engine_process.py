@@ -30,14 +30,24 @@ def start_engine_process(arguments: list[str], log_path: str | Path, python: str
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a" if append else "w") as log:
         return subprocess.Popen([python or sys.executable, "-m", "bmdgan", *arguments], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=engine_environment())
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=engine_environment(),
+                                **_interruptible())
+
+
+def _interruptible() -> dict:
+    """Popen options so that :func:`interrupt` can stop the child like Ctrl+C: on Windows a process group of its
+    own (it receives CTRL_BREAK); on POSIX SIGINT back to its default in the child, which a launcher that ignores
+    it (a shell's background job) would otherwise pass on, so a stop during start-up is not lost."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)}
 
 
 def interrupt(process: subprocess.Popen, timeout_s: float) -> int:
     """Stop the process like Ctrl+C (SIGINT), killing it if it has not stopped after ``timeout_s`` seconds;
     returns its exit code (130 for bmdgan's interrupted commands)."""
     if process.poll() is None:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.CTRL_BREAK_EVENT if os.name == "nt" else signal.SIGINT)
         try:
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:

@@ -153,6 +153,7 @@ def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained,
     assert "add their attribution): my_hospital_01." in card
     assert "Held out entirely" in card and "STS_012" in card
     pcc = result["report"]["methods"]["decomposition"]["ct_abmd_g_cm2"]["all"]["pcc"]
-    assert ("## Read this first" in card) == (pcc < 0.5)
+    assert "## Read this first" in card  # always below the 0.90 goal for a smoke model
+    assert ("correlates only weakly" in card) == (pcc < 0.5) and ("only moderately" in card) == (pcc >= 0.5)
     assert f"| decomposition | ct_abmd_g_cm2 | 4 | {pcc:.3f} |" in card
     assert not list(tmp_path.glob(".partial-*")) and not list(tmp_path.glob(".previous-*"))

@@ -15,6 +15,7 @@ from BMDGANLib.estimation_logic import (BATCH_COLUMNS, EstimationLogic, study_fi
                                         study_radiographs)
 from BMDGANRegistrationLib.curation_logic import CurationLogic  # noqa: E402
 from bmdgan.errors import InputError  # noqa: E402
+from bmdgan.io import read_radiograph  # noqa: E402
 from bmdgan.sample_data import SAMPLE_CT, SAMPLE_RADIOGRAPH, SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir  # noqa: E402
 
 SAMPLES = (SAMPLE_SIMULATED_RADIOGRAPH, SAMPLE_RADIOGRAPH)
@@ -116,7 +117,8 @@ def test_exports_write_the_result_json_and_report_png(tmp_path):
     assert hip["dxa_bmd_g_cm2"] == result.hips[0].dxa_bmd_g_cm2
     assert hip["qct_bmd_mg_cm3"] == result.hips[0].qct_bmd_mg_cm3
     assert hip["who_category"] == result.hips[0].who_category and hip["side"] == "right"
-    assert data["pixel_spacing_mm"] == pytest.approx([0.54839, 0.54839])
+    sample = read_radiograph(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)  # mm at the patient plane
+    assert data["pixel_spacing_mm"] == pytest.approx(list(sample.pixel_spacing_mm), abs=1e-6)
     assert data["model"].endswith("default")
     png = logic.export_report(result, tmp_path / "out" / "report.png")
     with Image.open(png) as picture:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 
 from .. import __version__
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_USER_ERROR
+    # Ctrl+C (SIGINT) stops every command cleanly, even when the parent started us with SIGINT ignored (a shell's
+    # background job, some GUI launchers): the Slicer modules stop their engine processes this way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "SIGBREAK"):  # Windows: the modules stop their processes with CTRL_BREAK
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
     try:
         return int(args.run(args) or 0)
     except BMDGANError as error:
