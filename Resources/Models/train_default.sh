@@ -4,19 +4,25 @@
 # STS_012 is held out of everything: the bundled sample radiograph is simulated from it.
 set -euo pipefail
 export PATH="$PWD/.venv/bin:$PATH"
-CTS=${CTS:-../shared/data/ct/ibsi_sts}
+DATA=${DATA:-../shared/data/ct}
 OUT=${OUT:-out}
 HELD_OUT=STS_012
+TS=$DATA/totalsegmentator_example
+TS_MASKS="example_ct=right:$TS/masks_totalsegmentator_v1/femur_right.nii.gz,$TS/masks_totalsegmentator_v1/hip_right.nii.gz"
 
-# 1. Virtual cohort: 9 virtual patients x 4 poses per CT, 512 x 256 images, 5 patient-level folds.
-bmdgan simulate-cohort "$CTS" --exclude "$HELD_OUT" --out "$OUT/cohort" --patients-per-ct 9 --seed 0
+# 1. Virtual cohort of one site's protocol (--acquisition reference): 20 virtual patients x 4 poses per CT from
+#    every shared CT with a measurable proximal femur (IBSI, and the TotalSegmentator CT's right hip from its
+#    masks), 256 x 128 images, 5 patient-level folds.
+bmdgan simulate-cohort "$DATA/ibsi_sts" "$TS/example_ct.nii.gz" --segmentation "$TS_MASKS" --exclude "$HELD_OUT" \
+  --out "$OUT/cohort" --patients-per-ct 20 --image-size 256x128 --seed 0 --acquisition reference
 # 2. Decomposition with hierarchical learning (stage 1 then 2), fold 0 held out; then stage 3 and the baseline.
 bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0
 bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0 --stages stage3
 bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0 --stages baseline
 # 3. Held-out evaluation: fold 0 of the training cohort, and a fresh cohort of new virtual patients (seed 1).
 bmdgan evaluate --model "$OUT/runs/hl/model" --dataset "$OUT/cohort" --fold 0 --out "$OUT/eval/fold0"
-bmdgan simulate-cohort "$CTS" --exclude "$HELD_OUT" --out "$OUT/cohort_seed1" --patients-per-ct 2 --seed 1
+bmdgan simulate-cohort "$DATA/ibsi_sts" "$TS/example_ct.nii.gz" --segmentation "$TS_MASKS" --exclude "$HELD_OUT" \
+  --out "$OUT/cohort_seed1" --patients-per-ct 4 --image-size 256x128 --seed 1 --acquisition reference
 bmdgan evaluate --model "$OUT/runs/hl/model" --dataset "$OUT/cohort_seed1" --out "$OUT/eval/seed1"
 # 4. Ship it with its model card.
 CT_IDS=$(python -c "import json; print(','.join(json.load(open('$OUT/cohort/dataset.json'))['ct_ids']))")

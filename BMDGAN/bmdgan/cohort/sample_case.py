@@ -4,6 +4,7 @@ radiograph with its CT-derived ground truth, so that the main job shows an hones
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,11 +23,12 @@ def write_sample_case(ct_path: str | Path, out_folder: str | Path, seed: int = 2
 
     out_folder = Path(out_folder)
     ct_id = Path(ct_path).name.split(".")[0]
-    prepared = prepare_ct(ct_path, ct_id)
-    save_prepared(prepared, out_folder / ".prepared")
-    settings = CohortSettings(str(out_folder / ".prepared"), seed=seed, patients_per_ct=1, poses=(pose,))
-    prepared, projector = ct_projector(settings.prepared_folder, ct_id)
-    record, images, simulated = simulate_case(settings, prepared, projector, sample_patient(seed, ct_id, patient), pose)
+    with tempfile.TemporaryDirectory() as prepared_folder:  # the CT's analysis is not part of the sample
+        save_prepared(prepare_ct(ct_path, ct_id), Path(prepared_folder))
+        settings = CohortSettings(prepared_folder, seed=seed, patients_per_ct=1, poses=(pose,))
+        prepared, projector = ct_projector(settings.prepared_folder, ct_id)
+        record, images, simulated = simulate_case(settings, prepared, projector, sample_patient(seed, ct_id, patient),
+                                                  pose)
     radiograph = replace(simulated, pixels=np.rint(images["radiograph"]).astype(np.uint16))  # oriented as a right hip
     name = f"{ct_id}_simulated_{pose}"
     dicom = out_folder / f"{name}.dcm"
