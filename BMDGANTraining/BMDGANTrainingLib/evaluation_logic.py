@@ -27,14 +27,13 @@ import slicer
 import vtk
 
 from bmdgan.errors import BMDGANError, InputError
+from bmdgan.evaluation.metrics import bland_altman
 from BMDGANLib.engine_process import interrupt, log_tail, start_engine_process
 
 EVALUATION_FOLDER = "evaluation"
 """Sub-folder of a run folder holding its evaluations, one folder per fold (``fold_0``, ... ``all_cases``)."""
 MIN_CASES = 3
 """Fewest cases ``bmdgan evaluate`` accepts (its agreement metrics need three pairs)."""
-LIMITS_OF_AGREEMENT_SD = 1.96
-"""Bland-Altman limits of agreement: mean difference +/- this many standard deviations (95 %)."""
 METRIC_COLUMNS = ("n", "pcc", "icc", "mae", "see", "rms_cv_percent")
 """Numeric columns of the metrics table, as ``metrics.json`` names them; MAE and SEE are in the target's unit."""
 _PROGRESS = re.compile(r"(evaluating|robustness):\s*\d+%\|[^|\n]*\|\s*(\d+)/(\d+)")
@@ -280,13 +279,6 @@ def prediction_pairs(columns: dict[str, list[str]]) -> list[tuple[str, str, np.n
     return pairs
 
 
-def bland_altman_limits(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
-    """(mean difference, lower limit, upper limit) of estimate - truth: mean -/+ 1.96 SD (n - 1 SD)."""
-    difference = np.asarray(estimate, dtype=float) - np.asarray(truth, dtype=float)
-    mean, spread = float(difference.mean()), float(difference.std(ddof=1))
-    return mean, mean - LIMITS_OF_AGREEMENT_SD * spread, mean + LIMITS_OF_AGREEMENT_SD * spread
-
-
 def _series(scene, name: str, table_node, x: str, y: str, points: bool, colour=None):
     """A scatter series of two table columns: markers only (``points``) or a line only."""
     series = _node(scene, "vtkMRMLPlotSeriesNode", name)
@@ -333,7 +325,8 @@ def bland_altman_chart(scene, name: str, estimate: np.ndarray, truth: np.ndarray
     unit = target_unit(target)
     points = _node(scene, "vtkMRMLTableNode", f"{name} table")
     fill_table(points, {"mean": list((estimate + truth) / 2.0), "difference": list(estimate - truth)})
-    mean, lower, upper = bland_altman_limits(estimate, truth)
+    limits = bland_altman(estimate, truth)  # the engine's limits, as in metrics.json
+    mean, lower, upper = limits.mean_difference, limits.lower_limit, limits.upper_limit
     span = [float(((estimate + truth) / 2.0).min()), float(((estimate + truth) / 2.0).max())]
     lines = _node(scene, "vtkMRMLTableNode", f"{name} limits table")
     fill_table(lines, {"mean": span, "mean difference": [mean] * 2, "lower limit": [lower] * 2,
