@@ -146,6 +146,11 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     assert {h["phase"] for h in first} == {0} and not (run_folder / "model" / "regressor_decomposition_ct_abmd_g_cm2.safetensors").exists()
     rest = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, progress=False)
     assert [h["epoch"] for h in rest][0] == 2 and {h["phase"] for h in rest} == {0, 1}
+    exported = run_folder / "model" / "regressor_decomposition_ct_abmd_g_cm2.safetensors"
+    trained_weights = load_file(str(exported))
+    assert train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0,
+                            progress=False) == []  # already done: re-exports the trained weights, not a fresh head
+    assert all(torch.equal(trained_weights[k], v) for k, v in load_file(str(exported)).items())
     baseline = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "baseline", fold=0, progress=False)
     assert np.mean([h["loss"] for h in baseline[-3:]]) < np.mean([h["loss"] for h in baseline[:3]])
     description = json.loads((run_folder / "model" / "model.json").read_text())
@@ -173,6 +178,12 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     report = evaluate(model, dataset, fold=0, jpeg_qualities=(), bit_depths=(), progress=False)["report"]
     assert list(report["methods"]) == ["decomposition", "decomposition+regression", "baseline"]
     assert report["methods"]["baseline"]["ct_abmd_g_cm2"]["all"]["n"] == 4
+
+    # Stage 2 trained one epoch further: the finished stage-3 head learned the old encoder and is refused.
+    train_run(replace(smoke, epochs={"stage1": 4, "stage2": 3}), dataset, run_folder, fold=0, stages=("stage2",),
+              progress=False)
+    with pytest.raises(BMDGANError, match="delete this folder"):
+        train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, progress=False)
 
 
 def test_pose_filters_for_the_unseen_pose_experiment(trained, dataset):

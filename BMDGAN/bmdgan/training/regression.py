@@ -12,12 +12,13 @@ Exported to ``run/model/regressor_<kind>_<target>.safetensors`` with its descrip
 
 from __future__ import annotations
 
-import fcntl
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
@@ -67,6 +68,25 @@ def build_model(kind: str, config: TrainingConfig, run_folder: Path, values: np.
     return build_regressor(generator, config.image_shape, config.regression_head, 1, mean, std)
 
 
+def encoder_fingerprint(kind: str, run_folder: Path) -> str | None:
+    """SHA-256 of the stage-2 generator weights a decomposition regressor inherits its encoder from (None for
+    the baseline): identifies the encoder even when stage 2 was retrained to the same epoch."""
+    if kind != "decomposition":
+        return None
+    stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
+    return None if stage2 is None else hashlib.sha256((stage2 / "generator.safetensors").read_bytes()).hexdigest()
+
+
+def refuse_stale_encoder(folder: Path, extra: dict, fingerprint: str | None) -> None:
+    """Stage 3 started on one stage-2 encoder must not be resumed or re-exported on another (stage 2 trained
+    further or again since): its head learned the old encoder's features."""
+    started_from = extra.get("encoder_sha256")
+    if started_from is not None and started_from != fingerprint:
+        raise InputError(folder, "this stage-3 run began on another stage-2 generator than the run's current one "
+                                 "(stage 2 was trained further or again since)",
+                         "delete this folder to train stage 3 on the current encoder")
+
+
 def phases(kind: str, config: TrainingConfig) -> list[tuple[int, float, bool]]:
     """(epochs, learning rate, encoder frozen) per phase."""
     if kind == "baseline":
@@ -93,7 +113,17 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
     model = build_model(kind, config, run_folder, dataset.values).to(process.device)
     folder = run_folder / f"regression_{kind}_{target}"
     checkpoint = latest_checkpoint(folder / "checkpoints")
-    done_epochs = 0 if checkpoint is None else json.loads((checkpoint / "state.json").read_text())["epoch"] + 1
+    encoder_sha256 = encoder_fingerprint(kind, run_folder)
+    done_epochs = 0
+    if checkpoint is not None:
+        state = json.loads((checkpoint / "state.json").read_text())
+        refuse_stale_encoder(folder, state["extra"], encoder_sha256)
+        done_epochs = state["epoch"] + 1
+    if checkpoint is not None and done_epochs >= sum(p[0] for p in phases(kind, config)):
+        load_weights(checkpoint, "model", model)  # already trained: export what was trained, not a fresh model
+        if process.is_main:
+            export_regressor(run_folder, model, kind, target, config)
+        return []
     sampler = torch.utils.data.DistributedSampler(dataset, process.world_size, process.rank, shuffle=True,
                                                   seed=config.seed, drop_last=True)
     loader = torch.utils.data.DataLoader(dataset, config.batch_size, sampler=sampler, drop_last=True)
@@ -134,7 +164,8 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
             scheduler.step()
             if process.is_main:
                 save_checkpoint(folder / "checkpoints", epoch, {"model": model}, {"model": optimizer},
-                                {"model": scheduler}, {"kind": kind, "target": target, "phase": phase_index})
+                                {"model": scheduler}, {"kind": kind, "target": target, "phase": phase_index,
+                                 "encoder_sha256": encoder_sha256})
             if budget is not None:
                 budget -= 1
         epoch_start = phase_end
@@ -152,8 +183,7 @@ def export_regressor(run_folder: Path, model: torch.nn.Module, kind: str, target
     name = f"regressor_{kind}_{target}"
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(folder / f"{name}.safetensors"))
-    with open(folder / ".model.json.lock", "w") as lock:  # stage 3 and the baseline may finish together
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(str(folder / ".model.json.lock")):  # stage 3 and the baseline may finish together
         description = json.loads(description_path.read_text())
         description.setdefault("regressors", {})[name] = {
             "kind": kind, "target": target, "unit": BMD_TARGETS[target], "regression_head": config.regression_head,
