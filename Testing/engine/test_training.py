@@ -146,6 +146,8 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     assert {h["phase"] for h in first} == {0} and not (run_folder / "model" / "regressor_decomposition_ct_abmd_g_cm2.safetensors").exists()
     rest = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, progress=False)
     assert [h["epoch"] for h in rest][0] == 2 and {h["phase"] for h in rest} == {0, 1}
+    logged = _read_history(run_folder / "regression_decomposition_ct_abmd_g_cm2" / "history.jsonl")
+    assert [h["epoch"] for h in logged] == [h["epoch"] for h in first + rest]  # resumed without gaps or repeats
     exported = run_folder / "model" / "regressor_decomposition_ct_abmd_g_cm2.safetensors"
     trained_weights = load_file(str(exported))
     assert train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0,

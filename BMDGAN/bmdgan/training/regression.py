@@ -6,7 +6,8 @@
 * ``baseline`` kind: a ResNet-18-style CNN on the same hip crops (``epochs.baseline`` at ``learning_rate``).
 
 Loss: the sample-weighted L1 of Eq. 9-11, weights from the training fold's distribution of the target.
-One model per target. Checkpoints after every epoch (phase recorded), so a killed run resumes exactly.
+One model per target. Checkpoints after every epoch (phase recorded), so a killed run resumes exactly; the
+loss of every step goes to ``regression_<kind>_<target>/history.jsonl``.
 Exported to ``run/model/regressor_<kind>_<target>.safetensors`` with its description in ``model.json``.
 """
 
@@ -33,7 +34,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_c
 from .config import TrainingConfig
 from .data import PairDataset
 from .run import BMD_TARGETS, training_records
-from .trainer import mean_across_processes, start_process
+from .trainer import mean_across_processes, start_process, truncate_history
 
 KINDS = ("decomposition", "baseline")
 
@@ -119,6 +120,8 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
         state = json.loads((checkpoint / "state.json").read_text())
         refuse_stale_encoder(folder, state["extra"], encoder_sha256)
         done_epochs = state["epoch"] + 1
+    if process.is_main:
+        truncate_history(folder / "history.jsonl", done_epochs)
     if checkpoint is not None and done_epochs >= sum(p[0] for p in phases(kind, config)):
         load_weights(checkpoint, "model", model)  # already trained: export what was trained, not a fresh model
         if process.is_main:
@@ -163,6 +166,9 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
                                 **mean_across_processes({"loss": float(loss.detach())}, process)})
             scheduler.step()
             if process.is_main:
+                folder.mkdir(parents=True, exist_ok=True)
+                with open(folder / "history.jsonl", "a") as stream:
+                    stream.writelines(json.dumps(h) + "\n" for h in history if h["epoch"] == epoch)
                 save_checkpoint(folder / "checkpoints", epoch, {"model": model}, {"model": optimizer},
                                 {"model": scheduler}, {"kind": kind, "target": target, "phase": phase_index,
                                  "encoder_sha256": encoder_sha256})

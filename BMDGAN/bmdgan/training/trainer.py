@@ -88,6 +88,14 @@ def mean_across_processes(values: dict[str, float], process: Process) -> dict[st
     return {k: float(v) / process.world_size for k, v in zip(keys, tensor.tolist())}
 
 
+def truncate_history(path: Path, epoch: int) -> None:
+    """Forget logged steps of ``epoch`` and later in a history.jsonl: they are about to be trained again (the
+    run was killed after logging them, before their checkpoint)."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] < epoch]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
 class StageTrainer:
     """Trains G (and D) for one stage into ``run_folder/<stage>``; resumes from its latest checkpoint."""
 
@@ -134,14 +142,7 @@ class StageTrainer:
                                     self.optimizers, self.schedulers)
             self.start_epoch = state["epoch"] + 1
             if process.is_main:
-                self._truncate_history(self.start_epoch)
-
-    def _truncate_history(self, epoch: int) -> None:
-        """Forget logged steps of epochs that are about to be trained again (a kill after logging)."""
-        path = self.folder / "history.jsonl"
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] < epoch]
-            atomic_write_text(path, "".join(line + "\n" for line in kept))
+                truncate_history(self.folder / "history.jsonl", self.start_epoch)
 
     def _autocast(self):
         if self.config.mixed_precision and self.process.device.type == "cuda":
