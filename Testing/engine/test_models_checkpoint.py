@@ -1,4 +1,4 @@
-"""Strict checkpoint loading: matching weights load, mismatched ones fail clearly and load nothing."""
+"""Checkpoints: matching weights load, mismatched ones fail clearly and load nothing; old ones are pruned safely."""
 
 from __future__ import annotations
 
@@ -52,3 +52,19 @@ def test_long_lists_are_truncated_in_the_message():
     with pytest.raises(CheckpointMismatchError, match=r"more\)") as info:
         load_state_dict_checked(model, {})
     assert len(info.value.missing) == len(model.state_dict())
+
+
+def test_a_restarted_run_keeps_its_new_checkpoints_and_drops_the_abandoned_ones(tmp_path):
+    """After `latest.json` was deleted to restart, the old run's later epochs must not outlive (or delete) the new
+    ones: the newest checkpoint and the one before it are kept, whatever their names sort like."""
+    from bmdgan.training.checkpoint import latest_checkpoint, save_checkpoint
+
+    layer = torch.nn.Linear(2, 1)
+    folder = tmp_path / "checkpoints"
+    for epoch in (158, 159):
+        save_checkpoint(folder, epoch, {"model": layer}, {}, {}, {})
+    (folder / "latest.json").unlink()
+    for epoch in (0, 1, 2):
+        save_checkpoint(folder, epoch, {"model": layer}, {}, {}, {})
+        assert latest_checkpoint(folder).name == f"epoch_{epoch:04d}"
+    assert sorted(p.name for p in folder.glob("epoch_*")) == ["epoch_0001", "epoch_0002"]

@@ -84,7 +84,9 @@ def test_hierarchical_stage2_needs_stage1_and_mismatched_weights_are_refused(dat
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process(dataset, tmp_path):
-    """Same global batch (1 x 4 vs 2 x 2): same loss trajectory. GroupNorm makes samples independent."""
+    """Same global batch (1 x 4 vs 2 x 2): same loss trajectory. GroupNorm makes samples independent.
+    Accumulation (micro-batches of 1: 2 processes x 2 vs 1 process x 4) follows its own single-process trajectory:
+    batch-1 convolutions round differently, and Adam's first steps amplify that."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     common = ["train", str(dataset), "--config", "smoke", "--fold", "0", "--stages", "stage1", "--epochs", "2",
               "--device", "cpu"]
@@ -95,13 +97,31 @@ def test_ddp_two_processes_match_one_process(dataset, tmp_path):
                              "-m", "bmdgan", *common, "--out", str(tmp_path / "two"), "--batch-size", "2"],
                             env=environment, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert double.returncode == 0, double.stderr[-3000:]
+    from bmdgan.training.config import CONFIG_FOLDER
+
+    for steps, launcher in ((2, ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]), (4, [])):
+        accumulating = tmp_path / f"accumulating{steps}.yaml"
+        accumulating.write_text((CONFIG_FOLDER / "smoke.yaml").read_text().replace(
+            "accumulation_steps: 1", f"accumulation_steps: {steps}"))
+        arguments = [str(accumulating) if a == "smoke" else a for a in common]
+        micro = subprocess.run([sys.executable, *launcher, "-m", "bmdgan", *arguments, "--out",
+                                str(tmp_path / f"micro{steps}"), "--batch-size", "1"], env=environment,
+                               capture_output=True, encoding="utf-8", errors="replace", timeout=600)
+        assert micro.returncode == 0, micro.stderr[-3000:]
     one = _read_history(tmp_path / "one" / "stage1" / "history.jsonl")
     two = _read_history(tmp_path / "two" / "stage1" / "history.jsonl")
-    assert len(one) == len(two) == 2 * 3  # 12 training cases / global batch 4, two epochs
+    accumulated_ddp = _read_history(tmp_path / "micro2" / "stage1" / "history.jsonl")
+    accumulated = _read_history(tmp_path / "micro4" / "stage1" / "history.jsonl")
+    assert len(one) == len(two) == len(accumulated_ddp) == len(accumulated) == 2 * 3  # 12 cases / 4, two epochs
     assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2
     for a, b in zip(one, two):
         assert a["g_total"] == pytest.approx(b["g_total"], rel=2e-3), (a, b)
         assert a["d"] == pytest.approx(b["d"], rel=2e-3), (a, b)
+    for a, b in zip(accumulated, accumulated_ddp):
+        assert a["g_total"] == pytest.approx(b["g_total"], rel=2e-3), (a, b)
+        assert a["d"] == pytest.approx(b["d"], rel=2e-3), (a, b)
+    # Before any update the logged loss is the mean over the whole accumulated batch, as without accumulation.
+    assert accumulated_ddp[0]["g_total"] == pytest.approx(one[0]["g_total"], rel=1e-4)
 
 
 @pytest.mark.slow
@@ -172,6 +192,7 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     hip, _ = estimate_hip(model, Radiograph(load_image(dataset, record, "radiograph")), "right", load_reference(),
                           bilateral=False)
     assert hip.method == "decomposition+regression" and hip.dxa_like_source == "ct_abmd_g_cm2"
+    assert hip.qct_bmd_mg_cm3 is not None  # no vBMD regressor: vBMD still comes from the decomposition
     decomposition_only, _ = estimate_hip(model, Radiograph(load_image(dataset, record, "radiograph")), "right",
                                          load_reference(), bilateral=False, method="decomposition")
     assert decomposition_only.method == "decomposition"
@@ -181,11 +202,30 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     assert list(report["methods"]) == ["decomposition", "decomposition+regression", "baseline"]
     assert report["methods"]["baseline"]["ct_abmd_g_cm2"]["all"]["n"] == 4
 
-    # Stage 2 trained one epoch further: the finished stage-3 head learned the old encoder and is refused.
+    # Another held-out fold (here: none) in the same run folder would train on fold 0's cases: refused.
+    with pytest.raises(BMDGANError, match="fold: run 0, now None"):
+        train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "baseline", fold=None, progress=False)
+    # Stage 2 run again with nothing left to train re-exports the model and keeps both regressors.
+    train_run(replace(smoke, epochs={"stage1": 4, "stage2": 2}), dataset, run_folder, fold=0, stages=("stage2",),
+              progress=False)
+    assert set(json.loads((run_folder / "model" / "model.json").read_text())["regressors"]) == {
+        "regressor_decomposition_ct_abmd_g_cm2", "regressor_baseline_ct_abmd_g_cm2"}
+    # Stage 2 trained one epoch further: the stage-3 head learned the old encoder, so it leaves the model (the
+    # baseline, which never used the generator, stays) and resuming it is refused.
     train_run(replace(smoke, epochs={"stage1": 4, "stage2": 3}), dataset, run_folder, fold=0, stages=("stage2",),
               progress=False)
+    assert set(json.loads((run_folder / "model" / "model.json").read_text())["regressors"]) == {
+        "regressor_baseline_ct_abmd_g_cm2"}
+    assert not exported.exists()
     with pytest.raises(BMDGANError, match="delete this folder"):
         train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, progress=False)
+    # The frozen phase made longer after the end-to-end phase began: refused, not frozen again.
+    shutil.rmtree(run_folder / "regression_decomposition_ct_abmd_g_cm2")
+    train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, stop_after_epochs=4,
+                     progress=False)
+    with pytest.raises(BMDGANError, match="stage3_frozen changed mid-run"):
+        train_regression(replace(config, epochs={**config.epochs, "stage3_frozen": 6}), dataset, run_folder,
+                         "ct_abmd_g_cm2", "decomposition", fold=0, progress=False)
 
 
 def test_pose_filters_for_the_unseen_pose_experiment(trained, dataset):

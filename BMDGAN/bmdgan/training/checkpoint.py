@@ -7,6 +7,7 @@ Optimizer states are flattened to tensors; their non-tensor structure goes into 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_path, atomic_write_text
 from ..errors import BMDGANError
 from ..models.checkpoint_compat import load_state_dict_checked
 
@@ -66,7 +67,9 @@ def save_checkpoint(folder: Path, epoch: int, modules: dict[str, torch.nn.Module
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     atomic_write_text(folder / "latest.json", json.dumps({"checkpoint": final.name, "epoch": epoch}))
-    for old in sorted(folder.glob("epoch_*"))[:-KEEP_LAST]:
+    earlier = sorted(p for p in folder.glob("epoch_*") if p.name < final.name)
+    later = [p for p in folder.glob("epoch_*") if p.name > final.name]  # of an abandoned run, restarted
+    for old in earlier[: max(len(earlier) - (KEEP_LAST - 1), 0)] + later:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -79,6 +82,17 @@ def latest_checkpoint(folder: Path) -> Path | None:
     if not (path / "state.json").exists():
         raise BMDGANError(f"{pointer} points at {path.name}, which is incomplete: delete latest.json to restart")
     return path
+
+
+def weights_sha256(path: Path, name: str) -> str:
+    """SHA-256 of ``name.safetensors`` in a checkpoint: identifies those weights even across retraining."""
+    return hashlib.sha256((path / f"{name}.safetensors").read_bytes()).hexdigest()
+
+
+def save_weights(module: torch.nn.Module, file: Path) -> None:
+    """``module``'s weights to a safetensors file, atomically (a crash never leaves a truncated file)."""
+    with atomic_path(file) as temporary:
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(temporary))
 
 
 def load_weights(path: Path, name: str, module: torch.nn.Module) -> None:

@@ -13,14 +13,12 @@ Exported to ``run/model/regressor_<kind>_<target>.safetensors`` with its descrip
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from filelock import FileLock
-from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from ..atomic import atomic_write_text
@@ -30,10 +28,11 @@ from ..models.baseline_cnn import DirectRegressionCNN
 from ..models.generator import build_generator
 from ..models.regressor import build_regressor
 from .augment import augment_sample, sample_generator
-from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights,
+                         weights_sha256)
 from .config import TrainingConfig
 from .data import PairDataset
-from .run import BMD_TARGETS, training_records
+from .run import BMD_TARGETS, check_run_settings, training_records
 from .trainer import mean_across_processes, start_process, truncate_history
 
 KINDS = ("decomposition", "baseline")
@@ -72,10 +71,8 @@ def build_model(kind: str, config: TrainingConfig, run_folder: Path, values: np.
 def encoder_fingerprint(kind: str, run_folder: Path) -> str | None:
     """SHA-256 of the stage-2 generator weights a decomposition regressor inherits its encoder from (None for
     the baseline): identifies the encoder even when stage 2 was retrained to the same epoch."""
-    if kind != "decomposition":
-        return None
     stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
-    return None if stage2 is None else hashlib.sha256((stage2 / "generator.safetensors").read_bytes()).hexdigest()
+    return None if kind != "decomposition" or stage2 is None else weights_sha256(stage2, "generator")
 
 
 def refuse_stale_encoder(folder: Path, extra: dict, fingerprint: str | None) -> None:
@@ -86,6 +83,25 @@ def refuse_stale_encoder(folder: Path, extra: dict, fingerprint: str | None) -> 
         raise InputError(folder, "this stage-3 run began on another stage-2 generator than the run's current one "
                                  "(stage 2 was trained further or again since)",
                          "delete this folder to train stage 3 on the current encoder")
+
+
+def phase_of_epoch(kind: str, config: TrainingConfig, epoch: int) -> int:
+    """Index of the phase (frozen encoder, end to end) that ``epoch`` (0-based) belongs to; the last one beyond."""
+    end = 0
+    for index, (epochs, _, _) in enumerate(phases(kind, config)):
+        end += epochs
+        if epoch < end:
+            return index
+    return len(phases(kind, config)) - 1
+
+
+def refuse_changed_phases(folder: Path, recorded_phase: int, configured_phase: int) -> None:
+    """The checkpoint's phase must be the one the configured epochs put it in: otherwise the phase lengths changed
+    mid-run and resuming would freeze a tuned encoder again or load an optimiser of other parameters."""
+    if recorded_phase != configured_phase:
+        raise InputError(folder, f"the last checkpoint is in phase {recorded_phase} but the configured epochs put it "
+                                 f"in phase {configured_phase} (stage3_frozen changed mid-run)",
+                         "restore the run's epochs, or delete this folder to train stage 3 again")
 
 
 def phases(kind: str, config: TrainingConfig) -> list[tuple[int, float, bool]]:
@@ -108,6 +124,10 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
                          f"kinds: {KINDS}; targets: {sorted(BMD_TARGETS)}")
     dataset_folder, run_folder = Path(dataset_folder), Path(run_folder)
     process = start_process(device)
+    check_run_settings(run_folder, dataset_folder, fold, poses, config)
+    if not (run_folder / "model" / "model.json").exists():
+        raise InputError(run_folder, "stage 3 and the baseline are added to a finished decomposition model, and "
+                                     "this run has none", "finish stages 1-2 (bmdgan train) first")
     records = training_records(dataset_folder, fold, poses)
     dataset = ValueDataset(dataset_folder, records, target, config.image_shape, config.augmentation, config.seed)
     torch.manual_seed(config.seed)
@@ -120,16 +140,20 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
         state = json.loads((checkpoint / "state.json").read_text())
         refuse_stale_encoder(folder, state["extra"], encoder_sha256)
         done_epochs = state["epoch"] + 1
+        refuse_changed_phases(folder, state["extra"]["phase"], phase_of_epoch(kind, config, state["epoch"]))
     if process.is_main:
         truncate_history(folder / "history.jsonl", done_epochs)
     if checkpoint is not None and done_epochs >= sum(p[0] for p in phases(kind, config)):
         load_weights(checkpoint, "model", model)  # already trained: export what was trained, not a fresh model
         if process.is_main:
-            export_regressor(run_folder, model, kind, target, config)
+            export_regressor(run_folder, model, kind, target, config, encoder_sha256)
         return []
     sampler = torch.utils.data.DistributedSampler(dataset, process.world_size, process.rank, shuffle=True,
                                                   seed=config.seed, drop_last=True)
     loader = torch.utils.data.DataLoader(dataset, config.batch_size, sampler=sampler, drop_last=True)
+    if len(loader) == 0:
+        raise InputError(dataset_folder, f"{len(records)} training cases cannot fill one batch of "
+                         f"{config.batch_size} x {process.world_size} processes", "lower batch_size")
     history, epoch_start, budget = [], 0, stop_after_epochs
     for phase_index, (epochs, learning_rate, frozen) in enumerate(phases(kind, config)):
         phase_end = epoch_start + epochs
@@ -176,25 +200,26 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
                 budget -= 1
         epoch_start = phase_end
     if process.is_main:
-        export_regressor(run_folder, model, kind, target, config)
+        export_regressor(run_folder, model, kind, target, config, encoder_sha256)
     return history
 
 
-def export_regressor(run_folder: Path, model: torch.nn.Module, kind: str, target: str, config: TrainingConfig) -> Path:
-    """Add ``regressor_<kind>_<target>.safetensors`` to ``run/model`` and describe it in ``model.json``."""
+def export_regressor(run_folder: Path, model: torch.nn.Module, kind: str, target: str, config: TrainingConfig,
+                     encoder_sha256: str | None) -> Path:
+    """Add ``regressor_<kind>_<target>.safetensors`` to ``run/model`` and describe it in ``model.json`` (with the
+    stage-2 generator its encoder came from, so a re-exported decomposition model keeps only matching heads)."""
     folder = run_folder / "model"
     description_path = folder / "model.json"
     if not description_path.exists():
         raise InputError(folder, "no exported decomposition model to add the regressor to", "finish stage 2 first")
     name = f"regressor_{kind}_{target}"
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(folder / f"{name}.safetensors"))
+    save_weights(model, folder / f"{name}.safetensors")
     with FileLock(str(folder / ".model.json.lock")):  # stage 3 and the baseline may finish together
         description = json.loads(description_path.read_text())
         description.setdefault("regressors", {})[name] = {
             "kind": kind, "target": target, "unit": BMD_TARGETS[target], "regression_head": config.regression_head,
             "baseline_width": config.baseline_width, "image_shape": list(config.image_shape),
-            "backbone": config.backbone}
+            "backbone": config.backbone, "encoder_sha256": encoder_sha256}
         atomic_write_text(description_path, json.dumps(description, indent=2))
     return folder / f"{name}.safetensors"
 

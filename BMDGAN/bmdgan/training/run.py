@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from .. import __version__
 from ..bmd_from_drr import DrrBmdCalibration, fit_linear, pearson_r, pf_drr_mean, tune_threshold
@@ -23,7 +22,7 @@ from ..atomic import atomic_write_text
 from ..datasets.format import read_header, read_manifest
 from ..distribution_check import TrainingDistribution, fit_distribution, pooled
 from ..errors import InputError
-from .checkpoint import latest_checkpoint
+from .checkpoint import latest_checkpoint, save_weights, weights_sha256
 from .config import TrainingConfig
 from .data import DRR_SCALE_G_CM2, PairDataset
 from .trainer import StageTrainer, start_process
@@ -89,17 +88,59 @@ def export_model(run_folder: Path, generator: torch.nn.Module, config: TrainingC
                  calibrations: list[DrrBmdCalibration], distribution: TrainingDistribution, provenance: dict) -> Path:
     """Write ``run_folder/model``: the generator weights and everything needed to use them."""
     folder = run_folder / "model"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()},
-              str(folder / "generator.safetensors"))
+    save_weights(generator, folder / "generator.safetensors")
     description = {"format": "bmdgan-model", "version": MODEL_FORMAT_VERSION, "created_by": f"bmdgan {__version__}",
                    "backbone": config.backbone, "image_shape": list(config.image_shape),
                    "input_scaling": "radiograph percentiles 0.5/99.5 -> [-1, 1]",
                    "drr_scale_g_cm2": DRR_SCALE_G_CM2, "output_unit": "g/cm2",
                    "calibrations": [c.to_dict() for c in calibrations],
                    "training_distribution": distribution.to_dict(), "provenance": provenance}
+    regressors = regressors_still_valid(folder, run_folder)
+    if regressors:
+        description["regressors"] = regressors
     atomic_write_text(folder / "model.json", json.dumps(description, indent=2))
     return folder
+
+
+def regressors_still_valid(model_folder: Path, run_folder: Path) -> dict:
+    """The stage-3 entries of an existing ``model.json`` that survive re-exporting stage 2: every baseline (it never
+    used the generator) and the decomposition regressors whose encoder is the current stage-2 generator; the
+    weights of the others are deleted (their heads learned another encoder's features)."""
+    path = model_folder / "model.json"
+    if not path.exists():
+        return {}
+    stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
+    current = None if stage2 is None else weights_sha256(stage2, "generator")
+    kept = {}
+    for name, entry in json.loads(path.read_text()).get("regressors", {}).items():
+        if entry["kind"] == "baseline" or entry.get("encoder_sha256") == current:
+            kept[name] = entry
+        else:
+            (model_folder / f"{name}.safetensors").unlink(missing_ok=True)
+    return kept
+
+
+def check_run_settings(run_folder: Path, dataset_folder: Path, fold: int | None, poses: tuple[str, ...] | None,
+                       config: TrainingConfig) -> None:
+    """A run folder belongs to one dataset, held-out fold, pose set, backbone and image size (``run.json``):
+    resuming it or adding a stage with other ones would train on the held-out fold or mix weights made for
+    other inputs. Epoch counts may change (training longer is resuming)."""
+    path = run_folder / "run.json"
+    if not path.exists():
+        return
+    recorded = json.loads(path.read_text())
+    wanted = {"fold": fold, "poses": sorted(poses) if poses else "all", "backbone": config.backbone,
+              "image_shape": list(config.image_shape)}
+    have = {"fold": recorded["fold"], "poses": sorted(recorded["poses"]) if recorded["poses"] != "all" else "all",
+            "backbone": recorded["config"]["backbone"], "image_shape": recorded["config"]["image_shape"]}
+    recorded_dataset = Path(recorded["dataset"])
+    if recorded_dataset.exists():
+        wanted["dataset"], have["dataset"] = str(dataset_folder.resolve()), str(recorded_dataset.resolve())
+    different = {key: (have[key], wanted[key]) for key in wanted if have[key] != wanted[key]}
+    if different:
+        listed = "; ".join(f"{key}: run {old!r}, now {new!r}" for key, (old, new) in different.items())
+        raise InputError(run_folder, f"this run was trained with other settings ({listed})",
+                         "pass the run's own --fold/--poses/--config and dataset, or train into a new --out folder")
 
 
 def train_run(config: TrainingConfig, dataset_folder: str | Path, run_folder: str | Path, fold: int | None = None,
@@ -110,6 +151,7 @@ def train_run(config: TrainingConfig, dataset_folder: str | Path, run_folder: st
     dataset_folder, run_folder = Path(dataset_folder), Path(run_folder)
     read_header(dataset_folder)
     process = start_process(device)
+    check_run_settings(run_folder, dataset_folder, fold, poses, config)
     records = training_records(dataset_folder, fold, poses)
     settings = {"config": config.to_dict(), "dataset": str(dataset_folder), "fold": fold, "stages": list(stages),
                 "poses": list(poses) if poses else "all",

@@ -149,16 +149,19 @@ class StageTrainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
+    def _no_sync(self, module, sync: bool):
+        """DDP's gradient synchronisation off for a micro-batch that is not the last one (a fresh context each
+        time: DDP's ``no_sync()`` can be entered only once)."""
+        return nullcontext() if sync or self.process.world_size == 1 else module.no_sync()
+
     def _step(self, x: torch.Tensor, y: torch.Tensor, sync: bool) -> dict[str, float]:
         """One micro-batch: D update on real and fake pairs, then G update. Gradients are scaled for
         accumulation and only synchronised across processes on the last micro-batch (``sync``)."""
         scale = 1.0 / self.config.accumulation_steps
-        no_sync_g = nullcontext() if sync or self.process.world_size == 1 else self.generator_ddp.no_sync()
-        no_sync_d = nullcontext() if sync or self.process.world_size == 1 else self.discriminator_ddp.no_sync()
-        with no_sync_g, self._autocast():
+        with self._no_sync(self.generator_ddp, sync), self._autocast():
             fake = self.generator_ddp(x)
         # Discriminator: one forward over [real; fake] so DDP sees a single forward per backward.
-        with no_sync_d, self._autocast():
+        with self._no_sync(self.discriminator_ddp, sync), self._autocast():
             both = self.discriminator_ddp(torch.cat([x, x]), torch.cat([y, fake.detach()]))
             pred_real = [[f[: len(x)] for f in scale_features] for scale_features in both]
             pred_fake = [[f[len(x):] for f in scale_features] for scale_features in both]
@@ -167,7 +170,7 @@ class StageTrainer:
         # Generator: D frozen and called without its DDP wrapper (no D gradients to synchronise).
         for parameter in self.discriminator.parameters():
             parameter.requires_grad_(False)
-        with no_sync_g, self._autocast():
+        with self._no_sync(self.generator_ddp, sync), self._autocast():
             both = self.discriminator(torch.cat([x, x]), torch.cat([y, fake]))
             pred_real = [[f[: len(x)] for f in scale_features] for scale_features in both]
             pred_fake = [[f[len(x):] for f in scale_features] for scale_features in both]
@@ -193,19 +196,21 @@ class StageTrainer:
             self.discriminator.train()
             bar = tqdm(self.loader, desc=f"{self.stage} epoch {epoch + 1}/{total_epochs}",
                        disable=not (progress and self.process.is_main), leave=False)
-            micro = 0
+            micro, micro_losses = 0, []
             for optimizer in self.optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
             for _, x, y in bar:
                 x, y = x.to(self.process.device), y.to(self.process.device)
                 micro += 1
                 sync = micro % self.config.accumulation_steps == 0
-                losses = self._step(x, y, sync)
+                micro_losses.append(self._step(x, y, sync))
                 if not sync:
                     continue
                 for optimizer in self.optimizers.values():
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                losses = {key: float(np.mean([m[key] for m in micro_losses])) for key in micro_losses[0]}
+                micro_losses = []
                 losses = mean_across_processes(losses, self.process)
                 record = {"epoch": epoch, "step": micro // self.config.accumulation_steps, **losses}
                 history.append(record)
