@@ -63,15 +63,16 @@ METHODS = ("auto", "decomposition", "regression")
 def estimate_hip(model: DecompositionModel, radiograph: Radiograph, side: str, reference: Reference,
                  bilateral: bool = True, method: str = "auto") -> tuple[HipEstimate, Decomposition]:
     """BMD of one hip. ``method``: "decomposition" (thresholded PF-DRR mean + linear fit), "regression"
-    (stage-3 regressors from the learned representation) or "auto" (regression when the model has it).
-    The PF-DRR is computed in every case: it is the picture and the basis of the warnings."""
+    (stage-3 regressors from the learned representation) or "auto" (regression when the model has it; a target
+    without a regressor still comes from the decomposition). The PF-DRR is computed in every case: it is the
+    picture and the basis of the warnings."""
     if method not in METHODS:
         raise InputError(None, f"unknown method {method!r}", f"use one of {METHODS}")
     decomposition = model.decompose(radiograph, side, bilateral)
     regressed = model.regress(radiograph, side, bilateral) if method in ("auto", "regression") else {}
     if method == "regression" and not regressed:
         raise InputError(None, "the model has no stage-3 regressors", "train them or use --method decomposition")
-    bmd = regressed or model.bmd(decomposition)
+    bmd = {**model.bmd(decomposition), **regressed}
     source = "dxa_bmd_g_cm2" if "dxa_bmd_g_cm2" in bmd else "ct_abmd_g_cm2" if "ct_abmd_g_cm2" in bmd else None
     areal = _finite(bmd.get(source)) if source else None
     warnings = list(radiograph.warnings) + model.warnings(decomposition)
@@ -131,3 +132,17 @@ def input_files(paths: list[str]) -> list[Path]:
         raise InputError(None, "no radiograph found in the inputs", "give files, folders or a .txt list")
     return found
 
+
+
+def output_folder_names(files: list[Path]) -> list[str]:
+    """One result-folder name per input: the file's stem, numbered when several inputs share it (``a/x.dcm`` and
+    ``b/x.png`` must not overwrite each other's results)."""
+    counts: dict[str, int] = {}
+    for path in files:
+        counts[path.stem] = counts.get(path.stem, 0) + 1
+    seen: dict[str, int] = {}
+    names = []
+    for path in files:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        names.append(path.stem if counts[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}")
+    return names

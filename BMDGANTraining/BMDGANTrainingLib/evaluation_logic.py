@@ -80,8 +80,7 @@ class EvaluationRequest:
         """The ``bmdgan`` command line after ``python -m bmdgan``."""
         arguments = ["evaluate", "--model", str(self.model_folder), "--dataset", self.dataset, "--out",
                      str(self.out_folder), "--device", self.device]
-        if self.fold is not None:
-            arguments += ["--fold", str(self.fold)]
+        arguments += ["--fold", "all" if self.fold is None else str(self.fold)]  # None: every case, as chosen
         if not self.robustness:
             arguments += ["--jpeg-qualities", "", "--bit-depths", ""]
         return arguments

@@ -73,11 +73,18 @@ def test_missing_default_model_is_a_clear_error(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_evaluate_command_writes_metrics_and_plots(trained, dataset, tmp_path):
     run_folder, _ = trained
-    result = subprocess.run([sys.executable, "-m", "bmdgan", "evaluate", "--model", str(run_folder / "model"),
-                             "--dataset", str(dataset), "--fold", "0", "--out", str(tmp_path),
-                             "--jpeg-qualities", "90,30", "--bit-depths", "8,4"],
+    command = [sys.executable, "-m", "bmdgan", "evaluate", "--model", str(run_folder / "model"), "--dataset",
+               str(dataset)]
+    # No --fold on the model's own training dataset: the fold it was trained without (fold 0), not every case.
+    result = subprocess.run(command + ["--out", str(tmp_path), "--jpeg-qualities", "90,30", "--bit-depths", "8,4"],
                             capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert result.returncode == 0, result.stderr
+    assert "evaluating fold 0, the fold this model was trained without" in result.stdout
+    every = subprocess.run(command + ["--fold", "all", "--out", str(tmp_path / "all"), "--jpeg-qualities", "",
+                                      "--bit-depths", ""], capture_output=True, encoding="utf-8", errors="replace",
+                           timeout=600)
+    assert every.returncode == 0 and "include training cases" in every.stderr
+    assert json.loads((tmp_path / "all" / "metrics.json").read_text())["cases"] == 16
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["cases"] == 4 and metrics["fold"] == 0  # 2 patients x 2 poses in the held-out fold
     assert list(metrics["methods"]) == ["decomposition"]  # the smoke model has no stage-3 regressors
@@ -90,7 +97,7 @@ def test_evaluate_command_writes_metrics_and_plots(trained, dataset, tmp_path):
         assert (tmp_path / name).stat().st_size > 5000, name
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
     assert len(rows) == 5
-    assert rows[0].startswith("case_id,patient_id,pose,psnr_db,dice,ct_abmd_g_cm2_truth,qct_vbmd_mg_cm3_truth,"
+    assert rows[0].startswith("case_id,patient_id,side,pose,psnr_db,dice,ct_abmd_g_cm2_truth,qct_vbmd_mg_cm3_truth,"
                               "ct_abmd_g_cm2_decomposition")
 
 
@@ -123,6 +130,12 @@ def test_cross_validation_pools_every_fold_and_resumes(dataset, smoke, tmp_path)
     stamp = (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime
     again = cross_validate(config, dataset, tmp_path, [0, 1], ("ct_abmd_g_cm2",), "cpu", progress=False)
     assert again == pooled and (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime == stamp
+    # One more baseline epoch changes every fold's model: its stale predictions are evaluated again.
+    longer = replace(config, epochs={**config.epochs, "baseline": 2})
+    retrained = cross_validate(longer, dataset, tmp_path, [0, 1], ("ct_abmd_g_cm2",), "cpu", progress=False)
+    assert (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime > stamp
+    assert retrained["methods"]["baseline"] != pooled["methods"]["baseline"]
+    assert retrained["methods"]["decomposition"] == pooled["methods"]["decomposition"]
 
 
 def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained, dataset, tmp_path):
@@ -178,3 +191,12 @@ def test_model_card_warning_follows_the_pcc_that_estimate_reports():
     assert _read_this_first([metrics(0.3, regression=0.91), metrics(0.93)]) == []
     assert "PCC 0.95, 0.89" in "\n".join(_read_this_first([metrics(0.95), metrics(0.89)]))  # any one below
     assert _read_this_first([]) == []
+
+
+def test_inputs_sharing_a_name_get_their_own_result_folders():
+    from pathlib import Path
+
+    from bmdgan.estimation import output_folder_names
+
+    files = [Path("a/hip.dcm"), Path("b/hip.png"), Path("c/other.jpg")]
+    assert output_folder_names(files) == ["hip-1", "hip-2", "other"]

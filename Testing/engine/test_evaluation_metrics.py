@@ -64,3 +64,20 @@ def test_t_score_and_who_category():
     assert t_score(0.858 - 0.120, neck) == pytest.approx(-1.0)
     with pytest.raises(InputError, match="no T-score reference"):
         load_reference("unknown")
+
+
+def test_rms_cv_repeats_are_poses_of_one_hip_not_the_two_hips_of_a_patient():
+    """A patient's left and right femurs differ in BMD: each hip estimated identically in every pose has RMS-CV 0,
+    however different the two hips are."""
+    from bmdgan.datasets.format import CaseRecord
+    from bmdgan.evaluation.evaluate import CasePrediction, _target_metrics
+
+    estimates = {"left": 0.70, "right": 0.95}  # g/cm2, the same in both poses
+    predictions = [CasePrediction(CaseRecord(f"{patient}-{side}-{pose}", patient, side, pose,
+                                             ct_abmd_g_cm2=estimates[side] + offset),
+                                  {"decomposition": {"ct_abmd_g_cm2": estimates[side] + offset}}, 30.0, 0.9)
+                   for patient, offset in (("p1", 0.0), ("p2", 0.1))
+                   for side in ("left", "right") for pose in ("standing", "supine")]
+    metrics = _target_metrics(predictions, "ct_abmd_g_cm2")["all"]
+    assert metrics["rms_cv_percent"] == pytest.approx(0.0)
+    assert metrics["pcc"] == pytest.approx(1.0)

@@ -1,18 +1,21 @@
 """Patient-level k-fold cross-validation (paper section 4.2.1): for each fold, train stages 1-2 (hierarchical),
 stage 3 and the direct baseline on the other folds, evaluate on the fold, then pool every fold's predictions.
 
-Resumable: training resumes from each run's checkpoints, and a fold whose ``evaluation/predictions.csv`` exists
-is not evaluated again, so a killed cross-validation finishes where it stopped.
+Resumable: training resumes from each run's checkpoints, and a fold is evaluated again only when its model
+changed since its ``evaluation/`` was written (the model's SHA-256 is kept beside the predictions), so a killed
+cross-validation finishes where it stopped. Under torchrun every process trains; the main one evaluates.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from .evaluate import bone_id
 from .metrics import agreement
 
 
@@ -33,7 +36,8 @@ def pooled_metrics(rows: list[dict]) -> dict:
             prefix = f"{target}_"
             if key.startswith(prefix) and key != f"{target}_truth":
                 method = key[len(prefix):]
-                pairs = [(float(r[key]), float(r[f"{target}_truth"]), r["patient_id"]) for r in rows]
+                pairs = [(float(r[key]), float(r[f"{target}_truth"]), bone_id(r["patient_id"], r.get("side", "")))
+                         for r in rows]
                 pairs = [p for p in pairs if math.isfinite(p[0]) and math.isfinite(p[1])]
                 if len(pairs) >= 3:
                     estimate, truth, patients = zip(*pairs)
@@ -43,22 +47,44 @@ def pooled_metrics(rows: list[dict]) -> dict:
 
 def cross_validate(config, dataset: str | Path, out: str | Path, folds: list[int], targets: tuple[str, ...],
                    device: str = "auto", progress: bool = True) -> dict:
+    import torch.distributed as dist
+
     from ..inference import DecompositionModel
     from ..training.regression import train_regression
     from ..training.run import train_run
+    from ..training.trainer import start_process
     from .evaluate import evaluate, write_evaluation
 
     out = Path(out)
+    process = start_process(device)
     for fold in folds:
         run = out / f"fold{fold}"
         train_run(config, dataset, run, fold, device=device, progress=progress)
         for kind in ("decomposition", "baseline"):
             for target in targets:
                 train_regression(config, dataset, run, target, kind, fold, device, progress=progress)
-        if not (run / "evaluation" / "predictions.csv").exists():
+        fingerprint = model_fingerprint(run / "model")
+        recorded = run / "evaluation" / MODEL_FINGERPRINT_FILE
+        if process.is_main and not (recorded.exists() and recorded.read_text() == fingerprint):
             model = DecompositionModel.load(run / "model")
             write_evaluation(run / "evaluation", evaluate(model, dataset, fold, (), (), progress=progress))
+            atomic_write_text(recorded, fingerprint)
+    if process.world_size > 1:
+        dist.barrier()  # the other processes wait for the main one's evaluations
     rows = _pooled_rows(out, folds)
     pooled = {"folds": folds, "images": len(rows), "methods": pooled_metrics(rows)}
-    atomic_write_text(out / "pooled_metrics.json", json.dumps(pooled, indent=2))
+    if process.is_main:
+        atomic_write_text(out / "pooled_metrics.json", json.dumps(pooled, indent=2))
     return pooled
+
+
+MODEL_FINGERPRINT_FILE = "model.sha256"
+
+
+def model_fingerprint(model_folder: Path) -> str:
+    """SHA-256 over a model folder's description and weights: changes whenever any stage was retrained."""
+    digest = hashlib.sha256()
+    for path in sorted(model_folder.glob("*.safetensors")) + [model_folder / "model.json"]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

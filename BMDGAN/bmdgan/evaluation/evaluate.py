@@ -94,14 +94,19 @@ def predict_case(model: DecompositionModel, folder: Path, record: CaseRecord, pi
                           dice(decomposition.pf_drr_g_cm2, truth, threshold))
 
 
+def bone_id(patient_id: str, side: str) -> str:
+    """One id per bone: the radiographs of one hip in several poses are repeats (RMS-CV), the two hips are not."""
+    return f"{patient_id}/{side}"
+
+
 def _target_metrics(predictions: list[CasePrediction], target: str, method: str = "decomposition") -> dict | None:
-    pairs = [(p.methods[method].get(target, math.nan), getattr(p.record, target), p.record.patient_id,
-              p.record.pose) for p in predictions]
+    pairs = [(p.methods[method].get(target, math.nan), getattr(p.record, target), bone_id(p.record.patient_id,
+              p.record.side), p.record.pose) for p in predictions]
     pairs = [pair for pair in pairs if math.isfinite(pair[0]) and math.isfinite(pair[1])]
     if len(pairs) < 3:
         return None
-    estimate, truth, patients, poses = (list(column) for column in zip(*pairs))
-    result = {"all": agreement(estimate, truth, patients).to_dict(), "per_pose": {}}
+    estimate, truth, bones, poses = (list(column) for column in zip(*pairs))
+    result = {"all": agreement(estimate, truth, bones).to_dict(), "per_pose": {}}
     for pose in sorted(set(poses)):
         chosen = [i for i, p in enumerate(poses) if p == pose]
         if len(chosen) >= 3:
@@ -149,11 +154,11 @@ def write_evaluation(out: str | Path, result: dict) -> Path:
     columns = [(m, t) for m in predictions[0].methods for t in sorted(predictions[0].methods[m])]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case_id", "patient_id", "pose", "psnr_db", "dice"] + [f"{t}_truth" for t in
+    writer.writerow(["case_id", "patient_id", "side", "pose", "psnr_db", "dice"] + [f"{t}_truth" for t in
                                                                             sorted({t for _, t in columns})]
                     + [f"{t}_{m}" for m, t in columns])
     for p in predictions:
-        writer.writerow([p.record.case_id, p.record.patient_id, p.record.pose, f"{p.psnr_db:.3f}", f"{p.dice:.4f}"]
+        writer.writerow([p.record.case_id, p.record.patient_id, p.record.side, p.record.pose, f"{p.psnr_db:.3f}", f"{p.dice:.4f}"]
                         + [f"{getattr(p.record, t):.6g}" for t in sorted({t for _, t in columns})]
                         + [f"{p.methods[m][t]:.6g}" for m, t in columns])
     atomic_write_text(out / "predictions.csv", buffer.getvalue())

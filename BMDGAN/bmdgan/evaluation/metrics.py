@@ -99,10 +99,11 @@ class Agreement:
         return asdict(self)
 
 
-def agreement(estimate, truth, patient_ids=None) -> Agreement:
-    """All metrics at once; RMS-CV when patient ids with repeats are given."""
+def agreement(estimate, truth, bone_ids=None) -> Agreement:
+    """All metrics at once; RMS-CV when bone ids with repeats are given (one id per bone, i.e. patient and
+    side: a patient's two hips are two bones, not repeats of one)."""
     estimate, truth = _pair(estimate, truth)
-    repeated = patient_ids is not None and len(set(patient_ids)) < len(list(patient_ids))
+    repeated = bone_ids is not None and len(set(bone_ids)) < len(list(bone_ids))
     return Agreement(int(estimate.size), pearson(estimate, truth), icc_2_1(estimate, truth), mae(estimate, truth),
                      see(estimate, truth), bland_altman(estimate, truth),
-                     rms_cv_percent(estimate, patient_ids) if repeated else None)
+                     rms_cv_percent(estimate, bone_ids) if repeated else None)

@@ -25,7 +25,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from bmdgan.errors import BMDGANError
-    from bmdgan.estimation import estimate_hip, input_files, sides_to_analyse, write_results
+    from bmdgan.estimation import estimate_hip, input_files, output_folder_names, sides_to_analyse, write_results
     from bmdgan.inference import DecompositionModel
     from bmdgan.io import read_radiograph
     from bmdgan.models_default import resolve_model_folder
@@ -36,12 +36,12 @@ def run(args) -> int:
     reference = load_reference(args.reference)
     files = input_files(args.inputs)
     failures = 0
-    for path in tqdm(files, desc="estimating", disable=len(files) < 2):
+    for path, name in tqdm(list(zip(files, output_folder_names(files))), desc="estimating", disable=len(files) < 2):
         try:
             radiograph = read_radiograph(path)
             results = [estimate_hip(model, radiograph, side, reference, not args.single_hip, args.method)
                        for side in sides_to_analyse(radiograph, args.side)]
-            folder = write_results(Path(args.out) / path.stem, radiograph, results, model, str(model_folder))
+            folder = write_results(Path(args.out) / name, radiograph, results, model, str(model_folder))
         except BMDGANError as error:
             failures += 1
             print(f"bmdgan estimate: error: {error}", file=sys.stderr)
