@@ -72,23 +72,29 @@ def _estimate_abmd_pcc(metrics: dict) -> float | None:
     return None
 
 
-def _read_this_first(evaluations: list[dict]) -> list[str]:
-    """A plain warning whenever any held-out aBMD PCC is below the goal, stronger when all are weak."""
-    pccs = [p for p in map(_estimate_abmd_pcc, evaluations) if p is not None]
-    if not pccs or min(pccs) >= GOAL_PCC:
+def _read_this_first(evaluations: dict[str, dict]) -> list[str]:
+    """A plain warning whenever a held-out aBMD PCC (evaluation title -> metrics) is below the goal: strong when
+    all are weak, naming the evaluations that fall short when others reach it."""
+    pccs = {title: p for title, p in ((t, _estimate_abmd_pcc(m)) for t, m in evaluations.items()) if p is not None}
+    if not pccs or min(pccs.values()) >= GOAL_PCC:
         return []
-    listed = ", ".join(f"{p:.2f}" for p in pccs)
-    if max(pccs) < WEAK_PCC:
+    listed = ", ".join(f"{p:.2f}" for p in pccs.values())
+    if max(pccs.values()) < WEAK_PCC:
         text = (f"On held-out virtual patients this model's aBMD correlates only weakly with the truth (PCC {listed}, "
                 f"goal {GOAL_PCC:.2f}): it has learned where the proximal femur is (see the Dice below) far better "
                 "than how dense it is, and its estimates stay close to the training mean.")
+    elif max(pccs.values()) >= GOAL_PCC:
+        short = "; ".join(f"{title}, PCC {p:.2f}" for title, p in pccs.items() if p < GOAL_PCC)
+        text = (f"This model's aBMD reaches the PCC goal of {GOAL_PCC:.2f} on some held-out evaluations below but "
+                f"not on {short}: where images differ from its training cohort like that, trust single estimates "
+                "less than the better tables suggest.")
     else:
         text = (f"On held-out virtual patients this model's aBMD follows the truth only moderately (PCC {listed}, "
                 f"goal {GOAL_PCC:.2f}): it ranks bone density roughly but shrinks estimates towards the training "
                 "mean, so single estimates can be off by the SEE below.")
     return ["## Read this first", text + " A close estimate on one radiograph, such as the bundled sample, is no "
-            "evidence of accuracy. Train longer and at a larger image size (the `paper` configuration, on a GPU) "
-            "for a useful model.", ""]
+            "evidence of accuracy. A useful model needs more CTs (anatomies) than these, a larger image size and "
+            "the `paper` configuration on a GPU.", ""]
 
 
 def _cohort_acquisition(settings: dict) -> str:
@@ -140,8 +146,8 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
                      f"{calibration['slope']:.4g}, intercept {calibration['intercept']:.4g} {calibration['unit']} "
                      f"(training PCC {calibration['pcc_train']:.3f})")
     lines += ["- T-score reference: NHANES III total hip, women 20-29 (`bmdgan/resources/tscore_references.json`).", ""]
-    lines += _read_this_first([json.loads((Path(folder) / "metrics.json").read_text())
-                               for folder in evaluations.values()])
+    lines += _read_this_first({title: json.loads((Path(folder) / "metrics.json").read_text())
+                               for title, folder in evaluations.items()})
     for title, folder in evaluations.items():
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
         lines += [f"## Held-out evaluation: {title}",

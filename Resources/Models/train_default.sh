@@ -16,17 +16,30 @@ TS_MASKS="example_ct=right:$TS/masks_totalsegmentator_v1/femur_right.nii.gz,$TS/
 bmdgan simulate-cohort "$DATA/ibsi_sts" "$TS/example_ct.nii.gz" --segmentation "$TS_MASKS" --exclude "$HELD_OUT" \
   --out "$OUT/cohort" --patients-per-ct 20 --image-size 256x128 --seed 0 --acquisition reference
 # 2. Decomposition with hierarchical learning (stage 1 then 2), fold 0 held out; then stage 3 and the baseline.
+TRAINING_STARTED=$SECONDS
 bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0
 bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0 --stages stage3
 bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0 --stages baseline
-# 3. Held-out evaluation: fold 0 of the training cohort, and a fresh cohort of new virtual patients (seed 1).
+TRAINING_MINUTES=$(( (SECONDS - TRAINING_STARTED) / 60 ))
+# 3. Held-out evaluation: fold 0 of the training cohort, a fresh cohort of new virtual patients (seed 1), the same
+#    patients at another site, and a CT it never saw.
 bmdgan evaluate --model "$OUT/runs/hl/model" --dataset "$OUT/cohort" --fold 0 --out "$OUT/eval/fold0"
 bmdgan simulate-cohort "$DATA/ibsi_sts" "$TS/example_ct.nii.gz" --segmentation "$TS_MASKS" --exclude "$HELD_OUT" \
   --out "$OUT/cohort_seed1" --patients-per-ct 4 --image-size 256x128 --seed 1 --acquisition reference
 bmdgan evaluate --model "$OUT/runs/hl/model" --dataset "$OUT/cohort_seed1" --out "$OUT/eval/seed1"
+#    The same new patients as another site would image them (its console, detector and processing).
+bmdgan simulate-cohort "$DATA/ibsi_sts" "$TS/example_ct.nii.gz" --segmentation "$TS_MASKS" --exclude "$HELD_OUT" \
+  --out "$OUT/cohort_site7" --patients-per-ct 4 --image-size 256x128 --seed 1 --acquisition site:7
+bmdgan evaluate --model "$OUT/runs/hl/model" --dataset "$OUT/cohort_site7" --out "$OUT/eval/site7"
+#    A bone it never saw: virtual patients of the held-out CT (the other folds share their CTs with training).
+bmdgan simulate-cohort "$DATA/ibsi_sts/$HELD_OUT.nii.gz" --out "$OUT/cohort_unseen_ct" --patients-per-ct 36 \
+  --image-size 256x128 --seed 3 --acquisition reference
+bmdgan evaluate --model "$OUT/runs/hl/model" --dataset "$OUT/cohort_unseen_ct" --out "$OUT/eval/unseen_ct"
 # 4. Ship it with its model card.
 CT_IDS=$(python -c "import json; print(','.join(json.load(open('$OUT/cohort/dataset.json'))['ct_ids']))")
 bmdgan package-model "$OUT/runs/hl" --out Resources/Models/default \
   --evaluation "fold 0 of the training cohort (held-out virtual patients)=$OUT/eval/fold0" \
-  --evaluation "a fresh cohort, seed 1 (new virtual patients)=$OUT/eval/seed1" \
-  --training-command "bash Resources/Models/train_default.sh" --cts "$CT_IDS" --held-out-cts "$HELD_OUT"
+  --evaluation "a fresh cohort, seed 1 (new virtual patients, same site)=$OUT/eval/seed1" \
+  --evaluation "another site's protocol (site:7, seed 1)=$OUT/eval/site7" \
+  --evaluation "a CT it never saw ($HELD_OUT, 36 virtual patients)=$OUT/eval/unseen_ct" \
+  --training-command "bash Resources/Models/train_default.sh" --cts "$CT_IDS" --held-out-cts "$HELD_OUT" --training-minutes "$TRAINING_MINUTES"

@@ -175,7 +175,8 @@ def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained,
 
 def test_model_card_warning_follows_the_pcc_that_estimate_reports():
     """The card's first warning uses what ``bmdgan estimate`` reports (regression when present): strong when all are
-    below 0.5, plain when any is below the 0.90 goal, none when all reach it."""
+    below 0.5, plain when any is below the 0.90 goal (naming those that fall short when others reach it), none when all
+    reach it."""
     from bmdgan.model_card import _read_this_first
 
     def metrics(decomposition: float, regression: float | None = None) -> dict:
@@ -184,13 +185,15 @@ def test_model_card_warning_follows_the_pcc_that_estimate_reports():
             methods["decomposition+regression"] = {"ct_abmd_g_cm2": {"all": {"pcc": regression}}}
         return {"methods": methods}
 
-    weak = "\n".join(_read_this_first([metrics(0.3)]))
+    weak = "\n".join(_read_this_first({"fold 0": metrics(0.3)}))
     assert "correlates only weakly" in weak and "PCC 0.30, goal 0.90" in weak
-    moderate = "\n".join(_read_this_first([metrics(0.95, regression=0.7), metrics(0.6)]))
+    moderate = "\n".join(_read_this_first({"fold 0": metrics(0.95, regression=0.7), "seed 1": metrics(0.6)}))
     assert "only moderately" in moderate and "PCC 0.70, 0.60" in moderate
-    assert _read_this_first([metrics(0.3, regression=0.91), metrics(0.93)]) == []
-    assert "PCC 0.95, 0.89" in "\n".join(_read_this_first([metrics(0.95), metrics(0.89)]))  # any one below
-    assert _read_this_first([]) == []
+    assert _read_this_first({"fold 0": metrics(0.3, regression=0.91), "seed 1": metrics(0.93)}) == []
+    mixed = "\n".join(_read_this_first({"fold 0": metrics(0.95), "site 7": metrics(0.87), "seed 1": metrics(0.91)}))
+    assert "reaches the PCC goal of 0.90" in mixed and "not on site 7, PCC 0.87:" in mixed
+    assert "fold 0" not in mixed and "seed 1" not in mixed and "only moderately" not in mixed
+    assert _read_this_first({}) == []
 
 
 def test_inputs_sharing_a_name_get_their_own_result_folders():
