@@ -3,6 +3,7 @@ decomposition, orientation from landmarks, ground-truth scaling, determinism and
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -128,6 +129,18 @@ def test_cohort_resumes_to_the_same_dataset(tmp_path):
                                       load_image(tmp_path / "resumed", record, "radiograph"))
     assert len({r.fold for r in a}) == 5
     assert not list(Path(tmp_path).rglob(".partial-*"))
+
+
+def test_cohort_folds_by_ct_keep_each_source_ct_in_one_fold(tmp_path):
+    for ct_id in ("SYN", "SYN2", "SYN3"):
+        save_prepared(replace(synthetic_femur(), ct_id=ct_id), tmp_path / "prepared")
+    settings = CohortSettings(str(tmp_path / "prepared"), seed=2, patients_per_ct=2, poses=("standing",),
+                              image_shape=(64, 32), folds=3, fold_by="ct")
+    simulate_cohort(settings, ["SYN", "SYN2", "SYN3"], tmp_path / "cohort", workers=1, progress=False)
+    records = read_manifest(tmp_path / "cohort")
+    folds = {ct: {r.fold for r in records if r.patient_id.startswith(f"{ct}-")} for ct in ("SYN", "SYN2", "SYN3")}
+    assert sorted(fold for ct_folds in folds.values() for fold in ct_folds) == [0, 1, 2]
+    assert json.loads((tmp_path / "cohort" / "dataset.json").read_text())["settings"]["fold_by"] == "ct"
 
 
 @pytest.fixture(scope="session")

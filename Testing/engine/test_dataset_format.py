@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from bmdgan.datasets.folds import assign_patient_folds, split
+from bmdgan.datasets.folds import assign_patient_folds, source_ct_of, split
 from bmdgan.datasets.format import (CaseRecord, DatasetWriter, load_image, read_header, read_manifest,
                                     rewrite_manifest)
 from bmdgan.datasets.normalise import apply_hip_crop, plan_hip_crop
@@ -140,3 +140,24 @@ def test_dataset_report_pictures(dataset, tmp_path):
     montage = Image.open(tmp_path / "montage.png")
     assert montage.size[1] > montage.size[0]  # three rows of tall hip images
     assert Image.open(tmp_path / "histograms.png").size[0] > 800  # two ground-truth columns side by side
+
+
+def test_ct_folds_hold_out_whole_source_cts_so_every_held_out_bone_is_unseen():
+    """Virtual patients of one CT share its bone: folds by ``ct`` keep them together, folds by patient do not."""
+    records = [CaseRecord(f"STS_{ct:03d}-v{p}-{pose}", f"STS_{ct:03d}-v{p}", "right", pose=pose,
+                          provenance=json.dumps({"ct": f"STS_{ct:03d}", "k_trab": 1.0}))
+               for ct in range(9) for p in range(4) for pose in ("standing", "supine")]
+    folds_of_ct = {}
+    for record in assign_patient_folds(records, n_folds=5, seed=1, group_by="ct"):
+        folds_of_ct.setdefault(source_ct_of(record), set()).add(record.fold)
+    assert all(len(folds) == 1 for folds in folds_of_ct.values())
+    assert sorted(sum(1 for folds in folds_of_ct.values() if f in folds) for f in range(5)) == [1, 2, 2, 2, 2]
+    train, test = split(records, 0)
+    assert not {source_ct_of(r) for r in train} & {source_ct_of(r) for r in test}
+    by_patient = assign_patient_folds(records, n_folds=5, seed=1)
+    assert any(len({r.fold for r in by_patient if source_ct_of(r) == ct}) > 1 for ct in folds_of_ct)
+    assert source_ct_of(CaseRecord("real-1", "patient-7", "left")) == "patient-7"  # a real patient is its own bone
+    with pytest.raises(InputError, match="4 cts cannot fill 5 folds.*fold by patient"):
+        assign_patient_folds([r for r in records if source_ct_of(r) < "STS_004"], n_folds=5, group_by="ct")
+    with pytest.raises(InputError, match="unknown fold grouping"):
+        assign_patient_folds(records, group_by="site")

@@ -41,6 +41,8 @@ class CohortSettings:
     folds: int = 5
     acquisition: str = "reference"
     """``reference``, ``site:N`` or ``varied`` (:func:`bmdgan.projection.site_protocol.parse_acquisition`)."""
+    fold_by: str = "patient"
+    """``patient`` (virtual patients, as the paper) or ``ct`` (whole source CTs: held-out bones never seen)."""
 
 
 def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, int]):
@@ -171,7 +173,7 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
                     written += 1
     records = read_manifest(out)
     if len({r.patient_id for r in records}) >= settings.folds:  # a partial cohort may be too small for folds
-        rewrite_manifest(out, assign_patient_folds(records, settings.folds, settings.seed))
+        rewrite_manifest(out, assign_patient_folds(records, settings.folds, settings.seed, settings.fold_by))
     return {"images": len(records), "written_now": written, "patients": len({r.patient_id for r in records}),
             "cts": len(ct_ids), "seconds": time.perf_counter() - start}
 

@@ -13,6 +13,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--poses", default="standing,supine,abduction,adduction")
     parser.add_argument("--image-size", default="512x256", help="rows x columns of every image")
     parser.add_argument("--folds", type=int, default=5, help="patient-level cross-validation folds")
+    parser.add_argument("--fold-by", choices=("patient", "ct"), default="patient",
+                        help="hold out virtual patients (the paper's split; their bones come from training CTs) or "
+                             "whole source CTs (every held-out bone unseen; needs at least --folds CTs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--acquisition", default="reference",
                         help="'reference' (one site's protocol, as in the paper's single-hospital data), 'site:N' "
@@ -64,7 +67,7 @@ def run(args) -> int:
         raise InputError(None, "no CT could be prepared", "see the reasons above")
     parse_acquisition(args.acquisition)  # a typo fails before any work
     settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, (rows, columns), args.folds,
-                              args.acquisition)
+                              args.acquisition, args.fold_by)
     print(f"simulating {len(ct_ids) * args.patients_per_ct} virtual patients x {len(poses)} poses...")
     summary = simulate_cohort(settings, ct_ids, out, args.workers)
     summary["skipped_cts"] = skipped
