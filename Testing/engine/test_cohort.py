@@ -15,6 +15,7 @@ from bmdgan.cohort.generator import CohortSettings, hip_geometry, make_patient_c
 from bmdgan.cohort.prepared_ct import PreparedCT, load_prepared, save_prepared
 from bmdgan.cohort.virtual_patient import sample_patient, sample_pose
 from bmdgan.datasets.format import load_image, read_manifest
+from bmdgan.errors import InputError
 from bmdgan.io import Volume, VolumeGeometry
 from bmdgan.projection.materials import decompose_hu
 from bmdgan.projection.projector import Projector
@@ -141,6 +142,11 @@ def test_cohort_folds_by_ct_keep_each_source_ct_in_one_fold(tmp_path):
     folds = {ct: {r.fold for r in records if r.patient_id.startswith(f"{ct}-")} for ct in ("SYN", "SYN2", "SYN3")}
     assert sorted(fold for ct_folds in folds.values() for fold in ct_folds) == [0, 1, 2]
     assert json.loads((tmp_path / "cohort" / "dataset.json").read_text())["settings"]["fold_by"] == "ct"
+    manifest = (tmp_path / "cohort" / "manifest.csv").read_text()
+    for changed in (replace(settings, fold_by="patient"), replace(settings, seed=3), replace(settings, folds=2)):
+        with pytest.raises(InputError, match="holds a cohort made with (fold_by 'ct'|seed 2|folds 3)"):
+            simulate_cohort(changed, ["SYN", "SYN2", "SYN3"], tmp_path / "cohort", workers=1, progress=False)
+    assert (tmp_path / "cohort" / "manifest.csv").read_text() == manifest  # folds not moved
 
 
 @pytest.fixture(scope="session")

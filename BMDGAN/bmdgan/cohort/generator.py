@@ -23,6 +23,7 @@ import numpy as np
 
 from ..datasets.folds import assign_patient_folds
 from ..datasets.format import CaseRecord, DatasetWriter, read_manifest, rewrite_manifest
+from ..errors import InputError
 from .channels import CHANNELS, channel_volumes, combine, pad_across_beam
 from .prepared_ct import PreparedCT, has_prepared, load_prepared, prepare_ct, save_prepared
 from .virtual_patient import POSES, PoseDraw, VirtualPatient, sample_patient, sample_pose, seeded_rng
@@ -151,6 +152,23 @@ def make_patient_cases(settings: CohortSettings, ct_id: str, index: int) -> list
     return [simulate_case(settings, prepared, projector, patient, pose)[:2] for pose in settings.poses]
 
 
+KEPT_ON_RESUME = ("seed", "acquisition", "folds", "fold_by")
+"""Settings a cohort keeps when resumed or extended: others would mix two cohorts' patients or move cases between
+folds under a training run (which would then train on its held-out fold)."""
+
+
+def refuse_changed_settings(out: str | Path, stored: dict | None, settings: CohortSettings) -> None:
+    """Stop before any work when ``out`` holds a cohort made with other :data:`KEPT_ON_RESUME` settings."""
+    if not stored:
+        return
+    defaults = {"fold_by": "patient"}  # cohorts made before folds by CT
+    for key in KEPT_ON_RESUME:
+        old, new = stored.get(key, defaults.get(key)), getattr(settings, key)
+        if old != new:
+            raise InputError(out, f"holds a cohort made with {key} {old!r}, not {new!r}",
+                             "give a new --out folder, or the same settings to finish or extend this one")
+
+
 def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path, workers: int = 2,
                     progress: bool = True) -> dict:
     """Generate (or finish) the cohort in ``out``; returns counts and the time taken."""
@@ -161,6 +179,7 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
         "source": "bmdgan simulate-cohort", "settings": {**settings.__dict__, "poses": list(settings.poses)},
         "ct_ids": list(ct_ids), "normalisation": "one hip per image, oriented as a right hip in an AP view, "
                                                  "head up (bmdgan.datasets.normalise)"})
+    refuse_changed_settings(out, writer.header.get("settings"), settings)
     tasks = [(ct_id, index) for ct_id in ct_ids for index in range(settings.patients_per_ct)
              if any(f"{ct_id}-v{index:03d}-{pose}" not in writer.done for pose in settings.poses)]
     written = 0
