@@ -130,6 +130,14 @@ def test_cohort_resumes_to_the_same_dataset(tmp_path):
                                       load_image(tmp_path / "resumed", record, "radiograph"))
     assert len({r.fold for r in a}) == 5
     assert not list(Path(tmp_path).rglob(".partial-*"))
+    # A cohort made before site protocols has no acquisition setting: its images each had their own ('varied').
+    header = json.loads((tmp_path / "straight" / "dataset.json").read_text())
+    del header["settings"]["acquisition"]
+    (tmp_path / "straight" / "dataset.json").write_text(json.dumps(header))
+    assert simulate_cohort(replace(settings, acquisition="varied"), ["SYN"], tmp_path / "straight", workers=1,
+                           progress=False)["written_now"] == 0
+    with pytest.raises(InputError, match="acquisition 'varied', not 'reference'"):
+        simulate_cohort(settings, ["SYN"], tmp_path / "straight", workers=1, progress=False)
 
 
 def test_cohort_folds_by_ct_keep_each_source_ct_in_one_fold(tmp_path):
@@ -147,6 +155,10 @@ def test_cohort_folds_by_ct_keep_each_source_ct_in_one_fold(tmp_path):
         with pytest.raises(InputError, match="holds a cohort made with (fold_by 'ct'|seed 2|folds 3)"):
             simulate_cohort(changed, ["SYN", "SYN2", "SYN3"], tmp_path / "cohort", workers=1, progress=False)
     assert (tmp_path / "cohort" / "manifest.csv").read_text() == manifest  # folds not moved
+    with pytest.raises(InputError, match="3 CTs cannot fill 5 folds by CT"):
+        simulate_cohort(replace(settings, folds=5), ["SYN", "SYN2", "SYN3"], tmp_path / "few", workers=1,
+                        progress=False)
+    assert not (tmp_path / "few").exists()  # refused before any work
 
 
 @pytest.fixture(scope="session")

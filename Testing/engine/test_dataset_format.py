@@ -91,6 +91,16 @@ def test_patient_folds_never_split_a_patient(tmp_path):
         assign_patient_folds(records[:4], n_folds=5)
 
 
+
+def test_extending_a_cohort_keeps_every_assigned_fold():
+    """New patients join the smallest folds; nobody already assigned moves (a run's held-out fold stays held out)."""
+    first = assign_patient_folds([CaseRecord(f"c{i}", f"p{i:02d}", "left") for i in range(36)], n_folds=5, seed=0)
+    before = {r.patient_id: r.fold for r in first}
+    extended = assign_patient_folds(first + [CaseRecord(f"n{i}", f"q{i}", "left") for i in range(6)], 5, seed=0)
+    assert all(r.fold == before[r.patient_id] for r in extended if r.patient_id in before)
+    assert sorted(sum(1 for r in extended if r.fold == f) for f in range(5)) == [8, 8, 8, 9, 9]
+
+
 def test_hip_crop_keeps_the_target_half_and_mirrors_the_left_hip():
     rows, columns = 600, 500
     image = np.zeros((rows, columns), np.float32)
@@ -144,9 +154,12 @@ def test_dataset_report_pictures(dataset, tmp_path):
 
 def test_ct_folds_hold_out_whole_source_cts_so_every_held_out_bone_is_unseen():
     """Virtual patients of one CT share its bone: folds by ``ct`` keep them together, folds by patient do not."""
-    records = [CaseRecord(f"STS_{ct:03d}-v{p}-{pose}", f"STS_{ct:03d}-v{p}", "right", pose=pose,
-                          provenance=json.dumps({"ct": f"STS_{ct:03d}", "k_trab": 1.0}))
-               for ct in range(9) for p in range(4) for pose in ("standing", "supine")]
+    def virtual_cohort() -> list[CaseRecord]:
+        return [CaseRecord(f"STS_{ct:03d}-v{p}-{pose}", f"STS_{ct:03d}-v{p}", "right", pose=pose,
+                           provenance=json.dumps({"ct": f"STS_{ct:03d}", "k_trab": 1.0}))
+                for ct in range(9) for p in range(4) for pose in ("standing", "supine")]
+
+    records = virtual_cohort()
     folds_of_ct = {}
     for record in assign_patient_folds(records, n_folds=5, seed=1, group_by="ct"):
         folds_of_ct.setdefault(source_ct_of(record), set()).add(record.fold)
@@ -154,7 +167,7 @@ def test_ct_folds_hold_out_whole_source_cts_so_every_held_out_bone_is_unseen():
     assert sorted(sum(1 for folds in folds_of_ct.values() if f in folds) for f in range(5)) == [1, 2, 2, 2, 2]
     train, test = split(records, 0)
     assert not {source_ct_of(r) for r in train} & {source_ct_of(r) for r in test}
-    by_patient = assign_patient_folds(records, n_folds=5, seed=1)
+    by_patient = assign_patient_folds(virtual_cohort(), n_folds=5, seed=1)
     assert any(len({r.fold for r in by_patient if source_ct_of(r) == ct}) > 1 for ct in folds_of_ct)
     assert source_ct_of(CaseRecord("real-1", "patient-7", "left")) == "patient-7"  # a real patient is its own bone
     with pytest.raises(InputError, match="4 cts cannot fill 5 folds.*fold by patient"):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets.folds import assign_patient_folds
+from ..datasets.folds import assign_patient_folds, group_of_records
 from ..datasets.format import CaseRecord, DatasetWriter, read_manifest, rewrite_manifest
 from ..errors import InputError
 from .channels import CHANNELS, channel_volumes, combine, pad_across_beam
@@ -161,7 +161,7 @@ def refuse_changed_settings(out: str | Path, stored: dict | None, settings: Coho
     """Stop before any work when ``out`` holds a cohort made with other :data:`KEPT_ON_RESUME` settings."""
     if not stored:
         return
-    defaults = {"fold_by": "patient"}  # cohorts made before folds by CT
+    defaults = {"fold_by": "patient", "acquisition": "varied"}  # cohorts made before these settings existed
     for key in KEPT_ON_RESUME:
         old, new = stored.get(key, defaults.get(key)), getattr(settings, key)
         if old != new:
@@ -175,6 +175,9 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
     from tqdm import tqdm
 
     start = time.perf_counter()
+    if settings.fold_by == "ct" and len(ct_ids) < settings.folds:
+        raise InputError(out, f"{len(ct_ids)} CTs cannot fill {settings.folds} folds by CT",
+                         "give more CTs, fewer --folds, or --fold-by patient")
     writer = DatasetWriter(out, settings.image_shape, {
         "source": "bmdgan simulate-cohort", "settings": {**settings.__dict__, "poses": list(settings.poses)},
         "ct_ids": list(ct_ids), "normalisation": "one hip per image, oriented as a right hip in an AP view, "
@@ -191,7 +194,8 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
                     writer.add(record, images)
                     written += 1
     records = read_manifest(out)
-    if len({r.patient_id for r in records}) >= settings.folds:  # a partial cohort may be too small for folds
+    group_of = group_of_records(settings.fold_by)
+    if len({group_of(r) for r in records}) >= settings.folds:  # a partial cohort may be too small for folds
         rewrite_manifest(out, assign_patient_folds(records, settings.folds, settings.seed, settings.fold_by))
     return {"images": len(records), "written_now": written, "patients": len({r.patient_id for r in records}),
             "cts": len(ct_ids), "seconds": time.perf_counter() - start}

@@ -24,23 +24,37 @@ def source_ct_of(record: CaseRecord) -> str:
         return record.patient_id
 
 
-def assign_patient_folds(records: list[CaseRecord], n_folds: int = 5, seed: int = 0,
-                         group_by: str = "patient") -> list[CaseRecord]:
-    """Set ``fold`` of every record (0..n_folds-1) from a seeded shuffle of its groups (patients or source CTs).
-
-    Groups are dealt round-robin after shuffling, so fold sizes differ by at most one group.
-    """
+def group_of_records(group_by: str):
+    """The function that names a record's fold group: its patient, or its source CT."""
     from ..errors import InputError
 
     if group_by not in FOLD_GROUPS:
         raise InputError(None, f"unknown fold grouping {group_by!r}", f"use one of {', '.join(FOLD_GROUPS)}")
-    group_of = (lambda r: r.patient_id) if group_by == "patient" else source_ct_of
+    return (lambda record: record.patient_id) if group_by == "patient" else source_ct_of
+
+
+def assign_patient_folds(records: list[CaseRecord], n_folds: int = 5, seed: int = 0,
+                         group_by: str = "patient") -> list[CaseRecord]:
+    """Set ``fold`` of every record (0..n_folds-1) by its group (patient or source CT).
+
+    Groups that already have a fold keep it, so extending a cohort never moves a case under a training run; new
+    groups are dealt in a seeded shuffle, each to the fold with the fewest groups (the lowest index on a tie), so
+    fold sizes differ by at most one group and a fresh cohort is dealt round-robin.
+    """
+    from ..errors import InputError
+
+    group_of = group_of_records(group_by)
     groups = sorted({group_of(record) for record in records})
     if len(groups) < n_folds:
         raise InputError(None, f"{len(groups)} {group_by}s cannot fill {n_folds} folds",
                          "use fewer folds" + (" or fold by patient" if group_by == "ct" else ""))
-    order = np.random.default_rng(seed).permutation(len(groups))
-    fold_of = {groups[index]: position % n_folds for position, index in enumerate(order)}
+    fold_of = {group_of(r): r.fold for r in records if 0 <= r.fold < n_folds}
+    sizes = [sum(1 for fold in fold_of.values() if fold == f) for f in range(n_folds)]
+    new_groups = [group for group in groups if group not in fold_of]
+    for index in np.random.default_rng(seed).permutation(len(new_groups)):
+        fold = sizes.index(min(sizes))
+        fold_of[new_groups[index]] = fold
+        sizes[fold] += 1
     for record in records:
         record.fold = fold_of[group_of(record)]
     return records
