@@ -21,8 +21,10 @@ FRESH_RUN=$([ -e "$OUT/runs/hl" ] && echo no || echo yes)  # a resumed run's tim
 bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0
 bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0 --stages stage3
 bmdgan train "$OUT/cohort" --out "$OUT/runs/hl" --config cpu --fold 0 --stages baseline
+MINUTES_FILE="$OUT/runs/hl/training_minutes.txt"  # kept with the run, so a rerun still reports it
+if [ "$FRESH_RUN" = yes ]; then echo $(( (SECONDS - TRAINING_STARTED) / 60 )) > "$MINUTES_FILE"; fi
 TIMING=()
-if [ "$FRESH_RUN" = yes ]; then TIMING=(--training-minutes $(( (SECONDS - TRAINING_STARTED) / 60 ))); fi
+if [ -s "$MINUTES_FILE" ]; then TIMING=(--training-minutes "$(cat "$MINUTES_FILE")"); fi
 # 3. Held-out evaluation: fold 0 of the training cohort, a fresh cohort of new virtual patients (seed 1), the same
 #    patients at another site, and a CT it never saw.
 bmdgan evaluate --model "$OUT/runs/hl/model" --dataset "$OUT/cohort" --fold 0 --out "$OUT/eval/fold0"
@@ -45,4 +47,4 @@ bmdgan package-model "$OUT/runs/hl" --out Resources/Models/default \
   --evaluation "another site's protocol (site:7, seed 1)=$OUT/eval/site7" \
   --evaluation "a CT it never saw ($HELD_OUT, 36 virtual patients)=$OUT/eval/unseen_ct" \
   --training-command "bash Resources/Models/train_default.sh" --cts "$CT_IDS" --held-out-cts "$HELD_OUT" \
-  "${TIMING[@]}"
+  ${TIMING[@]+"${TIMING[@]}"}  # an empty array under set -u needs this form on bash < 4.4

@@ -136,12 +136,12 @@ def test_cohort_resumes_to_the_same_dataset(tmp_path):
     (tmp_path / "straight" / "dataset.json").write_text(json.dumps(header))
     assert simulate_cohort(replace(settings, acquisition="varied"), ["SYN"], tmp_path / "straight", workers=1,
                            progress=False)["written_now"] == 0
-    with pytest.raises(InputError, match="acquisition 'varied', not 'reference'"):
+    with pytest.raises(InputError, match="holds a dataset made with acquisition 'varied', not 'reference'"):
         simulate_cohort(settings, ["SYN"], tmp_path / "straight", workers=1, progress=False)
 
 
 def test_cohort_folds_by_ct_keep_each_source_ct_in_one_fold(tmp_path):
-    for ct_id in ("SYN", "SYN2", "SYN3"):
+    for ct_id in ("SYN", "SYN2", "SYN3", "SYN4"):
         save_prepared(replace(synthetic_femur(), ct_id=ct_id), tmp_path / "prepared")
     settings = CohortSettings(str(tmp_path / "prepared"), seed=2, patients_per_ct=2, poses=("standing",),
                               image_shape=(64, 32), folds=3, fold_by="ct")
@@ -151,14 +151,35 @@ def test_cohort_folds_by_ct_keep_each_source_ct_in_one_fold(tmp_path):
     assert sorted(fold for ct_folds in folds.values() for fold in ct_folds) == [0, 1, 2]
     assert json.loads((tmp_path / "cohort" / "dataset.json").read_text())["settings"]["fold_by"] == "ct"
     manifest = (tmp_path / "cohort" / "manifest.csv").read_text()
-    for changed in (replace(settings, fold_by="patient"), replace(settings, seed=3), replace(settings, folds=2)):
-        with pytest.raises(InputError, match="holds a cohort made with (fold_by 'ct'|seed 2|folds 3)"):
+    for changed, message in ((replace(settings, fold_by="patient"), "fold_by 'ct', not 'patient'"),
+                             (replace(settings, seed=3), "seed 2, not 3"), (replace(settings, folds=2), "folds 3, not 2")):
+        with pytest.raises(InputError, match=f"holds a dataset made with {message}"):
             simulate_cohort(changed, ["SYN", "SYN2", "SYN3"], tmp_path / "cohort", workers=1, progress=False)
     assert (tmp_path / "cohort" / "manifest.csv").read_text() == manifest  # folds not moved
+    # Extended by one CT given alone (the cohort already holds three): it joins a fold, nobody else moves.
+    extended = simulate_cohort(settings, ["SYN4"], tmp_path / "cohort", workers=1, progress=False)
+    assert extended["written_now"] == 2 and extended["cts"] == 4
+    after = {r.case_id: r.fold for r in read_manifest(tmp_path / "cohort")}
+    assert all(after[r.case_id] == r.fold for r in records)
+    assert len({fold for case, fold in after.items() if case.startswith("SYN4-")}) == 1
+    assert json.loads((tmp_path / "cohort" / "dataset.json").read_text())["ct_ids"] == ["SYN", "SYN2", "SYN3", "SYN4"]
     with pytest.raises(InputError, match="3 CTs cannot fill 5 folds by CT"):
         simulate_cohort(replace(settings, folds=5), ["SYN", "SYN2", "SYN3"], tmp_path / "few", workers=1,
                         progress=False)
+    with pytest.raises(InputError, match="1 folds leave nothing to train on"):
+        simulate_cohort(replace(settings, folds=1), ["SYN"], tmp_path / "few", workers=1, progress=False)
+    with pytest.raises(InputError, match="unknown fold grouping 'site'"):
+        simulate_cohort(replace(settings, fold_by="site"), ["SYN"], tmp_path / "few", workers=1, progress=False)
     assert not (tmp_path / "few").exists()  # refused before any work
+
+
+def test_simulate_cohort_cli_refuses_too_few_cts_before_preparing_them(tmp_path, capsys):
+    from bmdgan.cli.main import main
+
+    code = main(["simulate-cohort", str(tmp_path / "STS_001.nii.gz"), str(tmp_path / "STS_002.nii.gz"),
+                 "--out", str(tmp_path / "cohort"), "--fold-by", "ct", "--folds", "5"])
+    assert code == 2 and "2 CTs cannot fill 5 folds by CT" in capsys.readouterr().err
+    assert not (tmp_path / "cohort").exists()  # the CTs (which do not even exist) were never opened
 
 
 @pytest.fixture(scope="session")

@@ -99,6 +99,12 @@ def test_extending_a_cohort_keeps_every_assigned_fold():
     extended = assign_patient_folds(first + [CaseRecord(f"n{i}", f"q{i}", "left") for i in range(6)], 5, seed=0)
     assert all(r.fold == before[r.patient_id] for r in extended if r.patient_id in before)
     assert sorted(sum(1 for r in extended if r.fold == f) for f in range(5)) == [8, 8, 8, 9, 9]
+    # A patient found in two folds (a hand-edited manifest) would be trained on and tested: refused, not healed.
+    split_patient = [CaseRecord("a", "p00", "left", fold=0), CaseRecord("b", "p00", "left", fold=3)]
+    with pytest.raises(InputError, match="patient p00 is split over folds 0 and 3"):
+        assign_patient_folds(split_patient + extended[2:], 5, seed=0)
+    with pytest.raises(InputError, match="1 folds leave nothing to train on"):
+        assign_patient_folds(extended, 1)
 
 
 def test_hip_crop_keeps_the_target_half_and_mirrors_the_left_hip():

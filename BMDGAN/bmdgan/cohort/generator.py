@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets.folds import assign_patient_folds, group_of_records
-from ..datasets.format import CaseRecord, DatasetWriter, read_manifest, rewrite_manifest
+from ..datasets.folds import assign_patient_folds, check_fold_count, group_of_records, source_ct_of
+from ..datasets.format import (CaseRecord, DatasetWriter, existing_header, read_manifest, refuse_changed_settings,
+                               rewrite_manifest, update_header)
 from ..errors import InputError
 from .channels import CHANNELS, channel_volumes, combine, pad_across_beam
 from .prepared_ct import PreparedCT, has_prepared, load_prepared, prepare_ct, save_prepared
@@ -157,32 +158,36 @@ KEPT_ON_RESUME = ("seed", "acquisition", "folds", "fold_by")
 folds under a training run (which would then train on its held-out fold)."""
 
 
-def refuse_changed_settings(out: str | Path, stored: dict | None, settings: CohortSettings) -> None:
-    """Stop before any work when ``out`` holds a cohort made with other :data:`KEPT_ON_RESUME` settings."""
-    if not stored:
-        return
-    defaults = {"fold_by": "patient", "acquisition": "varied"}  # cohorts made before these settings existed
-    for key in KEPT_ON_RESUME:
-        old, new = stored.get(key, defaults.get(key)), getattr(settings, key)
-        if old != new:
-            raise InputError(out, f"holds a cohort made with {key} {old!r}, not {new!r}",
-                             "give a new --out folder, or the same settings to finish or extend this one")
+def check_cohort_request(settings: CohortSettings, ct_ids: list[str], out: str | Path) -> list[str]:
+    """Refuse, before any work, what ``simulate_cohort`` could not finish well: a cohort in ``out`` made with other
+    :data:`KEPT_ON_RESUME` settings, an unknown fold grouping, fewer than two folds, or folds by CT with fewer CTs
+    (already in the cohort and given now) than folds. Returns every CT id the cohort will then hold."""
+    header = existing_header(out)
+    refuse_changed_settings(out, header.get("settings"), {key: getattr(settings, key) for key in KEPT_ON_RESUME},
+                            defaults={"fold_by": "patient", "acquisition": "varied"})  # made before these existed
+    group_of_records(settings.fold_by)
+    check_fold_count(settings.folds)
+    earlier = [*header.get("ct_ids", []), *(source_ct_of(r) for r in read_manifest(out))] if header else []
+    all_ct_ids = list(dict.fromkeys([*earlier, *ct_ids]))
+    if settings.fold_by == "ct" and len(all_ct_ids) < settings.folds:
+        raise InputError(out, f"{len(all_ct_ids)} CTs cannot fill {settings.folds} folds by CT",
+                         "give more CTs, fewer --folds, or --fold-by patient")
+    return all_ct_ids
 
 
 def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path, workers: int = 2,
                     progress: bool = True) -> dict:
-    """Generate (or finish) the cohort in ``out``; returns counts and the time taken."""
+    """Generate (or finish, or extend with more CTs or patients) the cohort in ``out``; returns counts and the time
+    taken. ``dataset.json`` then lists every CT of the cohort and the settings of this latest call."""
     from tqdm import tqdm
 
     start = time.perf_counter()
-    if settings.fold_by == "ct" and len(ct_ids) < settings.folds:
-        raise InputError(out, f"{len(ct_ids)} CTs cannot fill {settings.folds} folds by CT",
-                         "give more CTs, fewer --folds, or --fold-by patient")
+    all_ct_ids = check_cohort_request(settings, ct_ids, out)
+    header_settings = {**settings.__dict__, "poses": list(settings.poses)}
     writer = DatasetWriter(out, settings.image_shape, {
-        "source": "bmdgan simulate-cohort", "settings": {**settings.__dict__, "poses": list(settings.poses)},
-        "ct_ids": list(ct_ids), "normalisation": "one hip per image, oriented as a right hip in an AP view, "
-                                                 "head up (bmdgan.datasets.normalise)"})
-    refuse_changed_settings(out, writer.header.get("settings"), settings)
+        "source": "bmdgan simulate-cohort", "settings": header_settings,
+        "ct_ids": all_ct_ids, "normalisation": "one hip per image, oriented as a right hip in an AP view, "
+                                               "head up (bmdgan.datasets.normalise)"})
     tasks = [(ct_id, index) for ct_id in ct_ids for index in range(settings.patients_per_ct)
              if any(f"{ct_id}-v{index:03d}-{pose}" not in writer.done for pose in settings.poses)]
     written = 0
@@ -193,12 +198,13 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
                 if record.case_id not in writer.done:
                     writer.add(record, images)
                     written += 1
+    update_header(out, {"settings": header_settings, "ct_ids": all_ct_ids})
     records = read_manifest(out)
     group_of = group_of_records(settings.fold_by)
     if len({group_of(r) for r in records}) >= settings.folds:  # a partial cohort may be too small for folds
         rewrite_manifest(out, assign_patient_folds(records, settings.folds, settings.seed, settings.fold_by))
     return {"images": len(records), "written_now": written, "patients": len({r.patient_id for r in records}),
-            "cts": len(ct_ids), "seconds": time.perf_counter() - start}
+            "cts": len({source_ct_of(r) for r in records}), "seconds": time.perf_counter() - start}
 
 
 def ct_id_of(path: Path) -> str:

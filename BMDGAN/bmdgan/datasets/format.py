@@ -150,6 +150,31 @@ def read_header(folder: str | Path) -> dict:
     return header
 
 
+def existing_header(folder: str | Path) -> dict:
+    """``dataset.json`` of a dataset being resumed or extended, or {} for a folder that holds none yet."""
+    return read_header(folder) if (Path(folder) / "dataset.json").exists() else {}
+
+
+def update_header(folder: str | Path, fields: dict) -> None:
+    """Merge ``fields`` into ``dataset.json`` atomically (e.g. the CTs of an extended cohort)."""
+    header = {**read_header(folder), **fields}
+    atomic_write_text(Path(folder) / "dataset.json", json.dumps(header, indent=2))
+
+
+def refuse_changed_settings(folder: str | Path, stored: dict | None, wanted: dict, defaults: dict | None = None) -> None:
+    """Stop before any work when ``folder`` holds a dataset made with other ``wanted`` settings (a seed, a fold
+    count): finishing it with those would mix two datasets' cases or move cases between folds under a training
+    run, which would then train on its held-out fold. Settings ``stored`` lacks (datasets made before they
+    existed) read as ``defaults``; nothing stored, nothing to refuse."""
+    if not stored:
+        return
+    for key, new in wanted.items():
+        old = stored.get(key, (defaults or {}).get(key))
+        if old != new:
+            raise InputError(folder, f"holds a dataset made with {key} {old!r}, not {new!r}",
+                             "give a new --out folder, or the same settings to finish or extend this one")
+
+
 def read_manifest(folder: str | Path) -> list[CaseRecord]:
     """All complete cases of a dataset folder, in the order they were added."""
     read_header(folder)

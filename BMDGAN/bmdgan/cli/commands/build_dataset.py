@@ -19,15 +19,21 @@ def run(args) -> int:
     import os
 
     from bmdgan.datasets.builder import build_dataset
-    from bmdgan.datasets.folds import assign_patient_folds
-    from bmdgan.datasets.format import read_manifest, rewrite_manifest
+    from bmdgan.datasets.folds import assign_patient_folds, check_fold_count
+    from bmdgan.datasets.format import (existing_header, read_manifest, refuse_changed_settings, rewrite_manifest,
+                                        update_header)
     from bmdgan.errors import InputError
 
     key = args.key or os.environ.get("BMDGAN_PSEUDONYM_KEY")
     if not key:
         raise InputError(None, "no pseudonym key", "give --key or set BMDGAN_PSEUDONYM_KEY (keep it secret)")
     rows, columns = (int(v) for v in args.image_size.lower().split("x"))
+    check_fold_count(args.folds)
+    fold_settings = {"folds": args.folds, "seed": args.seed}
+    # Finishing or extending a dataset keeps its folds; other fold settings would move cases under a training run.
+    refuse_changed_settings(args.out, existing_header(args.out).get("fold_settings"), fold_settings)
     report = build_dataset(args.table, args.out, key, (rows, columns))
+    update_header(args.out, {"fold_settings": fold_settings})
     records = read_manifest(args.out)
     if len({r.patient_id for r in records}) >= args.folds:
         rewrite_manifest(args.out, assign_patient_folds(records, args.folds, args.seed))

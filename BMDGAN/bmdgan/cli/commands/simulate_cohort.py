@@ -6,14 +6,16 @@ HELP = "generate a virtual cohort from real CTs: varied bone density, soft tissu
 
 
 def add_arguments(parser) -> None:
+    from bmdgan.datasets.folds import FOLD_GROUPS
+
     parser.add_argument("cts", nargs="+", help="CT files, or folders of .nii.gz/.nrrd/.mha CTs")
     parser.add_argument("--out", required=True, help="dataset folder (created, or finished when it exists)")
     parser.add_argument("--exclude", default="", help="comma-separated CT ids to leave out (e.g. held-out CTs)")
     parser.add_argument("--patients-per-ct", type=int, default=9)
     parser.add_argument("--poses", default="standing,supine,abduction,adduction")
     parser.add_argument("--image-size", default="512x256", help="rows x columns of every image")
-    parser.add_argument("--folds", type=int, default=5, help="patient-level cross-validation folds")
-    parser.add_argument("--fold-by", choices=("patient", "ct"), default="patient",
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (2 or more)")
+    parser.add_argument("--fold-by", choices=FOLD_GROUPS, default="patient",
                         help="hold out virtual patients (the paper's split; their bones come from training CTs) or "
                              "whole source CTs (every held-out bone unseen; needs at least --folds CTs)")
     parser.add_argument("--seed", type=int, default=0)
@@ -30,7 +32,7 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from bmdgan.cohort.generator import CohortSettings, ct_id_of, prepare_cts, simulate_cohort
+    from bmdgan.cohort.generator import CohortSettings, check_cohort_request, ct_id_of, prepare_cts, simulate_cohort
     from bmdgan.cohort.virtual_patient import POSES
     from bmdgan.atomic import atomic_write_text
     from bmdgan.errors import InputError
@@ -59,15 +61,16 @@ def run(args) -> int:
             raise InputError(None, f"--segmentation {item!r} is not CT_ID=SIDE:FILE[,FILE]",
                              "e.g. example_ct=right:femur_right.nii.gz,hip_right.nii.gz") from None
         segmentations[ct_id] = (side, [Path(f) for f in files.split(",")])
+    parse_acquisition(args.acquisition)  # a typo fails before any work
+    settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, (rows, columns), args.folds,
+                              args.acquisition, args.fold_by)
+    check_cohort_request(settings, [ct_id_of(p) for p in paths], out)  # before minutes of CT preparation
     print(f"preparing {len(paths)} CTs (labels, landmarks, PF region, calibration, CT-aBMD/vBMD)...")
     ct_ids, skipped = prepare_cts(paths, prepared_folder, segmentations=segmentations)
     for ct_id, reason in skipped.items():
         print(f"  skipped {ct_id}: {reason}")
     if not ct_ids:
         raise InputError(None, "no CT could be prepared", "see the reasons above")
-    parse_acquisition(args.acquisition)  # a typo fails before any work
-    settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, (rows, columns), args.folds,
-                              args.acquisition, args.fold_by)
     print(f"simulating {len(ct_ids) * args.patients_per_ct} virtual patients x {len(poses)} poses...")
     summary = simulate_cohort(settings, ct_ids, out, args.workers)
     summary["skipped_cts"] = skipped
