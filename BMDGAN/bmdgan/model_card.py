@@ -146,10 +146,10 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
                      f"{calibration['slope']:.4g}, intercept {calibration['intercept']:.4g} {calibration['unit']} "
                      f"(training PCC {calibration['pcc_train']:.3f})")
     lines += ["- T-score reference: NHANES III total hip, women 20-29 (`bmdgan/resources/tscore_references.json`).", ""]
-    lines += _read_this_first({title: json.loads((Path(folder) / "metrics.json").read_text())
-                               for title, folder in evaluations.items()})
-    for title, folder in evaluations.items():
-        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    metrics_of = {title: json.loads((Path(folder) / "metrics.json").read_text())
+                  for title, folder in evaluations.items()}
+    lines += _read_this_first(metrics_of)
+    for title, metrics in metrics_of.items():
         lines += [f"## Held-out evaluation: {title}",
                   f"{metrics['cases']} images; PF-DRR PSNR {metrics['pf_drr']['psnr_db_mean']:.1f} dB, "
                   f"Dice {metrics['pf_drr']['dice_mean']:.3f}.", "",
