@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out
+
 HELP = "calibrate CT numbers (HU) to density (mg/cm3): phantom rods (preset or given densities) or phantomless"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
-    parser.add_argument("-o", "--output", required=True, help="calibration record to write (.json)")
+    add_out(parser, "calibration record to write (.json)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--phantom", help="phantom preset (resources/phantoms.json), e.g. B-MAS200, QRM-BDC/6, "
                                           "Mindways-Model3-CT")
@@ -57,7 +59,7 @@ def run(args) -> int:
         else:
             calibration = C.fit_phantom(hu, args.densities, water_mg_cm3=args.water, material=args.material,
                                         min_r2=args.min_r2 if args.min_r2 is not None else C.PHANTOM_MIN_R2)
-    calibration.save(args.output)
-    print(f"{args.output}: density_mg_cm3 = {calibration.slope:.5f} * HU + {calibration.intercept:.3f} "
+    calibration.save(args.out)
+    print(f"{args.out}: density_mg_cm3 = {calibration.slope:.5f} * HU + {calibration.intercept:.3f} "
           f"(R2 {calibration.r2:.5f}, {calibration.method})")
     return 0

@@ -20,7 +20,9 @@ segmentations and skipped."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("cts", nargs="*", type=Path, help="CT files (default: every CT found under --data)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder for the PNGs and gallery.json")
+    from ..options import add_out
+
+    add_out(parser, "output folder for the PNGs and gallery.json")
     parser.add_argument("--data", type=Path,
                         default=Path(os.environ.get("BMDGAN_DATA_DIR", "/work/shared/data")),
                         help="folder searched for CTs when none is given (default: $BMDGAN_DATA_DIR or "
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from tqdm import tqdm
+    from ...progress import progress_bar
 
     from ...errors import InputError
     from ...io import read_ct
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(args.data, "holds no CT volume", "give CT files or another --data folder")
     args.out.mkdir(parents=True, exist_ok=True)
     entries, pictures = [], []
-    for path in tqdm(cts, desc="DRR gallery", unit="CT"):
+    for path in progress_bar(cts, desc="DRR gallery", unit="CT"):
         ct = read_ct(path)
         geometry = default_ap_geometry(ct, pixel_spacing_mm=0.5, max_side_px=args.max_side)
         started = time.perf_counter()
