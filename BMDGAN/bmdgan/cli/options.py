@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
@@ -24,7 +25,7 @@ DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 
 def add_out(parser: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
     """``-o/--out``: where the command writes (required unless a default is given)."""
-    parser.add_argument("-o", "--out", required=default is None, default=default, metavar="PATH",
+    parser.add_argument("-o", "--out", type=Path, required=default is None, default=default, metavar="PATH",
                         help=help if default is None else f"{help} (default: {default})")
 
 
@@ -115,7 +116,7 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 def add_image_size(parser: argparse.ArgumentParser, default: str = "512x256") -> None:
-    parser.add_argument("--image-size", type=image_size, default=image_size(default), metavar="ROWSxCOLUMNS",
+    parser.add_argument("--image-size", type=image_size, default=default, metavar="ROWSxCOLUMNS",
                         help=f"rows x columns of every image in pixels (default {default})")
 
 

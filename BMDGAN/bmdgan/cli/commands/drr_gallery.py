@@ -24,9 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_out(parser, "output folder for the PNGs and gallery.json")
     parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("BMDGAN_DATA_DIR", "/work/shared/data")),
-                        help="folder searched for CTs when none is given (default: $BMDGAN_DATA_DIR or "
-                             "%(default)s)")
+                        help="folder searched for CTs when none is given (default: $BMDGAN_DATA_DIR, else "
+                             "/work/shared/data)")
     parser.add_argument("--max-side", type=int, default=512, help="longest image side in pixels (default 512)")
     parser.add_argument("--energy-kev", type=float, default=50.0,
                         help="effective energy (keV) for HU -> mu (material decomposition, NIST mu/rho)")
@@ -64,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from ...projection.image_io import display_scale, write_png8
 
     cts = list(args.cts)
+    args.data = args.data or Path(os.environ.get("BMDGAN_DATA_DIR", "/work/shared/data"))
     if not cts:
         if not args.data.is_dir():
             raise InputError(args.data, "is not a folder", "give CT files or --data FOLDER")
