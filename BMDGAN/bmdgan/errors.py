@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -44,13 +46,28 @@ DAMAGED_FILE_ERRORS = {
 }
 """Errors of third-party readers (matched by class name, so that nothing here imports them) and what to do."""
 
+INPUT_NOTE = "bmdgan input file: "
+"""Prefix of the exception note that :func:`about_file` adds."""
+
 PARSE_FAILURES = ("could not convert string to float", "invalid literal for int()")
 """Messages of a ValueError from reading a number out of an input file."""
 
 
+@contextmanager
+def about_file(path: str | Path) -> Iterator[None]:
+    """Work on one input file: an error raised inside carries a note naming ``path``, so that its one-line message
+    names the file even when the reader did not (a decompression bomb, a damaged JSON file)."""
+    try:
+        yield
+    except Exception as error:
+        error.add_note(f"{INPUT_NOTE}{path}")
+        raise
+
+
 def describe_expected_error(error: BaseException) -> str | None:
     """One line ``<file>: <what> (<what to do>)`` for an error the user can fix (a BMDGANError, a file-system
-    error, an unreadable or damaged input file, no memory); None for an internal error (a bug)."""
+    error, an unreadable or damaged input file, no memory); None for an internal error (a bug). The file is the
+    one the error names, else the one of :func:`about_file`."""
     import errno
 
     if isinstance(error, BMDGANError):
@@ -71,4 +88,8 @@ def describe_expected_error(error: BaseException) -> str | None:
         message = f"a number in the input cannot be read: {error} (check the input files)"
     else:
         return None
+    for note in getattr(error, "__notes__", ()):
+        path = note[len(INPUT_NOTE):] if note.startswith(INPUT_NOTE) else None
+        if path and path not in message:
+            message = f"{path}: {message}"
     return " ".join(message.split())

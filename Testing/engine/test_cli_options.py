@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -154,12 +155,21 @@ def test_damaged_model_files_are_one_line_errors(tmp_path):
     assert_one_line_error(run_bmdgan(*arguments), "bmdgan decompose: error:", "JSON")
 
 
-def test_decompression_bomb_is_a_one_line_error(tmp_path):
+def test_decompression_bomb_is_named_in_one_line_and_the_batch_goes_on(tmp_path):
+    """Issue 20: a decompression-bomb PNG aborted a whole estimate batch with a traceback."""
     from PIL import Image
 
     bomb = tmp_path / "bomb.png"
     Image.new("1", (20000, 20000)).save(bomb)  # 400 Mpixel of zeros in 49 kB
-    assert_one_line_error(run_bmdgan("info", str(bomb)), "bmdgan info: error:", "decompression bomb")
+    assert_one_line_error(run_bmdgan("info", str(bomb)), f"bmdgan info: error: {bomb}: ", "decompression bomb")
+    sample = REPOSITORY / "Resources" / "SampleData" / "STS_012_simulated_standing.dcm"
+    batch = run_bmdgan("estimate", str(bomb), str(sample), "--single-hip", "--side", "right", "-o",
+                       str(tmp_path / "out"), "--device", "cpu")
+    assert batch.returncode == 2
+    errors = [line for line in batch.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"bmdgan estimate: error: {bomb}: ")
+    assert "Traceback" not in batch.stderr and re.search(r"right hip: aBMD \d\.\d{3} g/cm2", batch.stdout)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [sample.stem]
 
 
 def test_internal_error_is_one_line_exit_1_and_debug_shows_the_traceback(monkeypatch, capsys, tmp_path):
@@ -240,3 +250,34 @@ print(float(image.max()))
     assert len(lines) == 1 and lines[0].startswith("projecting: ")
     chunks = int(lines[0].split()[1].split("/")[0])
     assert chunks >= 1000
+
+
+def test_expected_errors_are_told_apart_from_bugs(tmp_path):
+    """Real exceptions, raised by the standard library: what a user can fix gets one line naming the file."""
+    from bmdgan.errors import InputError, about_file, describe_expected_error
+
+    def raised(function):
+        try:
+            function()
+        except Exception as error:  # noqa: BLE001 - the point is to classify any error
+            return error
+        raise AssertionError("nothing raised")
+
+    missing = tmp_path / "missing.json"
+    assert describe_expected_error(raised(lambda: open(missing))) == (
+        f"{missing}: No such file or directory (check the path)")
+    assert describe_expected_error(InputError(missing, "is empty", "give a model.json")) == (
+        f"{missing}: is empty (give a model.json)")
+
+    def read_broken_json():
+        with about_file(missing):
+            json.loads('{"backbone": ')
+
+    assert describe_expected_error(raised(read_broken_json)).startswith(f"{missing}: Expecting value: line 1")
+    assert "cannot be read: could not convert string to float: 'n/a'" in describe_expected_error(
+        raised(lambda: float("n/a")))
+    import numpy as np
+
+    for bug in (raised(lambda: {}["key"]), raised(lambda: [][1]), raised(lambda: None.shape),
+                raised(lambda: np.ones(2) + np.ones(3))):
+        assert describe_expected_error(bug) is None

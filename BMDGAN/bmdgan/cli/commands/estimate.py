@@ -24,7 +24,7 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from bmdgan.errors import describe_expected_error
+    from bmdgan.errors import about_file, describe_expected_error
     from bmdgan.estimation import estimate_hip, input_files, output_folder_names, sides_to_analyse, write_results
     from bmdgan.inference import DecompositionModel
     from bmdgan.io import read_radiograph
@@ -40,7 +40,8 @@ def run(args) -> int:
     for path, name in progress_bar(list(zip(files, output_folder_names(files))), desc="estimating",
                                    disable=len(files) < 2):
         try:
-            radiograph = read_radiograph(path)
+            with about_file(path):
+                radiograph = read_radiograph(path)
             results = [estimate_hip(model, radiograph, side, reference, not args.single_hip, args.method)
                        for side in sides_to_analyse(radiograph, args.side)]
             folder = write_results(Path(args.out) / name, radiograph, results, model, str(model_folder))
