@@ -67,7 +67,7 @@ def _full_pipeline(args) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from bmdgan.cohort.generator import CohortSettings, ct_id_of, prepare_cts, simulate_cohort
+    from bmdgan.cohort.generator import CohortSettings, prepare_cts, simulate_cohort
     from bmdgan.datasets.report import write_histograms, write_montage
     from bmdgan.errors import InputError
     from bmdgan.evaluation.evaluate import evaluate, write_evaluation

@@ -135,7 +135,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ...errors import InputError
     from ...io import read_ct, read_radiograph
     from bmdgan.atomic import atomic_write_text
     from ...registration.landmark_pose import Landmarks, solve_landmark_pose
