@@ -64,9 +64,10 @@ def resolve_device(text: str) -> str:
 
 
 def comma_list(item: Callable[[str], object] = str, choices: tuple[str, ...] | None = None,
-               example: str = "a,b") -> Callable[[str], tuple]:
+               example: str = "a,b", unique: bool = True) -> Callable[[str], tuple]:
     """argparse type of a comma-separated list whose items are parsed by ``item`` (``int``, ``float``, ``str``);
-    empty items are dropped, so ``""`` is the empty list. A bad item names itself and shows ``example``."""
+    empty items are dropped, so ``""`` is the empty list. A bad item names itself and shows ``example``; an item
+    given twice is refused when ``unique`` (names, folds), kept otherwise (measured values)."""
     kind = {int: "an integer", float: "a number"}.get(item, "a name")
 
     def parse(text: str) -> tuple:
@@ -81,7 +82,7 @@ def comma_list(item: Callable[[str], object] = str, choices: tuple[str, ...] | N
                                                  f"list, e.g. {example})") from None
             if choices is not None and value not in choices:
                 raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not one of {', '.join(choices)}")
-            if value in values:
+            if unique and value in values:
                 raise argparse.ArgumentTypeError(f"{part!r} is given twice in {text!r}")
             values.append(value)
         return tuple(values)
