@@ -10,7 +10,7 @@ HELP = "write a review montage PNG per CT: femur views with labels, landmarks an
 def add_arguments(parser) -> None:
     parser.add_argument("cts", nargs="+", help="CT volumes (DICOM folders, .nii.gz, .nrrd, .mha)")
     add_out(parser, "folder for the <case>.png pictures")
-    from bmdgan.ct.cli_support import add_common_inputs
+    from bmdgan.cli.ct_options import add_common_inputs
 
     add_common_inputs(parser)
     add_quiet(parser)
@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from bmdgan.ct.cli_support import case_name, read_optional_inputs, step_progress
+    from bmdgan.cli.ct_options import case_name, read_optional_inputs, step_progress
     from bmdgan.ct.montage import write_failure_montage, write_montage
     from bmdgan.ct.pipeline import STEPS, analyse_ct
     from bmdgan.errors import BMDGANError

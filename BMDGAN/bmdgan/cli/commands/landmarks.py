@@ -11,13 +11,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
     add_out(parser, "markups file to write (.mrk.json)")
     parser.add_argument("--fcsv", help="also write a legacy .fcsv (RAS) here")
-    from bmdgan.ct.cli_support import add_common_inputs
+    from bmdgan.cli.ct_options import add_common_inputs
 
     add_common_inputs(parser, calibration=False)
 
 
 def run(args) -> int:
-    from bmdgan.ct.cli_support import read_optional_inputs
+    from bmdgan.cli.ct_options import read_optional_inputs
     from bmdgan.ct.landmarks import estimate_landmarks
     from bmdgan.ct.markups import write_fcsv, write_mrk_json
     from bmdgan.ct.pipeline import segmentation_from_labels

@@ -10,7 +10,7 @@ HELP = "measure QCT vBMD (mg/cm3) and CT-aBMD (g/cm2) of the proximal femur in a
 def add_arguments(parser) -> None:
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
     add_out(parser, "output folder (created if missing)")
-    from bmdgan.ct.cli_support import add_common_inputs
+    from bmdgan.cli.ct_options import add_common_inputs
 
     add_common_inputs(parser)
     parser.add_argument("--montage", action="store_true", help="also write montage.png for review")
@@ -22,7 +22,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from bmdgan.ct.calibration import write_json_atomic
-    from bmdgan.ct.cli_support import case_name, read_optional_inputs, step_progress
+    from bmdgan.cli.ct_options import case_name, read_optional_inputs, step_progress
     from bmdgan.ct.markups import write_mrk_json
     from bmdgan.ct.pipeline import STEPS, analyse_ct, measurement_record
     from bmdgan.io import read_ct, write_volume

@@ -11,7 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
     add_out(parser, "label map to write (.nii.gz, .nrrd, .mha)")
     parser.add_argument("--metal", help="also write the metal mask (0/1) here")
-    from bmdgan.ct.cli_support import add_common_inputs
+    from bmdgan.cli.ct_options import add_common_inputs
 
     add_common_inputs(parser, landmarks=False, calibration=False)
 
@@ -20,7 +20,7 @@ def run(args) -> int:
     import numpy as np
 
     from bmdgan.ct import labels as L
-    from bmdgan.ct.cli_support import read_optional_inputs
+    from bmdgan.cli.ct_options import read_optional_inputs
     from bmdgan.ct.segmentation import metal_mask, segment_femur
     from bmdgan.io import read_ct, write_volume
 
