@@ -193,7 +193,8 @@ import contextlib, io, json, sys
 from bmdgan.cli.main import build_parser, main
 names = []
 with contextlib.redirect_stdout(io.StringIO()):
-    for argv in [["--help"]] + [[name, "--help"] for name in sorted(build_parser()._subparsers._group_actions[0].choices)]:
+    commands = sorted(build_parser()._subparsers._group_actions[0].choices)
+    for argv in [["--help"]] + [[name, "--help"] for name in commands]:
         names.append(argv[0])
         try:
             main(argv)

@@ -15,7 +15,8 @@ def add_arguments(parser) -> None:
                                           "Mindways-Model3-CT")
     source.add_argument("--densities", type=comma_list(float, example="0,50,100,150,200", unique=False),
                         metavar="MG_CM3,...",
-                        help="nominal rod densities (mg/cm3), comma-separated, in the order of --rod-points/--rod-labels")
+                        help="nominal rod densities (mg/cm3), comma-separated, in the order of "
+                             "--rod-points/--rod-labels")
     source.add_argument("--phantomless", action="store_true",
                         help="internal calibration from air, fat and muscle in the scan (the default without a phantom)")
     parser.add_argument("--water", type=comma_list(float, example="1012,1057", unique=False), metavar="MG_CM3,...",

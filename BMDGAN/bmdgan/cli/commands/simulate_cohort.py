@@ -13,7 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--exclude", type=comma_list(example="STS_012"), default="",
                         help="CT ids to leave out (e.g. held-out CTs), comma-separated")
     parser.add_argument("--patients-per-ct", type=positive_int, default=9, help="virtual patients per CT (default 9)")
-    parser.add_argument("--poses", type=comma_list(example="standing,supine"), default="standing,supine,abduction,adduction",
+    parser.add_argument("--poses", type=comma_list(example="standing,supine"),
+                        default="standing,supine,abduction,adduction",
                         help="poses of every virtual patient, comma-separated (default %(default)s)")
     add_image_size(parser)
     parser.add_argument("--fold-count", type=positive_int, default=5, help="cross-validation folds (2 or more)")
@@ -63,8 +64,8 @@ def run(args) -> int:
                              "e.g. example_ct=right:femur_right.nii.gz,hip_right.nii.gz") from None
         segmentations[ct_id] = (side, [Path(f) for f in files.split(",")])
     parse_acquisition(args.acquisition)  # a typo fails before any work
-    settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, args.image_size, args.fold_count,
-                              args.acquisition, args.fold_by)
+    settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, args.image_size,
+                              args.fold_count, args.acquisition, args.fold_by)
     check_cohort_request(settings, [ct_id_of(p) for p in paths], out)  # before minutes of CT preparation
     print(f"preparing {len(paths)} CTs (labels, landmarks, PF region, calibration, CT-aBMD/vBMD)...")
     ct_ids, skipped = prepare_cts(paths, prepared_folder, segmentations=segmentations)
