@@ -138,6 +138,9 @@ def test_out_that_is_an_existing_file_or_below_one_is_a_one_line_error(tmp_path,
                              "-o", str(existing / "calibration.json"))
     assert_one_line_error(file_output, "bmdgan calibrate: error:", str(existing), "choose another")
     assert existing.read_text() == "kept"
+    if sys.platform.startswith("linux"):  # sysfs refuses new folders to everyone, root included
+        refused = run_bmdgan("dataset-report", str(tmp_path / "no-dataset"), "-o", "/sys/bmdgan-report")
+        assert_one_line_error(refused, "bmdgan dataset-report: error: /sys/bmdgan-report: ")
 
 
 def test_damaged_model_files_are_one_line_errors(tmp_path):
