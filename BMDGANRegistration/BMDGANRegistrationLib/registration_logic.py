@@ -199,7 +199,7 @@ class RegistrationLogic:
         tifffile.imwrite(folder / "radiograph.tif", pixels.astype(np.float32))
         write_volume(ct, folder / "ct.nii.gz")
         geometry.save(folder / "start.geometry.json")
-        arguments = [str(folder / "radiograph.tif"), str(folder / "ct.nii.gz"), "--out-dir", str(folder),
+        arguments = [str(folder / "radiograph.tif"), str(folder / "ct.nii.gz"), "--out", str(folder),
                      "--name", RESULT_NAME, "--geometry", str(folder / "start.geometry.json")]
         if segmentation_node is not None:
             labels = segmentation_node_to_labels(segmentation_node, ct, scene, SEGMENT_NAMES)

@@ -177,7 +177,7 @@ def test_simulate_cohort_cli_refuses_too_few_cts_before_preparing_them(tmp_path,
     from bmdgan.cli.main import main
 
     code = main(["simulate-cohort", str(tmp_path / "STS_001.nii.gz"), str(tmp_path / "STS_002.nii.gz"),
-                 "--out", str(tmp_path / "cohort"), "--fold-by", "ct", "--folds", "5"])
+                 "--out", str(tmp_path / "cohort"), "--fold-by", "ct", "--fold-count", "5"])
     assert code == 2 and "2 CTs cannot fill 5 folds by CT" in capsys.readouterr().err
     assert not (tmp_path / "cohort").exists()  # the CTs (which do not even exist) were never opened
 

@@ -205,11 +205,11 @@ def test_calibrate_command(tmp_path, phantom_scan):
     automatic = calibrate("--phantom", "B-MAS200", "-o", str(tmp_path / "auto.json"))
     assert automatic.returncode == 0, automatic.stderr
     _assert_recovers(C.Calibration.load(tmp_path / "auto.json"))
-    given = calibrate("--densities", *map(str, B_MAS200), "--rod-points", str(tmp_path / "rods.mrk.json"),
+    given = calibrate("--densities", ",".join(map(str, B_MAS200)), "--rod-points", str(tmp_path / "rods.mrk.json"),
                       "--rod-radius", "6", "--rod-length", "80", "-o", str(tmp_path / "points.json"))
     assert given.returncode == 0, given.stderr
     _assert_recovers(C.Calibration.load(tmp_path / "points.json"))
-    wrong = calibrate("--densities", "0", "100", "200", "--rod-points", str(tmp_path / "rods.mrk.json"),
+    wrong = calibrate("--densities", "0,100,200", "--rod-points", str(tmp_path / "rods.mrk.json"),
                       "-o", str(tmp_path / "wrong.json"))
     assert wrong.returncode == 2 and "5 rods were measured but 3 densities" in wrong.stderr
     assert not (tmp_path / "wrong.json").exists()

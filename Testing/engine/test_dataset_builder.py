@@ -82,7 +82,7 @@ def test_build_dataset_from_a_case_table(shared_data, tmp_path):
     assert json.loads((out / "dataset.json").read_text())["fold_settings"] == {"folds": 5, "seed": 0}
     manifest = (out / "manifest.csv").read_text()
     again = subprocess.run([sys.executable, "-m", "bmdgan", "build-dataset", str(tmp_path / "cases.csv"), "--out",
-                            str(out), "--key", "secret", "--image-size", "256x128", "--folds", "3"],
+                            str(out), "--key", "secret", "--image-size", "256x128", "--fold-count", "3"],
                            capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert again.returncode == 2 and "holds a dataset made with folds 5, not 3" in again.stderr
     assert (out / "manifest.csv").read_text() == manifest

@@ -90,8 +90,8 @@ def test_simulate_xray_command_writes_reproducible_dicom_png_and_geometry(ct_fil
     params.write_text(json.dumps({"bits_stored": 16, "effective_energy_kev": 45.0}))
     arguments = ["simulate-xray", str(ct), "--count", "2", "--seed", "4", "--params", str(params),
                  "--patient-id", "TEST", "--pixel-mm", "1.0"]
-    assert main(arguments + ["--out-dir", str(tmp_path / "a")]) == 0
-    assert main(arguments[:3] + ["1"] + arguments[4:] + ["--out-dir", str(tmp_path / "b")]) == 0
+    assert main(arguments + ["--out", str(tmp_path / "a")]) == 0
+    assert main(arguments[:3] + ["1"] + arguments[4:] + ["--out", str(tmp_path / "b")]) == 0
     for seed in (4, 5):
         stem = tmp_path / "a" / f"ct_seed{seed}"
         radiograph = read_radiograph(stem.with_suffix(".dcm"))

@@ -259,7 +259,7 @@ def test_register_command_writes_pose_overlay_and_log(tmp_path, hip):
     _, _, points, truth, _ = hip
     ct_path, dicom_path, start_path, _ = _write_inputs(tmp_path, hip)
     out = tmp_path / "out"
-    code = main(["register", str(dicom_path), str(ct_path), "--out-dir", str(out), "--geometry", str(start_path),
+    code = main(["register", str(dicom_path), str(ct_path), "--out", str(out), "--geometry", str(start_path),
                  "--threads", "1", "--name", "case"])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["case.geometry.json", "case.log", "case.overlay.png",
@@ -286,7 +286,7 @@ def test_register_command_landmarks_strict_failure_and_input_errors(tmp_path, hi
     ct, _, points, truth, simulated = hip
     ct_path, _, start_path, landmarks_path = _write_inputs(tmp_path, hip)
     mirrored_path = write_png16(tmp_path / "mirrored.png", simulated.processed[:, ::-1])
-    code = main(["register", str(mirrored_path), str(ct_path), "--out-dir", str(tmp_path / "out"),
+    code = main(["register", str(mirrored_path), str(ct_path), "--out", str(tmp_path / "out"),
                  "--landmarks", str(landmarks_path), "--pixel-mm", "1.0", "--sid-mm", "1000", "--strict",
                  "--threads", "1"])
     assert code == 3
@@ -297,9 +297,9 @@ def test_register_command_landmarks_strict_failure_and_input_errors(tmp_path, hi
     wrong = ProjectionGeometry.load(start_path)
     small = ProjectionGeometry(wrong.source_to_detector_mm, 50, 40, 1.0, 1.0, (25.0, 20.0), wrong.camera_from_lps)
     small_path = small.save(tmp_path / "small.geometry.json")
-    assert main(["register", str(mirrored_path), str(ct_path), "--out-dir", str(tmp_path / "x"),
+    assert main(["register", str(mirrored_path), str(ct_path), "--out", str(tmp_path / "x"),
                  "--geometry", str(small_path)]) == 2
     assert "detector" in capsys.readouterr().err
-    assert main(["register", str(mirrored_path), str(ct_path), "--out-dir", str(tmp_path / "x")]) == 2
+    assert main(["register", str(mirrored_path), str(ct_path), "--out", str(tmp_path / "x")]) == 2
     assert "pixel spacing" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

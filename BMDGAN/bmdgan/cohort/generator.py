@@ -171,7 +171,7 @@ def check_cohort_request(settings: CohortSettings, ct_ids: list[str], out: str |
     all_ct_ids = list(dict.fromkeys([*earlier, *ct_ids]))
     if settings.fold_by == "ct" and len(all_ct_ids) < settings.folds:
         raise InputError(out, f"{len(all_ct_ids)} CTs cannot fill {settings.folds} folds by CT",
-                         "give more CTs, fewer --folds, or --fold-by patient")
+                         "give more CTs, a smaller --fold-count, or --fold-by patient")
     return all_ct_ids
 
 
@@ -179,7 +179,7 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
                     progress: bool = True) -> dict:
     """Generate (or finish, or extend with more CTs or patients) the cohort in ``out``; returns counts and the time
     taken. ``dataset.json`` then lists every CT of the cohort and the settings of this latest call."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     start = time.perf_counter()
     all_ct_ids = check_cohort_request(settings, ct_ids, out)
@@ -193,7 +193,7 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
     written = 0
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(make_patient_cases, [settings] * len(tasks), *zip(*tasks)) if tasks else []
-        for cases in tqdm(results, total=len(tasks), desc="virtual patients", disable=not progress):
+        for cases in progress_bar(results, total=len(tasks), desc="virtual patients", disable=not progress):
             for record, images in cases:
                 if record.case_id not in writer.done:
                     writer.add(record, images)
@@ -215,12 +215,12 @@ def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
                 segmentations: dict[str, tuple[str, list[Path]]] | None = None) -> tuple[list[str], dict[str, str]]:
     """Prepare (or reuse the cache of) every CT; returns (usable CT ids, {skipped CT id: reason}).
     ``segmentations``: {CT id: (side, label files)} for CTs whose femur should come from a given segmentation."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     from ..errors import BMDGANError
 
     usable, skipped = [], {}
-    for path in tqdm(paths, desc="preparing CTs", disable=not progress):
+    for path in progress_bar(paths, desc="preparing CTs", disable=not progress):
         ct_id = ct_id_of(path)
         if not has_prepared(prepared_folder, ct_id):
             try:

@@ -123,7 +123,7 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
 def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tuple[int, int] = (512, 256),
                   progress: bool = True) -> dict:
     """Build (or finish) ``out`` from the case table; returns the report written to ``build_report.json``."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     table = Path(table)
     with open(table, newline="") as stream:
@@ -135,7 +135,7 @@ def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tup
     writer = DatasetWriter(out, image_shape, {"source": "bmdgan build-dataset"})
     report = {"built": [], "skipped": {}}
     per_patient: dict[str, int] = {}
-    for number, row in enumerate(tqdm(rows, desc="cases", disable=not progress), start=1):
+    for number, row in enumerate(progress_bar(rows, desc="cases", disable=not progress), start=1):
         try:
             identifier = row.get("patient", "").strip() or patient_identifier(_resolve(table, row["radiograph"]))
             patient = pseudonym(identifier, key)

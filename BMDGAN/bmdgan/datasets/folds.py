@@ -38,7 +38,7 @@ def check_fold_count(n_folds: int) -> None:
     from ..errors import InputError
 
     if n_folds < 2:
-        raise InputError(None, f"{n_folds} folds leave nothing to train on or nothing to test", "use --folds 2 or more")
+        raise InputError(None, f"{n_folds} folds leave nothing to train on or nothing to test", "use --fold-count 2 or more")
 
 
 def assign_patient_folds(records: list[CaseRecord], n_folds: int = 5, seed: int = 0,

@@ -118,7 +118,7 @@ def evaluate(model: DecompositionModel, folder: str | Path, fold: int | None = N
              jpeg_qualities=DEFAULT_JPEG_QUALITIES, bit_depths=DEFAULT_BIT_DEPTHS, progress: bool = True,
              poses: tuple[str, ...] | None = None) -> dict:
     """Metrics of the held-out ``fold`` (None: every case; ``poses``: only those poses) and the predictions."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     folder = Path(folder)
     records = [r for r in read_manifest(folder) if (fold is None or r.fold == fold) and (not poses or r.pose in poses)]
@@ -126,7 +126,7 @@ def evaluate(model: DecompositionModel, folder: str | Path, fold: int | None = N
         raise InputError(folder, f"only {len(records)} cases to evaluate in fold {fold}", "choose another fold")
     methods = tuple(available_methods(model))
     predictions = [predict_case(model, folder, record, methods=methods)
-                   for record in tqdm(records, desc="evaluating", disable=not progress)]
+                   for record in progress_bar(records, desc="evaluating", disable=not progress)]
     targets = sorted(model.calibrations)
     report = {"cases": len(records), "fold": fold,
               "pf_drr": {"psnr_db_mean": float(np.mean([p.psnr_db for p in predictions])),
@@ -135,7 +135,7 @@ def evaluate(model: DecompositionModel, folder: str | Path, fold: int | None = N
                           for m in methods}, "robustness": {}}
     degradations = [("jpeg_quality", q, jpeg_degraded) for q in jpeg_qualities] + \
                    [("bit_depth", b, bit_depth_reduced) for b in bit_depths]
-    for kind, level, degrade in tqdm(degradations, desc="robustness", disable=not progress or not degradations):
+    for kind, level, degrade in progress_bar(degradations, desc="robustness", disable=not progress or not degradations):
         degraded = [predict_case(model, folder, r, degrade(load_image(folder, r, "radiograph"), level))
                     for r in records]
         report["robustness"].setdefault(kind, {})[str(level)] = {

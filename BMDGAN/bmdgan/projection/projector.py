@@ -196,9 +196,9 @@ class Projector:
                 groups.append((axis, selected, clip))
         bar = None
         if progress:
-            from tqdm import tqdm
+            from ..progress import progress_bar
 
-            bar = tqdm(total=sum(self._chunk_count(axis, sel.numel(), clip) for axis, sel, clip in groups),
+            bar = progress_bar(total=sum(self._chunk_count(axis, sel.numel(), clip) for axis, sel, clip in groups),
                        desc="projecting", unit="chunk", leave=False)
         for axis, selected, clip in groups:
             sums = self._march(axis, origins[selected], directions[selected], clip, bar)

@@ -491,9 +491,9 @@ def landmark_residual_mm(geometry: ProjectionGeometry, landmarks, centre_lps_mm:
 def _progress_bar(enabled: bool, total: int, description: str):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=description, unit="generation", leave=False, disable=None)  # None: TTY only
+    return progress_bar(total=total, desc=description, unit="generation", leave=False)
 
 
 def _updater(bar):

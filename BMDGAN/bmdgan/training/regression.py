@@ -117,7 +117,7 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
                      stop_after_epochs: int | None = None, progress: bool = True,
                      poses: tuple[str, ...] | None = None) -> list[dict]:
     """Train (or resume) one regression model; exports it into ``run/model`` when all phases are done."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     if kind not in KINDS or target not in BMD_TARGETS:
         raise InputError(None, f"unknown regression {kind!r} of {target!r}",
@@ -178,7 +178,7 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
             sampler.set_epoch(epoch)
             dataset.set_epoch(epoch)
             model.train()
-            for step, (_, x, y, w) in enumerate(tqdm(loader, desc=f"{kind} {target} epoch {epoch + 1}/"
+            for step, (_, x, y, w) in enumerate(progress_bar(loader, desc=f"{kind} {target} epoch {epoch + 1}/"
                                                      f"{sum(p[0] for p in phases(kind, config))}",
                                                      disable=not (progress and process.is_main), leave=False)):
                 x, y, w = x.to(process.device), y.to(process.device), w.to(process.device)

@@ -64,10 +64,10 @@ def start_process(device: str = "auto") -> Process:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if device == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):  # "cuda:N" (bmdgan --device) picks device N outside torchrun
+        local_rank = int(os.environ.get("LOCAL_RANK", device.partition(":")[2] or "0"))
         torch.cuda.set_device(local_rank)
         return Process(rank, world_size, torch.device("cuda", local_rank))
     return Process(rank, world_size, torch.device("cpu"))
@@ -182,7 +182,7 @@ class StageTrainer:
 
     def train(self, stop_after_epochs: int | None = None, progress: bool = True) -> list[dict]:
         """Train to the configured number of epochs (or ``stop_after_epochs`` more); returns this run's history."""
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
         total_epochs = self.config.epochs[self.stage]
         last_epoch = total_epochs if stop_after_epochs is None else min(total_epochs,
@@ -194,7 +194,7 @@ class StageTrainer:
             self.dataset.set_epoch(epoch)
             self.generator.train()
             self.discriminator.train()
-            bar = tqdm(self.loader, desc=f"{self.stage} epoch {epoch + 1}/{total_epochs}",
+            bar = progress_bar(self.loader, desc=f"{self.stage} epoch {epoch + 1}/{total_epochs}",
                        disable=not (progress and self.process.is_main), leave=False)
             micro, micro_losses = 0, []
             for optimizer in self.optimizers.values():

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out, add_seed
+
 HELP = "picture: a real radiograph, a radiograph simulated from a CT, and the simulation's bone-only DRR"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("ct", help="CT volume to simulate from (HU)")
     parser.add_argument("radiograph", help="a real radiograph of the same region (DICOM, PNG, JPEG, TIFF)")
-    parser.add_argument("--out", required=True, help="output PNG")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated acquisition")
+    add_out(parser, "output PNG")
+    add_seed(parser, what="simulated acquisition")
 
 
 def run(args) -> int:

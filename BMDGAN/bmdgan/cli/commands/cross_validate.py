@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_device, add_out, comma_list
+
 HELP = "patient-level k-fold cross-validation (stages 1-3 and the baseline per fold), pooled metrics, resumable"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="dataset folder with folds in its manifest")
-    parser.add_argument("--out", required=True, help="folder of the fold runs and pooled_metrics.json")
-    parser.add_argument("--config", default="cpu")
-    parser.add_argument("--folds", default="0,1,2,3,4", help="comma-separated folds to hold out in turn")
-    parser.add_argument("--targets", default="ct_abmd_g_cm2,qct_vbmd_mg_cm3")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_out(parser, "folder of the fold runs and pooled_metrics.json")
+    parser.add_argument("--config", default="cpu", help="configuration name (paper, cpu, smoke) or YAML path")
+    parser.add_argument("--folds", type=comma_list(int, example="0,1,2"), default="0,1,2,3,4",
+                        help="folds to hold out in turn, comma-separated (default 0,1,2,3,4)")
+    parser.add_argument("--targets", type=comma_list(), default="ct_abmd_g_cm2,qct_vbmd_mg_cm3",
+                        help="BMD columns to regress, comma-separated (default ct_abmd_g_cm2,qct_vbmd_mg_cm3)")
+    add_device(parser)
 
 
 def run(args) -> int:
     from bmdgan.evaluation.cross_validation import cross_validate
     from bmdgan.training.config import load_config
 
-    folds = [int(f) for f in args.folds.split(",") if f.strip()]
-    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
-    pooled = cross_validate(load_config(args.config), args.dataset, args.out, folds, targets, args.device)
+    folds = list(args.folds)
+    pooled = cross_validate(load_config(args.config), args.dataset, args.out, folds, args.targets, args.device)
     print(f"pooled over folds {folds} ({pooled['images']} images):")
     for method, values in pooled["methods"].items():
         for target, m in values.items():

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out, add_quiet
+
 HELP = "write a review montage PNG per CT: femur views with labels, landmarks and cut planes, and the aBMD image"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("cts", nargs="+", help="CT volumes (DICOM folders, .nii.gz, .nrrd, .mha)")
-    parser.add_argument("-o", "--output", required=True, help="folder for the <case>.png pictures")
-    from bmdgan.ct.cli_support import add_common_inputs
+    add_out(parser, "folder for the <case>.png pictures")
+    from bmdgan.cli.ct_options import add_common_inputs
 
     add_common_inputs(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    from bmdgan.ct.cli_support import case_name, read_optional_inputs, step_progress
+    from bmdgan.cli.ct_options import case_name, read_optional_inputs, step_progress
     from bmdgan.ct.montage import write_failure_montage, write_montage
     from bmdgan.ct.pipeline import STEPS, analyse_ct
     from bmdgan.errors import BMDGANError
     from bmdgan.io import read_ct
 
-    output = Path(args.output)
+    output = Path(args.out)
     failed = 0
     for path in args.cts:
         name = case_name(path)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out, add_seed, positive_int
+
 HELP = "pictures of a dataset: sample montage (radiograph | stage-1 DRR | PF-DRR) and ground-truth histograms"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="dataset folder")
-    parser.add_argument("--out", required=True, help="output folder for montage.png and histograms.png")
-    parser.add_argument("--samples", type=int, default=8, help="cases in the montage")
-    parser.add_argument("--seed", type=int, default=0)
+    add_out(parser, "output folder for montage.png and histograms.png")
+    parser.add_argument("--samples", type=positive_int, default=8, help="cases in the montage (default 8)")
+    add_seed(parser, what="choice of the montage's cases")
 
 
 def run(args) -> int:

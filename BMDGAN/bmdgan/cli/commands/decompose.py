@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_device, add_out
+
 HELP = "decompose a radiograph into the proximal-femur DRR (g/cm2) with a trained model"
 
 
@@ -11,8 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--side", choices=("left", "right"), required=True, help="the patient's hip to analyse")
     parser.add_argument("--single-hip", action="store_true",
                         help="the image shows one hip only (do not split it at the centre)")
-    parser.add_argument("--out", required=True, help="output TIFF (float32, g/cm2)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_out(parser, "output TIFF (float32, g/cm2)")
+    add_device(parser)
 
 
 def run(args) -> int:

@@ -8,11 +8,13 @@ tiny model for a few minutes, evaluate it on held-out virtual patients, write th
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out
+
 HELP = "the main job: estimate BMD of the bundled sample radiograph with the default model (--full: whole pipeline)"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", default="bmdgan-demo", help="output folder (default: ./bmdgan-demo)")
+    add_out(parser, "output folder", default="bmdgan-demo")
     parser.add_argument("--full", action="store_true", help="run every stage: CTs -> cohort -> training -> evaluation")
     parser.add_argument("--data", default=None, help="with --full: a folder of CTs to use instead of the bundled one "
                                                      "(e.g. ../shared/data/ct/ibsi_sts)")
@@ -65,7 +67,7 @@ def _full_pipeline(args) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from bmdgan.cohort.generator import CohortSettings, ct_id_of, prepare_cts, simulate_cohort
+    from bmdgan.cohort.generator import CohortSettings, prepare_cts, simulate_cohort
     from bmdgan.datasets.report import write_histograms, write_montage
     from bmdgan.errors import InputError
     from bmdgan.evaluation.evaluate import evaluate, write_evaluation

@@ -9,13 +9,13 @@ HELP = "render a quantitative DRR (float32 TIFF or NPY+JSON with units and geome
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ...projection.cli_options import add_geometry_arguments
+    from ..projection_options import add_geometry_arguments
+    from ..options import add_device, add_out
 
     parser.add_argument("ct", type=Path, help="CT volume (HU, or calibrated mg/cm3 with --input-unit mg/cm3)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output image: .tif/.tiff = float32 TIFF, one page per channel, JSON metadata "
-                             "(units, channels, geometry) in the ImageDescription; .npy = array (C, rows, cols) "
-                             "plus a .json sidecar with the same metadata")
+    add_out(parser, "output image: .tif/.tiff = float32 TIFF, one page per channel, JSON metadata (units, "
+                    "channels, geometry) in the ImageDescription; .npy = array (C, rows, cols) plus a .json "
+                    "sidecar with the same metadata")
     parser.add_argument("--input-unit", choices=("HU", "mg/cm3", "1/mm"), default="HU",
                         help="unit of the CT voxels: HU -> radiological path at --energy-kev (dimensionless); "
                              "mg/cm3 (calibrated density) -> areal density g/cm2; 1/mm -> radiological path")
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the unmasked projection as the first channel ('all')")
     parser.add_argument("--geometry-out", type=Path, help="also write the geometry JSON used")
     parser.add_argument("--png", type=Path, help="also write a 16-bit PNG preview of the first channel")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1...; default cpu)")
+    add_device(parser)
     add_geometry_arguments(parser)
 
 
@@ -43,7 +43,7 @@ def _masks(args, ct) -> dict:
 
     from ...errors import InputError
     from ...io import read_label_volume
-    from ...projection.cli_options import parse_label_list, parse_named_values
+    from ..projection_options import parse_label_list, parse_named_values
 
     masks = {}
     channels = parse_named_values(args.channel, "--channel")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from bmdgan.atomic import atomic_path, atomic_write_text
     from ...projection.attenuation import attenuation_volume
     from ...projection.materials import material_attenuation
-    from ...projection.cli_options import geometry_from_arguments
+    from ..projection_options import geometry_from_arguments
     from ...projection.image_io import display_scale, write_drr_tiff, write_png16
 
     suffix = args.out.suffix.lower()

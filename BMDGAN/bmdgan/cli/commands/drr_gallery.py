@@ -20,11 +20,12 @@ segmentations and skipped."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("cts", nargs="*", type=Path, help="CT files (default: every CT found under --data)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder for the PNGs and gallery.json")
+    from ..options import add_out
+
+    add_out(parser, "output folder for the PNGs and gallery.json")
     parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("BMDGAN_DATA_DIR", "/work/shared/data")),
-                        help="folder searched for CTs when none is given (default: $BMDGAN_DATA_DIR or "
-                             "%(default)s)")
+                        help="folder searched for CTs when none is given (default: $BMDGAN_DATA_DIR, else "
+                             "/work/shared/data)")
     parser.add_argument("--max-side", type=int, default=512, help="longest image side in pixels (default 512)")
     parser.add_argument("--energy-kev", type=float, default=50.0,
                         help="effective energy (keV) for HU -> mu (material decomposition, NIST mu/rho)")
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from tqdm import tqdm
+    from ...progress import progress_bar
 
     from ...errors import InputError
     from ...io import read_ct
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from ...projection.image_io import display_scale, write_png8
 
     cts = list(args.cts)
+    args.data = args.data or Path(os.environ.get("BMDGAN_DATA_DIR", "/work/shared/data"))
     if not cts:
         if not args.data.is_dir():
             raise InputError(args.data, "is not a folder", "give CT files or --data FOLDER")
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(args.data, "holds no CT volume", "give CT files or another --data folder")
     args.out.mkdir(parents=True, exist_ok=True)
     entries, pictures = [], []
-    for path in tqdm(cts, desc="DRR gallery", unit="CT"):
+    for path in progress_bar(cts, desc="DRR gallery", unit="CT"):
         ct = read_ct(path)
         geometry = default_ap_geometry(ct, pixel_spacing_mm=0.5, max_side_px=args.max_side)
         started = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_device, add_out
+
 HELP = "estimate BMD from radiographs (files, folders or a .txt list): result.json, PF-DRR and report.png each"
 
 
@@ -14,21 +16,20 @@ def add_arguments(parser) -> None:
                         help="auto: stage-3 regression when the model has it, else the PF-DRR mean")
     parser.add_argument("--single-hip", action="store_true", help="images show one hip only (no split at centre)")
     parser.add_argument("--reference", default=None, help="T-score reference (see resources/tscore_references.json)")
-    parser.add_argument("--out", required=True, help="output folder: one subfolder per radiograph")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_out(parser, "output folder: one subfolder per radiograph")
+    add_device(parser)
 
 
 def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from tqdm import tqdm
-
-    from bmdgan.errors import BMDGANError
+    from bmdgan.errors import about_file, describe_expected_error
     from bmdgan.estimation import estimate_hip, input_files, output_folder_names, sides_to_analyse, write_results
     from bmdgan.inference import DecompositionModel
     from bmdgan.io import read_radiograph
     from bmdgan.models_default import resolve_model_folder
+    from bmdgan.progress import progress_bar
     from bmdgan.tscore import load_reference
 
     model_folder = resolve_model_folder(args.model)
@@ -36,15 +37,20 @@ def run(args) -> int:
     reference = load_reference(args.reference)
     files = input_files(args.inputs)
     failures = 0
-    for path, name in tqdm(list(zip(files, output_folder_names(files))), desc="estimating", disable=len(files) < 2):
+    for path, name in progress_bar(list(zip(files, output_folder_names(files))), desc="estimating",
+                                   disable=len(files) < 2):
         try:
-            radiograph = read_radiograph(path)
+            with about_file(path):
+                radiograph = read_radiograph(path)
             results = [estimate_hip(model, radiograph, side, reference, not args.single_hip, args.method)
                        for side in sides_to_analyse(radiograph, args.side)]
             folder = write_results(Path(args.out) / name, radiograph, results, model, str(model_folder))
-        except BMDGANError as error:
+        except Exception as error:  # one bad file (unreadable, decompression bomb...) does not stop the batch
+            message = describe_expected_error(error)
+            if message is None or args.debug:
+                raise
             failures += 1
-            print(f"bmdgan estimate: error: {error}", file=sys.stderr)
+            print(f"bmdgan estimate: error: {message}", file=sys.stderr)
             continue
         for hip, _ in results:
             numbers = (f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, T-score {hip.t_score:+.1f} ({hip.who_category})"

@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+import argparse
+
+from bmdgan.cli.options import add_device, add_out, comma_list
+
 HELP = "evaluate a model on a dataset fold: PCC, ICC, MAE, SEE, RMS-CV, Bland-Altman, PSNR/Dice, robustness"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="model folder")
     parser.add_argument("--dataset", required=True, help="dataset folder with ground truth")
-    parser.add_argument("--fold", default=None,
+    parser.add_argument("--fold", type=fold_or_all, default=None,
                         help="held-out fold to evaluate, or 'all' for every case (default: on the model's own training "
                              "dataset the fold it was trained without, on any other dataset every case)")
-    parser.add_argument("--out", required=True, help="output folder for metrics.json, predictions.csv and plots")
-    parser.add_argument("--jpeg-qualities", default="95,75,50,25", help="comma-separated; empty to skip")
-    parser.add_argument("--bit-depths", default="12,10,8,6", help="comma-separated; empty to skip")
-    parser.add_argument("--poses", default=None, help="evaluate these poses only (comma-separated)")
-    parser.add_argument("--device", default="cpu")
+    add_out(parser, "output folder for metrics.json, predictions.csv and plots")
+    parser.add_argument("--jpeg-qualities", type=comma_list(int, example="95,75"), default="95,75,50,25",
+                        help="JPEG qualities of the robustness test, comma-separated; '' to skip (default %(default)s)")
+    parser.add_argument("--bit-depths", type=comma_list(int, example="12,8"), default="12,10,8,6",
+                        help="bit depths of the robustness test, comma-separated; '' to skip (default %(default)s)")
+    parser.add_argument("--poses", type=comma_list(example="standing,supine"), default=None,
+                        help="evaluate these poses only, comma-separated")
+    add_device(parser)
 
 
-def _levels(text: str) -> tuple[int, ...]:
-    return tuple(int(value) for value in text.split(",") if value.strip())
+def fold_or_all(text: str) -> int | str:
+    """argparse type of ``--fold``: a fold number or ``all``."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a fold number nor 'all'") from None
 
 
-def held_out_fold(requested: str | None, dataset: str, provenance: dict) -> int | None:
+def held_out_fold(requested: int | str | None, dataset: str, provenance: dict) -> int | None:
     """The fold to evaluate: as requested, else the one the model never saw when ``dataset`` is the one it was
     trained on (all cases of that dataset would score training images), else every case (None)."""
     import sys
@@ -50,9 +63,8 @@ def run(args) -> int:
     from bmdgan.inference import DecompositionModel
 
     model = DecompositionModel.load(args.model, args.device)
-    poses = tuple(p.strip() for p in args.poses.split(",") if p.strip()) if args.poses else None
     fold = held_out_fold(args.fold, args.dataset, model.description.get("provenance", {}))
-    result = evaluate(model, args.dataset, fold, _levels(args.jpeg_qualities), _levels(args.bit_depths), poses=poses)
+    result = evaluate(model, args.dataset, fold, args.jpeg_qualities, args.bit_depths, poses=args.poses or None)
     folder = write_evaluation(args.out, result)
     report = result["report"]
     print(f"{report['cases']} cases (fold {report['fold']}): PF-DRR PSNR {report['pf_drr']['psnr_db_mean']:.1f} dB, "

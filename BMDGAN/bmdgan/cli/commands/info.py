@@ -46,6 +46,9 @@ def read_any(path: str, kind: str):
 
 
 def run(args) -> int:
+    from bmdgan.errors import about_file
+
     for path in args.paths:
-        print(f"{path}: {read_any(path, args.kind)}")
+        with about_file(path):
+            print(f"{path}: {read_any(path, args.kind)}")
     return 0

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out
+
 HELP = "find the 8 proximal-femur landmarks (Uemura 2022) and write them as .mrk.json (and .fcsv)"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
-    parser.add_argument("-o", "--output", required=True, help="markups file to write (.mrk.json)")
+    add_out(parser, "markups file to write (.mrk.json)")
     parser.add_argument("--fcsv", help="also write a legacy .fcsv (RAS) here")
-    from bmdgan.ct.cli_support import add_common_inputs
+    from bmdgan.cli.ct_options import add_common_inputs
 
     add_common_inputs(parser, calibration=False)
 
 
 def run(args) -> int:
-    from bmdgan.ct.cli_support import read_optional_inputs
+    from bmdgan.cli.ct_options import read_optional_inputs
     from bmdgan.ct.landmarks import estimate_landmarks
     from bmdgan.ct.markups import write_fcsv, write_mrk_json
     from bmdgan.ct.pipeline import segmentation_from_labels
@@ -30,10 +32,10 @@ def run(args) -> int:
         segmentation = segment_femur(ct, side=args.side)
     landmarks = estimate_landmarks(segmentation.femur, ct.geometry, segmentation.head, segmentation.shaft)
     landmarks.points.update(inputs.get("landmark_points", {}))
-    write_mrk_json(landmarks.points, args.output)
+    write_mrk_json(landmarks.points, args.out)
     if args.fcsv:
         write_fcsv(landmarks.points, args.fcsv)
-    print(f"{args.output}: {len(landmarks.points)} landmarks, side {landmarks.frame.side}")
+    print(f"{args.out}: {len(landmarks.points)} landmarks, side {landmarks.frame.side}")
     for note in landmarks.notes:
         print(f"  note: {note}")
     return 0

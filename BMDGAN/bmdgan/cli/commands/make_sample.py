@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out, add_seed
+
 HELP = "simulate the sample radiograph (DX DICOM) of a held-out CT with its CT-derived ground truth"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("ct", help="the held-out CT (default sample: Resources/SampleData/STS_012.nii.gz)")
-    parser.add_argument("--out", required=True, help="folder for <CT>_simulated_<pose>.dcm and its _truth.json")
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--pose", default="standing")
+    add_out(parser, "folder for <CT>_simulated_<pose>.dcm and its _truth.json")
+    add_seed(parser, 2024, what="virtual patient and acquisition")
+    parser.add_argument("--pose", default="standing", help="pose of the virtual patient (default standing)")
 
 
 def run(args) -> int:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out, add_quiet
+
 HELP = "measure QCT vBMD (mg/cm3) and CT-aBMD (g/cm2) of the proximal femur in a CT (labels, landmarks, calibration)"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
-    parser.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    from bmdgan.ct.cli_support import add_common_inputs
+    add_out(parser, "output folder (created if missing)")
+    from bmdgan.cli.ct_options import add_common_inputs
 
     add_common_inputs(parser)
     parser.add_argument("--montage", action="store_true", help="also write montage.png for review")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
 
 
 def run(args) -> int:
@@ -20,12 +22,12 @@ def run(args) -> int:
     from pathlib import Path
 
     from bmdgan.ct.calibration import write_json_atomic
-    from bmdgan.ct.cli_support import case_name, read_optional_inputs, step_progress
+    from bmdgan.cli.ct_options import case_name, read_optional_inputs, step_progress
     from bmdgan.ct.markups import write_mrk_json
     from bmdgan.ct.pipeline import STEPS, analyse_ct, measurement_record
     from bmdgan.io import read_ct, write_volume
 
-    output = Path(args.output)
+    output = Path(args.out)
     ct = read_ct(args.ct)
     inputs = read_optional_inputs(args, ct)
     with step_progress(STEPS, f"measure-ct {case_name(args.ct)}", enabled=not args.quiet) as progress:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out, comma_list
+
 HELP = "copy a trained model (safetensors + model.json) to a folder and write MODEL_CARD.md from the run's facts"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("run_folder", metavar="RUN", help="training run folder (its 'model' folder is packaged)")
-    parser.add_argument("--out", required=True, help="destination, e.g. Resources/Models/default")
+    add_out(parser, "destination, e.g. Resources/Models/default")
     parser.add_argument("--evaluation", action="append", default=[], metavar="TITLE=FOLDER",
                         help="an evaluation folder (bmdgan evaluate --out) to report, repeatable")
     parser.add_argument("--training-command", required=True, help="the command that trained it (for the card)")
-    parser.add_argument("--training-minutes", type=float, default=None)
-    parser.add_argument("--cts", required=True, help="comma-separated CT ids of the training cohort")
-    parser.add_argument("--held-out-cts", required=True, help="comma-separated CT ids never used in training")
+    parser.add_argument("--training-minutes", type=float, default=None, help="its training time (minutes)")
+    parser.add_argument("--cts", type=comma_list(example="STS_001,STS_002"), required=True,
+                        help="CT ids of the training cohort, comma-separated")
+    parser.add_argument("--held-out-cts", type=comma_list(example="STS_012"), required=True,
+                        help="CT ids never used in training, comma-separated")
 
 
 def run(args) -> int:
@@ -29,6 +33,6 @@ def run(args) -> int:
         title, folder = item.split("=", 1)
         evaluations[title] = Path(folder)
     out = package_model(Path(args.run_folder) / "model", args.run_folder, args.out, evaluations, args.training_command,
-                        args.training_minutes, args.cts.split(","), args.held_out_cts.split(","))
+                        args.training_minutes, list(args.cts), list(args.held_out_cts))
     print(f"packaged -> {out} (MODEL_CARD.md)")
     return 0

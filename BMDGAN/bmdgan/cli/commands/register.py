@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..options import add_out, add_seed, add_threads, comma_list, non_negative_int
+
 HELP = "register a CT to a radiograph (gradient correlation, CMA-ES): pose/geometry JSON, overlay PNG, log"
 
 EXIT_FAILED_QUALITY = 3
@@ -21,10 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "when it is 'failed'), 2 for unusable input.")
     parser.add_argument("radiograph", type=Path, help="radiograph (DICOM DX/CR, or PNG/TIFF with --pixel-mm)")
     parser.add_argument("ct", type=Path, help="CT volume in HU (DICOM folder, NIfTI, NRRD, MHA)")
-    parser.add_argument("--out-dir", type=Path, required=True, help="folder for the outputs")
+    add_out(parser, "folder for the outputs")
     parser.add_argument("--name", help="output file prefix (default: the radiograph's file name)")
     parser.add_argument("--labels", type=Path, help="label map on the CT grid (e.g. TotalSegmentator)")
-    parser.add_argument("--structure", metavar="L1,L2",
+    parser.add_argument("--structure", type=comma_list(int, example="88,89"), metavar="L1,L2",
                         help="label values of the structure to register (e.g. 88 for the left femur); default "
                              "with --labels: every non-zero label. It defines the bone of the checks, the centre "
                              "of rotation and the outline; without --labels bone is HU > --bone-hu")
@@ -44,13 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--global-search", choices=("auto", "on", "off"), default="auto",
                         help="exhaustive in-plane search before CMA-ES (auto: only without landmarks and "
                              "without a --geometry pose)")
-    parser.add_argument("--refine-steps", type=int, default=0,
+    parser.add_argument("--refine-steps", type=non_negative_int, default=0,
                         help="Adam steps through the differentiable projector after CMA-ES (default 0)")
     parser.add_argument("--bone-hu", type=float, default=200.0, help="bone threshold without labels (HU, default 200)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of CMA-ES (default 0)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: on a busy shared CPU 2 threads ran 4.5x slower than 1; "
-                             "more help only on an idle machine)")
+    add_seed(parser, what="CMA-ES search")
+    add_threads(parser, 1, "on a busy shared CPU 2 threads ran 4.5x slower than 1; more help only on an idle "
+                           "machine")
     parser.add_argument("--strict", action="store_true",
                         help=f"exit with code {EXIT_FAILED_QUALITY} when the quality flag is 'failed'")
 
@@ -88,19 +89,21 @@ def _structure_mask(args, ct):
 
     from ...errors import InputError
     from ...io import read_label_volume
-    from ...projection.cli_options import parse_label_list
-
     if args.labels is None:
         if args.structure or args.structure_drr:
             raise InputError(None, "--structure and --structure-drr need --labels", "give the label map with --labels")
         return None
     labels = read_label_volume(args.labels, like=ct).array
-    values = parse_label_list(args.structure, "--structure") if args.structure else None
-    mask = np.isin(labels, values) if values else labels != 0
+    mask = np.isin(labels, args.structure) if args.structure else labels != 0
     if not mask.any():
-        raise InputError(args.labels, f"holds no voxel with label(s) {args.structure or 'non-zero'}",
+        raise InputError(args.labels, f"holds no voxel with label(s) {_structure_text(args) or 'non-zero'}",
                          "check --structure against the label values of the file")
     return mask
+
+
+def _structure_text(args) -> str | None:
+    """--structure as given on the command line ("88,89"), for messages and the record."""
+    return ",".join(str(value) for value in args.structure) if args.structure else None
 
 
 def _roi(path: Path, shape):
@@ -132,17 +135,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ...errors import InputError
     from ...io import read_ct, read_radiograph
     from bmdgan.atomic import atomic_write_text
     from ...registration.landmark_pose import Landmarks, solve_landmark_pose
     from ...registration.overlay import registration_overlay, write_png_rgb
     from ...registration.pipeline import RegistrationSettings, register
 
-    if args.threads < 1:
-        raise InputError(None, f"--threads must be at least 1, got {args.threads}", "give a positive number")
-    if args.refine_steps < 0:
-        raise InputError(None, "--refine-steps must be 0 or more", "give a non-negative number")
     torch.set_num_threads(args.threads)
     lines: list[str] = []
 
@@ -174,11 +172,11 @@ def run(args: argparse.Namespace) -> int:
                       roi=roi, start=start, landmarks=landmarks, progress=True, log=log,
                       bone_mask=structure)
     name = args.name or args.radiograph.name.split(".")[0]
-    out = args.out_dir
+    out = args.out
     geometry_path = result.geometry.save(out / f"{name}.geometry.json")
     record = result.to_dict()
     record["inputs"] = {"radiograph": str(args.radiograph), "ct": str(args.ct),
-                        "labels": str(args.labels) if args.labels else None, "structure": args.structure,
+                        "labels": str(args.labels) if args.labels else None, "structure": _structure_text(args),
                         "landmarks": str(args.landmarks) if args.landmarks else None,
                         "geometry": str(args.geometry) if args.geometry else None,
                         "roi": str(args.roi) if args.roi else None}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out
+
 HELP = "label the femur (2) and pelvis (1) of one hip in a CT, automatically or from an existing segmentation"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
-    parser.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz, .nrrd, .mha)")
+    add_out(parser, "label map to write (.nii.gz, .nrrd, .mha)")
     parser.add_argument("--metal", help="also write the metal mask (0/1) here")
-    from bmdgan.ct.cli_support import add_common_inputs
+    from bmdgan.cli.ct_options import add_common_inputs
 
     add_common_inputs(parser, landmarks=False, calibration=False)
 
@@ -18,7 +20,7 @@ def run(args) -> int:
     import numpy as np
 
     from bmdgan.ct import labels as L
-    from bmdgan.ct.cli_support import read_optional_inputs
+    from bmdgan.cli.ct_options import read_optional_inputs
     from bmdgan.ct.segmentation import metal_mask, segment_femur
     from bmdgan.io import read_ct, write_volume
 
@@ -31,13 +33,13 @@ def run(args) -> int:
     else:
         segmentation = segment_femur(ct, side=args.side)
         labels, metal, notes = segmentation.labels, segmentation.metal, segmentation.notes
-    write_volume(labels, args.output)
+    write_volume(labels, args.out)
     if args.metal:
         write_volume(ct.with_array(metal.astype(np.uint8), unit="label"), args.metal)
     voxel_cm3 = ct.voxel_volume_mm3() / 1000.0
     femur_cm3 = float(L.femur_mask(labels.array).sum() * voxel_cm3)
     pelvis_cm3 = float((labels.array == L.PELVIS).sum() * voxel_cm3)
-    print(f"{args.output}: femur {femur_cm3:.1f} cm3, pelvis {pelvis_cm3:.1f} cm3, metal {float(metal.sum() * voxel_cm3):.2f} cm3")
+    print(f"{args.out}: femur {femur_cm3:.1f} cm3, pelvis {pelvis_cm3:.1f} cm3, metal {float(metal.sum() * voxel_cm3):.2f} cm3")
     for note in notes:
         print(f"  note: {note}")
     return 0

@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_image_size, add_out, add_seed, comma_list, positive_int
+
 HELP = "generate a virtual cohort from real CTs: varied bone density, soft tissue, pose and acquisition"
 
 
 def add_arguments(parser) -> None:
-    from bmdgan.datasets.folds import FOLD_GROUPS
-
     parser.add_argument("cts", nargs="+", help="CT files, or folders of .nii.gz/.nrrd/.mha CTs")
-    parser.add_argument("--out", required=True, help="dataset folder (created, or finished when it exists)")
-    parser.add_argument("--exclude", default="", help="comma-separated CT ids to leave out (e.g. held-out CTs)")
-    parser.add_argument("--patients-per-ct", type=int, default=9)
-    parser.add_argument("--poses", default="standing,supine,abduction,adduction")
-    parser.add_argument("--image-size", default="512x256", help="rows x columns of every image")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (2 or more)")
-    parser.add_argument("--fold-by", choices=FOLD_GROUPS, default="patient",
+    add_out(parser, "dataset folder (created, or finished when it exists)")
+    parser.add_argument("--exclude", type=comma_list(example="STS_012"), default="",
+                        help="CT ids to leave out (e.g. held-out CTs), comma-separated")
+    parser.add_argument("--patients-per-ct", type=positive_int, default=9, help="virtual patients per CT (default 9)")
+    parser.add_argument("--poses", type=comma_list(example="standing,supine"),
+                        default="standing,supine,abduction,adduction",
+                        help="poses of every virtual patient, comma-separated (default %(default)s)")
+    add_image_size(parser)
+    parser.add_argument("--fold-count", type=positive_int, default=5, help="cross-validation folds (2 or more)")
+    parser.add_argument("--fold-by", choices=("patient", "ct"), default="patient",
                         help="hold out virtual patients (the paper's split; their bones come from training CTs) or "
-                             "whole source CTs (every held-out bone unseen; needs at least --folds CTs)")
-    parser.add_argument("--seed", type=int, default=0)
+                             "whole source CTs (every held-out bone unseen; needs at least --fold-count CTs)")
+    add_seed(parser, what="virtual patients and folds")
     parser.add_argument("--acquisition", default="reference",
                         help="'reference' (one site's protocol, as in the paper's single-hospital data), 'site:N' "
                              "(another site drawn with seed N) or 'varied' (every image its own site and processing)")
-    parser.add_argument("--workers", type=int, default=2, help="processes")
+    parser.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
     parser.add_argument("--segmentation", action="append", default=[], metavar="CT_ID=SIDE:FILE[,FILE]",
                         help="use these label files for a CT's femur (e.g. TotalSegmentator's femur_right and "
                              "hip_right), repeatable")
@@ -43,13 +46,12 @@ def run(args) -> int:
     for text in args.cts:
         path = Path(text)
         paths += sorted(p for p in path.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES)) if path.is_dir() else [path]
-    excluded = {name.strip() for name in args.exclude.split(",") if name.strip()}
+    excluded = set(args.exclude)
     paths = [p for p in paths if ct_id_of(p) not in excluded]
-    poses = tuple(p.strip() for p in args.poses.split(",") if p.strip())
+    poses = args.poses
     unknown = set(poses) - set(POSES)
     if unknown:
         raise InputError(None, f"unknown poses {sorted(unknown)}", f"use {', '.join(POSES)}")
-    rows, columns = (int(v) for v in args.image_size.lower().split("x"))
     out = Path(args.out)
     prepared_folder = out / "prepared"
     segmentations = {}
@@ -62,8 +64,8 @@ def run(args) -> int:
                              "e.g. example_ct=right:femur_right.nii.gz,hip_right.nii.gz") from None
         segmentations[ct_id] = (side, [Path(f) for f in files.split(",")])
     parse_acquisition(args.acquisition)  # a typo fails before any work
-    settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, (rows, columns), args.folds,
-                              args.acquisition, args.fold_by)
+    settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, args.image_size,
+                              args.fold_count, args.acquisition, args.fold_by)
     check_cohort_request(settings, [ct_id_of(p) for p in paths], out)  # before minutes of CT preparation
     print(f"preparing {len(paths)} CTs (labels, landmarks, PF region, calibration, CT-aBMD/vBMD)...")
     ct_ids, skipped = prepare_cts(paths, prepared_folder, segmentations=segmentations)

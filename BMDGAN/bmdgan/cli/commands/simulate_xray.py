@@ -9,10 +9,11 @@ HELP = "simulate radiographs (DICOM DX, 16-bit PNG, geometry and parameter JSON)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ...projection.cli_options import add_geometry_arguments
+    from ..options import add_device, add_out
+    from ..projection_options import add_geometry_arguments
 
     parser.add_argument("ct", type=Path, help="CT volume in HU")
-    parser.add_argument("--out-dir", type=Path, required=True, help="folder for the outputs")
+    add_out(parser, "folder for the outputs")
     parser.add_argument("--name", help="file name prefix (default: the CT file name)")
     parser.add_argument("--density", type=Path,
                         help="calibrated bone density volume (mg/cm3 HA) on the CT grid; default: from HU")
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON of simulation parameters to fix (others are drawn from the documented ranges)")
     parser.add_argument("--patient-id", default="SIM",
                         help="pseudonymous PatientID prefix written to DICOM (never a real identifier)")
-    parser.add_argument("--device", default="cpu", help="torch device for the projection (default cpu)")
+    add_device(parser)
     add_geometry_arguments(parser, default_pixel_mm=0.5)
 
 
@@ -31,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     import numpy as np
-    from tqdm import tqdm
+    from ...progress import progress_bar
 
     from ...errors import InputError
     from ...io import read_ct
     from bmdgan.atomic import atomic_write_text
-    from ...projection.cli_options import geometry_from_arguments
+    from ..projection_options import geometry_from_arguments
     from ...projection.dicom_writer import write_dx_dicom
     from ...projection.image_io import write_png16
     from ...projection.simulator import SimulationParameters, material_projections, sample_parameters, \
@@ -67,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or Path(args.ct).name.split(".")[0]
     areal = material_projections(ct, geometry, density, device=args.device, progress=True)
     written = []
-    for seed in tqdm(range(args.seed, args.seed + args.count), desc="simulating", unit="radiograph",
+    for seed in progress_bar(range(args.seed, args.seed + args.count), desc="simulating", unit="radiograph",
                      disable=args.count == 1):
         rng = np.random.default_rng(seed)
         parameters = SimulationParameters.from_dict(fixed, base=sample_parameters(rng))
         simulated = simulate_radiograph(ct, geometry, parameters, rng=rng, areal_density_g_per_cm2=areal)
-        stem = args.out_dir / f"{name}_seed{seed}"
+        stem = args.out / f"{name}_seed{seed}"
         write_dx_dicom(stem.with_suffix(".dcm"), simulated, patient_id=f"{args.patient_id}-{seed:05d}", seed=seed)
         write_png16(stem.with_suffix(".png"), simulated.processed)
         geometry.save(stem.with_suffix(".geometry.json"))
@@ -80,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
                   "parameters": parameters.to_dict(), "source_to_patient_mm": simulated.source_to_patient_mm}
         atomic_write_text(stem.with_suffix(".params.json"), json.dumps(record, indent=2) + "\n")
         written.append(stem)
-    print(f"wrote {len(written)} radiograph(s) to {args.out_dir} ({geometry.detector_columns}x{geometry.detector_rows}"
+    print(f"wrote {len(written)} radiograph(s) to {args.out} ({geometry.detector_columns}x{geometry.detector_rows}"
           f" px, {geometry.column_spacing_mm:g} mm detector pitch, SID {geometry.source_to_detector_mm:g} mm)")
     return 0

@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_device, add_out, comma_list, positive_int
+
 HELP = "train the decomposition networks (hierarchical learning) on a dataset; torchrun-compatible"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="dataset folder (dataset.json + manifest.csv)")
-    parser.add_argument("--out", required=True, help="run folder (created, or resumed when it exists)")
+    add_out(parser, "run folder (created, or resumed when it exists)")
     parser.add_argument("--config", default="cpu", help="configuration name (paper, cpu, smoke) or YAML path")
     parser.add_argument("--fold", type=int, default=None, help="held-out fold (trains on the others); default: all")
     parser.add_argument("--stages", choices=("both", "stage1", "stage2", "stage3", "baseline"), default="both",
                         help="both: stage 1 then 2 (decomposition); stage3: regression from the stage-2 encoder; "
                              "baseline: direct regression CNN")
-    parser.add_argument("--targets", default="ct_abmd_g_cm2,qct_vbmd_mg_cm3",
-                        help="comma-separated BMD columns for stage3/baseline (one model each)")
+    parser.add_argument("--targets", type=comma_list(example="ct_abmd_g_cm2"), default="ct_abmd_g_cm2,qct_vbmd_mg_cm3",
+                        help="BMD columns for stage3/baseline (one model each), comma-separated (default %(default)s)")
     parser.add_argument("--no-hierarchical", action="store_true",
                         help="train stage 2 from scratch (the paper's no-HL ablation)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--stop-after-epochs", type=int, default=None,
+    add_device(parser)
+    parser.add_argument("--stop-after-epochs", type=positive_int, default=None,
                         help="stop after this many epochs in this call (resume later by running again)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the epochs of every stage")
-    parser.add_argument("--poses", default=None, help="train on these poses only (comma-separated), e.g. "
-                                                      "standing,supine for the paper's unseen-pose experiment")
-    parser.add_argument("--batch-size", type=int, default=None, help="override the per-process batch size")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="override the epochs of every stage")
+    parser.add_argument("--poses", type=comma_list(example="standing,supine"), default=None,
+                        help="train on these poses only, comma-separated: e.g. standing,supine for the paper's "
+                             "unseen-pose experiment")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="override the per-process batch size")
 
 
 def run(args) -> int:
@@ -33,7 +36,7 @@ def run(args) -> int:
     from bmdgan.training.run import train_run
 
     config = load_config(args.config)
-    poses = tuple(p.strip() for p in args.poses.split(",") if p.strip()) if args.poses else None
+    poses = args.poses or None
     if args.epochs is not None:
         config = replace(config, epochs={stage: args.epochs for stage in config.epochs})
     if args.batch_size is not None:
@@ -42,7 +45,7 @@ def run(args) -> int:
         from bmdgan.training.regression import train_regression
 
         kind = "decomposition" if args.stages == "stage3" else "baseline"
-        for target in (t.strip() for t in args.targets.split(",") if t.strip()):
+        for target in args.targets:
             history = train_regression(config, args.dataset, args.out, target, kind, args.fold, args.device,
                                        args.stop_after_epochs, poses=poses)
             if history:

@@ -1,7 +1,7 @@
 """Shared pieces of the CT commands (calibrate, segment, landmarks, measure-ct, ct-montage).
 
-Reading the optional inputs (segmentation, landmarks, calibration) the same way everywhere, and a tqdm
-progress bar over the pipeline steps.
+Reading the optional inputs (segmentation, landmarks, calibration) the same way everywhere, and a progress
+display over the pipeline steps. Nothing here imports numpy until a command runs (``--help`` stays light).
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..io.volume import Volume
+if TYPE_CHECKING:
+    from ..io.volume import Volume
 
 
 def add_common_inputs(parser, labels: bool = True, landmarks: bool = True, calibration: bool = True) -> None:
@@ -36,9 +38,9 @@ def add_common_inputs(parser, labels: bool = True, landmarks: bool = True, calib
 
 def read_optional_inputs(args, ct: Volume) -> dict:
     """Keyword arguments for :func:`bmdgan.ct.pipeline.analyse_ct` from the parsed command line."""
-    from .calibration import Calibration
-    from .label_import import load_segmentation
-    from .markups import read_landmark_file
+    from ..ct.calibration import Calibration
+    from ..ct.label_import import load_segmentation
+    from ..ct.markups import read_landmark_file
 
     inputs = {"side": args.side}
     if getattr(args, "labels", None):
@@ -57,10 +59,11 @@ def read_optional_inputs(args, ct: Volume) -> dict:
 
 @contextmanager
 def step_progress(steps: tuple[str, ...], description: str, enabled: bool = True):
-    """A tqdm bar that advances once per named step; yields the callback for ``analyse_ct(progress=...)``."""
-    from tqdm import tqdm
+    """A progress display that advances once per named step; yields the callback for
+    ``analyse_ct(progress=...)``."""
+    from ..progress import progress_bar
 
-    bar = tqdm(total=len(steps), desc=description, unit="step", file=sys.stderr, disable=not enabled,
+    bar = progress_bar(total=len(steps), desc=description, unit="step", file=sys.stderr, disable=not enabled,
                bar_format="{desc}: {n_fmt}/{total_fmt} {postfix} [{elapsed}]")
     seen: list[str] = []
 

@@ -1,0 +1,134 @@
+"""Options shared by the subcommands and their parsing: one spelling, one syntax, one error style.
+
+* Every subcommand that writes takes ``-o/--out`` (a file or a folder, as its help says).
+* ``--device`` is ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` everywhere; a CUDA
+  device on a machine without one is a one-line error (exit code 2) before any work.
+* Lists are comma-separated, without spaces or with the whole list quoted: ``--poses standing,supine``.
+  A plural name takes a list (``--folds 0,1,2``), a ``-count`` name a number (``--fold-count 5``).
+* ``--image-size ROWSxCOLUMNS`` (pixels), ``--threads N``, ``--seed N`` and ``--quiet`` mean the same everywhere.
+
+Values are checked by argparse ``type=`` functions, so a bad value ends in argparse's one-line usage error
+(exit code 2) that names the option. Nothing here imports numpy or torch until a command runs: ``bmdgan --help``
+builds every subcommand's parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+
+
+def add_out(parser: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    """``-o/--out``: where the command writes (required unless a default is given)."""
+    parser.add_argument("-o", "--out", type=Path, required=default is None, default=default, metavar="PATH",
+                        help=help if default is None else f"{help} (default: {default})")
+
+
+def device(text: str) -> str:
+    """argparse type of ``--device``: the syntax only; :func:`resolve_device` checks the machine."""
+    value = text.strip().lower()
+    if not DEVICE_PATTERN.match(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device (use {DEVICE_HELP})")
+    return value
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=device, default="auto", metavar="DEVICE",
+                        help=f"where to compute: {DEVICE_HELP} (default: auto)")
+
+
+def resolve_device(text: str) -> str:
+    """``auto`` -> ``cuda`` or ``cpu``; ``cuda[:N]`` checked against this machine (InputError when absent)."""
+    if text == "cpu":
+        return text
+    import torch
+
+    from ..errors import InputError
+
+    available = torch.cuda.is_available()
+    if text == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        raise InputError(None, f"--device {text}: this machine has no usable CUDA device",
+                         "use --device cpu or --device auto")
+    index = int(text.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise InputError(None, f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                         f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return text
+
+
+def comma_list(item: Callable[[str], object] = str, choices: tuple[str, ...] | None = None,
+               example: str = "a,b", unique: bool = True) -> Callable[[str], tuple]:
+    """argparse type of a comma-separated list whose items are parsed by ``item`` (``int``, ``float``, ``str``);
+    empty items are dropped, so ``""`` is the empty list. A bad item names itself and shows ``example``; an item
+    given twice is refused when ``unique`` (names, folds), kept otherwise (measured values)."""
+    kind = {int: "an integer", float: "a number"}.get(item, "a name")
+
+    def parse(text: str) -> tuple:
+        values = []
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            try:
+                value = item(part)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not {kind} (write a comma-separated "
+                                                 f"list, e.g. {example})") from None
+            if choices is not None and value not in choices:
+                raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not one of {', '.join(choices)}")
+            if unique and value in values:
+                raise argparse.ArgumentTypeError(f"{part!r} is given twice in {text!r}")
+            values.append(value)
+        return tuple(values)
+
+    return parse
+
+
+def bounded_int(low: int) -> Callable[[str], int]:
+    """argparse type of an integer ``>= low`` (counts, thread numbers, epochs)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is less than {low}")
+        return value
+
+    return parse
+
+
+positive_int = bounded_int(1)
+non_negative_int = bounded_int(0)
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """argparse type of ``--image-size``: ``"512x256"`` -> ``(512, 256)`` (rows, columns; pixels)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or 0 in (int(match[1]), int(match[2])):
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROWSxCOLUMNS (write e.g. 512x256, both positive)")
+    return int(match[1]), int(match[2])
+
+
+def add_image_size(parser: argparse.ArgumentParser, default: str = "512x256") -> None:
+    parser.add_argument("--image-size", type=image_size, default=default, metavar="ROWSxCOLUMNS",
+                        help=f"rows x columns of every image in pixels (default {default})")
+
+
+def add_seed(parser: argparse.ArgumentParser, default: int = 0, what: str = "random draws") -> None:
+    parser.add_argument("--seed", type=int, default=default, help=f"seed of the {what} (default {default})")
+
+
+def add_threads(parser: argparse.ArgumentParser, default: int = 1, why: str = "") -> None:
+    parser.add_argument("--threads", type=positive_int, default=default,
+                        help=f"torch CPU threads (default {default}{': ' + why if why else ''})")
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
