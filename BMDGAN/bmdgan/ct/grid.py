@@ -155,6 +155,12 @@ def _bounding_box(mask: np.ndarray, margin: np.ndarray) -> tuple[slice, ...] | N
     return tuple(box)
 
 
+def mask_box(mask: np.ndarray, margin_mm: float, geometry: VolumeGeometry) -> tuple[slice, ...] | None:
+    """Array slices ``[k, j, i]`` around the set voxels of ``mask`` plus ``margin_mm``, clipped to the grid
+    (None if the mask is empty): work on the box, not the whole scan."""
+    return _bounding_box(np.asarray(mask, bool), np.ceil(margin_mm / spacing_kji(geometry)))
+
+
 def dilate_mm(mask: np.ndarray, radius_mm: float, geometry: VolumeGeometry) -> np.ndarray:
     """Dilation by a ball of ``radius_mm`` (exact in mm on anisotropic grids, via a distance transform)."""
     mask = np.asarray(mask, bool)
