@@ -52,22 +52,6 @@ SKIN_MARGIN_MM = 3.0
 """Foreground within this distance (mm) of the opened body is its skin rim."""
 
 
-def _coarsen(array: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
-    """Block mean over ``factors`` (j, i) voxels in each slice; the grid is cropped to whole blocks."""
-    fj, fi = factors
-    k, j, i = array.shape
-    cropped = array[:, : j - j % fj, : i - i % fi]
-    return cropped.reshape(k, j // fj, fj, i // fi, fi).mean(axis=(2, 4), dtype=np.float32)
-
-
-def _refine(coarse: np.ndarray, factors: tuple[int, int], shape: tuple[int, int, int]) -> np.ndarray:
-    """A coarse mask back on the full grid (nearest block; the cropped rows and columns repeat the last block)."""
-    fj, fi = factors
-    full = np.repeat(np.repeat(coarse, fj, axis=1), fi, axis=2)
-    pad = [(0, 0), (0, shape[1] - full.shape[1]), (0, shape[2] - full.shape[2])]
-    return np.pad(full, pad, mode="edge")
-
-
 def _ball(radius_mm: float, spacing_kji: np.ndarray) -> np.ndarray:
     """Boolean structuring element: voxel offsets within ``radius_mm`` (mm) of the centre."""
     half = np.floor(radius_mm / spacing_kji).astype(int)
@@ -116,12 +100,12 @@ def body_mask(ct: Volume) -> np.ndarray:
     spacing = grid.spacing_kji(ct.geometry)
     factors = tuple(max(1, int(round(WORK_SPACING_MM / s))) for s in spacing[1:])
     coarse_spacing = spacing * np.array([1, *factors])
-    coarse = _coarsen(array, factors) > BODY_HU
+    coarse = grid.coarsen_in_plane(ct, factors).array > BODY_HU
     opened = _parts(_open(coarse, OPENING_RADIUS_MM, coarse_spacing))
     filled = ndimage.binary_fill_holes(grid.fill_holes_per_slice(opened, axis=0))
     block = float(np.linalg.norm(coarse_spacing[1:]))  # a coarse voxel's diagonal (mm)
-    near = _refine(_dilate(opened, SKIN_MARGIN_MM + block / 2, coarse_spacing), factors, array.shape)
-    core = _refine(_erode(filled, block, coarse_spacing, True), factors, array.shape)
+    near = grid.refine_in_plane(_dilate(opened, SKIN_MARGIN_MM + block / 2, coarse_spacing), factors, array.shape)
+    core = grid.refine_in_plane(_erode(filled, block, coarse_spacing, True), factors, array.shape)
     return core | (near & (array > BODY_HU) & (array <= METAL_HU))
 
 
