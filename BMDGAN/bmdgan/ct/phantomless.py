@@ -20,9 +20,9 @@ far from 120 kVp (the slope is energy dependent). Use a phantom when absolute BM
 phantomless numbers are fit for relative comparisons within one scanner and protocol.
 
 Tissues are found automatically, from the body (:func:`.body.body_mask`: the patient without the couch,
-wires and markers) and the air around it: air = the peak of the CT-number histogram in [-1100, -900] HU
-of the voxels outside the body (a peak, not a mean or median, so that neither the couch's foam core,
-about -930 HU, nor the skin's partial-volume rim moves it); fat and muscle = the peaks of the histogram of the smoothed scan
+wires and markers) and the air around it: air = the lowest substantial peak of the CT-number histogram
+in [-1100, -900] HU of the voxels outside the body (a peak, not a mean or median, and the lowest, so that
+neither a couch's or mattress's foam, about -930 to -900 HU, nor the skin's partial-volume rim moves it); fat and muscle = the peaks of the histogram of the smoothed scan
 inside the body in [-190, -30] HU and [0, 100] HU. The result is therefore the same with or without the
 couch in the field of view. A tissue that is missing or whose CT number is implausible raises
 :class:`CalibrationError`.
@@ -49,6 +49,11 @@ PLAUSIBLE_HU = {"air": (-1100.0, -900.0), "adipose": (-190.0, -30.0), "muscle": 
 PHANTOMLESS_MIN_R2 = 0.98
 """Minimum R2 of the tissue fit."""
 MIN_TISSUE_VOLUME_MM3 = {"air": 2000.0, "adipose": 5000.0, "muscle": 20000.0, "blood": 500.0}
+FILL_HU = -1024.0
+"""A volume whose minimum is this or lower (HU) holds that value as fill outside the reconstruction circle."""
+AIR_PEAK_SHARE = 0.1
+AIR_PEAK_HALF_WIDTH_HU = 10.0
+"""Air is the lowest histogram peak (outside the body, below -900 HU) holding 10 % of those voxels within +-10 HU."""
 
 
 def _histogram_peak(values: np.ndarray, low: float, high: float) -> tuple[float, int]:
@@ -60,6 +65,24 @@ def _histogram_peak(values: np.ndarray, low: float, high: float) -> tuple[float,
     counts = ndimage.gaussian_filter1d(counts.astype(float), 2.0)
     peak = int(np.argmax(counts))
     return float((edges[peak] + edges[peak + 1]) / 2), int(inside.size)
+
+
+def _air_peak(values: np.ndarray, low: float, high: float) -> float:
+    """CT number (HU) of air: the lowest histogram peak in [low, high] that holds ``AIR_PEAK_SHARE`` of the values.
+
+    Air is the darkest matter in a scan; other things that read below -900 HU outside the body (a couch's
+    or a mattress's foam, about -930 to -900 HU) lie above it, and may hold more voxels than the air does.
+    """
+    counts, edges = np.histogram(values, bins=np.arange(low, high + 2.0, 2.0))
+    smooth = ndimage.gaussian_filter1d(counts.astype(float), 2.0)
+    centres = (edges[:-1] + edges[1:]) / 2
+    peaks = [i for i in range(len(smooth)) if smooth[i] > 0 and smooth[i] >= smooth[max(i - 1, 0)]
+             and smooth[i] >= smooth[min(i + 1, len(smooth) - 1)]]
+    for i in peaks:
+        near = np.abs(centres - centres[i]) <= AIR_PEAK_HALF_WIDTH_HU
+        if counts[near].sum() >= AIR_PEAK_SHARE * counts.sum():
+            return float(centres[i])
+    return float(centres[int(np.argmax(smooth))])
 
 
 def measure_tissues(ct: Volume, body: np.ndarray | None = None) -> dict[str, float]:
@@ -74,8 +97,11 @@ def measure_tissues(ct: Volume, body: np.ndarray | None = None) -> dict[str, flo
     measured = {}
     low, high = PLAUSIBLE_HU["air"]
     air = (ct.array >= low) & (ct.array <= high) & ~body
+    fill = float(ct.array.min())
+    if fill <= FILL_HU:  # the scanner's fill value outside its reconstruction circle is not a measurement
+        air &= ct.array != fill
     if air.sum() * voxel >= MIN_TISSUE_VOLUME_MM3["air"]:
-        measured["air"], _ = _histogram_peak(ct.array[air], low, high)
+        measured["air"] = _air_peak(ct.array[air], low, high)
     box = grid.mask_box(body, 3.0, ct.geometry)
     if box is None:
         return measured
