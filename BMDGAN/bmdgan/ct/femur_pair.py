@@ -47,12 +47,13 @@ def segment_femurs_by_side(ct: Volume, body: np.ndarray) -> tuple[dict[str, Femu
     for side in ("left", "right"):
         if side in by_side:
             continue
-        found = next(iter(by_side.values()))
+        found_side, found = next(iter(by_side.items()))
         seed = found.centre_lps.copy()
         seed[0] = 2.0 * midline - seed[0]
         head = refine_head(ct, smooth, seed, fibonacci_directions(RAY_COUNT))
-        if head is None or not is_plausible_head(head) or np.linalg.norm(head.centre_lps - found.centre_lps) < SAME_HEAD_MM:
-            notes.append(f"no {side} femoral head at the mirror image of the {found.centre_lps[0] > midline and 'left' or 'right'} one")
+        if (head is None or not is_plausible_head(head)
+                or np.linalg.norm(head.centre_lps - found.centre_lps) < SAME_HEAD_MM):
+            notes.append(f"no {side} femoral head at the mirror image of the {found_side} one")
             continue
         by_side[side] = head
         notes.append(f"{side} femoral head found at the mirror image of the other across the midline")

@@ -108,8 +108,11 @@ def load_segmentation(paths: list[str | Path], ct: Volume, side: str, convention
         if f"femur_{side}" not in structures:
             raise InputError(paths[0], f"no femur_{side} file among the given segmentation files",
                              f"add femur_{side}.nii.gz or choose the other side")
-        wanted = {f"femur_{side}", f"hip_{side}"} | ({f"femur_{_other(side)}", f"hip_{_other(side)}", "sacrum"} if bilateral else set())
-        masks = {name: read_label_volume(path, like=ct).array > 0 for name, path in structures.items() if name in wanted}
+        wanted = {f"femur_{side}", f"hip_{side}"}
+        if bilateral:
+            wanted |= {f"femur_{_other(side)}", f"hip_{_other(side)}", "sacrum"}
+        masks = {name: read_label_volume(path, like=ct).array > 0
+                 for name, path in structures.items() if name in wanted}
         return ct.with_array(_compose(masks, side, bilateral), unit="label")
     if len(paths) != 1:
         raise InputError(paths[0], "several segmentation files, but not named like TotalSegmentator's "

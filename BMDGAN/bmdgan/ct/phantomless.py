@@ -22,8 +22,9 @@ phantomless numbers are fit for relative comparisons within one scanner and prot
 Tissues are found automatically, from the body (:func:`.body.body_mask`: the patient without the couch,
 wires and markers) and the air around it: air = the lowest substantial peak of the CT-number histogram
 in [-1100, -900] HU of the voxels outside the body (a peak, not a mean or median, and the lowest, so that
-neither a couch's or mattress's foam, about -930 to -900 HU, nor the skin's partial-volume rim moves it); fat and muscle = the peaks of the histogram of the smoothed scan
-inside the body in [-190, -30] HU and [0, 100] HU. The result is therefore the same with or without the
+neither a couch's or mattress's foam, about -930 to -900 HU, nor the skin's partial-volume rim moves it;
+the scanner's fill value outside its reconstruction circle is left out); fat and muscle = the peaks of the
+histogram of the smoothed scan inside the body in [-190, -30] HU and [0, 100] HU. The result is therefore the same with or without the
 couch in the field of view. A tissue that is missing or whose CT number is implausible raises
 :class:`CalibrationError`.
 """

@@ -16,7 +16,8 @@ def add_arguments(parser) -> None:
                         help="reference segmentation: a folder of TotalSegmentator files (femur_left.nii.gz, "
                              "hip_right.nii.gz, sacrum.nii.gz, ...), those files, or one multilabel file")
     parser.add_argument("--label-map", default="auto",
-                        help="convention of a multilabel reference: auto, project, totalsegmentator-v1, totalsegmentator-v2")
+                        help="convention of a multilabel reference: auto, project, totalsegmentator-v1, "
+                             "totalsegmentator-v2")
     parser.add_argument("-o", "--out", required=True, help="folder for label_dice.json and label_dice.md")
 
 
@@ -104,13 +105,10 @@ def run(args) -> int:
         automatic.update({f"hip_{side}": mask for side, mask in pelvis.hip.items()})
         automatic["sacrum"] = pelvis.sacrum
         notes += pelvis.notes
-    metal = np.zeros(ct.array.shape, bool)
-    for seg in femurs.values():
-        metal |= seg.metal
     for side, seg in femurs.items():
-        if (seg.metal & seg.femur).sum() * ct.voxel_volume_mm3() > 100.0:
-            notes.append(f"metal in the {side} femur ({(seg.metal & seg.femur).sum() * ct.voxel_volume_mm3() / 1000:.1f} cm3): "
-                         "its automatic label is affected")
+        metal_cm3 = float((seg.metal & seg.femur).sum() * ct.voxel_volume_mm3() / 1000.0)
+        if metal_cm3 > 0.1:
+            notes.append(f"metal in the {side} femur ({metal_cm3:.1f} cm3): its automatic label is affected")
     notes.append("the reference is a segmentation too (automatic ones are not truth): Dice measures agreement")
     voxel_cm3 = ct.voxel_volume_mm3() / 1000.0
     structures = {}
