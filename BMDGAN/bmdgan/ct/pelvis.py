@@ -67,19 +67,23 @@ CLOSING_MM = 3.0
 MARROW_HU = -50.0
 """Filled marrow must be above this CT number (HU, smoothed): fatty marrow, not the fat outside the bone."""
 SURFACE_HU = 60.0
-"""Voxels next to the bone and above this (HU, smoothed) are its partial-volume rim (as in :mod:`.segmentation`)."""
+"""Voxels next to the bone and above this (HU, smoothed) are its partial-volume rim."""
 MAX_SMALL_HOLE_MM2 = 300.0
-"""Marrow holes up to this area (mm2) are filled in coronal and sagittal slices (the obturator foramen is larger)."""
+"""Marrow holes up to this area (mm2) are filled in coronal and sagittal slices (the obturator foramen
+is larger)."""
 
 FEMUR_MARGIN_MM = 1.5
 """Bone within this distance (mm) of a femur mask is joint space bridged by partial volume: not hip bone."""
 ILIUM_OFFSET_MM = 65.0
 ILIUM_LEVEL_MM = 100.0
-"""Bone more than 80 mm from the midline, up to 100 mm above the femoral heads' tops, is ilium (hip-bone seed)."""
+"""Bone more than 65 mm from the midline, up to 100 mm above the femoral heads' tops, is ilium (hip-bone
+seed): lateral of the sacral ala (about 50-55 mm from the midline at S1)."""
 DENSE_HU = 450.0
 RELIEF_LEVELS = 8
 """Watershed relief: bone from ``BONE_HU`` (high) to ``DENSE_HU`` (low) in this many steps; within a step the
 labels grow by distance, so a seed does not win a region merely by holding more voxels."""
+
+"""Parameters chosen on the TotalSegmentator example CT (the only one with a reference here), see docs/labels.md."""
 
 HIP_SEED = 1
 SACRUM_SEED = 2
