@@ -213,3 +213,32 @@ def test_calibrate_command(tmp_path, phantom_scan):
                       "-o", str(tmp_path / "wrong.json"))
     assert wrong.returncode == 2 and "5 rods were measured but 3 densities" in wrong.stderr
     assert not (tmp_path / "wrong.json").exists()
+
+
+def test_phantomless_calibration_ignores_the_couch(shared_data):
+    """Pelvic-Ref-002 as it is and with the rows below the patient (the couch) cropped away: same line."""
+    from bmdgan.ct import grid
+    from bmdgan.io import read_ct
+
+    ct = read_ct(shared_data / "ct" / "pelvic_reference" / "Pelvic-Ref-002.nii.gz")
+    k, _, i = ct.array.shape
+    without_couch = grid.crop(ct, (slice(0, k), slice(0, 372), slice(0, i)))
+    assert (without_couch.array > -300).sum() < (ct.array > -300).sum() - 300_000  # the couch is gone
+    full, cropped = phantomless_calibration(ct), phantomless_calibration(without_couch)
+    assert full.reference_names == ["air", "adipose", "muscle"]
+    assert full.reference_hu == pytest.approx([-997.0, -107.0, 37.0], abs=2.0)
+    assert cropped.slope == pytest.approx(full.slope, rel=0.002)  # 0.8112 mg/cm3 per HU both
+    assert cropped.intercept == pytest.approx(full.intercept, abs=0.5)  # 8.51 mg/cm3 both
+
+
+def test_phantomless_calibration_ignores_bright_objects_outside_the_body():
+    """A wire (3071 HU) and a dense couch-like slab (600 HU) beside the synthetic body change nothing."""
+    body, _ = body_scan(seed=8)
+    plain = phantomless_calibration(body)
+    array = body.array.copy()
+    array[:, 160:164, 20:220] = 600.0  # slab 4 x 200 mm, 35 mm below the body
+    array[:, 140:142, 225:227] = 3071.0  # a wire running along the scan
+    cluttered = phantomless_calibration(body.with_array(array))
+    assert cluttered.reference_hu == pytest.approx(plain.reference_hu, abs=1.0)
+    assert cluttered.slope == pytest.approx(plain.slope, rel=1e-3)
+    assert cluttered.intercept == pytest.approx(plain.intercept, abs=0.5)

@@ -155,6 +155,12 @@ def _bounding_box(mask: np.ndarray, margin: np.ndarray) -> tuple[slice, ...] | N
     return tuple(box)
 
 
+def mask_box(mask: np.ndarray, margin_mm: float, geometry: VolumeGeometry) -> tuple[slice, ...] | None:
+    """Array slices ``[k, j, i]`` around the set voxels of ``mask`` plus ``margin_mm``, clipped to the grid
+    (None if the mask is empty): work on the box, not the whole scan."""
+    return _bounding_box(np.asarray(mask, bool), np.ceil(margin_mm / spacing_kji(geometry)))
+
+
 def dilate_mm(mask: np.ndarray, radius_mm: float, geometry: VolumeGeometry) -> np.ndarray:
     """Dilation by a ball of ``radius_mm`` (exact in mm on anisotropic grids, via a distance transform)."""
     mask = np.asarray(mask, bool)
@@ -189,3 +195,26 @@ def close_mm(mask: np.ndarray, radius_mm: float, geometry: VolumeGeometry) -> np
     padded = np.pad(np.asarray(mask, bool), 1, mode="edge")
     closed = ~dilate_mm(~dilate_mm(padded, radius_mm, geometry), radius_mm, geometry)
     return closed[1:-1, 1:-1, 1:-1]
+
+
+def coarsen_in_plane(volume, factors: tuple[int, int]):
+    """A :class:`Volume` whose slices are block means over ``factors`` (j, i) voxels (cropped to whole blocks),
+    with its geometry: the same slices on a coarser in-plane grid, for work that needs no fine detail."""
+    from dataclasses import replace
+
+    fj, fi = factors
+    k, j, i = volume.array.shape
+    cropped = volume.array[:, : j - j % fj, : i - i % fi]
+    array = cropped.reshape(k, j // fj, fj, i // fi, fi).mean(axis=(2, 4), dtype=np.float32)
+    origin = index_to_lps(volume.geometry, np.array([[0.0, (fj - 1) / 2, (fi - 1) / 2]]))[0]
+    spacing = (volume.geometry.spacing_mm[0] * fi, volume.geometry.spacing_mm[1] * fj, volume.geometry.spacing_mm[2])
+    return replace(volume, array=array, geometry=VolumeGeometry(spacing, tuple(origin), volume.geometry.direction))
+
+
+def refine_in_plane(mask: np.ndarray, factors: tuple[int, int], shape_kji) -> np.ndarray:
+    """A mask of :func:`coarsen_in_plane`'s grid back on the full grid ``shape_kji`` (each block's value; the
+    rows and columns cropped off repeat the last block)."""
+    fj, fi = factors
+    full = np.repeat(np.repeat(np.asarray(mask), fj, axis=1), fi, axis=2)
+    pad = [(0, 0), (0, shape_kji[1] - full.shape[1]), (0, shape_kji[2] - full.shape[2])]
+    return np.pad(full, pad, mode="edge")

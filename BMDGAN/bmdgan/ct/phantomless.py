@@ -19,9 +19,14 @@ to within about 5-10 % in BMD on average, with larger errors for single cases an
 far from 120 kVp (the slope is energy dependent). Use a phantom when absolute BMD matters; the
 phantomless numbers are fit for relative comparisons within one scanner and protocol.
 
-Tissues are found automatically: air = voxels below -900 HU outside the body; fat and muscle = the
-peaks of the CT-number histogram of the smoothed scan in [-190, -30] HU and [0, 100] HU. A tissue
-that is missing or whose CT number is implausible raises :class:`CalibrationError`.
+Tissues are found automatically, from the body (:func:`.body.body_mask`: the patient without the couch,
+wires and markers) and the air around it: air = the lowest substantial peak of the CT-number histogram
+in [-1100, -900] HU of the voxels outside the body (a peak, not a mean or median, and the lowest, so that
+neither a couch's or mattress's foam, about -930 to -900 HU, nor the skin's partial-volume rim moves it;
+the scanner's fill value outside its reconstruction circle is left out); fat and muscle = the peaks of the
+histogram of the smoothed scan inside the body in [-190, -30] HU and [0, 100] HU. The result is therefore the same with or without the
+couch in the field of view. A tissue that is missing or whose CT number is implausible raises
+:class:`CalibrationError`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from scipy import ndimage
 
 from ..io.volume import Volume
 from . import grid
+from .body import body_mask
 from .calibration import Calibration, CalibrationError, linear_fit
 
 NOMINAL_HU_PER_MG_CM3 = 1.25
@@ -44,6 +50,11 @@ PLAUSIBLE_HU = {"air": (-1100.0, -900.0), "adipose": (-190.0, -30.0), "muscle": 
 PHANTOMLESS_MIN_R2 = 0.98
 """Minimum R2 of the tissue fit."""
 MIN_TISSUE_VOLUME_MM3 = {"air": 2000.0, "adipose": 5000.0, "muscle": 20000.0, "blood": 500.0}
+FILL_HU = -1024.0
+"""A volume whose minimum is this or lower (HU) holds that value as fill outside the reconstruction circle."""
+AIR_PEAK_SHARE = 0.1
+AIR_PEAK_HALF_WIDTH_HU = 10.0
+"""Air is the lowest histogram peak (outside the body, below -900 HU) holding 10 % of those voxels within +-10 HU."""
 
 
 def _histogram_peak(values: np.ndarray, low: float, high: float) -> tuple[float, int]:
@@ -57,17 +68,46 @@ def _histogram_peak(values: np.ndarray, low: float, high: float) -> tuple[float,
     return float((edges[peak] + edges[peak + 1]) / 2), int(inside.size)
 
 
-def measure_tissues(ct: Volume) -> dict[str, float]:
-    """CT numbers (HU) of air, adipose and muscle found in the scan (see the module docstring)."""
+def _air_peak(values: np.ndarray, low: float, high: float) -> float:
+    """CT number (HU) of air: the lowest histogram peak in [low, high] that holds ``AIR_PEAK_SHARE`` of the values.
+
+    Air is the darkest matter in a scan; other things that read below -900 HU outside the body (a couch's
+    or a mattress's foam, about -930 to -900 HU) lie above it, and may hold more voxels than the air does.
+    """
+    counts, edges = np.histogram(values, bins=np.arange(low, high + 2.0, 2.0))
+    smooth = ndimage.gaussian_filter1d(counts.astype(float), 2.0)
+    centres = (edges[:-1] + edges[1:]) / 2
+    peaks = [i for i in range(len(smooth)) if smooth[i] > 0 and smooth[i] >= smooth[max(i - 1, 0)]
+             and smooth[i] >= smooth[min(i + 1, len(smooth) - 1)]]
+    for i in peaks:
+        near = np.abs(centres - centres[i]) <= AIR_PEAK_HALF_WIDTH_HU
+        if counts[near].sum() >= AIR_PEAK_SHARE * counts.sum():
+            return float(centres[i])
+    return float(centres[int(np.argmax(smooth))])
+
+
+def measure_tissues(ct: Volume, body: np.ndarray | None = None) -> dict[str, float]:
+    """CT numbers (HU) of air, adipose and muscle found in the scan (see the module docstring).
+
+    ``body``: the body mask ``[k, j, i]`` if already computed (:func:`.body.body_mask`).
+    """
+    if body is None:
+        body = body_mask(ct)
     spacing = grid.spacing_kji(ct.geometry)
     voxel = ct.voxel_volume_mm3()
-    smooth = ndimage.gaussian_filter(ct.array.astype(np.float32), np.maximum(1.0 / spacing, 0.3))
-    body = ndimage.binary_fill_holes(ndimage.binary_opening(smooth > -400, iterations=2))
     measured = {}
-    air = (ct.array < -900) & ~ndimage.binary_dilation(body, iterations=3)
+    low, high = PLAUSIBLE_HU["air"]
+    air = (ct.array >= low) & (ct.array <= high) & ~body
+    fill = float(ct.array.min())
+    if fill <= FILL_HU:  # the scanner's fill value outside its reconstruction circle is not a measurement
+        air &= ct.array != fill
     if air.sum() * voxel >= MIN_TISSUE_VOLUME_MM3["air"]:
-        measured["air"] = float(np.median(ct.array[air]))
-    inside = smooth[body]
+        measured["air"] = _air_peak(ct.array[air], low, high)
+    box = grid.mask_box(body, 3.0, ct.geometry)
+    if box is None:
+        return measured
+    smooth = ndimage.gaussian_filter(ct.array[box].astype(np.float32), np.maximum(1.0 / spacing, 0.3))
+    inside = smooth[body[box]]
     for name, (low, high) in (("adipose", (-190.0, -30.0)), ("muscle", (0.0, 100.0))):
         peak, count = _histogram_peak(inside, low, high)
         if count * voxel >= MIN_TISSUE_VOLUME_MM3[name]:
@@ -88,10 +128,14 @@ def tissue_values_from_labels(ct: Volume, labels: np.ndarray, names: dict[int, s
     return measured
 
 
-def phantomless_calibration(ct: Volume, measured: dict[str, float] | None = None) -> Calibration:
-    """Internal calibration from reference tissues (measured automatically unless ``measured`` is given)."""
+def phantomless_calibration(ct: Volume, measured: dict[str, float] | None = None,
+                            body: np.ndarray | None = None) -> Calibration:
+    """Internal calibration from reference tissues (measured automatically unless ``measured`` is given).
+
+    ``body``: the body mask ``[k, j, i]`` if already computed (:func:`.body.body_mask`), else it is found.
+    """
     if measured is None:
-        measured = measure_tissues(ct)
+        measured = measure_tissues(ct, body)
     usable = {}
     rejected = []
     for name, hu in measured.items():

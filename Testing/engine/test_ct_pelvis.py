@@ -1,0 +1,99 @@
+"""Hip bones and sacrum: Dice against the TotalSegmentator example's masks (a reference, not truth), both
+hip bones of a whole-pelvis radiotherapy CT, and the label convention that holds them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bmdgan.cli.main import main
+from bmdgan.ct import grid, labels as L
+from bmdgan.ct.body import body_mask
+from bmdgan.ct.femur_pair import segment_femurs_by_side
+from bmdgan.ct.pelvis import label_pelvis
+from bmdgan.errors import InputError
+from bmdgan.io import read_ct
+
+
+@pytest.fixture(scope="module")
+def dice_table(shared_data, tmp_path_factory):
+    folder = shared_data / "ct" / "totalsegmentator_example"
+    out = tmp_path_factory.mktemp("compare")
+    code = main(["compare-labels", str(folder / "example_ct.nii.gz"), "--reference",
+                 str(folder / "masks_totalsegmentator_v1"), "-o", str(out)])
+    assert code == 0
+    return json.loads((out / "label_dice.json").read_text()), (out / "label_dice.md").read_text()
+
+
+def test_hip_bones_agree_with_totalsegmentator(dice_table):
+    """Hip bone Dice 0.859 (left) and 0.879 (right): the goal (0.85) is met on this CT."""
+    record, markdown = dice_table
+    rows = record["structures"]
+    assert rows["hip_left"]["dice"] >= 0.85 and rows["hip_right"]["dice"] >= 0.85
+    for side in ("left", "right"):  # volumes within 10 % of the reference's (376 cm3 each)
+        assert rows[f"hip_{side}"]["automatic_cm3"] == pytest.approx(rows[f"hip_{side}"]["reference_cm3"], rel=0.10)
+    assert "| hip_left | 0.8" in markdown and "| femur_right |" in markdown
+
+
+def test_femurs_and_sacrum_against_totalsegmentator_as_they_are(dice_table):
+    """Honest figures, below the femur goal (0.90): right femur 0.863; left femur 0.557, its neck holds
+    metal screws (the reference's left femur is 61 cm3 against 102 cm3 on the right: it leaves the screwed
+    neck out); sacrum 0.456 (L5 is kept with it, the thin lower sacrum is missed)."""
+    record, _ = dice_table
+    rows = record["structures"]
+    assert rows["femur_right"]["dice"] >= 0.85
+    assert rows["femur_left"]["dice"] >= 0.5
+    assert rows["sacrum"]["dice"] >= 0.4
+    assert any("metal in the left femur" in note for note in record["notes"])
+    assert record["seconds"]["pelvis"] < 10.0
+
+
+def test_compare_labels_refuses_a_folder_without_structures(shared_data, tmp_path):
+    ct = shared_data / "ct" / "totalsegmentator_example" / "example_ct.nii.gz"
+    assert main(["compare-labels", str(ct), "--reference", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+
+
+@pytest.fixture(scope="module")
+def pelvic_ref(shared_data):
+    ct = read_ct(shared_data / "ct" / "pelvic_reference" / "Pelvic-Ref-002.nii.gz")
+    body = body_mask(ct)
+    femurs, notes = segment_femurs_by_side(ct, body)
+    return ct, body, femurs, notes
+
+
+@pytest.mark.slow
+def test_both_hip_bones_of_a_whole_pelvis_ct(pelvic_ref):
+    """Pelvic-Ref-002 (adult man, 1 x 1 x 3 mm): hip bones 421 and 438 cm3, each on its side of the
+    midline, disjoint from the femurs, cupping its femoral head; the sacrum between them."""
+    ct, body, femurs, _ = pelvic_ref
+    assert set(femurs) == {"left", "right"}
+    pelvis = label_pelvis(ct, body, {side: seg.femur for side, seg in femurs.items()})
+    voxel_cm3 = ct.voxel_volume_mm3() / 1000
+    for side, hip in pelvis.hip.items():
+        assert 300.0 < hip.sum() * voxel_cm3 < 700.0  # adult hip bone with marrow (reference above: 376 cm3)
+        assert not np.any(hip & (femurs["left"].femur | femurs["right"].femur))
+        assert not np.any(hip & ~body)
+        x = grid.index_to_lps(ct.geometry, np.argwhere(hip[::2, ::4, ::4]) * [2, 4, 4])[:, 0]
+        assert np.all(x > pelvis.midline_x_mm) if side == "left" else np.all(x <= pelvis.midline_x_mm)
+        head = femurs[side].head
+        socket = grid.distance_from_points_mm(hip.shape, ct.geometry, head.centre_lps) < head.radius_mm + 10.0
+        assert (hip & socket).sum() * voxel_cm3 > 10.0  # the acetabulum around this side's head
+    assert not np.any(pelvis.hip["left"] & pelvis.hip["right"])
+    sacrum_x = grid.index_to_lps(ct.geometry, np.argwhere(pelvis.sacrum[::2, ::4, ::4]) * [2, 4, 4])[:, 0]
+    assert abs(float(np.median(sacrum_x)) - pelvis.midline_x_mm) < 10.0
+    assert 100.0 < pelvis.sacrum.sum() * voxel_cm3 < 600.0
+    labels = L.compose(pelvis.hip["left"], femurs["left"].femur, other_femur=femurs["right"].femur,
+                       other_pelvis=pelvis.hip["right"], sacrum=pelvis.sacrum)
+    assert set(np.unique(labels)) == {L.BACKGROUND, L.PELVIS, L.FEMUR, L.OTHER_FEMUR, L.OTHER_PELVIS, L.SACRUM}
+    assert np.array_equal(L.femur_mask(labels), femurs["left"].femur)
+    assert np.array_equal(L.pelvis_mask(labels), pelvis.hip["left"] | pelvis.hip["right"] | pelvis.sacrum)
+
+
+def test_hip_bones_need_a_femur():
+    from bmdgan.io import Volume, VolumeGeometry
+
+    ct = Volume(np.zeros((4, 8, 8), np.float32), VolumeGeometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+    with pytest.raises(InputError, match="no femur mask"):
+        label_pelvis(ct, np.ones((4, 8, 8), bool), {})
