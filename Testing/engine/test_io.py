@@ -114,7 +114,8 @@ def test_ijk_to_lps_maps_voxel_centres():
 
 
 def test_dicom_series_folder(tmp_path):
-    array = (np.random.default_rng(0).normal(0, 50, (5, 16, 16))).astype(np.int16)
+    array = (np.random.default_rng(0).normal(0, 50, (5, 16, 16))).astype(np.int16)  # soft tissue (HU)
+    array[:, :4] -= 1000  # with air in front of the body, as in every CT
     image = sitk.GetImageFromArray(array)
     image.SetSpacing((0.8, 0.8, 2.5))
     writer = sitk.ImageFileWriter()

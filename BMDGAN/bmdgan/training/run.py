@@ -22,6 +22,8 @@ from ..atomic import atomic_write_text
 from ..datasets.format import read_header, read_manifest
 from ..distribution_check import TrainingDistribution, fit_distribution, pooled
 from ..errors import InputError
+from ..inference import read_model_description
+from ..io.members import member_path
 from .checkpoint import latest_checkpoint, save_weights, weights_sha256
 from .config import TrainingConfig
 from .data import DRR_SCALE_G_CM2, PairDataset
@@ -112,11 +114,11 @@ def regressors_still_valid(model_folder: Path, run_folder: Path) -> dict:
     stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
     current = None if stage2 is None else weights_sha256(stage2, "generator")
     kept = {}
-    for name, entry in json.loads(path.read_text()).get("regressors", {}).items():
+    for name, entry in read_model_description(model_folder).get("regressors", {}).items():  # names checked there
         if entry["kind"] == "baseline" or entry.get("encoder_sha256") == current:
             kept[name] = entry
         else:
-            (model_folder / f"{name}.safetensors").unlink(missing_ok=True)
+            member_path(model_folder, name, ".safetensors", path).unlink(missing_ok=True)
     return kept
 
 

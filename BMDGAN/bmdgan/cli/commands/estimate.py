@@ -16,6 +16,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--reference", default=None, help="T-score reference (see resources/tscore_references.json)")
     parser.add_argument("--out", required=True, help="output folder: one subfolder per radiograph")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace earlier estimates in the output folder (never anything else)")
 
 
 def run(args) -> int:
@@ -29,19 +31,23 @@ def run(args) -> int:
     from bmdgan.inference import DecompositionModel
     from bmdgan.io import read_radiograph
     from bmdgan.models_default import resolve_model_folder
+    from bmdgan.outputs import check_destination
     from bmdgan.tscore import load_reference
 
+    files = input_files(args.inputs)
+    destinations = [Path(args.out) / name for name in output_folder_names(files)]
+    for destination in destinations:  # before any work: every result folder must be free or replaceable
+        check_destination(destination, "estimate", args.overwrite)
     model_folder = resolve_model_folder(args.model)
     model = DecompositionModel.load(model_folder, args.device)
     reference = load_reference(args.reference)
-    files = input_files(args.inputs)
     failures = 0
-    for path, name in tqdm(list(zip(files, output_folder_names(files))), desc="estimating", disable=len(files) < 2):
+    for path, destination in tqdm(list(zip(files, destinations)), desc="estimating", disable=len(files) < 2):
         try:
             radiograph = read_radiograph(path)
             results = [estimate_hip(model, radiograph, side, reference, not args.single_hip, args.method)
                        for side in sides_to_analyse(radiograph, args.side)]
-            folder = write_results(Path(args.out) / name, radiograph, results, model, str(model_folder))
+            folder = write_results(destination, radiograph, results, model, str(model_folder), args.overwrite)
         except BMDGANError as error:
             failures += 1
             print(f"bmdgan estimate: error: {error}", file=sys.stderr)

@@ -14,6 +14,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--training-minutes", type=float, default=None)
     parser.add_argument("--cts", required=True, help="comma-separated CT ids of the training cohort")
     parser.add_argument("--held-out-cts", required=True, help="comma-separated CT ids never used in training")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier package-model result in the destination (never anything else)")
 
 
 def run(args) -> int:
@@ -29,6 +31,6 @@ def run(args) -> int:
         title, folder = item.split("=", 1)
         evaluations[title] = Path(folder)
     out = package_model(Path(args.run_folder) / "model", args.run_folder, args.out, evaluations, args.training_command,
-                        args.training_minutes, args.cts.split(","), args.held_out_cts.split(","))
+                        args.training_minutes, args.cts.split(","), args.held_out_cts.split(","), args.overwrite)
     print(f"packaged -> {out} (MODEL_CARD.md)")
     return 0
