@@ -26,6 +26,24 @@ MODEL_FORMAT = "bmdgan-model"
 SUPPORTED_MODEL_VERSION = 1
 
 
+def usable_device(device: str) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:1", "mps") when this machine has it, else :class:`InputError`."""
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(None, f"--device {device!r} is not a device name", "use cpu or cuda") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(torch_device.type, False):
+        raise InputError(None, f"--device {device}: this machine has no {torch_device.type.upper()} device "
+                               "that PyTorch can use", "use --device cpu")
+    if torch_device.type == "cuda" and torch_device.index is not None \
+            and torch_device.index >= torch.cuda.device_count():
+        raise InputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)",
+                         "use --device cuda:0")
+    return torch_device
+
+
 def read_model_description(folder: str | Path) -> dict:
     """``model.json`` of a model folder, checked: a JSON object of this format and version whose regressor names
     are plain file names inside the folder. Raises :class:`InputError` naming the file."""
@@ -97,7 +115,7 @@ class DecompositionModel:
             raise InputError(folder / "model.json", f"names no usable backbone ({type(error).__name__}: "
                                                     f"{str(error)[:80]})", "export the model again") from None
         load_weights(folder, "generator", generator)
-        torch_device = torch.device(device)
+        torch_device = usable_device(device)
         return DecompositionModel(generator.to(torch_device), description, torch_device, folder)
 
     def decompose(self, radiograph: Radiograph, side: str, bilateral: bool = True) -> Decomposition:
