@@ -21,9 +21,9 @@ the radiograph's file name), images are stored as bare float32 arrays, and the p
 never a path. A case that cannot be built is skipped and its reason goes into ``build_report.json``, scrubbed of
 every path, file name and identifier of the row (:func:`scrub`).
 
-A radiograph belongs to one patient: a row whose radiograph an earlier built row gave (same SOPInstanceUID, or the
-same pixels) under another patient key is skipped, so one radiograph cannot reach two folds (trained on in one,
-tested in the other).
+A radiograph belongs to one patient: a row whose radiograph an earlier row gave (same SOPInstanceUID, or the same
+pixels) under another patient key is skipped, so one radiograph cannot reach two folds (trained on in one, tested
+in the other). The first row keeps it even when that row cannot be built: the table itself is contradictory.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tup
     writer = DatasetWriter(out, image_shape, {"source": "bmdgan build-dataset"})
     report = {"built": [], "skipped": {}}
     per_patient: dict[str, int] = {}
-    seen: dict[str, tuple[str, int]] = {}  # fingerprint of a radiograph built -> (patient, row number)
+    seen: dict[str, tuple[str, int]] = {}  # radiograph fingerprint -> (patient, first row giving it)
     for number, row in enumerate(tqdm(rows, desc="cases", disable=not progress), start=1):
         identifier = ""
         paths = {name: _resolve(table, row.get(name) or "") for name in
@@ -219,14 +219,13 @@ def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tup
                                                       "SOPInstanceUID or identical pixels) under another patient "
                                                       "key: it would reach two folds",
                                  "give each radiograph under one patient (the 'patient' column or its PatientID)")
+            seen.update({f: seen.get(f, (patient, number)) for f in fingerprints})
             per_patient[patient] = per_patient.get(patient, 0) + 1
             case_id = f"{patient}-{per_patient[patient]:02d}"
             if case_id in writer.done:
-                seen.update({f: (patient, number) for f in fingerprints})
                 report["built"].append(case_id)
                 continue
             truth, images = build_case(row, table, image_shape)
-            seen.update({f: (patient, number) for f in fingerprints})
         except (BMDGANError, OSError) as error:
             report["skipped"][f"row {number}"] = scrub(skip_reason(error, paths), row, table,
                                                        (identifier,) if identifier else ())

@@ -83,7 +83,8 @@ def read_volume(path: str | Path, unit: str) -> Volume:
     bad = nifti_nonfinite_voxels(path) if path.is_file() else 0
     if bad or not np.all(np.isfinite(values)):
         counted = f" ({bad} voxels)" if bad else ""
-        raise InputError(path, f"contains NaN or infinite values{counted}", "re-export the volume without invalid voxels")
+        raise InputError(path, f"contains NaN or infinite values{counted}",
+                         "re-export the volume without invalid voxels")
     return Volume(values, geometry, unit=unit, source=str(path))
 
 

@@ -64,7 +64,8 @@ def _dicom_spacing_problem(files: list[Path]) -> str | None:
     if not first.get("PixelSpacing"):
         return "its DICOM files have no PixelSpacing, so the pixel size is unknown (a reader would take 1 mm)"
     if len(files) > 1 and not first.get("ImagePositionPatient"):
-        return "its DICOM files have no ImagePositionPatient, so the slice spacing is unknown (a reader would take 1 mm)"
+        return ("its DICOM files have no ImagePositionPatient, so the slice spacing is unknown (a reader would take "
+                "1 mm)")
     return None
 
 

@@ -73,11 +73,11 @@ def refuse_too_large(path: Path, rows: int, columns: int, layers: int = 1) -> No
     """Refuse, from the header and before decoding, more than :data:`MAX_RADIOGRAPH_PIXELS` pixels."""
     pixels = int(rows) * int(columns) * max(1, int(layers))
     if pixels > MAX_RADIOGRAPH_PIXELS:
-        raise InputError(path, f"is {columns} x {rows} pixels" + (f" x {layers} frames or channels" if layers > 1
-                                                                     else "")
-                         + f" ({pixels / 1e6:.0f} megapixels), more than the {MAX_RADIOGRAPH_PIXELS // 1_000_000} "
-                           "megapixels bmdgan reads", "give a single-frame radiograph of at most "
-                                                      f"{MAX_RADIOGRAPH_PIXELS // 1_000_000} megapixels (downsample it)")
+        limit = MAX_RADIOGRAPH_PIXELS // 1_000_000
+        layered = f" x {layers} frames or channels" if layers > 1 else ""
+        raise InputError(path, f"is {columns} x {rows} pixels{layered} ({pixels / 1e6:.0f} megapixels), more than "
+                               f"the {limit} megapixels bmdgan reads",
+                         f"give a single-frame radiograph of at most {limit} megapixels (downsample it)")
 
 
 def _grey_from_colour(array: np.ndarray, path: Path) -> np.ndarray:
