@@ -625,6 +625,8 @@ def test_sigkill_of_train_before_its_first_checkpoint_duplicates_no_history_line
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     assert not (tmp_path / "run" / "stage1" / "checkpoints" / "latest.json").exists()
+    stale = tmp_path / "run" / "stage1" / f".partial-{first.pid}-x1y2z3.npy"  # as the kill could leave it
+    stale.write_bytes(b"half a sample")
     second = train(3)
     _, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
@@ -633,3 +635,4 @@ def test_sigkill_of_train_before_its_first_checkpoint_duplicates_no_history_line
     assert len(keys) == len(set(keys)), "a history line is duplicated"
     assert sorted({r["epoch"] for r in records}) == [0, 1, 2]
     assert len(records) == 3 * len([r for r in records if r["epoch"] == 0])
+    assert not stale.exists()

@@ -228,16 +228,22 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
     return radiograph
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _tiff_page(tiff, path: Path):
+    """The first page of an open TIFF, refused when larger than :data:`MAX_RADIOGRAPH_PIXELS`."""
+    page = tiff.pages[0]
+    shape = page.shape
+    refuse_too_large(path, shape[0], shape[1] if len(shape) > 1 else 1,
+                     int(np.prod(shape[2:])) if len(shape) > 2 else 1)
+    return page
+
+
+def _read_tiff(path: Path, decode: bool = True) -> np.ndarray | None:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tiff:
-            page = tiff.pages[0]
-            shape = page.shape
-            refuse_too_large(path, shape[0], shape[1] if len(shape) > 1 else 1,
-                             int(np.prod(shape[2:])) if len(shape) > 2 else 1)
-            return page.asarray()
+            page = _tiff_page(tiff, path)
+            return page.asarray() if decode else None
     except InputError:
         raise
     except MemoryError:
@@ -246,21 +252,23 @@ def _read_tiff(path: Path) -> np.ndarray:
         raise InputError(path, f"is not a readable TIFF ({type(error).__name__})", "re-export the image") from None
 
 
-def _read_pil(path: Path) -> np.ndarray:
+def _read_pil(path: Path, decode: bool = True) -> np.ndarray | None:
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # PIL warns from 89 megapixels: our own limit below is lower and says more
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
         with image:
             columns, rows = image.size
             refuse_too_large(path, rows, columns, len(image.getbands()))
+            if not decode:
+                return None
             image.load()
             return np.asarray(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise InputError(path, "is a decompression bomb (its header claims far more pixels than a radiograph has)",
                          f"give a radiograph of at most {MAX_RADIOGRAPH_PIXELS // 1_000_000} megapixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -271,29 +279,52 @@ def _read_pil(path: Path) -> np.ndarray:
 
 
 def read_image_radiograph(path: Path, kind: str | None = None) -> Radiograph:
-    """PNG, JPEG or TIFF (8 or 16 bit; ``kind`` from :func:`bmdgan.io.sniff.sniff_format`, else the suffix). These
-    formats carry no trustworthy spacing: it is reported missing."""
+    """PNG, JPEG or TIFF (8 or 16 bit; ``kind``: "tiff" or "pil" from the content, else by suffix). These formats
+    carry no trustworthy spacing: it is reported missing."""
     tiff = kind == "tiff" if kind else path.suffix.lower() in (".tif", ".tiff")
     array = _read_tiff(path) if tiff else _read_pil(path)
     pixels = _check_2d(array, path)
     radiograph = Radiograph(pixels=pixels, source=str(path), bits_stored=8 * array.dtype.itemsize,
                             photometric_interpretation="MONOCHROME2")
-    radiograph.warnings.append(f"{kind or path.suffix} files carry no pixel spacing: {NO_SPACING}")
+    radiograph.warnings.append(f"image files ({path.suffix or 'no suffix'}) carry no pixel spacing: {NO_SPACING}")
     return radiograph
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
-def read_radiograph(path: str | Path) -> Radiograph:
-    """Read a radiograph by content (DICOM, PNG, JPEG, TIFF), by suffix when the content is none of these; raises
-    :class:`InputError` naming the file and the problem."""
+def _kind(path: Path) -> str:
+    """"tiff", "pil" (PNG, JPEG) or "dicom": by content, by suffix when the content is none of these."""
     from .sniff import sniff_format
 
-    path = Path(path)
     if not path.is_file():
         raise InputError(path, "does not exist or is not a file", "check the path")
     kind = sniff_format(path)
-    if kind in ("png", "jpeg", "tiff") or (kind is None and path.suffix.lower() in IMAGE_SUFFIXES):
-        return read_image_radiograph(path, kind)
-    return read_dicom_radiograph(path)
+    if kind == "tiff" or (kind is None and path.suffix.lower() in (".tif", ".tiff")):
+        return "tiff"
+    if kind in ("png", "jpeg") or (kind is None and path.suffix.lower() in IMAGE_SUFFIXES):
+        return "pil"
+    return "dicom"
+
+
+def check_radiograph_header(path: str | Path) -> None:
+    """Refuse, from the header alone (nothing decoded), a file :func:`read_radiograph` would refuse for its type or
+    size: a command can then turn away a decompression bomb before it loads a model (a few hundred MB)."""
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "tiff":
+        _read_tiff(path, decode=False)
+    elif kind == "pil":
+        _read_pil(path, decode=False)
+    else:
+        _rescale(_dicom_header(path), path)
+
+
+def read_radiograph(path: str | Path) -> Radiograph:
+    """Read a radiograph by content (DICOM, PNG, JPEG, TIFF), by suffix when the content is none of these; raises
+    :class:`InputError` naming the file and the problem."""
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "dicom":
+        return read_dicom_radiograph(path)
+    return read_image_radiograph(path, kind)

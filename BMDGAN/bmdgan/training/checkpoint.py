@@ -52,7 +52,8 @@ def save_checkpoint(folder: Path, epoch: int, modules: dict[str, torch.nn.Module
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"epoch_{epoch:04d}"
     partial = folder / f".partial-epoch_{epoch:04d}"
-    shutil.rmtree(partial, ignore_errors=True)
+    for stale in folder.glob(".partial-epoch_*"):  # this one, and those of other epochs a killed run left
+        shutil.rmtree(stale, ignore_errors=True)
     partial.mkdir()
     state = {"epoch": epoch, "extra": extra, "optimizers": {}, "schedulers": {}}
     for name, module in modules.items():

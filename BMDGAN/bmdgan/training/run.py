@@ -18,7 +18,7 @@ import torch
 from .. import __version__
 from ..bmd_from_drr import DrrBmdCalibration, fit_linear, pearson_r, pf_drr_mean, tune_threshold
 from ..datasets.folds import split
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, remove_stale_partials
 from ..datasets.format import read_header, read_manifest
 from ..distribution_check import TrainingDistribution, fit_distribution, pooled
 from ..errors import InputError
@@ -160,6 +160,8 @@ def train_run(config: TrainingConfig, dataset_folder: str | Path, run_folder: st
                 "hierarchical": hierarchical, "world_size": process.world_size}
     if process.is_main:
         run_folder.mkdir(parents=True, exist_ok=True)
+        for place in (run_folder, run_folder / "model", *(run_folder / stage for stage in stages)):
+            remove_stale_partials(place)  # temporaries of a killed earlier run
         atomic_write_text(run_folder / "run.json", json.dumps(settings, indent=2))
     histories: dict[str, list[dict]] = {}
     trainer = None

@@ -27,22 +27,35 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from bmdgan.errors import BMDGANError
-    from bmdgan.estimation import estimate_hip, input_files, output_folder_names, sides_to_analyse, write_results
-    from bmdgan.inference import DecompositionModel
-    from bmdgan.io import read_radiograph
+    from bmdgan.estimation import input_files, output_folder_names
+    from bmdgan.io.radiograph import check_radiograph_header
     from bmdgan.models_default import resolve_model_folder
     from bmdgan.outputs import check_destination
-    from bmdgan.tscore import load_reference
 
     files = input_files(args.inputs)
     destinations = [Path(args.out) / name for name in output_folder_names(files)]
     for destination in destinations:  # before any work: every result folder must be free or replaceable
         check_destination(destination, "estimate", args.overwrite)
     model_folder = resolve_model_folder(args.model)
+    failures, accepted = 0, []
+    for path, destination in zip(files, destinations):  # headers only: a bomb is refused before torch loads
+        try:
+            check_radiograph_header(path)
+            accepted.append((path, destination))
+        except BMDGANError as error:
+            failures += 1
+            print(f"bmdgan estimate: error: {error}", file=sys.stderr)
+    if not accepted:
+        return 2
+
+    from bmdgan.estimation import estimate_hip, sides_to_analyse, write_results
+    from bmdgan.inference import DecompositionModel
+    from bmdgan.io import read_radiograph
+    from bmdgan.tscore import load_reference
+
     model = DecompositionModel.load(model_folder, args.device)
     reference = load_reference(args.reference)
-    failures = 0
-    for path, destination in tqdm(list(zip(files, destinations)), desc="estimating", disable=len(files) < 2):
+    for path, destination in tqdm(accepted, desc="estimating", disable=len(accepted) < 2):
         try:
             radiograph = read_radiograph(path)
             results = [estimate_hip(model, radiograph, side, reference, not args.single_hip, args.method)
