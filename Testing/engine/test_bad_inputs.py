@@ -476,7 +476,8 @@ def _all_actions(parser):
 
 def test_one_radiograph_under_two_patient_keys_and_no_identifier_in_the_report(tmp_path, capsys):
     """The same radiograph (a copy with the same SOPInstanceUID) listed for two patients: the second row is refused,
-    so it cannot reach another fold. The report names no patient, path component or file name of the source."""
+    so it cannot reach another fold. The report names no patient, path component or file name of the source, and
+    a pose of free text is refused."""
     identifying = {"PatientName": "Doe^Jane", "PatientID": "MRN-987654"}
     source = tmp_path / "DOE_JANE_1950" / "hip_MRN987654.dcm"
     hip_dx(source, **identifying)
@@ -486,17 +487,21 @@ def test_one_radiograph_under_two_patient_keys_and_no_identifier_in_the_report(t
     rows = [{"radiograph": str(source), "ct": "missing_ct_of_Jane_Doe.nii.gz", "side": "right",
              "geometry": "pose.json", "patient": ""},
             {"radiograph": str(copy), "ct": "missing_ct_of_Jane_Doe.nii.gz", "side": "right",
-             "geometry": "pose.json", "patient": "John Smith"}]
+             "geometry": "pose.json", "patient": "John Smith"},
+            {"radiograph": str(hip_dx(tmp_path / "other.dcm", PatientID="MRN-111", RescaleSlope=2,
+                                      RescaleIntercept=0)), "ct": str(source),
+             "side": "left", "geometry": str(source), "patient": "", "pose": "Jane Doe standing, ward 4"}]
     with open(tmp_path / "cases.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(stream, fieldnames=list(rows[-1]))
         writer.writeheader()
         writer.writerows(rows)
     out = tmp_path / "dataset"
     assert main(["build-dataset", str(tmp_path / "cases.csv"), "--out", str(out), "--key", "secret"]) == 0
     report = json.loads((out / "build_report.json").read_text())
-    assert report["built"] == [] and set(report["skipped"]) == {"row 1", "row 2"}
-    assert "does not exist" in report["skipped"]["row 1"]
+    assert report["built"] == [] and set(report["skipped"]) == {"row 1", "row 2", "row 3"}
+    assert report["skipped"]["row 1"] == "ct file: the case's ct file does not exist (fix the case table)"
     assert "same radiograph as row 1" in report["skipped"]["row 2"]
+    assert "the pose is not a short label" in report["skipped"]["row 3"]  # free text never reaches the manifest
     for path in out.rglob("*"):
         if path.is_file():
             text = path.read_bytes().decode("utf-8", "replace").lower()

@@ -44,6 +44,8 @@ from .format import CaseRecord, DatasetWriter
 from .normalise import apply_hip_crop, plan_hip_crop
 
 REQUIRED_COLUMNS = ("radiograph", "ct", "side", "geometry")
+POSE_LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+"""What the pose column may hold: a label, never free text (it goes into the manifest)."""
 MIN_PF_PIXELS_IN_IMAGE = 50
 """A registered pose must put the CT's PF region on the radiograph: fewer projected pixels mean a pose file of
 another CT or another radiograph."""
@@ -147,6 +149,9 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
     from ..projection.projector import Projector
 
     side = row["side"].strip().lower()
+    pose = (row.get("pose") or "").strip().lower() or "unknown"
+    if not POSE_LABEL.match(pose):  # the manifest carries no free text from the source
+        raise InputError(None, "the pose is not a short label", "use e.g. standing or supine (letters, digits, - _)")
     paths = {name: _resolve(table, row.get(name, "")) for name in
              ("radiograph", "ct", "geometry", "labels", "landmarks", "calibration")}
     for name, path in paths.items():
@@ -181,7 +186,7 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
     dxa = row.get("dxa_bmd_g_cm2", "").strip()
     truth = {"ct_abmd_g_cm2": measurement.ct_abmd_g_cm2, "qct_vbmd_mg_cm3": measurement.qct_vbmd_mg_cm3,
              "dxa_bmd_g_cm2": float(dxa) if dxa else math.nan, "mirrored": crop.mirrored,
-             "pose": row.get("pose", "").strip() or "unknown", "side": side}
+             "pose": pose, "side": side}
     return truth, images
 
 
