@@ -8,7 +8,6 @@ Weights are read with safetensors only (never pickle), and checked against the a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 

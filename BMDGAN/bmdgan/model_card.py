@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from .errors import InputError
+from .io.members import read_json_object
 from .outputs import check_destination, result_folder
 
 MAX_SHIPPED_MB = 30.0
@@ -106,8 +107,8 @@ def _cohort_acquisition(settings: dict) -> str:
 
 def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path], training_command: str,
                      training_minutes: float | None, cts: list[str], held_out_cts: list[str]) -> str:
-    description = json.loads((model_folder / "model.json").read_text())
-    settings = json.loads((run / "run.json").read_text())
+    description = read_json_object(model_folder / "model.json", "bmdgan model folder")
+    settings = read_json_object(run / "run.json", "training run folder")
     size_mb = sum(p.stat().st_size for p in model_folder.glob("*.safetensors")) / 1e6
     lines = [
         "# BMD-GAN default model",
@@ -146,7 +147,7 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
                      f"{calibration['slope']:.4g}, intercept {calibration['intercept']:.4g} {calibration['unit']} "
                      f"(training PCC {calibration['pcc_train']:.3f})")
     lines += ["- T-score reference: NHANES III total hip, women 20-29 (`bmdgan/resources/tscore_references.json`).", ""]
-    metrics_of = {title: json.loads((Path(folder) / "metrics.json").read_text())
+    metrics_of = {title: read_json_object(Path(folder) / "metrics.json", "bmdgan evaluate --out folder")
                   for title, folder in evaluations.items()}
     lines += _read_this_first(metrics_of)
     for title, metrics in metrics_of.items():

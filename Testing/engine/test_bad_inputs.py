@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import SimpleITK as sitk
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -162,6 +161,12 @@ def _package_into_user_folder(tmp: Path):
     (tmp / "shipped" / "thesis.docx").write_text("the user's own file")
     return (["package-model", str(tmp / "run"), "--out", str(tmp / "shipped"), "--training-command", "x",
              "--cts", "STS_001", "--held-out-cts", "STS_012"], "did not write")
+
+
+def _package_without_run_json(tmp: Path):
+    model_copy(tmp / "run" / "model")
+    return (["package-model", str(tmp / "run"), "--out", str(tmp / "shipped"), "--training-command", "x",
+             "--cts", "STS_001", "--held-out-cts", "STS_012"], "run.json")
 
 
 def _decompression_bomb(tmp: Path):
@@ -310,6 +315,7 @@ CASES = [
     pytest.param(_out_read_only, id="estimate-out-read-only",
                  marks=pytest.mark.skipif(ROOT, reason="root may write into read-only folders")),
     pytest.param(_package_into_user_folder, id="package-model-out-holds-user-files"),
+    pytest.param(_package_without_run_json, id="package-model-run-without-run-json"),
     pytest.param(_decompression_bomb, id="decompression-bomb-png"),
     pytest.param(_huge_png, id="png-12000x12000"),
     pytest.param(_huge_dicom_header, id="dicom-claims-81-megapixels"),
