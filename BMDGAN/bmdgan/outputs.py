@@ -77,7 +77,7 @@ def check_destination(path: str | Path, command: str, overwrite: bool = False) -
     marker = _marker_of(path)
     if marker is None or marker.get("command") != command:
         raise InputError(path, f"already exists and holds files that bmdgan {command} did not write",
-                         "choose a new or empty output folder; nothing was changed")
+                         "choose a new or empty output folder, or move those files away; nothing was changed")
     if not overwrite:
         raise InputError(path, f"already holds an earlier result of bmdgan {command}",
                          "pass --overwrite to replace it, or choose another output folder")

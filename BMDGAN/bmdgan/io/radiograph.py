@@ -147,7 +147,7 @@ def _rescale(dataset, path: Path) -> tuple[float, float]:
 
 
 def _dicom_header(path: Path):
-    """The DICOM header without pixel data, refusing what is not DICOM or is too large to decode."""
+    """The DICOM header without pixel data, refusing what is not DICOM, not a radiograph or too large to decode."""
     import pydicom
 
     try:
@@ -157,6 +157,10 @@ def _dicom_header(path: Path):
     except Exception as error:  # pydicom raises several types for non-DICOM or broken files
         raise InputError(path, f"is not a readable DICOM file ({type(error).__name__}: {str(error)[:120]})",
                          "check that the file is a complete DICOM radiograph") from None
+    modality = str(header.get("Modality", "")) or None
+    if modality is not None and modality not in RADIOGRAPH_MODALITIES:
+        raise InputError(path, f"DICOM modality is {modality}, not a plain radiograph",
+                         "give a DX, CR or secondary-capture radiograph")
     refuse_too_large(path, rows, columns, layers)
     return header
 
@@ -171,10 +175,7 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
     except Exception as error:  # pydicom raises several types for non-DICOM or broken files
         raise InputError(path, f"is not a readable DICOM file ({type(error).__name__}: {str(error)[:120]})",
                          "check that the file is a complete DICOM radiograph") from None
-    modality = str(dataset.get("Modality", "")) or None
-    if modality is not None and modality not in RADIOGRAPH_MODALITIES:
-        raise InputError(path, f"DICOM modality is {modality}, not a plain radiograph",
-                         "give a DX, CR or secondary-capture radiograph")
+    modality = str(dataset.get("Modality", "")) or None  # checked with the header
     if "PixelData" not in dataset:
         raise InputError(path, "has no complete pixel data (the file is truncated or holds no image)",
                          "give a complete DICOM radiograph")
