@@ -108,11 +108,23 @@ def _check_2d(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _floats(value) -> list[float]:
+    """The numbers of a DICOM value; [] when it is missing or not numbers (a malformed value counts as missing)."""
     if value is None:
         return []
-    if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
-        return [float(v) for v in value]
-    return [float(value)]
+    try:
+        if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
+            return [float(v) for v in value]
+        return [float(value)]
+    except (TypeError, ValueError):
+        return []
+
+
+def _int(dataset, keyword: str, default: int) -> int:
+    """An integer DICOM attribute, ``default`` when missing or malformed."""
+    try:
+        return int(dataset.get(keyword, default))
+    except (TypeError, ValueError):
+        return default
 
 
 def _pair(value) -> tuple[float, float] | None:
@@ -192,10 +204,10 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
         pixels = _check_2d(raw, path)
     else:
         pixels = _check_2d(np.asarray(apply_modality_lut(raw, dataset), dtype=np.float32), path)
-    bits_stored = int(dataset.get("BitsStored", 8 * raw.dtype.itemsize))
+    bits_stored = _int(dataset, "BitsStored", 8 * raw.dtype.itemsize)
     if photometric == "MONOCHROME1":
         # Stored range [0, 2^bits - 1] (or signed) after rescale: invert within it so bone is bright.
-        signed = int(dataset.get("PixelRepresentation", 0)) == 1
+        signed = _int(dataset, "PixelRepresentation", 0) == 1
         low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2 ** bits_stored - 1)
         pixels = (slope * low + intercept) + (slope * high + intercept) - pixels
 
