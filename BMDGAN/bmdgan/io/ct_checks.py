@@ -57,11 +57,21 @@ def _text_header(path: Path, end_marker: str) -> str:
     return (head if end < 0 else head[:end]).lower()
 
 
+def _has_pixel_spacing(header) -> bool:
+    """PixelSpacing at the top level, or in the shared functional groups of an enhanced (multi-frame) CT."""
+    if header.get("PixelSpacing"):
+        return True
+    for group in header.get("SharedFunctionalGroupsSequence", []):
+        if any(measures.get("PixelSpacing") for measures in group.get("PixelMeasuresSequence", [])):
+            return True
+    return False
+
+
 def _dicom_spacing_problem(files: list[Path]) -> str | None:
     import pydicom
 
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
-    if not first.get("PixelSpacing"):
+    if not _has_pixel_spacing(first):
         return "its DICOM files have no PixelSpacing, so the pixel size is unknown (a reader would take 1 mm)"
     if len(files) > 1 and not first.get("ImagePositionPatient"):
         return ("its DICOM files have no ImagePositionPatient, so the slice spacing is unknown (a reader would take "
