@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from .errors import InputError
-from .inference import Decomposition, DecompositionModel
 from .io import Radiograph
 from .io.float_image import write_float_image
+from .outputs import result_folder, unique_names
 from .tscore import Reference, t_score, who_category
+
+if TYPE_CHECKING:  # torch is imported only by what runs a model: a refused input costs no torch import
+    from .inference import Decomposition, DecompositionModel
 
 LATERALITY = {"L": "left", "R": "right"}
 
@@ -94,36 +96,35 @@ def result_summary(radiograph: Radiograph, results: list[tuple[HipEstimate, Deco
 
 
 def write_results(folder: str | Path, radiograph: Radiograph, results: list[tuple[HipEstimate, Decomposition]],
-                  model: DecompositionModel, model_folder: str) -> Path:
-    """``folder``: result.json, pf_drr_<side>.tif (g/cm2) and report.png, written as a whole or not at all."""
+                  model: DecompositionModel, model_folder: str, overwrite: bool = False) -> Path:
+    """``folder``: result.json, pf_drr_<side>.tif (g/cm2) and report.png, written as a whole or not at all, by
+    :func:`bmdgan.outputs.result_folder` (an existing folder is replaced only with ``overwrite`` and only when it is
+    an earlier estimate holding nothing else)."""
     from .report import draw_report
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=folder.parent))
-    try:
+    with result_folder(folder, "estimate", overwrite) as partial:
         for hip, decomposition in results:
             write_float_image(partial / f"pf_drr_{hip.side}.tif", decomposition.pf_drr_g_cm2, "g/cm2",
                               crop=decomposition.crop.to_dict(), source=radiograph.source)
         (partial / "result.json").write_text(json.dumps(result_summary(radiograph, results, model_folder), indent=2))
         draw_report(partial / "report.png", radiograph, results, model.distribution.threshold_g_cm2)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(partial, folder)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 def input_files(paths: list[str]) -> list[Path]:
-    """Radiographs named directly, found in folders, or listed one per line in a .txt file."""
+    """Radiographs named directly, found in folders, or listed one per line in a .txt file. A folder's files are
+    taken by content (DICOM preamble, PNG/JPEG/TIFF signature: ``IMG_0001`` without a suffix is a DICOM too) or by a
+    radiograph suffix (so that a broken ``.dcm`` is reported, not skipped); hidden files and DICOMDIR are left out."""
     from .io.radiograph import IMAGE_SUFFIXES
+    from .io.sniff import sniff_format
 
     found: list[Path] = []
     for text in paths:
         path = Path(text)
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + (".dcm",))
+            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                            and p.name.upper() != "DICOMDIR"
+                            and (p.suffix.lower() in IMAGE_SUFFIXES + (".dcm",) or sniff_format(p) is not None))
         elif path.suffix.lower() == ".txt" and path.is_file():
             found += [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
         else:
@@ -133,16 +134,8 @@ def input_files(paths: list[str]) -> list[Path]:
     return found
 
 
-
 def output_folder_names(files: list[Path]) -> list[str]:
-    """One result-folder name per input: the file's stem, numbered when several inputs share it (``a/x.dcm`` and
-    ``b/x.png`` must not overwrite each other's results)."""
-    counts: dict[str, int] = {}
-    for path in files:
-        counts[path.stem] = counts.get(path.stem, 0) + 1
-    seen: dict[str, int] = {}
-    names = []
-    for path in files:
-        seen[path.stem] = seen.get(path.stem, 0) + 1
-        names.append(path.stem if counts[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}")
-    return names
+    """One distinct result-folder name per input, decided up front (:func:`bmdgan.outputs.unique_names`): the file's
+    stem, numbered when several inputs share it, skipping numbers another input's name already uses (``a/x.dcm``,
+    ``b/x.dcm`` and ``c/x-2.dcm`` give ``x-1``, ``x-3`` and ``x-2``)."""
+    return unique_names([path.stem for path in files])

@@ -1,12 +1,13 @@
 """Use a trained decomposition model: radiograph -> PF-DRR (g/cm2) -> BMD.
 
 A model folder is what training exports (``run/model``): ``model.json`` and ``generator.safetensors``.
-Weights are read with safetensors only (never pickle), and checked against the architecture.
+Weights are read with safetensors only (never pickle), and checked against the architecture. Every file name that
+``model.json`` gives must be a plain name inside the folder (:func:`bmdgan.io.members.member_path`); a damaged
+``model.json`` or weights file is an :class:`InputError` naming it.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,56 @@ from .datasets.normalise import HipCrop, apply_hip_crop, plan_hip_crop
 from .distribution_check import TrainingDistribution, check, pooled
 from .errors import InputError
 from .io import Radiograph
+from .io.members import member_path, read_json_object
 
 MODEL_FORMAT = "bmdgan-model"
 SUPPORTED_MODEL_VERSION = 1
+
+
+def usable_device(device: str) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:1", "mps") when this machine has it, else :class:`InputError`."""
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(None, f"--device {device!r} is not a device name", "use cpu or cuda") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(torch_device.type, False):
+        raise InputError(None, f"--device {device}: this machine has no {torch_device.type.upper()} device "
+                               "that PyTorch can use", "use --device cpu")
+    if torch_device.type == "cuda" and torch_device.index is not None \
+            and torch_device.index >= torch.cuda.device_count():
+        raise InputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)",
+                         "use --device cuda:0")
+    return torch_device
+
+
+def read_model_description(folder: str | Path) -> dict:
+    """``model.json`` of a model folder, checked: a JSON object of this format and version whose regressor names
+    are plain file names inside the folder. Raises :class:`InputError` naming the file."""
+    path = Path(folder) / "model.json"
+    description = read_json_object(path, "bmdgan model folder")
+    if description.get("format") != MODEL_FORMAT or description.get("version") != SUPPORTED_MODEL_VERSION:
+        raise InputError(path, f"model format {description.get('format')} version {description.get('version')} "
+                               f"is not {MODEL_FORMAT} version {SUPPORTED_MODEL_VERSION}",
+                         "use a model trained with a matching bmdgan version")
+    regressors = description.get("regressors", {})
+    if not isinstance(regressors, dict) or not all(isinstance(entry, dict) and "kind" in entry and "target" in entry
+                                                   for entry in regressors.values()):
+        raise InputError(path, "has a malformed 'regressors' entry", "export the model again")
+    for name in regressors:
+        member_path(folder, name, ".safetensors", described_in=path)
+    return description
+
+
+def model_files(folder: str | Path) -> list[Path]:
+    """Every file of a model folder that ``model.json`` names (itself, the generator, the regressors), each inside
+    the folder: what shipping the model copies."""
+    folder = Path(folder)
+    description = read_model_description(folder)
+    names = ["generator", *description.get("regressors", {})]
+    return [folder / "model.json"] + [member_path(folder, name, ".safetensors", folder / "model.json")
+                                      for name in names]
 
 
 @dataclass
@@ -39,10 +87,14 @@ class DecompositionModel:
     def __init__(self, generator: torch.nn.Module, description: dict, device: torch.device, folder: Path):
         self.generator, self.description, self.device, self.folder = generator.eval(), description, device, folder
         self._regressors: dict[str, torch.nn.Module] = {}
-        self.image_shape = tuple(description["image_shape"])
-        self.drr_scale_g_cm2 = float(description["drr_scale_g_cm2"])
-        self.calibrations = {c["target"]: DrrBmdCalibration.from_dict(c) for c in description["calibrations"]}
-        self.distribution = TrainingDistribution.from_dict(description["training_distribution"])
+        try:
+            self.image_shape = tuple(int(n) for n in description["image_shape"])
+            self.drr_scale_g_cm2 = float(description["drr_scale_g_cm2"])
+            self.calibrations = {c["target"]: DrrBmdCalibration.from_dict(c) for c in description["calibrations"]}
+            self.distribution = TrainingDistribution.from_dict(description["training_distribution"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InputError(folder / "model.json", f"lacks or has a malformed entry ({type(error).__name__}: "
+                                                    f"{str(error)[:80]})", "export the model again") from None
 
     @staticmethod
     def load(folder: str | Path, device: str = "cpu") -> "DecompositionModel":
@@ -52,18 +104,17 @@ class DecompositionModel:
 
         configure_torch()
         folder = Path(folder)
-        path = folder / "model.json"
-        if not path.is_file():
+        if not (folder / "model.json").is_file():
             raise InputError(folder, "is not a bmdgan model folder (no model.json)",
                              "give the 'model' folder of a training run")
-        description = json.loads(path.read_text())
-        if description.get("format") != MODEL_FORMAT or description.get("version") != SUPPORTED_MODEL_VERSION:
-            raise InputError(path, f"model format {description.get('format')} version {description.get('version')} "
-                                   f"is not {MODEL_FORMAT} version {SUPPORTED_MODEL_VERSION}",
-                             "use a model trained with a matching bmdgan version")
-        generator = build_generator(description["backbone"])
+        description = read_model_description(folder)
+        try:
+            generator = build_generator(description["backbone"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(folder / "model.json", f"names no usable backbone ({type(error).__name__}: "
+                                                    f"{str(error)[:80]})", "export the model again") from None
         load_weights(folder, "generator", generator)
-        torch_device = torch.device(device)
+        torch_device = usable_device(device)
         return DecompositionModel(generator.to(torch_device), description, torch_device, folder)
 
     def decompose(self, radiograph: Radiograph, side: str, bilateral: bool = True) -> Decomposition:

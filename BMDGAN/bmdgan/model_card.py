@@ -10,8 +10,9 @@ import json
 import shutil
 from pathlib import Path
 
-from .atomic import atomic_folder
 from .errors import InputError
+from .io.members import read_json_object
+from .outputs import check_destination, result_folder
 
 MAX_SHIPPED_MB = 30.0
 WEAK_PCC = 0.5
@@ -106,8 +107,8 @@ def _cohort_acquisition(settings: dict) -> str:
 
 def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path], training_command: str,
                      training_minutes: float | None, cts: list[str], held_out_cts: list[str]) -> str:
-    description = json.loads((model_folder / "model.json").read_text())
-    settings = json.loads((run / "run.json").read_text())
+    description = read_json_object(model_folder / "model.json", "bmdgan model folder")
+    settings = read_json_object(run / "run.json", "training run folder")
     size_mb = sum(p.stat().st_size for p in model_folder.glob("*.safetensors")) / 1e6
     lines = [
         "# BMD-GAN default model",
@@ -146,7 +147,7 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
                      f"{calibration['slope']:.4g}, intercept {calibration['intercept']:.4g} {calibration['unit']} "
                      f"(training PCC {calibration['pcc_train']:.3f})")
     lines += ["- T-score reference: NHANES III total hip, women 20-29 (`bmdgan/resources/tscore_references.json`).", ""]
-    metrics_of = {title: json.loads((Path(folder) / "metrics.json").read_text())
+    metrics_of = {title: read_json_object(Path(folder) / "metrics.json", "bmdgan evaluate --out folder")
                   for title, folder in evaluations.items()}
     lines += _read_this_first(metrics_of)
     for title, metrics in metrics_of.items():
@@ -163,18 +164,24 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
 
 def package_model(model_folder: str | Path, run: str | Path, out: str | Path, evaluations: dict[str, Path],
                   training_command: str, training_minutes: float | None, cts: list[str],
-                  held_out_cts: list[str]) -> Path:
-    """Copy the model (weights + model.json) into ``out`` and write ``MODEL_CARD.md``; refuses > 30 MB."""
+                  held_out_cts: list[str], overwrite: bool = False) -> Path:
+    """Copy the model (weights + model.json) into ``out`` and write ``MODEL_CARD.md``; refuses > 30 MB. ``out`` is
+    written by :func:`bmdgan.outputs.result_folder`: new or empty, or with ``overwrite`` an earlier package holding
+    nothing else; only the files model.json names are copied (:func:`bmdgan.inference.model_files`)."""
+    from .inference import model_files
+
     model_folder, run, out = Path(model_folder), Path(run), Path(out)
     if not (model_folder / "model.json").is_file():
         raise InputError(model_folder, "is not a model folder", "give a training run's 'model' folder")
-    size_mb = sum(p.stat().st_size for p in model_folder.glob("*.safetensors")) / 1e6
+    check_destination(out, "package-model", overwrite)
+    files = model_files(model_folder)
+    size_mb = sum(p.stat().st_size for p in files if p.suffix == ".safetensors") / 1e6
     if size_mb > MAX_SHIPPED_MB:
         raise InputError(model_folder, f"weights are {size_mb:.1f} MB, more than {MAX_SHIPPED_MB:.0f} MB",
                          "ship a smaller model")
     card = write_model_card(model_folder, run, evaluations, training_command, training_minutes, cts, held_out_cts)
-    with atomic_folder(out) as staging:
-        for path in list(model_folder.glob("*.safetensors")) + [model_folder / "model.json"]:
+    with result_folder(out, "package-model", overwrite) as staging:
+        for path in files:
             shutil.copyfile(path, staging / path.name)
         (staging / "MODEL_CARD.md").write_text(card)
     return out

@@ -20,6 +20,17 @@ def _outline_in_source(hip_decomposition, threshold: float) -> tuple[np.ndarray,
     return hip_decomposition.crop.output_to_source(rows, columns)
 
 
+DISPLAY_PIXELS = 1600
+"""Longest side of the radiograph as drawn (pixels): the picture is about 700 pixels wide at 110 dpi, and
+matplotlib would spend several float64 RGBA copies of a 50-megapixel radiograph (2.4 GB) drawing it whole."""
+
+
+def display_copy(pixels: np.ndarray) -> np.ndarray:
+    """Every n-th row and column of ``pixels`` so that the longest side is at most :data:`DISPLAY_PIXELS`."""
+    step = max(1, int(np.ceil(max(pixels.shape) / DISPLAY_PIXELS)))
+    return pixels[::step, ::step]
+
+
 def _caption(hip) -> str:
     lines = [f"{hip.side} hip ({hip.method})"]
     if hip.dxa_bmd_g_cm2 is not None:
@@ -43,8 +54,11 @@ def draw_report(path: str | Path, radiograph: Radiograph, results, region_thresh
     figure, axes = plt.subplots(1, 1 + len(results), figsize=(4.5 * (1 + len(results)), 8.0),
                                 gridspec_kw={"width_ratios": [1.6] + [1] * len(results)})
     axes = np.atleast_1d(axes)
-    low, high = np.percentile(radiograph.pixels, [0.5, 99.5])
-    axes[0].imshow(radiograph.pixels, cmap="gray", vmin=low, vmax=high)
+    shown_pixels = display_copy(radiograph.pixels)
+    low, high = np.percentile(shown_pixels, [0.5, 99.5])
+    rows, columns = radiograph.pixels.shape
+    axes[0].imshow(shown_pixels, cmap="gray", vmin=low, vmax=high,
+                   extent=(-0.5, columns - 0.5, rows - 0.5, -0.5))  # axes in source pixels, as the outlines
     axes[0].set_title(Path(radiograph.source).name or "radiograph", fontsize=9)
     for (hip, decomposition), axis, colour in zip(results, axes[1:], ("tab:orange", "tab:cyan")):
         rows, columns = _outline_in_source(decomposition, region_threshold_g_cm2)

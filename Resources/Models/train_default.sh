@@ -41,7 +41,7 @@ bmdgan simulate-cohort "$DATA/ibsi_sts/$HELD_OUT.nii.gz" --out "$OUT/cohort_unse
 bmdgan evaluate --model "$OUT/runs/hl/model" --dataset "$OUT/cohort_unseen_ct" --out "$OUT/eval/unseen_ct"
 # 4. Ship it with its model card.
 CT_IDS=$(python -c "import json; print(','.join(json.load(open('$OUT/cohort/dataset.json'))['ct_ids']))")
-bmdgan package-model "$OUT/runs/hl" --out Resources/Models/default \
+bmdgan package-model "$OUT/runs/hl" --out Resources/Models/default --overwrite \
   --evaluation "fold 0 of the training cohort (held-out virtual patients)=$OUT/eval/fold0" \
   --evaluation "a fresh cohort, seed 1 (new virtual patients, same site)=$OUT/eval/seed1" \
   --evaluation "another site's protocol (site:7, seed 1)=$OUT/eval/site7" \

@@ -37,6 +37,7 @@ def test_build_dataset_from_a_case_table(shared_data, tmp_path):
                                                                    [0, 0, 0, 1]]))
     far.save(tmp_path / "other_ct_pose.json")
     no_bone = Volume(np.full((20, 40, 40), 40.0, np.float32), ct.geometry, "HU", "soft tissue only")
+    no_bone.array[:, :8] = -1000.0  # air in front of the body: a CT in HU, only without a femur
     write_volume(no_bone, tmp_path / "no_femur.nii.gz")
     rows = [
         {"radiograph": "xray.dcm", "ct": str(ct_path), "side": "right", "geometry": "pose.json", "single_hip": "1",

@@ -140,7 +140,8 @@ def test_cross_validation_pools_every_fold_and_resumes(dataset, smoke, tmp_path)
 
 def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained, dataset, tmp_path):
     """The card names every CT with its source, warns when the held-out aBMD PCC is weak, and the packaged
-    folder holds only the new model (no file of an older one stays behind)."""
+    folder holds only the new model: an earlier package is replaced with --overwrite, its files that the new
+    model lacks go with it, and a folder that holds anything else is refused."""
     from bmdgan.evaluation.evaluate import evaluate, write_evaluation
     from bmdgan.inference import DecompositionModel
 
@@ -149,17 +150,27 @@ def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained,
     result = evaluate(DecompositionModel.load(run_folder / "model"), dataset, fold=0, jpeg_qualities=(),
                       bit_depths=())
     write_evaluation(evaluation, result)
+    from bmdgan.outputs import MARKER
+
     out = tmp_path / "shipped"
     out.mkdir()
     (out / "regressor_from_an_older_model.safetensors").write_bytes(b"old")
-    completed = subprocess.run(
-        [sys.executable, "-m", "bmdgan", "package-model", str(run_folder), "--out", str(out),
-         "--evaluation", f"fold 0={evaluation}", "--training-command", "bmdgan train ...",
-         "--cts", "STS_015,example_ct,my_hospital_01", "--held-out-cts", "STS_012"],
-        capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    (out / MARKER).write_text(json.dumps({"command": "package-model",
+                                          "files": ["regressor_from_an_older_model.safetensors"]}))
+
+    def package(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "bmdgan", "package-model", str(run_folder), "--out", str(out),
+             "--evaluation", f"fold 0={evaluation}", "--training-command", "bmdgan train ...",
+             "--cts", "STS_015,example_ct,my_hospital_01", "--held-out-cts", "STS_012", *extra],
+            capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+
+    refused = package()
+    assert refused.returncode == 2 and "pass --overwrite" in refused.stderr
+    completed = package("--overwrite")
     assert completed.returncode == 0, completed.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [p.name for p in (run_folder / "model").glob("*.safetensors")] + ["model.json", "MODEL_CARD.md"])
+        [p.name for p in (run_folder / "model").glob("*.safetensors")] + ["model.json", "MODEL_CARD.md", MARKER])
     card = (out / "MODEL_CARD.md").read_text()
     assert "- Real CTs (IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0" in card and "): STS_015." in card
     assert "TotalSegmentator example CT with its v1 femur/hip masks, Apache-2.0" in card and "): example_ct." in card
@@ -171,6 +182,9 @@ def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained,
     assert ("only moderately" in card) == (0.5 <= pcc < 0.9)
     assert f"| decomposition | ct_abmd_g_cm2 | 4 | {pcc:.3f} |" in card
     assert not list(tmp_path.glob(".partial-*")) and not list(tmp_path.glob(".previous-*"))
+    (out / "notes.txt").write_text("the user's")
+    refused = package("--overwrite")
+    assert refused.returncode == 2 and "notes.txt" in refused.stderr and (out / "model.json").is_file()
 
 
 def test_model_card_warning_follows_the_pcc_that_estimate_reports():
@@ -203,3 +217,8 @@ def test_inputs_sharing_a_name_get_their_own_result_folders():
 
     files = [Path("a/hip.dcm"), Path("b/hip.png"), Path("c/other.jpg")]
     assert output_folder_names(files) == ["hip-1", "hip-2", "other"]
+    # a numbered name another input already has is skipped, decided up front (b/x.dcm was saved as x-2, then
+    # overwritten by c/x-2.dcm); names differing only in case collide on macOS and Windows disks
+    assert output_folder_names([Path("a/x.dcm"), Path("b/x.dcm"), Path("c/x-2.dcm")]) == ["x-1", "x-3", "x-2"]
+    assert output_folder_names([Path("a/Hip.dcm"), Path("b/hip.dcm"), Path("hip-1.png")]) == ["Hip-2", "hip-3",
+                                                                                             "hip-1"]

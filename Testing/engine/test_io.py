@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,7 +112,8 @@ def test_ijk_to_lps_maps_voxel_centres():
 
 
 def test_dicom_series_folder(tmp_path):
-    array = (np.random.default_rng(0).normal(0, 50, (5, 16, 16))).astype(np.int16)
+    array = (np.random.default_rng(0).normal(0, 50, (5, 16, 16))).astype(np.int16)  # soft tissue (HU)
+    array[:, :4] -= 1000  # with air in front of the body, as in every CT
     image = sitk.GetImageFromArray(array)
     image.SetSpacing((0.8, 0.8, 2.5))
     writer = sitk.ImageFileWriter()
@@ -258,3 +257,45 @@ def test_gzip_of_nothing_is_refused(tmp_path):
     shutil.rmtree(tmp_path / "missing", ignore_errors=True)
     with pytest.raises(InputError, match="does not exist"):
         read_ct(tmp_path / "missing")
+
+
+def test_radiograph_type_comes_from_the_content_not_the_suffix(tmp_path):
+    attenuation, _ = hip_like_phantom()
+    grey = (255 * attenuation).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "really_a_png.dcm", format="PNG")
+    png = read_radiograph(tmp_path / "really_a_png.dcm")
+    np.testing.assert_array_equal(png.pixels, grey.astype(np.float32))
+    dicom = write_dx(tmp_path / "IM0001", (4095 * attenuation).astype(np.uint16))  # no suffix, as PACS exports
+    shutil.copyfile(dicom, tmp_path / "really_a_dicom.png")
+    for path in (dicom, tmp_path / "really_a_dicom.png"):
+        radiograph = read_radiograph(path)
+        assert radiograph.modality == "DX" and radiograph.pixels.max() == 4095.0
+
+
+def test_a_tiff_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    import resource
+
+    import tifffile
+
+    from bmdgan.io.radiograph import MAX_RADIOGRAPH_PIXELS
+
+    path = tmp_path / "big.tif"
+    image = tifffile.memmap(path, shape=(8000, 8000), dtype=np.uint8)  # 64 megapixels, a sparse file
+    del image
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputError, match=f"64 megapixels\\), more than the {MAX_RADIOGRAPH_PIXELS // 10**6}"):
+        read_radiograph(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 32_000  # kB: nothing was decoded
+
+
+def test_real_ct_passes_the_hounsfield_checks_and_its_offset_or_rescaled_copies_do_not(shared_data):
+    from bmdgan.io.ct_checks import check_hounsfield
+
+    hu = read_ct(shared_data / "ct" / "ibsi_sts" / "STS_012.nii.gz").array
+    check_hounsfield(hu, shared_data)  # air, fat and soft tissue where a CT has them
+    with pytest.raises(InputError, match=r"\+1024 offset"):
+        check_hounsfield(hu + 1024, shared_data)
+    with pytest.raises(InputError, match="Hounsfield"):  # an MR-like rescaling: no air, no fat
+        check_hounsfield((hu - hu.min()) / 4, shared_data)
+    with pytest.raises(InputError, match="Hounsfield"):  # in other units than HU, e.g. attenuation 1/mm
+        check_hounsfield(0.02 * (1 + hu / 1000), shared_data)

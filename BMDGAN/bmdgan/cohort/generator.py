@@ -14,6 +14,7 @@ row) in a fixed order, so a killed run resumes where it stopped and a seed alway
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ..datasets.folds import assign_patient_folds, check_fold_count, group_of_re
 from ..datasets.format import (CaseRecord, DatasetWriter, existing_header, read_manifest, refuse_changed_settings,
                                rewrite_manifest, update_header)
 from ..errors import InputError
+from ..worker_lifetime import die_with_parent
 from .channels import CHANNELS, channel_volumes, combine, pad_across_beam
 from .prepared_ct import PreparedCT, has_prepared, load_prepared, prepare_ct, save_prepared
 from .virtual_patient import POSES, PoseDraw, VirtualPatient, sample_patient, sample_pose, seeded_rng
@@ -191,7 +193,8 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
     tasks = [(ct_id, index) for ct_id in ct_ids for index in range(settings.patients_per_ct)
              if any(f"{ct_id}-v{index:03d}-{pose}" not in writer.done for pose in settings.poses)]
     written = 0
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, workers), initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:  # SIGKILL of this process ends the workers too
         results = pool.map(make_patient_cases, [settings] * len(tasks), *zip(*tasks)) if tasks else []
         for cases in progress_bar(results, total=len(tasks), desc="virtual patients", disable=not progress):
             for record, images in cases:

@@ -18,7 +18,12 @@ patient            optional patient identifier to pseudonymise (else the DICOM P
 
 No patient-identifying data leaves the source: ids are pseudonyms (a keyed hash of the DICOM PatientID, or of
 the radiograph's file name), images are stored as bare float32 arrays, and the provenance names the table row,
-never a path. A case that cannot be built is skipped and its reason goes into ``build_report.json``.
+never a path. A case that cannot be built is skipped and its reason goes into ``build_report.json``, scrubbed of
+every path, file name and identifier of the row (:func:`scrub`).
+
+A radiograph belongs to one patient: a row whose radiograph an earlier row gave (same SOPInstanceUID, or the same
+pixels) under another patient key is skipped, so one radiograph cannot reach two folds (trained on in one, tested
+in the other). The first row keeps it even when that row cannot be built: the table itself is contradictory.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +44,8 @@ from .format import CaseRecord, DatasetWriter
 from .normalise import apply_hip_crop, plan_hip_crop
 
 REQUIRED_COLUMNS = ("radiograph", "ct", "side", "geometry")
+POSE_LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+"""What the pose column may hold: a label, never free text (it goes into the manifest)."""
 MIN_PF_PIXELS_IN_IMAGE = 50
 """A registered pose must put the CT's PF region on the radiograph: fewer projected pixels mean a pose file of
 another CT or another radiograph."""
@@ -64,6 +72,65 @@ def patient_identifier(radiograph_path: Path) -> str:
     return str(dataset.get("PatientID", "")) or radiograph_path.name
 
 
+PATH_TOKEN = re.compile(r"[^\s'\"()\[\]{},;]*[/\\][^\s'\"()\[\]{},;]*")
+"""Anything in a message that looks like a path (holds a / or a \\)."""
+
+
+def scrub(message: str, row: dict, table: Path, identifiers: tuple[str, ...] = ()) -> str:
+    """``message`` without anything of the source that could identify a patient: every path-like token becomes
+    ``<path>``, and every value of the row (file names, stems, folder names, free text), the table's folder and
+    ``identifiers`` (e.g. the DICOM PatientID) become ``<redacted>`` wherever they stand as whole words."""
+    secrets = set(identifiers)
+    for value in row.values():
+        value = (value or "").strip()
+        if not value:
+            continue
+        try:
+            float(value)
+            continue  # numbers (BMD, single_hip) identify no one and explain errors
+        except ValueError:
+            pass
+        if value.lower() in ("left", "right"):
+            continue
+        secrets.add(value)
+        path = _resolve(table, value)
+        if path is not None:
+            secrets |= {str(path), path.name.split(".")[0], *Path(value).parts}
+    secrets |= {str(table.parent), *table.parent.parts}
+    text = PATH_TOKEN.sub("<path>", message)
+    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        text = re.sub(r"(?<![\w])" + re.escape(secret) + r"(?![\w])", "<redacted>", text, flags=re.IGNORECASE)
+    return text
+
+
+def skip_reason(error: Exception, paths: dict[str, Path | None]) -> str:
+    """What went wrong with a row, the file named by its table column instead of its path."""
+    if isinstance(error, InputError):
+        column = next((name for name, path in paths.items() if path is not None and error.path is not None
+                       and Path(error.path) == path), "input")
+        where = f"{column} file: " if error.path is not None else ""
+        return f"{where}{error.problem}" + (f" ({error.fix})" if error.fix else "")
+    if isinstance(error, OSError):
+        return f"{type(error).__name__}: {error.strerror or 'cannot be read'}"
+    return str(error)
+
+
+def radiograph_fingerprints(path: Path) -> set[str]:
+    """What identifies one radiograph across copies: its DICOM SOPInstanceUID (when it has one) and a SHA-256 of
+    its pixels as read (float32)."""
+    from ..io import read_radiograph
+    from ..io.sniff import sniff_format
+
+    keys = {"pixels:" + hashlib.sha256(read_radiograph(path).pixels.tobytes()).hexdigest()}
+    if sniff_format(path) == "dicom":
+        import pydicom
+
+        uid = str(pydicom.dcmread(path, stop_before_pixels=True).get("SOPInstanceUID", "")).strip()
+        if uid:
+            keys.add("uid:" + uid)
+    return keys
+
+
 def _resolve(table: Path, value: str) -> Path | None:
     if not value.strip():
         return None
@@ -82,6 +149,9 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
     from ..projection.projector import Projector
 
     side = row["side"].strip().lower()
+    pose = (row.get("pose") or "").strip().lower() or "unknown"
+    if not POSE_LABEL.match(pose):  # the manifest carries no free text from the source
+        raise InputError(None, "the pose is not a short label", "use e.g. standing or supine (letters, digits, - _)")
     paths = {name: _resolve(table, row.get(name, "")) for name in
              ("radiograph", "ct", "geometry", "labels", "landmarks", "calibration")}
     for name, path in paths.items():
@@ -116,7 +186,7 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
     dxa = row.get("dxa_bmd_g_cm2", "").strip()
     truth = {"ct_abmd_g_cm2": measurement.ct_abmd_g_cm2, "qct_vbmd_mg_cm3": measurement.qct_vbmd_mg_cm3,
              "dxa_bmd_g_cm2": float(dxa) if dxa else math.nan, "mirrored": crop.mirrored,
-             "pose": row.get("pose", "").strip() or "unknown", "side": side}
+             "pose": pose, "side": side}
     return truth, images
 
 
@@ -126,8 +196,12 @@ def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tup
     from ..progress import progress_bar
 
     table = Path(table)
-    with open(table, newline="") as stream:
-        rows = list(csv.DictReader(stream))
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as stream:
+            rows = list(csv.DictReader(stream))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(table, f"cannot be read as a CSV case table ({type(error).__name__})",
+                         "give a UTF-8 CSV file with a header row") from None
     missing = [c for c in REQUIRED_COLUMNS if rows and c not in rows[0]]
     if not rows or missing:
         raise InputError(table, f"the case table is empty or lacks columns {missing}",
@@ -135,10 +209,22 @@ def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tup
     writer = DatasetWriter(out, image_shape, {"source": "bmdgan build-dataset"})
     report = {"built": [], "skipped": {}}
     per_patient: dict[str, int] = {}
+    seen: dict[str, tuple[str, int]] = {}  # radiograph fingerprint -> (patient, first row giving it)
     for number, row in enumerate(progress_bar(rows, desc="cases", disable=not progress), start=1):
+        identifier = ""
+        paths = {name: _resolve(table, row.get(name) or "") for name in
+                 ("radiograph", "ct", "geometry", "labels", "landmarks", "calibration")}
         try:
-            identifier = row.get("patient", "").strip() or patient_identifier(_resolve(table, row["radiograph"]))
+            identifier = (row.get("patient") or "").strip() or patient_identifier(paths["radiograph"])
             patient = pseudonym(identifier, key)
+            fingerprints = radiograph_fingerprints(paths["radiograph"])
+            earlier = next((seen[f] for f in fingerprints if f in seen and seen[f][0] != patient), None)
+            if earlier is not None:
+                raise InputError(paths["radiograph"], f"is the same radiograph as row {earlier[1]} (same "
+                                                      "SOPInstanceUID or identical pixels) under another patient "
+                                                      "key: it would reach two folds",
+                                 "give each radiograph under one patient (the 'patient' column or its PatientID)")
+            seen.update({f: seen.get(f, (patient, number)) for f in fingerprints})
             per_patient[patient] = per_patient.get(patient, 0) + 1
             case_id = f"{patient}-{per_patient[patient]:02d}"
             if case_id in writer.done:
@@ -146,7 +232,8 @@ def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tup
                 continue
             truth, images = build_case(row, table, image_shape)
         except (BMDGANError, OSError) as error:
-            report["skipped"][f"row {number}"] = str(error)
+            report["skipped"][f"row {number}"] = scrub(skip_reason(error, paths), row, table,
+                                                       (identifier,) if identifier else ())
             continue
         writer.add(CaseRecord(case_id, patient, truth["side"], truth["pose"], truth["mirrored"],
                               dxa_bmd_g_cm2=truth["dxa_bmd_g_cm2"], ct_abmd_g_cm2=truth["ct_abmd_g_cm2"],

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_path, atomic_write_text, remove_stale_partials
 from ..errors import InputError
 
 FORMAT_NAME = "bmdgan-dataset"
@@ -89,6 +89,8 @@ class DatasetWriter:
     def __init__(self, folder: str | Path, image_shape: tuple[int, int], description: dict | None = None):
         self.folder = Path(folder)
         (self.folder / "images").mkdir(parents=True, exist_ok=True)
+        for place in (self.folder, self.folder / "images"):  # temporaries of a killed earlier run
+            remove_stale_partials(place)
         header_path = self.folder / "dataset.json"
         if header_path.exists():
             header = read_header(self.folder)

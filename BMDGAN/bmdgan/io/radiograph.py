@@ -3,6 +3,9 @@
 Pixels come back as float32 ``[row, col]`` with bone bright (MONOCHROME1 is inverted), after the
 DICOM modality LUT (rescale slope/intercept). Window/VOI metadata is kept, not applied.
 Pixel spacing is never guessed: when a file has none, ``pixel_spacing_mm`` is None and a warning says so.
+The file type is taken from the content (DICOM preamble, image signatures), the suffix only when the content says
+nothing. What a file may cost is bounded before decoding: at most :data:`MAX_RADIOGRAPH_PIXELS` pixels, read from
+the header (a 12000 x 12000 PNG would take 8 GB to estimate); decompression bombs are refused naming the file.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ RADIOGRAPH_MODALITIES = {"DX", "CR", "RF", "OT", "RG", "XA", "PX"}
 """DICOM modalities accepted as plain radiographs (OT covers most secondary captures)."""
 GREY_TOLERANCE = 2.0
 """Largest mean difference between colour channels (grey levels) for an RGB file to count as grey."""
+MAX_RADIOGRAPH_PIXELS = 50_000_000
+"""Largest radiograph read (pixels, all frames and channels counted): a 43 x 43 cm detector at 0.1 mm is 18.5
+megapixels; 50 megapixels keep one estimate under 2 GB of memory (``benchmarks/bench_memory.py``)."""
+NO_SPACING = ("sizes in mm are unknown (estimate does not need them; bmdgan register takes the detector pitch "
+              "from --pixel-mm)")
 
 
 @dataclass
@@ -61,14 +69,26 @@ class Radiograph:
         return summary
 
 
+def refuse_too_large(path: Path, rows: int, columns: int, layers: int = 1) -> None:
+    """Refuse, from the header and before decoding, more than :data:`MAX_RADIOGRAPH_PIXELS` pixels."""
+    pixels = int(rows) * int(columns) * max(1, int(layers))
+    if pixels > MAX_RADIOGRAPH_PIXELS:
+        limit = MAX_RADIOGRAPH_PIXELS // 1_000_000
+        layered = f" x {layers} frames or channels" if layers > 1 else ""
+        raise InputError(path, f"is {columns} x {rows} pixels{layered} ({pixels / 1e6:.0f} megapixels), more than "
+                               f"the {limit} megapixels bmdgan reads",
+                         f"give a single-frame radiograph of at most {limit} megapixels (downsample it)")
+
+
 def _grey_from_colour(array: np.ndarray, path: Path) -> np.ndarray:
-    """Collapse an RGB(A) array whose channels are equal to one grey channel; refuse real colour."""
-    rgb = array[..., :3].astype(np.float32)
-    spread = float(np.abs(rgb - rgb.mean(axis=-1, keepdims=True)).mean())
+    """Collapse an RGB(A) array whose channels are equal to one grey channel; refuse real colour. The test looks
+    at every 4th row and column, so a large image costs one float32 copy, not six."""
+    sample = array[::4, ::4, :3].astype(np.float32)
+    spread = float(np.abs(sample - sample.mean(axis=-1, keepdims=True)).mean())
     if spread > GREY_TOLERANCE:
         raise InputError(path, f"is a colour image (channels differ by {spread:.1f} grey levels on average), "
                                "not a radiograph", "give a grey-scale X-ray image")
-    return rgb.mean(axis=-1)
+    return array[..., :3].mean(axis=-1, dtype=np.float32)
 
 
 def _check_2d(array: np.ndarray, path: Path) -> np.ndarray:
@@ -79,7 +99,7 @@ def _check_2d(array: np.ndarray, path: Path) -> np.ndarray:
                          "give one single-frame radiograph")
     if min(array.shape) < 32:
         raise InputError(path, f"is only {array.shape[1]}x{array.shape[0]} pixels", "give a full radiograph")
-    pixels = array.astype(np.float32)
+    pixels = array.astype(np.float32, copy=False)
     if not np.all(np.isfinite(pixels)):
         raise InputError(path, "contains NaN or infinite pixels", "re-export the image")
     if float(pixels.max() - pixels.min()) <= 0:
@@ -88,11 +108,23 @@ def _check_2d(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _floats(value) -> list[float]:
+    """The numbers of a DICOM value; [] when it is missing or not numbers (a malformed value counts as missing)."""
     if value is None:
         return []
-    if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
-        return [float(v) for v in value]
-    return [float(value)]
+    try:
+        if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
+            return [float(v) for v in value]
+        return [float(value)]
+    except (TypeError, ValueError):
+        return []
+
+
+def _int(dataset, keyword: str, default: int) -> int:
+    """An integer DICOM attribute, ``default`` when missing or malformed."""
+    try:
+        return int(dataset.get(keyword, default))
+    except (TypeError, ValueError):
+        return default
 
 
 def _pair(value) -> tuple[float, float] | None:
@@ -110,24 +142,60 @@ def _optional_float(dataset, keyword: str) -> float | None:
         return None
 
 
+def _rescale(dataset, path: Path) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept), refused unless finite numbers with a non-zero slope."""
+    values = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        raw = dataset.get(keyword)
+        try:
+            value = default if raw is None or str(raw).strip() == "" else float(raw)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not np.isfinite(value) or (keyword == "RescaleSlope" and value == 0):
+            raise InputError(path, f"has an unusable {keyword} ({str(raw)[:40]!r})",
+                             "fix the DICOM header (slope: a non-zero number, intercept: a number) or re-export it")
+        values.append(value)
+    return values[0], values[1]
+
+
+def _dicom_header(path: Path):
+    """The DICOM header without pixel data, refusing what is not DICOM, not a radiograph or too large to decode."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+        layers = int(header.get("NumberOfFrames", 1) or 1) * int(header.get("SamplesPerPixel", 1) or 1)
+    except Exception as error:  # pydicom raises several types for non-DICOM or broken files
+        raise InputError(path, f"is not a readable DICOM file ({type(error).__name__}: {str(error)[:120]})",
+                         "check that the file is a complete DICOM radiograph") from None
+    modality = str(header.get("Modality", "")) or None
+    if modality is not None and modality not in RADIOGRAPH_MODALITIES:
+        raise InputError(path, f"DICOM modality is {modality}, not a plain radiograph",
+                         "give a DX, CR or secondary-capture radiograph")
+    refuse_too_large(path, rows, columns, layers)
+    return header
+
+
 def read_dicom_radiograph(path: Path) -> Radiograph:
     import pydicom
     from pydicom.pixels import apply_modality_lut
 
+    _dicom_header(path)
     try:
         dataset = pydicom.dcmread(path)
     except Exception as error:  # pydicom raises several types for non-DICOM or broken files
         raise InputError(path, f"is not a readable DICOM file ({type(error).__name__}: {str(error)[:120]})",
                          "check that the file is a complete DICOM radiograph") from None
-    modality = str(dataset.get("Modality", "")) or None
-    if modality is not None and modality not in RADIOGRAPH_MODALITIES:
-        raise InputError(path, f"DICOM modality is {modality}, not a plain radiograph",
-                         "give a DX, CR or secondary-capture radiograph")
+    modality = str(dataset.get("Modality", "")) or None  # checked with the header
     if "PixelData" not in dataset:
         raise InputError(path, "has no complete pixel data (the file is truncated or holds no image)",
                          "give a complete DICOM radiograph")
+    slope, intercept = _rescale(dataset, path)
     try:
         raw = dataset.pixel_array
+    except MemoryError:
+        raise InputError(path, "pixel data do not fit in memory", "give a smaller radiograph") from None
     except Exception as error:  # truncated data, unsupported transfer syntax...
         raise InputError(path, f"pixel data cannot be decoded ({type(error).__name__}: {str(error)[:160]})",
                          "the file is truncated or compressed in an unsupported way; re-export it") from None
@@ -136,13 +204,11 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
         pixels = _check_2d(raw, path)
     else:
         pixels = _check_2d(np.asarray(apply_modality_lut(raw, dataset), dtype=np.float32), path)
-    bits_stored = int(dataset.get("BitsStored", 8 * raw.dtype.itemsize))
+    bits_stored = _int(dataset, "BitsStored", 8 * raw.dtype.itemsize)
     if photometric == "MONOCHROME1":
         # Stored range [0, 2^bits - 1] (or signed) after rescale: invert within it so bone is bright.
-        signed = int(dataset.get("PixelRepresentation", 0)) == 1
+        signed = _int(dataset, "PixelRepresentation", 0) == 1
         low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2 ** bits_stored - 1)
-        slope = float(dataset.get("RescaleSlope", 1.0))
-        intercept = float(dataset.get("RescaleIntercept", 0.0))
         pixels = (slope * low + intercept) + (slope * high + intercept) - pixels
 
     radiograph = Radiograph(pixels=pixels.astype(np.float32), source=str(path), modality=modality,
@@ -162,7 +228,7 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
         radiograph.warnings.append("pixel spacing is given at the detector only (ImagerPixelSpacing, no "
                                    "magnification factor): sizes at the patient are overestimated by the magnification")
     else:
-        radiograph.warnings.append("the file has no pixel spacing (PixelSpacing/ImagerPixelSpacing): give it explicitly")
+        radiograph.warnings.append(f"the file has no pixel spacing (PixelSpacing/ImagerPixelSpacing): {NO_SPACING}")
     radiograph.source_to_detector_mm = _optional_float(dataset, "DistanceSourceToDetector")
     radiograph.source_to_patient_mm = _optional_float(dataset, "DistanceSourceToPatient")
     laterality = dataset.get("ImageLaterality") or dataset.get("Laterality")
@@ -175,40 +241,103 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
     return radiograph
 
 
-def read_image_radiograph(path: Path) -> Radiograph:
-    """PNG, JPEG or TIFF (8 or 16 bit). These formats carry no trustworthy spacing: it is reported missing."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+def _tiff_page(tiff, path: Path):
+    """The first page of an open TIFF, refused when larger than :data:`MAX_RADIOGRAPH_PIXELS`."""
+    page = tiff.pages[0]
+    shape = page.shape
+    refuse_too_large(path, shape[0], shape[1] if len(shape) > 1 else 1,
+                     int(np.prod(shape[2:])) if len(shape) > 2 else 1)
+    return page
 
-        try:
-            array = tifffile.imread(path)
-        except Exception as error:  # tifffile raises several types
-            raise InputError(path, f"is not a readable TIFF ({type(error).__name__})", "re-export the image") from None
-    else:
-        from PIL import Image, UnidentifiedImageError
 
-        try:
-            with Image.open(path) as image:
-                image.load()
-                array = np.asarray(image)
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise InputError(path, f"is not a readable image ({type(error).__name__}: {str(error)[:120]})",
-                             "give a complete PNG, JPEG, TIFF or DICOM file") from None
+def _read_tiff(path: Path, decode: bool = True) -> np.ndarray | None:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = _tiff_page(tiff, path)
+            return page.asarray() if decode else None
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(path, "does not fit in memory", "give a smaller radiograph") from None
+    except Exception as error:  # tifffile raises several types
+        raise InputError(path, f"is not a readable TIFF ({type(error).__name__})", "re-export the image") from None
+
+
+def _read_pil(path: Path, decode: bool = True) -> np.ndarray | None:
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # PIL warns from 89 megapixels: our own limit below is lower and says more
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            columns, rows = image.size
+            refuse_too_large(path, rows, columns, len(image.getbands()))
+            if not decode:
+                return None
+            image.load()
+            return np.asarray(image)
+    except Image.DecompressionBombError:
+        raise InputError(path, "is a decompression bomb (its header claims far more pixels than a radiograph has)",
+                         f"give a radiograph of at most {MAX_RADIOGRAPH_PIXELS // 1_000_000} megapixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise InputError(path, f"is not a readable image ({type(error).__name__}: {str(error)[:120]})",
+                         "give a complete PNG, JPEG, TIFF or DICOM file") from None
+    except MemoryError:
+        raise InputError(path, "does not fit in memory", "give a smaller radiograph") from None
+
+
+def read_image_radiograph(path: Path, kind: str | None = None) -> Radiograph:
+    """PNG, JPEG or TIFF (8 or 16 bit; ``kind``: "tiff" or "pil" from the content, else by suffix). These formats
+    carry no trustworthy spacing: it is reported missing."""
+    tiff = kind == "tiff" if kind else path.suffix.lower() in (".tif", ".tiff")
+    array = _read_tiff(path) if tiff else _read_pil(path)
     pixels = _check_2d(array, path)
     radiograph = Radiograph(pixels=pixels, source=str(path), bits_stored=8 * array.dtype.itemsize,
                             photometric_interpretation="MONOCHROME2")
-    radiograph.warnings.append(f"{path.suffix} files carry no pixel spacing: give it explicitly")
+    radiograph.warnings.append(f"image files ({path.suffix or 'no suffix'}) carry no pixel spacing: {NO_SPACING}")
     return radiograph
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
-def read_radiograph(path: str | Path) -> Radiograph:
-    """Read a radiograph by file type; raises :class:`InputError` naming the file and the problem."""
-    path = Path(path)
+def _kind(path: Path) -> str:
+    """"tiff", "pil" (PNG, JPEG) or "dicom": by content, by suffix when the content is none of these."""
+    from .sniff import sniff_format
+
     if not path.is_file():
         raise InputError(path, "does not exist or is not a file", "check the path")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return read_image_radiograph(path)
-    return read_dicom_radiograph(path)
+    kind = sniff_format(path)
+    if kind == "tiff" or (kind is None and path.suffix.lower() in (".tif", ".tiff")):
+        return "tiff"
+    if kind in ("png", "jpeg") or (kind is None and path.suffix.lower() in IMAGE_SUFFIXES):
+        return "pil"
+    return "dicom"
+
+
+def check_radiograph_header(path: str | Path) -> None:
+    """Refuse, from the header alone (nothing decoded), a file :func:`read_radiograph` would refuse for its type or
+    size: a command can then turn away a decompression bomb before it loads a model (a few hundred MB)."""
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "tiff":
+        _read_tiff(path, decode=False)
+    elif kind == "pil":
+        _read_pil(path, decode=False)
+    else:
+        _rescale(_dicom_header(path), path)
+
+
+def read_radiograph(path: str | Path) -> Radiograph:
+    """Read a radiograph by content (DICOM, PNG, JPEG, TIFF), by suffix when the content is none of these; raises
+    :class:`InputError` naming the file and the problem."""
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "dicom":
+        return read_dicom_radiograph(path)
+    return read_image_radiograph(path, kind)

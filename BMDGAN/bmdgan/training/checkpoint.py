@@ -14,10 +14,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_path, atomic_write_text
-from ..errors import BMDGANError
+from ..errors import BMDGANError, InputError
+from ..io.members import member_path
 from ..models.checkpoint_compat import load_state_dict_checked
 
 KEEP_LAST = 2
@@ -50,7 +52,8 @@ def save_checkpoint(folder: Path, epoch: int, modules: dict[str, torch.nn.Module
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"epoch_{epoch:04d}"
     partial = folder / f".partial-epoch_{epoch:04d}"
-    shutil.rmtree(partial, ignore_errors=True)
+    for stale in folder.glob(".partial-epoch_*"):  # this one, and those of other epochs a killed run left
+        shutil.rmtree(stale, ignore_errors=True)
     partial.mkdir()
     state = {"epoch": epoch, "extra": extra, "optimizers": {}, "schedulers": {}}
     for name, module in modules.items():
@@ -95,12 +98,22 @@ def save_weights(module: torch.nn.Module, file: Path) -> None:
         save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(temporary))
 
 
+def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a truncated or damaged file raises :class:`InputError` naming it."""
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise InputError(file, f"is not a complete safetensors file ({str(error)[:100]})",
+                         "the file is truncated or damaged: copy or export it again") from None
+
+
 def load_weights(path: Path, name: str, module: torch.nn.Module) -> None:
-    """Load ``name.safetensors`` into ``module``; a mismatched checkpoint raises a clear error."""
-    file = path / f"{name}.safetensors"
+    """Load ``name.safetensors`` (a plain name inside ``path``) into ``module``; a missing, damaged or mismatched
+    file raises a clear error."""
+    file = member_path(path, name, ".safetensors")
     if not file.exists():
         raise BMDGANError(f"{file} not found: the run folder is incomplete or from another stage")
-    load_state_dict_checked(module, load_file(str(file)), what=str(file))
+    load_state_dict_checked(module, read_safetensors(file), what=str(file))
 
 
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],

@@ -18,10 +18,12 @@ import torch
 from .. import __version__
 from ..bmd_from_drr import DrrBmdCalibration, fit_linear, pearson_r, pf_drr_mean, tune_threshold
 from ..datasets.folds import split
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, remove_stale_partials
 from ..datasets.format import read_header, read_manifest
 from ..distribution_check import TrainingDistribution, fit_distribution, pooled
 from ..errors import InputError
+from ..inference import read_model_description
+from ..io.members import member_path
 from .checkpoint import latest_checkpoint, save_weights, weights_sha256
 from .config import TrainingConfig
 from .data import DRR_SCALE_G_CM2, PairDataset
@@ -112,11 +114,11 @@ def regressors_still_valid(model_folder: Path, run_folder: Path) -> dict:
     stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
     current = None if stage2 is None else weights_sha256(stage2, "generator")
     kept = {}
-    for name, entry in json.loads(path.read_text()).get("regressors", {}).items():
+    for name, entry in read_model_description(model_folder).get("regressors", {}).items():  # names checked there
         if entry["kind"] == "baseline" or entry.get("encoder_sha256") == current:
             kept[name] = entry
         else:
-            (model_folder / f"{name}.safetensors").unlink(missing_ok=True)
+            member_path(model_folder, name, ".safetensors", path).unlink(missing_ok=True)
     return kept
 
 
@@ -158,6 +160,8 @@ def train_run(config: TrainingConfig, dataset_folder: str | Path, run_folder: st
                 "hierarchical": hierarchical, "world_size": process.world_size}
     if process.is_main:
         run_folder.mkdir(parents=True, exist_ok=True)
+        for place in (run_folder, run_folder / "model", *(run_folder / stage for stage in stages)):
+            remove_stale_partials(place)  # temporaries of a killed earlier run
         atomic_write_text(run_folder / "run.json", json.dumps(settings, indent=2))
     histories: dict[str, list[dict]] = {}
     trainer = None

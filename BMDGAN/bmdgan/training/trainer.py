@@ -90,9 +90,16 @@ def mean_across_processes(values: dict[str, float], process: Process) -> dict[st
 
 def truncate_history(path: Path, epoch: int) -> None:
     """Forget logged steps of ``epoch`` and later in a history.jsonl: they are about to be trained again (the
-    run was killed after logging them, before their checkpoint)."""
+    run was killed after logging them, before their checkpoint; with no checkpoint, ``epoch`` is 0). A line torn
+    by the kill is dropped too."""
     if path.exists():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] < epoch]
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["epoch"] < epoch:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
@@ -141,8 +148,8 @@ class StageTrainer:
             state = load_checkpoint(checkpoint, {"generator": self.generator, "discriminator": self.discriminator},
                                     self.optimizers, self.schedulers)
             self.start_epoch = state["epoch"] + 1
-            if process.is_main:
-                truncate_history(self.folder / "history.jsonl", self.start_epoch)
+        if process.is_main:  # also without a checkpoint: a run killed before its first one logged epochs
+            truncate_history(self.folder / "history.jsonl", self.start_epoch)
 
     def _autocast(self):
         if self.config.mixed_precision and self.process.device.type == "cuda":

@@ -46,7 +46,8 @@ def _estimate_sample(args) -> int:
     radiograph = read_radiograph(sample)
     reference = load_reference()
     hip, decomposition = estimate_hip(model, radiograph, "right", reference, bilateral=False)
-    out = write_results(Path(args.out) / sample.stem, radiograph, [(hip, decomposition)], model, str(model_folder))
+    out = write_results(Path(args.out) / sample.stem, radiograph, [(hip, decomposition)], model, str(model_folder),
+                        overwrite=True)  # the demo's own earlier result of the sample (never anything else)
     true_abmd, true_vbmd = truth["ct_abmd_g_cm2"], truth["qct_vbmd_mg_cm3"]
     true_t = t_score(true_abmd, reference)
     print(f"\nResult ({hip.method}), beside the ground truth measured on the same CT:")

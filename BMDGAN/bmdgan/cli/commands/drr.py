@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ...errors import InputError
     from ...io import read_ct
+    from ...io.ct import read_volume
     from ...projection import project_volume
     from bmdgan.atomic import atomic_path, atomic_write_text
     from ...projection.attenuation import attenuation_volume
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if suffix not in (".tif", ".tiff", ".npy"):
         raise InputError(args.out, "unknown output type", "use .tif/.tiff (TIFF with JSON metadata) or .npy "
                                                           "(array plus .json sidecar)")
-    ct = read_ct(args.ct)
+    ct = read_ct(args.ct) if args.input_unit == "HU" else read_volume(args.ct, args.input_unit)  # HU checked
     if args.input_unit == "HU" and args.hu_model == "water":
         volume = attenuation_volume(ct, args.energy_kev)
     elif args.input_unit == "HU":

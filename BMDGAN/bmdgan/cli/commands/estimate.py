@@ -18,6 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--reference", default=None, help="T-score reference (see resources/tscore_references.json)")
     add_out(parser, "output folder: one subfolder per radiograph")
     add_device(parser)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace earlier estimates in the output folder (never anything else)")
 
 
 def run(args) -> int:
@@ -25,26 +27,46 @@ def run(args) -> int:
     from pathlib import Path
 
     from bmdgan.errors import about_file, describe_expected_error
-    from bmdgan.estimation import estimate_hip, input_files, output_folder_names, sides_to_analyse, write_results
+    from bmdgan.estimation import input_files, output_folder_names
+    from bmdgan.io.radiograph import check_radiograph_header
+    from bmdgan.models_default import resolve_model_folder
+    from bmdgan.outputs import check_destination
+    from bmdgan.progress import progress_bar
+
+    files = input_files(args.inputs)
+    destinations = [Path(args.out) / name for name in output_folder_names(files)]
+    for destination in destinations:  # before any work: every result folder must be free or replaceable
+        check_destination(destination, "estimate", args.overwrite)
+    model_folder = resolve_model_folder(args.model)
+    failures, accepted = 0, []
+    for path, destination in zip(files, destinations):  # headers only: a bomb is refused before torch loads
+        try:
+            with about_file(path):
+                check_radiograph_header(path)
+            accepted.append((path, destination))
+        except Exception as error:
+            message = describe_expected_error(error)
+            if message is None or args.debug:
+                raise
+            failures += 1
+            print(f"bmdgan estimate: error: {message}", file=sys.stderr)
+    if not accepted:
+        return 2
+
+    from bmdgan.estimation import estimate_hip, sides_to_analyse, write_results
     from bmdgan.inference import DecompositionModel
     from bmdgan.io import read_radiograph
-    from bmdgan.models_default import resolve_model_folder
-    from bmdgan.progress import progress_bar
     from bmdgan.tscore import load_reference
 
-    model_folder = resolve_model_folder(args.model)
     model = DecompositionModel.load(model_folder, args.device)
     reference = load_reference(args.reference)
-    files = input_files(args.inputs)
-    failures = 0
-    for path, name in progress_bar(list(zip(files, output_folder_names(files))), desc="estimating",
-                                   disable=len(files) < 2):
+    for path, destination in progress_bar(accepted, desc="estimating", disable=len(accepted) < 2):
         try:
             with about_file(path):
                 radiograph = read_radiograph(path)
             results = [estimate_hip(model, radiograph, side, reference, not args.single_hip, args.method)
                        for side in sides_to_analyse(radiograph, args.side)]
-            folder = write_results(Path(args.out) / name, radiograph, results, model, str(model_folder))
+            folder = write_results(destination, radiograph, results, model, str(model_folder), args.overwrite)
         except Exception as error:  # one bad file (unreadable, decompression bomb...) does not stop the batch
             message = describe_expected_error(error)
             if message is None or args.debug:

@@ -18,6 +18,8 @@ def add_arguments(parser) -> None:
                         help="CT ids of the training cohort, comma-separated")
     parser.add_argument("--held-out-cts", type=comma_list(example="STS_012"), required=True,
                         help="CT ids never used in training, comma-separated")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier package-model result in the destination (never anything else)")
 
 
 def run(args) -> int:
@@ -33,6 +35,6 @@ def run(args) -> int:
         title, folder = item.split("=", 1)
         evaluations[title] = Path(folder)
     out = package_model(Path(args.run_folder) / "model", args.run_folder, args.out, evaluations, args.training_command,
-                        args.training_minutes, list(args.cts), list(args.held_out_cts))
+                        args.training_minutes, list(args.cts), list(args.held_out_cts), args.overwrite)
     print(f"packaged -> {out} (MODEL_CARD.md)")
     return 0

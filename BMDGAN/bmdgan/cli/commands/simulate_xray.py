@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ...errors import InputError
     from ...io import read_ct
+    from ...io.ct import read_volume
     from bmdgan.atomic import atomic_write_text
     from ..projection_options import geometry_from_arguments
     from ...projection.dicom_writer import write_dx_dicom
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     ct = read_ct(args.ct)
     density = None
     if args.density is not None:
-        density_volume = read_ct(args.density)
+        density_volume = read_volume(args.density, "mg/cm3")  # not HU: no CT-number checks
         same_grid = (density_volume.array.shape == ct.array.shape and np.allclose(
             density_volume.geometry.ijk_to_lps(), ct.geometry.ijk_to_lps(), atol=1e-3))
         if not same_grid:
