@@ -252,7 +252,6 @@ class BMDGANRegistrationLogic(EngineLogic):
 
     def __init__(self) -> None:
         from BMDGANRegistrationLib.curation_logic import CurationLogic
-
         from BMDGANRegistrationLib.registration_logic import RegistrationLogic
 
         EngineLogic.__init__(self, CurationLogic())

@@ -235,6 +235,7 @@ class BMDGANTrainingTest(ScriptedLoadableModuleTest):
         """16 hip-like pairs of 8 patients in 4 folds: a bright femur-like shape whose density (g/cm2) is the
         case's BMD, on a soft-tissue background with noise (a test fixture, not a physical simulation)."""
         import numpy as np
+
         from bmdgan.datasets.folds import assign_patient_folds
         from bmdgan.datasets.format import CaseRecord, DatasetWriter, read_manifest, rewrite_manifest
 
@@ -272,6 +273,7 @@ class BMDGANTrainingTest(ScriptedLoadableModuleTest):
         from pathlib import Path
 
         import numpy as np
+
         from BMDGANTrainingLib.evaluation_logic import EvaluationRequest
         from BMDGANTrainingLib.training_logic import TrainingRequest
 

@@ -23,8 +23,14 @@ from bmdgan.datasets.normalise import HipCrop
 from bmdgan.errors import BMDGANError, InputError
 from bmdgan.io import Radiograph, read_radiograph
 
-from .mrml_conversion import (GEOMETRY_ATTRIBUTE, UNIT_ATTRIBUTE, node_to_radiograph, numpy_matrix, radiograph_to_node,
-                              vtk_matrix)
+from .mrml_conversion import (
+    GEOMETRY_ATTRIBUTE,
+    UNIT_ATTRIBUTE,
+    node_to_radiograph,
+    numpy_matrix,
+    radiograph_to_node,
+    vtk_matrix,
+)
 
 DENSITY_COLOURS = 256
 TABLE_COLUMNS = ("side", "aBMD (g/cm2)", "vBMD (mg/cm3)", "T-score", "WHO category", "trustworthy", "warnings")

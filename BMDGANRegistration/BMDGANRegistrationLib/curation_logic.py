@@ -14,9 +14,17 @@ import numpy as np
 import slicer
 
 from bmdgan.io import Volume, read_ct
-from BMDGANLib.mrml_conversion import (GEOMETRY_ATTRIBUTE, UNIT_ATTRIBUTE, labels_to_segmentation_node,
-                                       markups_node_to_points, node_to_volume, points_to_markups_node,
-                                       segmentation_node_to_labels, volume_to_node)
+from BMDGANLib.mrml_conversion import (
+    GEOMETRY_ATTRIBUTE,
+    UNIT_ATTRIBUTE,
+    labels_to_segmentation_node,
+    markups_node_to_points,
+    node_to_volume,
+    points_to_markups_node,
+    segmentation_node_to_labels,
+    volume_to_node,
+)
+
 SEGMENT_NAMES = {1: "pelvis", 2: "femur", 3: "proximal femur region"}
 """Segment names of the project's label convention (bmdgan.ct.labels)."""
 
@@ -65,8 +73,9 @@ class CurationLogic:
         labels_to_segmentation_node(analysis.label_volume(), scene, SEGMENT_NAMES, node=segmentation)
         landmarks = points_to_markups_node(analysis.landmarks.points, scene, f"{name} landmarks", node=landmarks_node)
         record = measurement_record(analysis)
-        return CTAnalysisNodes(segmentation, landmarks, self.calibration_plot(scene, analysis.calibration.to_dict(), name),
-                               analysis.calibration.to_dict(), record)
+        calibration = analysis.calibration.to_dict()
+        return CTAnalysisNodes(segmentation, landmarks, self.calibration_plot(scene, calibration, name), calibration,
+                               record)
 
     @staticmethod
     def calibration_plot(scene, calibration: dict, name: str):
@@ -186,19 +195,18 @@ class CurationLogic:
                      "side": side, "geometry": f"cases/{case.name}/geometry.json",
                      "labels": f"cases/{case.name}/labels.nii.gz", "landmarks": f"cases/{case.name}/landmarks.mrk.json",
                      "calibration": f"cases/{case.name}/calibration.json", "single_hip": "1" if single_hip else "0",
-                     "patient": patient, "pose": pose, "dxa_bmd_g_cm2": "" if dxa_bmd_g_cm2 is None else str(dxa_bmd_g_cm2),
+                     "patient": patient, "pose": pose,
+                     "dxa_bmd_g_cm2": "" if dxa_bmd_g_cm2 is None else str(dxa_bmd_g_cm2),
                      "status": "accepted" if accepted else "rejected"})
-        with atomic_path(table) as temporary:
-            with open(temporary, "w", newline="") as stream:
-                writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
+        with atomic_path(table) as temporary, open(temporary, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
         accepted_table = dataset_folder / ".accepted_cases.csv"
-        with atomic_path(accepted_table) as temporary:
-            with open(temporary, "w", newline="") as stream:
-                writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
-                writer.writeheader()
-                writer.writerows(row for row in rows if row["status"] == "accepted")
+        with atomic_path(accepted_table) as temporary, open(temporary, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(row for row in rows if row["status"] == "accepted")
         return build_dataset(accepted_table, dataset_folder / "pairs", key, progress=False)
 
     @staticmethod

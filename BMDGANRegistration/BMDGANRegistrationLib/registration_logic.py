@@ -29,9 +29,16 @@ from bmdgan.errors import BMDGANError, InputError
 from bmdgan.io import LPS_TO_RAS, Volume
 from bmdgan.projection.geometry import ProjectionGeometry
 from BMDGANLib.engine_process import interrupt, start_engine_process
-from BMDGANLib.mrml_conversion import (GEOMETRY_ATTRIBUTE, UNIT_ATTRIBUTE, markups_node_to_points,
-                                       matrix_to_transform_node, node_to_radiograph, numpy_matrix,
-                                       transform_node_to_matrix, vtk_matrix)
+from BMDGANLib.mrml_conversion import (
+    GEOMETRY_ATTRIBUTE,
+    UNIT_ATTRIBUTE,
+    markups_node_to_points,
+    matrix_to_transform_node,
+    node_to_radiograph,
+    numpy_matrix,
+    transform_node_to_matrix,
+    vtk_matrix,
+)
 
 REFERENCE_GEOMETRY_ATTRIBUTE = "BMDGAN.ReferenceGeometry"
 """Transform-node attribute: the projection geometry JSON whose pose the node's matrix moves the CT from."""
@@ -186,8 +193,8 @@ class RegistrationLogic:
         import tifffile
 
         from bmdgan.io import write_volume
-        from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
         from BMDGANLib.mrml_conversion import segmentation_node_to_labels
+        from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -278,8 +285,8 @@ def overlay_picture(geometry: ProjectionGeometry, ct: Volume, structure_mask=Non
 def update_overlay(radiograph_node, ct_node, transform_node, scene, segmentation_node=None, overlay_node=None):
     """Draw the DRR edges and bone outline at the transform node's pose into a volume node over the radiograph
     (a given overlay node is redrawn in place); values :data:`OVERLAY_EDGE`, :data:`OVERLAY_BONE`, 0 elsewhere."""
-    from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
     from BMDGANLib.mrml_conversion import segmentation_node_to_labels
+    from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
 
     geometry = pose_geometry(transform_node)
     radiograph = node_to_radiograph(radiograph_node)

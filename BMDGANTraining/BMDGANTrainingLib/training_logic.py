@@ -165,7 +165,8 @@ class TrainingLogic:
         curves = self.epoch_losses(run_folder, stage)
         if not curves:
             return None
-        table = scene.GetFirstNodeByName(f"{name} table") or scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
+        table_name = f"{name} table"
+        table = scene.GetFirstNodeByName(table_name) or scene.AddNewNodeByClass("vtkMRMLTableNode", table_name)
         table.RemoveAllColumns()
         columns = list(curves)
         slicer.util.updateTableFromArray(table, np.stack([curves[c] for c in columns], axis=1), columns)

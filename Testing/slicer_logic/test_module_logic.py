@@ -9,11 +9,11 @@ import pytest
 
 slicer = pytest.importorskip("slicer")
 
+from bmdgan.errors import InputError  # noqa: E402
 from BMDGANLib import dependencies  # noqa: E402
 from BMDGANLib.estimation_logic import RADIOGRAPH_ATTRIBUTE, EstimationLogic  # noqa: E402
 from BMDGANRegistrationLib.curation_logic import UNIT_ATTRIBUTE, CurationLogic  # noqa: E402
 from BMDGANTrainingLib.training_logic import TrainingLogic  # noqa: E402
-from bmdgan.errors import InputError  # noqa: E402
 
 
 def test_estimation_logic_loads_a_real_radiograph(shared_data):
@@ -207,7 +207,8 @@ def test_curation_logic_adds_accepted_cases_to_a_dataset(shared_data, tmp_path):
     geometry = default_ap_geometry(ct, pixel_spacing_mm=1.0)
     estimation = EstimationLogic()
     for case, seed in enumerate((0, 1, 2)):
-        dicom = write_dx_dicom(tmp_path / f"xray{seed}.dcm", simulate_radiograph(ct, geometry, rng=seed), patient_id="x")
+        radiograph = simulate_radiograph(ct, geometry, rng=seed)
+        dicom = write_dx_dicom(tmp_path / f"xray{seed}.dcm", radiograph, patient_id="x")
         radiograph_node, _ = estimation.load_radiograph(dicom, scene)
         report = logic.add_case(tmp_path / "dataset", radiograph_node, ct_node, analysis.segmentation_node,
                                 analysis.landmarks_node, analysis.calibration, geometry, scene, side="right",

@@ -158,7 +158,8 @@ def write_evaluation(out: str | Path, result: dict) -> Path:
                                                                             sorted({t for _, t in columns})]
                     + [f"{t}_{m}" for m, t in columns])
     for p in predictions:
-        writer.writerow([p.record.case_id, p.record.patient_id, p.record.side, p.record.pose, f"{p.psnr_db:.3f}", f"{p.dice:.4f}"]
+        writer.writerow([p.record.case_id, p.record.patient_id, p.record.side, p.record.pose, f"{p.psnr_db:.3f}",
+                         f"{p.dice:.4f}"]
                         + [f"{getattr(p.record, t):.6g}" for t in sorted({t for _, t in columns})]
                         + [f"{p.methods[m][t]:.6g}" for m, t in columns])
     atomic_write_text(out / "predictions.csv", buffer.getvalue())

@@ -33,7 +33,6 @@ from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_c
 from .config import TrainingConfig
 from .data import PairDataset
 
-
 SAMPLE_FOLDER = "samples"
 """Sub-folder of a stage's folder holding the sample pictures, ``epoch_NNNN.npy`` (0-based epoch)."""
 
