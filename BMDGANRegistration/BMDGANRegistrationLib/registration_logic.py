@@ -26,8 +26,13 @@ import slicer
 import vtk
 
 from bmdgan.errors import BMDGANError, InputError
-from bmdgan.io import LPS_TO_RAS, Volume
-from bmdgan.projection.geometry import ProjectionGeometry
+from bmdgan.io import LPS_TO_RAS, Volume, write_volume
+from bmdgan.projection.geometry import (
+    DEFAULT_OBJECT_TO_DETECTOR_MM,
+    ProjectionGeometry,
+    ap_pose,
+    volume_centre_lps,
+)
 from BMDGANLib.engine_process import interrupt, start_engine_process
 from BMDGANLib.mrml_conversion import (
     GEOMETRY_ATTRIBUTE,
@@ -36,9 +41,11 @@ from BMDGANLib.mrml_conversion import (
     matrix_to_transform_node,
     node_to_radiograph,
     numpy_matrix,
+    segmentation_node_to_labels,
     transform_node_to_matrix,
     vtk_matrix,
 )
+from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
 
 REFERENCE_GEOMETRY_ATTRIBUTE = "BMDGAN.ReferenceGeometry"
 """Transform-node attribute: the projection geometry JSON whose pose the node's matrix moves the CT from."""
@@ -64,8 +71,6 @@ def radiograph_geometry(radiograph_node, ct: Volume, source_to_detector_mm: floa
     """The radiograph's detector with the nominal AP pose: the CT's centre on the central ray, 200 mm in front of the
     detector. Detector: the node's geometry attribute (DICOM with DistanceSourceToDetector and ImagerPixelSpacing,
     DRRs), else the node's pixel spacing taken as the detector pitch (mm) with ``source_to_detector_mm``."""
-    from bmdgan.projection.geometry import DEFAULT_OBJECT_TO_DETECTOR_MM, ap_pose, volume_centre_lps
-
     radiograph = node_to_radiograph(radiograph_node)
     rows, columns = radiograph.shape
     stored = radiograph_node.GetAttribute(GEOMETRY_ATTRIBUTE)
@@ -192,9 +197,6 @@ class RegistrationLogic:
         checks the registration uses."""
         import tifffile
 
-        from bmdgan.io import write_volume
-        from BMDGANLib.mrml_conversion import segmentation_node_to_labels
-        from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -268,7 +270,6 @@ def overlay_ijk_to_radiograph_ijk(factor: int) -> np.ndarray:
 
 def overlay_picture(geometry: ProjectionGeometry, ct: Volume, structure_mask=None) -> tuple[np.ndarray, int]:
     """Overlay values (rows, columns) on the detector binned by the returned factor: DRR edges and bone outline."""
-    from bmdgan.projection.geometry import volume_centre_lps
     from bmdgan.registration.levels import downsample_geometry
     from bmdgan.registration.overlay import bone_outline, display_projections, drr_edges
 
@@ -285,9 +286,6 @@ def overlay_picture(geometry: ProjectionGeometry, ct: Volume, structure_mask=Non
 def update_overlay(radiograph_node, ct_node, transform_node, scene, segmentation_node=None, overlay_node=None):
     """Draw the DRR edges and bone outline at the transform node's pose into a volume node over the radiograph
     (a given overlay node is redrawn in place); values :data:`OVERLAY_EDGE`, :data:`OVERLAY_BONE`, 0 elsewhere."""
-    from BMDGANLib.mrml_conversion import segmentation_node_to_labels
-    from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
-
     geometry = pose_geometry(transform_node)
     radiograph = node_to_radiograph(radiograph_node)
     if radiograph.shape != geometry.shape:
