@@ -33,6 +33,7 @@ from bmdgan.projection.geometry import (
     ap_pose,
     volume_centre_lps,
 )
+from bmdgan.registration.defaults import BONE_THRESHOLD_HU, ENERGY_KEV
 from BMDGANLib.engine_process import interrupt, start_engine_process
 from BMDGANLib.mrml_conversion import (
     GEOMETRY_ATTRIBUTE,
@@ -57,10 +58,6 @@ OVERLAY_COLOURS = ((0.0, 0.0, 0.0, 0.0), (0.16, 0.9, 0.16, 1.0), (1.0, 0.16, 1.0
 OVERLAY_MAX_SIDE_PX = 512
 """The overlay's DRR is rendered on the detector binned to at most this many pixels a side (fast enough to
 redraw while the user nudges: about 0.1-0.3 s on a CPU)."""
-ENERGY_KEV = 50.0
-"""Effective energy (keV) of the overlay's DRR, as the registration's (bmdgan.registration.RegistrationSettings)."""
-BONE_THRESHOLD_HU = 200.0
-"""Bone of the outline without labels (HU), as the registration's."""
 RESULT_NAME = "registration"
 """File prefix of the ``bmdgan register`` outputs in a job's folder."""
 

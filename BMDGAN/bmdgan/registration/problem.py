@@ -19,6 +19,7 @@ from ..projection.geometry import ProjectionGeometry, volume_centre_lps
 from ..projection.pose import camera_pose
 from ..projection.projector import Projector
 from . import levels as pyramid
+from .defaults import BONE_THRESHOLD_HU, ENERGY_KEV
 from .roi import Field, away_from_ct_border, bone_window, crop_geometry, exposed_field
 from .similarity import make_similarity
 
@@ -77,8 +78,8 @@ class RegistrationSettings:
     population: int = 10
     refine_steps: int = 0
     refine_learning_rate: float = 0.02
-    energy_kev: float = 50.0
-    bone_threshold_hu: float = 200.0
+    energy_kev: float = ENERGY_KEV
+    bone_threshold_hu: float = BONE_THRESHOLD_HU
     window_margin_mm: float = 25.0
     search_range_deg: float = 30.0
     search_range_mm: float = 60.0
