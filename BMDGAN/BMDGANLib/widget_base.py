@@ -22,9 +22,10 @@ class ParameterNodeWidget(ScriptedLoadableModuleWidget, ParameterNodeBinding):
     if any, call these."""
 
     def __init__(self, parent=None, logic=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
+        # The binding and the logic first: without a parent, ScriptedLoadableModuleWidget.__init__ calls setup().
         ParameterNodeBinding.__init__(self)
         self.logic = logic
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)

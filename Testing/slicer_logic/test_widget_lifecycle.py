@@ -98,6 +98,13 @@ def test_entering_and_leaving_ten_times_leaves_the_observer_count_unchanged(make
     assert len(widget.ui) == 1  # a hidden module's GUI is not refreshed
 
 
+def test_the_check_leaves_a_shown_module_bound_as_it_found_it(make_widget):
+    widget = make_widget()
+    widget.enter()  # the self-test runs from the module's own panel
+    assert enter_and_exit(widget, times=10) == ((0, 2), (0, 2))
+    assert widget._entered and observer_count(widget.logic.getParameterNode()) == 1
+
+
 def test_the_count_sees_the_pile_up_of_the_old_widget(make_widget):
     widget = make_widget(OldWidget)
     before, after = enter_and_exit(widget, times=10)
