@@ -7,13 +7,20 @@ runs without Qt.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import qt
 import slicer
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
 
-from BMDGANLib.widget_base import EngineLogic, ParameterNodeWidget
+from bmdgan.errors import InputError
+from BMDGANLib.estimation_logic import EstimationLogic, study_files, study_radiographs
+from BMDGANLib.slicer_setup import ensure_requirements
+from BMDGANLib.widget_base import ModuleLogic, ParameterNodeWidget
+from BMDGANLib.widget_lifecycle import enter_and_exit
 
 CITATION = ("Gu Y, Otake Y, Uemura K, et al. BMD-GAN: Bone mineral density estimation using X-ray image "
             "decomposition into projections of bone-segmented quantitative computed tomography using "
@@ -23,16 +30,17 @@ CITATION = ("Gu Y, Otake Y, Uemura K, et al. BMD-GAN: Bone mineral density estim
 class BMDGAN(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "BMD-GAN"
-        self.parent.categories = ["Quantification"]
-        self.parent.dependencies = []
+        self.parent.title = _("BMD-GAN")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
+        # Batch results go to a table in the subject hierarchy's study; PF regions are segmentations.
+        self.parent.dependencies = ["Segmentations", "SubjectHierarchy", "Tables"]
         self.parent.contributors = ["SlicerBMDGAN contributors"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Estimates the bone mineral density of the proximal femur from a plain hip radiograph: the "
             "radiograph is decomposed into the projected density of the proximal-femur region (PF-DRR), "
             "from which DXA-like areal BMD (g/cm2), QCT volumetric BMD (mg/cm3), T-score and WHO category "
             "are derived. Research software, not for clinical use.")
-        self.parent.acknowledgementText = "Method: " + CITATION
+        self.parent.acknowledgementText = _("Method: {citation}").format(citation=CITATION)
 
 
 @parameterNodeWrapper
@@ -42,8 +50,8 @@ class BMDGANParameterNode:
 
     radiograph: slicer.vtkMRMLScalarVolumeNode
     modelFolder: str = ""
-    side: str = "auto"
-    device: str = "cpu"
+    side: Annotated[str, Choice(["auto", "left", "right"])] = "auto"
+    device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
     batchFolder: str = ""
 
 
@@ -66,38 +74,34 @@ class BMDGANWidget(ParameterNodeWidget):
         self.initializeParameterNode()
 
     def onLoadRadiograph(self) -> None:
-        from BMDGANLib.slicer_setup import ensure_requirements
-
-        path = qt.QFileDialog.getOpenFileName(self.parent, "Radiograph", "",
-                                              "Radiographs (*.dcm *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)")
+        path = qt.QFileDialog.getOpenFileName(self.parent, _("Radiograph"), "",
+                                              _("Radiographs") + " (*.dcm *.png *.jpg *.jpeg *.tif *.tiff);;"
+                                              + _("All files") + " (*)")
         if not path or not ensure_requirements(slicer):
             return
-        with slicer.util.tryWithErrorDisplay("Could not read the radiograph.", waitCursor=True):
-            node, radiograph = self.logic.engine.load_radiograph(path, slicer.mrmlScene)
+        with slicer.util.tryWithErrorDisplay(_("Could not read the radiograph."), waitCursor=True):
+            node, radiograph = self.logic.load_radiograph(path, slicer.mrmlScene)
             slicer.util.setSliceViewerLayers(background=node, fit=True)
             self._parameterNode.radiograph = node
-            self.ui.radiographInfoLabel.text = self.logic.engine.summary(radiograph)
+            self.ui.radiographInfoLabel.text = self.logic.summary(radiograph)
 
     def onRadiographChanged(self, node) -> None:
         if node is None:
             self.ui.radiographInfoLabel.text = ""
             return
-        with slicer.util.tryWithErrorDisplay("Not a radiograph.", waitCursor=True):
-            self.ui.radiographInfoLabel.text = self.logic.engine.summary(self.logic.engine.radiograph_from_node(node))
-
+        with slicer.util.tryWithErrorDisplay(_("Not a radiograph."), waitCursor=True):
+            self.ui.radiographInfoLabel.text = self.logic.summary(self.logic.radiograph_from_node(node))
 
     def onEstimate(self) -> None:
-        from BMDGANLib.slicer_setup import ensure_requirements
-
         parameters = self._parameterNode
         if parameters.radiograph is None or not ensure_requirements(slicer):
             return
-        with slicer.util.tryWithErrorDisplay("BMD estimation failed.", waitCursor=True):
-            result = self.logic.engine.estimate(parameters.radiograph, slicer.mrmlScene, parameters.modelFolder or None,
-                                                parameters.side, parameters.device)
+        with slicer.util.tryWithErrorDisplay(_("BMD estimation failed."), waitCursor=True):
+            result = self.logic.estimate(parameters.radiograph, slicer.mrmlScene, parameters.modelFolder or None,
+                                         parameters.side, parameters.device)
             slicer.util.setSliceViewerLayers(background=parameters.radiograph, foreground=result.pf_drr_nodes[0],
                                              foregroundOpacity=0.5, fit=True)
-            self.ui.resultsLabel.text = self.logic.engine.describe(result)
+            self.ui.resultsLabel.text = self.logic.describe(result)
             self._result = result
             self.ui.exportReportButton.enabled = self.ui.exportJsonButton.enabled = True
 
@@ -106,29 +110,24 @@ class BMDGANWidget(ParameterNodeWidget):
         return qt.QFileDialog.getSaveFileName(self.parent, title, f"{name}_{suffix}", pattern)
 
     def onExportReport(self) -> None:
-        path = self._exportPath("Report picture", "report.png", "PNG pictures (*.png)")
+        path = self._exportPath(_("Report picture"), "report.png", _("PNG pictures") + " (*.png)")
         if path:
-            with slicer.util.tryWithErrorDisplay("Could not write the report picture.", waitCursor=True):
-                self.logic.engine.export_report(self._result, path)
+            with slicer.util.tryWithErrorDisplay(_("Could not write the report picture."), waitCursor=True):
+                self.logic.export_report(self._result, path)
 
     def onExportJson(self) -> None:
-        path = self._exportPath("Result JSON", "result.json", "JSON files (*.json)")
+        path = self._exportPath(_("Result JSON"), "result.json", _("JSON files") + " (*.json)")
         if path:
-            with slicer.util.tryWithErrorDisplay("Could not write the result JSON.", waitCursor=True):
-                self.logic.engine.export_json(self._result, path)
+            with slicer.util.tryWithErrorDisplay(_("Could not write the result JSON."), waitCursor=True):
+                self.logic.export_json(self._result, path)
 
     def onEstimateStudy(self) -> None:
-        from BMDGANLib.estimation_logic import study_radiographs
-
         self._runBatch(study_radiographs(slicer.mrmlScene, self._parameterNode.radiograph), "study")
 
     def onEstimateFolder(self) -> None:
-        from bmdgan.errors import InputError
-        from BMDGANLib.estimation_logic import study_files
-
         folder = self._parameterNode.batchFolder
         if not folder:
-            slicer.util.errorDisplay("Choose the folder of the study first.")
+            slicer.util.errorDisplay(_("Choose the folder of the study first."))
             return
         try:
             files = study_files(folder)
@@ -140,29 +139,28 @@ class BMDGANWidget(ParameterNodeWidget):
     def _runBatch(self, sources: list, name: str) -> None:
         """Estimate in the GUI thread, one radiograph at a time (well under a second each on a CPU), processing
         events between them so that the progress dialog updates and its Cancel button stops the batch."""
-        from BMDGANLib.slicer_setup import ensure_requirements
-
         if not sources:
-            slicer.util.errorDisplay("No radiograph found: load the study's radiographs or choose a folder.")
+            slicer.util.errorDisplay(_("No radiograph found: load the study's radiographs or choose a folder."))
             return
         if not ensure_requirements(slicer):
             return
         parameters = self._parameterNode
-        dialog = slicer.util.createProgressDialog(labelText="Estimating BMD...", maximum=len(sources))
+        dialog = slicer.util.createProgressDialog(labelText=_("Estimating BMD..."), maximum=len(sources))
 
         def progress(done: int, total: int, label: str) -> bool:
             dialog.value = done
-            dialog.labelText = f"Estimated {label} ({done} of {total})"
+            dialog.labelText = _("Estimated {label} ({done} of {total})").format(label=label, done=done, total=total)
             slicer.app.processEvents()
             return not dialog.wasCanceled
 
-        with slicer.util.tryWithErrorDisplay("Batch estimation failed.", waitCursor=True):
-            batch = self.logic.engine.estimate_batch(sources, slicer.mrmlScene, parameters.modelFolder or None,
-                                                     parameters.side, parameters.device, progress=progress,
-                                                     name=f"BMD-GAN {name}")
+        with slicer.util.tryWithErrorDisplay(_("Batch estimation failed."), waitCursor=True):
+            batch = self.logic.estimate_batch(sources, slicer.mrmlScene, parameters.modelFolder or None,
+                                              parameters.side, parameters.device, progress=progress,
+                                              name=f"BMD-GAN {name}")
             failed = sum(1 for row in batch.rows if row.error)
-            self.ui.batchStatusLabel.text = (f"{len(batch.rows)} rows in table '{batch.table_node.GetName()}', "
-                                             f"{failed} failed" + (" (stopped)" if batch.cancelled else ""))
+            status = _("{rows} rows in table '{table}', {failed} failed").format(
+                rows=len(batch.rows), table=batch.table_node.GetName(), failed=failed)
+            self.ui.batchStatusLabel.text = status + (" " + _("(stopped)") if batch.cancelled else "")
             self._showTable(batch.table_node)
         dialog.close()
 
@@ -173,13 +171,15 @@ class BMDGANWidget(ParameterNodeWidget):
         slicer.app.applicationLogic().PropagateTableSelection()
 
 
-class BMDGANLogic(EngineLogic):
+class BMDGANLogic(ModuleLogic, EstimationLogic):
+    """The module's parameter node and :class:`~BMDGANLib.estimation_logic.EstimationLogic` (load, estimate,
+    batch, export): the widget's whole interface."""
+
     parameterNodeClass = BMDGANParameterNode
 
     def __init__(self) -> None:
-        from BMDGANLib.estimation_logic import EstimationLogic
-
-        EngineLogic.__init__(self, EstimationLogic())
+        ModuleLogic.__init__(self)
+        EstimationLogic.__init__(self)
 
 
 class BMDGANTest(ScriptedLoadableModuleTest):
@@ -191,16 +191,26 @@ class BMDGANTest(ScriptedLoadableModuleTest):
 
     def runTest(self) -> None:
         self.setUp()
+        self.test_enter_and_exit_keeps_observers()
+        self.setUp()
         self.test_load_sample_radiograph()
         self.setUp()
         self.test_batch_and_exports()
+
+    def test_enter_and_exit_keeps_observers(self) -> None:
+        """Opening and leaving the module ten times leaves its parameter node and the widget with as many
+        observers as before (each visit used to add one)."""
+        before, after = enter_and_exit(slicer.util.getModuleWidget("BMDGAN"), times=10)
+        self.assertEqual(before, after)
+        self.delayDisplay(f"Entered and left ten times: {after[0]} parameter-node observers, {after[1]} widget "
+                          "observations")
 
     def test_load_sample_radiograph(self) -> None:
         from bmdgan.sample_data import SAMPLE_RADIOGRAPH, sample_data_dir
 
         sample = sample_data_dir() / SAMPLE_RADIOGRAPH
         logic = BMDGANLogic()
-        node, radiograph = logic.engine.load_radiograph(sample, slicer.mrmlScene)
+        node, radiograph = logic.load_radiograph(sample, slicer.mrmlScene)
         self.assertEqual(slicer.util.arrayFromVolume(node).shape, (1, 331, 331))
         self.assertEqual(node.GetSpacing()[:2], (1.0, 1.0))
         self.assertEqual(radiograph.modality, "DX")
@@ -210,12 +220,9 @@ class BMDGANTest(ScriptedLoadableModuleTest):
         """Both sample radiographs in one batch (rows equal to single estimates), then the exports of one."""
         import json
         import tempfile
-        from pathlib import Path
 
         from bmdgan.sample_data import SAMPLE_RADIOGRAPH, SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
-        from BMDGANLib.estimation_logic import study_radiographs
-
-        logic = BMDGANLogic().engine
+        logic = BMDGANLogic()
         nodes = [logic.load_radiograph(sample_data_dir() / name, slicer.mrmlScene)[0]
                  for name in (SAMPLE_SIMULATED_RADIOGRAPH, SAMPLE_RADIOGRAPH)]
         self.assertEqual(study_radiographs(slicer.mrmlScene), nodes)

@@ -5,30 +5,36 @@ Thin widget over :class:`BMDGANTrainingLib.training_logic.TrainingLogic` (no Qt,
 
 from __future__ import annotations
 
-import shutil
-import sys
+from typing import Annotated
 
 import qt
 import slicer
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
 
-from BMDGANLib.widget_base import EngineLogic, ParameterNodeWidget
+import BMDGAN
+from BMDGANLib.slicer_setup import ensure_requirements
+from BMDGANLib.widget_base import ModuleLogic, ParameterNodeWidget
+from BMDGANLib.widget_lifecycle import enter_and_exit
+from BMDGANTrainingLib.evaluation_logic import EvaluationJob, EvaluationLogic, EvaluationRequest, summary
+from BMDGANTrainingLib.training_logic import TrainingLogic, TrainingRequest
 
 
 class BMDGANTraining(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "BMD-GAN Training"
-        self.parent.categories = ["Quantification"]
-        self.parent.dependencies = []
+        self.parent.title = _("BMD-GAN Training")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
+        # BMDGAN: the shared engine and Logic, and the parameter node "Use model" writes to; Plots, Tables: losses
+        # and evaluation results.
+        self.parent.dependencies = ["BMDGAN", "Plots", "Tables"]
         self.parent.contributors = ["SlicerBMDGAN contributors"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Trains the BMD-GAN decomposition (stages 1 and 2, hierarchical learning) and regression (stage 3) "
             "networks on a dataset folder, in a separate process, and evaluates them.")
-        from BMDGAN import CITATION
-
-        self.parent.acknowledgementText = "Method: " + CITATION
+        self.parent.acknowledgementText = _("Method: {citation}").format(citation=BMDGAN.CITATION)
 
 
 @parameterNodeWrapper
@@ -37,10 +43,10 @@ class BMDGANTrainingParameterNode:
 
     datasetFolder: str = ""
     runFolder: str = ""
-    config: str = "cpu"
-    fold: int = 0
-    stages: str = "both"
-    device: str = "auto"
+    config: Annotated[str, Choice(["cpu", "cpu-long", "paper", "smoke"])] = "cpu"
+    fold: Annotated[int, WithinRange(-1, 9)] = 0  # -1: train on every fold
+    stages: Annotated[str, Choice(["both", "stage1", "stage2", "stage3", "baseline"])] = "both"
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     followSamples: bool = True
     evaluateRobustness: bool = True
     loadEvaluationPictures: bool = False
@@ -77,77 +83,73 @@ class BMDGANTrainingWidget(ParameterNodeWidget):
         ParameterNodeWidget.cleanup(self)
 
     def onStart(self) -> None:
-        from BMDGANLib.slicer_setup import ensure_requirements
-        from BMDGANTrainingLib.training_logic import TrainingRequest
-
         parameters = self._parameterNode
         if not parameters.datasetFolder or not parameters.runFolder or not ensure_requirements(slicer):
             return
-        request = TrainingRequest(parameters.datasetFolder, parameters.runFolder, parameters.config,
-                                  None if parameters.fold < 0 else parameters.fold, parameters.stages, parameters.device)
-        with slicer.util.tryWithErrorDisplay("Could not start training.", waitCursor=True):
-            self.logic.engine.start(request, python=shutil.which("PythonSlicer") or sys.executable)
+        fold = None if parameters.fold < 0 else parameters.fold
+        request = TrainingRequest(parameters.datasetFolder, parameters.runFolder, parameters.config, fold,
+                                  parameters.stages, parameters.device)
+        with slicer.util.tryWithErrorDisplay(_("Could not start training."), waitCursor=True):
+            self.logic.start(request)
             self.timer.start()
 
     def onStop(self) -> None:
-        self.logic.engine.stop()
+        self.logic.stop()
         self.onTimer()
 
     def onTimer(self) -> None:
-        engine, run_folder = self.logic.engine, self._parameterNode.runFolder
-        progress = engine.progress(run_folder)
+        logic, run_folder = self.logic, self._parameterNode.runFolder
+        progress = logic.progress(run_folder)
         self.ui.progressBar.value = int(100 * progress.fraction)
-        state = "running" if engine.is_running() else "stopped"
-        self.ui.statusLabel.text = f"{state}: {progress.stage or 'starting'}, epoch {progress.epoch}/{progress.total_epochs}"
+        state = _("running") if logic.is_running() else _("stopped")
+        self.ui.statusLabel.text = _("{state}: {stage}, epoch {epoch}/{epochs}").format(
+            state=state, stage=progress.stage or _("starting"), epoch=progress.epoch, epochs=progress.total_epochs)
         if progress.stage:
-            chart = engine.update_loss_plot(slicer.mrmlScene, run_folder, progress.stage)
+            chart = logic.update_loss_plot(slicer.mrmlScene, run_folder, progress.stage)
             if chart is not None:
                 slicer.modules.plots.logic().ShowChartInLayout(chart)
         if self._parameterNode.followSamples:
             self.showLatestSample(fit=False)
-        if not engine.is_running():
+        if not logic.is_running():
             self.timer.stop()
 
     def showLatestSample(self, fit: bool) -> None:
         """The run's latest sample picture as the slice views' background (see TrainingLogic.load_latest_sample)."""
-        loaded = self.logic.engine.load_latest_sample(slicer.mrmlScene, self._parameterNode.runFolder)
+        loaded = self.logic.load_latest_sample(slicer.mrmlScene, self._parameterNode.runFolder)
         if loaded is None:
             if fit:  # asked for by the user, not the training timer
-                self.ui.statusLabel.text = "No sample yet: the trainer writes one every sample_every_epochs epochs."
+                self.ui.statusLabel.text = _("No sample yet: the trainer writes one every sample_every_epochs epochs.")
             return
         sample, node = loaded
         slicer.util.setSliceViewerLayers(background=node, fit=fit)
         if fit:
-            self.ui.statusLabel.text = f"Sample of {sample.stage}, epoch {sample.epoch + 1}: radiograph | target | G(x)"
+            self.ui.statusLabel.text = _("Sample of {stage}, epoch {epoch}: radiograph | target | G(x)").format(
+                stage=sample.stage, epoch=sample.epoch + 1)
 
     def onEvaluate(self) -> None:
-        from BMDGANLib.slicer_setup import ensure_requirements
-        from BMDGANTrainingLib.evaluation_logic import EvaluationRequest
-
         parameters = self._parameterNode
         if self.evaluationJob is not None:
-            self.ui.evaluationStatusLabel.text = "An evaluation is running: wait for it or cancel it first."
+            self.ui.evaluationStatusLabel.text = _("An evaluation is running: wait for it or cancel it first.")
             return
         if not parameters.datasetFolder or not parameters.runFolder or not ensure_requirements(slicer):
             return
-        with slicer.util.tryWithErrorDisplay("Could not start the evaluation.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Could not start the evaluation."), waitCursor=True):
             request = EvaluationRequest(parameters.runFolder, parameters.datasetFolder,
                                         None if parameters.fold < 0 else parameters.fold,
-                                        self.logic.engine.resolve_device(parameters.device),
-                                        parameters.evaluateRobustness)
-            python = shutil.which("PythonSlicer") or sys.executable
-            self.evaluationJob = self.logic.evaluation.start(request, python)
-            self.ui.evaluationStatusLabel.text = f"evaluating into {request.out_folder}"
+                                        self.logic.resolve_device(parameters.device), parameters.evaluateRobustness)
+            self.evaluationJob = self.logic.start_evaluation(request)
+            self.ui.evaluationStatusLabel.text = _("evaluating into {folder}").format(folder=request.out_folder)
             self.evaluationTimer.start()
 
     def onCancelEvaluation(self) -> None:
         if self.evaluationJob is None:
             return
         self.evaluationTimer.stop()
-        code = self.logic.evaluation.cancel(self.evaluationJob)
+        code = self.logic.cancel_evaluation(self.evaluationJob)
         self.evaluationJob = None
         self.ui.evaluationProgressBar.value = 0
-        self.ui.evaluationStatusLabel.text = f"Cancelled (exit code {code}); no results were written."
+        self.ui.evaluationStatusLabel.text = _("Cancelled (exit code {code}); no results were written.").format(
+            code=code)
 
     def onEvaluationTimer(self) -> None:
         job = self.evaluationJob
@@ -158,14 +160,12 @@ class BMDGANTrainingWidget(ParameterNodeWidget):
             return
         self.evaluationTimer.stop()
         self.evaluationJob = None
-        with slicer.util.tryWithErrorDisplay("The evaluation failed.", waitCursor=True):
-            result = self.logic.evaluation.finish(job, slicer.mrmlScene, self._parameterNode.loadEvaluationPictures)
+        with slicer.util.tryWithErrorDisplay(_("The evaluation failed."), waitCursor=True):
+            result = self.logic.finish_evaluation(job, slicer.mrmlScene, self._parameterNode.loadEvaluationPictures)
             self.showEvaluation(result)
 
     def showEvaluation(self, result) -> None:
         """The metrics table in the layout's table view, the first correlation chart in its plot view."""
-        from BMDGANTrainingLib.evaluation_logic import summary
-
         self.ui.evaluationStatusLabel.text = summary(result.report)
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
         selection = slicer.app.applicationLogic().GetSelectionNode()
@@ -180,34 +180,42 @@ class BMDGANTrainingWidget(ParameterNodeWidget):
             slicer.modules.plots.logic().ShowChartInLayout(chart)
 
     def onUseModel(self) -> None:
-        folder = self.logic.engine.model_folder(self._parameterNode.runFolder)
+        folder = self.logic.model_folder(self._parameterNode.runFolder)
         if folder is None:
-            slicer.util.errorDisplay("This run has no exported model yet: stage 2 must finish first.")
+            slicer.util.errorDisplay(_("This run has no exported model yet: stage 2 must finish first."))
             return
-        import BMDGAN
-
         parameters = BMDGAN.BMDGANParameterNode(BMDGAN.BMDGANLogic().getParameterNode())
         parameters.modelFolder = str(folder)
 
-
     def onCheckEnvironment(self) -> None:
-        from BMDGANLib.slicer_setup import ensure_requirements
-
         if not ensure_requirements(slicer):
             return
-        with slicer.util.tryWithErrorDisplay("Could not inspect PyTorch.", waitCursor=True):
-            self.ui.environmentLabel.text = self.logic.engine.compute_environment().describe()
+        with slicer.util.tryWithErrorDisplay(_("Could not inspect PyTorch."), waitCursor=True):
+            self.ui.environmentLabel.text = self.logic.compute_environment().describe()
 
 
-class BMDGANTrainingLogic(EngineLogic):
+class BMDGANTrainingLogic(ModuleLogic, TrainingLogic):
+    """The module's parameter node, :class:`~BMDGANTrainingLib.training_logic.TrainingLogic` (the training process,
+    its progress, losses and samples) and the evaluation process's start, cancel and finish: the widget's whole
+    interface."""
+
     parameterNodeClass = BMDGANTrainingParameterNode
 
     def __init__(self) -> None:
-        from BMDGANTrainingLib.evaluation_logic import EvaluationLogic
-        from BMDGANTrainingLib.training_logic import TrainingLogic
+        ModuleLogic.__init__(self)
+        TrainingLogic.__init__(self)
+        self._evaluation = EvaluationLogic()
 
-        EngineLogic.__init__(self, TrainingLogic())
-        self.evaluation = EvaluationLogic()
+    def start_evaluation(self, request: EvaluationRequest) -> EvaluationJob:
+        """Start ``bmdgan evaluate`` in a separate process (see EvaluationLogic.start)."""
+        return self._evaluation.start(request)
+
+    def cancel_evaluation(self, job: EvaluationJob) -> int:
+        return self._evaluation.cancel(job)
+
+    def finish_evaluation(self, job: EvaluationJob, scene, load_pictures: bool = False):
+        """The evaluation's table, charts and pictures as nodes (see EvaluationLogic.finish)."""
+        return self._evaluation.finish(job, scene, load_pictures)
 
 
 class BMDGANTrainingTest(ScriptedLoadableModuleTest):
@@ -220,41 +228,23 @@ class BMDGANTrainingTest(ScriptedLoadableModuleTest):
 
     def runTest(self) -> None:
         self.setUp()
+        self.test_enter_and_exit_keeps_observers()
+        self.setUp()
         self.test_compute_environment()
         self.setUp()
         self.test_train_sample_and_evaluate()
 
+    def test_enter_and_exit_keeps_observers(self) -> None:
+        """Opening and leaving the module ten times leaves as many observers as before (each visit added one)."""
+        before, after = enter_and_exit(slicer.util.getModuleWidget("BMDGANTraining"), times=10)
+        self.assertEqual(before, after)
+        self.delayDisplay(f"Entered and left ten times: {after[0]} parameter-node observers")
+
     def test_compute_environment(self) -> None:
-        environment = BMDGANTrainingLogic().engine.compute_environment()
+        environment = BMDGANTrainingLogic().compute_environment()
         self.assertGreaterEqual(environment.cpu_threads, 1)
         self.assertIn(environment.default_device, ("cpu", "cuda"))
         self.delayDisplay(environment.describe())
-
-    @staticmethod
-    def synthetic_dataset(folder):
-        """16 hip-like pairs of 8 patients in 4 folds: a bright femur-like shape whose density (g/cm2) is the
-        case's BMD, on a soft-tissue background with noise (a test fixture, not a physical simulation)."""
-        import numpy as np
-        from bmdgan.datasets.folds import assign_patient_folds
-        from bmdgan.datasets.format import CaseRecord, DatasetWriter, read_manifest, rewrite_manifest
-
-        rng = np.random.default_rng(0)
-        shape = (64, 32)
-        y, x = np.mgrid[0:shape[0], 0:shape[1]] / np.array(shape)[:, None, None]
-        writer = DatasetWriter(folder, shape, {"source": "BMDGANTraining self-test"})
-        for patient in range(8):
-            bmd_g_cm2 = rng.uniform(0.5, 1.1)
-            for pose in range(2):
-                bone = ((((x - 0.55) / 0.18) ** 2 + ((y - 0.25) / 0.09) ** 2 < 1) |
-                        ((np.abs(x - 0.6) < 0.12) & (y > 0.25))).astype(np.float32)
-                radiograph = 0.6 + 0.2 * x + 0.9 * bmd_g_cm2 * bone + rng.normal(0, 0.03, shape)
-                record = CaseRecord(f"p{patient}_pose{pose}", f"p{patient}", "right", pose=f"pose{pose}",
-                                    ct_abmd_g_cm2=bmd_g_cm2, qct_vbmd_mg_cm3=300 * bmd_g_cm2)
-                writer.add(record, {"radiograph": radiograph.astype(np.float32),
-                                    "drr_stage1": (bmd_g_cm2 * bone).astype(np.float32),
-                                    "drr_pf": (bmd_g_cm2 * bone * (y < 0.5)).astype(np.float32)})
-        rewrite_manifest(folder, assign_patient_folds(read_manifest(folder), n_folds=4, seed=0))
-        return folder
 
     def waitFor(self, running, timeout_s: float = 600.0) -> None:
         import time
@@ -272,25 +262,24 @@ class BMDGANTrainingTest(ScriptedLoadableModuleTest):
         from pathlib import Path
 
         import numpy as np
-        from BMDGANTrainingLib.evaluation_logic import EvaluationRequest
-        from BMDGANTrainingLib.training_logic import TrainingRequest
+
+        from bmdgan.datasets.synthetic import make_pairs_dataset
 
         logic = BMDGANTrainingLogic()
         folder = Path(tempfile.mkdtemp(prefix="BMDGANTraining-selftest-"))
-        dataset = self.synthetic_dataset(folder / "dataset")
-        python = shutil.which("PythonSlicer") or sys.executable
+        dataset = make_pairs_dataset(folder / "dataset")
         self.delayDisplay("Training a smoke run (stages 1 and 2) in a separate process")
-        logic.engine.start(TrainingRequest(str(dataset), str(folder / "run"), "smoke", 0, "both", "cpu"), python)
-        self.waitFor(logic.engine.is_running)
-        self.assertEqual(logic.engine.process.returncode, 0, logic.engine.log_path.read_text()[-2000:])
-        sample, sample_node = logic.engine.load_latest_sample(slicer.mrmlScene, folder / "run")
+        logic.start(TrainingRequest(str(dataset), str(folder / "run"), "smoke", 0, "both", "cpu"))
+        self.waitFor(logic.is_running)
+        self.assertEqual(logic.process.returncode, 0, logic.log_path.read_text()[-2000:])
+        sample, sample_node = logic.load_latest_sample(slicer.mrmlScene, folder / "run")
         self.assertEqual(sample.stage, "stage2")
         slicer.util.setSliceViewerLayers(background=sample_node, fit=True)
 
         self.delayDisplay("Evaluating fold 0 in a separate process")
-        job = logic.evaluation.start(EvaluationRequest(str(folder / "run"), str(dataset), 0, robustness=False), python)
+        job = logic.start_evaluation(EvaluationRequest(str(folder / "run"), str(dataset), 0, robustness=False))
         self.waitFor(job.running)
-        result = logic.evaluation.finish(job, slicer.mrmlScene, load_pictures=True)
+        result = logic.finish_evaluation(job, slicer.mrmlScene, load_pictures=True)
         report = json.loads((result.folder / "metrics.json").read_text())
         table = result.table_node.GetTable()
         for row in range(table.GetNumberOfRows()):

@@ -37,7 +37,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
-    from synthetic_dataset import make_pairs_dataset
+    from bmdgan.datasets.synthetic import make_pairs_dataset
 
     return make_pairs_dataset(tmp_path_factory.mktemp("pairs"))
 

@@ -15,8 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "bmdgan" / "resources" / "requirements.txt"
-LARGE_DOWNLOADS = {"torch": "PyTorch (about 200 MB for CPU, 2 GB or more with CUDA)",
-                   "monai": "MONAI", "tensorboard": "TensorBoard"}
+LARGE_DOWNLOADS = {"torch": "PyTorch (about 200 MB for CPU, 2 GB or more with CUDA)", "tensorboard": "TensorBoard"}
 """Packages worth asking the user about before downloading."""
 
 

@@ -5,31 +5,38 @@ thread (training, evaluation): output to a log file, stopped like Ctrl+C. No Qt,
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import bmdgan
+
 
 def engine_environment() -> dict[str, str]:
     """This process's environment with the engine's parent folder first on PYTHONPATH, so that ``python -m bmdgan``
     finds the engine wherever Slicer installed it (next to the modules, not in site-packages)."""
-    import bmdgan
-
     environment = dict(os.environ)
     package_parent = str(Path(bmdgan.__file__).resolve().parents[1])
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, environment.get("PYTHONPATH")]))
     return environment
 
 
+def engine_python() -> str:
+    """The interpreter that runs ``python -m bmdgan``: Slicer's ``PythonSlicer`` launcher when it is on PATH (inside
+    Slicer ``sys.executable`` is the application, which cannot run a module), else this interpreter."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
 def start_engine_process(arguments: list[str], log_path: str | Path, python: str | None = None,
                          append: bool = False) -> subprocess.Popen:
-    """Start ``python -m bmdgan ARGUMENTS`` with stdout and stderr going to ``log_path`` (appended to when
-    ``append``, e.g. a resumed training's log)."""
+    """Start ``python -m bmdgan ARGUMENTS`` (``python``: default :func:`engine_python`) with stdout and stderr going to
+    ``log_path`` (appended to when ``append``, e.g. a resumed training's log)."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a" if append else "w") as log:
-        return subprocess.Popen([python or sys.executable, "-m", "bmdgan", *arguments], stdout=log,
+        return subprocess.Popen([python or engine_python(), "-m", "bmdgan", *arguments], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=engine_environment(),
                                 **_interruptible())
 

@@ -19,12 +19,26 @@ import numpy as np
 import slicer
 import vtk
 
+from bmdgan.atomic import atomic_path, atomic_write_text
 from bmdgan.datasets.normalise import HipCrop
 from bmdgan.errors import BMDGANError, InputError
-from bmdgan.io import Radiograph, read_radiograph
+from bmdgan.io import Radiograph, Volume, read_radiograph
+from bmdgan.io.radiograph import IMAGE_SUFFIXES
+from bmdgan.models_default import resolve_model_folder
+from bmdgan.projection.geometry import geometry_from_radiograph
+from bmdgan.report import draw_report
+from bmdgan.tscore import load_reference
 
-from .mrml_conversion import (GEOMETRY_ATTRIBUTE, UNIT_ATTRIBUTE, node_to_radiograph, numpy_matrix, radiograph_to_node,
-                              vtk_matrix)
+from .mrml_conversion import (
+    GEOMETRY_ATTRIBUTE,
+    UNIT_ATTRIBUTE,
+    labels_to_segmentation_node,
+    node_to_radiograph,
+    node_to_volume,
+    numpy_matrix,
+    radiograph_to_node,
+    vtk_matrix,
+)
 
 DENSITY_COLOURS = 256
 TABLE_COLUMNS = ("side", "aBMD (g/cm2)", "vBMD (mg/cm3)", "T-score", "WHO category", "trustworthy", "warnings")
@@ -103,8 +117,6 @@ def is_dicom_file(path: Path) -> bool:
 def study_files(folder: str | Path) -> list[Path]:
     """The radiograph files under ``folder`` (recursively, sorted): DICOM files with or without an extension (not
     DICOMDIR), PNG, JPEG and TIFF images. Other files (JSON, text) are left out."""
-    from bmdgan.io.radiograph import IMAGE_SUFFIXES
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "is not a folder", "choose the folder that holds the study's radiographs")
@@ -155,8 +167,6 @@ class EstimationLogic:
         node.SetAttribute(RADIOGRAPH_ATTRIBUTE, "1")
         node.SetAttribute("BMDGAN.SpacingSource", radiograph.spacing_source)
         if radiograph.source_to_detector_mm and (radiograph.imager_pixel_spacing_mm or radiograph.pixel_spacing_mm):
-            from bmdgan.projection.geometry import geometry_from_radiograph
-
             detector = geometry_from_radiograph(radiograph)  # for registration: SID and detector pitch (mm)
             node.SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(detector.to_dict()))
         return node, radiograph
@@ -169,7 +179,6 @@ class EstimationLogic:
     def load_model(model_folder: str | Path | None = None, device: str = "cpu"):
         """The decomposition model of ``model_folder`` ("" or None: the default model) and its folder."""
         from bmdgan.inference import DecompositionModel
-        from bmdgan.models_default import resolve_model_folder
 
         folder = resolve_model_folder(model_folder and str(model_folder))
         return DecompositionModel.load(folder, device), folder
@@ -179,7 +188,6 @@ class EstimationLogic:
         """[(HipEstimate, Decomposition)] of each hip to analyse (``side``: "left", "right", or "auto": the DICOM
         laterality, else both)."""
         from bmdgan.estimation import estimate_hip, sides_to_analyse
-        from bmdgan.tscore import load_reference
 
         table = load_reference(reference)
         return [estimate_hip(model, radiograph, hip_side, table) for hip_side in sides_to_analyse(radiograph, side)]
@@ -261,9 +269,6 @@ class EstimationLogic:
     def export_json(self, result: EstimationResult, path: str | Path) -> Path:
         """Write the result JSON (as ``bmdgan estimate`` writes it: each hip's aBMD g/cm2, vBMD mg/cm3, T-score,
         WHO category, warnings) atomically: a failed write leaves no partial file."""
-        import json
-
-        from bmdgan.atomic import atomic_write_text
         from bmdgan.estimation import result_summary
 
         path = self._check_exportable(result, path, ".json")
@@ -272,9 +277,6 @@ class EstimationLogic:
 
     def export_report(self, result: EstimationResult, path: str | Path) -> Path:
         """Write the report picture (radiograph with the PF regions, PF-DRR maps, numbers) as a PNG, atomically."""
-        from bmdgan.atomic import atomic_path
-        from bmdgan.report import draw_report
-
         path = self._check_exportable(result, path, ".png")
         with atomic_path(path) as temporary:
             draw_report(temporary, result.radiograph, list(zip(result.hips, result.decompositions)),
@@ -283,10 +285,6 @@ class EstimationLogic:
 
     @staticmethod
     def _pf_segmentation(scene, name: str, labels):
-        from bmdgan.io import Volume
-
-        from .mrml_conversion import labels_to_segmentation_node, node_to_volume
-
         segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} PF regions")
         for side, node, mask in labels:
             grid = node_to_volume(node, unit="g/cm2")

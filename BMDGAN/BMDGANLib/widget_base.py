@@ -1,26 +1,31 @@
 """Plumbing shared by the three module widgets and logics (Slicer only: imports ScriptedLoadableModule).
 
-A widget loads ``Resources/UI/<Module>.ui``, takes its Logic from the caller (tests) or makes one, and keeps
-the module's parameter node (a ``parameterNodeWrapper`` class) bound to the GUI across scene closes.
+A widget loads ``Resources/UI/<Module>.ui``, takes its Logic from the caller (tests) or makes one, and binds the
+module's parameter node (a ``parameterNodeWrapper`` class) to the GUI while the module is shown
+(:class:`~BMDGANLib.widget_lifecycle.ParameterNodeBinding`: connected on enter, disconnected on exit).
+
+The Logic the widgets talk to is one object per module: :class:`ModuleLogic` (the parameter node) mixed with the
+module's Qt-free logic class, whose public methods are the whole interface; no engine object is reached through it.
 """
 
 from __future__ import annotations
 
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
-from slicer.util import VTKObservationMixin
+
+from BMDGANLib.widget_lifecycle import ParameterNodeBinding
 
 
-class ParameterNodeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Subclasses set ``parameterNodeClass``, define ``createLogic`` and connect their own buttons in ``setup``."""
-
-    parameterNodeClass = None
+class ParameterNodeWidget(ScriptedLoadableModuleWidget, ParameterNodeBinding):
+    """Subclasses set ``parameterNodeClass``, define ``createLogic`` and connect their own buttons in ``setup``
+    (calling this ``setup`` first and ``initializeParameterNode`` last); their ``enter``, ``exit`` and ``cleanup``,
+    if any, call these."""
 
     def __init__(self, parent=None, logic=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
+        # The binding and the logic first: without a parent, ScriptedLoadableModuleWidget.__init__ calls setup().
+        ParameterNodeBinding.__init__(self)
         self.logic = logic
-        self._parameterNode = None
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -29,38 +34,28 @@ class ParameterNodeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = self.logic or self.createLogic()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.observeScene(slicer.mrmlScene)
 
     def createLogic(self):
         raise NotImplementedError("each module widget creates its own Logic")
 
-    def cleanup(self) -> None:
-        self.removeObservers()
-
     def enter(self) -> None:
-        self.initializeParameterNode()
+        ParameterNodeBinding.enter(self)
 
-    def onSceneStartClose(self, caller, event) -> None:
-        self._parameterNode = None
+    def exit(self) -> None:
+        ParameterNodeBinding.exit(self)
 
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self._parameterNode = self.parameterNodeClass(self.logic.getParameterNode())
-        self._parameterNode.connectGui(self.ui)
+    def cleanup(self) -> None:
+        ParameterNodeBinding.cleanup(self)
 
 
-class EngineLogic(ScriptedLoadableModuleLogic):
-    """Slicer-side Logic: the parameter node, plus the module's Qt-free logic in ``self.engine``."""
+class ModuleLogic(ScriptedLoadableModuleLogic):
+    """Slicer-side Logic: the module's parameter node. Module logics derive from it and from their Qt-free logic."""
 
     parameterNodeClass = None
 
-    def __init__(self, engine) -> None:
+    def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.engine = engine
 
     def getParameterNode(self):
         return self.parameterNodeClass(super().getParameterNode()).parameterNode

@@ -10,9 +10,9 @@ DRR intensities must be on the same fixed scale at calibration and at prediction
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -132,7 +132,7 @@ class DrrBmdCalibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict, source: str | Path | None = None) -> "DrrBmdCalibration":
+    def from_dict(cls, data: dict, source: str | Path | None = None) -> DrrBmdCalibration:
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data]
         if missing:
@@ -147,7 +147,7 @@ class DrrBmdCalibration:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_json(cls, text: str, source: str | Path | None = None) -> "DrrBmdCalibration":
+    def from_json(cls, text: str, source: str | Path | None = None) -> DrrBmdCalibration:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -160,7 +160,7 @@ class DrrBmdCalibration:
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "DrrBmdCalibration":
+    def load(cls, path: str | Path) -> DrrBmdCalibration:
         path = Path(path)
         if not path.is_file():
             raise InputError(path, "DRR-BMD calibration file not found")

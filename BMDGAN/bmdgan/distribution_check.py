@@ -40,7 +40,7 @@ class TrainingDistribution:
         return asdict(self)
 
     @staticmethod
-    def from_dict(data: dict) -> "TrainingDistribution":
+    def from_dict(data: dict) -> TrainingDistribution:
         return TrainingDistribution(**{**data, "area_range_pixels": tuple(data["area_range_pixels"])})
 
     def appearance_distance(self, features: np.ndarray) -> float:

@@ -6,6 +6,7 @@ No Qt: every method takes the scene or nodes, so the same calls run in Slicer an
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,25 @@ from pathlib import Path
 import numpy as np
 import slicer
 
-from bmdgan.io import Volume, read_ct
-from BMDGANLib.mrml_conversion import (GEOMETRY_ATTRIBUTE, UNIT_ATTRIBUTE, labels_to_segmentation_node,
-                                       markups_node_to_points, node_to_volume, points_to_markups_node,
-                                       segmentation_node_to_labels, volume_to_node)
+from bmdgan.atomic import atomic_path, atomic_write_text
+from bmdgan.ct.calibration import Calibration
+from bmdgan.ct.markups import write_mrk_json
+from bmdgan.datasets.builder import build_dataset
+from bmdgan.io import Radiograph, Volume, read_ct, write_volume
+from bmdgan.projection.geometry import default_ap_geometry
+from BMDGANLib.mrml_conversion import (
+    GEOMETRY_ATTRIBUTE,
+    UNIT_ATTRIBUTE,
+    labels_to_segmentation_node,
+    markups_node_to_points,
+    node_to_radiograph,
+    node_to_volume,
+    points_to_markups_node,
+    radiograph_to_node,
+    segmentation_node_to_labels,
+    volume_to_node,
+)
+
 SEGMENT_NAMES = {1: "pelvis", 2: "femur", 3: "proximal femur region"}
 """Segment names of the project's label convention (bmdgan.ct.labels)."""
 
@@ -50,7 +66,6 @@ class CurationLogic:
                    side: str = "auto", progress=None) -> CTAnalysisNodes:
         """Run the CT analysis; a given segmentation (segments named pelvis/femur/proximal femur region) or
         landmarks node (points named as bmdgan.ct.landmarks.LANDMARK_NAMES) override the automatic ones."""
-        from bmdgan.ct.calibration import Calibration
         from bmdgan.ct.pipeline import analyse_ct, measurement_record
 
         ct = self.ct_from_node(ct_node)
@@ -65,8 +80,9 @@ class CurationLogic:
         labels_to_segmentation_node(analysis.label_volume(), scene, SEGMENT_NAMES, node=segmentation)
         landmarks = points_to_markups_node(analysis.landmarks.points, scene, f"{name} landmarks", node=landmarks_node)
         record = measurement_record(analysis)
-        return CTAnalysisNodes(segmentation, landmarks, self.calibration_plot(scene, analysis.calibration.to_dict(), name),
-                               analysis.calibration.to_dict(), record)
+        calibration = analysis.calibration.to_dict()
+        return CTAnalysisNodes(segmentation, landmarks, self.calibration_plot(scene, calibration, name), calibration,
+                               record)
 
     @staticmethod
     def calibration_plot(scene, calibration: dict, name: str):
@@ -98,11 +114,7 @@ class CurationLogic:
         """Bone DRRs (g/cm2) of the calibrated CT: pelvis+femur and PF region, one volume node each, laid out
         like a radiograph node (see BMDGANLib.mrml_conversion.radiograph_to_node), the geometry in an attribute.
         Default geometry: an AP view centred on the CT."""
-        from bmdgan.ct.calibration import Calibration
-        from bmdgan.io import Radiograph
-        from bmdgan.projection.geometry import default_ap_geometry
         from bmdgan.projection.projector import Projector
-        from BMDGANLib.mrml_conversion import radiograph_to_node
 
         ct = self.ct_from_node(ct_node)
         labels = segmentation_node_to_labels(segmentation_node, ct, scene, SEGMENT_NAMES).array
@@ -120,31 +132,6 @@ class CurationLogic:
             nodes.append(node)
         return nodes, geometry
 
-    # --- 2D-3D registration -------------------------------------------------------------------------------------
-
-    def register_ct(self, radiograph_node, ct_node, scene, geometry, segmentation_node=None, log=None):
-        """Register the CT to the radiograph from ``geometry``'s starting pose, in this process (the module's widget
-        runs :class:`~BMDGANRegistrationLib.registration_logic.RegistrationLogic` in a separate one instead).
-        Returns (result, transform node, overlay node): the transform is the CT's motion (LPS, shown in RAS) from the
-        starting pose to the registered one, which a user can nudge (see ``registration_logic.pose_geometry``);
-        the overlay is an RGB volume."""
-        from bmdgan.registration import register, registration_overlay
-        from BMDGANLib.mrml_conversion import node_to_radiograph
-        from BMDGANRegistrationLib.registration_logic import QUALITY_ATTRIBUTE, pose_transform_node
-
-        ct = self.ct_from_node(ct_node)
-        structure = None
-        if segmentation_node is not None:
-            structure = segmentation_node_to_labels(segmentation_node, ct, scene, SEGMENT_NAMES).array > 0
-        pixels = node_to_radiograph(radiograph_node).pixels
-        result = register(pixels, geometry, ct, structure_mask=structure, start="given", log=log)
-        transform = pose_transform_node(geometry, result.geometry, scene, f"{ct_node.GetName()} registration")
-        transform.SetAttribute(QUALITY_ATTRIBUTE, result.quality.flag)
-        picture = registration_overlay(result, pixels, ct, structure)
-        overlay = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", f"{radiograph_node.GetName()} overlay")
-        slicer.util.updateVolumeFromArray(overlay, np.ascontiguousarray(picture[np.newaxis]))
-        return result, transform, overlay
-
     # --- accepted cases into a dataset -------------------------------------------------------------------------
 
     CASE_COLUMNS = ("radiograph", "ct", "side", "geometry", "labels", "landmarks", "calibration", "single_hip",
@@ -156,15 +143,8 @@ class CurationLogic:
         """Write an accepted (or rejected) case's files under ``dataset_folder/cases/NNNN``, list it in
         ``cases.csv`` and rebuild the paired dataset in ``dataset_folder/pairs`` through the engine's builder;
         returns the build report. ``patient`` is only ever stored hashed in the pairs."""
-        import csv
-
         import tifffile
 
-        from bmdgan.atomic import atomic_path, atomic_write_text
-        from bmdgan.ct.markups import write_mrk_json
-        from bmdgan.datasets.builder import build_dataset
-        from bmdgan.io import write_volume
-        from BMDGANLib.mrml_conversion import node_to_radiograph
 
         dataset_folder = Path(dataset_folder)
         table = dataset_folder / "cases.csv"
@@ -186,26 +166,23 @@ class CurationLogic:
                      "side": side, "geometry": f"cases/{case.name}/geometry.json",
                      "labels": f"cases/{case.name}/labels.nii.gz", "landmarks": f"cases/{case.name}/landmarks.mrk.json",
                      "calibration": f"cases/{case.name}/calibration.json", "single_hip": "1" if single_hip else "0",
-                     "patient": patient, "pose": pose, "dxa_bmd_g_cm2": "" if dxa_bmd_g_cm2 is None else str(dxa_bmd_g_cm2),
+                     "patient": patient, "pose": pose,
+                     "dxa_bmd_g_cm2": "" if dxa_bmd_g_cm2 is None else str(dxa_bmd_g_cm2),
                      "status": "accepted" if accepted else "rejected"})
-        with atomic_path(table) as temporary:
-            with open(temporary, "w", newline="") as stream:
-                writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
+        with atomic_path(table) as temporary, open(temporary, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
         accepted_table = dataset_folder / ".accepted_cases.csv"
-        with atomic_path(accepted_table) as temporary:
-            with open(temporary, "w", newline="") as stream:
-                writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
-                writer.writeheader()
-                writer.writerows(row for row in rows if row["status"] == "accepted")
+        with atomic_path(accepted_table) as temporary, open(temporary, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(row for row in rows if row["status"] == "accepted")
         return build_dataset(accepted_table, dataset_folder / "pairs", key, progress=False)
 
     @staticmethod
     def case_list(dataset_folder: str | Path) -> list[dict]:
         """Each listed case with its status: accepted and built, accepted but skipped (with the reason), rejected."""
-        import csv
-
         dataset_folder = Path(dataset_folder)
         table = dataset_folder / "cases.csv"
         if not table.exists():

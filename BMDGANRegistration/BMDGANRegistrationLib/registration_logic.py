@@ -26,12 +26,27 @@ import slicer
 import vtk
 
 from bmdgan.errors import BMDGANError, InputError
-from bmdgan.io import LPS_TO_RAS, Volume
-from bmdgan.projection.geometry import ProjectionGeometry
+from bmdgan.io import LPS_TO_RAS, Volume, write_volume
+from bmdgan.projection.geometry import (
+    DEFAULT_OBJECT_TO_DETECTOR_MM,
+    ProjectionGeometry,
+    ap_pose,
+    volume_centre_lps,
+)
+from bmdgan.registration.defaults import BONE_THRESHOLD_HU, ENERGY_KEV
 from BMDGANLib.engine_process import interrupt, start_engine_process
-from BMDGANLib.mrml_conversion import (GEOMETRY_ATTRIBUTE, UNIT_ATTRIBUTE, markups_node_to_points,
-                                       matrix_to_transform_node, node_to_radiograph, numpy_matrix,
-                                       transform_node_to_matrix, vtk_matrix)
+from BMDGANLib.mrml_conversion import (
+    GEOMETRY_ATTRIBUTE,
+    UNIT_ATTRIBUTE,
+    markups_node_to_points,
+    matrix_to_transform_node,
+    node_to_radiograph,
+    numpy_matrix,
+    segmentation_node_to_labels,
+    transform_node_to_matrix,
+    vtk_matrix,
+)
+from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
 
 REFERENCE_GEOMETRY_ATTRIBUTE = "BMDGAN.ReferenceGeometry"
 """Transform-node attribute: the projection geometry JSON whose pose the node's matrix moves the CT from."""
@@ -43,10 +58,6 @@ OVERLAY_COLOURS = ((0.0, 0.0, 0.0, 0.0), (0.16, 0.9, 0.16, 1.0), (1.0, 0.16, 1.0
 OVERLAY_MAX_SIDE_PX = 512
 """The overlay's DRR is rendered on the detector binned to at most this many pixels a side (fast enough to
 redraw while the user nudges: about 0.1-0.3 s on a CPU)."""
-ENERGY_KEV = 50.0
-"""Effective energy (keV) of the overlay's DRR, as the registration's (bmdgan.registration.RegistrationSettings)."""
-BONE_THRESHOLD_HU = 200.0
-"""Bone of the outline without labels (HU), as the registration's."""
 RESULT_NAME = "registration"
 """File prefix of the ``bmdgan register`` outputs in a job's folder."""
 
@@ -57,8 +68,6 @@ def radiograph_geometry(radiograph_node, ct: Volume, source_to_detector_mm: floa
     """The radiograph's detector with the nominal AP pose: the CT's centre on the central ray, 200 mm in front of the
     detector. Detector: the node's geometry attribute (DICOM with DistanceSourceToDetector and ImagerPixelSpacing,
     DRRs), else the node's pixel spacing taken as the detector pitch (mm) with ``source_to_detector_mm``."""
-    from bmdgan.projection.geometry import DEFAULT_OBJECT_TO_DETECTOR_MM, ap_pose, volume_centre_lps
-
     radiograph = node_to_radiograph(radiograph_node)
     rows, columns = radiograph.shape
     stored = radiograph_node.GetAttribute(GEOMETRY_ATTRIBUTE)
@@ -185,9 +194,6 @@ class RegistrationLogic:
         checks the registration uses."""
         import tifffile
 
-        from bmdgan.io import write_volume
-        from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
-        from BMDGANLib.mrml_conversion import segmentation_node_to_labels
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -261,7 +267,6 @@ def overlay_ijk_to_radiograph_ijk(factor: int) -> np.ndarray:
 
 def overlay_picture(geometry: ProjectionGeometry, ct: Volume, structure_mask=None) -> tuple[np.ndarray, int]:
     """Overlay values (rows, columns) on the detector binned by the returned factor: DRR edges and bone outline."""
-    from bmdgan.projection.geometry import volume_centre_lps
     from bmdgan.registration.levels import downsample_geometry
     from bmdgan.registration.overlay import bone_outline, display_projections, drr_edges
 
@@ -278,9 +283,6 @@ def overlay_picture(geometry: ProjectionGeometry, ct: Volume, structure_mask=Non
 def update_overlay(radiograph_node, ct_node, transform_node, scene, segmentation_node=None, overlay_node=None):
     """Draw the DRR edges and bone outline at the transform node's pose into a volume node over the radiograph
     (a given overlay node is redrawn in place); values :data:`OVERLAY_EDGE`, :data:`OVERLAY_BONE`, 0 elsewhere."""
-    from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
-    from BMDGANLib.mrml_conversion import segmentation_node_to_labels
-
     geometry = pose_geometry(transform_node)
     radiograph = node_to_radiograph(radiograph_node)
     if radiograph.shape != geometry.shape:

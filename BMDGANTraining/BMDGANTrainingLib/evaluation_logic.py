@@ -26,9 +26,13 @@ import numpy as np
 import slicer
 import vtk
 
+from bmdgan.datasets.format import read_manifest
 from bmdgan.errors import BMDGANError, InputError
 from bmdgan.evaluation.metrics import bland_altman
+from bmdgan.evaluation.plots import UNITS
+from bmdgan.io import LPS_TO_RAS
 from BMDGANLib.engine_process import interrupt, log_tail, start_engine_process
+from BMDGANLib.mrml_conversion import vtk_matrix
 
 EVALUATION_FOLDER = "evaluation"
 """Sub-folder of a run folder holding its evaluations, one folder per fold (``fold_0``, ... ``all_cases``)."""
@@ -41,8 +45,6 @@ _PROGRESS = re.compile(r"(evaluating|robustness):\s*\d+%\|[^|\n]*\|\s*(\d+)/(\d+
 
 def target_unit(target: str) -> str:
     """The unit of a BMD target from its name's suffix: ``ct_abmd_g_cm2`` -> "g/cm2", ``*_mg_cm3`` -> "mg/cm3"."""
-    from bmdgan.evaluation.plots import UNITS
-
     return next((unit for suffix, unit in UNITS.items() if target.endswith(suffix)), "")
 
 
@@ -89,8 +91,6 @@ class EvaluationRequest:
 def check_request(request: EvaluationRequest) -> int:
     """Refuse, with what to fix, a run without an exported model and a dataset or fold without enough cases;
     returns the number of cases to evaluate."""
-    from bmdgan.datasets.format import read_manifest
-
     if not (request.model_folder / "model.json").is_file():
         raise InputError(request.run_folder, "has no exported model (model/model.json)",
                          "train stages 1 and 2 to the end first, or choose a run folder that has a model")
@@ -347,8 +347,6 @@ def picture_node(path: str | Path, scene, name: str):
     slice view, 1 mm pixels: a picture has no physical size); updated in place when the name exists."""
     from PIL import Image
 
-    from bmdgan.io import LPS_TO_RAS
-    from BMDGANLib.mrml_conversion import vtk_matrix
 
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bmdgan.errors import BMDGANError, InputError
+from bmdgan.io import Radiograph
 from BMDGANLib.engine_process import interrupt, start_engine_process
 
 
@@ -95,8 +97,6 @@ class TrainingLogic:
 
     def resolve_device(self, requested: str) -> str:
         """"auto" -> the best available device; "cuda" without a GPU is an error that says so."""
-        from bmdgan.errors import InputError
-
         environment = self.compute_environment()
         if requested == "auto":
             return environment.default_device
@@ -109,8 +109,6 @@ class TrainingLogic:
     def start(self, request: TrainingRequest, python: str | None = None) -> subprocess.Popen:
         """Start (or resume: same run folder) training; output goes to ``run_folder/training.log``."""
         if self.is_running():
-            from bmdgan.errors import BMDGANError
-
             raise BMDGANError("a training process is already running: stop it first")
         self.log_path = Path(request.run_folder) / "training.log"
         self.process = start_engine_process(request.arguments(), self.log_path, python, append=True)
@@ -165,7 +163,8 @@ class TrainingLogic:
         curves = self.epoch_losses(run_folder, stage)
         if not curves:
             return None
-        table = scene.GetFirstNodeByName(f"{name} table") or scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
+        table_name = f"{name} table"
+        table = scene.GetFirstNodeByName(table_name) or scene.AddNewNodeByClass("vtkMRMLTableNode", table_name)
         table.RemoveAllColumns()
         columns = list(curves)
         slicer.util.updateTableFromArray(table, np.stack([curves[c] for c in columns], axis=1), columns)
@@ -199,7 +198,6 @@ class TrainingLogic:
         like a radiograph: side by side the radiograph, the target DRR and the generator's DRR, display values 0-1,
         1 mm nominal pixels (training images carry no pixel spacing). Returns (Sample, node), or None before the
         first sample (written every ``sample_every_epochs`` epochs)."""
-        from bmdgan.io import Radiograph
         from bmdgan.training.data import DRR_SCALE_G_CM2
         from BMDGANLib.mrml_conversion import UNIT_ATTRIBUTE, radiograph_to_node
 

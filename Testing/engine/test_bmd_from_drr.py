@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bmdgan.bmd_from_drr import (DrrBmdCalibration, calibrate, fit_linear, pearson_r, pf_drr_mean,
-                                 tune_threshold)
+from bmdgan.bmd_from_drr import DrrBmdCalibration, calibrate, fit_linear, pearson_r, pf_drr_mean, tune_threshold
 from bmdgan.errors import InputError
 
 SLOPE, INTERCEPT = 1.2, -0.1  # planted: BMD [g/cm2] = 1.2 * (bone mean) - 0.1

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from bmdgan.datasets.folds import assign_patient_folds, source_ct_of, split
-from bmdgan.datasets.format import (CaseRecord, DatasetWriter, load_image, read_header, read_manifest,
-                                    rewrite_manifest)
+from bmdgan.datasets.format import CaseRecord, DatasetWriter, load_image, read_header, read_manifest, rewrite_manifest
 from bmdgan.datasets.normalise import apply_hip_crop, plan_hip_crop
 from bmdgan.errors import InputError
 

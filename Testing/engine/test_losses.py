@@ -9,9 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from bmdgan.losses import (DecompositionLoss, discriminator_adversarial_loss, feature_matching_loss,
-                           generator_adversarial_loss, gradient_correlation, gradient_correlation_loss, l1_loss,
-                           sample_weights, weighted_l1_loss)
+from bmdgan.losses import (
+    DecompositionLoss,
+    discriminator_adversarial_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    gradient_correlation,
+    gradient_correlation_loss,
+    l1_loss,
+    sample_weights,
+    weighted_l1_loss,
+)
 
 
 def _textured(batch: int = 2) -> torch.Tensor:

@@ -11,7 +11,6 @@ from bmdgan.models.hrformer import LocalWindowAttention
 from bmdgan.models.norm import group_norm, num_groups
 from bmdgan.models.relpos import RelativePositionBias, relative_position_index
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

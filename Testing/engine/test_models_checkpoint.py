@@ -8,7 +8,6 @@ import torch
 from bmdgan.errors import BMDGANError
 from bmdgan.models import CheckpointMismatchError, build_generator, load_state_dict_checked
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

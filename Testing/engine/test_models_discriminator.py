@@ -8,7 +8,6 @@ from torch import nn
 
 from bmdgan.models import MultiscaleDiscriminator
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -7,9 +7,14 @@ import torch
 from torch import nn
 
 from bmdgan.errors import InputError
-from bmdgan.models import (DecompositionGenerator, HRFormerBlock, available_backbones, build_generator,
-                           count_parameters, register_backbone)
-
+from bmdgan.models import (
+    DecompositionGenerator,
+    HRFormerBlock,
+    available_backbones,
+    build_generator,
+    count_parameters,
+    register_backbone,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

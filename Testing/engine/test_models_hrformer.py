@@ -6,9 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from bmdgan.models import (HRFORMER_CONFIGS, HRFormerBlock, HRFormerClassifier, count_parameters, hrformer_backbone,
-                           hrnet_backbone)
-
+from bmdgan.models import (
+    HRFORMER_CONFIGS,
+    HRFormerBlock,
+    HRFormerClassifier,
+    count_parameters,
+    hrformer_backbone,
+    hrnet_backbone,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,9 +6,15 @@ import pytest
 import torch
 
 from bmdgan.errors import InputError
-from bmdgan.models import (BMDRegressor, CoAtNetHead, RelativeAttention, RelTransformerBlock, build_generator,
-                           build_regressor, count_parameters)
-
+from bmdgan.models import (
+    BMDRegressor,
+    CoAtNetHead,
+    RelativeAttention,
+    RelTransformerBlock,
+    build_generator,
+    build_regressor,
+    count_parameters,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

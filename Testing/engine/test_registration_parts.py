@@ -10,8 +10,15 @@ from bmdgan.io import Volume, VolumeGeometry
 from bmdgan.projection import Projector, default_ap_geometry
 from bmdgan.projection.geometry import ap_pose
 from bmdgan.registration.global_search import masked_ncc_map
-from bmdgan.registration.levels import (beam_axis, detector_factor, downsample_geometry, downsample_image,
-                                        downsample_mask, pool_volume, volume_factors)
+from bmdgan.registration.levels import (
+    beam_axis,
+    detector_factor,
+    downsample_geometry,
+    downsample_image,
+    downsample_mask,
+    pool_volume,
+    volume_factors,
+)
 from bmdgan.registration.optimiser import adam_refine, cmaes_search
 from bmdgan.registration.quality import assess_quality
 from bmdgan.registration.roi import bone_window, crop_geometry, exposed_field, inside_fraction

@@ -13,8 +13,14 @@ from scipy.spatial.transform import Rotation
 from bmdgan.io import Volume, VolumeGeometry
 from bmdgan.projection import ProjectionGeometry, camera_pose, default_ap_geometry
 from bmdgan.projection.simulator import SimulationParameters, simulate_radiograph
-from bmdgan.registration import (LevelSettings, RegistrationSettings, mean_projection_distance_mm,
-                                 mean_target_error_mm, register, solve_landmark_pose)
+from bmdgan.registration import (
+    LevelSettings,
+    RegistrationSettings,
+    mean_projection_distance_mm,
+    mean_target_error_mm,
+    register,
+    solve_landmark_pose,
+)
 from bmdgan.registration.landmark_pose import Landmarks
 
 FAST = RegistrationSettings(levels=(LevelSettings(4.0, 15, 1.0, 32.0, False, 20.0, fix_depth=True),
@@ -126,7 +132,6 @@ def test_landmark_start_and_landmark_check(hip):
 def test_global_search_brings_a_far_start_within_reach(hip):
     """Without a usable start (the femur 45 mm and 15 degrees away in the image plane, 25 mm off in depth) the
     coarse-to-fine search alone ends in a wrong place (flagged failed); after the FFT global search it lands."""
-    from dataclasses import replace
 
     ct, _, points, truth, simulated = hip
     far = _start(truth, points, np.array([2.0, -2.0, 15.0, 45.0, -35.0, 25.0]))

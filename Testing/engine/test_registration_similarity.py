@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from bmdgan.errors import InputError
-from bmdgan.registration.similarity import (GradientCorrelation, NormalisedCrossCorrelation, gradient_correlation,
-                                            make_similarity, normalised_cross_correlation, sobel_gradients)
+from bmdgan.registration.similarity import (
+    GradientCorrelation,
+    NormalisedCrossCorrelation,
+    gradient_correlation,
+    make_similarity,
+    normalised_cross_correlation,
+    sobel_gradients,
+)
 
 PATCHES = [None, 12]
 

@@ -91,7 +91,8 @@ def test_ddp_two_processes_match_one_process(dataset, tmp_path):
     common = ["train", str(dataset), "--config", "smoke", "--fold", "0", "--stages", "stage1", "--epochs", "2",
               "--device", "cpu"]
     single = subprocess.run([sys.executable, "-m", "bmdgan", *common, "--out", str(tmp_path / "one"),
-                             "--batch-size", "4"], env=environment, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
+                             "--batch-size", "4"], env=environment, capture_output=True, encoding="utf-8",
+                            errors="replace", timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              "-m", "bmdgan", *common, "--out", str(tmp_path / "two"), "--batch-size", "2"],
@@ -137,7 +138,8 @@ def test_decompose_command_writes_pf_drr_with_units(trained, dataset, tmp_path):
     tifffile.imwrite(tmp_path / "xray.tif", (image * 10000).astype(np.uint16))
     result = subprocess.run([sys.executable, "-m", "bmdgan", "decompose", str(tmp_path / "xray.tif"), "--model",
                              str(run_folder / "model"), "--side", "right", "--single-hip", "--out",
-                             str(tmp_path / "pf.tif")], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+                             str(tmp_path / "pf.tif")], capture_output=True, encoding="utf-8", errors="replace",
+                            timeout=300)
     assert result.returncode == 0, result.stderr
     drr, metadata = read_float_image(tmp_path / "pf.tif")
     assert metadata["unit"] == "g/cm2" and drr.shape == (64, 32) and drr.min() >= 0
@@ -163,7 +165,8 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     config = replace(smoke, epochs={**smoke.epochs, "stage3_frozen": 3, "stage3_finetune": 2, "baseline": 4})
     first = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0,
                              stop_after_epochs=2, progress=False)
-    assert {h["phase"] for h in first} == {0} and not (run_folder / "model" / "regressor_decomposition_ct_abmd_g_cm2.safetensors").exists()
+    assert {h["phase"] for h in first} == {0}
+    assert not (run_folder / "model" / "regressor_decomposition_ct_abmd_g_cm2.safetensors").exists()
     rest = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, progress=False)
     assert [h["epoch"] for h in rest][0] == 2 and {h["phase"] for h in rest} == {0, 1}
     logged = _read_history(run_folder / "regression_decomposition_ct_abmd_g_cm2" / "history.jsonl")
@@ -176,7 +179,8 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     baseline = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "baseline", fold=0, progress=False)
     assert np.mean([h["loss"] for h in baseline[-3:]]) < np.mean([h["loss"] for h in baseline[:3]])
     description = json.loads((run_folder / "model" / "model.json").read_text())
-    assert set(description["regressors"]) == {"regressor_decomposition_ct_abmd_g_cm2", "regressor_baseline_ct_abmd_g_cm2"}
+    assert set(description["regressors"]) == {"regressor_decomposition_ct_abmd_g_cm2",
+                                              "regressor_baseline_ct_abmd_g_cm2"}
     regressor = load_regressor(run_folder / "model", "regressor_decomposition_ct_abmd_g_cm2")
     with torch.no_grad():
         value = float(regressor(torch.zeros(1, 1, 64, 32))[0, 0])

@@ -11,12 +11,11 @@ import pytest
 
 slicer = pytest.importorskip("slicer")
 
-from BMDGANLib.estimation_logic import (BATCH_COLUMNS, EstimationLogic, study_files,  # noqa: E402
-                                        study_radiographs)
-from BMDGANRegistrationLib.curation_logic import CurationLogic  # noqa: E402
 from bmdgan.errors import InputError  # noqa: E402
 from bmdgan.io import read_radiograph  # noqa: E402
 from bmdgan.sample_data import SAMPLE_CT, SAMPLE_RADIOGRAPH, SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir  # noqa: E402
+from BMDGANLib.estimation_logic import BATCH_COLUMNS, EstimationLogic, study_files, study_radiographs  # noqa: E402
+from BMDGANRegistrationLib.curation_logic import CurationLogic  # noqa: E402
 
 SAMPLES = (SAMPLE_SIMULATED_RADIOGRAPH, SAMPLE_RADIOGRAPH)
 

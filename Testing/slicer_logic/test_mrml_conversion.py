@@ -8,8 +8,8 @@ import pytest
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
-from BMDGANLib import mrml_conversion as conversion  # noqa: E402
 from bmdgan.io import Volume, VolumeGeometry, read_ct, read_label_volume, read_radiograph  # noqa: E402
+from BMDGANLib import mrml_conversion as conversion  # noqa: E402
 
 
 @pytest.fixture()

@@ -11,13 +11,13 @@ import vtk
 
 slicer = pytest.importorskip("slicer")
 
+from bmdgan.errors import BMDGANError, InputError  # noqa: E402
+from bmdgan.io import LPS_TO_RAS  # noqa: E402
+from bmdgan.sample_data import SAMPLE_CT, sample_data_dir  # noqa: E402
 from BMDGANLib.estimation_logic import EstimationLogic, study_radiographs  # noqa: E402
 from BMDGANLib.mrml_conversion import vtk_matrix  # noqa: E402
 from BMDGANRegistrationLib import registration_logic as registration  # noqa: E402
 from BMDGANRegistrationLib.curation_logic import CurationLogic  # noqa: E402
-from bmdgan.errors import BMDGANError, InputError  # noqa: E402
-from bmdgan.io import LPS_TO_RAS  # noqa: E402
-from bmdgan.sample_data import SAMPLE_CT, sample_data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,9 @@ import pytest
 
 slicer = pytest.importorskip("slicer")
 
-from BMDGANTrainingLib.evaluation_logic import (EvaluationLogic, EvaluationRequest,  # noqa: E402
-                                                 check_request, summary)
-from BMDGANTrainingLib.training_logic import TrainingLogic  # noqa: E402
 from bmdgan.errors import BMDGANError, InputError  # noqa: E402
+from BMDGANTrainingLib.evaluation_logic import EvaluationLogic, EvaluationRequest, check_request, summary  # noqa: E402
+from BMDGANTrainingLib.training_logic import TrainingLogic  # noqa: E402
 
 
 def _column(table_node, name: str) -> list:
@@ -198,7 +197,7 @@ def test_the_latest_training_sample_is_a_volume_node(trained, smoke):
     rows, columns = smoke.image_shape
     assert pixels.shape == (1, rows, 3 * columns)  # radiograph | target | prediction
     np.testing.assert_array_equal(pixels[0], np.load(sample_path(run_folder / "stage2", epochs - 1)))
-    assert 0.0 <= pixels.min() and pixels.max() <= 1.0
+    assert pixels.min() >= 0.0 and pixels.max() <= 1.0
     assert node.GetSpacing() == (1.0, 1.0, 1.0) and node.GetAttribute("BMDGAN.TrainingSample") == "stage2 epoch 2"
     assert node.GetAttribute("BMDGAN.Unit") == "display 0-1 (DRRs: g/cm2 / 2)"
     assert node.GetDisplayNode().GetWindow() == 1.0 and node.GetDisplayNode().GetLevel() == 0.5

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 
+from ..errors import InputError
 from .format import CaseRecord
 
 FOLD_GROUPS = ("patient", "ct")
@@ -26,8 +27,6 @@ def source_ct_of(record: CaseRecord) -> str:
 
 def group_of_records(group_by: str):
     """The function that names a record's fold group: its patient, or its source CT."""
-    from ..errors import InputError
-
     if group_by not in FOLD_GROUPS:
         raise InputError(None, f"unknown fold grouping {group_by!r}", f"use one of {', '.join(FOLD_GROUPS)}")
     return (lambda record: record.patient_id) if group_by == "patient" else source_ct_of
@@ -35,8 +34,6 @@ def group_of_records(group_by: str):
 
 def check_fold_count(n_folds: int) -> None:
     """Cross-validation needs at least two folds: one held out, the rest to train on."""
-    from ..errors import InputError
-
     if n_folds < 2:
         raise InputError(None, f"{n_folds} folds leave nothing to train on or nothing to test", "use --fold-count 2 or more")
 
@@ -49,8 +46,6 @@ def assign_patient_folds(records: list[CaseRecord], n_folds: int = 5, seed: int 
     groups are dealt in a seeded shuffle, each to the fold with the fewest groups (the lowest index on a tie), so
     fold sizes differ by at most one group and a fresh cohort is dealt round-robin.
     """
-    from ..errors import InputError
-
     group_of = group_of_records(group_by)
     check_fold_count(n_folds)
     groups = sorted({group_of(record) for record in records})

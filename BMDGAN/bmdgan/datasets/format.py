@@ -69,7 +69,7 @@ class CaseRecord:
         return values
 
     @staticmethod
-    def from_row(row: dict[str, str]) -> "CaseRecord":
+    def from_row(row: dict[str, str]) -> CaseRecord:
         return CaseRecord(
             case_id=row["case_id"], patient_id=row["patient_id"], side=row["side"], pose=row["pose"],
             mirrored=row["mirrored"] == "1", fold=int(row["fold"]), provenance=row["provenance"],
@@ -163,7 +163,8 @@ def update_header(folder: str | Path, fields: dict) -> None:
     atomic_write_text(Path(folder) / "dataset.json", json.dumps(header, indent=2))
 
 
-def refuse_changed_settings(folder: str | Path, stored: dict | None, wanted: dict, defaults: dict | None = None) -> None:
+def refuse_changed_settings(folder: str | Path, stored: dict | None, wanted: dict,
+                            defaults: dict | None = None) -> None:
     """Stop before any work when ``folder`` holds a dataset made with other ``wanted`` settings (a seed, a fold
     count): finishing it with those would mix two datasets' cases or move cases between folds under a training
     run, which would then train on its held-out fold. Settings ``stored`` lacks (datasets made before they

@@ -26,6 +26,7 @@ from ..inference import DecompositionModel
 from ..io import Radiograph
 from ..training.data import resize_to
 from .metrics import agreement
+from .plots import plot_bland_altman, plot_correlation, plot_robustness
 
 DEFAULT_JPEG_QUALITIES = (95, 75, 50, 25)
 DEFAULT_BIT_DEPTHS = (12, 10, 8, 6)
@@ -145,8 +146,6 @@ def evaluate(model: DecompositionModel, folder: str | Path, fold: int | None = N
 
 def write_evaluation(out: str | Path, result: dict) -> Path:
     """metrics.json, predictions.csv, and for each target a Bland-Altman and a correlation plot."""
-    from .plots import plot_bland_altman, plot_correlation, plot_robustness
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(result["report"], indent=2))
@@ -158,7 +157,8 @@ def write_evaluation(out: str | Path, result: dict) -> Path:
                                                                             sorted({t for _, t in columns})]
                     + [f"{t}_{m}" for m, t in columns])
     for p in predictions:
-        writer.writerow([p.record.case_id, p.record.patient_id, p.record.side, p.record.pose, f"{p.psnr_db:.3f}", f"{p.dice:.4f}"]
+        writer.writerow([p.record.case_id, p.record.patient_id, p.record.side, p.record.pose, f"{p.psnr_db:.3f}",
+                         f"{p.dice:.4f}"]
                         + [f"{getattr(p.record, t):.6g}" for t in sorted({t for _, t in columns})]
                         + [f"{p.methods[m][t]:.6g}" for m, t in columns])
     atomic_write_text(out / "predictions.csv", buffer.getvalue())

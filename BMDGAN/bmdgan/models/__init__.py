@@ -6,12 +6,30 @@ from .checkpoint_compat import CheckpointMismatchError, load_state_dict_checked
 from .coatnet import CoAtNetHead, RelativeAttention, RelTransformerBlock
 from .decoder import Pix2PixHDDecoder
 from .discriminator import MultiscaleDiscriminator, NLayerDiscriminator
-from .generator import (BackboneSpec, DecompositionGenerator, available_backbones, backbone_spec, build_generator,
-                        register_backbone)
-from .hrformer import (HRFORMER_CONFIGS, HRFormerBlock, HRFormerClassifier, HRFormerConfig, LocalWindowAttention,
-                       count_parameters, hrformer_backbone)
-from .hrnet import (HRNET_W18_SMALL_V2, HighResolutionBackbone, HighResolutionConfig, HighResolutionEncoder,
-                    hrnet_backbone)
+from .generator import (
+    BackboneSpec,
+    DecompositionGenerator,
+    available_backbones,
+    backbone_spec,
+    build_generator,
+    register_backbone,
+)
+from .hrformer import (
+    HRFORMER_CONFIGS,
+    HRFormerBlock,
+    HRFormerClassifier,
+    HRFormerConfig,
+    LocalWindowAttention,
+    count_parameters,
+    hrformer_backbone,
+)
+from .hrnet import (
+    HRNET_W18_SMALL_V2,
+    HighResolutionBackbone,
+    HighResolutionConfig,
+    HighResolutionEncoder,
+    hrnet_backbone,
+)
 from .norm import group_norm
 from .regressor import REGRESSION_HEADS, BMDRegressor, build_regressor
 from .relpos import RelativePositionBias, relative_position_index

@@ -15,7 +15,7 @@ The bias tables fix the grid size, so the head is built for one input size (512x
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

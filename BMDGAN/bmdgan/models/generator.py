@@ -10,8 +10,8 @@ Every backbone is an *encoder*: a module mapping [B, C_in, H, W] to [B, C_repr, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

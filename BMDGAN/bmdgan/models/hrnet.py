@@ -17,8 +17,8 @@ All normalisation layers are GroupNorm (paper Sec. 4.2.7).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -13,7 +13,7 @@ Training schedule of the paper: first freeze M_E (:meth:`BMDRegressor.freeze_enc
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -52,7 +52,7 @@ class BMDRegressor(nn.Module):
             p.requires_grad_(not frozen)
         self.encoder.train(self.training and not frozen)
 
-    def train(self, mode: bool = True) -> "BMDRegressor":
+    def train(self, mode: bool = True) -> BMDRegressor:
         super().train(mode)
         if self.encoder_frozen:
             self.encoder.eval()

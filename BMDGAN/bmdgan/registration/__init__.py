@@ -6,7 +6,8 @@
 * :mod:`.optimiser`: batched CMA-ES over the six pose parameters; Adam refinement through the projector.
 * :mod:`.global_search`: FFT search of in-plane shift and rotation when there is no usable start.
 * :mod:`.roi`: exposed field (collimation), bone window, projected-bone checks.
-* :mod:`.pipeline`: the pipeline, its settings and the result JSON.
+* :mod:`.problem`: settings, prepared inputs and the pose cost of one level (shared by the pipeline and the search).
+* :mod:`.pipeline`: the coarse-to-fine pipeline and the result JSON.
 * :mod:`.quality`: "good" / "failed" flag with messages. :mod:`.overlay`: review picture. :mod:`.metrics`: mTRE.
 
 Names are imported lazily (like :mod:`bmdgan.projection`), so importing the package does not import torch.
@@ -24,8 +25,8 @@ _EXPORTS = {
     "cmaes_search": "optimiser", "adam_refine": "optimiser",
     "global_search": "global_search",
     "exposed_field": "roi",
-    "DEFAULT_LEVELS": "pipeline", "LevelSettings": "pipeline", "RegistrationResult": "pipeline",
-    "RegistrationSettings": "pipeline", "register": "pipeline",
+    "DEFAULT_LEVELS": "problem", "LevelSettings": "problem", "RegistrationSettings": "problem",
+    "RegistrationResult": "pipeline", "register": "pipeline",
     "Quality": "quality", "assess_quality": "quality",
     "registration_overlay": "overlay", "write_png_rgb": "overlay", "display_projections": "overlay",
     "drr_edges": "overlay", "bone_outline": "overlay",

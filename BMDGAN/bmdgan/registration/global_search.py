@@ -20,6 +20,7 @@ from ..projection.pose import camera_pose
 from ..projection.projector import Projector
 from . import levels as pyramid
 from .optimiser import cmaes_search
+from .problem import PARAMETER_SCALE, LevelSettings, PoseCost
 from .roi import away_from_ct_border, crop_geometry, projected_box
 from .similarity import sobel_gradients
 
@@ -131,8 +132,6 @@ def in_plane_candidates(problem, settings, base: np.ndarray) -> list[tuple[float
 def global_search(problem, settings, base: np.ndarray, log: Callable[[str], None] | None = None) -> np.ndarray:
     """Starting parameters (6,) relative to ``base`` (degrees, mm): the best of short coarse CMA-ES runs
     from the :func:`in_plane_candidates` (and from the start itself, kept if none does better)."""
-    from .pipeline import PARAMETER_SCALE, LevelSettings, PoseCost
-
     say = log or (lambda message: None)
     level = LevelSettings(pitch_mm=SEARCH_PITCH_MM, generations=CANDIDATE_GENERATIONS, sigma=0.5,
                           patch_mm=settings.levels[0].patch_mm, window=False, border_mm=settings.levels[0].border_mm)

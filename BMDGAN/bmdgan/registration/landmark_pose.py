@@ -51,7 +51,7 @@ class Landmarks:
                               for name, p, x in zip(self.names, self.pixels, self.lps_mm)]}
 
     @staticmethod
-    def from_dict(data: dict, path: str | Path | None = None) -> "Landmarks":
+    def from_dict(data: dict, path: str | Path | None = None) -> Landmarks:
         if not isinstance(data, dict) or data.get("format") != LANDMARKS_FORMAT:
             raise InputError(path, f"is not a landmark file (expected \"format\": \"{LANDMARKS_FORMAT}\")",
                              "see the landmark JSON format in bmdgan.registration.landmark_pose")
@@ -73,7 +73,7 @@ class Landmarks:
         return Landmarks(names, pixels.reshape(-1, 2), points)
 
     @staticmethod
-    def load(path: str | Path) -> "Landmarks":
+    def load(path: str | Path) -> Landmarks:
         path = Path(path)
         if not path.is_file():
             raise InputError(path, "does not exist", "check the path of the landmark JSON")

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.ndimage import binary_dilation, binary_erosion
 
 from ..atomic import atomic_path
+from ..projection.attenuation import hu_to_attenuation
 from ..projection.image_io import display_scale
 
 EDGE_FRACTION = 0.15
@@ -117,10 +118,9 @@ def display_projections(geometry, ct, centre_lps_mm: np.ndarray, energy_kev: flo
     """The CT's DRR (line integral of attenuation at ``energy_kev``) and its bone's projection on ``geometry``'s
     detector, from a CT pooled to about the detector pitch at ``centre_lps_mm`` (fast enough to redraw while a
     user nudges the pose). Bone: ``structure_mask``, else HU above ``bone_threshold_hu``."""
-    from ..projection.attenuation import hu_to_attenuation
     from ..projection.projector import Projector
     from .levels import beam_axis, pool_mask, pool_volume, volume_factors
-    from .pipeline import bone_mask_of
+    from .problem import bone_mask_of
 
     pitch = 0.5 * (geometry.column_spacing_mm + geometry.row_spacing_mm)
     magnification = geometry.magnification_at(centre_lps_mm)

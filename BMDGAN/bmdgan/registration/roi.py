@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..projection.geometry import ProjectionGeometry
+from ..projection.geometry import ProjectionGeometry, volume_corners_lps
 
 UNIFORM_ROW_FRACTION = 0.02
 """A row/column whose standard deviation is below this fraction of the image's 1-99 percentile range is uniform."""
@@ -109,8 +109,6 @@ def ct_silhouette(geometry: ProjectionGeometry, shape_ijk: tuple[int, int, int],
     """Detector pixels (bool, rows x cols) whose ray crosses the CT's voxel box: the convex hull of the
     projected box corners (exact for a box in front of the source)."""
     from scipy.spatial import ConvexHull, QhullError
-
-    from ..projection.geometry import volume_corners_lps
 
     corners = volume_corners_lps(shape_ijk, ijk_to_lps)
     rows, cols = geometry.shape

@@ -12,7 +12,8 @@ CONFIG_FOLDER = Path(__file__).resolve().parents[1] / "configs"
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Paper section 4.2.7 ranges: geometric ones act on radiograph and target alike, intensity ones on the radiograph."""
+    """Paper section 4.2.7 ranges: geometric ones act on radiograph and target alike, intensity ones on the
+    radiograph."""
 
     rotation_degrees: float = 25.0
     shear_degrees: float = 9.0

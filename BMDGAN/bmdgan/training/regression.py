@@ -28,8 +28,7 @@ from ..models.baseline_cnn import DirectRegressionCNN
 from ..models.generator import build_generator
 from ..models.regressor import build_regressor
 from .augment import augment_sample, sample_generator
-from .checkpoint import (latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights,
-                         weights_sha256)
+from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights, weights_sha256
 from .config import TrainingConfig
 from .data import PairDataset
 from .run import BMD_TARGETS, check_run_settings, training_records

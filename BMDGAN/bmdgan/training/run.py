@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..atomic import atomic_write_text, remove_stale_partials
 from ..bmd_from_drr import DrrBmdCalibration, fit_linear, pearson_r, pf_drr_mean, tune_threshold
 from ..datasets.folds import split
-from ..atomic import atomic_write_text, remove_stale_partials
 from ..datasets.format import read_header, read_manifest
 from ..distribution_check import TrainingDistribution, fit_distribution, pooled
 from ..errors import InputError

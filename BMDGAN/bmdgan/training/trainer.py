@@ -26,13 +26,13 @@ from torch.nn.parallel import DistributedDataParallel
 from ..atomic import atomic_write_text
 from ..compute import configure_torch
 from ..datasets.format import CaseRecord, atomic_save_npy
+from ..errors import InputError
 from ..losses import DecompositionLoss
 from ..models.discriminator import MultiscaleDiscriminator
 from ..models.generator import build_generator
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainingConfig
 from .data import PairDataset
-
 
 SAMPLE_FOLDER = "samples"
 """Sub-folder of a stage's folder holding the sample pictures, ``epoch_NNNN.npy`` (0-based epoch)."""
@@ -138,8 +138,6 @@ class StageTrainer:
         self.loader = torch.utils.data.DataLoader(self.dataset, batch_size=config.batch_size, sampler=self.sampler,
                                                   drop_last=True, num_workers=0)
         if len(self.loader) == 0:
-            from ..errors import InputError
-
             raise InputError(dataset_folder, f"{len(records)} training cases cannot fill one batch of "
                              f"{config.batch_size} x {process.world_size} processes", "lower batch_size")
         self.start_epoch = 0

@@ -1,4 +1,5 @@
-"""A tiny dataset of hip-like pairs for training tests (not a physical simulation: see the cohort generator).
+"""A tiny dataset of hip-like pairs for training tests and the BMDGANTraining self-test (not a physical simulation:
+see the cohort generator for that).
 
 Each case: a femur-like bright shape whose areal density scales with the case's BMD, on a soft-tissue
 background with noise; stage-1 target = the whole bone, stage-2 target = its upper (PF) part, in g/cm2.
@@ -10,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bmdgan.datasets.folds import assign_patient_folds
-from bmdgan.datasets.format import CaseRecord, DatasetWriter, read_manifest, rewrite_manifest
+from .folds import assign_patient_folds
+from .format import CaseRecord, DatasetWriter, read_manifest, rewrite_manifest
 
 
 def make_pairs_dataset(folder: Path, n_patients: int = 8, poses: int = 2, shape=(64, 32), seed: int = 0) -> Path:
+    """Write ``n_patients`` x ``poses`` cases of ``shape`` pixels into ``folder``, in four patient folds."""
     rng = np.random.default_rng(seed)
     rows, columns = shape
     y, x = np.mgrid[0:rows, 0:columns] / np.array([rows, columns])[:, None, None]
-    writer = DatasetWriter(folder, shape, {"source": "Testing/synthetic_dataset.py"})
+    writer = DatasetWriter(folder, shape, {"source": "bmdgan.datasets.synthetic"})
     for patient in range(n_patients):
         bmd = rng.uniform(0.5, 1.1)  # g/cm2
         for pose in range(poses):
