@@ -153,7 +153,7 @@ def test_damaged_model_files_are_one_line_errors(tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     arguments = ["decompose", str(tmp_path / "x.dcm"), "--model", str(model), "--side", "left",
                  "-o", str(tmp_path / "pf.tif"), "--device", "cpu"]
-    assert_one_line_error(run_bmdgan(*arguments), "bmdgan decompose: error:", "model weights cannot be read")
+    assert_one_line_error(run_bmdgan(*arguments), "bmdgan decompose: error:", "generator.safetensors", "truncated or damaged")
     (model / "model.json").write_text('{"backbone": ')
     assert_one_line_error(run_bmdgan(*arguments), "bmdgan decompose: error:", "JSON")
 

@@ -3,6 +3,8 @@ segmentation (e.g. TotalSegmentator's), as a Dice table in JSON and Markdown."""
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out
+
 HELP = "Dice of the automatic femur, hip-bone and sacrum labels (both sides) against a reference segmentation"
 
 STRUCTURES = ("femur_left", "femur_right", "hip_left", "hip_right", "sacrum")
@@ -18,7 +20,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--label-map", default="auto",
                         help="convention of a multilabel reference: auto, project, totalsegmentator-v1, "
                              "totalsegmentator-v2")
-    parser.add_argument("-o", "--out", required=True, help="folder for label_dice.json and label_dice.md")
+    add_out(parser, "folder for label_dice.json and label_dice.md")
 
 
 def _reference_paths(given: list[str]) -> list:
