@@ -496,7 +496,7 @@ def main() -> int:
             if len(tables) > 1:
                 print(f"\n  {size} CT, time relative to bmdgan at the same thread count, wall (cpu); "
                       f"> 1: bmdgan is faster:")
-                print("    " + f"{'method':16s}" + "".join(f"{'threads=' + t:>22s}" for t in tables))
+                print("    " + f"{'method':16s}" + "".join(f"{'threads=' + t:>24s}" for t in tables))
                 for method in methods:
                     cells = []
                     for results in tables.values():
@@ -505,7 +505,7 @@ def main() -> int:
                             cell = f"{row['wall_s'] / ours['wall_s']:.2f} ({row['cpu_s'] / ours['cpu_s']:.2f})"
                         else:
                             cell = "n/a"
-                        cells.append(f"{cell:>22s}")
+                        cells.append(f"{cell:>24s}")
                     print(f"    {method:16s}" + "".join(cells))
             if args.competing_load and size == args.sizes[0]:
                 thread_test(case, args.repeats)
