@@ -19,11 +19,7 @@ from .datasets.normalise import HipCrop, apply_hip_crop, plan_hip_crop
 from .distribution_check import TrainingDistribution, check, pooled
 from .errors import InputError
 from .io import Radiograph
-from .io.members import member_path, read_json_object
-
-MODEL_FORMAT = "bmdgan-model"
-SUPPORTED_MODEL_VERSION = 1
-
+from .models.model_folder import read_model_description
 
 def usable_device(device: str) -> torch.device:
     """``device`` ("cpu", "cuda", "cuda:1", "mps") when this machine has it, else :class:`InputError`."""
@@ -41,34 +37,6 @@ def usable_device(device: str) -> torch.device:
         raise InputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)",
                          "use --device cuda:0")
     return torch_device
-
-
-def read_model_description(folder: str | Path) -> dict:
-    """``model.json`` of a model folder, checked: a JSON object of this format and version whose regressor names
-    are plain file names inside the folder. Raises :class:`InputError` naming the file."""
-    path = Path(folder) / "model.json"
-    description = read_json_object(path, "bmdgan model folder")
-    if description.get("format") != MODEL_FORMAT or description.get("version") != SUPPORTED_MODEL_VERSION:
-        raise InputError(path, f"model format {description.get('format')} version {description.get('version')} "
-                               f"is not {MODEL_FORMAT} version {SUPPORTED_MODEL_VERSION}",
-                         "use a model trained with a matching bmdgan version")
-    regressors = description.get("regressors", {})
-    if not isinstance(regressors, dict) or not all(isinstance(entry, dict) and "kind" in entry and "target" in entry
-                                                   for entry in regressors.values()):
-        raise InputError(path, "has a malformed 'regressors' entry", "export the model again")
-    for name in regressors:
-        member_path(folder, name, ".safetensors", described_in=path)
-    return description
-
-
-def model_files(folder: str | Path) -> list[Path]:
-    """Every file of a model folder that ``model.json`` names (itself, the generator, the regressors), each inside
-    the folder: what shipping the model copies."""
-    folder = Path(folder)
-    description = read_model_description(folder)
-    names = ["generator", *description.get("regressors", {})]
-    return [folder / "model.json"] + [member_path(folder, name, ".safetensors", folder / "model.json")
-                                      for name in names]
 
 
 @dataclass

@@ -167,8 +167,8 @@ def package_model(model_folder: str | Path, run: str | Path, out: str | Path, ev
                   held_out_cts: list[str], overwrite: bool = False) -> Path:
     """Copy the model (weights + model.json) into ``out`` and write ``MODEL_CARD.md``; refuses > 30 MB. ``out`` is
     written by :func:`bmdgan.outputs.result_folder`: new or empty, or with ``overwrite`` an earlier package holding
-    nothing else; only the files model.json names are copied (:func:`bmdgan.inference.model_files`)."""
-    from .inference import model_files
+    nothing else; only the files model.json names are copied (:func:`bmdgan.models.model_folder.model_files`)."""
+    from .models.model_folder import model_files
 
     model_folder, run, out = Path(model_folder), Path(run), Path(out)
     if not (model_folder / "model.json").is_file():

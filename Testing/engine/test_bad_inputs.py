@@ -604,7 +604,7 @@ from pathlib import Path
 sys.path[:0] = [{testing!r}]
 import torch
 torch.set_num_threads(1)
-from synthetic_dataset import make_pairs_dataset
+from bmdgan.datasets.synthetic import make_pairs_dataset
 from bmdgan.training.config import load_config
 from bmdgan.training.run import train_run
 dataset = Path({folder!r}) / "pairs"

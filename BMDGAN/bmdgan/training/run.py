@@ -22,7 +22,7 @@ from ..datasets.folds import split
 from ..datasets.format import read_header, read_manifest
 from ..distribution_check import TrainingDistribution, fit_distribution, pooled
 from ..errors import InputError
-from ..inference import read_model_description
+from ..models.model_folder import MODEL_FORMAT, MODEL_FORMAT_VERSION, read_model_description
 from ..io.members import member_path
 from .checkpoint import latest_checkpoint, save_weights, weights_sha256
 from .config import TrainingConfig
@@ -30,7 +30,6 @@ from .data import DRR_SCALE_G_CM2, PairDataset
 from .trainer import StageTrainer, start_process
 
 BMD_TARGETS = {"ct_abmd_g_cm2": "g/cm2", "dxa_bmd_g_cm2": "g/cm2", "qct_vbmd_mg_cm3": "mg/cm3"}
-MODEL_FORMAT_VERSION = 1
 DEFAULT_REGION_THRESHOLD_G_CM2 = 0.1
 """PF-region threshold of the distribution check when no BMD column was known (no calibration to borrow it from)."""
 
@@ -91,7 +90,7 @@ def export_model(run_folder: Path, generator: torch.nn.Module, config: TrainingC
     """Write ``run_folder/model``: the generator weights and everything needed to use them."""
     folder = run_folder / "model"
     save_weights(generator, folder / "generator.safetensors")
-    description = {"format": "bmdgan-model", "version": MODEL_FORMAT_VERSION, "created_by": f"bmdgan {__version__}",
+    description = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "created_by": f"bmdgan {__version__}",
                    "backbone": config.backbone, "image_shape": list(config.image_shape),
                    "input_scaling": "radiograph percentiles 0.5/99.5 -> [-1, 1]",
                    "drr_scale_g_cm2": DRR_SCALE_G_CM2, "output_unit": "g/cm2",
