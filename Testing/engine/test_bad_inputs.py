@@ -305,7 +305,6 @@ def _nan_voxels(tmp: Path):
     return ["info", "--as", "ct", str(nifti_ct(tmp / "nan.nii.gz", hu))], "NaN"
 
 
-NEEDS_CLI_HANDLER = pytest.mark.xfail(strict=False, reason="needs the CLI handler (ValueError from argument parsing)")
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 CASES = [
@@ -327,7 +326,7 @@ CASES = [
     pytest.param(_regressor_name_outside, id="model-json-names-file-outside"),
     pytest.param(_regressor_symlink_outside, id="model-regressor-symlink-outside"),
     pytest.param(_cuda_without_cuda, id="device-cuda-without-cuda"),
-    pytest.param(_image_size_abc, id="image-size-abc", marks=NEEDS_CLI_HANDLER),
+    pytest.param(_image_size_abc, id="image-size-abc"),
     pytest.param(_nrrd_without_spacing, id="ct-nrrd-without-spacing"),
     pytest.param(_mha_without_spacing, id="ct-mha-without-spacing"),
     pytest.param(_nifti_without_spacing, id="ct-nifti-pixdim-0"),

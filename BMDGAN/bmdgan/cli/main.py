@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     from .options import resolve_device
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version or a usage error: argparse has printed it
+        return int(done.code or 0)
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_USER_ERROR
