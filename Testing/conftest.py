@@ -3,12 +3,15 @@ synthetic pairs dataset and one smoke training run on it (trained once per test 
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+# Before any test imports torch: spinning OpenMP threads slow a shared 2-core machine several times (as bmdgan does)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPOSITORY = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPOSITORY.parent / "shared" / "data"
 # The Slicer modules' Logic packages (BMDGANLib, ...) sit in the module folders, as in a Slicer install.

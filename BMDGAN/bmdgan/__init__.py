@@ -12,3 +12,11 @@ Conventions used everywhere in the package:
 """
 
 __version__ = "0.1.0"
+
+import os
+
+# OpenMP threads that spin while waiting take the cores of a busy machine: with both cores busy, two threads ran the
+# DRR projector 2.5-7 times slower than one, and one estimate 10-15 times; waiting passively, at most 1.2 times
+# (benchmarks/bench_drr.py, docs/benchmarks.md). libgomp reads this once, when torch is first imported, so it only
+# helps where bmdgan is imported before torch; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
