@@ -40,12 +40,12 @@ def test_hip_bones_agree_with_totalsegmentator(dice_table):
 def test_femurs_and_sacrum_against_totalsegmentator_as_they_are(dice_table):
     """Honest figures, below the femur goal (0.90): right femur 0.863; left femur 0.557, its neck holds
     metal screws (the reference's left femur is 61 cm3 against 102 cm3 on the right: it leaves the screwed
-    neck out); sacrum 0.456 (L5 is kept with it, the thin lower sacrum is missed)."""
+    neck out); sacrum 0.522 (the thin lower sacrum and coccyx are missed)."""
     record, _ = dice_table
     rows = record["structures"]
     assert rows["femur_right"]["dice"] >= 0.85
     assert rows["femur_left"]["dice"] >= 0.5
-    assert rows["sacrum"]["dice"] >= 0.4
+    assert rows["sacrum"]["dice"] >= 0.5
     assert any("metal in the left femur" in note for note in record["notes"])
     assert record["seconds"]["pelvis"] < 10.0
 
@@ -65,8 +65,8 @@ def pelvic_ref(shared_data):
 
 @pytest.mark.slow
 def test_both_hip_bones_of_a_whole_pelvis_ct(pelvic_ref):
-    """Pelvic-Ref-002 (adult man, 1 x 1 x 3 mm): hip bones 421 and 438 cm3, each on its side of the
-    midline, disjoint from the femurs, cupping its femoral head; the sacrum between them."""
+    """Pelvic-Ref-002 (adult man, 1 x 1 x 3 mm): hip bones 422 and 435 cm3, each on its side of the
+    midline, disjoint from the femurs, cupping its femoral head; the sacrum (289 cm3) between them."""
     ct, body, femurs, _ = pelvic_ref
     assert set(femurs) == {"left", "right"}
     pelvis = label_pelvis(ct, body, {side: seg.femur for side, seg in femurs.items()})
@@ -83,7 +83,7 @@ def test_both_hip_bones_of_a_whole_pelvis_ct(pelvic_ref):
     assert not np.any(pelvis.hip["left"] & pelvis.hip["right"])
     sacrum_x = grid.index_to_lps(ct.geometry, np.argwhere(pelvis.sacrum[::2, ::4, ::4]) * [2, 4, 4])[:, 0]
     assert abs(float(np.median(sacrum_x)) - pelvis.midline_x_mm) < 10.0
-    assert 100.0 < pelvis.sacrum.sum() * voxel_cm3 < 600.0
+    assert 150.0 < pelvis.sacrum.sum() * voxel_cm3 < 450.0
     labels = L.compose(pelvis.hip["left"], femurs["left"].femur, other_femur=femurs["right"].femur,
                        other_pelvis=pelvis.hip["right"], sacrum=pelvis.sacrum)
     assert set(np.unique(labels)) == {L.BACKGROUND, L.PELVIS, L.FEMUR, L.OTHER_FEMUR, L.OTHER_PELVIS, L.SACRUM}

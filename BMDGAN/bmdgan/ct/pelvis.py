@@ -16,7 +16,7 @@ to about ``WORK_SPACING_MM`` (for speed; the labels are brought back to the CT's
    * sacrum: the pieces of a narrow midline strip of bone (``SPINE_HALF_WIDTH_MM``, posterior half of the
      body) that reach ``SACRUM_LEVEL_MM`` above the femoral heads' tops (the mid-sacrum);
    * lumbar spine: the strip's pieces wholly above the sacrum's (the discs are not bone; where they are
-     bridged the sacrum is cut at the top of the iliac crests instead, and L5 may remain in it);
+     bridged, the sacrum is cut ``SACRUM_ABOVE_JOINT_MM`` above the top of the sacroiliac joints);
    * everything that is not bone is a background seed (negative: processed last), so labels grow only
      through bone.
 3. A marker watershed (``scipy.ndimage.watershed_ift``) on a relief that is high where bone is dark
@@ -26,6 +26,8 @@ to about ``WORK_SPACING_MM`` (for speed; the labels are brought back to the CT's
    ``MARROW_HU`` filled: all holes in axial slices, small ones in the other planes, where the obturator
    foramen is a large hole) and its partial-volume rim above ``SURFACE_HU`` added.
 5. Left and right hip bone: the hip label on either side of the midline (the pubic symphysis is on it).
+   The sacrum ends ``SACRUM_ABOVE_JOINT_MM`` above the top of its contact with the hip bones (the
+   sacroiliac joints), or at the iliac crests where no contact is seen.
 
 The midline is the mid-point of the two femoral heads' tops (both sides present) or the body's centroid
 in the slices of the femoral head (one side). Sides are LPS: the patient's left is +x.
@@ -60,6 +62,8 @@ SACRUM_LEVEL_MM = (10.0, 50.0)
 LUMBAR_OVERLAP_MM = 10.0
 """A midline piece whose lowest point is at most this far (mm) below the sacrum's top is a lumbar vertebra
 (the L5/S1 disc is tilted: L5's lower endplate reaches below the top of S1 in axial slices)."""
+SACRUM_ABOVE_JOINT_MM = 12.0
+"""The sacrum's top (S1's upper endplate) lies at most this far (mm) above the top of the sacroiliac joints."""
 BELOW_HEAD_MM = 90.0
 """The pelvis box reaches this far (mm) below the femoral heads' tops (ischial tuberosities ~ 60 mm)."""
 CLOSING_MM = 3.0
@@ -271,7 +275,12 @@ def _label_work(sub: Volume, body: np.ndarray, femur_box: dict[str, np.ndarray],
     sacrum = np.zeros(bone.shape, bool)
     if sacral.any():
         sacrum = _seeded_part(flooded == SACRUM_SEED, sacral)
-        if hip.any():  # the lumbar spine, where its discs are bridged in the strip: nothing above the iliac crests
+        # L5, where the L5/S1 disc is bridged in the strip: nothing above the sacroiliac joints' top (plus
+        # the height of S1's body above it) or, without joints seen, above the iliac crests
+        joint = sacrum & grid.dilate_mm(hip, 2.0 * float(max(spacing)), sub.geometry)
+        if joint.any():
+            sacrum &= z <= z_of_k[np.nonzero(joint.any(axis=(1, 2)))[0]].max() + SACRUM_ABOVE_JOINT_MM
+        elif hip.any():
             sacrum &= z <= z_of_k[np.nonzero(hip.any(axis=(1, 2)))[0]].max()
         sacrum = _solid(sacrum, smooth, ~(femur_zone | hip), sub.geometry)
     return hips, sacrum, midline, notes
