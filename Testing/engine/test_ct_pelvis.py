@@ -12,7 +12,7 @@ from bmdgan.cli.main import main
 from bmdgan.ct import grid, labels as L
 from bmdgan.ct.body import body_mask
 from bmdgan.ct.femur_pair import segment_femurs_by_side
-from bmdgan.ct.pelvis import label_pelvis
+from bmdgan.ct.pelvis import superior_sign, label_pelvis
 from bmdgan.errors import InputError
 from bmdgan.io import read_ct
 
@@ -97,3 +97,44 @@ def test_hip_bones_need_a_femur():
     ct = Volume(np.zeros((4, 8, 8), np.float32), VolumeGeometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
     with pytest.raises(InputError, match="no femur mask"):
         label_pelvis(ct, np.ones((4, 8, 8), bool), {})
+
+
+def test_superior_comes_from_the_anatomy_not_the_header(shared_data):
+    """The TotalSegmentator example stored upside down (slices reversed, header unchanged, as some IBSI
+    crops are): the same hip bones, reversed. The reference's own femurs are the input, so this runs fast."""
+    from bmdgan.io import read_label_volume
+
+    folder = shared_data / "ct" / "totalsegmentator_example"
+    ct = read_ct(folder / "example_ct.nii.gz")
+    masks = folder / "masks_totalsegmentator_v1"
+    femurs = {side: read_label_volume(masks / f"femur_{side}.nii.gz", like=ct).array > 0 for side in ("left", "right")}
+    assert superior_sign(ct, femurs) == 1.0
+    upright = label_pelvis(ct, body_mask(ct), femurs)
+    flipped_ct = ct.with_array(ct.array[::-1].copy())
+    flipped_femurs = {side: m[::-1].copy() for side, m in femurs.items()}
+    assert superior_sign(flipped_ct, flipped_femurs) == -1.0
+    flipped = label_pelvis(flipped_ct, body_mask(flipped_ct), flipped_femurs)
+    for side in ("left", "right"):
+        a, b = upright.hip[side], flipped.hip[side][::-1]
+        assert a.sum() * ct.voxel_volume_mm3() / 1000 > 300.0
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.95  # 0.975, 0.967: the watershed breaks ties in scan order
+    assert upright.sacrum.any() and flipped.sacrum.any()
+
+
+def test_hip_bone_of_a_thigh_crop(shared_data):
+    """IBSI STS_020: one leg, the crop cuts the body, no midline: the hip bone is what grows from the
+    acetabulum (167 cm3: acetabulum, ischium, part of the ilium), not split, disjoint from the femur; the
+    femur segmentation's own pelvis label is the bone next to its joint cut only (131 cm3)."""
+    from bmdgan.ct.segmentation import segment_femur
+
+    ct = read_ct(shared_data / "ct" / "ibsi_sts" / "STS_020.nii.gz")
+    segmentation = segment_femur(ct)
+    side = "left"  # the sides of a crop are the caller's: the header's x is not trusted for the IBSI set
+    pelvis = label_pelvis(ct, body_mask(ct), {side: segmentation.femur})
+    hip = pelvis.hip[side]
+    assert 120.0 < hip.sum() * ct.voxel_volume_mm3() / 1000 < 250.0
+    assert not np.any(hip & segmentation.femur)
+    assert not pelvis.sacrum.any() and pelvis.midline_x_mm is None
+    head = segmentation.head
+    socket = grid.distance_from_points_mm(hip.shape, ct.geometry, head.centre_lps) < head.radius_mm + 10.0
+    assert (hip & socket).sum() * ct.voxel_volume_mm3() / 1000 > 10.0
