@@ -12,7 +12,7 @@ from bmdgan.cli.main import main
 from bmdgan.ct import grid, labels as L
 from bmdgan.ct.body import body_mask
 from bmdgan.ct.femur_pair import segment_femurs_by_side
-from bmdgan.ct.pelvis import superior_sign, label_pelvis
+from bmdgan.ct.pelvis import label_pelvis, superior_sign
 from bmdgan.errors import InputError
 from bmdgan.io import read_ct
 
@@ -50,9 +50,18 @@ def test_femurs_and_sacrum_against_totalsegmentator_as_they_are(dice_table):
     assert record["seconds"]["pelvis"] < 10.0
 
 
-def test_compare_labels_refuses_a_folder_without_structures(shared_data, tmp_path):
-    ct = shared_data / "ct" / "totalsegmentator_example" / "example_ct.nii.gz"
-    assert main(["compare-labels", str(ct), "--reference", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+def test_compare_labels_refuses_references_it_cannot_read(shared_data, tmp_path, capsys):
+    from bmdgan.io import write_volume
+
+    path = shared_data / "ct" / "totalsegmentator_example" / "example_ct.nii.gz"
+    assert main(["compare-labels", str(path), "--reference", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    ct = read_ct(path)
+    project = np.zeros(ct.array.shape, np.uint8)
+    project[10:20, 10:20, 10:20] = L.FEMUR
+    write_volume(ct.with_array(project, unit="label"), tmp_path / "project.nii.gz")
+    assert main(["compare-labels", str(path), "--reference", str(tmp_path / "project.nii.gz"), "-o", str(tmp_path / "out")]) == 2
+    assert "does not say which side" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")
