@@ -59,7 +59,8 @@ def test_compare_labels_refuses_references_it_cannot_read(shared_data, tmp_path,
     project = np.zeros(ct.array.shape, np.uint8)
     project[10:20, 10:20, 10:20] = L.FEMUR
     write_volume(ct.with_array(project, unit="label"), tmp_path / "project.nii.gz")
-    assert main(["compare-labels", str(path), "--reference", str(tmp_path / "project.nii.gz"), "-o", str(tmp_path / "out")]) == 2
+    reference = str(tmp_path / "project.nii.gz")
+    assert main(["compare-labels", str(path), "--reference", reference, "-o", str(tmp_path / "out")]) == 2
     assert "does not say which side" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
