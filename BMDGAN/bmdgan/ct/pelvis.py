@@ -29,7 +29,7 @@ to about ``WORK_SPACING_MM`` (for speed; the labels are brought back to the CT's
    The sacrum ends ``SACRUM_ABOVE_JOINT_MM`` above the top of its contact with the hip bones (the
    sacroiliac joints), or at the iliac crests where no contact is seen.
 
-The midline is the mid-point of the two femoral heads' tops (both sides present) or the body's centroid
+The midline is the mid-point of the two femoral heads (both sides present) or the body's centroid
 in the slices of the femoral head (one side, the body whole in the field of view). With one femur in a
 crop that cuts the body (the IBSI thigh crops) there is no midline: the hip bone is what the acetabulum
 seed reaches, unsplit, and no sacrum is sought. Superior is found from the anatomy (the femoral head's
@@ -205,8 +205,8 @@ def label_pelvis(ct: Volume, body: np.ndarray, femurs: dict[str, np.ndarray]) ->
     """Hip bone of each side in ``femurs`` ('left'/'right' -> femur mask ``[k, j, i]``) and the sacrum.
 
     The labels are found on a grid coarsened in-plane to about ``WORK_SPACING_MM`` and brought back to the
-    CT's grid (where they keep the voxels of the body above ``MARROW_HU``). Raises :class:`InputError` without a femur
-    (the acetabulum is found around the femoral head).
+    CT's grid (where they keep the voxels of the body above ``MARROW_HU``). Raises :class:`InputError`
+    without a femur (the acetabulum is found around the femoral head).
     """
     femurs = {side: np.asarray(mask, bool) for side, mask in femurs.items() if mask is not None and np.any(mask)}
     if not femurs:
