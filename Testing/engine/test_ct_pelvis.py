@@ -12,7 +12,7 @@ from bmdgan.cli.main import main
 from bmdgan.ct import grid, labels as L
 from bmdgan.ct.body import body_mask
 from bmdgan.ct.femur_pair import segment_femurs_by_side
-from bmdgan.ct.pelvis import label_pelvis
+from bmdgan.ct.pelvis import label_pelvis, superior_sign
 from bmdgan.errors import InputError
 from bmdgan.io import read_ct
 
@@ -40,19 +40,29 @@ def test_hip_bones_agree_with_totalsegmentator(dice_table):
 def test_femurs_and_sacrum_against_totalsegmentator_as_they_are(dice_table):
     """Honest figures, below the femur goal (0.90): right femur 0.863; left femur 0.557, its neck holds
     metal screws (the reference's left femur is 61 cm3 against 102 cm3 on the right: it leaves the screwed
-    neck out); sacrum 0.456 (L5 is kept with it, the thin lower sacrum is missed)."""
+    neck out); sacrum 0.522 (the thin lower sacrum and coccyx are missed)."""
     record, _ = dice_table
     rows = record["structures"]
     assert rows["femur_right"]["dice"] >= 0.85
     assert rows["femur_left"]["dice"] >= 0.5
-    assert rows["sacrum"]["dice"] >= 0.4
+    assert rows["sacrum"]["dice"] >= 0.5
     assert any("metal in the left femur" in note for note in record["notes"])
     assert record["seconds"]["pelvis"] < 10.0
 
 
-def test_compare_labels_refuses_a_folder_without_structures(shared_data, tmp_path):
-    ct = shared_data / "ct" / "totalsegmentator_example" / "example_ct.nii.gz"
-    assert main(["compare-labels", str(ct), "--reference", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+def test_compare_labels_refuses_references_it_cannot_read(shared_data, tmp_path, capsys):
+    from bmdgan.io import write_volume
+
+    path = shared_data / "ct" / "totalsegmentator_example" / "example_ct.nii.gz"
+    assert main(["compare-labels", str(path), "--reference", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    ct = read_ct(path)
+    project = np.zeros(ct.array.shape, np.uint8)
+    project[10:20, 10:20, 10:20] = L.FEMUR
+    write_volume(ct.with_array(project, unit="label"), tmp_path / "project.nii.gz")
+    reference = str(tmp_path / "project.nii.gz")
+    assert main(["compare-labels", str(path), "--reference", reference, "-o", str(tmp_path / "out")]) == 2
+    assert "does not say which side" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +75,8 @@ def pelvic_ref(shared_data):
 
 @pytest.mark.slow
 def test_both_hip_bones_of_a_whole_pelvis_ct(pelvic_ref):
-    """Pelvic-Ref-002 (adult man, 1 x 1 x 3 mm): hip bones 421 and 438 cm3, each on its side of the
-    midline, disjoint from the femurs, cupping its femoral head; the sacrum between them."""
+    """Pelvic-Ref-002 (adult man, 1 x 1 x 3 mm): hip bones 422 and 435 cm3, each on its side of the
+    midline, disjoint from the femurs, cupping its femoral head; the sacrum (289 cm3) between them."""
     ct, body, femurs, _ = pelvic_ref
     assert set(femurs) == {"left", "right"}
     pelvis = label_pelvis(ct, body, {side: seg.femur for side, seg in femurs.items()})
@@ -83,7 +93,7 @@ def test_both_hip_bones_of_a_whole_pelvis_ct(pelvic_ref):
     assert not np.any(pelvis.hip["left"] & pelvis.hip["right"])
     sacrum_x = grid.index_to_lps(ct.geometry, np.argwhere(pelvis.sacrum[::2, ::4, ::4]) * [2, 4, 4])[:, 0]
     assert abs(float(np.median(sacrum_x)) - pelvis.midline_x_mm) < 10.0
-    assert 100.0 < pelvis.sacrum.sum() * voxel_cm3 < 600.0
+    assert 150.0 < pelvis.sacrum.sum() * voxel_cm3 < 450.0
     labels = L.compose(pelvis.hip["left"], femurs["left"].femur, other_femur=femurs["right"].femur,
                        other_pelvis=pelvis.hip["right"], sacrum=pelvis.sacrum)
     assert set(np.unique(labels)) == {L.BACKGROUND, L.PELVIS, L.FEMUR, L.OTHER_FEMUR, L.OTHER_PELVIS, L.SACRUM}
@@ -97,3 +107,44 @@ def test_hip_bones_need_a_femur():
     ct = Volume(np.zeros((4, 8, 8), np.float32), VolumeGeometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
     with pytest.raises(InputError, match="no femur mask"):
         label_pelvis(ct, np.ones((4, 8, 8), bool), {})
+
+
+def test_superior_comes_from_the_anatomy_not_the_header(shared_data):
+    """The TotalSegmentator example stored upside down (slices reversed, header unchanged, as some IBSI
+    crops are): the same hip bones, reversed. The reference's own femurs are the input, so this runs fast."""
+    from bmdgan.io import read_label_volume
+
+    folder = shared_data / "ct" / "totalsegmentator_example"
+    ct = read_ct(folder / "example_ct.nii.gz")
+    masks = folder / "masks_totalsegmentator_v1"
+    femurs = {side: read_label_volume(masks / f"femur_{side}.nii.gz", like=ct).array > 0 for side in ("left", "right")}
+    assert superior_sign(ct, femurs) == 1.0
+    upright = label_pelvis(ct, body_mask(ct), femurs)
+    flipped_ct = ct.with_array(ct.array[::-1].copy())
+    flipped_femurs = {side: m[::-1].copy() for side, m in femurs.items()}
+    assert superior_sign(flipped_ct, flipped_femurs) == -1.0
+    flipped = label_pelvis(flipped_ct, body_mask(flipped_ct), flipped_femurs)
+    for side in ("left", "right"):
+        a, b = upright.hip[side], flipped.hip[side][::-1]
+        assert a.sum() * ct.voxel_volume_mm3() / 1000 > 300.0
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.95  # 0.975, 0.967: the watershed breaks ties in scan order
+    assert upright.sacrum.any() and flipped.sacrum.any()
+
+
+def test_hip_bone_of_a_thigh_crop(shared_data):
+    """IBSI STS_020: one leg, the crop cuts the body, no midline: the hip bone is what grows from the
+    acetabulum (167 cm3: acetabulum, ischium, part of the ilium), not split, disjoint from the femur; the
+    femur segmentation's own pelvis label is the bone next to its joint cut only (131 cm3)."""
+    from bmdgan.ct.segmentation import segment_femur
+
+    ct = read_ct(shared_data / "ct" / "ibsi_sts" / "STS_020.nii.gz")
+    segmentation = segment_femur(ct)
+    side = "left"  # the sides of a crop are the caller's: the header's x is not trusted for the IBSI set
+    pelvis = label_pelvis(ct, body_mask(ct), {side: segmentation.femur})
+    hip = pelvis.hip[side]
+    assert 120.0 < hip.sum() * ct.voxel_volume_mm3() / 1000 < 250.0
+    assert not np.any(hip & segmentation.femur)
+    assert not pelvis.sacrum.any() and pelvis.midline_x_mm is None
+    head = segmentation.head
+    socket = grid.distance_from_points_mm(hip.shape, ct.geometry, head.centre_lps) < head.radius_mm + 10.0
+    assert (hip & socket).sum() * ct.voxel_volume_mm3() / 1000 > 10.0

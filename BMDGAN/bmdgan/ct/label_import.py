@@ -116,7 +116,8 @@ def load_segmentation(paths: list[str | Path], ct: Volume, side: str, convention
         return ct.with_array(_compose(masks, side, bilateral), unit="label")
     if len(paths) != 1:
         raise InputError(paths[0], "several segmentation files, but not named like TotalSegmentator's "
-                         "(femur_left, femur_right, hip_left, hip_right, sacrum)", "give one multilabel file or those files")
+                         "(femur_left, femur_right, hip_left, hip_right, sacrum)",
+                         "give one multilabel file or those files")
     path = paths[0]
     volume = read_label_volume(path, like=ct)
     values = set(int(v) for v in np.unique(volume.array))
@@ -128,7 +129,8 @@ def load_segmentation(paths: list[str | Path], ct: Volume, side: str, convention
         masks = {structure: np.isin(volume.array, [v for v, n in names.items() if n in accepted])
                  for structure, accepted in aliases.items()}
         if not masks[f"femur_{side}"].any():
-            raise InputError(path, f"no segment named femur_{side} in the segmentation", "name the femur segment femur_left/femur_right")
+            raise InputError(path, f"no segment named femur_{side} in the segmentation",
+                             "name the femur segment femur_left/femur_right")
         return ct.with_array(_compose(masks, side, bilateral), unit="label")
     convention = guess_convention(values) if convention == "auto" else convention
     if convention == "project":

@@ -16,7 +16,7 @@ to about ``WORK_SPACING_MM`` (for speed; the labels are brought back to the CT's
    * sacrum: the pieces of a narrow midline strip of bone (``SPINE_HALF_WIDTH_MM``, posterior half of the
      body) that reach ``SACRUM_LEVEL_MM`` above the femoral heads' tops (the mid-sacrum);
    * lumbar spine: the strip's pieces wholly above the sacrum's (the discs are not bone; where they are
-     bridged the sacrum is cut at the top of the iliac crests instead, and L5 may remain in it);
+     bridged, the sacrum is cut ``SACRUM_ABOVE_JOINT_MM`` above the top of the sacroiliac joints);
    * everything that is not bone is a background seed (negative: processed last), so labels grow only
      through bone.
 3. A marker watershed (``scipy.ndimage.watershed_ift``) on a relief that is high where bone is dark
@@ -26,9 +26,15 @@ to about ``WORK_SPACING_MM`` (for speed; the labels are brought back to the CT's
    ``MARROW_HU`` filled: all holes in axial slices, small ones in the other planes, where the obturator
    foramen is a large hole) and its partial-volume rim above ``SURFACE_HU`` added.
 5. Left and right hip bone: the hip label on either side of the midline (the pubic symphysis is on it).
+   The sacrum ends ``SACRUM_ABOVE_JOINT_MM`` above the top of its contact with the hip bones (the
+   sacroiliac joints), or at the iliac crests where no contact is seen.
 
-The midline is the mid-point of the two femoral heads' tops (both sides present) or the body's centroid
-in the slices of the femoral head (one side). Sides are LPS: the patient's left is +x.
+The midline is the mid-point of the two femoral heads (both sides present) or the body's centroid
+in the slices of the femoral head (one side, the body whole in the field of view). With one femur in a
+crop that cuts the body (the IBSI thigh crops) there is no midline: the hip bone is what the acetabulum
+seed reaches, unsplit, and no sacrum is sought. Superior is found from the anatomy (the femoral head's
+end of the femurs has the acetabulum next to it), not from the header. Sides are the caller's (LPS: the
+patient's left is +x).
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ SACRUM_LEVEL_MM = (10.0, 50.0)
 LUMBAR_OVERLAP_MM = 10.0
 """A midline piece whose lowest point is at most this far (mm) below the sacrum's top is a lumbar vertebra
 (the L5/S1 disc is tilted: L5's lower endplate reaches below the top of S1 in axial slices)."""
+SACRUM_ABOVE_JOINT_MM = 12.0
+"""The sacrum's top (S1's upper endplate) lies at most this far (mm) above the top of the sacroiliac joints."""
 BELOW_HEAD_MM = 90.0
 """The pelvis box reaches this far (mm) below the femoral heads' tops (ischial tuberosities ~ 60 mm)."""
 CLOSING_MM = 3.0
@@ -97,7 +105,8 @@ class PelvisLabels:
 
     hip: dict[str, np.ndarray]
     sacrum: np.ndarray
-    midline_x_mm: float
+    midline_x_mm: float | None
+    """LPS x (mm) of the body's midline; None where it cannot be known (a crop with one femur)."""
     notes: list[str]
 
 
@@ -151,6 +160,29 @@ def _seeded_part(label: np.ndarray, seed: np.ndarray) -> np.ndarray:
     return np.isin(parts, keep[keep > 0])
 
 
+def superior_sign(ct: Volume, femurs: dict[str, np.ndarray]) -> float:
+    """+1 if the header's z points to the head (superior), -1 if the volume is stored the other way round.
+
+    Found from the anatomy, not the header (some CTs' headers are wrong): of the two ends of the femurs
+    along the slices, the femoral head's end has other bone next to it (the acetabulum), the shaft's none.
+    """
+    femur = np.zeros(ct.array.shape, bool)
+    for mask in femurs.values():
+        femur |= mask
+    ks = np.nonzero(femur.any(axis=(1, 2)))[0]
+    quarter = max(1, (ks[-1] - ks[0] + 1) // 4)
+    near = {}
+    ends = {"low": slice(int(ks[0]), int(ks[0]) + quarter), "high": slice(int(ks[-1]) - quarter + 1, int(ks[-1]) + 1)}
+    for name, slices in ends.items():
+        end = np.zeros(femur.shape, bool)
+        end[slices] = femur[slices]
+        near[name] = int((grid.dilate_mm(end, 10.0, ct.geometry) & ~femur & (ct.array > BONE_HU)).sum())
+    z_of_k = _z_coordinates(ct.geometry, ct.array.shape)
+    high_is_up = z_of_k[-1] > z_of_k[0]
+    head_is_high = near["high"] >= near["low"]
+    return 1.0 if head_is_high == high_is_up else -1.0
+
+
 def _spine_seeds(strip: np.ndarray, sacral_level: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sacrum and lumbar seeds in the midline strip of bone (posterior half of the body).
 
@@ -173,8 +205,8 @@ def label_pelvis(ct: Volume, body: np.ndarray, femurs: dict[str, np.ndarray]) ->
     """Hip bone of each side in ``femurs`` ('left'/'right' -> femur mask ``[k, j, i]``) and the sacrum.
 
     The labels are found on a grid coarsened in-plane to about ``WORK_SPACING_MM`` and brought back to the
-    CT's grid (where they keep the voxels of the body above ``MARROW_HU``). Raises :class:`InputError` without a femur
-    (the acetabulum is found around the femoral head).
+    CT's grid (where they keep the voxels of the body above ``MARROW_HU``). Raises :class:`InputError`
+    without a femur (the acetabulum is found around the femoral head).
     """
     femurs = {side: np.asarray(mask, bool) for side, mask in femurs.items() if mask is not None and np.any(mask)}
     if not femurs:
@@ -185,8 +217,11 @@ def label_pelvis(ct: Volume, body: np.ndarray, femurs: dict[str, np.ndarray]) ->
         raise InputError(None, f"femur sides must be 'left' or 'right', got {sorted(unknown)}",
                          "name the sides left/right")
     shape = ct.array.shape
-    z_of_k = _z_coordinates(ct.geometry, shape)
+    z_of_k = _z_coordinates(ct.geometry, shape) * superior_sign(ct, femurs)
     head_top = float(np.mean([_head_top(mask, z_of_k) for mask in femurs.values()]))
+    head_slices = np.nonzero(np.abs(z_of_k - head_top) < 30.0)[0]
+    at_head = body[head_slices]
+    body_cut = bool(at_head[:, [0, -1], :].any() or at_head[:, :, [0, -1]].any())
     # the pelvis box: from below the ischial tuberosities to the top of the scan, the body's extent in-plane
     ks = np.nonzero(z_of_k >= head_top - BELOW_HEAD_MM)[0]
     body_box = grid.mask_box(body, 0.0, ct.geometry)
@@ -202,7 +237,7 @@ def label_pelvis(ct: Volume, body: np.ndarray, femurs: dict[str, np.ndarray]) ->
         return grid.coarsen_in_plane(cropped.with_array(mask[box].astype(np.float32)), factors).array > 0.5
 
     hips, sacrum, midline, notes = _label_work(work, coarse(body), {side: coarse(m) for side, m in femurs.items()},
-                                               z_of_k[box[0]])
+                                               z_of_k[box[0]], body_cut)
     keep = (ct.array[box] > MARROW_HU) & body[box]
     out_hip = {}
     for side, mask in hips.items():
@@ -217,8 +252,11 @@ def label_pelvis(ct: Volume, body: np.ndarray, femurs: dict[str, np.ndarray]) ->
     return PelvisLabels(out_hip, out_sacrum, midline, notes)
 
 
-def _label_work(sub: Volume, body: np.ndarray, femur_box: dict[str, np.ndarray], z_of_k: np.ndarray):
-    """:func:`label_pelvis` on the (coarse) pelvis box: hip masks by side, sacrum, midline x (mm), notes."""
+def _label_work(sub: Volume, body: np.ndarray, femur_box: dict[str, np.ndarray], z_of_k: np.ndarray,
+                body_cut: bool):
+    """:func:`label_pelvis` on the (coarse) pelvis box: hip masks by side, sacrum, midline x (mm; None if
+    unknown), notes. ``z_of_k``: superior coordinate (mm) of each slice; ``body_cut``: the field of view cuts
+    the body at the femoral heads' level (a crop: its centroid is not the midline)."""
     spacing = grid.spacing_kji(sub.geometry)
     smooth = ndimage.gaussian_filter(sub.array.astype(np.float32), np.maximum(SMOOTHING_MM / spacing, 0.3))
     bone = (smooth > BONE_HU) & body
@@ -234,10 +272,14 @@ def _label_work(sub: Volume, body: np.ndarray, femur_box: dict[str, np.ndarray],
     if len(femur_box) == 2:
         midline = float(np.mean([_centroid_x(mask & (z > tops[side] - 20.0), sub.geometry)
                                  for side, mask in femur_box.items()]))
-    else:
+    elif not body_cut:
         side = next(iter(femur_box))
         midline = _centroid_x(body & (z > tops[side] - 40.0) & (z < tops[side]), sub.geometry)
         notes.append(f"one femur only ({side}): the midline is the body's centroid at the femoral head")
+    else:
+        midline = None
+        notes.append("one femur in a field of view that cuts the body: no midline, so no sacrum and only the "
+                     "hip bone connected to the acetabulum")
 
     femur_zone = grid.dilate_mm(any_femur, FEMUR_MARGIN_MM, sub.geometry)
     bone &= ~femur_zone
@@ -250,15 +292,20 @@ def _label_work(sub: Volume, body: np.ndarray, femur_box: dict[str, np.ndarray],
     parts, _ = ndimage.label(bone, np.ones((3, 3, 3), bool))
     ids = np.unique(parts[socket])
     pelvic_bone = np.isin(parts, ids[ids > 0])
-    hip_seed = socket | (pelvic_bone & (np.abs(x - midline) > ILIUM_OFFSET_MM) & (z > head_top)
-                         & (z < head_top + ILIUM_LEVEL_MM))
+    hip_seed = socket.copy()
+    sacral = lumbar = np.zeros(bone.shape, bool)
+    if midline is not None:
+        lateral = np.abs(x - midline) > ILIUM_OFFSET_MM
+        if len(femur_box) == 1:  # the other side's ilium is not this side's hip bone
+            lateral &= (x > midline) if "left" in femur_box else (x < midline)
+        hip_seed |= pelvic_bone & lateral & (z > head_top) & (z < head_top + ILIUM_LEVEL_MM)
+        body_y = np.nonzero(body.any(axis=(0, 2)))[0]
+        middle_y = float(grid.index_to_lps(sub.geometry, np.array([[0, (body_y.min() + body_y.max()) / 2, 0]]))[0, 1])
+        sacral, lumbar = _spine_seeds(bone & (np.abs(x - midline) < SPINE_HALF_WIDTH_MM) & (y > middle_y),
+                                      (z > head_top + SACRUM_LEVEL_MM[0]) & (z < head_top + SACRUM_LEVEL_MM[1]), z)
+        if not sacral.any():
+            notes.append("no bone at the mid-sacrum's level on the midline: no sacrum")
     markers[hip_seed] = HIP_SEED
-    body_y = np.nonzero(body.any(axis=(0, 2)))[0]
-    middle_y = float(grid.index_to_lps(sub.geometry, np.array([[0, (body_y.min() + body_y.max()) / 2, 0]]))[0, 1])
-    sacral, lumbar = _spine_seeds(bone & (np.abs(x - midline) < SPINE_HALF_WIDTH_MM) & (y > middle_y),
-                                  (z > head_top + SACRUM_LEVEL_MM[0]) & (z < head_top + SACRUM_LEVEL_MM[1]), z)
-    if not sacral.any():
-        notes.append("no bone at the mid-sacrum's level on the midline: no sacrum")
     markers[sacral] = SACRUM_SEED
     markers[lumbar] = LUMBAR_SEED
 
@@ -267,11 +314,19 @@ def _label_work(sub: Volume, body: np.ndarray, femur_box: dict[str, np.ndarray],
     relief[~bone] = 255
     flooded = ndimage.watershed_ift(relief, markers)
     hip = _solid(_seeded_part(flooded == HIP_SEED, hip_seed), smooth, ~femur_zone, sub.geometry)
-    hips = {side: hip & ((x > midline) if side == "left" else (x <= midline)) for side in femur_box}
+    if midline is None:
+        hips = {side: hip for side in femur_box}
+    else:
+        hips = {side: hip & ((x > midline) if side == "left" else (x <= midline)) for side in femur_box}
     sacrum = np.zeros(bone.shape, bool)
     if sacral.any():
         sacrum = _seeded_part(flooded == SACRUM_SEED, sacral)
-        if hip.any():  # the lumbar spine, where its discs are bridged in the strip: nothing above the iliac crests
+        # L5, where the L5/S1 disc is bridged in the strip: nothing above the sacroiliac joints' top (plus
+        # the height of S1's body above it) or, without joints seen, above the iliac crests
+        joint = sacrum & grid.dilate_mm(hip, 2.0 * float(max(spacing)), sub.geometry)
+        if joint.any():
+            sacrum &= z <= z_of_k[np.nonzero(joint.any(axis=(1, 2)))[0]].max() + SACRUM_ABOVE_JOINT_MM
+        elif hip.any():
             sacrum &= z <= z_of_k[np.nonzero(hip.any(axis=(1, 2)))[0]].max()
         sacrum = _solid(sacrum, smooth, ~(femur_zone | hip), sub.geometry)
     return hips, sacrum, midline, notes

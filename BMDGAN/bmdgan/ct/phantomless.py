@@ -24,9 +24,9 @@ wires and markers) and the air around it: air = the lowest substantial peak of t
 in [-1100, -900] HU of the voxels outside the body (a peak, not a mean or median, and the lowest, so that
 neither a couch's or mattress's foam, about -930 to -900 HU, nor the skin's partial-volume rim moves it;
 the scanner's fill value outside its reconstruction circle is left out); fat and muscle = the peaks of the
-histogram of the smoothed scan inside the body in [-190, -30] HU and [0, 100] HU. The result is therefore the same with or without the
-couch in the field of view. A tissue that is missing or whose CT number is implausible raises
-:class:`CalibrationError`.
+histogram of the smoothed scan inside the body in [-190, -30] HU and [0, 100] HU. The result is therefore
+the same with or without the couch in the field of view. A tissue that is missing or whose CT number is
+implausible raises :class:`CalibrationError`.
 """
 
 from __future__ import annotations

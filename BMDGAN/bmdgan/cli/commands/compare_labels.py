@@ -46,10 +46,18 @@ def _reference_paths(given: list[str]) -> list:
 
 def _reference_masks(paths: list, ct, convention: str) -> dict:
     """Reference masks by structure name (absent structures are left out)."""
-    from bmdgan.ct import labels as L
-    from bmdgan.ct.label_import import load_segmentation
-    from bmdgan.errors import InputError
+    import numpy as np
 
+    from bmdgan.ct import labels as L
+    from bmdgan.ct.label_import import guess_convention, load_segmentation
+    from bmdgan.errors import InputError
+    from bmdgan.io import read_label_volume
+
+    single = len(paths) == 1 and not paths[0].name.lower().endswith(".seg.nrrd")
+    if single and (convention == "project" or convention == "auto" and guess_convention(
+            set(int(v) for v in np.unique(read_label_volume(paths[0]).array))) == "project"):
+        raise InputError(paths[0], "a project label map does not say which side its labels 1-3 belong to",
+                         "give TotalSegmentator's files or its multilabel map as the reference")
     try:
         labels = load_segmentation(paths, ct, "left", convention, bilateral=True).array
         sides = {"femur_left": L.femur_mask(labels), "hip_left": labels == L.PELVIS,
