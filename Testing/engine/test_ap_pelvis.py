@@ -3,6 +3,8 @@ image, and no step where the scanned volume ends (the detector is collimated to 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -101,3 +103,96 @@ def test_couch_and_wires_outside_the_body_contribute_nothing(pelvis_005, one_tor
     # Without the body mask the couch and the wires would be in the image.
     unclean = material_projections(ct, geometry)
     assert np.abs(unclean - areal).max() > 1.0                           # g/cm2
+
+
+# ---------------------------------------------------------------------- cohorts with both hips of a CT
+def synthetic_pelvis_hips() -> list:
+    """A synthetic whole-pelvis CT (4 mm voxels, LPS, head-first) holding two femurs, prepared side by side: the
+    patient's right femur at -x, the left at +x with 1.5 times the mineral; a sacrum-like block between them."""
+    from bmdgan.cohort.prepared_ct import PreparedCT
+
+    shape = (90, 70, 110)                                          # k, j, i at 4 mm: 360 x 280 x 440 mm
+    geometry = VolumeGeometry((4.0, 4.0, 4.0), (-218.0, -138.0, -178.0))
+    k, j, i = np.indices(shape)
+    x, y, z = -218 + 4.0 * i, -138 + 4.0 * j, -178 + 4.0 * k
+    hu = np.where((x / 190) ** 2 + (y / 120) ** 2 < 1, 40.0, -1000.0).astype(np.float32)
+    body = hu > -500
+    sacrum = (np.abs(x) < 40) & (np.abs(y - 60) < 25) & (z > 0) & (z < 120)
+    hips = []
+    density = np.zeros(shape, np.float32)
+    for side, sign, factor in (("right", -1.0, 1.0), ("left", 1.0, 1.5)):
+        head = (x - sign * 80) ** 2 + y ** 2 + z ** 2 < 22 ** 2
+        neck = (np.abs(z + 12) < 10) & (np.abs(y) < 10) & (sign * x > 80) & (sign * x < 118)
+        shaft = ((x - sign * 120) ** 2 + y ** 2 < 15 ** 2) & (z < -10)
+        bone = head | neck | shaft
+        core = ((x - sign * 80) ** 2 + y ** 2 + z ** 2 < 17 ** 2) | \
+            ((x - sign * 120) ** 2 + y ** 2 < 10 ** 2) & (z < -10)
+        density[bone] = np.where(core, 200.0, 900.0)[bone] * factor
+        hips.append((side, sign, factor, bone, bone & (z > -70)))
+    density[sacrum] = 250.0
+    bone_any = density > 0
+    hu[bone_any] = density[bone_any] / 0.75 + 40.0
+    prepared = []
+    for side, sign, factor, bone, pf in hips:
+        lateral = np.array([sign, 0.0, 0.0])
+        up = np.array([0.0, 0.0, 1.0])
+        prepared.append(PreparedCT(
+            "SYNP", Volume(hu, geometry, "HU", "synthetic pelvis"), density, bone | sacrum, pf,
+            np.array([sign * 80, 0.0, 0.0]), np.array([sign * 120, 0.0, -80.0]), side,
+            (0.3 * factor, 0.5 * factor), (150.0 * factor, 100.0 * factor), {"method": "synthetic"},
+            np.stack([lateral, np.cross(up, lateral), up]), body, f"SYNP_{side}"))
+    return prepared
+
+
+def test_ap_pelvis_cohort_gives_one_case_per_hip_with_its_own_truth(tmp_path, one_torch_thread):
+    from bmdgan.cohort.generator import CohortSettings, make_patient_cases
+    from bmdgan.cohort.prepared_ct import save_prepared
+    from bmdgan.cohort.virtual_patient import sample_patient
+
+    for prepared in synthetic_pelvis_hips():
+        save_prepared(prepared, tmp_path)
+    settings = CohortSettings(str(tmp_path), seed=4, patients_per_ct=1, poses=("standing",), image_shape=(128, 64))
+    cases = make_patient_cases(settings, "SYNP", 0)
+    assert [(record.side, record.mirrored, record.case_id) for record, _ in cases] == [
+        ("left", True, "SYNP-v000-standing-left"), ("right", False, "SYNP-v000-standing-right")]
+    patient = sample_patient(4, "SYNP", 0)
+    truth = {record.side: record for record, _ in cases}
+    images = {record.side: case_images for record, case_images in cases}
+    for side, factor in (("right", 1.0), ("left", 1.5)):
+        assert truth[side].ct_abmd_g_cm2 == pytest.approx(
+            factor * (0.3 * patient.trabecular_factor + 0.5 * patient.cortical_factor))
+        assert images[side]["radiograph"].shape == (128, 64)
+        assert (images[side]["drr_stage1"] >= images[side]["drr_pf"] - 1e-5).all()
+    # Each half holds its own hip: the left femur has 1.5 times the mineral of the right one.
+    ratio = images["left"]["drr_pf"].sum() / images["right"]["drr_pf"].sum()
+    assert ratio == pytest.approx(1.5, rel=0.08)
+    # Oriented like a right hip: the head (medial, PF) lies right of the shaft (stage-1 minus PF, lower half).
+    for side in ("left", "right"):
+        pf, stage1 = images[side]["drr_pf"], images[side]["drr_stage1"]
+        columns = np.arange(pf.shape[1])
+        shaft = np.clip(stage1 - pf, 0, None)[96:]
+        assert (columns * pf.sum(0)).sum() / pf.sum() > (columns * shaft.sum(0)).sum() / shaft.sum() + 3
+    # The provenance says where the case came from.
+    provenance = json.loads(truth["left"].provenance)
+    assert provenance["ct"] == "SYNP" and provenance["side"] == "left" and provenance["view"] == "ap-pelvis"
+
+
+def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, one_torch_thread):
+    from bmdgan.cohort.generator import CohortSettings, simulate_cohort
+    from bmdgan.cohort.prepared_ct import save_prepared
+    from bmdgan.datasets.folds import source_ct_of
+    from bmdgan.datasets.format import read_manifest
+
+    for prepared in synthetic_pelvis_hips():
+        save_prepared(prepared, tmp_path / "prepared")
+    for view in ("auto", "hip"):
+        settings = CohortSettings(str(tmp_path / "prepared"), seed=1, patients_per_ct=2, poses=("standing",),
+                                  image_shape=(64, 32), folds=2, view=view)
+        out = tmp_path / view
+        summary = simulate_cohort(settings, ["SYNP"], out, workers=1, progress=False)
+        records = read_manifest(out)
+        assert summary["images"] == 4 and summary["patients"] == 2
+        assert sorted({(source_ct_of(r), r.side) for r in records}) == [("SYNP", "left"), ("SYNP", "right")]
+        assert {r.case_id for r in records} == {f"SYNP-v00{n}-standing-{side}" for n in (0, 1)
+                                                for side in ("left", "right")}
+        assert simulate_cohort(settings, ["SYNP"], out, workers=1, progress=False)["written_now"] == 0
