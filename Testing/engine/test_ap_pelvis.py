@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from bmdgan.ct import pipeline
 from bmdgan.io import Volume, VolumeGeometry, read_ct
 from bmdgan.projection.ap_pelvis import (ap_pelvis_centre, ap_pelvis_geometry, clean_outside_body,
                                          project_ap_pelvis)
@@ -196,3 +197,33 @@ def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, o
         assert {r.case_id for r in records} == {f"SYNP-v00{n}-standing-{side}" for n in (0, 1)
                                                 for side in ("left", "right")}
         assert simulate_cohort(settings, ["SYNP"], out, workers=1, progress=False)["written_now"] == 0
+
+
+# ---------------------------------------------------------------------- the two whole-pelvis CTs
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(pipeline, "hip_sides"), reason="needs bmdgan.ct.pipeline.hip_sides (the bilateral "
+                                                                 "CT analysis, another branch)")
+def test_two_whole_pelvis_cts_give_four_bones(shared_data, tmp_path_factory):
+    """A cohort of Pelvic-Ref-002 and -005 holds four virtual bones: both hips of each CT, each with its side,
+    as AP pelvis cases with their own ground truth."""
+    from bmdgan.cohort.generator import CohortSettings, prepare_cts, simulate_cohort
+    from bmdgan.datasets.folds import source_ct_of
+    from bmdgan.datasets.format import load_image, read_manifest
+
+    out = tmp_path_factory.mktemp("four_bones")
+    paths = [shared_data / "ct" / "pelvic_reference" / f"Pelvic-Ref-00{n}.nii.gz" for n in (2, 5)]
+    ct_ids, skipped = prepare_cts(paths, out / "prepared", progress=False, body_mask=stand_in_body_mask)
+    assert ct_ids == ["Pelvic-Ref-002", "Pelvic-Ref-005"] and not skipped, skipped
+    settings = CohortSettings(str(out / "prepared"), seed=0, patients_per_ct=1, poses=("standing",),
+                              image_shape=(128, 64), folds=2, fold_by="ct")
+    simulate_cohort(settings, ct_ids, out, workers=1, progress=False)
+    records = read_manifest(out)
+    bones = sorted((source_ct_of(r), r.side) for r in records)
+    assert bones == [(ct, side) for ct in ct_ids for side in ("left", "right")]
+    for record in records:
+        assert json.loads(record.provenance)["view"] == "ap-pelvis"
+        assert record.mirrored == (record.side == "left")
+        assert 0.3 < record.ct_abmd_g_cm2 < 1.6 and 100 < record.qct_vbmd_mg_cm3 < 600
+        assert load_image(out, record, "drr_pf").max() > 0.3                     # g/cm2: its own hip's PF region
+    for ct in ct_ids:                                                            # both hips of a CT in one fold
+        assert len({r.fold for r in records if source_ct_of(r) == ct}) == 1

@@ -311,13 +311,15 @@ def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
     """Prepare (or reuse the cache of) every hip of every CT: both sides of a CT that holds two
     (:func:`.ct_interfaces.hip_sides_of`), each under its own key. Returns (CT ids with at least one prepared hip,
     {skipped CT id or "CT id:side": reason}). ``segmentations``: {CT id: (side, label files)} for CTs whose femur
-    should come from a given segmentation (that side only). ``body_mask``: see :func:`.prepared_ct.prepare_ct`."""
+    should come from a given segmentation (that side only). ``body_mask``: a function giving a CT's body (bool
+    [k, j, i]; default :func:`.ct_interfaces.default_body_mask`)."""
     from tqdm import tqdm
 
     from ..atomic import atomic_write_text
     from ..errors import BMDGANError
     from ..io import read_ct
-    from .ct_interfaces import hip_sides_of
+    from ..projection.ap_pelvis import clean_outside_body
+    from .ct_interfaces import default_body_mask, hip_sides_of
 
     usable, skipped = [], {}
     for path in tqdm(paths, desc="preparing CTs", disable=not progress):
@@ -330,8 +332,10 @@ def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
                 usable.append(ct_id)
             continue
         side, files = (segmentations or {}).get(ct_id, ("auto", None))
-        try:
+        try:  # clean once: the hips are searched once per CT object (bmdgan.ct), for its sides and each side
             ct = read_ct(path)
+            body = body_mask(ct) if callable(body_mask) else default_body_mask(ct)
+            ct = clean_outside_body(ct, body)
             sides = [side] if files else hip_sides_of(ct)
         except BMDGANError as error:
             skipped[ct_id] = str(error)
@@ -341,7 +345,7 @@ def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
             if has_prepared(prepared_folder, side_key(ct_id, side)):
                 continue
             try:
-                save_prepared(prepare_ct(ct, ct_id, side, files, body_mask), prepared_folder)
+                save_prepared(prepare_ct(ct, ct_id, side, files, body), prepared_folder)
             except BMDGANError as error:
                 failed[side] = str(error)
         skipped.update({f"{ct_id}:{side}" if len(sides) > 1 else ct_id: reason for side, reason in failed.items()})

@@ -117,13 +117,15 @@ def pelvis_case_id(patient_id: str, pose_name: str, side: str) -> str:
     return f"{patient_id}-{pose_name}-{side}"
 
 
-def render_pelvis(settings, scene: PelvisScene, patient: VirtualPatient, pose_name: str) -> dict:
+def render_pelvis(settings, scene: PelvisScene, patient: VirtualPatient, pose_name: str,
+                  positioning: Positioning | None = None) -> dict:
     """The full AP pelvis image of one virtual patient and pose: ``radiograph`` (pixels), ``drr_stage1`` and
-    ``drr_pf_<side>`` (g/cm2), the simulator's output, the geometry, its collimation and the positioning."""
+    ``drr_pf_<side>`` (g/cm2), the simulator's output, the geometry, its collimation and the positioning
+    (drawn for the patient and pose unless given)."""
     from ..projection.simulator import simulate_radiograph
     from ..projection.site_protocol import parse_acquisition
 
-    positioning = sample_positioning(settings.seed, patient, pose_name)
+    positioning = positioning or sample_positioning(settings.seed, patient, pose_name)
     pitch_mm = AP_PELVIS_DETECTOR_MM[0] / settings.image_shape[0]   # the model's rows span the detector's height
     geometry, collimation = ap_pelvis_geometry(
         scene.body_mask, scene.hu.geometry.ijk_to_lps(), scene.centre_lps,

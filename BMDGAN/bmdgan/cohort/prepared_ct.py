@@ -117,15 +117,15 @@ def density_components(density_mg_cm3: np.ndarray, cortical_threshold_mg_cm3: fl
     return np.where(cortical, 0.0, density_mg_cm3), np.where(cortical, density_mg_cm3, 0.0)
 
 
-BodyMask = Callable[[Volume], "np.ndarray | None"]
+BodyMask = Callable[[Volume], np.ndarray] | np.ndarray
 
 
 def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
                segmentation: list[str | Path] | None = None, body_mask: BodyMask | None = None) -> PreparedCT:
     """Run the CT analysis of one hip (``side``: 'left', 'right' or 'auto'; automatic labels, landmarks, PF
     region, phantomless calibration) and derive what the cohort needs. ``path``: a CT file or an already read
-    :class:`Volume` in HU. ``body_mask``: a function giving the body (bool [k, j, i]) of the CT, outside which
-    every voxel is set to air first (default :func:`.ct_interfaces.default_body_mask`). The aBMD/vBMD
+    :class:`Volume` in HU. ``body_mask``: the body (bool [k, j, i]) of the CT or a function giving it, outside
+    which every voxel is set to air first (default :func:`.ct_interfaces.default_body_mask`). The aBMD/vBMD
     components are measured by the same code as ``bmdgan measure-ct``, on CTs whose calibrated density is the
     trabecular or the cortical part: the two add up to the full measurement."""
     from ..ct import labels as L
@@ -137,9 +137,11 @@ def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
     from .ct_interfaces import default_body_mask
 
     ct = path if isinstance(path, Volume) else read_ct(path)
-    body = (body_mask or default_body_mask)(ct)
-    if body is not None:
-        ct = clean_outside_body(ct, body)
+    if body_mask is None or callable(body_mask):
+        body = (body_mask or default_body_mask)(ct)
+    else:
+        body = np.asarray(body_mask, dtype=bool)
+    ct = clean_outside_body(ct, body)
     labels = None
     if segmentation:  # e.g. TotalSegmentator's femur_<side> and hip_<side> files, for scans where the
         from ..ct.label_import import load_segmentation  # automatic femur is not good enough

@@ -52,13 +52,16 @@ COLLIMATION_MARGIN_PX = 1
 
 def clean_outside_body(ct, body_mask: np.ndarray):
     """The CT (a :class:`bmdgan.io.Volume` in HU) with every voxel outside ``body_mask`` (bool [k, j, i]) set
-    to :data:`AIR_HU`: couch, wires and skin markers outside the patient contribute nothing to a projection."""
+    to :data:`AIR_HU`: couch, wires and skin markers outside the patient contribute nothing to a projection.
+    A CT already clean is returned as it is (the same object: analyses cached per CT object stay valid)."""
     body = np.asarray(body_mask, dtype=bool)
     if body.shape != ct.array.shape:
         raise InputError(ct.source or None, f"the body mask's shape {body.shape} differs from the CT's "
                                             f"{ct.array.shape}", "give a body mask on the CT grid")
     if not body.any():
         raise InputError(ct.source or None, "the body mask is empty", "check the body mask")
+    if np.all(ct.array[~body] == np.float32(AIR_HU)):
+        return ct
     return ct.with_array(np.where(body, ct.array, np.float32(AIR_HU)).astype(np.float32))
 
 
