@@ -106,6 +106,35 @@ def test_couch_and_wires_outside_the_body_contribute_nothing(pelvis_005, one_tor
     assert np.abs(unclean - areal).max() > 1.0                           # g/cm2
 
 
+def test_simulate_xray_ap_pelvis_records_its_collimation(pelvis_005, tmp_path, capsys):
+    """``simulate-xray --view ap-pelvis`` with a body mask file and a 650 mm tall detector at 2 mm: the image and its
+    geometry are the collimated detector, and the JSON says which rows were kept and why."""
+    from bmdgan.cli.main import main
+    from bmdgan.io import write_volume
+    from PIL import Image
+
+    ct, body, _ = pelvis_005
+    write_volume(ct.with_array(body.astype(np.uint8), unit="label"), tmp_path / "body.nii.gz")
+    source = ct.source
+    code = main(["simulate-xray", source, "--out-dir", str(tmp_path / "out"), "--view", "ap-pelvis",
+                 "--body-mask", str(tmp_path / "body.nii.gz"), "--pixel-mm", "2", "--rows", "325", "--columns",
+                 "215", "--sid-mm", "1100"])
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "Pelvic-Ref-005_seed0.params.json").read_text())
+    collimation = record["collimation"]
+    assert record["view"] == "ap-pelvis" and record["body_mask"].endswith("body.nii.gz")
+    assert collimation["collimated"] and collimation["full_rows"] == 325 and 180 < collimation["rows"] < 325
+    assert set(collimation["limited_by"]) == {"inferior end of the scan", "superior end of the scan"}
+    geometry = json.loads((tmp_path / "out" / "Pelvic-Ref-005_seed0.geometry.json").read_text())
+    assert (geometry["detector_rows"], geometry["detector_columns"]) == (collimation["rows"], 215)
+    assert np.asarray(Image.open(tmp_path / "out" / "Pelvic-Ref-005_seed0.png")).shape == (collimation["rows"], 215)
+    assert "collimated to 215x" in capsys.readouterr().out
+    (tmp_path / "g.json").write_text(json.dumps(geometry))
+    assert main(["simulate-xray", source, "--out-dir", str(tmp_path / "bad"), "--view", "ap-pelvis",
+                 "--geometry", str(tmp_path / "g.json")]) == 2
+    assert "--view ap-pelvis sets its own geometry" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------- cohorts with both hips of a CT
 def synthetic_pelvis_hips() -> list:
     """A synthetic whole-pelvis CT (4 mm voxels, LPS, head-first) holding two femurs, prepared side by side: the

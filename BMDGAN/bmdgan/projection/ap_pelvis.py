@@ -192,25 +192,43 @@ def collimate_to_scan(geometry: ProjectionGeometry, body_mask: np.ndarray, ijk_t
                                 tuple(sorted(set(reasons.values()))), tuple(sorted(set(depth_truncated))))
 
 
-def body_centre_lps(body_mask: np.ndarray, ijk_to_lps: np.ndarray) -> np.ndarray:
-    """Centre (LPS mm) of the body's bounding box: the midline, the mid-depth and the middle of the scan."""
-    k, j, i = (np.nonzero(np.asarray(body_mask).any(axis=axes))[0] for axes in ((1, 2), (0, 2), (0, 1)))
+BODY_CENTRE_SLAB_MM = 50.0
+"""Half-height (mm) of the slab of slices whose body sets the mid-depth (and, without two hips, the midline) at a
+given height: arms raised beside the upper abdomen do not move it."""
+
+
+def body_centre_lps(body_mask: np.ndarray, ijk_to_lps: np.ndarray, height_lps_mm: float | None = None
+                    ) -> np.ndarray:
+    """Centre (LPS mm) of the body's bounding box: the midline, the mid-depth and the middle of the scan; with
+    ``height_lps_mm`` (LPS z) the box of the slices within :data:`BODY_CENTRE_SLAB_MM` of that height."""
+    body = np.asarray(body_mask, dtype=bool)
+    ijk_to_lps = np.asarray(ijk_to_lps, float)
+    if height_lps_mm is not None:
+        middle = ((body.shape[2] - 1) / 2.0, (body.shape[1] - 1) / 2.0)      # LPS z of each slice's centre
+        slice_z = ijk_to_lps[2] @ np.array([[*middle, k, 1.0] for k in range(body.shape[0])]).T
+        near = np.abs(slice_z - height_lps_mm) <= BODY_CENTRE_SLAB_MM
+        if body[near].any():
+            body = body & near[:, None, None]
+    k, j, i = (np.nonzero(body.any(axis=axes))[0] for axes in ((1, 2), (0, 2), (0, 1)))
     if k.size == 0:
         raise InputError(None, "the body mask is empty", "check the body mask")
-    corners = np.array([[i.min(), j.min(), k.min(), 1.0], [i.max(), j.max(), k.max(), 1.0]]) @ \
-        np.asarray(ijk_to_lps, float).T
+    corners = np.array([[i.min(), j.min(), k.min(), 1.0], [i.max(), j.max(), k.max(), 1.0]]) @ ijk_to_lps.T
     return corners[:, :3].mean(axis=0)
 
 
 def ap_pelvis_centre(body_mask: np.ndarray, ijk_to_lps: np.ndarray,
                      head_centres_lps: list[np.ndarray] | None = None) -> np.ndarray:
-    """Where the central ray aims (LPS mm): the body's midline and mid-depth; in height
-    :data:`AP_PELVIS_CENTRE_ABOVE_HEADS_MM` above the femoral head centres when they are known, else the
-    middle of the body's scanned range."""
-    centre = body_centre_lps(body_mask, ijk_to_lps)
-    if head_centres_lps:
-        centre[2] = float(np.mean([np.asarray(h, float)[2] for h in head_centres_lps])) + \
-            AP_PELVIS_CENTRE_ABOVE_HEADS_MM
+    """Where the central ray aims (LPS mm). With the femoral head centres: in height
+    :data:`AP_PELVIS_CENTRE_ABOVE_HEADS_MM` above them, in x midway between two heads (the midline) and in depth
+    the body's middle at that height. Without: the middle of the body's box and of the scanned range."""
+    if not head_centres_lps:
+        return body_centre_lps(body_mask, ijk_to_lps)
+    heads = np.array([np.asarray(h, float) for h in head_centres_lps])
+    height = float(heads[:, 2].mean()) + AP_PELVIS_CENTRE_ABOVE_HEADS_MM
+    centre = body_centre_lps(body_mask, ijk_to_lps, height)
+    centre[2] = height
+    if len(heads) >= 2:
+        centre[0] = float(heads[:, 0].mean())
     return centre
 
 
