@@ -165,8 +165,9 @@ def pelvis_scene_of(prepared_folder: str, ct_id: str):
         from .pelvis_case import pelvis_scene
 
         _WORKER_CACHE.clear()
-        bones = [load_prepared(Path(prepared_folder), key) for key in prepared_bones(Path(prepared_folder), ct_id)]
-        _WORKER_CACHE.update(key=("ap-pelvis", ct_id), scene=pelvis_scene(bones))
+        scene = pelvis_scene([load_prepared(Path(prepared_folder), key)
+                              for key in prepared_bones(Path(prepared_folder), ct_id)])
+        _WORKER_CACHE.update(key=("ap-pelvis", ct_id), scene=scene)
     return _WORKER_CACHE["scene"]
 
 

@@ -67,12 +67,23 @@ def sample_positioning(seed: int, patient: VirtualPatient, pose_name: str) -> Po
                        float(rng.uniform(*OBJECT_TO_DETECTOR_RANGE_MM)))
 
 
-@dataclass
-class PelvisScene:
-    """A whole-pelvis CT ready to project: its hips, the body (cropped to it) and the projector of its channels."""
+@dataclass(frozen=True)
+class Hip:
+    """What a case needs of one prepared hip once its channels are built: side and the parts of its ground truth."""
 
     ct_id: str
-    bones: list[PreparedCT]
+    side: str
+    abmd_components_g_cm2: tuple[float, float]
+    vbmd_components_mg_cm3: tuple[float, float]
+
+
+@dataclass
+class PelvisScene:
+    """A whole-pelvis CT ready to project: its hips, the body (cropped to it) and the projector of its channels
+    (the prepared arrays are not kept: the channels hold what the projection needs)."""
+
+    ct_id: str
+    bones: list[Hip]
     hu: Volume
     body_mask: np.ndarray
     centre_lps: np.ndarray
@@ -109,8 +120,12 @@ def pelvis_scene(bones: list[PreparedCT]) -> PelvisScene:
         {prepared.side: (prepared.pf_mask[box], prepared.density_mg_cm3[box]) for prepared in bones})
     body = body[box]
     centre = ap_pelvis_centre(body, cropped.ijk_to_lps(), [prepared.head_centre_lps for prepared in bones])
-    return PelvisScene(first.ct_id, bones, Volume(hu, cropped, "HU", first.hu.source), body, centre,
-                       Projector(volumes, cropped.ijk_to_lps(), unit="mg/cm3", channel_names=names))
+    hips = [Hip(prepared.ct_id, prepared.side, tuple(prepared.abmd_components_g_cm2),
+                tuple(prepared.vbmd_components_mg_cm3)) for prepared in bones]
+    projector = Projector(volumes, cropped.ijk_to_lps(), unit="mg/cm3", channel_names=names)
+    del volumes
+    return PelvisScene(first.ct_id, hips, Volume(hu.copy(), cropped, "HU", first.hu.source), body.copy(), centre,
+                       projector)
 
 
 def pelvis_case_id(patient_id: str, pose_name: str, side: str) -> str:
