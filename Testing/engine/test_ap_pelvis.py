@@ -97,8 +97,8 @@ def test_couch_and_wires_outside_the_body_contribute_nothing(pelvis_005, one_tor
     assert ct.array[outside].max() >= 3000 and outside.sum() > 100_000
     assert np.median(x_lps[ct.array[outside] > 1500]) < 0                # the wires lie on the patient's right
     by_hand = ct.with_array(np.where(outside, np.float32(-1000.0), ct.array))
-    areal, geometry, _ = project_ap_pelvis(ct, body, centre, pixel_spacing_mm=1.0)
-    areal_by_hand, geometry_by_hand, _ = project_ap_pelvis(by_hand, body, centre, pixel_spacing_mm=1.0)
+    areal, geometry, _ = project_ap_pelvis(ct, body, centre, pixel_spacing_mm=2.0)
+    areal_by_hand, geometry_by_hand, _ = project_ap_pelvis(by_hand, body, centre, pixel_spacing_mm=2.0)
     assert geometry.shape == geometry_by_hand.shape
     np.testing.assert_array_equal(areal, areal_by_hand)
     # Without the body mask the couch and the wires would be in the image.
@@ -202,9 +202,13 @@ def test_ap_pelvis_cohort_gives_one_case_per_hip_with_its_own_truth(tmp_path, on
         columns = np.arange(pf.shape[1])
         shaft = np.clip(stage1 - pf, 0, None)[96:]
         assert (columns * pf.sum(0)).sum() / pf.sum() > (columns * shaft.sum(0)).sum() / shaft.sum() + 3
-    # The provenance says where the case came from.
+    # The provenance says where the case came from, and where the femoral head centre is in the case's image.
     provenance = json.loads(truth["left"].provenance)
     assert provenance["ct"] == "SYNP" and provenance["side"] == "left" and provenance["view"] == "ap-pelvis"
+    for side in ("left", "right"):
+        column, row = json.loads(truth[side].provenance)["head_centre_px"]
+        pf = images[side]["drr_pf"]
+        assert pf[int(round(row)), int(round(column))] > 0.6 * pf.max()          # on the head, the PF's thickest
 
 
 def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, one_torch_thread):

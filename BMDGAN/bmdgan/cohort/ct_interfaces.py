@@ -22,8 +22,6 @@ def default_body_mask(ct) -> np.ndarray:
     """The patient's body (bool [k, j, i]) from :func:`bmdgan.ct.body.body_mask`."""
     try:
         from ..ct.body import body_mask
-    except ImportError:  # TEMPORARY (lead: delete this fallback once bmdgan.ct.body is merged): everything above
-        from ..projection.ap_pelvis import body_of_cleaned  # -500 HU, holes filled per slice (couch included)
-
-        return body_of_cleaned(ct.array)
+    except ImportError:  # TEMPORARY (lead: delete this fallback once bmdgan.ct.body is merged): the whole CT
+        return np.ones(ct.array.shape, dtype=bool)
     return np.asarray(body_mask(ct), dtype=bool)

@@ -319,7 +319,6 @@ def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
     from ..atomic import atomic_write_text
     from ..errors import BMDGANError
     from ..io import read_ct
-    from ..projection.ap_pelvis import clean_outside_body
     from .ct_interfaces import default_body_mask, hip_sides_of
 
     usable, skipped = [], {}
@@ -333,10 +332,9 @@ def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
                 usable.append(ct_id)
             continue
         side, files = (segmentations or {}).get(ct_id, ("auto", None))
-        try:  # clean once: the hips are searched once per CT object (bmdgan.ct), for its sides and each side
+        try:  # one CT object: bmdgan.ct searches its hips once, for its sides and for each side's analysis
             ct = read_ct(path)
             body = body_mask(ct) if callable(body_mask) else default_body_mask(ct)
-            ct = clean_outside_body(ct, body)
             sides = [side] if files else hip_sides_of(ct)
         except BMDGANError as error:
             skipped[ct_id] = str(error)

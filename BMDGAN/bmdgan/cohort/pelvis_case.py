@@ -75,6 +75,7 @@ class Hip:
     side: str
     abmd_components_g_cm2: tuple[float, float]
     vbmd_components_mg_cm3: tuple[float, float]
+    head_centre_lps: tuple[float, float, float]
 
 
 @dataclass
@@ -121,7 +122,8 @@ def pelvis_scene(bones: list[PreparedCT]) -> PelvisScene:
     body = body[box]
     centre = ap_pelvis_centre(body, cropped.ijk_to_lps(), [prepared.head_centre_lps for prepared in bones])
     hips = [Hip(prepared.ct_id, prepared.side, tuple(prepared.abmd_components_g_cm2),
-                tuple(prepared.vbmd_components_mg_cm3)) for prepared in bones]
+                tuple(prepared.vbmd_components_mg_cm3), tuple(float(v) for v in prepared.head_centre_lps))
+            for prepared in bones]
     projector = Projector(volumes, cropped.ijk_to_lps(), unit="mg/cm3", channel_names=names)
     del volumes
     return PelvisScene(first.ct_id, hips, Volume(hu.copy(), cropped, "HU", first.hu.source), body.copy(), centre,
@@ -175,6 +177,8 @@ def pelvis_cases(settings, scene: PelvisScene, patient: VirtualPatient, pose_nam
         half = {"radiograph": apply_hip_crop(images["radiograph"], crop),
                 "drr_stage1": apply_hip_crop(images["drr_stage1"], crop),
                 "drr_pf": apply_hip_crop(images[f"drr_pf_{prepared.side}"], crop)}
+        head = np.linalg.inv(crop.output_to_source_matrix()) @ np.append(
+            full["geometry"].project_points(np.asarray(prepared.head_centre_lps)), 1.0)
         a_trab, a_cort = prepared.abmd_components_g_cm2
         v_trab, v_cort = prepared.vbmd_components_mg_cm3
         record = CaseRecord(
@@ -192,6 +196,7 @@ def pelvis_cases(settings, scene: PelvisScene, patient: VirtualPatient, pose_nam
                 "sid_mm": round(positioning.source_to_detector_mm, 1),
                 "kev": round(full["simulated"].parameters.effective_energy_kev, 1),
                 "image_px": list(images["radiograph"].shape),
+                "head_centre_px": [round(float(head[0]), 1), round(float(head[1]), 1)],
                 "collimated_rows": [collimation.first_row, collimation.rows, collimation.full_rows]},
                 separators=(",", ":")))
         cases.append((record, half))

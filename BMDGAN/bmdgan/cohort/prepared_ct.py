@@ -7,8 +7,8 @@ aBMD = k_trab * a_trab + k_cort * a_cort, and the same for vBMD.
 
 A CT that holds both hips is prepared once per side, each under its own key (``<ct_id>_left``,
 ``<ct_id>_right``; a CT prepared without a side keeps ``<ct_id>``), and ``<ct_id>.sides.json`` records which
-sides were prepared and why any was not. Everything outside the patient's body is set to air before anything
-is measured or projected, and the body mask is kept with the arrays.
+sides were prepared and why any was not. The HU kept for projection are set to air outside the patient's body
+(couch, wires), and the body mask is kept with the arrays.
 """
 
 from __future__ import annotations
@@ -124,8 +124,9 @@ def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
                segmentation: list[str | Path] | None = None, body_mask: BodyMask | None = None) -> PreparedCT:
     """Run the CT analysis of one hip (``side``: 'left', 'right' or 'auto'; automatic labels, landmarks, PF
     region, phantomless calibration) and derive what the cohort needs. ``path``: a CT file or an already read
-    :class:`Volume` in HU. ``body_mask``: the body (bool [k, j, i]) of the CT or a function giving it, outside
-    which every voxel is set to air first (default :func:`.ct_interfaces.default_body_mask`). The aBMD/vBMD
+    :class:`Volume` in HU. ``body_mask``: the body (bool [k, j, i]) of the CT or a function giving it (default
+    :func:`.ct_interfaces.default_body_mask`): the analysis sees the CT as scanned (its own air calibrates it),
+    the HU kept for projection are set to air outside the body. The aBMD/vBMD
     components are measured by the same code as ``bmdgan measure-ct``, on CTs whose calibrated density is the
     trabecular or the cortical part: the two add up to the full measurement."""
     from ..ct import labels as L
@@ -141,7 +142,6 @@ def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
         body = (body_mask or default_body_mask)(ct)
     else:
         body = np.asarray(body_mask, dtype=bool)
-    ct = clean_outside_body(ct, body)
     labels = None
     if segmentation:  # e.g. TotalSegmentator's femur_<side> and hip_<side> files, for scans where the
         from ..ct.label_import import load_segmentation  # automatic femur is not good enough
@@ -149,6 +149,7 @@ def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
         labels = load_segmentation(segmentation, ct, side)
     analysis = analyse_ct(ct, side=side, label_volume=labels)
     calibration = analysis.calibration
+    ct = clean_outside_body(ct, body)
     density = calibration.density(ct.array).astype(np.float32)
     labels = analysis.label_volume().array
     pf = labels == L.PF_REGION
