@@ -135,6 +135,18 @@ def test_simulate_xray_ap_pelvis_records_its_collimation(pelvis_005, tmp_path, c
     assert "--view ap-pelvis sets its own geometry" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not hasattr(pipeline, "hip_sides"), reason="needs bmdgan.ct.pipeline.hip_sides (the bilateral "
+                                                                 "CT analysis, another branch)")
+def test_simulate_xray_auto_view_takes_ap_pelvis_for_a_ct_with_both_hips(pelvis_005, tmp_path):
+    from bmdgan.cli.main import main
+
+    ct, _, _ = pelvis_005
+    assert main(["simulate-xray", ct.source, "--out-dir", str(tmp_path), "--pixel-mm", "2"]) == 0
+    record = json.loads((tmp_path / "Pelvic-Ref-005_seed0.params.json").read_text())
+    assert record["view"] == "ap-pelvis" and record["hips_in_ct"] == ["left", "right"]
+    assert record["detector_mm"] == [350.0, 430.0]
+
+
 # ---------------------------------------------------------------------- cohorts with both hips of a CT
 def synthetic_pelvis_hips() -> list:
     """A synthetic whole-pelvis CT (4 mm voxels, LPS, head-first) holding two femurs, prepared side by side: the

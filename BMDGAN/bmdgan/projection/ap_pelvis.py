@@ -42,6 +42,9 @@ coarser still. ``simulate-xray --pixel-mm 0.15`` gives the clinical pitch."""
 AP_PELVIS_CENTRE_ABOVE_HEADS_MM = 30.0
 """The central ray of an AP pelvis aims midway between the anterior superior iliac spines and the pubic
 symphysis, about 30 mm above the femoral head centres."""
+WHOLE_PELVIS_MIN_WIDTH_MM = 300.0
+"""A CT narrower than this (LPS x, mm) cannot hold both hips (the greater trochanters of an adult lie 300-380 mm
+apart): ``--view auto`` does not look for two hips in it."""
 AIR_HU = -1000.0
 """What voxels outside the body become (HU)."""
 BODY_HU = -500.0

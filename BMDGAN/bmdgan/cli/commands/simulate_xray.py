@@ -117,9 +117,19 @@ def _view(args: argparse.Namespace, ct) -> tuple[str, dict]:
         return args.view, {}
     if args.geometry is not None or args.parallel:
         return "centred", {}
-    from ...cohort.ct_interfaces import hip_sides_of
+    import numpy as np
 
-    sides = hip_sides_of(ct)
+    from ...cohort.ct_interfaces import hip_sides_of
+    from ...errors import BMDGANError
+    from ...projection.ap_pelvis import WHOLE_PELVIS_MIN_WIDTH_MM
+    from ...projection.geometry import volume_corners_lps
+
+    if np.ptp(volume_corners_lps(ct.shape_ijk, ct.geometry.ijk_to_lps())[:, 0]) < WHOLE_PELVIS_MIN_WIDTH_MM:
+        return "centred", {}
+    try:
+        sides = hip_sides_of(ct)
+    except BMDGANError as error:  # no hip found: not a pelvis, the whole-CT view it is
+        return "centred", {"hips_in_ct": [], "hip_search": str(error)}
     return ("ap-pelvis" if {"left", "right"} <= set(sides) else "centred"), {"hips_in_ct": sides}
 
 
