@@ -131,6 +131,9 @@ def _hip_box(prepared: PreparedCT) -> tuple[slice, ...]:
     shape_ijk = prepared.hu.shape_ijk
     box = [slice(max(int(np.floor(ijk[a].min())), 0), min(int(np.ceil(ijk[a].max())) + 1, shape_ijk[a]))
            for a in range(3)]
+    if prepared.body_mask is not None and prepared.body_mask.any():  # nothing but air beyond the body in depth
+        present = np.nonzero(prepared.body_mask.any(axis=(0, 2)))[0]
+        box[1] = slice(max(box[1].start, int(present[0]) - 1), min(box[1].stop, int(present[-1]) + 2))
     return box[2], box[1], box[0]
 
 
