@@ -7,10 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
-from ..projection.ap_pelvis import AP_PELVIS_SOURCE_TO_DETECTOR_MM
 from ..datasets.normalise import apply_hip_crop, plan_hip_crop
+from ..projection.ap_pelvis import AP_PELVIS_SOURCE_TO_DETECTOR_MM
 from .pelvis_case import Positioning, render_pelvis
 from .virtual_patient import REFERENCE_BMI, VirtualPatient
 
