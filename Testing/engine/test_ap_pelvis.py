@@ -135,6 +135,7 @@ def test_simulate_xray_ap_pelvis_records_its_collimation(pelvis_005, tmp_path, c
     assert "--view ap-pelvis sets its own geometry" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the hip search on a whole-pelvis CT: 36 s on the loaded 2-core machine
 @pytest.mark.skipif(not hasattr(pipeline, "hip_sides"), reason="needs bmdgan.ct.pipeline.hip_sides (the bilateral "
                                                                  "CT analysis, another branch)")
 def test_simulate_xray_auto_view_takes_ap_pelvis_for_a_ct_with_both_hips(pelvis_005, tmp_path):
