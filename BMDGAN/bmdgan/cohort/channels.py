@@ -80,3 +80,30 @@ def pad_across_beam(hu: np.ndarray, masks: list[np.ndarray], geometry, margin_mm
     origin = np.asarray(geometry.origin_mm) - direction @ (np.array(pads_ijk) * np.asarray(geometry.spacing_mm))
     new_geometry = VolumeGeometry(geometry.spacing_mm, tuple(origin), direction)
     return padded, [np.pad(m, pad_kji) for m in masks], new_geometry
+
+
+PELVIS_COMMON_CHANNELS = ("adipose", "soft_base", "ha_trab", "ha_cort", "bone_trab", "bone_cort")
+"""Channels an AP pelvis view shares between the hips; then ``pf_trab_<side>``, ``pf_cort_<side>`` per hip."""
+
+
+def pelvis_channel_volumes(hu: np.ndarray, density_mg_cm3: np.ndarray, bone_mask: np.ndarray,
+                           pf_parts: dict[str, tuple[np.ndarray, np.ndarray]],
+                           model: MaterialModel = MaterialModel()) -> tuple[list[str], np.ndarray]:
+    """(names, (C, K, J, I) float32 mg/cm3) of a CT with several hips: :data:`PELVIS_COMMON_CHANNELS` (the bone
+    channels over every labelled bone: pelvis and both femurs) and, per side, the trabecular and cortical mineral
+    of that hip's PF region from ``pf_parts[side] = (pf_mask, that side's calibrated density)``."""
+    names = list(PELVIS_COMMON_CHANNELS) + [f"pf_{part}_{side}" for side in pf_parts for part in ("trab", "cort")]
+    volumes = np.empty((len(names),) + hu.shape, dtype=np.float32)
+    volumes[:6] = channel_volumes(hu, density_mg_cm3, bone_mask, np.zeros_like(bone_mask), model)[:6]
+    bone_like = hu > model.soft_hu
+    for index, (pf_mask, density) in enumerate(pf_parts.values()):
+        mineral = np.where(bone_like & pf_mask, np.clip(density, 0.0, model.mineral_crystal_mg_per_cm3), 0.0)
+        cortical = mineral > CORTICAL_THRESHOLD_MG_CM3
+        volumes[6 + 2 * index] = np.where(cortical, 0.0, mineral)
+        volumes[7 + 2 * index] = np.where(cortical, mineral, 0.0)
+    return names, volumes
+
+
+def side_channels(projected: dict[str, np.ndarray], side: str) -> dict[str, np.ndarray]:
+    """The projected channels of an AP pelvis view as :func:`combine` reads them for one hip (its PF region)."""
+    return {**projected, "pf_trab": projected[f"pf_trab_{side}"], "pf_cort": projected[f"pf_cort_{side}"]}

@@ -7,6 +7,11 @@ a right hip with the head up (:mod:`bmdgan.datasets.normalise`'s convention) fro
 the CT headers' orientation is never trusted. Ground truth comes from the same projection (DRRs) and from
 the CT measurements scaled by the same factors (aBMD, vBMD are linear in the mineral).
 
+Views (``CohortSettings.view``): ``hip`` is the single-hip view above; ``ap-pelvis`` is the clinic's AP pelvis
+radiograph of a whole-pelvis CT, split at the centre line into one case per hip (:mod:`.pelvis_case`);
+``auto`` takes ``ap-pelvis`` for a CT whose two hips were prepared and ``hip`` for a CT with one. A CT with two
+hips gives two virtual bones (one per side) in either view; its cases carry the side in their id.
+
 Work is split by virtual patient over processes; the parent writes each case (images first, then its manifest
 row) in a fixed order, so a killed run resumes where it stopped and a seed always gives the same dataset.
 """
@@ -27,12 +32,19 @@ from ..datasets.format import (CaseRecord, DatasetWriter, existing_header, read_
                                rewrite_manifest, update_header)
 from ..errors import InputError
 from ..worker_lifetime import die_with_parent
+from ..projection.geometry import rotation_about
 from .channels import CHANNELS, channel_volumes, combine, pad_across_beam
-from .prepared_ct import PreparedCT, has_prepared, load_prepared, prepare_ct, save_prepared
+from .prepared_ct import (PreparedCT, has_prepared, load_prepared, prepare_ct, prepared_bones, save_prepared, side_key,
+                          sides_record_path)
 from .virtual_patient import POSES, PoseDraw, VirtualPatient, sample_patient, sample_pose, seeded_rng
 
 FIELD_OF_VIEW_MM = (280.0, 140.0)
 """Height and width covered at the femoral head (mm): one hip from above the acetabulum to the upper shaft."""
+HIP_BOX_MM = (160.0, 220.0, 200.0)
+"""Half-width (x), extent below and extent above (z) of the part of a whole-pelvis CT (mm, around the PF centre)
+that one hip's single-hip view can reach (its field of view, magnified at the body's front, turned by the poses);
+cropping to it keeps the projector's memory to one hip."""
+VIEWS = ("auto", "hip", "ap-pelvis")
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,32 @@ class CohortSettings:
     """``reference``, ``site:N`` or ``varied`` (:func:`bmdgan.projection.site_protocol.parse_acquisition`)."""
     fold_by: str = "patient"
     """``patient`` (virtual patients, as the paper) or ``ct`` (whole source CTs: held-out bones never seen)."""
+    view: str = "auto"
+    """``hip``, ``ap-pelvis`` or ``auto`` (AP pelvis for a CT with two prepared hips; see the module docstring)."""
+
+
+def view_of(view: str, bone_count: int) -> str:
+    """The view a CT with ``bone_count`` prepared hips gets under the ``view`` setting."""
+    if view not in VIEWS:
+        raise InputError(None, f"unknown view {view!r}", f"use one of {', '.join(VIEWS)}")
+    return ("ap-pelvis" if bone_count >= 2 else "hip") if view == "auto" else view
+
+
+def bone_sides(prepared_folder: str | Path, ct_id: str) -> list[tuple[str, str]]:
+    """(cache key, side) of every prepared hip of a CT (read from the small JSON descriptions only)."""
+    folder = Path(prepared_folder)
+    return [(key, json.loads((folder / f"{key}.json").read_text())["side"]) for key in prepared_bones(folder, ct_id)]
+
+
+def case_ids(settings: CohortSettings, ct_id: str, index: int) -> list[str]:
+    """Ids of every case one virtual patient of a CT gives (to find what a resumed run still has to make)."""
+    from .pelvis_case import pelvis_case_id
+
+    sides = [side for _, side in bone_sides(settings.prepared_folder, ct_id)]
+    patient_id = f"{ct_id}-v{index:03d}"
+    if view_of(settings.view, len(sides)) == "ap-pelvis" or len(sides) > 1:
+        return [pelvis_case_id(patient_id, pose, side) for side in sides for pose in settings.poses]
+    return [f"{patient_id}-{pose}" for pose in settings.poses]
 
 
 def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, int]):
@@ -57,7 +95,7 @@ def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, i
 
     lateral, ap, up = np.asarray(prepared.frame_axes, float)
     head = prepared.head_centre_lps
-    turn = _rotation_about(up, pose.internal_rotation_deg) @ _rotation_about(ap, pose.abduction_deg)
+    turn = rotation_about(up, pose.internal_rotation_deg) @ rotation_about(ap, pose.abduction_deg)
     about_head = np.eye(4)
     about_head[:3, :3] = turn
     about_head[:3, 3] = head - turn @ head
@@ -75,14 +113,6 @@ def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, i
                               ((columns - 1) / 2.0 + shift_columns, (rows - 1) / 2.0 + shift_rows), camera_from_lps)
 
 
-def _rotation_about(axis: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Rodrigues rotation matrix about a unit ``axis`` (LPS) by ``angle_deg``."""
-    axis = np.asarray(axis, float) / np.linalg.norm(axis)
-    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    angle = np.radians(angle_deg)
-    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
-
-
 def orientation_flips(prepared: PreparedCT, geometry) -> tuple[bool, bool]:
     """(flip rows, flip columns) that put the head above the shaft and medial to it on the image's right,
     like a right hip in an AP view (the dataset convention); decided from the projected landmarks."""
@@ -93,23 +123,63 @@ def orientation_flips(prepared: PreparedCT, geometry) -> tuple[bool, bool]:
 _WORKER_CACHE: dict = {}
 
 
-def ct_projector(prepared_folder: str, ct_id: str):
-    """The CT's 8-channel projector, built once per worker process."""
-    if _WORKER_CACHE.get("ct_id") != ct_id:
+def _hip_box(prepared: PreparedCT) -> tuple[slice, ...]:
+    """Index box [k, j, i] of a whole-pelvis CT that one hip's single-hip view can reach (:data:`HIP_BOX_MM`)."""
+    half_x, below, above = HIP_BOX_MM
+    centre = prepared.pf_centre_lps
+    corners = np.array([[centre[0] + dx, centre[1] + dy, centre[2] + dz, 1.0] for dx in (-half_x, half_x)
+                        for dy in (-1e4, 1e4) for dz in (-below, above)])
+    ijk = (np.linalg.inv(prepared.hu.geometry.ijk_to_lps()) @ corners.T)[:3]
+    shape_ijk = prepared.hu.shape_ijk
+    box = [slice(max(int(np.floor(ijk[a].min())), 0), min(int(np.ceil(ijk[a].max())) + 1, shape_ijk[a]))
+           for a in range(3)]
+    if prepared.body_mask is not None and prepared.body_mask.any():  # nothing but air beyond the body in depth
+        present = np.nonzero(prepared.body_mask.any(axis=(0, 2)))[0]
+        box[1] = slice(max(box[1].start, int(present[0]) - 1), min(box[1].stop, int(present[-1]) + 2))
+    return box[2], box[1], box[0]
+
+
+def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
+    """One hip's 8-channel projector (single-hip view), built once per worker process; ``crop_to_hip``: keep only
+    the part of a whole-pelvis CT around that hip (:data:`HIP_BOX_MM`)."""
+    if _WORKER_CACHE.get("key") != ("hip", key):
+        from ..io import VolumeGeometry
         from ..projection.projector import Projector
 
-        prepared = load_prepared(Path(prepared_folder), ct_id)
-        hu, (density, bone, pf), geometry = pad_across_beam(
-            prepared.hu.array, [prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask], prepared.hu.geometry)
+        _WORKER_CACHE.clear()
+        prepared = load_prepared(Path(prepared_folder), key)
+        arrays = [prepared.hu.array, prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask]
+        geometry = prepared.hu.geometry
+        if crop_to_hip:
+            box = _hip_box(prepared)
+            arrays = [array[box] for array in arrays]
+            start = np.array([box[2].start, box[1].start, box[0].start], float)
+            geometry = VolumeGeometry(geometry.spacing_mm, tuple(np.asarray(geometry.origin_mm) + np.asarray(
+                geometry.direction) @ (start * geometry.spacing_mm)), geometry.direction)
+        hu, (density, bone, pf), geometry = pad_across_beam(arrays[0], arrays[1:], geometry)
         volumes = channel_volumes(hu, density, bone, pf)
-        _WORKER_CACHE.update(ct_id=ct_id, prepared=prepared,
+        _WORKER_CACHE.update(key=("hip", key), prepared=prepared,
                              projector=Projector(volumes, geometry.ijk_to_lps(), unit="mg/cm3",
                                                  channel_names=list(CHANNELS)))
     return _WORKER_CACHE["prepared"], _WORKER_CACHE["projector"]
 
 
-def simulate_case(settings: CohortSettings, prepared: PreparedCT, projector, patient: VirtualPatient, pose_name: str):
-    """One image: (manifest record, oriented images, the simulator's SimulatedRadiograph before orientation)."""
+def pelvis_scene_of(prepared_folder: str, ct_id: str):
+    """The AP pelvis projector of a CT's prepared hips, built once per worker process."""
+    if _WORKER_CACHE.get("key") != ("ap-pelvis", ct_id):
+        from .pelvis_case import pelvis_scene
+
+        _WORKER_CACHE.clear()
+        scene = pelvis_scene([load_prepared(Path(prepared_folder), key)
+                              for key in prepared_bones(Path(prepared_folder), ct_id)])
+        _WORKER_CACHE.update(key=("ap-pelvis", ct_id), scene=scene)
+    return _WORKER_CACHE["scene"]
+
+
+def simulate_case(settings: CohortSettings, prepared: PreparedCT, projector, patient: VirtualPatient, pose_name: str,
+                  with_side: bool = False):
+    """One image: (manifest record, oriented images, the simulator's SimulatedRadiograph before orientation).
+    ``with_side``: the case id ends with the hip's side (a CT with two hips)."""
     from ..projection.simulator import simulate_radiograph
     from ..projection.site_protocol import parse_acquisition
 
@@ -118,7 +188,7 @@ def simulate_case(settings: CohortSettings, prepared: PreparedCT, projector, pat
     projected = dict(zip(CHANNELS, projector.project(geometry)))
     parts = combine(projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm,
                     geometry.row_spacing_mm)
-    case_id = f"{patient.patient_id}-{pose_name}"
+    case_id = f"{patient.patient_id}-{pose_name}" + (f"-{prepared.side}" if with_side else "")
     rng = seeded_rng(settings.seed, case_id, "acquisition")
     site = parse_acquisition(settings.acquisition)
     parameters = site.parameters_for(rng, patient.extra_fat_mm) if site else None
@@ -130,32 +200,46 @@ def simulate_case(settings: CohortSettings, prepared: PreparedCT, projector, pat
     for name, image in images.items():
         image = image[::-1] if flip_rows else image
         images[name] = np.ascontiguousarray(image[:, ::-1] if flip_columns else image)
+    provenance = {"ct": prepared.ct_id, "k_trab": round(patient.trabecular_factor, 4),
+                  "k_cort": round(patient.cortical_factor, 4), "bmi": round(patient.bmi_kg_m2, 1),
+                  "rotation_deg": round(pose.internal_rotation_deg, 2), "abduction_deg": round(pose.abduction_deg, 2),
+                  "sid_mm": round(pose.source_to_detector_mm, 1),
+                  "kev": round(simulated.parameters.effective_energy_kev, 1)}
+    if with_side:
+        provenance.update(side=prepared.side, view="hip")
     record = CaseRecord(
         case_id, patient.patient_id, prepared.side, pose=pose_name, mirrored=flip_columns,
         ct_abmd_g_cm2=patient.trabecular_factor * prepared.abmd_components_g_cm2[0]
         + patient.cortical_factor * prepared.abmd_components_g_cm2[1],
         qct_vbmd_mg_cm3=patient.trabecular_factor * prepared.vbmd_components_mg_cm3[0]
         + patient.cortical_factor * prepared.vbmd_components_mg_cm3[1],
-        provenance=json.dumps({"ct": prepared.ct_id, "k_trab": round(patient.trabecular_factor, 4),
-                               "k_cort": round(patient.cortical_factor, 4), "bmi": round(patient.bmi_kg_m2, 1),
-                               "rotation_deg": round(pose.internal_rotation_deg, 2),
-                               "abduction_deg": round(pose.abduction_deg, 2),
-                               "sid_mm": round(pose.source_to_detector_mm, 1),
-                               "kev": round(simulated.parameters.effective_energy_kev, 1)}, separators=(",", ":")))
+        provenance=json.dumps(provenance, separators=(",", ":")))
     return record, images, simulated
 
 
-def make_patient_cases(settings: CohortSettings, ct_id: str, index: int) -> list[tuple[CaseRecord, dict]]:
-    """Every pose of one virtual patient: (manifest record, images) each."""
+def make_patient_cases(settings: CohortSettings, ct_id: str, index: int,
+                       key: str | None = None) -> list[tuple[CaseRecord, dict]]:
+    """Every case of one virtual patient of a CT: (manifest record, images) each. In the single-hip view of a CT
+    with two hips, ``key`` names the hip (None: both, one after the other)."""
     import torch
 
+    from .pelvis_case import pelvis_cases
+
     torch.set_num_threads(1)
-    prepared, projector = ct_projector(settings.prepared_folder, ct_id)
+    keys = prepared_bones(Path(settings.prepared_folder), ct_id)
     patient = sample_patient(settings.seed, ct_id, index)
-    return [simulate_case(settings, prepared, projector, patient, pose)[:2] for pose in settings.poses]
+    if view_of(settings.view, len(keys)) == "ap-pelvis":
+        scene = pelvis_scene_of(settings.prepared_folder, ct_id)
+        return [case for pose in settings.poses for case in pelvis_cases(settings, scene, patient, pose)]
+    cases = []
+    for bone in [key] if key else keys:
+        prepared, projector = ct_projector(settings.prepared_folder, bone, crop_to_hip=len(keys) > 1)
+        cases += [simulate_case(settings, prepared, projector, patient, pose, with_side=len(keys) > 1)[:2]
+                  for pose in settings.poses]
+    return cases
 
 
-KEPT_ON_RESUME = ("seed", "acquisition", "folds", "fold_by")
+KEPT_ON_RESUME = ("seed", "acquisition", "folds", "fold_by", "view")
 """Settings a cohort keeps when resumed or extended: others would mix two cohorts' patients or move cases between
 folds under a training run (which would then train on its held-out fold)."""
 
@@ -166,7 +250,8 @@ def check_cohort_request(settings: CohortSettings, ct_ids: list[str], out: str |
     (already in the cohort and given now) than folds. Returns every CT id the cohort will then hold."""
     header = existing_header(out)
     refuse_changed_settings(out, header.get("settings"), {key: getattr(settings, key) for key in KEPT_ON_RESUME},
-                            defaults={"fold_by": "patient", "acquisition": "varied"})  # made before these existed
+                            defaults={"fold_by": "patient", "acquisition": "varied", "view": "auto"})  # made before
+    view_of(settings.view, 1)                                                                     # these existed
     group_of_records(settings.fold_by)
     check_fold_count(settings.folds)
     earlier = [*header.get("ct_ids", []), *(source_ct_of(r) for r in read_manifest(out))] if header else []
@@ -190,8 +275,13 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
         "source": "bmdgan simulate-cohort", "settings": header_settings,
         "ct_ids": all_ct_ids, "normalisation": "one hip per image, oriented as a right hip in an AP view, "
                                                "head up (bmdgan.datasets.normalise)"})
-    tasks = [(ct_id, index) for ct_id in ct_ids for index in range(settings.patients_per_ct)
-             if any(f"{ct_id}-v{index:03d}-{pose}" not in writer.done for pose in settings.poses)]
+    tasks = []
+    for ct_id in ct_ids:
+        keys = prepared_bones(Path(settings.prepared_folder), ct_id)
+        per_hip = view_of(settings.view, len(keys)) == "hip" and len(keys) > 1  # one hip's projector at a time
+        for key in keys if per_hip else [None]:
+            tasks += [(ct_id, index, key) for index in range(settings.patients_per_ct)
+                      if any(case not in writer.done for case in _task_case_ids(settings, ct_id, index, key))]
     written = 0
     with ProcessPoolExecutor(max_workers=max(1, workers), initializer=die_with_parent,
                              initargs=(os.getpid(),)) as pool:  # SIGKILL of this process ends the workers too
@@ -210,27 +300,61 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
             "cts": len({source_ct_of(r) for r in records}), "seconds": time.perf_counter() - start}
 
 
+def _task_case_ids(settings: CohortSettings, ct_id: str, index: int, key: str | None) -> list[str]:
+    ids = case_ids(settings, ct_id, index)
+    if key is None:
+        return ids
+    side = json.loads((Path(settings.prepared_folder) / f"{key}.json").read_text())["side"]
+    return [case for case in ids if case.endswith(f"-{side}")]
+
+
 def ct_id_of(path: Path) -> str:
     return path.name.split(".")[0]
 
 
 def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
-                segmentations: dict[str, tuple[str, list[Path]]] | None = None) -> tuple[list[str], dict[str, str]]:
-    """Prepare (or reuse the cache of) every CT; returns (usable CT ids, {skipped CT id: reason}).
-    ``segmentations``: {CT id: (side, label files)} for CTs whose femur should come from a given segmentation."""
+                segmentations: dict[str, tuple[str, list[Path]]] | None = None,
+                body_mask=None) -> tuple[list[str], dict[str, str]]:
+    """Prepare (or reuse the cache of) every hip of every CT: both sides of a CT that holds two
+    (:func:`.ct_interfaces.hip_sides_of`), each under its own key. Returns (CT ids with at least one prepared hip,
+    {skipped CT id or "CT id:side": reason}). ``segmentations``: {CT id: (side, label files)} for CTs whose femur
+    should come from a given segmentation (that side only). ``body_mask``: a function giving a CT's body (bool
+    [k, j, i]; default :func:`.ct_interfaces.default_body_mask`)."""
     from ..progress import progress_bar
 
+    from ..atomic import atomic_write_text
     from ..errors import BMDGANError
+    from ..io import read_ct
+    from .ct_interfaces import default_body_mask, hip_sides_of
 
     usable, skipped = [], {}
     for path in progress_bar(paths, desc="preparing CTs", disable=not progress):
         ct_id = ct_id_of(path)
-        if not has_prepared(prepared_folder, ct_id):
-            try:
-                side, files = (segmentations or {}).get(ct_id, ("auto", None))
-                save_prepared(prepare_ct(path, ct_id, side, files), prepared_folder)
-            except BMDGANError as error:
-                skipped[ct_id] = str(error)
+        record = sides_record_path(prepared_folder, ct_id)
+        if record.is_file() or has_prepared(prepared_folder, ct_id):  # done before (or made before sides)
+            done = json.loads(record.read_text()) if record.is_file() else {}
+            skipped.update({f"{ct_id}:{side}": reason for side, reason in done.get("skipped", {}).items()})
+            if prepared_bones(prepared_folder, ct_id):
+                usable.append(ct_id)
+            continue
+        side, files = (segmentations or {}).get(ct_id, ("auto", None))
+        try:  # one CT object: bmdgan.ct searches its hips once, for its sides and for each side's analysis
+            ct = read_ct(path)
+            body = body_mask(ct) if callable(body_mask) else default_body_mask(ct)
+            sides = [side] if files else hip_sides_of(ct)
+        except BMDGANError as error:
+            skipped[ct_id] = str(error)
+            continue
+        failed = {}
+        for side in sides:
+            if has_prepared(prepared_folder, side_key(ct_id, side)):
                 continue
-        usable.append(ct_id)
+            try:
+                save_prepared(prepare_ct(ct, ct_id, side, files, body), prepared_folder)
+            except BMDGANError as error:
+                failed[side] = str(error)
+        skipped.update({f"{ct_id}:{side}" if len(sides) > 1 else ct_id: reason for side, reason in failed.items()})
+        atomic_write_text(record, json.dumps({"ct_id": ct_id, "sides": sides, "skipped": failed}, indent=2) + "\n")
+        if prepared_bones(prepared_folder, ct_id):
+            usable.append(ct_id)
     return usable, skipped

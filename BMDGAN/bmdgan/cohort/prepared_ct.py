@@ -4,6 +4,11 @@ CT-aBMD and vBMD, cached on disk (``<ct_id>.npz`` + ``<ct_id>.json``) so that wo
 Because aBMD and vBMD are linear in the mineral (the PF region and its projection do not depend on density),
 each is stored as two components, trabecular and cortical: a virtual patient with factors (k_trab, k_cort) has
 aBMD = k_trab * a_trab + k_cort * a_cort, and the same for vBMD.
+
+A CT that holds both hips is prepared once per side, each under its own key (``<ct_id>_left``,
+``<ct_id>_right``; a CT prepared without a side keeps ``<ct_id>``), and ``<ct_id>.sides.json`` records which
+sides were prepared and why any was not. The HU kept for projection are set to air outside the patient's body
+(couch, wires), and the body mask is kept with the arrays.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from typing import Callable
 
 from ..atomic import atomic_path, atomic_write_text
 from ..errors import InputError
@@ -35,6 +42,14 @@ class PreparedCT:
     frame_axes: np.ndarray
     """3x3, rows: the neutral frame's lateral (along the neck), AP and up (along the shaft) LPS unit vectors:
     the anatomical frame the cohort views the hip in (DXA-like positioning), whatever the CT header says."""
+    body_mask: np.ndarray | None = None
+    """bool [k, j, i]: the patient's body (the HU outside it are air); None for caches made before body masks."""
+    key: str = ""
+    """Cache key: ``<ct_id>_<side>`` for one side of a CT prepared side by side, else the CT id."""
+
+    @property
+    def cache_key(self) -> str:
+        return self.key or self.ct_id
 
     @property
     def pf_centre_lps(self) -> np.ndarray:
@@ -44,38 +59,56 @@ class PreparedCT:
 
 def save_prepared(prepared: PreparedCT, folder: Path) -> None:
     """Write the arrays (npz) then the description (json): the json's presence marks a complete cache entry."""
-    with atomic_path(folder / f"{prepared.ct_id}.npz") as temporary:
-        np.savez_compressed(temporary, hu=prepared.hu.array.astype(np.float32),
-                            density=prepared.density_mg_cm3.astype(np.float32),
-                            bone=prepared.bone_mask.astype(np.uint8), pf=prepared.pf_mask.astype(np.uint8))
+    key = prepared.cache_key
+    arrays = {"hu": prepared.hu.array.astype(np.float32), "density": prepared.density_mg_cm3.astype(np.float32),
+              "bone": prepared.bone_mask.astype(np.uint8), "pf": prepared.pf_mask.astype(np.uint8)}
+    if prepared.body_mask is not None:
+        arrays["body"] = prepared.body_mask.astype(np.uint8)
+    with atomic_path(folder / f"{key}.npz") as temporary:
+        np.savez_compressed(temporary, **arrays)
     geometry = prepared.hu.geometry
-    atomic_write_text(folder / f"{prepared.ct_id}.json", json.dumps({
+    atomic_write_text(folder / f"{key}.json", json.dumps({
         "ct_id": prepared.ct_id, "source": prepared.hu.source, "spacing_mm": geometry.spacing_mm,
         "origin_mm": geometry.origin_mm, "direction": np.asarray(geometry.direction).tolist(), "side": prepared.side,
         "head_centre_lps": prepared.head_centre_lps.tolist(), "shaft_point_lps": prepared.shaft_point_lps.tolist(),
         "abmd_components_g_cm2": list(prepared.abmd_components_g_cm2),
         "vbmd_components_mg_cm3": list(prepared.vbmd_components_mg_cm3), "calibration": prepared.calibration,
-        "frame_axes": np.asarray(prepared.frame_axes).tolist()},
+        "frame_axes": np.asarray(prepared.frame_axes).tolist(), "key": key},
         indent=2))
 
 
-def has_prepared(folder: Path, ct_id: str) -> bool:
-    return (folder / f"{ct_id}.json").is_file() and (folder / f"{ct_id}.npz").is_file()
+def has_prepared(folder: Path, key: str) -> bool:
+    return (folder / f"{key}.json").is_file() and (folder / f"{key}.npz").is_file()
 
 
-def load_prepared(folder: Path, ct_id: str) -> PreparedCT:
-    if not has_prepared(folder, ct_id):
-        raise InputError(folder, f"no prepared CT {ct_id}", "run the cohort preparation first")
-    description = json.loads((folder / f"{ct_id}.json").read_text())
-    arrays = np.load(folder / f"{ct_id}.npz", allow_pickle=False)
+def side_key(ct_id: str, side: str) -> str:
+    """Cache key of one side of a CT ('auto': the CT id, as caches made before sides)."""
+    return ct_id if side == "auto" else f"{ct_id}_{side}"
+
+
+def prepared_bones(folder: Path, ct_id: str) -> list[str]:
+    """Cache keys of the prepared hips of a CT: ``<ct_id>`` (one hip), or its ``_left``/``_right`` sides."""
+    return [key for key in (ct_id, side_key(ct_id, "left"), side_key(ct_id, "right")) if has_prepared(folder, key)]
+
+
+def sides_record_path(folder: Path, ct_id: str) -> Path:
+    return folder / f"{ct_id}.sides.json"
+
+
+def load_prepared(folder: Path, key: str) -> PreparedCT:
+    if not has_prepared(folder, key):
+        raise InputError(folder, f"no prepared CT {key}", "run the cohort preparation first")
+    description = json.loads((folder / f"{key}.json").read_text())
+    arrays = np.load(folder / f"{key}.npz", allow_pickle=False)
     geometry = VolumeGeometry(tuple(description["spacing_mm"]), tuple(description["origin_mm"]),
                               np.array(description["direction"]))
-    return PreparedCT(ct_id, Volume(arrays["hu"], geometry, "HU", description["source"]), arrays["density"],
-                      arrays["bone"].astype(bool), arrays["pf"].astype(bool),
+    return PreparedCT(description["ct_id"], Volume(arrays["hu"], geometry, "HU", description["source"]),
+                      arrays["density"], arrays["bone"].astype(bool), arrays["pf"].astype(bool),
                       np.array(description["head_centre_lps"]), np.array(description["shaft_point_lps"]),
                       description["side"], tuple(description["abmd_components_g_cm2"]),
                       tuple(description["vbmd_components_mg_cm3"]), description["calibration"],
-                      np.array(description["frame_axes"]))
+                      np.array(description["frame_axes"]),
+                      arrays["body"].astype(bool) if "body" in arrays.files else None, description.get("key", ""))
 
 
 def density_components(density_mg_cm3: np.ndarray, cortical_threshold_mg_cm3: float) -> tuple[np.ndarray, np.ndarray]:
@@ -84,18 +117,31 @@ def density_components(density_mg_cm3: np.ndarray, cortical_threshold_mg_cm3: fl
     return np.where(cortical, 0.0, density_mg_cm3), np.where(cortical, density_mg_cm3, 0.0)
 
 
-def prepare_ct(path: str | Path, ct_id: str, side: str = "auto",
-               segmentation: list[str | Path] | None = None) -> PreparedCT:
-    """Run the CT analysis (automatic labels, landmarks, PF region, phantomless calibration) and derive what the
-    cohort needs. The aBMD/vBMD components are measured by the same code as ``bmdgan measure-ct``, on CTs whose
-    calibrated density is the trabecular or the cortical part: the two add up to the full measurement."""
+BodyMask = Callable[[Volume], np.ndarray] | np.ndarray
+
+
+def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
+               segmentation: list[str | Path] | None = None, body_mask: BodyMask | None = None) -> PreparedCT:
+    """Run the CT analysis of one hip (``side``: 'left', 'right' or 'auto'; automatic labels, landmarks, PF
+    region, phantomless calibration) and derive what the cohort needs. ``path``: a CT file or an already read
+    :class:`Volume` in HU. ``body_mask``: the body (bool [k, j, i]) of the CT or a function giving it (default
+    :func:`.ct_interfaces.default_body_mask`): the analysis sees the CT as scanned (its own air calibrates it),
+    the HU kept for projection are set to air outside the body. The aBMD/vBMD
+    components are measured by the same code as ``bmdgan measure-ct``, on CTs whose calibrated density is the
+    trabecular or the cortical part: the two add up to the full measurement."""
     from ..ct import labels as L
     from ..ct.measurement import measure_pf, neutral_frame
     from ..ct.pipeline import analyse_ct
     from ..io import read_ct
+    from ..projection.ap_pelvis import clean_outside_body
     from .channels import CORTICAL_THRESHOLD_MG_CM3
+    from .ct_interfaces import default_body_mask
 
-    ct = read_ct(path)
+    ct = path if isinstance(path, Volume) else read_ct(path)
+    if body_mask is None or callable(body_mask):
+        body = (body_mask or default_body_mask)(ct)
+    else:
+        body = np.asarray(body_mask, dtype=bool)
     labels = None
     if segmentation:  # e.g. TotalSegmentator's femur_<side> and hip_<side> files, for scans where the
         from ..ct.label_import import load_segmentation  # automatic femur is not good enough
@@ -103,6 +149,7 @@ def prepare_ct(path: str | Path, ct_id: str, side: str = "auto",
         labels = load_segmentation(segmentation, ct, side)
     analysis = analyse_ct(ct, side=side, label_volume=labels)
     calibration = analysis.calibration
+    ct = clean_outside_body(ct, body)
     density = calibration.density(ct.array).astype(np.float32)
     labels = analysis.label_volume().array
     pf = labels == L.PF_REGION
@@ -122,4 +169,4 @@ def prepare_ct(path: str | Path, ct_id: str, side: str = "auto",
                       (components[0].qct_vbmd_mg_cm3, components[1].qct_vbmd_mg_cm3),
                       {**calibration.to_dict(), "full_ct_abmd_g_cm2": analysis.measurement.ct_abmd_g_cm2,
                        "full_qct_vbmd_mg_cm3": analysis.measurement.qct_vbmd_mg_cm3},
-                      neutral_frame(analysis.landmarks).matrix())
+                      neutral_frame(analysis.landmarks).matrix(), body, side_key(ct_id, side))

@@ -6,6 +6,7 @@
 * :mod:`.reference`: plain trilinear ray-marching reference (cross-checks, benchmark baseline).
 * :mod:`.attenuation`, :mod:`.materials`: NIST mu/rho, HU -> attenuation and -> material densities.
 * :mod:`.simulator`, :mod:`.processing`, :mod:`.dicom_writer`, :mod:`.image_io`: simulated radiographs and files.
+* :mod:`.ap_pelvis`: the clinic's AP pelvis view of a whole-pelvis CT (body only, collimated to the scanned range).
 
 Names are imported lazily, so ``import bmdgan.projection.geometry`` (numpy only) does not import torch.
 
@@ -34,7 +35,9 @@ _EXPORTS = {
     "simulate_radiograph": "simulator", "material_projections": "simulator",
     "hu_to_attenuation": "attenuation", "attenuation_volume": "attenuation", "mass_attenuation": "attenuation",
     "decompose_hu": "materials", "write_dx_dicom": "dicom_writer",
-    "write_drr_tiff": "image_io", "read_drr_tiff": "image_io",
+    "write_drr_tiff": "image_io", "read_drr_tiff": "image_io", "rotation_about": "geometry",
+    "Collimation": "ap_pelvis", "ap_pelvis_centre": "ap_pelvis", "ap_pelvis_geometry": "ap_pelvis",
+    "clean_outside_body": "ap_pelvis", "collimate_to_scan": "ap_pelvis", "project_ap_pelvis": "ap_pelvis",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -245,6 +245,14 @@ def volume_centre_lps(shape_ijk: tuple[int, int, int], ijk_to_lps: np.ndarray) -
     return (np.asarray(ijk_to_lps, dtype=float) @ centre)[:3]
 
 
+def rotation_about(axis: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Rodrigues 3x3 rotation about a unit ``axis`` by ``angle_deg`` (degrees, right-handed)."""
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    angle = np.radians(angle_deg)
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
 def ap_pose(centre_lps_mm: np.ndarray, source_to_centre_mm: float) -> np.ndarray:
     """camera_from_lps of an AP view whose central ray passes through ``centre_lps_mm`` at this depth (mm)."""
     pose = np.eye(4)

@@ -25,6 +25,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--acquisition", default="reference",
                         help="'reference' (one site's protocol, as in the paper's single-hospital data), 'site:N' "
                              "(another site drawn with seed N) or 'varied' (every image its own site and processing)")
+    parser.add_argument("--view", choices=("auto", "hip", "ap-pelvis"), default="auto",
+                        help="'hip': one hip per image in its anatomical frame; 'ap-pelvis': the clinic's AP pelvis "
+                             "radiograph of a whole-pelvis CT, split at the centre line into one case per hip; 'auto' "
+                             "(default): AP pelvis for a CT holding both hips, single-hip otherwise")
+    parser.add_argument("--picture", metavar="PNG",
+                        help="also write a review picture of the first CT with two hips: its AP pelvis radiograph "
+                             "next to its stage-1 DRR and both PF-DRRs (docs/ap-pelvis.md)")
     parser.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
     parser.add_argument("--segmentation", action="append", default=[], metavar="CT_ID=SIDE:FILE[,FILE]",
                         help="use these label files for a CT's femur (e.g. TotalSegmentator's femur_right and "
@@ -65,7 +72,7 @@ def run(args) -> int:
         segmentations[ct_id] = (side, [Path(f) for f in files.split(",")])
     parse_acquisition(args.acquisition)  # a typo fails before any work
     settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, args.image_size,
-                              args.fold_count, args.acquisition, args.fold_by)
+                              args.fold_count, args.acquisition, args.fold_by, args.view)
     check_cohort_request(settings, [ct_id_of(p) for p in paths], out)  # before minutes of CT preparation
     print(f"preparing {len(paths)} CTs (labels, landmarks, PF region, calibration, CT-aBMD/vBMD)...")
     ct_ids, skipped = prepare_cts(paths, prepared_folder, segmentations=segmentations)
@@ -76,7 +83,24 @@ def run(args) -> int:
     print(f"simulating {len(ct_ids) * args.patients_per_ct} virtual patients x {len(poses)} poses...")
     summary = simulate_cohort(settings, ct_ids, out, args.workers)
     summary["skipped_cts"] = skipped
+    if args.picture:
+        summary["picture"] = _picture(settings, ct_ids, Path(args.picture))
     atomic_write_text(out / "cohort_summary.json", json.dumps(summary, indent=2))
     print(f"{summary['images']} images of {summary['patients']} virtual patients from {summary['cts']} CTs "
           f"in {summary['seconds']:.0f} s -> {out}")
     return 0
+
+
+def _picture(settings, ct_ids: list[str], path) -> dict:
+    """The AP pelvis review picture of the first CT whose hips were prepared side by side (or the first CT)."""
+    from pathlib import Path
+
+    from bmdgan.cohort.generator import pelvis_scene_of
+    from bmdgan.cohort.pelvis_picture import write_ap_pelvis_picture
+    from bmdgan.cohort.prepared_ct import prepared_bones
+
+    counts = {ct_id: len(prepared_bones(Path(settings.prepared_folder), ct_id)) for ct_id in ct_ids}
+    ct_id = max(ct_ids, key=lambda name: counts[name])
+    shown = write_ap_pelvis_picture(settings, pelvis_scene_of(settings.prepared_folder, ct_id), path)
+    print(f"picture of {ct_id} ({', '.join(shown['sides'])} hip) -> {path}")
+    return shown

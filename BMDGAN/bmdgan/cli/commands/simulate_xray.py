@@ -1,4 +1,8 @@
-"""``bmdgan simulate-xray``: simulated AP radiographs (DICOM DX + 16-bit PNG + geometry JSON) from a CT."""
+"""``bmdgan simulate-xray``: simulated AP radiographs (DICOM DX + 16-bit PNG + geometry JSON) from a CT.
+
+Views: ``centred`` (an AP view of the whole CT box, or ``--geometry``), ``ap-pelvis`` (the clinic's AP pelvis of
+a whole-pelvis CT: 430 x 350 mm detector, body only, collimated to the scanned range; see
+:mod:`bmdgan.projection.ap_pelvis`), ``auto`` (AP pelvis for a CT that holds both hips, else centred)."""
 
 from __future__ import annotations
 
@@ -25,6 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patient-id", default="SIM",
                         help="pseudonymous PatientID prefix written to DICOM (never a real identifier)")
     add_device(parser)
+    parser.add_argument("--view", choices=("auto", "centred", "ap-pelvis"), default="auto",
+                        help="'centred': AP view of the whole CT box (or --geometry); 'ap-pelvis': the clinic's AP "
+                             "pelvis radiograph (430 x 350 mm detector, --sid-mm, --pixel-mm; couch and everything "
+                             "outside the body removed; detector collimated to the rows whose rays stay in the scan); "
+                             "'auto' (default): ap-pelvis for a CT holding both hips, else centred")
+    parser.add_argument("--body-mask", type=Path, metavar="FILE",
+                        help="ap-pelvis: the patient's body as a mask on the CT grid (non-zero = body; default: "
+                             "found in the CT)")
+    parser.add_argument("--centre-lps", metavar="X,Y,Z",
+                        help="ap-pelvis: LPS point (mm) the central ray aims at (default: the body's midline and "
+                             "mid-depth, the middle of the scan)")
     add_geometry_arguments(parser, default_pixel_mm=0.5)
 
 
@@ -65,9 +80,14 @@ def run(args: argparse.Namespace) -> int:
         if not same_grid:
             raise InputError(args.density, "the density volume is not on the CT grid", "resample it onto the CT")
         density = density_volume.array
-    geometry = geometry_from_arguments(args, ct)
+    view, extra = _view(args, ct)
+    if view == "ap-pelvis":
+        geometry, areal, pelvis = _ap_pelvis(args, ct, density)
+        extra.update(pelvis)
+    else:
+        geometry = geometry_from_arguments(args, ct)
+        areal = material_projections(ct, geometry, density, device=args.device, progress=True)
     name = args.name or Path(args.ct).name.split(".")[0]
-    areal = material_projections(ct, geometry, density, device=args.device, progress=True)
     written = []
     for seed in progress_bar(range(args.seed, args.seed + args.count), desc="simulating", unit="radiograph",
                      disable=args.count == 1):
@@ -79,9 +99,82 @@ def run(args: argparse.Namespace) -> int:
         write_png16(stem.with_suffix(".png"), simulated.processed)
         geometry.save(stem.with_suffix(".geometry.json"))
         record = {"seed": seed, "source_ct": str(args.ct), "density": str(args.density) if args.density else None,
-                  "parameters": parameters.to_dict(), "source_to_patient_mm": simulated.source_to_patient_mm}
+                  "parameters": parameters.to_dict(), "source_to_patient_mm": simulated.source_to_patient_mm,
+                  "view": view, **extra}
         atomic_write_text(stem.with_suffix(".params.json"), json.dumps(record, indent=2) + "\n")
         written.append(stem)
     print(f"wrote {len(written)} radiograph(s) to {args.out} ({geometry.detector_columns}x{geometry.detector_rows}"
-          f" px, {geometry.column_spacing_mm:g} mm detector pitch, SID {geometry.source_to_detector_mm:g} mm)")
+          f" px, {geometry.column_spacing_mm:g} mm detector pitch, SID {geometry.source_to_detector_mm:g} mm, "
+          f"{view} view{_collimation_note(extra)})")
     return 0
+
+
+def _view(args: argparse.Namespace, ct) -> tuple[str, dict]:
+    """The view to simulate: 'ap-pelvis' or 'centred' (``auto``: AP pelvis when the CT holds both hips)."""
+    from ...errors import InputError
+
+    if args.view == "ap-pelvis" and (args.geometry is not None or args.parallel):
+        raise InputError(None, "--view ap-pelvis sets its own geometry", "leave out --geometry and --parallel")
+    if args.view != "auto":
+        return args.view, {}
+    if args.geometry is not None or args.parallel:
+        return "centred", {}
+    import numpy as np
+
+    from ...cohort.ct_interfaces import hip_sides_of
+    from ...errors import BMDGANError
+    from ...projection.ap_pelvis import WHOLE_PELVIS_MIN_WIDTH_MM
+    from ...projection.geometry import volume_corners_lps
+
+    if np.ptp(volume_corners_lps(ct.shape_ijk, ct.geometry.ijk_to_lps())[:, 0]) < WHOLE_PELVIS_MIN_WIDTH_MM:
+        return "centred", {}
+    try:
+        sides = hip_sides_of(ct)
+    except BMDGANError as error:  # no hip found: not a pelvis, the whole-CT view it is
+        return "centred", {"hips_in_ct": [], "hip_search": str(error)}
+    return ("ap-pelvis" if {"left", "right"} <= set(sides) else "centred"), {"hips_in_ct": sides}
+
+
+def _ap_pelvis(args: argparse.Namespace, ct, density):
+    """(geometry, material DRRs, JSON record) of the AP pelvis view of the CT's body."""
+    import numpy as np
+
+    from ...cohort.ct_interfaces import default_body_mask
+    from ...errors import InputError
+    from ...io import read_label_volume
+    from ...projection.ap_pelvis import AP_PELVIS_DETECTOR_MM, ap_pelvis_centre, project_ap_pelvis
+
+    if args.body_mask is not None:
+        body = read_label_volume(args.body_mask, like=ct).array > 0
+        body_source = str(args.body_mask)
+    else:
+        body = default_body_mask(ct)
+        body_source = "found in the CT (bmdgan.cohort.ct_interfaces.default_body_mask)"
+    if args.centre_lps:
+        try:
+            centre = np.array([float(v) for v in args.centre_lps.split(",")])
+        except ValueError:
+            centre = np.zeros(0)
+        if centre.shape != (3,):
+            raise InputError(None, f"--centre-lps {args.centre_lps!r} is not three numbers X,Y,Z in mm",
+                             "write e.g. --centre-lps 0,-20,-250")
+    else:
+        centre = ap_pelvis_centre(body, ct.geometry.ijk_to_lps())
+    if (args.columns is None) != (args.rows is None):
+        raise InputError(None, "--columns and --rows go together", "give both or neither")
+    detector_mm = AP_PELVIS_DETECTOR_MM if args.rows is None else (args.rows * args.pixel_mm,
+                                                                    args.columns * args.pixel_mm)
+    areal, geometry, collimation = project_ap_pelvis(
+        ct, body, centre, bone_density_mg_per_cm3=density, device=args.device,
+        source_to_detector_mm=args.sid_mm, object_to_detector_mm=args.object_to_detector_mm,
+        pixel_spacing_mm=args.pixel_mm, detector_mm=detector_mm)
+    return geometry, areal, {"body_mask": body_source, "centre_lps_mm": [round(float(v), 2) for v in centre],
+                             "detector_mm": list(detector_mm), "collimation": collimation.to_dict()}
+
+
+def _collimation_note(extra: dict) -> str:
+    collimation = extra.get("collimation")
+    if not collimation or not collimation["collimated"]:
+        return ""
+    return (f"; collimated to {collimation['columns']}x{collimation['rows']} of {collimation['full_columns']}x"
+            f"{collimation['full_rows']} px: the scan ends ({', '.join(collimation['limited_by'])})")

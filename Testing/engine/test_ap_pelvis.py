@@ -1,0 +1,275 @@
+"""AP pelvis radiographs of the whole-pelvis CTs (Pelvic-Ref-002/005): nothing outside the body reaches the
+image, and no step where the scanned volume ends (the detector is collimated to the scanned range)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from bmdgan.ct import pipeline
+from bmdgan.io import Volume, VolumeGeometry, read_ct
+from bmdgan.projection.ap_pelvis import (ap_pelvis_centre, ap_pelvis_geometry, clean_outside_body,
+                                         project_ap_pelvis)
+from bmdgan.projection.simulator import material_projections
+
+
+def stand_in_body_mask(ct) -> np.ndarray:
+    """Test-only stand-in for ``bmdgan.ct.body.body_mask`` (another branch): the largest connected component
+    of HU > -400, holes filled slice by slice. bool [k, j, i]."""
+    labels, count = ndimage.label(ct.array > -400)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    body = labels == int(sizes.argmax())
+    return np.stack([ndimage.binary_fill_holes(plane) for plane in body])
+
+
+@pytest.fixture(scope="module")
+def pelvis_005(shared_data):
+    """Pelvic-Ref-005 (HU), its body mask, and the AP centre (body midline, mid-depth, mid-scan)."""
+    ct = read_ct(shared_data / "ct" / "pelvic_reference" / "Pelvic-Ref-005.nii.gz")
+    body = stand_in_body_mask(ct)
+    return ct, body, ap_pelvis_centre(body, ct.geometry.ijk_to_lps())
+
+
+def _slab(ct, body, first: int, stop: int):
+    """Slices [first, stop) of a CT and its body mask: a scan that ends earlier at both ends."""
+    g = ct.geometry
+    origin = np.asarray(g.origin_mm) + g.direction @ np.array([0.0, 0.0, first * g.spacing_mm[2]])
+    return (Volume(ct.array[first:stop].copy(), VolumeGeometry(g.spacing_mm, tuple(origin), g.direction), "HU",
+                   "slab"), body[first:stop])
+
+
+def test_no_step_where_the_scanned_volume_ends(pelvis_005, one_torch_thread):
+    """The same CT scanned 75 mm shorter at each end (25 slices of 3 mm): the collimated AP pelvis image keeps
+    only rows whose rays stay in the scan through the body, so it equals the full scan's image on every kept row
+    (the rows where the short scan ends included); without collimation those rows lose up to all the tissue."""
+    ct, body, centre = pelvis_005
+    short, short_body = _slab(ct, body, 25, ct.array.shape[0] - 25)
+    cleaned_full = clean_outside_body(ct, body)
+    errors = {}
+    for collimate in (False, True):
+        areal, geometry, collimation = project_ap_pelvis(short, short_body, centre, pixel_spacing_mm=1.0,
+                                                         collimate=collimate)
+        truth = material_projections(cleaned_full, geometry).sum(axis=0)
+        image = areal.sum(axis=0)
+        inside = truth > 1.0                                   # g/cm2: body pixels
+        relative = np.abs(image - truth) / np.maximum(truth, 1.0)
+        errors[collimate] = relative[inside].max()
+        if collimate:
+            assert collimation.collimated and collimation.columns == collimation.full_columns == 430
+            assert set(collimation.limited_by) == {"inferior end of the scan", "superior end of the scan"}
+            assert 250 < collimation.rows < 330                 # of 350 rows at 1 mm
+            # No step at the rows where the scan ends: the first and last kept rows continue their neighbours.
+            profile = np.array([row[mask].mean() for row, mask in zip(image, inside)])
+            jumps = np.abs(np.diff(profile))
+            assert max(jumps[:3].max(), jumps[-3:].max()) <= np.percentile(jumps, 99)
+    print(f"largest relative error against the full scan: {errors}")
+    assert errors[False] > 0.5                                  # without collimation: the body is cut off
+    assert errors[True] < 0.005                                 # collimated: measured 0.0011
+
+
+def test_full_detector_on_the_whole_scan_is_collimated_at_both_ends(pelvis_005, one_torch_thread):
+    """A 650 mm tall detector sees past both ends of the scan; the uncollimated image falls to zero there."""
+    ct, body, centre = pelvis_005
+    full_geometry, _ = ap_pelvis_geometry(body, ct.geometry.ijk_to_lps(), centre, pixel_spacing_mm=1.0,
+                                          detector_mm=(650.0, 430.0), collimate=False)
+    geometry, collimation = ap_pelvis_geometry(body, ct.geometry.ijk_to_lps(), centre, pixel_spacing_mm=1.0,
+                                               detector_mm=(650.0, 430.0))
+    assert (collimation.full_rows, collimation.first_row, collimation.rows) == (650, 103, 452)
+    uncollimated = material_projections(clean_outside_body(ct, body), full_geometry).sum(axis=0)
+    middle = uncollimated[:, 165:265].mean(axis=1)
+    assert middle[:20].max() < 0.5 and middle[-20:].max() < 0.5          # beyond the scan: nothing
+    kept = middle[collimation.first_row:collimation.first_row + collimation.rows]
+    assert kept.min() > 8.0                                              # g/cm2: body on every kept row
+    np.testing.assert_allclose(geometry.project_points(centre[None])[0],
+                               full_geometry.project_points(centre[None])[0] - [0, 103], atol=1e-6)
+
+
+def test_couch_and_wires_outside_the_body_contribute_nothing(pelvis_005, one_torch_thread):
+    """Pelvic-Ref-005 has a couch under the patient and ECG-like wires (up to 3071 HU) on the patient's right,
+    outside the body. The AP pelvis projection equals that of the same CT with those voxels set to air."""
+    ct, body, centre = pelvis_005
+    outside = ~body & (ct.array > -400)
+    x_lps = ct.geometry.ijk_to_lps()[0, 0] * np.nonzero(outside)[2] + ct.geometry.ijk_to_lps()[0, 3]
+    assert ct.array[outside].max() >= 3000 and outside.sum() > 100_000
+    assert np.median(x_lps[ct.array[outside] > 1500]) < 0                # the wires lie on the patient's right
+    by_hand = ct.with_array(np.where(outside, np.float32(-1000.0), ct.array))
+    areal, geometry, _ = project_ap_pelvis(ct, body, centre, pixel_spacing_mm=2.0)
+    areal_by_hand, geometry_by_hand, _ = project_ap_pelvis(by_hand, body, centre, pixel_spacing_mm=2.0)
+    assert geometry.shape == geometry_by_hand.shape
+    np.testing.assert_array_equal(areal, areal_by_hand)
+    # Without the body mask the couch and the wires would be in the image.
+    unclean = material_projections(ct, geometry)
+    assert np.abs(unclean - areal).max() > 1.0                           # g/cm2
+
+
+def test_simulate_xray_ap_pelvis_records_its_collimation(pelvis_005, tmp_path, capsys):
+    """``simulate-xray --view ap-pelvis`` with a body mask file and a 650 mm tall detector at 2 mm: the image and its
+    geometry are the collimated detector, and the JSON says which rows were kept and why."""
+    from bmdgan.cli.main import main
+    from bmdgan.io import write_volume
+    from PIL import Image
+
+    ct, body, _ = pelvis_005
+    write_volume(ct.with_array(body.astype(np.uint8), unit="label"), tmp_path / "body.nii.gz")
+    source = ct.source
+    code = main(["simulate-xray", source, "--out-dir", str(tmp_path / "out"), "--view", "ap-pelvis",
+                 "--body-mask", str(tmp_path / "body.nii.gz"), "--pixel-mm", "2", "--rows", "325", "--columns",
+                 "215", "--sid-mm", "1100"])
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "Pelvic-Ref-005_seed0.params.json").read_text())
+    collimation = record["collimation"]
+    assert record["view"] == "ap-pelvis" and record["body_mask"].endswith("body.nii.gz")
+    assert collimation["collimated"] and collimation["full_rows"] == 325 and 180 < collimation["rows"] < 325
+    assert set(collimation["limited_by"]) == {"inferior end of the scan", "superior end of the scan"}
+    geometry = json.loads((tmp_path / "out" / "Pelvic-Ref-005_seed0.geometry.json").read_text())
+    assert (geometry["detector_rows"], geometry["detector_columns"]) == (collimation["rows"], 215)
+    assert np.asarray(Image.open(tmp_path / "out" / "Pelvic-Ref-005_seed0.png")).shape == (collimation["rows"], 215)
+    assert "collimated to 215x" in capsys.readouterr().out
+    (tmp_path / "g.json").write_text(json.dumps(geometry))
+    assert main(["simulate-xray", source, "--out-dir", str(tmp_path / "bad"), "--view", "ap-pelvis",
+                 "--geometry", str(tmp_path / "g.json")]) == 2
+    assert "--view ap-pelvis sets its own geometry" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the hip search on a whole-pelvis CT: 36 s on the loaded 2-core machine
+@pytest.mark.skipif(not hasattr(pipeline, "hip_sides"), reason="needs bmdgan.ct.pipeline.hip_sides (the bilateral "
+                                                                 "CT analysis, another branch)")
+def test_simulate_xray_auto_view_takes_ap_pelvis_for_a_ct_with_both_hips(pelvis_005, tmp_path):
+    from bmdgan.cli.main import main
+
+    ct, _, _ = pelvis_005
+    assert main(["simulate-xray", ct.source, "--out-dir", str(tmp_path), "--pixel-mm", "2"]) == 0
+    record = json.loads((tmp_path / "Pelvic-Ref-005_seed0.params.json").read_text())
+    assert record["view"] == "ap-pelvis" and record["hips_in_ct"] == ["left", "right"]
+    assert record["detector_mm"] == [350.0, 430.0]
+
+
+# ---------------------------------------------------------------------- cohorts with both hips of a CT
+def synthetic_pelvis_hips() -> list:
+    """A synthetic whole-pelvis CT (4 mm voxels, LPS, head-first) holding two femurs, prepared side by side: the
+    patient's right femur at -x, the left at +x with 1.5 times the mineral; a sacrum-like block between them."""
+    from bmdgan.cohort.prepared_ct import PreparedCT
+
+    shape = (90, 70, 110)                                          # k, j, i at 4 mm: 360 x 280 x 440 mm
+    geometry = VolumeGeometry((4.0, 4.0, 4.0), (-218.0, -138.0, -178.0))
+    k, j, i = np.indices(shape)
+    x, y, z = -218 + 4.0 * i, -138 + 4.0 * j, -178 + 4.0 * k
+    hu = np.where((x / 190) ** 2 + (y / 120) ** 2 < 1, 40.0, -1000.0).astype(np.float32)
+    body = hu > -500
+    sacrum = (np.abs(x) < 40) & (np.abs(y - 60) < 25) & (z > 0) & (z < 120)
+    hips = []
+    density = np.zeros(shape, np.float32)
+    for side, sign, factor in (("right", -1.0, 1.0), ("left", 1.0, 1.5)):
+        head = (x - sign * 80) ** 2 + y ** 2 + z ** 2 < 22 ** 2
+        neck = (np.abs(z + 12) < 10) & (np.abs(y) < 10) & (sign * x > 80) & (sign * x < 118)
+        shaft = ((x - sign * 120) ** 2 + y ** 2 < 15 ** 2) & (z < -10)
+        bone = head | neck | shaft
+        core = ((x - sign * 80) ** 2 + y ** 2 + z ** 2 < 17 ** 2) | \
+            ((x - sign * 120) ** 2 + y ** 2 < 10 ** 2) & (z < -10)
+        density[bone] = np.where(core, 200.0, 900.0)[bone] * factor
+        hips.append((side, sign, factor, bone, bone & (z > -70)))
+    density[sacrum] = 250.0
+    bone_any = density > 0
+    hu[bone_any] = density[bone_any] / 0.75 + 40.0
+    prepared = []
+    for side, sign, factor, bone, pf in hips:
+        lateral = np.array([sign, 0.0, 0.0])
+        up = np.array([0.0, 0.0, 1.0])
+        prepared.append(PreparedCT(
+            "SYNP", Volume(hu, geometry, "HU", "synthetic pelvis"), density, bone | sacrum, pf,
+            np.array([sign * 80, 0.0, 0.0]), np.array([sign * 120, 0.0, -80.0]), side,
+            (0.3 * factor, 0.5 * factor), (150.0 * factor, 100.0 * factor), {"method": "synthetic"},
+            np.stack([lateral, np.cross(up, lateral), up]), body, f"SYNP_{side}"))
+    return prepared
+
+
+def test_ap_pelvis_cohort_gives_one_case_per_hip_with_its_own_truth(tmp_path, one_torch_thread):
+    from bmdgan.cohort.generator import CohortSettings, make_patient_cases
+    from bmdgan.cohort.prepared_ct import save_prepared
+    from bmdgan.cohort.virtual_patient import sample_patient
+
+    for prepared in synthetic_pelvis_hips():
+        save_prepared(prepared, tmp_path)
+    settings = CohortSettings(str(tmp_path), seed=4, patients_per_ct=1, poses=("standing",), image_shape=(128, 64))
+    cases = make_patient_cases(settings, "SYNP", 0)
+    assert [(record.side, record.mirrored, record.case_id) for record, _ in cases] == [
+        ("left", True, "SYNP-v000-standing-left"), ("right", False, "SYNP-v000-standing-right")]
+    patient = sample_patient(4, "SYNP", 0)
+    truth = {record.side: record for record, _ in cases}
+    images = {record.side: case_images for record, case_images in cases}
+    for side, factor in (("right", 1.0), ("left", 1.5)):
+        assert truth[side].ct_abmd_g_cm2 == pytest.approx(
+            factor * (0.3 * patient.trabecular_factor + 0.5 * patient.cortical_factor))
+        assert images[side]["radiograph"].shape == (128, 64)
+        assert (images[side]["drr_stage1"] >= images[side]["drr_pf"] - 1e-5).all()
+    # Each half holds its own hip: the left femur has 1.5 times the mineral of the right one.
+    ratio = images["left"]["drr_pf"].sum() / images["right"]["drr_pf"].sum()
+    assert ratio == pytest.approx(1.5, rel=0.08)
+    # Oriented like a right hip: the head (medial, PF) lies right of the shaft (stage-1 minus PF, lower half).
+    for side in ("left", "right"):
+        pf, stage1 = images[side]["drr_pf"], images[side]["drr_stage1"]
+        columns = np.arange(pf.shape[1])
+        shaft = np.clip(stage1 - pf, 0, None)[96:]
+        assert (columns * pf.sum(0)).sum() / pf.sum() > (columns * shaft.sum(0)).sum() / shaft.sum() + 3
+    # The provenance says where the case came from, and where the femoral head centre is in the case's image.
+    provenance = json.loads(truth["left"].provenance)
+    assert provenance["ct"] == "SYNP" and provenance["side"] == "left" and provenance["view"] == "ap-pelvis"
+    for side in ("left", "right"):
+        column, row = json.loads(truth[side].provenance)["head_centre_px"]
+        pf = images[side]["drr_pf"]
+        assert pf[int(round(row)), int(round(column))] > 0.6 * pf.max()          # on the head, the PF's thickest
+
+
+def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, one_torch_thread):
+    from bmdgan.cohort.generator import CohortSettings, simulate_cohort
+    from bmdgan.cohort.prepared_ct import save_prepared
+    from bmdgan.datasets.folds import source_ct_of
+    from bmdgan.datasets.format import read_manifest
+
+    for prepared in synthetic_pelvis_hips():
+        save_prepared(prepared, tmp_path / "prepared")
+    for view in ("auto", "hip"):
+        settings = CohortSettings(str(tmp_path / "prepared"), seed=1, patients_per_ct=2, poses=("standing",),
+                                  image_shape=(64, 32), folds=2, view=view)
+        out = tmp_path / view
+        summary = simulate_cohort(settings, ["SYNP"], out, workers=1, progress=False)
+        records = read_manifest(out)
+        assert summary["images"] == 4 and summary["patients"] == 2
+        assert sorted({(source_ct_of(r), r.side) for r in records}) == [("SYNP", "left"), ("SYNP", "right")]
+        assert {r.case_id for r in records} == {f"SYNP-v00{n}-standing-{side}" for n in (0, 1)
+                                                for side in ("left", "right")}
+        assert simulate_cohort(settings, ["SYNP"], out, workers=1, progress=False)["written_now"] == 0
+
+
+# ---------------------------------------------------------------------- the two whole-pelvis CTs
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(pipeline, "hip_sides"), reason="needs bmdgan.ct.pipeline.hip_sides (the bilateral "
+                                                                 "CT analysis, another branch)")
+def test_two_whole_pelvis_cts_give_four_bones(shared_data, tmp_path_factory):
+    """A cohort of Pelvic-Ref-002 and -005 holds four virtual bones: both hips of each CT, each with its side,
+    as AP pelvis cases with their own ground truth."""
+    from bmdgan.cohort.generator import CohortSettings, prepare_cts, simulate_cohort
+    from bmdgan.datasets.folds import source_ct_of
+    from bmdgan.datasets.format import load_image, read_manifest
+
+    out = tmp_path_factory.mktemp("four_bones")
+    paths = [shared_data / "ct" / "pelvic_reference" / f"Pelvic-Ref-00{n}.nii.gz" for n in (2, 5)]
+    ct_ids, skipped = prepare_cts(paths, out / "prepared", progress=False, body_mask=stand_in_body_mask)
+    assert ct_ids == ["Pelvic-Ref-002", "Pelvic-Ref-005"] and not skipped, skipped
+    settings = CohortSettings(str(out / "prepared"), seed=0, patients_per_ct=1, poses=("standing",),
+                              image_shape=(128, 64), folds=2, fold_by="ct")
+    simulate_cohort(settings, ct_ids, out, workers=1, progress=False)
+    records = read_manifest(out)
+    bones = sorted((source_ct_of(r), r.side) for r in records)
+    assert bones == [(ct, side) for ct in ct_ids for side in ("left", "right")]
+    for record in records:
+        assert json.loads(record.provenance)["view"] == "ap-pelvis"
+        assert record.mirrored == (record.side == "left")
+        assert 0.3 < record.ct_abmd_g_cm2 < 1.6 and 100 < record.qct_vbmd_mg_cm3 < 600
+        assert load_image(out, record, "drr_pf").max() > 0.3                     # g/cm2: its own hip's PF region
+    for ct in ct_ids:                                                            # both hips of a CT in one fold
+        assert len({r.fold for r in records if source_ct_of(r) == ct}) == 1
