@@ -176,8 +176,9 @@ def test_mirrored_radiograph_fails(hip):
     ct, _, points, truth, simulated = hip
     mirrored = simulated.pixels[:, ::-1].astype(np.float32)
     result = register(mirrored, _start(truth, points), ct, settings=FAST)
-    assert result.quality.flag == "failed"
-    assert "below 0.5" in result.quality.messages[0] and "mirrored" in result.quality.messages[0]
+    assert result.quality.flag == "failed" and result.quality.cause == "side"
+    assert result.quality.messages[0].startswith("likely cause: wrong side: the mirrored DRR matches")
+    assert any("below 0.4" in message for message in result.quality.messages)
     correct = register(simulated.pixels.astype(np.float32), _start(truth, points), ct, settings=FAST)
     assert correct.quality.flag == "good" and correct.similarity > result.similarity + 0.25
 
@@ -231,7 +232,7 @@ def test_real_ct_right_side_good_wrong_side_and_no_femur_failed(shared_data):
     assert good.quality.flag == "good"
     assert mean_projection_distance_mm(truth, points, truth.camera_from_lps, good.geometry.camera_from_lps) < 2.0
     mirrored = register(pixels[:, ::-1].copy(), start, ct, settings=FAST)
-    assert mirrored.quality.flag == "failed" and "below" in mirrored.quality.messages[0]
+    assert mirrored.quality.flag == "failed" and mirrored.quality.cause == "side", mirrored.quality.reason
     # the slices of the same CT below the bone: thigh soft tissue without the femur (1.9 cm3 above 200 HU)
     no_femur = Volume(np.ascontiguousarray(ct.array[:20]), ct.geometry, unit="HU")
     assert (no_femur.array > 200).sum() * no_femur.voxel_volume_mm3() < 5_000

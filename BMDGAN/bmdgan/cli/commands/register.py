@@ -85,6 +85,11 @@ def output_prefix(path: Path) -> str:
     return name
 
 
+def exit_code(quality, strict: bool) -> int:
+    """0, or :data:`EXIT_FAILED_QUALITY` for a "failed" grade (with ``strict`` also for "uncertain")."""
+    return EXIT_FAILED_QUALITY if quality.failed or (strict and not quality.good) else 0
+
+
 def _refuse_conflicts(args) -> None:
     """--pixel-mm and --sid-mm with --geometry: the geometry JSON fixes pitch and SID, so they are refused rather
     than silently ignored."""
@@ -116,7 +121,7 @@ def _spacing_notes(radiograph, geometry, source: str) -> list[str]:
     return notes
 
 
-def _detector_geometry(args, radiograph, ct):
+def detector_geometry(args, radiograph, ct):
     """The radiograph's detector with a starting pose, how the pose was chosen, and log notes about the spacing
     (a warning only where the spacing is guessed)."""
     import warnings
@@ -140,6 +145,9 @@ def _detector_geometry(args, radiograph, ct):
                                             f"detector but the radiograph has {radiograph.shape[1]}x"
                                             f"{radiograph.shape[0]} pixels", "give the geometry of this radiograph")
         return geometry, "given", _spacing_notes(radiograph, geometry, "--geometry")
+    if args.pixel_mm is None and radiograph.imager_pixel_spacing_mm is None and radiograph.pixel_spacing_mm is None:
+        raise InputError(args.radiograph, "has no pixel spacing (ImagerPixelSpacing or PixelSpacing)",
+                         "give --pixel-mm (the detector pitch in mm) or --geometry")
     sid = args.sid_mm or radiograph.source_to_detector_mm
     if not sid:
         raise InputError(args.radiograph, "has no source-to-detector distance (DistanceSourceToDetector)",
@@ -155,9 +163,6 @@ def _detector_geometry(args, radiograph, ct):
                                       ((columns - 1) / 2.0, (rows - 1) / 2.0),
                                       ap_pose(np.asarray(centre), sid - DEFAULT_OBJECT_TO_DETECTOR_MM))
         return geometry, "default", _spacing_notes(radiograph, geometry, "--pixel-mm") + notes
-    if radiograph.imager_pixel_spacing_mm is None and radiograph.pixel_spacing_mm is None:
-        raise InputError(args.radiograph, "has no pixel spacing (ImagerPixelSpacing or PixelSpacing)",
-                         "give --pixel-mm (the detector pitch in mm) or --geometry")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         geometry = geometry_from_radiograph(replace(radiograph, source_to_detector_mm=sid), volume=ct)
@@ -238,12 +243,12 @@ def run(args: argparse.Namespace) -> int:
     radiograph = read_radiograph(args.radiograph)
     ct = read_ct(args.ct)
     # the reader's spacing warnings are about sizes at the patient; registration needs the detector pitch, and
-    # _detector_geometry says where that comes from (and warns only where it is guessed)
+    # detector_geometry says where that comes from (and warns only where it is guessed)
     for warning in radiograph.warnings:
         if "pixel spacing" not in warning:
             log(f"radiograph: {warning}")
     structure = _structure_mask(args, ct)
-    geometry, start, notes = _detector_geometry(args, radiograph, ct)
+    geometry, start, notes = detector_geometry(args, radiograph, ct)
     for note in notes:
         log(note)
     landmarks = None
@@ -273,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
                         "roi": str(args.roi) if args.roi else None,
                         "pixel_mm": args.pixel_mm, "sid_mm": args.sid_mm}
     quality = result.quality
-    code = EXIT_FAILED_QUALITY if quality.failed or (args.strict and not quality.good) else 0
+    code = exit_code(quality, args.strict)
     record["exit_code"] = code
     report_path = atomic_write_text(out / f"{name}.registration.json", json.dumps(record, indent=2) + "\n")
     overlay_path = write_png_rgb(out / f"{name}.overlay.png",
