@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_registration_pipeline import FAST, _points, _start, hip_phantom
 
 from bmdgan.cli.commands import register as register_command
 from bmdgan.cli.main import main
@@ -21,7 +22,6 @@ from bmdgan.projection.image_io import write_png16
 from bmdgan.projection.simulator import SimulationParameters, simulate_radiograph
 from bmdgan.registration import mean_projection_distance_mm, register
 from bmdgan.registration.quality import FAILED_GC, GOOD_GC, GRADE_BASIS, assess_quality
-from test_registration_pipeline import FAST, _points, _start, hip_phantom
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ Run by :func:`.pipeline.register` only when the quality is not "good" (about a s
 * **side**: the same with the DRR mirrored left-right. A radiograph of the other hip (or a flipped image)
   matches the mirrored DRR better than the DRR itself.
 * **pixel spacing** (:func:`spacing_scores`): the best in-plane placement's score when the detector pitch is each of
-  :data:`SCALE_RATIOS` times the geometry's, at the start geometry's magnification of the bone. A wrong pixel
+  :data:`SCALE_RATIOS` times the geometry's, at the start pose. A wrong pixel
   spacing (or SID) makes the bone look too large or too small: another spacing then fits clearly better.
 * **pose change**: parameters that ended at their search bound, or moved beyond the capture range of the
   search (:data:`CAPTURE_DEG`, :data:`CAPTURE_MM`).
@@ -20,16 +20,20 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-SCALE_RATIOS = np.round(1.07 ** np.arange(-7, 8), 3)
-"""Pixel spacings tried (x the geometry's): 0.62-1.61 in steps of 7%. A patient's hip lies 100-300 mm from the
-detector: at SID 1000-1150 mm its magnification varies by about +-12% around the default geometry's."""
+SCALE_RATIOS = np.round(1.1 ** np.arange(-5, 6), 3)
+"""Pixel spacings tried (x the geometry's): 0.62-1.61 in steps of 10% (the best one is refined by a parabola).
+A patient's hip lies 100-300 mm from the detector: at SID 1000-1150 mm its magnification varies by about +-12%
+around the default geometry's, hence :data:`SCALE_TOLERANCE`."""
+SCALE_ANGLES_DEG = np.array([-10.0, 0.0, 10.0])
+"""In-plane turns (degrees) tried at each pixel spacing."""
 SCALE_TOLERANCE = 0.15
 """A best-fitting pixel spacing (or final magnification) more than this fraction from the geometry's points at the
 pixel spacing or SID."""
 SCALE_MARGIN = 0.08
 """Least gain of the best placement's FFT score at another pixel spacing over the given one. Measured (hip phantom,
-1 mm pixels): spacings given x0.7, x0.8, x1.2 and x1.4 gained 0.12-0.27 at the true one (found within 3%); the
-right spacing lost 0.12 to the next ratio tried; mirrored radiographs and far starts gained 0.01 at most."""
+1 mm pixels, FAST settings of the tests): spacings given x0.7, x0.8, x1.2 and x1.4 gained 0.09-0.26 at the true one
+(found within 2%); a whole-pelvis CT at its true spacing lost 0.32 to the next ratio; starts 60-70 mm off gained
+0.02 at most; a mirrored radiograph gained 0.06 (its cause, side, is named first)."""
 SIDE_MARGIN = 0.10
 """Least gain of the mirrored DRR's best placement over the DRR's. Measured (hip phantom): a mirrored radiograph
 gained 0.25; right-side radiographs lost 0.22-0.24."""
@@ -133,10 +137,10 @@ def scale_ratio(initial, final, centre_lps_mm: np.ndarray) -> float:
     return float(final.magnification_at(centre_lps_mm) / initial.magnification_at(centre_lps_mm))
 
 
-def spacing_scores(problem, settings, poses: list[np.ndarray], ratios: np.ndarray = SCALE_RATIOS) -> list[float]:
-    """Best in-plane placement score (over the ``poses``, camera_from_lps) when the radiograph's pixel spacing is
-    each ratio x the geometry's: the detector pitch is scaled about the principal point, the FFT search covers
-    the shift that this causes."""
+def spacing_scores(problem, settings, pose: np.ndarray, ratios: np.ndarray = SCALE_RATIOS) -> list[float]:
+    """Best in-plane placement score (shifts, :data:`SCALE_ANGLES_DEG`) of the DRR at ``pose`` (camera_from_lps)
+    when the radiograph's pixel spacing is each ratio x the geometry's: the detector pitch is scaled about the
+    principal point, the FFT search covers the shift that this causes."""
     from .global_search import in_plane_scores
 
     scores = []
@@ -144,18 +148,8 @@ def spacing_scores(problem, settings, poses: list[np.ndarray], ratios: np.ndarra
         geometry = replace(problem.geometry, column_spacing_mm=problem.geometry.column_spacing_mm * float(ratio),
                            row_spacing_mm=problem.geometry.row_spacing_mm * float(ratio))
         scaled = replace(problem, geometry=geometry)
-        scores.append(max(in_plane_scores(scaled, settings, pose).best()[0] for pose in poses))
+        scores.append(in_plane_scores(scaled, settings, pose, angles_deg=SCALE_ANGLES_DEG).best()[0])
     return scores
-
-
-def with_magnification(pose: np.ndarray, centre_lps_mm: np.ndarray, source_to_detector_mm: float,
-                       magnification: float) -> np.ndarray:
-    """``pose`` (camera_from_lps) moved along the ray through the centroid so that the centroid's magnification is
-    ``magnification``: its projection stays put, the bone's image grows or shrinks about it."""
-    moved = np.array(pose, dtype=float)
-    centre_camera = moved[:3, :3] @ centre_lps_mm + moved[:3, 3]
-    moved[:3, 3] += (source_to_detector_mm / magnification / centre_camera[2] - 1.0) * centre_camera
-    return moved
 
 
 def diagnose(problem, settings, base: np.ndarray, parameters: np.ndarray, bounds: np.ndarray,
@@ -170,13 +164,10 @@ def diagnose(problem, settings, base: np.ndarray, parameters: np.ndarray, bounds
     here = in_plane_scores(problem, settings, final_pose)
     best, turn, tx, ty = here.best()
     mirrored = in_plane_scores(problem, settings, final_pose, mirror=True)
-    # the spacing is judged at the start geometry's magnification: at the start pose, and at the final pose moved
-    # back along the beam to it (the search may have changed the depth to make up for a wrong spacing)
-    nominal = initial_geometry.magnification_at(centre)
-    back = final_pose if problem.geometry.parallel else \
-        with_magnification(final_pose, centre, problem.geometry.source_to_detector_mm, nominal)
-    scale_scores = spacing_scores(problem, settings, [np.asarray(base, dtype=float), back])
-    return Diagnosis(at_bound, beyond, here.at_zero(), best, (tx, ty), turn, mirrored.best()[0],
+    # the spacing is judged at the start pose, where the magnification is the geometry's: a search that went
+    # astray (or changed the depth to make up for a wrong spacing) does not bias it
+    scale_scores = spacing_scores(problem, settings, np.asarray(base, dtype=float))
+    return Diagnosis(at_bound, beyond, here.at_zero(), best, (float(tx), float(ty)), turn, mirrored.best()[0],
                      [float(r) for r in SCALE_RATIOS], [float(v) for v in scale_scores],
                      scale_ratio(initial_geometry, final_geometry, centre),
                      (problem.geometry.column_spacing_mm, problem.geometry.row_spacing_mm))

@@ -121,8 +121,9 @@ class InPlaneScores:
         return (float(self.scores[angle, row, col]), float(self.angles_deg[angle]), *self.shift_mm(row, col))
 
 
-def in_plane_scores(problem, settings, base: np.ndarray, mirror: bool = False) -> InPlaneScores:
-    """Score every in-plane placement (shift, :data:`IN_PLANE_ANGLES_DEG`) of the bone's DRR at pose ``base``
+def in_plane_scores(problem, settings, base: np.ndarray, mirror: bool = False,
+                    angles_deg: np.ndarray = IN_PLANE_ANGLES_DEG) -> InPlaneScores:
+    """Score every in-plane placement (shift, ``angles_deg`` about the beam) of the bone's DRR at pose ``base``
     over the radiograph. ``mirror``: flip the DRR left-right first (a radiograph of the other side matches the
     mirrored DRR better than the DRR itself)."""
     factor = pyramid.detector_factor(problem.geometry, SEARCH_PITCH_MM)
@@ -138,8 +139,9 @@ def in_plane_scores(problem, settings, base: np.ndarray, mirror: bool = False) -
     factors = pyramid.volume_factors(problem.spacing_mm, pyramid.beam_axis(problem.ijk_to_lps, base),
                                      pitch / start_view.magnification_at(centre))
     values, ijk_to_lps = pyramid.pool_volume(problem.attenuation, problem.ijk_to_lps, factors)
-    parameters = np.zeros((len(IN_PLANE_ANGLES_DEG), 6))
-    parameters[:, 2] = IN_PLANE_ANGLES_DEG
+    angles_deg = np.asarray(angles_deg, dtype=float)
+    parameters = np.zeros((len(angles_deg), 6))
+    parameters[:, 2] = angles_deg
     with torch.no_grad():
         drrs = Projector(values, ijk_to_lps, unit="1/mm").render(camera_pose(parameters, base, centre),
                                                                  template_geometry)[:, 0].double()
@@ -158,7 +160,7 @@ def in_plane_scores(problem, settings, base: np.ndarray, mirror: bool = False) -
                              + masked_ncc_map(fixed_gy, fixed_mask, gy, template_mask)[0]))
     # the template's top-left pixel moves from (row0, col0) to (row - h + 1, col - w + 1): no shift at this index
     h, w = template_mask.shape
-    return InPlaneScores(IN_PLANE_ANGLES_DEG.copy(), np.stack(scores), (row0 + h - 1, col0 + w - 1),
+    return InPlaneScores(angles_deg, np.stack(scores), (row0 + h - 1, col0 + w - 1),
                          (geometry.column_spacing_mm, geometry.row_spacing_mm), mm_per_pixel)
 
 

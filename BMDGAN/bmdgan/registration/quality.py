@@ -13,8 +13,8 @@ Each level rests on these measurements:
   * the final patch gradient correlation (GC) at the finest level, of the whole CT's DRR, reaches
     :data:`FAILED_GC` (measured with GC whatever measure was optimised: NCC values of right and wrong poses
     overlap). Wrong poses ended at GC 0.12-0.35: mirrored (wrong-side) radiographs at 0.12 (thigh CT) and 0.25-0.35
-    (hip phantom), a wrong pixel spacing (x0.7, x1.4) at 0.14-0.21, a start 60 mm off at 0.18 (hip phantom,
-    ``Testing/engine/test_register_cli.py``).
+    (hip phantom), pixel spacings given x0.7 to x1.4 at 0.14-0.23, starts 60-70 mm off at 0.16-0.18 (hip phantom,
+    the settings of ``Testing/engine/test_register_cli.py``).
 
 * **good**: every check passes and GC reaches :data:`GOOD_GC`. Calibration (``benchmarks/bench_registration.py``,
   23 simulated radiographs of the shared CTs with noise, scatter and clinical processing): registrations within
@@ -61,8 +61,9 @@ GRADE_BASIS = {
             "and every check passed",
     "uncertain": f"patch GC {FAILED_GC:g}-{GOOD_GC:g} (registrations within 2 mm on another simulator's "
                  "radiographs: GC 0.43-0.58), or the bone's magnification moved from the geometry's",
-    "failed": f"patch GC < {FAILED_GC:g} (wrong side, wrong spacing, start far off: GC 0.12-0.35), or no bone in "
-              "the CT, no edges in the radiograph, the bone outside the exposed field, or landmarks that disagree",
+    "failed": f"patch GC < {FAILED_GC:g} (wrong side, wrong spacing, start far off ended at GC 0.12-0.35), or no "
+              "bone in the CT, no edges in the radiograph, the bone outside the exposed field, or landmarks that "
+              "disagree",
 }
 """The measurement each grade rests on (written into the result)."""
 FIXES = {
