@@ -108,6 +108,12 @@ def test_spacing_is_warned_about_only_where_it_is_guessed(hip, tmp_path):
     geometry, _, notes = register_command.detector_geometry(_args(), guessed, ct)
     assert geometry.column_spacing_mm == 0.7
     assert any(note.startswith("warning: the pixel spacing is guessed") for note in notes)
+    # ... unless the source-to-patient distance gives the magnification: then it is derived, not guessed
+    derived = Radiograph(pixels, source="hip.dcm", pixel_spacing_mm=(0.7, 0.7), spacing_source="PixelSpacing",
+                         source_to_detector_mm=1000.0, source_to_patient_mm=800.0)
+    geometry, _, notes = register_command.detector_geometry(_args(), derived, ct)
+    assert geometry.column_spacing_mm == pytest.approx(0.875)
+    assert "(PixelSpacing x magnification 1.25)" in notes[0] and not any("warning" in note for note in notes)
 
 
 def test_png_with_geometry_registers_without_a_spacing_warning_and_keeps_the_dotted_name(hip, tmp_path, capsys):

@@ -125,7 +125,7 @@ def test_landmark_start_and_landmark_check(hip):
     # landmarks that belong to another pose are reported, even when the intensity match is fine
     wrong = Landmarks(landmarks.names, landmarks.pixels + np.array([30.0, 0.0]), landmarks.lps_mm)
     flagged = register(simulated.pixels.astype(np.float32), result.geometry, ct, settings=FAST, landmarks=wrong)
-    assert flagged.quality.flag == "failed"
+    assert flagged.quality.flag == "failed" and flagged.quality.cause == "landmarks", flagged.quality.reason
     assert any("landmarks are" in message for message in flagged.quality.messages)
 
 
@@ -187,9 +187,9 @@ def test_ct_without_bone_fails(hip):
     ct, _, points, truth, simulated = hip
     soft = ct.with_array(np.minimum(ct.array, 60.0))  # the same body without any bone
     result = register(simulated.pixels.astype(np.float32), _start(truth, points), soft, settings=FAST)
-    assert result.quality.flag == "failed"
+    assert result.quality.flag == "failed" and result.quality.cause == "no_bone"
     assert result.bone_volume_cm3 == 0.0
-    assert "almost no bone" in result.quality.messages[0]
+    assert "almost no bone" in result.quality.reason
 
 
 def test_collimation_border_is_excluded_and_registration_still_converges(hip):
@@ -212,7 +212,7 @@ def test_collimation_hiding_the_femur_fails(hip):
     shaft_column = int(truth.project_points(points).mean(axis=0)[0])
     collimated[:, shaft_column - 10:] = float(collimated.max())  # the lateral half of the femur is shuttered
     result = register(collimated, _start(truth, points), ct, settings=FAST)
-    assert result.quality.flag == "failed"
+    assert result.quality.flag == "failed" and result.quality.cause == "field_of_view", result.quality.reason
     assert any("inside the exposed field" in message for message in result.quality.messages)
 
 

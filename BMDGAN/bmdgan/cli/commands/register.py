@@ -95,7 +95,8 @@ def _refuse_conflicts(args) -> None:
     than silently ignored."""
     from ...errors import InputError
 
-    given = [option for option, value in (("--pixel-mm", args.pixel_mm), ("--sid-mm", args.sid_mm)) if value]
+    given = [option for option, value in (("--pixel-mm", args.pixel_mm), ("--sid-mm", args.sid_mm))
+             if value is not None]
     if args.geometry is not None and given:
         raise InputError(None, f"{' and '.join(given)} cannot be combined with --geometry (the geometry JSON gives "
                                "the detector pitch and SID)",
@@ -166,7 +167,10 @@ def detector_geometry(args, radiograph, ct):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         geometry = geometry_from_radiograph(replace(radiograph, source_to_detector_mm=sid), volume=ct)
-    source = "ImagerPixelSpacing" if radiograph.imager_pixel_spacing_mm is not None else radiograph.spacing_source
+    source = "ImagerPixelSpacing"
+    if radiograph.imager_pixel_spacing_mm is None:  # PixelSpacing at the patient, times the magnification if known
+        factor = geometry.column_spacing_mm / radiograph.pixel_spacing_mm[1]
+        source = radiograph.spacing_source + (f" x magnification {factor:.3g}" if abs(factor - 1) > 1e-6 else "")
     notes = _spacing_notes(radiograph, geometry, source) + notes
     notes += [f"warning: the pixel spacing is guessed: {warning.message} (give --pixel-mm if it is wrong)"
               for warning in caught]
