@@ -25,6 +25,7 @@ import numpy as np
 import slicer
 import vtk
 
+from bmdgan.cli.commands.register import EXIT_FAILED_QUALITY
 from bmdgan.errors import BMDGANError, InputError
 from bmdgan.io import LPS_TO_RAS, Volume, write_volume
 from bmdgan.projection.geometry import (
@@ -51,7 +52,7 @@ from BMDGANRegistrationLib.curation_logic import SEGMENT_NAMES, CurationLogic
 REFERENCE_GEOMETRY_ATTRIBUTE = "BMDGAN.ReferenceGeometry"
 """Transform-node attribute: the projection geometry JSON whose pose the node's matrix moves the CT from."""
 QUALITY_ATTRIBUTE = "BMDGAN.RegistrationQuality"
-"""Transform-node attribute: the registration's quality flag ("good" or "failed")."""
+"""Transform-node attribute: the registration's quality grade ("good", "uncertain" or "failed")."""
 OVERLAY_EDGE, OVERLAY_BONE = 1, 2
 """Overlay voxel values: DRR edge (green), projected bone outline (magenta); 0 is transparent."""
 OVERLAY_COLOURS = ((0.0, 0.0, 0.0, 0.0), (0.16, 0.9, 0.16, 1.0), (1.0, 0.16, 1.0, 1.0))
@@ -233,7 +234,7 @@ class RegistrationLogic:
         timings) and the transform node holding the registered pose (a given node is updated in place)."""
         if job.running():
             raise BMDGANError("the registration is still running")
-        if job.process.returncode != 0:
+        if job.process.returncode not in (0, EXIT_FAILED_QUALITY):  # a failed registration still has its outputs
             tail = job.output_path.read_text(errors="replace").strip().splitlines()[-3:]
             raise BMDGANError(f"the registration stopped with exit code {job.process.returncode}: " + " | ".join(tail))
         registered = ProjectionGeometry.load(job.folder / f"{RESULT_NAME}.geometry.json")

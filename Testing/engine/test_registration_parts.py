@@ -174,7 +174,7 @@ def test_quality_flag_and_messages():
     assert good.flag == "good" and good.good and "0.720" in good.messages[0]
     checks = {
         "almost no bone": dict(bone_volume_cm3=3.0),
-        "below 0.5": dict(gradient_correlation=0.2),
+        "below 0.4": dict(gradient_correlation=0.2),
         "inside the exposed field": dict(bone_in_view=0.5),
         "landmarks are 25.0 mm": dict(landmark_residual_mm=25.0),
         "no edges": dict(fixed_is_flat=True),
@@ -183,6 +183,8 @@ def test_quality_flag_and_messages():
         arguments = dict(gradient_correlation=0.72, bone_volume_cm3=150.0, bone_in_view=0.99)
         arguments.update(change)
         quality = assess_quality(arguments.pop("gradient_correlation"), **arguments)
-        assert quality.flag == "failed" and text in quality.messages[0], (text, quality.messages)
+        assert quality.flag == "failed" and text in quality.messages[1], (text, quality.messages)
+        assert quality.messages[0].startswith("likely cause: ")
     data = good.to_dict()
-    assert data["thresholds"]["gradient_correlation"] == 0.5 and data["flag"] == "good"
+    assert data["thresholds"]["good_gradient_correlation"] == 0.5 and data["flag"] == "good"
+    assert data["thresholds"]["failed_gradient_correlation"] == 0.4 and data["cause"] is None

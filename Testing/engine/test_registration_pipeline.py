@@ -125,7 +125,7 @@ def test_landmark_start_and_landmark_check(hip):
     # landmarks that belong to another pose are reported, even when the intensity match is fine
     wrong = Landmarks(landmarks.names, landmarks.pixels + np.array([30.0, 0.0]), landmarks.lps_mm)
     flagged = register(simulated.pixels.astype(np.float32), result.geometry, ct, settings=FAST, landmarks=wrong)
-    assert flagged.quality.flag == "failed"
+    assert flagged.quality.flag == "failed" and flagged.quality.cause == "landmarks", flagged.quality.reason
     assert any("landmarks are" in message for message in flagged.quality.messages)
 
 
@@ -176,8 +176,9 @@ def test_mirrored_radiograph_fails(hip):
     ct, _, points, truth, simulated = hip
     mirrored = simulated.pixels[:, ::-1].astype(np.float32)
     result = register(mirrored, _start(truth, points), ct, settings=FAST)
-    assert result.quality.flag == "failed"
-    assert "below 0.5" in result.quality.messages[0] and "mirrored" in result.quality.messages[0]
+    assert result.quality.flag == "failed" and result.quality.cause == "side"
+    assert result.quality.messages[0].startswith("likely cause: wrong side: the mirrored DRR matches")
+    assert any("below 0.4" in message for message in result.quality.messages)
     correct = register(simulated.pixels.astype(np.float32), _start(truth, points), ct, settings=FAST)
     assert correct.quality.flag == "good" and correct.similarity > result.similarity + 0.25
 
@@ -186,9 +187,9 @@ def test_ct_without_bone_fails(hip):
     ct, _, points, truth, simulated = hip
     soft = ct.with_array(np.minimum(ct.array, 60.0))  # the same body without any bone
     result = register(simulated.pixels.astype(np.float32), _start(truth, points), soft, settings=FAST)
-    assert result.quality.flag == "failed"
+    assert result.quality.flag == "failed" and result.quality.cause == "no_bone"
     assert result.bone_volume_cm3 == 0.0
-    assert "almost no bone" in result.quality.messages[0]
+    assert "almost no bone" in result.quality.reason
 
 
 def test_collimation_border_is_excluded_and_registration_still_converges(hip):
@@ -211,7 +212,7 @@ def test_collimation_hiding_the_femur_fails(hip):
     shaft_column = int(truth.project_points(points).mean(axis=0)[0])
     collimated[:, shaft_column - 10:] = float(collimated.max())  # the lateral half of the femur is shuttered
     result = register(collimated, _start(truth, points), ct, settings=FAST)
-    assert result.quality.flag == "failed"
+    assert result.quality.flag == "failed" and result.quality.cause == "field_of_view", result.quality.reason
     assert any("inside the exposed field" in message for message in result.quality.messages)
 
 
@@ -231,7 +232,7 @@ def test_real_ct_right_side_good_wrong_side_and_no_femur_failed(shared_data):
     assert good.quality.flag == "good"
     assert mean_projection_distance_mm(truth, points, truth.camera_from_lps, good.geometry.camera_from_lps) < 2.0
     mirrored = register(pixels[:, ::-1].copy(), start, ct, settings=FAST)
-    assert mirrored.quality.flag == "failed" and "below" in mirrored.quality.messages[0]
+    assert mirrored.quality.flag == "failed" and mirrored.quality.cause == "side", mirrored.quality.reason
     # the slices of the same CT below the bone: thigh soft tissue without the femur (1.9 cm3 above 200 HU)
     no_femur = Volume(np.ascontiguousarray(ct.array[:20]), ct.geometry, unit="HU")
     assert (no_femur.array > 200).sum() * no_femur.voxel_volume_mm3() < 5_000

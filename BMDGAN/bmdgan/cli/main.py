@@ -3,7 +3,7 @@
 Exit codes: 0 done; 2 an error the user can fix (bad option or input, unwritable output, damaged file: one line
 ``bmdgan CMD: error: <file>: <what> (<what to do>)``, made by ``bmdgan.errors.describe_expected_error``); 1 an
 internal error (a bug: one line, and ``bmdgan --debug CMD ...`` shows its traceback); 130 interrupted (Ctrl+C).
-A command may define its own further codes (``register --strict``).
+A command may define its own further codes (``register``: 3 when the registration ran but failed its quality check).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ few (shift, angle) candidates then each get a short coarse CMA-ES run; the best 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -88,9 +89,43 @@ def _top_peaks(score: np.ndarray, count: int, *, spacing: int) -> list[tuple[int
     return peaks
 
 
-def in_plane_candidates(problem, settings, base: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """(FFT gradient-correlation score, in-plane angle in degrees, camera x and y shifts in mm) of the best
-    placements of the bone's DRR over the radiograph, best first, for each of :data:`IN_PLANE_ANGLES_DEG`."""
+@dataclass
+class InPlaneScores:
+    """FFT gradient-correlation maps of the bone's DRR over the radiograph, one per in-plane angle.
+
+    scores: (angles, offsets rows, offsets columns); index (r, c) moves the DRR by ``r - zero[0]`` rows and
+    ``c - zero[1]`` columns of ``pitch_mm`` (detector mm), ``mm_per_pixel`` mm at the bone's centroid each."""
+
+    angles_deg: np.ndarray
+    scores: np.ndarray
+    zero: tuple[int, int]
+    pitch_mm: tuple[float, float]
+    mm_per_pixel: float
+
+    def shift_mm(self, row: int, col: int) -> tuple[float, float]:
+        """Camera x and y shift (mm at the bone) of offset index (row, col)."""
+        return ((col - self.zero[1]) * self.pitch_mm[0] * self.mm_per_pixel,
+                (row - self.zero[0]) * self.pitch_mm[1] * self.mm_per_pixel)
+
+    def at_zero(self) -> float:
+        """Score of the DRR where it is (angle 0, no shift); -1 when that placement is not scored."""
+        row, col = self.zero
+        middle = int(np.argmin(np.abs(self.angles_deg)))
+        inside = 0 <= row < self.scores.shape[1] and 0 <= col < self.scores.shape[2]
+        return float(self.scores[middle, row, col]) if inside and self.angles_deg[middle] == 0 else -1.0
+
+    def best(self) -> tuple[float, float, float, float]:
+        """(score, angle in degrees, camera x and y shift in mm) of the best placement."""
+        index = int(np.argmax(self.scores))
+        angle, row, col = np.unravel_index(index, self.scores.shape)
+        return (float(self.scores[angle, row, col]), float(self.angles_deg[angle]), *self.shift_mm(row, col))
+
+
+def in_plane_scores(problem, settings, base: np.ndarray, mirror: bool = False,
+                    angles_deg: np.ndarray = IN_PLANE_ANGLES_DEG) -> InPlaneScores:
+    """Score every in-plane placement (shift, ``angles_deg`` about the beam) of the bone's DRR at pose ``base``
+    over the radiograph. ``mirror``: flip the DRR left-right first (a radiograph of the other side matches the
+    mirrored DRR better than the DRR itself)."""
     factor = pyramid.detector_factor(problem.geometry, SEARCH_PITCH_MM)
     geometry = pyramid.downsample_geometry(problem.geometry, factor)
     image = pyramid.downsample_image(problem.fixed, factor)
@@ -104,8 +139,9 @@ def in_plane_candidates(problem, settings, base: np.ndarray) -> list[tuple[float
     factors = pyramid.volume_factors(problem.spacing_mm, pyramid.beam_axis(problem.ijk_to_lps, base),
                                      pitch / start_view.magnification_at(centre))
     values, ijk_to_lps = pyramid.pool_volume(problem.attenuation, problem.ijk_to_lps, factors)
-    parameters = np.zeros((len(IN_PLANE_ANGLES_DEG), 6))
-    parameters[:, 2] = IN_PLANE_ANGLES_DEG
+    angles_deg = np.asarray(angles_deg, dtype=float)
+    parameters = np.zeros((len(angles_deg), 6))
+    parameters[:, 2] = angles_deg
     with torch.no_grad():
         drrs = Projector(values, ijk_to_lps, unit="1/mm").render(camera_pose(parameters, base, centre),
                                                                  template_geometry)[:, 0].double()
@@ -114,18 +150,29 @@ def in_plane_candidates(problem, settings, base: np.ndarray) -> list[tuple[float
     # the template ignores the edges of the CT's field of view (no radiograph has them)
     template_mask = away_from_ct_border(template_geometry, problem.shape_ijk, problem.ijk_to_lps,
                                         settings.levels[0].border_mm)[1:-1, 1:-1]
+    if mirror:
+        drrs, template_mask = drrs.flip(-1), template_mask[:, ::-1]
     mm_per_pixel = 1.0 if geometry.parallel else float(start_view.to_camera(centre)[2]) / geometry.source_to_detector_mm
-    candidates = []
-    for angle, drr in zip(IN_PLANE_ANGLES_DEG, drrs):
+    scores = []
+    for drr in drrs:
         gx, gy = (g.numpy() for g in sobel_gradients(drr))
-        score = 0.5 * (masked_ncc_map(fixed_gx, fixed_mask, gx, template_mask)[0]
-                       + masked_ncc_map(fixed_gy, fixed_mask, gy, template_mask)[0])
+        scores.append(0.5 * (masked_ncc_map(fixed_gx, fixed_mask, gx, template_mask)[0]
+                             + masked_ncc_map(fixed_gy, fixed_mask, gy, template_mask)[0]))
+    # the template's top-left pixel moves from (row0, col0) to (row - h + 1, col - w + 1): no shift at this index
+    h, w = template_mask.shape
+    return InPlaneScores(angles_deg, np.stack(scores), (row0 + h - 1, col0 + w - 1),
+                         (geometry.column_spacing_mm, geometry.row_spacing_mm), mm_per_pixel)
+
+
+def in_plane_candidates(problem, settings, base: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """(FFT gradient-correlation score, in-plane angle in degrees, camera x and y shifts in mm) of the best
+    placements of the bone's DRR over the radiograph, best first, for each of :data:`IN_PLANE_ANGLES_DEG`."""
+    maps = in_plane_scores(problem, settings, base)
+    pitch = 0.5 * sum(maps.pitch_mm)
+    candidates = []
+    for angle, score in zip(maps.angles_deg, maps.scores):
         for row, col, value in _top_peaks(score, CANDIDATES, spacing=max(2, int(round(20.0 / pitch)))):
-            # the template's top-left pixel moves from (row0, col0) to (row - h + 1, col - w + 1)
-            shift_rows = (row - gx.shape[0] + 1) - row0
-            shift_cols = (col - gx.shape[1] + 1) - col0
-            candidates.append((value, float(angle), shift_cols * geometry.column_spacing_mm * mm_per_pixel,
-                               shift_rows * geometry.row_spacing_mm * mm_per_pixel))
+            candidates.append((value, float(angle), *maps.shift_mm(row, col)))
     return sorted(candidates, key=lambda candidate: -candidate[0])
 
 

@@ -17,9 +17,10 @@ Steps (:func:`register`):
    the CT's own field of view. Depth along the beam, the least determined parameter of one view, is held
    at the 2 mm level and scanned along the bone centroid's ray at the 1 mm level. Optional Adam steps
    through the differentiable projector finish.
-5. Quality (:mod:`.quality`): "good" or "failed" with the reasons, from the final gradient correlation
-   and sanity checks (bone present in the CT, projected bone inside the exposed field, agreement with
-   landmarks).
+5. Quality (:mod:`.quality`): "good", "uncertain" or "failed" with the reasons, from the final gradient
+   correlation and sanity checks (bone present in the CT, projected bone inside the exposed field, agreement
+   with landmarks, the bone's scale); when not good, the likely cause (:mod:`.diagnosis`: start pose, side,
+   pixel spacing, field of view).
 
 Pose parameters are relative to the starting pose, about the bone centroid, in camera axes
 (:func:`bmdgan.projection.pose.camera_pose`): rotations in degrees, translations in mm.
@@ -35,6 +36,7 @@ import numpy as np
 
 from ..projection.geometry import ProjectionGeometry
 from ..projection.pose import camera_pose
+from .diagnosis import diagnose, scale_ratio
 from .global_search import global_search
 from .optimiser import adam_refine, cmaes_search
 from .problem import (
@@ -51,7 +53,8 @@ from .roi import inside_fraction
 __all__ = ["DEFAULT_LEVELS", "LevelReport", "LevelSettings", "RegistrationResult", "RegistrationSettings", "register"]
 
 RESULT_FORMAT = "bmdgan-registration"
-RESULT_VERSION = 1
+RESULT_VERSION = 2
+"""2: the quality flag may be "uncertain"; quality gained cause, reason, grade_basis and diagnosis."""
 
 DEPTH_SCAN_STEP_MM = 3.0
 """Step of the depth scan (mm); the CMA-ES that follows starts with a 1.6 mm depth step."""
@@ -176,9 +179,14 @@ def register(pixels: np.ndarray, geometry: ProjectionGeometry, ct, *, settings: 
     if landmarks is not None:
         residual_mm = landmark_residual_mm(final_geometry, landmarks, problem.centre_lps_mm)
     quality_gc = cost.gradient_correlation(parameters)
-    quality = assess_quality(quality_gc, bone_volume_cm3=problem.bone_volume_cm3,
-                             bone_in_view=bone_in_view, fixed_is_flat=cost.similarity.fixed_is_flat,
-                             landmark_residual_mm=residual_mm, collimated_fraction=problem.field.collimated_fraction)
+    measured = dict(bone_volume_cm3=problem.bone_volume_cm3, bone_in_view=bone_in_view,
+                    fixed_is_flat=cost.similarity.fixed_is_flat, landmark_residual_mm=residual_mm,
+                    collimated_fraction=problem.field.collimated_fraction,
+                    scale_ratio=scale_ratio(geometry, final_geometry, problem.centre_lps_mm))
+    quality = assess_quality(quality_gc, **measured)
+    if not quality.good and problem.bone_volume_cm3 > 0:
+        diagnosis = diagnose(problem, settings, base, parameters, bounds, geometry, final_geometry)
+        quality = assess_quality(quality_gc, diagnosis=diagnosis, **measured)
     seconds = time.perf_counter() - began
     say(f"quality: {quality.flag} ({'; '.join(quality.messages)}); {seconds:.1f} s in all")
     return RegistrationResult(final_geometry, geometry, parameters, problem.centre_lps_mm, settings.similarity,
@@ -231,6 +239,8 @@ def _search_level(cost: PoseCost, parameters: np.ndarray, level: LevelSettings, 
     """One CMA-ES run of a level (depth fixed or free as the level says), with a progress bar."""
     bar = _progress_bar(progress, level.generations, label)
     free = np.array([True] * 5 + [not level.fix_depth])
+    # a depth scan or the (unbounded) global search may end beyond a bound: CMA-ES must start inside them
+    parameters = np.clip(parameters, bounds[:, 0], bounds[:, 1])
     search = cmaes_search(cost, parameters, PARAMETER_SCALE, bounds=bounds, population=settings.population,
                           max_generations=level.generations, sigma=sigma, seed=seed, free=free,
                           on_generation=None if bar is None else _updater(bar))
