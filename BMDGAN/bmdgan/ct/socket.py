@@ -9,7 +9,7 @@ that scan). Its sphere is fitted with the same ray method from starting points a
 head estimate; its centre is the head's, and the head radius is the socket's minus the joint
 layer (cartilage of head and acetabulum plus the plate's half thickness, ``JOINT_LAYER_MM``).
 
-Only used without a shaft in view (see :func:`.segmentation.segment_femur`): with a shaft the head
+Only used without a shaft in view (see :func:`.hips.fitted_head`): with a shaft the head
 sphere is constrained by it and found well on the IBSI CTs.
 """
 
