@@ -41,6 +41,8 @@ EDGE_MIN_FALL_HU_PER_MM = 20.0
 EDGE_MIN_DROP_HU = 60.0
 """...and at least this drop (HU) within 3 mm (partial volume across a 3 mm joint keeps it small)."""
 RAY_COUNT = 500
+MAX_REFINE_SHIFT_MM = 25.0
+"""A sphere fit that ends further than this (mm) from its starting point has found another structure."""
 HOUGH_MAX_EDGES = 300_000
 """At most this many edge voxels vote for head centres (a random subset beyond; thigh crops have fewer)."""
 NECK_SHAFT_ANGLE_DEG = 130.0
@@ -220,7 +222,7 @@ def refine_head(volume: Volume, smooth: np.ndarray, start_lps: np.ndarray, direc
             keep = residual < max(2.5, 2.5 * 1.4826 * np.median(residual[keep]))
             if keep.sum() < 30:
                 return None
-        if np.linalg.norm(fit_centre - np.asarray(start_lps)) > 25:
+        if np.linalg.norm(fit_centre - np.asarray(start_lps)) > MAX_REFINE_SHIFT_MM:
             return None
         centre, radius = fit_centre, fit_radius
     if not (radius_range_mm[0] <= radius <= radius_range_mm[1]):

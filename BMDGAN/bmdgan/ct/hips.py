@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import InputError
 from ..io.volume import Volume
 from . import grid
-from .head import (MIN_IN_VIEW, RAY_COUNT, FemoralHead, fibonacci_directions, fits_shaft, head_score,
+from .head import (MAX_REFINE_SHIFT_MM, MIN_IN_VIEW, RAY_COUNT, FemoralHead, fibonacci_directions, fits_shaft, head_score,
                    hough_candidates, hu_gradient, is_plausible_head, neck_direction, neck_points_down, refine_head,
                    seeds_near_shaft_ends, smoothed_hu)
 from .segmentation import METAL_HU
@@ -114,6 +114,16 @@ def _far_from(head: FemoralHead, others: list[FemoralHead], distance_mm: float) 
     return all(np.linalg.norm(head.centre_lps - other.centre_lps) >= distance_mm for other in others)
 
 
+def _may_fit(start: np.ndarray, shaft: Shaft) -> bool:
+    """Whether a head refined from ``start`` could fit ``shaft``: the refinement moves a centre by at most
+    ``MAX_REFINE_SHIFT_MM``, so starts beyond the :func:`.head.fits_shaft` limits plus that are not refined."""
+    offset = float(shaft.distance_to_axis(start))
+    position = float(shaft.position(start))
+    beyond_end = max(position - shaft.t_max, shaft.t_min - position)
+    slack = MAX_REFINE_SHIFT_MM
+    return offset <= 65.0 + slack and -20.0 - slack <= beyond_end <= 45.0 + slack
+
+
 def _local_shaft(ct: Volume, smooth: np.ndarray, head: FemoralHead) -> Shaft | None:
     """The shaft in a box below ``head`` (``LOCAL_SHAFT_BOX_MM``), if the head fits it."""
     corners = np.array(np.meshgrid(*LOCAL_SHAFT_BOX_MM, indexing="ij")).reshape(3, -1).T + head.centre_lps
@@ -134,7 +144,8 @@ def find_hips(ct: Volume, smooth: np.ndarray | None = None) -> list[Hip]:
     del gradient
     pairs: list[tuple[FemoralHead, Shaft | None]] = []
     for shaft in shafts:
-        heads = [h for h in candidates.heads(candidates.hough + seeds_near_shaft_ends(shaft))
+        starts = [start for start in candidates.hough + seeds_near_shaft_ends(shaft) if _may_fit(start, shaft)]
+        heads = [h for h in candidates.heads(starts)
                  if fits_shaft(h, shaft) and _far_from(h, [p[0] for p in pairs], MIN_HIP_SEPARATION_MM)]
         if heads:
             pairs.append((heads[0], shaft))
