@@ -123,12 +123,14 @@ def hough_candidates(volume: Volume, smooth: np.ndarray, count: int = 6,
             where = tuple(w[keep] for w in where)
         points = np.stack(where, axis=1) * spacing
         unit = (gradient[:, where[0], where[1], where[2]] / magnitude[where]).T
-        votes = np.zeros(int(np.prod(shape)), np.float64)
+        indices, weights = [], []
         for sign in signs:
             for radius in np.arange(18.0, 29.0, 1.0):
                 cells = np.round((points + sign * radius * unit) / cell_mm).astype(int)
                 ok = np.all((cells >= 0) & (cells < shape), axis=1)
-                votes += np.bincount(np.ravel_multi_index(tuple(cells[ok].T), shape), minlength=votes.size) / radius ** 2
+                indices.append(np.ravel_multi_index(tuple(cells[ok].T), shape))
+                weights.append(np.full(int(ok.sum()), 1.0 / radius ** 2))
+        votes = np.bincount(np.concatenate(indices), np.concatenate(weights), minlength=int(np.prod(shape)))
         votes = ndimage.gaussian_filter(votes.reshape(shape).astype(np.float32), 1.0)
         peaks = (votes == ndimage.maximum_filter(votes, size=int(30 / cell_mm))) & (votes > 0)
         cells = np.argwhere(peaks)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from ..io.volume import Volume
+from ..io.volume import Volume, VolumeGeometry
 from . import grid
 from .head import (MAX_REFINE_SHIFT_MM, MIN_IN_VIEW, RAY_COUNT, FemoralHead, fibonacci_directions, fits_shaft, head_score,
                    hough_candidates, hu_gradient, is_plausible_head, neck_direction, neck_points_down, refine_head,
@@ -48,6 +48,10 @@ HIP_RADIUS_MM = 80.0
 MIN_HIP_SEPARATION_MM = 100.0
 """Two femoral heads of one patient are 150-220 mm apart; closer candidates are one hip's look-alikes."""
 LOCAL_SHAFT_BOX_MM = ((-80.0, 80.0), (-80.0, 80.0), (-250.0, 20.0))
+SEARCH_MAX_VOXELS = 16_000_000
+"""CTs larger than this (a 512 x 512 x 150 whole-pelvis CT has 39 M voxels) are searched for shafts and
+head candidates on every other row and column (still finer than the 2 mm vote cells); the heads are then
+fitted on the full grid. Thigh crops (up to ~6 M voxels) are searched on the full grid."""
 """Box (LPS mm from the head centre, x, y, z) in which a head's own shaft is looked for: below it."""
 
 
@@ -90,12 +94,12 @@ def side_of(head: FemoralHead, shaft: Shaft | None) -> str:
 
 
 class _Candidates:
-    """Head spheres refined from starting points (LPS mm), each start refined once."""
+    """Head spheres refined (on the full grid) from starting points (LPS mm), each start refined once."""
 
-    def __init__(self, ct: Volume, smooth: np.ndarray, gradient: np.ndarray):
+    def __init__(self, ct: Volume, smooth: np.ndarray, hough: list[np.ndarray]):
         self.ct, self.smooth = ct, smooth
         self.directions = fibonacci_directions(RAY_COUNT)
-        self.hough = hough_candidates(ct, smooth, gradient=gradient)
+        self.hough = hough
         self._refined: dict[tuple, FemoralHead | None] = {}
 
     def heads(self, starts: list[np.ndarray]) -> list[FemoralHead]:
@@ -134,13 +138,24 @@ def _local_shaft(ct: Volume, smooth: np.ndarray, head: FemoralHead) -> Shaft | N
     return shaft if shaft is not None and fits_shaft(head, shaft) else None
 
 
+def _search_grid(ct: Volume, smooth: np.ndarray) -> tuple[Volume, np.ndarray]:
+    """The CT (and its smoothed copy) on the grid the shafts and head candidates are searched on
+    (``SEARCH_MAX_VOXELS``): every other row and column of large CTs, as it is otherwise."""
+    if ct.array.size <= SEARCH_MAX_VOXELS:
+        return ct, smooth
+    g = ct.geometry
+    geometry = VolumeGeometry((2 * g.spacing_mm[0], 2 * g.spacing_mm[1], g.spacing_mm[2]), g.origin_mm, g.direction)
+    return Volume(ct.array[:, ::2, ::2], geometry, ct.unit, ct.source), np.ascontiguousarray(smooth[:, ::2, ::2])
+
+
 def find_hips(ct: Volume, smooth: np.ndarray | None = None) -> list[Hip]:
     """Every hip in the CT (at most two), implant-free first, then the best-seen head first."""
     if smooth is None:
         smooth = smoothed_hu(ct)
-    gradient = hu_gradient(ct, smooth)  # shared by the shaft and head searches
-    candidates = _Candidates(ct, smooth, gradient)
-    shafts = find_shafts(ct, smooth, gradient=gradient)
+    coarse, coarse_smooth = _search_grid(ct, smooth)
+    gradient = hu_gradient(coarse, coarse_smooth)  # shared by the shaft and head searches
+    candidates = _Candidates(ct, smooth, hough_candidates(coarse, coarse_smooth, gradient=gradient))
+    shafts = find_shafts(coarse, coarse_smooth, gradient=gradient)
     del gradient
     pairs: list[tuple[FemoralHead, Shaft | None]] = []
     for shaft in shafts:
