@@ -13,7 +13,6 @@ from pathlib import Path
 from ..errors import InputError
 from ..io.volume import Volume
 
-
 SIDE_HELP = ("hip(s) to analyse, read from the anatomy (LPS +x is the patient's left): left or right (that hip; a "
              "side the CT does not hold is an error naming the sides it holds), both (every hip in the CT: two on a "
              "whole-pelvis CT, one on a thigh crop), auto (one hip: the best seen without an implant); left/right "

@@ -32,9 +32,23 @@ import numpy as np
 from ..errors import InputError
 from ..io.volume import Volume, VolumeGeometry
 from . import grid
-from .head import (MAX_REFINE_SHIFT_MM, MIN_IN_VIEW, RAY_COUNT, FemoralHead, fibonacci_directions, fits_shaft, head_score,
-                   hough_candidates, hu_gradient, is_plausible_head, neck_direction, neck_points_down, refine_head,
-                   seeds_near_shaft_ends, smoothed_hu)
+from .head import (
+    MAX_REFINE_SHIFT_MM,
+    MIN_IN_VIEW,
+    RAY_COUNT,
+    FemoralHead,
+    fibonacci_directions,
+    fits_shaft,
+    head_score,
+    hough_candidates,
+    hu_gradient,
+    is_plausible_head,
+    neck_direction,
+    neck_points_down,
+    refine_head,
+    seeds_near_shaft_ends,
+    smoothed_hu,
+)
 from .segmentation import METAL_HU
 from .shaft import Shaft, find_shaft, find_shafts
 from .socket import centre_in_socket
@@ -48,11 +62,14 @@ HIP_RADIUS_MM = 80.0
 MIN_HIP_SEPARATION_MM = 100.0
 """Two femoral heads of one patient are 150-220 mm apart; closer candidates are one hip's look-alikes."""
 LOCAL_SHAFT_BOX_MM = ((-80.0, 80.0), (-80.0, 80.0), (-250.0, 20.0))
+"""Box (LPS mm from the head centre, x, y, z) in which a head's own shaft is looked for: below it."""
+MIN_IMPLANT_CM3 = 0.05
+"""Metal above this volume (cm3; ~17 voxels of 1 x 1 x 3 mm) is an implant: a few bright voxels (a
+calcification, a skin marker's bloom) are not."""
 SEARCH_MAX_VOXELS = 16_000_000
 """CTs larger than this (a 512 x 512 x 150 whole-pelvis CT has 39 M voxels) are searched for shafts and
 head candidates on every other row and column (still finer than the 2 mm vote cells); the heads are then
 fitted on the full grid. Thigh crops (up to ~6 M voxels) are searched on the full grid."""
-"""Box (LPS mm from the head centre, x, y, z) in which a head's own shaft is looked for: below it."""
 
 
 @dataclass
@@ -183,7 +200,7 @@ def find_hips(ct: Volume, smooth: np.ndarray | None = None) -> list[Hip]:
                                  f"as {side}: not used")
             continue
         hips.append(Hip(side, head, shaft, near, centred=shaft is not None))
-    return sorted(hips, key=lambda hip: (hip.metal_near_cm3 > 0, -hip.score))
+    return sorted(hips, key=lambda hip: (hip.metal_near_cm3 > MIN_IMPLANT_CM3, -hip.score))
 
 
 def no_head_error(ct: Volume) -> InputError:

@@ -14,8 +14,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..atomic import atomic_path
-
-from . import grid, labels as L
+from . import grid
+from . import labels as L
 from .measurement import neutral_frame
 from .pipeline import CTAnalysis
 

@@ -15,17 +15,26 @@ near the hip but outside the PF region is measured with a note.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from .. import __version__
 from ..errors import InputError
 from ..io.volume import Volume
-from . import grid, labels as L
+from . import grid
+from . import labels as L
 from .calibration import Calibration
-from .hips import SIDES, Hip, fitted_head, hip_search, present_sides, select_hips
+from .hips import (
+    MIN_IMPLANT_CM3,
+    SIDES,
+    Hip,
+    fitted_head,
+    hip_search,
+    present_sides,
+    select_hips,
+)
 from .landmarks import LANDMARK_NAMES, Landmarks, estimate_landmarks
 from .measurement import PFMeasurement, measure_pf
 from .pf_region import PFRegion, pf_region
@@ -33,9 +42,6 @@ from .phantomless import phantomless_calibration
 from .segmentation import METAL_HU, FemurSegmentation, metal_mask, segment_with_head
 
 STEPS = ("segment", "landmarks", "PF region", "calibrate", "measure")
-MIN_IMPLANT_CM3 = 0.05
-"""Metal in the PF region above this volume (cm3; ~17 voxels of 1 x 1 x 3 mm) is an implant: a few bright
-voxels (a calcification, noise at a cortex) are not."""
 
 
 class ImplantError(InputError):
@@ -104,7 +110,7 @@ def segmentation_from_labels(ct: Volume, label_volume: Volume) -> FemurSegmentat
     if not femur.any():
         raise InputError(label_volume.source or None, "the segmentation has no femur", "check the labels (femur = 2)")
     for hip in hip_search(ct).hips:
-        index = np.round(grid_index(ct, hip.head.centre_lps)).astype(int)
+        index = np.round(_grid_index(ct, hip.head.centre_lps)).astype(int)
         if femur[tuple(np.clip(index, 0, np.array(femur.shape) - 1))]:
             return FemurSegmentation(label_volume, _metal(ct), fitted_head(ct, hip), hip.shaft,
                                      ["femur label given by the user"] + hip.notes, hip.side)
@@ -112,7 +118,7 @@ def segmentation_from_labels(ct: Volume, label_volume: Volume) -> FemurSegmentat
                      "give the femoral head centre as a landmark, or check the segmentation's side")
 
 
-def grid_index(ct: Volume, point_lps: np.ndarray) -> np.ndarray:
+def _grid_index(ct: Volume, point_lps: np.ndarray) -> np.ndarray:
     """Fractional (k, j, i) index of one LPS point (mm)."""
     return grid.lps_to_index(ct.geometry, np.asarray(point_lps, float)[None])[0]
 
@@ -202,6 +208,8 @@ def analyse_hips(ct: Volume, *, side: str = "both", landmark_points: dict[str, n
     hips = select_hips(hip_search(ct).hips, side, ct)
     if landmark_points and side == "both" and len(hips) > 1:
         raise InputError(None, "landmarks given for more than one hip", "ask for --side left or --side right")
+    if landmark_points and side == "auto":
+        hips = hips[:1]  # the given points belong to one hip: no falling back to the other
     analyses: list[CTAnalysis] = []
     reasons: list[str] = []
     for index, hip in enumerate(hips):

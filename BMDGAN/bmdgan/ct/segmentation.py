@@ -22,7 +22,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..io.volume import Volume
-from . import grid, labels as L
+from . import grid
+from . import labels as L
 from .head import FemoralHead, neck_direction
 from .shaft import Shaft
 

@@ -18,7 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..io.volume import Volume
-from .head import HEAD_RADIUS_RANGE_MM, FemoralHead, describe_sphere, refine_head, smoothed_hu
+from .head import (
+    HEAD_RADIUS_RANGE_MM,
+    FemoralHead,
+    describe_sphere,
+    refine_head,
+    smoothed_hu,
+)
 
 SOCKET_RADIUS_RANGE_MM = (27.0, 36.0)
 """Radius (mm) of the acetabular shell's sphere around an adult femoral head."""

@@ -51,7 +51,13 @@ def run(args) -> int:
     from bmdgan import __version__
     from bmdgan.ct.calibration import write_json_atomic
     from bmdgan.ct.cli_support import case_name, read_optional_inputs, step_progress
-    from bmdgan.ct.pipeline import STEPS, analyse_ct, analyse_hips, hip_sides, left_right_difference
+    from bmdgan.ct.pipeline import (
+        STEPS,
+        analyse_ct,
+        analyse_hips,
+        hip_sides,
+        left_right_difference,
+    )
     from bmdgan.io import read_ct
 
     output = Path(args.output)
