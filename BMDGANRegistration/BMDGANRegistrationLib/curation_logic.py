@@ -64,8 +64,12 @@ class CurationLogic:
 
     def analyse_ct(self, ct_node, scene, segmentation_node=None, landmarks_node=None, calibration: dict | None = None,
                    side: str = "auto", progress=None) -> CTAnalysisNodes:
-        """Run the CT analysis; a given segmentation (segments named pelvis/femur/proximal femur region) or
-        landmarks node (points named as bmdgan.ct.landmarks.LANDMARK_NAMES) override the automatic ones."""
+        """Run the CT analysis of one hip; a given segmentation (segments named pelvis/femur/proximal femur region)
+        or landmarks node (points named as bmdgan.ct.landmarks.LANDMARK_NAMES) override the automatic ones.
+
+        ``side`` means what ``--side`` means on the command line: 'left' or 'right' (that hip; a side the CT
+        does not hold is an InputError naming the sides it holds) or 'auto' (the best hip without an implant);
+        'both' is not offered here: a case is one hip (see :meth:`hip_sides` for the sides a CT holds)."""
         from bmdgan.ct.pipeline import analyse_ct, measurement_record
 
         ct = self.ct_from_node(ct_node)
@@ -83,6 +87,12 @@ class CurationLogic:
         calibration = analysis.calibration.to_dict()
         return CTAnalysisNodes(segmentation, landmarks, self.calibration_plot(scene, calibration, name), calibration,
                                record)
+
+    def hip_sides(self, ct_node) -> list[str]:
+        """The hips the CT holds ('left', 'right'), found from its anatomy (for a side choice offering only those)."""
+        from bmdgan.ct.pipeline import hip_sides
+
+        return hip_sides(self.ct_from_node(ct_node))
 
     @staticmethod
     def calibration_plot(scene, calibration: dict, name: str):

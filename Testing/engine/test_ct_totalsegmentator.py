@@ -1,5 +1,6 @@
 """The TotalSegmentator example CT (3 mm, both hips, screws in the left femoral neck): its v1 masks read
-as they are, the automatic right femur against the shipped mask, and metal kept out of the density."""
+as they are, the automatic right femur against the shipped mask, and metal kept out of the density when a
+hip with an implant is measured on purpose (``allow_metal``; by default it is refused, test_ct_bilateral.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from scipy import ndimage
 from bmdgan.ct import grid, labels as L
 from bmdgan.ct.head import neck_direction
 from bmdgan.ct.label_import import guess_convention, load_segmentation
-from bmdgan.ct.pipeline import analyse_ct
-from bmdgan.ct.segmentation import METAL_HU, segment_femur
+from bmdgan.ct.pipeline import ImplantError, analyse_ct, segment_hips
+from bmdgan.ct.segmentation import METAL_HU
 from bmdgan.errors import InputError
 from bmdgan.io import read_ct, read_label_volume
 
@@ -71,7 +72,7 @@ def test_automatic_right_femur_agrees_with_totalsegmentator(example):
     that, the bone rays into the acetabulum were taken for the neck and the joint cut severed the neck (0.63).
     """
     ct, files, _ = example
-    segmentation = segment_femur(ct, side="right")
+    (segmentation,) = segment_hips(ct, side="right")
     automatic = segmentation.femur
     shipped = read_label_volume(files["femur_right"], like=ct).array > 0
     hip = read_label_volume(files["hip_right"], like=ct).array > 0
@@ -85,7 +86,9 @@ def test_automatic_right_femur_agrees_with_totalsegmentator(example):
 def test_left_femur_with_screws_is_measured_without_the_metal(example):
     ct, files, _ = example
     labels = load_segmentation(list(files.values()), ct, "left")
-    analysis = analyse_ct(ct, label_volume=labels, side="left")
+    with pytest.raises(ImplantError, match="left hip has metal"):
+        analyse_ct(ct, label_volume=labels, side="left")  # the given label does not change the refusal
+    analysis = analyse_ct(ct, label_volume=labels, side="left", allow_metal=True)
     m = analysis.measurement
     assert analysis.landmarks.frame.side == "left"
     assert m.metal_volume_cm3 > 1.0  # the screws are in the PF region...
@@ -101,7 +104,7 @@ def test_left_femur_with_screws_is_measured_without_the_metal(example):
 
 def test_automatic_left_hip_runs_despite_the_screws(example):
     ct, files, _ = example
-    analysis = analyse_ct(ct, side="left")
+    analysis = analyse_ct(ct, side="left", allow_metal=True)
     assert np.isfinite(analysis.measurement.qct_vbmd_mg_cm3)
     assert np.isfinite(analysis.measurement.ct_abmd_g_cm2)
     assert analysis.segmentation.metal.sum() > 0  # the screws are found and masked

@@ -40,11 +40,11 @@ def test_build_dataset_from_a_case_table(shared_data, tmp_path):
     no_bone.array[:, :8] = -1000.0  # air in front of the body: a CT in HU, only without a femur
     write_volume(no_bone, tmp_path / "no_femur.nii.gz")
     rows = [
-        {"radiograph": "xray.dcm", "ct": str(ct_path), "side": "right", "geometry": "pose.json", "single_hip": "1",
-         "dxa_bmd_g_cm2": "0.81", "pose": "supine"},
+        {"radiograph": "xray.dcm", "ct": str(ct_path), "side": "left", "geometry": "pose.json", "single_hip": "1",
+         "dxa_bmd_g_cm2": "0.81", "pose": "supine"},  # STS_029 holds a left femur (a right one is refused)
         {"radiograph": "missing.dcm", "ct": str(ct_path), "side": "right", "geometry": "pose.json"},
         {"radiograph": "xray.dcm", "ct": "no_femur.nii.gz", "side": "right", "geometry": "pose.json", "single_hip": "1"},
-        {"radiograph": "xray.dcm", "ct": str(ct_path), "side": "right", "geometry": "other_ct_pose.json",
+        {"radiograph": "xray.dcm", "ct": str(ct_path), "side": "left", "geometry": "other_ct_pose.json",
          "single_hip": "1"},
     ]
     with open(tmp_path / "cases.csv", "w", newline="") as stream:

@@ -211,7 +211,7 @@ def test_curation_logic_adds_accepted_cases_to_a_dataset(shared_data, tmp_path):
         dicom = write_dx_dicom(tmp_path / f"xray{seed}.dcm", radiograph, patient_id="x")
         radiograph_node, _ = estimation.load_radiograph(dicom, scene)
         report = logic.add_case(tmp_path / "dataset", radiograph_node, ct_node, analysis.segmentation_node,
-                                analysis.landmarks_node, analysis.calibration, geometry, scene, side="right",
+                                analysis.landmarks_node, analysis.calibration, geometry, scene, side="left",
                                 patient="MRN-1234", key="secret", single_hip=True, pose="supine",
                                 accepted=case != 1)
     assert len(report["built"]) == 2 and not report["skipped"]

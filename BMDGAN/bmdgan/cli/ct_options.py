@@ -11,15 +11,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import InputError
+
 if TYPE_CHECKING:
     from ..io.volume import Volume
 
+SIDE_HELP = ("hip(s) to analyse, read from the anatomy (LPS +x is the patient's left): left or right (that hip; a "
+             "side the CT does not hold is an error naming the sides it holds), both (every hip in the CT: two on a "
+             "whole-pelvis CT, one on a thigh crop), auto (one hip: the best seen without an implant); left/right "
+             "also pick femur_<side> out of a TotalSegmentator segmentation")
 
-def add_common_inputs(parser, labels: bool = True, landmarks: bool = True, calibration: bool = True) -> None:
-    """Arguments for the optional inputs every CT command accepts."""
-    parser.add_argument("--side", choices=("auto", "left", "right"), default="auto",
-                        help="hip to analyse (auto: the best femoral head in view; left/right choose between two "
-                             "hips, and pick femur_<side> out of a TotalSegmentator segmentation)")
+
+def add_common_inputs(parser, labels: bool = True, landmarks: bool = True, calibration: bool = True,
+                      default_side: str = "auto") -> None:
+    """Arguments for the optional inputs every CT command accepts (``calibration``: the measuring commands,
+    which also take ``--allow-metal``)."""
+    parser.add_argument("--side", choices=("left", "right", "both", "auto"), default=default_side,
+                        help=f"{SIDE_HELP} (default: {default_side})")
     if labels:
         parser.add_argument("--labels", nargs="+", metavar="SEGMENTATION",
                             help="existing bone segmentation instead of the automatic one: a project label map "
@@ -34,6 +42,9 @@ def add_common_inputs(parser, labels: bool = True, landmarks: bool = True, calib
     if calibration:
         parser.add_argument("--calibration", metavar="JSON",
                             help="calibration record from 'bmdgan calibrate' (default: phantomless calibration)")
+        parser.add_argument("--allow-metal", action="store_true",
+                            help="measure a hip with metal (an implant) in its proximal-femur region, the metal left "
+                                 "out of the density (default: such a hip is refused)")
 
 
 def read_optional_inputs(args, ct: Volume) -> dict:
@@ -43,13 +54,14 @@ def read_optional_inputs(args, ct: Volume) -> dict:
     from ..ct.markups import read_landmark_file
 
     inputs = {"side": args.side}
-    if getattr(args, "labels", None):
-        side = args.side
-        if side == "auto":
-            from ..errors import InputError
-            raise InputError(None, "--labels needs --side left or --side right (which femur to take)",
+    if getattr(args, "allow_metal", False):
+        inputs["allow_metal"] = True
+    for option in ("labels", "landmarks"):
+        if getattr(args, option, None) and args.side not in ("left", "right"):
+            raise InputError(None, f"--{option} needs --side left or --side right (which femur they belong to)",
                              "add --side left or --side right")
-        inputs["label_volume"] = load_segmentation(args.labels, ct, side, args.label_map)
+    if getattr(args, "labels", None):
+        inputs["label_volume"] = load_segmentation(args.labels, ct, args.side, args.label_map)
     if getattr(args, "landmarks", None):
         inputs["landmark_points"] = read_landmark_file(args.landmarks)
     if getattr(args, "calibration", None):
@@ -70,14 +82,27 @@ def step_progress(steps: tuple[str, ...], description: str, enabled: bool = True
     def advance(step: str) -> None:
         if seen:
             bar.update(1)
+        if bar.n >= bar.total:  # the next hip of a bilateral CT
+            bar.total += len(steps)
         seen.append(step)
         bar.set_postfix_str(step)
 
     try:
         yield advance
-        bar.update(len(steps) - bar.n)
+        bar.update(bar.total - bar.n)
     finally:
         bar.close()
+
+
+def side_path(path: str | Path, side: str) -> Path:
+    """``path`` with ``-<side>`` before its suffixes (labels.nii.gz -> labels-left.nii.gz): one file per hip."""
+    path = Path(path)
+    name = path.name
+    stem = case_name(name)
+    for suffix in (".mrk.json", ".seg.nrrd"):
+        if name.lower().endswith(suffix):
+            stem = name[: -len(suffix)]
+    return path.with_name(f"{stem}-{side}{name[len(stem):]}")
 
 
 def case_name(path: str | Path) -> str:

@@ -41,6 +41,10 @@ EDGE_MIN_FALL_HU_PER_MM = 20.0
 EDGE_MIN_DROP_HU = 60.0
 """...and at least this drop (HU) within 3 mm (partial volume across a 3 mm joint keeps it small)."""
 RAY_COUNT = 500
+MAX_REFINE_SHIFT_MM = 25.0
+"""A sphere fit that ends further than this (mm) from its starting point has found another structure."""
+HOUGH_MAX_EDGES = 300_000
+"""At most this many edge voxels vote for head centres (a random subset beyond; thigh crops have fewer)."""
 NECK_SHAFT_ANGLE_DEG = 130.0
 """Typical adult neck-shaft angle (degrees), the prior for the neck direction."""
 
@@ -86,15 +90,26 @@ def smoothed_hu(volume: Volume, sigma_mm: float = 1.0) -> np.ndarray:
     return ndimage.gaussian_filter(volume.array.astype(np.float32), sigma)
 
 
-def hough_candidates(volume: Volume, smooth: np.ndarray, count: int = 6) -> list[np.ndarray]:
+def hu_gradient(volume: Volume, smooth: np.ndarray) -> np.ndarray:
+    """Gradient (HU/mm) of the smoothed CT along the array axes, shape ``(3, k, j, i)`` (float32)."""
+    return np.stack(np.gradient(smooth, *grid.spacing_kji(volume.geometry))).astype(np.float32, copy=False)
+
+
+def hough_candidates(volume: Volume, smooth: np.ndarray, count: int = 6,
+                     gradient: np.ndarray | None = None) -> list[np.ndarray]:
     """LPS points (mm) that collect the most sphere-centre votes, best first.
 
     Two votes are taken and their peaks pooled: strong edges voting both ways (the joint), and weaker
-    edges voting inwards only (heads on coarse 3 mm scans, where the joint edge is faint).
+    edges voting inwards only (heads on coarse 3 mm scans, where the joint edge is faint). ``gradient``:
+    :func:`hu_gradient` of ``smooth`` if already made.
     """
     spacing = grid.spacing_kji(volume.geometry)
-    gradient = np.stack(np.gradient(smooth, *spacing))
-    magnitude = np.sqrt((gradient ** 2).sum(axis=0))
+    if gradient is None:
+        gradient = hu_gradient(volume, smooth)
+    magnitude = gradient[0] * gradient[0]
+    magnitude += gradient[1] * gradient[1]
+    magnitude += gradient[2] * gradient[2]
+    np.sqrt(magnitude, out=magnitude)
     cell_mm = 2.0
     shape = np.ceil(np.array(smooth.shape) * spacing / cell_mm).astype(int) + 1
     found: list[np.ndarray] = []
@@ -103,15 +118,20 @@ def hough_candidates(volume: Volume, smooth: np.ndarray, count: int = 6) -> list
         where = np.nonzero(edges)
         if where[0].size == 0:
             continue
+        if where[0].size > HOUGH_MAX_EDGES:  # whole-pelvis CTs: a random tenth or so votes as well as all
+            keep = np.sort(np.random.default_rng(0).choice(where[0].size, HOUGH_MAX_EDGES, replace=False))
+            where = tuple(w[keep] for w in where)
         points = np.stack(where, axis=1) * spacing
         unit = (gradient[:, where[0], where[1], where[2]] / magnitude[where]).T
-        votes = np.zeros(shape, np.float32)
+        indices, weights = [], []
         for sign in signs:
             for radius in np.arange(18.0, 29.0, 1.0):
                 cells = np.round((points + sign * radius * unit) / cell_mm).astype(int)
                 ok = np.all((cells >= 0) & (cells < shape), axis=1)
-                np.add.at(votes, tuple(cells[ok].T), 1.0 / radius ** 2)
-        votes = ndimage.gaussian_filter(votes, 1.0)
+                indices.append(np.ravel_multi_index(tuple(cells[ok].T), shape))
+                weights.append(np.full(int(ok.sum()), 1.0 / radius ** 2))
+        votes = np.bincount(np.concatenate(indices), np.concatenate(weights), minlength=int(np.prod(shape)))
+        votes = ndimage.gaussian_filter(votes.reshape(shape).astype(np.float32), 1.0)
         peaks = (votes == ndimage.maximum_filter(votes, size=int(30 / cell_mm))) & (votes > 0)
         cells = np.argwhere(peaks)
         order = np.argsort(-votes[tuple(cells.T)])[:count]
@@ -204,7 +224,7 @@ def refine_head(volume: Volume, smooth: np.ndarray, start_lps: np.ndarray, direc
             keep = residual < max(2.5, 2.5 * 1.4826 * np.median(residual[keep]))
             if keep.sum() < 30:
                 return None
-        if np.linalg.norm(fit_centre - np.asarray(start_lps)) > 25:
+        if np.linalg.norm(fit_centre - np.asarray(start_lps)) > MAX_REFINE_SHIFT_MM:
             return None
         centre, radius = fit_centre, fit_radius
     if not (radius_range_mm[0] <= radius <= radius_range_mm[1]):
@@ -270,7 +290,7 @@ def neck_direction(head: FemoralHead, shaft=None) -> np.ndarray:
 
     Prior: with a shaft in view, the neck leaves the head at ``NECK_SHAFT_ANGLE_DEG`` to the proximal shaft
     axis, towards the shaft (the plane of head centre and shaft axis). Without one the shaft is taken to
-    run along the body axis (header z, as in :func:`_neck_points_down`): the neck leaves the head at
+    run along the body axis (header z, as in :func:`neck_points_down`): the neck leaves the head at
     180 - ``NECK_SHAFT_ANGLE_DEG`` degrees (50) from straight down, towards lateral (``head.lateral``);
     where the side is unknown, along the head's own neck rays that point inferiorly. The prior is refined
     by the rays within 35 degrees of it that run through bone.
@@ -311,15 +331,16 @@ def head_score(head: FemoralHead) -> float:
     return head.socket_fraction + 0.25 * head.coverage + min(head.interior_hu, 600.0) / 2000.0
 
 
-def _fits_shaft(head: FemoralHead, shaft) -> bool:
-    """A femoral head sits 20-65 mm off the shaft axis, at or beyond the shaft's proximal end."""
+def fits_shaft(head: FemoralHead, shaft) -> bool:
+    """A femoral head sits 20-65 mm off the shaft axis, near or beyond the shaft's proximal end (the tube
+    found may run up the greater trochanter, whose tip is level with the head centre: 20 mm below it)."""
     offset = float(shaft.distance_to_axis(head.centre_lps))
     position = float(shaft.position(head.centre_lps))
     beyond_end = max(position - shaft.t_max, shaft.t_min - position)
-    return 20.0 <= offset <= 65.0 and -10.0 <= beyond_end <= 45.0
+    return 20.0 <= offset <= 65.0 and -20.0 <= beyond_end <= 45.0
 
 
-def _neck_points_down(head: FemoralHead, volume: Volume) -> bool:
+def neck_points_down(head: FemoralHead) -> bool:
     """Without a shaft in view: the femoral neck leaves the head inferiorly in the scan (header z).
 
     This tells the head from look-alikes in the acetabular roof, whose 'neck' is the ilium above.
@@ -328,7 +349,7 @@ def _neck_points_down(head: FemoralHead, volume: Volume) -> bool:
     return bool(np.any(head.neck_direction)) and float(head.neck_direction[2]) < 0.0
 
 
-def _seeds_near_shaft_ends(shaft) -> list[np.ndarray]:
+def seeds_near_shaft_ends(shaft) -> list[np.ndarray]:
     """Starting points around both shaft ends where a head would be (40 mm off axis, 15 mm beyond)."""
     helper = np.array([1.0, 0.0, 0.0]) if abs(shaft.direction[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     first = np.cross(shaft.direction, helper)
@@ -336,39 +357,7 @@ def _seeds_near_shaft_ends(shaft) -> list[np.ndarray]:
     second = np.cross(shaft.direction, first)
     seeds = []
     for end, sign in ((shaft.t_max, 1.0), (shaft.t_min, -1.0)):
-        for beyond in (15.0,):
-            for angle in np.radians(np.arange(0, 360, 45)):
-                radial = np.cos(angle) * first + np.sin(angle) * second
-                seeds.append(shaft.at(end + sign * beyond) + 40.0 * radial)
+        for angle in np.radians(np.arange(0, 360, 45)):
+            radial = np.cos(angle) * first + np.sin(angle) * second
+            seeds.append(shaft.at(end + sign * 15.0) + 40.0 * radial)
     return seeds
-
-
-def find_femoral_heads(volume: Volume, smooth: np.ndarray | None = None, shaft=None,
-                       max_heads: int = 2) -> list[FemoralHead]:
-    """Femoral heads in the CT, best first (at most ``max_heads``, at least 60 mm apart).
-
-    With a ``shaft`` (see :mod:`.shaft`), only heads that sit where a femoral head can sit relative to it
-    are kept; without one, the neck must leave the head inferiorly (see :func:`_neck_points_down`).
-    """
-    if smooth is None:
-        smooth = smoothed_hu(volume)
-    directions = fibonacci_directions(RAY_COUNT)
-    starts = hough_candidates(volume, smooth)
-    if shaft is not None:
-        starts += _seeds_near_shaft_ends(shaft)
-    heads = []
-    for start in starts:
-        head = refine_head(volume, smooth, start, directions)
-        if head is None or not is_plausible_head(head):
-            continue
-        if shaft is not None and not _fits_shaft(head, shaft):
-            continue
-        if shaft is None and not _neck_points_down(head, volume):
-            continue
-        heads.append(head)
-    heads.sort(key=lambda h: -head_score(h))
-    found: list[FemoralHead] = []
-    for head in heads:
-        if all(np.linalg.norm(head.centre_lps - other.centre_lps) >= 60 for other in found):
-            found.append(head)
-    return found[:max_heads]

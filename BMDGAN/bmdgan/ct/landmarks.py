@@ -43,6 +43,9 @@ JUNCTION_DEVIATION_MM = 1.5
 """The head-neck junction is where the surface first lies this far (mm) outside the head sphere."""
 LESSER_TROCHANTER_BUMP_MM = 7.0
 """A medial bulge of the outline at least this far (mm) beyond the shaft outline marks the lesser trochanter."""
+LT_SMOOTHING_MM = 3.0
+"""The lesser trochanter's bulge is smoothed along the shaft by a Gaussian of this sigma (mm) before its top is
+taken: the middle of a flat top, not its first level."""
 
 
 @dataclass
@@ -163,7 +166,7 @@ def _lesser_trochanter(femur: np.ndarray, geometry: VolumeGeometry, axis_point: 
     the medial side (within 120 degrees of medial), smoothed (5 mm x 15 degrees median) and compared with
     the shaft's own outline (the lowest 20 mm). Walking up, the lesser trochanter starts where the
     outline bulges more than ``LESSER_TROCHANTER_BUMP_MM`` and keeps bulging for 6 mm; its tip is the
-    largest bulge in the 25 mm above that.
+    largest bulge, smoothed along the shaft (``LT_SMOOTHING_MM``), in the 25 mm above that.
     """
     first, second = plane_basis(proximal, hint=medial)
     angles = np.radians(np.arange(-120, 121, 5))
@@ -183,8 +186,12 @@ def _lesser_trochanter(femur: np.ndarray, geometry: VolumeGeometry, axis_point: 
     if len(starts) == 0 or starts[0] == 0:
         return None
     onset = starts[0]
-    window = slice(onset, min(onset + 25, len(levels)))
-    peak = onset + int(np.argmax(strongest[window]))
+    window = np.arange(onset, min(onset + 25, len(levels)))
+    # the tip's level: the largest bulge of the outline smoothed along the levels (LT_SMOOTHING_MM): the bulge
+    # is often flat over 10 mm, and its first maximum moved the tip, and the distal cut, by 5 mm
+    # (within the window only: above it the outline widens into the intertrochanteric region)
+    smoothed = ndimage.gaussian_filter1d(strongest[window], LT_SMOOTHING_MM, mode="nearest")  # levels 1 mm apart
+    peak = window[int(np.argmax(smoothed))]
     angle_index = int(np.argmax(bump[peak]))
     level = float(levels[peak])
     tip = axis_point + level * proximal + extents[peak, angle_index] * directions[angle_index]

@@ -26,7 +26,7 @@ from ..io.volume import Volume
 from . import grid
 from .calibration import Calibration
 from .landmarks import Landmarks
-from .pf_region import PFRegion
+from .pf_region import PFRegion, mask_box
 
 MG_CM3_MM_TO_G_CM2 = 1e-4
 """1 mg/cm3 x 1 mm = 1 mg/cm3 x 0.1 cm = 0.1 mg/cm2 = 1e-4 g/cm2."""
@@ -76,18 +76,34 @@ def neutral_frame(landmarks: Landmarks) -> NeutralFrame:
     return NeutralFrame(landmarks.points["femoral_head_centre"], lateral, ap, up)
 
 
+def _frame_axes(ct: Volume, frame: NeutralFrame, region: PFRegion, step_mm: float) -> list[np.ndarray]:
+    """Sample positions (mm) along the frame's lateral, ap and up axes: the region plus 3 mm."""
+    box = mask_box(region.mask, 0)
+    points = grid.index_to_lps(ct.geometry, np.argwhere(region.mask[box]) + [b.start for b in box])
+    local = (points - frame.origin) @ frame.matrix().T
+    low = local.min(axis=0) - 3.0
+    high = local.max(axis=0) + 3.0
+    return [np.arange(lo, hi + step_mm / 2, step_mm) for lo, hi in zip(low, high)]
+
+
+def _sampling_box(ct: Volume, frame: NeutralFrame, axes: list[np.ndarray]) -> tuple[slice, ...]:
+    """Array box holding every frame sample (its eight corners) plus 4 voxels for interpolation and smoothing."""
+    corners = np.array([[u, v, w] for u in axes[0][[0, -1]] for v in axes[1][[0, -1]] for w in axes[2][[0, -1]]])
+    lps = frame.origin + corners @ frame.matrix()
+    kji = grid.lps_to_index(ct.geometry, lps)
+    low = np.maximum(np.floor(kji.min(axis=0)).astype(int) - 4, 0)
+    high = np.minimum(np.ceil(kji.max(axis=0)).astype(int) + 5, ct.array.shape)
+    return tuple(slice(int(a), int(max(b, a + 1))) for a, b in zip(low, high))
+
+
 def _resample_to_frame(values: np.ndarray, ct: Volume, frame: NeutralFrame, femur: np.ndarray,
-                       region: PFRegion, step_mm: float) -> tuple[np.ndarray, np.ndarray]:
+                       region: PFRegion, axes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Density and PF-region weight (0..1) on a frame-aligned grid (axes lateral, ap, up) around the region.
 
     The femur label is interpolated and multiplied by the exact cut planes, so the projected outline
-    follows the planes, not their voxel staircase.
+    follows the planes, not their voxel staircase. ``values``, ``femur`` and ``ct`` may be cropped to
+    :func:`_sampling_box` (same result: every sample lies inside it).
     """
-    corners = grid.voxel_points_lps(region.mask, ct.geometry)
-    local = (corners - frame.origin) @ frame.matrix().T
-    low = local.min(axis=0) - 3.0
-    high = local.max(axis=0) + 3.0
-    axes = [np.arange(lo, hi + step_mm / 2, step_mm) for lo, hi in zip(low, high)]
     u, v, w = np.meshgrid(*[a.astype(np.float32) for a in axes], indexing="ij")  # lateral, ap, up
     points = (frame.origin.astype(np.float32) + u[..., None] * frame.lateral.astype(np.float32)
               + v[..., None] * frame.ap.astype(np.float32) + w[..., None] * frame.up.astype(np.float32))
@@ -102,16 +118,18 @@ def _resample_to_frame(values: np.ndarray, ct: Volume, frame: NeutralFrame, femu
 def measure_pf(ct: Volume, femur: np.ndarray, region: PFRegion, landmarks: Landmarks, calibration: Calibration,
                metal: np.ndarray | None = None) -> PFMeasurement:
     """vBMD, CT-aBMD, volume and projected area of the PF region of ``femur`` (see the module docstring)."""
-    femur = np.asarray(femur, bool)
-    mask = region.mask
-    metal = np.zeros_like(mask) if metal is None else np.asarray(metal, bool)
-    density = calibration.density(ct.array)
+    frame = neutral_frame(landmarks)
+    step = PROJECTION_PIXEL_MM
+    axes = _frame_axes(ct, frame, region, step)
+    box = _sampling_box(ct, frame, axes)  # the work is done in the box the projection samples
+    femur = np.asarray(femur[box], bool)
+    mask = region.mask[box]
+    metal = np.zeros_like(mask) if metal is None else np.asarray(metal[box], bool)
+    density = calibration.density(ct.array[box])
     voxel_mm3 = ct.voxel_volume_mm3()
     vbmd = float(density[mask & ~metal].mean())
     filled_density = np.where(metal, vbmd, density).astype(np.float32)
-    frame = neutral_frame(landmarks)
-    step = PROJECTION_PIXEL_MM
-    sampled, weight = _resample_to_frame(filled_density * femur, ct, frame, femur, region, step)
+    sampled, weight = _resample_to_frame(filled_density * femur, grid.crop(ct, box), frame, femur, region, axes)
     path_mm = (weight >= 0.5).sum(axis=1) * step  # the label surface is where its interpolation crosses 0.5
     areal_mg_cm3_mm = sampled.sum(axis=1) * step
     projected = path_mm >= MIN_PATH_MM

@@ -14,8 +14,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..atomic import atomic_path
-
-from . import grid, labels as L
+from . import grid
+from . import labels as L
 from .measurement import neutral_frame
 from .pipeline import CTAnalysis
 
@@ -110,7 +110,7 @@ def write_montage(analysis: CTAnalysis, path: str | Path, case_name: str = "") -
     axes[3].set_yticks([])
     calibration = analysis.calibration.method
     notes = "; ".join(analysis.notes)[:220]
-    figure.suptitle(f"{case_name}  side {landmarks.frame.side}  vBMD {m.qct_vbmd_mg_cm3:.1f} mg/cm3  "
+    figure.suptitle(f"{case_name}  side {analysis.side}  vBMD {m.qct_vbmd_mg_cm3:.1f} mg/cm3  "
                     f"aBMD {m.ct_abmd_g_cm2:.3f} g/cm2  PF {m.pf_volume_cm3:.1f} cm3  [{calibration}]\n{notes}",
                     fontsize=8)
     figure.tight_layout()

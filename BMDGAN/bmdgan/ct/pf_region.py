@@ -100,20 +100,35 @@ def distal_plane(landmarks: Landmarks) -> Plane | None:
     return Plane(landmarks.points["shaft_2cm"], landmarks.shaft_axis())
 
 
+def mask_box(mask: np.ndarray, margin_voxels: int = 2) -> tuple[slice, ...] | None:
+    """Array slices around the set voxels of ``mask`` plus ``margin_voxels`` (clipped to it); None if empty."""
+    box = []
+    for axis in range(mask.ndim):
+        occupied = np.nonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))[0]
+        if len(occupied) == 0:
+            return None
+        box.append(slice(max(int(occupied[0]) - margin_voxels, 0),
+                         min(int(occupied[-1]) + margin_voxels + 1, mask.shape[axis])))
+    return tuple(box)
+
+
 def pf_region(femur: np.ndarray, geometry: VolumeGeometry, landmarks: Landmarks) -> PFRegion:
-    """Cut the femur label into the PF region (see the module docstring)."""
+    """Cut the femur label into the PF region (see the module docstring); the work is done in the femur's box."""
     notes = []
     top = head_plane(landmarks)
     bottom = distal_plane(landmarks)
     cuts = PFRegion(np.zeros(0, bool), top, bottom, False, head_centre_lps=landmarks.points["femoral_head_centre"],
                     head_cut_reach_mm=HEAD_CUT_REACH * landmarks.head_radius_mm)
-    where = np.argwhere(femur)
+    box = mask_box(femur)
+    where = np.argwhere(femur[box]) + [b.start for b in box] if box is not None else np.zeros((0, 3), int)
     keep = np.zeros(femur.shape, bool)
     keep[tuple(where[cuts.inside_cuts(grid.index_to_lps(geometry, where))].T)] = True
     if bottom is None:
         notes.append("no distal cut (shaft 2 cm below the lesser trochanter not in view): the region ends "
                      "at the edge of the scan and is incomplete")
-    region = grid.largest_component(keep)
+    region = np.zeros(femur.shape, bool)
+    if box is not None:
+        region[box] = grid.largest_component(keep[box])
     if not region.any():
         raise InputError(None, "the PF region is empty after the cuts",
                          "check the landmarks: the head-neck points must lie between the head and the shaft points")

@@ -1,31 +1,58 @@
-"""CT -> femur label -> landmarks -> PF region -> calibrated vBMD and CT-aBMD, in one call.
+"""CT -> femur label -> landmarks -> PF region -> calibrated vBMD and CT-aBMD, per hip, in one call.
 
 Each step takes what the user gave instead of computing it: a segmentation (project labels), landmark
 points (named LPS points that override the automatic ones one by one), a calibration record. Without a
 calibration the phantomless one (:mod:`.phantomless`) is used, and the record says so.
+
+Hips (:mod:`.hips`): ``side`` is 'left' or 'right' (that hip, or an InputError naming the sides the CT
+holds), 'auto' (the best implant-free hip) or, for :func:`analyse_hips`, 'both' (every hip present). The
+head search, the smoothed CT and the phantomless calibration are made once per CT and shared by its hips.
+
+Implants: metal (CT > ``METAL_HU``) in a hip's PF region makes that hip unmeasurable (InputError naming the
+side and the metal volume; ``allow_metal=True`` measures it with the metal left out of the density); metal
+near the hip but outside the PF region is measured with a note.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from .. import __version__
 from ..errors import InputError
 from ..io.volume import Volume
-from . import grid, labels as L
+from . import grid
+from . import labels as L
 from .calibration import Calibration
-from .head import find_femoral_heads, smoothed_hu
+from .hips import (
+    MIN_IMPLANT_CM3,
+    SIDES,
+    Hip,
+    fitted_head,
+    hip_search,
+    present_sides,
+    select_hips,
+)
 from .landmarks import LANDMARK_NAMES, Landmarks, estimate_landmarks
 from .measurement import PFMeasurement, measure_pf
 from .pf_region import PFRegion, pf_region
 from .phantomless import phantomless_calibration
-from .segmentation import FemurSegmentation, metal_mask, segment_femur
-from .shaft import find_shaft
+from .segmentation import METAL_HU, FemurSegmentation, metal_mask, segment_with_head
 
 STEPS = ("segment", "landmarks", "PF region", "calibrate", "measure")
+
+
+class ImplantError(InputError):
+    """A hip whose PF region holds metal: not measured (its side is ``side``)."""
+
+    def __init__(self, path, side: str, metal_cm3: float):
+        self.side = side
+        self.metal_cm3 = metal_cm3
+        super().__init__(path, f"the {side} hip has metal (an implant, {metal_cm3:.2f} cm3 over {METAL_HU:.0f} HU) "
+                               "in its proximal-femur region: not measured",
+                         "measure the other hip, or measure this one with the metal left out (--allow-metal)")
 
 
 @dataclass
@@ -40,6 +67,11 @@ class CTAnalysis:
     measurement: PFMeasurement
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def side(self) -> str:
+        """'left' or 'right': the hip found (:mod:`.hips`), else the landmarks' reading."""
+        return self.segmentation.side or self.landmarks.frame.side
+
     def label_volume(self) -> Volume:
         """Project label map (1 pelvis, 2 femur, 3 PF region) on the CT grid."""
         array = self.segmentation.labels.array.copy()
@@ -47,34 +79,61 @@ class CTAnalysis:
         return self.ct.with_array(array, unit="label")
 
 
+def hip_sides(ct: Volume) -> list[str]:
+    """Sides of the hips in the CT ('left', 'right'; in that order); the search is kept for the analyses."""
+    return present_sides(hip_search(ct).hips)
+
+
+def _metal(ct: Volume) -> np.ndarray:
+    search = hip_search(ct)
+    if search.metal is None:
+        search.metal = metal_mask(ct)
+    return search.metal
+
+
+def _segment(ct: Volume, hip: Hip) -> FemurSegmentation:
+    segmentation = segment_with_head(ct, hip_search(ct).smooth, fitted_head(ct, hip), hip.shaft, _metal(ct))
+    segmentation.side = hip.side
+    segmentation.notes = hip.notes + segmentation.notes
+    return segmentation
+
+
+def segment_hips(ct: Volume, side: str = "auto") -> list[FemurSegmentation]:
+    """Femur and pelvis labels of the hips ``side`` asks for (one for 'left', 'right' and 'auto')."""
+    hips = select_hips(hip_search(ct).hips, side, ct)
+    return [_segment(ct, hip) for hip in (hips[:1] if side == "auto" else hips)]
+
+
 def segmentation_from_labels(ct: Volume, label_volume: Volume) -> FemurSegmentation:
     """Wrap user labels: the head and shaft are still found in the CT, the head inside the given femur."""
     femur = L.femur_mask(label_volume.array)
     if not femur.any():
         raise InputError(label_volume.source or None, "the segmentation has no femur", "check the labels (femur = 2)")
-    smooth = smoothed_hu(ct)
-    shaft = find_shaft(ct, smooth)
-    heads = find_femoral_heads(ct, smooth, shaft, max_heads=4)
-    inside = [h for h in heads if femur[tuple(np.clip(np.round(grid.lps_to_index(ct.geometry, h.centre_lps)[0]).astype(int),
-                                                      0, np.array(femur.shape) - 1))]]
-    if not inside:
-        raise InputError(label_volume.source or None, "no femoral head was found inside the given femur label",
-                         "give the femoral head centre as a landmark, or check the segmentation's side")
-    return FemurSegmentation(label_volume, metal_mask(ct), inside[0], shaft, ["femur label given by the user"])
+    for hip in hip_search(ct).hips:
+        index = np.round(_grid_index(ct, hip.head.centre_lps)).astype(int)
+        if femur[tuple(np.clip(index, 0, np.array(femur.shape) - 1))]:
+            return FemurSegmentation(label_volume, _metal(ct), fitted_head(ct, hip), hip.shaft,
+                                     ["femur label given by the user"] + hip.notes, hip.side)
+    raise InputError(label_volume.source or None, "no femoral head was found inside the given femur label",
+                     "give the femoral head centre as a landmark, or check the segmentation's side")
 
 
-def analyse_ct(ct: Volume, *, label_volume: Volume | None = None, landmark_points: dict[str, np.ndarray] | None = None,
-               calibration: Calibration | None = None, side: str = "auto",
-               progress: Callable[[str], None] | None = None) -> CTAnalysis:
-    """Run the CT steps (see the module docstring); ``progress`` is called with each step's name."""
-    tell = progress or (lambda step: None)
-    notes: list[str] = []
-    tell("segment")
-    if label_volume is None:
-        segmentation = segment_femur(ct, side=side)
-    else:
-        segmentation = segmentation_from_labels(ct, label_volume)
-    notes += segmentation.notes
+def _grid_index(ct: Volume, point_lps: np.ndarray) -> np.ndarray:
+    """Fractional (k, j, i) index of one LPS point (mm)."""
+    return grid.lps_to_index(ct.geometry, np.asarray(point_lps, float)[None])[0]
+
+
+def _calibration(ct: Volume) -> Calibration:
+    search = hip_search(ct)
+    if search.calibration is None:
+        search.calibration = phantomless_calibration(ct)
+    return search.calibration
+
+
+def _analyse(ct: Volume, segmentation: FemurSegmentation, landmark_points: dict[str, np.ndarray] | None,
+             calibration: Calibration | None, allow_metal: bool, tell: Callable[[str], None]) -> CTAnalysis:
+    """Landmarks, PF region, calibration and measurement of one segmented hip."""
+    notes = list(segmentation.notes)
     tell("landmarks")
     landmarks = estimate_landmarks(segmentation.femur, ct.geometry, segmentation.head, segmentation.shaft)
     if landmark_points:
@@ -92,15 +151,101 @@ def analyse_ct(ct: Volume, *, label_volume: Volume | None = None, landmark_point
     tell("PF region")
     region = pf_region(segmentation.femur, ct.geometry, landmarks)
     notes += region.notes
+    side = segmentation.side or landmarks.frame.side
+    metal = segmentation.metal
+    voxel_cm3 = ct.voxel_volume_mm3() / 1000.0
+    in_region_cm3 = float((region.mask & metal).sum() * voxel_cm3)
+    if in_region_cm3 > MIN_IMPLANT_CM3 and not allow_metal:
+        raise ImplantError(ct.source or None, side, in_region_cm3)
+    near_cm3 = float((metal & segmentation.femur).sum() * voxel_cm3) - in_region_cm3
+    if near_cm3 > MIN_IMPLANT_CM3:
+        notes.append(f"metal in the {side} femur outside its PF region ({near_cm3:.2f} cm3): measured without it; "
+                     "check the montage")
     tell("calibrate")
     if calibration is None:
-        calibration = phantomless_calibration(ct)
+        calibration = _calibration(ct)
         notes.append("no phantom calibration given: phantomless (internal) calibration used")
     tell("measure")
-    measurement = measure_pf(ct, segmentation.femur, region, landmarks, calibration, segmentation.metal)
+    measurement = measure_pf(ct, segmentation.femur, region, landmarks, calibration, metal)
     if measurement.metal_volume_cm3 > 0:
         notes.append(f"metal in the PF region ({measurement.metal_volume_cm3:.2f} cm3) excluded from the density")
     return CTAnalysis(ct, segmentation, landmarks, region, calibration, measurement, notes)
+
+
+def analyse_ct(ct: Volume, *, label_volume: Volume | None = None, landmark_points: dict[str, np.ndarray] | None = None,
+               calibration: Calibration | None = None, side: str = "auto",
+               progress: Callable[[str], None] | None = None, allow_metal: bool = False) -> CTAnalysis:
+    """Run the CT steps (see the module docstring) on one hip; ``progress`` is called with each step's name.
+
+    ``side``: 'left', 'right' or 'auto' (with ``label_volume``: the hip whose head lies in the given femur).
+    """
+    if side == "both":
+        raise InputError(None, "analyse_ct measures one hip", "use analyse_hips for every hip, or side left/right/auto")
+    if label_volume is None:
+        return analyse_hips(ct, side=side, landmark_points=landmark_points, calibration=calibration,
+                            progress=progress, allow_metal=allow_metal)[0]
+    tell = progress or (lambda step: None)
+    tell("segment")
+    segmentation = segmentation_from_labels(ct, label_volume)
+    if side in SIDES and segmentation.side != side:
+        raise InputError(label_volume.source or None, f"the given femur label is the {segmentation.side} femur, "
+                         f"not the {side} one", f"ask for --side {segmentation.side}, or give the {side} femur")
+    return _analyse(ct, segmentation, landmark_points, calibration, allow_metal, tell)
+
+
+def analyse_hips(ct: Volume, *, side: str = "both", landmark_points: dict[str, np.ndarray] | None = None,
+                 calibration: Calibration | None = None, progress: Callable[[str], None] | None = None,
+                 allow_metal: bool = False, refused: dict[str, str] | None = None) -> list[CTAnalysis]:
+    """Analyse the hips ``side`` asks for ('both': every hip, in ``SIDES`` order; 'auto': the first hip, in
+    order of preference, without an implant in its PF region; 'left'/'right': that hip).
+
+    ``refused``: if given, a hip refused for an implant under 'both' is recorded there (side -> reason) and
+    left out instead of raising; an InputError is still raised when no hip at all is measured.
+    ``progress`` is called with each step's name, per hip. ``landmark_points`` needs a single hip.
+    """
+    tell = progress or (lambda step: None)
+    tell("segment")
+    hips = select_hips(hip_search(ct).hips, side, ct)
+    if landmark_points and side == "both" and len(hips) > 1:
+        raise InputError(None, "landmarks given for more than one hip", "ask for --side left or --side right")
+    if landmark_points and side == "auto":
+        hips = hips[:1]  # the given points belong to one hip: no falling back to the other
+    analyses: list[CTAnalysis] = []
+    reasons: list[str] = []
+    for index, hip in enumerate(hips):
+        if index:
+            tell("segment")
+        try:
+            analyses.append(_analyse(ct, _segment(ct, hip), landmark_points, calibration, allow_metal, tell))
+        except ImplantError as error:
+            reasons.append(error.problem)
+            if side == "auto" and index + 1 < len(hips):
+                continue
+            if side == "both" and refused is not None:
+                refused[hip.side] = error.problem
+                continue
+            raise
+        if side == "auto" and reasons:
+            analyses[-1].notes.insert(0, f"{'; '.join(reasons)}: the {hip.side} hip was measured instead")
+        if side != "both":
+            break
+    if not analyses:
+        raise InputError(ct.source or None, "no hip could be measured: " + "; ".join(reasons))
+    return analyses
+
+
+def left_right_difference(analyses: list[CTAnalysis]) -> dict | None:
+    """Left minus right aBMD (g/cm2) and vBMD (mg/cm3), absolute and in % of their mean; None unless both."""
+    by_side = {analysis.side: analysis.measurement for analysis in analyses}
+    if set(by_side) != set(SIDES):
+        return None
+    left, right = by_side["left"], by_side["right"]
+    record = {}
+    for key, unit, digits in (("ct_abmd", "g_cm2", 5), ("qct_vbmd", "mg_cm3", 3)):
+        a, b = getattr(left, f"{key}_{unit}"), getattr(right, f"{key}_{unit}")
+        record[f"{key}_left_minus_right_{unit}"] = round(a - b, digits)
+        record[f"{key}_left_minus_right_percent"] = round(200.0 * (a - b) / (a + b), 2)
+    return record
 
 
 def measurement_record(analysis: CTAnalysis) -> dict:
@@ -111,7 +256,7 @@ def measurement_record(analysis: CTAnalysis) -> dict:
     return {
         "bmdgan_version": __version__,
         "ct": analysis.ct.source,
-        "side": frame.side,
+        "side": analysis.side,
         "side_from_handedness": frame.side_from_handedness,
         "qct_vbmd_mg_cm3": round(m.qct_vbmd_mg_cm3, 3),
         "ct_abmd_g_cm2": round(m.ct_abmd_g_cm2, 5),

@@ -56,8 +56,8 @@ def section(mask: np.ndarray, geometry: VolumeGeometry, point_lps: np.ndarray, n
         piece = pieces[tuple(index[middle, middle] for index in distance)]
     chosen = pieces == piece
     centroid = points[chosen].mean(axis=0)
-    in_view = grid.inside_grid(mask.shape, geometry, points.reshape(-1, 3)).reshape(a.shape)
-    clipped = bool(np.any(ndimage.binary_dilation(chosen, iterations=2) & ~in_view))
+    near = ndimage.binary_dilation(chosen, iterations=2)  # the piece and its rim: out of view there = clipped
+    clipped = not bool(np.all(grid.inside_grid(mask.shape, geometry, points[near])))
     return Section(float(chosen.sum() * pixel_mm ** 2), centroid, True, clipped)
 
 

@@ -21,12 +21,11 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from ..errors import InputError
 from ..io.volume import Volume
-from . import grid, labels as L
-from .head import MIN_IN_VIEW, FemoralHead, find_femoral_heads, neck_direction, smoothed_hu
-from .shaft import Shaft, find_shaft
-from .socket import centre_in_socket
+from . import grid
+from . import labels as L
+from .head import FemoralHead, neck_direction
+from .shaft import Shaft
 
 BONE_HU = 150.0
 """Smoothed CT number (HU) above which a voxel is bone (cortex and dense cancellous bone)."""
@@ -58,6 +57,8 @@ class FemurSegmentation:
     head: FemoralHead | None
     shaft: Shaft | None
     notes: list[str] = field(default_factory=list)
+    side: str | None = None
+    """'left'/'right' as found by :mod:`.hips` (None where not known)."""
 
     @property
     def femur(self) -> np.ndarray:
@@ -127,35 +128,6 @@ def _fill(mask: np.ndarray, ct: Volume) -> np.ndarray:
     return ndimage.binary_fill_holes(closed)
 
 
-def choose_head(heads: list[FemoralHead], side: str, shaft: Shaft | None) -> FemoralHead:
-    """Pick the head of the requested side ('left', 'right', 'auto': the best one)."""
-    if side == "auto" or len(heads) == 1:
-        return heads[0]
-    # Patient left is +x in LPS: of two heads, the left one has the larger x.
-    xs = [h.centre_lps[0] for h in heads[:2]]
-    pick = int(np.argmax(xs)) if side == "left" else int(np.argmin(xs))
-    return heads[pick]
-
-
-def segment_femur(ct: Volume, side: str = "auto") -> FemurSegmentation:
-    """Femur and pelvis labels of one hip, found from the CT alone (no header orientation needed).
-
-    ``side``: 'auto' (the most convincing femoral head in view), or 'left'/'right' to choose between two
-    hips of a pelvic CT. Raises :class:`InputError` when no femoral head is in the field of view.
-    """
-    smooth = smoothed_hu(ct)
-    shaft = find_shaft(ct, smooth)
-    heads = find_femoral_heads(ct, smooth, shaft)
-    if not heads:
-        raise InputError(ct.source or None, "no femoral head was found in the field of view (a head more than "
-                         f"{100 - int(100 * MIN_IN_VIEW)} % outside the scan, or not in its socket, is not used)",
-                         "give a CT that covers the whole hip joint, or a femur segmentation and the landmarks")
-    head = choose_head(heads, side, shaft)
-    if shaft is None:
-        head = centre_in_socket(ct, head)  # without a shaft the head sphere alone drifts into the acetabular roof
-    return segment_with_head(ct, smooth, head, shaft)
-
-
 def _markers(ct: Volume, bone: np.ndarray, head: FemoralHead, shaft: Shaft | None, neck: np.ndarray,
              inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Seeds of the femur (head inside, shaft cortex) and of the pelvis (acetabulum beyond the cut)."""
@@ -221,21 +193,19 @@ def _prune_thin_contacts(mask: np.ndarray, seeds: np.ndarray, ct: Volume) -> np.
     return grid.largest_component(grown)
 
 
-def segment_with_head(ct: Volume, smooth: np.ndarray, head: FemoralHead, shaft: Shaft | None) -> FemurSegmentation:
+def segment_with_head(ct: Volume, smooth: np.ndarray, head: FemoralHead, shaft: Shaft | None,
+                      metal: np.ndarray | None = None) -> FemurSegmentation:
     """Femur and pelvis labels given the fitted femoral head (and the shaft, if in view).
 
-    The work is done in the box around the head and the shaft (:func:`_working_box`) and pasted back.
+    ``metal``: the CT's :func:`metal_mask`, if already made (a CT's hips share it). The work is done in the
+    box around the head and the shaft (:func:`_working_box`) and pasted back.
     """
+    if metal is None:
+        metal = metal_mask(ct)
     box = _working_box(ct, head, shaft)
-    part = _segment_box(grid.crop(ct, box), smooth[box], head, shaft)
+    part = _segment_box(grid.crop(ct, box), smooth[box], head, shaft, metal[box])
     label_map = np.zeros(ct.array.shape, np.uint8)
     label_map[box] = part.labels.array
-    metal = np.zeros(ct.array.shape, bool)
-    metal[box] = part.metal
-    outside = np.ones(ct.array.shape, bool)
-    outside[box] = False
-    if np.any(ct.array[outside] > METAL_HU):
-        metal |= metal_mask(ct)
     return FemurSegmentation(ct.with_array(label_map, unit="label"), metal, head, shaft, part.notes)
 
 
@@ -248,7 +218,8 @@ def _working_box(ct: Volume, head: FemoralHead, shaft: Shaft | None) -> tuple[sl
     return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
 
 
-def _segment_box(ct: Volume, smooth: np.ndarray, head: FemoralHead, shaft: Shaft | None) -> FemurSegmentation:
+def _segment_box(ct: Volume, smooth: np.ndarray, head: FemoralHead, shaft: Shaft | None,
+                 metal: np.ndarray) -> FemurSegmentation:
     """:func:`segment_with_head` on a cropped volume (see there).
 
     A marker watershed on the bone's thickness splits femur from pelvis: seeds in the head and shaft,
@@ -257,7 +228,6 @@ def _segment_box(ct: Volume, smooth: np.ndarray, head: FemoralHead, shaft: Shaft
     femur in a flexed hip) become the borders.
     """
     notes = []
-    metal = metal_mask(ct)
     bone = (smooth > BONE_HU) | metal
     neck = neck_rays(head, shaft)
     if neck.sum() < 3:

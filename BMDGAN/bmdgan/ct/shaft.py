@@ -16,6 +16,11 @@ How (no training data, no header trust):
 
 ``contrast`` (peak votes over mean votes) is large (> 30) where a shaft is in view and small (< 8)
 where only pelvis and head are, which is how a missing shaft is reported.
+
+Both femurs of a bilateral CT: once a shaft is found, the edges around its axis are removed and the
+search is repeated (:func:`find_shafts`). Where the two thighs are not parallel (legs on a knee rest,
+abducted) their votes split and neither peak may stand out: :mod:`.hips` then looks for each shaft in a
+box below its femoral head (:func:`find_shaft` on a cropped volume).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from scipy.spatial import cKDTree
 
 from ..io.volume import Volume
 from . import grid
+from .head import fibonacci_directions, hu_gradient
 
 SHAFT_RADIUS_RANGE_MM = (9.0, 19.0)
 """Outer radius of an adult femoral shaft (mm)."""
@@ -66,8 +72,6 @@ class Shaft:
 
 @lru_cache(maxsize=2)
 def _hemisphere_bins(count: int = 3000) -> tuple[np.ndarray, list]:
-    from .head import fibonacci_directions
-
     directions = fibonacci_directions(2 * count)
     directions = directions[directions[:, 2] >= 0]
     neighbours = cKDTree(directions).query_ball_point(directions, 2 * np.sin(np.radians(4) / 2))
@@ -75,10 +79,12 @@ def _hemisphere_bins(count: int = 3000) -> tuple[np.ndarray, list]:
 
 
 def bone_edges(volume: Volume, smooth: np.ndarray, max_points: int = 60000,
-               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Bone surface points (LPS mm) and unit CT-number gradients there (pointing into bone), subsampled."""
-    spacing = grid.spacing_kji(volume.geometry)
-    gradient = np.gradient(smooth, *spacing)
+               seed: int = 0, gradient: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bone surface points (LPS mm) and unit CT-number gradients there (pointing into bone), subsampled.
+
+    ``gradient``: :func:`.head.hu_gradient` of ``smooth`` if already made."""
+    if gradient is None:
+        gradient = hu_gradient(volume, smooth)
     magnitude = np.sqrt(sum(g ** 2 for g in gradient))
     edges = (magnitude > 200) & (smooth > 150) & (smooth < 1500)
     where = np.argwhere(edges)
@@ -127,9 +133,42 @@ def _perpendicular_basis(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return first, np.cross(direction, first)
 
 
+SECOND_SHAFT_MIN_DISTANCE_MM = 80.0
+"""A second shaft's axis passes at least this far (mm) from the first's middle: the other thigh."""
+SECOND_SHAFT_MAX_ANGLE_DEG = 40.0
+"""The two femoral shafts of one patient are within this angle (degrees) of each other."""
+CLEARED_MARGIN_MM = 20.0
+"""Edges within the first shaft's radius plus this (mm) of its axis are removed before looking again."""
+
+
 def find_shaft(volume: Volume, smooth: np.ndarray) -> Shaft | None:
     """The femoral shaft as a :class:`Shaft`, or None when no straight tube is in view."""
-    points, normals = bone_edges(volume, smooth)
+    return _shaft_from_edges(*bone_edges(volume, smooth))
+
+
+def find_shafts(volume: Volume, smooth: np.ndarray, max_count: int = 2,
+                gradient: np.ndarray | None = None) -> list[Shaft]:
+    """Up to ``max_count`` femoral shafts, the clearest first (see the module docstring)."""
+    points, normals = bone_edges(volume, smooth, gradient=gradient)
+    shafts: list[Shaft] = []
+    while len(shafts) < max_count:
+        shaft = _shaft_from_edges(points, normals)
+        if shaft is None:
+            break
+        if shafts:
+            first = shafts[0]
+            middle = first.at((first.t_min + first.t_max) / 2)
+            angle = np.degrees(np.arccos(min(abs(float(shaft.direction @ first.direction)), 1.0)))
+            if shaft.distance_to_axis(middle) < SECOND_SHAFT_MIN_DISTANCE_MM or angle > SECOND_SHAFT_MAX_ANGLE_DEG:
+                break
+        shafts.append(shaft)
+        keep = shaft.distance_to_axis(points) > shaft.radius_mm + CLEARED_MARGIN_MM
+        points, normals = points[keep], normals[keep]
+    return shafts
+
+
+def _shaft_from_edges(points: np.ndarray, normals: np.ndarray) -> Shaft | None:
+    """The clearest straight tube among bone edge points (LPS mm) and their unit normals, or None."""
     direction, contrast = tube_direction(points, normals)
     if contrast < MIN_DIRECTION_CONTRAST:
         return None

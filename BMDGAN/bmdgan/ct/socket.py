@@ -9,7 +9,7 @@ that scan). Its sphere is fitted with the same ray method from starting points a
 head estimate; its centre is the head's, and the head radius is the socket's minus the joint
 layer (cartilage of head and acetabulum plus the plate's half thickness, ``JOINT_LAYER_MM``).
 
-Only used without a shaft in view (see :func:`.segmentation.segment_femur`): with a shaft the head
+Only used without a shaft in view (see :func:`.hips.fitted_head`): with a shaft the head
 sphere is constrained by it and found well on the IBSI CTs.
 """
 
@@ -18,7 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..io.volume import Volume
-from .head import HEAD_RADIUS_RANGE_MM, FemoralHead, describe_sphere, refine_head, smoothed_hu
+from .head import (
+    HEAD_RADIUS_RANGE_MM,
+    FemoralHead,
+    describe_sphere,
+    refine_head,
+    smoothed_hu,
+)
 
 SOCKET_RADIUS_RANGE_MM = (27.0, 36.0)
 """Radius (mm) of the acetabular shell's sphere around an adult femoral head."""

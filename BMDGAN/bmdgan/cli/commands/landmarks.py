@@ -1,4 +1,4 @@
-"""``bmdgan landmarks``: the eight proximal-femur landmarks as a Slicer markups file (LPS)."""
+"""``bmdgan landmarks``: the eight proximal-femur landmarks as a Slicer markups file (LPS), per hip."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ HELP = "find the 8 proximal-femur landmarks (Uemura 2022) and write them as .mrk
 
 
 def add_arguments(parser) -> None:
+    parser.description = (f"{HELP}. With --side both on a whole-pelvis CT one file per hip is written, named "
+                          "after -o with the side added (lm.mrk.json -> lm-left.mrk.json, lm-right.mrk.json).")
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
     add_out(parser, "markups file to write (.mrk.json)")
     parser.add_argument("--fcsv", help="also write a legacy .fcsv (RAS) here")
@@ -17,25 +19,28 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from bmdgan.cli.ct_options import read_optional_inputs
+    from bmdgan.cli.ct_options import read_optional_inputs, side_path
     from bmdgan.ct.landmarks import estimate_landmarks
     from bmdgan.ct.markups import write_fcsv, write_mrk_json
-    from bmdgan.ct.pipeline import segmentation_from_labels
-    from bmdgan.ct.segmentation import segment_femur
+    from bmdgan.ct.pipeline import segment_hips, segmentation_from_labels
     from bmdgan.io import read_ct
 
     ct = read_ct(args.ct)
     inputs = read_optional_inputs(args, ct)
     if "label_volume" in inputs:
-        segmentation = segmentation_from_labels(ct, inputs["label_volume"])
+        segmentations = [segmentation_from_labels(ct, inputs["label_volume"])]
     else:
-        segmentation = segment_femur(ct, side=args.side)
-    landmarks = estimate_landmarks(segmentation.femur, ct.geometry, segmentation.head, segmentation.shaft)
-    landmarks.points.update(inputs.get("landmark_points", {}))
-    write_mrk_json(landmarks.points, args.out)
-    if args.fcsv:
-        write_fcsv(landmarks.points, args.fcsv)
-    print(f"{args.out}: {len(landmarks.points)} landmarks, side {landmarks.frame.side}")
-    for note in landmarks.notes:
-        print(f"  note: {note}")
+        segmentations = segment_hips(ct, side=args.side)
+    for segmentation in segmentations:
+        one = len(segmentations) == 1
+        landmarks = estimate_landmarks(segmentation.femur, ct.geometry, segmentation.head, segmentation.shaft)
+        landmarks.points.update(inputs.get("landmark_points", {}))
+        side = segmentation.side or landmarks.frame.side
+        path = args.out if one else side_path(args.out, side)
+        write_mrk_json(landmarks.points, path)
+        if args.fcsv:
+            write_fcsv(landmarks.points, args.fcsv if one else side_path(args.fcsv, side))
+        print(f"{path}: {len(landmarks.points)} landmarks, side {side}")
+        for note in landmarks.notes:
+            print(f"  note: {note}")
     return 0
