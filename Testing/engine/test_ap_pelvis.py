@@ -7,30 +7,19 @@ import json
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
-from bmdgan.ct import pipeline
+from bmdgan.ct.body import body_mask
 from bmdgan.io import Volume, VolumeGeometry, read_ct
 from bmdgan.projection.ap_pelvis import (ap_pelvis_centre, ap_pelvis_geometry, clean_outside_body,
                                          project_ap_pelvis)
 from bmdgan.projection.simulator import material_projections
 
 
-def stand_in_body_mask(ct) -> np.ndarray:
-    """Test-only stand-in for ``bmdgan.ct.body.body_mask`` (another branch): the largest connected component
-    of HU > -400, holes filled slice by slice. bool [k, j, i]."""
-    labels, count = ndimage.label(ct.array > -400)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    body = labels == int(sizes.argmax())
-    return np.stack([ndimage.binary_fill_holes(plane) for plane in body])
-
-
 @pytest.fixture(scope="module")
 def pelvis_005(shared_data):
     """Pelvic-Ref-005 (HU), its body mask, and the AP centre (body midline, mid-depth, mid-scan)."""
     ct = read_ct(shared_data / "ct" / "pelvic_reference" / "Pelvic-Ref-005.nii.gz")
-    body = stand_in_body_mask(ct)
+    body = body_mask(ct)
     return ct, body, ap_pelvis_centre(body, ct.geometry.ijk_to_lps())
 
 
@@ -116,7 +105,7 @@ def test_simulate_xray_ap_pelvis_records_its_collimation(pelvis_005, tmp_path, c
     ct, body, _ = pelvis_005
     write_volume(ct.with_array(body.astype(np.uint8), unit="label"), tmp_path / "body.nii.gz")
     source = ct.source
-    code = main(["simulate-xray", source, "--out-dir", str(tmp_path / "out"), "--view", "ap-pelvis",
+    code = main(["simulate-xray", source, "-o", str(tmp_path / "out"), "--view", "ap-pelvis",
                  "--body-mask", str(tmp_path / "body.nii.gz"), "--pixel-mm", "2", "--rows", "325", "--columns",
                  "215", "--sid-mm", "1100"])
     assert code == 0
@@ -130,19 +119,17 @@ def test_simulate_xray_ap_pelvis_records_its_collimation(pelvis_005, tmp_path, c
     assert np.asarray(Image.open(tmp_path / "out" / "Pelvic-Ref-005_seed0.png")).shape == (collimation["rows"], 215)
     assert "collimated to 215x" in capsys.readouterr().out
     (tmp_path / "g.json").write_text(json.dumps(geometry))
-    assert main(["simulate-xray", source, "--out-dir", str(tmp_path / "bad"), "--view", "ap-pelvis",
+    assert main(["simulate-xray", source, "-o", str(tmp_path / "bad"), "--view", "ap-pelvis",
                  "--geometry", str(tmp_path / "g.json")]) == 2
     assert "--view ap-pelvis sets its own geometry" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # the hip search on a whole-pelvis CT: 36 s on the loaded 2-core machine
-@pytest.mark.skipif(not hasattr(pipeline, "hip_sides"), reason="needs bmdgan.ct.pipeline.hip_sides (the bilateral "
-                                                                 "CT analysis, another branch)")
 def test_simulate_xray_auto_view_takes_ap_pelvis_for_a_ct_with_both_hips(pelvis_005, tmp_path):
     from bmdgan.cli.main import main
 
     ct, _, _ = pelvis_005
-    assert main(["simulate-xray", ct.source, "--out-dir", str(tmp_path), "--pixel-mm", "2"]) == 0
+    assert main(["simulate-xray", ct.source, "-o", str(tmp_path), "--pixel-mm", "2"]) == 0
     record = json.loads((tmp_path / "Pelvic-Ref-005_seed0.params.json").read_text())
     assert record["view"] == "ap-pelvis" and record["hips_in_ct"] == ["left", "right"]
     assert record["detector_mm"] == [350.0, 430.0]
@@ -247,8 +234,6 @@ def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, o
 
 # ---------------------------------------------------------------------- the two whole-pelvis CTs
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(pipeline, "hip_sides"), reason="needs bmdgan.ct.pipeline.hip_sides (the bilateral "
-                                                                 "CT analysis, another branch)")
 def test_two_whole_pelvis_cts_give_four_bones(shared_data, tmp_path_factory):
     """A cohort of Pelvic-Ref-002 and -005 holds four virtual bones: both hips of each CT, each with its side,
     as AP pelvis cases with their own ground truth."""
@@ -258,7 +243,7 @@ def test_two_whole_pelvis_cts_give_four_bones(shared_data, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("four_bones")
     paths = [shared_data / "ct" / "pelvic_reference" / f"Pelvic-Ref-00{n}.nii.gz" for n in (2, 5)]
-    ct_ids, skipped = prepare_cts(paths, out / "prepared", progress=False, body_mask=stand_in_body_mask)
+    ct_ids, skipped = prepare_cts(paths, out / "prepared", progress=False)
     assert ct_ids == ["Pelvic-Ref-002", "Pelvic-Ref-005"] and not skipped, skipped
     settings = CohortSettings(str(out / "prepared"), seed=0, patients_per_ct=1, poses=("standing",),
                               image_shape=(128, 64), folds=2, fold_by="ct")

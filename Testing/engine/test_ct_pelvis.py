@@ -11,7 +11,7 @@ import pytest
 from bmdgan.cli.main import main
 from bmdgan.ct import grid, labels as L
 from bmdgan.ct.body import body_mask
-from bmdgan.ct.femur_pair import segment_femurs_by_side
+from bmdgan.ct.pipeline import femurs_by_side
 from bmdgan.ct.pelvis import label_pelvis, superior_sign
 from bmdgan.errors import InputError
 from bmdgan.io import read_ct
@@ -68,16 +68,14 @@ def test_compare_labels_refuses_references_it_cannot_read(shared_data, tmp_path,
 @pytest.fixture(scope="module")
 def pelvic_ref(shared_data):
     ct = read_ct(shared_data / "ct" / "pelvic_reference" / "Pelvic-Ref-002.nii.gz")
-    body = body_mask(ct)
-    femurs, notes = segment_femurs_by_side(ct, body)
-    return ct, body, femurs, notes
+    return ct, body_mask(ct), femurs_by_side(ct)
 
 
 @pytest.mark.slow
 def test_both_hip_bones_of_a_whole_pelvis_ct(pelvic_ref):
     """Pelvic-Ref-002 (adult man, 1 x 1 x 3 mm): hip bones 422 and 435 cm3, each on its side of the
     midline, disjoint from the femurs, cupping its femoral head; the sacrum (289 cm3) between them."""
-    ct, body, femurs, _ = pelvic_ref
+    ct, body, femurs = pelvic_ref
     assert set(femurs) == {"left", "right"}
     pelvis = label_pelvis(ct, body, {side: seg.femur for side, seg in femurs.items()})
     voxel_cm3 = ct.voxel_volume_mm3() / 1000

@@ -316,16 +316,16 @@ def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
                 segmentations: dict[str, tuple[str, list[Path]]] | None = None,
                 body_mask=None) -> tuple[list[str], dict[str, str]]:
     """Prepare (or reuse the cache of) every hip of every CT: both sides of a CT that holds two
-    (:func:`.ct_interfaces.hip_sides_of`), each under its own key. Returns (CT ids with at least one prepared hip,
+    (:func:`bmdgan.ct.pipeline.hip_sides`), each under its own key. Returns (CT ids with at least one prepared hip,
     {skipped CT id or "CT id:side": reason}). ``segmentations``: {CT id: (side, label files)} for CTs whose femur
     should come from a given segmentation (that side only). ``body_mask``: a function giving a CT's body (bool
-    [k, j, i]; default :func:`.ct_interfaces.default_body_mask`)."""
+    [k, j, i]; default :func:`bmdgan.ct.pipeline.body_of`)."""
     from ..progress import progress_bar
 
     from ..atomic import atomic_write_text
     from ..errors import BMDGANError
     from ..io import read_ct
-    from .ct_interfaces import default_body_mask, hip_sides_of
+    from ..ct.pipeline import body_of, hip_sides
 
     usable, skipped = [], {}
     for path in progress_bar(paths, desc="preparing CTs", disable=not progress):
@@ -340,8 +340,8 @@ def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
         side, files = (segmentations or {}).get(ct_id, ("auto", None))
         try:  # one CT object: bmdgan.ct searches its hips once, for its sides and for each side's analysis
             ct = read_ct(path)
-            body = body_mask(ct) if callable(body_mask) else default_body_mask(ct)
-            sides = [side] if files else hip_sides_of(ct)
+            body = body_mask(ct) if callable(body_mask) else body_of(ct)
+            sides = [side] if files else (hip_sides(ct) or ["auto"])  # none found: 'auto' says why
         except BMDGANError as error:
             skipped[ct_id] = str(error)
             continue

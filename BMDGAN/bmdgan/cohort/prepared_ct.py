@@ -125,7 +125,7 @@ def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
     """Run the CT analysis of one hip (``side``: 'left', 'right' or 'auto'; automatic labels, landmarks, PF
     region, phantomless calibration) and derive what the cohort needs. ``path``: a CT file or an already read
     :class:`Volume` in HU. ``body_mask``: the body (bool [k, j, i]) of the CT or a function giving it (default
-    :func:`.ct_interfaces.default_body_mask`): the analysis sees the CT as scanned (its own air calibrates it),
+    :func:`bmdgan.ct.pipeline.body_of`): the analysis sees the CT as scanned (its own air calibrates it),
     the HU kept for projection are set to air outside the body. The aBMD/vBMD
     components are measured by the same code as ``bmdgan measure-ct``, on CTs whose calibrated density is the
     trabecular or the cortical part: the two add up to the full measurement."""
@@ -135,11 +135,11 @@ def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
     from ..io import read_ct
     from ..projection.ap_pelvis import clean_outside_body
     from .channels import CORTICAL_THRESHOLD_MG_CM3
-    from .ct_interfaces import default_body_mask
+    from ..ct.pipeline import body_of
 
     ct = path if isinstance(path, Volume) else read_ct(path)
     if body_mask is None or callable(body_mask):
-        body = (body_mask or default_body_mask)(ct)
+        body = (body_mask or body_of)(ct)
     else:
         body = np.asarray(body_mask, dtype=bool)
     labels = None

@@ -238,13 +238,17 @@ def select_hips(hips: list[Hip], side: str, ct: Volume) -> list[Hip]:
 
 @dataclass
 class HipSearch:
-    """Per-CT work shared by its hips: the smoothed CT (HU), the hips found, and, once made, the metal mask
-    and the phantomless calibration."""
+    """Per-CT work shared by its hips: the smoothed CT (HU), the hips found, and, once made, the metal mask,
+    the body mask, the phantomless calibration, each hip's femur segmentation (by side) and the hip-bone
+    labels (:mod:`.pipeline` fills them in)."""
 
     smooth: np.ndarray
     hips: list[Hip]
     metal: np.ndarray | None = None
+    body: np.ndarray | None = None
     calibration: object | None = None
+    segmentations: dict = field(default_factory=dict)
+    pelvis: object | None = None
 
 
 _searches: dict[int, HipSearch] = {}

@@ -8,6 +8,10 @@ Hips (:mod:`.hips`): ``side`` is 'left' or 'right' (that hip, or an InputError n
 holds), 'auto' (the best implant-free hip) or, for :func:`analyse_hips`, 'both' (every hip present). The
 head search, the smoothed CT and the phantomless calibration are made once per CT and shared by its hips.
 
+Body and bones: the patient's body (:mod:`.body`, without couch, wires and markers) calibrates the CT, and
+the label map of a hip holds, besides its femur and PF region, its whole hip bone, the other side's femur
+and hip bone and the sacrum (:mod:`.labels`, :mod:`.pelvis`): the stage-1 target is pelvis + femur.
+
 Implants: metal (CT > ``METAL_HU``) in a hip's PF region makes that hip unmeasurable (InputError naming the
 side and the metal volume; ``allow_metal=True`` measures it with the metal left out of the density); metal
 near the hip but outside the PF region is measured with a note.
@@ -25,6 +29,7 @@ from ..errors import InputError
 from ..io.volume import Volume
 from . import grid
 from . import labels as L
+from .body import body_mask
 from .calibration import Calibration
 from .hips import (
     MIN_IMPLANT_CM3,
@@ -37,11 +42,12 @@ from .hips import (
 )
 from .landmarks import LANDMARK_NAMES, Landmarks, estimate_landmarks
 from .measurement import PFMeasurement, measure_pf
+from .pelvis import PelvisLabels, label_pelvis
 from .pf_region import PFRegion, pf_region
 from .phantomless import phantomless_calibration
 from .segmentation import METAL_HU, FemurSegmentation, metal_mask, segment_with_head
 
-STEPS = ("segment", "landmarks", "PF region", "calibrate", "measure")
+STEPS = ("segment", "landmarks", "PF region", "calibrate", "measure", "hip bones")
 
 
 class ImplantError(InputError):
@@ -66,6 +72,10 @@ class CTAnalysis:
     calibration: Calibration
     measurement: PFMeasurement
     notes: list[str] = field(default_factory=list)
+    pelvis: PelvisLabels | None = None
+    """Hip bones and sacrum of the CT (None with a user's label map, whose own pelvis label is kept)."""
+    other_femur: np.ndarray | None = None
+    """The other hip's femur (bool [k, j, i]) on a whole-pelvis CT, else None."""
 
     @property
     def side(self) -> str:
@@ -73,9 +83,16 @@ class CTAnalysis:
         return self.segmentation.side or self.landmarks.frame.side
 
     def label_volume(self) -> Volume:
-        """Project label map (1 pelvis, 2 femur, 3 PF region) on the CT grid."""
-        array = self.segmentation.labels.array.copy()
-        array[self.region.mask & L.femur_mask(array)] = L.PF_REGION
+        """Project label map on the CT grid (:mod:`.labels`: 1 hip bone, 2 femur, 3 PF region of this hip; 4 the
+        other femur, 5 the other hip bone, 6 sacrum where found)."""
+        if self.pelvis is None:
+            array = self.segmentation.labels.array.copy()
+            array[self.region.mask & L.femur_mask(array)] = L.PF_REGION
+            return self.ct.with_array(array, unit="label")
+        other_side = next((side for side in self.pelvis.hip if side != self.side), None)
+        array = L.compose(self.pelvis.hip.get(self.side), self.segmentation.femur, self.region.mask,
+                          other_femur=self.other_femur, other_pelvis=self.pelvis.hip.get(other_side),
+                          sacrum=self.pelvis.sacrum)
         return self.ct.with_array(array, unit="label")
 
 
@@ -91,11 +108,38 @@ def _metal(ct: Volume) -> np.ndarray:
     return search.metal
 
 
+def body_of(ct: Volume) -> np.ndarray:
+    """The patient's body (bool [k, j, i], :func:`.body.body_mask`), found once per CT."""
+    search = hip_search(ct)
+    if search.body is None:
+        search.body = body_mask(ct)
+    return search.body
+
+
 def _segment(ct: Volume, hip: Hip) -> FemurSegmentation:
-    segmentation = segment_with_head(ct, hip_search(ct).smooth, fitted_head(ct, hip), hip.shaft, _metal(ct))
-    segmentation.side = hip.side
-    segmentation.notes = hip.notes + segmentation.notes
-    return segmentation
+    """The femur segmentation of one hip, made once per CT and hip."""
+    search = hip_search(ct)
+    if hip.side not in search.segmentations:
+        segmentation = segment_with_head(ct, search.smooth, fitted_head(ct, hip), hip.shaft, _metal(ct))
+        segmentation.side = hip.side
+        segmentation.notes = hip.notes + segmentation.notes
+        search.segmentations[hip.side] = segmentation
+    return search.segmentations[hip.side]
+
+
+def pelvis_labels(ct: Volume) -> PelvisLabels:
+    """Hip bone of every hip in the CT and the sacrum (:func:`.pelvis.label_pelvis`), found once per CT
+    around the femurs of all its hips (so that one hip's bone is never taken for the other's)."""
+    search = hip_search(ct)
+    if search.pelvis is None:
+        femurs = {hip.side: _segment(ct, hip).femur for hip in search.hips}
+        search.pelvis = label_pelvis(ct, body_of(ct), femurs)
+    return search.pelvis
+
+
+def femurs_by_side(ct: Volume) -> dict[str, FemurSegmentation]:
+    """The automatic femur segmentation of every hip in the CT, by side."""
+    return {hip.side: _segment(ct, hip) for hip in hip_search(ct).hips}
 
 
 def segment_hips(ct: Volume, side: str = "auto") -> list[FemurSegmentation]:
@@ -126,7 +170,7 @@ def _grid_index(ct: Volume, point_lps: np.ndarray) -> np.ndarray:
 def _calibration(ct: Volume) -> Calibration:
     search = hip_search(ct)
     if search.calibration is None:
-        search.calibration = phantomless_calibration(ct)
+        search.calibration = phantomless_calibration(ct, body=body_of(ct))
     return search.calibration
 
 
@@ -216,7 +260,7 @@ def analyse_hips(ct: Volume, *, side: str = "both", landmark_points: dict[str, n
         if index:
             tell("segment")
         try:
-            analyses.append(_analyse(ct, _segment(ct, hip), landmark_points, calibration, allow_metal, tell))
+            analysis = _analyse(ct, _segment(ct, hip), landmark_points, calibration, allow_metal, tell)
         except ImplantError as error:
             reasons.append(error.problem)
             if side == "auto" and index + 1 < len(hips):
@@ -225,6 +269,14 @@ def analyse_hips(ct: Volume, *, side: str = "both", landmark_points: dict[str, n
                 refused[hip.side] = error.problem
                 continue
             raise
+        tell("hip bones")
+        try:
+            analysis.pelvis = pelvis_labels(ct)
+        except InputError as error:  # the density does not need them: keep the segmentation's own pelvis label
+            analysis.notes.append(f"hip bones not labelled ({error.problem}): the pelvis label is the acetabulum only")
+        others = [femur for other, femur in femurs_by_side(ct).items() if other != hip.side]
+        analysis.other_femur = others[0].femur if others else None
+        analyses.append(analysis)
         if side == "auto" and reasons:
             analyses[-1].notes.insert(0, f"{'; '.join(reasons)}: the {hip.side} hip was measured instead")
         if side != "both":

@@ -89,9 +89,7 @@ def run(args) -> int:
     import numpy as np
 
     from bmdgan.atomic import atomic_write_text
-    from bmdgan.ct.body import body_mask
-    from bmdgan.ct.femur_pair import segment_femurs_by_side
-    from bmdgan.ct.pelvis import label_pelvis
+    from bmdgan.ct.pipeline import body_of, femurs_by_side, pelvis_labels
     from bmdgan.errors import InputError
     from bmdgan.io import read_ct
 
@@ -102,15 +100,16 @@ def run(args) -> int:
     reference = _reference_masks(_reference_paths(args.reference), ct, args.label_map)
     seconds = {}
     started = time.perf_counter()
-    body = body_mask(ct)
+    body_of(ct)
     seconds["body"] = time.perf_counter() - started
     started = time.perf_counter()
-    femurs, notes = segment_femurs_by_side(ct, body)
+    femurs = femurs_by_side(ct)
+    notes = [note for seg in femurs.values() for note in seg.notes]
     seconds["femurs"] = time.perf_counter() - started
     automatic = {f"femur_{side}": seg.femur for side, seg in femurs.items()}
     if femurs:
         started = time.perf_counter()
-        pelvis = label_pelvis(ct, body, {side: seg.femur for side, seg in femurs.items()})
+        pelvis = pelvis_labels(ct)
         seconds["pelvis"] = time.perf_counter() - started
         automatic.update({f"hip_{side}": mask for side, mask in pelvis.hip.items()})
         automatic["sacrum"] = pelvis.sacrum

@@ -121,7 +121,7 @@ def _view(args: argparse.Namespace, ct) -> tuple[str, dict]:
         return "centred", {}
     import numpy as np
 
-    from ...cohort.ct_interfaces import hip_sides_of
+    from ...ct.pipeline import hip_sides
     from ...errors import BMDGANError
     from ...projection.ap_pelvis import WHOLE_PELVIS_MIN_WIDTH_MM
     from ...projection.geometry import volume_corners_lps
@@ -129,7 +129,7 @@ def _view(args: argparse.Namespace, ct) -> tuple[str, dict]:
     if np.ptp(volume_corners_lps(ct.shape_ijk, ct.geometry.ijk_to_lps())[:, 0]) < WHOLE_PELVIS_MIN_WIDTH_MM:
         return "centred", {}
     try:
-        sides = hip_sides_of(ct)
+        sides = hip_sides(ct)
     except BMDGANError as error:  # no hip found: not a pelvis, the whole-CT view it is
         return "centred", {"hips_in_ct": [], "hip_search": str(error)}
     return ("ap-pelvis" if {"left", "right"} <= set(sides) else "centred"), {"hips_in_ct": sides}
@@ -139,7 +139,7 @@ def _ap_pelvis(args: argparse.Namespace, ct, density):
     """(geometry, material DRRs, JSON record) of the AP pelvis view of the CT's body."""
     import numpy as np
 
-    from ...cohort.ct_interfaces import default_body_mask
+    from ...ct.pipeline import body_of
     from ...errors import InputError
     from ...io import read_label_volume
     from ...projection.ap_pelvis import AP_PELVIS_DETECTOR_MM, ap_pelvis_centre, project_ap_pelvis
@@ -148,8 +148,8 @@ def _ap_pelvis(args: argparse.Namespace, ct, density):
         body = read_label_volume(args.body_mask, like=ct).array > 0
         body_source = str(args.body_mask)
     else:
-        body = default_body_mask(ct)
-        body_source = "found in the CT (bmdgan.cohort.ct_interfaces.default_body_mask)"
+        body = body_of(ct)
+        body_source = "found in the CT (bmdgan.ct.body.body_mask)"
     if args.centre_lps:
         try:
             centre = np.array([float(v) for v in args.centre_lps.split(",")])
