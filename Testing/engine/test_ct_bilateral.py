@@ -184,3 +184,12 @@ def test_segment_both_writes_one_label_map_per_hip(shared_data, tmp_path):
     x = {side: grid.voxel_points_lps(mask, ct.geometry)[:, 0].mean() for side, mask in femurs.items()}
     assert x["left"] > x["right"] + 100.0  # each file holds its own side's femur
     assert "labels-left.nii.gz: left hip" in result.stdout and "labels-right.nii.gz: right hip" in result.stdout
+
+
+def test_per_hip_file_names_keep_their_suffix():
+    from bmdgan.ct.cli_support import side_path
+
+    assert side_path("out/labels.nii.gz", "left").as_posix() == "out/labels-left.nii.gz"
+    assert side_path("lm.mrk.json", "right").name == "lm-right.mrk.json"
+    assert side_path("lm.fcsv", "left").name == "lm-left.fcsv"
+    assert side_path("bones.seg.nrrd", "right").name == "bones-right.seg.nrrd"

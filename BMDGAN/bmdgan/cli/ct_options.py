@@ -95,13 +95,10 @@ def step_progress(steps: tuple[str, ...], description: str, enabled: bool = True
 
 
 def side_path(path: str | Path, side: str) -> Path:
-    """``path`` with ``-<side>`` before its suffixes (labels.nii.gz -> labels-left.nii.gz): one file per hip."""
+    """``path`` with ``-<side>`` before its suffix (labels.nii.gz -> labels-left.nii.gz): one file per hip."""
     path = Path(path)
     name = path.name
-    stem = case_name(name)
-    for suffix in (".mrk.json", ".seg.nrrd"):
-        if name.lower().endswith(suffix):
-            stem = name[: -len(suffix)]
+    stem = next((name[: -len(s)] for s in (".mrk.json", ".seg.nrrd", ".nii.gz") if name.lower().endswith(s)), path.stem)
     return path.with_name(f"{stem}-{side}{name[len(stem):]}")
 
 
