@@ -133,10 +133,10 @@ def test_hip_bone_of_a_thigh_crop(shared_data):
     """IBSI STS_020: one leg, the crop cuts the body, no midline: the hip bone is what grows from the
     acetabulum (167 cm3: acetabulum, ischium, part of the ilium), not split, disjoint from the femur; the
     femur segmentation's own pelvis label is the bone next to its joint cut only (131 cm3)."""
-    from bmdgan.ct.segmentation import segment_femur
+    from bmdgan.ct.pipeline import segment_hips
 
     ct = read_ct(shared_data / "ct" / "ibsi_sts" / "STS_020.nii.gz")
-    segmentation = segment_femur(ct)
+    segmentation = segment_hips(ct)[0]
     side = "left"  # the sides of a crop are the caller's: the header's x is not trusted for the IBSI set
     pelvis = label_pelvis(ct, body_mask(ct), {side: segmentation.femur})
     hip = pelvis.hip[side]
