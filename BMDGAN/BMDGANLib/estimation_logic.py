@@ -22,6 +22,7 @@ import vtk
 from bmdgan.atomic import atomic_path, atomic_write_text
 from bmdgan.datasets.normalise import HipCrop
 from bmdgan.errors import BMDGANError, InputError
+from bmdgan.estimation import estimate_hip, result_summary, sides_to_analyse
 from bmdgan.io import Radiograph, Volume, read_radiograph
 from bmdgan.io.radiograph import IMAGE_SUFFIXES
 from bmdgan.models_default import resolve_model_folder
@@ -187,7 +188,6 @@ class EstimationLogic:
     def estimate_hips(model, radiograph: Radiograph, side: str = "auto", reference: str | None = None) -> list:
         """[(HipEstimate, Decomposition)] of each hip to analyse (``side``: "left", "right", or "auto": the DICOM
         laterality, else both)."""
-        from bmdgan.estimation import estimate_hip, sides_to_analyse
 
         table = load_reference(reference)
         return [estimate_hip(model, radiograph, hip_side, table) for hip_side in sides_to_analyse(radiograph, side)]
@@ -269,7 +269,6 @@ class EstimationLogic:
     def export_json(self, result: EstimationResult, path: str | Path) -> Path:
         """Write the result JSON (as ``bmdgan estimate`` writes it: each hip's aBMD g/cm2, vBMD mg/cm3, T-score,
         WHO category, warnings) atomically: a failed write leaves no partial file."""
-        from bmdgan.estimation import result_summary
 
         path = self._check_exportable(result, path, ".json")
         summary = result_summary(result.radiograph, list(zip(result.hips, result.decompositions)), result.model_folder)

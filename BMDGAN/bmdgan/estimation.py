@@ -11,13 +11,15 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .errors import InputError
 from .io import Radiograph
 from .io.float_image import write_float_image
+from .io.radiograph import IMAGE_SUFFIXES
+from .io.sniff import sniff_format
 from .outputs import result_folder, unique_names
+from .report import draw_report
 from .tscore import Reference, t_score, who_category
 
 if TYPE_CHECKING:  # torch is imported only by what runs a model: a refused input costs no torch import
@@ -100,7 +102,6 @@ def write_results(folder: str | Path, radiograph: Radiograph, results: list[tupl
     """``folder``: result.json, pf_drr_<side>.tif (g/cm2) and report.png, written as a whole or not at all, by
     :func:`bmdgan.outputs.result_folder` (an existing folder is replaced only with ``overwrite`` and only when it is
     an earlier estimate holding nothing else)."""
-    from .report import draw_report
 
     with result_folder(folder, "estimate", overwrite) as partial:
         for hip, decomposition in results:
@@ -115,8 +116,6 @@ def input_files(paths: list[str]) -> list[Path]:
     """Radiographs named directly, found in folders, or listed one per line in a .txt file. A folder's files are
     taken by content (DICOM preamble, PNG/JPEG/TIFF signature: ``IMG_0001`` without a suffix is a DICOM too) or by a
     radiograph suffix (so that a broken ``.dcm`` is reported, not skipped); hidden files and DICOMDIR are left out."""
-    from .io.radiograph import IMAGE_SUFFIXES
-    from .io.sniff import sniff_format
 
     found: list[Path] = []
     for text in paths:

@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from .bmd_from_drr import DrrBmdCalibration
+from .compute import configure_torch
 from .datasets.normalise import HipCrop, apply_hip_crop, plan_hip_crop
 from .distribution_check import TrainingDistribution, check, pooled
 from .errors import InputError
 from .io import Radiograph
 from .models.model_folder import read_model_description
+
 
 def usable_device(device: str) -> torch.device:
     """``device`` ("cpu", "cuda", "cuda:1", "mps") when this machine has it, else :class:`InputError`."""
@@ -66,7 +68,6 @@ class DecompositionModel:
 
     @staticmethod
     def load(folder: str | Path, device: str = "cpu") -> "DecompositionModel":
-        from .compute import configure_torch
         from .models.generator import build_generator
         from .training.checkpoint import load_weights
 

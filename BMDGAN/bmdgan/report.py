@@ -48,8 +48,9 @@ def draw_report(path: str | Path, radiograph: Radiograph, results, region_thresh
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import textwrap
+
+    import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 1 + len(results), figsize=(4.5 * (1 + len(results)), 8.0),
                                 gridspec_kw={"width_ratios": [1.6] + [1] * len(results)})

@@ -187,7 +187,7 @@ def test_segment_both_writes_one_label_map_per_hip(shared_data, tmp_path):
 
 
 def test_per_hip_file_names_keep_their_suffix():
-    from bmdgan.ct.cli_support import side_path
+    from bmdgan.cli.ct_options import side_path
 
     assert side_path("out/labels.nii.gz", "left").as_posix() == "out/labels-left.nii.gz"
     assert side_path("lm.mrk.json", "right").name == "lm-right.mrk.json"

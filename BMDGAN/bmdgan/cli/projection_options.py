@@ -41,8 +41,12 @@ def add_geometry_arguments(parser: argparse.ArgumentParser, default_pixel_mm: fl
 
 def geometry_from_arguments(args: argparse.Namespace, volume):
     """The :class:`ProjectionGeometry` chosen by :func:`add_geometry_arguments` options."""
-    from ..projection.geometry import (DEFAULT_OBJECT_TO_DETECTOR_MM, DEFAULT_SOURCE_TO_DETECTOR_MM,
-                                       ProjectionGeometry, default_ap_geometry)
+    from ..projection.geometry import (
+        DEFAULT_OBJECT_TO_DETECTOR_MM,
+        DEFAULT_SOURCE_TO_DETECTOR_MM,
+        ProjectionGeometry,
+        default_ap_geometry,
+    )
 
     if args.geometry is not None:
         return ProjectionGeometry.load(args.geometry)

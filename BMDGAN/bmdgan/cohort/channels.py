@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from ..io import VolumeGeometry
 from ..projection.materials import MaterialModel, decompose_hu
 
 SOFT_TISSUE_PAD_MM = 80.0
@@ -66,7 +67,6 @@ def pad_across_beam(hu: np.ndarray, masks: list[np.ndarray], geometry, margin_mm
     ``margin_mm``; the axis closest to the AP (LPS y) direction is left alone, since the beam integrates along
     it. Masks are padded with zeros. Returns (hu, masks, geometry) on the larger grid.
     """
-    from ..io import VolumeGeometry
 
     direction = np.asarray(geometry.direction)
     beam_axis_ijk = int(np.argmax(np.abs(direction[1])))  # index axis (i, j, k) most aligned with LPS y

@@ -27,15 +27,33 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..datasets.folds import assign_patient_folds, check_fold_count, group_of_records, source_ct_of
-from ..datasets.format import (CaseRecord, DatasetWriter, existing_header, read_manifest, refuse_changed_settings,
-                               rewrite_manifest, update_header)
-from ..errors import InputError
+from ..datasets.format import (
+    CaseRecord,
+    DatasetWriter,
+    existing_header,
+    read_manifest,
+    refuse_changed_settings,
+    rewrite_manifest,
+    update_header,
+)
+from ..errors import BMDGANError, InputError
+from ..io import VolumeGeometry, read_ct
+from ..progress import progress_bar
+from ..projection.geometry import ProjectionGeometry, rotation_about
 from ..worker_lifetime import die_with_parent
-from ..projection.geometry import rotation_about
 from .channels import CHANNELS, channel_volumes, combine, pad_across_beam
-from .prepared_ct import (PreparedCT, has_prepared, load_prepared, prepare_ct, prepared_bones, save_prepared, side_key,
-                          sides_record_path)
+from .prepared_ct import (
+    PreparedCT,
+    has_prepared,
+    load_prepared,
+    prepare_ct,
+    prepared_bones,
+    save_prepared,
+    side_key,
+    sides_record_path,
+)
 from .virtual_patient import POSES, PoseDraw, VirtualPatient, sample_patient, sample_pose, seeded_rng
 
 FIELD_OF_VIEW_MM = (280.0, 140.0)
@@ -91,7 +109,6 @@ def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, i
     """Cone-beam view of the hip in its anatomical frame: columns along the neck (lateral), rows down the shaft,
     the beam along the frame's AP axis; the pose turns the CT about the head centre (internal rotation about the
     shaft axis, abduction about the AP axis); the PF region is centred, plus a shift."""
-    from ..projection.geometry import ProjectionGeometry
 
     lateral, ap, up = np.asarray(prepared.frame_axes, float)
     head = prepared.head_centre_lps
@@ -143,7 +160,6 @@ def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
     """One hip's 8-channel projector (single-hip view), built once per worker process; ``crop_to_hip``: keep only
     the part of a whole-pelvis CT around that hip (:data:`HIP_BOX_MM`)."""
     if _WORKER_CACHE.get("key") != ("hip", key):
-        from ..io import VolumeGeometry
         from ..projection.projector import Projector
 
         _WORKER_CACHE.clear()
@@ -266,7 +282,6 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
                     progress: bool = True) -> dict:
     """Generate (or finish, or extend with more CTs or patients) the cohort in ``out``; returns counts and the time
     taken. ``dataset.json`` then lists every CT of the cohort and the settings of this latest call."""
-    from ..progress import progress_bar
 
     start = time.perf_counter()
     all_ct_ids = check_cohort_request(settings, ct_ids, out)
@@ -320,11 +335,7 @@ def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
     {skipped CT id or "CT id:side": reason}). ``segmentations``: {CT id: (side, label files)} for CTs whose femur
     should come from a given segmentation (that side only). ``body_mask``: a function giving a CT's body (bool
     [k, j, i]; default :func:`bmdgan.ct.pipeline.body_of`)."""
-    from ..progress import progress_bar
 
-    from ..atomic import atomic_write_text
-    from ..errors import BMDGANError
-    from ..io import read_ct
     from ..ct.pipeline import body_of, hip_sides
 
     usable, skipped = [], {}

@@ -22,8 +22,13 @@ import numpy as np
 from ..datasets.format import CaseRecord
 from ..datasets.normalise import apply_hip_crop, plan_hip_crop
 from ..io import Volume, VolumeGeometry
-from ..projection.ap_pelvis import (AP_PELVIS_DETECTOR_MM, Collimation, ap_pelvis_centre, ap_pelvis_geometry,
-                                    body_of_cleaned)
+from ..projection.ap_pelvis import (
+    AP_PELVIS_DETECTOR_MM,
+    Collimation,
+    ap_pelvis_centre,
+    ap_pelvis_geometry,
+    body_of_cleaned,
+)
 from ..projection.geometry import rotation_about
 from .channels import combine, pelvis_channel_volumes, side_channels
 from .prepared_ct import PreparedCT

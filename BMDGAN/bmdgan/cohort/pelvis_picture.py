@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..datasets.normalise import apply_hip_crop, plan_hip_crop
 from ..projection.ap_pelvis import AP_PELVIS_SOURCE_TO_DETECTOR_MM
 from .pelvis_case import Positioning, render_pelvis
@@ -25,7 +26,6 @@ def write_ap_pelvis_picture(settings, scene, path: str | Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..atomic import atomic_path
 
     patient = VirtualPatient(f"{scene.ct_id}-own-bone", scene.ct_id, 1.0, 1.0, 1.0, REFERENCE_BMI)
     rows = int(round(350.0 / PICTURE_PIXEL_MM))

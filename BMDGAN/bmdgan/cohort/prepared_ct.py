@@ -16,14 +16,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from typing import Callable
-
 from ..atomic import atomic_path, atomic_write_text
+from ..ct import labels as L
+from ..ct.label_import import load_segmentation  # automatic femur is not good enough
 from ..errors import InputError
-from ..io import Volume, VolumeGeometry
+from ..io import Volume, VolumeGeometry, read_ct
 
 
 @dataclass
@@ -129,13 +130,10 @@ def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
     the HU kept for projection are set to air outside the body. The aBMD/vBMD
     components are measured by the same code as ``bmdgan measure-ct``, on CTs whose calibrated density is the
     trabecular or the cortical part: the two add up to the full measurement."""
-    from ..ct import labels as L
     from ..ct.measurement import measure_pf, neutral_frame
-    from ..ct.pipeline import analyse_ct
-    from ..io import read_ct
+    from ..ct.pipeline import analyse_ct, body_of
     from ..projection.ap_pelvis import clean_outside_body
     from .channels import CORTICAL_THRESHOLD_MG_CM3
-    from ..ct.pipeline import body_of
 
     ct = path if isinstance(path, Volume) else read_ct(path)
     if body_mask is None or callable(body_mask):
@@ -144,7 +142,6 @@ def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
         body = np.asarray(body_mask, dtype=bool)
     labels = None
     if segmentation:  # e.g. TotalSegmentator's femur_<side> and hip_<side> files, for scans where the
-        from ..ct.label_import import load_segmentation  # automatic femur is not good enough
 
         labels = load_segmentation(segmentation, ct, side)
     analysis = analyse_ct(ct, side=side, label_volume=labels)

@@ -38,8 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BMDGANError, InputError
 from ..atomic import atomic_write_text
+from ..ct import labels as L
+from ..ct.calibration import Calibration
+from ..ct.markups import read_landmark_file
+from ..errors import BMDGANError, InputError
+from ..io import read_ct, read_label_volume, read_radiograph
+from ..io.sniff import sniff_format
+from ..progress import progress_bar
+from ..projection.geometry import ProjectionGeometry
 from .format import CaseRecord, DatasetWriter
 from .normalise import apply_hip_crop, plan_hip_crop
 
@@ -118,8 +125,6 @@ def skip_reason(error: Exception, paths: dict[str, Path | None]) -> str:
 def radiograph_fingerprints(path: Path) -> set[str]:
     """What identifies one radiograph across copies: its DICOM SOPInstanceUID (when it has one) and a SHA-256 of
     its pixels as read (float32)."""
-    from ..io import read_radiograph
-    from ..io.sniff import sniff_format
 
     keys = {"pixels:" + hashlib.sha256(read_radiograph(path).pixels.tobytes()).hexdigest()}
     if sniff_format(path) == "dicom":
@@ -140,12 +145,7 @@ def _resolve(table: Path, value: str) -> Path | None:
 
 def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[dict, dict[str, np.ndarray]]:
     """Ground truth and normalised images of one table row; raises a BMDGANError saying why it cannot be built."""
-    from ..ct import labels as L
-    from ..ct.calibration import Calibration
-    from ..ct.markups import read_landmark_file
     from ..ct.pipeline import analyse_ct
-    from ..io import read_ct, read_label_volume, read_radiograph
-    from ..projection.geometry import ProjectionGeometry
     from ..projection.projector import Projector
 
     side = row["side"].strip().lower()
@@ -193,7 +193,6 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
 def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tuple[int, int] = (512, 256),
                   progress: bool = True) -> dict:
     """Build (or finish) ``out`` from the case table; returns the report written to ``build_report.json``."""
-    from ..progress import progress_bar
 
     table = Path(table)
     try:

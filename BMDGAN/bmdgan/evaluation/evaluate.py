@@ -24,6 +24,7 @@ from ..datasets.format import CaseRecord, load_image, read_manifest
 from ..errors import InputError
 from ..inference import DecompositionModel
 from ..io import Radiograph
+from ..progress import progress_bar
 from ..training.data import resize_to
 from .metrics import agreement
 from .plots import plot_bland_altman, plot_correlation, plot_robustness
@@ -119,7 +120,6 @@ def evaluate(model: DecompositionModel, folder: str | Path, fold: int | None = N
              jpeg_qualities=DEFAULT_JPEG_QUALITIES, bit_depths=DEFAULT_BIT_DEPTHS, progress: bool = True,
              poses: tuple[str, ...] | None = None) -> dict:
     """Metrics of the held-out ``fold`` (None: every case; ``poses``: only those poses) and the predictions."""
-    from ..progress import progress_bar
 
     folder = Path(folder)
     records = [r for r in read_manifest(folder) if (fold is None or r.fold == fold) and (not poses or r.pose in poses)]

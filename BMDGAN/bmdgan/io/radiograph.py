@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .sniff import sniff_format
 
 RADIOGRAPH_MODALITIES = {"DX", "CR", "RF", "OT", "RG", "XA", "PX"}
 """DICOM modalities accepted as plain radiographs (OT covers most secondary captures)."""
@@ -308,7 +309,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 def _kind(path: Path) -> str:
     """"tiff", "pil" (PNG, JPEG) or "dicom": by content, by suffix when the content is none of these."""
-    from .sniff import sniff_format
 
     if not path.is_file():
         raise InputError(path, "does not exist or is not a file", "check the path")

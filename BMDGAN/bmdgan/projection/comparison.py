@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .geometry import default_ap_geometry
+from .materials import MATERIAL_CHANNELS
+
 
 def write_comparison(ct, real_radiograph, out: str | Path, seed: int = 0) -> Path:
     """Simulate an AP radiograph of ``ct`` (HU volume) at a 0.5 mm detector and write the three-panel PNG."""
@@ -15,8 +18,6 @@ def write_comparison(ct, real_radiograph, out: str | Path, seed: int = 0) -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .geometry import default_ap_geometry
-    from .materials import MATERIAL_CHANNELS
     from .simulator import simulate_radiograph
 
     simulated = simulate_radiograph(ct, default_ap_geometry(ct, pixel_spacing_mm=0.5, max_side_px=768), rng=seed)

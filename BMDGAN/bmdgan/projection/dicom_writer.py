@@ -26,8 +26,8 @@ def write_dx_dicom(path: str | Path, radiograph: SimulatedRadiograph, *, patient
                    description: str = "Simulated AP hip radiograph (bmdgan DRR simulator)",
                    content_datetime: _dt.datetime | None = None) -> Path:
     """Write ``radiograph`` as a DX For Presentation DICOM file (MONOCHROME2, 16 bits allocated)."""
-    from pydicom.dataset import FileMetaDataset, Dataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     geometry = radiograph.geometry
     sid = geometry.source_to_detector_mm

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..atomic import atomic_write_text
+from ..errors import InputError
 
 GEOMETRY_FORMAT = "bmdgan-projection-geometry"
 GEOMETRY_VERSION = 1

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..atomic import atomic_path
+from ..errors import InputError
 from .geometry import ProjectionGeometry
 from .projector import DRR
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .attenuation import mass_attenuation
+
 MATERIAL_CHANNELS = ("adipose", "soft_tissue", "hydroxyapatite")
 """Order of the material channels (names match :mod:`bmdgan.projection.attenuation`)."""
 
@@ -68,7 +70,6 @@ def material_attenuation(hu: np.ndarray, energy_kev: float, bone_density_mg_per_
 
     Unlike the water-only HU scaling, bone mineral keeps its own energy dependence, so bone contrast
     matches a radiograph taken at that effective energy."""
-    from .attenuation import mass_attenuation
 
     partial = decompose_hu(hu, bone_density_mg_per_cm3, model)
     mu = np.zeros(partial.shape[1:], dtype=np.float32)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import InputError
+from ..progress import progress_bar
 from .geometry import ProjectionGeometry
 from .rays import box_intersection, camera_rays
 
@@ -196,7 +197,6 @@ class Projector:
                 groups.append((axis, selected, clip))
         bar = None
         if progress:
-            from ..progress import progress_bar
 
             bar = progress_bar(total=sum(self._chunk_count(axis, sel.numel(), clip) for axis, sel, clip in groups),
                        desc="projecting", unit="chunk", leave=False)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..progress import progress_bar
 from ..projection.geometry import ProjectionGeometry
 from ..projection.pose import camera_pose
 from .diagnosis import diagnose, scale_ratio
@@ -289,7 +290,6 @@ def landmark_residual_mm(geometry: ProjectionGeometry, landmarks, centre_lps_mm:
 def _progress_bar(enabled: bool, total: int, description: str):
     if not enabled:
         return None
-    from ..progress import progress_bar
 
     return progress_bar(total=total, desc=description, unit="generation", leave=False)
 

@@ -27,6 +27,7 @@ from ..losses import sample_weights, weighted_l1_loss
 from ..models.baseline_cnn import DirectRegressionCNN
 from ..models.generator import build_generator
 from ..models.regressor import build_regressor
+from ..progress import progress_bar
 from .augment import augment_sample, sample_generator
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights, weights_sha256
 from .config import TrainingConfig
@@ -116,7 +117,6 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
                      stop_after_epochs: int | None = None, progress: bool = True,
                      poses: tuple[str, ...] | None = None) -> list[dict]:
     """Train (or resume) one regression model; exports it into ``run/model`` when all phases are done."""
-    from ..progress import progress_bar
 
     if kind not in KINDS or target not in BMD_TARGETS:
         raise InputError(None, f"unknown regression {kind!r} of {target!r}",

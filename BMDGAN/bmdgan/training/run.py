@@ -22,8 +22,8 @@ from ..datasets.folds import split
 from ..datasets.format import read_header, read_manifest
 from ..distribution_check import TrainingDistribution, fit_distribution, pooled
 from ..errors import InputError
-from ..models.model_folder import MODEL_FORMAT, MODEL_FORMAT_VERSION, read_model_description
 from ..io.members import member_path
+from ..models.model_folder import MODEL_FORMAT, MODEL_FORMAT_VERSION, read_model_description
 from .checkpoint import latest_checkpoint, save_weights, weights_sha256
 from .config import TrainingConfig
 from .data import DRR_SCALE_G_CM2, PairDataset

@@ -30,6 +30,7 @@ from ..errors import InputError
 from ..losses import DecompositionLoss
 from ..models.discriminator import MultiscaleDiscriminator
 from ..models.generator import build_generator
+from ..progress import progress_bar
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainingConfig
 from .data import PairDataset
@@ -187,7 +188,6 @@ class StageTrainer:
 
     def train(self, stop_after_epochs: int | None = None, progress: bool = True) -> list[dict]:
         """Train to the configured number of epochs (or ``stop_after_epochs`` more); returns this run's history."""
-        from ..progress import progress_bar
 
         total_epochs = self.config.epochs[self.stage]
         last_epoch = total_epochs if stop_after_epochs is None else min(total_epochs,

@@ -22,8 +22,13 @@ def run(args) -> int:
 
     from bmdgan.datasets.builder import build_dataset
     from bmdgan.datasets.folds import assign_patient_folds, check_fold_count
-    from bmdgan.datasets.format import (existing_header, read_manifest, refuse_changed_settings, rewrite_manifest,
-                                        update_header)
+    from bmdgan.datasets.format import (
+        existing_header,
+        read_manifest,
+        refuse_changed_settings,
+        rewrite_manifest,
+        update_header,
+    )
     from bmdgan.errors import InputError
 
     key = args.key or os.environ.get("BMDGAN_PSEUDONYM_KEY")

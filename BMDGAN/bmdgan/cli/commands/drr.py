@@ -9,8 +9,8 @@ HELP = "render a quantitative DRR (float32 TIFF or NPY+JSON with units and geome
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..projection_options import add_geometry_arguments
     from ..options import add_device, add_out
+    from ..projection_options import add_geometry_arguments
 
     parser.add_argument("ct", type=Path, help="CT volume (HU, or calibrated mg/cm3 with --input-unit mg/cm3)")
     add_out(parser, "output image: .tif/.tiff = float32 TIFF, one page per channel, JSON metadata (units, "
@@ -68,15 +68,16 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from bmdgan.atomic import atomic_path, atomic_write_text
+
     from ...errors import InputError
     from ...io import read_ct
     from ...io.ct import read_volume
     from ...projection import project_volume
-    from bmdgan.atomic import atomic_path, atomic_write_text
     from ...projection.attenuation import attenuation_volume
+    from ...projection.image_io import display_scale, write_drr_tiff, write_png16
     from ...projection.materials import material_attenuation
     from ..projection_options import geometry_from_arguments
-    from ...projection.image_io import display_scale, write_drr_tiff, write_png16
 
     suffix = args.out.suffix.lower()
     if suffix not in (".tif", ".tiff", ".npy"):

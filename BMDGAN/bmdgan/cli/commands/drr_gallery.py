@@ -53,14 +53,15 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from ...progress import progress_bar
+
+    from bmdgan.atomic import atomic_path, atomic_write_text
 
     from ...errors import InputError
     from ...io import read_ct
+    from ...progress import progress_bar
     from ...projection import default_ap_geometry, project_volume
-    from bmdgan.atomic import atomic_path, atomic_write_text
-    from ...projection.materials import material_attenuation
     from ...projection.image_io import display_scale, write_png8
+    from ...projection.materials import material_attenuation
 
     cts = list(args.cts)
     args.data = args.data or Path(os.environ.get("BMDGAN_DATA_DIR", "/work/shared/data"))

@@ -51,8 +51,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from bmdgan import __version__
-    from bmdgan.ct.calibration import write_json_atomic
     from bmdgan.cli.ct_options import case_name, read_optional_inputs, step_progress
+    from bmdgan.ct.calibration import write_json_atomic
     from bmdgan.ct.pipeline import (
         STEPS,
         analyse_ct,

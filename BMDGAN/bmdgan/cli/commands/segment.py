@@ -21,8 +21,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from bmdgan.ct import labels as L
     from bmdgan.cli.ct_options import read_optional_inputs, side_path
+    from bmdgan.ct import labels as L
     from bmdgan.ct.pipeline import segment_hips
     from bmdgan.io import read_ct, write_volume
 

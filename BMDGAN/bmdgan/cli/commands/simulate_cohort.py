@@ -42,9 +42,9 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
+    from bmdgan.atomic import atomic_write_text
     from bmdgan.cohort.generator import CohortSettings, check_cohort_request, ct_id_of, prepare_cts, simulate_cohort
     from bmdgan.cohort.virtual_patient import POSES
-    from bmdgan.atomic import atomic_write_text
     from bmdgan.errors import InputError
     from bmdgan.io.ct import VOLUME_SUFFIXES
     from bmdgan.projection.site_protocol import parse_acquisition

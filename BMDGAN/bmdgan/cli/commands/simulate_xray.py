@@ -47,17 +47,22 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     import numpy as np
-    from ...progress import progress_bar
+
+    from bmdgan.atomic import atomic_write_text
 
     from ...errors import InputError
     from ...io import read_ct
     from ...io.ct import read_volume
-    from bmdgan.atomic import atomic_write_text
-    from ..projection_options import geometry_from_arguments
+    from ...progress import progress_bar
     from ...projection.dicom_writer import write_dx_dicom
     from ...projection.image_io import write_png16
-    from ...projection.simulator import SimulationParameters, material_projections, sample_parameters, \
-        simulate_radiograph
+    from ...projection.simulator import (
+        SimulationParameters,
+        material_projections,
+        sample_parameters,
+        simulate_radiograph,
+    )
+    from ..projection_options import geometry_from_arguments
 
     if args.count < 1:
         raise InputError(None, f"--count must be at least 1, got {args.count}", "give a positive count")
@@ -164,10 +169,11 @@ def _ap_pelvis(args: argparse.Namespace, ct, density):
         raise InputError(None, "--columns and --rows go together", "give both or neither")
     detector_mm = AP_PELVIS_DETECTOR_MM if args.rows is None else (args.rows * args.pixel_mm,
                                                                     args.columns * args.pixel_mm)
+    given = {"source_to_detector_mm": args.sid_mm, "object_to_detector_mm": args.object_to_detector_mm,
+             "pixel_spacing_mm": args.pixel_mm}  # options left out keep the AP pelvis view's own defaults
     areal, geometry, collimation = project_ap_pelvis(
-        ct, body, centre, bone_density_mg_per_cm3=density, device=args.device,
-        source_to_detector_mm=args.sid_mm, object_to_detector_mm=args.object_to_detector_mm,
-        pixel_spacing_mm=args.pixel_mm, detector_mm=detector_mm)
+        ct, body, centre, bone_density_mg_per_cm3=density, device=args.device, detector_mm=detector_mm,
+        **{name: value for name, value in given.items() if value is not None})
     return geometry, areal, {"body_mask": body_source, "centre_lps_mm": [round(float(v), 2) for v in centre],
                              "detector_mm": list(detector_mm), "collimation": collimation.to_dict()}
 
