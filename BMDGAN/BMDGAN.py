@@ -22,9 +22,11 @@ from BMDGANLib.slicer_setup import ensure_requirements
 from BMDGANLib.widget_base import ModuleLogic, ParameterNodeWidget
 from BMDGANLib.widget_lifecycle import enter_and_exit
 
-CITATION = ("Gu Y, Otake Y, Uemura K, et al. BMD-GAN: Bone mineral density estimation using X-ray image "
-            "decomposition into projections of bone-segmented quantitative computed tomography using "
-            "hierarchical learning. Medical Image Analysis, 2023.")
+CITATION = (
+    "Gu Y, Otake Y, Uemura K, et al. BMD-GAN: Bone mineral density estimation using X-ray image "
+    "decomposition into projections of bone-segmented quantitative computed tomography using "
+    "hierarchical learning. Medical Image Analysis, 2023."
+)
 
 
 class BMDGAN(ScriptedLoadableModule):
@@ -39,7 +41,8 @@ class BMDGAN(ScriptedLoadableModule):
             "Estimates the bone mineral density of the proximal femur from a plain hip radiograph: the "
             "radiograph is decomposed into the projected density of the proximal-femur region (PF-DRR), "
             "from which DXA-like areal BMD (g/cm2), QCT volumetric BMD (mg/cm3), T-score and WHO category "
-            "are derived. Research software, not for clinical use.")
+            "are derived. Research software, not for clinical use."
+        )
         self.parent.acknowledgementText = _("Method: {citation}").format(citation=CITATION)
 
 
@@ -74,9 +77,12 @@ class BMDGANWidget(ParameterNodeWidget):
         self.initializeParameterNode()
 
     def onLoadRadiograph(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(self.parent, _("Radiograph"), "",
-                                              _("Radiographs") + " (*.dcm *.png *.jpg *.jpeg *.tif *.tiff);;"
-                                              + _("All files") + " (*)")
+        path = qt.QFileDialog.getOpenFileName(
+            self.parent,
+            _("Radiograph"),
+            "",
+            _("Radiographs") + " (*.dcm *.png *.jpg *.jpeg *.tif *.tiff);;" + _("All files") + " (*)",
+        )
         if not path or not ensure_requirements(slicer):
             return
         with slicer.util.tryWithErrorDisplay(_("Could not read the radiograph."), waitCursor=True):
@@ -97,10 +103,16 @@ class BMDGANWidget(ParameterNodeWidget):
         if parameters.radiograph is None or not ensure_requirements(slicer):
             return
         with slicer.util.tryWithErrorDisplay(_("BMD estimation failed."), waitCursor=True):
-            result = self.logic.estimate(parameters.radiograph, slicer.mrmlScene, parameters.modelFolder or None,
-                                         parameters.side, parameters.device)
-            slicer.util.setSliceViewerLayers(background=parameters.radiograph, foreground=result.pf_drr_nodes[0],
-                                             foregroundOpacity=0.5, fit=True)
+            result = self.logic.estimate(
+                parameters.radiograph,
+                slicer.mrmlScene,
+                parameters.modelFolder or None,
+                parameters.side,
+                parameters.device,
+            )
+            slicer.util.setSliceViewerLayers(
+                background=parameters.radiograph, foreground=result.pf_drr_nodes[0], foregroundOpacity=0.5, fit=True
+            )
             self.ui.resultsLabel.text = self.logic.describe(result)
             self._result = result
             self.ui.exportReportButton.enabled = self.ui.exportJsonButton.enabled = True
@@ -154,12 +166,19 @@ class BMDGANWidget(ParameterNodeWidget):
             return not dialog.wasCanceled
 
         with slicer.util.tryWithErrorDisplay(_("Batch estimation failed."), waitCursor=True):
-            batch = self.logic.estimate_batch(sources, slicer.mrmlScene, parameters.modelFolder or None,
-                                              parameters.side, parameters.device, progress=progress,
-                                              name=f"BMD-GAN {name}")
+            batch = self.logic.estimate_batch(
+                sources,
+                slicer.mrmlScene,
+                parameters.modelFolder or None,
+                parameters.side,
+                parameters.device,
+                progress=progress,
+                name=f"BMD-GAN {name}",
+            )
             failed = sum(1 for row in batch.rows if row.error)
             status = _("{rows} rows in table '{table}', {failed} failed").format(
-                rows=len(batch.rows), table=batch.table_node.GetName(), failed=failed)
+                rows=len(batch.rows), table=batch.table_node.GetName(), failed=failed
+            )
             self.ui.batchStatusLabel.text = status + (" " + _("(stopped)") if batch.cancelled else "")
             self._showTable(batch.table_node)
         dialog.close()
@@ -202,8 +221,9 @@ class BMDGANTest(ScriptedLoadableModuleTest):
         observers as before (each visit used to add one)."""
         before, after = enter_and_exit(slicer.util.getModuleWidget("BMDGAN"), times=10)
         self.assertEqual(before, after)
-        self.delayDisplay(f"Entered and left ten times: {after[0]} parameter-node observers, {after[1]} widget "
-                          "observations")
+        self.delayDisplay(
+            f"Entered and left ten times: {after[0]} parameter-node observers, {after[1]} widget observations"
+        )
 
     def test_load_sample_radiograph(self) -> None:
         from bmdgan.sample_data import SAMPLE_RADIOGRAPH, sample_data_dir
@@ -222,9 +242,12 @@ class BMDGANTest(ScriptedLoadableModuleTest):
         import tempfile
 
         from bmdgan.sample_data import SAMPLE_RADIOGRAPH, SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
+
         logic = BMDGANLogic()
-        nodes = [logic.load_radiograph(sample_data_dir() / name, slicer.mrmlScene)[0]
-                 for name in (SAMPLE_SIMULATED_RADIOGRAPH, SAMPLE_RADIOGRAPH)]
+        nodes = [
+            logic.load_radiograph(sample_data_dir() / name, slicer.mrmlScene)[0]
+            for name in (SAMPLE_SIMULATED_RADIOGRAPH, SAMPLE_RADIOGRAPH)
+        ]
         self.assertEqual(study_radiographs(slicer.mrmlScene), nodes)
         batch = logic.estimate_batch(nodes, slicer.mrmlScene, side="right")
         self.assertEqual(batch.table_node.GetNumberOfRows(), 2)

@@ -39,7 +39,8 @@ class BMDGANRegistration(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Dataset curation for BMD-GAN: load a CT in HU, calibrate it to bone density (mg/cm3), label the "
             "pelvis, femur and proximal-femur region, project DRRs and register the CT to the patient's "
-            "radiograph, then add the verified case to a training dataset.")
+            "radiograph, then add the verified case to a training dataset."
+        )
         self.parent.acknowledgementText = _("Method: {citation}").format(citation=CITATION)
 
 
@@ -85,9 +86,14 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
         self.ui.poseSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPoseChanged)
         self.ui.overlayOpacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.redrawOverlayButton.connect("clicked(bool)", self.updateOverlay)
-        nudges = ((self.ui.nudgeLeftButton, (-1, 0, 0), 0), (self.ui.nudgeRightButton, (1, 0, 0), 0),
-                  (self.ui.nudgeUpButton, (0, -1, 0), 0), (self.ui.nudgeDownButton, (0, 1, 0), 0),
-                  (self.ui.rotateCounterClockwiseButton, (0, 0, 0), -1), (self.ui.rotateClockwiseButton, (0, 0, 0), 1))
+        nudges = (
+            (self.ui.nudgeLeftButton, (-1, 0, 0), 0),
+            (self.ui.nudgeRightButton, (1, 0, 0), 0),
+            (self.ui.nudgeUpButton, (0, -1, 0), 0),
+            (self.ui.nudgeDownButton, (0, 1, 0), 0),
+            (self.ui.rotateCounterClockwiseButton, (0, 0, 0), -1),
+            (self.ui.rotateClockwiseButton, (0, 0, 0), 1),
+        )
         for button, direction, turn in nudges:  # direction: camera axes (x image right, y image down); turn: clockwise
             button.connect("clicked(bool)", lambda _=False, d=direction, t=turn: self.onNudge(d, t))
         self.ui.acceptCaseButton.connect("clicked(bool)", lambda: self.onAddCase(accepted=True))
@@ -113,9 +119,12 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
         ParameterNodeWidget.cleanup(self)
 
     def onLoadCT(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(self.parent, _("CT volume"), "",
-                                              _("CT volumes") + " (*.nii *.nii.gz *.nrrd *.mha *.mhd);;"
-                                              + _("All files") + " (*)")
+        path = qt.QFileDialog.getOpenFileName(
+            self.parent,
+            _("CT volume"),
+            "",
+            _("CT volumes") + " (*.nii *.nii.gz *.nrrd *.mha *.mhd);;" + _("All files") + " (*)",
+        )
         if not path or not ensure_requirements(slicer):
             return
         with slicer.util.tryWithErrorDisplay(_("Could not read the CT."), waitCursor=True):
@@ -137,16 +146,18 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
             slicer.app.processEvents()
 
         with slicer.util.tryWithErrorDisplay(_("CT analysis failed."), waitCursor=True):
-            result = self.logic.analyse_ct(parameters.ct, slicer.mrmlScene, parameters.bones, parameters.landmarks,
-                                           progress=step)
+            result = self.logic.analyse_ct(
+                parameters.ct, slicer.mrmlScene, parameters.bones, parameters.landmarks, progress=step
+            )
             parameters.bones, parameters.landmarks = result.segmentation_node, result.landmarks_node
             self._calibration, self._side = result.calibration, result.measurement["side"]
             m = result.measurement
-            self.ui.analysisLabel.text = (f"{m['side']} hip: vBMD {m['qct_vbmd_mg_cm3']:.0f} mg/cm3, CT-aBMD "
-                                          f"{m['ct_abmd_g_cm2']:.3f} g/cm2, PF volume {m['pf_volume_cm3']:.1f} cm3\n"
-                                          f"calibration: {result.calibration['method']} (R2 "
-                                          f"{result.calibration['r2']:.4f})"
-                                          + "".join(f"\nnote: {n}" for n in m["notes"]))
+            self.ui.analysisLabel.text = (
+                f"{m['side']} hip: vBMD {m['qct_vbmd_mg_cm3']:.0f} mg/cm3, CT-aBMD "
+                f"{m['ct_abmd_g_cm2']:.3f} g/cm2, PF volume {m['pf_volume_cm3']:.1f} cm3\n"
+                f"calibration: {result.calibration['method']} (R2 "
+                f"{result.calibration['r2']:.4f})" + "".join(f"\nnote: {n}" for n in m["notes"])
+            )
             slicer.modules.plots.logic().ShowChartInLayout(result.calibration_plot_node)
         dialog.close()
 
@@ -156,8 +167,9 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
             slicer.util.errorDisplay(_("Analyse the CT first."))
             return
         with slicer.util.tryWithErrorDisplay(_("DRR projection failed."), waitCursor=True):
-            nodes, _geometry = self.logic.project_drrs(parameters.ct, parameters.bones, slicer.mrmlScene,
-                                                       self._calibration)
+            nodes, _geometry = self.logic.project_drrs(
+                parameters.ct, parameters.bones, slicer.mrmlScene, self._calibration
+            )
             slicer.util.setSliceViewerLayers(background=nodes[0], fit=True)
 
     # --- registration --------------------------------------------------------------------------------------------
@@ -174,11 +186,13 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
             geometry = registration.radiograph_geometry(parameters.radiograph, ct, parameters.sourceToDetectorMm)
             landmarks = None
             if parameters.radiographPoints is not None and parameters.ctPoints is not None:
-                landmarks = registration.landmarks_from_markups(parameters.radiograph, parameters.radiographPoints,
-                                                                parameters.ctPoints)
+                landmarks = registration.landmarks_from_markups(
+                    parameters.radiograph, parameters.radiographPoints, parameters.ctPoints
+                )
             folder = tempfile.mkdtemp(prefix="bmdgan-registration-")
-            self._job = self.logic.start_registration(parameters.radiograph, parameters.ct, slicer.mrmlScene, folder,
-                                                      geometry, parameters.bones, landmarks)
+            self._job = self.logic.start_registration(
+                parameters.radiograph, parameters.ct, slicer.mrmlScene, folder, geometry, parameters.bones, landmarks
+            )
             self.ui.registrationStatusLabel.text = _("registering (work folder {folder})").format(folder=folder)
             self._setRegistering(True)
             self._jobTimer.start()
@@ -206,16 +220,18 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
         with slicer.util.tryWithErrorDisplay(_("Registration failed."), waitCursor=True):
             record, transform = self.logic.finish_registration(job, slicer.mrmlScene, self._parameterNode.pose)
             quality = record["quality"]
-            self.ui.registrationStatusLabel.text = (f"{quality['flag'].upper()}: {record['similarity']['name']} "
-                                                    f"{record['similarity']['final']:.3f}, {record['seconds']:.0f} s; "
-                                                    + "; ".join(quality["messages"]))
+            self.ui.registrationStatusLabel.text = (
+                f"{quality['flag'].upper()}: {record['similarity']['name']} "
+                f"{record['similarity']['final']:.3f}, {record['seconds']:.0f} s; " + "; ".join(quality["messages"])
+            )
             self._parameterNode.pose = transform  # a new or modified pose redraws the overlay (onPoseChanged)
 
     def onPoseChanged(self, node) -> None:
         """Redraw the overlay whenever the selected pose transform is edited (Transforms module or nudges)."""
         if self._observedPose is not None:
-            self.removeObserver(self._observedPose, slicer.vtkMRMLTransformNode.TransformModifiedEvent,
-                                self.onPoseModified)
+            self.removeObserver(
+                self._observedPose, slicer.vtkMRMLTransformNode.TransformModifiedEvent, self.onPoseModified
+            )
         self._observedPose = node
         if node is not None:
             self.addObserver(node, slicer.vtkMRMLTransformNode.TransformModifiedEvent, self.onPoseModified)
@@ -229,10 +245,17 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
         if parameters is None or None in (parameters.pose, parameters.radiograph, parameters.ct):
             return
         with slicer.util.tryWithErrorDisplay(_("Could not draw the overlay."), waitCursor=True):
-            parameters.overlay = registration.update_overlay(parameters.radiograph, parameters.ct, parameters.pose,
-                                                             slicer.mrmlScene, parameters.bones, parameters.overlay)
-            registration.show_overlay(slicer.mrmlScene, parameters.radiograph, parameters.overlay,
-                                      parameters.overlayOpacity)
+            parameters.overlay = registration.update_overlay(
+                parameters.radiograph,
+                parameters.ct,
+                parameters.pose,
+                slicer.mrmlScene,
+                parameters.bones,
+                parameters.overlay,
+            )
+            registration.show_overlay(
+                slicer.mrmlScene, parameters.radiograph, parameters.overlay, parameters.overlayOpacity
+            )
 
     def onOpacityChanged(self, opacity: float) -> None:
         parameters = self._parameterNode
@@ -246,8 +269,12 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
             slicer.util.errorDisplay(_("Register first (or select a registration transform and the CT)."))
             return
         with slicer.util.tryWithErrorDisplay(_("Could not nudge the pose.")):
-            registration.nudge(parameters.pose, registration.ct_centre_lps(parameters.ct),
-                               [parameters.nudgeStepMm * d for d in direction], parameters.nudgeStepDeg * turn)
+            registration.nudge(
+                parameters.pose,
+                registration.ct_centre_lps(parameters.ct),
+                [parameters.nudgeStepMm * d for d in direction],
+                parameters.nudgeStepDeg * turn,
+            )
 
     # --- dataset -------------------------------------------------------------------------------------------------
 
@@ -264,14 +291,27 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
             slicer.util.errorDisplay(_("Choose the dataset folder and give the patient ID and the pseudonym key."))
             return
         with slicer.util.tryWithErrorDisplay(_("Could not add the case."), waitCursor=True):
-            self.logic.add_case(parameters.datasetFolder, parameters.radiograph, parameters.ct, parameters.bones,
-                                parameters.landmarks, self._calibration, registration.pose_geometry(parameters.pose),
-                                slicer.mrmlScene, self._side, parameters.patient, key, parameters.singleHip,
-                                parameters.casePose, accepted=accepted)
+            self.logic.add_case(
+                parameters.datasetFolder,
+                parameters.radiograph,
+                parameters.ct,
+                parameters.bones,
+                parameters.landmarks,
+                self._calibration,
+                registration.pose_geometry(parameters.pose),
+                slicer.mrmlScene,
+                self._side,
+                parameters.patient,
+                key,
+                parameters.singleHip,
+                parameters.casePose,
+                accepted=accepted,
+            )
             cases = self.logic.case_list(parameters.datasetFolder)
             counts = Counter(case["status"].split(":")[0] for case in cases)  # built, skipped, rejected
             self.ui.casesLabel.text = _("{count} cases: {statuses}").format(
-                count=len(cases), statuses=", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+                count=len(cases), statuses=", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            )
 
 
 class BMDGANRegistrationLogic(ModuleLogic, CurationLogic):
@@ -285,11 +325,11 @@ class BMDGANRegistrationLogic(ModuleLogic, CurationLogic):
         CurationLogic.__init__(self)
         self._registration = RegistrationLogic()
 
-    def start_registration(self, radiograph_node, ct_node, scene, folder, geometry, segmentation_node=None,
-                           landmarks=None) -> registration.RegistrationJob:
+    def start_registration(
+        self, radiograph_node, ct_node, scene, folder, geometry, segmentation_node=None, landmarks=None
+    ) -> registration.RegistrationJob:
         """Start ``bmdgan register`` in a separate process (see RegistrationLogic.start)."""
-        return self._registration.start(radiograph_node, ct_node, scene, folder, geometry, segmentation_node,
-                                        landmarks)
+        return self._registration.start(radiograph_node, ct_node, scene, folder, geometry, segmentation_node, landmarks)
 
     def cancel_registration(self, job: registration.RegistrationJob) -> int:
         return self._registration.cancel(job)
@@ -364,8 +404,9 @@ class BMDGANRegistrationTest(ScriptedLoadableModuleTest):
         radiograph_node, _radiograph = EstimationLogic().load_radiograph(dicom, slicer.mrmlScene)
         offset = np.eye(4)
         offset[:3, 3] = [8.0, -5.0, 0.0]  # mm, in the image plane
-        job = logic.start_registration(radiograph_node, ct_node, slicer.mrmlScene, folder / "job",
-                                       truth.with_pose(offset @ truth.camera_from_lps))
+        job = logic.start_registration(
+            radiograph_node, ct_node, slicer.mrmlScene, folder / "job", truth.with_pose(offset @ truth.camera_from_lps)
+        )
         while job.running():
             slicer.app.processEvents()  # the GUI is free while the process registers
             self.delayDisplay(job.status(), 500)

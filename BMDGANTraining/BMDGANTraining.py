@@ -33,7 +33,8 @@ class BMDGANTraining(ScriptedLoadableModule):
         self.parent.contributors = ["SlicerBMDGAN contributors"]
         self.parent.helpText = _(
             "Trains the BMD-GAN decomposition (stages 1 and 2, hierarchical learning) and regression (stage 3) "
-            "networks on a dataset folder, in a separate process, and evaluates them.")
+            "networks on a dataset folder, in a separate process, and evaluates them."
+        )
         self.parent.acknowledgementText = _("Method: {citation}").format(citation=BMDGAN.CITATION)
 
 
@@ -87,8 +88,14 @@ class BMDGANTrainingWidget(ParameterNodeWidget):
         if not parameters.datasetFolder or not parameters.runFolder or not ensure_requirements(slicer):
             return
         fold = None if parameters.fold < 0 else parameters.fold
-        request = TrainingRequest(parameters.datasetFolder, parameters.runFolder, parameters.config, fold,
-                                  parameters.stages, parameters.device)
+        request = TrainingRequest(
+            parameters.datasetFolder,
+            parameters.runFolder,
+            parameters.config,
+            fold,
+            parameters.stages,
+            parameters.device,
+        )
         with slicer.util.tryWithErrorDisplay(_("Could not start training."), waitCursor=True):
             self.logic.start(request)
             self.timer.start()
@@ -103,7 +110,8 @@ class BMDGANTrainingWidget(ParameterNodeWidget):
         self.ui.progressBar.value = int(100 * progress.fraction)
         state = _("running") if logic.is_running() else _("stopped")
         self.ui.statusLabel.text = _("{state}: {stage}, epoch {epoch}/{epochs}").format(
-            state=state, stage=progress.stage or _("starting"), epoch=progress.epoch, epochs=progress.total_epochs)
+            state=state, stage=progress.stage or _("starting"), epoch=progress.epoch, epochs=progress.total_epochs
+        )
         if progress.stage:
             chart = logic.update_loss_plot(slicer.mrmlScene, run_folder, progress.stage)
             if chart is not None:
@@ -124,7 +132,8 @@ class BMDGANTrainingWidget(ParameterNodeWidget):
         slicer.util.setSliceViewerLayers(background=node, fit=fit)
         if fit:
             self.ui.statusLabel.text = _("Sample of {stage}, epoch {epoch}: radiograph | target | G(x)").format(
-                stage=sample.stage, epoch=sample.epoch + 1)
+                stage=sample.stage, epoch=sample.epoch + 1
+            )
 
     def onEvaluate(self) -> None:
         parameters = self._parameterNode
@@ -134,9 +143,13 @@ class BMDGANTrainingWidget(ParameterNodeWidget):
         if not parameters.datasetFolder or not parameters.runFolder or not ensure_requirements(slicer):
             return
         with slicer.util.tryWithErrorDisplay(_("Could not start the evaluation."), waitCursor=True):
-            request = EvaluationRequest(parameters.runFolder, parameters.datasetFolder,
-                                        None if parameters.fold < 0 else parameters.fold,
-                                        self.logic.resolve_device(parameters.device), parameters.evaluateRobustness)
+            request = EvaluationRequest(
+                parameters.runFolder,
+                parameters.datasetFolder,
+                None if parameters.fold < 0 else parameters.fold,
+                self.logic.resolve_device(parameters.device),
+                parameters.evaluateRobustness,
+            )
             self.evaluationJob = self.logic.start_evaluation(request)
             self.ui.evaluationStatusLabel.text = _("evaluating into {folder}").format(folder=request.out_folder)
             self.evaluationTimer.start()
@@ -149,7 +162,8 @@ class BMDGANTrainingWidget(ParameterNodeWidget):
         self.evaluationJob = None
         self.ui.evaluationProgressBar.value = 0
         self.ui.evaluationStatusLabel.text = _("Cancelled (exit code {code}); no results were written.").format(
-            code=code)
+            code=code
+        )
 
     def onEvaluationTimer(self) -> None:
         job = self.evaluationJob
@@ -283,8 +297,9 @@ class BMDGANTrainingTest(ScriptedLoadableModuleTest):
         report = json.loads((result.folder / "metrics.json").read_text())
         table = result.table_node.GetTable()
         for row in range(table.GetNumberOfRows()):
-            method, target, pose = (table.GetValueByName(row, column).ToString()
-                                    for column in ("method", "target", "pose"))
+            method, target, pose = (
+                table.GetValueByName(row, column).ToString() for column in ("method", "target", "pose")
+            )
             metrics = report["methods"][method][target]
             expected = metrics["all"] if pose == "all" else metrics["per_pose"][pose]
             self.assertEqual(table.GetValueByName(row, "pcc").ToDouble(), expected["pcc"])

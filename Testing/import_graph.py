@@ -34,8 +34,10 @@ SLICER_ONLY = ("slicer", "qt", "vtk", "ctk", "PyTorchUtils")
 """Present only in Slicer's Python (slicer-core provides a part of ``slicer`` and ``vtk`` for the tests)."""
 ALWAYS_PRESENT = ("numpy",)
 """Loaded by Slicer and by every engine command anyway: importing it costs nothing extra."""
-LAZY_REASON = ("a package of requirements.txt may be missing in Slicer until the first-use installer ran, "
-               "and the big ones (torch, SimpleITK, scipy, matplotlib) take 0.1-2 s to import")
+LAZY_REASON = (
+    "a package of requirements.txt may be missing in Slicer until the first-use installer ran, "
+    "and the big ones (torch, SimpleITK, scipy, matplotlib) take 0.1-2 s to import"
+)
 
 
 def lazy_packages() -> set[str]:
@@ -76,7 +78,8 @@ def project_modules() -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _statements(tree: ast.AST):
@@ -112,7 +115,7 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[Import
         else:
             if statement.level:
                 base_parts = package.split(".")
-                base_parts = base_parts[:len(base_parts) - statement.level + 1]
+                base_parts = base_parts[: len(base_parts) - statement.level + 1]
                 base = ".".join(base_parts + ([statement.module] if statement.module else []))
             else:
                 base = statement.module
@@ -170,8 +173,14 @@ def deferred_light_imports(edges: list[Import]) -> list[Import]:
     imports them all at start-up) defer on purpose and are left out."""
     loads = lazy_loaders(edges)
     scripts = {name for names in ROOTS.values() for name in names if not name.endswith("Lib") and name != "bmdgan"}
-    return [edge for edge in edges if edge.in_function and not loads[edge.target]
-            and not edge.source.startswith("bmdgan.cli.") and edge.source not in scripts]
+    return [
+        edge
+        for edge in edges
+        if edge.in_function
+        and not loads[edge.target]
+        and not edge.source.startswith("bmdgan.cli.")
+        and edge.source not in scripts
+    ]
 
 
 def all_imports() -> list[Import]:

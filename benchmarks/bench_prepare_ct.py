@@ -26,8 +26,9 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "BMDGAN"))
-DEFAULT_CTS = [REPOSITORY.parent / "shared" / "data" / "ct" / "pelvic_reference" / f"Pelvic-Ref-00{n}.nii.gz"
-               for n in (2, 5)]
+DEFAULT_CTS = [
+    REPOSITORY.parent / "shared" / "data" / "ct" / "pelvic_reference" / f"Pelvic-Ref-00{n}.nii.gz" for n in (2, 5)
+]
 
 
 @dataclass
@@ -74,16 +75,18 @@ def _segment(state: dict) -> None:
     from bmdgan.ct.segmentation import segment_with_head
 
     hip = state["hip"]
-    state["segmentation"] = segment_with_head(state["ct"], state["smooth"], fitted_head(state["ct"], hip), hip.shaft,
-                                              state["metal"])
+    state["segmentation"] = segment_with_head(
+        state["ct"], state["smooth"], fitted_head(state["ct"], hip), hip.shaft, state["metal"]
+    )
 
 
 def _landmarks(state: dict) -> None:
     from bmdgan.ct.landmarks import estimate_landmarks
 
     segmentation = state["segmentation"]
-    state["landmarks"] = estimate_landmarks(segmentation.femur, state["ct"].geometry, segmentation.head,
-                                            segmentation.shaft)
+    state["landmarks"] = estimate_landmarks(
+        segmentation.femur, state["ct"].geometry, segmentation.head, segmentation.shaft
+    )
 
 
 def _region(state: dict) -> None:
@@ -97,8 +100,18 @@ def _measure(state: dict) -> None:
 
     segmentation = state["segmentation"]
     state.setdefault("measurements", []).append(
-        (state["hip"].side, measure_pf(state["ct"], segmentation.femur, state["region"], state["landmarks"],
-                                       state["calibration"], segmentation.metal)))
+        (
+            state["hip"].side,
+            measure_pf(
+                state["ct"],
+                segmentation.femur,
+                state["region"],
+                state["landmarks"],
+                state["calibration"],
+                segmentation.metal,
+            ),
+        )
+    )
 
 
 STEPS: list[Step] = [
@@ -138,13 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cts", nargs="*", type=Path, default=DEFAULT_CTS, help="CT volumes (default: pelvic_reference)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per CT; the median is printed (default 3)")
-    parser.add_argument("--threads", type=int, default=None, help="OMP/MKL threads (default: as set in the environment)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="OMP/MKL threads (default: as set in the environment)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[name] = str(args.threads)
-    print(f"# bench_prepare_ct: median of {args.repeats} runs, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"# bench_prepare_ct: median of {args.repeats} runs, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     for path in args.cts:
         runs = []
         for _ in range(args.repeats):

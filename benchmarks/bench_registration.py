@@ -52,8 +52,10 @@ def load_cases() -> list[tuple[str, object, np.ndarray]]:
     folder = DATA / "totalsegmentator_example"
     if (folder / "example_ct.nii.gz").is_file():
         ct = read_ct(folder / "example_ct.nii.gz")
-        femurs = [read_label_volume(folder / "masks_totalsegmentator_v1" / f"femur_{side}.nii.gz", like=ct).array > 0
-                  for side in ("left", "right")]
+        femurs = [
+            read_label_volume(folder / "masks_totalsegmentator_v1" / f"femur_{side}.nii.gz", like=ct).array > 0
+            for side in ("left", "right")
+        ]
         cases.append(("TotalSeg_pelvis", ct, femurs[0] | femurs[1]))
     return cases
 
@@ -69,8 +71,9 @@ def random_offset(rng: np.random.Generator, max_deg: float, max_mm: float) -> np
     axis = rng.normal(size=3)
     angles = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.deg2rad(rng.uniform(0.0, max_deg)))
     direction = rng.normal(size=3)
-    return np.concatenate([angles.as_euler("xyz", degrees=True),
-                           direction / np.linalg.norm(direction) * rng.uniform(0.0, max_mm)])
+    return np.concatenate(
+        [angles.as_euler("xyz", degrees=True), direction / np.linalg.norm(direction) * rng.uniform(0.0, max_mm)]
+    )
 
 
 def summary(name: str, rows: list[dict]) -> None:
@@ -80,25 +83,30 @@ def summary(name: str, rows: list[dict]) -> None:
     good = [row["flag"] == "good" for row in rows]
     false_good = sum(g and not s for g, s in zip(good, success))
     false_alarm = sum(s and not g for g, s in zip(good, success))
-    print(f"{name.upper():4s} n={len(rows)}  success (mTRE < {SUCCESS_MM:g} mm) {100 * np.mean(success):.0f}% "
-          f"({sum(success)}/{len(rows)})  median mTRE {statistics.median(errors):.2f} mm  "
-          f"90th pct {np.percentile(errors, 90):.2f} mm  "
-          f"median mPD {statistics.median(r['mpd'] for r in rows):.2f} mm  "
-          f"time median {statistics.median(seconds):.1f} s, max {max(seconds):.1f} s  flagged good {sum(good)}  "
-          f"good-but-wrong {false_good}  failed-but-right {false_alarm}")
+    print(
+        f"{name.upper():4s} n={len(rows)}  success (mTRE < {SUCCESS_MM:g} mm) {100 * np.mean(success):.0f}% "
+        f"({sum(success)}/{len(rows)})  median mTRE {statistics.median(errors):.2f} mm  "
+        f"90th pct {np.percentile(errors, 90):.2f} mm  "
+        f"median mPD {statistics.median(r['mpd'] for r in rows):.2f} mm  "
+        f"time median {statistics.median(seconds):.1f} s, max {max(seconds):.1f} s  flagged good {sum(good)}  "
+        f"good-but-wrong {false_good}  failed-but-right {false_alarm}"
+    )
     right = [row["similarity"] for row, s in zip(rows, success) if s]
     wrong = [row["similarity"] for row, s in zip(rows, success) if not s]
     if right:
-        print(f"      final {name.upper()} of successes: min {min(right):.3f} median {statistics.median(right):.3f}"
-              + (f"; of failures: max {max(wrong):.3f}" if wrong else ""))
+        print(
+            f"      final {name.upper()} of successes: min {min(right):.3f} median {statistics.median(right):.3f}"
+            + (f"; of failures: max {max(wrong):.3f}" if wrong else "")
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for the overlay PNGs")
     parser.add_argument("--cases", type=int, default=100, help="most cases (default %(default)s)")
-    parser.add_argument("--max-minutes", type=float, default=10.0,
-                        help="start no new case after this wall time (default %(default)s)")
+    parser.add_argument(
+        "--max-minutes", type=float, default=10.0, help="start no new case after this wall time (default %(default)s)"
+    )
     parser.add_argument("--similarity", nargs="+", default=["gc", "ncc"], choices=["gc", "ncc"])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
@@ -111,8 +119,12 @@ def main() -> int:
     cts = load_cases()
     began = time.perf_counter()
     results = {name: [] for name in args.similarity}
-    print(f"{'case':>4s} {'CT':16s} {'start mTRE':>10s} " + " ".join(
-        f"{s.upper() + ' mTRE':>9s} {'mPD':>5s} {s.upper():>6s} {'flag':>6s} {'s':>5s}" for s in args.similarity))
+    print(
+        f"{'case':>4s} {'CT':16s} {'start mTRE':>10s} "
+        + " ".join(
+            f"{s.upper() + ' mTRE':>9s} {'mPD':>5s} {s.upper():>6s} {'flag':>6s} {'s':>5s}" for s in args.similarity
+        )
+    )
     per_case = []
     for number in range(args.cases):
         elapsed = time.perf_counter() - began
@@ -136,19 +148,34 @@ def main() -> int:
             result = register(pixels, geometry.with_pose(start), ct, settings=settings, start="perturbed truth")
             error = mean_target_error_mm(points, truth, result.geometry.camera_from_lps)
             distance = mean_projection_distance_mm(geometry, points, truth, result.geometry.camera_from_lps)
-            row = {"mtre": error, "mpd": distance, "similarity": result.similarity, "flag": result.quality.flag,
-                   "seconds": result.seconds}
+            row = {
+                "mtre": error,
+                "mpd": distance,
+                "similarity": result.similarity,
+                "flag": result.quality.flag,
+                "seconds": result.seconds,
+            }
             results[similarity].append(row)
-            picture = registration_overlay(result, pixels, ct, extra_lines=[
-                f"benchmark case {number} {name}: mTRE {error:.2f} mm (start {start_error:.1f} mm), "
-                f"{'SUCCESS' if error < SUCCESS_MM else 'FAILURE'}"])
+            picture = registration_overlay(
+                result,
+                pixels,
+                ct,
+                extra_lines=[
+                    f"benchmark case {number} {name}: mTRE {error:.2f} mm (start {start_error:.1f} mm), "
+                    f"{'SUCCESS' if error < SUCCESS_MM else 'FAILURE'}"
+                ],
+            )
             write_png_rgb(args.out / f"case{number:03d}_{name}_{similarity}.png", picture)
-            line += (f"{error:9.2f} {distance:5.2f} {result.similarity:6.3f} {result.quality.flag:>6s} "
-                     f"{result.seconds:5.1f} ")
+            line += (
+                f"{error:9.2f} {distance:5.2f} {result.similarity:6.3f} {result.quality.flag:>6s} "
+                f"{result.seconds:5.1f} "
+            )
         print(line, flush=True)
         per_case.append(time.perf_counter() - case_began)
-    print(f"\n{len(per_case)} cases in {(time.perf_counter() - began) / 60:.1f} min on {torch.get_num_threads()} "
-          f"thread(s); start offsets up to {MAX_START_DEG:g} degrees and {MAX_START_MM:g} mm")
+    print(
+        f"\n{len(per_case)} cases in {(time.perf_counter() - began) / 60:.1f} min on {torch.get_num_threads()} "
+        f"thread(s); start offsets up to {MAX_START_DEG:g} degrees and {MAX_START_MM:g} mm"
+    )
     for similarity, rows in results.items():
         if rows:
             summary(similarity, rows)

@@ -29,11 +29,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     repeats = parser.parse_args().repeats
     python = [sys.executable]
-    rows = [("python -c pass", python + ["-c", "pass"]),
-            ("bmdgan --help", python + ["-m", "bmdgan", "--help"]),
-            ("bmdgan drr --help", python + ["-m", "bmdgan", "drr", "--help"]),
-            ("python -c 'import numpy'", python + ["-c", "import numpy"]),
-            ("python -c 'import torch'", python + ["-c", "import torch"])]
+    rows = [
+        ("python -c pass", python + ["-c", "pass"]),
+        ("bmdgan --help", python + ["-m", "bmdgan", "--help"]),
+        ("bmdgan drr --help", python + ["-m", "bmdgan", "drr", "--help"]),
+        ("python -c 'import numpy'", python + ["-c", "import numpy"]),
+        ("python -c 'import torch'", python + ["-c", "import torch"]),
+    ]
     baseline = None
     print(f"median of {repeats} runs, {sys.executable}")
     for label, command in rows:

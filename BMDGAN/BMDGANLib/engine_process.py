@@ -29,16 +29,22 @@ def engine_python() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-def start_engine_process(arguments: list[str], log_path: str | Path, python: str | None = None,
-                         append: bool = False) -> subprocess.Popen:
+def start_engine_process(
+    arguments: list[str], log_path: str | Path, python: str | None = None, append: bool = False
+) -> subprocess.Popen:
     """Start ``python -m bmdgan ARGUMENTS`` (``python``: default :func:`engine_python`) with stdout and stderr going to
     ``log_path`` (appended to when ``append``, e.g. a resumed training's log)."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a" if append else "w") as log:
-        return subprocess.Popen([python or engine_python(), "-m", "bmdgan", *arguments], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=engine_environment(),
-                                **_interruptible())
+        return subprocess.Popen(
+            [python or engine_python(), "-m", "bmdgan", *arguments],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=engine_environment(),
+            **_interruptible(),
+        )
 
 
 def _interruptible() -> dict:

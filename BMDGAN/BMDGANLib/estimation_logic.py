@@ -121,8 +121,13 @@ def study_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "is not a folder", "choose the folder that holds the study's radiographs")
-    files = [path for path in sorted(folder.rglob("*")) if path.is_file() and path.name.upper() != "DICOMDIR"
-             and (path.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(path))]
+    files = [
+        path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+        and path.name.upper() != "DICOMDIR"
+        and (path.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(path))
+    ]
     if not files:
         raise InputError(folder, "holds no DICOM, PNG, JPEG or TIFF file", "choose the study's folder")
     return files
@@ -149,8 +154,10 @@ def study_radiographs(scene, node=None) -> list:
         hierarchy.GetItemChildren(study, items, True)
         candidates = [hierarchy.GetItemDataNode(items.GetId(index)) for index in range(items.GetNumberOfIds())]
     else:
-        candidates = [scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
-                      for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+        candidates = [
+            scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+            for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
+        ]
     return [candidate for candidate in candidates if candidate is not None and is_radiograph_node(candidate)]
 
 
@@ -192,15 +199,26 @@ class EstimationLogic:
         table = load_reference(reference)
         return [estimate_hip(model, radiograph, hip_side, table) for hip_side in sides_to_analyse(radiograph, side)]
 
-    def estimate(self, radiograph_node, scene, model_folder: str | Path | None = None, side: str = "auto",
-                 device: str = "cpu", reference: str | None = None) -> EstimationResult:
+    def estimate(
+        self,
+        radiograph_node,
+        scene,
+        model_folder: str | Path | None = None,
+        side: str = "auto",
+        device: str = "cpu",
+        reference: str | None = None,
+    ) -> EstimationResult:
         """Run the decomposition model on a radiograph node and put the results into the scene."""
         radiograph = self.radiograph_from_node(radiograph_node)
         model, folder = self.load_model(model_folder, device)
         results = self.estimate_hips(model, radiograph, side, reference)
-        result = EstimationResult(hips=[hip for hip, _ in results], radiograph=radiograph,
-                                  decompositions=[decomposition for _, decomposition in results],
-                                  model_folder=str(folder), region_threshold_g_cm2=model.distribution.threshold_g_cm2)
+        result = EstimationResult(
+            hips=[hip for hip, _ in results],
+            radiograph=radiograph,
+            decompositions=[decomposition for _, decomposition in results],
+            model_folder=str(folder),
+            region_threshold_g_cm2=model.distribution.threshold_g_cm2,
+        )
         source_ijk_to_ras = vtk.vtkMatrix4x4()
         radiograph_node.GetIJKToRASMatrix(source_ijk_to_ras)
         colours = density_colour_table(scene)
@@ -216,8 +234,9 @@ class EstimationLogic:
             result.pf_drr_nodes.append(node)
             labels.append((hip.side, node, decomposition.pf_drr_g_cm2 >= model.distribution.threshold_g_cm2))
         result.segmentation_node = self._pf_segmentation(scene, radiograph_node.GetName(), labels)
-        result.table_node = self._results_table(scene, f"{radiograph_node.GetName()} BMD", TABLE_COLUMNS,
-                                                [self._hip_cells(hip) for hip in result.hips])
+        result.table_node = self._results_table(
+            scene, f"{radiograph_node.GetName()} BMD", TABLE_COLUMNS, [self._hip_cells(hip) for hip in result.hips]
+        )
         return result
 
     # --- several radiographs ----------------------------------------------------------------------------------
@@ -228,9 +247,17 @@ class EstimationLogic:
             return read_radiograph(source)
         return self.radiograph_from_node(source)
 
-    def estimate_batch(self, sources: list, scene, model_folder: str | Path | None = None, side: str = "auto",
-                       device: str = "cpu", reference: str | None = None, progress=None,
-                       name: str = "BMD-GAN batch") -> BatchResult:
+    def estimate_batch(
+        self,
+        sources: list,
+        scene,
+        model_folder: str | Path | None = None,
+        side: str = "auto",
+        device: str = "cpu",
+        reference: str | None = None,
+        progress=None,
+        name: str = "BMD-GAN batch",
+    ) -> BatchResult:
         """Estimate every radiograph of ``sources`` (volume nodes and/or file paths) with one model load, into one
         table node: a row per analysed hip, with the same numbers as :meth:`estimate`, or one row with the error
         for a radiograph that cannot be estimated (unreadable file, not a single-slice image...), and the batch goes
@@ -251,8 +278,12 @@ class EstimationLogic:
             if progress is not None and progress(done, len(sources), label) is False:
                 cancelled = done < len(sources)
                 break
-        cells = [(row.radiograph,) + (self._hip_cells(row.hip) if row.hip else ("",) * len(TABLE_COLUMNS))
-                 + (row.error or "",) for row in rows]
+        cells = [
+            (row.radiograph,)
+            + (self._hip_cells(row.hip) if row.hip else ("",) * len(TABLE_COLUMNS))
+            + (row.error or "",)
+            for row in rows
+        ]
         return BatchResult(rows, self._results_table(scene, name, BATCH_COLUMNS, cells), cancelled)
 
     # --- exports ---------------------------------------------------------------------------------------------
@@ -278,8 +309,12 @@ class EstimationLogic:
         """Write the report picture (radiograph with the PF regions, PF-DRR maps, numbers) as a PNG, atomically."""
         path = self._check_exportable(result, path, ".png")
         with atomic_path(path) as temporary:
-            draw_report(temporary, result.radiograph, list(zip(result.hips, result.decompositions)),
-                        result.region_threshold_g_cm2)
+            draw_report(
+                temporary,
+                result.radiograph,
+                list(zip(result.hips, result.decompositions)),
+                result.region_threshold_g_cm2,
+            )
         return path
 
     @staticmethod
@@ -287,19 +322,30 @@ class EstimationLogic:
         segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} PF regions")
         for side, node, mask in labels:
             grid = node_to_volume(node, unit="g/cm2")
-            labels_to_segmentation_node(Volume(mask[np.newaxis].astype(np.int16), grid.geometry, "label"), scene,
-                                        {1: f"proximal femur {side}"}, node=segmentation)
+            labels_to_segmentation_node(
+                Volume(mask[np.newaxis].astype(np.int16), grid.geometry, "label"),
+                scene,
+                {1: f"proximal femur {side}"},
+                node=segmentation,
+            )
         return segmentation
 
     @staticmethod
     def _hip_cells(hip) -> tuple[str, ...]:
         """A hip's numbers as the text cells of :data:`TABLE_COLUMNS`."""
+
         def text(value, pattern):
             return "" if value is None else pattern.format(value)
 
-        return (hip.side, text(hip.dxa_bmd_g_cm2, "{:.3f}"), text(hip.qct_bmd_mg_cm3, "{:.0f}"),
-                text(hip.t_score, "{:+.1f}"), hip.who_category or "", "yes" if hip.trustworthy else "no",
-                "; ".join(hip.warnings))
+        return (
+            hip.side,
+            text(hip.dxa_bmd_g_cm2, "{:.3f}"),
+            text(hip.qct_bmd_mg_cm3, "{:.0f}"),
+            text(hip.t_score, "{:+.1f}"),
+            hip.who_category or "",
+            "yes" if hip.trustworthy else "no",
+            "; ".join(hip.warnings),
+        )
 
     @staticmethod
     def _results_table(scene, name: str, titles, rows):
@@ -318,8 +364,14 @@ class EstimationLogic:
         """The numbers for the module panel, one hip per paragraph, warnings included."""
         paragraphs = []
         for hip in result.hips:
-            lines = [f"{hip.side} hip: " + (f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, T-score {hip.t_score:+.1f} "
-                                            f"({hip.who_category})" if hip.dxa_bmd_g_cm2 is not None else "no aBMD")]
+            lines = [
+                f"{hip.side} hip: "
+                + (
+                    f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, T-score {hip.t_score:+.1f} ({hip.who_category})"
+                    if hip.dxa_bmd_g_cm2 is not None
+                    else "no aBMD"
+                )
+            ]
             if hip.qct_bmd_mg_cm3 is not None:
                 lines.append(f"vBMD {hip.qct_bmd_mg_cm3:.0f} mg/cm3")
             lines += [f"warning: {warning}" for warning in hip.warnings]
@@ -331,8 +383,11 @@ class EstimationLogic:
         """One paragraph for the module panel: size, spacing and warnings."""
         rows, columns = radiograph.shape
         spacing = radiograph.pixel_spacing_mm
-        lines = [f"{columns} x {rows} pixels",
-                 f"spacing {spacing[1]:.3f} x {spacing[0]:.3f} mm ({radiograph.spacing_source})" if spacing
-                 else "pixel spacing missing"]
+        lines = [
+            f"{columns} x {rows} pixels",
+            f"spacing {spacing[1]:.3f} x {spacing[0]:.3f} mm ({radiograph.spacing_source})"
+            if spacing
+            else "pixel spacing missing",
+        ]
         lines += [f"warning: {warning}" for warning in radiograph.warnings]
         return "\n".join(lines)

@@ -58,8 +58,9 @@ def radiograph_to_node(radiograph: Radiograph, scene, name: str, node=None):
     along LPS x, rows along LPS y (identity direction), pixel spacing in mm when known (else 1 mm)."""
     row_mm, column_mm = radiograph.pixel_spacing_mm or (1.0, 1.0)
     geometry = VolumeGeometry((column_mm, row_mm, 1.0), (0.0, 0.0, 0.0))
-    node = volume_to_node(Volume(radiograph.pixels[np.newaxis], geometry, unit="a.u.", source=radiograph.source),
-                          scene, name, node)
+    node = volume_to_node(
+        Volume(radiograph.pixels[np.newaxis], geometry, unit="a.u.", source=radiograph.source), scene, name, node
+    )
     return node
 
 
@@ -67,18 +68,28 @@ def node_to_radiograph(node) -> Radiograph:
     """The pixels and spacing of a single-slice volume node (e.g. a radiograph loaded by Slicer's DICOM module)."""
     volume = node_to_volume(node, unit="a.u.")
     if volume.array.shape[0] != 1:
-        raise InputError(None, f"'{node.GetName()}' has {volume.array.shape[0]} slices, not a single radiograph",
-                         "select a 2D X-ray image")
+        raise InputError(
+            None,
+            f"'{node.GetName()}' has {volume.array.shape[0]} slices, not a single radiograph",
+            "select a 2D X-ray image",
+        )
     column_mm, row_mm, _ = volume.geometry.spacing_mm
-    return Radiograph(pixels=volume.array[0].astype(np.float32), source=node.GetName(),
-                      pixel_spacing_mm=(row_mm, column_mm), spacing_source="MRML volume node spacing")
+    return Radiograph(
+        pixels=volume.array[0].astype(np.float32),
+        source=node.GetName(),
+        pixel_spacing_mm=(row_mm, column_mm),
+        spacing_source="MRML volume node spacing",
+    )
 
 
-def labels_to_segmentation_node(labels: Volume, scene, names: dict[int, str], name: str = "Bones",
-                                node=None):
+def labels_to_segmentation_node(labels: Volume, scene, names: dict[int, str], name: str = "Bones", node=None):
     """One segment per label value in ``names`` (value -> segment name); empty labels are skipped."""
-    labelmap_node = volume_to_node(labels.with_array(labels.array.astype(np.int16)), scene, name + " labelmap",
-                                   node_class="vtkMRMLLabelMapVolumeNode")
+    labelmap_node = volume_to_node(
+        labels.with_array(labels.array.astype(np.int16)),
+        scene,
+        name + " labelmap",
+        node_class="vtkMRMLLabelMapVolumeNode",
+    )
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     try:
@@ -113,8 +124,9 @@ def segmentation_node_to_labels(node, reference: Volume, scene, names: dict[int,
                 continue
             ids = vtk.vtkStringArray()
             ids.InsertNextValue(segment_id)
-            slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(node, ids, labelmap_node,
-                                                                                 reference_node)
+            slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                node, ids, labelmap_node, reference_node
+            )
             labels[np.array(slicer.util.arrayFromVolume(labelmap_node)) > 0] = value
     finally:
         scene.RemoveNode(reference_node)
@@ -139,8 +151,11 @@ def markups_node_to_points(node) -> dict[str, np.ndarray]:
     for index in range(node.GetNumberOfControlPoints()):
         label = node.GetNthControlPointLabel(index)
         if label in points:
-            raise InputError(None, f"the markups node '{node.GetName()}' has two points named '{label}'",
-                             "rename or delete one of them")
+            raise InputError(
+                None,
+                f"the markups node '{node.GetName()}' has two points named '{label}'",
+                "rename or delete one of them",
+            )
         ras = np.array(node.GetNthControlPointPosition(index))
         points[label] = LPS_TO_RAS[:3, :3] @ ras
     return points

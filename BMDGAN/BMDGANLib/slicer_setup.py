@@ -25,9 +25,11 @@ def ensure_requirements(slicer) -> bool:
         missing = dependencies.missing_requirements()
     if not missing:
         return True
-    question = (f"BMD-GAN needs these Python packages, which are not installed: "
-                f"{dependencies.describe_downloads(missing)}.\n\nInstall them now? Slicer's own packages are "
-                "kept as they are. This can take several minutes.")
+    question = (
+        f"BMD-GAN needs these Python packages, which are not installed: "
+        f"{dependencies.describe_downloads(missing)}.\n\nInstall them now? Slicer's own packages are "
+        "kept as they are. This can take several minutes."
+    )
     if not slicer.util.confirmOkCancelDisplay(question, windowTitle="BMD-GAN set-up"):
         return False
     with slicer.util.WaitCursor():

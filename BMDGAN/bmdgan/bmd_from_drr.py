@@ -51,7 +51,7 @@ def pearson_r(x: Sequence[float], y: Sequence[float]) -> float:
     if x.size < 2 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         return float("nan")
     xc, yc = x - x.mean(), y - y.mean()
-    denom = np.sqrt((xc ** 2).sum() * (yc ** 2).sum())
+    denom = np.sqrt((xc**2).sum() * (yc**2).sum())
     return float((xc * yc).sum() / denom) if denom > 0 else float("nan")
 
 
@@ -88,8 +88,11 @@ def tune_threshold(drrs, bmd: Sequence[float], candidates: Sequence[float] | Non
     cands = _as_array(candidates).reshape(-1)
     pccs = np.array([pearson_r(_per_image_means(drr_arr, t, y.size), y) for t in cands])
     if not np.any(np.isfinite(pccs)):
-        raise InputError(None, "no candidate threshold leaves a bone region in every DRR with a varying average",
-                         "lower the candidate thresholds or check the DRR intensity scale")
+        raise InputError(
+            None,
+            "no candidate threshold leaves a bone region in every DRR with a varying average",
+            "lower the candidate thresholds or check the DRR intensity scale",
+        )
     best = int(np.nanargmax(pccs))
     return ThresholdTuning(float(cands[best]), float(pccs[best]), cands, pccs)
 
@@ -102,7 +105,7 @@ def fit_linear(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise InputError(None, "linear fit got NaN or infinite values", "check that every DRR has a bone region")
     xc = x - x.mean()
-    sxx = float((xc ** 2).sum())
+    sxx = float((xc**2).sum())
     if sxx == 0:
         raise InputError(None, "linear fit: all x values are equal, the slope is undefined")
     slope = float((xc * (y - y.mean())).sum() / sxx)
@@ -167,8 +170,9 @@ class DrrBmdCalibration:
         return cls.from_json(path.read_text(encoding="utf-8"), path)
 
 
-def calibrate(drrs, bmd: Sequence[float], target: str, unit: str,
-              candidates: Sequence[float] | None = None) -> DrrBmdCalibration:
+def calibrate(
+    drrs, bmd: Sequence[float], target: str, unit: str, candidates: Sequence[float] | None = None
+) -> DrrBmdCalibration:
     """Tune the threshold, then fit BMD linearly to the PF-DRR averages of the training fold."""
     tuning = tune_threshold(drrs, bmd, candidates)
     y = _as_array(bmd).reshape(-1)

@@ -45,7 +45,7 @@ class TrainingDistribution:
 
     def appearance_distance(self, features: np.ndarray) -> float:
         z = (np.asarray(features, float) - self.feature_mean) / np.asarray(self.feature_std)
-        return float(np.sqrt(np.mean(z ** 2)))
+        return float(np.sqrt(np.mean(z**2)))
 
 
 def fit_distribution(features: np.ndarray, pf_drrs_g_cm2: np.ndarray, threshold_g_cm2: float) -> TrainingDistribution:
@@ -53,9 +53,14 @@ def fit_distribution(features: np.ndarray, pf_drrs_g_cm2: np.ndarray, threshold_
     mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
     distances = np.sqrt(np.mean(((features - mean) / std) ** 2, axis=1))
     areas = (pf_drrs_g_cm2 >= threshold_g_cm2).sum(axis=(1, 2)).astype(float)
-    return TrainingDistribution(mean.tolist(), std.tolist(), float(distances.max() * APPEARANCE_MARGIN),
-                                (float(areas.min() * (1 - AREA_MARGIN)), float(areas.max() * (1 + AREA_MARGIN))),
-                                float(pf_drrs_g_cm2.max() * PEAK_MARGIN), float(threshold_g_cm2))
+    return TrainingDistribution(
+        mean.tolist(),
+        std.tolist(),
+        float(distances.max() * APPEARANCE_MARGIN),
+        (float(areas.min() * (1 - AREA_MARGIN)), float(areas.max() * (1 + AREA_MARGIN))),
+        float(pf_drrs_g_cm2.max() * PEAK_MARGIN),
+        float(threshold_g_cm2),
+    )
 
 
 def check(distribution: TrainingDistribution, features: np.ndarray, pf_drr_g_cm2: np.ndarray) -> list[str]:
@@ -63,16 +68,22 @@ def check(distribution: TrainingDistribution, features: np.ndarray, pf_drr_g_cm2
     warnings = []
     distance = distribution.appearance_distance(features)
     if distance > distribution.appearance_limit:
-        warnings.append(f"out of distribution: the radiograph looks unlike the training radiographs (distance "
-                        f"{distance:.1f} > {distribution.appearance_limit:.1f}); not an adult AP hip radiograph "
-                        "(a child, another body part, another view)?")
+        warnings.append(
+            f"out of distribution: the radiograph looks unlike the training radiographs (distance "
+            f"{distance:.1f} > {distribution.appearance_limit:.1f}); not an adult AP hip radiograph "
+            "(a child, another body part, another view)?"
+        )
     area = float((pf_drr_g_cm2 >= distribution.threshold_g_cm2).sum())
     low, high = distribution.area_range_pixels
     if not low <= area <= high:
-        warnings.append(f"the decomposed proximal-femur region is empty or malformed ({area:.0f} pixels, "
-                        f"training range {low:.0f}-{high:.0f})")
+        warnings.append(
+            f"the decomposed proximal-femur region is empty or malformed ({area:.0f} pixels, "
+            f"training range {low:.0f}-{high:.0f})"
+        )
     peak = float(pf_drr_g_cm2.max())
     if peak > distribution.peak_limit_g_cm2:
-        warnings.append(f"very dense material in the proximal femur (peak {peak:.2f} g/cm2 > "
-                        f"{distribution.peak_limit_g_cm2:.2f}): metal implant?")
+        warnings.append(
+            f"very dense material in the proximal femur (peak {peak:.2f} g/cm2 > "
+            f"{distribution.peak_limit_g_cm2:.2f}): metal implant?"
+        )
     return warnings

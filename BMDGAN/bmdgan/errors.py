@@ -89,7 +89,7 @@ def describe_expected_error(error: BaseException) -> str | None:
     else:
         return None
     for note in getattr(error, "__notes__", ()):
-        path = note[len(INPUT_NOTE):] if note.startswith(INPUT_NOTE) else None
+        path = note[len(INPUT_NOTE) :] if note.startswith(INPUT_NOTE) else None
         if path and path not in message:
             message = f"{path}: {message}"
     return " ".join(message.split())

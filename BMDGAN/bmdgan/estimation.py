@@ -49,7 +49,7 @@ class HipEstimate:
 
 
 def sides_to_analyse(radiograph: Radiograph, side: str) -> list[str]:
-    """"left"/"right" as given; "auto": the DICOM laterality when present, else both hips."""
+    """ "left"/"right" as given; "auto": the DICOM laterality when present, else both hips."""
     if side in ("left", "right"):
         return [side]
     if radiograph.laterality in LATERALITY:
@@ -64,8 +64,14 @@ def _finite(value: float | None) -> float | None:
 METHODS = ("auto", "decomposition", "regression")
 
 
-def estimate_hip(model: DecompositionModel, radiograph: Radiograph, side: str, reference: Reference,
-                 bilateral: bool = True, method: str = "auto") -> tuple[HipEstimate, Decomposition]:
+def estimate_hip(
+    model: DecompositionModel,
+    radiograph: Radiograph,
+    side: str,
+    reference: Reference,
+    bilateral: bool = True,
+    method: str = "auto",
+) -> tuple[HipEstimate, Decomposition]:
     """BMD of one hip. ``method``: "decomposition" (thresholded PF-DRR mean + linear fit), "regression"
     (stage-3 regressors from the learned representation) or "auto" (regression when the model has it; a target
     without a regressor still comes from the decomposition). The PF-DRR is computed in every case: it is the
@@ -83,30 +89,51 @@ def estimate_hip(model: DecompositionModel, radiograph: Radiograph, side: str, r
     if areal is None:
         warnings.append("no areal BMD: the model has no aBMD calibration or the PF region is empty")
     score = t_score(areal, reference) if areal is not None else None
-    return HipEstimate(side=side, method="decomposition+regression" if regressed else "decomposition",
-                       dxa_bmd_g_cm2=areal, dxa_like_source=source,
-                       qct_bmd_mg_cm3=_finite(bmd.get("qct_vbmd_mg_cm3")), t_score=score,
-                       who_category=who_category(score) if score is not None else None,
-                       reference=reference.name, warnings=warnings), decomposition
+    return HipEstimate(
+        side=side,
+        method="decomposition+regression" if regressed else "decomposition",
+        dxa_bmd_g_cm2=areal,
+        dxa_like_source=source,
+        qct_bmd_mg_cm3=_finite(bmd.get("qct_vbmd_mg_cm3")),
+        t_score=score,
+        who_category=who_category(score) if score is not None else None,
+        reference=reference.name,
+        warnings=warnings,
+    ), decomposition
 
 
 def result_summary(radiograph: Radiograph, results: list[tuple[HipEstimate, Decomposition]], model_folder: str) -> dict:
     """The result JSON of one radiograph: its source, the model folder, the pixel spacing (mm) and each hip's
     estimate (aBMD g/cm2, vBMD mg/cm3, T-score, WHO category, warnings, trustworthy)."""
-    return {"source": radiograph.source, "model": model_folder, "pixel_spacing_mm": radiograph.pixel_spacing_mm,
-            "hips": [hip.to_dict() for hip, _ in results]}
+    return {
+        "source": radiograph.source,
+        "model": model_folder,
+        "pixel_spacing_mm": radiograph.pixel_spacing_mm,
+        "hips": [hip.to_dict() for hip, _ in results],
+    }
 
 
-def write_results(folder: str | Path, radiograph: Radiograph, results: list[tuple[HipEstimate, Decomposition]],
-                  model: DecompositionModel, model_folder: str, overwrite: bool = False) -> Path:
+def write_results(
+    folder: str | Path,
+    radiograph: Radiograph,
+    results: list[tuple[HipEstimate, Decomposition]],
+    model: DecompositionModel,
+    model_folder: str,
+    overwrite: bool = False,
+) -> Path:
     """``folder``: result.json, pf_drr_<side>.tif (g/cm2) and report.png, written as a whole or not at all, by
     :func:`bmdgan.outputs.result_folder` (an existing folder is replaced only with ``overwrite`` and only when it is
     an earlier estimate holding nothing else)."""
 
     with result_folder(folder, "estimate", overwrite) as partial:
         for hip, decomposition in results:
-            write_float_image(partial / f"pf_drr_{hip.side}.tif", decomposition.pf_drr_g_cm2, "g/cm2",
-                              crop=decomposition.crop.to_dict(), source=radiograph.source)
+            write_float_image(
+                partial / f"pf_drr_{hip.side}.tif",
+                decomposition.pf_drr_g_cm2,
+                "g/cm2",
+                crop=decomposition.crop.to_dict(),
+                source=radiograph.source,
+            )
         (partial / "result.json").write_text(json.dumps(result_summary(radiograph, results, model_folder), indent=2))
         draw_report(partial / "report.png", radiograph, results, model.distribution.threshold_g_cm2)
     return Path(folder)
@@ -121,9 +148,14 @@ def input_files(paths: list[str]) -> list[Path]:
     for text in paths:
         path = Path(text)
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                            and p.name.upper() != "DICOMDIR"
-                            and (p.suffix.lower() in IMAGE_SUFFIXES + (".dcm",) or sniff_format(p) is not None))
+            found += sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and not p.name.startswith(".")
+                and p.name.upper() != "DICOMDIR"
+                and (p.suffix.lower() in IMAGE_SUFFIXES + (".dcm",) or sniff_format(p) is not None)
+            )
         elif path.suffix.lower() == ".txt" and path.is_file():
             found += [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
         else:

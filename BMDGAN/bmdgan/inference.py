@@ -29,15 +29,25 @@ def usable_device(device: str) -> torch.device:
         torch_device = torch.device(device)
     except (RuntimeError, ValueError):
         raise InputError(None, f"--device {device!r} is not a device name", "use cpu or cuda") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+    }
     if not available.get(torch_device.type, False):
-        raise InputError(None, f"--device {device}: this machine has no {torch_device.type.upper()} device "
-                               "that PyTorch can use", "use --device cpu")
-    if torch_device.type == "cuda" and torch_device.index is not None \
-            and torch_device.index >= torch.cuda.device_count():
-        raise InputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)",
-                         "use --device cuda:0")
+        raise InputError(
+            None,
+            f"--device {device}: this machine has no {torch_device.type.upper()} device that PyTorch can use",
+            "use --device cpu",
+        )
+    if (
+        torch_device.type == "cuda"
+        and torch_device.index is not None
+        and torch_device.index >= torch.cuda.device_count()
+    ):
+        raise InputError(
+            None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)", "use --device cuda:0"
+        )
     return torch_device
 
 
@@ -63,25 +73,32 @@ class DecompositionModel:
             self.calibrations = {c["target"]: DrrBmdCalibration.from_dict(c) for c in description["calibrations"]}
             self.distribution = TrainingDistribution.from_dict(description["training_distribution"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise InputError(folder / "model.json", f"lacks or has a malformed entry ({type(error).__name__}: "
-                                                    f"{str(error)[:80]})", "export the model again") from None
+            raise InputError(
+                folder / "model.json",
+                f"lacks or has a malformed entry ({type(error).__name__}: {str(error)[:80]})",
+                "export the model again",
+            ) from None
 
     @staticmethod
-    def load(folder: str | Path, device: str = "cpu") -> "DecompositionModel":
+    def load(folder: str | Path, device: str = "cpu") -> DecompositionModel:
         from .models.generator import build_generator
         from .training.checkpoint import load_weights
 
         configure_torch()
         folder = Path(folder)
         if not (folder / "model.json").is_file():
-            raise InputError(folder, "is not a bmdgan model folder (no model.json)",
-                             "give the 'model' folder of a training run")
+            raise InputError(
+                folder, "is not a bmdgan model folder (no model.json)", "give the 'model' folder of a training run"
+            )
         description = read_model_description(folder)
         try:
             generator = build_generator(description["backbone"])
         except (KeyError, TypeError, ValueError) as error:
-            raise InputError(folder / "model.json", f"names no usable backbone ({type(error).__name__}: "
-                                                    f"{str(error)[:80]})", "export the model again") from None
+            raise InputError(
+                folder / "model.json",
+                f"names no usable backbone ({type(error).__name__}: {str(error)[:80]})",
+                "export the model again",
+            ) from None
         load_weights(folder, "generator", generator)
         torch_device = usable_device(device)
         return DecompositionModel(generator.to(torch_device), description, torch_device, folder)
@@ -92,8 +109,7 @@ class DecompositionModel:
         with torch.no_grad():
             representation = self.generator.encode(x)  # once: the decoder and the distribution check share it
             drr = self.generator.decoder(representation)[0, 0].float().cpu().numpy() * self.drr_scale_g_cm2
-        return Decomposition(np.clip(drr, 0.0, None).astype(np.float32), image, crop,
-                             pooled(representation)[0])
+        return Decomposition(np.clip(drr, 0.0, None).astype(np.float32), image, crop, pooled(representation)[0])
 
     def _network_input(self, radiograph: Radiograph, side: str, bilateral: bool):
         """(crop, cropped image, network input [1, 1, H, W] in [-1, 1]): the hip as the networks were trained on it."""
@@ -107,8 +123,9 @@ class DecompositionModel:
         """Why this result may not be trustworthy (empty: it looks like the training data)."""
         return check(self.distribution, decomposition.features, decomposition.pf_drr_g_cm2)
 
-    def regress(self, radiograph: Radiograph, side: str, bilateral: bool = True, kind: str = "decomposition"
-                ) -> dict[str, float]:
+    def regress(
+        self, radiograph: Radiograph, side: str, bilateral: bool = True, kind: str = "decomposition"
+    ) -> dict[str, float]:
         """BMD per target from the exported stage-3 regressors of ``kind`` (empty when there are none)."""
         from .training.regression import load_regressor
 
@@ -126,5 +143,7 @@ class DecompositionModel:
 
     def bmd(self, decomposition: Decomposition) -> dict[str, float]:
         """BMD per calibrated target (e.g. ``ct_abmd_g_cm2``, ``qct_vbmd_mg_cm3``); NaN when the PF region is empty."""
-        return {target: float(calibration.predict(decomposition.pf_drr_g_cm2))
-                for target, calibration in self.calibrations.items()}
+        return {
+            target: float(calibration.predict(decomposition.pf_drr_g_cm2))
+            for target, calibration in self.calibrations.items()
+        }

@@ -65,12 +65,15 @@ def _gan_criterion(logits: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
 
 
 @_float32
-def discriminator_adversarial_loss(pred_real: DiscriminatorOutput, pred_fake: DiscriminatorOutput,
-                                   mode: str = "lsgan") -> torch.Tensor:
+def discriminator_adversarial_loss(
+    pred_real: DiscriminatorOutput, pred_fake: DiscriminatorOutput, mode: str = "lsgan"
+) -> torch.Tensor:
     """Loss of D_1..D_K (minimised by D): sum over scales of 0.5 * [crit(D(x, y), real) + crit(D(x, G(x)), fake)]
     (Eq. 8's sum over k; pass G(x) detached). Scalar."""
-    return sum(0.5 * (_gan_criterion(r[-1], True, mode) + _gan_criterion(f[-1], False, mode))
-               for r, f in zip(pred_real, pred_fake))
+    return sum(
+        0.5 * (_gan_criterion(r[-1], True, mode) + _gan_criterion(f[-1], False, mode))
+        for r, f in zip(pred_real, pred_fake)
+    )
 
 
 @_float32
@@ -85,8 +88,9 @@ def feature_matching_loss(pred_fake: DiscriminatorOutput, pred_real: Discriminat
     features of the real and fake pairs, each divided by its element count N_i (i.e. a mean); real features are
     detached. Averaged over scales as in Pix2PixHD (Eq. 7 sums over k: that is num_scales x this value; the
     weight lambda_FM = 10 is Pix2PixHD's, which goes with the average). Scalar."""
-    per_scale = [sum(F.l1_loss(f, r.detach()) for f, r in zip(fake[:-1], real[:-1]))
-                 for fake, real in zip(pred_fake, pred_real)]
+    per_scale = [
+        sum(F.l1_loss(f, r.detach()) for f, r in zip(fake[:-1], real[:-1])) for fake, real in zip(pred_fake, pred_real)
+    ]
     return sum(per_scale) / len(per_scale)
 
 
@@ -100,8 +104,9 @@ def image_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sobel x- and y-gradients of [B, C, H, W] without padding -> two [B, C, H-2, W-2] maps.
 
     Unpadded ('valid') so that the image border does not create artificial edges."""
-    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=image.dtype,
-                           device=image.device)
+    sobel_x = torch.tensor(
+        [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=image.dtype, device=image.device
+    )
     kernels = torch.stack([sobel_x, sobel_x.T]).unsqueeze(1)  # [2, 1, 3, 3]
     b, c, h, w = image.shape
     grads = F.conv2d(image.reshape(b * c, 1, h, w), kernels).reshape(b, c, 2, h - 2, w - 2)
@@ -140,14 +145,16 @@ class DecompositionLoss:
     dict of detached components for logging).
     """
 
-    def __init__(self, lambda_l1: float = 100.0, lambda_gc: float = 1.0, lambda_fm: float = 10.0,
-                 gan_mode: str = "lsgan"):
+    def __init__(
+        self, lambda_l1: float = 100.0, lambda_gc: float = 1.0, lambda_fm: float = 10.0, gan_mode: str = "lsgan"
+    ):
         if gan_mode not in GAN_MODES:
             raise ValueError(f"GAN mode must be one of {GAN_MODES}, got {gan_mode!r}")
         self.lambda_l1, self.lambda_gc, self.lambda_fm, self.gan_mode = lambda_l1, lambda_gc, lambda_fm, gan_mode
 
-    def generator_loss(self, fake: torch.Tensor, target: torch.Tensor, pred_fake: DiscriminatorOutput,
-                       pred_real: DiscriminatorOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def generator_loss(
+        self, fake: torch.Tensor, target: torch.Tensor, pred_fake: DiscriminatorOutput, pred_real: DiscriminatorOutput
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """fake = G(x), target = GT DRR [B, 1, H, W]; pred_fake = D(x, G(x)) (not detached),
         pred_real = D(x, target)."""
         parts = {
@@ -156,12 +163,14 @@ class DecompositionLoss:
             "gc": gradient_correlation_loss(fake, target),
             "fm": feature_matching_loss(pred_fake, pred_real),
         }
-        total = (parts["gan"] + self.lambda_l1 * parts["l1"] + self.lambda_gc * parts["gc"]
-                 + self.lambda_fm * parts["fm"])
+        total = (
+            parts["gan"] + self.lambda_l1 * parts["l1"] + self.lambda_gc * parts["gc"] + self.lambda_fm * parts["fm"]
+        )
         return total, {**{k: v.detach() for k, v in parts.items()}, "total": total.detach()}
 
-    def discriminator_loss(self, pred_real: DiscriminatorOutput, pred_fake: DiscriminatorOutput
-                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def discriminator_loss(
+        self, pred_real: DiscriminatorOutput, pred_fake: DiscriminatorOutput
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """pred_real = D(x, target), pred_fake = D(x, G(x).detach())."""
         loss = discriminator_adversarial_loss(pred_real, pred_fake, self.gan_mode)
         return loss, {"d": loss.detach()}

@@ -22,7 +22,7 @@ GOAL_PCC = 0.90
 CT_SOURCES = {
     "STS_": "IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0; Vallières et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS",
     "example_ct": "TotalSegmentator example CT with its v1 femur/hip masks, Apache-2.0; Wasserthal et al., "
-                  "Radiol Artif Intell 2023",
+    "Radiol Artif Intell 2023",
 }
 """Attribution of each shared CT by id prefix (see ``../shared/data/README.md`` and NOTICE.md)."""
 
@@ -47,8 +47,10 @@ def _metric_rows(metrics: dict) -> list[str]:
             if values:
                 m = values["all"]
                 cv = f"{m['rms_cv_percent']:.1f}" if m["rms_cv_percent"] is not None else "-"
-                rows.append(f"| {method} | {target} | {m['n']} | {m['pcc']:.3f} | {m['icc']:.3f} | {m['mae']:.4g} | "
-                            f"{m['see']:.4g} | {cv} |")
+                rows.append(
+                    f"| {method} | {target} | {m['n']} | {m['pcc']:.3f} | {m['icc']:.3f} | {m['mae']:.4g} | "
+                    f"{m['see']:.4g} | {cv} |"
+                )
     return rows
 
 
@@ -59,8 +61,10 @@ def _history_summary(run: Path) -> list[str]:
         if records:
             last = records[-1]
             loss = last.get("g_l1", last.get("loss"))
-            lines.append(f"- `{history.parent.name}`: {last['epoch'] + 1} epochs, {len(records)} optimiser steps, "
-                         f"last {'L1' if 'g_l1' in last else 'weighted L1'} {loss:.4g}")
+            lines.append(
+                f"- `{history.parent.name}`: {last['epoch'] + 1} epochs, {len(records)} optimiser steps, "
+                f"last {'L1' if 'g_l1' in last else 'weighted L1'} {loss:.4g}"
+            )
     return lines
 
 
@@ -81,21 +85,31 @@ def _read_this_first(evaluations: dict[str, dict]) -> list[str]:
         return []
     listed = ", ".join(f"{p:.2f}" for p in pccs.values())
     if max(pccs.values()) < WEAK_PCC:
-        text = (f"On held-out virtual patients this model's aBMD correlates only weakly with the truth (PCC {listed}, "
-                f"goal {GOAL_PCC:.2f}): it has learned where the proximal femur is (see the Dice below) far better "
-                "than how dense it is, and its estimates stay close to the training mean.")
+        text = (
+            f"On held-out virtual patients this model's aBMD correlates only weakly with the truth (PCC {listed}, "
+            f"goal {GOAL_PCC:.2f}): it has learned where the proximal femur is (see the Dice below) far better "
+            "than how dense it is, and its estimates stay close to the training mean."
+        )
     elif max(pccs.values()) >= GOAL_PCC:
         short = "; ".join(f"{title}, PCC {p:.2f}" for title, p in pccs.items() if p < GOAL_PCC)
-        text = (f"This model's aBMD reaches the PCC goal of {GOAL_PCC:.2f} on some held-out evaluations below but "
-                f"not on {short}: where images differ from its training cohort like that, trust single estimates "
-                "less than the better tables suggest.")
+        text = (
+            f"This model's aBMD reaches the PCC goal of {GOAL_PCC:.2f} on some held-out evaluations below but "
+            f"not on {short}: where images differ from its training cohort like that, trust single estimates "
+            "less than the better tables suggest."
+        )
     else:
-        text = (f"On held-out virtual patients this model's aBMD follows the truth only moderately (PCC {listed}, "
-                f"goal {GOAL_PCC:.2f}): it ranks bone density roughly but shrinks estimates towards the training "
-                "mean, so single estimates can be off by the SEE below.")
-    return ["## Read this first", text + " A close estimate on one radiograph, such as the bundled sample, is no "
-            "evidence of accuracy. A useful model needs more CTs (anatomies) than these, a larger image size and "
-            "the `paper` configuration on a GPU.", ""]
+        text = (
+            f"On held-out virtual patients this model's aBMD follows the truth only moderately (PCC {listed}, "
+            f"goal {GOAL_PCC:.2f}): it ranks bone density roughly but shrinks estimates towards the training "
+            "mean, so single estimates can be off by the SEE below."
+        )
+    return [
+        "## Read this first",
+        text + " A close estimate on one radiograph, such as the bundled sample, is no "
+        "evidence of accuracy. A useful model needs more CTs (anatomies) than these, a larger image size and "
+        "the `paper` configuration on a GPU.",
+        "",
+    ]
 
 
 def _cohort_acquisition(settings: dict) -> str:
@@ -105,8 +119,15 @@ def _cohort_acquisition(settings: dict) -> str:
     return cohort.get("acquisition", "varied") if cohort else "not recorded"
 
 
-def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path], training_command: str,
-                     training_minutes: float | None, cts: list[str], held_out_cts: list[str]) -> str:
+def write_model_card(
+    model_folder: Path,
+    run: Path,
+    evaluations: dict[str, Path],
+    training_command: str,
+    training_minutes: float | None,
+    cts: list[str],
+    held_out_cts: list[str],
+) -> str:
     description = read_json_object(model_folder / "model.json", "bmdgan model folder")
     settings = read_json_object(run / "run.json", "training run folder")
     size_mb = sum(p.stat().st_size for p in model_folder.glob("*.safetensors")) / 1e6
@@ -115,11 +136,13 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
         "",
         "**What it is.** A small decomposition network (generator backbone "
         f"`{description['backbone']}`, {size_mb:.1f} MB of safetensors weights) with its PF-DRR -> BMD calibrations"
-        + (" and stage-3 regressors" if description.get("regressors") else "") + ", trained on this project's "
+        + (" and stage-3 regressors" if description.get("regressors") else "")
+        + ", trained on this project's "
         "CPU from a **virtual cohort**: radiographs simulated from real CTs, never on clinical radiograph/DXA pairs.",
         "",
         "**Intended use.** Trying the software end to end, and as an initialisation for training on real data. "
-        "**Not for clinical use**: its numbers describe simulated radiographs of the few real CTs listed below, not patients.",
+        "**Not for clinical use**: its numbers describe simulated radiographs of the few real CTs listed below, "
+        "not patients.",
         "",
         "## Training data",
         *_ct_source_lines(cts),
@@ -143,28 +166,47 @@ def write_model_card(model_folder: Path, run: Path, evaluations: dict[str, Path]
     lines += _history_summary(run)
     lines += ["", "## Calibrations stored with the model (PF-DRR mean above the threshold -> BMD)"]
     for calibration in description["calibrations"]:
-        lines.append(f"- {calibration['target']}: threshold {calibration['threshold']:.3f} g/cm2, slope "
-                     f"{calibration['slope']:.4g}, intercept {calibration['intercept']:.4g} {calibration['unit']} "
-                     f"(training PCC {calibration['pcc_train']:.3f})")
+        lines.append(
+            f"- {calibration['target']}: threshold {calibration['threshold']:.3f} g/cm2, slope "
+            f"{calibration['slope']:.4g}, intercept {calibration['intercept']:.4g} {calibration['unit']} "
+            f"(training PCC {calibration['pcc_train']:.3f})"
+        )
     lines += ["- T-score reference: NHANES III total hip, women 20-29 (`bmdgan/resources/tscore_references.json`).", ""]
-    metrics_of = {title: read_json_object(Path(folder) / "metrics.json", "bmdgan evaluate --out folder")
-                  for title, folder in evaluations.items()}
+    metrics_of = {
+        title: read_json_object(Path(folder) / "metrics.json", "bmdgan evaluate --out folder")
+        for title, folder in evaluations.items()
+    }
     lines += _read_this_first(metrics_of)
     for title, metrics in metrics_of.items():
-        lines += [f"## Held-out evaluation: {title}",
-                  f"{metrics['cases']} images; PF-DRR PSNR {metrics['pf_drr']['psnr_db_mean']:.1f} dB, "
-                  f"Dice {metrics['pf_drr']['dice_mean']:.3f}.", "",
-                  "| method | target | n | PCC | ICC(2,1) | MAE | SEE | RMS-CV % |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Held-out evaluation: {title}",
+            f"{metrics['cases']} images; PF-DRR PSNR {metrics['pf_drr']['psnr_db_mean']:.1f} dB, "
+            f"Dice {metrics['pf_drr']['dice_mean']:.3f}.",
+            "",
+            "| method | target | n | PCC | ICC(2,1) | MAE | SEE | RMS-CV % |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         lines += _metric_rows(metrics) + [""]
-    lines += ["## Licences and attribution",
-              "Weights: Apache-2.0, like the code. Training data: simulated from the CTs listed above, under "
-              "their licences; see `NOTICE.md`.", ""]
+    lines += [
+        "## Licences and attribution",
+        "Weights: Apache-2.0, like the code. Training data: simulated from the CTs listed above, under "
+        "their licences; see `NOTICE.md`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def package_model(model_folder: str | Path, run: str | Path, out: str | Path, evaluations: dict[str, Path],
-                  training_command: str, training_minutes: float | None, cts: list[str],
-                  held_out_cts: list[str], overwrite: bool = False) -> Path:
+def package_model(
+    model_folder: str | Path,
+    run: str | Path,
+    out: str | Path,
+    evaluations: dict[str, Path],
+    training_command: str,
+    training_minutes: float | None,
+    cts: list[str],
+    held_out_cts: list[str],
+    overwrite: bool = False,
+) -> Path:
     """Copy the model (weights + model.json) into ``out`` and write ``MODEL_CARD.md``; refuses > 30 MB. ``out`` is
     written by :func:`bmdgan.outputs.result_folder`: new or empty, or with ``overwrite`` an earlier package holding
     nothing else; only the files model.json names are copied (:func:`bmdgan.models.model_folder.model_files`)."""
@@ -177,8 +219,9 @@ def package_model(model_folder: str | Path, run: str | Path, out: str | Path, ev
     files = model_files(model_folder)
     size_mb = sum(p.stat().st_size for p in files if p.suffix == ".safetensors") / 1e6
     if size_mb > MAX_SHIPPED_MB:
-        raise InputError(model_folder, f"weights are {size_mb:.1f} MB, more than {MAX_SHIPPED_MB:.0f} MB",
-                         "ship a smaller model")
+        raise InputError(
+            model_folder, f"weights are {size_mb:.1f} MB, more than {MAX_SHIPPED_MB:.0f} MB", "ship a smaller model"
+        )
     card = write_model_card(model_folder, run, evaluations, training_command, training_minutes, cts, held_out_cts)
     with result_folder(out, "package-model", overwrite) as staging:
         for path in files:

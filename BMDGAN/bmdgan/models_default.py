@@ -15,10 +15,19 @@ def resolve_model_folder(requested: str | None) -> Path:
         return Path(requested)
     configured = os.environ.get("BMDGAN_MODEL")
     package = Path(__file__).resolve().parent
-    candidates = [Path(configured)] if configured else [package.parents[1] / "Resources" / "Models" / "default",
-                                                        package.parent / "Resources" / "Models" / "default"]
+    candidates = (
+        [Path(configured)]
+        if configured
+        else [
+            package.parents[1] / "Resources" / "Models" / "default",
+            package.parent / "Resources" / "Models" / "default",
+        ]
+    )
     for folder in candidates:
         if (folder / "model.json").is_file():
             return folder
-    raise InputError(candidates[0], "no default model is installed",
-                     "train one with 'bmdgan train' and pass its 'model' folder with --model")
+    raise InputError(
+        candidates[0],
+        "no default model is installed",
+        "train one with 'bmdgan train' and pass its 'model' folder with --model",
+    )

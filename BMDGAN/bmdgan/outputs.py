@@ -76,17 +76,27 @@ def check_destination(path: str | Path, command: str, overwrite: bool = False) -
         return path
     marker = _marker_of(path)
     if marker is None or marker.get("command") != command:
-        raise InputError(path, f"already exists and holds files that bmdgan {command} did not write",
-                         "choose a new or empty output folder, or move those files away; nothing was changed")
+        raise InputError(
+            path,
+            f"already exists and holds files that bmdgan {command} did not write",
+            "choose a new or empty output folder, or move those files away; nothing was changed",
+        )
     if not overwrite:
-        raise InputError(path, f"already holds an earlier result of bmdgan {command}",
-                         "pass --overwrite to replace it, or choose another output folder")
+        raise InputError(
+            path,
+            f"already holds an earlier result of bmdgan {command}",
+            "pass --overwrite to replace it, or choose another output folder",
+        )
     listed = {str(name) for name in marker["files"]} | {MARKER}
     foreign = sorted(present - listed - _parents_of(listed))
     if foreign:
-        raise InputError(path, f"holds files that bmdgan {command} did not write ({', '.join(foreign[:3])}"
-                               + (", ..." if len(foreign) > 3 else "") + "), so --overwrite would delete them",
-                         "move them elsewhere or choose another output folder")
+        raise InputError(
+            path,
+            f"holds files that bmdgan {command} did not write ({', '.join(foreign[:3])}"
+            + (", ..." if len(foreign) > 3 else "")
+            + "), so --overwrite would delete them",
+            "move them elsewhere or choose another output folder",
+        )
     return path
 
 
@@ -107,8 +117,9 @@ def result_folder(path: str | Path, command: str, overwrite: bool = False) -> It
     try:
         yield staging
         written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-        (staging / MARKER).write_text(json.dumps({"command": f"{command}", "files": written}, indent=1),
-                                      encoding="utf-8")
+        (staging / MARKER).write_text(
+            json.dumps({"command": f"{command}", "files": written}, indent=1), encoding="utf-8"
+        )
         check_destination(path, command, overwrite)  # nothing may have appeared there meanwhile
         if path.is_dir() and any(path.iterdir()):
             previous = make_unique_folder(path.parent, "previous", path.name)

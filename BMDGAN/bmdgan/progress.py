@@ -19,8 +19,17 @@ HEARTBEAT_S = 30.0
 """Longest silence (s) while a job advances: slow jobs still show that they are alive."""
 
 
-def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-                 disable: bool = False, leave: bool = True, file=None, **tqdm_options):
+def progress_bar(
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    disable: bool = False,
+    leave: bool = True,
+    file=None,
+    **tqdm_options,
+):
     """A tqdm bar when ``file`` (default: stderr) is a terminal, else a :class:`LineProgress` with the same use
     (iterate, ``update``, ``set_postfix``, ``set_postfix_str``, ``close``, context manager)."""
     stream = sys.stderr if file is None else file
@@ -41,8 +50,16 @@ def _is_terminal(stream) -> bool:
 class LineProgress:
     """Throttled line logger with the part of tqdm's interface the engine uses."""
 
-    def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "", unit: str = "it",
-                 disable: bool = False, leave: bool = True, file=None):
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        disable: bool = False,
+        leave: bool = True,
+        file=None,
+    ):
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
@@ -62,7 +79,7 @@ class LineProgress:
         finally:
             self.close()
 
-    def __enter__(self) -> "LineProgress":
+    def __enter__(self) -> LineProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -73,8 +90,12 @@ class LineProgress:
         if self.disable:
             return
         now = time.monotonic()
-        tenth_done = (self.leave and self.total and
-                      (self.n - self._last_line_n) >= LINE_EVERY_FRACTION * self.total and self.n < self.total)
+        tenth_done = (
+            self.leave
+            and self.total
+            and (self.n - self._last_line_n) >= LINE_EVERY_FRACTION * self.total
+            and self.n < self.total
+        )
         if tenth_done or now - self._last_line_time >= HEARTBEAT_S:
             self._line(now)
 

@@ -52,14 +52,19 @@ def draw_report(path: str | Path, radiograph: Radiograph, results, region_thresh
 
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 1 + len(results), figsize=(4.5 * (1 + len(results)), 8.0),
-                                gridspec_kw={"width_ratios": [1.6] + [1] * len(results)})
+    figure, axes = plt.subplots(
+        1,
+        1 + len(results),
+        figsize=(4.5 * (1 + len(results)), 8.0),
+        gridspec_kw={"width_ratios": [1.6] + [1] * len(results)},
+    )
     axes = np.atleast_1d(axes)
     shown_pixels = display_copy(radiograph.pixels)
     low, high = np.percentile(shown_pixels, [0.5, 99.5])
     rows, columns = radiograph.pixels.shape
-    axes[0].imshow(shown_pixels, cmap="gray", vmin=low, vmax=high,
-                   extent=(-0.5, columns - 0.5, rows - 0.5, -0.5))  # axes in source pixels, as the outlines
+    axes[0].imshow(
+        shown_pixels, cmap="gray", vmin=low, vmax=high, extent=(-0.5, columns - 0.5, rows - 0.5, -0.5)
+    )  # axes in source pixels, as the outlines
     axes[0].set_title(Path(radiograph.source).name or "radiograph", fontsize=9)
     for (hip, decomposition), axis, colour in zip(results, axes[1:], ("tab:orange", "tab:cyan")):
         rows, columns = _outline_in_source(decomposition, region_threshold_g_cm2)
@@ -67,8 +72,11 @@ def draw_report(path: str | Path, radiograph: Radiograph, results, region_thresh
         shown = axis.imshow(decomposition.pf_drr_g_cm2, cmap="inferno", vmin=0)
         figure.colorbar(shown, ax=axis, fraction=0.08, label="areal BMD along the ray (g/cm2)")
         axis.set_title(f"PF-DRR, {hip.side} hip" + (" (mirrored)" if decomposition.crop.mirrored else ""), fontsize=9)
-        axis.set_xlabel("\n".join(textwrap.fill(line, 48) for line in _caption(hip).splitlines()), fontsize=8,
-                        color="darkred" if hip.warnings else "black")
+        axis.set_xlabel(
+            "\n".join(textwrap.fill(line, 48) for line in _caption(hip).splitlines()),
+            fontsize=8,
+            color="darkred" if hip.warnings else "black",
+        )
     for axis in axes:
         axis.set_xticks([])
         axis.set_yticks([])

@@ -24,10 +24,14 @@ def sample_data_dir() -> Path:
     (a clone) or of the scripted-modules folder (an installed Slicer extension)."""
     configured = os.environ.get("BMDGAN_SAMPLE_DATA")
     package = Path(__file__).resolve().parent
-    candidates = [Path(configured)] if configured else [package.parents[1] / "Resources" / "SampleData",
-                                                        package.parent / "Resources" / "SampleData"]
+    candidates = (
+        [Path(configured)]
+        if configured
+        else [package.parents[1] / "Resources" / "SampleData", package.parent / "Resources" / "SampleData"]
+    )
     for folder in candidates:
         if folder.is_dir():
             return folder
-    raise InputError(candidates[0], "sample data folder not found",
-                     "run from a clone of the repository or set BMDGAN_SAMPLE_DATA")
+    raise InputError(
+        candidates[0], "sample data folder not found", "run from a clone of the repository or set BMDGAN_SAMPLE_DATA"
+    )

@@ -8,6 +8,7 @@ daemon thread (a changed parent means the parent is gone).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -31,10 +32,8 @@ def die_with_parent(parent_pid: int) -> None:
     if sys.platform.startswith("linux"):
         import ctypes
 
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # the watcher below still ends the worker
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass  # the watcher below still ends the worker
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(1)
     threading.Thread(target=_watch, args=(parent_pid,), daemon=True, name="die-with-parent").start()

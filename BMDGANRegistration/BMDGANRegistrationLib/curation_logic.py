@@ -62,8 +62,16 @@ class CurationLogic:
         """The engine's view of a CT volume node, in the unit recorded on the node (HU by default)."""
         return node_to_volume(node, unit=node.GetAttribute(UNIT_ATTRIBUTE) or "HU")
 
-    def analyse_ct(self, ct_node, scene, segmentation_node=None, landmarks_node=None, calibration: dict | None = None,
-                   side: str = "auto", progress=None) -> CTAnalysisNodes:
+    def analyse_ct(
+        self,
+        ct_node,
+        scene,
+        segmentation_node=None,
+        landmarks_node=None,
+        calibration: dict | None = None,
+        side: str = "auto",
+        progress=None,
+    ) -> CTAnalysisNodes:
         """Run the CT analysis of one hip; a given segmentation (segments named pelvis/femur/proximal femur region)
         or landmarks node (points named as bmdgan.ct.landmarks.LANDMARK_NAMES) override the automatic ones.
 
@@ -73,11 +81,20 @@ class CurationLogic:
         from bmdgan.ct.pipeline import analyse_ct, measurement_record
 
         ct = self.ct_from_node(ct_node)
-        labels = None if segmentation_node is None else segmentation_node_to_labels(segmentation_node, ct, scene,
-                                                                                    SEGMENT_NAMES)
+        labels = (
+            None
+            if segmentation_node is None
+            else segmentation_node_to_labels(segmentation_node, ct, scene, SEGMENT_NAMES)
+        )
         points = None if landmarks_node is None else markups_node_to_points(landmarks_node)
-        analysis = analyse_ct(ct, label_volume=labels, landmark_points=points, side=side, progress=progress,
-                              calibration=None if calibration is None else Calibration.from_dict(calibration))
+        analysis = analyse_ct(
+            ct,
+            label_volume=labels,
+            landmark_points=points,
+            side=side,
+            progress=progress,
+            calibration=None if calibration is None else Calibration.from_dict(calibration),
+        )
         name = ct_node.GetName()
         segmentation = segmentation_node or scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} bones")
         segmentation.GetSegmentation().RemoveAllSegments()
@@ -85,8 +102,9 @@ class CurationLogic:
         landmarks = points_to_markups_node(analysis.landmarks.points, scene, f"{name} landmarks", node=landmarks_node)
         record = measurement_record(analysis)
         calibration = analysis.calibration.to_dict()
-        return CTAnalysisNodes(segmentation, landmarks, self.calibration_plot(scene, calibration, name), calibration,
-                               record)
+        return CTAnalysisNodes(
+            segmentation, landmarks, self.calibration_plot(scene, calibration, name), calibration, record
+        )
 
     def hip_sides(self, ct_node) -> list[str]:
         """The hips the CT holds ('left', 'right'), found from its anatomy (for a side choice offering only those)."""
@@ -101,8 +119,9 @@ class CurationLogic:
         density = np.asarray(calibration["reference_density_mg_cm3"], float)
         table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} calibration")
         fitted = calibration["slope"] * hu + calibration["intercept"]
-        slicer.util.updateTableFromArray(table, np.stack([hu, density, fitted], axis=1),
-                                         ["HU", "reference mg/cm3", "fit mg/cm3"])
+        slicer.util.updateTableFromArray(
+            table, np.stack([hu, density, fitted], axis=1), ["HU", "reference mg/cm3", "fit mg/cm3"]
+        )
         chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} calibration")
         chart.SetTitle(f"{calibration['method']}: R2 = {calibration['r2']:.4f}")
         chart.SetXAxisTitle("CT number (HU)")
@@ -130,12 +149,20 @@ class CurationLogic:
         labels = segmentation_node_to_labels(segmentation_node, ct, scene, SEGMENT_NAMES).array
         density = Calibration.from_dict(calibration).density(ct.array).astype(np.float32)
         geometry = geometry or default_ap_geometry(ct, pixel_spacing_mm=1.0)
-        projector = Projector(density, ct.geometry.ijk_to_lps(), unit="mg/cm3",
-                              masks=np.stack([labels > 0, labels == 3]), channel_names=["pelvis+femur", "PF region"])
+        projector = Projector(
+            density,
+            ct.geometry.ijk_to_lps(),
+            unit="mg/cm3",
+            masks=np.stack([labels > 0, labels == 3]),
+            channel_names=["pelvis+femur", "PF region"],
+        )
         nodes = []
         for channel, image in zip(projector.channel_names, projector.project(geometry)):
-            drr = Radiograph(image.astype(np.float32), source=f"{ct_node.GetName()} DRR {channel}",
-                             pixel_spacing_mm=(geometry.row_spacing_mm, geometry.column_spacing_mm))
+            drr = Radiograph(
+                image.astype(np.float32),
+                source=f"{ct_node.GetName()} DRR {channel}",
+                pixel_spacing_mm=(geometry.row_spacing_mm, geometry.column_spacing_mm),
+            )
             node = radiograph_to_node(drr, scene, drr.source)
             node.SetAttribute(UNIT_ATTRIBUTE, "g/cm2")
             node.SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(geometry.to_dict()))
@@ -144,17 +171,43 @@ class CurationLogic:
 
     # --- accepted cases into a dataset -------------------------------------------------------------------------
 
-    CASE_COLUMNS = ("radiograph", "ct", "side", "geometry", "labels", "landmarks", "calibration", "single_hip",
-                    "patient", "pose", "dxa_bmd_g_cm2", "status")
+    CASE_COLUMNS = (
+        "radiograph",
+        "ct",
+        "side",
+        "geometry",
+        "labels",
+        "landmarks",
+        "calibration",
+        "single_hip",
+        "patient",
+        "pose",
+        "dxa_bmd_g_cm2",
+        "status",
+    )
 
-    def add_case(self, dataset_folder: str | Path, radiograph_node, ct_node, segmentation_node, landmarks_node,
-                 calibration: dict, geometry, scene, side: str, patient: str, key: str, single_hip: bool = False,
-                 pose: str = "", dxa_bmd_g_cm2: float | None = None, accepted: bool = True) -> dict:
+    def add_case(
+        self,
+        dataset_folder: str | Path,
+        radiograph_node,
+        ct_node,
+        segmentation_node,
+        landmarks_node,
+        calibration: dict,
+        geometry,
+        scene,
+        side: str,
+        patient: str,
+        key: str,
+        single_hip: bool = False,
+        pose: str = "",
+        dxa_bmd_g_cm2: float | None = None,
+        accepted: bool = True,
+    ) -> dict:
         """Write an accepted (or rejected) case's files under ``dataset_folder/cases/NNNN``, list it in
         ``cases.csv`` and rebuild the paired dataset in ``dataset_folder/pairs`` through the engine's builder;
         returns the build report. ``patient`` is only ever stored hashed in the pairs."""
         import tifffile
-
 
         dataset_folder = Path(dataset_folder)
         table = dataset_folder / "cases.csv"
@@ -172,13 +225,22 @@ class CurationLogic:
         write_mrk_json(markups_node_to_points(landmarks_node), case / "landmarks.mrk.json")
         atomic_write_text(case / "calibration.json", json.dumps(calibration, indent=2))
         geometry.save(case / "geometry.json")
-        rows.append({"radiograph": f"cases/{case.name}/radiograph.tif", "ct": f"cases/{case.name}/ct.nii.gz",
-                     "side": side, "geometry": f"cases/{case.name}/geometry.json",
-                     "labels": f"cases/{case.name}/labels.nii.gz", "landmarks": f"cases/{case.name}/landmarks.mrk.json",
-                     "calibration": f"cases/{case.name}/calibration.json", "single_hip": "1" if single_hip else "0",
-                     "patient": patient, "pose": pose,
-                     "dxa_bmd_g_cm2": "" if dxa_bmd_g_cm2 is None else str(dxa_bmd_g_cm2),
-                     "status": "accepted" if accepted else "rejected"})
+        rows.append(
+            {
+                "radiograph": f"cases/{case.name}/radiograph.tif",
+                "ct": f"cases/{case.name}/ct.nii.gz",
+                "side": side,
+                "geometry": f"cases/{case.name}/geometry.json",
+                "labels": f"cases/{case.name}/labels.nii.gz",
+                "landmarks": f"cases/{case.name}/landmarks.mrk.json",
+                "calibration": f"cases/{case.name}/calibration.json",
+                "single_hip": "1" if single_hip else "0",
+                "patient": patient,
+                "pose": pose,
+                "dxa_bmd_g_cm2": "" if dxa_bmd_g_cm2 is None else str(dxa_bmd_g_cm2),
+                "status": "accepted" if accepted else "rejected",
+            }
+        )
         with atomic_path(table) as temporary, open(temporary, "w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=self.CASE_COLUMNS)
             writer.writeheader()
@@ -208,6 +270,12 @@ class CurationLogic:
                 accepted_number += 1
                 reason = skipped.get(f"row {accepted_number}")
                 status = f"skipped: {reason}" if reason else "built"
-            cases.append({"case": Path(row["radiograph"]).parent.name, "side": row["side"], "pose": row["pose"],
-                          "status": status})
+            cases.append(
+                {
+                    "case": Path(row["radiograph"]).parent.name,
+                    "side": row["side"],
+                    "pose": row["pose"],
+                    "status": status,
+                }
+            )
         return cases

@@ -65,6 +65,7 @@ RESULT_NAME = "registration"
 
 # --- geometry, landmarks, the pose in a transform node -------------------------------------------------------
 
+
 def radiograph_geometry(radiograph_node, ct: Volume, source_to_detector_mm: float = 1000.0) -> ProjectionGeometry:
     """The radiograph's detector with the nominal AP pose: the CT's centre on the central ray, 200 mm in front of the
     detector. Detector: the node's geometry attribute (DICOM with DistanceSourceToDetector and ImagerPixelSpacing,
@@ -76,12 +77,16 @@ def radiograph_geometry(radiograph_node, ct: Volume, source_to_detector_mm: floa
         detector = ProjectionGeometry.from_dict(json.loads(stored), radiograph_node.GetName())
     else:
         row_mm, column_mm = radiograph.pixel_spacing_mm
-        detector = ProjectionGeometry(source_to_detector_mm, columns, rows, column_mm, row_mm,
-                                      ((columns - 1) / 2.0, (rows - 1) / 2.0), np.eye(4))
+        detector = ProjectionGeometry(
+            source_to_detector_mm, columns, rows, column_mm, row_mm, ((columns - 1) / 2.0, (rows - 1) / 2.0), np.eye(4)
+        )
     if detector.shape != (rows, columns):
-        raise InputError(None, f"'{radiograph_node.GetName()}' has {columns}x{rows} pixels but its geometry "
-                               f"describes a {detector.detector_columns}x{detector.detector_rows} detector",
-                         "remove the BMDGAN.ProjectionGeometry attribute or select the matching radiograph")
+        raise InputError(
+            None,
+            f"'{radiograph_node.GetName()}' has {columns}x{rows} pixels but its geometry "
+            f"describes a {detector.detector_columns}x{detector.detector_rows} detector",
+            "remove the BMDGAN.ProjectionGeometry attribute or select the matching radiograph",
+        )
     centre = volume_centre_lps(ct.shape_ijk, ct.geometry.ijk_to_lps())
     return detector.with_pose(ap_pose(centre, detector.source_to_detector_mm - DEFAULT_OBJECT_TO_DETECTOR_MM))
 
@@ -96,10 +101,12 @@ def landmarks_from_markups(radiograph_node, radiograph_points_node, ct_points_no
     names = [name for name in on_image if name in in_ct]
     unpaired = sorted(set(on_image) ^ set(in_ct))
     if len(names) < MIN_LANDMARKS:
-        raise InputError(None, f"{len(names)} landmark pairs with the same name on the radiograph and in the CT, "
-                               f"at least {MIN_LANDMARKS} are needed" + (f"; unpaired: {', '.join(unpaired)}"
-                                                                         if unpaired else ""),
-                         "name each radiograph point like its CT point")
+        raise InputError(
+            None,
+            f"{len(names)} landmark pairs with the same name on the radiograph and in the CT, "
+            f"at least {MIN_LANDMARKS} are needed" + (f"; unpaired: {', '.join(unpaired)}" if unpaired else ""),
+            "name each radiograph point like its CT point",
+        )
     ras_to_ijk = vtk.vtkMatrix4x4()
     radiograph_node.GetRASToIJKMatrix(ras_to_ijk)
     lps = np.array([on_image[name] for name in names])
@@ -107,8 +114,11 @@ def landmarks_from_markups(radiograph_node, radiograph_points_node, ct_points_no
     ijk = ras @ numpy_matrix(ras_to_ijk).T
     off_slice = [name for name, k in zip(names, ijk[:, 2]) if abs(k) > 0.5]
     if off_slice:
-        raise InputError(None, f"radiograph point(s) {', '.join(off_slice)} do not lie on the radiograph",
-                         "place the radiograph points in the slice view that shows the radiograph")
+        raise InputError(
+            None,
+            f"radiograph point(s) {', '.join(off_slice)} do not lie on the radiograph",
+            "place the radiograph points in the slice view that shows the radiograph",
+        )
     return Landmarks(tuple(names), ijk[:, :2].copy(), np.array([in_ct[name] for name in names]))
 
 
@@ -116,8 +126,11 @@ def reference_geometry(transform_node) -> ProjectionGeometry:
     """The geometry the transform node's motion starts from (see :data:`REFERENCE_GEOMETRY_ATTRIBUTE`)."""
     stored = transform_node.GetAttribute(REFERENCE_GEOMETRY_ATTRIBUTE)
     if not stored:
-        raise InputError(None, f"the transform '{transform_node.GetName()}' holds no registration pose",
-                         "select the transform that registration made, or register first")
+        raise InputError(
+            None,
+            f"the transform '{transform_node.GetName()}' holds no registration pose",
+            "select the transform that registration made, or register first",
+        )
     return ProjectionGeometry.from_dict(json.loads(stored), transform_node.GetName())
 
 
@@ -155,11 +168,13 @@ def nudge(transform_node, centre_lps_mm, translation_mm=(0.0, 0.0, 0.0), rotatio
     current = pose_geometry(transform_node).camera_from_lps
     parameters = np.array([0.0, 0.0, float(rotation_deg), *np.asarray(translation_mm, dtype=float)])
     moved = camera_pose(parameters, current, np.asarray(centre_lps_mm, dtype=float)).double().numpy()
-    pose_transform_node(reference, reference.with_pose(moved), transform_node.GetScene(), transform_node.GetName(),
-                        transform_node)
+    pose_transform_node(
+        reference, reference.with_pose(moved), transform_node.GetScene(), transform_node.GetName(), transform_node
+    )
 
 
 # --- the registration process ---------------------------------------------------------------------------------
+
 
 @dataclass
 class RegistrationJob:
@@ -179,35 +194,58 @@ class RegistrationJob:
 
     def status(self) -> str:
         """The process's last log line (e.g. "level 2: pitch 2 mm, ... gc 0.71, 3.2 s"), without its time stamp."""
-        lines = [line for line in self.output_path.read_text(errors="replace").splitlines() if line.strip()] \
-            if self.output_path.exists() else []
+        lines = (
+            [line for line in self.output_path.read_text(errors="replace").splitlines() if line.strip()]
+            if self.output_path.exists()
+            else []
+        )
         return lines[-1].split("] ", 1)[-1] if lines else "starting"
 
 
 class RegistrationLogic:
     """Runs registrations in a separate process, keeps the pose in a transform node and draws the overlay."""
 
-    def start(self, radiograph_node, ct_node, scene, folder: str | Path, geometry: ProjectionGeometry,
-              segmentation_node=None, landmarks=None, python: str | None = None) -> RegistrationJob:
+    def start(
+        self,
+        radiograph_node,
+        ct_node,
+        scene,
+        folder: str | Path,
+        geometry: ProjectionGeometry,
+        segmentation_node=None,
+        landmarks=None,
+        python: str | None = None,
+    ) -> RegistrationJob:
         """Write the inputs into ``folder`` and start ``bmdgan register`` from ``geometry``'s pose (the reference of
         the transform node that :meth:`finish` makes), or from the pose solved from ``landmarks``
         (:func:`landmarks_from_markups`). With a segmentation, its bones are the structure whose outline and
         checks the registration uses."""
         import tifffile
 
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         pixels = node_to_radiograph(radiograph_node).pixels
         if pixels.shape != geometry.shape:
-            raise InputError(None, f"the radiograph has {pixels.shape[1]}x{pixels.shape[0]} pixels, the geometry "
-                                   f"{geometry.detector_columns}x{geometry.detector_rows}", "give its geometry")
+            raise InputError(
+                None,
+                f"the radiograph has {pixels.shape[1]}x{pixels.shape[0]} pixels, the geometry "
+                f"{geometry.detector_columns}x{geometry.detector_rows}",
+                "give its geometry",
+            )
         ct = CurationLogic().ct_from_node(ct_node)
         tifffile.imwrite(folder / "radiograph.tif", pixels.astype(np.float32))
         write_volume(ct, folder / "ct.nii.gz")
         geometry.save(folder / "start.geometry.json")
-        arguments = [str(folder / "radiograph.tif"), str(folder / "ct.nii.gz"), "--out", str(folder),
-                     "--name", RESULT_NAME, "--geometry", str(folder / "start.geometry.json")]
+        arguments = [
+            str(folder / "radiograph.tif"),
+            str(folder / "ct.nii.gz"),
+            "--out",
+            str(folder),
+            "--name",
+            RESULT_NAME,
+            "--geometry",
+            str(folder / "start.geometry.json"),
+        ]
         if segmentation_node is not None:
             labels = segmentation_node_to_labels(segmentation_node, ct, scene, SEGMENT_NAMES)
             write_volume(labels, folder / "labels.nii.gz")
@@ -218,8 +256,9 @@ class RegistrationLogic:
         return self._launch(arguments, folder, geometry, ct_node.GetName(), python)
 
     @staticmethod
-    def _launch(arguments: list[str], folder: Path, reference: ProjectionGeometry, name: str,
-                python: str | None) -> RegistrationJob:
+    def _launch(
+        arguments: list[str], folder: Path, reference: ProjectionGeometry, name: str, python: str | None
+    ) -> RegistrationJob:
         process = start_engine_process(["register", *arguments], folder / f"{RESULT_NAME}.out", python)
         return RegistrationJob(process, folder, reference, name)
 
@@ -245,6 +284,7 @@ class RegistrationLogic:
 
 
 # --- overlay --------------------------------------------------------------------------------------------------
+
 
 def overlay_colour_table(scene, name: str = "BMD-GAN registration overlay"):
     """Colour table of the overlay: 0 transparent, 1 green (DRR edges), 2 magenta (bone outline)."""
@@ -287,16 +327,20 @@ def update_overlay(radiograph_node, ct_node, transform_node, scene, segmentation
     geometry = pose_geometry(transform_node)
     radiograph = node_to_radiograph(radiograph_node)
     if radiograph.shape != geometry.shape:
-        raise InputError(None, f"the pose's detector is {geometry.detector_columns}x{geometry.detector_rows} pixels, "
-                               f"'{radiograph_node.GetName()}' {radiograph.shape[1]}x{radiograph.shape[0]}",
-                         "select the radiograph that was registered")
+        raise InputError(
+            None,
+            f"the pose's detector is {geometry.detector_columns}x{geometry.detector_rows} pixels, "
+            f"'{radiograph_node.GetName()}' {radiograph.shape[1]}x{radiograph.shape[0]}",
+            "select the radiograph that was registered",
+        )
     ct = CurationLogic().ct_from_node(ct_node)
     structure = None
     if segmentation_node is not None:
         structure = segmentation_node_to_labels(segmentation_node, ct, scene, SEGMENT_NAMES).array > 0
     values, factor = overlay_picture(geometry, ct, structure)
-    node = overlay_node or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
-                                                   f"{radiograph_node.GetName()} registration overlay")
+    node = overlay_node or scene.AddNewNodeByClass(
+        "vtkMRMLScalarVolumeNode", f"{radiograph_node.GetName()} registration overlay"
+    )
     slicer.util.updateVolumeFromArray(node, values[np.newaxis])
     radiograph_ijk_to_ras = vtk.vtkMatrix4x4()
     radiograph_node.GetIJKToRASMatrix(radiograph_ijk_to_ras)
@@ -325,8 +369,10 @@ def show_overlay(scene, radiograph_node, overlay_node, opacity: float) -> int:
     of the scene; returns the number of slice views set."""
     if not 0.0 <= float(opacity) <= 1.0:
         raise InputError(None, f"overlay opacity {opacity} is outside 0-1", "give an opacity between 0 and 1")
-    composites = [scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
-                  for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    composites = [
+        scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))
+    ]
     for composite in composites:
         composite.SetBackgroundVolumeID(radiograph_node.GetID())
         composite.SetForegroundVolumeID(overlay_node.GetID())

@@ -50,6 +50,7 @@ def target_unit(target: str) -> str:
 
 # --- the evaluation process ----------------------------------------------------------------------------------
 
+
 @dataclass
 class EvaluationRequest:
     """What to evaluate: a run's exported model on a dataset's held-out fold (None: every case)."""
@@ -80,8 +81,17 @@ class EvaluationRequest:
 
     def arguments(self) -> list[str]:
         """The ``bmdgan`` command line after ``python -m bmdgan``."""
-        arguments = ["evaluate", "--model", str(self.model_folder), "--dataset", self.dataset, "--out",
-                     str(self.out_folder), "--device", self.device]
+        arguments = [
+            "evaluate",
+            "--model",
+            str(self.model_folder),
+            "--dataset",
+            self.dataset,
+            "--out",
+            str(self.out_folder),
+            "--device",
+            self.device,
+        ]
         arguments += ["--fold", "all" if self.fold is None else str(self.fold)]  # None: every case, as chosen
         if not self.robustness:
             arguments += ["--jpeg-qualities", "", "--bit-depths", ""]
@@ -92,16 +102,21 @@ def check_request(request: EvaluationRequest) -> int:
     """Refuse, with what to fix, a run without an exported model and a dataset or fold without enough cases;
     returns the number of cases to evaluate."""
     if not (request.model_folder / "model.json").is_file():
-        raise InputError(request.run_folder, "has no exported model (model/model.json)",
-                         "train stages 1 and 2 to the end first, or choose a run folder that has a model")
+        raise InputError(
+            request.run_folder,
+            "has no exported model (model/model.json)",
+            "train stages 1 and 2 to the end first, or choose a run folder that has a model",
+        )
     records = read_manifest(request.dataset)
     chosen = [r for r in records if request.fold is None or r.fold == request.fold]
     if len(chosen) < MIN_CASES:
         folds = ", ".join(str(f) for f in sorted({r.fold for r in records}))
         where = "in all" if request.fold is None else f"in fold {request.fold}"
-        raise InputError(request.dataset, f"has {len(chosen)} cases {where} (its folds: {folds or 'none'}); "
-                                          f"evaluation needs at least {MIN_CASES}",
-                         "choose one of its folds, or -1 for every case")
+        raise InputError(
+            request.dataset,
+            f"has {len(chosen)} cases {where} (its folds: {folds or 'none'}); evaluation needs at least {MIN_CASES}",
+            "choose one of its folds, or -1 for every case",
+        )
     return len(chosen)
 
 
@@ -125,8 +140,9 @@ class EvaluationJob:
         """How far the process is, from the last progress bar in its log: the held-out cases count one part, every
         robustness level one more."""
         if not self.running():
-            return EvaluationProgress("finished" if self.process.returncode == 0 else "stopped",
-                                      1.0 if self.process.returncode == 0 else 0.0)
+            return EvaluationProgress(
+                "finished" if self.process.returncode == 0 else "stopped", 1.0 if self.process.returncode == 0 else 0.0
+            )
         text = self.request.log_path.read_text(errors="replace") if self.request.log_path.exists() else ""
         matches = _PROGRESS.findall(text)
         if not matches:
@@ -170,14 +186,16 @@ class EvaluationLogic:
         if job.running():
             raise BMDGANError("the evaluation is still running")
         if job.process.returncode != 0:
-            raise BMDGANError(f"the evaluation stopped with exit code {job.process.returncode}: "
-                              f"{log_tail(job.request.log_path)}")
+            raise BMDGANError(
+                f"the evaluation stopped with exit code {job.process.returncode}: {log_tail(job.request.log_path)}"
+            )
         name = f"{Path(job.request.run_folder).name} {job.request.out_folder.name}"
         return self.load(job.request.out_folder, scene, name, load_pictures)
 
     @staticmethod
-    def load(folder: str | Path, scene, name: str = "BMD-GAN evaluation", load_pictures: bool = False
-             ) -> EvaluationResult:
+    def load(
+        folder: str | Path, scene, name: str = "BMD-GAN evaluation", load_pictures: bool = False
+    ) -> EvaluationResult:
         """An evaluation folder (``metrics.json``, ``predictions.csv``, pictures) into nodes named after ``name``;
         nodes of that name are updated in place, so evaluating again replaces the previous results."""
         folder = Path(folder)
@@ -188,24 +206,30 @@ class EvaluationLogic:
         result = EvaluationResult(folder, report, metrics_table_node(report, scene, f"{name} metrics"))
         for method, target, estimate, truth in prediction_pairs(read_predictions(folder / "predictions.csv")):
             label = f"{name} {method} {target}"
-            result.correlation_charts[(method, target)] = correlation_chart(scene, f"{label} correlation", estimate,
-                                                                            truth, target)
-            result.bland_altman_charts[(method, target)] = bland_altman_chart(scene, f"{label} Bland-Altman",
-                                                                              estimate, truth, target)
+            result.correlation_charts[(method, target)] = correlation_chart(
+                scene, f"{label} correlation", estimate, truth, target
+            )
+            result.bland_altman_charts[(method, target)] = bland_altman_chart(
+                scene, f"{label} Bland-Altman", estimate, truth, target
+            )
         if load_pictures:
-            result.picture_nodes = [picture_node(path, scene, f"{name} {path.stem}")
-                                    for path in sorted(folder.glob("*.png"))]
+            result.picture_nodes = [
+                picture_node(path, scene, f"{name} {path.stem}") for path in sorted(folder.glob("*.png"))
+            ]
         return result
 
 
 def summary(report: dict) -> str:
     """One line of a ``metrics.json`` report: cases, fold, the PF-DRR's mean PSNR (dB) and Dice."""
     fold = "every case" if report["fold"] is None else f"fold {report['fold']}"
-    return (f"{report['cases']} cases ({fold}): PF-DRR PSNR {report['pf_drr']['psnr_db_mean']:.1f} dB, "
-            f"Dice {report['pf_drr']['dice_mean']:.3f}")
+    return (
+        f"{report['cases']} cases ({fold}): PF-DRR PSNR {report['pf_drr']['psnr_db_mean']:.1f} dB, "
+        f"Dice {report['pf_drr']['dice_mean']:.3f}"
+    )
 
 
 # --- metrics table ---------------------------------------------------------------------------------------------
+
 
 def metrics_rows(report: dict) -> list[dict]:
     """One row per method, target and pose ("all" first, then each pose) of a ``metrics.json`` report: method,
@@ -218,8 +242,7 @@ def metrics_rows(report: dict) -> list[dict]:
                 continue  # fewer than three finite pairs: evaluate wrote no metrics
             for pose, values in [("all", metrics["all"]), *metrics["per_pose"].items()]:
                 numbers = {c: math.nan if values.get(c) is None else float(values[c]) for c in METRIC_COLUMNS}
-                rows.append({"method": method, "target": target, "unit": target_unit(target), "pose": pose,
-                             **numbers})
+                rows.append({"method": method, "target": target, "unit": target_unit(target), "pose": pose, **numbers})
     return rows
 
 
@@ -252,6 +275,7 @@ def metrics_table_node(report: dict, scene, name: str):
 
 # --- predictions and charts ------------------------------------------------------------------------------------
 
+
 def read_predictions(path: str | Path) -> dict[str, list[str]]:
     """``predictions.csv`` as columns of text, keyed by its header."""
     with open(path, newline="") as stream:
@@ -274,7 +298,7 @@ def prediction_pairs(columns: dict[str, list[str]]) -> list[tuple[str, str, np.n
                 estimate = np.array(columns[key], dtype=float)
                 finite = np.isfinite(estimate) & np.isfinite(truth)
                 if finite.sum() >= MIN_CASES:
-                    pairs.append((key[len(target) + 1:], target, estimate[finite], truth[finite]))
+                    pairs.append((key[len(target) + 1 :], target, estimate[finite], truth[finite]))
     return pairs
 
 
@@ -311,11 +335,19 @@ def correlation_chart(scene, name: str, estimate: np.ndarray, truth: np.ndarray,
     low, high = float(min(truth.min(), estimate.min())), float(max(truth.max(), estimate.max()))
     identity = _node(scene, "vtkMRMLTableNode", f"{name} identity table")
     fill_table(identity, {"truth": [low, high], "identity": [low, high]})
-    series = [_series(scene, f"{name} cases", points, "truth", "estimate", points=True),
-              _series(scene, f"{name} identity", identity, "truth", "identity", points=False, colour=(0.5, 0.5, 0.5))]
+    series = [
+        _series(scene, f"{name} cases", points, "truth", "estimate", points=True),
+        _series(scene, f"{name} identity", identity, "truth", "identity", points=False, colour=(0.5, 0.5, 0.5)),
+    ]
     pcc = float(np.corrcoef(estimate, truth)[0, 1])
-    return _chart(scene, name, f"{target}: PCC {pcc:.3f} (n = {len(truth)})", f"ground truth ({unit})",
-                  f"estimate ({unit})", series)
+    return _chart(
+        scene,
+        name,
+        f"{target}: PCC {pcc:.3f} (n = {len(truth)})",
+        f"ground truth ({unit})",
+        f"estimate ({unit})",
+        series,
+    )
 
 
 def bland_altman_chart(scene, name: str, estimate: np.ndarray, truth: np.ndarray, target: str):
@@ -328,25 +360,34 @@ def bland_altman_chart(scene, name: str, estimate: np.ndarray, truth: np.ndarray
     mean, lower, upper = limits.mean_difference, limits.lower_limit, limits.upper_limit
     span = [float(((estimate + truth) / 2.0).min()), float(((estimate + truth) / 2.0).max())]
     lines = _node(scene, "vtkMRMLTableNode", f"{name} limits table")
-    fill_table(lines, {"mean": span, "mean difference": [mean] * 2, "lower limit": [lower] * 2,
-                       "upper limit": [upper] * 2})
+    fill_table(
+        lines, {"mean": span, "mean difference": [mean] * 2, "lower limit": [lower] * 2, "upper limit": [upper] * 2}
+    )
     dark_red = (0.55, 0.0, 0.0)
     series = [_series(scene, f"{name} cases", points, "mean", "difference", points=True)]
-    series += [_series(scene, f"{name} {column}", lines, "mean", column, points=False, colour=dark_red)
-               for column in ("mean difference", "lower limit", "upper limit")]
+    series += [
+        _series(scene, f"{name} {column}", lines, "mean", column, points=False, colour=dark_red)
+        for column in ("mean difference", "lower limit", "upper limit")
+    ]
     for line in series[2:]:
         line.SetLineStyle(line.LineStyleDash)
-    return _chart(scene, name, f"Bland-Altman, {target} (n = {len(truth)})",
-                  f"mean of estimate and ground truth ({unit})", f"estimate - ground truth ({unit})", series)
+    return _chart(
+        scene,
+        name,
+        f"Bland-Altman, {target} (n = {len(truth)})",
+        f"mean of estimate and ground truth ({unit})",
+        f"estimate - ground truth ({unit})",
+        series,
+    )
 
 
 # --- pictures --------------------------------------------------------------------------------------------------
+
 
 def picture_node(path: str | Path, scene, name: str):
     """A PNG picture as an RGB vector volume node laid out like a 2D image file in Slicer (row 0 at the top of the
     slice view, 1 mm pixels: a picture has no physical size); updated in place when the name exists."""
     from PIL import Image
-
 
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))

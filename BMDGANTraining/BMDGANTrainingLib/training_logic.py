@@ -26,7 +26,7 @@ class ComputeEnvironment:
 
     @property
     def default_device(self) -> str:
-        """"cuda" when a GPU is visible, else "cpu"."""
+        """ "cuda" when a GPU is visible, else "cpu"."""
         return "cuda" if self.cuda_devices else "cpu"
 
     def describe(self) -> str:
@@ -49,8 +49,18 @@ class TrainingRequest:
 
     def arguments(self) -> list[str]:
         """The ``bmdgan`` command line after ``python -m bmdgan``."""
-        arguments = ["train", self.dataset, "--out", self.run_folder, "--config", self.config,
-                     "--stages", self.stages, "--device", self.device]
+        arguments = [
+            "train",
+            self.dataset,
+            "--out",
+            self.run_folder,
+            "--config",
+            self.config,
+            "--stages",
+            self.stages,
+            "--device",
+            self.device,
+        ]
         if self.fold is not None:
             arguments += ["--fold", str(self.fold)]
         if not self.hierarchical:
@@ -96,7 +106,7 @@ class TrainingLogic:
         return ComputeEnvironment(torch.__version__, devices, torch.get_num_threads())
 
     def resolve_device(self, requested: str) -> str:
-        """"auto" -> the best available device; "cuda" without a GPU is an error that says so."""
+        """ "auto" -> the best available device; "cuda" without a GPU is an error that says so."""
         environment = self.compute_environment()
         if requested == "auto":
             return environment.default_device
@@ -174,8 +184,9 @@ class TrainingLogic:
         chart.SetXAxisTitle("epoch")
         for column in columns[1:]:
             series_name = f"{name} {column}"
-            series = scene.GetFirstNodeByName(series_name) or scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode",
-                                                                                     series_name)
+            series = scene.GetFirstNodeByName(series_name) or scene.AddNewNodeByClass(
+                "vtkMRMLPlotSeriesNode", series_name
+            )
             series.SetAndObserveTableNodeID(table.GetID())
             series.SetXColumnName("epoch")
             series.SetYColumnName(column)

@@ -10,8 +10,7 @@ import pytest
 
 from bmdgan.ct.body import body_mask
 from bmdgan.io import Volume, VolumeGeometry, read_ct
-from bmdgan.projection.ap_pelvis import (ap_pelvis_centre, ap_pelvis_geometry, clean_outside_body,
-                                         project_ap_pelvis)
+from bmdgan.projection.ap_pelvis import ap_pelvis_centre, ap_pelvis_geometry, clean_outside_body, project_ap_pelvis
 from bmdgan.projection.simulator import material_projections
 
 
@@ -27,8 +26,10 @@ def _slab(ct, body, first: int, stop: int):
     """Slices [first, stop) of a CT and its body mask: a scan that ends earlier at both ends."""
     g = ct.geometry
     origin = np.asarray(g.origin_mm) + g.direction @ np.array([0.0, 0.0, first * g.spacing_mm[2]])
-    return (Volume(ct.array[first:stop].copy(), VolumeGeometry(g.spacing_mm, tuple(origin), g.direction), "HU",
-                   "slab"), body[first:stop])
+    return (
+        Volume(ct.array[first:stop].copy(), VolumeGeometry(g.spacing_mm, tuple(origin), g.direction), "HU", "slab"),
+        body[first:stop],
+    )
 
 
 def test_no_step_where_the_scanned_volume_ends(pelvis_005, one_torch_thread):
@@ -40,41 +41,45 @@ def test_no_step_where_the_scanned_volume_ends(pelvis_005, one_torch_thread):
     cleaned_full = clean_outside_body(ct, body)
     errors = {}
     for collimate in (False, True):
-        areal, geometry, collimation = project_ap_pelvis(short, short_body, centre, pixel_spacing_mm=1.0,
-                                                         collimate=collimate)
+        areal, geometry, collimation = project_ap_pelvis(
+            short, short_body, centre, pixel_spacing_mm=1.0, collimate=collimate
+        )
         truth = material_projections(cleaned_full, geometry).sum(axis=0)
         image = areal.sum(axis=0)
-        inside = truth > 1.0                                   # g/cm2: body pixels
+        inside = truth > 1.0  # g/cm2: body pixels
         relative = np.abs(image - truth) / np.maximum(truth, 1.0)
         errors[collimate] = relative[inside].max()
         if collimate:
             assert collimation.collimated and collimation.columns == collimation.full_columns == 430
             assert set(collimation.limited_by) == {"inferior end of the scan", "superior end of the scan"}
-            assert 250 < collimation.rows < 330                 # of 350 rows at 1 mm
+            assert 250 < collimation.rows < 330  # of 350 rows at 1 mm
             # No step at the rows where the scan ends: the first and last kept rows continue their neighbours.
             profile = np.array([row[mask].mean() for row, mask in zip(image, inside)])
             jumps = np.abs(np.diff(profile))
             assert max(jumps[:3].max(), jumps[-3:].max()) <= np.percentile(jumps, 99)
     print(f"largest relative error against the full scan: {errors}")
-    assert errors[False] > 0.5                                  # without collimation: the body is cut off
-    assert errors[True] < 0.005                                 # collimated: measured 0.0011
+    assert errors[False] > 0.5  # without collimation: the body is cut off
+    assert errors[True] < 0.005  # collimated: measured 0.0011
 
 
 def test_full_detector_on_the_whole_scan_is_collimated_at_both_ends(pelvis_005, one_torch_thread):
     """A 650 mm tall detector sees past both ends of the scan; the uncollimated image falls to zero there."""
     ct, body, centre = pelvis_005
-    full_geometry, _ = ap_pelvis_geometry(body, ct.geometry.ijk_to_lps(), centre, pixel_spacing_mm=1.0,
-                                          detector_mm=(650.0, 430.0), collimate=False)
-    geometry, collimation = ap_pelvis_geometry(body, ct.geometry.ijk_to_lps(), centre, pixel_spacing_mm=1.0,
-                                               detector_mm=(650.0, 430.0))
+    full_geometry, _ = ap_pelvis_geometry(
+        body, ct.geometry.ijk_to_lps(), centre, pixel_spacing_mm=1.0, detector_mm=(650.0, 430.0), collimate=False
+    )
+    geometry, collimation = ap_pelvis_geometry(
+        body, ct.geometry.ijk_to_lps(), centre, pixel_spacing_mm=1.0, detector_mm=(650.0, 430.0)
+    )
     assert (collimation.full_rows, collimation.first_row, collimation.rows) == (650, 103, 452)
     uncollimated = material_projections(clean_outside_body(ct, body), full_geometry).sum(axis=0)
     middle = uncollimated[:, 165:265].mean(axis=1)
-    assert middle[:20].max() < 0.5 and middle[-20:].max() < 0.5          # beyond the scan: nothing
-    kept = middle[collimation.first_row:collimation.first_row + collimation.rows]
-    assert kept.min() > 8.0                                              # g/cm2: body on every kept row
-    np.testing.assert_allclose(geometry.project_points(centre[None])[0],
-                               full_geometry.project_points(centre[None])[0] - [0, 103], atol=1e-6)
+    assert middle[:20].max() < 0.5 and middle[-20:].max() < 0.5  # beyond the scan: nothing
+    kept = middle[collimation.first_row : collimation.first_row + collimation.rows]
+    assert kept.min() > 8.0  # g/cm2: body on every kept row
+    np.testing.assert_allclose(
+        geometry.project_points(centre[None])[0], full_geometry.project_points(centre[None])[0] - [0, 103], atol=1e-6
+    )
 
 
 def test_couch_and_wires_outside_the_body_contribute_nothing(pelvis_005, one_torch_thread):
@@ -84,7 +89,7 @@ def test_couch_and_wires_outside_the_body_contribute_nothing(pelvis_005, one_tor
     outside = ~body & (ct.array > -400)
     x_lps = ct.geometry.ijk_to_lps()[0, 0] * np.nonzero(outside)[2] + ct.geometry.ijk_to_lps()[0, 3]
     assert ct.array[outside].max() >= 3000 and outside.sum() > 100_000
-    assert np.median(x_lps[ct.array[outside] > 1500]) < 0                # the wires lie on the patient's right
+    assert np.median(x_lps[ct.array[outside] > 1500]) < 0  # the wires lie on the patient's right
     by_hand = ct.with_array(np.where(outside, np.float32(-1000.0), ct.array))
     areal, geometry, _ = project_ap_pelvis(ct, body, centre, pixel_spacing_mm=2.0)
     areal_by_hand, geometry_by_hand, _ = project_ap_pelvis(by_hand, body, centre, pixel_spacing_mm=2.0)
@@ -92,22 +97,40 @@ def test_couch_and_wires_outside_the_body_contribute_nothing(pelvis_005, one_tor
     np.testing.assert_array_equal(areal, areal_by_hand)
     # Without the body mask the couch and the wires would be in the image.
     unclean = material_projections(ct, geometry)
-    assert np.abs(unclean - areal).max() > 1.0                           # g/cm2
+    assert np.abs(unclean - areal).max() > 1.0  # g/cm2
 
 
 def test_simulate_xray_ap_pelvis_records_its_collimation(pelvis_005, tmp_path, capsys):
     """``simulate-xray --view ap-pelvis`` with a body mask file and a 650 mm tall detector at 2 mm: the image and its
     geometry are the collimated detector, and the JSON says which rows were kept and why."""
+    from PIL import Image
+
     from bmdgan.cli.main import main
     from bmdgan.io import write_volume
-    from PIL import Image
 
     ct, body, _ = pelvis_005
     write_volume(ct.with_array(body.astype(np.uint8), unit="label"), tmp_path / "body.nii.gz")
     source = ct.source
-    code = main(["simulate-xray", source, "-o", str(tmp_path / "out"), "--view", "ap-pelvis",
-                 "--body-mask", str(tmp_path / "body.nii.gz"), "--pixel-mm", "2", "--rows", "325", "--columns",
-                 "215", "--sid-mm", "1100"])
+    code = main(
+        [
+            "simulate-xray",
+            source,
+            "-o",
+            str(tmp_path / "out"),
+            "--view",
+            "ap-pelvis",
+            "--body-mask",
+            str(tmp_path / "body.nii.gz"),
+            "--pixel-mm",
+            "2",
+            "--rows",
+            "325",
+            "--columns",
+            "215",
+            "--sid-mm",
+            "1100",
+        ]
+    )
     assert code == 0
     record = json.loads((tmp_path / "out" / "Pelvic-Ref-005_seed0.params.json").read_text())
     collimation = record["collimation"]
@@ -119,8 +142,21 @@ def test_simulate_xray_ap_pelvis_records_its_collimation(pelvis_005, tmp_path, c
     assert np.asarray(Image.open(tmp_path / "out" / "Pelvic-Ref-005_seed0.png")).shape == (collimation["rows"], 215)
     assert "collimated to 215x" in capsys.readouterr().out
     (tmp_path / "g.json").write_text(json.dumps(geometry))
-    assert main(["simulate-xray", source, "-o", str(tmp_path / "bad"), "--view", "ap-pelvis",
-                 "--geometry", str(tmp_path / "g.json")]) == 2
+    assert (
+        main(
+            [
+                "simulate-xray",
+                source,
+                "-o",
+                str(tmp_path / "bad"),
+                "--view",
+                "ap-pelvis",
+                "--geometry",
+                str(tmp_path / "g.json"),
+            ]
+        )
+        == 2
+    )
     assert "--view ap-pelvis sets its own geometry" in capsys.readouterr().err
 
 
@@ -141,7 +177,7 @@ def synthetic_pelvis_hips() -> list:
     patient's right femur at -x, the left at +x with 1.5 times the mineral; a sacrum-like block between them."""
     from bmdgan.cohort.prepared_ct import PreparedCT
 
-    shape = (90, 70, 110)                                          # k, j, i at 4 mm: 360 x 280 x 440 mm
+    shape = (90, 70, 110)  # k, j, i at 4 mm: 360 x 280 x 440 mm
     geometry = VolumeGeometry((4.0, 4.0, 4.0), (-218.0, -138.0, -178.0))
     k, j, i = np.indices(shape)
     x, y, z = -218 + 4.0 * i, -138 + 4.0 * j, -178 + 4.0 * k
@@ -151,12 +187,11 @@ def synthetic_pelvis_hips() -> list:
     hips = []
     density = np.zeros(shape, np.float32)
     for side, sign, factor in (("right", -1.0, 1.0), ("left", 1.0, 1.5)):
-        head = (x - sign * 80) ** 2 + y ** 2 + z ** 2 < 22 ** 2
+        head = (x - sign * 80) ** 2 + y**2 + z**2 < 22**2
         neck = (np.abs(z + 12) < 10) & (np.abs(y) < 10) & (sign * x > 80) & (sign * x < 118)
-        shaft = ((x - sign * 120) ** 2 + y ** 2 < 15 ** 2) & (z < -10)
+        shaft = ((x - sign * 120) ** 2 + y**2 < 15**2) & (z < -10)
         bone = head | neck | shaft
-        core = ((x - sign * 80) ** 2 + y ** 2 + z ** 2 < 17 ** 2) | \
-            ((x - sign * 120) ** 2 + y ** 2 < 10 ** 2) & (z < -10)
+        core = ((x - sign * 80) ** 2 + y**2 + z**2 < 17**2) | ((x - sign * 120) ** 2 + y**2 < 10**2) & (z < -10)
         density[bone] = np.where(core, 200.0, 900.0)[bone] * factor
         hips.append((side, sign, factor, bone, bone & (z > -70)))
     density[sacrum] = 250.0
@@ -166,11 +201,24 @@ def synthetic_pelvis_hips() -> list:
     for side, sign, factor, bone, pf in hips:
         lateral = np.array([sign, 0.0, 0.0])
         up = np.array([0.0, 0.0, 1.0])
-        prepared.append(PreparedCT(
-            "SYNP", Volume(hu, geometry, "HU", "synthetic pelvis"), density, bone | sacrum, pf,
-            np.array([sign * 80, 0.0, 0.0]), np.array([sign * 120, 0.0, -80.0]), side,
-            (0.3 * factor, 0.5 * factor), (150.0 * factor, 100.0 * factor), {"method": "synthetic"},
-            np.stack([lateral, np.cross(up, lateral), up]), body, f"SYNP_{side}"))
+        prepared.append(
+            PreparedCT(
+                "SYNP",
+                Volume(hu, geometry, "HU", "synthetic pelvis"),
+                density,
+                bone | sacrum,
+                pf,
+                np.array([sign * 80, 0.0, 0.0]),
+                np.array([sign * 120, 0.0, -80.0]),
+                side,
+                (0.3 * factor, 0.5 * factor),
+                (150.0 * factor, 100.0 * factor),
+                {"method": "synthetic"},
+                np.stack([lateral, np.cross(up, lateral), up]),
+                body,
+                f"SYNP_{side}",
+            )
+        )
     return prepared
 
 
@@ -184,13 +232,16 @@ def test_ap_pelvis_cohort_gives_one_case_per_hip_with_its_own_truth(tmp_path, on
     settings = CohortSettings(str(tmp_path), seed=4, patients_per_ct=1, poses=("standing",), image_shape=(128, 64))
     cases = make_patient_cases(settings, "SYNP", 0)
     assert [(record.side, record.mirrored, record.case_id) for record, _ in cases] == [
-        ("left", True, "SYNP-v000-standing-left"), ("right", False, "SYNP-v000-standing-right")]
+        ("left", True, "SYNP-v000-standing-left"),
+        ("right", False, "SYNP-v000-standing-right"),
+    ]
     patient = sample_patient(4, "SYNP", 0)
     truth = {record.side: record for record, _ in cases}
     images = {record.side: case_images for record, case_images in cases}
     for side, factor in (("right", 1.0), ("left", 1.5)):
         assert truth[side].ct_abmd_g_cm2 == pytest.approx(
-            factor * (0.3 * patient.trabecular_factor + 0.5 * patient.cortical_factor))
+            factor * (0.3 * patient.trabecular_factor + 0.5 * patient.cortical_factor)
+        )
         assert images[side]["radiograph"].shape == (128, 64)
         assert (images[side]["drr_stage1"] >= images[side]["drr_pf"] - 1e-5).all()
     # Each half holds its own hip: the left femur has 1.5 times the mineral of the right one.
@@ -208,7 +259,7 @@ def test_ap_pelvis_cohort_gives_one_case_per_hip_with_its_own_truth(tmp_path, on
     for side in ("left", "right"):
         column, row = json.loads(truth[side].provenance)["head_centre_px"]
         pf = images[side]["drr_pf"]
-        assert pf[int(round(row)), int(round(column))] > 0.6 * pf.max()          # on the head, the PF's thickest
+        assert pf[int(round(row)), int(round(column))] > 0.6 * pf.max()  # on the head, the PF's thickest
 
 
 def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, one_torch_thread):
@@ -220,15 +271,23 @@ def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, o
     for prepared in synthetic_pelvis_hips():
         save_prepared(prepared, tmp_path / "prepared")
     for view in ("auto", "hip"):
-        settings = CohortSettings(str(tmp_path / "prepared"), seed=1, patients_per_ct=2, poses=("standing",),
-                                  image_shape=(64, 32), folds=2, view=view)
+        settings = CohortSettings(
+            str(tmp_path / "prepared"),
+            seed=1,
+            patients_per_ct=2,
+            poses=("standing",),
+            image_shape=(64, 32),
+            folds=2,
+            view=view,
+        )
         out = tmp_path / view
         summary = simulate_cohort(settings, ["SYNP"], out, workers=1, progress=False)
         records = read_manifest(out)
         assert summary["images"] == 4 and summary["patients"] == 2
         assert sorted({(source_ct_of(r), r.side) for r in records}) == [("SYNP", "left"), ("SYNP", "right")]
-        assert {r.case_id for r in records} == {f"SYNP-v00{n}-standing-{side}" for n in (0, 1)
-                                                for side in ("left", "right")}
+        assert {r.case_id for r in records} == {
+            f"SYNP-v00{n}-standing-{side}" for n in (0, 1) for side in ("left", "right")
+        }
         assert simulate_cohort(settings, ["SYNP"], out, workers=1, progress=False)["written_now"] == 0
 
 
@@ -245,8 +304,15 @@ def test_two_whole_pelvis_cts_give_four_bones(shared_data, tmp_path_factory):
     paths = [shared_data / "ct" / "pelvic_reference" / f"Pelvic-Ref-00{n}.nii.gz" for n in (2, 5)]
     ct_ids, skipped = prepare_cts(paths, out / "prepared", progress=False)
     assert ct_ids == ["Pelvic-Ref-002", "Pelvic-Ref-005"] and not skipped, skipped
-    settings = CohortSettings(str(out / "prepared"), seed=0, patients_per_ct=1, poses=("standing",),
-                              image_shape=(128, 64), folds=2, fold_by="ct")
+    settings = CohortSettings(
+        str(out / "prepared"),
+        seed=0,
+        patients_per_ct=1,
+        poses=("standing",),
+        image_shape=(128, 64),
+        folds=2,
+        fold_by="ct",
+    )
     simulate_cohort(settings, ct_ids, out, workers=1, progress=False)
     records = read_manifest(out)
     bones = sorted((source_ct_of(r), r.side) for r in records)
@@ -255,6 +321,6 @@ def test_two_whole_pelvis_cts_give_four_bones(shared_data, tmp_path_factory):
         assert json.loads(record.provenance)["view"] == "ap-pelvis"
         assert record.mirrored == (record.side == "left")
         assert 0.3 < record.ct_abmd_g_cm2 < 1.6 and 100 < record.qct_vbmd_mg_cm3 < 600
-        assert load_image(out, record, "drr_pf").max() > 0.3                     # g/cm2: its own hip's PF region
-    for ct in ct_ids:                                                            # both hips of a CT in one fold
+        assert load_image(out, record, "drr_pf").max() > 0.3  # g/cm2: its own hip's PF region
+    for ct in ct_ids:  # both hips of a CT in one fold
         assert len({r.fold for r in records if source_ct_of(r) == ct}) == 1

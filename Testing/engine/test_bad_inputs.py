@@ -69,8 +69,9 @@ def png_of_zeros(path: Path, width: int, height: int, rows_stored: int | None = 
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(chunks))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(chunks)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -84,8 +85,7 @@ def ct_array(shape=(12, 40, 40)) -> np.ndarray:
 
 
 def nifti_ct(path: Path, array: np.ndarray | None = None, spacing=(0.8, 0.8, 2.0)) -> Path:
-    return write_volume(Volume(ct_array() if array is None else array, VolumeGeometry(spacing, (0.0, 0.0, 0.0))),
-                        path)
+    return write_volume(Volume(ct_array() if array is None else array, VolumeGeometry(spacing, (0.0, 0.0, 0.0))), path)
 
 
 def ct_dicom_series(folder: Path, pixel_spacing: bool = True, suffix: str = ".dcm") -> Path:
@@ -140,8 +140,10 @@ def _overwrite_with_user_file(tmp: Path):
     (result / "result.json").write_text("{}")
     (result / MARKER).write_text(json.dumps({"command": "estimate", "files": ["result.json"]}))
     (result / "my_notes.txt").write_text("added by the user to an earlier result")
-    return (["estimate", str(hip_dx(tmp / "in" / "hip.dcm")), "--out", str(tmp / "out"), "--overwrite"],
-            "--overwrite would delete them")
+    return (
+        ["estimate", str(hip_dx(tmp / "in" / "hip.dcm")), "--out", str(tmp / "out"), "--overwrite"],
+        "--overwrite would delete them",
+    )
 
 
 def _out_is_a_file(tmp: Path):
@@ -159,24 +161,58 @@ def _package_into_user_folder(tmp: Path):
     model_copy(tmp / "run" / "model")
     (tmp / "shipped").mkdir()
     (tmp / "shipped" / "thesis.docx").write_text("the user's own file")
-    return (["package-model", str(tmp / "run"), "--out", str(tmp / "shipped"), "--training-command", "x",
-             "--cts", "STS_001", "--held-out-cts", "STS_012"], "did not write")
+    return (
+        [
+            "package-model",
+            str(tmp / "run"),
+            "--out",
+            str(tmp / "shipped"),
+            "--training-command",
+            "x",
+            "--cts",
+            "STS_001",
+            "--held-out-cts",
+            "STS_012",
+        ],
+        "did not write",
+    )
 
 
 def _package_without_run_json(tmp: Path):
     model_copy(tmp / "run" / "model")
-    return (["package-model", str(tmp / "run"), "--out", str(tmp / "shipped"), "--training-command", "x",
-             "--cts", "STS_001", "--held-out-cts", "STS_012"], "run.json")
+    return (
+        [
+            "package-model",
+            str(tmp / "run"),
+            "--out",
+            str(tmp / "shipped"),
+            "--training-command",
+            "x",
+            "--cts",
+            "STS_001",
+            "--held-out-cts",
+            "STS_012",
+        ],
+        "run.json",
+    )
 
 
 def _decompression_bomb(tmp: Path):
-    return ["estimate", str(png_of_zeros(tmp / "bomb.png", 30000, 30000, rows_stored=8)), "--out", str(tmp / "out")], \
-        "decompression bomb"
+    return [
+        "estimate",
+        str(png_of_zeros(tmp / "bomb.png", 30000, 30000, rows_stored=8)),
+        "--out",
+        str(tmp / "out"),
+    ], "decompression bomb"
 
 
 def _huge_png(tmp: Path):
-    return ["estimate", str(png_of_zeros(tmp / "huge.png", 12000, 12000, rows_stored=8)), "--out", str(tmp / "out")], \
-        "megapixels"
+    return [
+        "estimate",
+        str(png_of_zeros(tmp / "huge.png", 12000, 12000, rows_stored=8)),
+        "--out",
+        str(tmp / "out"),
+    ], "megapixels"
 
 
 def _huge_dicom_header(tmp: Path):
@@ -196,31 +232,39 @@ def _bad_rescale_slope(tmp: Path):
 
 
 def _zero_rescale_slope(tmp: Path):
-    return ["estimate", str(hip_dx(tmp / "zero.dcm", RescaleSlope=0, RescaleIntercept=0)), "--out",
-            str(tmp / "out")], "RescaleSlope"
+    return [
+        "estimate",
+        str(hip_dx(tmp / "zero.dcm", RescaleSlope=0, RescaleIntercept=0)),
+        "--out",
+        str(tmp / "out"),
+    ], "RescaleSlope"
 
 
 def _truncated_safetensors(tmp: Path):
     model = model_copy(tmp / "model")
     data = (model / "generator.safetensors").read_bytes()
     (model / "generator.safetensors").write_bytes(data[: len(data) // 2])
-    return ["estimate", str(hip_dx(tmp / "hip.dcm")), "--model", str(model), "--out", str(tmp / "out")], \
-        "generator.safetensors"
+    return [
+        "estimate",
+        str(hip_dx(tmp / "hip.dcm")),
+        "--model",
+        str(model),
+        "--out",
+        str(tmp / "out"),
+    ], "generator.safetensors"
 
 
 def _broken_model_json(tmp: Path):
     model = model_copy(tmp / "model")
     text = (model / "model.json").read_text()
     (model / "model.json").write_text(text[: len(text) // 2])
-    return ["estimate", str(hip_dx(tmp / "hip.dcm")), "--model", str(model), "--out", str(tmp / "out")], \
-        "model.json"
+    return ["estimate", str(hip_dx(tmp / "hip.dcm")), "--model", str(model), "--out", str(tmp / "out")], "model.json"
 
 
 def _model_json_without_calibrations(tmp: Path):
     model = model_copy(tmp / "model")
     set_model_json(model, lambda d: d.pop("calibrations"))
-    return ["estimate", str(hip_dx(tmp / "hip.dcm")), "--model", str(model), "--out", str(tmp / "out")], \
-        "model.json"
+    return ["estimate", str(hip_dx(tmp / "hip.dcm")), "--model", str(model), "--out", str(tmp / "out")], "model.json"
 
 
 def _regressor_name_outside(tmp: Path):
@@ -231,8 +275,14 @@ def _regressor_name_outside(tmp: Path):
         description["regressors"]["../secret"] = description["regressors"].pop(next(iter(description["regressors"])))
 
     set_model_json(model, point_outside)
-    return ["estimate", str(hip_dx(tmp / "hip.dcm")), "--model", str(model), "--out", str(tmp / "out")], \
-        "not a plain file name"
+    return [
+        "estimate",
+        str(hip_dx(tmp / "hip.dcm")),
+        "--model",
+        str(model),
+        "--out",
+        str(tmp / "out"),
+    ], "not a plain file name"
 
 
 def _regressor_symlink_outside(tmp: Path):
@@ -241,8 +291,7 @@ def _regressor_symlink_outside(tmp: Path):
     (tmp / "elsewhere.safetensors").write_bytes((model / f"{name}.safetensors").read_bytes())
     (model / f"{name}.safetensors").unlink()
     (model / f"{name}.safetensors").symlink_to(tmp / "elsewhere.safetensors")
-    return ["estimate", str(hip_dx(tmp / "hip.dcm")), "--model", str(model), "--out", str(tmp / "out")], \
-        "leads outside"
+    return ["estimate", str(hip_dx(tmp / "hip.dcm")), "--model", str(model), "--out", str(tmp / "out")], "leads outside"
 
 
 def _cuda_without_cuda(tmp: Path):
@@ -251,15 +300,25 @@ def _cuda_without_cuda(tmp: Path):
 
 def _image_size_abc(tmp: Path):
     (tmp / "cases.csv").write_text("radiograph,ct,side,geometry\nx.dcm,ct.nii.gz,right,pose.json\n")
-    return ["build-dataset", str(tmp / "cases.csv"), "--out", str(tmp / "out"), "--key", "k", "--image-size",
-            "abc"], "abc"
+    return [
+        "build-dataset",
+        str(tmp / "cases.csv"),
+        "--out",
+        str(tmp / "out"),
+        "--key",
+        "k",
+        "--image-size",
+        "abc",
+    ], "abc"
 
 
 def _nrrd_without_spacing(tmp: Path):
     path = tmp / "ct.nrrd"
     array = ct_array().astype(np.int16)
-    header = (f"NRRD0004\ntype: short\ndimension: 3\nsizes: {array.shape[2]} {array.shape[1]} {array.shape[0]}\n"
-              "endian: little\nencoding: raw\n\n")
+    header = (
+        f"NRRD0004\ntype: short\ndimension: 3\nsizes: {array.shape[2]} {array.shape[1]} {array.shape[0]}\n"
+        "endian: little\nencoding: raw\n\n"
+    )
     path.write_bytes(header.encode() + array.tobytes())
     return ["info", "--as", "ct", str(path)], "spacings"
 
@@ -267,8 +326,10 @@ def _nrrd_without_spacing(tmp: Path):
 def _mha_without_spacing(tmp: Path):
     array = ct_array().astype(np.int16)
     (tmp / "ct.raw").write_bytes(array.tobytes())
-    (tmp / "ct.mhd").write_text(f"ObjectType = Image\nNDims = 3\nDimSize = {array.shape[2]} {array.shape[1]} "
-                                f"{array.shape[0]}\nElementType = MET_SHORT\nElementDataFile = ct.raw\n")
+    (tmp / "ct.mhd").write_text(
+        f"ObjectType = Image\nNDims = 3\nDimSize = {array.shape[2]} {array.shape[1]} "
+        f"{array.shape[0]}\nElementType = MET_SHORT\nElementDataFile = ct.raw\n"
+    )
     return ["info", "--as", "ct", str(tmp / "ct.mhd")], "ElementSpacing"
 
 
@@ -311,8 +372,11 @@ CASES = [
     pytest.param(_existing_user_folder, id="estimate-out-holds-user-folder"),
     pytest.param(_overwrite_with_user_file, id="estimate-overwrite-would-delete-user-file"),
     pytest.param(_out_is_a_file, id="estimate-out-is-a-file"),
-    pytest.param(_out_read_only, id="estimate-out-read-only",
-                 marks=pytest.mark.skipif(ROOT, reason="root may write into read-only folders")),
+    pytest.param(
+        _out_read_only,
+        id="estimate-out-read-only",
+        marks=pytest.mark.skipif(ROOT, reason="root may write into read-only folders"),
+    ),
     pytest.param(_package_into_user_folder, id="package-model-out-holds-user-files"),
     pytest.param(_package_without_run_json, id="package-model-run-without-run-json"),
     pytest.param(_decompression_bomb, id="decompression-bomb-png"),
@@ -375,8 +439,11 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(make, tmp_path, cap
 
 def test_batch_of_same_names_keeps_every_result(tmp_path, capsys):
     """``a/x.dcm``, ``b/x.dcm`` and ``c/x-2.dcm``: three result folders, each with its own input's source."""
-    files = [hip_dx(tmp_path / "a" / "x.dcm"), hip_dx(tmp_path / "b" / "x.dcm", PixelSpacing=[0.4, 0.4]),
-             hip_dx(tmp_path / "c" / "x-2.dcm", PixelSpacing=[0.3, 0.3])]
+    files = [
+        hip_dx(tmp_path / "a" / "x.dcm"),
+        hip_dx(tmp_path / "b" / "x.dcm", PixelSpacing=[0.4, 0.4]),
+        hip_dx(tmp_path / "c" / "x-2.dcm", PixelSpacing=[0.3, 0.3]),
+    ]
     assert main(["estimate", *map(str, files), *QUICK, "--out", str(tmp_path / "out")]) == 0
     sources = {p.name: json.loads((p / "result.json").read_text())["source"] for p in (tmp_path / "out").iterdir()}
     assert sources == {"x-1": str(files[0]), "x-3": str(files[1]), "x-2": str(files[2])}
@@ -403,8 +470,22 @@ def test_overwrite_replaces_only_an_earlier_estimate_and_folders_follow_the_umas
         first = (result / "result.json").read_bytes()
         assert main(["estimate", str(radiograph), *QUICK, "--out", str(tmp_path / "out")]) == 2
         assert "pass --overwrite" in capsys.readouterr().err
-        assert main(["estimate", str(radiograph), "--side", "left", "--method", "decomposition", "--out",
-                     str(tmp_path / "out"), "--overwrite"]) == 0
+        assert (
+            main(
+                [
+                    "estimate",
+                    str(radiograph),
+                    "--side",
+                    "left",
+                    "--method",
+                    "decomposition",
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--overwrite",
+                ]
+            )
+            == 0
+        )
     finally:
         os.umask(previous)
     assert (result / "result.json").read_bytes() != first and (result / "pf_drr_left.tif").is_file()
@@ -422,8 +503,7 @@ def test_temporaries_of_a_killed_run_are_removed_on_the_next_run(tmp_path, capsy
     (stale / "result.json").write_text("{")
     live = tmp_path / "out" / f".partial-{os.getpid()}-0a1b2c3d-other"  # a running process's: kept
     live.mkdir()
-    assert main(["estimate", str(hip_dx(tmp_path / "hip.dcm")), *QUICK, "--out",
-                 str(tmp_path / "out")]) == 0
+    assert main(["estimate", str(hip_dx(tmp_path / "hip.dcm")), *QUICK, "--out", str(tmp_path / "out")]) == 0
     assert not stale.exists() and live.exists()
 
 
@@ -450,8 +530,9 @@ def test_a_ct_dicom_series_without_suffixes_is_read(tmp_path):
 
 
 def test_warnings_ask_only_for_options_that_exist(tmp_path):
-    from bmdgan.io import read_radiograph
     from PIL import Image
+
+    from bmdgan.io import read_radiograph
 
     options = {option for action in _all_actions(build_parser()) for option in action.option_strings}
     png = tmp_path / "hip.png"
@@ -471,8 +552,9 @@ def test_warnings_ask_only_for_options_that_exist(tmp_path):
 def _all_actions(parser):
     for action in parser._actions:
         yield action
-        for sub in getattr(action, "choices", None).values() if isinstance(getattr(action, "choices", None),
-                                                                            dict) else ():
+        for sub in (
+            getattr(action, "choices", None).values() if isinstance(getattr(action, "choices", None), dict) else ()
+        ):
             yield from _all_actions(sub)
 
 
@@ -489,13 +571,30 @@ def test_one_radiograph_under_two_patient_keys_and_no_identifier_in_the_report(t
     copy = tmp_path / "copies" / "Smith_John_scan.dcm"
     copy.parent.mkdir()
     shutil.copyfile(source, copy)
-    rows = [{"radiograph": str(source), "ct": "missing_ct_of_Jane_Doe.nii.gz", "side": "right",
-             "geometry": "pose.json", "patient": ""},
-            {"radiograph": str(copy), "ct": "missing_ct_of_Jane_Doe.nii.gz", "side": "right",
-             "geometry": "pose.json", "patient": "John Smith"},
-            {"radiograph": str(hip_dx(tmp_path / "other.dcm", PatientID="MRN-111", RescaleSlope=2,
-                                      RescaleIntercept=0)), "ct": str(source),
-             "side": "left", "geometry": str(source), "patient": "", "pose": "Jane Doe standing, ward 4"}]
+    rows = [
+        {
+            "radiograph": str(source),
+            "ct": "missing_ct_of_Jane_Doe.nii.gz",
+            "side": "right",
+            "geometry": "pose.json",
+            "patient": "",
+        },
+        {
+            "radiograph": str(copy),
+            "ct": "missing_ct_of_Jane_Doe.nii.gz",
+            "side": "right",
+            "geometry": "pose.json",
+            "patient": "John Smith",
+        },
+        {
+            "radiograph": str(hip_dx(tmp_path / "other.dcm", PatientID="MRN-111", RescaleSlope=2, RescaleIntercept=0)),
+            "ct": str(source),
+            "side": "left",
+            "geometry": str(source),
+            "patient": "",
+            "pose": "Jane Doe standing, ward 4",
+        },
+    ]
     with open(tmp_path / "cases.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(rows[-1]))
         writer.writeheader()
@@ -526,8 +625,11 @@ def test_train_never_deletes_a_file_outside_the_model_folder(tmp_path):
     victim.write_bytes(b"someone else's file")
 
     def stale_entry_outside(description):
-        description["regressors"]["../../precious"] = {"kind": "decomposition", "target": "ct_abmd_g_cm2",
-                                                        "encoder_sha256": "an older encoder"}
+        description["regressors"]["../../precious"] = {
+            "kind": "decomposition",
+            "target": "ct_abmd_g_cm2",
+            "encoder_sha256": "an older encoder",
+        }
 
     set_model_json(model, stale_entry_outside)
     with pytest.raises(InputError, match="not a plain file name"):
@@ -620,8 +722,12 @@ def test_sigkill_of_train_before_its_first_checkpoint_duplicates_no_history_line
 
     def train(epochs: int) -> subprocess.Popen:
         script = TRAIN_SCRIPT.format(testing=str(Path(__file__).parents[1]), folder=str(tmp_path), epochs=epochs)
-        return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return subprocess.Popen(
+            [sys.executable, "-c", script],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
 
     first = train(1000)
     deadline = time.monotonic() + 180

@@ -26,7 +26,7 @@ def _synthetic_drrs(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
         rows = 2 * rng.integers(3, 10)  # even number of rows -> as many +0.02 as -0.02 pixels
         top, left, cols = rng.integers(0, 32 - rows), rng.integers(0, 20), rng.integers(4, 12)
         pattern = np.where(np.arange(rows)[:, None] % 2 == 0, 0.02, -0.02) * np.ones((1, cols))
-        drrs[i, top:top + rows, left:left + cols] = m + pattern
+        drrs[i, top : top + rows, left : left + cols] = m + pattern
     return drrs, SLOPE * means + INTERCEPT
 
 

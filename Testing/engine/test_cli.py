@@ -9,7 +9,13 @@ import bmdgan
 
 
 def run_bmdgan(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bmdgan", *arguments], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bmdgan", *arguments],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
 
 
 def test_help_and_version():
@@ -22,13 +28,18 @@ def test_help_and_version():
 
 def test_engine_import_does_not_import_monai():
     code = "import sys, bmdgan, bmdgan.io; print('monai' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True
+    )
     assert result.stdout.strip() == "False"
 
 
 def test_info_reads_real_files(shared_data):
-    result = run_bmdgan("info", str(shared_data / "ct" / "ibsi_sts" / "STS_003.nii.gz"),
-                        str(shared_data / "xray" / "ddh_pediatric" / "331_DDH_10.dcm"))
+    result = run_bmdgan(
+        "info",
+        str(shared_data / "ct" / "ibsi_sts" / "STS_003.nii.gz"),
+        str(shared_data / "xray" / "ddh_pediatric" / "331_DDH_10.dcm"),
+    )
     assert result.returncode == 0, result.stderr
     assert "154 x 158 x 51 voxels, spacing 0.977 x 0.977 x 3.270 mm" in result.stdout
     assert "radiograph 331 x 331 pixels, 1.000 x 1.000 mm (PixelSpacing)" in result.stdout

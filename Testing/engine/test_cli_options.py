@@ -32,8 +32,13 @@ def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action
 
 
 def run_bmdgan(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bmdgan", *arguments], capture_output=True, encoding="utf-8",
-                          errors="replace", timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bmdgan", *arguments],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
@@ -79,10 +84,17 @@ def test_option_types_parse_and_refuse():
     assert options.image_size("512x256") == (512, 256) and options.image_size(" 64X32 ") == (64, 32)
     assert options.comma_list(int)("0, 1,,4") == (0, 1, 4) and options.comma_list()("") == ()
     assert [options.device(text) for text in ("auto", "CPU", "cuda", "cuda:1")] == ["auto", "cpu", "cuda", "cuda:1"]
-    for parse, text in ((options.image_size, "abc"), (options.image_size, "0x256"), (options.device, "gpu"),
-                        (options.device, "cuda:x"), (options.comma_list(int), "1,a"), (options.comma_list(), "a,a"),
-                        (options.positive_int, "0"), (options.non_negative_int, "-1"),
-                        (options.comma_list(choices=("standing", "supine")), "standing,sitting")):
+    for parse, text in (
+        (options.image_size, "abc"),
+        (options.image_size, "0x256"),
+        (options.device, "gpu"),
+        (options.device, "cuda:x"),
+        (options.comma_list(int), "1,a"),
+        (options.comma_list(), "a,a"),
+        (options.positive_int, "0"),
+        (options.non_negative_int, "-1"),
+        (options.comma_list(choices=("standing", "supine")), "standing,sitting"),
+    ):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
     assert options.resolve_device("cpu") == "cpu"
@@ -98,17 +110,22 @@ def test_engine_defaults_quoted_by_the_help_are_the_engine_defaults():
     assert option_actions(subcommands()["simulate-cohort"])["--fold-by"].choices == FOLD_GROUPS
 
 
-@pytest.mark.parametrize("arguments, expected", [
-    (["cross-validate", "DATASET", "-o", "CV", "--folds", "0,a"], ["argument --folds", "'a'"]),
-    (["simulate-cohort", "CT", "-o", "OUT", "--image-size", "abc"], ["argument --image-size", "'abc'"]),
-    (["build-dataset", "T.csv", "-o", "OUT", "--image-size", "512x"], ["argument --image-size"]),
-    (["decompose", "X.dcm", "--model", "M", "--side", "left", "-o", "X.tif", "--device", "gpu"],
-     ["argument --device", "'gpu'"]),
-    (["train", "DATASET", "-o", "RUN", "--poses", "standing,standing"], ["argument --poses", "twice"]),
-    (["register", "X.dcm", "CT.nii.gz", "-o", "OUT", "--threads", "0"], ["argument --threads"]),
-    (["evaluate", "--model", "M", "--dataset", "D", "-o", "OUT", "--fold", "first"], ["argument --fold"]),
-    (["simulate-xray", "CT.nii.gz", "--out-dir", "OUT"], ["required: -o/--out"]),
-])
+@pytest.mark.parametrize(
+    "arguments, expected",
+    [
+        (["cross-validate", "DATASET", "-o", "CV", "--folds", "0,a"], ["argument --folds", "'a'"]),
+        (["simulate-cohort", "CT", "-o", "OUT", "--image-size", "abc"], ["argument --image-size", "'abc'"]),
+        (["build-dataset", "T.csv", "-o", "OUT", "--image-size", "512x"], ["argument --image-size"]),
+        (
+            ["decompose", "X.dcm", "--model", "M", "--side", "left", "-o", "X.tif", "--device", "gpu"],
+            ["argument --device", "'gpu'"],
+        ),
+        (["train", "DATASET", "-o", "RUN", "--poses", "standing,standing"], ["argument --poses", "twice"]),
+        (["register", "X.dcm", "CT.nii.gz", "-o", "OUT", "--threads", "0"], ["argument --threads"]),
+        (["evaluate", "--model", "M", "--dataset", "D", "-o", "OUT", "--fold", "first"], ["argument --fold"]),
+        (["simulate-xray", "CT.nii.gz", "--out-dir", "OUT"], ["required: -o/--out"]),
+    ],
+)
 def test_bad_option_values_are_one_line_usage_errors(arguments, expected):
     assert_one_line_error(run_bmdgan(*arguments), f"bmdgan {arguments[0]}: error:", *expected)
 
@@ -118,10 +135,21 @@ def test_cuda_device_without_cuda_is_refused_before_any_work(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    result = run_bmdgan("decompose", str(tmp_path / "missing.dcm"), "--model", str(tmp_path / "missing"),
-                        "--side", "left", "-o", str(tmp_path / "pf.tif"), "--device", "cuda")
-    assert_one_line_error(result, "bmdgan decompose: error: --device cuda:", "no usable CUDA device",
-                          "use --device cpu")
+    result = run_bmdgan(
+        "decompose",
+        str(tmp_path / "missing.dcm"),
+        "--model",
+        str(tmp_path / "missing"),
+        "--side",
+        "left",
+        "-o",
+        str(tmp_path / "pf.tif"),
+        "--device",
+        "cuda",
+    )
+    assert_one_line_error(
+        result, "bmdgan decompose: error: --device cuda:", "no usable CUDA device", "use --device cpu"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -134,8 +162,13 @@ def test_out_that_is_an_existing_file_or_below_one_is_a_one_line_error(tmp_path,
     assert_one_line_error(folder_output, f"{existing}: File exists", "choose another output path")
     below_a_file = run_bmdgan("dataset-report", str(tmp_path / "no-dataset"), "-o", str(existing / "report"))
     assert_one_line_error(below_a_file, str(existing / "report"), "Not a directory", "not a folder")
-    file_output = run_bmdgan("calibrate", str(shared_data / "ct" / "ibsi_sts" / "STS_003.nii.gz"), "--phantomless",
-                             "-o", str(existing / "calibration.json"))
+    file_output = run_bmdgan(
+        "calibrate",
+        str(shared_data / "ct" / "ibsi_sts" / "STS_003.nii.gz"),
+        "--phantomless",
+        "-o",
+        str(existing / "calibration.json"),
+    )
     assert_one_line_error(file_output, "bmdgan calibrate: error:", str(existing), "choose another")
     assert existing.read_text() == "kept"
     if sys.platform.startswith("linux"):  # sysfs refuses new folders to everyone, root included
@@ -151,9 +184,21 @@ def test_damaged_model_files_are_one_line_errors(tmp_path):
     shutil.copytree(REPOSITORY / "Resources" / "Models" / "default", model)
     weights = model / "generator.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    arguments = ["decompose", str(tmp_path / "x.dcm"), "--model", str(model), "--side", "left",
-                 "-o", str(tmp_path / "pf.tif"), "--device", "cpu"]
-    assert_one_line_error(run_bmdgan(*arguments), "bmdgan decompose: error:", "generator.safetensors", "truncated or damaged")
+    arguments = [
+        "decompose",
+        str(tmp_path / "x.dcm"),
+        "--model",
+        str(model),
+        "--side",
+        "left",
+        "-o",
+        str(tmp_path / "pf.tif"),
+        "--device",
+        "cpu",
+    ]
+    assert_one_line_error(
+        run_bmdgan(*arguments), "bmdgan decompose: error:", "generator.safetensors", "truncated or damaged"
+    )
     (model / "model.json").write_text('{"backbone": ')
     assert_one_line_error(run_bmdgan(*arguments), "bmdgan decompose: error:", "JSON")
 
@@ -166,8 +211,18 @@ def test_decompression_bomb_is_named_in_one_line_and_the_batch_goes_on(tmp_path)
     Image.new("1", (20000, 20000)).save(bomb)  # 400 Mpixel of zeros in 49 kB
     assert_one_line_error(run_bmdgan("info", str(bomb)), f"bmdgan info: error: {bomb}: ", "decompression bomb")
     sample = REPOSITORY / "Resources" / "SampleData" / "STS_012_simulated_standing.dcm"
-    batch = run_bmdgan("estimate", str(bomb), str(sample), "--single-hip", "--side", "right", "-o",
-                       str(tmp_path / "out"), "--device", "cpu")
+    batch = run_bmdgan(
+        "estimate",
+        str(bomb),
+        str(sample),
+        "--single-hip",
+        "--side",
+        "right",
+        "-o",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+    )
     assert batch.returncode == 2
     errors = [line for line in batch.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith(f"bmdgan estimate: error: {bomb}: ")
@@ -178,6 +233,7 @@ def test_decompression_bomb_is_named_in_one_line_and_the_batch_goes_on(tmp_path)
 def test_internal_error_is_one_line_exit_1_and_debug_shows_the_traceback(monkeypatch, capsys, tmp_path):
     """A bug (here: a KeyError inside a command) is not dressed up as a user error: exit code 1, one line that
     says so and how to see the traceback; ``bmdgan --debug`` re-raises it."""
+
     def broken_run(args):
         return {}["missing key"]
 
@@ -209,8 +265,12 @@ print(json.dumps({"commands": len(names), "heavy": heavy}))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", check=True)
     report = json.loads(result.stdout)
     assert report["heavy"] == [] and report["commands"] == len(subcommands()) + 1
-    timing = subprocess.run([sys.executable, "-X", "importtime", "-m", "bmdgan", "--help"], capture_output=True,
-                            encoding="utf-8", check=True)
+    timing = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bmdgan", "--help"],
+        capture_output=True,
+        encoding="utf-8",
+        check=True,
+    )
     imported = {line.split("|")[-1].strip().split(".")[0] for line in timing.stderr.splitlines()}
     assert not {"numpy", "torch", "scipy", "SimpleITK"} & imported
 
@@ -226,8 +286,10 @@ def test_reference_document_is_up_to_date():
 
 
 def test_line_progress_in_a_pipe_writes_a_few_lines():
-    code = ("from bmdgan.progress import progress_bar\n"
-            "for _ in progress_bar(range(1024), desc='steps', unit='step'):\n    pass\n")
+    code = (
+        "from bmdgan.progress import progress_bar\n"
+        "for _ in progress_bar(range(1024), desc='steps', unit='step'):\n    pass\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", check=True)
     lines = result.stderr.splitlines()
     assert 10 <= len(lines) <= 11 and "\r" not in result.stderr
@@ -268,10 +330,12 @@ def test_expected_errors_are_told_apart_from_bugs(tmp_path):
         raise AssertionError("nothing raised")
 
     missing = tmp_path / "missing.json"
-    assert describe_expected_error(raised(lambda: open(missing))) == (
-        f"{missing}: No such file or directory (check the path)")
+    assert describe_expected_error(raised(missing.read_text)) == (
+        f"{missing}: No such file or directory (check the path)"
+    )
     assert describe_expected_error(InputError(missing, "is empty", "give a model.json")) == (
-        f"{missing}: is empty (give a model.json)")
+        f"{missing}: is empty (give a model.json)"
+    )
 
     def read_broken_json():
         with about_file(missing):
@@ -279,9 +343,14 @@ def test_expected_errors_are_told_apart_from_bugs(tmp_path):
 
     assert describe_expected_error(raised(read_broken_json)).startswith(f"{missing}: Expecting value: line 1")
     assert "cannot be read: could not convert string to float: 'n/a'" in describe_expected_error(
-        raised(lambda: float("n/a")))
+        raised(lambda: float("n/a"))
+    )
     import numpy as np
 
-    for bug in (raised(lambda: {}["key"]), raised(lambda: [][1]), raised(lambda: None.shape),
-                raised(lambda: np.ones(2) + np.ones(3))):
+    for bug in (
+        raised(lambda: {}["key"]),
+        raised(lambda: [][1]),
+        raised(lambda: None.shape),
+        raised(lambda: np.ones(2) + np.ones(3)),
+    ):
         assert describe_expected_error(bug) is None

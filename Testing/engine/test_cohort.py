@@ -32,13 +32,13 @@ def synthetic_femur(flip_superior: bool = False, flip_left_right: bool = False) 
         z = -z
     if flip_left_right:
         x = -x
-    hu = np.where(x ** 2 + y ** 2 < 55 ** 2, 40.0, -1000.0).astype(np.float32)
-    hu[(np.abs(x) < 60) & (np.abs(y) < 56) & (x ** 2 + y ** 2 >= 45 ** 2)] = -100.0  # a fat layer
-    head = (x - 15) ** 2 + y ** 2 + (z - 40) ** 2 < 20 ** 2
+    hu = np.where(x**2 + y**2 < 55**2, 40.0, -1000.0).astype(np.float32)
+    hu[(np.abs(x) < 60) & (np.abs(y) < 56) & (x**2 + y**2 >= 45**2)] = -100.0  # a fat layer
+    head = (x - 15) ** 2 + y**2 + (z - 40) ** 2 < 20**2
     neck = (np.abs(z - 30) < 8) & (np.abs(y) < 9) & (x > -10) & (x < 15)
-    shaft = ((x + 10) ** 2 + y ** 2 < 14 ** 2) & (z < 35)
+    shaft = ((x + 10) ** 2 + y**2 < 14**2) & (z < 35)
     bone = head | neck | shaft
-    core = ((x - 15) ** 2 + y ** 2 + (z - 40) ** 2 < 16 ** 2) | ((x + 10) ** 2 + y ** 2 < 9 ** 2) & (z < 35)
+    core = ((x - 15) ** 2 + y**2 + (z - 40) ** 2 < 16**2) | ((x + 10) ** 2 + y**2 < 9**2) & (z < 35)
     density = np.where(bone, np.where(core, 200.0, 900.0), 0.0).astype(np.float32)
     hu[bone] = density[bone] / 0.75 + 40.0
     pf = bone & (z > 0)
@@ -48,8 +48,20 @@ def synthetic_femur(flip_superior: bool = False, flip_left_right: bool = False) 
     lateral = np.array([-1.0 if not flip_left_right else 1.0, 0.0, 0.0])  # from the head toward the trochanter
     up = np.array([0.0, 0.0, -1.0 if flip_superior else 1.0])
     frame = np.stack([lateral, np.cross(up, lateral), up])
-    return PreparedCT("SYN", Volume(hu, prepared_geometry, "HU", "synthetic"), density, bone, pf, head_centre,
-                      shaft_point, "right", (0.3, 0.5), (150.0, 100.0), {"method": "synthetic"}, frame)
+    return PreparedCT(
+        "SYN",
+        Volume(hu, prepared_geometry, "HU", "synthetic"),
+        density,
+        bone,
+        pf,
+        head_centre,
+        shaft_point,
+        "right",
+        (0.3, 0.5),
+        (150.0, 100.0),
+        {"method": "synthetic"},
+        frame,
+    )
 
 
 def test_channels_at_unit_factors_equal_the_simulator_materials():
@@ -59,11 +71,14 @@ def test_channels_at_unit_factors_equal_the_simulator_materials():
     geometry = hip_geometry(prepared, sample_pose(0, patient, "standing"), (128, 64))
     projected = dict(zip(CHANNELS, Projector(volumes, prepared.hu.geometry.ijk_to_lps()).project(geometry)))
     parts = combine(projected, 1.0, 1.0, 0.0, geometry.row_spacing_mm)
-    direct = Projector(decompose_hu(prepared.hu.array, prepared.density_mg_cm3),
-                       prepared.hu.geometry.ijk_to_lps()).project(geometry)
+    direct = Projector(
+        decompose_hu(prepared.hu.array, prepared.density_mg_cm3), prepared.hu.geometry.ijk_to_lps()
+    ).project(geometry)
     np.testing.assert_allclose(parts["materials"], direct, atol=2e-3 * direct.max())
     # Ground truth: the PF channel is the projected mineral of the PF region only, and scales with k.
-    pf_direct = Projector(prepared.density_mg_cm3 * prepared.pf_mask, prepared.hu.geometry.ijk_to_lps()).project(geometry)
+    pf_direct = Projector(prepared.density_mg_cm3 * prepared.pf_mask, prepared.hu.geometry.ijk_to_lps()).project(
+        geometry
+    )
     np.testing.assert_allclose(parts["drr_pf"], pf_direct[0], atol=1e-3 * pf_direct.max())
     doubled = combine(projected, 2.0, 2.0, 0.0, geometry.row_spacing_mm)
     np.testing.assert_allclose(doubled["drr_pf"], 2 * parts["drr_pf"], rtol=1e-6)
@@ -91,8 +106,9 @@ def test_patient_cases_have_consistent_ground_truth_and_are_deterministic(tmp_pa
     save_prepared(prepared, tmp_path)
     back = load_prepared(tmp_path, "SYN")
     np.testing.assert_array_equal(back.density_mg_cm3, prepared.density_mg_cm3)
-    settings = CohortSettings(str(tmp_path), seed=3, patients_per_ct=2, poses=("standing", "abduction"),
-                              image_shape=(128, 64))
+    settings = CohortSettings(
+        str(tmp_path), seed=3, patients_per_ct=2, poses=("standing", "abduction"), image_shape=(128, 64)
+    )
     cases = make_patient_cases(settings, "SYN", 0)
     again = make_patient_cases(settings, "SYN", 0)
     patient = sample_patient(3, "SYN", 0)
@@ -114,8 +130,14 @@ def test_patient_cases_have_consistent_ground_truth_and_are_deterministic(tmp_pa
 @pytest.mark.slow
 def test_cohort_resumes_to_the_same_dataset(tmp_path):
     save_prepared(synthetic_femur(), tmp_path / "prepared")
-    settings = CohortSettings(str(tmp_path / "prepared"), seed=1, patients_per_ct=5, poses=("standing", "supine"),
-                              image_shape=(64, 32), folds=5)
+    settings = CohortSettings(
+        str(tmp_path / "prepared"),
+        seed=1,
+        patients_per_ct=5,
+        poses=("standing", "supine"),
+        image_shape=(64, 32),
+        folds=5,
+    )
     straight = simulate_cohort(settings, ["SYN"], tmp_path / "straight", workers=1, progress=False)
     assert straight["images"] == 10 and straight["patients"] == 5
     # A run killed after three patients: its dataset holds those cases only; restarting finishes it.
@@ -126,16 +148,22 @@ def test_cohort_resumes_to_the_same_dataset(tmp_path):
     a, b = read_manifest(tmp_path / "straight"), read_manifest(tmp_path / "resumed")
     assert [r.row() for r in a] == [r.row() for r in b]
     for record in a:
-        np.testing.assert_array_equal(load_image(tmp_path / "straight", record, "radiograph"),
-                                      load_image(tmp_path / "resumed", record, "radiograph"))
+        np.testing.assert_array_equal(
+            load_image(tmp_path / "straight", record, "radiograph"),
+            load_image(tmp_path / "resumed", record, "radiograph"),
+        )
     assert len({r.fold for r in a}) == 5
     assert not list(Path(tmp_path).rglob(".partial-*"))
     # A cohort made before site protocols has no acquisition setting: its images each had their own ('varied').
     header = json.loads((tmp_path / "straight" / "dataset.json").read_text())
     del header["settings"]["acquisition"]
     (tmp_path / "straight" / "dataset.json").write_text(json.dumps(header))
-    assert simulate_cohort(replace(settings, acquisition="varied"), ["SYN"], tmp_path / "straight", workers=1,
-                           progress=False)["written_now"] == 0
+    assert (
+        simulate_cohort(
+            replace(settings, acquisition="varied"), ["SYN"], tmp_path / "straight", workers=1, progress=False
+        )["written_now"]
+        == 0
+    )
     with pytest.raises(InputError, match="holds a dataset made with acquisition 'varied', not 'reference'"):
         simulate_cohort(settings, ["SYN"], tmp_path / "straight", workers=1, progress=False)
 
@@ -143,16 +171,26 @@ def test_cohort_resumes_to_the_same_dataset(tmp_path):
 def test_cohort_folds_by_ct_keep_each_source_ct_in_one_fold(tmp_path):
     for ct_id in ("SYN", "SYN2", "SYN3", "SYN4"):
         save_prepared(replace(synthetic_femur(), ct_id=ct_id), tmp_path / "prepared")
-    settings = CohortSettings(str(tmp_path / "prepared"), seed=2, patients_per_ct=2, poses=("standing",),
-                              image_shape=(64, 32), folds=3, fold_by="ct")
+    settings = CohortSettings(
+        str(tmp_path / "prepared"),
+        seed=2,
+        patients_per_ct=2,
+        poses=("standing",),
+        image_shape=(64, 32),
+        folds=3,
+        fold_by="ct",
+    )
     simulate_cohort(settings, ["SYN", "SYN2", "SYN3"], tmp_path / "cohort", workers=1, progress=False)
     records = read_manifest(tmp_path / "cohort")
     folds = {ct: {r.fold for r in records if r.patient_id.startswith(f"{ct}-")} for ct in ("SYN", "SYN2", "SYN3")}
     assert sorted(fold for ct_folds in folds.values() for fold in ct_folds) == [0, 1, 2]
     assert json.loads((tmp_path / "cohort" / "dataset.json").read_text())["settings"]["fold_by"] == "ct"
     manifest = (tmp_path / "cohort" / "manifest.csv").read_text()
-    for changed, message in ((replace(settings, fold_by="patient"), "fold_by 'ct', not 'patient'"),
-                             (replace(settings, seed=3), "seed 2, not 3"), (replace(settings, folds=2), "folds 3, not 2")):
+    for changed, message in (
+        (replace(settings, fold_by="patient"), "fold_by 'ct', not 'patient'"),
+        (replace(settings, seed=3), "seed 2, not 3"),
+        (replace(settings, folds=2), "folds 3, not 2"),
+    ):
         with pytest.raises(InputError, match=f"holds a dataset made with {message}"):
             simulate_cohort(changed, ["SYN", "SYN2", "SYN3"], tmp_path / "cohort", workers=1, progress=False)
     assert (tmp_path / "cohort" / "manifest.csv").read_text() == manifest  # folds not moved
@@ -164,8 +202,9 @@ def test_cohort_folds_by_ct_keep_each_source_ct_in_one_fold(tmp_path):
     assert len({fold for case, fold in after.items() if case.startswith("SYN4-")}) == 1
     assert json.loads((tmp_path / "cohort" / "dataset.json").read_text())["ct_ids"] == ["SYN", "SYN2", "SYN3", "SYN4"]
     with pytest.raises(InputError, match="3 CTs cannot fill 5 folds by CT"):
-        simulate_cohort(replace(settings, folds=5), ["SYN", "SYN2", "SYN3"], tmp_path / "few", workers=1,
-                        progress=False)
+        simulate_cohort(
+            replace(settings, folds=5), ["SYN", "SYN2", "SYN3"], tmp_path / "few", workers=1, progress=False
+        )
     with pytest.raises(InputError, match="1 folds leave nothing to train on"):
         simulate_cohort(replace(settings, folds=1), ["SYN"], tmp_path / "few", workers=1, progress=False)
     with pytest.raises(InputError, match="unknown fold grouping 'site'"):
@@ -176,8 +215,19 @@ def test_cohort_folds_by_ct_keep_each_source_ct_in_one_fold(tmp_path):
 def test_simulate_cohort_cli_refuses_too_few_cts_before_preparing_them(tmp_path, capsys):
     from bmdgan.cli.main import main
 
-    code = main(["simulate-cohort", str(tmp_path / "STS_001.nii.gz"), str(tmp_path / "STS_002.nii.gz"),
-                 "--out", str(tmp_path / "cohort"), "--fold-by", "ct", "--fold-count", "5"])
+    code = main(
+        [
+            "simulate-cohort",
+            str(tmp_path / "STS_001.nii.gz"),
+            str(tmp_path / "STS_002.nii.gz"),
+            "--out",
+            str(tmp_path / "cohort"),
+            "--fold-by",
+            "ct",
+            "--fold-count",
+            "5",
+        ]
+    )
     assert code == 2 and "2 CTs cannot fill 5 folds by CT" in capsys.readouterr().err
     assert not (tmp_path / "cohort").exists()  # the CTs (which do not even exist) were never opened
 
@@ -191,8 +241,14 @@ def real_cohort(shared_data, tmp_path_factory):
     paths = [shared_data / "ct" / "ibsi_sts" / f"{case}.nii.gz" for case in ("STS_015", "STS_029", "STS_036")]
     ct_ids, skipped = prepare_cts(paths, out / "prepared", progress=False)
     assert not skipped, skipped
-    settings = CohortSettings(str(out / "prepared"), seed=0, patients_per_ct=5, poses=("standing", "abduction"),
-                              image_shape=(256, 128), folds=5)
+    settings = CohortSettings(
+        str(out / "prepared"),
+        seed=0,
+        patients_per_ct=5,
+        poses=("standing", "abduction"),
+        image_shape=(256, 128),
+        folds=5,
+    )
     simulate_cohort(settings, ct_ids, out, workers=2, progress=False)
     return out
 
@@ -217,7 +273,7 @@ def test_radiograph_intensity_does_not_measure_bmd_but_the_pf_drr_does(real_coho
     print(f"Pearson r with ground-truth aBMD: radiograph PF intensity {r_radiograph:.3f}, PF-DRR mean {r_pf_drr:.3f}")
     assert r_radiograph < 0.6
     assert r_pf_drr > 0.9
-    assert 0.3 < abmd.min() and abmd.max() < 1.6  # g/cm2: plausible for scaled real femurs
+    assert abmd.min() > 0.3 and abmd.max() < 1.6  # g/cm2: plausible for scaled real femurs
 
 
 @pytest.mark.slow
@@ -231,6 +287,5 @@ def test_prepare_ct_from_a_totalsegmentator_segmentation(shared_data):
     prepared = prepare_ct(folder / "example_ct.nii.gz", "example_ct", "right", masks)
     assert prepared.side == "right" and prepared.pf_mask.any() and prepared.bone_mask.sum() > prepared.pf_mask.sum()
     assert sum(prepared.abmd_components_g_cm2) == pytest.approx(prepared.calibration["full_ct_abmd_g_cm2"], rel=1e-5)
-    assert sum(prepared.vbmd_components_mg_cm3) == pytest.approx(prepared.calibration["full_qct_vbmd_mg_cm3"],
-                                                                 rel=1e-5)
+    assert sum(prepared.vbmd_components_mg_cm3) == pytest.approx(prepared.calibration["full_qct_vbmd_mg_cm3"], rel=1e-5)
     assert 0.3 < sum(prepared.abmd_components_g_cm2) < 1.3

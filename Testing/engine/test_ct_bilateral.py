@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from bmdgan.ct import grid
 from bmdgan.ct.hips import hip_search
 from bmdgan.ct.landmarks import LANDMARK_NAMES
@@ -67,7 +68,7 @@ def test_two_heads_each_on_its_own_side(pelvic, name):
         assert set(analysis.landmarks.points) == set(LANDMARK_NAMES)
         # each femur label holds its own head, not the other one
         femur = analysis.segmentation.femur
-        other = (right if analysis.side == "left" else left)
+        other = right if analysis.side == "left" else left
         k, j, i = np.round(grid.lps_to_index(analysis.ct.geometry, other[None])[0]).astype(int)
         assert not femur[k, j, i]
         head = analysis.landmarks.points["femoral_head_centre"]
@@ -106,8 +107,24 @@ def test_left_and_right_agree(pelvic, name):
 def test_a_side_the_crop_does_not_hold_is_refused_by_name(shared_data, tmp_path):
     path = shared_data / "ct" / "ibsi_sts" / f"{RIGHT_ONLY_CROP}.nii.gz"
     assert hip_sides(read_ct(path)) == ["right"]
-    result = subprocess.run([sys.executable, "-m", "bmdgan", "measure-ct", str(path), "-o", str(tmp_path / "out"),
-                             "--side", "left", "--quiet"], capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bmdgan",
+            "measure-ct",
+            str(path),
+            "-o",
+            str(tmp_path / "out"),
+            "--side",
+            "left",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
@@ -143,12 +160,13 @@ def test_metal_outside_the_pf_region_is_measured_with_a_note(example):
     with a note. The pin also changes the head fit a little on this 3 mm scan (aBMD 0.403 vs 0.430 g/cm2)."""
     right = analyse_ct(example, side="right")
     landmarks = right.landmarks
-    pin = (landmarks.points["femoral_head_centre"]
-           - 0.5 * landmarks.head_radius_mm * right.region.head_plane.normal)  # the normal points to the neck
+    pin = (
+        landmarks.points["femoral_head_centre"] - 0.5 * landmarks.head_radius_mm * right.region.head_plane.normal
+    )  # the normal points to the neck
     array = example.array.copy()
     k, j, i = np.round(grid.lps_to_index(example.geometry, pin[None])[0]).astype(int)
     assert right.segmentation.femur[k, j, i] and not right.region.mask[k, j, i]
-    array[k, j - 1:j + 2, i - 1:i + 2] = 3000.0  # 3 mm voxels
+    array[k, j - 1 : j + 2, i - 1 : i + 2] = 3000.0  # 3 mm voxels
     with_pin = analyse_ct(example.with_array(array), side="right")
     assert with_pin.measurement.metal_volume_cm3 == 0.0
     assert any("metal in the right femur outside its PF region" in note for note in with_pin.notes)
@@ -158,8 +176,13 @@ def test_metal_outside_the_pf_region_is_measured_with_a_note(example):
 def test_measure_ct_writes_one_folder_per_hip_and_the_refusal(shared_data, tmp_path):
     path = shared_data / "ct" / "totalsegmentator_example" / "example_ct.nii.gz"
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "bmdgan", "measure-ct", str(path), "-o", str(out), "--quiet"],
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "bmdgan", "measure-ct", str(path), "-o", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "measurement.json").read_text())
     assert summary["sides"] == ["right"] and "left" in summary["refused"]
@@ -171,13 +194,20 @@ def test_measure_ct_writes_one_folder_per_hip_and_the_refusal(shared_data, tmp_p
 
 def test_segment_both_writes_one_label_map_per_hip(shared_data, tmp_path):
     path = shared_data / "ct" / "totalsegmentator_example" / "example_ct.nii.gz"
-    result = subprocess.run([sys.executable, "-m", "bmdgan", "segment", str(path), "-o", str(tmp_path / "labels.nii.gz"),
-                             "--side", "both"], capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "bmdgan", "segment", str(path), "-o", str(tmp_path / "labels.nii.gz"), "--side", "both"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     from bmdgan.ct import labels as L
     from bmdgan.io import read_label_volume
 
-    femurs = {side: L.femur_mask(read_label_volume(tmp_path / f"labels-{side}.nii.gz").array) for side in ("left", "right")}
+    femurs = {
+        side: L.femur_mask(read_label_volume(tmp_path / f"labels-{side}.nii.gz").array) for side in ("left", "right")
+    }
     assert not (tmp_path / "labels.nii.gz").exists()
     assert femurs["left"].sum() > 1000 and femurs["right"].sum() > 1000 and not (femurs["left"] & femurs["right"]).any()
     ct = read_ct(path)

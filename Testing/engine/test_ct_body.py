@@ -89,5 +89,7 @@ def test_totalsegmentator_example_couch_out_air_in(shared_data):
     assert outside.sum() * ct.voxel_volume_mm3() / 1e3 > 100.0  # the couch (182 cm3 of it above -300 HU) is not body
     y_couch = grid.index_to_lps(ct.geometry, np.argwhere(outside))[:, 1]
     y_body = grid.index_to_lps(ct.geometry, np.argwhere(mask))[:, 1]
-    assert np.percentile(y_couch, 50) > np.percentile(y_body, 99)  # it lies posterior (+y) of the patient: -26 vs -32 mm
+    assert np.percentile(y_couch, 50) > np.percentile(
+        y_body, 99
+    )  # it lies posterior (+y) of the patient: -26 vs -32 mm
     assert (mask & (ct.array < -900)).sum() * ct.voxel_volume_mm3() / 1e3 > 50.0  # bowel gas is body

@@ -33,7 +33,7 @@ def body_scan(shape=(40, 180, 240), spacing=(1.0, 1.0, 2.0), seed=0, tissue_offs
     jj, ii = np.mgrid[0:j, 0:i]
     body = ((ii - 120) / 100.0) ** 2 + ((jj - 70) / 55.0) ** 2 <= 1.0
     muscle = ((ii - 120) / 85.0) ** 2 + ((jj - 70) / 42.0) ** 2 <= 1.0
-    bone = (ii - 120) ** 2 + (jj - 70) ** 2 <= 12 ** 2
+    bone = (ii - 120) ** 2 + (jj - 70) ** 2 <= 12**2
     image = np.full((j, i), -1000.0)
     image[body] = -100.0 + tissue_offset_hu
     image[muscle] = 50.0 + tissue_offset_hu
@@ -53,7 +53,7 @@ def add_rods(volume: Volume, densities, hu_of_density, radius_px=8, seed=1) -> t
     centres = []
     for n, density in enumerate(densities):
         ci, cj = 40 + n * 40, 150
-        disk = (ii - ci) ** 2 + (jj - cj) ** 2 <= radius_px ** 2
+        disk = (ii - ci) ** 2 + (jj - cj) ** 2 <= radius_px**2
         array[:, disk] = hu_of_density(density) + rng.normal(0, NOISE_HU, (k, int(disk.sum())))
         labels[:, disk] = n + 1
         centres.append(volume.geometry.ijk_to_lps()[:3, :3] @ [ci, cj, (k - 1) / 2] + volume.geometry.origin_mm)
@@ -199,18 +199,33 @@ def test_calibrate_command(tmp_path, phantom_scan):
     write_mrk_json({f"rod {n}": c for n, c in enumerate(centres)}, tmp_path / "rods.mrk.json")
 
     def calibrate(*extra):
-        return subprocess.run([sys.executable, "-m", "bmdgan", "calibrate", str(ct_path), *extra],
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "bmdgan", "calibrate", str(ct_path), *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     automatic = calibrate("--phantom", "B-MAS200", "-o", str(tmp_path / "auto.json"))
     assert automatic.returncode == 0, automatic.stderr
     _assert_recovers(C.Calibration.load(tmp_path / "auto.json"))
-    given = calibrate("--densities", ",".join(map(str, B_MAS200)), "--rod-points", str(tmp_path / "rods.mrk.json"),
-                      "--rod-radius", "6", "--rod-length", "80", "-o", str(tmp_path / "points.json"))
+    given = calibrate(
+        "--densities",
+        ",".join(map(str, B_MAS200)),
+        "--rod-points",
+        str(tmp_path / "rods.mrk.json"),
+        "--rod-radius",
+        "6",
+        "--rod-length",
+        "80",
+        "-o",
+        str(tmp_path / "points.json"),
+    )
     assert given.returncode == 0, given.stderr
     _assert_recovers(C.Calibration.load(tmp_path / "points.json"))
-    wrong = calibrate("--densities", "0,100,200", "--rod-points", str(tmp_path / "rods.mrk.json"),
-                      "-o", str(tmp_path / "wrong.json"))
+    wrong = calibrate(
+        "--densities", "0,100,200", "--rod-points", str(tmp_path / "rods.mrk.json"), "-o", str(tmp_path / "wrong.json")
+    )
     assert wrong.returncode == 2 and "5 rods were measured but 3 densities" in wrong.stderr
     assert not (tmp_path / "wrong.json").exists()
 

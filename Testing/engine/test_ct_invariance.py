@@ -34,8 +34,16 @@ def rotated_and_flipped(ct: Volume, degrees: float = 15.0) -> Volume:
     centre = np.array(image.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist()))
     new_size = np.ceil(size * 1.15).astype(int)
     origin = centre - direction @ ((new_size - 1) / 2 * spacing)
-    resampled = sitk.Resample(image, [int(s) for s in new_size], sitk.Transform(), sitk.sitkLinear, origin.tolist(),
-                              spacing.tolist(), tuple(direction.ravel()), -1000.0)
+    resampled = sitk.Resample(
+        image,
+        [int(s) for s in new_size],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        origin.tolist(),
+        spacing.tolist(),
+        tuple(direction.ravel()),
+        -1000.0,
+    )
     array = sitk.GetArrayFromImage(resampled)[::-1].copy()  # stored flipped, header unchanged
     geometry = VolumeGeometry(tuple(spacing), tuple(origin), direction)
     return Volume(array.astype(np.float32), geometry, source=f"{CASE} rotated and flipped")
@@ -65,10 +73,22 @@ def test_rotated_and_flipped_ct_gives_the_same_numbers(original):
 @pytest.mark.parametrize("factor", [0.5, 1.7])
 def test_scaling_the_bone_density_scales_vbmd_and_abmd(original, factor):
     base = original.calibration
-    scaled = Calibration(slope=factor * base.slope, intercept=factor * base.intercept, r2=base.r2,
-                         method=base.method, reference_names=base.reference_names, reference_hu=base.reference_hu,
-                         reference_density_mg_cm3=base.reference_density_mg_cm3)
-    m = measure_pf(original.ct, original.segmentation.femur, original.region, original.landmarks, scaled,
-                   original.segmentation.metal)
+    scaled = Calibration(
+        slope=factor * base.slope,
+        intercept=factor * base.intercept,
+        r2=base.r2,
+        method=base.method,
+        reference_names=base.reference_names,
+        reference_hu=base.reference_hu,
+        reference_density_mg_cm3=base.reference_density_mg_cm3,
+    )
+    m = measure_pf(
+        original.ct,
+        original.segmentation.femur,
+        original.region,
+        original.landmarks,
+        scaled,
+        original.segmentation.metal,
+    )
     assert m.qct_vbmd_mg_cm3 == pytest.approx(factor * original.measurement.qct_vbmd_mg_cm3, rel=0.01)
     assert m.ct_abmd_g_cm2 == pytest.approx(factor * original.measurement.ct_abmd_g_cm2, rel=0.01)

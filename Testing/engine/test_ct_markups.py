@@ -27,9 +27,19 @@ def test_mrk_json_is_lps_with_named_points(tmp_path):
 
 
 def test_ras_markups_are_converted_and_undefined_points_skipped(tmp_path):
-    record = {"@schema": SCHEMA, "markups": [{"type": "Fiducial", "coordinateSystem": "RAS", "controlPoints": [
-        {"label": "a", "position": [1.0, 2.0, 3.0], "positionStatus": "defined"},
-        {"label": "b", "position": [0.0, 0.0, 0.0], "positionStatus": "undefined"}]}]}
+    record = {
+        "@schema": SCHEMA,
+        "markups": [
+            {
+                "type": "Fiducial",
+                "coordinateSystem": "RAS",
+                "controlPoints": [
+                    {"label": "a", "position": [1.0, 2.0, 3.0], "positionStatus": "defined"},
+                    {"label": "b", "position": [0.0, 0.0, 0.0], "positionStatus": "undefined"},
+                ],
+            }
+        ],
+    }
     path = tmp_path / "ras.mrk.json"
     path.write_text(json.dumps(record))
     points = read_landmark_file(path)
@@ -45,8 +55,10 @@ def test_fcsv_columns_are_ras(tmp_path):
     back = read_fcsv(path)
     assert np.allclose(back["femoral_head_centre"], POINTS["femoral_head_centre"])
     lps = tmp_path / "lps.fcsv"
-    lps.write_text("# CoordinateSystem = LPS\n# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n"
-                   "p0,1,2,3,0,0,0,1,1,1,0,pt,,\n")
+    lps.write_text(
+        "# CoordinateSystem = LPS\n# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n"
+        "p0,1,2,3,0,0,0,1,1,1,0,pt,,\n"
+    )
     assert np.allclose(read_fcsv(lps)["pt"], [1, 2, 3])
 
 

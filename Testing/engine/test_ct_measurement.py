@@ -8,11 +8,12 @@ import pytest
 from bmdgan.ct.calibration import Calibration
 from bmdgan.ct.landmarks import FemurFrame, Landmarks
 from bmdgan.ct.measurement import MG_CM3_MM_TO_G_CM2, measure_pf, neutral_frame
-from bmdgan.ct.pf_region import HEAD_CUT_REACH, Plane, PFRegion, fit_plane
+from bmdgan.ct.pf_region import HEAD_CUT_REACH, PFRegion, Plane, fit_plane
 from bmdgan.io import Volume, VolumeGeometry
 
-IDENTITY = Calibration(slope=1.0, intercept=0.0, r2=1.0, method="test", reference_names=[], reference_hu=[],
-                       reference_density_mg_cm3=[])
+IDENTITY = Calibration(
+    slope=1.0, intercept=0.0, r2=1.0, method="test", reference_names=[], reference_hu=[], reference_density_mg_cm3=[]
+)
 
 
 def rotation(axis, degrees):
@@ -22,7 +23,7 @@ def rotation(axis, degrees):
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
-def cylinder_case(direction_matrix=np.eye(3), density=300.0, radius_mm=15.0, length_mm=60.0, spacing=0.6):
+def cylinder_case(direction_matrix=None, density=300.0, radius_mm=15.0, length_mm=60.0, spacing=0.6):
     """A uniform bone cylinder along the neck direction (+x), cut to ``length_mm`` by the two PF planes.
 
     The shaft axis is +z, the neck axis +x: the neutral frame projects along y, and the region's
@@ -30,6 +31,7 @@ def cylinder_case(direction_matrix=np.eye(3), density=300.0, radius_mm=15.0, len
     at its half-density surface and 10 mm longer than the cut at each end.
     """
     n = 130
+    direction_matrix = np.eye(3) if direction_matrix is None else direction_matrix
     geometry = VolumeGeometry((spacing,) * 3, (0.0, 0.0, 0.0), direction_matrix)
     k, j, i = np.indices((n, n, n), dtype=float)
     points = (np.stack([i, j, k], axis=-1) * spacing) @ geometry.direction.T
@@ -40,19 +42,28 @@ def cylinder_case(direction_matrix=np.eye(3), density=300.0, radius_mm=15.0, len
     for dx in offsets:
         for dy in offsets:
             for dz in offsets:
-                inside = (np.abs(x + dx) <= length_mm / 2 + 10) & ((y + dy) ** 2 + (z + dz) ** 2 <= radius_mm ** 2)
+                inside = (np.abs(x + dx) <= length_mm / 2 + 10) & ((y + dy) ** 2 + (z + dz) ** 2 <= radius_mm**2)
                 fraction += inside / 8.0
     ct = Volume((fraction * density).astype(np.float32), geometry, unit="HU")
     femur = fraction >= 0.5
     head_radius = 22.0
     head_centre = centre + [-length_mm / 2 - head_radius, 0, 0]
-    points_lps = {"femoral_head_centre": head_centre, "neck_centre": centre + [-length_mm / 4, 0, 0],
-                  "shaft_2cm": centre + [0, 0, -20.0], "shaft_5cm": centre + [0, 0, -50.0]}
+    points_lps = {
+        "femoral_head_centre": head_centre,
+        "neck_centre": centre + [-length_mm / 4, 0, 0],
+        "shaft_2cm": centre + [0, 0, -20.0],
+        "shaft_5cm": centre + [0, 0, -50.0],
+    }
     frame = FemurFrame(np.array([0, 0, 1.0]), np.array([-1.0, 0, 0]), None, "right", None)
     landmarks = Landmarks(points_lps, head_radius, frame)
-    region = PFRegion(np.zeros(0, bool), Plane(centre + [-length_mm / 2, 0, 0], np.array([1.0, 0, 0])),
-                      Plane(centre + [length_mm / 2, 0, 0], np.array([-1.0, 0, 0])), True,
-                      head_centre_lps=head_centre, head_cut_reach_mm=HEAD_CUT_REACH * head_radius)
+    region = PFRegion(
+        np.zeros(0, bool),
+        Plane(centre + [-length_mm / 2, 0, 0], np.array([1.0, 0, 0])),
+        Plane(centre + [length_mm / 2, 0, 0], np.array([-1.0, 0, 0])),
+        True,
+        head_centre_lps=head_centre,
+        head_cut_reach_mm=HEAD_CUT_REACH * head_radius,
+    )
     region.mask = femur & region.inside_cuts(points)
     return ct, femur, region, landmarks
 
@@ -61,7 +72,7 @@ def test_uniform_cylinder_matches_analytic_values():
     density, radius, length = 300.0, 15.0, 60.0
     ct, femur, region, landmarks = cylinder_case(density=density, radius_mm=radius, length_mm=length)
     result = measure_pf(ct, femur, region, landmarks, IDENTITY)
-    volume_cm3 = np.pi * radius ** 2 * length / 1000.0
+    volume_cm3 = np.pi * radius**2 * length / 1000.0
     assert result.pf_volume_cm3 == pytest.approx(volume_cm3, rel=0.02)  # voxelised cut planes
     assert result.qct_vbmd_mg_cm3 == pytest.approx(density, rel=0.015)  # mass / (voxelised) volume
     # aBMD: density x mean thickness pi r / 2 (mm) x 1e-4 -> g/cm2; area 2 r x L
@@ -74,7 +85,7 @@ def test_uniform_cylinder_matches_analytic_values():
 
 def test_units_constant():
     # 1 mg/cm3 over 10 mm (1 cm) is 1 mg/cm2 = 1e-3 g/cm2
-    assert 1.0 * 10.0 * MG_CM3_MM_TO_G_CM2 == pytest.approx(1e-3)
+    assert pytest.approx(1e-3) == 1.0 * 10.0 * MG_CM3_MM_TO_G_CM2
 
 
 def test_rotated_grid_gives_the_same_numbers():
@@ -90,8 +101,15 @@ def test_rotated_grid_gives_the_same_numbers():
 def test_scaling_the_calibration_scales_the_numbers():
     ct, femur, region, landmarks = cylinder_case()
     base = measure_pf(ct, femur, region, landmarks, IDENTITY)
-    doubled = Calibration(slope=2.5, intercept=0.0, r2=1.0, method="test", reference_names=[], reference_hu=[],
-                          reference_density_mg_cm3=[])
+    doubled = Calibration(
+        slope=2.5,
+        intercept=0.0,
+        r2=1.0,
+        method="test",
+        reference_names=[],
+        reference_hu=[],
+        reference_density_mg_cm3=[],
+    )
     scaled = measure_pf(ct, femur, region, landmarks, doubled)
     assert scaled.qct_vbmd_mg_cm3 == pytest.approx(2.5 * base.qct_vbmd_mg_cm3, rel=1e-4)
     assert scaled.ct_abmd_g_cm2 == pytest.approx(2.5 * base.ct_abmd_g_cm2, rel=1e-4)
@@ -101,7 +119,7 @@ def test_metal_is_excluded_from_density():
     ct, femur, region, landmarks = cylinder_case(density=300.0)
     metal = np.zeros_like(femur)
     centre = np.array(femur.shape) // 2
-    metal[centre[0] - 4:centre[0] + 4, centre[1] - 4:centre[1] + 4, :] = True
+    metal[centre[0] - 4 : centre[0] + 4, centre[1] - 4 : centre[1] + 4, :] = True
     with_metal = ct.with_array(np.where(metal, 3000.0, ct.array).astype(np.float32))
     clean = measure_pf(ct, femur, region, landmarks, IDENTITY)
     excluded = measure_pf(with_metal, femur, region, landmarks, IDENTITY, metal=metal)

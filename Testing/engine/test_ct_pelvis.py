@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from bmdgan.cli.main import main
-from bmdgan.ct import grid, labels as L
+from bmdgan.ct import grid
+from bmdgan.ct import labels as L
 from bmdgan.ct.body import body_mask
-from bmdgan.ct.pipeline import femurs_by_side
 from bmdgan.ct.pelvis import label_pelvis, superior_sign
+from bmdgan.ct.pipeline import femurs_by_side
 from bmdgan.errors import InputError
 from bmdgan.io import read_ct
 
@@ -21,8 +22,16 @@ from bmdgan.io import read_ct
 def dice_table(shared_data, tmp_path_factory):
     folder = shared_data / "ct" / "totalsegmentator_example"
     out = tmp_path_factory.mktemp("compare")
-    code = main(["compare-labels", str(folder / "example_ct.nii.gz"), "--reference",
-                 str(folder / "masks_totalsegmentator_v1"), "-o", str(out)])
+    code = main(
+        [
+            "compare-labels",
+            str(folder / "example_ct.nii.gz"),
+            "--reference",
+            str(folder / "masks_totalsegmentator_v1"),
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0
     return json.loads((out / "label_dice.json").read_text()), (out / "label_dice.md").read_text()
 
@@ -92,8 +101,13 @@ def test_both_hip_bones_of_a_whole_pelvis_ct(pelvic_ref):
     sacrum_x = grid.index_to_lps(ct.geometry, np.argwhere(pelvis.sacrum[::2, ::4, ::4]) * [2, 4, 4])[:, 0]
     assert abs(float(np.median(sacrum_x)) - pelvis.midline_x_mm) < 10.0
     assert 150.0 < pelvis.sacrum.sum() * voxel_cm3 < 450.0
-    labels = L.compose(pelvis.hip["left"], femurs["left"].femur, other_femur=femurs["right"].femur,
-                       other_pelvis=pelvis.hip["right"], sacrum=pelvis.sacrum)
+    labels = L.compose(
+        pelvis.hip["left"],
+        femurs["left"].femur,
+        other_femur=femurs["right"].femur,
+        other_pelvis=pelvis.hip["right"],
+        sacrum=pelvis.sacrum,
+    )
     assert set(np.unique(labels)) == {L.BACKGROUND, L.PELVIS, L.FEMUR, L.OTHER_FEMUR, L.OTHER_PELVIS, L.SACRUM}
     assert np.array_equal(L.femur_mask(labels), femurs["left"].femur)
     assert np.array_equal(L.pelvis_mask(labels), pelvis.hip["left"] | pelvis.hip["right"] | pelvis.sacrum)

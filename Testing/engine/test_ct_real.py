@@ -25,14 +25,29 @@ from bmdgan.errors import InputError
 from bmdgan.io import read_ct
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "ct_reference_measurements.json"
-CASES = ("STS_001", "STS_003", "STS_007", "STS_012", "STS_015", "STS_020", "STS_021", "STS_029", "STS_031",
-         "STS_036", "STS_040", "STS_046", "STS_048")
+CASES = (
+    "STS_001",
+    "STS_003",
+    "STS_007",
+    "STS_012",
+    "STS_015",
+    "STS_020",
+    "STS_021",
+    "STS_029",
+    "STS_031",
+    "STS_036",
+    "STS_040",
+    "STS_046",
+    "STS_048",
+)
 # Checked on slices (the anatomy, not the header: the pubic symphysis, sacrum or L5 lie at the top slices of all four,
 # so superior/inferior is not the cause): the head really is cut by the field of view.
-NOT_MEASURABLE = {"STS_001": "femoral head cut by the top of the scan (the sphere fitted there is 48 % in view)",
-                  "STS_003": "gluteal crop: only the ischium and a corner of the femur (head cut by two edges)",
-                  "STS_007": "femur cut through the head (anterior edge) and neck (bottom edge), no shaft",
-                  "STS_048": "top slice near the femoral head's equator: its upper half is above the scan"}
+NOT_MEASURABLE = {
+    "STS_001": "femoral head cut by the top of the scan (the sphere fitted there is 48 % in view)",
+    "STS_003": "gluteal crop: only the ischium and a corner of the femur (head cut by two edges)",
+    "STS_007": "femur cut through the head (anterior edge) and neck (bottom edge), no shaft",
+    "STS_048": "top slice near the femoral head's equator: its upper half is above the scan",
+}
 MEASURED = tuple(case for case in CASES if case not in NOT_MEASURABLE)
 
 
@@ -120,21 +135,33 @@ def test_record_holds_what_the_issue_asks(analyses):
 
 def _reference_numbers(analysis) -> dict:
     m = analysis.measurement
-    return {"side": analysis.landmarks.frame.side,
-            "qct_vbmd_mg_cm3": round(m.qct_vbmd_mg_cm3, 2), "ct_abmd_g_cm2": round(m.ct_abmd_g_cm2, 4),
-            "pf_volume_cm3": round(m.pf_volume_cm3, 2), "pf_projected_area_cm2": round(m.pf_projected_area_cm2, 2),
-            "calibration_slope": round(analysis.calibration.slope, 5),
-            "calibration_intercept_mg_cm3": round(analysis.calibration.intercept, 3)}
+    return {
+        "side": analysis.landmarks.frame.side,
+        "qct_vbmd_mg_cm3": round(m.qct_vbmd_mg_cm3, 2),
+        "ct_abmd_g_cm2": round(m.ct_abmd_g_cm2, 4),
+        "pf_volume_cm3": round(m.pf_volume_cm3, 2),
+        "pf_projected_area_cm2": round(m.pf_projected_area_cm2, 2),
+        "calibration_slope": round(analysis.calibration.slope, 5),
+        "calibration_intercept_mg_cm3": round(analysis.calibration.intercept, 3),
+    }
 
 
 def test_numbers_match_the_regression_record(analyses):
     current = {case: _reference_numbers(analyses[case]) for case in MEASURED}
     current.update({case: {"refused": str(analyses[case]).split(": ", 1)[-1]} for case in NOT_MEASURABLE})
     if os.environ.get("BMDGAN_UPDATE_CT_REFERENCE"):
-        REFERENCE.write_text(json.dumps({"_about": "Real-CT numbers of the CT pipeline (phantomless calibration), "
-                                         "IBSI STS crops; regenerate with BMDGAN_UPDATE_CT_REFERENCE=1 after a "
-                                         "deliberate change and review the montages.", "cases": current},
-                                        indent=2) + "\n")
+        REFERENCE.write_text(
+            json.dumps(
+                {
+                    "_about": "Real-CT numbers of the CT pipeline (phantomless calibration), "
+                    "IBSI STS crops; regenerate with BMDGAN_UPDATE_CT_REFERENCE=1 after a "
+                    "deliberate change and review the montages.",
+                    "cases": current,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     reference = json.loads(REFERENCE.read_text())["cases"]
     assert set(reference) == set(current)
     for case in MEASURED:
@@ -160,22 +187,40 @@ def test_a_montage_per_case(analyses, tmp_path, shared_data):
 
 def test_ct_montage_and_measure_ct_commands(tmp_path, shared_data):
     measured, refused = (str(shared_data / "ct" / "ibsi_sts" / f"{case}.nii.gz") for case in ("STS_031", "STS_003"))
-    measure = subprocess.run([sys.executable, "-m", "bmdgan", "measure-ct", measured, "-o", str(tmp_path / "out"),
-                              "--montage"], capture_output=True, text=True, timeout=300)
+    measure = subprocess.run(
+        [sys.executable, "-m", "bmdgan", "measure-ct", measured, "-o", str(tmp_path / "out"), "--montage"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert measure.returncode == 0, measure.stderr
-    for name in ("labels.nii.gz", "metal.nii.gz", "landmarks.mrk.json", "calibration.json", "measurement.json",
-                 "montage.png"):
+    for name in (
+        "labels.nii.gz",
+        "metal.nii.gz",
+        "landmarks.mrk.json",
+        "calibration.json",
+        "measurement.json",
+        "montage.png",
+    ):
         assert (tmp_path / "out" / name).exists(), name
     record = json.loads((tmp_path / "out" / "measurement.json").read_text())
     reference = json.loads(REFERENCE.read_text())["cases"]["STS_031"]
     assert record["ct_abmd_g_cm2"] == pytest.approx(reference["ct_abmd_g_cm2"], rel=0.01)
     assert "measure-ct STS_031" in measure.stderr  # the progress display
-    montage = subprocess.run([sys.executable, "-m", "bmdgan", "ct-montage", refused, "-o", str(tmp_path / "pictures"),
-                              "--quiet"], capture_output=True, text=True, timeout=300)
+    montage = subprocess.run(
+        [sys.executable, "-m", "bmdgan", "ct-montage", refused, "-o", str(tmp_path / "pictures"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert montage.returncode == 2  # the only case given could not be measured...
     assert (tmp_path / "pictures" / "STS_003.png").exists()  # ...but its picture says why
     assert "STS_003.png: not measured" in montage.stdout
-    not_measured = subprocess.run([sys.executable, "-m", "bmdgan", "measure-ct", refused, "-o", str(tmp_path / "no")],
-                                  capture_output=True, text=True, timeout=300)
+    not_measured = subprocess.run(
+        [sys.executable, "-m", "bmdgan", "measure-ct", refused, "-o", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not_measured.returncode == 2 and "no femoral head was found" in not_measured.stderr
     assert not (tmp_path / "no" / "measurement.json").exists()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bmdgan.ct import grid, labels as L
+from bmdgan.ct import grid
+from bmdgan.ct import labels as L
 from bmdgan.ct.head import neck_direction
 from bmdgan.ct.label_import import guess_convention, load_segmentation
 from bmdgan.ct.pipeline import ImplantError, analyse_ct, segment_hips
@@ -52,10 +53,12 @@ def head_sphere_of_mask(femur: np.ndarray, hip: np.ndarray, ct) -> np.ndarray:
     surface = femur & ~ndimage.binary_erosion(femur)
     surface[0] = False  # the scan's bottom slice cuts the femur: not a surface
     points = grid.index_to_lps(ct.geometry, np.argwhere(surface).astype(float))
-    facing = grid.index_to_lps(ct.geometry, np.argwhere(surface & ndimage.binary_dilation(hip, iterations=2)).astype(float))
+    facing = grid.index_to_lps(
+        ct.geometry, np.argwhere(surface & ndimage.binary_dilation(hip, iterations=2)).astype(float)
+    )
 
     def fit(p):
-        solution, *_ = np.linalg.lstsq(np.column_stack([2 * p, np.ones(len(p))]), (p ** 2).sum(axis=1), rcond=None)
+        solution, *_ = np.linalg.lstsq(np.column_stack([2 * p, np.ones(len(p))]), (p**2).sum(axis=1), rcond=None)
         return solution[:3], float(np.sqrt(solution[3] + solution[:3] @ solution[:3]))
 
     centre, radius = fit(facing)
@@ -94,7 +97,9 @@ def test_left_femur_with_screws_is_measured_without_the_metal(example):
     assert m.metal_volume_cm3 > 1.0  # the screws are in the PF region...
     region, metal = analysis.region.mask, analysis.segmentation.metal
     density = analysis.calibration.density(ct.array)
-    assert m.qct_vbmd_mg_cm3 == pytest.approx(float(density[region & ~metal].mean()), rel=1e-6)  # ...but not in the mean
+    assert m.qct_vbmd_mg_cm3 == pytest.approx(
+        float(density[region & ~metal].mean()), rel=1e-6
+    )  # ...but not in the mean
     with_metal = float(density[region].mean())
     assert with_metal > m.qct_vbmd_mg_cm3 + 50.0
     assert not np.any(ct.array[region & ~metal] > METAL_HU)
@@ -110,7 +115,9 @@ def test_automatic_left_hip_runs_despite_the_screws(example):
     assert analysis.segmentation.metal.sum() > 0  # the screws are found and masked
     automatic = analysis.segmentation.femur
     shipped = read_label_volume(files["femur_left"], like=ct).array > 0
-    assert dice(automatic, shipped) >= 0.5  # 0.56 today (0.51 before the socket centring, 0.26 when the neck with the screws was cut off)
+    assert (
+        dice(automatic, shipped) >= 0.5
+    )  # 0.56 today (0.51 before the socket centring, 0.26 when the neck with the screws was cut off)
     assert (automatic & shipped).sum() >= 0.8 * shipped.sum()
     assert analysis.measurement.metal_volume_cm3 > 1.0  # the screws lie in the measured neck, kept out of the density
 
@@ -124,8 +131,10 @@ def test_bilateral_import_keeps_the_other_side_and_the_sacrum(example, side):
     from_files = load_segmentation(all_files, ct, side, bilateral=True)
     from_multilabel = load_segmentation([multilabel], ct, side, bilateral=True)
     assert np.array_equal(from_files.array, from_multilabel.array)
-    read = {name: read_label_volume(folder / f"{name}.nii.gz", like=ct).array > 0
-            for name in (f"femur_{side}", f"femur_{other}", f"hip_{other}", "sacrum")}
+    read = {
+        name: read_label_volume(folder / f"{name}.nii.gz", like=ct).array > 0
+        for name in (f"femur_{side}", f"femur_{other}", f"hip_{other}", "sacrum")
+    }
     assert np.array_equal(L.femur_mask(from_files.array), read[f"femur_{side}"])
     assert np.array_equal(from_files.array == L.OTHER_FEMUR, read[f"femur_{other}"] & ~read[f"femur_{side}"])
     assert (from_files.array == L.OTHER_PELVIS).sum() >= 0.99 * read[f"hip_{other}"].sum()

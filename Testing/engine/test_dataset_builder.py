@@ -14,8 +14,12 @@ import pytest
 from bmdgan.datasets.format import load_image, read_manifest
 from bmdgan.io import Volume, read_ct, write_volume
 
-IDENTIFYING = {"PatientName": "Doe^Jane", "PatientBirthDate": "19500101", "AccessionNumber": "ACC123456",
-               "PatientID": "MRN-987654"}
+IDENTIFYING = {
+    "PatientName": "Doe^Jane",
+    "PatientBirthDate": "19500101",
+    "AccessionNumber": "ACC123456",
+    "PatientID": "MRN-987654",
+}
 
 
 @pytest.mark.slow
@@ -33,29 +37,65 @@ def test_build_dataset_from_a_case_table(shared_data, tmp_path):
     for keyword, value in IDENTIFYING.items():
         setattr(dataset, keyword, value)
     dataset.save_as(dicom)
-    far = geometry.with_pose(geometry.camera_from_lps @ np.array([[1, 0, 0, 400.0], [0, 1, 0, 0], [0, 0, 1, 0],
-                                                                   [0, 0, 0, 1]]))
+    far = geometry.with_pose(
+        geometry.camera_from_lps @ np.array([[1, 0, 0, 400.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    )
     far.save(tmp_path / "other_ct_pose.json")
     no_bone = Volume(np.full((20, 40, 40), 40.0, np.float32), ct.geometry, "HU", "soft tissue only")
     no_bone.array[:, :8] = -1000.0  # air in front of the body: a CT in HU, only without a femur
     write_volume(no_bone, tmp_path / "no_femur.nii.gz")
     rows = [
-        {"radiograph": "xray.dcm", "ct": str(ct_path), "side": "left", "geometry": "pose.json", "single_hip": "1",
-         "dxa_bmd_g_cm2": "0.81", "pose": "supine"},  # STS_029 holds a left femur (a right one is refused)
+        {
+            "radiograph": "xray.dcm",
+            "ct": str(ct_path),
+            "side": "left",
+            "geometry": "pose.json",
+            "single_hip": "1",
+            "dxa_bmd_g_cm2": "0.81",
+            "pose": "supine",
+        },  # STS_029 holds a left femur (a right one is refused)
         {"radiograph": "missing.dcm", "ct": str(ct_path), "side": "right", "geometry": "pose.json"},
-        {"radiograph": "xray.dcm", "ct": "no_femur.nii.gz", "side": "right", "geometry": "pose.json", "single_hip": "1"},
-        {"radiograph": "xray.dcm", "ct": str(ct_path), "side": "left", "geometry": "other_ct_pose.json",
-         "single_hip": "1"},
+        {
+            "radiograph": "xray.dcm",
+            "ct": "no_femur.nii.gz",
+            "side": "right",
+            "geometry": "pose.json",
+            "single_hip": "1",
+        },
+        {
+            "radiograph": "xray.dcm",
+            "ct": str(ct_path),
+            "side": "left",
+            "geometry": "other_ct_pose.json",
+            "single_hip": "1",
+        },
     ]
     with open(tmp_path / "cases.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["radiograph", "ct", "side", "geometry", "single_hip",
-                                                    "dxa_bmd_g_cm2", "pose"])
+        writer = csv.DictWriter(
+            stream, fieldnames=["radiograph", "ct", "side", "geometry", "single_hip", "dxa_bmd_g_cm2", "pose"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     out = tmp_path / "dataset"
-    result = subprocess.run([sys.executable, "-m", "bmdgan", "build-dataset", str(tmp_path / "cases.csv"), "--out",
-                             str(out), "--key", "secret", "--image-size", "256x128"], capture_output=True,
-                            encoding="utf-8", errors="replace", timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bmdgan",
+            "build-dataset",
+            str(tmp_path / "cases.csv"),
+            "--out",
+            str(out),
+            "--key",
+            "secret",
+            "--image-size",
+            "256x128",
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "build_report.json").read_text())
     assert len(report["built"]) == 1 and set(report["skipped"]) == {"row 2", "row 3", "row 4"}
@@ -82,8 +122,26 @@ def test_build_dataset_from_a_case_table(shared_data, tmp_path):
     # Finishing the dataset with other fold settings would move cases between folds: refused before any work.
     assert json.loads((out / "dataset.json").read_text())["fold_settings"] == {"folds": 5, "seed": 0}
     manifest = (out / "manifest.csv").read_text()
-    again = subprocess.run([sys.executable, "-m", "bmdgan", "build-dataset", str(tmp_path / "cases.csv"), "--out",
-                            str(out), "--key", "secret", "--image-size", "256x128", "--fold-count", "3"],
-                           capture_output=True, encoding="utf-8", errors="replace", timeout=600)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bmdgan",
+            "build-dataset",
+            str(tmp_path / "cases.csv"),
+            "--out",
+            str(out),
+            "--key",
+            "secret",
+            "--image-size",
+            "256x128",
+            "--fold-count",
+            "3",
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+    )
     assert again.returncode == 2 and "holds a dataset made with folds 5, not 3" in again.stderr
     assert (out / "manifest.csv").read_text() == manifest

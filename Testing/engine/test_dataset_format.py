@@ -90,7 +90,6 @@ def test_patient_folds_never_split_a_patient(tmp_path):
         assign_patient_folds(records[:4], n_folds=5)
 
 
-
 def test_extending_a_cohort_keeps_every_assigned_fold():
     """New patients join the smallest folds; nobody already assigned moves (a run's held-out fold stays held out)."""
     first = assign_patient_folds([CaseRecord(f"c{i}", f"p{i:02d}", "left") for i in range(36)], n_folds=5, seed=0)
@@ -109,8 +108,8 @@ def test_extending_a_cohort_keeps_every_assigned_fold():
 def test_hip_crop_keeps_the_target_half_and_mirrors_the_left_hip():
     rows, columns = 600, 500
     image = np.zeros((rows, columns), np.float32)
-    image[:, :columns // 2] = np.linspace(0, 1, columns // 2)[None]  # patient's right half: ramp
-    image[:, columns // 2:] = 5.0  # patient's left half: constant
+    image[:, : columns // 2] = np.linspace(0, 1, columns // 2)[None]  # patient's right half: ramp
+    image[:, columns // 2 :] = 5.0  # patient's left half: constant
     right = plan_hip_crop(image.shape, "right")
     out = apply_hip_crop(image, right)
     assert out.shape == (512, 256) and not right.mirrored
@@ -148,8 +147,13 @@ def test_dataset_report_pictures(dataset, tmp_path):
 
     from PIL import Image
 
-    result = subprocess.run([sys.executable, "-m", "bmdgan", "dataset-report", str(dataset), "--out", str(tmp_path),
-                             "--samples", "3"], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "bmdgan", "dataset-report", str(dataset), "--out", str(tmp_path), "--samples", "3"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "16 images of 8 patients" in result.stdout
     montage = Image.open(tmp_path / "montage.png")
@@ -159,10 +163,20 @@ def test_dataset_report_pictures(dataset, tmp_path):
 
 def test_ct_folds_hold_out_whole_source_cts_so_every_held_out_bone_is_unseen():
     """Virtual patients of one CT share its bone: folds by ``ct`` keep them together, folds by patient do not."""
+
     def virtual_cohort() -> list[CaseRecord]:
-        return [CaseRecord(f"STS_{ct:03d}-v{p}-{pose}", f"STS_{ct:03d}-v{p}", "right", pose=pose,
-                           provenance=json.dumps({"ct": f"STS_{ct:03d}", "k_trab": 1.0}))
-                for ct in range(9) for p in range(4) for pose in ("standing", "supine")]
+        return [
+            CaseRecord(
+                f"STS_{ct:03d}-v{p}-{pose}",
+                f"STS_{ct:03d}-v{p}",
+                "right",
+                pose=pose,
+                provenance=json.dumps({"ct": f"STS_{ct:03d}", "k_trab": 1.0}),
+            )
+            for ct in range(9)
+            for p in range(4)
+            for pose in ("standing", "supine")
+        ]
 
     records = virtual_cohort()
     folds_of_ct = {}

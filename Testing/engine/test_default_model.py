@@ -17,8 +17,14 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def run_bmdgan(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bmdgan", *arguments], capture_output=True, encoding="utf-8",
-                          errors="replace", timeout=600, cwd=REPOSITORY)
+    return subprocess.run(
+        [sys.executable, "-m", "bmdgan", *arguments],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+        cwd=REPOSITORY,
+    )
 
 
 def test_default_model_is_small_safetensors_and_never_saw_the_sample_ct():
@@ -59,8 +65,12 @@ def test_full_demo_runs_every_stage_on_the_bundled_ct(tmp_path):
     virtual patients of fold 0, with the pictures (about 35 s here)."""
     result = run_bmdgan("demo", "--full", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    for stage in ("[1/4] measuring 1 CT", "[2/4] simulating 10 virtual patients x 2 poses", "[3/4] training",
-                  "[4/4] evaluating"):
+    for stage in (
+        "[1/4] measuring 1 CT",
+        "[2/4] simulating 10 virtual patients x 2 poses",
+        "[3/4] training",
+        "[4/4] evaluating",
+    ):
         assert stage in result.stdout
     manifest = (tmp_path / "cohort" / "manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + 20
@@ -70,8 +80,12 @@ def test_full_demo_runs_every_stage_on_the_bundled_ct(tmp_path):
     abmd = metrics["methods"]["decomposition"]["ct_abmd_g_cm2"]["all"]
     assert -1.0 <= abmd["pcc"] <= 1.0 and 0.0 <= abmd["mae"] < 1.0  # g/cm2
     assert f"ct_abmd_g_cm2: PCC {abmd['pcc']:.3f}" in result.stdout
-    for picture in ("cohort_montage.png", "cohort_histograms.png", "evaluation/robustness.png",
-                    "evaluation/bland_altman_decomposition_ct_abmd_g_cm2.png"):
+    for picture in (
+        "cohort_montage.png",
+        "cohort_histograms.png",
+        "evaluation/robustness.png",
+        "evaluation/bland_altman_decomposition_ct_abmd_g_cm2.png",
+    ):
         assert (tmp_path / picture).stat().st_size > 5_000, picture
     assert (tmp_path / "run" / "model" / "model.json").is_file()
 
@@ -91,8 +105,9 @@ def test_bundled_sample_is_what_make_sample_makes_today(tmp_path):
 
     result = run_bmdgan("make-sample", str(sample_data_dir() / "STS_012.nii.gz"), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SAMPLE_SIMULATED_RADIOGRAPH,
-                                                                 Path(SAMPLE_SIMULATED_RADIOGRAPH).stem + "_truth.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [SAMPLE_SIMULATED_RADIOGRAPH, Path(SAMPLE_SIMULATED_RADIOGRAPH).stem + "_truth.json"]
+    )
     bundled = sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH
     made = tmp_path / SAMPLE_SIMULATED_RADIOGRAPH
     truth_bundled = json.loads(bundled.with_name(bundled.stem + "_truth.json").read_text())

@@ -15,8 +15,13 @@ from bmdgan.tscore import load_reference, t_score, who_category
 
 
 def run_estimate(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bmdgan", "estimate", *arguments], capture_output=True,
-                          encoding="utf-8", errors="replace", timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bmdgan", "estimate", *arguments],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -24,8 +29,16 @@ def test_estimate_writes_result_pf_drr_and_report(trained, dataset, tmp_path):
     run_folder, _ = trained
     record = [r for r in read_manifest(dataset) if r.fold == 0][0]
     tifffile.imwrite(tmp_path / "held_out.tif", (load_image(dataset, record, "radiograph") * 10000).astype(np.uint16))
-    result = run_estimate(str(tmp_path / "held_out.tif"), "--model", str(run_folder / "model"), "--side", "right",
-                          "--single-hip", "--out", str(tmp_path / "out"))
+    result = run_estimate(
+        str(tmp_path / "held_out.tif"),
+        "--model",
+        str(run_folder / "model"),
+        "--side",
+        "right",
+        "--single-hip",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "out" / "held_out"
     summary = json.loads((folder / "result.json").read_text())
@@ -42,8 +55,13 @@ def test_estimate_writes_result_pf_drr_and_report(trained, dataset, tmp_path):
 @pytest.mark.slow
 def test_paediatric_radiograph_is_flagged_out_of_distribution(trained, shared_data, tmp_path):
     run_folder, _ = trained
-    result = run_estimate(str(shared_data / "xray" / "ddh_pediatric" / "331_DDH_1.dcm"), "--model",
-                          str(run_folder / "model"), "--out", str(tmp_path))
+    result = run_estimate(
+        str(shared_data / "xray" / "ddh_pediatric" / "331_DDH_1.dcm"),
+        "--model",
+        str(run_folder / "model"),
+        "--out",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "331_DDH_1" / "result.json").read_text())
     assert [hip["side"] for hip in summary["hips"]] == ["right", "left"]  # no laterality tag: both hips
@@ -73,16 +91,33 @@ def test_missing_default_model_is_a_clear_error(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_evaluate_command_writes_metrics_and_plots(trained, dataset, tmp_path):
     run_folder, _ = trained
-    command = [sys.executable, "-m", "bmdgan", "evaluate", "--model", str(run_folder / "model"), "--dataset",
-               str(dataset)]
+    command = [
+        sys.executable,
+        "-m",
+        "bmdgan",
+        "evaluate",
+        "--model",
+        str(run_folder / "model"),
+        "--dataset",
+        str(dataset),
+    ]
     # No --fold on the model's own training dataset: the fold it was trained without (fold 0), not every case.
-    result = subprocess.run(command + ["--out", str(tmp_path), "--jpeg-qualities", "90,30", "--bit-depths", "8,4"],
-                            capture_output=True, encoding="utf-8", errors="replace", timeout=600)
+    result = subprocess.run(
+        command + ["--out", str(tmp_path), "--jpeg-qualities", "90,30", "--bit-depths", "8,4"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "evaluating fold 0, the fold this model was trained without" in result.stdout
-    every = subprocess.run(command + ["--fold", "all", "--out", str(tmp_path / "all"), "--jpeg-qualities", "",
-                                      "--bit-depths", ""], capture_output=True, encoding="utf-8", errors="replace",
-                           timeout=600)
+    every = subprocess.run(
+        command + ["--fold", "all", "--out", str(tmp_path / "all"), "--jpeg-qualities", "", "--bit-depths", ""],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+    )
     assert every.returncode == 0 and "include training cases" in every.stderr
     assert json.loads((tmp_path / "all" / "metrics.json").read_text())["cases"] == 16
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -92,13 +127,18 @@ def test_evaluate_command_writes_metrics_and_plots(trained, dataset, tmp_path):
     assert -1 <= abmd["pcc"] <= 1 and abmd["mae"] >= 0 and abmd["rms_cv_percent"] is not None
     assert set(metrics["robustness"]["jpeg_quality"]) == {"90", "30"}
     assert set(metrics["robustness"]["bit_depth"]) == {"8", "4"}
-    for name in ("bland_altman_decomposition_ct_abmd_g_cm2.png", "correlation_decomposition_qct_vbmd_mg_cm3.png",
-                 "robustness.png"):
+    for name in (
+        "bland_altman_decomposition_ct_abmd_g_cm2.png",
+        "correlation_decomposition_qct_vbmd_mg_cm3.png",
+        "robustness.png",
+    ):
         assert (tmp_path / name).stat().st_size > 5000, name
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
     assert len(rows) == 5
-    assert rows[0].startswith("case_id,patient_id,side,pose,psnr_db,dice,ct_abmd_g_cm2_truth,qct_vbmd_mg_cm3_truth,"
-                              "ct_abmd_g_cm2_decomposition")
+    assert rows[0].startswith(
+        "case_id,patient_id,side,pose,psnr_db,dice,ct_abmd_g_cm2_truth,qct_vbmd_mg_cm3_truth,"
+        "ct_abmd_g_cm2_decomposition"
+    )
 
 
 def test_psnr_dice_and_degradations_on_known_images():
@@ -121,8 +161,7 @@ def test_cross_validation_pools_every_fold_and_resumes(dataset, smoke, tmp_path)
 
     from bmdgan.evaluation.cross_validation import cross_validate
 
-    config = replace(smoke, epochs={"stage1": 1, "stage2": 1, "stage3_frozen": 1, "stage3_finetune": 1,
-                                    "baseline": 1})
+    config = replace(smoke, epochs={"stage1": 1, "stage2": 1, "stage3_frozen": 1, "stage3_finetune": 1, "baseline": 1})
     pooled = cross_validate(config, dataset, tmp_path, [0, 1], ("ct_abmd_g_cm2",), "cpu", progress=False)
     assert pooled["images"] == 8  # folds 0 and 1: two patients x two poses each
     assert set(pooled["methods"]) == {"decomposition", "decomposition+regression", "baseline"}
@@ -147,30 +186,50 @@ def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained,
 
     run_folder, _ = trained
     evaluation = tmp_path / "evaluation"
-    result = evaluate(DecompositionModel.load(run_folder / "model"), dataset, fold=0, jpeg_qualities=(),
-                      bit_depths=())
+    result = evaluate(DecompositionModel.load(run_folder / "model"), dataset, fold=0, jpeg_qualities=(), bit_depths=())
     write_evaluation(evaluation, result)
     from bmdgan.outputs import MARKER
 
     out = tmp_path / "shipped"
     out.mkdir()
     (out / "regressor_from_an_older_model.safetensors").write_bytes(b"old")
-    (out / MARKER).write_text(json.dumps({"command": "package-model",
-                                          "files": ["regressor_from_an_older_model.safetensors"]}))
+    (out / MARKER).write_text(
+        json.dumps({"command": "package-model", "files": ["regressor_from_an_older_model.safetensors"]})
+    )
 
     def package(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "bmdgan", "package-model", str(run_folder), "--out", str(out),
-             "--evaluation", f"fold 0={evaluation}", "--training-command", "bmdgan train ...",
-             "--cts", "STS_015,example_ct,my_hospital_01", "--held-out-cts", "STS_012", *extra],
-            capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "bmdgan",
+                "package-model",
+                str(run_folder),
+                "--out",
+                str(out),
+                "--evaluation",
+                f"fold 0={evaluation}",
+                "--training-command",
+                "bmdgan train ...",
+                "--cts",
+                "STS_015,example_ct,my_hospital_01",
+                "--held-out-cts",
+                "STS_012",
+                *extra,
+            ],
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=300,
+        )
 
     refused = package()
     assert refused.returncode == 2 and "pass --overwrite" in refused.stderr
     completed = package("--overwrite")
     assert completed.returncode == 0, completed.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [p.name for p in (run_folder / "model").glob("*.safetensors")] + ["model.json", "MODEL_CARD.md", MARKER])
+        [p.name for p in (run_folder / "model").glob("*.safetensors")] + ["model.json", "MODEL_CARD.md", MARKER]
+    )
     card = (out / "MODEL_CARD.md").read_text()
     assert "- Real CTs (IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0" in card and "): STS_015." in card
     assert "TotalSegmentator example CT with its v1 femur/hip masks, Apache-2.0" in card and "): example_ct." in card
@@ -220,5 +279,4 @@ def test_inputs_sharing_a_name_get_their_own_result_folders():
     # a numbered name another input already has is skipped, decided up front (b/x.dcm was saved as x-2, then
     # overwritten by c/x-2.dcm); names differing only in case collide on macOS and Windows disks
     assert output_folder_names([Path("a/x.dcm"), Path("b/x.dcm"), Path("c/x-2.dcm")]) == ["x-1", "x-3", "x-2"]
-    assert output_folder_names([Path("a/Hip.dcm"), Path("b/hip.dcm"), Path("hip-1.png")]) == ["Hip-2", "hip-3",
-                                                                                             "hip-1"]
+    assert output_folder_names([Path("a/Hip.dcm"), Path("b/hip.dcm"), Path("hip-1.png")]) == ["Hip-2", "hip-3", "hip-1"]

@@ -35,7 +35,7 @@ def test_pcc_mae_see_bland_altman_by_hand():
 def test_rms_cv_by_hand():
     # Patient a: 1.0, 1.1 -> CV 0.0707107/1.05; patient b: 2.0, 2.0, 2.3 -> CV sqrt(0.03)/2.1; c has one value.
     cv_a, cv_b = math.sqrt(0.005) / 1.05, math.sqrt(0.03) / 2.1
-    expected = 100 * math.sqrt((cv_a ** 2 + cv_b ** 2) / 2)
+    expected = 100 * math.sqrt((cv_a**2 + cv_b**2) / 2)
     assert rms_cv_percent([1.0, 1.1, 2.0, 2.0, 2.3, 5.0], ["a", "a", "b", "b", "b", "c"]) == pytest.approx(expected)
     with pytest.raises(InputError, match="no patient has repeated"):
         rms_cv_percent([1.0, 2.0], ["a", "b"])
@@ -73,11 +73,17 @@ def test_rms_cv_repeats_are_poses_of_one_hip_not_the_two_hips_of_a_patient():
     from bmdgan.evaluation.evaluate import CasePrediction, _target_metrics
 
     estimates = {"left": 0.70, "right": 0.95}  # g/cm2, the same in both poses
-    predictions = [CasePrediction(CaseRecord(f"{patient}-{side}-{pose}", patient, side, pose,
-                                             ct_abmd_g_cm2=estimates[side] + offset),
-                                  {"decomposition": {"ct_abmd_g_cm2": estimates[side] + offset}}, 30.0, 0.9)
-                   for patient, offset in (("p1", 0.0), ("p2", 0.1))
-                   for side in ("left", "right") for pose in ("standing", "supine")]
+    predictions = [
+        CasePrediction(
+            CaseRecord(f"{patient}-{side}-{pose}", patient, side, pose, ct_abmd_g_cm2=estimates[side] + offset),
+            {"decomposition": {"ct_abmd_g_cm2": estimates[side] + offset}},
+            30.0,
+            0.9,
+        )
+        for patient, offset in (("p1", 0.0), ("p2", 0.1))
+        for side in ("left", "right")
+        for pose in ("standing", "supine")
+    ]
     metrics = _target_metrics(predictions, "ct_abmd_g_cm2")["all"]
     assert metrics["rms_cv_percent"] == pytest.approx(0.0)
     assert metrics["pcc"] == pytest.approx(1.0)

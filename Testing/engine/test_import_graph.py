@@ -23,15 +23,24 @@ def edges():
 
 def test_the_graph_sees_the_whole_project(edges):
     modules = graph.project_modules()
-    assert {"bmdgan.registration.pipeline", "BMDGANLib.widget_base", "BMDGANRegistrationLib.curation_logic",
-            "BMDGANTrainingLib.training_logic", "BMDGAN"} <= set(modules)
+    assert {
+        "bmdgan.registration.pipeline",
+        "BMDGANLib.widget_base",
+        "BMDGANRegistrationLib.curation_logic",
+        "BMDGANTrainingLib.training_logic",
+        "BMDGAN",
+    } <= set(modules)
     assert len(modules) > 140 and len(edges) > 400
     assert any(edge.in_function for edge in edges) and any(not edge.in_function for edge in edges)
 
 
 def test_the_cycle_finder_reports_a_cycle_through_a_function_level_import():
-    made_up = [graph.Import("a", "b", 1, False), graph.Import("b", "c", 1, False),
-               graph.Import("c", "a", 9, True), graph.Import("c", "d", 2, False)]
+    made_up = [
+        graph.Import("a", "b", 1, False),
+        graph.Import("b", "c", 1, False),
+        graph.Import("c", "a", 9, True),
+        graph.Import("c", "d", 2, False),
+    ]
     assert graph.cycles(made_up) == [["a", "b", "c", "a"]]
     assert graph.cycles(made_up[:2] + made_up[3:]) == []
 
@@ -42,8 +51,11 @@ def test_no_import_cycle_between_modules(edges):
 
 
 def test_no_cycle_between_the_engines_packages(edges):
-    packages = [graph.Import(graph.package_of(e.source), graph.package_of(e.target), e.line, e.in_function)
-                for e in edges if graph.package_of(e.source) != graph.package_of(e.target)]
+    packages = [
+        graph.Import(graph.package_of(e.source), graph.package_of(e.target), e.line, e.in_function)
+        for e in edges
+        if graph.package_of(e.source) != graph.package_of(e.target)
+    ]
     found = graph.cycles(packages)
     assert found == [], "package cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in found)
 
@@ -54,8 +66,11 @@ def test_dependencies_run_one_way_from_the_modules_to_the_engine(edges):
 
     wrong = [e for e in edges if top(e.source) == "bmdgan" and top(e.target) != "bmdgan"]
     wrong += [e for e in edges if top(e.source) == "BMDGANLib" and top(e.target) not in ("bmdgan", "BMDGANLib")]
-    wrong += [e for e in edges if top(e.source).endswith("Lib") and top(e.target) in ("BMDGAN", "BMDGANRegistration",
-                                                                                      "BMDGANTraining")]
+    wrong += [
+        e
+        for e in edges
+        if top(e.source).endswith("Lib") and top(e.target) in ("BMDGAN", "BMDGANRegistration", "BMDGANTraining")
+    ]
     assert wrong == []
 
 
@@ -70,7 +85,8 @@ def test_deferred_imports_stay_within_their_ceilings(edges):
 def test_the_architecture_document_shows_the_current_package_graph(edges):
     document = (graph.REPOSITORY / "docs" / "architecture.md").read_text()
     assert graph.with_table(document, graph.markdown_table(edges)) == document, (
-        "docs/architecture.md is stale: run python Testing/import_graph.py --write docs/architecture.md")
+        "docs/architecture.md is stale: run python Testing/import_graph.py --write docs/architecture.md"
+    )
 
 
 def test_lazy_packages_come_from_the_requirements():

@@ -13,14 +13,22 @@ from PIL import Image
 
 from bmdgan.errors import InputError
 from bmdgan.io import Volume, VolumeGeometry, read_ct, read_label_volume, read_radiograph, write_volume
-
 from dicom_factory import hip_like_phantom, write_dx  # noqa: E402
 
 # Grid sizes (i, j, k) of the shared CTs as listed in ../shared/data/README.md and their headers.
 IBSI_SIZES = {
-    "STS_001": (198, 202, 59), "STS_003": (154, 158, 51), "STS_007": (249, 215, 70), "STS_012": (159, 155, 53),
-    "STS_015": (158, 165, 57), "STS_020": (241, 304, 97), "STS_021": (219, 216, 83), "STS_029": (191, 174, 62),
-    "STS_031": (189, 210, 67), "STS_036": (192, 192, 68), "STS_040": (194, 204, 66), "STS_046": (212, 210, 84),
+    "STS_001": (198, 202, 59),
+    "STS_003": (154, 158, 51),
+    "STS_007": (249, 215, 70),
+    "STS_012": (159, 155, 53),
+    "STS_015": (158, 165, 57),
+    "STS_020": (241, 304, 97),
+    "STS_021": (219, 216, 83),
+    "STS_029": (191, 174, 62),
+    "STS_031": (189, 210, 67),
+    "STS_036": (192, 192, 68),
+    "STS_040": (194, 204, 66),
+    "STS_046": (212, 210, 84),
     "STS_048": (195, 185, 57),
 }
 
@@ -85,7 +93,7 @@ def test_paediatric_radiographs(shared_data):
         landmarks = json.loads(path.with_suffix(".json").read_text())["landmark_list"][0]
         for name in ("fem_l", "fem_r"):
             x, y = landmarks[name]
-            assert radiograph.pixels[y - 3:y + 4, x - 3:x + 4].mean() > np.median(radiograph.pixels)
+            assert radiograph.pixels[y - 3 : y + 4, x - 3 : x + 4].mean() > np.median(radiograph.pixels)
 
 
 def test_ct_write_read_round_trip(tmp_path):
@@ -121,9 +129,15 @@ def test_dicom_series_folder(tmp_path):
     series = generate_series_uid()
     for k in range(array.shape[0]):
         slice_image = image[:, :, k]
-        for tag, value in (("0008|0060", "CT"), ("0020|000e", series), ("0020|0032", f"0\\0\\{2.5 * k}"),
-                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0028|0030", "0.8\\0.8"), ("0020|0013", str(k + 1)),
-                           ("0008|0018", f"{series}.{k + 1}")):
+        for tag, value in (
+            ("0008|0060", "CT"),
+            ("0020|000e", series),
+            ("0020|0032", f"0\\0\\{2.5 * k}"),
+            ("0020|0037", "1\\0\\0\\0\\1\\0"),
+            ("0028|0030", "0.8\\0.8"),
+            ("0020|0013", str(k + 1)),
+            ("0008|0018", f"{series}.{k + 1}"),
+        ):
             slice_image.SetMetaData(tag, value)
         writer.SetFileName(str(tmp_path / f"slice{k:02d}.dcm"))
         writer.Execute(slice_image)
@@ -142,8 +156,9 @@ def generate_series_uid() -> str:
 def test_monochrome1_reads_back_with_bone_bright(tmp_path):
     attenuation, bone = hip_like_phantom()
     display = np.rint(4095 * (0.1 + 0.8 * attenuation)).astype(np.uint16)  # MONOCHROME2: bone high
-    path = write_dx(tmp_path / "mono1.dcm", 4095 - display, PhotometricInterpretation="MONOCHROME1",
-                    PixelSpacing=[0.5, 0.5])
+    path = write_dx(
+        tmp_path / "mono1.dcm", 4095 - display, PhotometricInterpretation="MONOCHROME1", PixelSpacing=[0.5, 0.5]
+    )
     radiograph = read_radiograph(path)
     assert radiograph.photometric_interpretation == "MONOCHROME1"
     assert radiograph.pixels[bone].mean() > radiograph.pixels[~bone].mean() + 1000
@@ -153,10 +168,21 @@ def test_monochrome1_reads_back_with_bone_bright(tmp_path):
 def test_rescale_spacing_and_acquisition_attributes(tmp_path):
     attenuation, bone = hip_like_phantom()
     stored = np.rint(1000 * attenuation).astype(np.uint16)
-    path = write_dx(tmp_path / "dx.dcm", stored, RescaleSlope=2.0, RescaleIntercept=-100.0,
-                    ImagerPixelSpacing=[0.15, 0.15], EstimatedRadiographicMagnificationFactor=1.2,
-                    DistanceSourceToDetector=1100.0, DistanceSourceToPatient=900.0, ImageLaterality="R",
-                    ViewPosition="AP", WindowCenter=[1000, 900], WindowWidth=[2000, 1500], VOILUTFunction="SIGMOID")
+    path = write_dx(
+        tmp_path / "dx.dcm",
+        stored,
+        RescaleSlope=2.0,
+        RescaleIntercept=-100.0,
+        ImagerPixelSpacing=[0.15, 0.15],
+        EstimatedRadiographicMagnificationFactor=1.2,
+        DistanceSourceToDetector=1100.0,
+        DistanceSourceToPatient=900.0,
+        ImageLaterality="R",
+        ViewPosition="AP",
+        WindowCenter=[1000, 900],
+        WindowWidth=[2000, 1500],
+        VOILUTFunction="SIGMOID",
+    )
     radiograph = read_radiograph(path)
     np.testing.assert_allclose(radiograph.pixels, 2.0 * stored - 100.0)
     assert radiograph.pixel_spacing_mm == pytest.approx((0.125, 0.125))  # 0.15 mm at the detector / 1.2
@@ -174,8 +200,9 @@ def test_missing_spacing_is_reported_not_guessed(tmp_path):
     radiograph = read_radiograph(write_dx(tmp_path / "nospacing.dcm", np.rint(1000 * attenuation)))
     assert radiograph.pixel_spacing_mm is None
     assert any("no pixel spacing" in warning for warning in radiograph.warnings)
-    detector_only = read_radiograph(write_dx(tmp_path / "detector.dcm", np.rint(1000 * attenuation),
-                                             ImagerPixelSpacing=[0.2, 0.2]))
+    detector_only = read_radiograph(
+        write_dx(tmp_path / "detector.dcm", np.rint(1000 * attenuation), ImagerPixelSpacing=[0.2, 0.2])
+    )
     assert detector_only.pixel_spacing_mm == (0.2, 0.2)
     assert any("detector only" in warning for warning in detector_only.warnings)
 
@@ -221,22 +248,27 @@ def bad_files(tmp_path, shared_data):
     raw = tmp_path / "zero.raw"
     raw.write_bytes(np.zeros((4, 4, 4), np.int16).tobytes())
     files["zero_spacing"] = tmp_path / "zero_spacing.mhd"
-    files["zero_spacing"].write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\n"
-                                     "ElementSpacing = 0 0 0\nElementDataFile = zero.raw\n")
+    files["zero_spacing"].write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\n"
+        "ElementSpacing = 0 0 0\nElementDataFile = zero.raw\n"
+    )
     nan = sitk.GetImageFromArray(np.full((4, 8, 8), np.nan, np.float32))
     files["nan_ct"] = tmp_path / "nan.mha"  # NIfTI readers turn NaN into 0
     sitk.WriteImage(nan, str(files["nan_ct"]))
     return files
 
 
-@pytest.mark.parametrize("name, reader, message", [
-    ("truncated", read_radiograph, "truncated"),
-    ("text", read_radiograph, "not a readable DICOM"),
-    ("photo", read_radiograph, "colour image"),
-    ("png_as_ct", read_ct, "2D image"),
-    ("zero_spacing", read_ct, "spacing"),
-    ("nan_ct", read_ct, "NaN"),
-])
+@pytest.mark.parametrize(
+    "name, reader, message",
+    [
+        ("truncated", read_radiograph, "truncated"),
+        ("text", read_radiograph, "not a readable DICOM"),
+        ("photo", read_radiograph, "colour image"),
+        ("png_as_ct", read_ct, "2D image"),
+        ("zero_spacing", read_ct, "spacing"),
+        ("nan_ct", read_ct, "NaN"),
+    ],
+)
 def test_bad_input_gives_one_clear_error(bad_files, name, reader, message):
     with pytest.raises(InputError, match=message) as caught:
         reader(bad_files[name])

@@ -138,7 +138,8 @@ def test_weighted_l1():
     prediction, target = torch.tensor([1.0, 2.0]), torch.tensor([1.5, 1.0])
     assert weighted_l1_loss(prediction, target, torch.tensor([1.5, 0.5])).item() == pytest.approx((0.75 + 0.5) / 2)
     assert weighted_l1_loss(prediction[:, None], target[:, None], torch.tensor([1.5, 0.5])).item() == pytest.approx(
-        0.625)
+        0.625
+    )
 
 
 def test_losses_are_float32_under_autocast():

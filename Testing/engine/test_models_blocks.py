@@ -56,9 +56,10 @@ def _reference_window_attention(attn: LocalWindowAttention, x: torch.Tensor) -> 
         q = (tokens @ wq.T + attn.q_bias).reshape(b, -1, heads, d).transpose(1, 2)
         k = (tokens @ wk.T).reshape(b, -1, heads, d).transpose(1, 2)
         v = (tokens @ wv.T + attn.v_bias).reshape(b, -1, heads, d).transpose(1, 2)
-        rel = torch.tensor([[((pr - kr) + ws - 1) * (2 * ws - 1) + (pc - kc) + ws - 1 for kr, kc in pos]
-                            for pr, pc in pos])
-        logits = q @ k.transpose(-1, -2) / d ** 0.5 + table[rel].permute(2, 0, 1)
+        rel = torch.tensor(
+            [[((pr - kr) + ws - 1) * (2 * ws - 1) + (pc - kc) + ws - 1 for kr, kc in pos] for pr, pc in pos]
+        )
+        logits = q @ k.transpose(-1, -2) / d**0.5 + table[rel].permute(2, 0, 1)
         y = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, -1, c) @ attn.proj.weight.T + attn.proj.bias
         for i, (r, cc) in enumerate(pos):
             out[:, r, cc] = y[:, i]

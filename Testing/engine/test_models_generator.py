@@ -24,7 +24,8 @@ IMAGE = (1, 1, 512, 256)  # W x H = 256 x 512, as in the paper
 
 def test_registry_lists_required_backbones():
     assert {"hrformer-tiny-cpu", "hrformer-t", "hrformer-s", "hrformer-b", "hrnet-w18-small", "resnet"} <= set(
-        available_backbones())
+        available_backbones()
+    )
 
 
 def test_tiny_cpu_generator_shapes_at_256x512():
@@ -73,8 +74,11 @@ def test_gradients_reach_every_parameter(name, size):
     x = torch.rand(1, 1, size, size) * 2 - 1
     loss = (generator(x) - torch.rand(1, 1, size, size)).abs().mean()
     loss.backward()
-    dead = [n for n, p in generator.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
-            or p.grad.abs().max() == 0]
+    dead = [
+        n
+        for n, p in generator.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().max() == 0
+    ]
     assert not dead, dead
     assert any(isinstance(m, HRFormerBlock) for m in generator.modules())
 

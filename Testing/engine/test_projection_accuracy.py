@@ -8,8 +8,16 @@ import torch
 
 from bmdgan.errors import InputError
 from bmdgan.io import Volume, VolumeGeometry
-from bmdgan.projection import (ProjectionGeometry, Projector, camera_pose, default_ap_geometry, line_integral_unit,
-                               masks_from_labels, project_volume, volume_centre_lps)
+from bmdgan.projection import (
+    ProjectionGeometry,
+    Projector,
+    camera_pose,
+    default_ap_geometry,
+    line_integral_unit,
+    masks_from_labels,
+    project_volume,
+    volume_centre_lps,
+)
 from bmdgan.projection.phantoms import cylinder_chords_mm, cylinder_phantom, sphere_chords_mm, sphere_phantom
 from bmdgan.projection.reference import reference_project
 
@@ -44,8 +52,9 @@ POSES = {"ap": [0, 0, 0, 0, 0, 0], "oblique": [35, -20, 10, 5, -4, 30]}
 def test_uniform_sphere_matches_analytic_areal_density(sphere, parallel, pose):
     volume, centre = sphere
     base = default_ap_geometry(volume, pixel_spacing_mm=0.5, parallel=parallel)
-    geometry = base.with_pose(camera_pose(torch.tensor(POSES[pose], dtype=torch.float64), base.camera_from_lps,
-                                          centre).numpy())
+    geometry = base.with_pose(
+        camera_pose(torch.tensor(POSES[pose], dtype=torch.float64), base.camera_from_lps, centre).numpy()
+    )
     drr = project_volume(volume, geometry)
     assert drr.unit == "g/cm2" and drr.quantity == "areal density"
     analytic = sphere_chords_mm(geometry, centre, 30.0) * DENSITY * MG_CM3_MM_TO_G_CM2
@@ -87,8 +96,14 @@ def test_masked_channels_of_a_partition_sum_to_the_unmasked_image(sphere):
     # i < 40 is the patient's right (LPS x grows to the left); k >= 45 is superior
     names, masks = masks_from_labels(labels, {"right": [1], "left_inferior": [2], "left_superior": [3], "air": [0]})
     geometry = default_ap_geometry(volume, pixel_spacing_mm=0.75)
-    projector = Projector(volume.array, volume.geometry.ijk_to_lps(), unit="mg/cm3", masks=masks,
-                          channel_names=names, include_unmasked=True)
+    projector = Projector(
+        volume.array,
+        volume.geometry.ijk_to_lps(),
+        unit="mg/cm3",
+        masks=masks,
+        channel_names=names,
+        include_unmasked=True,
+    )
     image = projector.project(geometry)
     assert projector.channel_names == ["all", "right", "left_inferior", "left_superior", "air"]
     np.testing.assert_allclose(image[1:].sum(axis=0), image[0], rtol=1e-5, atol=1e-6)
@@ -115,8 +130,11 @@ def test_joseph_projector_agrees_with_trilinear_ray_marching():
     volume = Volume(values, VolumeGeometry((1.1, 0.9, 1.3), (-20.0, 10.0, 50.0)), unit="mg/cm3")
     base = default_ap_geometry(volume, pixel_spacing_mm=0.8)
     centre = volume_centre_lps(volume.shape_ijk, volume.geometry.ijk_to_lps())
-    geometry = base.with_pose(camera_pose(torch.tensor([25.0, -30.0, 15.0, 0, 0, 0], dtype=torch.float64),
-                                          base.camera_from_lps, centre).numpy())
+    geometry = base.with_pose(
+        camera_pose(
+            torch.tensor([25.0, -30.0, 15.0, 0, 0, 0], dtype=torch.float64), base.camera_from_lps, centre
+        ).numpy()
+    )
     ours = project_volume(volume, geometry).image[0]
     reference = reference_project(volume.array, volume.geometry.ijk_to_lps(), geometry, step_mm=0.2)[0]
     inside = reference > 0.05 * reference.max()
@@ -127,12 +145,18 @@ def test_joseph_projector_agrees_with_trilinear_ray_marching():
 def test_chunking_and_batching_do_not_change_the_image(sphere):
     volume, centre = sphere
     base = default_ap_geometry(volume, pixel_spacing_mm=1.0)
-    poses = torch.stack([camera_pose(torch.tensor(p, dtype=torch.float64), base.camera_from_lps, centre)
-                         for p in ([0, 0, 0, 0, 0, 0], [10, 50, -5, 3, 0, 10], [70, 0, 0, 0, 0, 0])])
+    poses = torch.stack(
+        [
+            camera_pose(torch.tensor(p, dtype=torch.float64), base.camera_from_lps, centre)
+            for p in ([0, 0, 0, 0, 0, 0], [10, 50, -5, 3, 0, 10], [70, 0, 0, 0, 0, 0])
+        ]
+    )
     default = Projector.from_volume(volume)
     tiny = Projector.from_volume(volume, chunk_bytes=128 * 1024)  # 2 ray blocks, 1 plane per chunk
-    assert tiny._chunking(1, base.detector_rows * base.detector_columns, False)[0] < base.detector_rows * \
-        base.detector_columns
+    assert (
+        tiny._chunking(1, base.detector_rows * base.detector_columns, False)[0]
+        < base.detector_rows * base.detector_columns
+    )
     with torch.no_grad():
         batched = default.render(poses, base)
         assert batched.shape == (3, 1) + base.shape
@@ -144,8 +168,11 @@ def test_chunking_and_batching_do_not_change_the_image(sphere):
 
 def test_rays_are_clipped_to_the_source_detector_segment():
     """A source inside a uniform cube sees only the part in front of it (perspective rays start at the source)."""
-    volume = Volume(np.full((50, 50, 50), DENSITY, np.float32), VolumeGeometry((2.0, 2.0, 2.0), (-49.0, -49.0, -49.0)),
-                    unit="mg/cm3")
+    volume = Volume(
+        np.full((50, 50, 50), DENSITY, np.float32),
+        VolumeGeometry((2.0, 2.0, 2.0), (-49.0, -49.0, -49.0)),
+        unit="mg/cm3",
+    )
     pose = np.eye(4)
     pose[:3, :3] = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # AP rotation, source at the LPS origin
     geometry = ProjectionGeometry(400.0, 41, 41, 8.0, 8.0, (20.0, 20.0), pose)

@@ -8,10 +8,10 @@ import numpy as np
 import pydicom
 import pytest
 
+from bmdgan.atomic import atomic_path
 from bmdgan.cli.main import main
 from bmdgan.io import Volume, VolumeGeometry, read_radiograph, write_volume
 from bmdgan.projection import ProjectionGeometry
-from bmdgan.atomic import atomic_path
 from bmdgan.projection.image_io import read_drr_tiff
 
 
@@ -28,17 +28,38 @@ def ct_files(tmp_path_factory):
     geometry = VolumeGeometry((2.0, 2.0, 2.0), (-33.0, -31.0, -29.0))
     ct = write_volume(Volume(hu, geometry), folder / "ct.nii.gz")
     label_path = write_volume(Volume(labels, geometry, unit="label"), folder / "labels.nii.gz")
-    density = write_volume(Volume(np.where(labels > 0, 1000.0, 0.0).astype(np.float32), geometry),
-                           folder / "density.nii.gz")
+    density = write_volume(
+        Volume(np.where(labels > 0, 1000.0, 0.0).astype(np.float32), geometry), folder / "density.nii.gz"
+    )
     return ct, label_path, density
 
 
 def test_drr_command_writes_a_masked_float_tiff_with_units_and_geometry(ct_files, tmp_path):
     ct, labels, _ = ct_files
     out = tmp_path / "drr.tif"
-    code = main(["drr", str(ct), "--out", str(out), "--labels", str(labels), "--channel", "soft=1",
-                 "--channel", "bone=2", "--include-unmasked", "--geometry-out", str(tmp_path / "g.json"),
-                 "--png", str(tmp_path / "drr.png"), "--pixel-mm", "1.0", "--hu-model", "water"])
+    code = main(
+        [
+            "drr",
+            str(ct),
+            "--out",
+            str(out),
+            "--labels",
+            str(labels),
+            "--channel",
+            "soft=1",
+            "--channel",
+            "bone=2",
+            "--include-unmasked",
+            "--geometry-out",
+            str(tmp_path / "g.json"),
+            "--png",
+            str(tmp_path / "drr.png"),
+            "--pixel-mm",
+            "1.0",
+            "--hu-model",
+            "water",
+        ]
+    )
     assert code == 0
     drr, metadata = read_drr_tiff(out)
     assert drr.channels == ["all", "soft", "bone"] and drr.unit == "1" and metadata["energy_kev"] == 50.0
@@ -53,16 +74,18 @@ def test_drr_command_writes_a_masked_float_tiff_with_units_and_geometry(ct_files
     assert read_radiograph(tmp_path / "drr.png").bits_stored == 16
     # the same geometry read back from JSON gives the same image
     again = tmp_path / "again.tif"
-    assert main(["drr", str(ct), "--out", str(again), "--geometry", str(tmp_path / "g.json"),
-                 "--hu-model", "water"]) == 0
+    assert (
+        main(["drr", str(ct), "--out", str(again), "--geometry", str(tmp_path / "g.json"), "--hu-model", "water"]) == 0
+    )
     np.testing.assert_allclose(read_drr_tiff(again)[0].image[0], drr.image[0], rtol=1e-6)
 
 
 def test_drr_command_npy_output_in_g_per_cm2(ct_files, tmp_path):
     _, _, density = ct_files
     out = tmp_path / "drr.npy"
-    assert main(["drr", str(density), "--input-unit", "mg/cm3", "--out", str(out), "--parallel",
-                 "--pixel-mm", "1.0"]) == 0
+    assert (
+        main(["drr", str(density), "--input-unit", "mg/cm3", "--out", str(out), "--parallel", "--pixel-mm", "1.0"]) == 0
+    )
     image = np.load(out)
     metadata = json.loads(out.with_suffix(".json").read_text())
     assert metadata["unit"] == "g/cm2" and metadata["geometry"]["projection"] == "parallel"
@@ -70,12 +93,15 @@ def test_drr_command_npy_output_in_g_per_cm2(ct_files, tmp_path):
     assert image[0, rows // 2, columns // 2] == pytest.approx(4.0, rel=0.01)  # 40 mm of 1 g/cm3
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--out", "x.png"], "unknown output type"),
-    (["--out", "x.tif", "--channel", "bone=2"], "--channel needs --labels"),
-    (["--out", "x.tif", "--labels", "{labels}", "--channel", "bone"], "NAME=VALUE"),
-    (["--out", "x.tif", "--columns", "10"], "--columns and --rows"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--out", "x.png"], "unknown output type"),
+        (["--out", "x.tif", "--channel", "bone=2"], "--channel needs --labels"),
+        (["--out", "x.tif", "--labels", "{labels}", "--channel", "bone"], "NAME=VALUE"),
+        (["--out", "x.tif", "--columns", "10"], "--columns and --rows"),
+    ],
+)
 def test_drr_command_reports_bad_input(ct_files, tmp_path, capsys, arguments, message):
     ct, labels, _ = ct_files
     arguments = [a.replace("{labels}", str(labels)) for a in arguments]
@@ -88,8 +114,20 @@ def test_simulate_xray_command_writes_reproducible_dicom_png_and_geometry(ct_fil
     ct, _, _ = ct_files
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"bits_stored": 16, "effective_energy_kev": 45.0}))
-    arguments = ["simulate-xray", str(ct), "--count", "2", "--seed", "4", "--params", str(params),
-                 "--patient-id", "TEST", "--pixel-mm", "1.0"]
+    arguments = [
+        "simulate-xray",
+        str(ct),
+        "--count",
+        "2",
+        "--seed",
+        "4",
+        "--params",
+        str(params),
+        "--patient-id",
+        "TEST",
+        "--pixel-mm",
+        "1.0",
+    ]
     assert main(arguments + ["--out", str(tmp_path / "a")]) == 0
     assert main(arguments[:3] + ["1"] + arguments[4:] + ["--out", str(tmp_path / "b")]) == 0
     for seed in (4, 5):
@@ -115,8 +153,10 @@ def test_drr_gallery_writes_a_picture_per_ct(shared_data, tmp_path):
     names = [path.name for path in found]
     assert "example_ct.nii.gz" in names and "vhm_pelvis.nii.gz" in names and "STS_001.nii.gz" in names
     assert not any("femur" in name or "multilabel" in name for name in names)
-    cts = [shared_data / "ct" / "totalsegmentator_example" / "example_ct.nii.gz",
-           shared_data / "ct" / "ibsi_sts" / "STS_003.nii.gz"]
+    cts = [
+        shared_data / "ct" / "totalsegmentator_example" / "example_ct.nii.gz",
+        shared_data / "ct" / "ibsi_sts" / "STS_003.nii.gz",
+    ]
     assert main(["drr-gallery", *map(str, cts), "--out", str(tmp_path), "--max-side", "192"]) == 0
     summary = json.loads((tmp_path / "gallery.json").read_text())
     assert [entry["picture"] for entry in summary["cts"]] == ["example_ct_drr.png", "STS_003_drr.png"]
@@ -129,10 +169,9 @@ def test_drr_gallery_writes_a_picture_per_ct(shared_data, tmp_path):
 
 def test_atomic_path_leaves_nothing_behind_on_failure(tmp_path):
     target = tmp_path / "out.tif"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as temporary:
-            temporary.write_bytes(b"half")
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), atomic_path(target) as temporary:
+        temporary.write_bytes(b"half")
+        raise RuntimeError("crash while writing")
     assert not target.exists() and not list(tmp_path.iterdir())
     with atomic_path(target) as temporary:
         temporary.write_bytes(b"whole")
@@ -146,10 +185,22 @@ def test_compare_xray_writes_real_simulated_and_bone_panels(shared_data, tmp_pat
     from PIL import Image
 
     out = tmp_path / "compare.png"
-    result = subprocess.run([sys.executable, "-m", "bmdgan", "compare-xray",
-                             str(shared_data / "ct" / "ibsi_sts" / "STS_012.nii.gz"),
-                             str(shared_data / "xray" / "ddh_pediatric" / "331_DDH_1.dcm"), "--out", str(out)],
-                            capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bmdgan",
+            "compare-xray",
+            str(shared_data / "ct" / "ibsi_sts" / "STS_012.nii.gz"),
+            str(shared_data / "xray" / "ddh_pediatric" / "331_DDH_1.dcm"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     picture = np.asarray(Image.open(out).convert("L"), dtype=float)
     assert picture.shape[1] > 2 * picture.shape[0]  # three panels side by side

@@ -10,9 +10,17 @@ import torch
 
 from bmdgan.errors import InputError
 from bmdgan.io import Volume, VolumeGeometry, read_ct, read_label_volume
-from bmdgan.projection import (ProjectionGeometry, Projector, camera_pose, camera_pose_parameters,
-                               default_ap_geometry, matrix_to_pose, pose_to_matrix, volume_centre_lps,
-                               volume_corners_lps)
+from bmdgan.projection import (
+    ProjectionGeometry,
+    Projector,
+    camera_pose,
+    camera_pose_parameters,
+    default_ap_geometry,
+    matrix_to_pose,
+    pose_to_matrix,
+    volume_centre_lps,
+    volume_corners_lps,
+)
 from bmdgan.projection.phantoms import gaussian_blob
 
 
@@ -81,8 +89,13 @@ def test_marker_projects_to_the_predicted_pixel_for_several_poses(parallel):
     base = default_ap_geometry(volume, pixel_spacing_mm=0.4, columns=200, rows=180, parallel=parallel)
     centre = volume_centre_lps(volume.shape_ijk, volume.geometry.ijk_to_lps())
     projector = Projector.from_volume(volume)
-    poses = [[0, 0, 0, 0, 0, 0], [12, -8, 5, 4, -3, 20], [-20, 15, -10, -6, 5, -40], [5, 25, 30, 2, 2, 0],
-             [60, 40, 0, 0, 0, 0]]  # the last one marches along another voxel axis
+    poses = [
+        [0, 0, 0, 0, 0, 0],
+        [12, -8, 5, 4, -3, 20],
+        [-20, 15, -10, -6, 5, -40],
+        [5, 25, 30, 2, 2, 0],
+        [60, 40, 0, 0, 0, 0],
+    ]  # the last one marches along another voxel axis
     for params in poses:
         pose = camera_pose(torch.tensor(params, dtype=torch.float64), base.camera_from_lps, centre).numpy()
         geometry = base.with_pose(pose)
@@ -118,8 +131,11 @@ def test_screws_in_the_patient_left_femoral_neck_appear_on_the_image_right(share
     projector = Projector.from_volume(metal, masks={"femur_left": femur_left}, include_unmasked=True)
     image = projector.project(geometry)
     metal_columns = np.nonzero(image[0].sum(axis=0))[0]
-    femur_columns = np.nonzero(Projector.from_volume(
-        ct.with_array(femur_left.astype(np.float32), unit="mg/cm3")).project(geometry)[0].sum(axis=0))[0]
+    femur_columns = np.nonzero(
+        Projector.from_volume(ct.with_array(femur_left.astype(np.float32), unit="mg/cm3"))
+        .project(geometry)[0]
+        .sum(axis=0)
+    )[0]
     centre = geometry.principal_point_px[0]
     assert metal_columns.size > 0 and metal_columns.min() > centre  # all the metal on the image's right half
     assert femur_columns.mean() > centre  # and so is the left femur label
@@ -141,16 +157,22 @@ def test_default_ap_geometry_covers_the_ct_and_is_centred():
 
 
 def test_pose_parameters_round_trip_and_documented_convention():
-    params = torch.tensor([[10.0, -20.0, 30.0, 5.0, -6.0, 7.0], [-3.0, 4.0, 0.5, 0.0, 100.0, -2.0]],
-                          dtype=torch.float64)
+    params = torch.tensor(
+        [[10.0, -20.0, 30.0, 5.0, -6.0, 7.0], [-3.0, 4.0, 0.5, 0.0, 100.0, -2.0]], dtype=torch.float64
+    )
     centre = torch.tensor([12.0, -40.0, 300.0], dtype=torch.float64)
     matrix = pose_to_matrix(params, centre)
     torch.testing.assert_close(matrix_to_pose(matrix, centre), params)
+
     # R = Rz @ Ry @ Rx with angles in degrees
     def axis_rotation(axis, degrees):
         c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-        return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
-                "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+        return {
+            "x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
+            "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]),
+        }[axis]
+
     expected = axis_rotation("z", 30.0) @ axis_rotation("y", -20.0) @ axis_rotation("x", 10.0)
     np.testing.assert_allclose(matrix[0, :3, :3].numpy(), expected, atol=1e-12)
     # the centre moves by exactly the translation
@@ -163,8 +185,7 @@ def test_camera_pose_is_about_the_centre_in_camera_axes():
     volume = Volume(np.zeros((10, 10, 10), np.float32), VolumeGeometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
     base = default_ap_geometry(volume).camera_from_lps
     centre = np.array([4.5, 4.5, 4.5])
-    torch.testing.assert_close(camera_pose(torch.zeros(6, dtype=torch.float64), base, centre),
-                               torch.as_tensor(base))
+    torch.testing.assert_close(camera_pose(torch.zeros(6, dtype=torch.float64), base, centre), torch.as_tensor(base))
     # an in-plane rotation (about the beam, camera z) keeps the centre's pixel and depth
     pose = camera_pose(torch.tensor([0, 0, 25.0, 0, 0, 0], dtype=torch.float64), base, centre).numpy()
     np.testing.assert_allclose(pose[:3, :3] @ centre + pose[:3, 3], base[:3, :3] @ centre + base[:3, 3], atol=1e-9)

@@ -17,9 +17,12 @@ def scene():
     k, j, i = np.indices((28, 30, 32)).astype(float)
     x, y, z = i * spacing[0], j * spacing[1], k * spacing[2]
     values = np.zeros_like(x)
-    for (cx, cy, cz), sigma, weight in (((30, 25, 30), 6.0, 1000.0), ((45, 35, 20), 4.0, 600.0),
-                                        ((20, 30, 42), 5.0, 800.0)):
-        values += weight * np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * sigma ** 2))
+    for (cx, cy, cz), sigma, weight in (
+        ((30, 25, 30), 6.0, 1000.0),
+        ((45, 35, 20), 4.0, 600.0),
+        ((20, 30, 42), 5.0, 800.0),
+    ):
+        values += weight * np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * sigma**2))
     volume = Volume(values.astype(np.float32), VolumeGeometry(tuple(spacing), (0.0, 0.0, 0.0)), unit="mg/cm3")
     geometry = default_ap_geometry(volume, pixel_spacing_mm=2.5, columns=36, rows=36)
     projector = Projector.from_volume(volume, dtype=torch.float64)
@@ -54,8 +57,11 @@ def test_pose_gradient_matches_finite_differences(scene, start):
 
 
 def test_batched_population_gives_the_same_values_and_gradients(scene):
-    population = torch.tensor([[0, 0, 0, 0, 0, 0], [5, 3, -2, 1, 0, 4], [-10, 6, 12, -2, 3, -8],
-                               [2, -15, 4, 0, -1, 10]], dtype=torch.float64, requires_grad=True)
+    population = torch.tensor(
+        [[0, 0, 0, 0, 0, 0], [5, 3, -2, 1, 0, 4], [-10, 6, 12, -2, 3, -8], [2, -15, 4, 0, -1, 10]],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
     losses = _loss(scene, population)
     assert losses.shape == (4,)
     (batched_gradient,) = torch.autograd.grad(losses.sum(), population)

@@ -9,15 +9,29 @@ import pytest
 from bmdgan.errors import InputError
 from bmdgan.io import Volume, VolumeGeometry, read_radiograph
 from bmdgan.projection import default_ap_geometry, geometry_from_radiograph
-from bmdgan.projection.attenuation import (HYDROXYAPATITE_MASS_FRACTIONS, hu_to_attenuation,
-                                           linear_attenuation_per_mm, mass_attenuation)
+from bmdgan.projection.attenuation import (
+    HYDROXYAPATITE_MASS_FRACTIONS,
+    hu_to_attenuation,
+    linear_attenuation_per_mm,
+    mass_attenuation,
+)
 from bmdgan.projection.dicom_writer import DX_FOR_PRESENTATION, write_dx_dicom
 from bmdgan.projection.image_io import write_png16
 from bmdgan.projection.materials import MaterialModel, decompose_hu, material_attenuation
-from bmdgan.projection.simulator import (BITS_STORED_CHOICES, PARAMETER_RANGES, SimulationParameters,
-                                         material_projections, sample_parameters, simulate_radiograph)
-from bmdgan.projection.site_protocol import (HARDENING_KEV_PER_CM_WATER, REFERENCE_SITE,
-                                             SCATTER_TO_PRIMARY_PER_CM_WATER, parse_acquisition)
+from bmdgan.projection.simulator import (
+    BITS_STORED_CHOICES,
+    PARAMETER_RANGES,
+    SimulationParameters,
+    material_projections,
+    sample_parameters,
+    simulate_radiograph,
+)
+from bmdgan.projection.site_protocol import (
+    HARDENING_KEV_PER_CM_WATER,
+    REFERENCE_SITE,
+    SCATTER_TO_PRIMARY_PER_CM_WATER,
+    parse_acquisition,
+)
 
 SPACING = (2.0, 2.0, 2.0)
 
@@ -27,11 +41,11 @@ def hip_phantom():
     """Body (fat ring around soft tissue) with a vertical bone cylinder right of centre, in HU; bone mask."""
     k, j, i = np.indices((40, 70, 90)).astype(float)
     x, y = i * 2.0 - 89.0, j * 2.0 - 69.0
-    radius = np.sqrt((x / 1.3) ** 2 + y ** 2)
+    radius = np.sqrt((x / 1.3) ** 2 + y**2)
     hu = np.full((40, 70, 90), -1000.0, np.float32)
     hu[radius < 65] = -100.0
     hu[radius < 55] = 40.0
-    bone = (x - 30.0) ** 2 + y ** 2 < 14.0 ** 2
+    bone = (x - 30.0) ** 2 + y**2 < 14.0**2
     hu[bone] = 700.0
     volume = Volume(hu, VolumeGeometry(SPACING, (-89.0, -69.0, -39.0)), unit="HU")
     geometry = default_ap_geometry(volume, pixel_spacing_mm=1.0)
@@ -108,14 +122,14 @@ def test_dicom_round_trip_keeps_geometry_and_shows_bone_bright(hip_phantom, tmp_
     assert header.SOPClassUID == DX_FOR_PRESENTATION and header.file_meta.MediaStorageSOPClassUID == DX_FOR_PRESENTATION
     assert header.PatientID == "SIM-00007" and str(header.PatientName) == "" and header.PatientBirthDate == ""
     assert header.PatientOrientation == ["L", "F"] and header.PresentationIntentType == "FOR PRESENTATION"
-    assert float(header.WindowWidth) == 2 ** 14
-    assert 0 <= simulated.pixels.min() and simulated.pixels.max() <= 2 ** 14 - 1
+    assert float(header.WindowWidth) == 2**14
+    assert simulated.pixels.min() >= 0 and simulated.pixels.max() <= 2**14 - 1
     recovered = geometry_from_radiograph(radiograph, volume=volume)
     assert recovered.shape == geometry.shape and recovered.source_to_detector_mm == 1000.0
     assert recovered.column_spacing_mm == pytest.approx(1.0) and recovered.row_spacing_mm == pytest.approx(1.0)
     np.testing.assert_allclose(recovered.camera_from_lps, geometry.camera_from_lps, atol=1e-6)
     bone, soft = _rois(geometry, volume)
-    assert radiograph.pixels[bone].mean() > radiograph.pixels[soft].mean() + 0.1 * 2 ** 14
+    assert radiograph.pixels[bone].mean() > radiograph.pixels[soft].mean() + 0.1 * 2**14
 
 
 def test_geometry_from_a_radiograph_without_distances_needs_them(shared_data):
@@ -161,22 +175,27 @@ def test_denser_bone_is_brighter_but_grey_level_does_not_measure_bmd(hip_phantom
     areal density of the DRR (the quantity BMD-GAN predicts) follows BMD exactly."""
     volume, bone_mask, geometry = hip_phantom
     levels = np.linspace(150.0, 1050.0, 12)  # mg/cm3 HA
-    areal_of = {d: material_projections(volume, geometry, np.where(bone_mask, d, 0.0).astype(np.float32))
-                for d in levels}
+    areal_of = {
+        d: material_projections(volume, geometry, np.where(bone_mask, d, 0.0).astype(np.float32)) for d in levels
+    }
     bone, soft = _rois(geometry, volume)
     fixed = SimulationParameters()
-    fixed_brightness = [simulate_radiograph(volume, geometry, fixed, rng=3, areal_density_g_per_cm2=areal_of[d])
-                        .processed[bone].mean() for d in levels]
+    fixed_brightness = [
+        simulate_radiograph(volume, geometry, fixed, rng=3, areal_density_g_per_cm2=areal_of[d]).processed[bone].mean()
+        for d in levels
+    ]
     assert np.all(np.diff(fixed_brightness) > 0)
     mineral = [areal_of[d][2][bone].mean() for d in levels]
     assert np.corrcoef(levels, mineral)[0, 1] > 0.9999
     densities = np.repeat(levels, 2)  # a cohort of 24 radiographs, each with its own drawn parameters
-    brightness = [simulate_radiograph(volume, geometry, rng=100 + n, areal_density_g_per_cm2=areal_of[d])
-                  .processed[bone].mean() for n, d in enumerate(densities)]
+    brightness = [
+        simulate_radiograph(volume, geometry, rng=100 + n, areal_density_g_per_cm2=areal_of[d]).processed[bone].mean()
+        for n, d in enumerate(densities)
+    ]
     pearson = np.corrcoef(densities, brightness)[0, 1]
     spearman = np.corrcoef(np.argsort(np.argsort(brightness)), np.argsort(np.argsort(densities, kind="stable")))[0, 1]
     assert pearson > 0.2 and spearman > 0.2  # denser is brighter on the whole...
-    assert pearson ** 2 < 0.8  # ...but energy, dose, scatter and processing hide most of it
+    assert pearson**2 < 0.8  # ...but energy, dose, scatter and processing hide most of it
 
 
 def test_a_site_protocol_fixes_the_console_and_follows_the_patient():
@@ -191,8 +210,12 @@ def test_a_site_protocol_fixes_the_console_and_follows_the_patient():
     assert more_scatter == pytest.approx(SCATTER_TO_PRIMARY_PER_CM_WATER * 0.9 * 9.0, abs=0.01)
     base = SimulationParameters()
     for p in thin[:20]:
-        assert (p.tone_contrast, p.window_high_percentile, p.unsharp_gain, p.bits_stored) == \
-            (base.tone_contrast, base.window_high_percentile, base.unsharp_gain, base.bits_stored)
+        assert (p.tone_contrast, p.window_high_percentile, p.unsharp_gain, p.bits_stored) == (
+            base.tone_contrast,
+            base.window_high_percentile,
+            base.unsharp_gain,
+            base.bits_stored,
+        )
         assert abs(p.effective_energy_kev - (base.effective_energy_kev - 0.4 * 2.7)) <= 1.5 + 1e-9
     other = parse_acquisition("site:3")
     assert other == parse_acquisition("site:3") and other.base != base and other != parse_acquisition("site:4")

@@ -57,8 +57,18 @@ def test_help_documents_geometry_keys_and_exit_codes(capsys, monkeypatch):
 def test_pixel_or_sid_with_geometry_is_refused_in_one_line(tmp_path, capsys, extra):
     geometry = ProjectionGeometry(1000.0, 4, 3, 1.0, 1.0, (1.5, 1.0), np.eye(4)).save(tmp_path / "g.json")
     out = tmp_path / "out"
-    code = main(["register", str(tmp_path / "missing.png"), str(tmp_path / "missing.nii.gz"), "-o", str(out),
-                 "--geometry", str(geometry), *extra])
+    code = main(
+        [
+            "register",
+            str(tmp_path / "missing.png"),
+            str(tmp_path / "missing.nii.gz"),
+            "-o",
+            str(out),
+            "--geometry",
+            str(geometry),
+            *extra,
+        ]
+    )
     error = capsys.readouterr().err.strip()
     assert code == 2 and len(error.splitlines()) == 1
     assert "cannot be combined with --geometry" in error and extra[0] in error
@@ -103,14 +113,25 @@ def test_spacing_is_warned_about_only_where_it_is_guessed(hip, tmp_path):
     assert any("differs from the file's ImagerPixelSpacing 0.8 x 0.8 mm" in note for note in notes)
     assert any("--sid-mm 1000 replaces the file's DistanceSourceToDetector 1100 mm" in note for note in notes)
     # only PixelSpacing (at the patient) without a magnification: taken as the detector pitch, a guess: warned
-    guessed = Radiograph(pixels, source="hip.dcm", pixel_spacing_mm=(0.7, 0.7), spacing_source="PixelSpacing",
-                         source_to_detector_mm=1000.0)
+    guessed = Radiograph(
+        pixels,
+        source="hip.dcm",
+        pixel_spacing_mm=(0.7, 0.7),
+        spacing_source="PixelSpacing",
+        source_to_detector_mm=1000.0,
+    )
     geometry, _, notes = register_command.detector_geometry(_args(), guessed, ct)
     assert geometry.column_spacing_mm == 0.7
     assert any(note.startswith("warning: the pixel spacing is guessed") for note in notes)
     # ... unless the source-to-patient distance gives the magnification: then it is derived, not guessed
-    derived = Radiograph(pixels, source="hip.dcm", pixel_spacing_mm=(0.7, 0.7), spacing_source="PixelSpacing",
-                         source_to_detector_mm=1000.0, source_to_patient_mm=800.0)
+    derived = Radiograph(
+        pixels,
+        source="hip.dcm",
+        pixel_spacing_mm=(0.7, 0.7),
+        spacing_source="PixelSpacing",
+        source_to_detector_mm=1000.0,
+        source_to_patient_mm=800.0,
+    )
     geometry, _, notes = register_command.detector_geometry(_args(), derived, ct)
     assert geometry.column_spacing_mm == pytest.approx(0.875)
     assert "(PixelSpacing x magnification 1.25)" in notes[0] and not any("warning" in note for note in notes)
@@ -124,11 +145,14 @@ def test_png_with_geometry_registers_without_a_spacing_warning_and_keeps_the_dot
     shutil.copy(png_path, tmp_path / "case.v3.png")
     start = _start(truth, points).save(tmp_path / "start.json")
     out = tmp_path / "out"
-    code = main(["register", str(radiograph), str(ct_path), "-o", str(out), "--geometry", str(start),
-                 "--threads", "1"])
+    code = main(["register", str(radiograph), str(ct_path), "-o", str(out), "--geometry", str(start), "--threads", "1"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["case.v2.geometry.json", "case.v2.log", "case.v2.overlay.png",
-                                                     "case.v2.registration.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "case.v2.geometry.json",
+        "case.v2.log",
+        "case.v2.overlay.png",
+        "case.v2.registration.json",
+    ]
     log = (out / "case.v2.log").read_text()
     assert "pixel spacing" not in log and "warning" not in log
     assert "pitch 1 x 1 mm (--geometry), SID 1000 mm" in log
@@ -145,8 +169,23 @@ def test_wrong_pixel_spacing_fails_with_exit_3_and_names_the_spacing(hip, tmp_pa
     (exit 3, outputs written) and the reason gives the pitch that fits (about 1 mm)."""
     _, ct_path, _, _, _, png_path = hip
     out = tmp_path / "out"
-    code = main(["register", str(png_path), str(ct_path), "-o", str(out), "--pixel-mm", "1.4", "--sid-mm", "1000",
-                 "--global-search", "off", "--threads", "1"])
+    code = main(
+        [
+            "register",
+            str(png_path),
+            str(ct_path),
+            "-o",
+            str(out),
+            "--pixel-mm",
+            "1.4",
+            "--sid-mm",
+            "1000",
+            "--global-search",
+            "off",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == register_command.EXIT_FAILED_QUALITY == 3
     record = json.loads((out / "hip.registration.json").read_text())
     quality = record["quality"]

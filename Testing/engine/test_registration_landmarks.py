@@ -14,9 +14,20 @@ from bmdgan.projection.geometry import ap_pose
 from bmdgan.registration.landmark_pose import Landmarks, solve_landmark_pose
 from bmdgan.registration.metrics import mean_target_error_mm
 
-HIP_POINTS_MM = np.array([[60.0, 10.0, 40.0], [45.0, 5.0, 25.0], [85.0, 15.0, 10.0], [55.0, 20.0, -5.0],
-                          [-60.0, 12.0, 38.0], [0.0, -30.0, 60.0], [30.0, 40.0, 70.0], [70.0, -10.0, -40.0],
-                          [-20.0, 25.0, 5.0], [10.0, 0.0, -60.0]])
+HIP_POINTS_MM = np.array(
+    [
+        [60.0, 10.0, 40.0],
+        [45.0, 5.0, 25.0],
+        [85.0, 15.0, 10.0],
+        [55.0, 20.0, -5.0],
+        [-60.0, 12.0, 38.0],
+        [0.0, -30.0, 60.0],
+        [30.0, 40.0, 70.0],
+        [70.0, -10.0, -40.0],
+        [-20.0, 25.0, 5.0],
+        [10.0, 0.0, -60.0],
+    ]
+)
 """Ten landmark-like points (mm, LPS) spread like hip landmarks (heads, trochanters, pelvis, shaft)."""
 
 
@@ -25,8 +36,9 @@ def _geometry(parallel: bool = False) -> ProjectionGeometry:
 
 
 def _random_pose(rng, geometry) -> np.ndarray:
-    return camera_pose(np.concatenate([rng.uniform(-20, 20, 3), rng.uniform(-30, 30, 3)]),
-                       geometry.camera_from_lps, np.zeros(3)).numpy()
+    return camera_pose(
+        np.concatenate([rng.uniform(-20, 20, 3), rng.uniform(-30, 30, 3)]), geometry.camera_from_lps, np.zeros(3)
+    ).numpy()
 
 
 @pytest.mark.parametrize("count", [4, 5, 6, 10])
@@ -72,8 +84,12 @@ def test_robust_to_small_click_noise():
         rotation_errors.append(np.rad2deg(turn.magnitude()))
         reprojected = geometry.with_pose(solved.camera_from_lps).project_points(HIP_POINTS_MM)
         projection_errors.append(np.linalg.norm(reprojected - pixels, axis=1).mean())
-        depth_errors.append(abs(geometry.with_pose(solved.camera_from_lps).to_camera(HIP_POINTS_MM)[:, 2].mean()
-                                - geometry.with_pose(truth).to_camera(HIP_POINTS_MM)[:, 2].mean()))
+        depth_errors.append(
+            abs(
+                geometry.with_pose(solved.camera_from_lps).to_camera(HIP_POINTS_MM)[:, 2].mean()
+                - geometry.with_pose(truth).to_camera(HIP_POINTS_MM)[:, 2].mean()
+            )
+        )
     assert np.median(rotation_errors) < 2.0 and max(rotation_errors) < 5.0
     assert np.median(projection_errors) < 1.0
     assert np.median(depth_errors) < 15.0
@@ -93,8 +109,9 @@ def test_bad_correspondences_are_input_errors():
 
 def test_landmark_json_round_trip_and_errors(tmp_path):
     geometry = _geometry()
-    landmarks = Landmarks(tuple(f"p{n}" for n in range(6)), geometry.project_points(HIP_POINTS_MM[:6]),
-                          HIP_POINTS_MM[:6])
+    landmarks = Landmarks(
+        tuple(f"p{n}" for n in range(6)), geometry.project_points(HIP_POINTS_MM[:6]), HIP_POINTS_MM[:6]
+    )
     path = tmp_path / "landmarks.json"
     path.write_text(json.dumps(landmarks.to_dict()))
     loaded = Landmarks.load(path)

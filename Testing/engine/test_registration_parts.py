@@ -29,8 +29,8 @@ def blob_scene():
     """Two Gaussian blobs (mg/cm3) on a 2 mm grid and a 1 mm-pitch AP detector."""
     k, j, i = np.indices((30, 36, 40)).astype(float)
     x, y, z = i * 2.0, j * 2.0, k * 2.0
-    values = 800.0 * np.exp(-((x - 30) ** 2 + (y - 40) ** 2 + (z - 25) ** 2) / (2 * 6.0 ** 2))
-    values += 500.0 * np.exp(-((x - 55) ** 2 + (y - 30) ** 2 + (z - 40) ** 2) / (2 * 4.0 ** 2))
+    values = 800.0 * np.exp(-((x - 30) ** 2 + (y - 40) ** 2 + (z - 25) ** 2) / (2 * 6.0**2))
+    values += 500.0 * np.exp(-((x - 55) ** 2 + (y - 30) ** 2 + (z - 40) ** 2) / (2 * 4.0**2))
     volume = Volume(values.astype(np.float32), VolumeGeometry((2.0, 2.0, 2.0), (0.0, 0.0, 0.0)), unit="mg/cm3")
     geometry = default_ap_geometry(volume, pixel_spacing_mm=1.0)
     return volume, geometry
@@ -70,7 +70,8 @@ def test_pooled_volume_keeps_mass_and_position(blob_scene):
     # block centres carry the block means: the centre of mass stays (to float32 round-off, mm)
     np.testing.assert_allclose(mass_centre(pooled, pooled_matrix), mass_centre(volume.array, matrix), atol=0.01)
     assert pooled.sum() * abs(np.linalg.det(pooled_matrix[:3, :3])) == pytest.approx(
-        volume.array.sum() * abs(np.linalg.det(matrix[:3, :3])), rel=1e-5)
+        volume.array.sum() * abs(np.linalg.det(matrix[:3, :3])), rel=1e-5
+    )
     drr_full = Projector(volume.array, matrix, unit="mg/cm3").project(geometry)[0]
     drr_pooled = Projector(pooled, pooled_matrix, unit="mg/cm3").project(geometry)[0]
     assert drr_pooled.sum() == pytest.approx(drr_full.sum(), rel=0.01)
@@ -109,8 +110,8 @@ def test_exposed_field_finds_a_collimation_border():
     image = rng.normal(100.0, 10.0, (120, 160))
     assert exposed_field(image).collimated_fraction == 0.0
     collimated = image.copy()
-    collimated[:25, :] = 4000.0        # top shutter
-    collimated[:, 130:] = 4000.0       # right shutter
+    collimated[:25, :] = 4000.0  # top shutter
+    collimated[:, 130:] = 4000.0  # right shutter
     field = exposed_field(collimated)
     row0, row1, col0, col1 = field.box
     assert row0 == 25 + 3 and row1 == 120 and col0 == 0 and col1 == 130 - 3
@@ -128,8 +129,9 @@ def test_cmaes_search_renders_whole_populations_and_finds_the_minimum():
         batches.append(rows.shape)
         return (((rows - target) / scale) ** 2).sum(axis=1)
 
-    result = cmaes_search(cost, np.zeros(6), scale, population=10, max_generations=120, sigma=1.0, tolerance=1e-4,
-                          seed=3)
+    result = cmaes_search(
+        cost, np.zeros(6), scale, population=10, max_generations=120, sigma=1.0, tolerance=1e-4, seed=3
+    )
     np.testing.assert_allclose(result.parameters, target, atol=0.02)
     assert result.cost < 1e-5
     assert batches[0] == (1, 6) and all(shape == (10, 6) for shape in batches[1:-1])

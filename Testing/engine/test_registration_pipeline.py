@@ -23,9 +23,13 @@ from bmdgan.registration import (
 )
 from bmdgan.registration.landmark_pose import Landmarks
 
-FAST = RegistrationSettings(levels=(LevelSettings(4.0, 15, 1.0, 32.0, False, 20.0, fix_depth=True),
-                                    LevelSettings(2.0, 10, 0.3, 16.0, True, 8.0, depth_scan_mm=12.0)),
-                            population=8)
+FAST = RegistrationSettings(
+    levels=(
+        LevelSettings(4.0, 15, 1.0, 32.0, False, 20.0, fix_depth=True),
+        LevelSettings(2.0, 10, 0.3, 16.0, True, 8.0, depth_scan_mm=12.0),
+    ),
+    population=8,
+)
 """Two coarse levels: enough to tell a match from a mismatch, a few seconds per registration."""
 OFFSET = np.array([4.0, -3.0, 5.0, 8.0, -6.0, 12.0])
 """Start offset from the truth: degrees about camera x, y, z through the femur centroid, then mm."""
@@ -54,11 +58,16 @@ def hip_phantom(spacing_mm: float = 3.0, seed: int = 0) -> tuple[Volume, np.ndar
     hu = np.full(shape, -1000.0, np.float32)
     hu[(x / (64 * scale)) ** 2 + (y / (44 * scale)) ** 2 + (z / (64 * scale)) ** 2 <= 1] = -90.0
     hu[(x / (58 * scale)) ** 2 + (y / (38 * scale)) ** 2 + (z / (60 * scale)) ** 2 <= 1] = 40.0
-    femur = ball(-22, 0, 28, 20) | rod((-22, 0, 28), (12, 0, 8), 11) | rod((14, 0, 10), (20, 0, -62), 13) \
+    femur = (
+        ball(-22, 0, 28, 20)
+        | rod((-22, 0, 28), (12, 0, 8), 11)
+        | rod((14, 0, 10), (20, 0, -62), 13)
         | ball(24, -2, 12, 11)
-    radius = np.sqrt((x + 22 * scale) ** 2 + y ** 2 + (z - 28 * scale) ** 2)
-    pelvis = ((radius >= 23 * scale) & (radius <= 29 * scale) & (z > 24 * scale) & (x < -8 * scale)) \
-        | ((x > -62 * scale) & (x < -20 * scale) & (np.abs(y) < 8 * scale) & (z > 44 * scale) & (z < 62 * scale))
+    )
+    radius = np.sqrt((x + 22 * scale) ** 2 + y**2 + (z - 28 * scale) ** 2)
+    pelvis = ((radius >= 23 * scale) & (radius <= 29 * scale) & (z > 24 * scale) & (x < -8 * scale)) | (
+        (x > -62 * scale) & (x < -20 * scale) & (np.abs(y) < 8 * scale) & (z > 44 * scale) & (z < 62 * scale)
+    )
     hu[pelvis] = 500.0
     hu[femur] = 450.0
     hu[femur & ~(rod((14, 0, 10), (20, 0, -62), 8) | ball(-22, 0, 28, 15))] = 1000.0  # cortex
@@ -92,8 +101,9 @@ def test_converges_from_an_offset(hip):
     start_error = mean_target_error_mm(points, truth.camera_from_lps, start.camera_from_lps)
     result = register(simulated.pixels.astype(np.float32), start, ct)
     error = mean_target_error_mm(points, truth.camera_from_lps, result.geometry.camera_from_lps)
-    projection_error = mean_projection_distance_mm(truth, points, truth.camera_from_lps,
-                                                   result.geometry.camera_from_lps)
+    projection_error = mean_projection_distance_mm(
+        truth, points, truth.camera_from_lps, result.geometry.camera_from_lps
+    )
     turn = Rotation.from_matrix(result.geometry.camera_from_lps[:3, :3] @ truth.camera_from_lps[:3, :3].T)
     assert start_error > 15.0
     # the picture is right to a fraction of a 1 mm pixel; the depth along the beam (one view) to a few mm
@@ -106,8 +116,9 @@ def test_converges_from_an_offset(hip):
     assert all(level.evaluations > 10 * level.generations for level in result.levels)
     record = json.loads(json.dumps(result.to_dict()))
     assert record["quality"]["flag"] == "good" and record["format"] == "bmdgan-registration"
-    np.testing.assert_allclose(ProjectionGeometry.from_dict(record["geometry"]).camera_from_lps,
-                               result.geometry.camera_from_lps)
+    np.testing.assert_allclose(
+        ProjectionGeometry.from_dict(record["geometry"]).camera_from_lps, result.geometry.camera_from_lps
+    )
 
 
 def test_landmark_start_and_landmark_check(hip):
@@ -117,8 +128,14 @@ def test_landmark_start_and_landmark_check(hip):
     pixels = truth.project_points(chosen) + rng.normal(0.0, 0.5, (6, 2))
     landmarks = Landmarks(tuple(f"p{n}" for n in range(6)), pixels, chosen)
     solved = solve_landmark_pose(truth, landmarks.pixels, landmarks.lps_mm)
-    result = register(simulated.pixels.astype(np.float32), truth.with_pose(solved.camera_from_lps), ct,
-                      settings=FAST, start="landmarks", landmarks=landmarks)
+    result = register(
+        simulated.pixels.astype(np.float32),
+        truth.with_pose(solved.camera_from_lps),
+        ct,
+        settings=FAST,
+        start="landmarks",
+        landmarks=landmarks,
+    )
     assert result.quality.flag == "good"
     assert result.landmark_residual_mm < 2.0
     assert mean_projection_distance_mm(truth, points, truth.camera_from_lps, result.geometry.camera_from_lps) < 1.0
@@ -147,8 +164,13 @@ def test_gradient_refinement_never_lowers_the_similarity(hip):
 
     ct, _, points, truth, simulated = hip
     messages = []
-    result = register(simulated.pixels.astype(np.float32), _start(truth, points), ct,
-                      settings=replace(FAST, refine_steps=3), log=messages.append)
+    result = register(
+        simulated.pixels.astype(np.float32),
+        _start(truth, points),
+        ct,
+        settings=replace(FAST, refine_steps=3),
+        log=messages.append,
+    )
     assert result.similarity >= result.levels[-1].similarity
     assert any("3 Adam steps" in message for message in messages)
 
@@ -161,7 +183,7 @@ def test_structure_only_drr_and_roi_mask(hip):
     roi = np.zeros(truth.shape, dtype=bool)
     col0, row0 = np.floor(projected.min(axis=0)).astype(int) - 15
     col1, row1 = np.ceil(projected.max(axis=0)).astype(int) + 15
-    roi[max(row0, 0):row1, max(col0, 0):col1] = True
+    roi[max(row0, 0) : row1, max(col0, 0) : col1] = True
     pixels = simulated.pixels.astype(np.float32)
     result = register(pixels, _start(truth, points), ct, settings=FAST, structure_mask=femur, roi=roi)
     assert result.quality.flag == "good", result.quality.messages
@@ -197,8 +219,8 @@ def test_collimation_border_is_excluded_and_registration_still_converges(hip):
     pixels = simulated.pixels.astype(np.float32)
     top = float(pixels.max())
     collimated = pixels.copy()
-    collimated[:, -45:] = top      # shutter on the lateral side
-    collimated[-30:, :] = top      # and below the shaft
+    collimated[:, -45:] = top  # shutter on the lateral side
+    collimated[-30:, :] = top  # and below the shaft
     result = register(collimated, _start(truth, points), ct)
     assert result.collimated_fraction > 0.3
     assert any("uniform border" in message for message in result.quality.messages)
@@ -210,7 +232,7 @@ def test_collimation_hiding_the_femur_fails(hip):
     ct, _, points, truth, simulated = hip
     collimated = simulated.pixels.astype(np.float32).copy()
     shaft_column = int(truth.project_points(points).mean(axis=0)[0])
-    collimated[:, shaft_column - 10:] = float(collimated.max())  # the lateral half of the femur is shuttered
+    collimated[:, shaft_column - 10 :] = float(collimated.max())  # the lateral half of the femur is shuttered
     result = register(collimated, _start(truth, points), ct, settings=FAST)
     assert result.quality.flag == "failed" and result.quality.cause == "field_of_view", result.quality.reason
     assert any("inside the exposed field" in message for message in result.quality.messages)
@@ -265,11 +287,28 @@ def test_register_command_writes_pose_overlay_and_log(tmp_path, hip):
     _, _, points, truth, _ = hip
     ct_path, dicom_path, start_path, _ = _write_inputs(tmp_path, hip)
     out = tmp_path / "out"
-    code = main(["register", str(dicom_path), str(ct_path), "--out", str(out), "--geometry", str(start_path),
-                 "--threads", "1", "--name", "case"])
+    code = main(
+        [
+            "register",
+            str(dicom_path),
+            str(ct_path),
+            "--out",
+            str(out),
+            "--geometry",
+            str(start_path),
+            "--threads",
+            "1",
+            "--name",
+            "case",
+        ]
+    )
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["case.geometry.json", "case.log", "case.overlay.png",
-                                                     "case.registration.json"]  # no temporary files left
+    assert sorted(p.name for p in out.iterdir()) == [
+        "case.geometry.json",
+        "case.log",
+        "case.overlay.png",
+        "case.registration.json",
+    ]  # no temporary files left
     registered = ProjectionGeometry.load(out / "case.geometry.json")
     assert mean_projection_distance_mm(truth, points, truth.camera_from_lps, registered.camera_from_lps) < 0.5
     record = json.loads((out / "case.registration.json").read_text())
@@ -279,8 +318,8 @@ def test_register_command_writes_pose_overlay_and_log(tmp_path, hip):
     with Image.open(out / "case.overlay.png") as picture:
         assert picture.mode == "RGB" and picture.size[0] == truth.detector_columns
         pixels = np.asarray(picture)
-    assert np.any(np.all(pixels == (40, 230, 40), axis=-1))    # DRR edges drawn
-    assert np.any(np.all(pixels == (255, 40, 255), axis=-1))   # bone outline drawn
+    assert np.any(np.all(pixels == (40, 230, 40), axis=-1))  # DRR edges drawn
+    assert np.any(np.all(pixels == (255, 40, 255), axis=-1))  # bone outline drawn
     log = (out / "case.log").read_text()
     assert "level 3" in log and "quality: good" in log
 
@@ -292,9 +331,24 @@ def test_register_command_landmarks_strict_failure_and_input_errors(tmp_path, hi
     ct, _, points, truth, simulated = hip
     ct_path, _, start_path, landmarks_path = _write_inputs(tmp_path, hip)
     mirrored_path = write_png16(tmp_path / "mirrored.png", simulated.processed[:, ::-1])
-    code = main(["register", str(mirrored_path), str(ct_path), "--out", str(tmp_path / "out"),
-                 "--landmarks", str(landmarks_path), "--pixel-mm", "1.0", "--sid-mm", "1000", "--strict",
-                 "--threads", "1"])
+    code = main(
+        [
+            "register",
+            str(mirrored_path),
+            str(ct_path),
+            "--out",
+            str(tmp_path / "out"),
+            "--landmarks",
+            str(landmarks_path),
+            "--pixel-mm",
+            "1.0",
+            "--sid-mm",
+            "1000",
+            "--strict",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 3
     record = json.loads((tmp_path / "out" / "mirrored.registration.json").read_text())
     assert record["quality"]["flag"] == "failed" and record["start"] == "landmarks"
@@ -303,8 +357,12 @@ def test_register_command_landmarks_strict_failure_and_input_errors(tmp_path, hi
     wrong = ProjectionGeometry.load(start_path)
     small = ProjectionGeometry(wrong.source_to_detector_mm, 50, 40, 1.0, 1.0, (25.0, 20.0), wrong.camera_from_lps)
     small_path = small.save(tmp_path / "small.geometry.json")
-    assert main(["register", str(mirrored_path), str(ct_path), "--out", str(tmp_path / "x"),
-                 "--geometry", str(small_path)]) == 2
+    assert (
+        main(
+            ["register", str(mirrored_path), str(ct_path), "--out", str(tmp_path / "x"), "--geometry", str(small_path)]
+        )
+        == 2
+    )
     assert "detector" in capsys.readouterr().err
     assert main(["register", str(mirrored_path), str(ct_path), "--out", str(tmp_path / "x")]) == 2
     assert "pixel spacing" in capsys.readouterr().err

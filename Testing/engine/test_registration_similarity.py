@@ -52,8 +52,9 @@ def test_inverted_image_is_negative(patch):
     assert float(gradient_correlation(image, -image, patch_px=patch)) == pytest.approx(-1.0, abs=1e-9)
     assert float(normalised_cross_correlation(image, 100.0 - image, patch_px=patch)) == pytest.approx(-1.0, abs=1e-9)
     # a partly inverted image (one blob inverted) is still below 1 but above -1
-    partly = _blobs() - 2.0 * 3.0 * np.exp(-((np.indices(image.shape)[0] - 25) ** 2
-                                            + (np.indices(image.shape)[1] - 30) ** 2) / 60.0)
+    partly = _blobs() - 2.0 * 3.0 * np.exp(
+        -((np.indices(image.shape)[0] - 25) ** 2 + (np.indices(image.shape)[1] - 30) ** 2) / 60.0
+    )
     value = float(gradient_correlation(image, partly, patch_px=patch))
     assert -0.9 < value < 0.9
 

@@ -25,8 +25,6 @@ def _read_history(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-
-
 @pytest.mark.slow
 def test_losses_fall_and_model_reloads_identically(trained):
     tmp_path, histories = trained
@@ -65,8 +63,10 @@ def test_stopped_run_resumes_exactly(dataset, smoke, tmp_path):
     assert len(logged) == len(straight["stage1"])
     for a, b in zip(logged, straight["stage1"]):
         assert a["g_total"] == pytest.approx(b["g_total"], rel=1e-5) and a["d"] == pytest.approx(b["d"], rel=1e-5)
-    weights = [load_file(str(latest_checkpoint(tmp_path / run / "stage1" / "checkpoints") / "generator.safetensors"))
-               for run in ("straight", "stopped")]
+    weights = [
+        load_file(str(latest_checkpoint(tmp_path / run / "stage1" / "checkpoints") / "generator.safetensors"))
+        for run in ("straight", "stopped")
+    ]
     assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
 
 
@@ -77,8 +77,10 @@ def test_hierarchical_stage2_needs_stage1_and_mismatched_weights_are_refused(dat
     with pytest.raises(BMDGANError):
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in build_generator("hrformer-tiny-cpu").state_dict().items()},
-                  str(tmp_path / "generator.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in build_generator("hrformer-tiny-cpu").state_dict().items()},
+            str(tmp_path / "generator.safetensors"),
+        )
         load_weights(tmp_path, "generator", other)
 
 
@@ -88,26 +90,78 @@ def test_ddp_two_processes_match_one_process(dataset, tmp_path):
     Accumulation (micro-batches of 1: 2 processes x 2 vs 1 process x 4) follows its own single-process trajectory:
     batch-1 convolutions round differently, and Adam's first steps amplify that."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    common = ["train", str(dataset), "--config", "smoke", "--fold", "0", "--stages", "stage1", "--epochs", "2",
-              "--device", "cpu"]
-    single = subprocess.run([sys.executable, "-m", "bmdgan", *common, "--out", str(tmp_path / "one"),
-                             "--batch-size", "4"], env=environment, capture_output=True, encoding="utf-8",
-                            errors="replace", timeout=600)
+    common = [
+        "train",
+        str(dataset),
+        "--config",
+        "smoke",
+        "--fold",
+        "0",
+        "--stages",
+        "stage1",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    single = subprocess.run(
+        [sys.executable, "-m", "bmdgan", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"],
+        env=environment,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
-    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "bmdgan", *common, "--out", str(tmp_path / "two"), "--batch-size", "2"],
-                            env=environment, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
+    double = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "bmdgan",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+            "--batch-size",
+            "2",
+        ],
+        env=environment,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+    )
     assert double.returncode == 0, double.stderr[-3000:]
     from bmdgan.training.config import CONFIG_FOLDER
 
     for steps, launcher in ((2, ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]), (4, [])):
         accumulating = tmp_path / f"accumulating{steps}.yaml"
-        accumulating.write_text((CONFIG_FOLDER / "smoke.yaml").read_text().replace(
-            "accumulation_steps: 1", f"accumulation_steps: {steps}"))
+        accumulating.write_text(
+            (CONFIG_FOLDER / "smoke.yaml").read_text().replace("accumulation_steps: 1", f"accumulation_steps: {steps}")
+        )
         arguments = [str(accumulating) if a == "smoke" else a for a in common]
-        micro = subprocess.run([sys.executable, *launcher, "-m", "bmdgan", *arguments, "--out",
-                                str(tmp_path / f"micro{steps}"), "--batch-size", "1"], env=environment,
-                               capture_output=True, encoding="utf-8", errors="replace", timeout=600)
+        micro = subprocess.run(
+            [
+                sys.executable,
+                *launcher,
+                "-m",
+                "bmdgan",
+                *arguments,
+                "--out",
+                str(tmp_path / f"micro{steps}"),
+                "--batch-size",
+                "1",
+            ],
+            env=environment,
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=600,
+        )
         assert micro.returncode == 0, micro.stderr[-3000:]
     one = _read_history(tmp_path / "one" / "stage1" / "history.jsonl")
     two = _read_history(tmp_path / "two" / "stage1" / "history.jsonl")
@@ -136,19 +190,51 @@ def test_decompose_command_writes_pf_drr_with_units(trained, dataset, tmp_path):
     import tifffile
 
     tifffile.imwrite(tmp_path / "xray.tif", (image * 10000).astype(np.uint16))
-    result = subprocess.run([sys.executable, "-m", "bmdgan", "decompose", str(tmp_path / "xray.tif"), "--model",
-                             str(run_folder / "model"), "--side", "right", "--single-hip", "--out",
-                             str(tmp_path / "pf.tif")], capture_output=True, encoding="utf-8", errors="replace",
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bmdgan",
+            "decompose",
+            str(tmp_path / "xray.tif"),
+            "--model",
+            str(run_folder / "model"),
+            "--side",
+            "right",
+            "--single-hip",
+            "--out",
+            str(tmp_path / "pf.tif"),
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     drr, metadata = read_float_image(tmp_path / "pf.tif")
     assert metadata["unit"] == "g/cm2" and drr.shape == (64, 32) and drr.min() >= 0
     assert set(metadata["bmd"]) == {"ct_abmd_g_cm2", "qct_vbmd_mg_cm3"}
     (run_folder / "broken").mkdir(exist_ok=True)
     (run_folder / "broken" / "model.json").write_text(json.dumps({"format": "bmdgan-model", "version": 7}))
-    refused = subprocess.run([sys.executable, "-m", "bmdgan", "decompose", str(tmp_path / "xray.tif"), "--model",
-                              str(run_folder / "broken"), "--side", "right", "--out", str(tmp_path / "no.tif")],
-                             capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bmdgan",
+            "decompose",
+            str(tmp_path / "xray.tif"),
+            "--model",
+            str(run_folder / "broken"),
+            "--side",
+            "right",
+            "--out",
+            str(tmp_path / "no.tif"),
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
     assert refused.returncode == 2 and "version 7" in refused.stderr and not (tmp_path / "no.tif").exists()
 
 
@@ -163,8 +249,9 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     run_folder = tmp_path / "run"
     shutil.copytree(trained[0], run_folder)
     config = replace(smoke, epochs={**smoke.epochs, "stage3_frozen": 3, "stage3_finetune": 2, "baseline": 4})
-    first = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0,
-                             stop_after_epochs=2, progress=False)
+    first = train_regression(
+        config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, stop_after_epochs=2, progress=False
+    )
     assert {h["phase"] for h in first} == {0}
     assert not (run_folder / "model" / "regressor_decomposition_ct_abmd_g_cm2.safetensors").exists()
     rest = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, progress=False)
@@ -173,14 +260,17 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     assert [h["epoch"] for h in logged] == [h["epoch"] for h in first + rest]  # resumed without gaps or repeats
     exported = run_folder / "model" / "regressor_decomposition_ct_abmd_g_cm2.safetensors"
     trained_weights = load_file(str(exported))
-    assert train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0,
-                            progress=False) == []  # already done: re-exports the trained weights, not a fresh head
+    assert (
+        train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, progress=False) == []
+    )  # already done: re-exports the trained weights, not a fresh head
     assert all(torch.equal(trained_weights[k], v) for k, v in load_file(str(exported)).items())
     baseline = train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "baseline", fold=0, progress=False)
     assert np.mean([h["loss"] for h in baseline[-3:]]) < np.mean([h["loss"] for h in baseline[:3]])
     description = json.loads((run_folder / "model" / "model.json").read_text())
-    assert set(description["regressors"]) == {"regressor_decomposition_ct_abmd_g_cm2",
-                                              "regressor_baseline_ct_abmd_g_cm2"}
+    assert set(description["regressors"]) == {
+        "regressor_decomposition_ct_abmd_g_cm2",
+        "regressor_baseline_ct_abmd_g_cm2",
+    }
     regressor = load_regressor(run_folder / "model", "regressor_decomposition_ct_abmd_g_cm2")
     with torch.no_grad():
         value = float(regressor(torch.zeros(1, 1, 64, 32))[0, 0])
@@ -193,12 +283,19 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
 
     record = [r for r in read_manifest(dataset) if r.fold == 0][0]
     model = DecompositionModel.load(run_folder / "model")
-    hip, _ = estimate_hip(model, Radiograph(load_image(dataset, record, "radiograph")), "right", load_reference(),
-                          bilateral=False)
+    hip, _ = estimate_hip(
+        model, Radiograph(load_image(dataset, record, "radiograph")), "right", load_reference(), bilateral=False
+    )
     assert hip.method == "decomposition+regression" and hip.dxa_like_source == "ct_abmd_g_cm2"
     assert hip.qct_bmd_mg_cm3 is not None  # no vBMD regressor: vBMD still comes from the decomposition
-    decomposition_only, _ = estimate_hip(model, Radiograph(load_image(dataset, record, "radiograph")), "right",
-                                         load_reference(), bilateral=False, method="decomposition")
+    decomposition_only, _ = estimate_hip(
+        model,
+        Radiograph(load_image(dataset, record, "radiograph")),
+        "right",
+        load_reference(),
+        bilateral=False,
+        method="decomposition",
+    )
     assert decomposition_only.method == "decomposition"
     from bmdgan.evaluation.evaluate import evaluate
 
@@ -210,26 +307,49 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
     with pytest.raises(BMDGANError, match="fold: run 0, now None"):
         train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "baseline", fold=None, progress=False)
     # Stage 2 run again with nothing left to train re-exports the model and keeps both regressors.
-    train_run(replace(smoke, epochs={"stage1": 4, "stage2": 2}), dataset, run_folder, fold=0, stages=("stage2",),
-              progress=False)
+    train_run(
+        replace(smoke, epochs={"stage1": 4, "stage2": 2}),
+        dataset,
+        run_folder,
+        fold=0,
+        stages=("stage2",),
+        progress=False,
+    )
     assert set(json.loads((run_folder / "model" / "model.json").read_text())["regressors"]) == {
-        "regressor_decomposition_ct_abmd_g_cm2", "regressor_baseline_ct_abmd_g_cm2"}
+        "regressor_decomposition_ct_abmd_g_cm2",
+        "regressor_baseline_ct_abmd_g_cm2",
+    }
     # Stage 2 trained one epoch further: the stage-3 head learned the old encoder, so it leaves the model (the
     # baseline, which never used the generator, stays) and resuming it is refused.
-    train_run(replace(smoke, epochs={"stage1": 4, "stage2": 3}), dataset, run_folder, fold=0, stages=("stage2",),
-              progress=False)
+    train_run(
+        replace(smoke, epochs={"stage1": 4, "stage2": 3}),
+        dataset,
+        run_folder,
+        fold=0,
+        stages=("stage2",),
+        progress=False,
+    )
     assert set(json.loads((run_folder / "model" / "model.json").read_text())["regressors"]) == {
-        "regressor_baseline_ct_abmd_g_cm2"}
+        "regressor_baseline_ct_abmd_g_cm2"
+    }
     assert not exported.exists()
     with pytest.raises(BMDGANError, match="delete this folder"):
         train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, progress=False)
     # The frozen phase made longer after the end-to-end phase began: refused, not frozen again.
     shutil.rmtree(run_folder / "regression_decomposition_ct_abmd_g_cm2")
-    train_regression(config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, stop_after_epochs=4,
-                     progress=False)
+    train_regression(
+        config, dataset, run_folder, "ct_abmd_g_cm2", "decomposition", fold=0, stop_after_epochs=4, progress=False
+    )
     with pytest.raises(BMDGANError, match="stage3_frozen changed mid-run"):
-        train_regression(replace(config, epochs={**config.epochs, "stage3_frozen": 6}), dataset, run_folder,
-                         "ct_abmd_g_cm2", "decomposition", fold=0, progress=False)
+        train_regression(
+            replace(config, epochs={**config.epochs, "stage3_frozen": 6}),
+            dataset,
+            run_folder,
+            "ct_abmd_g_cm2",
+            "decomposition",
+            fold=0,
+            progress=False,
+        )
 
 
 def test_pose_filters_for_the_unseen_pose_experiment(trained, dataset):

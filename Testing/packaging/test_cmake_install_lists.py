@@ -29,8 +29,9 @@ def _expand(word: str, variables: dict[str, list[str]]) -> list[str]:
 
 def _glob_recurse(folder: Path, pattern: str) -> list[str]:
     directory, _, name_pattern = pattern.rpartition("/")
-    return sorted(str(p.relative_to(folder)) for p in (folder / directory).rglob(name_pattern)
-                  if "__pycache__" not in p.parts)
+    return sorted(
+        str(p.relative_to(folder)) for p in (folder / directory).rglob(name_pattern) if "__pycache__" not in p.parts
+    )
 
 
 def module_install_lists(module: str) -> tuple[set[str], set[str]]:
@@ -43,8 +44,11 @@ def module_install_lists(module: str) -> tuple[set[str], set[str]]:
         if name == "set":
             variables[arguments[0]] = [w for a in arguments[1:] for w in _expand(a, variables)]
         elif name == "file" and arguments[0] == "GLOB_RECURSE":
-            patterns = [a for a in arguments[2:] if a not in ("RELATIVE", "CONFIGURE_DEPENDS")
-                        and not a.startswith("${CMAKE_CURRENT_SOURCE_DIR}")]
+            patterns = [
+                a
+                for a in arguments[2:]
+                if a not in ("RELATIVE", "CONFIGURE_DEPENDS") and not a.startswith("${CMAKE_CURRENT_SOURCE_DIR}")
+            ]
             variables[arguments[1]] = [f for pattern in patterns for f in _glob_recurse(folder, pattern)]
         elif name == "slicermacrobuildscriptedmodule":
             keyword = None
@@ -62,8 +66,15 @@ def test_top_level_adds_every_module_and_has_metadata():
     text = (REPOSITORY / "CMakeLists.txt").read_text()
     for module in MODULES:
         assert f"add_subdirectory({module})" in text
-    for field in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
-                  "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+    for field in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+        "EXTENSION_DEPENDS",
+    ):
         assert re.search(rf"set\({field} ", text), field
     assert 'set(EXTENSION_CATEGORY "Quantification")' in text
     assert "find_package(Slicer REQUIRED)" in text and "Slicer_EXTENSION_CPACK" in text
@@ -85,8 +96,11 @@ def test_every_module_file_is_installed(module):
 def test_every_engine_file_is_installed():
     folder = REPOSITORY / "BMDGAN"
     scripts, resources = module_install_lists("BMDGAN")
-    engine_files = {str(p.relative_to(folder)) for p in (folder / "bmdgan").rglob("*")
-                    if p.is_file() and "__pycache__" not in p.parts}
+    engine_files = {
+        str(p.relative_to(folder))
+        for p in (folder / "bmdgan").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     assert engine_files, "the engine package is empty"
     assert engine_files - scripts - resources == set(), "engine files a packaged extension would miss"
 

@@ -49,8 +49,9 @@ def test_batch_rows_equal_single_estimates_and_a_failing_image_is_a_row(study_sc
     scene, nodes, ct_node = study_scene
     logic = EstimationLogic()
     calls = []
-    batch = logic.estimate_batch([nodes[0], ct_node, nodes[1]], scene, side="right",
-                                 progress=lambda *call: calls.append(call))
+    batch = logic.estimate_batch(
+        [nodes[0], ct_node, nodes[1]], scene, side="right", progress=lambda *call: calls.append(call)
+    )
     assert calls == [(1, 3, nodes[0].GetName()), (2, 3, "STS_012"), (3, 3, nodes[1].GetName())]
     assert not batch.cancelled
     assert [row.radiograph for row in batch.rows] == [nodes[0].GetName(), "STS_012", nodes[1].GetName()]
@@ -61,8 +62,11 @@ def test_batch_rows_equal_single_estimates_and_a_failing_image_is_a_row(study_sc
     for row, node in ((0, nodes[0]), (2, nodes[1])):
         single = logic.estimate(node, scene, side="right").hips[0]
         hip = batch.rows[row].hip
-        assert (hip.dxa_bmd_g_cm2, hip.qct_bmd_mg_cm3, hip.t_score) == \
-            (single.dxa_bmd_g_cm2, single.qct_bmd_mg_cm3, single.t_score)
+        assert (hip.dxa_bmd_g_cm2, hip.qct_bmd_mg_cm3, hip.t_score) == (
+            single.dxa_bmd_g_cm2,
+            single.qct_bmd_mg_cm3,
+            single.t_score,
+        )
         assert 0.3 < hip.dxa_bmd_g_cm2 < 1.4 and 100 < hip.qct_bmd_mg_cm3 < 500  # g/cm2, mg/cm3
         cells = {BATCH_COLUMNS[c]: table.GetCellText(row, c) for c in range(len(BATCH_COLUMNS))}
         assert cells["side"] == "right" and cells["error"] == ""
@@ -86,8 +90,11 @@ def test_batch_over_a_folder_and_stopping_it(tmp_path):
     scene = slicer.vtkMRMLScene()
     logic = EstimationLogic()
     batch = logic.estimate_batch(files, scene, side="right")
-    assert [(row.radiograph, row.hip is not None) for row in batch.rows] == \
-        [("b.dcm", True), ("c.dcm", False), ("IM0001", True)]
+    assert [(row.radiograph, row.hip is not None) for row in batch.rows] == [
+        ("b.dcm", True),
+        ("c.dcm", False),
+        ("IM0001", True),
+    ]
     assert batch.rows[1].error and "c.dcm" in batch.rows[1].error
     node, _ = logic.load_radiograph(files[2], scene)
     assert batch.rows[2].hip.dxa_bmd_g_cm2 == logic.estimate(node, scene, side="right").hips[0].dxa_bmd_g_cm2

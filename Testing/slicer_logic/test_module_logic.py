@@ -64,8 +64,11 @@ def test_requirements_are_one_list_for_pip_and_slicer():
 
     requirements = dependencies.read_requirements()
     declared = {r.name.lower() for r in requirements}
-    installed = {str(r).split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
-                 for r in metadata.requires("bmdgan") if "extra ==" not in r}
+    installed = {
+        str(r).split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        for r in metadata.requires("bmdgan")
+        if "extra ==" not in r
+    }
     assert declared == installed  # pyproject reads the same file
     assert {"torch", "simpleitk", "pydicom", "numpy"} <= declared
 
@@ -91,8 +94,12 @@ def test_estimation_logic_puts_results_into_the_scene(trained, dataset):
 
     run_folder, _ = trained
     record = [r for r in read_manifest(dataset) if r.fold == 0][0]
-    radiograph = Radiograph(load_image(dataset, record, "radiograph"), source="synthetic",
-                            pixel_spacing_mm=(0.5, 0.5), spacing_source="test")
+    radiograph = Radiograph(
+        load_image(dataset, record, "radiograph"),
+        source="synthetic",
+        pixel_spacing_mm=(0.5, 0.5),
+        spacing_source="test",
+    )
     scene = slicer.vtkMRMLScene()
     node = radiograph_to_node(radiograph, scene, "X-ray")
     result = EstimationLogic().estimate(node, scene, run_folder / "model", side="right")
@@ -128,8 +135,15 @@ def test_training_logic_runs_follows_stops_and_resumes_a_process(dataset, tmp_pa
 
     logic = TrainingLogic()
     run_folder = tmp_path / "run"
-    request = TrainingRequest(str(dataset), str(run_folder), config="smoke", fold=0, stages="stage1", device="cpu",
-                              extra_arguments=["--epochs", "40"])
+    request = TrainingRequest(
+        str(dataset),
+        str(run_folder),
+        config="smoke",
+        fold=0,
+        stages="stage1",
+        device="cpu",
+        extra_arguments=["--epochs", "40"],
+    )
     logic.start(request)
     deadline = time.time() + 240
     checkpoint = run_folder / "stage1" / "checkpoints" / "latest.json"
@@ -144,8 +158,17 @@ def test_training_logic_runs_follows_stops_and_resumes_a_process(dataset, tmp_pa
     assert logic.stop() == 130  # interrupted like Ctrl+C: bmdgan's exit code for an interruption
     assert not logic.is_running()
     stopped_at = logic.progress(run_folder).epoch
-    logic.start(TrainingRequest(str(dataset), str(run_folder), config="smoke", fold=0, stages="stage1",
-                                device="cpu", extra_arguments=["--epochs", "40", "--stop-after-epochs", "1"]))
+    logic.start(
+        TrainingRequest(
+            str(dataset),
+            str(run_folder),
+            config="smoke",
+            fold=0,
+            stages="stage1",
+            device="cpu",
+            extra_arguments=["--epochs", "40", "--stop-after-epochs", "1"],
+        )
+    )
     assert logic.process.wait(240) == 0, (run_folder / "training.log").read_text()[-2000:]
     resumed = logic.progress(run_folder).epoch
     assert stopped_at <= resumed <= stopped_at + 2  # one more epoch, from the last checkpoint
@@ -169,8 +192,9 @@ def test_curation_logic_analyses_a_real_ct_into_nodes(shared_data):
     names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
     assert {"femur", "proximal femur region"} <= names
     landmarks = result.landmarks_node
-    assert {landmarks.GetNthControlPointLabel(i) for i in range(landmarks.GetNumberOfControlPoints())} >= \
-        set(LANDMARK_NAMES) - {"shaft_2cm", "shaft_5cm"}
+    assert {landmarks.GetNthControlPointLabel(i) for i in range(landmarks.GetNumberOfControlPoints())} >= set(
+        LANDMARK_NAMES
+    ) - {"shaft_2cm", "shaft_5cm"}
     assert 150 < result.measurement["qct_vbmd_mg_cm3"] < 450 and 0.4 < result.measurement["ct_abmd_g_cm2"] < 1.3
     assert result.calibration_plot_node.GetNumberOfPlotSeriesNodes() == 2
     # DRR nodes: the same numbers as the projector's, with the geometry on the node.
@@ -210,10 +234,22 @@ def test_curation_logic_adds_accepted_cases_to_a_dataset(shared_data, tmp_path):
         radiograph = simulate_radiograph(ct, geometry, rng=seed)
         dicom = write_dx_dicom(tmp_path / f"xray{seed}.dcm", radiograph, patient_id="x")
         radiograph_node, _ = estimation.load_radiograph(dicom, scene)
-        report = logic.add_case(tmp_path / "dataset", radiograph_node, ct_node, analysis.segmentation_node,
-                                analysis.landmarks_node, analysis.calibration, geometry, scene, side="left",
-                                patient="MRN-1234", key="secret", single_hip=True, pose="supine",
-                                accepted=case != 1)
+        report = logic.add_case(
+            tmp_path / "dataset",
+            radiograph_node,
+            ct_node,
+            analysis.segmentation_node,
+            analysis.landmarks_node,
+            analysis.calibration,
+            geometry,
+            scene,
+            side="left",
+            patient="MRN-1234",
+            key="secret",
+            single_hip=True,
+            pose="supine",
+            accepted=case != 1,
+        )
     assert len(report["built"]) == 2 and not report["skipped"]
     records = read_manifest(tmp_path / "dataset" / "pairs")
     assert len(records) == 2 and len({r.patient_id for r in records}) == 1  # one patient, pseudonymised

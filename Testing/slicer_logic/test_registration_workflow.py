@@ -30,8 +30,9 @@ def simulated(tmp_path_factory):
     scene = slicer.vtkMRMLScene()
     ct_node, ct = CurationLogic().load_ct(sample_data_dir() / SAMPLE_CT, scene)
     truth = default_ap_geometry(ct, pixel_spacing_mm=1.0)
-    dicom = write_dx_dicom(tmp_path_factory.mktemp("xray") / "xray.dcm", simulate_radiograph(ct, truth, rng=3),
-                           patient_id="x")
+    dicom = write_dx_dicom(
+        tmp_path_factory.mktemp("xray") / "xray.dcm", simulate_radiograph(ct, truth, rng=3), patient_id="x"
+    )
     radiograph_node, _ = EstimationLogic().load_radiograph(dicom, scene)
     return scene, ct_node, ct, radiograph_node, truth
 
@@ -49,11 +50,13 @@ def mask_shift_px(before: np.ndarray, after: np.ndarray, reach_px: int = 20) -> 
     """(columns, rows) shift that best lays ``before`` onto ``after``: the integer shift with the largest overlap,
     refined to a fraction of a pixel by the parabola through its neighbours along each axis. (Centroids would not do:
     outline pixels leave the detector at its edge.)"""
+
     def overlap(dx: int, dy: int) -> float:
         shifted = np.zeros_like(before)
         rows, columns = before.shape
-        shifted[max(dy, 0):rows + min(dy, 0), max(dx, 0):columns + min(dx, 0)] = \
-            before[max(-dy, 0):rows - max(dy, 0), max(-dx, 0):columns - max(dx, 0)]
+        shifted[max(dy, 0) : rows + min(dy, 0), max(dx, 0) : columns + min(dx, 0)] = before[
+            max(-dy, 0) : rows - max(dy, 0), max(-dx, 0) : columns - max(dx, 0)
+        ]
         return float((shifted * after).sum())
 
     reach = range(-reach_px, reach_px + 1)
@@ -63,8 +66,12 @@ def mask_shift_px(before: np.ndarray, after: np.ndarray, reach_px: int = 20) -> 
     def vertex(left: float, middle: float, right: float) -> float:
         return 0.5 * (left - right) / (left - 2.0 * middle + right)
 
-    return np.array([dx + vertex(overlap(dx - 1, dy), scores[dx, dy], overlap(dx + 1, dy)),
-                     dy + vertex(overlap(dx, dy - 1), scores[dx, dy], overlap(dx, dy + 1))])
+    return np.array(
+        [
+            dx + vertex(overlap(dx - 1, dy), scores[dx, dy], overlap(dx + 1, dy)),
+            dy + vertex(overlap(dx, dy - 1), scores[dx, dy], overlap(dx, dy + 1)),
+        ]
+    )
 
 
 def test_the_nominal_geometry_comes_from_the_dicom_detector(simulated):
@@ -97,16 +104,20 @@ def test_a_nudge_in_the_transform_node_moves_the_overlay_by_the_projected_pixels
     registration.nudge(transform, bone_centroid_lps(ct), translation_mm=(0.0, 5.0, 0.0))
     registration.update_overlay(radiograph_node, ct_node, transform, scene, overlay_node=overlay)
     for value, mask in before.items():
-        np.testing.assert_allclose(mask_shift_px(mask, overlay_mask(overlay, value)),
-                                   [expected_px, 5.0 * magnification / truth.row_spacing_mm], atol=0.25)
+        np.testing.assert_allclose(
+            mask_shift_px(mask, overlay_mask(overlay, value)),
+            [expected_px, 5.0 * magnification / truth.row_spacing_mm],
+            atol=0.25,
+        )
     motion = registration.pose_geometry(transform).camera_from_lps @ np.linalg.inv(truth.camera_from_lps)
     np.testing.assert_allclose(motion[:3, 3], [10.0, 5.0, 0.0], atol=1e-9)  # camera mm: 10 right, 5 down
     # The overlay lies on the radiograph: same IJK-to-RAS, and it is no radiograph for the batch.
     overlay_matrix, radiograph_matrix = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
     overlay.GetIJKToRASMatrix(overlay_matrix)
     radiograph_node.GetIJKToRASMatrix(radiograph_matrix)
-    assert all(overlay_matrix.GetElement(r, c) == radiograph_matrix.GetElement(r, c)
-               for r in range(4) for c in range(4))
+    assert all(
+        overlay_matrix.GetElement(r, c) == radiograph_matrix.GetElement(r, c) for r in range(4) for c in range(4)
+    )
     assert overlay not in study_radiographs(scene)
 
 
@@ -114,9 +125,9 @@ def test_an_in_plane_rotation_nudge_turns_the_image_about_the_centre(simulated):
     from bmdgan.projection.geometry import volume_centre_lps
 
     scene, ct_node, ct, _, truth = simulated
-    np.testing.assert_allclose(registration.ct_centre_lps(ct_node), volume_centre_lps(ct.shape_ijk,
-                                                                                       ct.geometry.ijk_to_lps()),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        registration.ct_centre_lps(ct_node), volume_centre_lps(ct.shape_ijk, ct.geometry.ijk_to_lps()), atol=1e-6
+    )
     transform = registration.pose_transform_node(truth, truth, scene, "pose")
     centre = bone_centroid_lps(ct)
     side_point = centre + np.array([50.0, 0.0, 0.0])  # 50 mm to the patient's left: image right of the centre
@@ -208,8 +219,9 @@ def test_registration_runs_in_a_process_from_landmarks_and_writes_the_pose(simul
 
     scene, ct_node, ct, radiograph_node, truth = simulated
     centre = bone_centroid_lps(ct)
-    nominal = truth.with_pose(camera_pose(np.array([0.0, 0.0, 6.0, 15.0, -10.0, 0.0]), truth.camera_from_lps,
-                                          centre).double().numpy())
+    nominal = truth.with_pose(
+        camera_pose(np.array([0.0, 0.0, 6.0, 15.0, -10.0, 0.0]), truth.camera_from_lps, centre).double().numpy()
+    )
     points, _ = landmark_markups(scene, ct, radiograph_node, truth)
     clicking_error_mm = np.random.default_rng(0).normal(0.0, 1.5, (6, 2))  # RAS mm on the radiograph (0.8 mm px)
     for index, error in enumerate(clicking_error_mm):

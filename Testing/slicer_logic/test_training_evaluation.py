@@ -30,8 +30,10 @@ def _series_arrays(chart, series_name: str) -> tuple[np.ndarray, np.ndarray]:
         series = chart.GetNthPlotSeriesNode(index)
         if series.GetName().endswith(series_name):
             table = series.GetTableNode()
-            return (np.array(_column(table, series.GetXColumnName())),
-                    np.array(_column(table, series.GetYColumnName())))
+            return (
+                np.array(_column(table, series.GetXColumnName())),
+                np.array(_column(table, series.GetYColumnName())),
+            )
     raise AssertionError(f"{chart.GetName()} has no series {series_name!r}")
 
 
@@ -60,10 +62,13 @@ def test_prediction_pairs_leave_out_missing_values():
     from bmdgan.evaluation.metrics import bland_altman
     from BMDGANTrainingLib.evaluation_logic import prediction_pairs
 
-    columns = {"case_id": ["a", "b", "c", "d"], "pose": ["supine"] * 4,
-               "ct_abmd_g_cm2_truth": ["0.7", "0.9", "nan", "1.1"],
-               "ct_abmd_g_cm2_decomposition": ["0.75", "0.8", "1.0", "nan"],  # 2 finite pairs: no chart
-               "ct_abmd_g_cm2_baseline": ["0.6", "1.0", "0.9", "1.3"]}
+    columns = {
+        "case_id": ["a", "b", "c", "d"],
+        "pose": ["supine"] * 4,
+        "ct_abmd_g_cm2_truth": ["0.7", "0.9", "nan", "1.1"],
+        "ct_abmd_g_cm2_decomposition": ["0.75", "0.8", "1.0", "nan"],  # 2 finite pairs: no chart
+        "ct_abmd_g_cm2_baseline": ["0.6", "1.0", "0.9", "1.3"],
+    }
     [(method, target, estimate, truth)] = prediction_pairs(columns)
     assert (method, target) == ("baseline", "ct_abmd_g_cm2")
     assert estimate.tolist() == [0.6, 1.0, 1.3] and truth.tolist() == [0.7, 0.9, 1.1]
@@ -84,8 +89,10 @@ def test_evaluation_of_a_trained_run_puts_metrics_and_charts_into_the_scene(trai
     assert result.folder == folder
     report = json.loads((folder / "metrics.json").read_text())
     assert report["fold"] == 0 and report["cases"] == 4
-    assert summary(report) == (f"4 cases (fold 0): PF-DRR PSNR {report['pf_drr']['psnr_db_mean']:.1f} dB, "
-                               f"Dice {report['pf_drr']['dice_mean']:.3f}")
+    assert summary(report) == (
+        f"4 cases (fold 0): PF-DRR PSNR {report['pf_drr']['psnr_db_mean']:.1f} dB, "
+        f"Dice {report['pf_drr']['dice_mean']:.3f}"
+    )
 
     # The table holds metrics.json's numbers, a row per method, target and pose.
     table = result.table_node
@@ -114,24 +121,32 @@ def test_evaluation_of_a_trained_run_puts_metrics_and_charts_into_the_scene(trai
         np.testing.assert_allclose(y, estimate - truth, rtol=1e-15)
         difference = estimate - truth
         mean, sd = difference.mean(), difference.std(ddof=1)
-        for name, level in (("mean difference", mean), ("lower limit", mean - 1.96 * sd),
-                            ("upper limit", mean + 1.96 * sd)):
+        for name, level in (
+            ("mean difference", mean),
+            ("lower limit", mean - 1.96 * sd),
+            ("upper limit", mean + 1.96 * sd),
+        ):
             line_x, line_y = _series_arrays(chart, name)
             np.testing.assert_allclose(line_y, [level, level], rtol=1e-12)
             assert line_x.tolist() == [x.min(), x.max()]
         # The CSV rounds to 6 digits: its limits match the unrounded ones of metrics.json to that precision.
         bland_altman = report["methods"]["decomposition"][target]["all"]["bland_altman"]
-        np.testing.assert_allclose([mean, mean + 1.96 * sd],
-                                   [bland_altman["mean_difference"], bland_altman["upper_limit"]],
-                                   atol=1e-4 * np.abs(truth).max())
+        np.testing.assert_allclose(
+            [mean, mean + 1.96 * sd],
+            [bland_altman["mean_difference"], bland_altman["upper_limit"]],
+            atol=1e-4 * np.abs(truth).max(),
+        )
         assert chart.GetYAxisTitle().endswith("g/cm2)" if target.endswith("g_cm2") else "mg/cm3)")
 
     # The pictures evaluate drew, one RGB volume node each, pixel for pixel.
     from PIL import Image
 
     pictures = sorted(folder.glob("*.png"))
-    assert [p.stem for p in pictures] == sorted(f"{kind}_decomposition_{t}" for kind in ("bland_altman", "correlation")
-                                                for t in ("ct_abmd_g_cm2", "qct_vbmd_mg_cm3"))
+    assert [p.stem for p in pictures] == sorted(
+        f"{kind}_decomposition_{t}"
+        for kind in ("bland_altman", "correlation")
+        for t in ("ct_abmd_g_cm2", "qct_vbmd_mg_cm3")
+    )
     for path, node in zip(pictures, result.picture_nodes):
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(node)[0], np.asarray(Image.open(path).convert("RGB")))
 
@@ -152,8 +167,9 @@ def test_evaluation_of_every_case_has_a_row_per_pose(trained, dataset):
     report = json.loads((run_folder / "evaluation" / "all_cases" / "metrics.json").read_text())
     table = result.table_node
     rows = list(zip(_column(table, "target"), _column(table, "pose"), _column(table, "pcc")))
-    assert [(t, p) for t, p, _ in rows] == [(t, p) for t in ("ct_abmd_g_cm2", "qct_vbmd_mg_cm3")
-                                            for p in ("all", "pose0", "pose1")]
+    assert [(t, p) for t, p, _ in rows] == [
+        (t, p) for t in ("ct_abmd_g_cm2", "qct_vbmd_mg_cm3") for p in ("all", "pose0", "pose1")
+    ]
     for target, pose, pcc in rows:
         metrics = report["methods"]["decomposition"][target]
         assert pcc == (metrics["all"] if pose == "all" else metrics["per_pose"][pose])["pcc"]

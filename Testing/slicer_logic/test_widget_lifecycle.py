@@ -139,8 +139,11 @@ def test_each_module_widget_uses_the_binding_and_its_self_test_checks_it(module)
     widget = classes[f"{module}Widget"]
     assert [base.id for base in widget.bases] == ["ParameterNodeWidget"]
     for method in (m for m in widget.body if isinstance(m, ast.FunctionDef) and m.name in ("enter", "exit", "cleanup")):
-        calls = {f"{c.func.value.id}.{c.func.attr}" for c in ast.walk(method) if isinstance(c, ast.Call)
-                 and isinstance(c.func, ast.Attribute) and isinstance(c.func.value, ast.Name)}
+        calls = {
+            f"{c.func.value.id}.{c.func.attr}"
+            for c in ast.walk(method)
+            if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and isinstance(c.func.value, ast.Name)
+        }
         assert f"ParameterNodeWidget.{method.name}" in calls, (module, method.name)
     self_test = ast.unparse(classes[f"{module}Test"])
     assert "enter_and_exit(" in self_test and "test_enter_and_exit_keeps_observers" in self_test

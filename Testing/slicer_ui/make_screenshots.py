@@ -111,8 +111,11 @@ def training_progress(folder: Path) -> Image.Image:
     for name, values in curves.items():
         if name != "epoch":
             losses.semilogy(curves["epoch"] + 1, values, marker="o", label=name)
-    losses.set(xlabel="epoch", ylabel="loss (per-epoch mean)", title=f"BMD-GAN training losses, stage 2 (smoke run, "
-               f"{epochs['stage1']} + {epochs['stage2']} epochs)")
+    losses.set(
+        xlabel="epoch",
+        ylabel="loss (per-epoch mean)",
+        title=f"BMD-GAN training losses, stage 2 (smoke run, {epochs['stage1']} + {epochs['stage2']} epochs)",
+    )
     losses.legend(fontsize=7, ncol=3)
     strip.imshow(np.load(sample.path), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     strip.set_title(f"latest sample, {sample.stage} epoch {sample.epoch + 1}: radiograph | target | G(x)")
@@ -125,8 +128,11 @@ def training_progress(folder: Path) -> Image.Image:
 
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    outputs = {"BMDGAN": estimation_report, "BMDGANRegistration": registration_overlay_picture,
-               "BMDGANTraining": training_progress}
+    outputs = {
+        "BMDGAN": estimation_report,
+        "BMDGANRegistration": registration_overlay_picture,
+        "BMDGANTraining": training_progress,
+    }
     for module, make_output in outputs.items():
         with tempfile.TemporaryDirectory() as work:
             picture = side_by_side(panel(module), make_output(Path(work)))

@@ -16,35 +16,58 @@ from ..errors import InputError
 if TYPE_CHECKING:
     from ..io.volume import Volume
 
-SIDE_HELP = ("hip(s) to analyse, read from the anatomy (LPS +x is the patient's left): left or right (that hip; a "
-             "side the CT does not hold is an error naming the sides it holds), both (every hip in the CT: two on a "
-             "whole-pelvis CT, one on a thigh crop), auto (one hip: the best seen without an implant); left/right "
-             "also pick femur_<side> out of a TotalSegmentator segmentation")
+SIDE_HELP = (
+    "hip(s) to analyse, read from the anatomy (LPS +x is the patient's left): left or right (that hip; a "
+    "side the CT does not hold is an error naming the sides it holds), both (every hip in the CT: two on a "
+    "whole-pelvis CT, one on a thigh crop), auto (one hip: the best seen without an implant); left/right "
+    "also pick femur_<side> out of a TotalSegmentator segmentation"
+)
 
 
-def add_common_inputs(parser, labels: bool = True, landmarks: bool = True, calibration: bool = True,
-                      default_side: str = "auto") -> None:
+def add_common_inputs(
+    parser, labels: bool = True, landmarks: bool = True, calibration: bool = True, default_side: str = "auto"
+) -> None:
     """Arguments for the optional inputs every CT command accepts (``calibration``: the measuring commands,
     which also take ``--allow-metal``)."""
-    parser.add_argument("--side", choices=("left", "right", "both", "auto"), default=default_side,
-                        help=f"{SIDE_HELP} (default: {default_side})")
+    parser.add_argument(
+        "--side",
+        choices=("left", "right", "both", "auto"),
+        default=default_side,
+        help=f"{SIDE_HELP} (default: {default_side})",
+    )
     if labels:
-        parser.add_argument("--labels", nargs="+", metavar="SEGMENTATION",
-                            help="existing bone segmentation instead of the automatic one: a project label map "
-                                 "(1 pelvis, 2 femur), TotalSegmentator femur_*/hip_* files or its multilabel file, "
-                                 "or a Slicer .seg.nrrd")
-        parser.add_argument("--label-map", default="auto",
-                            help="label convention of a multilabel --labels file: auto, project, "
-                                 "totalsegmentator-v1, totalsegmentator-v2")
+        parser.add_argument(
+            "--labels",
+            nargs="+",
+            metavar="SEGMENTATION",
+            help="existing bone segmentation instead of the automatic one: a project label map "
+            "(1 pelvis, 2 femur), TotalSegmentator femur_*/hip_* files or its multilabel file, "
+            "or a Slicer .seg.nrrd",
+        )
+        parser.add_argument(
+            "--label-map",
+            default="auto",
+            help="label convention of a multilabel --labels file: auto, project, "
+            "totalsegmentator-v1, totalsegmentator-v2",
+        )
     if landmarks:
-        parser.add_argument("--landmarks", metavar="FILE",
-                            help="landmarks (.mrk.json or .fcsv) that override the automatic ones by name")
+        parser.add_argument(
+            "--landmarks",
+            metavar="FILE",
+            help="landmarks (.mrk.json or .fcsv) that override the automatic ones by name",
+        )
     if calibration:
-        parser.add_argument("--calibration", metavar="JSON",
-                            help="calibration record from 'bmdgan calibrate' (default: phantomless calibration)")
-        parser.add_argument("--allow-metal", action="store_true",
-                            help="measure a hip with metal (an implant) in its proximal-femur region, the metal left "
-                                 "out of the density (default: such a hip is refused)")
+        parser.add_argument(
+            "--calibration",
+            metavar="JSON",
+            help="calibration record from 'bmdgan calibrate' (default: phantomless calibration)",
+        )
+        parser.add_argument(
+            "--allow-metal",
+            action="store_true",
+            help="measure a hip with metal (an implant) in its proximal-femur region, the metal left "
+            "out of the density (default: such a hip is refused)",
+        )
 
 
 def read_optional_inputs(args, ct: Volume) -> dict:
@@ -58,8 +81,11 @@ def read_optional_inputs(args, ct: Volume) -> dict:
         inputs["allow_metal"] = True
     for option in ("labels", "landmarks"):
         if getattr(args, option, None) and args.side not in ("left", "right"):
-            raise InputError(None, f"--{option} needs --side left or --side right (which femur they belong to)",
-                             "add --side left or --side right")
+            raise InputError(
+                None,
+                f"--{option} needs --side left or --side right (which femur they belong to)",
+                "add --side left or --side right",
+            )
     if getattr(args, "labels", None):
         inputs["label_volume"] = load_segmentation(args.labels, ct, args.side, args.label_map)
     if getattr(args, "landmarks", None):
@@ -75,8 +101,14 @@ def step_progress(steps: tuple[str, ...], description: str, enabled: bool = True
     ``analyse_ct(progress=...)``."""
     from ..progress import progress_bar
 
-    bar = progress_bar(total=len(steps), desc=description, unit="step", file=sys.stderr, disable=not enabled,
-               bar_format="{desc}: {n_fmt}/{total_fmt} {postfix} [{elapsed}]")
+    bar = progress_bar(
+        total=len(steps),
+        desc=description,
+        unit="step",
+        file=sys.stderr,
+        disable=not enabled,
+        bar_format="{desc}: {n_fmt}/{total_fmt} {postfix} [{elapsed}]",
+    )
     seen: list[str] = []
 
     def advance(step: str) -> None:
@@ -99,7 +131,7 @@ def side_path(path: str | Path, side: str) -> Path:
     path = Path(path)
     name = path.name
     stem = next((name[: -len(s)] for s in (".mrk.json", ".seg.nrrd", ".nii.gz") if name.lower().endswith(s)), path.stem)
-    return path.with_name(f"{stem}-{side}{name[len(stem):]}")
+    return path.with_name(f"{stem}-{side}{name[len(stem) :]}")
 
 
 def case_name(path: str | Path) -> str:

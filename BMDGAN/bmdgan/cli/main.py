@@ -84,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bmdgan {args.command}: error: {message}", file=sys.stderr)
             return EXIT_USER_ERROR
         detail = " ".join(f"{type(error).__name__}: {error}".split())
-        print(f"bmdgan {args.command}: internal error: {detail} (a bug in bmdgan: run 'bmdgan --debug "
-              f"{args.command} ...' to see the traceback, and report it)", file=sys.stderr)
+        print(
+            f"bmdgan {args.command}: internal error: {detail} (a bug in bmdgan: run 'bmdgan --debug "
+            f"{args.command} ...' to see the traceback, and report it)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL_ERROR
 
 

@@ -25,8 +25,15 @@ DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 
 def add_out(parser: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
     """``-o/--out``: where the command writes (required unless a default is given)."""
-    parser.add_argument("-o", "--out", type=Path, required=default is None, default=default, metavar="PATH",
-                        help=help if default is None else f"{help} (default: {default})")
+    parser.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=default is None,
+        default=default,
+        metavar="PATH",
+        help=help if default is None else f"{help} (default: {default})",
+    )
 
 
 def device(text: str) -> str:
@@ -38,8 +45,13 @@ def device(text: str) -> str:
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", type=device, default="auto", metavar="DEVICE",
-                        help=f"where to compute: {DEVICE_HELP} (default: auto)")
+    parser.add_argument(
+        "--device",
+        type=device,
+        default="auto",
+        metavar="DEVICE",
+        help=f"where to compute: {DEVICE_HELP} (default: auto)",
+    )
 
 
 def resolve_device(text: str) -> str:
@@ -54,17 +66,25 @@ def resolve_device(text: str) -> str:
     if text == "auto":
         return "cuda" if available else "cpu"
     if not available:
-        raise InputError(None, f"--device {text}: this machine has no usable CUDA device",
-                         "use --device cpu or --device auto")
+        raise InputError(
+            None, f"--device {text}: this machine has no usable CUDA device", "use --device cpu or --device auto"
+        )
     index = int(text.partition(":")[2] or 0)
     if index >= torch.cuda.device_count():
-        raise InputError(None, f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)",
-                         f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise InputError(
+            None,
+            f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+            f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}",
+        )
     return text
 
 
-def comma_list(item: Callable[[str], object] = str, choices: tuple[str, ...] | None = None,
-               example: str = "a,b", unique: bool = True) -> Callable[[str], tuple]:
+def comma_list(
+    item: Callable[[str], object] = str,
+    choices: tuple[str, ...] | None = None,
+    example: str = "a,b",
+    unique: bool = True,
+) -> Callable[[str], tuple]:
     """argparse type of a comma-separated list whose items are parsed by ``item`` (``int``, ``float``, ``str``);
     empty items are dropped, so ``""`` is the empty list. A bad item names itself and shows ``example``; an item
     given twice is refused when ``unique`` (names, folds), kept otherwise (measured values)."""
@@ -78,8 +98,9 @@ def comma_list(item: Callable[[str], object] = str, choices: tuple[str, ...] | N
             try:
                 value = item(part)
             except ValueError:
-                raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not {kind} (write a comma-separated "
-                                                 f"list, e.g. {example})") from None
+                raise argparse.ArgumentTypeError(
+                    f"{part!r} in {text!r} is not {kind} (write a comma-separated list, e.g. {example})"
+                ) from None
             if choices is not None and value not in choices:
                 raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not one of {', '.join(choices)}")
             if unique and value in values:
@@ -92,6 +113,7 @@ def comma_list(item: Callable[[str], object] = str, choices: tuple[str, ...] | N
 
 def bounded_int(low: int) -> Callable[[str], int]:
     """argparse type of an integer ``>= low`` (counts, thread numbers, epochs)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -117,8 +139,13 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 def add_image_size(parser: argparse.ArgumentParser, default: str = "512x256") -> None:
-    parser.add_argument("--image-size", type=image_size, default=default, metavar="ROWSxCOLUMNS",
-                        help=f"rows x columns of every image in pixels (default {default})")
+    parser.add_argument(
+        "--image-size",
+        type=image_size,
+        default=default,
+        metavar="ROWSxCOLUMNS",
+        help=f"rows x columns of every image in pixels (default {default})",
+    )
 
 
 def add_seed(parser: argparse.ArgumentParser, default: int = 0, what: str = "random draws") -> None:
@@ -126,8 +153,12 @@ def add_seed(parser: argparse.ArgumentParser, default: int = 0, what: str = "ran
 
 
 def add_threads(parser: argparse.ArgumentParser, default: int = 1, why: str = "") -> None:
-    parser.add_argument("--threads", type=positive_int, default=default,
-                        help=f"torch CPU threads (default {default}{': ' + why if why else ''})")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=default,
+        help=f"torch CPU threads (default {default}{': ' + why if why else ''})",
+    )
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

@@ -23,18 +23,27 @@ def add_geometry_arguments(parser: argparse.ArgumentParser, default_pixel_mm: fl
     """--geometry JSON or --default-ap with its SID, distance, pixel and detector-size options."""
     group = parser.add_argument_group("geometry")
     choice = group.add_mutually_exclusive_group()
-    choice.add_argument("--geometry", type=Path, metavar="JSON",
-                        help="projection geometry JSON (format: bmdgan.projection.geometry)")
-    choice.add_argument("--default-ap", action="store_true",
-                        help="AP view centred on the CT (the default when --geometry is not given)")
+    choice.add_argument(
+        "--geometry", type=Path, metavar="JSON", help="projection geometry JSON (format: bmdgan.projection.geometry)"
+    )
+    choice.add_argument(
+        "--default-ap", action="store_true", help="AP view centred on the CT (the default when --geometry is not given)"
+    )
     group.add_argument("--parallel", action="store_true", help="parallel projection (DXA-like) with --default-ap")
-    group.add_argument("--sid-mm", type=float,
-                       help=f"source-to-detector distance for --default-ap (mm, default {SID_HELP_MM})")
-    group.add_argument("--object-to-detector-mm", type=float,
-                       help="CT centre to detector distance for --default-ap "
-                            f"(mm, default {OBJECT_TO_DETECTOR_HELP_MM})")
-    group.add_argument("--pixel-mm", type=float, default=default_pixel_mm,
-                       help="detector pixel pitch for --default-ap (mm, default %(default)s)")
+    group.add_argument(
+        "--sid-mm", type=float, help=f"source-to-detector distance for --default-ap (mm, default {SID_HELP_MM})"
+    )
+    group.add_argument(
+        "--object-to-detector-mm",
+        type=float,
+        help=f"CT centre to detector distance for --default-ap (mm, default {OBJECT_TO_DETECTOR_HELP_MM})",
+    )
+    group.add_argument(
+        "--pixel-mm",
+        type=float,
+        default=default_pixel_mm,
+        help="detector pixel pitch for --default-ap (mm, default %(default)s)",
+    )
     group.add_argument("--columns", type=positive_int, help="detector columns for --default-ap (default: cover the CT)")
     group.add_argument("--rows", type=positive_int, help="detector rows for --default-ap (default: cover the CT)")
 
@@ -54,9 +63,15 @@ def geometry_from_arguments(args: argparse.Namespace, volume):
         raise InputError(None, "--columns and --rows go together", "give both or neither")
     sid_mm = DEFAULT_SOURCE_TO_DETECTOR_MM if args.sid_mm is None else args.sid_mm
     object_mm = DEFAULT_OBJECT_TO_DETECTOR_MM if args.object_to_detector_mm is None else args.object_to_detector_mm
-    return default_ap_geometry(volume, source_to_detector_mm=sid_mm,
-                               object_to_detector_mm=object_mm, pixel_spacing_mm=args.pixel_mm,
-                               columns=args.columns, rows=args.rows, parallel=args.parallel)
+    return default_ap_geometry(
+        volume,
+        source_to_detector_mm=sid_mm,
+        object_to_detector_mm=object_mm,
+        pixel_spacing_mm=args.pixel_mm,
+        columns=args.columns,
+        rows=args.rows,
+        parallel=args.parallel,
+    )
 
 
 def parse_named_values(items: list[str] | None, option: str) -> dict[str, str]:
@@ -77,5 +92,6 @@ def parse_label_list(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise InputError(None, f"{option}: {text!r} is not a comma-separated list of integer labels",
-                         "write e.g. femur=88,89") from None
+        raise InputError(
+            None, f"{option}: {text!r} is not a comma-separated list of integer labels", "write e.g. femur=88,89"
+        ) from None

@@ -40,8 +40,16 @@ def _command_section(name: str, parser: argparse.ArgumentParser) -> list[str]:
     formatter = argparse.HelpFormatter(parser.prog, width=WIDE)
     formatter.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups, prefix="")
     usage = " ".join(formatter.format_help().split())
-    lines = [f"## {name}", "", _cell(parser.description), "", f"`{usage}`", "",
-             "| argument | value | default | meaning |", "|---|---|---|---|"]
+    lines = [
+        f"## {name}",
+        "",
+        _cell(parser.description),
+        "",
+        f"`{usage}`",
+        "",
+        "| argument | value | default | meaning |",
+        "|---|---|---|---|",
+    ]
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue
@@ -58,15 +66,29 @@ def reference() -> str:
     parser = cli_main.build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     commands = dict(sorted(subparsers.choices.items()))
-    lines = ["# Command-line reference", "",
-             "Generated from the parser by `python -m bmdgan.cli.reference > docs/cli.md` (a test checks that it is "
-             "up to date): do not edit by hand. `bmdgan COMMAND --help` prints the same.", "",
-             "## Conventions", ""]
+    lines = [
+        "# Command-line reference",
+        "",
+        "Generated from the parser by `python -m bmdgan.cli.reference > docs/cli.md` (a test checks that it is "
+        "up to date): do not edit by hand. `bmdgan COMMAND --help` prints the same.",
+        "",
+        "## Conventions",
+        "",
+    ]
     conventions = inspect.getdoc(options).split("\n\n")[1]
     exit_codes = " ".join(inspect.getdoc(cli_main).split("\n\n")[1].split())
-    lines += [conventions, "", exit_codes,
-              "", "`bmdgan --debug COMMAND ...` shows the full traceback of any error; `bmdgan --version` prints "
-                  "the version.", "", "## Subcommands", "", "| command | what it does |", "|---|---|"]
+    lines += [
+        conventions,
+        "",
+        exit_codes,
+        "",
+        "`bmdgan --debug COMMAND ...` shows the full traceback of any error; `bmdgan --version` prints the version.",
+        "",
+        "## Subcommands",
+        "",
+        "| command | what it does |",
+        "|---|---|",
+    ]
     summaries = {choice.dest: choice.help for choice in subparsers._choices_actions}
     lines += [f"| [`{name}`](#{name}) | {_cell(summaries[name])} |" for name in commands]
     lines.append("")

@@ -31,32 +31,50 @@ trabecular 50-300; partial-volume voxels in between are split at this midpoint).
 ADIPOSE_G_CM3 = 0.95
 
 
-def channel_volumes(hu: np.ndarray, density_mg_cm3: np.ndarray, bone_mask: np.ndarray, pf_mask: np.ndarray,
-                    model: MaterialModel = MaterialModel()) -> np.ndarray:
+def channel_volumes(
+    hu: np.ndarray,
+    density_mg_cm3: np.ndarray,
+    bone_mask: np.ndarray,
+    pf_mask: np.ndarray,
+    model: MaterialModel = MaterialModel(),
+) -> np.ndarray:
     """(8, K, J, I) float32 partial densities in mg/cm3, in :data:`CHANNELS` order."""
     materials = decompose_hu(hu, np.zeros_like(density_mg_cm3), model)  # adipose and mineral-free soft tissue
     bone_like = hu > model.soft_hu
     mineral = np.where(bone_like, np.clip(density_mg_cm3, 0.0, model.mineral_crystal_mg_per_cm3), 0.0)
     cortical = mineral > CORTICAL_THRESHOLD_MG_CM3
     trab, cort = np.where(cortical, 0.0, mineral), np.where(cortical, mineral, 0.0)
-    return np.stack([materials[0], materials[1], trab, cort, trab * bone_mask, cort * bone_mask,
-                     trab * pf_mask, cort * pf_mask]).astype(np.float32)
+    return np.stack(
+        [materials[0], materials[1], trab, cort, trab * bone_mask, cort * bone_mask, trab * pf_mask, cort * pf_mask]
+    ).astype(np.float32)
 
 
-def combine(projected: dict[str, np.ndarray], trabecular_factor: float, cortical_factor: float, extra_fat_mm: float,
-            pixel_spacing_mm: float, model: MaterialModel = MaterialModel()) -> dict[str, np.ndarray]:
+def combine(
+    projected: dict[str, np.ndarray],
+    trabecular_factor: float,
+    cortical_factor: float,
+    extra_fat_mm: float,
+    pixel_spacing_mm: float,
+    model: MaterialModel = MaterialModel(),
+) -> dict[str, np.ndarray]:
     """Areal densities (g/cm2) of one virtual patient: the simulator's three materials and the two targets."""
     mineral = trabecular_factor * projected["ha_trab"] + cortical_factor * projected["ha_cort"]
-    soft = np.maximum(projected["soft_base"] - model.soft_tissue_mg_per_cm3 / model.mineral_crystal_mg_per_cm3 * mineral,
-                      0.0)
-    body = gaussian_filter((projected["soft_base"] + projected["adipose"] > 0.5).astype(np.float32),
-                           10.0 / pixel_spacing_mm)
+    soft = np.maximum(
+        projected["soft_base"] - model.soft_tissue_mg_per_cm3 / model.mineral_crystal_mg_per_cm3 * mineral, 0.0
+    )
+    body = gaussian_filter(
+        (projected["soft_base"] + projected["adipose"] > 0.5).astype(np.float32), 10.0 / pixel_spacing_mm
+    )
     adipose = np.maximum(projected["adipose"] + ADIPOSE_G_CM3 * extra_fat_mm / 10.0 * body, 0.0)
-    return {"materials": np.stack([adipose, soft, mineral]).astype(np.float32),
-            "drr_stage1": (trabecular_factor * projected["bone_trab"] + cortical_factor * projected["bone_cort"]
-                           ).astype(np.float32),
-            "drr_pf": (trabecular_factor * projected["pf_trab"] + cortical_factor * projected["pf_cort"]
-                       ).astype(np.float32)}
+    return {
+        "materials": np.stack([adipose, soft, mineral]).astype(np.float32),
+        "drr_stage1": (trabecular_factor * projected["bone_trab"] + cortical_factor * projected["bone_cort"]).astype(
+            np.float32
+        ),
+        "drr_pf": (trabecular_factor * projected["pf_trab"] + cortical_factor * projected["pf_cort"]).astype(
+            np.float32
+        ),
+    }
 
 
 def pad_across_beam(hu: np.ndarray, masks: list[np.ndarray], geometry, margin_mm: float = SOFT_TISSUE_PAD_MM):
@@ -70,8 +88,9 @@ def pad_across_beam(hu: np.ndarray, masks: list[np.ndarray], geometry, margin_mm
 
     direction = np.asarray(geometry.direction)
     beam_axis_ijk = int(np.argmax(np.abs(direction[1])))  # index axis (i, j, k) most aligned with LPS y
-    pads_ijk = [0 if axis == beam_axis_ijk else int(np.ceil(margin_mm / geometry.spacing_mm[axis]))
-                for axis in range(3)]
+    pads_ijk = [
+        0 if axis == beam_axis_ijk else int(np.ceil(margin_mm / geometry.spacing_mm[axis])) for axis in range(3)
+    ]
     pad_kji = [(pads_ijk[2],) * 2, (pads_ijk[1],) * 2, (pads_ijk[0],) * 2]
     capped = np.minimum(hu, SOFT_TISSUE_CAP_HU)
     padded = np.pad(capped, pad_kji, mode="edge")
@@ -86,9 +105,13 @@ PELVIS_COMMON_CHANNELS = ("adipose", "soft_base", "ha_trab", "ha_cort", "bone_tr
 """Channels an AP pelvis view shares between the hips; then ``pf_trab_<side>``, ``pf_cort_<side>`` per hip."""
 
 
-def pelvis_channel_volumes(hu: np.ndarray, density_mg_cm3: np.ndarray, bone_mask: np.ndarray,
-                           pf_parts: dict[str, tuple[np.ndarray, np.ndarray]],
-                           model: MaterialModel = MaterialModel()) -> tuple[list[str], np.ndarray]:
+def pelvis_channel_volumes(
+    hu: np.ndarray,
+    density_mg_cm3: np.ndarray,
+    bone_mask: np.ndarray,
+    pf_parts: dict[str, tuple[np.ndarray, np.ndarray]],
+    model: MaterialModel = MaterialModel(),
+) -> tuple[list[str], np.ndarray]:
     """(names, (C, K, J, I) float32 mg/cm3) of a CT with several hips: :data:`PELVIS_COMMON_CHANNELS` (the bone
     channels over every labelled bone: pelvis and both femurs) and, per side, the trabecular and cortical mineral
     of that hip's PF region from ``pf_parts[side] = (pf_mask, that side's calibrated density)``."""

@@ -125,9 +125,16 @@ def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, i
     magnification = pose.source_to_detector_mm / source_to_centre
     rows, columns = image_shape
     pitch = FIELD_OF_VIEW_MM[0] / rows * magnification
-    shift_rows, shift_columns = (np.asarray(pose.detector_shift_mm) * magnification / pitch)
-    return ProjectionGeometry(pose.source_to_detector_mm, columns, rows, pitch, pitch,
-                              ((columns - 1) / 2.0 + shift_columns, (rows - 1) / 2.0 + shift_rows), camera_from_lps)
+    shift_rows, shift_columns = np.asarray(pose.detector_shift_mm) * magnification / pitch
+    return ProjectionGeometry(
+        pose.source_to_detector_mm,
+        columns,
+        rows,
+        pitch,
+        pitch,
+        ((columns - 1) / 2.0 + shift_columns, (rows - 1) / 2.0 + shift_rows),
+        camera_from_lps,
+    )
 
 
 def orientation_flips(prepared: PreparedCT, geometry) -> tuple[bool, bool]:
@@ -144,12 +151,19 @@ def _hip_box(prepared: PreparedCT) -> tuple[slice, ...]:
     """Index box [k, j, i] of a whole-pelvis CT that one hip's single-hip view can reach (:data:`HIP_BOX_MM`)."""
     half_x, below, above = HIP_BOX_MM
     centre = prepared.pf_centre_lps
-    corners = np.array([[centre[0] + dx, centre[1] + dy, centre[2] + dz, 1.0] for dx in (-half_x, half_x)
-                        for dy in (-1e4, 1e4) for dz in (-below, above)])
+    corners = np.array(
+        [
+            [centre[0] + dx, centre[1] + dy, centre[2] + dz, 1.0]
+            for dx in (-half_x, half_x)
+            for dy in (-1e4, 1e4)
+            for dz in (-below, above)
+        ]
+    )
     ijk = (np.linalg.inv(prepared.hu.geometry.ijk_to_lps()) @ corners.T)[:3]
     shape_ijk = prepared.hu.shape_ijk
-    box = [slice(max(int(np.floor(ijk[a].min())), 0), min(int(np.ceil(ijk[a].max())) + 1, shape_ijk[a]))
-           for a in range(3)]
+    box = [
+        slice(max(int(np.floor(ijk[a].min())), 0), min(int(np.ceil(ijk[a].max())) + 1, shape_ijk[a])) for a in range(3)
+    ]
     if prepared.body_mask is not None and prepared.body_mask.any():  # nothing but air beyond the body in depth
         present = np.nonzero(prepared.body_mask.any(axis=(0, 2)))[0]
         box[1] = slice(max(box[1].start, int(present[0]) - 1), min(box[1].stop, int(present[-1]) + 2))
@@ -170,13 +184,18 @@ def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
             box = _hip_box(prepared)
             arrays = [array[box] for array in arrays]
             start = np.array([box[2].start, box[1].start, box[0].start], float)
-            geometry = VolumeGeometry(geometry.spacing_mm, tuple(np.asarray(geometry.origin_mm) + np.asarray(
-                geometry.direction) @ (start * geometry.spacing_mm)), geometry.direction)
+            geometry = VolumeGeometry(
+                geometry.spacing_mm,
+                tuple(np.asarray(geometry.origin_mm) + np.asarray(geometry.direction) @ (start * geometry.spacing_mm)),
+                geometry.direction,
+            )
         hu, (density, bone, pf), geometry = pad_across_beam(arrays[0], arrays[1:], geometry)
         volumes = channel_volumes(hu, density, bone, pf)
-        _WORKER_CACHE.update(key=("hip", key), prepared=prepared,
-                             projector=Projector(volumes, geometry.ijk_to_lps(), unit="mg/cm3",
-                                                 channel_names=list(CHANNELS)))
+        _WORKER_CACHE.update(
+            key=("hip", key),
+            prepared=prepared,
+            projector=Projector(volumes, geometry.ijk_to_lps(), unit="mg/cm3", channel_names=list(CHANNELS)),
+        )
     return _WORKER_CACHE["prepared"], _WORKER_CACHE["projector"]
 
 
@@ -186,14 +205,21 @@ def pelvis_scene_of(prepared_folder: str, ct_id: str):
         from .pelvis_case import pelvis_scene
 
         _WORKER_CACHE.clear()
-        scene = pelvis_scene([load_prepared(Path(prepared_folder), key)
-                              for key in prepared_bones(Path(prepared_folder), ct_id)])
+        scene = pelvis_scene(
+            [load_prepared(Path(prepared_folder), key) for key in prepared_bones(Path(prepared_folder), ct_id)]
+        )
         _WORKER_CACHE.update(key=("ap-pelvis", ct_id), scene=scene)
     return _WORKER_CACHE["scene"]
 
 
-def simulate_case(settings: CohortSettings, prepared: PreparedCT, projector, patient: VirtualPatient, pose_name: str,
-                  with_side: bool = False):
+def simulate_case(
+    settings: CohortSettings,
+    prepared: PreparedCT,
+    projector,
+    patient: VirtualPatient,
+    pose_name: str,
+    with_side: bool = False,
+):
     """One image: (manifest record, oriented images, the simulator's SimulatedRadiograph before orientation).
     ``with_side``: the case id ends with the hip's side (a CT with two hips)."""
     from ..projection.simulator import simulate_radiograph
@@ -202,39 +228,55 @@ def simulate_case(settings: CohortSettings, prepared: PreparedCT, projector, pat
     pose = sample_pose(settings.seed, patient, pose_name)
     geometry = hip_geometry(prepared, pose, settings.image_shape)
     projected = dict(zip(CHANNELS, projector.project(geometry)))
-    parts = combine(projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm,
-                    geometry.row_spacing_mm)
+    parts = combine(
+        projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm, geometry.row_spacing_mm
+    )
     case_id = f"{patient.patient_id}-{pose_name}" + (f"-{prepared.side}" if with_side else "")
     rng = seeded_rng(settings.seed, case_id, "acquisition")
     site = parse_acquisition(settings.acquisition)
     parameters = site.parameters_for(rng, patient.extra_fat_mm) if site else None
-    simulated = simulate_radiograph(prepared.hu, geometry, parameters, rng=rng,
-                                    areal_density_g_per_cm2=parts["materials"])
+    simulated = simulate_radiograph(
+        prepared.hu, geometry, parameters, rng=rng, areal_density_g_per_cm2=parts["materials"]
+    )
     flip_rows, flip_columns = orientation_flips(prepared, geometry)
-    images = {"radiograph": simulated.pixels.astype(np.float32), "drr_stage1": parts["drr_stage1"],
-              "drr_pf": parts["drr_pf"]}
+    images = {
+        "radiograph": simulated.pixels.astype(np.float32),
+        "drr_stage1": parts["drr_stage1"],
+        "drr_pf": parts["drr_pf"],
+    }
     for name, image in images.items():
         image = image[::-1] if flip_rows else image
         images[name] = np.ascontiguousarray(image[:, ::-1] if flip_columns else image)
-    provenance = {"ct": prepared.ct_id, "k_trab": round(patient.trabecular_factor, 4),
-                  "k_cort": round(patient.cortical_factor, 4), "bmi": round(patient.bmi_kg_m2, 1),
-                  "rotation_deg": round(pose.internal_rotation_deg, 2), "abduction_deg": round(pose.abduction_deg, 2),
-                  "sid_mm": round(pose.source_to_detector_mm, 1),
-                  "kev": round(simulated.parameters.effective_energy_kev, 1)}
+    provenance = {
+        "ct": prepared.ct_id,
+        "k_trab": round(patient.trabecular_factor, 4),
+        "k_cort": round(patient.cortical_factor, 4),
+        "bmi": round(patient.bmi_kg_m2, 1),
+        "rotation_deg": round(pose.internal_rotation_deg, 2),
+        "abduction_deg": round(pose.abduction_deg, 2),
+        "sid_mm": round(pose.source_to_detector_mm, 1),
+        "kev": round(simulated.parameters.effective_energy_kev, 1),
+    }
     if with_side:
         provenance.update(side=prepared.side, view="hip")
     record = CaseRecord(
-        case_id, patient.patient_id, prepared.side, pose=pose_name, mirrored=flip_columns,
+        case_id,
+        patient.patient_id,
+        prepared.side,
+        pose=pose_name,
+        mirrored=flip_columns,
         ct_abmd_g_cm2=patient.trabecular_factor * prepared.abmd_components_g_cm2[0]
         + patient.cortical_factor * prepared.abmd_components_g_cm2[1],
         qct_vbmd_mg_cm3=patient.trabecular_factor * prepared.vbmd_components_mg_cm3[0]
         + patient.cortical_factor * prepared.vbmd_components_mg_cm3[1],
-        provenance=json.dumps(provenance, separators=(",", ":")))
+        provenance=json.dumps(provenance, separators=(",", ":")),
+    )
     return record, images, simulated
 
 
-def make_patient_cases(settings: CohortSettings, ct_id: str, index: int,
-                       key: str | None = None) -> list[tuple[CaseRecord, dict]]:
+def make_patient_cases(
+    settings: CohortSettings, ct_id: str, index: int, key: str | None = None
+) -> list[tuple[CaseRecord, dict]]:
     """Every case of one virtual patient of a CT: (manifest record, images) each. In the single-hip view of a CT
     with two hips, ``key`` names the hip (None: both, one after the other)."""
     import torch
@@ -250,8 +292,10 @@ def make_patient_cases(settings: CohortSettings, ct_id: str, index: int,
     cases = []
     for bone in [key] if key else keys:
         prepared, projector = ct_projector(settings.prepared_folder, bone, crop_to_hip=len(keys) > 1)
-        cases += [simulate_case(settings, prepared, projector, patient, pose, with_side=len(keys) > 1)[:2]
-                  for pose in settings.poses]
+        cases += [
+            simulate_case(settings, prepared, projector, patient, pose, with_side=len(keys) > 1)[:2]
+            for pose in settings.poses
+        ]
     return cases
 
 
@@ -265,41 +309,60 @@ def check_cohort_request(settings: CohortSettings, ct_ids: list[str], out: str |
     :data:`KEPT_ON_RESUME` settings, an unknown fold grouping, fewer than two folds, or folds by CT with fewer CTs
     (already in the cohort and given now) than folds. Returns every CT id the cohort will then hold."""
     header = existing_header(out)
-    refuse_changed_settings(out, header.get("settings"), {key: getattr(settings, key) for key in KEPT_ON_RESUME},
-                            defaults={"fold_by": "patient", "acquisition": "varied", "view": "auto"})  # made before
-    view_of(settings.view, 1)                                                                     # these existed
+    refuse_changed_settings(
+        out,
+        header.get("settings"),
+        {key: getattr(settings, key) for key in KEPT_ON_RESUME},
+        defaults={"fold_by": "patient", "acquisition": "varied", "view": "auto"},
+    )  # made before
+    view_of(settings.view, 1)  # these existed
     group_of_records(settings.fold_by)
     check_fold_count(settings.folds)
     earlier = [*header.get("ct_ids", []), *(source_ct_of(r) for r in read_manifest(out))] if header else []
     all_ct_ids = list(dict.fromkeys([*earlier, *ct_ids]))
     if settings.fold_by == "ct" and len(all_ct_ids) < settings.folds:
-        raise InputError(out, f"{len(all_ct_ids)} CTs cannot fill {settings.folds} folds by CT",
-                         "give more CTs, a smaller --fold-count, or --fold-by patient")
+        raise InputError(
+            out,
+            f"{len(all_ct_ids)} CTs cannot fill {settings.folds} folds by CT",
+            "give more CTs, a smaller --fold-count, or --fold-by patient",
+        )
     return all_ct_ids
 
 
-def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path, workers: int = 2,
-                    progress: bool = True) -> dict:
+def simulate_cohort(
+    settings: CohortSettings, ct_ids: list[str], out: str | Path, workers: int = 2, progress: bool = True
+) -> dict:
     """Generate (or finish, or extend with more CTs or patients) the cohort in ``out``; returns counts and the time
     taken. ``dataset.json`` then lists every CT of the cohort and the settings of this latest call."""
 
     start = time.perf_counter()
     all_ct_ids = check_cohort_request(settings, ct_ids, out)
     header_settings = {**settings.__dict__, "poses": list(settings.poses)}
-    writer = DatasetWriter(out, settings.image_shape, {
-        "source": "bmdgan simulate-cohort", "settings": header_settings,
-        "ct_ids": all_ct_ids, "normalisation": "one hip per image, oriented as a right hip in an AP view, "
-                                               "head up (bmdgan.datasets.normalise)"})
+    writer = DatasetWriter(
+        out,
+        settings.image_shape,
+        {
+            "source": "bmdgan simulate-cohort",
+            "settings": header_settings,
+            "ct_ids": all_ct_ids,
+            "normalisation": "one hip per image, oriented as a right hip in an AP view, "
+            "head up (bmdgan.datasets.normalise)",
+        },
+    )
     tasks = []
     for ct_id in ct_ids:
         keys = prepared_bones(Path(settings.prepared_folder), ct_id)
         per_hip = view_of(settings.view, len(keys)) == "hip" and len(keys) > 1  # one hip's projector at a time
         for key in keys if per_hip else [None]:
-            tasks += [(ct_id, index, key) for index in range(settings.patients_per_ct)
-                      if any(case not in writer.done for case in _task_case_ids(settings, ct_id, index, key))]
+            tasks += [
+                (ct_id, index, key)
+                for index in range(settings.patients_per_ct)
+                if any(case not in writer.done for case in _task_case_ids(settings, ct_id, index, key))
+            ]
     written = 0
-    with ProcessPoolExecutor(max_workers=max(1, workers), initializer=die_with_parent,
-                             initargs=(os.getpid(),)) as pool:  # SIGKILL of this process ends the workers too
+    with ProcessPoolExecutor(
+        max_workers=max(1, workers), initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:  # SIGKILL of this process ends the workers too
         results = pool.map(make_patient_cases, [settings] * len(tasks), *zip(*tasks)) if tasks else []
         for cases in progress_bar(results, total=len(tasks), desc="virtual patients", disable=not progress):
             for record, images in cases:
@@ -311,8 +374,13 @@ def simulate_cohort(settings: CohortSettings, ct_ids: list[str], out: str | Path
     group_of = group_of_records(settings.fold_by)
     if len({group_of(r) for r in records}) >= settings.folds:  # a partial cohort may be too small for folds
         rewrite_manifest(out, assign_patient_folds(records, settings.folds, settings.seed, settings.fold_by))
-    return {"images": len(records), "written_now": written, "patients": len({r.patient_id for r in records}),
-            "cts": len({source_ct_of(r) for r in records}), "seconds": time.perf_counter() - start}
+    return {
+        "images": len(records),
+        "written_now": written,
+        "patients": len({r.patient_id for r in records}),
+        "cts": len({source_ct_of(r) for r in records}),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _task_case_ids(settings: CohortSettings, ct_id: str, index: int, key: str | None) -> list[str]:
@@ -327,9 +395,13 @@ def ct_id_of(path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def prepare_cts(paths: list[Path], prepared_folder: Path, progress: bool = True,
-                segmentations: dict[str, tuple[str, list[Path]]] | None = None,
-                body_mask=None) -> tuple[list[str], dict[str, str]]:
+def prepare_cts(
+    paths: list[Path],
+    prepared_folder: Path,
+    progress: bool = True,
+    segmentations: dict[str, tuple[str, list[Path]]] | None = None,
+    body_mask=None,
+) -> tuple[list[str], dict[str, str]]:
     """Prepare (or reuse the cache of) every hip of every CT: both sides of a CT that holds two
     (:func:`bmdgan.ct.pipeline.hip_sides`), each under its own key. Returns (CT ids with at least one prepared hip,
     {skipped CT id or "CT id:side": reason}). ``segmentations``: {CT id: (side, label files)} for CTs whose femur

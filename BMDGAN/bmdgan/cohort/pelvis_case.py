@@ -58,18 +58,26 @@ class Positioning:
 
     def turn(self) -> np.ndarray:
         """3x3 rotation (LPS) of the patient about the view's centre."""
-        return (rotation_about(np.array([0.0, 0.0, 1.0]), self.about_long_axis_deg)
-                @ rotation_about(np.array([1.0, 0.0, 0.0]), self.about_left_right_axis_deg)
-                @ rotation_about(np.array([0.0, 1.0, 0.0]), self.about_ap_axis_deg))
+        return (
+            rotation_about(np.array([0.0, 0.0, 1.0]), self.about_long_axis_deg)
+            @ rotation_about(np.array([1.0, 0.0, 0.0]), self.about_left_right_axis_deg)
+            @ rotation_about(np.array([0.0, 1.0, 0.0]), self.about_ap_axis_deg)
+        )
 
 
 def sample_positioning(seed: int, patient: VirtualPatient, pose_name: str) -> Positioning:
     rng = seeded_rng(seed, patient.patient_id, pose_name, "ap-pelvis")
     angles = [float(rng.uniform(-limit, limit)) for limit in POSITIONING_DEG.values()]
-    shift = (float(rng.uniform(-DETECTOR_SHIFT_MM, DETECTOR_SHIFT_MM)),
-             float(rng.uniform(-DETECTOR_SHIFT_MM, DETECTOR_SHIFT_MM)))
-    return Positioning(*angles, shift, float(rng.uniform(*SOURCE_TO_DETECTOR_RANGE_MM)),
-                       float(rng.uniform(*OBJECT_TO_DETECTOR_RANGE_MM)))
+    shift = (
+        float(rng.uniform(-DETECTOR_SHIFT_MM, DETECTOR_SHIFT_MM)),
+        float(rng.uniform(-DETECTOR_SHIFT_MM, DETECTOR_SHIFT_MM)),
+    )
+    return Positioning(
+        *angles,
+        shift,
+        float(rng.uniform(*SOURCE_TO_DETECTOR_RANGE_MM)),
+        float(rng.uniform(*OBJECT_TO_DETECTOR_RANGE_MM)),
+    )
 
 
 @dataclass(frozen=True)
@@ -122,25 +130,37 @@ def pelvis_scene(bones: list[PreparedCT]) -> PelvisScene:
     for prepared in bones:
         bone |= prepared.bone_mask[box]
     names, volumes = pelvis_channel_volumes(
-        hu, first.density_mg_cm3[box], bone,
-        {prepared.side: (prepared.pf_mask[box], prepared.density_mg_cm3[box]) for prepared in bones})
+        hu,
+        first.density_mg_cm3[box],
+        bone,
+        {prepared.side: (prepared.pf_mask[box], prepared.density_mg_cm3[box]) for prepared in bones},
+    )
     body = body[box]
     centre = ap_pelvis_centre(body, cropped.ijk_to_lps(), [prepared.head_centre_lps for prepared in bones])
-    hips = [Hip(prepared.ct_id, prepared.side, tuple(prepared.abmd_components_g_cm2),
-                tuple(prepared.vbmd_components_mg_cm3), tuple(float(v) for v in prepared.head_centre_lps))
-            for prepared in bones]
+    hips = [
+        Hip(
+            prepared.ct_id,
+            prepared.side,
+            tuple(prepared.abmd_components_g_cm2),
+            tuple(prepared.vbmd_components_mg_cm3),
+            tuple(float(v) for v in prepared.head_centre_lps),
+        )
+        for prepared in bones
+    ]
     projector = Projector(volumes, cropped.ijk_to_lps(), unit="mg/cm3", channel_names=names)
     del volumes
-    return PelvisScene(first.ct_id, hips, Volume(hu.copy(), cropped, "HU", first.hu.source), body.copy(), centre,
-                       projector)
+    return PelvisScene(
+        first.ct_id, hips, Volume(hu.copy(), cropped, "HU", first.hu.source), body.copy(), centre, projector
+    )
 
 
 def pelvis_case_id(patient_id: str, pose_name: str, side: str) -> str:
     return f"{patient_id}-{pose_name}-{side}"
 
 
-def render_pelvis(settings, scene: PelvisScene, patient: VirtualPatient, pose_name: str,
-                  positioning: Positioning | None = None) -> dict:
+def render_pelvis(
+    settings, scene: PelvisScene, patient: VirtualPatient, pose_name: str, positioning: Positioning | None = None
+) -> dict:
     """The full AP pelvis image of one virtual patient and pose: ``radiograph`` (pixels), ``drr_stage1`` and
     ``drr_pf_<side>`` (g/cm2), the simulator's output, the geometry, its collimation and the positioning
     (drawn for the patient and pose unless given)."""
@@ -148,29 +168,45 @@ def render_pelvis(settings, scene: PelvisScene, patient: VirtualPatient, pose_na
     from ..projection.site_protocol import parse_acquisition
 
     positioning = positioning or sample_positioning(settings.seed, patient, pose_name)
-    pitch_mm = AP_PELVIS_DETECTOR_MM[0] / settings.image_shape[0]   # the model's rows span the detector's height
+    pitch_mm = AP_PELVIS_DETECTOR_MM[0] / settings.image_shape[0]  # the model's rows span the detector's height
     geometry, collimation = ap_pelvis_geometry(
-        scene.body_mask, scene.hu.geometry.ijk_to_lps(), scene.centre_lps,
+        scene.body_mask,
+        scene.hu.geometry.ijk_to_lps(),
+        scene.centre_lps,
         source_to_detector_mm=positioning.source_to_detector_mm,
-        object_to_detector_mm=positioning.object_to_detector_mm, pixel_spacing_mm=pitch_mm,
-        turn=positioning.turn(), detector_shift_mm=positioning.detector_shift_mm)
+        object_to_detector_mm=positioning.object_to_detector_mm,
+        pixel_spacing_mm=pitch_mm,
+        turn=positioning.turn(),
+        detector_shift_mm=positioning.detector_shift_mm,
+    )
     projected = dict(zip(scene.projector.channel_names, scene.projector.project(geometry)))
     images, parts = {}, None
     for prepared in scene.bones:
-        parts = combine(side_channels(projected, prepared.side), patient.trabecular_factor, patient.cortical_factor,
-                        patient.extra_fat_mm, geometry.row_spacing_mm)
+        parts = combine(
+            side_channels(projected, prepared.side),
+            patient.trabecular_factor,
+            patient.cortical_factor,
+            patient.extra_fat_mm,
+            geometry.row_spacing_mm,
+        )
         images[f"drr_pf_{prepared.side}"] = parts["drr_pf"]
     rng = seeded_rng(settings.seed, patient.patient_id, pose_name, "acquisition")
     site = parse_acquisition(settings.acquisition)
     parameters = site.parameters_for(rng, patient.extra_fat_mm) if site else None
     simulated = simulate_radiograph(scene.hu, geometry, parameters, rng=rng, areal_density_g_per_cm2=parts["materials"])
     images.update(radiograph=simulated.pixels.astype(np.float32), drr_stage1=parts["drr_stage1"])
-    return {"images": images, "simulated": simulated, "geometry": geometry, "collimation": collimation,
-            "positioning": positioning}
+    return {
+        "images": images,
+        "simulated": simulated,
+        "geometry": geometry,
+        "collimation": collimation,
+        "positioning": positioning,
+    }
 
 
-def pelvis_cases(settings, scene: PelvisScene, patient: VirtualPatient, pose_name: str
-                 ) -> list[tuple[CaseRecord, dict]]:
+def pelvis_cases(
+    settings, scene: PelvisScene, patient: VirtualPatient, pose_name: str
+) -> list[tuple[CaseRecord, dict]]:
     """One case per hip of one AP pelvis image: its half, cut and oriented like the paper's (and the inference's)
     input, with its own stage-1 DRR half, PF-DRR and CT-aBMD/vBMD."""
     full = render_pelvis(settings, scene, patient, pose_name)
@@ -179,30 +215,45 @@ def pelvis_cases(settings, scene: PelvisScene, patient: VirtualPatient, pose_nam
     cases = []
     for prepared in scene.bones:
         crop = plan_hip_crop(images["radiograph"].shape, prepared.side, settings.image_shape, bilateral=True)
-        half = {"radiograph": apply_hip_crop(images["radiograph"], crop),
-                "drr_stage1": apply_hip_crop(images["drr_stage1"], crop),
-                "drr_pf": apply_hip_crop(images[f"drr_pf_{prepared.side}"], crop)}
+        half = {
+            "radiograph": apply_hip_crop(images["radiograph"], crop),
+            "drr_stage1": apply_hip_crop(images["drr_stage1"], crop),
+            "drr_pf": apply_hip_crop(images[f"drr_pf_{prepared.side}"], crop),
+        }
         head = np.linalg.inv(crop.output_to_source_matrix()) @ np.append(
-            full["geometry"].project_points(np.asarray(prepared.head_centre_lps)), 1.0)
+            full["geometry"].project_points(np.asarray(prepared.head_centre_lps)), 1.0
+        )
         a_trab, a_cort = prepared.abmd_components_g_cm2
         v_trab, v_cort = prepared.vbmd_components_mg_cm3
         record = CaseRecord(
-            pelvis_case_id(patient.patient_id, pose_name, prepared.side), patient.patient_id, prepared.side,
-            pose=pose_name, mirrored=crop.mirrored,
+            pelvis_case_id(patient.patient_id, pose_name, prepared.side),
+            patient.patient_id,
+            prepared.side,
+            pose=pose_name,
+            mirrored=crop.mirrored,
             ct_abmd_g_cm2=patient.trabecular_factor * a_trab + patient.cortical_factor * a_cort,
             qct_vbmd_mg_cm3=patient.trabecular_factor * v_trab + patient.cortical_factor * v_cort,
-            provenance=json.dumps({
-                "ct": prepared.ct_id, "side": prepared.side, "view": "ap-pelvis",
-                "k_trab": round(patient.trabecular_factor, 4), "k_cort": round(patient.cortical_factor, 4),
-                "bmi": round(patient.bmi_kg_m2, 1),
-                "rotation_deg": [round(positioning.about_long_axis_deg, 2),
-                                 round(positioning.about_left_right_axis_deg, 2),
-                                 round(positioning.about_ap_axis_deg, 2)],
-                "sid_mm": round(positioning.source_to_detector_mm, 1),
-                "kev": round(full["simulated"].parameters.effective_energy_kev, 1),
-                "image_px": list(images["radiograph"].shape),
-                "head_centre_px": [round(float(head[0]), 1), round(float(head[1]), 1)],
-                "collimated_rows": [collimation.first_row, collimation.rows, collimation.full_rows]},
-                separators=(",", ":")))
+            provenance=json.dumps(
+                {
+                    "ct": prepared.ct_id,
+                    "side": prepared.side,
+                    "view": "ap-pelvis",
+                    "k_trab": round(patient.trabecular_factor, 4),
+                    "k_cort": round(patient.cortical_factor, 4),
+                    "bmi": round(patient.bmi_kg_m2, 1),
+                    "rotation_deg": [
+                        round(positioning.about_long_axis_deg, 2),
+                        round(positioning.about_left_right_axis_deg, 2),
+                        round(positioning.about_ap_axis_deg, 2),
+                    ],
+                    "sid_mm": round(positioning.source_to_detector_mm, 1),
+                    "kev": round(full["simulated"].parameters.effective_energy_kev, 1),
+                    "image_px": list(images["radiograph"].shape),
+                    "head_centre_px": [round(float(head[0]), 1), round(float(head[1]), 1)],
+                    "collimated_rows": [collimation.first_row, collimation.rows, collimation.full_rows],
+                },
+                separators=(",", ":"),
+            ),
+        )
         cases.append((record, half))
     return cases

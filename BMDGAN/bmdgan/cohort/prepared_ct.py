@@ -14,9 +14,9 @@ sides were prepared and why any was not. The HU kept for projection are set to a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -61,21 +61,38 @@ class PreparedCT:
 def save_prepared(prepared: PreparedCT, folder: Path) -> None:
     """Write the arrays (npz) then the description (json): the json's presence marks a complete cache entry."""
     key = prepared.cache_key
-    arrays = {"hu": prepared.hu.array.astype(np.float32), "density": prepared.density_mg_cm3.astype(np.float32),
-              "bone": prepared.bone_mask.astype(np.uint8), "pf": prepared.pf_mask.astype(np.uint8)}
+    arrays = {
+        "hu": prepared.hu.array.astype(np.float32),
+        "density": prepared.density_mg_cm3.astype(np.float32),
+        "bone": prepared.bone_mask.astype(np.uint8),
+        "pf": prepared.pf_mask.astype(np.uint8),
+    }
     if prepared.body_mask is not None:
         arrays["body"] = prepared.body_mask.astype(np.uint8)
     with atomic_path(folder / f"{key}.npz") as temporary:
         np.savez_compressed(temporary, **arrays)
     geometry = prepared.hu.geometry
-    atomic_write_text(folder / f"{key}.json", json.dumps({
-        "ct_id": prepared.ct_id, "source": prepared.hu.source, "spacing_mm": geometry.spacing_mm,
-        "origin_mm": geometry.origin_mm, "direction": np.asarray(geometry.direction).tolist(), "side": prepared.side,
-        "head_centre_lps": prepared.head_centre_lps.tolist(), "shaft_point_lps": prepared.shaft_point_lps.tolist(),
-        "abmd_components_g_cm2": list(prepared.abmd_components_g_cm2),
-        "vbmd_components_mg_cm3": list(prepared.vbmd_components_mg_cm3), "calibration": prepared.calibration,
-        "frame_axes": np.asarray(prepared.frame_axes).tolist(), "key": key},
-        indent=2))
+    atomic_write_text(
+        folder / f"{key}.json",
+        json.dumps(
+            {
+                "ct_id": prepared.ct_id,
+                "source": prepared.hu.source,
+                "spacing_mm": geometry.spacing_mm,
+                "origin_mm": geometry.origin_mm,
+                "direction": np.asarray(geometry.direction).tolist(),
+                "side": prepared.side,
+                "head_centre_lps": prepared.head_centre_lps.tolist(),
+                "shaft_point_lps": prepared.shaft_point_lps.tolist(),
+                "abmd_components_g_cm2": list(prepared.abmd_components_g_cm2),
+                "vbmd_components_mg_cm3": list(prepared.vbmd_components_mg_cm3),
+                "calibration": prepared.calibration,
+                "frame_axes": np.asarray(prepared.frame_axes).tolist(),
+                "key": key,
+            },
+            indent=2,
+        ),
+    )
 
 
 def has_prepared(folder: Path, key: str) -> bool:
@@ -101,15 +118,25 @@ def load_prepared(folder: Path, key: str) -> PreparedCT:
         raise InputError(folder, f"no prepared CT {key}", "run the cohort preparation first")
     description = json.loads((folder / f"{key}.json").read_text())
     arrays = np.load(folder / f"{key}.npz", allow_pickle=False)
-    geometry = VolumeGeometry(tuple(description["spacing_mm"]), tuple(description["origin_mm"]),
-                              np.array(description["direction"]))
-    return PreparedCT(description["ct_id"], Volume(arrays["hu"], geometry, "HU", description["source"]),
-                      arrays["density"], arrays["bone"].astype(bool), arrays["pf"].astype(bool),
-                      np.array(description["head_centre_lps"]), np.array(description["shaft_point_lps"]),
-                      description["side"], tuple(description["abmd_components_g_cm2"]),
-                      tuple(description["vbmd_components_mg_cm3"]), description["calibration"],
-                      np.array(description["frame_axes"]),
-                      arrays["body"].astype(bool) if "body" in arrays.files else None, description.get("key", ""))
+    geometry = VolumeGeometry(
+        tuple(description["spacing_mm"]), tuple(description["origin_mm"]), np.array(description["direction"])
+    )
+    return PreparedCT(
+        description["ct_id"],
+        Volume(arrays["hu"], geometry, "HU", description["source"]),
+        arrays["density"],
+        arrays["bone"].astype(bool),
+        arrays["pf"].astype(bool),
+        np.array(description["head_centre_lps"]),
+        np.array(description["shaft_point_lps"]),
+        description["side"],
+        tuple(description["abmd_components_g_cm2"]),
+        tuple(description["vbmd_components_mg_cm3"]),
+        description["calibration"],
+        np.array(description["frame_axes"]),
+        arrays["body"].astype(bool) if "body" in arrays.files else None,
+        description.get("key", ""),
+    )
 
 
 def density_components(density_mg_cm3: np.ndarray, cortical_threshold_mg_cm3: float) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +148,13 @@ def density_components(density_mg_cm3: np.ndarray, cortical_threshold_mg_cm3: fl
 BodyMask = Callable[[Volume], np.ndarray] | np.ndarray
 
 
-def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
-               segmentation: list[str | Path] | None = None, body_mask: BodyMask | None = None) -> PreparedCT:
+def prepare_ct(
+    path: str | Path | Volume,
+    ct_id: str,
+    side: str = "auto",
+    segmentation: list[str | Path] | None = None,
+    body_mask: BodyMask | None = None,
+) -> PreparedCT:
     """Run the CT analysis of one hip (``side``: 'left', 'right' or 'auto'; automatic labels, landmarks, PF
     region, phantomless calibration) and derive what the cohort needs. ``path``: a CT file or an already read
     :class:`Volume` in HU. ``body_mask``: the body (bool [k, j, i]) of the CT or a function giving it (default
@@ -142,7 +174,6 @@ def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
         body = np.asarray(body_mask, dtype=bool)
     labels = None
     if segmentation:  # e.g. TotalSegmentator's femur_<side> and hip_<side> files, for scans where the
-
         labels = load_segmentation(segmentation, ct, side)
     analysis = analyse_ct(ct, side=side, label_volume=labels)
     calibration = analysis.calibration
@@ -153,17 +184,38 @@ def prepare_ct(path: str | Path | Volume, ct_id: str, side: str = "auto",
     components = []
     for part in density_components(density, CORTICAL_THRESHOLD_MG_CM3):
         as_hu = ct.with_array(((part - calibration.intercept) / calibration.slope).astype(np.float32))
-        components.append(measure_pf(as_hu, analysis.segmentation.femur, analysis.region, analysis.landmarks,
-                                     calibration, analysis.segmentation.metal))
+        components.append(
+            measure_pf(
+                as_hu,
+                analysis.segmentation.femur,
+                analysis.region,
+                analysis.landmarks,
+                calibration,
+                analysis.segmentation.metal,
+            )
+        )
     points = analysis.landmarks.points
     head = np.asarray(points["femoral_head_centre"], float)
     shaft = points.get("shaft_5cm")
     if shaft is None:  # short scans: a point 50 mm down the shaft axis from the head centre
         shaft = head - 50.0 * analysis.landmarks.shaft_axis()
-    return PreparedCT(ct_id, ct, density, labels > 0, pf, head, np.asarray(shaft, float),
-                      analysis.landmarks.frame.side,
-                      (components[0].ct_abmd_g_cm2, components[1].ct_abmd_g_cm2),
-                      (components[0].qct_vbmd_mg_cm3, components[1].qct_vbmd_mg_cm3),
-                      {**calibration.to_dict(), "full_ct_abmd_g_cm2": analysis.measurement.ct_abmd_g_cm2,
-                       "full_qct_vbmd_mg_cm3": analysis.measurement.qct_vbmd_mg_cm3},
-                      neutral_frame(analysis.landmarks).matrix(), body, side_key(ct_id, side))
+    return PreparedCT(
+        ct_id,
+        ct,
+        density,
+        labels > 0,
+        pf,
+        head,
+        np.asarray(shaft, float),
+        analysis.landmarks.frame.side,
+        (components[0].ct_abmd_g_cm2, components[1].ct_abmd_g_cm2),
+        (components[0].qct_vbmd_mg_cm3, components[1].qct_vbmd_mg_cm3),
+        {
+            **calibration.to_dict(),
+            "full_ct_abmd_g_cm2": analysis.measurement.ct_abmd_g_cm2,
+            "full_qct_vbmd_mg_cm3": analysis.measurement.qct_vbmd_mg_cm3,
+        },
+        neutral_frame(analysis.landmarks).matrix(),
+        body,
+        side_key(ct_id, side),
+    )

@@ -16,8 +16,9 @@ from .prepared_ct import prepare_ct, save_prepared
 from .virtual_patient import sample_patient
 
 
-def write_sample_case(ct_path: str | Path, out_folder: str | Path, seed: int = 2024, patient: int = 0,
-                      pose: str = "standing") -> tuple[Path, Path]:
+def write_sample_case(
+    ct_path: str | Path, out_folder: str | Path, seed: int = 2024, patient: int = 0, pose: str = "standing"
+) -> tuple[Path, Path]:
     """(DICOM path, ground-truth JSON path) of one simulated radiograph of ``ct_path``'s hip."""
     from ..projection.dicom_writer import write_dx_dicom
 
@@ -27,18 +28,30 @@ def write_sample_case(ct_path: str | Path, out_folder: str | Path, seed: int = 2
         save_prepared(prepare_ct(ct_path, ct_id), Path(prepared_folder))
         settings = CohortSettings(prepared_folder, seed=seed, patients_per_ct=1, poses=(pose,))
         prepared, projector = ct_projector(settings.prepared_folder, ct_id)
-        record, images, simulated = simulate_case(settings, prepared, projector, sample_patient(seed, ct_id, patient),
-                                                  pose)
+        record, images, simulated = simulate_case(
+            settings, prepared, projector, sample_patient(seed, ct_id, patient), pose
+        )
     radiograph = replace(simulated, pixels=np.rint(images["radiograph"]).astype(np.uint16))  # oriented as a right hip
     name = f"{ct_id}_simulated_{pose}"
     dicom = out_folder / f"{name}.dcm"
     write_dx_dicom(dicom, radiograph, patient_id=f"{ct_id}-virtual", seed=seed)
     truth = out_folder / f"{name}_truth.json"
-    atomic_write_text(truth, json.dumps({
-        "about": f"Simulated AP radiograph of the {record.side} hip of real CT {ct_id} (virtual patient "
-                 f"{record.patient_id}, pose {pose}), oriented as a right hip, one hip per image; the ground truth "
-                 "is measured on the same CT with the same bone-density factors (bmdgan.cohort).",
-        "ct": ct_id, "side_in_ct": record.side, "image_shows": "one hip, oriented as a right hip",
-        "ct_abmd_g_cm2": record.ct_abmd_g_cm2, "qct_vbmd_mg_cm3": record.qct_vbmd_mg_cm3,
-        "acquisition": settings.acquisition, "provenance": json.loads(record.provenance)}, indent=2))
+    atomic_write_text(
+        truth,
+        json.dumps(
+            {
+                "about": f"Simulated AP radiograph of the {record.side} hip of real CT {ct_id} (virtual patient "
+                f"{record.patient_id}, pose {pose}), oriented as a right hip, one hip per image; the ground truth "
+                "is measured on the same CT with the same bone-density factors (bmdgan.cohort).",
+                "ct": ct_id,
+                "side_in_ct": record.side,
+                "image_shows": "one hip, oriented as a right hip",
+                "ct_abmd_g_cm2": record.ct_abmd_g_cm2,
+                "qct_vbmd_mg_cm3": record.qct_vbmd_mg_cm3,
+                "acquisition": settings.acquisition,
+                "provenance": json.loads(record.provenance),
+            },
+            indent=2,
+        ),
+    )
     return dicom, truth

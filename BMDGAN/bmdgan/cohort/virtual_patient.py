@@ -73,15 +73,24 @@ class PoseDraw:
 def sample_patient(seed: int, ct_id: str, index: int) -> VirtualPatient:
     rng = seeded_rng(seed, ct_id, index, "patient")
     k = rng.uniform(*BONE_FACTOR_RANGE)
-    return VirtualPatient(patient_id=f"{ct_id}-v{index:03d}", ct_id=ct_id, bone_factor=float(k),
-                          trabecular_factor=float(k ** TRABECULAR_EXPONENT * rng.uniform(0.95, 1.05)),
-                          cortical_factor=float(k ** 0.8 * rng.uniform(0.95, 1.05)),
-                          bmi_kg_m2=float(rng.uniform(*BMI_RANGE)))
+    return VirtualPatient(
+        patient_id=f"{ct_id}-v{index:03d}",
+        ct_id=ct_id,
+        bone_factor=float(k),
+        trabecular_factor=float(k**TRABECULAR_EXPONENT * rng.uniform(0.95, 1.05)),
+        cortical_factor=float(k**0.8 * rng.uniform(0.95, 1.05)),
+        bmi_kg_m2=float(rng.uniform(*BMI_RANGE)),
+    )
 
 
 def sample_pose(seed: int, patient: VirtualPatient, name: str) -> PoseDraw:
     rng = seeded_rng(seed, patient.patient_id, name, "pose")
     rotation, abduction = POSES[name]
-    return PoseDraw(name, float(rng.uniform(*rotation)), float(rng.uniform(*abduction)),
-                    (float(rng.uniform(-10, 10)), float(rng.uniform(-10, 10))),
-                    float(rng.uniform(1000.0, 1150.0)), float(rng.uniform(150.0, 250.0)))
+    return PoseDraw(
+        name,
+        float(rng.uniform(*rotation)),
+        float(rng.uniform(*abduction)),
+        (float(rng.uniform(-10, 10)), float(rng.uniform(-10, 10))),
+        float(rng.uniform(1000.0, 1150.0)),
+        float(rng.uniform(150.0, 250.0)),
+    )

@@ -57,7 +57,7 @@ def _ball(radius_mm: float, spacing_kji: np.ndarray) -> np.ndarray:
     half = np.floor(radius_mm / spacing_kji).astype(int)
     axes = [np.arange(-h, h + 1) * s for h, s in zip(half, spacing_kji)]
     dk, dj, di = np.meshgrid(*axes, indexing="ij")
-    return dk ** 2 + dj ** 2 + di ** 2 <= radius_mm ** 2 + 1e-9
+    return dk**2 + dj**2 + di**2 <= radius_mm**2 + 1e-9
 
 
 def _erode(mask: np.ndarray, radius_mm: float, spacing_kji: np.ndarray, border_inside: bool) -> np.ndarray:
@@ -75,7 +75,7 @@ def _open(mask: np.ndarray, radius_mm: float, spacing_kji: np.ndarray) -> np.nda
     pad = int(np.ceil(radius_mm / spacing_kji[0]))
     padded = np.pad(mask, ((pad, pad), (0, 0), (0, 0)), mode="edge")
     opened = _dilate(_erode(padded, radius_mm, spacing_kji, False), radius_mm, spacing_kji)
-    return opened[pad: pad + mask.shape[0]]
+    return opened[pad : pad + mask.shape[0]]
 
 
 def _dilate(mask: np.ndarray, radius_mm: float, spacing_kji: np.ndarray) -> np.ndarray:

@@ -66,12 +66,15 @@ class Calibration:
         return record
 
     @staticmethod
-    def from_dict(record: dict) -> "Calibration":
+    def from_dict(record: dict) -> Calibration:
         known = {name: record[name] for name in Calibration.__dataclass_fields__ if name in record}
         missing = {"slope", "intercept", "r2", "method"} - set(known)
         if missing:
-            raise InputError(None, f"calibration record lacks {', '.join(sorted(missing))}",
-                             "give a calibration.json written by 'bmdgan calibrate'")
+            raise InputError(
+                None,
+                f"calibration record lacks {', '.join(sorted(missing))}",
+                "give a calibration.json written by 'bmdgan calibrate'",
+            )
         known.setdefault("reference_names", [])
         known.setdefault("reference_hu", [])
         known.setdefault("reference_density_mg_cm3", [])
@@ -82,14 +85,16 @@ class Calibration:
         return write_json_atomic(self.to_dict(), path)
 
     @staticmethod
-    def load(path: str | Path) -> "Calibration":
+    def load(path: str | Path) -> Calibration:
         path = Path(path)
         if not path.exists():
             raise InputError(path, "does not exist", "give a calibration.json written by 'bmdgan calibrate'")
         try:
             record = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as error:
-            raise InputError(path, f"is not valid JSON ({error})", "give a calibration.json written by 'bmdgan calibrate'") from None
+            raise InputError(
+                path, f"is not valid JSON ({error})", "give a calibration.json written by 'bmdgan calibrate'"
+            ) from None
         return Calibration.from_dict(record)
 
 
@@ -120,13 +125,20 @@ def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     a, b = np.polyfit(x, y, 1)
     residual = y - (a * x + b)
     total = np.sum((y - y.mean()) ** 2)
-    r2 = 1.0 - float(np.sum(residual ** 2) / total) if total > 0 else 0.0
+    r2 = 1.0 - float(np.sum(residual**2) / total) if total > 0 else 0.0
     return float(a), float(b), r2
 
 
-def fit_phantom(rod_hu: list[float], densities_mg_cm3: list[float], *, names: list[str] | None = None,
-                water_mg_cm3: list[float] | None = None, material: str = "hydroxyapatite",
-                phantom: str | None = None, min_r2: float = PHANTOM_MIN_R2) -> Calibration:
+def fit_phantom(
+    rod_hu: list[float],
+    densities_mg_cm3: list[float],
+    *,
+    names: list[str] | None = None,
+    water_mg_cm3: list[float] | None = None,
+    material: str = "hydroxyapatite",
+    phantom: str | None = None,
+    min_r2: float = PHANTOM_MIN_R2,
+) -> Calibration:
     """Calibration from rod CT numbers (HU) and nominal rod densities (mg/cm3).
 
     With ``water_mg_cm3`` (Mindways-type rods of K2HPO4 dissolved in water) the water content of each rod
@@ -137,18 +149,25 @@ def fit_phantom(rod_hu: list[float], densities_mg_cm3: list[float], *, names: li
     hu = np.asarray(rod_hu, float)
     density = np.asarray(densities_mg_cm3, float)
     if len(hu) != len(density):
-        raise CalibrationError(None, f"{len(hu)} rods were measured but {len(density)} densities were given",
-                               "give one density per rod (same order) or choose the right phantom preset")
+        raise CalibrationError(
+            None,
+            f"{len(hu)} rods were measured but {len(density)} densities were given",
+            "give one density per rod (same order) or choose the right phantom preset",
+        )
     if len(hu) < 2 or np.ptp(density) <= 0:
-        raise CalibrationError(None, "a calibration needs at least two rods of different densities",
-                               "add rods or give their densities")
+        raise CalibrationError(
+            None, "a calibration needs at least two rods of different densities", "add rods or give their densities"
+        )
     if not np.all(np.isfinite(hu)):
-        raise CalibrationError(None, "a rod's CT number could not be measured (outside the scan?)",
-                               "check the rod positions")
+        raise CalibrationError(
+            None, "a rod's CT number could not be measured (outside the scan?)", "check the rod positions"
+        )
     if water_mg_cm3 is not None:
         water = np.asarray(water_mg_cm3, float)
         if len(water) != len(hu):
-            raise CalibrationError(None, f"{len(water)} water densities for {len(hu)} rods", "give one water density per rod")
+            raise CalibrationError(
+                None, f"{len(water)} water densities for {len(hu)} rods", "give one water density per rod"
+            )
         sigma_ref, beta_ref, r2 = linear_fit(density, hu - water)
         sigma_ct = sigma_ref - K2HPO4_WATER_DISPLACEMENT
         beta_ct = beta_ref + MINDWAYS_WATER_OFFSET
@@ -157,15 +176,28 @@ def fit_phantom(rod_hu: list[float], densities_mg_cm3: list[float], *, names: li
         sigma_ct, beta_ct, r2 = linear_fit(density, hu)
         method = "phantom (linear fit)"
     if sigma_ct <= 0:
-        raise CalibrationError(None, "CT number does not increase with rod density",
-                               "check that the densities are given in the same order as the rods")
+        raise CalibrationError(
+            None,
+            "CT number does not increase with rod density",
+            "check that the densities are given in the same order as the rods",
+        )
     if r2 < min_r2:
-        raise CalibrationError(None, f"the rods do not fit a line: R2 = {r2:.4f} < {min_r2}",
-                               "check the rod positions (a rod may be missed or hit by an artefact) and densities")
-    return Calibration(slope=1.0 / sigma_ct, intercept=-beta_ct / sigma_ct, r2=r2, method=method,
-                       reference_names=names or [f"rod {n + 1}" for n in range(len(hu))],
-                       reference_hu=[float(v) for v in hu], reference_density_mg_cm3=[float(v) for v in density],
-                       material=material, phantom=phantom)
+        raise CalibrationError(
+            None,
+            f"the rods do not fit a line: R2 = {r2:.4f} < {min_r2}",
+            "check the rod positions (a rod may be missed or hit by an artefact) and densities",
+        )
+    return Calibration(
+        slope=1.0 / sigma_ct,
+        intercept=-beta_ct / sigma_ct,
+        r2=r2,
+        method=method,
+        reference_names=names or [f"rod {n + 1}" for n in range(len(hu))],
+        reference_hu=[float(v) for v in hu],
+        reference_density_mg_cm3=[float(v) for v in density],
+        material=material,
+        phantom=phantom,
+    )
 
 
 def fit_preset(rod_hu: list[float], name: str) -> Calibration:
@@ -179,12 +211,21 @@ def fit_preset(rod_hu: list[float], name: str) -> Calibration:
     water = np.asarray(chosen["water_mg_cm3"], float) if "water_mg_cm3" in chosen else None
     hu = np.asarray(rod_hu, float)
     if len(hu) != len(densities):
-        raise CalibrationError(None, f"{len(hu)} rods were found but the {chosen['name']} phantom has {len(densities)}",
-                               "give the rods as points or a label map, or choose the right phantom")
+        raise CalibrationError(
+            None,
+            f"{len(hu)} rods were found but the {chosen['name']} phantom has {len(densities)}",
+            "give the rods as points or a label map, or choose the right phantom",
+        )
     expected = densities if water is None else water + 1.2 * densities
     order = np.argsort(expected)
     matched_hu = np.sort(hu)
     densities, water = densities[order], (None if water is None else water[order])
-    return fit_phantom(list(matched_hu), list(densities), water_mg_cm3=None if water is None else list(water),
-                       material=chosen["material"], phantom=chosen["name"], min_r2=chosen.get("min_r2", PHANTOM_MIN_R2),
-                       names=[f"rod {n + 1} ({d:g} mg/cm3)" for n, d in enumerate(densities)])
+    return fit_phantom(
+        list(matched_hu),
+        list(densities),
+        water_mg_cm3=None if water is None else list(water),
+        material=chosen["material"],
+        phantom=chosen["name"],
+        min_r2=chosen.get("min_r2", PHANTOM_MIN_R2),
+        names=[f"rod {n + 1} ({d:g} mg/cm3)" for n, d in enumerate(densities)],
+    )

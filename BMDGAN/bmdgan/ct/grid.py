@@ -29,8 +29,9 @@ def lps_to_index(geometry: VolumeGeometry, points_lps: np.ndarray) -> np.ndarray
     return ijk[:, ::-1]
 
 
-def sample(array: np.ndarray, geometry: VolumeGeometry, points_lps: np.ndarray, order: int = 1,
-           outside: float = np.nan) -> np.ndarray:
+def sample(
+    array: np.ndarray, geometry: VolumeGeometry, points_lps: np.ndarray, order: int = 1, outside: float = np.nan
+) -> np.ndarray:
     """Interpolate ``array`` at LPS points (mm); points outside the grid get ``outside``."""
     points = np.asarray(points_lps, dtype=float)
     flat = points.reshape(-1, 3)
@@ -41,8 +42,9 @@ def sample(array: np.ndarray, geometry: VolumeGeometry, points_lps: np.ndarray, 
     return values.reshape(points.shape[:-1])
 
 
-def inside_grid(shape_kji: tuple[int, int, int], geometry: VolumeGeometry, points_lps: np.ndarray,
-                margin_voxels: float = 0.5) -> np.ndarray:
+def inside_grid(
+    shape_kji: tuple[int, int, int], geometry: VolumeGeometry, points_lps: np.ndarray, margin_voxels: float = 0.5
+) -> np.ndarray:
     """True for LPS points that lie within the voxel grid (``margin_voxels`` inside its border)."""
     kji = lps_to_index(geometry, np.asarray(points_lps).reshape(-1, 3))
     low = margin_voxels - 0.5
@@ -66,7 +68,7 @@ def ball(radius_mm: float, geometry: VolumeGeometry) -> np.ndarray:
     half = np.floor(radius_mm / spacing).astype(int)
     axes = [np.arange(-h, h + 1) * s for h, s in zip(half, spacing)]
     dk, dj, di = np.meshgrid(*axes, indexing="ij")
-    return dk ** 2 + dj ** 2 + di ** 2 <= radius_mm ** 2 + 1e-9
+    return dk**2 + dj**2 + di**2 <= radius_mm**2 + 1e-9
 
 
 def distance_from_points_mm(shape_kji, geometry: VolumeGeometry, centre_lps: np.ndarray) -> np.ndarray:
@@ -150,8 +152,12 @@ def _bounding_box(mask: np.ndarray, margin: np.ndarray) -> tuple[slice, ...] | N
     box = []
     for axis in range(mask.ndim):
         occupied = np.nonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))[0]
-        box.append(slice(max(int(occupied[0]) - int(margin[axis]), 0),
-                         min(int(occupied[-1]) + int(margin[axis]) + 1, mask.shape[axis])))
+        box.append(
+            slice(
+                max(int(occupied[0]) - int(margin[axis]), 0),
+                min(int(occupied[-1]) + int(margin[axis]) + 1, mask.shape[axis]),
+            )
+        )
     return tuple(box)
 
 

@@ -80,7 +80,7 @@ def fibonacci_directions(count: int) -> np.ndarray:
     """``count`` unit vectors spread evenly over the sphere, shape ``(count, 3)``."""
     index = np.arange(count) + 0.5
     polar = np.arccos(1 - 2 * index / count)
-    azimuth = np.pi * (1 + 5 ** 0.5) * index
+    azimuth = np.pi * (1 + 5**0.5) * index
     return np.stack([np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], axis=1)
 
 
@@ -95,8 +95,9 @@ def hu_gradient(volume: Volume, smooth: np.ndarray) -> np.ndarray:
     return np.stack(np.gradient(smooth, *grid.spacing_kji(volume.geometry))).astype(np.float32, copy=False)
 
 
-def hough_candidates(volume: Volume, smooth: np.ndarray, count: int = 6,
-                     gradient: np.ndarray | None = None) -> list[np.ndarray]:
+def hough_candidates(
+    volume: Volume, smooth: np.ndarray, count: int = 6, gradient: np.ndarray | None = None
+) -> list[np.ndarray]:
     """LPS points (mm) that collect the most sphere-centre votes, best first.
 
     Two votes are taken and their peaks pooled: strong edges voting both ways (the joint), and weaker
@@ -129,7 +130,7 @@ def hough_candidates(volume: Volume, smooth: np.ndarray, count: int = 6,
                 cells = np.round((points + sign * radius * unit) / cell_mm).astype(int)
                 ok = np.all((cells >= 0) & (cells < shape), axis=1)
                 indices.append(np.ravel_multi_index(tuple(cells[ok].T), shape))
-                weights.append(np.full(int(ok.sum()), 1.0 / radius ** 2))
+                weights.append(np.full(int(ok.sum()), 1.0 / radius**2))
         votes = np.bincount(np.concatenate(indices), np.concatenate(weights), minlength=int(np.prod(shape)))
         votes = ndimage.gaussian_filter(votes.reshape(shape).astype(np.float32), 1.0)
         peaks = (votes == ndimage.maximum_filter(votes, size=int(30 / cell_mm))) & (votes > 0)
@@ -142,15 +143,21 @@ def hough_candidates(volume: Volume, smooth: np.ndarray, count: int = 6,
 def _fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
     """Least-squares sphere through points (mm): centre, radius."""
     matrix = np.column_stack([2 * points, np.ones(len(points))])
-    rhs = (points ** 2).sum(axis=1)
+    rhs = (points**2).sum(axis=1)
     solution, *_ = np.linalg.lstsq(matrix, rhs, rcond=None)
     centre = solution[:3]
     radius = float(np.sqrt(max(solution[3] + centre @ centre, 1e-6)))
     return centre, radius
 
 
-def cast_rays(volume: Volume, smooth: np.ndarray, centre: np.ndarray, directions: np.ndarray,
-              max_radius_mm: float = 48.0, step_mm: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def cast_rays(
+    volume: Volume,
+    smooth: np.ndarray,
+    centre: np.ndarray,
+    directions: np.ndarray,
+    max_radius_mm: float = 48.0,
+    step_mm: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed HU along rays from ``centre`` (LPS mm): profiles ``(rays, samples)`` (NaN outside) and radii."""
     radii = np.arange(0.0, max_radius_mm + step_mm / 2, step_mm)
     points = centre[None, None, :] + directions[:, None, :] * radii[None, :, None]
@@ -180,8 +187,14 @@ def _falls(profiles: np.ndarray, radii: np.ndarray, low: float, high: float, win
     local_min = np.zeros_like(slope, dtype=bool)
     local_min[:, 1:-1] = (slope[:, 1:-1] < slope[:, :-2]) & (slope[:, 1:-1] <= slope[:, 2:])
     window = (radii >= low) & (radii <= high)
-    return (local_min & window[None, :] & (slope < -min_fall) & (before - after > EDGE_MIN_DROP_HU)
-            & (before > 200) & np.isfinite(profiles))
+    return (
+        local_min
+        & window[None, :]
+        & (slope < -min_fall)
+        & (before - after > EDGE_MIN_DROP_HU)
+        & (before > 200)
+        & np.isfinite(profiles)
+    )
 
 
 def _common_radius(candidate: np.ndarray, radii: np.ndarray) -> float:
@@ -191,8 +204,9 @@ def _common_radius(candidate: np.ndarray, radii: np.ndarray) -> float:
     return float(radii[int(np.argmax(smoothed))])
 
 
-def _nearest_fall(candidate: np.ndarray, radii: np.ndarray, radius: float,
-                  tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_fall(
+    candidate: np.ndarray, radii: np.ndarray, radius: float, tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per ray: the fall closest to ``radius`` (mm) and whether it lies within ``tolerance`` mm."""
     gap = np.where(candidate, np.abs(radii[None, :] - radius), np.inf)
     best = np.argmin(gap, axis=1)
@@ -200,8 +214,14 @@ def _nearest_fall(candidate: np.ndarray, radii: np.ndarray, radius: float,
     return radii[best], np.isfinite(nearest_gap) & (nearest_gap <= tolerance)
 
 
-def refine_head(volume: Volume, smooth: np.ndarray, start_lps: np.ndarray, directions: np.ndarray,
-                iterations: int = 5, radius_range_mm: tuple[float, float] = HEAD_RADIUS_RANGE_MM) -> FemoralHead | None:
+def refine_head(
+    volume: Volume,
+    smooth: np.ndarray,
+    start_lps: np.ndarray,
+    directions: np.ndarray,
+    iterations: int = 5,
+    radius_range_mm: tuple[float, float] = HEAD_RADIUS_RANGE_MM,
+) -> FemoralHead | None:
     """Fit the head sphere starting near ``start_lps`` (mm); None if nothing sphere-like is there.
 
     ``radius_range_mm``: accepted sphere radii (mm); :mod:`.socket` fits the acetabulum's larger sphere with it.
@@ -248,8 +268,9 @@ def _joint_radii(filled: np.ndarray, radii: np.ndarray, radius: float) -> np.nda
     return np.where(socket, radii[darkest], np.nan)
 
 
-def describe_sphere(volume: Volume, smooth: np.ndarray, centre: np.ndarray, radius: float,
-                    directions: np.ndarray) -> FemoralHead | None:
+def describe_sphere(
+    volume: Volume, smooth: np.ndarray, centre: np.ndarray, radius: float, directions: np.ndarray
+) -> FemoralHead | None:
     """Evidence that the sphere (centre LPS mm, radius mm) is a femoral head; None if its inside is not bone."""
     profiles, radii = cast_rays(volume, smooth, centre, directions, max_radius_mm=radius + 16.0)
     candidate = _falls(profiles, radii, radius - 5.0, radius + 5.0, edge_window_mm(volume))
@@ -257,7 +278,7 @@ def describe_sphere(volume: Volume, smooth: np.ndarray, centre: np.ndarray, radi
     in_view = np.isfinite(profiles[:, np.searchsorted(radii, radius + 3.0)])
     on_sphere = found & in_view
     residual = np.abs(edge_radius[on_sphere] - radius)
-    rms = float(np.sqrt(np.mean(residual ** 2))) if on_sphere.any() else np.inf
+    rms = float(np.sqrt(np.mean(residual**2))) if on_sphere.any() else np.inf
     in_view_count = max(int(in_view.sum()), 1)
     filled = np.where(np.isfinite(profiles), profiles, -1000.0)
     interior = float(np.median(filled[:, radii <= 0.7 * radius][in_view]))
@@ -273,10 +294,23 @@ def describe_sphere(volume: Volume, smooth: np.ndarray, centre: np.ndarray, radi
         neck_direction = neck_direction / max(np.linalg.norm(neck_direction), 1e-9)
     else:
         neck_direction = np.zeros(3)
-    return FemoralHead(np.asarray(centre, float), float(radius), float(on_sphere.sum() / in_view_count), rms,
-                       neck_direction, float(neck_rays.sum() / in_view_count), float(socket.sum() / in_view_count),
-                       interior, directions, edge_radius, on_sphere, in_view, neck_rays, joint,
-                       lateral_direction(volume, centre))
+    return FemoralHead(
+        np.asarray(centre, float),
+        float(radius),
+        float(on_sphere.sum() / in_view_count),
+        rms,
+        neck_direction,
+        float(neck_rays.sum() / in_view_count),
+        float(socket.sum() / in_view_count),
+        interior,
+        directions,
+        edge_radius,
+        on_sphere,
+        in_view,
+        neck_rays,
+        joint,
+        lateral_direction(volume, centre),
+    )
 
 
 MIN_IN_VIEW = 0.6
@@ -296,7 +330,9 @@ def neck_direction(head: FemoralHead, shaft=None) -> np.ndarray:
     by the rays within 35 degrees of it that run through bone.
     """
     if shaft is not None:
-        proximal = shaft.direction if shaft.position(head.centre_lps) > (shaft.t_min + shaft.t_max) / 2 else -shaft.direction
+        proximal = (
+            shaft.direction if shaft.position(head.centre_lps) > (shaft.t_min + shaft.t_max) / 2 else -shaft.direction
+        )
         offset = head.centre_lps - shaft.point_lps
         towards_axis = -(offset - (offset @ proximal) * proximal)
         towards_axis /= np.linalg.norm(towards_axis)
@@ -321,9 +357,14 @@ def neck_direction(head: FemoralHead, shaft=None) -> np.ndarray:
 
 def is_plausible_head(head: FemoralHead) -> bool:
     """A femoral head: mostly in view, seen on a fifth of its surface, fits, bone inside, a neck, a socket."""
-    return (head.coverage >= 0.2 and head.rms_mm <= MAX_RMS_MM and head.interior_hu >= 150
-            and 0.03 <= head.neck_fraction <= 0.6 and float(head.in_view.mean()) >= MIN_IN_VIEW
-            and head.socket_fraction >= MIN_SOCKET)
+    return (
+        head.coverage >= 0.2
+        and head.rms_mm <= MAX_RMS_MM
+        and head.interior_hu >= 150
+        and 0.03 <= head.neck_fraction <= 0.6
+        and float(head.in_view.mean()) >= MIN_IN_VIEW
+        and head.socket_fraction >= MIN_SOCKET
+    )
 
 
 def head_score(head: FemoralHead) -> float:

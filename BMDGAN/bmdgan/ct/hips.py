@@ -177,8 +177,11 @@ def find_hips(ct: Volume, smooth: np.ndarray | None = None) -> list[Hip]:
     pairs: list[tuple[FemoralHead, Shaft | None]] = []
     for shaft in shafts:
         starts = [start for start in candidates.hough + seeds_near_shaft_ends(shaft) if _may_fit(start, shaft)]
-        heads = [h for h in candidates.heads(starts)
-                 if fits_shaft(h, shaft) and _far_from(h, [p[0] for p in pairs], MIN_HIP_SEPARATION_MM)]
+        heads = [
+            h
+            for h in candidates.heads(starts)
+            if fits_shaft(h, shaft) and _far_from(h, [p[0] for p in pairs], MIN_HIP_SEPARATION_MM)
+        ]
         if heads:
             pairs.append((heads[0], shaft))
     if len(pairs) < 2:
@@ -196,8 +199,9 @@ def find_hips(ct: Volume, smooth: np.ndarray | None = None) -> list[Hip]:
         side = side_of(head, shaft)
         near = float((np.linalg.norm(metal - head.centre_lps, axis=1) < HIP_RADIUS_MM).sum() * voxel_cm3)
         if any(hip.side == side for hip in hips):
-            hips[0].notes.append(f"a second femoral head ({np.round(head.centre_lps, 1).tolist()} LPS mm) also read "
-                                 f"as {side}: not used")
+            hips[0].notes.append(
+                f"a second femoral head ({np.round(head.centre_lps, 1).tolist()} LPS mm) also read as {side}: not used"
+            )
             continue
         hips.append(Hip(side, head, shaft, near, centred=shaft is not None))
     return sorted(hips, key=lambda hip: (hip.metal_near_cm3 > MIN_IMPLANT_CM3, -hip.score))
@@ -205,9 +209,12 @@ def find_hips(ct: Volume, smooth: np.ndarray | None = None) -> list[Hip]:
 
 def no_head_error(ct: Volume) -> InputError:
     """The refusal when no femoral head is in view."""
-    return InputError(ct.source or None, "no femoral head was found in the field of view (a head more than "
-                      f"{100 - int(100 * MIN_IN_VIEW)} % outside the scan, or not in its socket, is not used)",
-                      "give a CT that covers the whole hip joint, or a femur segmentation and the landmarks")
+    return InputError(
+        ct.source or None,
+        "no femoral head was found in the field of view (a head more than "
+        f"{100 - int(100 * MIN_IN_VIEW)} % outside the scan, or not in its socket, is not used)",
+        "give a CT that covers the whole hip joint, or a femur segmentation and the landmarks",
+    )
 
 
 def present_sides(hips: list[Hip]) -> list[str]:
@@ -230,9 +237,12 @@ def select_hips(hips: list[Hip], side: str, ct: Volume) -> list[Hip]:
     chosen = [hip for hip in hips if hip.side == side]
     if not chosen:
         present = present_sides(hips)
-        raise InputError(ct.source or None, f"no {side} hip in this CT: the femoral head in view is the "
-                         f"{' and '.join(present)} one (sides present: {', '.join(present)})",
-                         f"ask for --side {present[0]}, or give a CT that holds the {side} hip")
+        raise InputError(
+            ct.source or None,
+            f"no {side} hip in this CT: the femoral head in view is the "
+            f"{' and '.join(present)} one (sides present: {', '.join(present)})",
+            f"ask for --side {present[0]}, or give a CT that holds the {side} hip",
+        )
     return chosen
 
 

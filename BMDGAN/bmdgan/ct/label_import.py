@@ -55,8 +55,11 @@ def guess_convention(values: set[int]) -> str:
     ranked = sorted(present.items(), key=lambda item: -item[1])
     if ranked[0][1] >= 2 and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):
         return ranked[0][0]
-    raise InputError(None, f"cannot tell which label convention this map uses (values {sorted(values)[:12]}...)",
-                     "give --label-map totalsegmentator-v1 or totalsegmentator-v2, or a project label map (1 pelvis, 2 femur)")
+    raise InputError(
+        None,
+        f"cannot tell which label convention this map uses (values {sorted(values)[:12]}...)",
+        "give --label-map totalsegmentator-v1 or totalsegmentator-v2, or a project label map (1 pelvis, 2 femur)",
+    )
 
 
 def _seg_nrrd_names(path: Path) -> dict[int, str]:
@@ -85,13 +88,17 @@ def _compose(masks: dict[str, np.ndarray | None], side: str, bilateral: bool) ->
     extra = {}
     if bilateral:
         other = _other(side)
-        extra = {"other_femur": masks.get(f"femur_{other}"), "other_pelvis": masks.get(f"hip_{other}"),
-                 "sacrum": masks.get("sacrum")}
+        extra = {
+            "other_femur": masks.get(f"femur_{other}"),
+            "other_pelvis": masks.get(f"hip_{other}"),
+            "sacrum": masks.get("sacrum"),
+        }
     return L.compose(masks.get(f"hip_{side}"), masks[f"femur_{side}"], **extra)
 
 
-def load_segmentation(paths: list[str | Path], ct: Volume, side: str, convention: str = "auto",
-                      bilateral: bool = False) -> Volume:
+def load_segmentation(
+    paths: list[str | Path], ct: Volume, side: str, convention: str = "auto", bilateral: bool = False
+) -> Volume:
     """A label map in the project convention on the CT's grid, for the femur of ``side`` ('left'/'right').
 
     ``paths``: one multilabel file, or TotalSegmentator single-structure files (any of femur_<side>,
@@ -101,36 +108,55 @@ def load_segmentation(paths: list[str | Path], ct: Volume, side: str, convention
     """
     paths = [Path(p) for p in paths]
     if side not in ("left", "right"):
-        raise InputError(None, f"side must be 'left' or 'right' to pick structures from a segmentation, got '{side}'",
-                         "give --side left or --side right")
+        raise InputError(
+            None,
+            f"side must be 'left' or 'right' to pick structures from a segmentation, got '{side}'",
+            "give --side left or --side right",
+        )
     structures = {_structure_name(p): p for p in paths if _structure_name(p)}
     if structures:
         if f"femur_{side}" not in structures:
-            raise InputError(paths[0], f"no femur_{side} file among the given segmentation files",
-                             f"add femur_{side}.nii.gz or choose the other side")
+            raise InputError(
+                paths[0],
+                f"no femur_{side} file among the given segmentation files",
+                f"add femur_{side}.nii.gz or choose the other side",
+            )
         wanted = {f"femur_{side}", f"hip_{side}"}
         if bilateral:
             wanted |= {f"femur_{_other(side)}", f"hip_{_other(side)}", "sacrum"}
-        masks = {name: read_label_volume(path, like=ct).array > 0
-                 for name, path in structures.items() if name in wanted}
+        masks = {
+            name: read_label_volume(path, like=ct).array > 0 for name, path in structures.items() if name in wanted
+        }
         return ct.with_array(_compose(masks, side, bilateral), unit="label")
     if len(paths) != 1:
-        raise InputError(paths[0], "several segmentation files, but not named like TotalSegmentator's "
-                         "(femur_left, femur_right, hip_left, hip_right, sacrum)",
-                         "give one multilabel file or those files")
+        raise InputError(
+            paths[0],
+            "several segmentation files, but not named like TotalSegmentator's "
+            "(femur_left, femur_right, hip_left, hip_right, sacrum)",
+            "give one multilabel file or those files",
+        )
     path = paths[0]
     volume = read_label_volume(path, like=ct)
     values = set(int(v) for v in np.unique(volume.array))
     if path.name.lower().endswith(".seg.nrrd"):
         names = _seg_nrrd_names(path)
-        aliases = {f"femur_{side}": (f"femur_{side}", "femur"), f"hip_{side}": (f"hip_{side}", "pelvis", "hip"),
-                   f"femur_{_other(side)}": (f"femur_{_other(side)}",), f"hip_{_other(side)}": (f"hip_{_other(side)}",),
-                   "sacrum": ("sacrum",)}
-        masks = {structure: np.isin(volume.array, [v for v, n in names.items() if n in accepted])
-                 for structure, accepted in aliases.items()}
+        aliases = {
+            f"femur_{side}": (f"femur_{side}", "femur"),
+            f"hip_{side}": (f"hip_{side}", "pelvis", "hip"),
+            f"femur_{_other(side)}": (f"femur_{_other(side)}",),
+            f"hip_{_other(side)}": (f"hip_{_other(side)}",),
+            "sacrum": ("sacrum",),
+        }
+        masks = {
+            structure: np.isin(volume.array, [v for v, n in names.items() if n in accepted])
+            for structure, accepted in aliases.items()
+        }
         if not masks[f"femur_{side}"].any():
-            raise InputError(path, f"no segment named femur_{side} in the segmentation",
-                             "name the femur segment femur_left/femur_right")
+            raise InputError(
+                path,
+                f"no segment named femur_{side} in the segmentation",
+                "name the femur segment femur_left/femur_right",
+            )
         return ct.with_array(_compose(masks, side, bilateral), unit="label")
     convention = guess_convention(values) if convention == "auto" else convention
     if convention == "project":
@@ -142,9 +168,14 @@ def load_segmentation(paths: list[str | Path], ct: Volume, side: str, convention
         return ct.with_array(label_map, unit="label")
     mapping = label_maps().get(convention)
     if mapping is None:
-        raise InputError(path, f"unknown label convention '{convention}'", f"use project or one of {', '.join(label_maps())}")
+        raise InputError(
+            path, f"unknown label convention '{convention}'", f"use project or one of {', '.join(label_maps())}"
+        )
     masks = {structure: volume.array == value for structure, value in mapping.items()}
     if not masks[f"femur_{side}"].any():
-        raise InputError(path, f"no femur_{side} (label {mapping[f'femur_{side}']}) in the segmentation",
-                         "choose the other side or check the label convention")
+        raise InputError(
+            path,
+            f"no femur_{side} (label {mapping[f'femur_{side}']}) in the segmentation",
+            "choose the other side or check the label convention",
+        )
     return ct.with_array(_compose(masks, side, bilateral), unit="label")

@@ -30,8 +30,15 @@ OTHER_FEMUR = 4
 OTHER_PELVIS = 5
 SACRUM = 6
 
-NAMES = {BACKGROUND: "background", PELVIS: "pelvis", FEMUR: "femur", PF_REGION: "proximal femur region",
-         OTHER_FEMUR: "femur (other side)", OTHER_PELVIS: "pelvis (other side)", SACRUM: "sacrum"}
+NAMES = {
+    BACKGROUND: "background",
+    PELVIS: "pelvis",
+    FEMUR: "femur",
+    PF_REGION: "proximal femur region",
+    OTHER_FEMUR: "femur (other side)",
+    OTHER_PELVIS: "pelvis (other side)",
+    SACRUM: "sacrum",
+}
 VALUES = frozenset(NAMES)
 """Every value a project label map may hold."""
 
@@ -46,9 +53,15 @@ def pelvis_mask(labels: np.ndarray) -> np.ndarray:
     return np.isin(labels, (PELVIS, OTHER_PELVIS, SACRUM))
 
 
-def compose(pelvis: np.ndarray | None, femur: np.ndarray, pf_region: np.ndarray | None = None, *,
-            other_femur: np.ndarray | None = None, other_pelvis: np.ndarray | None = None,
-            sacrum: np.ndarray | None = None) -> np.ndarray:
+def compose(
+    pelvis: np.ndarray | None,
+    femur: np.ndarray,
+    pf_region: np.ndarray | None = None,
+    *,
+    other_femur: np.ndarray | None = None,
+    other_pelvis: np.ndarray | None = None,
+    sacrum: np.ndarray | None = None,
+) -> np.ndarray:
     """Label map (uint8) from boolean masks. Where masks overlap, femurs win over hip bones and the sacrum,
     the measured side over the other side, the PF region over the femur."""
     labels = np.zeros(femur.shape, np.uint8)

@@ -37,8 +37,16 @@ from .head import FemoralHead, neck_direction
 from .sections import plane_basis, radial_extent, section
 from .shaft import Shaft
 
-LANDMARK_NAMES = ("femoral_head_centre", "neck_centre", "head_neck_superior", "head_neck_inferior",
-                  "head_neck_anterior", "head_neck_posterior", "shaft_2cm", "shaft_5cm")
+LANDMARK_NAMES = (
+    "femoral_head_centre",
+    "neck_centre",
+    "head_neck_superior",
+    "head_neck_inferior",
+    "head_neck_anterior",
+    "head_neck_posterior",
+    "shaft_2cm",
+    "shaft_5cm",
+)
 JUNCTION_DEVIATION_MM = 1.5
 """The head-neck junction is where the surface first lies this far (mm) outside the head sphere."""
 LESSER_TROCHANTER_BUMP_MM = 7.0
@@ -91,8 +99,9 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def refine_shaft_axis(femur: np.ndarray, geometry: VolumeGeometry, shaft: Shaft,
-                      head_centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def refine_shaft_axis(
+    femur: np.ndarray, geometry: VolumeGeometry, shaft: Shaft, head_centre: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Axis point and unit direction (pointing to the head) from centroids of shaft sections (mm)."""
     direction = shaft.direction if shaft.position(head_centre) > (shaft.t_min + shaft.t_max) / 2 else -shaft.direction
     head_t = float((head_centre - shaft.point_lps) @ direction)
@@ -115,8 +124,9 @@ def refine_shaft_axis(femur: np.ndarray, geometry: VolumeGeometry, shaft: Shaft,
     return middle, axis
 
 
-def _neck(femur: np.ndarray, geometry: VolumeGeometry, centre: np.ndarray, radius: float,
-          start_direction: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _neck(
+    femur: np.ndarray, geometry: VolumeGeometry, centre: np.ndarray, radius: float, start_direction: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Neck axis (unit), neck centre (LPS mm) and its section area (mm2), iterating centroid -> axis."""
     axis = _unit(start_direction)
     neck_centre, area = centre + 1.5 * radius * axis, np.inf
@@ -127,16 +137,25 @@ def _neck(femur: np.ndarray, geometry: VolumeGeometry, centre: np.ndarray, radiu
         if not np.isfinite(areas).any():  # every section touches the edge of the scan: use them as they are
             areas = np.array([c.area_mm2 if c.found else np.inf for c in cuts])
         if not np.isfinite(areas).any():
-            raise InputError(None, "no femoral neck was found next to the head",
-                             "give the neck centre as a landmark, or check the femur label")
+            raise InputError(
+                None,
+                "no femoral neck was found next to the head",
+                "give the neck centre as a landmark, or check the femur label",
+            )
         best = int(np.argmin(areas))
         neck_centre, area = cuts[best].centroid_lps, float(areas[best])
         axis = _unit(neck_centre - centre)
     return axis, neck_centre, area
 
 
-def _junction(femur: np.ndarray, geometry: VolumeGeometry, centre: np.ndarray, radius: float,
-              axis: np.ndarray, direction: np.ndarray) -> np.ndarray | None:
+def _junction(
+    femur: np.ndarray,
+    geometry: VolumeGeometry,
+    centre: np.ndarray,
+    radius: float,
+    axis: np.ndarray,
+    direction: np.ndarray,
+) -> np.ndarray | None:
     """Point (LPS mm) where the surface leaves the head sphere, walking along the neck axis on one side.
 
     The sphere is the label's own: its radius on this side is measured near the centre (the first third
@@ -144,11 +163,12 @@ def _junction(femur: np.ndarray, geometry: VolumeGeometry, centre: np.ndarray, r
     """
     steps = np.arange(0.0, radius + 0.25, 0.5)
     bases = centre + steps[:, None] * axis
-    extents = np.array([float(radial_extent(femur, geometry, base, direction[None, :], max_mm=radius + 15.0)[0])
-                        for base in bases])
+    extents = np.array(
+        [float(radial_extent(femur, geometry, base, direction[None, :], max_mm=radius + 15.0)[0]) for base in bases]
+    )
     near_centre = steps <= radius / 3
     side_radius = float(np.median(np.sqrt(extents[near_centre] ** 2 + steps[near_centre] ** 2)))
-    sphere = np.sqrt(np.clip(side_radius ** 2 - steps ** 2, 0.0, None))
+    sphere = np.sqrt(np.clip(side_radius**2 - steps**2, 0.0, None))
     leaving = np.nonzero((extents - sphere > JUNCTION_DEVIATION_MM) & ~near_centre)[0]
     if len(leaving) == 0:
         return None
@@ -156,9 +176,15 @@ def _junction(femur: np.ndarray, geometry: VolumeGeometry, centre: np.ndarray, r
     return bases[first] + extents[first] * direction
 
 
-def _lesser_trochanter(femur: np.ndarray, geometry: VolumeGeometry, axis_point: np.ndarray,
-                       proximal: np.ndarray, medial: np.ndarray, head_level: float,
-                       shaft_low_level: float) -> tuple[float, np.ndarray, np.ndarray] | None:
+def _lesser_trochanter(
+    femur: np.ndarray,
+    geometry: VolumeGeometry,
+    axis_point: np.ndarray,
+    proximal: np.ndarray,
+    medial: np.ndarray,
+    head_level: float,
+    shaft_low_level: float,
+) -> tuple[float, np.ndarray, np.ndarray] | None:
     """Level (mm along the axis), LPS point of the lesser trochanter's tip and its unit direction from the
     axis, or None if not seen.
 
@@ -174,14 +200,13 @@ def _lesser_trochanter(femur: np.ndarray, geometry: VolumeGeometry, axis_point: 
     levels = np.arange(max(shaft_low_level, head_level - 120.0), head_level - 20.0, 1.0)
     if len(levels) < 40:
         return None
-    extents = np.array([radial_extent(femur, geometry, axis_point + level * proximal, directions)
-                        for level in levels])
+    extents = np.array([radial_extent(femur, geometry, axis_point + level * proximal, directions) for level in levels])
     extents = ndimage.median_filter(extents, size=(5, 3), mode="nearest")
     baseline = np.median(extents[levels < levels[0] + 20.0], axis=0)
     bump = extents - baseline[None, :]
     strongest = bump.max(axis=1)
     above = strongest > LESSER_TROCHANTER_BUMP_MM
-    lasting = np.array([above[n:n + 6].all() for n in range(len(levels))])
+    lasting = np.array([above[n : n + 6].all() for n in range(len(levels))])
     starts = np.nonzero(lasting)[0]
     if len(starts) == 0 or starts[0] == 0:
         return None
@@ -201,8 +226,9 @@ def _lesser_trochanter(femur: np.ndarray, geometry: VolumeGeometry, axis_point: 
     return level, tip, bulge / np.linalg.norm(bulge)
 
 
-def estimate_landmarks(femur: np.ndarray, geometry: VolumeGeometry, head: FemoralHead,
-                       shaft: Shaft | None) -> Landmarks:
+def estimate_landmarks(
+    femur: np.ndarray, geometry: VolumeGeometry, head: FemoralHead, shaft: Shaft | None
+) -> Landmarks:
     """All landmarks that can be found; missing ones are listed in ``notes`` (see :meth:`Landmarks.missing`)."""
     femur = np.asarray(femur, np.float32)
     centre, radius = head.centre_lps, head.radius_mm
@@ -230,9 +256,15 @@ def estimate_landmarks(femur: np.ndarray, geometry: VolumeGeometry, head: Femora
     neck_axis, neck_centre, _ = _neck(femur, geometry, centre, radius, neck_start)
     points["neck_centre"] = neck_centre
     if axis_point is not None:
-        lt = _lesser_trochanter(femur, geometry, axis_point, proximal, medial,
-                                float((centre - axis_point) @ proximal),
-                                _lowest_level(femur, geometry, axis_point, proximal))
+        lt = _lesser_trochanter(
+            femur,
+            geometry,
+            axis_point,
+            proximal,
+            medial,
+            float((centre - axis_point) @ proximal),
+            _lowest_level(femur, geometry, axis_point, proximal),
+        )
     else:
         lt = None
     posterior = None
@@ -248,7 +280,9 @@ def estimate_landmarks(femur: np.ndarray, geometry: VolumeGeometry, head: Femora
             if cut.found and 150.0 < cut.area_mm2 < 2500.0 and grid.inside_grid(femur.shape, geometry, where[None])[0]:
                 points[name] = cut.centroid_lps
             else:
-                notes.append(f"{name}: the shaft {distance:.0f} mm below the lesser trochanter is outside the field of view")
+                notes.append(
+                    f"{name}: the shaft {distance:.0f} mm below the lesser trochanter is outside the field of view"
+                )
     elif axis_point is not None:
         notes.append("lesser trochanter not found: the shaft points cannot be placed")
     # head-neck junction: superior = towards proximal, anterior = away from the lesser trochanter
@@ -258,10 +292,16 @@ def estimate_landmarks(femur: np.ndarray, geometry: VolumeGeometry, head: Femora
         anterior = other if other @ posterior < 0 else -other
     else:
         anterior = other
-        notes.append("anterior/posterior not known from anatomy (no lesser trochanter): head-neck points "
-                     "'anterior'/'posterior' may be swapped")
-    for name, direction in (("head_neck_superior", superior), ("head_neck_inferior", -superior),
-                            ("head_neck_anterior", anterior), ("head_neck_posterior", -anterior)):
+        notes.append(
+            "anterior/posterior not known from anatomy (no lesser trochanter): head-neck points "
+            "'anterior'/'posterior' may be swapped"
+        )
+    for name, direction in (
+        ("head_neck_superior", superior),
+        ("head_neck_inferior", -superior),
+        ("head_neck_anterior", anterior),
+        ("head_neck_posterior", -anterior),
+    ):
         point = _junction(femur, geometry, centre, radius, neck_axis, direction)
         if point is None:
             notes.append(f"{name}: the surface never leaves the head sphere on that side")
@@ -272,15 +312,16 @@ def estimate_landmarks(femur: np.ndarray, geometry: VolumeGeometry, head: Femora
     if posterior is not None:
         side_from_handedness = "right" if np.cross(medial, posterior) @ proximal > 0 else "left"
         if side_from_handedness != side:
-            notes.append(f"side: the header's left-right axis says {side}, the handedness of the bone "
-                         f"(lesser trochanter) says {side_from_handedness}: the volume may be stored mirrored, "
-                         "or the lesser trochanter was misread")
+            notes.append(
+                f"side: the header's left-right axis says {side}, the handedness of the bone "
+                f"(lesser trochanter) says {side_from_handedness}: the volume may be stored mirrored, "
+                "or the lesser trochanter was misread"
+            )
     frame = FemurFrame(proximal, medial, posterior, side, side_from_handedness)
     return Landmarks(points, radius, frame, axis_point, lt_point, notes)
 
 
-def _lowest_level(femur: np.ndarray, geometry: VolumeGeometry, axis_point: np.ndarray,
-                  proximal: np.ndarray) -> float:
+def _lowest_level(femur: np.ndarray, geometry: VolumeGeometry, axis_point: np.ndarray, proximal: np.ndarray) -> float:
     """Most distal level (mm along the axis from ``axis_point``) at which the femur is still in view."""
     for level in np.arange(-300.0, 0.0, 2.0):
         where = axis_point + level * proximal

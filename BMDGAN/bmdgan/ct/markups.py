@@ -22,37 +22,45 @@ SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/main/Modules/Loadable/
 RAS_FROM_LPS = np.array([-1.0, -1.0, 1.0])
 
 
-def write_mrk_json(points_lps: dict[str, np.ndarray], path: str | Path, name: str = "BMDGAN landmarks",
-                   descriptions: dict[str, str] | None = None) -> Path:
+def write_mrk_json(
+    points_lps: dict[str, np.ndarray],
+    path: str | Path,
+    name: str = "BMDGAN landmarks",
+    descriptions: dict[str, str] | None = None,
+) -> Path:
     """Write named LPS points (mm) as a Slicer fiducial markups file."""
     control_points = []
     for index, (label, point) in enumerate(points_lps.items()):
-        control_points.append({
-            "id": str(index + 1),
-            "label": label,
-            "description": (descriptions or {}).get(label, ""),
-            "associatedNodeID": "",
-            "position": [float(v) for v in point],
-            "orientation": [-1.0, -0.0, -0.0, -0.0, -1.0, -0.0, 0.0, 0.0, 1.0],
-            "selected": True,
-            "locked": False,
-            "visibility": True,
-            "positionStatus": "defined",
-        })
+        control_points.append(
+            {
+                "id": str(index + 1),
+                "label": label,
+                "description": (descriptions or {}).get(label, ""),
+                "associatedNodeID": "",
+                "position": [float(v) for v in point],
+                "orientation": [-1.0, -0.0, -0.0, -0.0, -1.0, -0.0, 0.0, 0.0, 1.0],
+                "selected": True,
+                "locked": False,
+                "visibility": True,
+                "positionStatus": "defined",
+            }
+        )
     record = {
         "@schema": SCHEMA,
-        "markups": [{
-            "type": "Fiducial",
-            "coordinateSystem": "LPS",
-            "coordinateUnits": "mm",
-            "locked": False,
-            "fixedNumberOfControlPoints": False,
-            "labelFormat": "%N-%d",
-            "lastUsedControlPointNumber": len(control_points),
-            "controlPoints": control_points,
-            "measurements": [],
-            "display": {"visibility": True, "glyphScale": 3.0, "textScale": 3.0},
-        }],
+        "markups": [
+            {
+                "type": "Fiducial",
+                "coordinateSystem": "LPS",
+                "coordinateUnits": "mm",
+                "locked": False,
+                "fixedNumberOfControlPoints": False,
+                "labelFormat": "%N-%d",
+                "lastUsedControlPointNumber": len(control_points),
+                "controlPoints": control_points,
+                "measurements": [],
+                "display": {"visibility": True, "glyphScale": 3.0, "textScale": 3.0},
+            }
+        ],
     }
     path = Path(path)
     if not path.name.endswith(".mrk.json"):
@@ -69,7 +77,9 @@ def read_mrk_json(path: str | Path) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise InputError(path, "does not exist", "check the path") from None
     except (ValueError, KeyError, IndexError, TypeError):
-        raise InputError(path, "is not a Slicer markups JSON file", "save the landmarks from Slicer as .mrk.json") from None
+        raise InputError(
+            path, "is not a Slicer markups JSON file", "save the landmarks from Slicer as .mrk.json"
+        ) from None
     system = str(markup.get("coordinateSystem", "LPS")).upper()
     if system not in ("LPS", "RAS"):
         raise InputError(path, f"unknown coordinate system '{system}'", "save the markups in LPS or RAS")
@@ -90,8 +100,9 @@ def write_fcsv(points_lps: dict[str, np.ndarray], path: str | Path) -> Path:
     writer = csv.writer(text, lineterminator="\n")
     for index, (label, point) in enumerate(points_lps.items()):
         ras = np.asarray(point, float) * RAS_FROM_LPS
-        writer.writerow([f"vtkMRMLMarkupsFiducialNode_{index}", *(f"{v:.4f}" for v in ras), 0, 0, 0, 1, 1, 1, 0,
-                         label, "", ""])
+        writer.writerow(
+            [f"vtkMRMLMarkupsFiducialNode_{index}", *(f"{v:.4f}" for v in ras), 0, 0, 0, 1, 1, 1, 0, label, "", ""]
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(".partial-" + path.name)
@@ -123,8 +134,12 @@ def read_fcsv(path: str | Path) -> dict[str, np.ndarray]:
         try:
             position = np.array([float(row["x"]), float(row["y"]), float(row["z"])])
         except (KeyError, ValueError):
-            raise InputError(path, f"cannot read a point from the line '{line[:60]}'", "save the points from Slicer") from None
-        points[row.get("label") or row.get("id", str(len(points)))] = position if system == "LPS" else position * RAS_FROM_LPS
+            raise InputError(
+                path, f"cannot read a point from the line '{line[:60]}'", "save the points from Slicer"
+            ) from None
+        points[row.get("label") or row.get("id", str(len(points)))] = (
+            position if system == "LPS" else position * RAS_FROM_LPS
+        )
     return points
 
 

@@ -96,8 +96,9 @@ def _sampling_box(ct: Volume, frame: NeutralFrame, axes: list[np.ndarray]) -> tu
     return tuple(slice(int(a), int(max(b, a + 1))) for a, b in zip(low, high))
 
 
-def _resample_to_frame(values: np.ndarray, ct: Volume, frame: NeutralFrame, femur: np.ndarray,
-                       region: PFRegion, axes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _resample_to_frame(
+    values: np.ndarray, ct: Volume, frame: NeutralFrame, femur: np.ndarray, region: PFRegion, axes: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Density and PF-region weight (0..1) on a frame-aligned grid (axes lateral, ap, up) around the region.
 
     The femur label is interpolated and multiplied by the exact cut planes, so the projected outline
@@ -105,8 +106,12 @@ def _resample_to_frame(values: np.ndarray, ct: Volume, frame: NeutralFrame, femu
     :func:`_sampling_box` (same result: every sample lies inside it).
     """
     u, v, w = np.meshgrid(*[a.astype(np.float32) for a in axes], indexing="ij")  # lateral, ap, up
-    points = (frame.origin.astype(np.float32) + u[..., None] * frame.lateral.astype(np.float32)
-              + v[..., None] * frame.ap.astype(np.float32) + w[..., None] * frame.up.astype(np.float32))
+    points = (
+        frame.origin.astype(np.float32)
+        + u[..., None] * frame.lateral.astype(np.float32)
+        + v[..., None] * frame.ap.astype(np.float32)
+        + w[..., None] * frame.up.astype(np.float32)
+    )
     cuts = region.inside_cuts(points).astype(np.float32)
     kji = grid.lps_to_index(ct.geometry, points.reshape(-1, 3)).T
     sampled = ndimage.map_coordinates(values, kji, order=1, mode="constant", cval=0.0).reshape(u.shape)
@@ -115,8 +120,14 @@ def _resample_to_frame(values: np.ndarray, ct: Volume, frame: NeutralFrame, femu
     return sampled * cuts, weight * cuts
 
 
-def measure_pf(ct: Volume, femur: np.ndarray, region: PFRegion, landmarks: Landmarks, calibration: Calibration,
-               metal: np.ndarray | None = None) -> PFMeasurement:
+def measure_pf(
+    ct: Volume,
+    femur: np.ndarray,
+    region: PFRegion,
+    landmarks: Landmarks,
+    calibration: Calibration,
+    metal: np.ndarray | None = None,
+) -> PFMeasurement:
     """vBMD, CT-aBMD, volume and projected area of the PF region of ``femur`` (see the module docstring)."""
     frame = neutral_frame(landmarks)
     step = PROJECTION_PIXEL_MM

@@ -19,14 +19,21 @@ from . import labels as L
 from .measurement import neutral_frame
 from .pipeline import CTAnalysis
 
-LANDMARK_SHORT = {"femoral_head_centre": "FHC", "neck_centre": "NC", "head_neck_superior": "S",
-                  "head_neck_inferior": "I", "head_neck_anterior": "A", "head_neck_posterior": "P",
-                  "shaft_2cm": "2cm", "shaft_5cm": "5cm"}
+LANDMARK_SHORT = {
+    "femoral_head_centre": "FHC",
+    "neck_centre": "NC",
+    "head_neck_superior": "S",
+    "head_neck_inferior": "I",
+    "head_neck_anterior": "A",
+    "head_neck_posterior": "P",
+    "shaft_2cm": "2cm",
+    "shaft_5cm": "5cm",
+}
 
 
 def _plane_image(volume: np.ndarray, geometry, origin, right, down, size_px, pixel_mm, order=1):
     """Sample a volume on a plane: pixel (row, col) at origin + col*pixel*right + row*pixel*down."""
-    rows, cols = np.mgrid[0:size_px[0], 0:size_px[1]]
+    rows, cols = np.mgrid[0 : size_px[0], 0 : size_px[1]]
     points = origin + (cols[..., None] * right + rows[..., None] * down) * pixel_mm
     kji = grid.lps_to_index(geometry, points.reshape(-1, 3)).T
     values = ndimage.map_coordinates(np.asarray(volume, np.float32), kji, order=order, mode="constant", cval=np.nan)
@@ -95,12 +102,28 @@ def write_montage(analysis: CTAnalysis, path: str | Path, case_name: str = "") -
     corner = grid.index_to_lps(ct.geometry, np.zeros((1, 3)))[0]
     through = (centre - corner) @ j_axis
     coronal_origin = corner + through * j_axis + extent_mm[2] * k_axis
-    _draw_view(axes[1], analysis, coronal_origin, i_axis, -k_axis,
-               (int(extent_mm[2] / pixel), int(extent_mm[0] / pixel)), pixel, "stored coronal slice (k up)")
+    _draw_view(
+        axes[1],
+        analysis,
+        coronal_origin,
+        i_axis,
+        -k_axis,
+        (int(extent_mm[2] / pixel), int(extent_mm[0] / pixel)),
+        pixel,
+        "stored coronal slice (k up)",
+    )
     level = (neck_centre - corner) @ k_axis
     axial_origin = corner + level * k_axis
-    _draw_view(axes[2], analysis, axial_origin, i_axis, j_axis,
-               (int(extent_mm[1] / pixel), int(extent_mm[0] / pixel)), pixel, "stored axial slice at the neck centre")
+    _draw_view(
+        axes[2],
+        analysis,
+        axial_origin,
+        i_axis,
+        j_axis,
+        (int(extent_mm[1] / pixel), int(extent_mm[0] / pixel)),
+        pixel,
+        "stored axial slice at the neck centre",
+    )
     # (4) projection
     m = analysis.measurement
     shown = axes[3].imshow(m.projection_g_cm2, cmap="magma", vmin=0, vmax=max(2.0, float(m.projection_g_cm2.max())))
@@ -110,9 +133,11 @@ def write_montage(analysis: CTAnalysis, path: str | Path, case_name: str = "") -
     axes[3].set_yticks([])
     calibration = analysis.calibration.method
     notes = "; ".join(analysis.notes)[:220]
-    figure.suptitle(f"{case_name}  side {analysis.side}  vBMD {m.qct_vbmd_mg_cm3:.1f} mg/cm3  "
-                    f"aBMD {m.ct_abmd_g_cm2:.3f} g/cm2  PF {m.pf_volume_cm3:.1f} cm3  [{calibration}]\n{notes}",
-                    fontsize=8)
+    figure.suptitle(
+        f"{case_name}  side {analysis.side}  vBMD {m.qct_vbmd_mg_cm3:.1f} mg/cm3  "
+        f"aBMD {m.ct_abmd_g_cm2:.3f} g/cm2  PF {m.pf_volume_cm3:.1f} cm3  [{calibration}]\n{notes}",
+        fontsize=8,
+    )
     figure.tight_layout()
     return _save(figure, path)
 
@@ -127,15 +152,19 @@ def write_failure_montage(ct, path: str | Path, case_name: str, message: str) ->
     values = np.clip(ct.array, -200, 1500)
     spacing = grid.spacing_kji(ct.geometry)
     figure, axes = plt.subplots(1, 3, figsize=(15, 5.2))
-    for axis, (projection, aspect, title) in zip(axes, (
+    for axis, (projection, aspect, title) in zip(
+        axes,
+        (
             (values.max(axis=1)[::-1], spacing[0] / spacing[2], "coronal MIP (k up)"),
             (values.max(axis=2)[::-1], spacing[0] / spacing[1], "sagittal MIP (k up)"),
-            (values.max(axis=0), spacing[1] / spacing[2], "axial MIP"))):
+            (values.max(axis=0), spacing[1] / spacing[2], "axial MIP"),
+        ),
+    ):
         axis.imshow(projection, cmap="gray", aspect=aspect)
         axis.set_title(title, fontsize=8)
         axis.set_xticks([])
         axis.set_yticks([])
-    wrapped = "\n".join(message[i:i + 150] for i in range(0, len(message), 150))
+    wrapped = "\n".join(message[i : i + 150] for i in range(0, len(message), 150))
     figure.suptitle(f"{case_name}: NOT MEASURED\n{wrapped}", fontsize=8, color="darkred")
     figure.tight_layout()
     return _save(figure, path)

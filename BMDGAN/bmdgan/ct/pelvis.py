@@ -210,12 +210,16 @@ def label_pelvis(ct: Volume, body: np.ndarray, femurs: dict[str, np.ndarray]) ->
     """
     femurs = {side: np.asarray(mask, bool) for side, mask in femurs.items() if mask is not None and np.any(mask)}
     if not femurs:
-        raise InputError(ct.source or None, "no femur mask: hip bones are found around the femoral heads",
-                         "segment the femur first (bmdgan segment)")
+        raise InputError(
+            ct.source or None,
+            "no femur mask: hip bones are found around the femoral heads",
+            "segment the femur first (bmdgan segment)",
+        )
     unknown = set(femurs) - {"left", "right"}
     if unknown:
-        raise InputError(None, f"femur sides must be 'left' or 'right', got {sorted(unknown)}",
-                         "name the sides left/right")
+        raise InputError(
+            None, f"femur sides must be 'left' or 'right', got {sorted(unknown)}", "name the sides left/right"
+        )
     shape = ct.array.shape
     z_of_k = _z_coordinates(ct.geometry, shape) * superior_sign(ct, femurs)
     head_top = float(np.mean([_head_top(mask, z_of_k) for mask in femurs.values()]))
@@ -236,8 +240,9 @@ def label_pelvis(ct: Volume, body: np.ndarray, femurs: dict[str, np.ndarray]) ->
     def coarse(mask: np.ndarray) -> np.ndarray:
         return grid.coarsen_in_plane(cropped.with_array(mask[box].astype(np.float32)), factors).array > 0.5
 
-    hips, sacrum, midline, notes = _label_work(work, coarse(body), {side: coarse(m) for side, m in femurs.items()},
-                                               z_of_k[box[0]], body_cut)
+    hips, sacrum, midline, notes = _label_work(
+        work, coarse(body), {side: coarse(m) for side, m in femurs.items()}, z_of_k[box[0]], body_cut
+    )
     keep = (ct.array[box] > MARROW_HU) & body[box]
     out_hip = {}
     for side, mask in hips.items():
@@ -252,8 +257,7 @@ def label_pelvis(ct: Volume, body: np.ndarray, femurs: dict[str, np.ndarray]) ->
     return PelvisLabels(out_hip, out_sacrum, midline, notes)
 
 
-def _label_work(sub: Volume, body: np.ndarray, femur_box: dict[str, np.ndarray], z_of_k: np.ndarray,
-                body_cut: bool):
+def _label_work(sub: Volume, body: np.ndarray, femur_box: dict[str, np.ndarray], z_of_k: np.ndarray, body_cut: bool):
     """:func:`label_pelvis` on the (coarse) pelvis box: hip masks by side, sacrum, midline x (mm; None if
     unknown), notes. ``z_of_k``: superior coordinate (mm) of each slice; ``body_cut``: the field of view cuts
     the body at the femoral heads' level (a crop: its centroid is not the midline)."""
@@ -270,16 +274,19 @@ def _label_work(sub: Volume, body: np.ndarray, femur_box: dict[str, np.ndarray],
 
     notes = []
     if len(femur_box) == 2:
-        midline = float(np.mean([_centroid_x(mask & (z > tops[side] - 20.0), sub.geometry)
-                                 for side, mask in femur_box.items()]))
+        midline = float(
+            np.mean([_centroid_x(mask & (z > tops[side] - 20.0), sub.geometry) for side, mask in femur_box.items()])
+        )
     elif not body_cut:
         side = next(iter(femur_box))
         midline = _centroid_x(body & (z > tops[side] - 40.0) & (z < tops[side]), sub.geometry)
         notes.append(f"one femur only ({side}): the midline is the body's centroid at the femoral head")
     else:
         midline = None
-        notes.append("one femur in a field of view that cuts the body: no midline, so no sacrum and only the "
-                     "hip bone connected to the acetabulum")
+        notes.append(
+            "one femur in a field of view that cuts the body: no midline, so no sacrum and only the "
+            "hip bone connected to the acetabulum"
+        )
 
     femur_zone = grid.dilate_mm(any_femur, FEMUR_MARGIN_MM, sub.geometry)
     bone &= ~femur_zone
@@ -301,8 +308,11 @@ def _label_work(sub: Volume, body: np.ndarray, femur_box: dict[str, np.ndarray],
         hip_seed |= pelvic_bone & lateral & (z > head_top) & (z < head_top + ILIUM_LEVEL_MM)
         body_y = np.nonzero(body.any(axis=(0, 2)))[0]
         middle_y = float(grid.index_to_lps(sub.geometry, np.array([[0, (body_y.min() + body_y.max()) / 2, 0]]))[0, 1])
-        sacral, lumbar = _spine_seeds(bone & (np.abs(x - midline) < SPINE_HALF_WIDTH_MM) & (y > middle_y),
-                                      (z > head_top + SACRUM_LEVEL_MM[0]) & (z < head_top + SACRUM_LEVEL_MM[1]), z)
+        sacral, lumbar = _spine_seeds(
+            bone & (np.abs(x - midline) < SPINE_HALF_WIDTH_MM) & (y > middle_y),
+            (z > head_top + SACRUM_LEVEL_MM[0]) & (z < head_top + SACRUM_LEVEL_MM[1]),
+            z,
+        )
         if not sacral.any():
             notes.append("no bone at the mid-sacrum's level on the midline: no sacrum")
     markers[hip_seed] = HIP_SEED

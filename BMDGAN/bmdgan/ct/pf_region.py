@@ -79,8 +79,11 @@ def head_plane(landmarks: Landmarks) -> Plane:
     """Plane through the head-neck junction points, its normal pointing away from the head."""
     missing = [name for name in JUNCTION_NAMES if name not in landmarks.points]
     if len(missing) > 1:
-        raise InputError(None, f"head-neck junction points missing: {', '.join(missing)}",
-                         "place the head-neck junction landmarks by hand (bmdgan landmarks --edit ...)")
+        raise InputError(
+            None,
+            f"head-neck junction points missing: {', '.join(missing)}",
+            "place the head-neck junction landmarks by hand (bmdgan landmarks --edit ...)",
+        )
     points = np.array([landmarks.points[name] for name in JUNCTION_NAMES if name in landmarks.points])
     if len(points) == 3:
         centroid = points.mean(axis=0)
@@ -107,8 +110,11 @@ def mask_box(mask: np.ndarray, margin_voxels: int = 2) -> tuple[slice, ...] | No
         occupied = np.nonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))[0]
         if len(occupied) == 0:
             return None
-        box.append(slice(max(int(occupied[0]) - margin_voxels, 0),
-                         min(int(occupied[-1]) + margin_voxels + 1, mask.shape[axis])))
+        box.append(
+            slice(
+                max(int(occupied[0]) - margin_voxels, 0), min(int(occupied[-1]) + margin_voxels + 1, mask.shape[axis])
+            )
+        )
     return tuple(box)
 
 
@@ -117,24 +123,48 @@ def pf_region(femur: np.ndarray, geometry: VolumeGeometry, landmarks: Landmarks)
     notes = []
     top = head_plane(landmarks)
     bottom = distal_plane(landmarks)
-    cuts = PFRegion(np.zeros(0, bool), top, bottom, False, head_centre_lps=landmarks.points["femoral_head_centre"],
-                    head_cut_reach_mm=HEAD_CUT_REACH * landmarks.head_radius_mm)
+    cuts = PFRegion(
+        np.zeros(0, bool),
+        top,
+        bottom,
+        False,
+        head_centre_lps=landmarks.points["femoral_head_centre"],
+        head_cut_reach_mm=HEAD_CUT_REACH * landmarks.head_radius_mm,
+    )
     box = mask_box(femur)
     where = np.argwhere(femur[box]) + [b.start for b in box] if box is not None else np.zeros((0, 3), int)
     keep = np.zeros(femur.shape, bool)
     keep[tuple(where[cuts.inside_cuts(grid.index_to_lps(geometry, where))].T)] = True
     if bottom is None:
-        notes.append("no distal cut (shaft 2 cm below the lesser trochanter not in view): the region ends "
-                     "at the edge of the scan and is incomplete")
+        notes.append(
+            "no distal cut (shaft 2 cm below the lesser trochanter not in view): the region ends "
+            "at the edge of the scan and is incomplete"
+        )
     region = np.zeros(femur.shape, bool)
     if box is not None:
         region[box] = grid.largest_component(keep[box])
     if not region.any():
-        raise InputError(None, "the PF region is empty after the cuts",
-                         "check the landmarks: the head-neck points must lie between the head and the shaft points")
-    on_edge = region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any() \
-        or region[:, :, 0].any() or region[:, :, -1].any()
+        raise InputError(
+            None,
+            "the PF region is empty after the cuts",
+            "check the landmarks: the head-neck points must lie between the head and the shaft points",
+        )
+    on_edge = (
+        region[0].any()
+        or region[-1].any()
+        or region[:, 0].any()
+        or region[:, -1].any()
+        or region[:, :, 0].any()
+        or region[:, :, -1].any()
+    )
     if on_edge:
         notes.append("the PF region touches the edge of the scan: part of it may be outside the field of view")
-    return PFRegion(region, top, bottom, complete=bottom is not None and not on_edge, notes=notes,
-                    head_centre_lps=cuts.head_centre_lps, head_cut_reach_mm=cuts.head_cut_reach_mm)
+    return PFRegion(
+        region,
+        top,
+        bottom,
+        complete=bottom is not None and not on_edge,
+        notes=notes,
+        head_centre_lps=cuts.head_centre_lps,
+        head_cut_reach_mm=cuts.head_cut_reach_mm,
+    )

@@ -77,8 +77,11 @@ def _air_peak(values: np.ndarray, low: float, high: float) -> float:
     counts, edges = np.histogram(values, bins=np.arange(low, high + 2.0, 2.0))
     smooth = ndimage.gaussian_filter1d(counts.astype(float), 2.0)
     centres = (edges[:-1] + edges[1:]) / 2
-    peaks = [i for i in range(len(smooth)) if smooth[i] > 0 and smooth[i] >= smooth[max(i - 1, 0)]
-             and smooth[i] >= smooth[min(i + 1, len(smooth) - 1)]]
+    peaks = [
+        i
+        for i in range(len(smooth))
+        if smooth[i] > 0 and smooth[i] >= smooth[max(i - 1, 0)] and smooth[i] >= smooth[min(i + 1, len(smooth) - 1)]
+    ]
     for i in peaks:
         near = np.abs(centres - centres[i]) <= AIR_PEAK_HALF_WIDTH_HU
         if counts[near].sum() >= AIR_PEAK_SHARE * counts.sum():
@@ -128,8 +131,9 @@ def tissue_values_from_labels(ct: Volume, labels: np.ndarray, names: dict[int, s
     return measured
 
 
-def phantomless_calibration(ct: Volume, measured: dict[str, float] | None = None,
-                            body: np.ndarray | None = None) -> Calibration:
+def phantomless_calibration(
+    ct: Volume, measured: dict[str, float] | None = None, body: np.ndarray | None = None
+) -> Calibration:
     """Internal calibration from reference tissues (measured automatically unless ``measured`` is given).
 
     ``body``: the body mask ``[k, j, i]`` if already computed (:func:`.body.body_mask`), else it is found.
@@ -147,18 +151,34 @@ def phantomless_calibration(ct: Volume, measured: dict[str, float] | None = None
     soft = [name for name in usable if name != "air"]
     if len(usable) < 2 or not soft:
         found = ", ".join(f"{n} {v:.0f} HU" for n, v in measured.items()) or "none"
-        raise CalibrationError(ct.source or None,
-                               f"not enough reference tissues for a phantomless calibration (found: {found}"
-                               + (f"; {'; '.join(rejected)}" if rejected else "") + ")",
-                               "give a calibration from a phantom, or tissue regions (air, adipose, muscle)")
+        raise CalibrationError(
+            ct.source or None,
+            f"not enough reference tissues for a phantomless calibration (found: {found}"
+            + (f"; {'; '.join(rejected)}" if rejected else "")
+            + ")",
+            "give a calibration from a phantom, or tissue regions (air, adipose, muscle)",
+        )
     names = sorted(usable, key=lambda n: EQUIVALENT_DENSITY_MG_CM3[n])
     hu = [usable[n] for n in names]
     density = [EQUIVALENT_DENSITY_MG_CM3[n] for n in names]
     a, b, r2 = linear_fit(density, hu)
     if a <= 0 or r2 < PHANTOMLESS_MIN_R2:
-        raise CalibrationError(ct.source or None, f"reference tissues do not fit a line (R2 = {r2:.3f})",
-                               "check the scan is in HU, or use a phantom calibration")
-    notes = [f"assumed hydroxyapatite sensitivity {NOMINAL_HU_PER_MG_CM3} HU per mg/cm3 (120 kVp nominal); "
-             "expected agreement with a phantom calibration about 5-10 %"] + rejected
-    return Calibration(slope=1.0 / a, intercept=-b / a, r2=r2, method="phantomless (internal: " + ", ".join(names) + ")",
-                       reference_names=names, reference_hu=hu, reference_density_mg_cm3=density, notes=notes)
+        raise CalibrationError(
+            ct.source or None,
+            f"reference tissues do not fit a line (R2 = {r2:.3f})",
+            "check the scan is in HU, or use a phantom calibration",
+        )
+    notes = [
+        f"assumed hydroxyapatite sensitivity {NOMINAL_HU_PER_MG_CM3} HU per mg/cm3 (120 kVp nominal); "
+        "expected agreement with a phantom calibration about 5-10 %"
+    ] + rejected
+    return Calibration(
+        slope=1.0 / a,
+        intercept=-b / a,
+        r2=r2,
+        method="phantomless (internal: " + ", ".join(names) + ")",
+        reference_names=names,
+        reference_hu=hu,
+        reference_density_mg_cm3=density,
+        notes=notes,
+    )

@@ -56,9 +56,12 @@ class ImplantError(InputError):
     def __init__(self, path, side: str, metal_cm3: float):
         self.side = side
         self.metal_cm3 = metal_cm3
-        super().__init__(path, f"the {side} hip has metal (an implant, {metal_cm3:.2f} cm3 over {METAL_HU:.0f} HU) "
-                               "in its proximal-femur region: not measured",
-                         "measure the other hip, or measure this one with the metal left out (--allow-metal)")
+        super().__init__(
+            path,
+            f"the {side} hip has metal (an implant, {metal_cm3:.2f} cm3 over {METAL_HU:.0f} HU) "
+            "in its proximal-femur region: not measured",
+            "measure the other hip, or measure this one with the metal left out (--allow-metal)",
+        )
 
 
 @dataclass
@@ -90,9 +93,14 @@ class CTAnalysis:
             array[self.region.mask & L.femur_mask(array)] = L.PF_REGION
             return self.ct.with_array(array, unit="label")
         other_side = next((side for side in self.pelvis.hip if side != self.side), None)
-        array = L.compose(self.pelvis.hip.get(self.side), self.segmentation.femur, self.region.mask,
-                          other_femur=self.other_femur, other_pelvis=self.pelvis.hip.get(other_side),
-                          sacrum=self.pelvis.sacrum)
+        array = L.compose(
+            self.pelvis.hip.get(self.side),
+            self.segmentation.femur,
+            self.region.mask,
+            other_femur=self.other_femur,
+            other_pelvis=self.pelvis.hip.get(other_side),
+            sacrum=self.pelvis.sacrum,
+        )
         return self.ct.with_array(array, unit="label")
 
 
@@ -156,10 +164,19 @@ def segmentation_from_labels(ct: Volume, label_volume: Volume) -> FemurSegmentat
     for hip in hip_search(ct).hips:
         index = np.round(_grid_index(ct, hip.head.centre_lps)).astype(int)
         if femur[tuple(np.clip(index, 0, np.array(femur.shape) - 1))]:
-            return FemurSegmentation(label_volume, _metal(ct), fitted_head(ct, hip), hip.shaft,
-                                     ["femur label given by the user"] + hip.notes, hip.side)
-    raise InputError(label_volume.source or None, "no femoral head was found inside the given femur label",
-                     "give the femoral head centre as a landmark, or check the segmentation's side")
+            return FemurSegmentation(
+                label_volume,
+                _metal(ct),
+                fitted_head(ct, hip),
+                hip.shaft,
+                ["femur label given by the user"] + hip.notes,
+                hip.side,
+            )
+    raise InputError(
+        label_volume.source or None,
+        "no femoral head was found inside the given femur label",
+        "give the femoral head centre as a landmark, or check the segmentation's side",
+    )
 
 
 def _grid_index(ct: Volume, point_lps: np.ndarray) -> np.ndarray:
@@ -174,8 +191,14 @@ def _calibration(ct: Volume) -> Calibration:
     return search.calibration
 
 
-def _analyse(ct: Volume, segmentation: FemurSegmentation, landmark_points: dict[str, np.ndarray] | None,
-             calibration: Calibration | None, allow_metal: bool, tell: Callable[[str], None]) -> CTAnalysis:
+def _analyse(
+    ct: Volume,
+    segmentation: FemurSegmentation,
+    landmark_points: dict[str, np.ndarray] | None,
+    calibration: Calibration | None,
+    allow_metal: bool,
+    tell: Callable[[str], None],
+) -> CTAnalysis:
     """Landmarks, PF region, calibration and measurement of one segmented hip."""
     notes = list(segmentation.notes)
     tell("landmarks")
@@ -190,8 +213,11 @@ def _analyse(ct: Volume, segmentation: FemurSegmentation, landmark_points: dict[
     missing = landmarks.missing()
     needed = [name for name in missing if name not in ("shaft_2cm", "shaft_5cm")]
     if needed:
-        raise InputError(ct.source or None, f"landmarks could not be found: {', '.join(needed)}",
-                         "give them by hand (a .mrk.json with those names)")
+        raise InputError(
+            ct.source or None,
+            f"landmarks could not be found: {', '.join(needed)}",
+            "give them by hand (a .mrk.json with those names)",
+        )
     tell("PF region")
     region = pf_region(segmentation.femur, ct.geometry, landmarks)
     notes += region.notes
@@ -203,8 +229,10 @@ def _analyse(ct: Volume, segmentation: FemurSegmentation, landmark_points: dict[
         raise ImplantError(ct.source or None, side, in_region_cm3)
     near_cm3 = float((metal & segmentation.femur).sum() * voxel_cm3) - in_region_cm3
     if near_cm3 > MIN_IMPLANT_CM3:
-        notes.append(f"metal in the {side} femur outside its PF region ({near_cm3:.2f} cm3): measured without it; "
-                     "check the montage")
+        notes.append(
+            f"metal in the {side} femur outside its PF region ({near_cm3:.2f} cm3): measured without it; "
+            "check the montage"
+        )
     tell("calibrate")
     if calibration is None:
         calibration = _calibration(ct)
@@ -216,9 +244,16 @@ def _analyse(ct: Volume, segmentation: FemurSegmentation, landmark_points: dict[
     return CTAnalysis(ct, segmentation, landmarks, region, calibration, measurement, notes)
 
 
-def analyse_ct(ct: Volume, *, label_volume: Volume | None = None, landmark_points: dict[str, np.ndarray] | None = None,
-               calibration: Calibration | None = None, side: str = "auto",
-               progress: Callable[[str], None] | None = None, allow_metal: bool = False) -> CTAnalysis:
+def analyse_ct(
+    ct: Volume,
+    *,
+    label_volume: Volume | None = None,
+    landmark_points: dict[str, np.ndarray] | None = None,
+    calibration: Calibration | None = None,
+    side: str = "auto",
+    progress: Callable[[str], None] | None = None,
+    allow_metal: bool = False,
+) -> CTAnalysis:
     """Run the CT steps (see the module docstring) on one hip; ``progress`` is called with each step's name.
 
     ``side``: 'left', 'right' or 'auto' (with ``label_volume``: the hip whose head lies in the given femur).
@@ -226,20 +261,36 @@ def analyse_ct(ct: Volume, *, label_volume: Volume | None = None, landmark_point
     if side == "both":
         raise InputError(None, "analyse_ct measures one hip", "use analyse_hips for every hip, or side left/right/auto")
     if label_volume is None:
-        return analyse_hips(ct, side=side, landmark_points=landmark_points, calibration=calibration,
-                            progress=progress, allow_metal=allow_metal)[0]
+        return analyse_hips(
+            ct,
+            side=side,
+            landmark_points=landmark_points,
+            calibration=calibration,
+            progress=progress,
+            allow_metal=allow_metal,
+        )[0]
     tell = progress or (lambda step: None)
     tell("segment")
     segmentation = segmentation_from_labels(ct, label_volume)
     if side in SIDES and segmentation.side != side:
-        raise InputError(label_volume.source or None, f"the given femur label is the {segmentation.side} femur, "
-                         f"not the {side} one", f"ask for --side {segmentation.side}, or give the {side} femur")
+        raise InputError(
+            label_volume.source or None,
+            f"the given femur label is the {segmentation.side} femur, not the {side} one",
+            f"ask for --side {segmentation.side}, or give the {side} femur",
+        )
     return _analyse(ct, segmentation, landmark_points, calibration, allow_metal, tell)
 
 
-def analyse_hips(ct: Volume, *, side: str = "both", landmark_points: dict[str, np.ndarray] | None = None,
-                 calibration: Calibration | None = None, progress: Callable[[str], None] | None = None,
-                 allow_metal: bool = False, refused: dict[str, str] | None = None) -> list[CTAnalysis]:
+def analyse_hips(
+    ct: Volume,
+    *,
+    side: str = "both",
+    landmark_points: dict[str, np.ndarray] | None = None,
+    calibration: Calibration | None = None,
+    progress: Callable[[str], None] | None = None,
+    allow_metal: bool = False,
+    refused: dict[str, str] | None = None,
+) -> list[CTAnalysis]:
     """Analyse the hips ``side`` asks for ('both': every hip, in ``SIDES`` order; 'auto': the first hip, in
     order of preference, without an implant in its PF region; 'left'/'right': that hip).
 
@@ -322,7 +373,8 @@ def measurement_record(analysis: CTAnalysis) -> dict:
         "landmarks_lps_mm": {name: [round(float(v), 2) for v in p] for name, p in landmarks.points.items()},
         "landmarks_source": landmarks.source,
         "head_radius_mm": round(float(landmarks.head_radius_mm), 2),
-        "lesser_trochanter_lps_mm": None if landmarks.lesser_trochanter_lps is None
+        "lesser_trochanter_lps_mm": None
+        if landmarks.lesser_trochanter_lps is None
         else [round(float(v), 2) for v in landmarks.lesser_trochanter_lps],
         "notes": analysis.notes,
     }

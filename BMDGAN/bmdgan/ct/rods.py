@@ -45,23 +45,33 @@ def _slice_axis(geometry) -> np.ndarray:
     return np.asarray(geometry.direction)[:, 2]
 
 
-def measure_rods_at_points(ct: Volume, points_lps: np.ndarray, radius_mm: float = ROD_MEASURE_RADIUS_MM,
-                           length_mm: float = ROD_MEASURE_LENGTH_MM) -> list[Rod]:
+def measure_rods_at_points(
+    ct: Volume,
+    points_lps: np.ndarray,
+    radius_mm: float = ROD_MEASURE_RADIUS_MM,
+    length_mm: float = ROD_MEASURE_LENGTH_MM,
+) -> list[Rod]:
     """Mean CT number in a cylinder (radius, length in mm, along the slice axis) around each LPS point."""
     axis = _slice_axis(ct.geometry)
     x, y, z = grid.voxel_lps_coordinates(ct.array.shape, ct.geometry)
     rods = []
     for point in np.asarray(points_lps, float).reshape(-1, 3):
         if not grid.inside_grid(ct.array.shape, ct.geometry, point[None])[0]:
-            raise CalibrationError(None, f"rod point {np.round(point, 1).tolist()} (LPS mm) is outside the scan",
-                                   "place the rod points on the rods in this CT")
+            raise CalibrationError(
+                None,
+                f"rod point {np.round(point, 1).tolist()} (LPS mm) is outside the scan",
+                "place the rod points on the rods in this CT",
+            )
         dx, dy, dz = x - point[0], y - point[1], z - point[2]
         along = dx * axis[0] + dy * axis[1] + dz * axis[2]
         radial2 = dx * dx + dy * dy + dz * dz - along * along
-        inside = (radial2 <= radius_mm ** 2) & (np.abs(along) <= length_mm / 2)
+        inside = (radial2 <= radius_mm**2) & (np.abs(along) <= length_mm / 2)
         if inside.sum() < 5:
-            raise CalibrationError(None, f"fewer than 5 voxels around rod point {np.round(point, 1).tolist()}",
-                                   "use a larger measuring radius or check the point")
+            raise CalibrationError(
+                None,
+                f"fewer than 5 voxels around rod point {np.round(point, 1).tolist()}",
+                "use a larger measuring radius or check the point",
+            )
         values = ct.array[inside]
         rods.append(Rod(point, float(values.mean()), float(values.std()), int(inside.sum())))
     return rods
@@ -70,7 +80,9 @@ def measure_rods_at_points(ct: Volume, points_lps: np.ndarray, radius_mm: float 
 def measure_rods_in_labels(ct: Volume, labels: np.ndarray) -> list[Rod]:
     """Mean CT number in each labelled rod (labels 1..n, eroded by one voxel to leave the rod's edge out)."""
     if labels.shape != ct.array.shape:
-        raise CalibrationError(None, "the rod label map is not on the CT's voxel grid", "export the rod labels from this CT")
+        raise CalibrationError(
+            None, "the rod label map is not on the CT's voxel grid", "export the rod labels from this CT"
+        )
     rods = []
     for value in sorted(int(v) for v in np.unique(labels) if v > 0):
         mask = labels == value
@@ -80,7 +92,9 @@ def measure_rods_in_labels(ct: Volume, labels: np.ndarray) -> list[Rod]:
         values = ct.array[use]
         rods.append(Rod(centre, float(values.mean()), float(values.std()), int(use.sum())))
     if not rods:
-        raise CalibrationError(None, "the rod label map has no labelled voxels", "label each rod with its own value 1..n")
+        raise CalibrationError(
+            None, "the rod label map has no labelled voxels", "label each rod with its own value 1..n"
+        )
     return rods
 
 
@@ -101,8 +115,11 @@ def detect_rods(ct: Volume, count: int) -> list[Rod]:
     pixel_mm = float(np.mean(ct.geometry.spacing_mm[:2]))
     median_image = np.median(ct.array, axis=0)
     spread = np.std(ct.array, axis=0)
-    noise = float(np.median(spread[(median_image > -200) & (median_image < 200)])) if np.any(
-        (median_image > -200) & (median_image < 200)) else 20.0
+    noise = (
+        float(np.median(spread[(median_image > -200) & (median_image < 200)]))
+        if np.any((median_image > -200) & (median_image < 200))
+        else 20.0
+    )
     noise_of_median = max(noise / np.sqrt(max(ct.array.shape[0], 1)) * 1.25, 2.0)
     body = _body_mask(median_image)
     background = ndimage.median_filter(median_image, size=int(round(2.5 * ROD_RADIUS_RANGE_MM[1] / pixel_mm)) | 1)
@@ -115,7 +132,7 @@ def detect_rods(ct: Volume, count: int) -> list[Rod]:
         labels, found = ndimage.label(spots)
         for index in range(1, found + 1):
             spot = labels == index
-            area_mm2 = spot.sum() * pixel_mm ** 2
+            area_mm2 = spot.sum() * pixel_mm**2
             radius = np.sqrt(area_mm2 / np.pi)
             if not (ROD_RADIUS_RANGE_MM[0] <= radius <= ROD_RADIUS_RANGE_MM[1]):
                 continue
@@ -132,10 +149,12 @@ def detect_rods(ct: Volume, count: int) -> list[Rod]:
             values = ct.array[:, core]
             candidates.append(Rod(centre, float(values.mean()), float(values.std()), int(values.size)))
     if len(candidates) < count:
-        raise CalibrationError(ct.source or None,
-                               f"found {len(candidates)} of the {count} phantom rods outside the body",
-                               "give the rods as points (--rod-points) or as a label map (--rod-labels), "
-                               "or use the phantomless calibration")
+        raise CalibrationError(
+            ct.source or None,
+            f"found {len(candidates)} of the {count} phantom rods outside the body",
+            "give the rods as points (--rod-points) or as a label map (--rod-labels), "
+            "or use the phantomless calibration",
+        )
     if len(candidates) > count:
         # keep the rods most alike in size: a phantom's rods share one diameter
         sizes = np.array([rod.voxels for rod in candidates], float)

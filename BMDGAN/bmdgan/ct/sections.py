@@ -37,8 +37,14 @@ class Section:
     """True when the piece reaches the edge of the field of view (its true area is unknown)."""
 
 
-def section(mask: np.ndarray, geometry: VolumeGeometry, point_lps: np.ndarray, normal: np.ndarray,
-            half_size_mm: float = 45.0, pixel_mm: float = 0.5) -> Section:
+def section(
+    mask: np.ndarray,
+    geometry: VolumeGeometry,
+    point_lps: np.ndarray,
+    normal: np.ndarray,
+    half_size_mm: float = 45.0,
+    pixel_mm: float = 0.5,
+) -> Section:
     """Area (mm2) and centroid (LPS mm) of the mask's section piece at ``point_lps`` on the plane."""
     first, second = plane_basis(normal)
     steps = np.arange(-half_size_mm, half_size_mm + pixel_mm / 2, pixel_mm)
@@ -58,11 +64,18 @@ def section(mask: np.ndarray, geometry: VolumeGeometry, point_lps: np.ndarray, n
     centroid = points[chosen].mean(axis=0)
     near = ndimage.binary_dilation(chosen, iterations=2)  # the piece and its rim: out of view there = clipped
     clipped = not bool(np.all(grid.inside_grid(mask.shape, geometry, points[near])))
-    return Section(float(chosen.sum() * pixel_mm ** 2), centroid, True, clipped)
+    return Section(float(chosen.sum() * pixel_mm**2), centroid, True, clipped)
 
 
-def radial_extent(mask: np.ndarray, geometry: VolumeGeometry, start_lps: np.ndarray, directions: np.ndarray,
-                  max_mm: float = 80.0, step_mm: float = 0.5, max_gap_mm: float = 4.0) -> np.ndarray:
+def radial_extent(
+    mask: np.ndarray,
+    geometry: VolumeGeometry,
+    start_lps: np.ndarray,
+    directions: np.ndarray,
+    max_mm: float = 80.0,
+    step_mm: float = 0.5,
+    max_gap_mm: float = 4.0,
+) -> np.ndarray:
     """Distance (mm) from ``start_lps`` along each direction to the mask's outer surface (0 if it starts outside).
 
     The surface is where the ray leaves the mask for good: gaps shorter than ``max_gap_mm`` (holes in the
@@ -74,7 +87,8 @@ def radial_extent(mask: np.ndarray, geometry: VolumeGeometry, start_lps: np.ndar
     inside = values.reshape(len(directions), len(distances)) > 0.5
     gap = max(1, int(round(max_gap_mm / step_mm)))
     # a sample ends the search when it and the next ``gap`` samples are all outside
-    outside_run = ndimage.minimum_filter1d((~inside).astype(np.uint8), size=gap, axis=1,
-                                           origin=-(gap // 2), mode="constant", cval=1).astype(bool)
+    outside_run = ndimage.minimum_filter1d(
+        (~inside).astype(np.uint8), size=gap, axis=1, origin=-(gap // 2), mode="constant", cval=1
+    ).astype(bool)
     ends = np.where(outside_run.any(axis=1), np.argmax(outside_run, axis=1), len(distances) - 1)
     return np.where(inside[:, 0], distances[ends], 0.0)

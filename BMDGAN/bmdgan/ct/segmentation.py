@@ -47,7 +47,6 @@ NECK_CONE_DEG = 50.0
 """No joint cut within this angle (degrees) of the neck direction: that is where the neck leaves the head."""
 
 
-
 @dataclass
 class FemurSegmentation:
     """Labels (project convention, :mod:`.labels`) and what was found on the way."""
@@ -128,8 +127,9 @@ def _fill(mask: np.ndarray, ct: Volume) -> np.ndarray:
     return ndimage.binary_fill_holes(closed)
 
 
-def _markers(ct: Volume, bone: np.ndarray, head: FemoralHead, shaft: Shaft | None, neck: np.ndarray,
-             inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _markers(
+    ct: Volume, bone: np.ndarray, head: FemoralHead, shaft: Shaft | None, neck: np.ndarray, inside: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeds of the femur (head inside, shaft cortex) and of the pelvis (acetabulum beyond the cut)."""
     femur_seed = inside & bone
     if shaft is not None:
@@ -138,7 +138,11 @@ def _markers(ct: Volume, bone: np.ndarray, head: FemoralHead, shaft: Shaft | Non
         along = offset @ shaft.direction
         radial = np.linalg.norm(offset - along[:, None] * shaft.direction, axis=1)
         length = shaft.t_max - shaft.t_min
-        tube = (radial < shaft.radius_mm + 2.0) & (along > shaft.t_min + 0.1 * length) & (along < shaft.t_max - 0.3 * length)
+        tube = (
+            (radial < shaft.radius_mm + 2.0)
+            & (along > shaft.t_min + 0.1 * length)
+            & (along < shaft.t_max - 0.3 * length)
+        )
         femur_seed[tuple(where[tube].T)] = True
     axis = head.directions[neck].mean(axis=0) if neck.any() else np.zeros(3)
     if np.any(axis):
@@ -157,8 +161,9 @@ def _markers(ct: Volume, bone: np.ndarray, head: FemoralHead, shaft: Shaft | Non
     _, outer = _cut_limits(head)
     rays = np.nonzero(np.isfinite(head.joint_radius_mm) & away)[0]
     depths = np.arange(0.5, 4.6, 0.5)
-    points = (head.centre_lps + head.directions[rays, None, :]
-              * (outer[rays, None, None] + depths[None, :, None])).reshape(-1, 3)
+    points = (
+        head.centre_lps + head.directions[rays, None, :] * (outer[rays, None, None] + depths[None, :, None])
+    ).reshape(-1, 3)
     kji = np.round(grid.lps_to_index(ct.geometry, points)).astype(int)
     ok = np.all((kji >= 0) & (kji < np.array(bone.shape)), axis=1)
     pelvis_seed = np.zeros(bone.shape, bool)
@@ -193,8 +198,9 @@ def _prune_thin_contacts(mask: np.ndarray, seeds: np.ndarray, ct: Volume) -> np.
     return grid.largest_component(grown)
 
 
-def segment_with_head(ct: Volume, smooth: np.ndarray, head: FemoralHead, shaft: Shaft | None,
-                      metal: np.ndarray | None = None) -> FemurSegmentation:
+def segment_with_head(
+    ct: Volume, smooth: np.ndarray, head: FemoralHead, shaft: Shaft | None, metal: np.ndarray | None = None
+) -> FemurSegmentation:
     """Femur and pelvis labels given the fitted femoral head (and the shaft, if in view).
 
     ``metal``: the CT's :func:`metal_mask`, if already made (a CT's hips share it). The work is done in the
@@ -218,8 +224,9 @@ def _working_box(ct: Volume, head: FemoralHead, shaft: Shaft | None) -> tuple[sl
     return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
 
 
-def _segment_box(ct: Volume, smooth: np.ndarray, head: FemoralHead, shaft: Shaft | None,
-                 metal: np.ndarray) -> FemurSegmentation:
+def _segment_box(
+    ct: Volume, smooth: np.ndarray, head: FemoralHead, shaft: Shaft | None, metal: np.ndarray
+) -> FemurSegmentation:
     """:func:`segment_with_head` on a cropped volume (see there).
 
     A marker watershed on the bone's thickness splits femur from pelvis: seeds in the head and shaft,

@@ -78,14 +78,15 @@ def _hemisphere_bins(count: int = 3000) -> tuple[np.ndarray, list]:
     return directions, neighbours
 
 
-def bone_edges(volume: Volume, smooth: np.ndarray, max_points: int = 60000,
-               seed: int = 0, gradient: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def bone_edges(
+    volume: Volume, smooth: np.ndarray, max_points: int = 60000, seed: int = 0, gradient: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Bone surface points (LPS mm) and unit CT-number gradients there (pointing into bone), subsampled.
 
     ``gradient``: :func:`.head.hu_gradient` of ``smooth`` if already made."""
     if gradient is None:
         gradient = hu_gradient(volume, smooth)
-    magnitude = np.sqrt(sum(g ** 2 for g in gradient))
+    magnitude = np.sqrt(sum(g**2 for g in gradient))
     edges = (magnitude > 200) & (smooth > 150) & (smooth < 1500)
     where = np.argwhere(edges)
     if len(where) > max_points:
@@ -146,8 +147,9 @@ def find_shaft(volume: Volume, smooth: np.ndarray) -> Shaft | None:
     return _shaft_from_edges(*bone_edges(volume, smooth))
 
 
-def find_shafts(volume: Volume, smooth: np.ndarray, max_count: int = 2,
-                gradient: np.ndarray | None = None) -> list[Shaft]:
+def find_shafts(
+    volume: Volume, smooth: np.ndarray, max_count: int = 2, gradient: np.ndarray | None = None
+) -> list[Shaft]:
     """Up to ``max_count`` femoral shafts, the clearest first (see the module docstring)."""
     points, normals = bone_edges(volume, smooth, gradient=gradient)
     shafts: list[Shaft] = []

@@ -47,8 +47,9 @@ def centre_in_socket(volume: Volume, head: FemoralHead) -> FemoralHead:
     offsets = np.stack(np.meshgrid(*[SEED_OFFSETS_MM] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
     best = None
     for seed in head.centre_lps + offsets:
-        socket = refine_head(volume, smooth, seed, head.directions, iterations=6,
-                             radius_range_mm=SOCKET_RADIUS_RANGE_MM)
+        socket = refine_head(
+            volume, smooth, seed, head.directions, iterations=6, radius_range_mm=SOCKET_RADIUS_RANGE_MM
+        )
         if socket is None or np.linalg.norm(socket.centre_lps - head.centre_lps) > MAX_SHIFT_MM:
             continue
         if best is None or socket.coverage > best.coverage:

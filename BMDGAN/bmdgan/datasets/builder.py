@@ -74,8 +74,9 @@ def patient_identifier(radiograph_path: Path) -> str:
     try:
         dataset = pydicom.dcmread(radiograph_path, stop_before_pixels=True)
     except Exception as error:  # pydicom raises several types for broken files
-        raise InputError(radiograph_path, f"is not a readable DICOM file ({type(error).__name__})",
-                         "check the radiograph file") from None
+        raise InputError(
+            radiograph_path, f"is not a readable DICOM file ({type(error).__name__})", "check the radiograph file"
+        ) from None
     return str(dataset.get("PatientID", "")) or radiograph_path.name
 
 
@@ -113,8 +114,14 @@ def scrub(message: str, row: dict, table: Path, identifiers: tuple[str, ...] = (
 def skip_reason(error: Exception, paths: dict[str, Path | None]) -> str:
     """What went wrong with a row, the file named by its table column instead of its path."""
     if isinstance(error, InputError):
-        column = next((name for name, path in paths.items() if path is not None and error.path is not None
-                       and Path(error.path) == path), "input")
+        column = next(
+            (
+                name
+                for name, path in paths.items()
+                if path is not None and error.path is not None and Path(error.path) == path
+            ),
+            "input",
+        )
         where = f"{column} file: " if error.path is not None else ""
         return f"{where}{error.problem}" + (f" ({error.fix})" if error.fix else "")
     if isinstance(error, OSError):
@@ -152,8 +159,10 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
     pose = (row.get("pose") or "").strip().lower() or "unknown"
     if not POSE_LABEL.match(pose):  # the manifest carries no free text from the source
         raise InputError(None, "the pose is not a short label", "use e.g. standing or supine (letters, digits, - _)")
-    paths = {name: _resolve(table, row.get(name, "")) for name in
-             ("radiograph", "ct", "geometry", "labels", "landmarks", "calibration")}
+    paths = {
+        name: _resolve(table, row.get(name, ""))
+        for name in ("radiograph", "ct", "geometry", "labels", "landmarks", "calibration")
+    }
     for name, path in paths.items():
         if path is not None and not path.exists():
             raise InputError(path, f"the case's {name} file does not exist", "fix the case table")
@@ -161,37 +170,59 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
     ct = read_ct(paths["ct"])
     geometry = ProjectionGeometry.load(paths["geometry"])
     if geometry.shape != radiograph.shape:
-        raise InputError(paths["geometry"], f"the geometry's detector is {geometry.shape[1]} x {geometry.shape[0]} "
-                                            f"pixels, the radiograph {radiograph.shape[1]} x {radiograph.shape[0]}",
-                         "give the pose registered to this radiograph")
+        raise InputError(
+            paths["geometry"],
+            f"the geometry's detector is {geometry.shape[1]} x {geometry.shape[0]} "
+            f"pixels, the radiograph {radiograph.shape[1]} x {radiograph.shape[0]}",
+            "give the pose registered to this radiograph",
+        )
     analysis = analyse_ct(
-        ct, side=side,
+        ct,
+        side=side,
         label_volume=read_label_volume(paths["labels"], like=ct) if paths["labels"] else None,
         landmark_points=read_landmark_file(paths["landmarks"]) if paths["landmarks"] else None,
-        calibration=Calibration.load(paths["calibration"]) if paths["calibration"] else None)
+        calibration=Calibration.load(paths["calibration"]) if paths["calibration"] else None,
+    )
     labels = analysis.label_volume().array
     density = analysis.calibration.density(ct.array).astype(np.float32)
     density[analysis.segmentation.metal] = analysis.measurement.qct_vbmd_mg_cm3  # metal is not bone mineral
-    projector = Projector(density, ct.geometry.ijk_to_lps(), unit="mg/cm3", masks=np.stack([labels > 0, labels == L.PF_REGION]),
-                          channel_names=["drr_stage1", "drr_pf"])
+    projector = Projector(
+        density,
+        ct.geometry.ijk_to_lps(),
+        unit="mg/cm3",
+        masks=np.stack([labels > 0, labels == L.PF_REGION]),
+        channel_names=["drr_stage1", "drr_pf"],
+    )
     drr_stage1, drr_pf = projector.project(geometry)
     if (drr_pf > 0.05).sum() < MIN_PF_PIXELS_IN_IMAGE:
-        raise InputError(paths["geometry"], "the registered pose puts the CT's proximal femur outside the radiograph",
-                         "the pose file belongs to another CT or radiograph: register this pair again")
+        raise InputError(
+            paths["geometry"],
+            "the registered pose puts the CT's proximal femur outside the radiograph",
+            "the pose file belongs to another CT or radiograph: register this pair again",
+        )
     single_hip = row.get("single_hip", "").strip() in ("1", "true", "yes")
     crop = plan_hip_crop(radiograph.shape, side, image_shape, bilateral=not single_hip)
-    images = {"radiograph": apply_hip_crop(radiograph.pixels, crop), "drr_stage1": apply_hip_crop(drr_stage1, crop),
-              "drr_pf": apply_hip_crop(drr_pf, crop)}
+    images = {
+        "radiograph": apply_hip_crop(radiograph.pixels, crop),
+        "drr_stage1": apply_hip_crop(drr_stage1, crop),
+        "drr_pf": apply_hip_crop(drr_pf, crop),
+    }
     measurement = analysis.measurement
     dxa = row.get("dxa_bmd_g_cm2", "").strip()
-    truth = {"ct_abmd_g_cm2": measurement.ct_abmd_g_cm2, "qct_vbmd_mg_cm3": measurement.qct_vbmd_mg_cm3,
-             "dxa_bmd_g_cm2": float(dxa) if dxa else math.nan, "mirrored": crop.mirrored,
-             "pose": pose, "side": side}
+    truth = {
+        "ct_abmd_g_cm2": measurement.ct_abmd_g_cm2,
+        "qct_vbmd_mg_cm3": measurement.qct_vbmd_mg_cm3,
+        "dxa_bmd_g_cm2": float(dxa) if dxa else math.nan,
+        "mirrored": crop.mirrored,
+        "pose": pose,
+        "side": side,
+    }
     return truth, images
 
 
-def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tuple[int, int] = (512, 256),
-                  progress: bool = True) -> dict:
+def build_dataset(
+    table: str | Path, out: str | Path, key: str, image_shape: tuple[int, int] = (512, 256), progress: bool = True
+) -> dict:
     """Build (or finish) ``out`` from the case table; returns the report written to ``build_report.json``."""
 
     table = Path(table)
@@ -199,30 +230,41 @@ def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tup
         with open(table, newline="", encoding="utf-8-sig") as stream:
             rows = list(csv.DictReader(stream))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(table, f"cannot be read as a CSV case table ({type(error).__name__})",
-                         "give a UTF-8 CSV file with a header row") from None
+        raise InputError(
+            table,
+            f"cannot be read as a CSV case table ({type(error).__name__})",
+            "give a UTF-8 CSV file with a header row",
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if rows and c not in rows[0]]
     if not rows or missing:
-        raise InputError(table, f"the case table is empty or lacks columns {missing}",
-                         f"give a CSV with at least {', '.join(REQUIRED_COLUMNS)}")
+        raise InputError(
+            table,
+            f"the case table is empty or lacks columns {missing}",
+            f"give a CSV with at least {', '.join(REQUIRED_COLUMNS)}",
+        )
     writer = DatasetWriter(out, image_shape, {"source": "bmdgan build-dataset"})
     report = {"built": [], "skipped": {}}
     per_patient: dict[str, int] = {}
     seen: dict[str, tuple[str, int]] = {}  # radiograph fingerprint -> (patient, first row giving it)
     for number, row in enumerate(progress_bar(rows, desc="cases", disable=not progress), start=1):
         identifier = ""
-        paths = {name: _resolve(table, row.get(name) or "") for name in
-                 ("radiograph", "ct", "geometry", "labels", "landmarks", "calibration")}
+        paths = {
+            name: _resolve(table, row.get(name) or "")
+            for name in ("radiograph", "ct", "geometry", "labels", "landmarks", "calibration")
+        }
         try:
             identifier = (row.get("patient") or "").strip() or patient_identifier(paths["radiograph"])
             patient = pseudonym(identifier, key)
             fingerprints = radiograph_fingerprints(paths["radiograph"])
             earlier = next((seen[f] for f in fingerprints if f in seen and seen[f][0] != patient), None)
             if earlier is not None:
-                raise InputError(paths["radiograph"], f"is the same radiograph as row {earlier[1]} (same "
-                                                      "SOPInstanceUID or identical pixels) under another patient "
-                                                      "key: it would reach two folds",
-                                 "give each radiograph under one patient (the 'patient' column or its PatientID)")
+                raise InputError(
+                    paths["radiograph"],
+                    f"is the same radiograph as row {earlier[1]} (same "
+                    "SOPInstanceUID or identical pixels) under another patient "
+                    "key: it would reach two folds",
+                    "give each radiograph under one patient (the 'patient' column or its PatientID)",
+                )
             seen.update({f: seen.get(f, (patient, number)) for f in fingerprints})
             per_patient[patient] = per_patient.get(patient, 0) + 1
             case_id = f"{patient}-{per_patient[patient]:02d}"
@@ -231,13 +273,24 @@ def build_dataset(table: str | Path, out: str | Path, key: str, image_shape: tup
                 continue
             truth, images = build_case(row, table, image_shape)
         except (BMDGANError, OSError) as error:
-            report["skipped"][f"row {number}"] = scrub(skip_reason(error, paths), row, table,
-                                                       (identifier,) if identifier else ())
+            report["skipped"][f"row {number}"] = scrub(
+                skip_reason(error, paths), row, table, (identifier,) if identifier else ()
+            )
             continue
-        writer.add(CaseRecord(case_id, patient, truth["side"], truth["pose"], truth["mirrored"],
-                              dxa_bmd_g_cm2=truth["dxa_bmd_g_cm2"], ct_abmd_g_cm2=truth["ct_abmd_g_cm2"],
-                              qct_vbmd_mg_cm3=truth["qct_vbmd_mg_cm3"], provenance=f"case table row {number}"),
-                   images)
+        writer.add(
+            CaseRecord(
+                case_id,
+                patient,
+                truth["side"],
+                truth["pose"],
+                truth["mirrored"],
+                dxa_bmd_g_cm2=truth["dxa_bmd_g_cm2"],
+                ct_abmd_g_cm2=truth["ct_abmd_g_cm2"],
+                qct_vbmd_mg_cm3=truth["qct_vbmd_mg_cm3"],
+                provenance=f"case table row {number}",
+            ),
+            images,
+        )
         report["built"].append(case_id)
     atomic_write_text(Path(out) / "build_report.json", json.dumps(report, indent=2))
     return report

@@ -35,11 +35,14 @@ def group_of_records(group_by: str):
 def check_fold_count(n_folds: int) -> None:
     """Cross-validation needs at least two folds: one held out, the rest to train on."""
     if n_folds < 2:
-        raise InputError(None, f"{n_folds} folds leave nothing to train on or nothing to test", "use --fold-count 2 or more")
+        raise InputError(
+            None, f"{n_folds} folds leave nothing to train on or nothing to test", "use --fold-count 2 or more"
+        )
 
 
-def assign_patient_folds(records: list[CaseRecord], n_folds: int = 5, seed: int = 0,
-                         group_by: str = "patient") -> list[CaseRecord]:
+def assign_patient_folds(
+    records: list[CaseRecord], n_folds: int = 5, seed: int = 0, group_by: str = "patient"
+) -> list[CaseRecord]:
     """Set ``fold`` of every record (0..n_folds-1) by its group (patient or source CT).
 
     Groups that already have a fold keep it, so extending a cohort never moves a case under a training run; new
@@ -50,14 +53,20 @@ def assign_patient_folds(records: list[CaseRecord], n_folds: int = 5, seed: int 
     check_fold_count(n_folds)
     groups = sorted({group_of(record) for record in records})
     if len(groups) < n_folds:
-        raise InputError(None, f"{len(groups)} {group_by}s cannot fill {n_folds} folds",
-                         "use fewer folds" + (" or fold by patient" if group_by == "ct" else ""))
+        raise InputError(
+            None,
+            f"{len(groups)} {group_by}s cannot fill {n_folds} folds",
+            "use fewer folds" + (" or fold by patient" if group_by == "ct" else ""),
+        )
     fold_of: dict[str, int] = {}
     for record in records:
         if 0 <= record.fold < n_folds and fold_of.setdefault(group_of(record), record.fold) != record.fold:
-            raise InputError(None, f"{group_by} {group_of(record)} is split over folds {fold_of[group_of(record)]} "
-                                   f"and {record.fold}: its images would be trained on and tested",
-                             "rebuild the dataset's folds in a new folder")
+            raise InputError(
+                None,
+                f"{group_by} {group_of(record)} is split over folds {fold_of[group_of(record)]} "
+                f"and {record.fold}: its images would be trained on and tested",
+                "rebuild the dataset's folds in a new folder",
+            )
     sizes = [sum(1 for fold in fold_of.values() if fold == f) for f in range(n_folds)]
     new_groups = [group for group in groups if group not in fold_of]
     for index in np.random.default_rng(seed).permutation(len(new_groups)):

@@ -32,9 +32,19 @@ from ..errors import InputError
 FORMAT_NAME = "bmdgan-dataset"
 FORMAT_VERSION = 1
 MANIFEST_COLUMNS = (
-    "case_id", "patient_id", "side", "pose", "mirrored", "fold",
-    "radiograph", "drr_stage1", "drr_pf",
-    "dxa_bmd_g_cm2", "ct_abmd_g_cm2", "qct_vbmd_mg_cm3", "provenance",
+    "case_id",
+    "patient_id",
+    "side",
+    "pose",
+    "mirrored",
+    "fold",
+    "radiograph",
+    "drr_stage1",
+    "drr_pf",
+    "dxa_bmd_g_cm2",
+    "ct_abmd_g_cm2",
+    "qct_vbmd_mg_cm3",
+    "provenance",
 )
 IMAGE_CHANNELS = {
     "radiograph": "radiograph intensity after the detector's processing curve, arbitrary units",
@@ -61,20 +71,32 @@ class CaseRecord:
     images: dict[str, str] = field(default_factory=dict)
 
     def row(self) -> dict[str, str]:
-        values = {"case_id": self.case_id, "patient_id": self.patient_id, "side": self.side, "pose": self.pose,
-                  "mirrored": "1" if self.mirrored else "0", "fold": str(self.fold), "provenance": self.provenance}
-        values.update({c: "" if math.isnan(getattr(self, c)) else repr(float(getattr(self, c)))
-                       for c in BMD_COLUMNS})
+        values = {
+            "case_id": self.case_id,
+            "patient_id": self.patient_id,
+            "side": self.side,
+            "pose": self.pose,
+            "mirrored": "1" if self.mirrored else "0",
+            "fold": str(self.fold),
+            "provenance": self.provenance,
+        }
+        values.update({c: "" if math.isnan(getattr(self, c)) else repr(float(getattr(self, c))) for c in BMD_COLUMNS})
         values.update({channel: self.images.get(channel, "") for channel in IMAGE_CHANNELS})
         return values
 
     @staticmethod
     def from_row(row: dict[str, str]) -> CaseRecord:
         return CaseRecord(
-            case_id=row["case_id"], patient_id=row["patient_id"], side=row["side"], pose=row["pose"],
-            mirrored=row["mirrored"] == "1", fold=int(row["fold"]), provenance=row["provenance"],
+            case_id=row["case_id"],
+            patient_id=row["patient_id"],
+            side=row["side"],
+            pose=row["pose"],
+            mirrored=row["mirrored"] == "1",
+            fold=int(row["fold"]),
+            provenance=row["provenance"],
             images={c: row[c] for c in IMAGE_CHANNELS if row.get(c)},
-            **{c: float(row[c]) if row[c] else math.nan for c in BMD_COLUMNS})
+            **{c: float(row[c]) if row[c] else math.nan for c in BMD_COLUMNS},
+        )
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -95,11 +117,20 @@ class DatasetWriter:
         if header_path.exists():
             header = read_header(self.folder)
             if tuple(header["image_shape"]) != tuple(image_shape):
-                raise InputError(self.folder, f"holds {header['image_shape']} images, not {list(image_shape)}",
-                                 "write into a new folder")
+                raise InputError(
+                    self.folder,
+                    f"holds {header['image_shape']} images, not {list(image_shape)}",
+                    "write into a new folder",
+                )
         else:
-            header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "created_by": f"bmdgan {__version__}",
-                      "image_shape": list(image_shape), "channels": IMAGE_CHANNELS, **(description or {})}
+            header = {
+                "format": FORMAT_NAME,
+                "version": FORMAT_VERSION,
+                "created_by": f"bmdgan {__version__}",
+                "image_shape": list(image_shape),
+                "channels": IMAGE_CHANNELS,
+                **(description or {}),
+            }
             atomic_write_text(header_path, json.dumps(header, indent=2))
         self.header = header
         self.manifest_path = self.folder / "manifest.csv"
@@ -112,7 +143,7 @@ class DatasetWriter:
         """Drop a last line cut short by a crash (a row is complete only with its newline)."""
         data = self.manifest_path.read_bytes()
         if data and not data.endswith(b"\n"):
-            atomic_write_text(self.manifest_path, data[:data.rfind(b"\n") + 1].decode())
+            atomic_write_text(self.manifest_path, data[: data.rfind(b"\n") + 1].decode())
 
     def add(self, record: CaseRecord, images: dict[str, np.ndarray]) -> None:
         """Write the images of one case, then its manifest row. A case already present is an error."""
@@ -124,8 +155,11 @@ class DatasetWriter:
         shape = tuple(self.header["image_shape"])
         for channel, image in images.items():
             if image.shape != shape or not np.all(np.isfinite(image)):
-                raise InputError(None, f"{record.case_id} {channel}: image of shape {image.shape} with "
-                                       f"non-finite values or not {shape}", "normalise the images first")
+                raise InputError(
+                    None,
+                    f"{record.case_id} {channel}: image of shape {image.shape} with non-finite values or not {shape}",
+                    "normalise the images first",
+                )
             relative = f"images/{record.case_id}_{channel}.npy"
             atomic_save_npy(self.folder / relative, image)
             record.images[channel] = relative
@@ -147,8 +181,11 @@ def read_header(folder: str | Path) -> dict:
     version = header.get("version")
     if version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
-        raise InputError(path, f"dataset format version {version}, this bmdgan reads version {FORMAT_VERSION}",
-                         "upgrade bmdgan" if newer else "re-build the dataset with this bmdgan version")
+        raise InputError(
+            path,
+            f"dataset format version {version}, this bmdgan reads version {FORMAT_VERSION}",
+            "upgrade bmdgan" if newer else "re-build the dataset with this bmdgan version",
+        )
     return header
 
 
@@ -163,8 +200,9 @@ def update_header(folder: str | Path, fields: dict) -> None:
     atomic_write_text(Path(folder) / "dataset.json", json.dumps(header, indent=2))
 
 
-def refuse_changed_settings(folder: str | Path, stored: dict | None, wanted: dict,
-                            defaults: dict | None = None) -> None:
+def refuse_changed_settings(
+    folder: str | Path, stored: dict | None, wanted: dict, defaults: dict | None = None
+) -> None:
     """Stop before any work when ``folder`` holds a dataset made with other ``wanted`` settings (a seed, a fold
     count): finishing it with those would mix two datasets' cases or move cases between folds under a training
     run, which would then train on its held-out fold. Settings ``stored`` lacks (datasets made before they
@@ -174,8 +212,11 @@ def refuse_changed_settings(folder: str | Path, stored: dict | None, wanted: dic
     for key, new in wanted.items():
         old = stored.get(key, (defaults or {}).get(key))
         if old != new:
-            raise InputError(folder, f"holds a dataset made with {key} {old!r}, not {new!r}",
-                             "give a new --out folder, or the same settings to finish or extend this one")
+            raise InputError(
+                folder,
+                f"holds a dataset made with {key} {old!r}, not {new!r}",
+                "give a new --out folder, or the same settings to finish or extend this one",
+            )
 
 
 def read_manifest(folder: str | Path) -> list[CaseRecord]:

@@ -60,8 +60,9 @@ class HipCrop:
         return source[1], source[0]
 
 
-def plan_hip_crop(source_shape: tuple[int, int], side: str, output_shape: tuple[int, int] = (512, 256),
-                  bilateral: bool = True) -> HipCrop:
+def plan_hip_crop(
+    source_shape: tuple[int, int], side: str, output_shape: tuple[int, int] = (512, 256), bilateral: bool = True
+) -> HipCrop:
     """Plan the crop of ``side`` from an image of ``source_shape`` (rows, columns) into ``output_shape``.
 
     ``bilateral=False`` takes the whole image as the half (an image already cut to one hip).
@@ -74,9 +75,18 @@ def plan_hip_crop(source_shape: tuple[int, int], side: str, output_shape: tuple[
     out_rows, out_columns = output_shape
     scale = max(out_rows / rows, out_columns / half_width)  # cover the output: crop, never pad
     resized_rows, resized_columns = round(rows * scale), round(half_width * scale)
-    return HipCrop(side=side, mirrored=side == "left", column_start=column_start, half_width=half_width,
-                   source_rows=rows, scale=scale, crop_top=(resized_rows - out_rows) // 2,
-                   crop_left=(resized_columns - out_columns) // 2, output_rows=out_rows, output_columns=out_columns)
+    return HipCrop(
+        side=side,
+        mirrored=side == "left",
+        column_start=column_start,
+        half_width=half_width,
+        source_rows=rows,
+        scale=scale,
+        crop_top=(resized_rows - out_rows) // 2,
+        crop_left=(resized_columns - out_columns) // 2,
+        output_rows=out_rows,
+        output_columns=out_columns,
+    )
 
 
 def apply_hip_crop(image: np.ndarray, crop: HipCrop) -> np.ndarray:
@@ -85,13 +95,18 @@ def apply_hip_crop(image: np.ndarray, crop: HipCrop) -> np.ndarray:
     import torch.nn.functional as F
 
     if image.shape[0] != crop.source_rows:
-        raise InputError(None, f"image has {image.shape[0]} rows, the crop was planned for {crop.source_rows}",
-                         "apply the crop to images of the same size")
-    half = image[:, crop.column_start:crop.column_start + crop.half_width]
+        raise InputError(
+            None,
+            f"image has {image.shape[0]} rows, the crop was planned for {crop.source_rows}",
+            "apply the crop to images of the same size",
+        )
+    half = image[:, crop.column_start : crop.column_start + crop.half_width]
     if crop.mirrored:
         half = half[:, ::-1]
     size = (round(crop.source_rows * crop.scale), round(crop.half_width * crop.scale))
     tensor = torch.from_numpy(np.ascontiguousarray(half, dtype=np.float32))[None, None]
     resized = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=True)[0, 0]
-    window = resized[crop.crop_top:crop.crop_top + crop.output_rows, crop.crop_left:crop.crop_left + crop.output_columns]
+    window = resized[
+        crop.crop_top : crop.crop_top + crop.output_rows, crop.crop_left : crop.crop_left + crop.output_columns
+    ]
     return window.numpy().copy()

@@ -28,14 +28,25 @@ def write_montage(folder: str | Path, path: str | Path, samples: int = 8, seed: 
     records = read_manifest(folder)
     if not records:
         raise InputError(folder, "the dataset has no case", "build it first")
-    chosen = [records[i] for i in sorted(np.random.default_rng(seed).choice(len(records), min(samples, len(records)),
-                                                                            replace=False))]
+    chosen = [
+        records[i]
+        for i in sorted(np.random.default_rng(seed).choice(len(records), min(samples, len(records)), replace=False))
+    ]
     channels = [c for c in ("radiograph", "drr_stage1", "drr_pf") if any(c in r.images for r in chosen)]
     plt = _pyplot()
-    figure, axes = plt.subplots(len(chosen), len(channels), figsize=(2.2 * len(channels), 3.6 * len(chosen)),
-                                squeeze=False)
-    peak = max(float(load_image(folder, r, c).max()) for r in chosen for c in channels if c != "radiograph"
-               and c in r.images) if len(channels) > 1 else 1.0
+    figure, axes = plt.subplots(
+        len(chosen), len(channels), figsize=(2.2 * len(channels), 3.6 * len(chosen)), squeeze=False
+    )
+    peak = (
+        max(
+            float(load_image(folder, r, c).max())
+            for r in chosen
+            for c in channels
+            if c != "radiograph" and c in r.images
+        )
+        if len(channels) > 1
+        else 1.0
+    )
     for row, record in enumerate(chosen):
         for column, channel in enumerate(channels):
             axis = axes[row, column]
@@ -47,14 +58,18 @@ def write_montage(folder: str | Path, path: str | Path, samples: int = 8, seed: 
             if channel == "radiograph":
                 low, high = np.percentile(image, [0.5, 99.5])
                 axis.imshow(image, cmap="gray", vmin=low, vmax=high)
-                axis.set_ylabel(f"{record.case_id}\n{record.pose}, {record.side}" +
-                                (f"\naBMD {record.ct_abmd_g_cm2:.2f}" if math.isfinite(record.ct_abmd_g_cm2) else ""),
-                                fontsize=7)
+                axis.set_ylabel(
+                    f"{record.case_id}\n{record.pose}, {record.side}"
+                    + (f"\naBMD {record.ct_abmd_g_cm2:.2f}" if math.isfinite(record.ct_abmd_g_cm2) else ""),
+                    fontsize=7,
+                )
             else:
                 shown = axis.imshow(image, cmap="inferno", vmin=0, vmax=peak)
             if row == 0:
-                axis.set_title({"radiograph": "radiograph", "drr_stage1": "pelvis+femur DRR",
-                                "drr_pf": "PF-DRR"}[channel], fontsize=8)
+                axis.set_title(
+                    {"radiograph": "radiograph", "drr_stage1": "pelvis+femur DRR", "drr_pf": "PF-DRR"}[channel],
+                    fontsize=8,
+                )
     if len(channels) > 1:
         figure.colorbar(shown, ax=axes[:, 1:], fraction=0.04, label="g/cm2")
     figure.savefig(path, dpi=100, bbox_inches="tight")
@@ -75,8 +90,11 @@ def write_histograms(folder: str | Path, path: str | Path) -> Path:
         axis.hist(values, bins=30, color="tab:blue", alpha=0.8)
         axis.set_xlabel(f"{column} ({UNITS[column]})")
         axis.set_ylabel("images")
-        axis.set_title(f"n={values.size}, {values.mean():.3g} +/- {values.std():.2g}\n"
-                       f"range {values.min():.3g} to {values.max():.3g}", fontsize=8)
+        axis.set_title(
+            f"n={values.size}, {values.mean():.3g} +/- {values.std():.2g}\n"
+            f"range {values.min():.3g} to {values.max():.3g}",
+            fontsize=8,
+        )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

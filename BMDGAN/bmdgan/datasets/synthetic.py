@@ -31,10 +31,21 @@ def make_pairs_dataset(folder: Path, n_patients: int = 8, poses: int = 2, shape=
             pf = bone * (y < 0.5)
             soft = 0.5 + 0.3 * rng.uniform() + 0.2 * x
             radiograph = soft + 0.9 * bmd * bone + rng.normal(0, 0.03, shape)
-            record = CaseRecord(f"p{patient}_pose{pose}", f"p{patient}", "right", pose=f"pose{pose}",
-                                ct_abmd_g_cm2=bmd, qct_vbmd_mg_cm3=300 * bmd)
-            writer.add(record, {"radiograph": radiograph.astype(np.float32),
-                                "drr_stage1": (bmd * bone).astype(np.float32),
-                                "drr_pf": (bmd * pf).astype(np.float32)})
+            record = CaseRecord(
+                f"p{patient}_pose{pose}",
+                f"p{patient}",
+                "right",
+                pose=f"pose{pose}",
+                ct_abmd_g_cm2=bmd,
+                qct_vbmd_mg_cm3=300 * bmd,
+            )
+            writer.add(
+                record,
+                {
+                    "radiograph": radiograph.astype(np.float32),
+                    "drr_stage1": (bmd * bone).astype(np.float32),
+                    "drr_pf": (bmd * pf).astype(np.float32),
+                },
+            )
     rewrite_manifest(folder, assign_patient_folds(read_manifest(folder), n_folds=4, seed=seed))
     return folder

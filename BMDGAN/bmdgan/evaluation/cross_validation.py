@@ -35,9 +35,11 @@ def pooled_metrics(rows: list[dict]) -> dict:
         for target in targets:
             prefix = f"{target}_"
             if key.startswith(prefix) and key != f"{target}_truth":
-                method = key[len(prefix):]
-                pairs = [(float(r[key]), float(r[f"{target}_truth"]), bone_id(r["patient_id"], r.get("side", "")))
-                         for r in rows]
+                method = key[len(prefix) :]
+                pairs = [
+                    (float(r[key]), float(r[f"{target}_truth"]), bone_id(r["patient_id"], r.get("side", "")))
+                    for r in rows
+                ]
                 pairs = [p for p in pairs if math.isfinite(p[0]) and math.isfinite(p[1])]
                 if len(pairs) >= 3:
                     estimate, truth, patients = zip(*pairs)
@@ -45,8 +47,15 @@ def pooled_metrics(rows: list[dict]) -> dict:
     return result
 
 
-def cross_validate(config, dataset: str | Path, out: str | Path, folds: list[int], targets: tuple[str, ...],
-                   device: str = "auto", progress: bool = True) -> dict:
+def cross_validate(
+    config,
+    dataset: str | Path,
+    out: str | Path,
+    folds: list[int],
+    targets: tuple[str, ...],
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
     import torch.distributed as dist
 
     from ..inference import DecompositionModel

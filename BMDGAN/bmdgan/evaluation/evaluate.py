@@ -43,15 +43,18 @@ class CasePrediction:
 
 def available_methods(model: DecompositionModel) -> list[str]:
     kinds = {d["kind"] for d in model.description.get("regressors", {}).values()}
-    return ["decomposition"] + [name for kind, name in (("decomposition", "decomposition+regression"),
-                                                        ("baseline", "baseline")) if kind in kinds]
+    return ["decomposition"] + [
+        name
+        for kind, name in (("decomposition", "decomposition+regression"), ("baseline", "baseline"))
+        if kind in kinds
+    ]
 
 
 def psnr_db(prediction: np.ndarray, truth: np.ndarray) -> float:
     """Peak signal-to-noise ratio (dB) with the ground truth's maximum as the peak."""
     mse = float(np.mean((prediction - truth) ** 2))
     peak = float(truth.max())
-    return math.inf if mse == 0 else 10.0 * math.log10(peak ** 2 / mse) if peak > 0 else -math.inf
+    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse) if peak > 0 else -math.inf
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray, threshold: float) -> float:
@@ -79,8 +82,13 @@ def bit_depth_reduced(pixels: np.ndarray, bits: int) -> np.ndarray:
     return np.round((pixels - low) / max(high - low, 1e-6) * levels).astype(np.float32)
 
 
-def predict_case(model: DecompositionModel, folder: Path, record: CaseRecord, pixels: np.ndarray | None = None,
-                 methods: tuple[str, ...] = ("decomposition",)) -> CasePrediction:
+def predict_case(
+    model: DecompositionModel,
+    folder: Path,
+    record: CaseRecord,
+    pixels: np.ndarray | None = None,
+    methods: tuple[str, ...] = ("decomposition",),
+) -> CasePrediction:
     """Dataset images are already cut to one hip and oriented as a right hip (see datasets.normalise)."""
     image = load_image(folder, record, "radiograph") if pixels is None else pixels
     radiograph = Radiograph(image, source=record.case_id)
@@ -92,8 +100,9 @@ def predict_case(model: DecompositionModel, folder: Path, record: CaseRecord, pi
         values["decomposition+regression"] = model.regress(radiograph, "right", bilateral=False)
     if "baseline" in methods:
         values["baseline"] = model.regress(radiograph, "right", bilateral=False, kind="baseline")
-    return CasePrediction(record, values, psnr_db(decomposition.pf_drr_g_cm2, truth),
-                          dice(decomposition.pf_drr_g_cm2, truth, threshold))
+    return CasePrediction(
+        record, values, psnr_db(decomposition.pf_drr_g_cm2, truth), dice(decomposition.pf_drr_g_cm2, truth, threshold)
+    )
 
 
 def bone_id(patient_id: str, side: str) -> str:
@@ -102,8 +111,15 @@ def bone_id(patient_id: str, side: str) -> str:
 
 
 def _target_metrics(predictions: list[CasePrediction], target: str, method: str = "decomposition") -> dict | None:
-    pairs = [(p.methods[method].get(target, math.nan), getattr(p.record, target), bone_id(p.record.patient_id,
-              p.record.side), p.record.pose) for p in predictions]
+    pairs = [
+        (
+            p.methods[method].get(target, math.nan),
+            getattr(p.record, target),
+            bone_id(p.record.patient_id, p.record.side),
+            p.record.pose,
+        )
+        for p in predictions
+    ]
     pairs = [pair for pair in pairs if math.isfinite(pair[0]) and math.isfinite(pair[1])]
     if len(pairs) < 3:
         return None
@@ -116,9 +132,15 @@ def _target_metrics(predictions: list[CasePrediction], target: str, method: str 
     return result
 
 
-def evaluate(model: DecompositionModel, folder: str | Path, fold: int | None = None,
-             jpeg_qualities=DEFAULT_JPEG_QUALITIES, bit_depths=DEFAULT_BIT_DEPTHS, progress: bool = True,
-             poses: tuple[str, ...] | None = None) -> dict:
+def evaluate(
+    model: DecompositionModel,
+    folder: str | Path,
+    fold: int | None = None,
+    jpeg_qualities=DEFAULT_JPEG_QUALITIES,
+    bit_depths=DEFAULT_BIT_DEPTHS,
+    progress: bool = True,
+    poses: tuple[str, ...] | None = None,
+) -> dict:
     """Metrics of the held-out ``fold`` (None: every case; ``poses``: only those poses) and the predictions."""
 
     folder = Path(folder)
@@ -126,21 +148,33 @@ def evaluate(model: DecompositionModel, folder: str | Path, fold: int | None = N
     if len(records) < 3:
         raise InputError(folder, f"only {len(records)} cases to evaluate in fold {fold}", "choose another fold")
     methods = tuple(available_methods(model))
-    predictions = [predict_case(model, folder, record, methods=methods)
-                   for record in progress_bar(records, desc="evaluating", disable=not progress)]
+    predictions = [
+        predict_case(model, folder, record, methods=methods)
+        for record in progress_bar(records, desc="evaluating", disable=not progress)
+    ]
     targets = sorted(model.calibrations)
-    report = {"cases": len(records), "fold": fold,
-              "pf_drr": {"psnr_db_mean": float(np.mean([p.psnr_db for p in predictions])),
-                         "dice_mean": float(np.mean([p.dice for p in predictions]))},
-              "methods": {m: {t: _target_metrics(predictions, t, m) for t in sorted(predictions[0].methods[m])}
-                          for m in methods}, "robustness": {}}
-    degradations = [("jpeg_quality", q, jpeg_degraded) for q in jpeg_qualities] + \
-                   [("bit_depth", b, bit_depth_reduced) for b in bit_depths]
+    report = {
+        "cases": len(records),
+        "fold": fold,
+        "pf_drr": {
+            "psnr_db_mean": float(np.mean([p.psnr_db for p in predictions])),
+            "dice_mean": float(np.mean([p.dice for p in predictions])),
+        },
+        "methods": {
+            m: {t: _target_metrics(predictions, t, m) for t in sorted(predictions[0].methods[m])} for m in methods
+        },
+        "robustness": {},
+    }
+    degradations = [("jpeg_quality", q, jpeg_degraded) for q in jpeg_qualities] + [
+        ("bit_depth", b, bit_depth_reduced) for b in bit_depths
+    ]
     for kind, level, degrade in progress_bar(degradations, desc="robustness", disable=not progress or not degradations):
-        degraded = [predict_case(model, folder, r, degrade(load_image(folder, r, "radiograph"), level))
-                    for r in records]
+        degraded = [
+            predict_case(model, folder, r, degrade(load_image(folder, r, "radiograph"), level)) for r in records
+        ]
         report["robustness"].setdefault(kind, {})[str(level)] = {
-            t: (_target_metrics(degraded, t) or {}).get("all", {}).get("pcc") for t in targets}
+            t: (_target_metrics(degraded, t) or {}).get("all", {}).get("pcc") for t in targets
+        }
     return {"report": report, "predictions": predictions}
 
 
@@ -153,18 +187,24 @@ def write_evaluation(out: str | Path, result: dict) -> Path:
     columns = [(m, t) for m in predictions[0].methods for t in sorted(predictions[0].methods[m])]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case_id", "patient_id", "side", "pose", "psnr_db", "dice"] + [f"{t}_truth" for t in
-                                                                            sorted({t for _, t in columns})]
-                    + [f"{t}_{m}" for m, t in columns])
+    writer.writerow(
+        ["case_id", "patient_id", "side", "pose", "psnr_db", "dice"]
+        + [f"{t}_truth" for t in sorted({t for _, t in columns})]
+        + [f"{t}_{m}" for m, t in columns]
+    )
     for p in predictions:
-        writer.writerow([p.record.case_id, p.record.patient_id, p.record.side, p.record.pose, f"{p.psnr_db:.3f}",
-                         f"{p.dice:.4f}"]
-                        + [f"{getattr(p.record, t):.6g}" for t in sorted({t for _, t in columns})]
-                        + [f"{p.methods[m][t]:.6g}" for m, t in columns])
+        writer.writerow(
+            [p.record.case_id, p.record.patient_id, p.record.side, p.record.pose, f"{p.psnr_db:.3f}", f"{p.dice:.4f}"]
+            + [f"{getattr(p.record, t):.6g}" for t in sorted({t for _, t in columns})]
+            + [f"{p.methods[m][t]:.6g}" for m, t in columns]
+        )
     atomic_write_text(out / "predictions.csv", buffer.getvalue())
     for method, target in columns:
-        pairs = [(p.methods[method][target], getattr(p.record, target)) for p in predictions
-                 if math.isfinite(p.methods[method][target]) and math.isfinite(getattr(p.record, target))]
+        pairs = [
+            (p.methods[method][target], getattr(p.record, target))
+            for p in predictions
+            if math.isfinite(p.methods[method][target]) and math.isfinite(getattr(p.record, target))
+        ]
         if len(pairs) >= 3:
             estimate, truth = np.array(pairs).T
             name = f"{method.replace('+', '_')}_{target}"

@@ -24,8 +24,9 @@ from ..errors import InputError
 def _pair(estimate, truth) -> tuple[np.ndarray, np.ndarray]:
     estimate, truth = np.asarray(estimate, dtype=float).ravel(), np.asarray(truth, dtype=float).ravel()
     if estimate.shape != truth.shape or estimate.size < 3:
-        raise InputError(None, f"need at least 3 paired values, got {estimate.size} and {truth.size}",
-                         "evaluate on more cases")
+        raise InputError(
+            None, f"need at least 3 paired values, got {estimate.size} and {truth.size}", "evaluate on more cases"
+        )
     if not (np.all(np.isfinite(estimate)) and np.all(np.isfinite(truth))):
         raise InputError(None, "estimates or ground truth contain NaN", "drop cases without a value first")
     return estimate, truth
@@ -44,7 +45,7 @@ def icc_2_1(estimate, truth) -> float:
     ms_rows = k * ((table.mean(axis=1) - grand) ** 2).sum() / (n - 1)
     ms_columns = n * ((table.mean(axis=0) - grand) ** 2).sum() / (k - 1)
     residual = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + grand
-    ms_error = (residual ** 2).sum() / ((n - 1) * (k - 1))
+    ms_error = (residual**2).sum() / ((n - 1) * (k - 1))
     return float((ms_rows - ms_error) / (ms_rows + (k - 1) * ms_error + k * (ms_columns - ms_error) / n))
 
 
@@ -57,7 +58,7 @@ def see(estimate, truth) -> float:
     estimate, truth = _pair(estimate, truth)
     slope, intercept = np.polyfit(estimate, truth, 1)
     residual = truth - (slope * estimate + intercept)
-    return float(np.sqrt((residual ** 2).sum() / (estimate.size - 2)))
+    return float(np.sqrt((residual**2).sum() / (estimate.size - 2)))
 
 
 def rms_cv_percent(estimates, patient_ids) -> float:
@@ -104,6 +105,12 @@ def agreement(estimate, truth, bone_ids=None) -> Agreement:
     side: a patient's two hips are two bones, not repeats of one)."""
     estimate, truth = _pair(estimate, truth)
     repeated = bone_ids is not None and len(set(bone_ids)) < len(list(bone_ids))
-    return Agreement(int(estimate.size), pearson(estimate, truth), icc_2_1(estimate, truth), mae(estimate, truth),
-                     see(estimate, truth), bland_altman(estimate, truth),
-                     rms_cv_percent(estimate, bone_ids) if repeated else None)
+    return Agreement(
+        int(estimate.size),
+        pearson(estimate, truth),
+        icc_2_1(estimate, truth),
+        mae(estimate, truth),
+        see(estimate, truth),
+        bland_altman(estimate, truth),
+        rms_cv_percent(estimate, bone_ids) if repeated else None,
+    )

@@ -31,11 +31,21 @@ def plot_bland_altman(path: Path, estimate: np.ndarray, truth: np.ndarray, targe
     plt, figure, axis = _figure()
     limits = bland_altman(estimate, truth)
     axis.scatter((estimate + truth) / 2, estimate - truth, s=12, alpha=0.7)
-    for value, style, text in ((limits.mean_difference, "-", "mean"), (limits.upper_limit, "--", "+1.96 SD"),
-                               (limits.lower_limit, "--", "-1.96 SD")):
+    for value, style, text in (
+        (limits.mean_difference, "-", "mean"),
+        (limits.upper_limit, "--", "+1.96 SD"),
+        (limits.lower_limit, "--", "-1.96 SD"),
+    ):
         axis.axhline(value, color="darkred", linestyle=style, linewidth=1)
-        axis.annotate(f"{text} {value:+.3g}", (1.0, value), xycoords=("axes fraction", "data"), ha="right",
-                      va="bottom", fontsize=8, color="darkred")
+        axis.annotate(
+            f"{text} {value:+.3g}",
+            (1.0, value),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="darkred",
+        )
     axis.set_xlabel(f"mean of estimate and ground truth, {_label(target)}")
     axis.set_ylabel("estimate - ground truth")
     axis.set_title(f"Bland-Altman, {target} (n = {len(estimate)})", fontsize=10)
@@ -69,8 +79,12 @@ def plot_robustness(path: Path, robustness: dict) -> None:
     for axis, (kind, levels) in zip(axes[0], sorted(robustness.items())):
         x = [int(level) for level in levels]
         for target in sorted(next(iter(levels.values()))):
-            axis.plot(x, [levels[str(level)][target] if levels[str(level)][target] is not None else np.nan
-                          for level in x], marker="o", label=target)
+            axis.plot(
+                x,
+                [levels[str(level)][target] if levels[str(level)][target] is not None else np.nan for level in x],
+                marker="o",
+                label=target,
+            )
         axis.set_xlabel(kind.replace("_", " "))
         axis.set_ylabel("PCC with the ground truth")
         axis.legend(fontsize=8)

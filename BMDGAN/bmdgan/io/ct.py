@@ -25,23 +25,30 @@ def _read_sitk(path: Path):
         if not series:
             raise InputError(path, "the folder holds no DICOM series", "point to a folder of CT DICOM files")
         if len(series) > 1:
-            raise InputError(path, f"the folder holds {len(series)} DICOM series",
-                             "point to a folder with exactly one CT series")
+            raise InputError(
+                path, f"the folder holds {len(series)} DICOM series", "point to a folder with exactly one CT series"
+            )
         files = reader.GetGDCMSeriesFileNames(str(path), series[0])
         _check_dicom_modality(Path(files[0]))
         reader.SetFileNames(files)
         try:
             return reader.Execute(), [Path(f) for f in files]
         except RuntimeError as error:
-            raise InputError(path, f"the DICOM series cannot be read ({_last_line(error)})",
-                             "check that every file of the series is complete") from None
+            raise InputError(
+                path,
+                f"the DICOM series cannot be read ({_last_line(error)})",
+                "check that every file of the series is complete",
+            ) from None
     if path.suffix.lower() == ".dcm" or sniff_format(path) == "dicom":
         _check_dicom_modality(path)
     try:
         return sitk.ReadImage(str(path)), None
     except RuntimeError as error:
-        raise InputError(path, f"cannot be read as an image ({_last_line(error)})",
-                         "check that the file is complete and is a DICOM, NIfTI, NRRD or MHA volume") from None
+        raise InputError(
+            path,
+            f"cannot be read as an image ({_last_line(error)})",
+            "check that the file is complete and is a DICOM, NIfTI, NRRD or MHA volume",
+        ) from None
 
 
 def _last_line(error: Exception) -> str:
@@ -54,8 +61,9 @@ def _check_dicom_modality(path: Path) -> None:
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as error:  # pydicom raises several types for broken files
-        raise InputError(path, f"is not a readable DICOM file ({type(error).__name__})",
-                         "check that the file is complete") from None
+        raise InputError(
+            path, f"is not a readable DICOM file ({type(error).__name__})", "check that the file is complete"
+        ) from None
     modality = str(header.get("Modality", ""))
     if modality and modality != "CT":
         raise InputError(path, f"DICOM modality is {modality}, not CT", "give the CT series of the patient")
@@ -72,19 +80,26 @@ def read_volume(path: str | Path, unit: str) -> Volume:
         raise InputError(path, "does not exist", "check the path")
     image, dicom_files = _read_sitk(path)
     if image.GetDimension() != 3 or image.GetSize()[2] < 2:
-        raise InputError(path, f"is a {image.GetDimension()}D image of size {image.GetSize()}, not a CT volume",
-                         "give a 3D CT (a DICOM series folder or a NIfTI/NRRD/MHA volume)")
+        raise InputError(
+            path,
+            f"is a {image.GetDimension()}D image of size {image.GetSize()}, not a CT volume",
+            "give a 3D CT (a DICOM series folder or a NIfTI/NRRD/MHA volume)",
+        )
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(path, "has several values per voxel (colour or vector image), not CT numbers",
-                         "give a scalar CT volume in HU")
+        raise InputError(
+            path,
+            "has several values per voxel (colour or vector image), not CT numbers",
+            "give a scalar CT volume in HU",
+        )
     geometry = geometry_from_sitk(image, path)
     check_spacing(path, geometry.spacing_mm, dicom_files)
     values = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     bad = nifti_nonfinite_voxels(path) if path.is_file() else 0
     if bad or not np.all(np.isfinite(values)):
         counted = f" ({bad} voxels)" if bad else ""
-        raise InputError(path, f"contains NaN or infinite values{counted}",
-                         "re-export the volume without invalid voxels")
+        raise InputError(
+            path, f"contains NaN or infinite values{counted}", "re-export the volume without invalid voxels"
+        )
     return Volume(values, geometry, unit=unit, source=str(path))
 
 
@@ -125,9 +140,13 @@ def read_label_volume(path: str | Path, like: Volume | None = None) -> Volume:
     labels = np.rint(sitk.GetArrayFromImage(image)).astype(np.int16)
     volume = Volume(labels, geometry_from_sitk(image, path), unit="label", source=str(path))
     if like is not None:
-        same_grid = (labels.shape == like.array.shape
-                     and np.allclose(volume.geometry.ijk_to_lps(), like.geometry.ijk_to_lps(), atol=1e-3))
+        same_grid = labels.shape == like.array.shape and np.allclose(
+            volume.geometry.ijk_to_lps(), like.geometry.ijk_to_lps(), atol=1e-3
+        )
         if not same_grid:
-            raise InputError(path, "the label map is not on the CT's voxel grid",
-                             "resample the labels to the CT or export them from the same CT")
+            raise InputError(
+                path,
+                "the label map is not on the CT's voxel grid",
+                "resample the labels to the CT or export them from the same CT",
+            )
     return volume

@@ -29,8 +29,10 @@ OFFSET_SOFT_TISSUE = (850.0, 1200.0)
 """Where fat and soft tissue land when 1024 was added to every CT number (the raw detector values)."""
 SAMPLE_VOXELS = 2_000_000
 """The CT-number checks look at an even subsample of this many voxels (a 512 x 512 x 600 CT has 157 million)."""
-FIX_SPACING = ("export the CT again with its geometry (DICOM with PixelSpacing and ImagePositionPatient, or a "
-               "NIfTI/NRRD/MHA whose header holds the voxel spacing in mm)")
+FIX_SPACING = (
+    "export the CT again with its geometry (DICOM with PixelSpacing and ImagePositionPatient, or a "
+    "NIfTI/NRRD/MHA whose header holds the voxel spacing in mm)"
+)
 
 
 def _nifti_header(path: Path) -> tuple[str, bytes] | None:
@@ -74,8 +76,9 @@ def _dicom_spacing_problem(files: list[Path]) -> str | None:
     if not _has_pixel_spacing(first):
         return "its DICOM files have no PixelSpacing, so the pixel size is unknown (a reader would take 1 mm)"
     if len(files) > 1 and not first.get("ImagePositionPatient"):
-        return ("its DICOM files have no ImagePositionPatient, so the slice spacing is unknown (a reader would take "
-                "1 mm)")
+        return (
+            "its DICOM files have no ImagePositionPatient, so the slice spacing is unknown (a reader would take 1 mm)"
+        )
     return None
 
 
@@ -122,8 +125,12 @@ def check_spacing(path: Path, spacing_mm: tuple[float, float, float], dicom_file
     low, high = SPACING_RANGE_MM
     if any(not low <= s <= high for s in spacing_mm):
         shown = " x ".join(f"{s:g}" for s in spacing_mm)
-        raise InputError(path, f"has a voxel spacing of {shown} mm, outside the {low:g}-{high:g} mm of any CT "
-                               "(a header in other units, e.g. cm or m?)", FIX_SPACING)
+        raise InputError(
+            path,
+            f"has a voxel spacing of {shown} mm, outside the {low:g}-{high:g} mm of any CT "
+            "(a header in other units, e.g. cm or m?)",
+            FIX_SPACING,
+        )
 
 
 NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
@@ -143,7 +150,7 @@ def nifti_nonfinite_voxels(path: Path) -> int:
     if datatype not in NIFTI_FLOAT_TYPES:
         return 0
     dims = struct.unpack(f"{order}8h", header[40:56])
-    count = int(np.prod([max(1, d) for d in dims[1:1 + max(1, min(dims[0], 7))]]))
+    count = int(np.prod([max(1, d) for d in dims[1 : 1 + max(1, min(dims[0], 7))]]))
     offset = int(struct.unpack(f"{order}f", header[108:112])[0])
     dtype = np.dtype(order + NIFTI_FLOAT_TYPES[datatype])
     chunk = (16 << 20) // dtype.itemsize
@@ -173,13 +180,22 @@ def check_hounsfield(hu: np.ndarray, path: Path) -> None:
     lowest = float(np.percentile(sample, 0.5))
     if lowest >= LOWEST_HU_OF_A_CT:
         if _share(sample, OFFSET_SOFT_TISSUE) >= 0.05:
-            raise InputError(path, f"its CT numbers look stored with a +1024 offset: the lowest values are near "
-                                   f"{lowest:.0f} (air is -1000 HU) and soft tissue lies near 1024-1100",
-                             "subtract 1024 from the voxels (or set RescaleIntercept to -1024) and export the CT again")
-        raise InputError(path, f"does not look like a CT in Hounsfield units: no air (-1000 HU) or fat (-100 HU) "
-                               f"anywhere, the lowest values are near {lowest:.0f} (an MR or a rescaled image?)",
-                         "give the CT in HU (DICOM CT, or a NIfTI/NRRD/MHA exported from it without rescaling)")
+            raise InputError(
+                path,
+                f"its CT numbers look stored with a +1024 offset: the lowest values are near "
+                f"{lowest:.0f} (air is -1000 HU) and soft tissue lies near 1024-1100",
+                "subtract 1024 from the voxels (or set RescaleIntercept to -1024) and export the CT again",
+            )
+        raise InputError(
+            path,
+            f"does not look like a CT in Hounsfield units: no air (-1000 HU) or fat (-100 HU) "
+            f"anywhere, the lowest values are near {lowest:.0f} (an MR or a rescaled image?)",
+            "give the CT in HU (DICOM CT, or a NIfTI/NRRD/MHA exported from it without rescaling)",
+        )
     if _share(sample, AIR_HU) < 0.005 and _share(sample, SOFT_TISSUE_HU) < 0.05:
-        raise InputError(path, "does not look like a CT in Hounsfield units: neither air near -1000 HU nor soft "
-                               "tissue near 0-100 HU (an MR or a rescaled image?)",
-                         "give the CT in HU (DICOM CT, or a NIfTI/NRRD/MHA exported from it without rescaling)")
+        raise InputError(
+            path,
+            "does not look like a CT in Hounsfield units: neither air near -1000 HU nor soft "
+            "tissue near 0-100 HU (an MR or a rescaled image?)",
+            "give the CT in HU (DICOM CT, or a NIfTI/NRRD/MHA exported from it without rescaling)",
+        )

@@ -20,16 +20,22 @@ def member_path(folder: str | Path, name: object, suffix: str = "", described_in
     folder = Path(folder)
     source = described_in or folder
     if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
-        raise InputError(source, f"names a file {str(name)[:80]!r} that is not a plain file name inside the folder",
-                         "use names of letters, digits, '_', '.' and '-' only (no path); re-export the model")
+        raise InputError(
+            source,
+            f"names a file {str(name)[:80]!r} that is not a plain file name inside the folder",
+            "use names of letters, digits, '_', '.' and '-' only (no path); re-export the model",
+        )
     path = folder / f"{name}{suffix}"
     try:
         inside = path.resolve().is_relative_to(folder.resolve())
     except (OSError, RuntimeError):  # a symbolic-link loop
         inside = False
     if not inside:
-        raise InputError(source, f"names {name}{suffix}, which leads outside {folder} (a symbolic link)",
-                         "copy the file into the folder instead of linking it")
+        raise InputError(
+            source,
+            f"names {name}{suffix}, which leads outside {folder} (a symbolic link)",
+            "copy the file into the folder instead of linking it",
+        )
     return path
 
 
@@ -41,8 +47,11 @@ def read_json_object(path: str | Path, what: str) -> dict:
     except FileNotFoundError:
         raise InputError(path, f"is missing: not a {what}", f"give a complete {what}") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise InputError(path, f"cannot be read as JSON ({type(error).__name__}: {str(error)[:100]})",
-                         f"the {what} is damaged: export or copy it again") from None
+        raise InputError(
+            path,
+            f"cannot be read as JSON ({type(error).__name__}: {str(error)[:100]})",
+            f"the {what} is damaged: export or copy it again",
+        ) from None
     if not isinstance(value, dict):
         raise InputError(path, f"holds a JSON {type(value).__name__}, not an object", f"give a complete {what}")
     return value

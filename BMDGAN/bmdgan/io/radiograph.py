@@ -25,8 +25,9 @@ GREY_TOLERANCE = 2.0
 MAX_RADIOGRAPH_PIXELS = 50_000_000
 """Largest radiograph read (pixels, all frames and channels counted): a 43 x 43 cm detector at 0.1 mm is 18.5
 megapixels; 50 megapixels keep one estimate under 2 GB of memory (``benchmarks/bench_memory.py``)."""
-NO_SPACING = ("sizes in mm are unknown (estimate does not need them; bmdgan register takes the detector pitch "
-              "from --pixel-mm)")
+NO_SPACING = (
+    "sizes in mm are unknown (estimate does not need them; bmdgan register takes the detector pitch from --pixel-mm)"
+)
 
 
 @dataclass
@@ -76,9 +77,12 @@ def refuse_too_large(path: Path, rows: int, columns: int, layers: int = 1) -> No
     if pixels > MAX_RADIOGRAPH_PIXELS:
         limit = MAX_RADIOGRAPH_PIXELS // 1_000_000
         layered = f" x {layers} frames or channels" if layers > 1 else ""
-        raise InputError(path, f"is {columns} x {rows} pixels{layered} ({pixels / 1e6:.0f} megapixels), more than "
-                               f"the {limit} megapixels bmdgan reads",
-                         f"give a single-frame radiograph of at most {limit} megapixels (downsample it)")
+        raise InputError(
+            path,
+            f"is {columns} x {rows} pixels{layered} ({pixels / 1e6:.0f} megapixels), more than "
+            f"the {limit} megapixels bmdgan reads",
+            f"give a single-frame radiograph of at most {limit} megapixels (downsample it)",
+        )
 
 
 def _grey_from_colour(array: np.ndarray, path: Path) -> np.ndarray:
@@ -87,8 +91,11 @@ def _grey_from_colour(array: np.ndarray, path: Path) -> np.ndarray:
     sample = array[::4, ::4, :3].astype(np.float32)
     spread = float(np.abs(sample - sample.mean(axis=-1, keepdims=True)).mean())
     if spread > GREY_TOLERANCE:
-        raise InputError(path, f"is a colour image (channels differ by {spread:.1f} grey levels on average), "
-                               "not a radiograph", "give a grey-scale X-ray image")
+        raise InputError(
+            path,
+            f"is a colour image (channels differ by {spread:.1f} grey levels on average), not a radiograph",
+            "give a grey-scale X-ray image",
+        )
     return array[..., :3].mean(axis=-1, dtype=np.float32)
 
 
@@ -96,8 +103,9 @@ def _check_2d(array: np.ndarray, path: Path) -> np.ndarray:
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         array = _grey_from_colour(array, path)
     if array.ndim != 2:
-        raise InputError(path, f"has shape {array.shape}, not a single 2D radiograph",
-                         "give one single-frame radiograph")
+        raise InputError(
+            path, f"has shape {array.shape}, not a single 2D radiograph", "give one single-frame radiograph"
+        )
     if min(array.shape) < 32:
         raise InputError(path, f"is only {array.shape[1]}x{array.shape[0]} pixels", "give a full radiograph")
     pixels = array.astype(np.float32, copy=False)
@@ -153,8 +161,11 @@ def _rescale(dataset, path: Path) -> tuple[float, float]:
         except (TypeError, ValueError):
             value = float("nan")
         if not np.isfinite(value) or (keyword == "RescaleSlope" and value == 0):
-            raise InputError(path, f"has an unusable {keyword} ({str(raw)[:40]!r})",
-                             "fix the DICOM header (slope: a non-zero number, intercept: a number) or re-export it")
+            raise InputError(
+                path,
+                f"has an unusable {keyword} ({str(raw)[:40]!r})",
+                "fix the DICOM header (slope: a non-zero number, intercept: a number) or re-export it",
+            )
         values.append(value)
     return values[0], values[1]
 
@@ -168,12 +179,18 @@ def _dicom_header(path: Path):
         rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
         layers = int(header.get("NumberOfFrames", 1) or 1) * int(header.get("SamplesPerPixel", 1) or 1)
     except Exception as error:  # pydicom raises several types for non-DICOM or broken files
-        raise InputError(path, f"is not a readable DICOM file ({type(error).__name__}: {str(error)[:120]})",
-                         "check that the file is a complete DICOM radiograph") from None
+        raise InputError(
+            path,
+            f"is not a readable DICOM file ({type(error).__name__}: {str(error)[:120]})",
+            "check that the file is a complete DICOM radiograph",
+        ) from None
     modality = str(header.get("Modality", "")) or None
     if modality is not None and modality not in RADIOGRAPH_MODALITIES:
-        raise InputError(path, f"DICOM modality is {modality}, not a plain radiograph",
-                         "give a DX, CR or secondary-capture radiograph")
+        raise InputError(
+            path,
+            f"DICOM modality is {modality}, not a plain radiograph",
+            "give a DX, CR or secondary-capture radiograph",
+        )
     refuse_too_large(path, rows, columns, layers)
     return header
 
@@ -186,20 +203,29 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
     try:
         dataset = pydicom.dcmread(path)
     except Exception as error:  # pydicom raises several types for non-DICOM or broken files
-        raise InputError(path, f"is not a readable DICOM file ({type(error).__name__}: {str(error)[:120]})",
-                         "check that the file is a complete DICOM radiograph") from None
+        raise InputError(
+            path,
+            f"is not a readable DICOM file ({type(error).__name__}: {str(error)[:120]})",
+            "check that the file is a complete DICOM radiograph",
+        ) from None
     modality = str(dataset.get("Modality", "")) or None  # checked with the header
     if "PixelData" not in dataset:
-        raise InputError(path, "has no complete pixel data (the file is truncated or holds no image)",
-                         "give a complete DICOM radiograph")
+        raise InputError(
+            path,
+            "has no complete pixel data (the file is truncated or holds no image)",
+            "give a complete DICOM radiograph",
+        )
     slope, intercept = _rescale(dataset, path)
     try:
         raw = dataset.pixel_array
     except MemoryError:
         raise InputError(path, "pixel data do not fit in memory", "give a smaller radiograph") from None
     except Exception as error:  # truncated data, unsupported transfer syntax...
-        raise InputError(path, f"pixel data cannot be decoded ({type(error).__name__}: {str(error)[:160]})",
-                         "the file is truncated or compressed in an unsupported way; re-export it") from None
+        raise InputError(
+            path,
+            f"pixel data cannot be decoded ({type(error).__name__}: {str(error)[:160]})",
+            "the file is truncated or compressed in an unsupported way; re-export it",
+        ) from None
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
     if raw.ndim == 3 and raw.shape[-1] in (3, 4):
         pixels = _check_2d(raw, path)
@@ -209,11 +235,16 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
     if photometric == "MONOCHROME1":
         # Stored range [0, 2^bits - 1] (or signed) after rescale: invert within it so bone is bright.
         signed = _int(dataset, "PixelRepresentation", 0) == 1
-        low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2 ** bits_stored - 1)
+        low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2**bits_stored - 1)
         pixels = (slope * low + intercept) + (slope * high + intercept) - pixels
 
-    radiograph = Radiograph(pixels=pixels.astype(np.float32), source=str(path), modality=modality,
-                            photometric_interpretation=photometric, bits_stored=bits_stored)
+    radiograph = Radiograph(
+        pixels=pixels.astype(np.float32),
+        source=str(path),
+        modality=modality,
+        photometric_interpretation=photometric,
+        bits_stored=bits_stored,
+    )
     imager = _pair(dataset.get("ImagerPixelSpacing"))
     patient = _pair(dataset.get("PixelSpacing"))
     ermf = _optional_float(dataset, "EstimatedRadiographicMagnificationFactor")
@@ -226,8 +257,10 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
         radiograph.spacing_source = "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
     elif imager is not None:
         radiograph.pixel_spacing_mm, radiograph.spacing_source = imager, "ImagerPixelSpacing (at the detector)"
-        radiograph.warnings.append("pixel spacing is given at the detector only (ImagerPixelSpacing, no "
-                                   "magnification factor): sizes at the patient are overestimated by the magnification")
+        radiograph.warnings.append(
+            "pixel spacing is given at the detector only (ImagerPixelSpacing, no "
+            "magnification factor): sizes at the patient are overestimated by the magnification"
+        )
     else:
         radiograph.warnings.append(f"the file has no pixel spacing (PixelSpacing/ImagerPixelSpacing): {NO_SPACING}")
     radiograph.source_to_detector_mm = _optional_float(dataset, "DistanceSourceToDetector")
@@ -246,8 +279,9 @@ def _tiff_page(tiff, path: Path):
     """The first page of an open TIFF, refused when larger than :data:`MAX_RADIOGRAPH_PIXELS`."""
     page = tiff.pages[0]
     shape = page.shape
-    refuse_too_large(path, shape[0], shape[1] if len(shape) > 1 else 1,
-                     int(np.prod(shape[2:])) if len(shape) > 2 else 1)
+    refuse_too_large(
+        path, shape[0], shape[1] if len(shape) > 1 else 1, int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    )
     return page
 
 
@@ -283,11 +317,17 @@ def _read_pil(path: Path, decode: bool = True) -> np.ndarray | None:
             image.load()
             return np.asarray(image)
     except Image.DecompressionBombError:
-        raise InputError(path, "is a decompression bomb (its header claims far more pixels than a radiograph has)",
-                         f"give a radiograph of at most {MAX_RADIOGRAPH_PIXELS // 1_000_000} megapixels") from None
+        raise InputError(
+            path,
+            "is a decompression bomb (its header claims far more pixels than a radiograph has)",
+            f"give a radiograph of at most {MAX_RADIOGRAPH_PIXELS // 1_000_000} megapixels",
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise InputError(path, f"is not a readable image ({type(error).__name__}: {str(error)[:120]})",
-                         "give a complete PNG, JPEG, TIFF or DICOM file") from None
+        raise InputError(
+            path,
+            f"is not a readable image ({type(error).__name__}: {str(error)[:120]})",
+            "give a complete PNG, JPEG, TIFF or DICOM file",
+        ) from None
     except MemoryError:
         raise InputError(path, "does not fit in memory", "give a smaller radiograph") from None
 
@@ -298,8 +338,9 @@ def read_image_radiograph(path: Path, kind: str | None = None) -> Radiograph:
     tiff = kind == "tiff" if kind else path.suffix.lower() in (".tif", ".tiff")
     array = _read_tiff(path) if tiff else _read_pil(path)
     pixels = _check_2d(array, path)
-    radiograph = Radiograph(pixels=pixels, source=str(path), bits_stored=8 * array.dtype.itemsize,
-                            photometric_interpretation="MONOCHROME2")
+    radiograph = Radiograph(
+        pixels=pixels, source=str(path), bits_stored=8 * array.dtype.itemsize, photometric_interpretation="MONOCHROME2"
+    )
     radiograph.warnings.append(f"image files ({path.suffix or 'no suffix'}) carry no pixel spacing: {NO_SPACING}")
     return radiograph
 
@@ -308,7 +349,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def _kind(path: Path) -> str:
-    """"tiff", "pil" (PNG, JPEG) or "dicom": by content, by suffix when the content is none of these."""
+    """ "tiff", "pil" (PNG, JPEG) or "dicom": by content, by suffix when the content is none of these."""
 
     if not path.is_file():
         raise InputError(path, "does not exist or is not a file", "check the path")

@@ -16,7 +16,7 @@ SIGNATURES = (
 
 
 def sniff_format(path: str | Path) -> str | None:
-    """"dicom", "png", "jpeg", "tiff", or None when the first bytes are none of these (or the file is unreadable)."""
+    """ "dicom", "png", "jpeg", "tiff", or None when the first bytes are none of these (or the file is unreadable)."""
     try:
         with open(path, "rb") as stream:
             head = stream.read(132)

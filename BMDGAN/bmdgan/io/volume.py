@@ -34,8 +34,11 @@ class VolumeGeometry:
         spacing = np.asarray(self.spacing_mm, dtype=float)
         direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
         if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-            raise InputError(None, f"voxel spacing must be three positive numbers in mm, got {self.spacing_mm}",
-                             "fix the spacing in the file header")
+            raise InputError(
+                None,
+                f"voxel spacing must be three positive numbers in mm, got {self.spacing_mm}",
+                "fix the spacing in the file header",
+            )
         if not np.all(np.isfinite(self.origin_mm)):
             raise InputError(None, f"volume origin is not finite: {self.origin_mm}", "fix the file header")
         if abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
@@ -56,7 +59,7 @@ class VolumeGeometry:
         return LPS_TO_RAS @ self.ijk_to_lps()
 
     @staticmethod
-    def from_ijk_to_lps(matrix: np.ndarray) -> "VolumeGeometry":
+    def from_ijk_to_lps(matrix: np.ndarray) -> VolumeGeometry:
         """Inverse of :meth:`ijk_to_lps` (matrix without shear)."""
         matrix = np.asarray(matrix, dtype=float)
         columns = matrix[:3, :3]
@@ -75,11 +78,15 @@ class Volume:
 
     def __post_init__(self):
         if self.array.ndim != 3:
-            raise InputError(self.source or None, f"expected a 3D volume, got an array of shape {self.array.shape}",
-                             "give a CT volume (a DICOM series or a 3D NIfTI/NRRD/MHA file), not a 2D image")
+            raise InputError(
+                self.source or None,
+                f"expected a 3D volume, got an array of shape {self.array.shape}",
+                "give a CT volume (a DICOM series or a 3D NIfTI/NRRD/MHA file), not a 2D image",
+            )
         if 0 in self.array.shape:
-            raise InputError(self.source or None, f"the volume is empty (shape {self.array.shape})",
-                             "check the crop or the file")
+            raise InputError(
+                self.source or None, f"the volume is empty (shape {self.array.shape})", "check the crop or the file"
+            )
 
     @property
     def shape_ijk(self) -> tuple[int, int, int]:
@@ -87,7 +94,7 @@ class Volume:
         k, j, i = self.array.shape
         return i, j, k
 
-    def with_array(self, array: np.ndarray, unit: str | None = None) -> "Volume":
+    def with_array(self, array: np.ndarray, unit: str | None = None) -> Volume:
         """Same grid, other voxel values (e.g. a label map or calibrated density)."""
         return replace(self, array=array, unit=self.unit if unit is None else unit)
 

@@ -15,11 +15,18 @@ from .norm import group_norm
 class _BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), group_norm(c_out),
-                                  nn.ReLU(inplace=True), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
-                                  group_norm(c_out))
-        self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out else
-                         nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), group_norm(c_out)))
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+            group_norm(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+            group_norm(c_out),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), group_norm(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -31,8 +38,12 @@ class DirectRegressionCNN(nn.Module):
     def __init__(self, width: int = 64, target_mean: float = 0.0, target_std: float = 1.0):
         super().__init__()
         widths = [width, 2 * width, 4 * width, 8 * width]
-        layers: list[nn.Module] = [nn.Conv2d(1, width, 7, 2, 3, bias=False), group_norm(width), nn.ReLU(inplace=True),
-                                   nn.MaxPool2d(3, 2, 1)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(1, width, 7, 2, 3, bias=False),
+            group_norm(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        ]
         c_in = width
         for index, c_out in enumerate(widths):
             layers += [_BasicBlock(c_in, c_out, 1 if index == 0 else 2), _BasicBlock(c_out, c_out, 1)]

@@ -17,8 +17,13 @@ class CheckpointMismatchError(BMDGANError):
     """The weights do not fit the network; ``missing``, ``unexpected`` and ``mismatched`` hold the details
     (mismatched: key -> (shape in checkpoint, shape in model))."""
 
-    def __init__(self, missing: list[str], unexpected: list[str], mismatched: dict[str, tuple[tuple, tuple]],
-                 what: str = "checkpoint"):
+    def __init__(
+        self,
+        missing: list[str],
+        unexpected: list[str],
+        mismatched: dict[str, tuple[tuple, tuple]],
+        what: str = "checkpoint",
+    ):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
         parts = []
         if missing:
@@ -28,8 +33,10 @@ class CheckpointMismatchError(BMDGANError):
         if mismatched:
             shown = [f"{k} {tuple(a)} in {what} vs {tuple(b)} in model" for k, (a, b) in mismatched.items()]
             parts.append(f"{len(mismatched)} shape mismatch(es): {_listing(shown)}")
-        super().__init__(f"the {what} does not fit this network ({'; '.join(parts)}); nothing was loaded "
-                         "(check that the checkpoint was trained with the same backbone, size and options)")
+        super().__init__(
+            f"the {what} does not fit this network ({'; '.join(parts)}); nothing was loaded "
+            "(check that the checkpoint was trained with the same backbone, size and options)"
+        )
 
 
 def _listing(items: list[str]) -> str:
@@ -44,8 +51,11 @@ def load_state_dict_checked(model: nn.Module, state: Mapping[str, torch.Tensor],
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    mismatched = {k: (tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items()
-                  if k in state and tuple(state[k].shape) != tuple(v.shape)}
+    mismatched = {
+        k: (tuple(state[k].shape), tuple(v.shape))
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    }
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(missing, unexpected, mismatched, what)
     model.load_state_dict(state, strict=True)

@@ -59,8 +59,15 @@ class RelativeAttention(nn.Module):
 class RelTransformerBlock(nn.Module):
     """CoAtNet TFM_Rel block. [B, C_in, h, w] -> [B, C_out, h', w'] (h', w' halved when ``downsample``)."""
 
-    def __init__(self, dim_in: int, dim_out: int, in_size: tuple[int, int], downsample: bool = False,
-                 head_dim: int = 32, mlp_ratio: int = 4):
+    def __init__(
+        self,
+        dim_in: int,
+        dim_out: int,
+        in_size: tuple[int, int],
+        downsample: bool = False,
+        head_dim: int = 32,
+        mlp_ratio: int = 4,
+    ):
         super().__init__()
         self.in_size = tuple(in_size)
         self.out_size = _half(self.in_size) if downsample else self.in_size
@@ -74,8 +81,11 @@ class RelTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != self.in_size:
-            raise InputError(None, f"regression head built for a {self.in_size} map, got {tuple(x.shape[-2:])}",
-                             "build the regressor with the image size used for training")
+            raise InputError(
+                None,
+                f"regression head built for a {self.in_size} map, got {tuple(x.shape[-2:])}",
+                "build the regressor with the image size used for training",
+            )
         shortcut = self.shortcut(self.pool(x))
         y = self.pool(self.norm1(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
         b, _, h, w = shortcut.shape
@@ -91,8 +101,15 @@ class CoAtNetHead(nn.Module):
     rescales). Defaults = CoAtNet-0's S3 (5 blocks, 384) and S4 (2 blocks, 768), head dim 32.
     """
 
-    def __init__(self, in_channels: int, in_size: tuple[int, int], dims: Sequence[int] = (384, 768),
-                 depths: Sequence[int] = (5, 2), head_dim: int = 32, num_outputs: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        in_size: tuple[int, int],
+        dims: Sequence[int] = (384, 768),
+        depths: Sequence[int] = (5, 2),
+        head_dim: int = 32,
+        num_outputs: int = 1,
+    ):
         super().__init__()
         blocks, c, size = [], in_channels, tuple(in_size)
         for dim, depth in zip(dims, depths):

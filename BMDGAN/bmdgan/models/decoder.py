@@ -32,12 +32,18 @@ class Pix2PixHDDecoder(nn.Module):
             raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
         if width % 4:
             raise ValueError(f"decoder width must be a multiple of 4, got {width}")
-        self.project = nn.Identity() if in_channels == width else nn.Sequential(
-            nn.Conv2d(in_channels, width, 1, bias=False), group_norm(width), nn.ReLU(inplace=True))
+        self.project = (
+            nn.Identity()
+            if in_channels == width
+            else nn.Sequential(nn.Conv2d(in_channels, width, 1, bias=False), group_norm(width), nn.ReLU(inplace=True))
+        )
         ups = []
         for c_in, c_out in ((width, width // 2), (width // 2, width // 4)):
-            ups += [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=False),
-                    group_norm(c_out), nn.ReLU(inplace=True)]
+            ups += [
+                nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=False),
+                group_norm(c_out),
+                nn.ReLU(inplace=True),
+            ]
         self.upsample = nn.Sequential(*ups)
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(width // 4, out_channels, 7))
         self.output_activation = output_activation

@@ -29,13 +29,19 @@ class NLayerDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int = 2, ndf: int = 64, n_layers: int = 3):
         super().__init__()
-        self.layers = nn.ModuleList([nn.Sequential(nn.Conv2d(in_channels, ndf, KERNEL, 2, PAD),
-                                                   nn.LeakyReLU(0.2, inplace=True))])
+        self.layers = nn.ModuleList(
+            [nn.Sequential(nn.Conv2d(in_channels, ndf, KERNEL, 2, PAD), nn.LeakyReLU(0.2, inplace=True))]
+        )
         c = ndf
         for i in range(1, n_layers + 1):
             c_next, stride = min(c * 2, 512), (2 if i < n_layers else 1)
-            self.layers.append(nn.Sequential(nn.Conv2d(c, c_next, KERNEL, stride, PAD, bias=False),
-                                             group_norm(c_next), nn.LeakyReLU(0.2, inplace=True)))
+            self.layers.append(
+                nn.Sequential(
+                    nn.Conv2d(c, c_next, KERNEL, stride, PAD, bias=False),
+                    group_norm(c_next),
+                    nn.LeakyReLU(0.2, inplace=True),
+                )
+            )
             c = c_next
         self.layers.append(nn.Conv2d(c, 1, KERNEL, 1, PAD))
 

@@ -54,23 +54,27 @@ def available_backbones() -> list[str]:
 def backbone_spec(name: str) -> BackboneSpec:
     """The registry entry of ``name``; InputError naming the choices when unknown."""
     if name not in _BACKBONES:
-        raise InputError(None, f"unknown generator backbone {name!r}",
-                         f"choose one of {', '.join(available_backbones())}")
+        raise InputError(
+            None, f"unknown generator backbone {name!r}", f"choose one of {', '.join(available_backbones())}"
+        )
     return _BACKBONES[name]
 
 
 def _register_hrformer(size: str, width: int) -> None:
     register_backbone(f"hrformer-{size}", width, f"HRFormer-{size.upper()} (HRNetV2-style concat at 1/4)")(
-        lambda in_channels: HighResolutionEncoder(hrformer_backbone(size, in_channels)))
+        lambda in_channels: HighResolutionEncoder(hrformer_backbone(size, in_channels))
+    )
 
 
 for _size in ("t", "s", "b"):
     _register_hrformer(_size, 256)
 _register_hrformer("tiny-cpu", 32)
 register_backbone("hrnet-w18-small", 256, "HRNetV2-W18-Small-v2 (basic blocks, concat at 1/4)")(
-    lambda in_channels: HighResolutionEncoder(hrnet_backbone(in_channels=in_channels)))
+    lambda in_channels: HighResolutionEncoder(hrnet_backbone(in_channels=in_channels))
+)
 register_backbone("resnet", 256, "Pix2PixHD/CycleGAN ResNet generator, 9 residual blocks")(
-    lambda in_channels: ResNetEncoder(in_channels, ngf=64, n_blocks=9))
+    lambda in_channels: ResNetEncoder(in_channels, ngf=64, n_blocks=9)
+)
 
 
 class DecompositionGenerator(nn.Module):
@@ -83,8 +87,11 @@ class DecompositionGenerator(nn.Module):
 
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] % 4 or x.shape[3] % 4:
-            raise InputError(None, f"generator input has shape {tuple(x.shape)}",
-                             f"expected [B, {self.in_channels}, H, W] with H and W multiples of 4")
+            raise InputError(
+                None,
+                f"generator input has shape {tuple(x.shape)}",
+                f"expected [B, {self.in_channels}, H, W] with H and W multiples of 4",
+            )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Representation of M_E: [B, C_in, H, W] -> [B, encoder.out_channels, H/4, W/4]."""
@@ -95,11 +102,17 @@ class DecompositionGenerator(nn.Module):
         return self.decoder(self.encode(x))
 
 
-def build_generator(backbone: str = "hrformer-b", in_channels: int = 1, out_channels: int = 1,
-                    decoder_width: int | None = None, output_activation: str = "linear") -> DecompositionGenerator:
+def build_generator(
+    backbone: str = "hrformer-b",
+    in_channels: int = 1,
+    out_channels: int = 1,
+    decoder_width: int | None = None,
+    output_activation: str = "linear",
+) -> DecompositionGenerator:
     """Generator with a registered backbone (paper: 'hrformer-b'); ``decoder_width`` overrides the default."""
     spec = backbone_spec(backbone)
     encoder = spec.build(in_channels)
-    decoder = Pix2PixHDDecoder(encoder.out_channels, decoder_width or spec.decoder_width, out_channels,
-                               output_activation)
+    decoder = Pix2PixHDDecoder(
+        encoder.out_channels, decoder_width or spec.decoder_width, out_channels, output_activation
+    )
     return DecompositionGenerator(encoder, decoder, backbone, in_channels)

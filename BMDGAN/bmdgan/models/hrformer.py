@@ -95,9 +95,14 @@ class ConvFFN(nn.Module):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.body = nn.Sequential(
-            nn.Conv2d(dim, hidden, 1, bias=False), group_norm(hidden), nn.GELU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), group_norm(hidden), nn.GELU(),
-            nn.Conv2d(hidden, dim, 1, bias=False), group_norm(dim),
+            nn.Conv2d(dim, hidden, 1, bias=False),
+            group_norm(hidden),
+            nn.GELU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+            group_norm(hidden),
+            nn.GELU(),
+            nn.Conv2d(hidden, dim, 1, bias=False),
+            group_norm(dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,9 +142,17 @@ HRFORMER_CONFIGS: dict[str, HRFormerConfig] = {
     "b": HRFormerConfig(channels=(78, 156, 312, 624), modules=(1, 4, 2), heads=(2, 4, 8, 16)),
     # Ours, for 2-core CPU training at 128x256 / 256x512: one block per branch, one module per stage,
     # narrow stem/stage 1, MLP ratio 2, window 8 (divides the 1/4..1/32 maps of 256x512 exactly).
-    "tiny-cpu": HRFormerConfig(channels=(16, 32, 64, 128), modules=(1, 1, 1), blocks=1, stem_channels=16,
-                               stage1_planes=8, stage1_blocks=1, heads=(1, 2, 4, 8), mlp_ratios=(2, 2, 2, 2),
-                               window_size=8),
+    "tiny-cpu": HRFormerConfig(
+        channels=(16, 32, 64, 128),
+        modules=(1, 1, 1),
+        blocks=1,
+        stem_channels=16,
+        stage1_planes=8,
+        stage1_blocks=1,
+        heads=(1, 2, 4, 8),
+        mlp_ratios=(2, 2, 2, 2),
+        window_size=8,
+    ),
 }
 
 
@@ -168,12 +181,19 @@ class HRFormerClassifier(nn.Module):
         super().__init__()
         self.backbone = hrformer_backbone(size, in_channels)
         widths = [p * Bottleneck.expansion for p in self.HEAD_PLANES]
-        self.incre = nn.ModuleList(Bottleneck(c, p, depthwise=True)
-                                   for c, p in zip(self.backbone.out_channels, self.HEAD_PLANES))
+        self.incre = nn.ModuleList(
+            Bottleneck(c, p, depthwise=True) for c, p in zip(self.backbone.out_channels, self.HEAD_PLANES)
+        )
         self.down = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(a, a, 3, 2, 1, groups=a), group_norm(a), nn.Conv2d(a, b, 1), group_norm(b),
-                          nn.ReLU(inplace=True))
-            for a, b in zip(widths[:-1], widths[1:]))
+            nn.Sequential(
+                nn.Conv2d(a, a, 3, 2, 1, groups=a),
+                group_norm(a),
+                nn.Conv2d(a, b, 1),
+                group_norm(b),
+                nn.ReLU(inplace=True),
+            )
+            for a, b in zip(widths[:-1], widths[1:])
+        )
         self.final = nn.Sequential(nn.Conv2d(widths[-1], 2048, 1), group_norm(2048), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(2048, num_classes)
 
@@ -188,4 +208,3 @@ class HRFormerClassifier(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     """Number of learnable scalars (buffers such as relative-position indices are not counted)."""
     return sum(p.numel() for p in module.parameters())
-

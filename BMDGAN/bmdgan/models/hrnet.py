@@ -30,8 +30,9 @@ BlockFactory = Callable[[int, int], nn.Module]
 """(branch index, channels) -> a block mapping [B, C, h, w] to [B, C, h, w]."""
 
 
-def conv_norm_act(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1,
-                  act: bool = True) -> nn.Sequential:
+def conv_norm_act(
+    c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True
+) -> nn.Sequential:
     """Conv (no bias: a norm follows) + GroupNorm (+ ReLU); 'same' padding for odd kernels."""
     layers = [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False), group_norm(c_out)]
     if act:
@@ -77,8 +78,10 @@ def _down_step(c_in: int, c_out: int, separable: bool, act: bool) -> nn.Sequenti
     """One stride-2 step of a fusion path: full 3x3 conv (HRNet) or depthwise 3x3 + pointwise 1x1 (HRFormer)."""
     if not separable:
         return conv_norm_act(c_in, c_out, kernel=3, stride=2, act=act)
-    layers = [conv_norm_act(c_in, c_in, kernel=3, stride=2, groups=c_in, act=False),
-              conv_norm_act(c_in, c_out, kernel=1, act=act)]
+    layers = [
+        conv_norm_act(c_in, c_in, kernel=3, stride=2, groups=c_in, act=False),
+        conv_norm_act(c_in, c_out, kernel=1, act=act),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -126,7 +129,8 @@ class MultiResolutionModule(nn.Module):
     def __init__(self, channels: Sequence[int], blocks: int, make_block: BlockFactory, separable_fuse: bool):
         super().__init__()
         self.branches = nn.ModuleList(
-            nn.Sequential(*[make_block(i, c) for _ in range(blocks)]) for i, c in enumerate(channels))
+            nn.Sequential(*[make_block(i, c) for _ in range(blocks)]) for i, c in enumerate(channels)
+        )
         self.fuse = MultiResolutionFusion(channels, separable_fuse)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -172,8 +176,9 @@ class HighResolutionBackbone(nn.Module):
     """Stem + stage 1 + stages 2-4. [B, C_in, H, W] -> list of 4 maps [B, C_i, H / 2^(i+2), W / 2^(i+2)]
     (ceil-divided when H, W are not multiples of 32)."""
 
-    def __init__(self, config: HighResolutionConfig, make_block: BlockFactory, separable_fuse: bool,
-                 in_channels: int = 1):
+    def __init__(
+        self, config: HighResolutionConfig, make_block: BlockFactory, separable_fuse: bool, in_channels: int = 1
+    ):
         super().__init__()
         self.config = config
         s = config.stem_channels
@@ -186,8 +191,14 @@ class HighResolutionBackbone(nn.Module):
         for stage, num_modules in enumerate(config.modules):
             chans = list(config.channels[: stage + 2])
             self.transitions.append(Transition(prev, chans))
-            self.stages.append(nn.Sequential(
-                *[MultiResolutionModule(chans, config.blocks, make_block, separable_fuse) for _ in range(num_modules)]))
+            self.stages.append(
+                nn.Sequential(
+                    *[
+                        MultiResolutionModule(chans, config.blocks, make_block, separable_fuse)
+                        for _ in range(num_modules)
+                    ]
+                )
+            )
             prev = chans
         self.out_channels = tuple(config.channels)
 

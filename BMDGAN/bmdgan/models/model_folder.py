@@ -18,12 +18,16 @@ def read_model_description(folder: str | Path) -> dict:
     path = Path(folder) / "model.json"
     description = read_json_object(path, "bmdgan model folder")
     if description.get("format") != MODEL_FORMAT or description.get("version") != MODEL_FORMAT_VERSION:
-        raise InputError(path, f"model format {description.get('format')} version {description.get('version')} "
-                               f"is not {MODEL_FORMAT} version {MODEL_FORMAT_VERSION}",
-                         "use a model trained with a matching bmdgan version")
+        raise InputError(
+            path,
+            f"model format {description.get('format')} version {description.get('version')} "
+            f"is not {MODEL_FORMAT} version {MODEL_FORMAT_VERSION}",
+            "use a model trained with a matching bmdgan version",
+        )
     regressors = description.get("regressors", {})
-    if not isinstance(regressors, dict) or not all(isinstance(entry, dict) and "kind" in entry and "target" in entry
-                                                   for entry in regressors.values()):
+    if not isinstance(regressors, dict) or not all(
+        isinstance(entry, dict) and "kind" in entry and "target" in entry for entry in regressors.values()
+    ):
         raise InputError(path, "has a malformed 'regressors' entry", "export the model again")
     for name in regressors:
         member_path(folder, name, ".safetensors", described_in=path)
@@ -36,5 +40,6 @@ def model_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     description = read_model_description(folder)
     names = ["generator", *description.get("regressors", {})]
-    return [folder / "model.json"] + [member_path(folder, name, ".safetensors", folder / "model.json")
-                                      for name in names]
+    return [folder / "model.json"] + [
+        member_path(folder, name, ".safetensors", folder / "model.json") for name in names
+    ]

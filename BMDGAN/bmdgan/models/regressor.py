@@ -32,8 +32,13 @@ REGRESSION_HEADS: dict[str, dict] = {
 class BMDRegressor(nn.Module):
     """R = {M_E (``encoder``), M_R (``head``)}. radiograph [B, C_in, H, W] -> BMD [B, num_outputs]."""
 
-    def __init__(self, encoder: nn.Module, head: CoAtNetHead, target_mean: float | Sequence[float] = 0.0,
-                 target_std: float | Sequence[float] = 1.0):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: CoAtNetHead,
+        target_mean: float | Sequence[float] = 0.0,
+        target_std: float | Sequence[float] = 1.0,
+    ):
         super().__init__()
         self.encoder, self.head = encoder, head
         shape = (head.num_outputs,)
@@ -62,14 +67,20 @@ class BMDRegressor(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
 
-def build_regressor(generator: DecompositionGenerator, image_size: tuple[int, int] = (512, 256),
-                    head: str = "coatnet-0", num_outputs: int = 1, target_mean: float | Sequence[float] = 0.0,
-                    target_std: float | Sequence[float] = 1.0) -> BMDRegressor:
+def build_regressor(
+    generator: DecompositionGenerator,
+    image_size: tuple[int, int] = (512, 256),
+    head: str = "coatnet-0",
+    num_outputs: int = 1,
+    target_mean: float | Sequence[float] = 0.0,
+    target_std: float | Sequence[float] = 1.0,
+) -> BMDRegressor:
     """R from a (trained) generator: copies its encoder, adds a named CoAtNet head sized for
     ``image_size`` = (H, W) of the radiograph (the head sees (H/4, W/4))."""
     if head not in REGRESSION_HEADS:
-        raise InputError(None, f"unknown regression head {head!r}",
-                         f"choose one of {', '.join(sorted(REGRESSION_HEADS))}")
+        raise InputError(
+            None, f"unknown regression head {head!r}", f"choose one of {', '.join(sorted(REGRESSION_HEADS))}"
+        )
     encoder = copy.deepcopy(generator.encoder)
     in_size = (image_size[0] // 4, image_size[1] // 4)
     m_r = CoAtNetHead(encoder.out_channels, in_size, num_outputs=num_outputs, **REGRESSION_HEADS[head])

@@ -19,9 +19,13 @@ class ResnetBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=False), group_norm(channels),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=False),
+            group_norm(channels),
             nn.ReLU(inplace=True),
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=False), group_norm(channels),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=False),
+            group_norm(channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -33,11 +37,18 @@ class ResNetEncoder(nn.Module):
 
     def __init__(self, in_channels: int = 1, ngf: int = 64, n_blocks: int = 9):
         super().__init__()
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=False), group_norm(ngf),
-                  nn.ReLU(inplace=True)]
+        layers = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, ngf, 7, bias=False),
+            group_norm(ngf),
+            nn.ReLU(inplace=True),
+        ]
         for mult in (1, 2):
-            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=False),
-                       group_norm(ngf * mult * 2), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=False),
+                group_norm(ngf * mult * 2),
+                nn.ReLU(inplace=True),
+            ]
         layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
         self.body = nn.Sequential(*layers)
         self.out_channels = ngf * 4

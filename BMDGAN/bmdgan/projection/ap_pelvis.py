@@ -59,8 +59,11 @@ def clean_outside_body(ct, body_mask: np.ndarray):
     A CT already clean is returned as it is (the same object: analyses cached per CT object stay valid)."""
     body = np.asarray(body_mask, dtype=bool)
     if body.shape != ct.array.shape:
-        raise InputError(ct.source or None, f"the body mask's shape {body.shape} differs from the CT's "
-                                            f"{ct.array.shape}", "give a body mask on the CT grid")
+        raise InputError(
+            ct.source or None,
+            f"the body mask's shape {body.shape} differs from the CT's {ct.array.shape}",
+            "give a body mask on the CT grid",
+        )
     if not body.any():
         raise InputError(ct.source or None, "the body mask is empty", "check the body mask")
     if np.all(ct.array[~body] == np.float32(AIR_HU)):
@@ -98,15 +101,23 @@ class Collimation:
         return (self.rows, self.columns) != (self.full_rows, self.full_columns)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "collimated": self.collimated,
-                "about": "detector cut to the rows/columns whose rays stay inside the scanned CT range wherever "
-                         "they cross the body (no tissue beyond the scan is invented); first_row/first_column in "
-                         "pixels of the full detector"}
+        return {
+            **asdict(self),
+            "collimated": self.collimated,
+            "about": "detector cut to the rows/columns whose rays stay inside the scanned CT range wherever "
+            "they cross the body (no tissue beyond the scan is invented); first_row/first_column in "
+            "pixels of the full detector",
+        }
 
 
-_FACE_NAMES = {(0, 0): "patient-right end of the scan", (0, 1): "patient-left end of the scan",
-               (1, 0): "anterior end of the scan", (1, 1): "posterior end of the scan",
-               (2, 0): "inferior end of the scan", (2, 1): "superior end of the scan"}
+_FACE_NAMES = {
+    (0, 0): "patient-right end of the scan",
+    (0, 1): "patient-left end of the scan",
+    (1, 0): "anterior end of the scan",
+    (1, 1): "posterior end of the scan",
+    (2, 0): "inferior end of the scan",
+    (2, 1): "superior end of the scan",
+}
 
 
 def _face_name(lps_normal: np.ndarray) -> str:
@@ -122,7 +133,7 @@ def _face_points(body: np.ndarray, axis: int, high: bool, ijk_to_lps: np.ndarray
     rows, columns = np.nonzero(plane)
     if rows.size == 0:
         return np.zeros((0, 3))
-    other = [a for a in range(3) if a != axis]          # index axes left in the plane, in (i, j, k) order
+    other = [a for a in range(3) if a != axis]  # index axes left in the plane, in (i, j, k) order
     ijk = np.empty((rows.size, 3))
     # np.take along kji axis (2 - axis) leaves the other kji axes in order: (rows, columns) = higher, lower ijk
     ijk[:, other[1]], ijk[:, other[0]] = rows, columns
@@ -130,8 +141,9 @@ def _face_points(body: np.ndarray, axis: int, high: bool, ijk_to_lps: np.ndarray
     return ijk @ ijk_to_lps[:3, :3].T + ijk_to_lps[:3, 3]
 
 
-def collimate_to_scan(geometry: ProjectionGeometry, body_mask: np.ndarray, ijk_to_lps: np.ndarray
-                      ) -> tuple[ProjectionGeometry, Collimation]:
+def collimate_to_scan(
+    geometry: ProjectionGeometry, body_mask: np.ndarray, ijk_to_lps: np.ndarray
+) -> tuple[ProjectionGeometry, Collimation]:
     """Cut the detector to the rows and columns whose rays stay inside the scanned volume wherever they cross
     the body (``body_mask`` bool [k, j, i] on the CT grid ``ijk_to_lps``).
 
@@ -172,7 +184,7 @@ def collimate_to_scan(geometry: ProjectionGeometry, body_mask: np.ndarray, ijk_t
                     continue
             coordinate = pixels[:, 1] if camera_axis == 1 else pixels[:, 0]
             kind = "row" if camera_axis == 1 else "column"
-            if normal[camera_axis] < 0:   # the face looks toward the first rows/columns: keep what lies beyond
+            if normal[camera_axis] < 0:  # the face looks toward the first rows/columns: keep what lies beyond
                 first = int(math.floor(coordinate.max())) + 1 + COLLIMATION_MARGIN_PX
                 if first > limits[f"first_{kind}"]:
                     limits[f"first_{kind}"] = first
@@ -185,14 +197,28 @@ def collimate_to_scan(geometry: ProjectionGeometry, body_mask: np.ndarray, ijk_t
     kept_rows = limits["last_row"] - limits["first_row"] + 1
     kept_columns = limits["last_column"] - limits["first_column"] + 1
     if kept_rows < 2 or kept_columns < 2:
-        raise InputError(None, "no detector row keeps its rays inside the scanned range through the body",
-                         "give a CT that covers the whole pelvis (about L4 to below the lesser trochanters)")
+        raise InputError(
+            None,
+            "no detector row keeps its rays inside the scanned range through the body",
+            "give a CT that covers the whole pelvis (about L4 to below the lesser trochanters)",
+        )
     principal_column, principal_row = geometry.principal_point_px
-    cropped = replace(geometry, detector_rows=kept_rows, detector_columns=kept_columns,
-                      principal_point_px=(principal_column - limits["first_column"],
-                                          principal_row - limits["first_row"]))
-    return cropped, Collimation(rows, columns, limits["first_row"], limits["first_column"], kept_rows, kept_columns,
-                                tuple(sorted(set(reasons.values()))), tuple(sorted(set(depth_truncated))))
+    cropped = replace(
+        geometry,
+        detector_rows=kept_rows,
+        detector_columns=kept_columns,
+        principal_point_px=(principal_column - limits["first_column"], principal_row - limits["first_row"]),
+    )
+    return cropped, Collimation(
+        rows,
+        columns,
+        limits["first_row"],
+        limits["first_column"],
+        kept_rows,
+        kept_columns,
+        tuple(sorted(set(reasons.values()))),
+        tuple(sorted(set(depth_truncated))),
+    )
 
 
 BODY_CENTRE_SLAB_MM = 50.0
@@ -200,14 +226,13 @@ BODY_CENTRE_SLAB_MM = 50.0
 given height: arms raised beside the upper abdomen do not move it."""
 
 
-def body_centre_lps(body_mask: np.ndarray, ijk_to_lps: np.ndarray, height_lps_mm: float | None = None
-                    ) -> np.ndarray:
+def body_centre_lps(body_mask: np.ndarray, ijk_to_lps: np.ndarray, height_lps_mm: float | None = None) -> np.ndarray:
     """Centre (LPS mm) of the body's bounding box: the midline, the mid-depth and the middle of the scan; with
     ``height_lps_mm`` (LPS z) the box of the slices within :data:`BODY_CENTRE_SLAB_MM` of that height."""
     body = np.asarray(body_mask, dtype=bool)
     ijk_to_lps = np.asarray(ijk_to_lps, float)
     if height_lps_mm is not None:
-        middle = ((body.shape[2] - 1) / 2.0, (body.shape[1] - 1) / 2.0)      # LPS z of each slice's centre
+        middle = ((body.shape[2] - 1) / 2.0, (body.shape[1] - 1) / 2.0)  # LPS z of each slice's centre
         slice_z = ijk_to_lps[2] @ np.array([[*middle, k, 1.0] for k in range(body.shape[0])]).T
         near = np.abs(slice_z - height_lps_mm) <= BODY_CENTRE_SLAB_MM
         if body[near].any():
@@ -219,8 +244,9 @@ def body_centre_lps(body_mask: np.ndarray, ijk_to_lps: np.ndarray, height_lps_mm
     return corners[:, :3].mean(axis=0)
 
 
-def ap_pelvis_centre(body_mask: np.ndarray, ijk_to_lps: np.ndarray,
-                     head_centres_lps: list[np.ndarray] | None = None) -> np.ndarray:
+def ap_pelvis_centre(
+    body_mask: np.ndarray, ijk_to_lps: np.ndarray, head_centres_lps: list[np.ndarray] | None = None
+) -> np.ndarray:
     """Where the central ray aims (LPS mm). With the femoral head centres: in height
     :data:`AP_PELVIS_CENTRE_ABOVE_HEADS_MM` above them, in x midway between two heads (the midline) and in depth
     the body's middle at that height. Without: the middle of the body's box and of the scanned range."""
@@ -235,20 +261,31 @@ def ap_pelvis_centre(body_mask: np.ndarray, ijk_to_lps: np.ndarray,
     return centre
 
 
-def ap_pelvis_geometry(body_mask: np.ndarray, ijk_to_lps: np.ndarray, centre_lps_mm: np.ndarray, *,
-                       source_to_detector_mm: float = AP_PELVIS_SOURCE_TO_DETECTOR_MM,
-                       object_to_detector_mm: float = 200.0, pixel_spacing_mm: float = AP_PELVIS_PIXEL_MM,
-                       detector_mm: tuple[float, float] = AP_PELVIS_DETECTOR_MM,
-                       turn: np.ndarray | None = None, detector_shift_mm: tuple[float, float] = (0.0, 0.0),
-                       collimate: bool = True) -> tuple[ProjectionGeometry, Collimation | None]:
+def ap_pelvis_geometry(
+    body_mask: np.ndarray,
+    ijk_to_lps: np.ndarray,
+    centre_lps_mm: np.ndarray,
+    *,
+    source_to_detector_mm: float = AP_PELVIS_SOURCE_TO_DETECTOR_MM,
+    object_to_detector_mm: float = 200.0,
+    pixel_spacing_mm: float = AP_PELVIS_PIXEL_MM,
+    detector_mm: tuple[float, float] = AP_PELVIS_DETECTOR_MM,
+    turn: np.ndarray | None = None,
+    detector_shift_mm: tuple[float, float] = (0.0, 0.0),
+    collimate: bool = True,
+) -> tuple[ProjectionGeometry, Collimation | None]:
     """Cone-beam AP pelvis view in the CT's LPS frame, its central ray through ``centre_lps_mm`` (mm) at
     ``object_to_detector_mm`` in front of the detector; ``turn`` (3x3) rotates the patient about that centre
     (positioning), ``detector_shift_mm`` (rows, columns; mm at the detector) moves the detector in its plane.
     The detector covers ``detector_mm`` (height, width) and is then collimated to the scanned range
     (:func:`collimate_to_scan`) unless ``collimate`` is False."""
     if not 0 < object_to_detector_mm < source_to_detector_mm:
-        raise InputError(None, f"object-to-detector distance {object_to_detector_mm} mm must lie between 0 and the "
-                               f"SID {source_to_detector_mm} mm", "choose a smaller object-to-detector distance")
+        raise InputError(
+            None,
+            f"object-to-detector distance {object_to_detector_mm} mm must lie between 0 and the "
+            f"SID {source_to_detector_mm} mm",
+            "choose a smaller object-to-detector distance",
+        )
     centre = np.asarray(centre_lps_mm, float)
     pose = ap_pose(centre, source_to_detector_mm - object_to_detector_mm)
     if turn is not None:
@@ -259,17 +296,29 @@ def ap_pelvis_geometry(body_mask: np.ndarray, ijk_to_lps: np.ndarray, centre_lps
     rows = max(2, int(round(detector_mm[0] / pixel_spacing_mm)))
     columns = max(2, int(round(detector_mm[1] / pixel_spacing_mm)))
     shift_rows, shift_columns = np.asarray(detector_shift_mm, float) / pixel_spacing_mm
-    geometry = ProjectionGeometry(source_to_detector_mm, columns, rows, pixel_spacing_mm, pixel_spacing_mm,
-                                  ((columns - 1) / 2.0 + shift_columns, (rows - 1) / 2.0 + shift_rows), pose)
+    geometry = ProjectionGeometry(
+        source_to_detector_mm,
+        columns,
+        rows,
+        pixel_spacing_mm,
+        pixel_spacing_mm,
+        ((columns - 1) / 2.0 + shift_columns, (rows - 1) / 2.0 + shift_rows),
+        pose,
+    )
     if not collimate:
         return geometry, None
     return collimate_to_scan(geometry, body_mask, ijk_to_lps)
 
 
-
-def project_ap_pelvis(ct, body_mask: np.ndarray, centre_lps_mm: np.ndarray | None = None, *,
-                      bone_density_mg_per_cm3: np.ndarray | None = None, device=None, **view) -> tuple[
-                          np.ndarray, ProjectionGeometry, Collimation | None]:
+def project_ap_pelvis(
+    ct,
+    body_mask: np.ndarray,
+    centre_lps_mm: np.ndarray | None = None,
+    *,
+    bone_density_mg_per_cm3: np.ndarray | None = None,
+    device=None,
+    **view,
+) -> tuple[np.ndarray, ProjectionGeometry, Collimation | None]:
     """Material DRRs (3, rows, cols; g/cm2 of adipose, soft tissue, bone mineral) of the AP pelvis view of a CT
     in HU with everything outside ``body_mask`` removed; ``view``: keyword arguments of
     :func:`ap_pelvis_geometry`. Returns (areal densities, geometry, collimation)."""

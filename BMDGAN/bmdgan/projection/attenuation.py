@@ -38,15 +38,17 @@ ELEMENT_MASS_ATTENUATION_CM2_PER_G = {
 
 _ATOMIC_MASS = {"H": 1.008, "O": 15.999, "P": 30.974, "Ca": 40.078}
 _HYDROXYAPATITE_ATOMS = {"Ca": 10, "P": 6, "O": 26, "H": 2}
-HYDROXYAPATITE_MASS_FRACTIONS = {element: count * _ATOMIC_MASS[element] / sum(
-    n * _ATOMIC_MASS[e] for e, n in _HYDROXYAPATITE_ATOMS.items()) for element, count in _HYDROXYAPATITE_ATOMS.items()}
+HYDROXYAPATITE_MASS_FRACTIONS = {
+    element: count * _ATOMIC_MASS[element] / sum(n * _ATOMIC_MASS[e] for e, n in _HYDROXYAPATITE_ATOMS.items())
+    for element, count in _HYDROXYAPATITE_ATOMS.items()
+}
 """Mass fractions of Ca10(PO4)6(OH)2 (Ca 0.399, P 0.185, O 0.414, H 0.002)."""
 MASS_ATTENUATION_CM2_PER_G["hydroxyapatite"] = sum(
     fraction * ELEMENT_MASS_ATTENUATION_CM2_PER_G[element]
-    for element, fraction in HYDROXYAPATITE_MASS_FRACTIONS.items())
+    for element, fraction in HYDROXYAPATITE_MASS_FRACTIONS.items()
+)
 
-DENSITY_G_PER_CM3 = {"water": 1.0, "soft_tissue": 1.06, "adipose": 0.95, "cortical_bone": 1.92,
-                     "hydroxyapatite": 3.16}
+DENSITY_G_PER_CM3 = {"water": 1.0, "soft_tissue": 1.06, "adipose": 0.95, "cortical_bone": 1.92, "hydroxyapatite": 3.16}
 """Nominal densities (g/cm3): ICRU-44 tissues (NIST Table 2); crystalline hydroxyapatite 3.16."""
 
 MATERIALS = tuple(MASS_ATTENUATION_CM2_PER_G)
@@ -58,8 +60,11 @@ def mass_attenuation(material: str, energy_kev) -> np.ndarray:
         raise InputError(None, f"unknown material {material!r}", f"use one of {', '.join(MATERIALS)}")
     energy = np.asarray(energy_kev, dtype=float)
     if np.any(energy < TABLE_ENERGIES_KEV[0]) or np.any(energy > TABLE_ENERGIES_KEV[-1]):
-        raise InputError(None, f"effective energy {energy_kev} keV is outside the tabulated 20-150 keV",
-                         "choose an effective energy between 20 and 150 keV")
+        raise InputError(
+            None,
+            f"effective energy {energy_kev} keV is outside the tabulated 20-150 keV",
+            "choose an effective energy between 20 and 150 keV",
+        )
     table = MASS_ATTENUATION_CM2_PER_G[material]
     return np.exp(np.interp(np.log(energy), np.log(TABLE_ENERGIES_KEV), np.log(table)))
 
@@ -84,6 +89,7 @@ def hu_to_attenuation(hu: np.ndarray, energy_kev: float) -> np.ndarray:
 def attenuation_volume(volume, energy_kev: float):
     """A :class:`bmdgan.io.Volume` in HU -> the same grid in linear attenuation (unit "1/mm")."""
     if volume.unit != "HU":
-        raise InputError(volume.source or None, f"expected a CT in HU, got unit {volume.unit!r}",
-                         "give the CT in Hounsfield units")
+        raise InputError(
+            volume.source or None, f"expected a CT in HU, got unit {volume.unit!r}", "give the CT in Hounsfield units"
+        )
     return volume.with_array(hu_to_attenuation(volume.array, energy_kev), unit="1/mm")

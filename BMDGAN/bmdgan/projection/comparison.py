@@ -23,10 +23,15 @@ def write_comparison(ct, real_radiograph, out: str | Path, seed: int = 0) -> Pat
     simulated = simulate_radiograph(ct, default_ap_geometry(ct, pixel_spacing_mm=0.5, max_side_px=768), rng=seed)
     bone = simulated.areal_density_g_per_cm2[MATERIAL_CHANNELS.index("hydroxyapatite")]
     figure, axes = plt.subplots(1, 3, figsize=(13, 5.5))
-    for axis, image, title in ((axes[0], real_radiograph.pixels, f"real: {Path(real_radiograph.source).name}"),
-                               (axes[1], simulated.pixels.astype(np.float32),
-                                f"simulated from {Path(ct.source).name}\n{simulated.parameters.effective_energy_kev:.0f} keV, "
-                                f"scatter/primary {simulated.parameters.scatter_to_primary:.2f}")):
+    for axis, image, title in (
+        (axes[0], real_radiograph.pixels, f"real: {Path(real_radiograph.source).name}"),
+        (
+            axes[1],
+            simulated.pixels.astype(np.float32),
+            f"simulated from {Path(ct.source).name}\n{simulated.parameters.effective_energy_kev:.0f} keV, "
+            f"scatter/primary {simulated.parameters.scatter_to_primary:.2f}",
+        ),
+    ):
         low, high = np.percentile(image, [0.5, 99.5])
         axis.imshow(image, cmap="gray", vmin=low, vmax=high)
         axis.set_title(title, fontsize=9)

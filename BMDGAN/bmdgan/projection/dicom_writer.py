@@ -22,9 +22,15 @@ DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 """SOP Class UID of Digital X-Ray Image Storage - For Presentation."""
 
 
-def write_dx_dicom(path: str | Path, radiograph: SimulatedRadiograph, *, patient_id: str, seed: int | None = None,
-                   description: str = "Simulated AP hip radiograph (bmdgan DRR simulator)",
-                   content_datetime: _dt.datetime | None = None) -> Path:
+def write_dx_dicom(
+    path: str | Path,
+    radiograph: SimulatedRadiograph,
+    *,
+    patient_id: str,
+    seed: int | None = None,
+    description: str = "Simulated AP hip radiograph (bmdgan DRR simulator)",
+    content_datetime: _dt.datetime | None = None,
+) -> Path:
     """Write ``radiograph`` as a DX For Presentation DICOM file (MONOCHROME2, 16 bits allocated)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
@@ -33,8 +39,12 @@ def write_dx_dicom(path: str | Path, radiograph: SimulatedRadiograph, *, patient
     sid = geometry.source_to_detector_mm
     sod = radiograph.source_to_patient_mm
     magnification = sid / sod
-    identity = [patient_id, str(seed), json.dumps(radiograph.parameters.to_dict(), sort_keys=True),
-                json.dumps(geometry.to_dict(), sort_keys=True)]
+    identity = [
+        patient_id,
+        str(seed),
+        json.dumps(radiograph.parameters.to_dict(), sort_keys=True),
+        json.dumps(geometry.to_dict(), sort_keys=True),
+    ]
     study_uid = generate_uid(entropy_srcs=identity + ["study"])
     series_uid = generate_uid(entropy_srcs=identity + ["series"])
     instance_uid = generate_uid(entropy_srcs=identity + ["instance"])
@@ -81,8 +91,10 @@ def write_dx_dicom(path: str | Path, radiograph: SimulatedRadiograph, *, patient
     ds.ViewPosition = "AP"
     ds.PatientOrientation = ["L", "F"]
     ds.ImagerPixelSpacing = [f"{geometry.row_spacing_mm:.6g}", f"{geometry.column_spacing_mm:.6g}"]
-    ds.PixelSpacing = [f"{geometry.row_spacing_mm / magnification:.6g}",
-                       f"{geometry.column_spacing_mm / magnification:.6g}"]
+    ds.PixelSpacing = [
+        f"{geometry.row_spacing_mm / magnification:.6g}",
+        f"{geometry.column_spacing_mm / magnification:.6g}",
+    ]
     ds.PixelSpacingCalibrationType = "GEOMETRY"
     ds.PixelSpacingCalibrationDescription = "simulated: imager spacing divided by SID / source-to-patient"
     ds.EstimatedRadiographicMagnificationFactor = f"{magnification:.6g}"
@@ -112,4 +124,3 @@ def write_dx_dicom(path: str | Path, radiograph: SimulatedRadiograph, *, patient
     with atomic_path(path) as temporary:
         ds.save_as(temporary, enforce_file_format=True)
     return Path(path)
-

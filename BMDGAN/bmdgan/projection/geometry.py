@@ -35,9 +35,7 @@ from ..errors import InputError
 GEOMETRY_FORMAT = "bmdgan-projection-geometry"
 GEOMETRY_VERSION = 1
 
-AP_ROTATION = np.array([[1.0, 0.0, 0.0],
-                        [0.0, 0.0, -1.0],
-                        [0.0, 1.0, 0.0]])
+AP_ROTATION = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 """Rotation camera_from_lps of a standard AP view: camera x = patient left, y = inferior, z = posterior."""
 
 DEFAULT_SOURCE_TO_DETECTOR_MM = 1000.0
@@ -54,8 +52,10 @@ def _rigid_problem(matrix: np.ndarray) -> str | None:
     if not np.allclose(matrix[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
         return "the last row of the pose must be 0 0 0 1"
     rotation = matrix[:3, :3]
-    if (np.abs(rotation @ rotation.T - np.eye(3)).max() > RIGID_TOLERANCE
-            or abs(np.linalg.det(rotation) - 1.0) > RIGID_TOLERANCE):
+    if (
+        np.abs(rotation @ rotation.T - np.eye(3)).max() > RIGID_TOLERANCE
+        or abs(np.linalg.det(rotation) - 1.0) > RIGID_TOLERANCE
+    ):
         return "the 3x3 part of the pose is not a proper rotation (the pose must be rigid, mm)"
     return None
 
@@ -84,12 +84,19 @@ class ProjectionGeometry:
     def __post_init__(self):
         numbers = (self.source_to_detector_mm, self.column_spacing_mm, self.row_spacing_mm)
         if not all(math.isfinite(float(v)) and float(v) > 0 for v in numbers):
-            raise InputError(None, f"source-to-detector distance and pixel spacing must be positive mm, got "
-                                   f"SID={self.source_to_detector_mm}, spacing=({self.column_spacing_mm}, "
-                                   f"{self.row_spacing_mm})", "fix the geometry")
+            raise InputError(
+                None,
+                f"source-to-detector distance and pixel spacing must be positive mm, got "
+                f"SID={self.source_to_detector_mm}, spacing=({self.column_spacing_mm}, "
+                f"{self.row_spacing_mm})",
+                "fix the geometry",
+            )
         if int(self.detector_columns) < 1 or int(self.detector_rows) < 1:
-            raise InputError(None, f"detector size must be positive, got {self.detector_columns}x{self.detector_rows}",
-                             "fix the geometry")
+            raise InputError(
+                None,
+                f"detector size must be positive, got {self.detector_columns}x{self.detector_rows}",
+                "fix the geometry",
+            )
         principal = tuple(float(v) for v in self.principal_point_px)
         if len(principal) != 2 or not all(math.isfinite(v) for v in principal):
             raise InputError(None, "the principal point must be two finite pixel coordinates", "fix the geometry")
@@ -117,16 +124,20 @@ class ProjectionGeometry:
         """Inverse pose (camera mm -> LPS mm)."""
         return np.linalg.inv(self.camera_from_lps)
 
-    def with_pose(self, camera_from_lps: np.ndarray) -> "ProjectionGeometry":
+    def with_pose(self, camera_from_lps: np.ndarray) -> ProjectionGeometry:
         """Same detector, another pose."""
         return replace(self, camera_from_lps=np.asarray(camera_from_lps, dtype=float))
 
     def intrinsic_matrix(self) -> np.ndarray:
         """3x3 pinhole matrix K (pixels): ``(c, r, 1) ~ K @ (X, Y, Z)`` for camera points (perspective mode)."""
         cu, cv = self.principal_point_px
-        return np.array([[self.source_to_detector_mm / self.column_spacing_mm, 0.0, cu],
-                         [0.0, self.source_to_detector_mm / self.row_spacing_mm, cv],
-                         [0.0, 0.0, 1.0]])
+        return np.array(
+            [
+                [self.source_to_detector_mm / self.column_spacing_mm, 0.0, cu],
+                [0.0, self.source_to_detector_mm / self.row_spacing_mm, cv],
+                [0.0, 0.0, 1.0],
+            ]
+        )
 
     def source_lps(self) -> np.ndarray | None:
         """LPS position of the X-ray source (mm); None in the parallel mode."""
@@ -176,22 +187,30 @@ class ProjectionGeometry:
             "row_spacing_mm": self.row_spacing_mm,
             "principal_point_px": {"column": self.principal_point_px[0], "row": self.principal_point_px[1]},
             "camera_from_lps_mm": [[float(v) for v in row] for row in self.camera_from_lps],
-            "conventions": ("camera frame in mm: source at the origin, detector plane z = source_to_detector_mm, "
-                            "+x along increasing column, +y along increasing row; pixel (column c, row r) centre at "
-                            "x = (c - principal column) * column_spacing_mm, y = (r - principal row) * row_spacing_mm; "
-                            "camera_from_lps_mm maps CT LPS mm to camera mm; parallel projection: rays along +z"),
+            "conventions": (
+                "camera frame in mm: source at the origin, detector plane z = source_to_detector_mm, "
+                "+x along increasing column, +y along increasing row; pixel (column c, row r) centre at "
+                "x = (c - principal column) * column_spacing_mm, y = (r - principal row) * row_spacing_mm; "
+                "camera_from_lps_mm maps CT LPS mm to camera mm; parallel projection: rays along +z"
+            ),
         }
 
     @staticmethod
-    def from_dict(data: dict, path: str | Path | None = None) -> "ProjectionGeometry":
+    def from_dict(data: dict, path: str | Path | None = None) -> ProjectionGeometry:
         """Inverse of :meth:`to_dict`; raises :class:`InputError` naming ``path`` for a bad or unknown file."""
         if not isinstance(data, dict) or data.get("format") != GEOMETRY_FORMAT:
-            raise InputError(path, f"is not a projection geometry (expected \"format\": \"{GEOMETRY_FORMAT}\")",
-                             "give a geometry JSON written by bmdgan")
+            raise InputError(
+                path,
+                f'is not a projection geometry (expected "format": "{GEOMETRY_FORMAT}")',
+                "give a geometry JSON written by bmdgan",
+            )
         version = data.get("version")
         if version != GEOMETRY_VERSION:
-            raise InputError(path, f"geometry version {version!r} is not supported (this bmdgan reads version "
-                                   f"{GEOMETRY_VERSION})", "upgrade bmdgan or re-create the geometry")
+            raise InputError(
+                path,
+                f"geometry version {version!r} is not supported (this bmdgan reads version {GEOMETRY_VERSION})",
+                "upgrade bmdgan or re-create the geometry",
+            )
         try:
             projection = data.get("projection", "perspective")
             if projection not in ("perspective", "parallel"):
@@ -210,8 +229,11 @@ class ProjectionGeometry:
         except InputError as error:
             raise InputError(path, error.problem, error.fix) from None
         except (KeyError, TypeError, ValueError) as error:
-            raise InputError(path, f"geometry field missing or invalid ({type(error).__name__}: {error})",
-                             "see the geometry JSON format in bmdgan.projection.geometry") from None
+            raise InputError(
+                path,
+                f"geometry field missing or invalid ({type(error).__name__}: {error})",
+                "see the geometry JSON format in bmdgan.projection.geometry",
+            ) from None
         return geometry
 
     def save(self, path: str | Path) -> Path:
@@ -219,7 +241,7 @@ class ProjectionGeometry:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @staticmethod
-    def load(path: str | Path) -> "ProjectionGeometry":
+    def load(path: str | Path) -> ProjectionGeometry:
         """Read a geometry JSON (see :meth:`to_dict`)."""
         path = Path(path)
         if not path.is_file():
@@ -261,20 +283,31 @@ def ap_pose(centre_lps_mm: np.ndarray, source_to_centre_mm: float) -> np.ndarray
     return pose
 
 
-def default_ap_geometry(volume, *, source_to_detector_mm: float = DEFAULT_SOURCE_TO_DETECTOR_MM,
-                        object_to_detector_mm: float = DEFAULT_OBJECT_TO_DETECTOR_MM,
-                        pixel_spacing_mm: float = 0.5, columns: int | None = None, rows: int | None = None,
-                        margin: float = 0.05, parallel: bool = False,
-                        centre_lps_mm: np.ndarray | None = None,
-                        max_side_px: int | None = None) -> ProjectionGeometry:
+def default_ap_geometry(
+    volume,
+    *,
+    source_to_detector_mm: float = DEFAULT_SOURCE_TO_DETECTOR_MM,
+    object_to_detector_mm: float = DEFAULT_OBJECT_TO_DETECTOR_MM,
+    pixel_spacing_mm: float = 0.5,
+    columns: int | None = None,
+    rows: int | None = None,
+    margin: float = 0.05,
+    parallel: bool = False,
+    centre_lps_mm: np.ndarray | None = None,
+    max_side_px: int | None = None,
+) -> ProjectionGeometry:
     """AP geometry centred on a CT (a :class:`bmdgan.io.Volume`), its centre at ``object_to_detector_mm``
     in front of the detector; without ``columns``/``rows`` the detector covers the CT's projected box plus
     ``margin`` (fraction) at ``pixel_spacing_mm`` (detector pitch, mm), coarsened if needed so that the
     longer side has at most ``max_side_px`` pixels. A CT deeper than twice ``object_to_detector_mm`` is moved
     toward the source just enough for its box to stay in front of the detector (rays end at the detector)."""
     if not 0 < object_to_detector_mm < source_to_detector_mm:
-        raise InputError(None, f"object-to-detector distance {object_to_detector_mm} mm must lie between 0 and the "
-                               f"SID {source_to_detector_mm} mm", "choose a smaller object-to-detector distance")
+        raise InputError(
+            None,
+            f"object-to-detector distance {object_to_detector_mm} mm must lie between 0 and the "
+            f"SID {source_to_detector_mm} mm",
+            "choose a smaller object-to-detector distance",
+        )
     ijk_to_lps = volume.geometry.ijk_to_lps()
     centre = volume_centre_lps(volume.shape_ijk, ijk_to_lps) if centre_lps_mm is None else np.asarray(centre_lps_mm)
     corners_lps = volume_corners_lps(volume.shape_ijk, ijk_to_lps)
@@ -282,12 +315,16 @@ def default_ap_geometry(volume, *, source_to_detector_mm: float = DEFAULT_SOURCE
     object_to_detector_mm = max(object_to_detector_mm, behind_centre_mm + 1.0)
     pose = ap_pose(centre, source_to_detector_mm - object_to_detector_mm)
     if columns is None or rows is None:
-        probe = ProjectionGeometry(source_to_detector_mm, 1, 1, pixel_spacing_mm, pixel_spacing_mm, (0.0, 0.0),
-                                   pose, parallel)
+        probe = ProjectionGeometry(
+            source_to_detector_mm, 1, 1, pixel_spacing_mm, pixel_spacing_mm, (0.0, 0.0), pose, parallel
+        )
         corners = probe.to_camera(corners_lps)
         if not parallel and np.any(corners[:, 2] <= 1.0):
-            raise InputError(volume.source or None, "the CT box reaches the X-ray source in the default AP geometry",
-                             "increase the source-to-detector distance")
+            raise InputError(
+                volume.source or None,
+                "the CT box reaches the X-ray source in the default AP geometry",
+                "increase the source-to-detector distance",
+            )
         scale = 1.0 if parallel else source_to_detector_mm / corners[:, 2]
         half_x = np.abs(corners[:, 0] * scale).max() * (1.0 + margin)
         half_y = np.abs(corners[:, 1] * scale).max() * (1.0 + margin)
@@ -295,13 +332,26 @@ def default_ap_geometry(volume, *, source_to_detector_mm: float = DEFAULT_SOURCE
             pixel_spacing_mm = max(pixel_spacing_mm, 2.0 * max(half_x, half_y) / int(max_side_px))
         columns = columns or max(2, int(math.ceil(2.0 * half_x / pixel_spacing_mm - 1e-6)))
         rows = rows or max(2, int(math.ceil(2.0 * half_y / pixel_spacing_mm - 1e-6)))
-    return ProjectionGeometry(source_to_detector_mm, columns, rows, pixel_spacing_mm, pixel_spacing_mm,
-                              ((columns - 1) / 2.0, (rows - 1) / 2.0), pose, parallel)
+    return ProjectionGeometry(
+        source_to_detector_mm,
+        columns,
+        rows,
+        pixel_spacing_mm,
+        pixel_spacing_mm,
+        ((columns - 1) / 2.0, (rows - 1) / 2.0),
+        pose,
+        parallel,
+    )
 
 
-def geometry_from_radiograph(radiograph, *, volume=None, camera_from_lps: np.ndarray | None = None,
-                             source_to_detector_mm: float | None = None,
-                             source_to_patient_mm: float | None = None) -> ProjectionGeometry:
+def geometry_from_radiograph(
+    radiograph,
+    *,
+    volume=None,
+    camera_from_lps: np.ndarray | None = None,
+    source_to_detector_mm: float | None = None,
+    source_to_patient_mm: float | None = None,
+) -> ProjectionGeometry:
     """Geometry of a :class:`bmdgan.io.Radiograph` from its DICOM fields (DistanceSourceToDetector,
     ImagerPixelSpacing, Rows/Columns); arguments fill missing fields. The pose is ``camera_from_lps`` if
     given, else an AP view with the CT centre (or the LPS origin) on the central ray at the
@@ -309,22 +359,30 @@ def geometry_from_radiograph(radiograph, *, volume=None, camera_from_lps: np.nda
     rows, columns = radiograph.shape
     sid = radiograph.source_to_detector_mm or source_to_detector_mm
     if not sid:
-        raise InputError(radiograph.source or None, "has no source-to-detector distance (DistanceSourceToDetector)",
-                         "give the SID in mm (e.g. --sid-mm 1000)")
+        raise InputError(
+            radiograph.source or None,
+            "has no source-to-detector distance (DistanceSourceToDetector)",
+            "give the SID in mm (e.g. --sid-mm 1000)",
+        )
     sod = radiograph.source_to_patient_mm or source_to_patient_mm or sid - DEFAULT_OBJECT_TO_DETECTOR_MM
     spacing = radiograph.imager_pixel_spacing_mm
     if spacing is None and radiograph.pixel_spacing_mm is not None:
         factor = radiograph.magnification_factor or (sid / sod if radiograph.source_to_patient_mm else None)
         if factor is None:
-            warnings.warn(f"{radiograph.source}: no ImagerPixelSpacing; PixelSpacing is used as the detector pitch",
-                          stacklevel=2)
+            warnings.warn(
+                f"{radiograph.source}: no ImagerPixelSpacing; PixelSpacing is used as the detector pitch", stacklevel=2
+            )
             factor = 1.0
         spacing = (radiograph.pixel_spacing_mm[0] * factor, radiograph.pixel_spacing_mm[1] * factor)
     if spacing is None:
-        raise InputError(radiograph.source or None, "has no pixel spacing (ImagerPixelSpacing or PixelSpacing)",
-                         "give the detector pixel spacing in mm")
+        raise InputError(
+            radiograph.source or None,
+            "has no pixel spacing (ImagerPixelSpacing or PixelSpacing)",
+            "give the detector pixel spacing in mm",
+        )
     if camera_from_lps is None:
         centre = np.zeros(3) if volume is None else volume_centre_lps(volume.shape_ijk, volume.geometry.ijk_to_lps())
         camera_from_lps = ap_pose(centre, sod)
-    return ProjectionGeometry(sid, columns, rows, spacing[1], spacing[0], ((columns - 1) / 2.0, (rows - 1) / 2.0),
-                              camera_from_lps)
+    return ProjectionGeometry(
+        sid, columns, rows, spacing[1], spacing[0], ((columns - 1) / 2.0, (rows - 1) / 2.0), camera_from_lps
+    )

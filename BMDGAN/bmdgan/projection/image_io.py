@@ -30,13 +30,18 @@ def write_drr_tiff(path: str | Path, drr: DRR, extra: dict | None = None) -> Pat
     """Write a DRR as float32 TIFF pages with the JSON description above."""
     import tifffile
 
-    description = {"format": DRR_FORMAT, "version": DRR_VERSION, "unit": drr.unit, "quantity": drr.quantity,
-                   "channels": list(drr.channels), "geometry": drr.geometry.to_dict()}
+    description = {
+        "format": DRR_FORMAT,
+        "version": DRR_VERSION,
+        "unit": drr.unit,
+        "quantity": drr.quantity,
+        "channels": list(drr.channels),
+        "geometry": drr.geometry.to_dict(),
+    }
     description.update(extra or {})
     image = np.ascontiguousarray(drr.image, dtype=np.float32)
     with atomic_path(path) as temporary:
-        tifffile.imwrite(temporary, image, photometric="minisblack", description=json.dumps(description),
-                         metadata=None)
+        tifffile.imwrite(temporary, image, photometric="minisblack", description=json.dumps(description), metadata=None)
     return Path(path)
 
 
@@ -53,8 +58,9 @@ def read_drr_tiff(path: str | Path) -> tuple[DRR, dict]:
             image = tiff.asarray()
         metadata = json.loads(description)
     except Exception as error:  # tifffile and json raise several types
-        raise InputError(path, f"is not a bmdgan DRR TIFF ({type(error).__name__})", "give a file written by "
-                                                                                     "bmdgan drr") from None
+        raise InputError(
+            path, f"is not a bmdgan DRR TIFF ({type(error).__name__})", "give a file written by bmdgan drr"
+        ) from None
     if not isinstance(metadata, dict) or metadata.get("format") != DRR_FORMAT:
         raise InputError(path, "has no bmdgan DRR metadata", "give a file written by bmdgan drr")
     image = np.asarray(image, dtype=np.float32)

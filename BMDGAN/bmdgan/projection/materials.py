@@ -38,8 +38,9 @@ class MaterialModel:
     mineral_crystal_mg_per_cm3: float = 3160.0
 
 
-def decompose_hu(hu: np.ndarray, bone_density_mg_per_cm3: np.ndarray | None = None,
-                 model: MaterialModel = MaterialModel()) -> np.ndarray:
+def decompose_hu(
+    hu: np.ndarray, bone_density_mg_per_cm3: np.ndarray | None = None, model: MaterialModel = MaterialModel()
+) -> np.ndarray:
     """Partial densities (3, K, J, I) float32 in mg/cm3 for :data:`MATERIAL_CHANNELS` from a CT in HU.
 
     bone_density_mg_per_cm3: optional calibrated HA density (mg/cm3) on the same grid; used as the
@@ -63,8 +64,12 @@ def decompose_hu(hu: np.ndarray, bone_density_mg_per_cm3: np.ndarray | None = No
     return np.stack([adipose, soft, mineral]).astype(np.float32)
 
 
-def material_attenuation(hu: np.ndarray, energy_kev: float, bone_density_mg_per_cm3: np.ndarray | None = None,
-                         model: MaterialModel = MaterialModel()) -> np.ndarray:
+def material_attenuation(
+    hu: np.ndarray,
+    energy_kev: float,
+    bone_density_mg_per_cm3: np.ndarray | None = None,
+    model: MaterialModel = MaterialModel(),
+) -> np.ndarray:
     """Linear attenuation (1/mm, float32) at ``energy_kev`` from the material decomposition:
     ``mu = sum_m mu/rho_m(E) * rho_m / 10`` (NIST mu/rho in cm2/g, partial densities in g/cm3).
 

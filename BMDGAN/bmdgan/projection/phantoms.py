@@ -23,8 +23,9 @@ def _lps_grid(shape_kji: tuple[int, int, int], geometry: VolumeGeometry, offset_
     return tuple(matrix[row, 0] * ii + matrix[row, 1] * jj + matrix[row, 2] * kk + matrix[row, 3] for row in range(3))
 
 
-def voxelise(inside: Callable, shape_kji: tuple[int, int, int], geometry: VolumeGeometry,
-             supersample: int = 4) -> np.ndarray:
+def voxelise(
+    inside: Callable, shape_kji: tuple[int, int, int], geometry: VolumeGeometry, supersample: int = 4
+) -> np.ndarray:
     """Fraction (float32, [k, j, i]) of each voxel inside the object ``inside(x, y, z) -> bool`` (LPS mm)."""
     fraction = np.zeros(shape_kji, dtype=np.float32)
     offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
@@ -32,31 +33,41 @@ def voxelise(inside: Callable, shape_kji: tuple[int, int, int], geometry: Volume
         for oj in offsets:
             for oi in offsets:
                 fraction += inside(*_lps_grid(shape_kji, geometry, (oi, oj, ok)))
-    return fraction / supersample ** 3
+    return fraction / supersample**3
 
 
-def sphere_phantom(shape_kji, spacing_mm, radius_mm: float, value: float, unit: str = "mg/cm3",
-                   centre_lps_mm=None, supersample: int = 4) -> tuple[Volume, np.ndarray]:
+def sphere_phantom(
+    shape_kji,
+    spacing_mm,
+    radius_mm: float,
+    value: float,
+    unit: str = "mg/cm3",
+    centre_lps_mm=None,
+    supersample: int = 4,
+) -> tuple[Volume, np.ndarray]:
     """Uniform sphere (``value`` in ``unit``) centred in the grid (or at ``centre_lps_mm``): volume, centre."""
     geometry = VolumeGeometry(tuple(spacing_mm), (0.0, 0.0, 0.0))
-    centre = np.asarray(centre_lps_mm if centre_lps_mm is not None else
-                        (np.array(shape_kji[::-1]) - 1) / 2.0 * np.asarray(spacing_mm), dtype=float)
+    centre = np.asarray(
+        centre_lps_mm if centre_lps_mm is not None else (np.array(shape_kji[::-1]) - 1) / 2.0 * np.asarray(spacing_mm),
+        dtype=float,
+    )
 
     def inside(x, y, z):
-        return (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 <= radius_mm ** 2
+        return (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 <= radius_mm**2
 
     return Volume(voxelise(inside, tuple(shape_kji), geometry, supersample) * np.float32(value), geometry, unit), centre
 
 
-def cylinder_phantom(shape_kji, spacing_mm, radius_mm: float, length_mm: float, value: float,
-                     unit: str = "mg/cm3", supersample: int = 4) -> tuple[Volume, np.ndarray, np.ndarray]:
+def cylinder_phantom(
+    shape_kji, spacing_mm, radius_mm: float, length_mm: float, value: float, unit: str = "mg/cm3", supersample: int = 4
+) -> tuple[Volume, np.ndarray, np.ndarray]:
     """Uniform cylinder along LPS x (left-right) centred in the grid: volume, centre, unit axis."""
     geometry = VolumeGeometry(tuple(spacing_mm), (0.0, 0.0, 0.0))
     centre = (np.array(shape_kji[::-1]) - 1) / 2.0 * np.asarray(spacing_mm, dtype=float)
     axis = np.array([1.0, 0.0, 0.0])
 
     def inside(x, y, z):
-        radial = (y - centre[1]) ** 2 + (z - centre[2]) ** 2 <= radius_mm ** 2
+        radial = (y - centre[1]) ** 2 + (z - centre[2]) ** 2 <= radius_mm**2
         return radial & (np.abs(x - centre[0]) <= length_mm / 2)
 
     volume = Volume(voxelise(inside, tuple(shape_kji), geometry, supersample) * np.float32(value), geometry, unit)
@@ -84,12 +95,13 @@ def sphere_chords_mm(geometry: ProjectionGeometry, centre_lps_mm, radius_mm: flo
     origins, directions = _pixel_rays_lps(geometry)
     to_centre = np.asarray(centre_lps_mm, dtype=float) - origins
     along = np.sum(to_centre * directions, axis=-1)
-    distance2 = np.sum(to_centre ** 2, axis=-1) - along ** 2
-    return 2.0 * np.sqrt(np.clip(radius_mm ** 2 - distance2, 0.0, None))
+    distance2 = np.sum(to_centre**2, axis=-1) - along**2
+    return 2.0 * np.sqrt(np.clip(radius_mm**2 - distance2, 0.0, None))
 
 
-def cylinder_chords_mm(geometry: ProjectionGeometry, centre_lps_mm, axis, radius_mm: float,
-                       length_mm: float) -> np.ndarray:
+def cylinder_chords_mm(
+    geometry: ProjectionGeometry, centre_lps_mm, axis, radius_mm: float, length_mm: float
+) -> np.ndarray:
     """Exact chord length (rows, cols) in mm of each detector ray through the finite cylinder."""
     origins, directions = _pixel_rays_lps(geometry)
     axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
@@ -97,9 +109,9 @@ def cylinder_chords_mm(geometry: ProjectionGeometry, centre_lps_mm, axis, radius
     along_o, along_d = relative @ axis, directions @ axis
     radial_o = relative - along_o[..., None] * axis
     radial_d = directions - along_d[..., None] * axis
-    a = np.sum(radial_d ** 2, axis=-1)
+    a = np.sum(radial_d**2, axis=-1)
     b = 2.0 * np.sum(radial_o * radial_d, axis=-1)
-    c = np.sum(radial_o ** 2, axis=-1) - radius_mm ** 2
+    c = np.sum(radial_o**2, axis=-1) - radius_mm**2
     discriminant = b * b - 4 * a * c
     with np.errstate(divide="ignore", invalid="ignore"):
         root = np.sqrt(np.clip(discriminant, 0.0, None))
@@ -115,14 +127,15 @@ def cylinder_chords_mm(geometry: ProjectionGeometry, centre_lps_mm, axis, radius
     return np.clip(chord, 0.0, None)
 
 
-def gaussian_blob(shape_kji, spacing_mm, centre_lps_mm, sigma_mm: float, value: float = 1000.0,
-                  unit: str = "mg/cm3") -> Volume:
+def gaussian_blob(
+    shape_kji, spacing_mm, centre_lps_mm, sigma_mm: float, value: float = 1000.0, unit: str = "mg/cm3"
+) -> Volume:
     """A smooth Gaussian blob (peak ``value``): a point-like marker with a sub-voxel centre."""
     geometry = VolumeGeometry(tuple(spacing_mm), (0.0, 0.0, 0.0))
     x, y, z = _lps_grid(tuple(shape_kji), geometry)
     c = np.asarray(centre_lps_mm, dtype=float)
     r2 = (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2
-    return Volume((value * np.exp(-r2 / (2 * sigma_mm ** 2))).astype(np.float32), geometry, unit)
+    return Volume((value * np.exp(-r2 / (2 * sigma_mm**2))).astype(np.float32), geometry, unit)
 
 
 BODY_LABELS = {"soft_tissue": 1, "pelvis": 2, "femur_left": 3, "femur_right": 4, "proximal_femur_left": 5}
@@ -153,8 +166,8 @@ def synthetic_body_ct(shape_kji, spacing_mm, seed: int = 0) -> tuple[Volume, np.
     labels[pelvis] = BODY_LABELS["pelvis"]
     for side, name in ((1.0, "femur_left"), (-1.0, "femur_right")):
         cx = side * 0.45 * half_width
-        shaft = ((x - cx) ** 2 + y ** 2 <= (0.08 * half_width) ** 2) & (z <= 0.0)
-        head = (x - cx) ** 2 + y ** 2 + (z - 0.05 * half_height) ** 2 <= (0.12 * half_width) ** 2
+        shaft = ((x - cx) ** 2 + y**2 <= (0.08 * half_width) ** 2) & (z <= 0.0)
+        head = (x - cx) ** 2 + y**2 + (z - 0.05 * half_height) ** 2 <= (0.12 * half_width) ** 2
         femur = np.broadcast_to(shaft, shape_kji) | head
         hu[femur] = 400.0
         labels[femur] = BODY_LABELS[name]

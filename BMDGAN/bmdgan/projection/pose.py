@@ -50,8 +50,9 @@ def pose_to_matrix(params, centre_mm=None) -> torch.Tensor:
     """Rigid 4x4 (..., 4, 4) from parameters (..., 6) = 3 angles (degrees) + 3 translations (mm) about
     ``centre_mm`` (3,) or (..., 3) (origin if None). Differentiable; dtype and device follow ``params``."""
     params = _as_tensor(params)
-    centre = torch.zeros(3, dtype=params.dtype, device=params.device) if centre_mm is None \
-        else _as_tensor(centre_mm, params)
+    centre = (
+        torch.zeros(3, dtype=params.dtype, device=params.device) if centre_mm is None else _as_tensor(centre_mm, params)
+    )
     rotation = euler_to_rotation(params[..., :3])
     centre = centre.expand(params.shape[:-1] + (3,))
     translation = centre + params[..., 3:] - (rotation @ centre.unsqueeze(-1)).squeeze(-1)
@@ -65,8 +66,9 @@ def matrix_to_pose(matrix, centre_mm=None) -> torch.Tensor:
     """Parameters (..., 6) of a rigid 4x4 (..., 4, 4) about ``centre_mm`` (inverse of :func:`pose_to_matrix`)."""
     matrix = _as_tensor(matrix)
     rotation = matrix[..., :3, :3]
-    centre = torch.zeros(3, dtype=matrix.dtype, device=matrix.device) if centre_mm is None \
-        else _as_tensor(centre_mm, matrix)
+    centre = (
+        torch.zeros(3, dtype=matrix.dtype, device=matrix.device) if centre_mm is None else _as_tensor(centre_mm, matrix)
+    )
     centre = centre.expand(matrix.shape[:-2] + (3,))
     translation = matrix[..., :3, 3] + (rotation @ centre.unsqueeze(-1)).squeeze(-1) - centre
     return torch.cat([rotation_to_euler(rotation), translation], dim=-1)

@@ -22,10 +22,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def process_for_presentation(log_signal: np.ndarray, *, window_low_percentile: float,
-                             window_high_percentile: float, unsharp_gain: float, unsharp_sigma_px: float,
-                             tone_contrast: float, tone_offset: float, range_compression: float = 0.0,
-                             range_sigma_px: float = 0.0) -> np.ndarray:
+def process_for_presentation(
+    log_signal: np.ndarray,
+    *,
+    window_low_percentile: float,
+    window_high_percentile: float,
+    unsharp_gain: float,
+    unsharp_sigma_px: float,
+    tone_contrast: float,
+    tone_offset: float,
+    range_compression: float = 0.0,
+    range_sigma_px: float = 0.0,
+) -> np.ndarray:
     """Processed image in [0, 1] (float32; bone bright) from the log signal -ln(I/I0) (dimensionless)."""
     log_signal = np.asarray(log_signal, dtype=np.float64)
     anatomy = log_signal > ANATOMY_LOG_THRESHOLD
@@ -48,6 +56,6 @@ def quantise(processed: np.ndarray, bits_stored: int) -> tuple[np.ndarray, float
     """uint16 pixels in [0, 2**bits - 1] and the (WindowCenter, WindowWidth) showing the full range."""
     if not 8 <= bits_stored <= 16:
         raise ValueError(f"bits stored must be 8-16, got {bits_stored}")
-    top = 2 ** bits_stored - 1
+    top = 2**bits_stored - 1
     pixels = np.rint(np.clip(processed, 0.0, 1.0) * top).astype(np.uint16)
     return pixels, (top + 1) / 2.0, float(top + 1)

@@ -32,7 +32,7 @@ from ..progress import progress_bar
 from .geometry import ProjectionGeometry
 from .rays import box_intersection, camera_rays
 
-DEFAULT_CHUNK_BYTES = 64 * 2 ** 20
+DEFAULT_CHUNK_BYTES = 64 * 2**20
 """Working memory per chunk of planes x rays (bytes); the volume itself comes on top. Larger chunks mean
 fewer, longer operations (less thread synchronisation); smaller ones fewer fresh memory pages."""
 ROW_WIDTH = 64
@@ -61,9 +61,12 @@ def line_integral_unit(value_unit: str) -> LineIntegralUnit:
     if value_unit in known:
         return known[value_unit]
     if value_unit in ("HU", "label"):
-        raise InputError(None, f"a volume in {value_unit} cannot be projected quantitatively",
-                         "convert HU to linear attenuation (bmdgan.projection.attenuation) or use a calibrated "
-                         "mg/cm3 volume; use labels as masks")
+        raise InputError(
+            None,
+            f"a volume in {value_unit} cannot be projected quantitatively",
+            "convert HU to linear attenuation (bmdgan.projection.attenuation) or use a calibrated "
+            "mg/cm3 volume; use labels as masks",
+        )
     return LineIntegralUnit(f"{value_unit}*mm" if value_unit else "mm", 1.0, "line integral")
 
 
@@ -98,9 +101,19 @@ class Projector:
     device/dtype: where and in which precision to work (default: the device of a tensor ``values``, float32).
     """
 
-    def __init__(self, values, ijk_to_lps: np.ndarray, *, unit: str = "mg/cm3", masks=None,
-                 channel_names: Sequence[str] | None = None, include_unmasked: bool = False,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, device=None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        values,
+        ijk_to_lps: np.ndarray,
+        *,
+        unit: str = "mg/cm3",
+        masks=None,
+        channel_names: Sequence[str] | None = None,
+        include_unmasked: bool = False,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+    ):
         if device is None:
             device = values.device if isinstance(values, torch.Tensor) else torch.device("cpu")
         self.device = torch.device(device)
@@ -109,12 +122,17 @@ class Projector:
         if tensor.ndim == 3:
             tensor = tensor.unsqueeze(0)
         if tensor.ndim != 4:
-            raise InputError(None, "the volume must be 3D (K, J, I) or 4D (C, K, J, I), got shape "
-                                   f"{tuple(tensor.shape)}", "give a 3D volume")
+            raise InputError(
+                None,
+                f"the volume must be 3D (K, J, I) or 4D (C, K, J, I), got shape {tuple(tensor.shape)}",
+                "give a 3D volume",
+            )
         if min(tensor.shape[1:]) < 2:
-            raise InputError(None, "the volume must have at least 2 voxels along each axis, got "
-                                   f"{tuple(tensor.shape[1:])}",
-                             "give a 3D volume, not a single slice")
+            raise InputError(
+                None,
+                f"the volume must have at least 2 voxels along each axis, got {tuple(tensor.shape[1:])}",
+                "give a 3D volume, not a single slice",
+            )
         self.values = tensor.contiguous()
         self.masks = None
         if masks is not None:
@@ -124,8 +142,11 @@ class Projector:
             if tensor.shape[0] != 1:
                 raise InputError(None, "masks apply to a single-channel volume only", "project one quantity at a time")
             if tuple(mask_tensor.shape[1:]) != tuple(tensor.shape[1:]):
-                raise InputError(None, f"mask shape {tuple(mask_tensor.shape[1:])} differs from the volume's "
-                                       f"{tuple(tensor.shape[1:])}", "resample the masks onto the CT grid")
+                raise InputError(
+                    None,
+                    f"mask shape {tuple(mask_tensor.shape[1:])} differs from the volume's {tuple(tensor.shape[1:])}",
+                    "resample the masks onto the CT grid",
+                )
             if mask_tensor.dtype != torch.bool:
                 mask_tensor = mask_tensor.to(dtype)
             self.masks = mask_tensor.contiguous()
@@ -148,15 +169,21 @@ class Projector:
         self.shape_ijk = (i, j, k)
 
     @classmethod
-    def from_volume(cls, volume, masks: Mapping[str, np.ndarray] | None = None, **kwargs) -> "Projector":
+    def from_volume(cls, volume, masks: Mapping[str, np.ndarray] | None = None, **kwargs) -> Projector:
         """Projector of a :class:`bmdgan.io.Volume` (its unit sets the output unit); masks by name."""
         names = None
         mask_stack = None
         if masks:
             names = list(masks)
             mask_stack = np.stack([np.asarray(masks[name], dtype=bool) for name in names])
-        return cls(np.asarray(volume.array), volume.geometry.ijk_to_lps(), unit=volume.unit, masks=mask_stack,
-                   channel_names=names, **kwargs)
+        return cls(
+            np.asarray(volume.array),
+            volume.geometry.ijk_to_lps(),
+            unit=volume.unit,
+            masks=mask_stack,
+            channel_names=names,
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------ public rendering
     def render(self, camera_from_lps, geometry: ProjectionGeometry, progress: bool = False) -> torch.Tensor:
@@ -197,9 +224,12 @@ class Projector:
                 groups.append((axis, selected, clip))
         bar = None
         if progress:
-
-            bar = progress_bar(total=sum(self._chunk_count(axis, sel.numel(), clip) for axis, sel, clip in groups),
-                       desc="projecting", unit="chunk", leave=False)
+            bar = progress_bar(
+                total=sum(self._chunk_count(axis, sel.numel(), clip) for axis, sel, clip in groups),
+                desc="projecting",
+                unit="chunk",
+                leave=False,
+            )
         for axis, selected, clip in groups:
             sums = self._march(axis, origins[selected], directions[selected], clip, bar)
             step_mm = lengths[selected] / directions[selected, axis].abs()
@@ -239,7 +269,7 @@ class Projector:
         ``out``: a reusable (>= count, C, H, W) buffer (no-grad path: avoids a fresh allocation per chunk)."""
         dim = 3 - axis
         order = _PLANE_FIRST[axis]
-        values = self.values.narrow(dim, start, count).permute(*order)          # (count, Cv, H, W) view
+        values = self.values.narrow(dim, start, count).permute(*order)  # (count, Cv, H, W) view
         if out is None:
             if self.masks is None:
                 return values.contiguous()
@@ -252,8 +282,8 @@ class Projector:
         first = int(self.include_unmasked)
         if first:
             slab[:, :1].copy_(values)
-        masks = self.masks.narrow(dim, start, count).permute(*order)            # (count, M, H, W) view
-        torch.mul(values, masks, out=slab[:, first:])                           # all masked channels, one op
+        masks = self.masks.narrow(dim, start, count).permute(*order)  # (count, M, H, W) view
+        torch.mul(values, masks, out=slab[:, first:])  # all masked channels, one op
         return slab
 
     def _march(self, axis: int, origins: torch.Tensor, directions: torch.Tensor, clip: bool, bar) -> torch.Tensor:
@@ -261,8 +291,8 @@ class Projector:
         b, c = _other_axes(axis)
         n_b, n_c, planes = self.shape_ijk[b], self.shape_ijk[c], self.shape_ijk[axis]
         d_axis = directions[:, axis]
-        slope = directions / d_axis.unsqueeze(-1)               # index change per plane
-        offset = origins - origins[:, axis:axis + 1] * slope     # position at plane 0
+        slope = directions / d_axis.unsqueeze(-1)  # index change per plane
+        offset = origins - origins[:, axis : axis + 1] * slope  # position at plane 0
         scale_b, scale_c = 2.0 / (n_b - 1), 2.0 / (n_c - 1)
         grid_start = torch.stack([offset[:, b] * scale_b - 1.0, offset[:, c] * scale_c - 1.0], dim=-1)
         grid_step = torch.stack([slope[:, b] * scale_b, slope[:, c] * scale_c], dim=-1)
@@ -270,8 +300,7 @@ class Projector:
         t_step = 1.0 / d_axis
         t_start = -origins[:, axis] * t_step
         block, planes_per_chunk = self._chunking(axis, origins.shape[0], clip)
-        differentiable = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (grid_start, grid_step, self.values))
+        differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (grid_start, grid_step, self.values))
         buffers = None if differentiable else _Buffers(self, axis, block, planes_per_chunk, clip)
         results = []
         for first_ray in range(0, origins.shape[0], block):
@@ -280,15 +309,17 @@ class Projector:
             padded = -(-count // ROW_WIDTH) * ROW_WIDTH
             start = F.pad(grid_start[rays], (0, 0, 0, padded - count), value=_OUTSIDE)
             step = F.pad(grid_step[rays], (0, 0, 0, padded - count), value=0.0)
-            t_parts = (F.pad(t_start[rays], (0, padded - count)), F.pad(t_step[rays], (0, padded - count))) \
-                if clip else ()
+            t_parts = (
+                (F.pad(t_start[rays], (0, padded - count)), F.pad(t_step[rays], (0, padded - count))) if clip else ()
+            )
             accumulated = None
             for first_plane in range(0, planes, planes_per_chunk):
                 count_planes = min(planes_per_chunk, planes - first_plane)
                 if differentiable:
                     slab = self._slab(axis, first_plane, count_planes)
-                    part = checkpoint(_ChunkSampler(first_plane, clip), slab, start, step, *t_parts,
-                                      use_reentrant=False)
+                    part = checkpoint(
+                        _ChunkSampler(first_plane, clip), slab, start, step, *t_parts, use_reentrant=False
+                    )
                     accumulated = part if accumulated is None else accumulated + part
                 else:
                     slab = self._slab(axis, first_plane, count_planes, out=buffers.slab)
@@ -308,16 +339,20 @@ class _Buffers:
         b, c = _other_axes(axis)
         padded = -(-block // ROW_WIDTH) * ROW_WIDTH
         options = {"dtype": projector.dtype, "device": projector.device}
-        self.slab = torch.empty(planes_per_chunk, projector.channels, projector.shape_ijk[c],
-                                projector.shape_ijk[b], **options)
+        self.slab = torch.empty(
+            planes_per_chunk, projector.channels, projector.shape_ijk[c], projector.shape_ijk[b], **options
+        )
         self._grid = torch.empty(planes_per_chunk, padded, 2, **options)
         self._sum = torch.empty(projector.channels, padded, **options)
         self._t = torch.empty(planes_per_chunk, padded, **options) if clip else None
 
     def for_rays(self, rays: int) -> dict:
         """Views sized for a block of ``rays`` (padded) rays."""
-        return {"grid": self._grid[:, :rays], "sum": self._sum[:, :rays],
-                "t": None if self._t is None else self._t[:, :rays]}
+        return {
+            "grid": self._grid[:, :rays],
+            "sum": self._sum[:, :rays],
+            "t": None if self._t is None else self._t[:, :rays],
+        }
 
 
 class _ChunkSampler:
@@ -334,26 +369,27 @@ class _ChunkSampler:
     def __call__(self, slab, start, step, t_start=None, t_step=None) -> torch.Tensor:
         count_planes = slab.shape[0]
         rays = start.shape[0]
-        planes = torch.arange(self.first_plane, self.first_plane + count_planes, dtype=start.dtype,
-                              device=start.device).view(-1, 1, 1)
+        planes = torch.arange(
+            self.first_plane, self.first_plane + count_planes, dtype=start.dtype, device=start.device
+        ).view(-1, 1, 1)
         if self.buffers is None:
-            grid = start.unsqueeze(0) + planes * step.unsqueeze(0)             # (S, rays, 2)
+            grid = start.unsqueeze(0) + planes * step.unsqueeze(0)  # (S, rays, 2)
         else:
-            grid = torch.addcmul(start.unsqueeze(0), planes, step.unsqueeze(0),
-                                 out=self.buffers["grid"][:count_planes])
+            grid = torch.addcmul(start.unsqueeze(0), planes, step.unsqueeze(0), out=self.buffers["grid"][:count_planes])
         grid = grid.view(count_planes, rays // ROW_WIDTH, ROW_WIDTH, 2)
         samples = F.grid_sample(slab, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        samples = samples.view(count_planes, slab.shape[1], rays)              # (S, C, rays)
+        samples = samples.view(count_planes, slab.shape[1], rays)  # (S, C, rays)
         if self.clip:
             if self.buffers is None:
                 t = t_start.unsqueeze(0) + planes.view(-1, 1) * t_step.unsqueeze(0)  # (S, rays)
                 samples = samples * ((t >= 0.0) & (t <= 1.0)).unsqueeze(1).to(samples.dtype)
             else:
-                t = torch.addcmul(t_start.unsqueeze(0), planes.view(-1, 1), t_step.unsqueeze(0),
-                                  out=self.buffers["t"][:count_planes])
+                t = torch.addcmul(
+                    t_start.unsqueeze(0), planes.view(-1, 1), t_step.unsqueeze(0), out=self.buffers["t"][:count_planes]
+                )
                 samples.mul_(((t >= 0.0) & (t <= 1.0)).unsqueeze(1))
         if self.buffers is None:
-            return samples.sum(dim=0)                                          # (C, rays)
+            return samples.sum(dim=0)  # (C, rays)
         return torch.sum(samples, dim=0, out=self.buffers["sum"])
 
 
@@ -371,12 +407,21 @@ class DRR:
         return self.image[self.channels.index(name)]
 
 
-def project_volume(volume, geometry: ProjectionGeometry, masks: Mapping[str, np.ndarray] | None = None, *,
-                   include_unmasked: bool = False, device=None, progress: bool = False,
-                   chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> DRR:
+def project_volume(
+    volume,
+    geometry: ProjectionGeometry,
+    masks: Mapping[str, np.ndarray] | None = None,
+    *,
+    include_unmasked: bool = False,
+    device=None,
+    progress: bool = False,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> DRR:
     """DRR of a :class:`bmdgan.io.Volume` (mg/cm3 -> g/cm2, 1/mm -> dimensionless) at the geometry's pose."""
-    projector = Projector.from_volume(volume, masks, include_unmasked=include_unmasked, device=device,
-                                      chunk_bytes=chunk_bytes)
+    projector = Projector.from_volume(
+        volume, masks, include_unmasked=include_unmasked, device=device, chunk_bytes=chunk_bytes
+    )
     image = projector.project(geometry, progress=progress)
-    return DRR(image.astype(np.float32), projector.channel_names, projector.unit.unit, projector.unit.quantity,
-               geometry)
+    return DRR(
+        image.astype(np.float32), projector.channel_names, projector.unit.unit, projector.unit.quantity, geometry
+    )

@@ -27,12 +27,15 @@ def camera_rays(geometry: ProjectionGeometry, dtype: torch.dtype, device) -> tup
     else:
         origins = np.zeros_like(pixels)
         directions = pixels
-    return (torch.as_tensor(origins, dtype=dtype, device=device),
-            torch.as_tensor(directions, dtype=dtype, device=device))
+    return (
+        torch.as_tensor(origins, dtype=dtype, device=device),
+        torch.as_tensor(directions, dtype=dtype, device=device),
+    )
 
 
-def box_intersection(origins: torch.Tensor, directions: torch.Tensor, low: torch.Tensor, high: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def box_intersection(
+    origins: torch.Tensor, directions: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Entry and exit ray parameters (...,) of the rays ``origin + t * direction`` through the box [low, high]
     (slab method); exit <= entry for a miss. Rays parallel to a face count as inside iff within its slab."""
     safe = torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)

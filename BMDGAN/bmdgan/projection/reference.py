@@ -36,8 +36,15 @@ def _ray_segments(shape_ijk, ijk_to_lps: np.ndarray, geometry: ProjectionGeometr
 
 
 @torch.no_grad()
-def reference_project(values: np.ndarray, ijk_to_lps: np.ndarray, geometry: ProjectionGeometry, *,
-                      unit: str = "mg/cm3", step_mm: float | None = None, device="cpu") -> np.ndarray:
+def reference_project(
+    values: np.ndarray,
+    ijk_to_lps: np.ndarray,
+    geometry: ProjectionGeometry,
+    *,
+    unit: str = "mg/cm3",
+    step_mm: float | None = None,
+    device="cpu",
+) -> np.ndarray:
     """Line integrals (C, rows, cols) of ``values`` (K, J, I) or (C, K, J, I) by trilinear ray marching.
 
     step_mm: largest sampling step along a ray (default: half the smallest voxel spacing).
@@ -48,23 +55,28 @@ def reference_project(values: np.ndarray, ijk_to_lps: np.ndarray, geometry: Proj
     k, j, i = volume.shape[1:]
     spacing = np.linalg.norm(np.asarray(ijk_to_lps)[:3, :3], axis=0)
     step_mm = float(step_mm or spacing.min() / 2.0)
-    origins, directions, entry, leave, mm_per_t = _ray_segments((i, j, k), ijk_to_lps, geometry,
-                                                                torch.float32, device)
+    origins, directions, entry, leave, mm_per_t = _ray_segments((i, j, k), ijk_to_lps, geometry, torch.float32, device)
     chord_mm = (leave - entry) * mm_per_t
     samples = max(1, int(math.ceil(float(chord_mm.max()) / step_mm)))
     fractions = (torch.arange(samples, dtype=torch.float32, device=device) + 0.5) / samples
-    t = entry.unsqueeze(0) + fractions.unsqueeze(1) * (leave - entry).unsqueeze(0)          # (samples, rays)
-    points = origins.unsqueeze(0) + t.unsqueeze(-1) * directions.unsqueeze(0)                # (samples, rays, 3)
+    t = entry.unsqueeze(0) + fractions.unsqueeze(1) * (leave - entry).unsqueeze(0)  # (samples, rays)
+    points = origins.unsqueeze(0) + t.unsqueeze(-1) * directions.unsqueeze(0)  # (samples, rays, 3)
     sizes = torch.as_tensor([i, j, k], dtype=torch.float32, device=device)
     grid = (points * (2.0 / (sizes - 1.0)) - 1.0).view(1, samples, -1, 1, 3)
     sampled = F.grid_sample(volume.unsqueeze(0), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    sums = sampled[0, :, :, :, 0].sum(dim=1)                                                 # (C, rays)
+    sums = sampled[0, :, :, :, 0].sum(dim=1)  # (C, rays)
     image = sums * (chord_mm / samples).unsqueeze(0) * line_integral_unit(unit).scale
     return image.reshape(volume.shape[0], *geometry.shape).cpu().numpy()
 
 
-def scipy_reference_project(values: np.ndarray, ijk_to_lps: np.ndarray, geometry: ProjectionGeometry, *,
-                            unit: str = "mg/cm3", step_mm: float | None = None) -> np.ndarray:
+def scipy_reference_project(
+    values: np.ndarray,
+    ijk_to_lps: np.ndarray,
+    geometry: ProjectionGeometry,
+    *,
+    unit: str = "mg/cm3",
+    step_mm: float | None = None,
+) -> np.ndarray:
     """Same as :func:`reference_project` with ``scipy.ndimage.map_coordinates`` (order 1) on one channel."""
     from scipy.ndimage import map_coordinates
 
@@ -72,8 +84,9 @@ def scipy_reference_project(values: np.ndarray, ijk_to_lps: np.ndarray, geometry
     k, j, i = values.shape
     spacing = np.linalg.norm(np.asarray(ijk_to_lps)[:3, :3], axis=0)
     step_mm = float(step_mm or spacing.min() / 2.0)
-    origins, directions, entry, leave, mm_per_t = (t.numpy() for t in _ray_segments(
-        (i, j, k), ijk_to_lps, geometry, torch.float64, "cpu"))
+    origins, directions, entry, leave, mm_per_t = (
+        t.numpy() for t in _ray_segments((i, j, k), ijk_to_lps, geometry, torch.float64, "cpu")
+    )
     chord_mm = (leave - entry) * mm_per_t
     samples = max(1, int(math.ceil(float(chord_mm.max()) / step_mm)))
     sums = np.zeros(origins.shape[0])

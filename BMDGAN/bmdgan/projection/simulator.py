@@ -46,20 +46,30 @@ class ParameterRange:
 
 PARAMETER_RANGES = {
     "effective_energy_kev": ParameterRange(
-        40.0, 60.0, why="mean energy behind the patient of a 70-85 kVp hip/pelvis beam (2.5 mm Al + patient "
-                        "hardening); below 40 keV bone contrast is exaggerated, above 60 keV it fades"),
+        40.0,
+        60.0,
+        why="mean energy behind the patient of a 70-85 kVp hip/pelvis beam (2.5 mm Al + patient "
+        "hardening); below 40 keV bone contrast is exaggerated, above 60 keV it fades",
+    ),
     "photons_per_mm2": ParameterRange(
-        2e4, 1.5e5, log=True, why="detected quanta per mm2 behind the patient (median of the anatomy, as set by the "
-                                  "automatic exposure control): 1-5 uGy detector air kerma at 50 keV "
-                                  "(3.3e4 photons/mm2/uGy) times a detective quantum efficiency of 0.6-0.9"),
+        2e4,
+        1.5e5,
+        log=True,
+        why="detected quanta per mm2 behind the patient (median of the anatomy, as set by the "
+        "automatic exposure control): 1-5 uGy detector air kerma at 50 keV "
+        "(3.3e4 photons/mm2/uGy) times a detective quantum efficiency of 0.6-0.9",
+    ),
     "scatter_to_primary": ParameterRange(
-        0.2, 1.0, why="median scatter-to-primary ratio over the anatomy behind an anti-scatter grid (adult pelvis)"),
+        0.2, 1.0, why="median scatter-to-primary ratio over the anatomy behind an anti-scatter grid (adult pelvis)"
+    ),
     "scatter_sigma_mm": ParameterRange(20.0, 60.0, why="width of the scatter kernel at the detector (mm)"),
     "detector_blur_mm": ParameterRange(
-        0.1, 0.4, why="Gaussian sigma of the scintillator light spread plus focal-spot blur at the detector (mm)"),
+        0.1, 0.4, why="Gaussian sigma of the scintillator light spread plus focal-spot blur at the detector (mm)"
+    ),
     "electronic_noise_quanta": ParameterRange(1.0, 10.0, why="electronic noise std in quanta per pixel"),
     "range_compression": ParameterRange(
-        0.3, 0.7, why="fraction of the low-frequency log signal removed (dynamic-range compression)"),
+        0.3, 0.7, why="fraction of the low-frequency log signal removed (dynamic-range compression)"
+    ),
     "range_sigma_mm": ParameterRange(15.0, 40.0, why="kernel sigma of the dynamic-range compression (mm)"),
     "window_low_percentile": ParameterRange(0.5, 2.0, why="exposure recognition: lower percentile of the anatomy"),
     "window_high_percentile": ParameterRange(98.0, 99.5, why="exposure recognition: upper percentile"),
@@ -67,7 +77,8 @@ PARAMETER_RANGES = {
     "unsharp_sigma_mm": ParameterRange(1.5, 5.0, why="unsharp-mask kernel sigma at the detector (mm)"),
     "tone_contrast": ParameterRange(4.0, 10.0, why="slope of the sigmoid tone curve (film-like gradient)"),
     "tone_offset": ParameterRange(
-        0.0, 0.2, why="centre of the tone curve above the median anatomy in the normalised window (brightness)"),
+        0.0, 0.2, why="centre of the tone curve above the median anatomy in the normalised window (brightness)"
+    ),
 }
 """Documented ranges sampled uniformly (log-uniformly where ``log``) by :func:`sample_parameters`."""
 BITS_STORED_CHOICES = (12, 14, 16)
@@ -98,13 +109,14 @@ class SimulationParameters:
         return asdict(self)
 
     @staticmethod
-    def from_dict(data: dict, base: "SimulationParameters | None" = None) -> "SimulationParameters":
+    def from_dict(data: dict, base: SimulationParameters | None = None) -> SimulationParameters:
         """Parameters from a dict; keys missing from ``data`` come from ``base`` (defaults if None)."""
         known = {f.name for f in fields(SimulationParameters)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InputError(None, f"unknown simulation parameter(s): {', '.join(unknown)}",
-                             f"use: {', '.join(sorted(known))}")
+            raise InputError(
+                None, f"unknown simulation parameter(s): {', '.join(unknown)}", f"use: {', '.join(sorted(known))}"
+            )
         merged = (base or SimulationParameters()).to_dict()
         merged.update(data)
         merged["bits_stored"] = int(merged["bits_stored"])
@@ -148,21 +160,40 @@ class SimulatedRadiograph:
         return self.parameters.bits_stored
 
 
-def material_projections(hu_volume, geometry: ProjectionGeometry, bone_density_mg_per_cm3: np.ndarray | None = None,
-                         model: MaterialModel = MaterialModel(), device=None, progress: bool = False,
-                         chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
+def material_projections(
+    hu_volume,
+    geometry: ProjectionGeometry,
+    bone_density_mg_per_cm3: np.ndarray | None = None,
+    model: MaterialModel = MaterialModel(),
+    device=None,
+    progress: bool = False,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> np.ndarray:
     """Areal densities (3, rows, cols) g/cm2 of adipose, soft tissue and HA of a HU volume, one pass."""
     if hu_volume.unit != "HU":
-        raise InputError(hu_volume.source or None, f"the simulator needs a CT in HU, got unit {hu_volume.unit!r}",
-                         "give the CT in Hounsfield units (and the calibrated density separately)")
+        raise InputError(
+            hu_volume.source or None,
+            f"the simulator needs a CT in HU, got unit {hu_volume.unit!r}",
+            "give the CT in Hounsfield units (and the calibrated density separately)",
+        )
     materials = decompose_hu(hu_volume.array, bone_density_mg_per_cm3, model)
-    projector = Projector(materials, hu_volume.geometry.ijk_to_lps(), unit="mg/cm3",
-                          channel_names=list(MATERIAL_CHANNELS), device=device, chunk_bytes=chunk_bytes)
+    projector = Projector(
+        materials,
+        hu_volume.geometry.ijk_to_lps(),
+        unit="mg/cm3",
+        channel_names=list(MATERIAL_CHANNELS),
+        device=device,
+        chunk_bytes=chunk_bytes,
+    )
     return projector.project(geometry, progress=progress)
 
 
-def detector_log_signal(areal_density_g_per_cm2: np.ndarray, geometry: ProjectionGeometry,
-                        parameters: SimulationParameters, rng: np.random.Generator) -> np.ndarray:
+def detector_log_signal(
+    areal_density_g_per_cm2: np.ndarray,
+    geometry: ProjectionGeometry,
+    parameters: SimulationParameters,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Flat-fielded detector log signal -ln(I/I0) (float32) after scatter, noise and blur (steps 2-6)."""
     p = parameters
     exponent = np.zeros(areal_density_g_per_cm2.shape[1:], dtype=np.float64)
@@ -183,7 +214,7 @@ def detector_log_signal(areal_density_g_per_cm2: np.ndarray, geometry: Projectio
     else:
         x, y = geometry.pixel_camera_mm()
         sid = geometry.source_to_detector_mm
-        falloff = (sid / np.sqrt(x[None, :] ** 2 + y[:, None] ** 2 + sid ** 2)) ** 3
+        falloff = (sid / np.sqrt(x[None, :] ** 2 + y[:, None] ** 2 + sid**2)) ** 3
     # Automatic exposure control: the median anatomy pixel receives photons_per_mm2 quanta per mm2.
     relative = falloff * (transmission + scatter)
     quanta_per_pixel = p.photons_per_mm2 * geometry.row_spacing_mm * geometry.column_spacing_mm
@@ -194,11 +225,18 @@ def detector_log_signal(areal_density_g_per_cm2: np.ndarray, geometry: Projectio
     return (-np.log(np.maximum(counts, 0.5) / flat)).astype(np.float32)
 
 
-def simulate_radiograph(hu_volume, geometry: ProjectionGeometry, parameters: SimulationParameters | None = None, *,
-                        rng: np.random.Generator | int | None = None,
-                        bone_density_mg_per_cm3: np.ndarray | None = None, model: MaterialModel = MaterialModel(),
-                        areal_density_g_per_cm2: np.ndarray | None = None, device=None,
-                        progress: bool = False) -> SimulatedRadiograph:
+def simulate_radiograph(
+    hu_volume,
+    geometry: ProjectionGeometry,
+    parameters: SimulationParameters | None = None,
+    *,
+    rng: np.random.Generator | int | None = None,
+    bone_density_mg_per_cm3: np.ndarray | None = None,
+    model: MaterialModel = MaterialModel(),
+    areal_density_g_per_cm2: np.ndarray | None = None,
+    device=None,
+    progress: bool = False,
+) -> SimulatedRadiograph:
     """Simulated radiograph of a CT (HU) at ``geometry``. Parameters are drawn from ``rng`` when None.
 
     rng: a Generator or an int seed (same seed -> same image). areal_density_g_per_cm2: precomputed material
@@ -207,20 +245,27 @@ def simulate_radiograph(hu_volume, geometry: ProjectionGeometry, parameters: Sim
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     parameters = parameters or sample_parameters(rng)
     if areal_density_g_per_cm2 is None:
-        areal_density_g_per_cm2 = material_projections(hu_volume, geometry, bone_density_mg_per_cm3, model,
-                                                       device=device, progress=progress)
+        areal_density_g_per_cm2 = material_projections(
+            hu_volume, geometry, bone_density_mg_per_cm3, model, device=device, progress=progress
+        )
     log_signal = detector_log_signal(areal_density_g_per_cm2, geometry, parameters, rng)
     pitch = 0.5 * (geometry.row_spacing_mm + geometry.column_spacing_mm)
     processed = process_for_presentation(
-        log_signal, window_low_percentile=parameters.window_low_percentile,
-        window_high_percentile=parameters.window_high_percentile, unsharp_gain=parameters.unsharp_gain,
-        unsharp_sigma_px=parameters.unsharp_sigma_mm / pitch, tone_contrast=parameters.tone_contrast,
-        tone_offset=parameters.tone_offset, range_compression=parameters.range_compression,
-        range_sigma_px=parameters.range_sigma_mm / pitch)
+        log_signal,
+        window_low_percentile=parameters.window_low_percentile,
+        window_high_percentile=parameters.window_high_percentile,
+        unsharp_gain=parameters.unsharp_gain,
+        unsharp_sigma_px=parameters.unsharp_sigma_mm / pitch,
+        tone_contrast=parameters.tone_contrast,
+        tone_offset=parameters.tone_offset,
+        range_compression=parameters.range_compression,
+        range_sigma_px=parameters.range_sigma_mm / pitch,
+    )
     pixels, centre, width = quantise(processed, parameters.bits_stored)
     centre_lps = volume_centre_lps(hu_volume.shape_ijk, hu_volume.geometry.ijk_to_lps())
     depth = float(geometry.to_camera(centre_lps)[2])
     if geometry.parallel or depth <= 0:
         depth = geometry.source_to_detector_mm
-    return SimulatedRadiograph(pixels, processed, log_signal, areal_density_g_per_cm2, geometry, parameters,
-                               centre, width, depth)
+    return SimulatedRadiograph(
+        pixels, processed, log_signal, areal_density_g_per_cm2, geometry, parameters, centre, width, depth
+    )

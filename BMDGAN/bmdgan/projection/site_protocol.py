@@ -48,13 +48,23 @@ class SiteProtocol:
     def parameters_for(self, rng: np.random.Generator, extra_adipose_mm: float) -> SimulationParameters:
         """One image's parameters for a patient with ``extra_adipose_mm`` more fat in the beam than reference."""
         extra_water_cm = ADIPOSE_WATER_EQUIVALENCE * extra_adipose_mm / 10.0
-        kev = (self.base.effective_energy_kev + HARDENING_KEV_PER_CM_WATER * extra_water_cm
-               + rng.uniform(-KEV_SPREAD, KEV_SPREAD))
-        scatter = (self.base.scatter_to_primary + SCATTER_TO_PRIMARY_PER_CM_WATER * extra_water_cm
-                   + rng.uniform(-SCATTER_SPREAD, SCATTER_SPREAD))
+        kev = (
+            self.base.effective_energy_kev
+            + HARDENING_KEV_PER_CM_WATER * extra_water_cm
+            + rng.uniform(-KEV_SPREAD, KEV_SPREAD)
+        )
+        scatter = (
+            self.base.scatter_to_primary
+            + SCATTER_TO_PRIMARY_PER_CM_WATER * extra_water_cm
+            + rng.uniform(-SCATTER_SPREAD, SCATTER_SPREAD)
+        )
         dose = self.base.photons_per_mm2 * float(np.exp(rng.uniform(-np.log(DOSE_SPREAD), np.log(DOSE_SPREAD))))
-        return replace(self.base, effective_energy_kev=float(kev), scatter_to_primary=float(max(scatter, 0.05)),
-                       photons_per_mm2=dose)
+        return replace(
+            self.base,
+            effective_energy_kev=float(kev),
+            scatter_to_primary=float(max(scatter, 0.05)),
+            photons_per_mm2=dose,
+        )
 
 
 REFERENCE_SITE = SiteProtocol("reference", SimulationParameters())

@@ -76,7 +76,7 @@ class Diagnosis:
         scores, ratios = np.asarray(self.scale_scores), np.log(self.scale_ratios)
         best = int(np.argmax(scores))
         if 0 < best < len(scores) - 1 and min(scores[best - 1], scores[best + 1]) > -1.0:
-            left, middle, right = scores[best - 1:best + 2]
+            left, middle, right = scores[best - 1 : best + 2]
             curvature = left - 2.0 * middle + right
             if curvature < 0:
                 step = 0.5 * (ratios[best + 1] - ratios[best - 1])
@@ -90,8 +90,11 @@ class Diagnosis:
 
     def side_mismatch(self) -> bool:
         """The mirrored DRR's best placement beats the DRR's by :data:`SIDE_MARGIN`."""
-        return self.mirrored_best is not None and self.placement_best is not None \
+        return (
+            self.mirrored_best is not None
+            and self.placement_best is not None
             and self.mirrored_best > self.placement_best + SIDE_MARGIN
+        )
 
     def scale_mismatch(self) -> bool:
         """Another pixel spacing, more than :data:`SCALE_TOLERANCE` off, beats the given one by :data:`SCALE_MARGIN`
@@ -111,14 +114,20 @@ class Diagnosis:
         return self.placement_elsewhere() or self.beyond_capture or bool(self.at_bound)
 
     def to_dict(self) -> dict:
-        return {"parameters_at_search_bound": list(self.at_bound), "pose_change_beyond_capture": self.beyond_capture,
-                "in_plane_fft_score_here": self.placement_here, "in_plane_fft_score_best": self.placement_best,
-                "in_plane_best_shift_mm": None if self.placement_shift_mm is None else list(self.placement_shift_mm),
-                "in_plane_best_turn_deg": self.placement_turn_deg,
-                "mirrored_fft_score_best": self.mirrored_best,
-                "scale_ratios": list(self.scale_ratios), "scale_fft_score_best": list(self.scale_scores),
-                "final_scale_ratio": self.final_scale_ratio, "best_scale_ratio": self.best_scale_ratio,
-                "geometry_pitch_mm": list(self.pitch_mm)}
+        return {
+            "parameters_at_search_bound": list(self.at_bound),
+            "pose_change_beyond_capture": self.beyond_capture,
+            "in_plane_fft_score_here": self.placement_here,
+            "in_plane_fft_score_best": self.placement_best,
+            "in_plane_best_shift_mm": None if self.placement_shift_mm is None else list(self.placement_shift_mm),
+            "in_plane_best_turn_deg": self.placement_turn_deg,
+            "mirrored_fft_score_best": self.mirrored_best,
+            "scale_ratios": list(self.scale_ratios),
+            "scale_fft_score_best": list(self.scale_scores),
+            "final_scale_ratio": self.final_scale_ratio,
+            "best_scale_ratio": self.best_scale_ratio,
+            "geometry_pitch_mm": list(self.pitch_mm),
+        }
 
 
 def pose_change_checks(parameters: np.ndarray, bounds: np.ndarray) -> tuple[list[str], bool]:
@@ -126,8 +135,9 @@ def pose_change_checks(parameters: np.ndarray, bounds: np.ndarray) -> tuple[list
     search's capture range (a start that far off is rarely found)."""
     parameters = np.asarray(parameters, dtype=float)
     limits = np.maximum(np.abs(np.asarray(bounds, dtype=float)).min(axis=1), 1e-9)
-    at_bound = [name for name, value, limit in zip(PARAMETER_NAMES, parameters, limits)
-                if abs(value) >= AT_BOUND * limit]
+    at_bound = [
+        name for name, value, limit in zip(PARAMETER_NAMES, parameters, limits) if abs(value) >= AT_BOUND * limit
+    ]
     beyond = bool(np.max(np.abs(parameters[:3])) > CAPTURE_DEG or np.hypot(*parameters[3:5]) > CAPTURE_MM)
     return at_bound, beyond
 
@@ -145,15 +155,19 @@ def spacing_scores(problem, settings, pose: np.ndarray, ratios: np.ndarray = SCA
 
     scores = []
     for ratio in ratios:
-        geometry = replace(problem.geometry, column_spacing_mm=problem.geometry.column_spacing_mm * float(ratio),
-                           row_spacing_mm=problem.geometry.row_spacing_mm * float(ratio))
+        geometry = replace(
+            problem.geometry,
+            column_spacing_mm=problem.geometry.column_spacing_mm * float(ratio),
+            row_spacing_mm=problem.geometry.row_spacing_mm * float(ratio),
+        )
         scaled = replace(problem, geometry=geometry)
         scores.append(in_plane_scores(scaled, settings, pose, angles_deg=SCALE_ANGLES_DEG).best()[0])
     return scores
 
 
-def diagnose(problem, settings, base: np.ndarray, parameters: np.ndarray, bounds: np.ndarray,
-             initial_geometry, final_geometry) -> Diagnosis:
+def diagnose(
+    problem, settings, base: np.ndarray, parameters: np.ndarray, bounds: np.ndarray, initial_geometry, final_geometry
+) -> Diagnosis:
     """All the measurements of the module docstring at the final ``parameters`` (relative to ``base``)."""
     from ..projection.pose import camera_pose
     from .global_search import in_plane_scores
@@ -167,7 +181,16 @@ def diagnose(problem, settings, base: np.ndarray, parameters: np.ndarray, bounds
     # the spacing is judged at the start pose, where the magnification is the geometry's: a search that went
     # astray (or changed the depth to make up for a wrong spacing) does not bias it
     scale_scores = spacing_scores(problem, settings, np.asarray(base, dtype=float))
-    return Diagnosis(at_bound, beyond, here.at_zero(), best, (float(tx), float(ty)), turn, mirrored.best()[0],
-                     [float(r) for r in SCALE_RATIOS], [float(v) for v in scale_scores],
-                     scale_ratio(initial_geometry, final_geometry, centre),
-                     (problem.geometry.column_spacing_mm, problem.geometry.row_spacing_mm))
+    return Diagnosis(
+        at_bound,
+        beyond,
+        here.at_zero(),
+        best,
+        (float(tx), float(ty)),
+        turn,
+        mirrored.best()[0],
+        [float(r) for r in SCALE_RATIOS],
+        [float(v) for v in scale_scores],
+        scale_ratio(initial_geometry, final_geometry, centre),
+        (problem.geometry.column_spacing_mm, problem.geometry.row_spacing_mm),
+    )

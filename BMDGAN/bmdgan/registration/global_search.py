@@ -44,8 +44,9 @@ def _correlate(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarr
     return irfft2(fa * fb, shape)
 
 
-def masked_ncc_map(fixed: np.ndarray, fixed_mask: np.ndarray, template: np.ndarray,
-                   template_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def masked_ncc_map(
+    fixed: np.ndarray, fixed_mask: np.ndarray, template: np.ndarray, template_mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """NCC of ``template`` (h, w) placed at every offset over ``fixed`` (H, W), counting only the pixels
     where both masks are true. Returns (ncc, overlap fraction of the template's mask), both
     (H + h - 1, W + w - 1); offset index (r, c) puts the template's top-left pixel at fixed pixel
@@ -67,7 +68,7 @@ def masked_ncc_map(fixed: np.ndarray, fixed_mask: np.ndarray, template: np.ndarr
     n, sum_f, sum_f2, sum_t, sum_t2, sum_ft = (x[crop] for x in (n, sum_f, sum_f2, sum_t, sum_t2, sum_ft))
     safe_n = np.maximum(n, 1.0)
     covariance = sum_ft - sum_f * sum_t / safe_n
-    variance = np.maximum(sum_f2 - sum_f ** 2 / safe_n, 0.0) * np.maximum(sum_t2 - sum_t ** 2 / safe_n, 0.0)
+    variance = np.maximum(sum_f2 - sum_f**2 / safe_n, 0.0) * np.maximum(sum_t2 - sum_t**2 / safe_n, 0.0)
     overlap = n / max(float(weights.sum()), 1.0)
     ok = (overlap >= MIN_OVERLAP) & (variance > 1e-12 * max(float(variance.max()), 1e-300))
     ncc = np.where(ok, covariance / np.sqrt(np.where(ok, variance, 1.0)), -1.0)
@@ -85,7 +86,7 @@ def _top_peaks(score: np.ndarray, count: int, *, spacing: int) -> list[tuple[int
         if value <= -1.0:
             break
         peaks.append((row, col, value))
-        work[max(0, row - spacing):row + spacing + 1, max(0, col - spacing):col + spacing + 1] = -np.inf
+        work[max(0, row - spacing) : row + spacing + 1, max(0, col - spacing) : col + spacing + 1] = -np.inf
     return peaks
 
 
@@ -104,8 +105,10 @@ class InPlaneScores:
 
     def shift_mm(self, row: int, col: int) -> tuple[float, float]:
         """Camera x and y shift (mm at the bone) of offset index (row, col)."""
-        return ((col - self.zero[1]) * self.pitch_mm[0] * self.mm_per_pixel,
-                (row - self.zero[0]) * self.pitch_mm[1] * self.mm_per_pixel)
+        return (
+            (col - self.zero[1]) * self.pitch_mm[0] * self.mm_per_pixel,
+            (row - self.zero[0]) * self.pitch_mm[1] * self.mm_per_pixel,
+        )
 
     def at_zero(self) -> float:
         """Score of the DRR where it is (angle 0, no shift); -1 when that placement is not scored."""
@@ -121,8 +124,9 @@ class InPlaneScores:
         return (float(self.scores[angle, row, col]), float(self.angles_deg[angle]), *self.shift_mm(row, col))
 
 
-def in_plane_scores(problem, settings, base: np.ndarray, mirror: bool = False,
-                    angles_deg: np.ndarray = IN_PLANE_ANGLES_DEG) -> InPlaneScores:
+def in_plane_scores(
+    problem, settings, base: np.ndarray, mirror: bool = False, angles_deg: np.ndarray = IN_PLANE_ANGLES_DEG
+) -> InPlaneScores:
     """Score every in-plane placement (shift, ``angles_deg`` about the beam) of the bone's DRR at pose ``base``
     over the radiograph. ``mirror``: flip the DRR left-right first (a radiograph of the other side matches the
     mirrored DRR better than the DRR itself)."""
@@ -136,32 +140,47 @@ def in_plane_scores(problem, settings, base: np.ndarray, mirror: bool = False,
     row0, row1, col0, col1 = projected_box(start_view, problem.bone_points, settings.window_margin_mm)
     template_geometry = crop_geometry(start_view, (row0, row1, col0, col1))
     pitch = 0.5 * (geometry.column_spacing_mm + geometry.row_spacing_mm)
-    factors = pyramid.volume_factors(problem.spacing_mm, pyramid.beam_axis(problem.ijk_to_lps, base),
-                                     pitch / start_view.magnification_at(centre))
+    factors = pyramid.volume_factors(
+        problem.spacing_mm, pyramid.beam_axis(problem.ijk_to_lps, base), pitch / start_view.magnification_at(centre)
+    )
     values, ijk_to_lps = pyramid.pool_volume(problem.attenuation, problem.ijk_to_lps, factors)
     angles_deg = np.asarray(angles_deg, dtype=float)
     parameters = np.zeros((len(angles_deg), 6))
     parameters[:, 2] = angles_deg
     with torch.no_grad():
-        drrs = Projector(values, ijk_to_lps, unit="1/mm").render(camera_pose(parameters, base, centre),
-                                                                 template_geometry)[:, 0].double()
+        drrs = (
+            Projector(values, ijk_to_lps, unit="1/mm")
+            .render(camera_pose(parameters, base, centre), template_geometry)[:, 0]
+            .double()
+        )
     fixed_gx, fixed_gy = (g.numpy() for g in sobel_gradients(torch.as_tensor(image, dtype=torch.float64)))
     fixed_mask = field[1:-1, 1:-1]  # the Sobel gradients' valid region
     # the template ignores the edges of the CT's field of view (no radiograph has them)
-    template_mask = away_from_ct_border(template_geometry, problem.shape_ijk, problem.ijk_to_lps,
-                                        settings.levels[0].border_mm)[1:-1, 1:-1]
+    template_mask = away_from_ct_border(
+        template_geometry, problem.shape_ijk, problem.ijk_to_lps, settings.levels[0].border_mm
+    )[1:-1, 1:-1]
     if mirror:
         drrs, template_mask = drrs.flip(-1), template_mask[:, ::-1]
     mm_per_pixel = 1.0 if geometry.parallel else float(start_view.to_camera(centre)[2]) / geometry.source_to_detector_mm
     scores = []
     for drr in drrs:
         gx, gy = (g.numpy() for g in sobel_gradients(drr))
-        scores.append(0.5 * (masked_ncc_map(fixed_gx, fixed_mask, gx, template_mask)[0]
-                             + masked_ncc_map(fixed_gy, fixed_mask, gy, template_mask)[0]))
+        scores.append(
+            0.5
+            * (
+                masked_ncc_map(fixed_gx, fixed_mask, gx, template_mask)[0]
+                + masked_ncc_map(fixed_gy, fixed_mask, gy, template_mask)[0]
+            )
+        )
     # the template's top-left pixel moves from (row0, col0) to (row - h + 1, col - w + 1): no shift at this index
     h, w = template_mask.shape
-    return InPlaneScores(angles_deg, np.stack(scores), (row0 + h - 1, col0 + w - 1),
-                         (geometry.column_spacing_mm, geometry.row_spacing_mm), mm_per_pixel)
+    return InPlaneScores(
+        angles_deg,
+        np.stack(scores),
+        (row0 + h - 1, col0 + w - 1),
+        (geometry.column_spacing_mm, geometry.row_spacing_mm),
+        mm_per_pixel,
+    )
 
 
 def in_plane_candidates(problem, settings, base: np.ndarray) -> list[tuple[float, float, float, float]]:
@@ -180,16 +199,31 @@ def global_search(problem, settings, base: np.ndarray, log: Callable[[str], None
     """Starting parameters (6,) relative to ``base`` (degrees, mm): the best of short coarse CMA-ES runs
     from the :func:`in_plane_candidates` (and from the start itself, kept if none does better)."""
     say = log or (lambda message: None)
-    level = LevelSettings(pitch_mm=SEARCH_PITCH_MM, generations=CANDIDATE_GENERATIONS, sigma=0.5,
-                          patch_mm=settings.levels[0].patch_mm, window=False, border_mm=settings.levels[0].border_mm)
+    level = LevelSettings(
+        pitch_mm=SEARCH_PITCH_MM,
+        generations=CANDIDATE_GENERATIONS,
+        sigma=0.5,
+        patch_mm=settings.levels[0].patch_mm,
+        window=False,
+        border_mm=settings.levels[0].border_mm,
+    )
     cost = PoseCost(problem, level, settings, base, base)
     best, best_cost = np.zeros(6), float(cost(np.zeros((1, 6)))[0])
     for rank, (value, angle, tx, ty) in enumerate(in_plane_candidates(problem, settings, base)[:CANDIDATES]):
         start = np.array([0.0, 0.0, angle, tx, ty, 0.0])
-        search = cmaes_search(cost, start, PARAMETER_SCALE, population=settings.population,
-                              max_generations=level.generations, sigma=level.sigma, seed=settings.seed + 100 + rank)
-        say(f"global search candidate {rank + 1}: in-plane {angle:+.0f} deg, shift ({tx:+.0f}, {ty:+.0f}) mm, "
-            f"FFT score {value:.3f} -> {settings.similarity} {-search.cost:.4f}")
+        search = cmaes_search(
+            cost,
+            start,
+            PARAMETER_SCALE,
+            population=settings.population,
+            max_generations=level.generations,
+            sigma=level.sigma,
+            seed=settings.seed + 100 + rank,
+        )
+        say(
+            f"global search candidate {rank + 1}: in-plane {angle:+.0f} deg, shift ({tx:+.0f}, {ty:+.0f}) mm, "
+            f"FFT score {value:.3f} -> {settings.similarity} {-search.cost:.4f}"
+        )
         if search.cost < best_cost:
             best, best_cost = search.parameters, search.cost
     return best

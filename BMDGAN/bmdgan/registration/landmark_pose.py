@@ -45,31 +45,49 @@ class Landmarks:
     lps_mm: np.ndarray
 
     def to_dict(self) -> dict:
-        return {"format": LANDMARKS_FORMAT, "version": LANDMARKS_VERSION,
-                "landmarks": [{"name": name, "column_px": float(p[0]), "row_px": float(p[1]),
-                               "lps_mm": [float(v) for v in x]}
-                              for name, p, x in zip(self.names, self.pixels, self.lps_mm)]}
+        return {
+            "format": LANDMARKS_FORMAT,
+            "version": LANDMARKS_VERSION,
+            "landmarks": [
+                {"name": name, "column_px": float(p[0]), "row_px": float(p[1]), "lps_mm": [float(v) for v in x]}
+                for name, p, x in zip(self.names, self.pixels, self.lps_mm)
+            ],
+        }
 
     @staticmethod
     def from_dict(data: dict, path: str | Path | None = None) -> Landmarks:
         if not isinstance(data, dict) or data.get("format") != LANDMARKS_FORMAT:
-            raise InputError(path, f"is not a landmark file (expected \"format\": \"{LANDMARKS_FORMAT}\")",
-                             "see the landmark JSON format in bmdgan.registration.landmark_pose")
+            raise InputError(
+                path,
+                f'is not a landmark file (expected "format": "{LANDMARKS_FORMAT}")',
+                "see the landmark JSON format in bmdgan.registration.landmark_pose",
+            )
         if data.get("version") != LANDMARKS_VERSION:
-            raise InputError(path, f"landmark file version {data.get('version')!r} is not supported",
-                             f"write version {LANDMARKS_VERSION}")
+            raise InputError(
+                path,
+                f"landmark file version {data.get('version')!r} is not supported",
+                f"write version {LANDMARKS_VERSION}",
+            )
         try:
             items = data["landmarks"]
             names = tuple(str(item.get("name", f"landmark{n}")) for n, item in enumerate(items))
             pixels = np.array([[float(item["column_px"]), float(item["row_px"])] for item in items], dtype=float)
             points = np.array([[float(v) for v in item["lps_mm"]] for item in items], dtype=float)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise InputError(path, f"landmark field missing or invalid ({type(error).__name__}: {error})",
-                             "each landmark needs column_px, row_px and lps_mm [x, y, z]") from None
-        if points.ndim != 2 or points.shape[1:] != (3,) or not np.all(np.isfinite(points)) \
-                or not np.all(np.isfinite(pixels)):
-            raise InputError(path, "landmark coordinates must be finite numbers, lps_mm with 3 values",
-                             "fix the landmark file")
+            raise InputError(
+                path,
+                f"landmark field missing or invalid ({type(error).__name__}: {error})",
+                "each landmark needs column_px, row_px and lps_mm [x, y, z]",
+            ) from None
+        if (
+            points.ndim != 2
+            or points.shape[1:] != (3,)
+            or not np.all(np.isfinite(points))
+            or not np.all(np.isfinite(pixels))
+        ):
+            raise InputError(
+                path, "landmark coordinates must be finite numbers, lps_mm with 3 values", "fix the landmark file"
+            )
         return Landmarks(names, pixels.reshape(-1, 2), points)
 
     @staticmethod
@@ -93,7 +111,7 @@ class LandmarkPose:
 
     @property
     def rms_px(self) -> float:
-        return float(np.sqrt(np.mean(self.residuals_px ** 2)))
+        return float(np.sqrt(np.mean(self.residuals_px**2)))
 
 
 def _matrix(vector: np.ndarray) -> np.ndarray:
@@ -137,7 +155,7 @@ def _dlt_pose(geometry: ProjectionGeometry, pixels: np.ndarray, points: np.ndarr
     denormalise = np.eye(4)
     denormalise[:3, :3] /= spread
     denormalise[:3, 3] = -mean / spread
-    projection = projection @ denormalise                     # ~ [R | t] up to scale
+    projection = projection @ denormalise  # ~ [R | t] up to scale
     u, s, vt3 = np.linalg.svd(projection[:, :3])
     scale = s.mean()
     rotation = u @ vt3
@@ -157,16 +175,20 @@ def _view_starts(geometry: ProjectionGeometry, pixels: np.ndarray, points: np.nd
     target = pixels.mean(axis=0)
     cu, cv = geometry.principal_point_px
     if geometry.parallel:
-        camera_point = np.array([(target[0] - cu) * geometry.column_spacing_mm,
-                                 (target[1] - cv) * geometry.row_spacing_mm, depth])
+        camera_point = np.array(
+            [(target[0] - cu) * geometry.column_spacing_mm, (target[1] - cv) * geometry.row_spacing_mm, depth]
+        )
     else:
-        camera_point = np.array([(target[0] - cu) * geometry.column_spacing_mm * depth / geometry.source_to_detector_mm,
-                                 (target[1] - cv) * geometry.row_spacing_mm * depth / geometry.source_to_detector_mm,
-                                 depth])
+        camera_point = np.array(
+            [
+                (target[0] - cu) * geometry.column_spacing_mm * depth / geometry.source_to_detector_mm,
+                (target[1] - cv) * geometry.row_spacing_mm * depth / geometry.source_to_detector_mm,
+                depth,
+            ]
+        )
     centroid = points.mean(axis=0)
     starts = []
-    for axis, angle in (("z", 0.0), ("z", 30.0), ("z", -30.0), ("z", 180.0), ("y", 30.0), ("y", -30.0),
-                        ("y", 180.0)):
+    for axis, angle in (("z", 0.0), ("z", 30.0), ("z", -30.0), ("z", 180.0), ("y", 30.0), ("y", -30.0), ("y", 180.0)):
         turn = Rotation.from_euler(axis, angle, degrees=True).as_matrix()
         pose = np.eye(4)
         pose[:3, :3] = turn @ AP_ROTATION
@@ -181,24 +203,41 @@ def solve_landmark_pose(geometry: ProjectionGeometry, pixels_px, points_lps_mm) 
     pixels = np.asarray(pixels_px, dtype=float).reshape(-1, 2)
     points = np.asarray(points_lps_mm, dtype=float).reshape(-1, 3)
     if len(pixels) != len(points):
-        raise InputError(None, f"{len(pixels)} radiograph points but {len(points)} CT points",
-                         "give the same landmarks on the radiograph and in the CT")
+        raise InputError(
+            None,
+            f"{len(pixels)} radiograph points but {len(points)} CT points",
+            "give the same landmarks on the radiograph and in the CT",
+        )
     if len(points) < MIN_LANDMARKS:
-        raise InputError(None, f"{len(points)} landmark pairs are too few to solve the pose",
-                         f"click at least {MIN_LANDMARKS} corresponding points (not all on one line)")
+        raise InputError(
+            None,
+            f"{len(points)} landmark pairs are too few to solve the pose",
+            f"click at least {MIN_LANDMARKS} corresponding points (not all on one line)",
+        )
     centred = points - points.mean(axis=0)
     singular = np.linalg.svd(centred, compute_uv=False)
     if singular[1] < 1e-3 * max(singular[0], 1e-12):
-        raise InputError(None, "the CT landmarks lie on one line: the rotation about that line is undetermined",
-                         "add a landmark off the line (e.g. the greater trochanter or the lesser trochanter)")
+        raise InputError(
+            None,
+            "the CT landmarks lie on one line: the rotation about that line is undetermined",
+            "add a landmark off the line (e.g. the greater trochanter or the lesser trochanter)",
+        )
     starts = _view_starts(geometry, pixels, points)
     dlt = _dlt_pose(geometry, pixels, points)
     if dlt is not None:
         starts.insert(0, dlt)
     best = None
     for start in starts:
-        fit = least_squares(_residuals, _vector(start), args=(geometry, pixels, points), method="lm",
-                            xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=2000)
+        fit = least_squares(
+            _residuals,
+            _vector(start),
+            args=(geometry, pixels, points),
+            method="lm",
+            xtol=1e-15,
+            ftol=1e-15,
+            gtol=1e-15,
+            max_nfev=2000,
+        )
         if best is None or fit.cost < best.cost:
             best = fit
     pose = _matrix(best.x)

@@ -33,11 +33,14 @@ def downsample_geometry(geometry: ProjectionGeometry, factor: int) -> Projection
     if factor == 1:
         return geometry
     cu, cv = geometry.principal_point_px
-    return replace(geometry, detector_columns=max(1, geometry.detector_columns // factor),
-                   detector_rows=max(1, geometry.detector_rows // factor),
-                   column_spacing_mm=geometry.column_spacing_mm * factor,
-                   row_spacing_mm=geometry.row_spacing_mm * factor,
-                   principal_point_px=((cu - (factor - 1) / 2.0) / factor, (cv - (factor - 1) / 2.0) / factor))
+    return replace(
+        geometry,
+        detector_columns=max(1, geometry.detector_columns // factor),
+        detector_rows=max(1, geometry.detector_rows // factor),
+        column_spacing_mm=geometry.column_spacing_mm * factor,
+        row_spacing_mm=geometry.row_spacing_mm * factor,
+        principal_point_px=((cu - (factor - 1) / 2.0) / factor, (cv - (factor - 1) / 2.0) / factor),
+    )
 
 
 def downsample_image(image: np.ndarray, factor: int) -> np.ndarray:
@@ -47,7 +50,7 @@ def downsample_image(image: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return image
     rows, cols = image.shape[0] // factor, image.shape[1] // factor
-    blocks = image[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor)
+    blocks = image[: rows * factor, : cols * factor].reshape(rows, factor, cols, factor)
     return blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
 
 
@@ -58,7 +61,7 @@ def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return mask
     rows, cols = mask.shape[0] // factor, mask.shape[1] // factor
-    return mask[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).all(axis=(1, 3))
+    return mask[: rows * factor, : cols * factor].reshape(rows, factor, cols, factor).all(axis=(1, 3))
 
 
 def detector_factor(geometry: ProjectionGeometry, pitch_mm: float) -> int:
@@ -74,8 +77,9 @@ def beam_axis(ijk_to_lps: np.ndarray, camera_from_lps: np.ndarray) -> int:
     return int(np.argmax(np.abs(axes_camera[2])))
 
 
-def volume_factors(spacing_mm, axis_along_beam: int, voxel_mm: float,
-                   depth_ratio: float = MAX_DEPTH_RATIO) -> tuple[int, int, int]:
+def volume_factors(
+    spacing_mm, axis_along_beam: int, voxel_mm: float, depth_ratio: float = MAX_DEPTH_RATIO
+) -> tuple[int, int, int]:
     """Pooling factors (fi, fj, fk) that bring the voxels to about ``voxel_mm`` across the beam and
     ``depth_ratio * voxel_mm`` along it (never below the native spacing)."""
     factors = []
@@ -85,8 +89,9 @@ def volume_factors(spacing_mm, axis_along_beam: int, voxel_mm: float,
     return tuple(factors)
 
 
-def pool_volume(array: np.ndarray, ijk_to_lps: np.ndarray, factors: tuple[int, int, int]
-                ) -> tuple[np.ndarray, np.ndarray]:
+def pool_volume(
+    array: np.ndarray, ijk_to_lps: np.ndarray, factors: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Block-mean a ``[k, j, i]`` array by ``factors`` = (fi, fj, fk): the pooled array and its 4x4
     index -> LPS (mm). Voxel b of the pooled grid is the mean of voxels ``f*b ... f*b + f - 1``."""
     fi, fj, fk = (int(f) for f in factors)

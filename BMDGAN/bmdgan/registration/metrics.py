@@ -14,8 +14,9 @@ import numpy as np
 from ..projection.geometry import ProjectionGeometry
 
 
-def mean_target_error_mm(points_lps_mm: np.ndarray, true_camera_from_lps: np.ndarray,
-                         camera_from_lps: np.ndarray) -> float:
+def mean_target_error_mm(
+    points_lps_mm: np.ndarray, true_camera_from_lps: np.ndarray, camera_from_lps: np.ndarray
+) -> float:
     """mTRE (mm) of the points (N, 3) between two camera_from_lps poses."""
     points = np.asarray(points_lps_mm, dtype=float)
     truth = points @ np.asarray(true_camera_from_lps)[:3, :3].T + np.asarray(true_camera_from_lps)[:3, 3]
@@ -23,8 +24,12 @@ def mean_target_error_mm(points_lps_mm: np.ndarray, true_camera_from_lps: np.nda
     return float(np.linalg.norm(truth - found, axis=1).mean())
 
 
-def mean_projection_distance_mm(geometry: ProjectionGeometry, points_lps_mm: np.ndarray,
-                                true_camera_from_lps: np.ndarray, camera_from_lps: np.ndarray) -> float:
+def mean_projection_distance_mm(
+    geometry: ProjectionGeometry,
+    points_lps_mm: np.ndarray,
+    true_camera_from_lps: np.ndarray,
+    camera_from_lps: np.ndarray,
+) -> float:
     """mPD (mm at the detector) of the points' projections between two poses on this detector."""
     truth = geometry.with_pose(true_camera_from_lps).project_points(points_lps_mm)
     found = geometry.with_pose(camera_from_lps).project_points(points_lps_mm)

@@ -34,10 +34,20 @@ class SearchResult:
     stopped: str = ""
 
 
-def cmaes_search(cost: CostBatch, start: np.ndarray, scale: np.ndarray, *, bounds: np.ndarray | None = None,
-                 population: int = 12, max_generations: int = 40, sigma: float = 1.0, tolerance: float = 0.02,
-                 seed: int = 0, free: np.ndarray | None = None,
-                 on_generation: Callable[[int, float], None] | None = None) -> SearchResult:
+def cmaes_search(
+    cost: CostBatch,
+    start: np.ndarray,
+    scale: np.ndarray,
+    *,
+    bounds: np.ndarray | None = None,
+    population: int = 12,
+    max_generations: int = 40,
+    sigma: float = 1.0,
+    tolerance: float = 0.02,
+    seed: int = 0,
+    free: np.ndarray | None = None,
+    on_generation: Callable[[int, float], None] | None = None,
+) -> SearchResult:
     """Minimise ``cost`` with CMA-ES from ``start`` (6,) with step ``sigma * scale`` (degrees/mm).
 
     bounds: (6, 2) lower/upper limits in parameter units (None: unbounded). free: bool (6,), the
@@ -58,8 +68,13 @@ def cmaes_search(cost: CostBatch, start: np.ndarray, scale: np.ndarray, *, bound
         return result
 
     scaled_bounds = None if bounds is None else np.asarray(bounds, dtype=float)[free] / scale[free, None]
-    optimiser = CMA(mean=start[free] / scale[free], sigma=float(sigma), bounds=scaled_bounds, seed=int(seed),
-                    population_size=int(population))
+    optimiser = CMA(
+        mean=start[free] / scale[free],
+        sigma=float(sigma),
+        bounds=scaled_bounds,
+        seed=int(seed),
+        population_size=int(population),
+    )
     best_x, best_cost = start.copy(), float(cost(start[None])[0])
     evaluations, history, stopped = 1, [], "generations"
     generation = 0
@@ -70,7 +85,7 @@ def cmaes_search(cost: CostBatch, start: np.ndarray, scale: np.ndarray, *, bound
         optimiser.tell(list(zip(samples, costs)))
         index = int(np.argmin(costs))
         if costs[index] < best_cost:
-            best_cost, best_x = float(costs[index]), full(samples[index:index + 1])[0]
+            best_cost, best_x = float(costs[index]), full(samples[index : index + 1])[0]
         history.append(best_cost)
         if on_generation is not None:
             on_generation(generation, best_cost)
@@ -98,9 +113,15 @@ def _step_size(optimiser) -> float:
         return float(getattr(optimiser, "_sigma", np.inf))
 
 
-def adam_refine(loss: Callable[[torch.Tensor], torch.Tensor], start: np.ndarray, scale: np.ndarray, *,
-                steps: int = 10, learning_rate: float = 0.05,
-                on_step: Callable[[int, float], None] | None = None) -> SearchResult:
+def adam_refine(
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    start: np.ndarray,
+    scale: np.ndarray,
+    *,
+    steps: int = 10,
+    learning_rate: float = 0.05,
+    on_step: Callable[[int, float], None] | None = None,
+) -> SearchResult:
     """A few Adam steps on ``loss(parameters (6,) tensor) -> scalar`` through the differentiable projector.
 
     learning_rate is in units of ``scale`` (e.g. 0.05 x 1 degree). Returns the best parameters seen

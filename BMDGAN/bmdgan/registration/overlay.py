@@ -40,11 +40,16 @@ def drr_edges(drr: np.ndarray, fraction: float = EDGE_FRACTION) -> np.ndarray:
     centre = padded[1:-1, 1:-1]
 
     def shifted(dr: int, dc: int) -> np.ndarray:
-        return padded[1 + dr:1 + dr + rows, 1 + dc:1 + dc + cols]
+        return padded[1 + dr : 1 + dr + rows, 1 + dc : 1 + dc + cols]
 
     maximum = np.zeros(image.shape, dtype=bool)
-    for low, high, (dr, dc) in ((0, 22.5, (0, 1)), (157.5, 180.1, (0, 1)), (22.5, 67.5, (1, 1)),
-                                (67.5, 112.5, (1, 0)), (112.5, 157.5, (1, -1))):
+    for low, high, (dr, dc) in (
+        (0, 22.5, (0, 1)),
+        (157.5, 180.1, (0, 1)),
+        (22.5, 67.5, (1, 1)),
+        (67.5, 112.5, (1, 0)),
+        (112.5, 157.5, (1, -1)),
+    ):
         band = (angle >= low) & (angle < high)
         maximum |= band & (centre >= shifted(dr, dc)) & (centre >= shifted(-dr, -dc))
     return maximum & (magnitude >= threshold) & (magnitude > 0)
@@ -62,8 +67,13 @@ def bone_outline(bone_projection: np.ndarray, thickness_px: int = 1) -> np.ndarr
     return outline
 
 
-def overlay_image(radiograph: np.ndarray, drr: np.ndarray, bone_projection: np.ndarray | None = None,
-                  banner: list[str] | None = None, good: bool | None = None) -> np.ndarray:
+def overlay_image(
+    radiograph: np.ndarray,
+    drr: np.ndarray,
+    bone_projection: np.ndarray | None = None,
+    banner: list[str] | None = None,
+    good: bool | None = None,
+) -> np.ndarray:
     """RGB uint8 picture (rows (+ banner), cols, 3) of the radiograph with the DRR edges and bone outline.
 
     All images share one pixel grid (rows, cols). ``good`` colours the banner (None: grey).
@@ -113,8 +123,14 @@ def write_png_rgb(path: str | Path, picture: np.ndarray) -> Path:
     return Path(path)
 
 
-def display_projections(geometry, ct, centre_lps_mm: np.ndarray, energy_kev: float, bone_threshold_hu: float,
-                        structure_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def display_projections(
+    geometry,
+    ct,
+    centre_lps_mm: np.ndarray,
+    energy_kev: float,
+    bone_threshold_hu: float,
+    structure_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The CT's DRR (line integral of attenuation at ``energy_kev``) and its bone's projection on ``geometry``'s
     detector, from a CT pooled to about the detector pitch at ``centre_lps_mm`` (fast enough to redraw while a
     user nudges the pose). Bone: ``structure_mask``, else HU above ``bone_threshold_hu``."""
@@ -125,20 +141,28 @@ def display_projections(geometry, ct, centre_lps_mm: np.ndarray, energy_kev: flo
     pitch = 0.5 * (geometry.column_spacing_mm + geometry.row_spacing_mm)
     magnification = geometry.magnification_at(centre_lps_mm)
     ijk_to_lps = ct.geometry.ijk_to_lps()
-    factors = volume_factors(ct.geometry.spacing_mm, beam_axis(ijk_to_lps, geometry.camera_from_lps),
-                             pitch / magnification, depth_ratio=2.0)
+    factors = volume_factors(
+        ct.geometry.spacing_mm, beam_axis(ijk_to_lps, geometry.camera_from_lps), pitch / magnification, depth_ratio=2.0
+    )
     attenuation = hu_to_attenuation(ct.array, energy_kev)
     bone = bone_mask_of(ct.array, bone_threshold_hu, structure_mask)
     values, pooled_ijk_to_lps = pool_volume(attenuation, ijk_to_lps, factors)
     bone_fraction = pool_mask(bone, factors)
-    projector = Projector(values, pooled_ijk_to_lps, unit="1/mm", masks=bone_fraction[None], channel_names=["bone"],
-                          include_unmasked=True)
+    projector = Projector(
+        values, pooled_ijk_to_lps, unit="1/mm", masks=bone_fraction[None], channel_names=["bone"], include_unmasked=True
+    )
     drr, bone_projection = projector.project(geometry)
     return drr, bone_projection
 
 
-def registration_overlay(result, pixels: np.ndarray, ct, structure_mask: np.ndarray | None = None,
-                         max_side_px: int = 1024, extra_lines: list[str] | None = None) -> np.ndarray:
+def registration_overlay(
+    result,
+    pixels: np.ndarray,
+    ct,
+    structure_mask: np.ndarray | None = None,
+    max_side_px: int = 1024,
+    extra_lines: list[str] | None = None,
+) -> np.ndarray:
     """Overlay picture of a :class:`~.pipeline.RegistrationResult` on its radiograph ``pixels``, at most
     ``max_side_px`` pixels wide or high (the detector is block-averaged for display)."""
     from .levels import downsample_geometry, downsample_image
@@ -147,12 +171,19 @@ def registration_overlay(result, pixels: np.ndarray, ct, structure_mask: np.ndar
     factor = max(1, int(np.ceil(max(geometry.shape) / float(max_side_px))))
     display_geometry = downsample_geometry(geometry, factor)
     image = downsample_image(pixels, factor)
-    drr, bone_projection = display_projections(display_geometry, ct, result.centre_lps_mm,
-                                               result.settings.energy_kev, result.settings.bone_threshold_hu,
-                                               structure_mask)
+    drr, bone_projection = display_projections(
+        display_geometry,
+        ct,
+        result.centre_lps_mm,
+        result.settings.energy_kev,
+        result.settings.bone_threshold_hu,
+        structure_mask,
+    )
     quality = result.quality
-    lines = [f"{quality.flag.upper()}  {result.similarity_name.upper()} {result.similarity:.3f}  "
-             f"start: {result.start}  {result.seconds:.0f} s"]
+    lines = [
+        f"{quality.flag.upper()}  {result.similarity_name.upper()} {result.similarity:.3f}  "
+        f"start: {result.start}  {result.seconds:.0f} s"
+    ]
     lines += [message for message in quality.messages[:2]]
     lines += list(extra_lines or [])
     return overlay_image(image, drr, bone_projection, banner=lines, good=quality.good)

@@ -105,31 +105,49 @@ class RegistrationResult:
             "format": RESULT_FORMAT,
             "version": RESULT_VERSION,
             "quality": self.quality.to_dict(),
-            "similarity": {"name": self.similarity_name, "final": self.similarity, "initial": self.initial_similarity,
-                           "measured_at_pitch_mm": self.levels[-1].pitch_mm if self.levels else None},
+            "similarity": {
+                "name": self.similarity_name,
+                "final": self.similarity,
+                "initial": self.initial_similarity,
+                "measured_at_pitch_mm": self.levels[-1].pitch_mm if self.levels else None,
+            },
             "geometry": self.geometry.to_dict(),
             "initial_geometry": self.initial_geometry.to_dict(),
             "start": self.start,
-            "pose_change": {"rotation_deg": [float(v) for v in self.parameters[:3]],
-                            "translation_mm": [float(v) for v in self.parameters[3:]],
-                            "about_lps_mm": [float(v) for v in self.centre_lps_mm],
-                            "convention": "camera_pose(params, initial camera_from_lps, about_lps_mm): rotations "
-                                          "about the camera x, y, z axes (x first) through the centre, then "
-                                          "translations along camera x, y, z (z = depth along the beam)"},
-            "checks": {"bone_volume_cm3": self.bone_volume_cm3, "bone_in_view_fraction": self.bone_in_view,
-                       "collimated_fraction": self.collimated_fraction,
-                       "landmark_residual_mm": self.landmark_residual_mm},
+            "pose_change": {
+                "rotation_deg": [float(v) for v in self.parameters[:3]],
+                "translation_mm": [float(v) for v in self.parameters[3:]],
+                "about_lps_mm": [float(v) for v in self.centre_lps_mm],
+                "convention": "camera_pose(params, initial camera_from_lps, about_lps_mm): rotations "
+                "about the camera x, y, z axes (x first) through the centre, then "
+                "translations along camera x, y, z (z = depth along the beam)",
+            },
+            "checks": {
+                "bone_volume_cm3": self.bone_volume_cm3,
+                "bone_in_view_fraction": self.bone_in_view,
+                "collimated_fraction": self.collimated_fraction,
+                "landmark_residual_mm": self.landmark_residual_mm,
+            },
             "levels": [dict(level.__dict__) for level in self.levels],
             "seconds": self.seconds,
             "settings": self.settings.to_dict(),
         }
 
 
-
-def register(pixels: np.ndarray, geometry: ProjectionGeometry, ct, *, settings: RegistrationSettings | None = None,
-             structure_mask: np.ndarray | None = None, bone_mask: np.ndarray | None = None,
-             roi: np.ndarray | None = None, start: str = "given", landmarks=None, progress: bool = False,
-             log: Callable[[str], None] | None = None) -> RegistrationResult:
+def register(
+    pixels: np.ndarray,
+    geometry: ProjectionGeometry,
+    ct,
+    *,
+    settings: RegistrationSettings | None = None,
+    structure_mask: np.ndarray | None = None,
+    bone_mask: np.ndarray | None = None,
+    roi: np.ndarray | None = None,
+    start: str = "given",
+    landmarks=None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> RegistrationResult:
     """Register the CT (:class:`bmdgan.io.Volume` in HU) to the radiograph ``pixels`` (rows, cols; bone bright).
 
     geometry: the radiograph's detector (SID, pitch, principal point, mm) with the starting pose.
@@ -144,14 +162,18 @@ def register(pixels: np.ndarray, geometry: ProjectionGeometry, ct, *, settings: 
     say = log or (lambda message: None)
     began = time.perf_counter()
     problem = prepare(pixels, geometry, ct, settings, structure_mask, roi, bone_mask)
-    say(f"CT {ct.shape_ijk} voxels, bone {problem.bone_volume_cm3:.1f} cm3; radiograph {pixels.shape[1]}x"
+    say(
+        f"CT {ct.shape_ijk} voxels, bone {problem.bone_volume_cm3:.1f} cm3; radiograph {pixels.shape[1]}x"
         f"{pixels.shape[0]} px, pitch {geometry.column_spacing_mm:g} mm, uniform border (collimation or empty "
-        f"background) {100 * problem.field.collimated_fraction:.0f}% excluded")
+        f"background) {100 * problem.field.collimated_fraction:.0f}% excluded"
+    )
     base = np.asarray(geometry.camera_from_lps, dtype=float)
     parameters = np.zeros(6)
-    bounds = np.array([[-settings.search_range_deg, settings.search_range_deg]] * 3
-                      + [[-settings.search_range_mm, settings.search_range_mm]] * 2
-                      + [[-2 * settings.search_range_mm, 2 * settings.search_range_mm]])
+    bounds = np.array(
+        [[-settings.search_range_deg, settings.search_range_deg]] * 3
+        + [[-settings.search_range_mm, settings.search_range_mm]] * 2
+        + [[-2 * settings.search_range_mm, 2 * settings.search_range_mm]]
+    )
     if settings.global_search:
         parameters = global_search(problem, settings, base, log=say)
     reports: list[LevelReport] = []
@@ -167,12 +189,19 @@ def register(pixels: np.ndarray, geometry: ProjectionGeometry, ct, *, settings: 
     final_similarity = reports[-1].similarity
     if settings.refine_steps > 0:
         level_began = time.perf_counter()
-        refined = adam_refine(lambda p: -cost.similarity_of(p[None])[0], parameters, PARAMETER_SCALE,
-                              steps=settings.refine_steps, learning_rate=settings.refine_learning_rate)
+        refined = adam_refine(
+            lambda p: -cost.similarity_of(p[None])[0],
+            parameters,
+            PARAMETER_SCALE,
+            steps=settings.refine_steps,
+            learning_rate=settings.refine_learning_rate,
+        )
         if -refined.cost > final_similarity:
             parameters, final_similarity = refined.parameters, -refined.cost
-        say(f"gradient refinement: {settings.refine_steps} Adam steps, {settings.similarity} {final_similarity:.4f}, "
-            f"{time.perf_counter() - level_began:.1f} s")
+        say(
+            f"gradient refinement: {settings.refine_steps} Adam steps, {settings.similarity} {final_similarity:.4f}, "
+            f"{time.perf_counter() - level_began:.1f} s"
+        )
     final_pose = camera_pose(parameters, base, problem.centre_lps_mm).numpy()
     final_geometry = geometry.with_pose(final_pose)
     bone_in_view = inside_fraction(final_geometry, problem.bone_points, problem.field.mask)
@@ -180,25 +209,51 @@ def register(pixels: np.ndarray, geometry: ProjectionGeometry, ct, *, settings: 
     if landmarks is not None:
         residual_mm = landmark_residual_mm(final_geometry, landmarks, problem.centre_lps_mm)
     quality_gc = cost.gradient_correlation(parameters)
-    measured = dict(bone_volume_cm3=problem.bone_volume_cm3, bone_in_view=bone_in_view,
-                    fixed_is_flat=cost.similarity.fixed_is_flat, landmark_residual_mm=residual_mm,
-                    collimated_fraction=problem.field.collimated_fraction,
-                    scale_ratio=scale_ratio(geometry, final_geometry, problem.centre_lps_mm))
+    measured = dict(
+        bone_volume_cm3=problem.bone_volume_cm3,
+        bone_in_view=bone_in_view,
+        fixed_is_flat=cost.similarity.fixed_is_flat,
+        landmark_residual_mm=residual_mm,
+        collimated_fraction=problem.field.collimated_fraction,
+        scale_ratio=scale_ratio(geometry, final_geometry, problem.centre_lps_mm),
+    )
     quality = assess_quality(quality_gc, **measured)
     if not quality.good and problem.bone_volume_cm3 > 0:
         diagnosis = diagnose(problem, settings, base, parameters, bounds, geometry, final_geometry)
         quality = assess_quality(quality_gc, diagnosis=diagnosis, **measured)
     seconds = time.perf_counter() - began
     say(f"quality: {quality.flag} ({'; '.join(quality.messages)}); {seconds:.1f} s in all")
-    return RegistrationResult(final_geometry, geometry, parameters, problem.centre_lps_mm, settings.similarity,
-                              final_similarity, float(initial_similarity), quality, reports, seconds, start,
-                              problem.bone_volume_cm3, bone_in_view, problem.field.collimated_fraction, residual_mm,
-                              settings)
+    return RegistrationResult(
+        final_geometry,
+        geometry,
+        parameters,
+        problem.centre_lps_mm,
+        settings.similarity,
+        final_similarity,
+        float(initial_similarity),
+        quality,
+        reports,
+        seconds,
+        start,
+        problem.bone_volume_cm3,
+        bone_in_view,
+        problem.field.collimated_fraction,
+        residual_mm,
+        settings,
+    )
 
 
-def _optimise_level(cost: PoseCost, parameters: np.ndarray, level: LevelSettings, number: int,
-                    settings: RegistrationSettings, base: np.ndarray, bounds: np.ndarray, progress: bool,
-                    say: Callable[[str], None]) -> tuple[np.ndarray, LevelReport]:
+def _optimise_level(
+    cost: PoseCost,
+    parameters: np.ndarray,
+    level: LevelSettings,
+    number: int,
+    settings: RegistrationSettings,
+    base: np.ndarray,
+    bounds: np.ndarray,
+    progress: bool,
+    say: Callable[[str], None],
+) -> tuple[np.ndarray, LevelReport]:
     """One level: optional depth scan, CMA-ES (restarted on the first level while it stays poor), and a
     final fine depth scan on levels that scan depth. Returns the parameters (6,) and the level's report."""
     began = time.perf_counter()
@@ -207,51 +262,108 @@ def _optimise_level(cost: PoseCost, parameters: np.ndarray, level: LevelSettings
     if level.depth_scan_mm > 0:
         parameters, _, rendered = depth_scan(cost, parameters, centre, base, level.depth_scan_mm, DEPTH_SCAN_STEP_MM)
     label = f"level {number}/{len(settings.levels)} ({level.pitch_mm:g} mm)"
-    search = _search_level(cost, parameters, level, settings, bounds, seed=settings.seed + number, sigma=level.sigma,
-                           progress=progress, label=label)
+    search = _search_level(
+        cost,
+        parameters,
+        level,
+        settings,
+        bounds,
+        seed=settings.seed + number,
+        sigma=level.sigma,
+        progress=progress,
+        label=label,
+    )
     restarts = settings.coarse_restarts if number == 1 else 0
     for restart in range(1, restarts + 1):
         if -search.cost >= settings.restart_below:
             break
-        again = _search_level(cost, parameters, level, settings, bounds, seed=settings.seed + 1000 * restart,
-                              sigma=level.sigma * 1.5, progress=progress, label=f"{label} restart {restart}")
-        say(f"level 1 restart {restart}: {settings.similarity} {-search.cost:.4f} < {settings.restart_below:g}, "
-            f"restarted with a 1.5x wider step -> {-again.cost:.4f}")
+        again = _search_level(
+            cost,
+            parameters,
+            level,
+            settings,
+            bounds,
+            seed=settings.seed + 1000 * restart,
+            sigma=level.sigma * 1.5,
+            progress=progress,
+            label=f"{label} restart {restart}",
+        )
+        say(
+            f"level 1 restart {restart}: {settings.similarity} {-search.cost:.4f} < {settings.restart_below:g}, "
+            f"restarted with a 1.5x wider step -> {-again.cost:.4f}"
+        )
         rendered += search.evaluations
         search = again if again.cost < search.cost else replace(search, evaluations=again.evaluations)
     if level.depth_scan_mm > 0:  # depth is the flattest direction: a last 1 mm scan with interpolation
-        refined, refined_cost, more = depth_scan(cost, search.parameters, centre, base, FINE_SCAN_MM, 1.0,
-                                                 interpolate=True)
+        refined, refined_cost, more = depth_scan(
+            cost, search.parameters, centre, base, FINE_SCAN_MM, 1.0, interpolate=True
+        )
         rendered += more
         if refined_cost <= search.cost:
             search = replace(search, parameters=refined, cost=refined_cost)
     evaluations = search.evaluations + rendered
-    report = LevelReport(cost.pitch_mm, cost.geometry.shape, tuple(cost.volume_shape), evaluations, search.iterations,
-                         -search.cost, time.perf_counter() - began, search.stopped)
-    say(f"level {number}: pitch {cost.pitch_mm:g} mm, detector {cost.geometry.detector_columns}x"
+    report = LevelReport(
+        cost.pitch_mm,
+        cost.geometry.shape,
+        tuple(cost.volume_shape),
+        evaluations,
+        search.iterations,
+        -search.cost,
+        time.perf_counter() - began,
+        search.stopped,
+    )
+    say(
+        f"level {number}: pitch {cost.pitch_mm:g} mm, detector {cost.geometry.detector_columns}x"
         f"{cost.geometry.detector_rows} px, CT {cost.volume_shape[::-1]} voxels, {evaluations} DRRs in "
         f"{search.iterations} generations ({search.stopped}), {settings.similarity} {-search.cost:.4f}, "
-        f"{report.seconds:.1f} s")
+        f"{report.seconds:.1f} s"
+    )
     return search.parameters, report
 
 
-def _search_level(cost: PoseCost, parameters: np.ndarray, level: LevelSettings, settings: RegistrationSettings,
-                  bounds: np.ndarray, *, seed: int, sigma: float, progress: bool, label: str):
+def _search_level(
+    cost: PoseCost,
+    parameters: np.ndarray,
+    level: LevelSettings,
+    settings: RegistrationSettings,
+    bounds: np.ndarray,
+    *,
+    seed: int,
+    sigma: float,
+    progress: bool,
+    label: str,
+):
     """One CMA-ES run of a level (depth fixed or free as the level says), with a progress bar."""
     bar = _progress_bar(progress, level.generations, label)
     free = np.array([True] * 5 + [not level.fix_depth])
     # a depth scan or the (unbounded) global search may end beyond a bound: CMA-ES must start inside them
     parameters = np.clip(parameters, bounds[:, 0], bounds[:, 1])
-    search = cmaes_search(cost, parameters, PARAMETER_SCALE, bounds=bounds, population=settings.population,
-                          max_generations=level.generations, sigma=sigma, seed=seed, free=free,
-                          on_generation=None if bar is None else _updater(bar))
+    search = cmaes_search(
+        cost,
+        parameters,
+        PARAMETER_SCALE,
+        bounds=bounds,
+        population=settings.population,
+        max_generations=level.generations,
+        sigma=sigma,
+        seed=seed,
+        free=free,
+        on_generation=None if bar is None else _updater(bar),
+    )
     if bar is not None:
         bar.close()
     return search
 
 
-def depth_scan(cost: PoseCost, parameters: np.ndarray, centre_lps_mm: np.ndarray, base: np.ndarray,
-               half_range_mm: float, step_mm: float, interpolate: bool = False) -> tuple[np.ndarray, float, int]:
+def depth_scan(
+    cost: PoseCost,
+    parameters: np.ndarray,
+    centre_lps_mm: np.ndarray,
+    base: np.ndarray,
+    half_range_mm: float,
+    step_mm: float,
+    interpolate: bool = False,
+) -> tuple[np.ndarray, float, int]:
     """Best of the poses moved along the ray through the bone centroid by -half_range..+half_range mm of
     depth (one batched render): the centroid's projection stays put, only the magnification changes.
     ``interpolate``: move to the vertex of the parabola through the best sample and its neighbours (kept
@@ -266,7 +378,7 @@ def depth_scan(cost: PoseCost, parameters: np.ndarray, centre_lps_mm: np.ndarray
     best = int(np.argmin(costs))
     if not interpolate or best in (0, len(offsets) - 1):
         return candidates[best], float(costs[best]), len(offsets)
-    left, middle, right = costs[best - 1:best + 2]
+    left, middle, right = costs[best - 1 : best + 2]
     curvature = left - 2.0 * middle + right
     if curvature <= 0:
         return candidates[best], float(middle), len(offsets)
@@ -284,7 +396,7 @@ def landmark_residual_mm(geometry: ProjectionGeometry, landmarks, centre_lps_mm:
     and the projections of their CT points under ``geometry``."""
     projected = geometry.project_points(landmarks.lps_mm)
     delta = (projected - landmarks.pixels) * np.array([geometry.column_spacing_mm, geometry.row_spacing_mm])
-    return float(np.sqrt(np.mean(np.sum(delta ** 2, axis=1))) / geometry.magnification_at(centre_lps_mm))
+    return float(np.sqrt(np.mean(np.sum(delta**2, axis=1))) / geometry.magnification_at(centre_lps_mm))
 
 
 def _progress_bar(enabled: bool, total: int, description: str):
@@ -298,4 +410,5 @@ def _updater(bar):
     def update(generation: int, best_cost: float) -> None:
         bar.update(1)
         bar.set_postfix(similarity=f"{-best_cost:.4f}")
+
     return update

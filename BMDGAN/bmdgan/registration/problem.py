@@ -51,10 +51,10 @@ class LevelSettings:
 
 DEFAULT_LEVELS = (
     LevelSettings(pitch_mm=4.0, generations=30, sigma=1.0, patch_mm=32.0, window=False, border_mm=15.0),
-    LevelSettings(pitch_mm=2.0, generations=20, sigma=0.3, patch_mm=16.0, window=True, border_mm=8.0,
-                  fix_depth=True),
-    LevelSettings(pitch_mm=1.0, generations=14, sigma=0.1, patch_mm=12.0, window=True, border_mm=5.0,
-                  depth_scan_mm=24.0),
+    LevelSettings(pitch_mm=2.0, generations=20, sigma=0.3, patch_mm=16.0, window=True, border_mm=8.0, fix_depth=True),
+    LevelSettings(
+        pitch_mm=1.0, generations=14, sigma=0.1, patch_mm=12.0, window=True, border_mm=5.0, depth_scan_mm=24.0
+    ),
 )
 """Coarse to fine (about 4x, 2x, 1x of a 0.5 mm detector at 1 mm with 2x2 binning). The coarse level
 captures the start offset (up to ~10 degrees and 20 mm; depth free so that a large depth offset does not
@@ -102,8 +102,8 @@ class Problem:
     fixed: np.ndarray
     field: Field
     geometry: ProjectionGeometry
-    attenuation: np.ndarray          # what the DRRs show: the CT, or the structure alone (1/mm)
-    whole_attenuation: np.ndarray    # always the whole CT (1/mm): the quality GC is calibrated on it
+    attenuation: np.ndarray  # what the DRRs show: the CT, or the structure alone (1/mm)
+    whole_attenuation: np.ndarray  # always the whole CT (1/mm): the quality GC is calibrated on it
     ijk_to_lps: np.ndarray
     spacing_mm: tuple[float, float, float]
     shape_ijk: tuple[int, int, int]
@@ -118,8 +118,14 @@ class PoseCost:
     One level: block-averaged radiograph and CT, detector (or its bone window), similarity measure.
     """
 
-    def __init__(self, problem: Problem, level: LevelSettings, settings: RegistrationSettings,
-                 base_pose: np.ndarray, current_pose: np.ndarray):
+    def __init__(
+        self,
+        problem: Problem,
+        level: LevelSettings,
+        settings: RegistrationSettings,
+        base_pose: np.ndarray,
+        current_pose: np.ndarray,
+    ):
         factor = pyramid.detector_factor(problem.geometry, level.pitch_mm)
         while True:
             geometry, image, mask = self._detector(problem, level, settings, current_pose, factor)
@@ -127,16 +133,20 @@ class PoseCost:
             if pixels <= settings.max_level_pixels:
                 break
             factor = max(factor + 1, int(np.ceil(factor * np.sqrt(pixels / settings.max_level_pixels))))
-        mask = mask & away_from_ct_border(geometry.with_pose(current_pose), problem.shape_ijk, problem.ijk_to_lps,
-                                          level.border_mm)
+        mask = mask & away_from_ct_border(
+            geometry.with_pose(current_pose), problem.shape_ijk, problem.ijk_to_lps, level.border_mm
+        )
         pitch = 0.5 * (geometry.column_spacing_mm + geometry.row_spacing_mm)
         magnification = geometry.with_pose(current_pose).magnification_at(problem.centre_lps_mm)
         axis = pyramid.beam_axis(problem.ijk_to_lps, current_pose)
         factors = pyramid.volume_factors(problem.spacing_mm, axis, pitch / magnification)
         values, ijk_to_lps = pyramid.pool_volume(problem.attenuation, problem.ijk_to_lps, factors)
         self.projector = Projector(values, ijk_to_lps, unit="1/mm")
-        self._whole = (problem.whole_attenuation, problem.ijk_to_lps, factors) \
-            if problem.whole_attenuation is not problem.attenuation else None
+        self._whole = (
+            (problem.whole_attenuation, problem.ijk_to_lps, factors)
+            if problem.whole_attenuation is not problem.attenuation
+            else None
+        )
         self.patch_px = None if level.patch_mm is None else max(4, int(round(level.patch_mm / pitch)))
         self.similarity = make_similarity(settings.similarity, image, mask, self.patch_px)
         self.image, self.mask = image, mask
@@ -146,8 +156,9 @@ class PoseCost:
         self.centre = torch.as_tensor(problem.centre_lps_mm, dtype=torch.float64)
 
     @staticmethod
-    def _detector(problem: Problem, level: LevelSettings, settings: RegistrationSettings, pose: np.ndarray,
-                  factor: int):
+    def _detector(
+        problem: Problem, level: LevelSettings, settings: RegistrationSettings, pose: np.ndarray, factor: int
+    ):
         """Detector geometry, radiograph and field mask of the level (binned by ``factor``, bone window)."""
         geometry = pyramid.downsample_geometry(problem.geometry, factor)
         image = pyramid.downsample_image(problem.fixed, factor)
@@ -178,8 +189,11 @@ class PoseCost:
     def gradient_correlation(self, parameters: np.ndarray) -> float:
         """Patch GC of the whole CT's DRR at one parameter vector (6,), whatever measure is optimised and
         whatever structure the DRRs show: the quality flag is calibrated on exactly this."""
-        measure = self.similarity if self.similarity.name == "gc" else \
-            make_similarity("gc", self.image, self.mask, self.patch_px)
+        measure = (
+            self.similarity
+            if self.similarity.name == "gc"
+            else make_similarity("gc", self.image, self.mask, self.patch_px)
+        )
         projector = self.projector
         if self._whole is not None:
             values, ijk_to_lps = pyramid.pool_volume(*self._whole)
@@ -205,20 +219,32 @@ def bone_points(mask: np.ndarray, ijk_to_lps: np.ndarray) -> np.ndarray:
     return (np.c_[i, j, k, np.ones(len(i))] @ np.asarray(ijk_to_lps).T)[:, :3]
 
 
-def prepare(pixels: np.ndarray, geometry: ProjectionGeometry, ct, settings: RegistrationSettings,
-            structure_mask: np.ndarray | None = None, roi: np.ndarray | None = None,
-            bone_mask: np.ndarray | None = None) -> Problem:
+def prepare(
+    pixels: np.ndarray,
+    geometry: ProjectionGeometry,
+    ct,
+    settings: RegistrationSettings,
+    structure_mask: np.ndarray | None = None,
+    roi: np.ndarray | None = None,
+    bone_mask: np.ndarray | None = None,
+) -> Problem:
     """Check and prepare the inputs (see :func:`register`)."""
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.shape != geometry.shape:
-        raise InputError(None, f"the radiograph has {pixels.shape[1]}x{pixels.shape[0]} pixels but the geometry "
-                               f"describes a {geometry.detector_columns}x{geometry.detector_rows} detector",
-                         "give the geometry of this radiograph")
+        raise InputError(
+            None,
+            f"the radiograph has {pixels.shape[1]}x{pixels.shape[0]} pixels but the geometry "
+            f"describes a {geometry.detector_columns}x{geometry.detector_rows} detector",
+            "give the geometry of this radiograph",
+        )
     if ct.unit != "HU":
         raise InputError(ct.source or None, f"registration needs a CT in HU, got {ct.unit!r}", "give the CT in HU")
     if min(ct.shape_ijk) < 2:
-        raise InputError(ct.source or None, f"the CT has {ct.shape_ijk} voxels: too thin to project",
-                         "give a 3D CT with at least 2 voxels along each axis")
+        raise InputError(
+            ct.source or None,
+            f"the CT has {ct.shape_ijk} voxels: too thin to project",
+            "give a 3D CT with at least 2 voxels along each axis",
+        )
     for mask in (structure_mask, bone_mask):
         if mask is not None and np.asarray(mask).shape != ct.array.shape:
             raise InputError(None, "the structure mask is not on the CT grid", "resample the labels onto the CT")
@@ -226,8 +252,11 @@ def prepare(pixels: np.ndarray, geometry: ProjectionGeometry, ct, settings: Regi
     if roi is not None:
         roi = np.asarray(roi, dtype=bool)
         if roi.shape != pixels.shape:
-            raise InputError(None, f"the ROI mask has shape {roi.shape}, the radiograph {pixels.shape}",
-                             "give an ROI mask on the radiograph's pixel grid")
+            raise InputError(
+                None,
+                f"the ROI mask has shape {roi.shape}, the radiograph {pixels.shape}",
+                "give an ROI mask on the radiograph's pixel grid",
+            )
         field_ = Field(field_.mask & roi, field_.collimated_fraction, field_.box)
     ijk_to_lps = ct.geometry.ijk_to_lps()
     whole = hu_to_attenuation(ct.array, settings.energy_kev)
@@ -238,5 +267,16 @@ def prepare(pixels: np.ndarray, geometry: ProjectionGeometry, ct, settings: Regi
     centre = points.mean(axis=0) if len(points) else volume_centre_lps(ct.shape_ijk, ijk_to_lps)
     if len(points) == 0:
         points = centre[None]
-    return Problem(pixels, field_, geometry, attenuation, whole, ijk_to_lps, ct.geometry.spacing_mm, ct.shape_ijk,
-                    points, bone_volume_cm3, np.asarray(centre, dtype=float))
+    return Problem(
+        pixels,
+        field_,
+        geometry,
+        attenuation,
+        whole,
+        ijk_to_lps,
+        ct.geometry.spacing_mm,
+        ct.shape_ijk,
+        points,
+        bone_volume_cm3,
+        np.asarray(centre, dtype=float),
+    )

@@ -58,12 +58,12 @@ LARGE_COLLIMATION = 0.3
 """Collimated fraction of the image above which a note is added (not a failure by itself)."""
 GRADE_BASIS = {
     "good": f"patch GC >= {GOOD_GC:g} (registrations within 2 mm on our simulated radiographs: GC 0.62-0.89) "
-            "and every check passed",
+    "and every check passed",
     "uncertain": f"patch GC {FAILED_GC:g}-{GOOD_GC:g} (registrations within 2 mm on another simulator's "
-                 "radiographs: GC 0.43-0.58), or the bone's magnification moved from the geometry's",
+    "radiographs: GC 0.43-0.58), or the bone's magnification moved from the geometry's",
     "failed": f"patch GC < {FAILED_GC:g} (wrong side, wrong spacing, start far off ended at GC 0.12-0.35), or no "
-              "bone in the CT, no edges in the radiograph, the bone outside the exposed field, or landmarks that "
-              "disagree",
+    "bone in the CT, no edges in the radiograph, the bone outside the exposed field, or landmarks that "
+    "disagree",
 }
 """The measurement each grade rests on (written into the result)."""
 FIXES = {
@@ -100,67 +100,103 @@ class Quality:
         return self.flag == "failed"
 
     def to_dict(self) -> dict:
-        return {"flag": self.flag, "cause": self.cause, "reason": self.reason, "messages": list(self.messages),
-                "checks": dict(self.checks), "grade_basis": GRADE_BASIS[self.flag], "diagnosis": self.diagnosis,
-                "thresholds": {"good_gradient_correlation": GOOD_GC, "failed_gradient_correlation": FAILED_GC,
-                               "min_bone_cm3": MIN_BONE_CM3, "min_bone_in_view_fraction": MIN_BONE_IN_VIEW,
-                               "max_landmark_residual_mm": MAX_LANDMARK_RESIDUAL_MM,
-                               "scale_tolerance": SCALE_TOLERANCE}}
+        return {
+            "flag": self.flag,
+            "cause": self.cause,
+            "reason": self.reason,
+            "messages": list(self.messages),
+            "checks": dict(self.checks),
+            "grade_basis": GRADE_BASIS[self.flag],
+            "diagnosis": self.diagnosis,
+            "thresholds": {
+                "good_gradient_correlation": GOOD_GC,
+                "failed_gradient_correlation": FAILED_GC,
+                "min_bone_cm3": MIN_BONE_CM3,
+                "min_bone_in_view_fraction": MIN_BONE_IN_VIEW,
+                "max_landmark_residual_mm": MAX_LANDMARK_RESIDUAL_MM,
+                "scale_tolerance": SCALE_TOLERANCE,
+            },
+        }
 
 
-def assess_quality(gradient_correlation: float, *, bone_volume_cm3: float, bone_in_view: float,
-                   fixed_is_flat: bool = False, landmark_residual_mm: float | None = None,
-                   collimated_fraction: float = 0.0, scale_ratio: float = 1.0,
-                   diagnosis: Diagnosis | None = None) -> Quality:
+def assess_quality(
+    gradient_correlation: float,
+    *,
+    bone_volume_cm3: float,
+    bone_in_view: float,
+    fixed_is_flat: bool = False,
+    landmark_residual_mm: float | None = None,
+    collimated_fraction: float = 0.0,
+    scale_ratio: float = 1.0,
+    diagnosis: Diagnosis | None = None,
+) -> Quality:
     """The grade, likely cause and messages of a finished registration (see the module docstring).
     scale_ratio: the bone's final magnification over the start geometry's. diagnosis: the measurements of
     :func:`.diagnosis.diagnose` (made when the grade is not "good"), to name the cause."""
     failures, notes, causes = [], [], []
     if bone_volume_cm3 < MIN_BONE_CM3:
-        failures.append(f"the CT holds almost no bone ({bone_volume_cm3:.1f} cm3 < {MIN_BONE_CM3:g} cm3): "
-                        "it does not contain the femur; give the CT of the hip")
+        failures.append(
+            f"the CT holds almost no bone ({bone_volume_cm3:.1f} cm3 < {MIN_BONE_CM3:g} cm3): "
+            "it does not contain the femur; give the CT of the hip"
+        )
         causes.append("no_bone")
     if fixed_is_flat:
         failures.append("the radiograph has no edges in the region used: check the image and the ROI")
         causes.append("flat_image")
     if gradient_correlation < FAILED_GC:
-        failures.append(f"final GC {gradient_correlation:.3f} is below {FAILED_GC:g}: the DRR does not match the "
-                        "radiograph")
+        failures.append(
+            f"final GC {gradient_correlation:.3f} is below {FAILED_GC:g}: the DRR does not match the radiograph"
+        )
     elif gradient_correlation < GOOD_GC:
-        notes.append(f"final GC {gradient_correlation:.3f} is between {FAILED_GC:g} and {GOOD_GC:g}: the match is "
-                     "uncertain (correct registrations of radiographs unlike our simulated ones reach 0.43-0.58); "
-                     "check the overlay")
+        notes.append(
+            f"final GC {gradient_correlation:.3f} is between {FAILED_GC:g} and {GOOD_GC:g}: the match is "
+            "uncertain (correct registrations of radiographs unlike our simulated ones reach 0.43-0.58); "
+            "check the overlay"
+        )
     else:
         notes.append(f"final GC {gradient_correlation:.3f} >= {GOOD_GC:g}")
     if bone_in_view < MIN_BONE_IN_VIEW:
-        failures.append(f"only {100 * bone_in_view:.0f}% of the projected bone lies inside the exposed field "
-                        f"(need {100 * MIN_BONE_IN_VIEW:.0f}%): the femur is cut off by the image edge or "
-                        "collimation, or the pose is wrong")
+        failures.append(
+            f"only {100 * bone_in_view:.0f}% of the projected bone lies inside the exposed field "
+            f"(need {100 * MIN_BONE_IN_VIEW:.0f}%): the femur is cut off by the image edge or "
+            "collimation, or the pose is wrong"
+        )
     else:
         notes.append(f"{100 * bone_in_view:.0f}% of the projected bone inside the exposed field")
     if landmark_residual_mm is not None:
         if landmark_residual_mm > MAX_LANDMARK_RESIDUAL_MM:
-            failures.append(f"the landmarks are {landmark_residual_mm:.1f} mm (RMS) from the registered pose "
-                            f"(> {MAX_LANDMARK_RESIDUAL_MM:g} mm): the intensity match disagrees with them")
+            failures.append(
+                f"the landmarks are {landmark_residual_mm:.1f} mm (RMS) from the registered pose "
+                f"(> {MAX_LANDMARK_RESIDUAL_MM:g} mm): the intensity match disagrees with them"
+            )
         else:
             notes.append(f"landmarks within {landmark_residual_mm:.1f} mm RMS")
     scale_moved = abs(scale_ratio - 1.0) > SCALE_TOLERANCE
     if scale_moved:
-        notes.append(f"the bone's magnification ended {scale_ratio:.2f} x the start geometry's: the picture matches "
-                     "only at another scale")
+        notes.append(
+            f"the bone's magnification ended {scale_ratio:.2f} x the start geometry's: the picture matches "
+            "only at another scale"
+        )
     if collimated_fraction > LARGE_COLLIMATION:
-        notes.append(f"{100 * collimated_fraction:.0f}% of the image is a uniform border (collimation or empty "
-                     "background), excluded")
+        notes.append(
+            f"{100 * collimated_fraction:.0f}% of the image is a uniform border (collimation or empty "
+            "background), excluded"
+        )
     if failures:
         flag = "failed"
     elif gradient_correlation < GOOD_GC or scale_moved:
         flag = "uncertain"
     else:
         flag = "good"
-    checks = {"gradient_correlation": gradient_correlation, "bone_volume_cm3": bone_volume_cm3,
-              "bone_in_view_fraction": bone_in_view,
-              "fixed_is_flat": fixed_is_flat, "landmark_residual_mm": landmark_residual_mm,
-              "collimated_fraction": collimated_fraction, "scale_ratio": scale_ratio}
+    checks = {
+        "gradient_correlation": gradient_correlation,
+        "bone_volume_cm3": bone_volume_cm3,
+        "bone_in_view_fraction": bone_in_view,
+        "fixed_is_flat": fixed_is_flat,
+        "landmark_residual_mm": landmark_residual_mm,
+        "collimated_fraction": collimated_fraction,
+        "scale_ratio": scale_ratio,
+    }
     if flag == "good":
         return Quality(flag, failures + notes, checks)
     causes += _diagnosed_causes(diagnosis, scale_ratio)
@@ -171,8 +207,14 @@ def assess_quality(gradient_correlation: float, *, bone_volume_cm3: float, bone_
     causes.append("low_similarity")
     cause = causes[0]
     reason = f"{_explain(cause, diagnosis, gradient_correlation, bone_in_view, scale_ratio)} ({FIXES[cause]})"
-    return Quality(flag, [f"likely cause: {reason}"] + failures + notes, checks, cause, reason,
-                   None if diagnosis is None else diagnosis.to_dict())
+    return Quality(
+        flag,
+        [f"likely cause: {reason}"] + failures + notes,
+        checks,
+        cause,
+        reason,
+        None if diagnosis is None else diagnosis.to_dict(),
+    )
 
 
 def _diagnosed_causes(diagnosis: Diagnosis | None, scale_ratio: float) -> list[str]:
@@ -194,26 +236,37 @@ def _explain(cause: str, diagnosis: Diagnosis | None, gc: float, bone_in_view: f
     if cause == "flat_image":
         return "the radiograph has no edges in the region used"
     if cause == "side":
-        return (f"wrong side: the mirrored DRR matches the radiograph better (FFT gradient correlation "
-                f"{diagnosis.mirrored_best:.2f} against {diagnosis.placement_best:.2f})")
+        return (
+            f"wrong side: the mirrored DRR matches the radiograph better (FFT gradient correlation "
+            f"{diagnosis.mirrored_best:.2f} against {diagnosis.placement_best:.2f})"
+        )
     if cause == "pixel_spacing":
         if diagnosis is not None and diagnosis.scale_mismatch():
             ratio, pitch = diagnosis.best_scale_ratio, diagnosis.pitch_mm[0]
             best_score = max(diagnosis.scale_scores)
-            return (f"pixel spacing: the bone fits best with a detector pitch of about {ratio * pitch:.3g} mm, "
-                    f"{ratio:.2f} x the {pitch:g} mm given (FFT gradient correlation {best_score:.2f} against "
-                    f"{diagnosis.score_at_scale_one:.2f} at the given pitch)")
-        return (f"pixel spacing: the bone's magnification ended {scale_ratio:.2f} x the start geometry's (more than "
-                f"{SCALE_TOLERANCE:.0%} off)")
+            return (
+                f"pixel spacing: the bone fits best with a detector pitch of about {ratio * pitch:.3g} mm, "
+                f"{ratio:.2f} x the {pitch:g} mm given (FFT gradient correlation {best_score:.2f} against "
+                f"{diagnosis.score_at_scale_one:.2f} at the given pitch)"
+            )
+        return (
+            f"pixel spacing: the bone's magnification ended {scale_ratio:.2f} x the start geometry's (more than "
+            f"{SCALE_TOLERANCE:.0%} off)"
+        )
     if cause == "start_pose":
         parts = []
         if diagnosis.placement_elsewhere():
             tx, ty = diagnosis.placement_shift_mm
-            here = "where it ended the bone lies mostly outside the radiograph" if diagnosis.placement_here <= -1.0 \
+            here = (
+                "where it ended the bone lies mostly outside the radiograph"
+                if diagnosis.placement_here <= -1.0
                 else f"{diagnosis.placement_here:.2f} where it ended"
-            parts.append(f"the bone's DRR matches better {np.hypot(tx, ty):.0f} mm and "
-                         f"{abs(diagnosis.placement_turn_deg):.0f} degrees away in the image (FFT gradient "
-                         f"correlation {diagnosis.placement_best:.2f}; {here})")
+            )
+            parts.append(
+                f"the bone's DRR matches better {np.hypot(tx, ty):.0f} mm and "
+                f"{abs(diagnosis.placement_turn_deg):.0f} degrees away in the image (FFT gradient "
+                f"correlation {diagnosis.placement_best:.2f}; {here})"
+            )
         if diagnosis.at_bound:
             parts.append(f"the search ended at its bound in {', '.join(diagnosis.at_bound)}")
         if diagnosis.beyond_capture:
@@ -223,5 +276,7 @@ def _explain(cause: str, diagnosis: Diagnosis | None, gc: float, bone_in_view: f
         return f"field of view: only {100 * bone_in_view:.0f}% of the projected bone lies inside the exposed field"
     if cause == "landmarks":
         return "the landmarks disagree with the intensity match"
-    return (f"low similarity (final GC {gc:.2f}) with no sign of a wrong side, spacing or start pose: another "
-            "patient or body part, or an image unlike our simulated radiographs")
+    return (
+        f"low similarity (final GC {gc:.2f}) with no sign of a wrong side, spacing or start pose: another "
+        "patient or body part, or an image unlike our simulated radiographs"
+    )

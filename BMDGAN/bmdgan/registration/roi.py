@@ -59,8 +59,9 @@ def exposed_field(pixels: np.ndarray) -> Field:
     return Field(mask, 1.0 - float(mask.mean()), (row0, row1, col0, col1))
 
 
-def projected_box(geometry: ProjectionGeometry, points_lps_mm: np.ndarray, margin_mm: float
-                  ) -> tuple[int, int, int, int]:
+def projected_box(
+    geometry: ProjectionGeometry, points_lps_mm: np.ndarray, margin_mm: float
+) -> tuple[int, int, int, int]:
     """Pixel box (row0, row1, col0, col1), end exclusive, of the projected points plus ``margin_mm`` (at the
     detector), not clipped: it may reach beyond the detector."""
     projected = geometry.project_points(points_lps_mm)
@@ -73,8 +74,9 @@ def projected_box(geometry: ProjectionGeometry, points_lps_mm: np.ndarray, margi
     return row0, row1, col0, col1
 
 
-def bone_window(geometry: ProjectionGeometry, points_lps_mm: np.ndarray, margin_mm: float
-                ) -> tuple[int, int, int, int] | None:
+def bone_window(
+    geometry: ProjectionGeometry, points_lps_mm: np.ndarray, margin_mm: float
+) -> tuple[int, int, int, int] | None:
     """:func:`projected_box` clipped to the detector; None when less than 8x8 pixels of it remain."""
     row0, row1, col0, col1 = projected_box(geometry, points_lps_mm, margin_mm)
     col0, row0 = max(col0, 0), max(row0, 0)
@@ -88,8 +90,9 @@ def crop_geometry(geometry: ProjectionGeometry, box: tuple[int, int, int, int]) 
     """The detector restricted to ``box`` = (row0, row1, col0, col1): same rays for the same pixels."""
     row0, row1, col0, col1 = box
     cu, cv = geometry.principal_point_px
-    return replace(geometry, detector_columns=col1 - col0, detector_rows=row1 - row0,
-                   principal_point_px=(cu - col0, cv - row0))
+    return replace(
+        geometry, detector_columns=col1 - col0, detector_rows=row1 - row0, principal_point_px=(cu - col0, cv - row0)
+    )
 
 
 def inside_fraction(geometry: ProjectionGeometry, points_lps_mm: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -124,8 +127,9 @@ def ct_silhouette(geometry: ProjectionGeometry, shape_ijk: tuple[int, int, int],
     return inside.reshape(rows, cols)
 
 
-def away_from_ct_border(geometry: ProjectionGeometry, shape_ijk: tuple[int, int, int], ijk_to_lps: np.ndarray,
-                        margin_mm: float) -> np.ndarray:
+def away_from_ct_border(
+    geometry: ProjectionGeometry, shape_ijk: tuple[int, int, int], ijk_to_lps: np.ndarray, margin_mm: float
+) -> np.ndarray:
     """Pixels inside the CT's silhouette and at least ``margin_mm`` (at the detector) from its edge.
 
     Why: where the CT's field of view ends, its DRR has a sharp edge (truncated body) that no radiograph

@@ -36,6 +36,7 @@ jumps between -1 and 1 under tiny changes (a DRR's empty air, a far blob tail)."
 MIN_PATCH_COVERAGE = 0.5
 """Fraction of a patch that must lie inside the ROI mask for the patch to count."""
 
+
 def sobel_gradients(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Column and row derivatives (per pixel) of images ``(..., H, W)``: two tensors ``(..., H-2, W-2)``
     (valid region: no padding, so the image border creates no false edge). Separable Sobel
@@ -59,8 +60,11 @@ def _check_mask(mask, shape: tuple[int, int]) -> torch.Tensor:
         return torch.ones(shape, dtype=torch.bool)
     mask = _as_tensor(mask, torch.bool).cpu()
     if tuple(mask.shape) != tuple(shape):
-        raise InputError(None, f"ROI mask shape {tuple(mask.shape)} differs from the image's {tuple(shape)}",
-                         "give a mask on the radiograph's pixel grid")
+        raise InputError(
+            None,
+            f"ROI mask shape {tuple(mask.shape)} differs from the image's {tuple(shape)}",
+            "give a mask on the radiograph's pixel grid",
+        )
     return mask
 
 
@@ -107,7 +111,7 @@ class _LocalCorrelation:
         count = self.count.clamp_min(1e-12)
         weighted = self.weights * centred
         mean = self._pool(weighted) / count
-        variance = (self._pool(weighted * centred) / count - mean ** 2).clamp_min(0.0)
+        variance = (self._pool(weighted * centred) / count - mean**2).clamp_min(0.0)
         with torch.no_grad():
             global_std = ((weighted * centred).sum(dim=(-1, -2), keepdim=True) / self.total).sqrt()
             round_off = 1e-6 * weighted.abs().amax(dim=(-1, -2), keepdim=True)
@@ -123,7 +127,7 @@ class _LocalCorrelation:
         mean, variance, flat = self._statistics(moving)
         covariance = self._pool(self.fixed_weighted * moving) / self.count.clamp_min(1e-12) - self.mean * mean
         flat = flat | ~self.valid
-        product = torch.where(flat, torch.ones_like(variance), variance * self.std ** 2)
+        product = torch.where(flat, torch.ones_like(variance), variance * self.std**2)
         denominator = product.sqrt()  # never the square root of 0: no infinite gradient, no NaN
         correlation = torch.where(flat, torch.zeros_like(covariance), covariance / denominator)
         mean_correlation = correlation.sum(dim=(1, 2, 3)) / self.patches
@@ -143,8 +147,11 @@ class GradientCorrelation:
     def __init__(self, fixed, mask=None, patch_px: int | None = None, device=None):
         fixed = _as_tensor(fixed, device=device)
         if fixed.ndim != 2 or min(fixed.shape) < 4:
-            raise InputError(None, f"the fixed image must be 2D and at least 4x4 pixels, got {tuple(fixed.shape)}",
-                             "give a single 2D radiograph")
+            raise InputError(
+                None,
+                f"the fixed image must be 2D and at least 4x4 pixels, got {tuple(fixed.shape)}",
+                "give a single 2D radiograph",
+            )
         self.shape = tuple(fixed.shape)
         mask = _check_mask(mask, self.shape)
         inside = F.conv2d(mask.to(torch.float64)[None, None], torch.ones(1, 1, 3, 3, dtype=torch.float64))

@@ -37,8 +37,9 @@ def random_affine(generator: torch.Generator, settings: Augmentation) -> torch.T
     return torch.cat([linear, torch.tensor([[tx], [ty]])], dim=1)
 
 
-def augment_sample(radiograph: torch.Tensor, target: torch.Tensor | None, generator: torch.Generator,
-                   settings: Augmentation) -> tuple[torch.Tensor, torch.Tensor | None]:
+def augment_sample(
+    radiograph: torch.Tensor, target: torch.Tensor | None, generator: torch.Generator, settings: Augmentation
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """radiograph, target image: [C, H, W] (target None for scalar targets such as BMD, which these
     transforms leave unchanged). The radiograph is in [-1, 1]; outside the image it becomes -1 (no signal),
     the target 0 (no bone). Brightness/contrast act on the radiograph only."""

@@ -41,13 +41,20 @@ def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], structure: dict) -> dict:
     state = {}
     for parameter_id, values in structure["state"].items():
-        state[int(parameter_id)] = {key: tensors[f"{parameter_id}.{key}"] if value == "tensor" else value
-                                    for key, value in values.items()}
+        state[int(parameter_id)] = {
+            key: tensors[f"{parameter_id}.{key}"] if value == "tensor" else value for key, value in values.items()
+        }
     return {"state": state, "param_groups": structure["param_groups"]}
 
 
-def save_checkpoint(folder: Path, epoch: int, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer], schedulers: dict, extra: dict) -> Path:
+def save_checkpoint(
+    folder: Path,
+    epoch: int,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    schedulers: dict,
+    extra: dict,
+) -> Path:
     """Write ``folder/epoch_{epoch:04d}`` and point ``folder/latest.json`` at it."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"epoch_{epoch:04d}"
@@ -57,8 +64,10 @@ def save_checkpoint(folder: Path, epoch: int, modules: dict[str, torch.nn.Module
     partial.mkdir()
     state = {"epoch": epoch, "extra": extra, "optimizers": {}, "schedulers": {}}
     for name, module in modules.items():
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-                  str(partial / f"{name}.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+            str(partial / f"{name}.safetensors"),
+        )
     for name, optimizer in optimizers.items():
         tensors, structure = _flatten_optimizer(optimizer.state_dict())
         save_file(tensors, str(partial / f"optimizer_{name}.safetensors"))
@@ -103,8 +112,11 @@ def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise InputError(file, f"is not a complete safetensors file ({str(error)[:100]})",
-                         "the file is truncated or damaged: copy or export it again") from None
+        raise InputError(
+            file,
+            f"is not a complete safetensors file ({str(error)[:100]})",
+            "the file is truncated or damaged: copy or export it again",
+        ) from None
 
 
 def load_weights(path: Path, name: str, module: torch.nn.Module) -> None:
@@ -116,8 +128,9 @@ def load_weights(path: Path, name: str, module: torch.nn.Module) -> None:
     load_state_dict_checked(module, read_safetensors(file), what=str(file))
 
 
-def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                    schedulers: dict) -> dict:
+def load_checkpoint(
+    path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer], schedulers: dict
+) -> dict:
     """Restore everything :func:`save_checkpoint` wrote; returns its ``state.json`` content."""
     state = json.loads((path / "state.json").read_text())
     for name, module in modules.items():

@@ -33,15 +33,23 @@ def resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if image.shape == tuple(shape):
         return image
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    return torch.nn.functional.interpolate(tensor, size=tuple(shape), mode="bilinear", align_corners=False,
-                                           antialias=True)[0, 0].numpy()
+    return torch.nn.functional.interpolate(
+        tensor, size=tuple(shape), mode="bilinear", align_corners=False, antialias=True
+    )[0, 0].numpy()
 
 
 class PairDataset(torch.utils.data.Dataset):
     """Item i: (index, radiograph [1, H, W] in [-1, 1], target [1, H, W] = DRR / DRR_SCALE_G_CM2)."""
 
-    def __init__(self, folder: str | Path, records: list[CaseRecord], stage: str, image_shape: tuple[int, int],
-                 augmentation: Augmentation | None = None, seed: int = 0):
+    def __init__(
+        self,
+        folder: str | Path,
+        records: list[CaseRecord],
+        stage: str,
+        image_shape: tuple[int, int],
+        augmentation: Augmentation | None = None,
+        seed: int = 0,
+    ):
         self.folder, self.records, self.channel = Path(folder), records, STAGE_TARGETS[stage]
         self.image_shape, self.augmentation, self.seed = tuple(image_shape), augmentation, seed
         self.epoch = 0

@@ -80,9 +80,12 @@ def refuse_stale_encoder(folder: Path, extra: dict, fingerprint: str | None) -> 
     further or again since): its head learned the old encoder's features."""
     started_from = extra.get("encoder_sha256")
     if started_from is not None and started_from != fingerprint:
-        raise InputError(folder, "this stage-3 run began on another stage-2 generator than the run's current one "
-                                 "(stage 2 was trained further or again since)",
-                         "delete this folder to train stage 3 on the current encoder")
+        raise InputError(
+            folder,
+            "this stage-3 run began on another stage-2 generator than the run's current one "
+            "(stage 2 was trained further or again since)",
+            "delete this folder to train stage 3 on the current encoder",
+        )
 
 
 def phase_of_epoch(kind: str, config: TrainingConfig, epoch: int) -> int:
@@ -99,34 +102,51 @@ def refuse_changed_phases(folder: Path, recorded_phase: int, configured_phase: i
     """The checkpoint's phase must be the one the configured epochs put it in: otherwise the phase lengths changed
     mid-run and resuming would freeze a tuned encoder again or load an optimiser of other parameters."""
     if recorded_phase != configured_phase:
-        raise InputError(folder, f"the last checkpoint is in phase {recorded_phase} but the configured epochs put it "
-                                 f"in phase {configured_phase} (stage3_frozen changed mid-run)",
-                         "restore the run's epochs, or delete this folder to train stage 3 again")
+        raise InputError(
+            folder,
+            f"the last checkpoint is in phase {recorded_phase} but the configured epochs put it "
+            f"in phase {configured_phase} (stage3_frozen changed mid-run)",
+            "restore the run's epochs, or delete this folder to train stage 3 again",
+        )
 
 
 def phases(kind: str, config: TrainingConfig) -> list[tuple[int, float, bool]]:
     """(epochs, learning rate, encoder frozen) per phase."""
     if kind == "baseline":
         return [(config.epochs["baseline"], config.learning_rate, False)]
-    return [(config.epochs["stage3_frozen"], config.learning_rate, True),
-            (config.epochs["stage3_finetune"], config.finetune_learning_rate, False)]
+    return [
+        (config.epochs["stage3_frozen"], config.learning_rate, True),
+        (config.epochs["stage3_finetune"], config.finetune_learning_rate, False),
+    ]
 
 
-def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_folder: str | Path, target: str,
-                     kind: str = "decomposition", fold: int | None = None, device: str = "auto",
-                     stop_after_epochs: int | None = None, progress: bool = True,
-                     poses: tuple[str, ...] | None = None) -> list[dict]:
+def train_regression(
+    config: TrainingConfig,
+    dataset_folder: str | Path,
+    run_folder: str | Path,
+    target: str,
+    kind: str = "decomposition",
+    fold: int | None = None,
+    device: str = "auto",
+    stop_after_epochs: int | None = None,
+    progress: bool = True,
+    poses: tuple[str, ...] | None = None,
+) -> list[dict]:
     """Train (or resume) one regression model; exports it into ``run/model`` when all phases are done."""
 
     if kind not in KINDS or target not in BMD_TARGETS:
-        raise InputError(None, f"unknown regression {kind!r} of {target!r}",
-                         f"kinds: {KINDS}; targets: {sorted(BMD_TARGETS)}")
+        raise InputError(
+            None, f"unknown regression {kind!r} of {target!r}", f"kinds: {KINDS}; targets: {sorted(BMD_TARGETS)}"
+        )
     dataset_folder, run_folder = Path(dataset_folder), Path(run_folder)
     process = start_process(device)
     check_run_settings(run_folder, dataset_folder, fold, poses, config)
     if not (run_folder / "model" / "model.json").exists():
-        raise InputError(run_folder, "stage 3 and the baseline are added to a finished decomposition model, and "
-                                     "this run has none", "finish stages 1-2 (bmdgan train) first")
+        raise InputError(
+            run_folder,
+            "stage 3 and the baseline are added to a finished decomposition model, and this run has none",
+            "finish stages 1-2 (bmdgan train) first",
+        )
     records = training_records(dataset_folder, fold, poses)
     dataset = ValueDataset(dataset_folder, records, target, config.image_shape, config.augmentation, config.seed)
     torch.manual_seed(config.seed)
@@ -147,12 +167,17 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
         if process.is_main:
             export_regressor(run_folder, model, kind, target, config, encoder_sha256)
         return []
-    sampler = torch.utils.data.DistributedSampler(dataset, process.world_size, process.rank, shuffle=True,
-                                                  seed=config.seed, drop_last=True)
+    sampler = torch.utils.data.DistributedSampler(
+        dataset, process.world_size, process.rank, shuffle=True, seed=config.seed, drop_last=True
+    )
     loader = torch.utils.data.DataLoader(dataset, config.batch_size, sampler=sampler, drop_last=True)
     if len(loader) == 0:
-        raise InputError(dataset_folder, f"{len(records)} training cases cannot fill one batch of "
-                         f"{config.batch_size} x {process.world_size} processes", "lower batch_size")
+        raise InputError(
+            dataset_folder,
+            f"{len(records)} training cases cannot fill one batch of "
+            f"{config.batch_size} x {process.world_size} processes",
+            "lower batch_size",
+        )
     history, epoch_start, budget = [], 0, stop_after_epochs
     for phase_index, (epochs, learning_rate, frozen) in enumerate(phases(kind, config)):
         phase_end = epoch_start + epochs
@@ -164,37 +189,58 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=config.restart_period_epochs, T_mult=config.restart_multiplier)
+            optimizer, T_0=config.restart_period_epochs, T_mult=config.restart_multiplier
+        )
         if checkpoint is not None:
             resumes_this_phase = done_epochs > epoch_start
-            load_checkpoint(checkpoint, {"model": model}, {"model": optimizer} if resumes_this_phase else {},
-                            {"model": scheduler} if resumes_this_phase else {})
+            load_checkpoint(
+                checkpoint,
+                {"model": model},
+                {"model": optimizer} if resumes_this_phase else {},
+                {"model": scheduler} if resumes_this_phase else {},
+            )
             checkpoint = None
-        wrapped = (DistributedDataParallel(model, find_unused_parameters=frozen) if process.world_size > 1 else model)
+        wrapped = DistributedDataParallel(model, find_unused_parameters=frozen) if process.world_size > 1 else model
         for epoch in range(max(done_epochs, epoch_start), phase_end):
             if budget is not None and budget <= 0:
                 return history
             sampler.set_epoch(epoch)
             dataset.set_epoch(epoch)
             model.train()
-            for step, (_, x, y, w) in enumerate(progress_bar(loader, desc=f"{kind} {target} epoch {epoch + 1}/"
-                                                     f"{sum(p[0] for p in phases(kind, config))}",
-                                                     disable=not (progress and process.is_main), leave=False)):
+            for step, (_, x, y, w) in enumerate(
+                progress_bar(
+                    loader,
+                    desc=f"{kind} {target} epoch {epoch + 1}/{sum(p[0] for p in phases(kind, config))}",
+                    disable=not (progress and process.is_main),
+                    leave=False,
+                )
+            ):
                 x, y, w = x.to(process.device), y.to(process.device), w.to(process.device)
                 loss = weighted_l1_loss(wrapped(x), y, w)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                history.append({"epoch": epoch, "phase": phase_index, "step": step,
-                                **mean_across_processes({"loss": float(loss.detach())}, process)})
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "phase": phase_index,
+                        "step": step,
+                        **mean_across_processes({"loss": float(loss.detach())}, process),
+                    }
+                )
             scheduler.step()
             if process.is_main:
                 folder.mkdir(parents=True, exist_ok=True)
                 with open(folder / "history.jsonl", "a") as stream:
                     stream.writelines(json.dumps(h) + "\n" for h in history if h["epoch"] == epoch)
-                save_checkpoint(folder / "checkpoints", epoch, {"model": model}, {"model": optimizer},
-                                {"model": scheduler}, {"kind": kind, "target": target, "phase": phase_index,
-                                 "encoder_sha256": encoder_sha256})
+                save_checkpoint(
+                    folder / "checkpoints",
+                    epoch,
+                    {"model": model},
+                    {"model": optimizer},
+                    {"model": scheduler},
+                    {"kind": kind, "target": target, "phase": phase_index, "encoder_sha256": encoder_sha256},
+                )
             if budget is not None:
                 budget -= 1
         epoch_start = phase_end
@@ -203,8 +249,9 @@ def train_regression(config: TrainingConfig, dataset_folder: str | Path, run_fol
     return history
 
 
-def export_regressor(run_folder: Path, model: torch.nn.Module, kind: str, target: str, config: TrainingConfig,
-                     encoder_sha256: str | None) -> Path:
+def export_regressor(
+    run_folder: Path, model: torch.nn.Module, kind: str, target: str, config: TrainingConfig, encoder_sha256: str | None
+) -> Path:
     """Add ``regressor_<kind>_<target>.safetensors`` to ``run/model`` and describe it in ``model.json`` (with the
     stage-2 generator its encoder came from, so a re-exported decomposition model keeps only matching heads)."""
     folder = run_folder / "model"
@@ -216,9 +263,15 @@ def export_regressor(run_folder: Path, model: torch.nn.Module, kind: str, target
     with FileLock(str(folder / ".model.json.lock")):  # stage 3 and the baseline may finish together
         description = json.loads(description_path.read_text())
         description.setdefault("regressors", {})[name] = {
-            "kind": kind, "target": target, "unit": BMD_TARGETS[target], "regression_head": config.regression_head,
-            "baseline_width": config.baseline_width, "image_shape": list(config.image_shape),
-            "backbone": config.backbone, "encoder_sha256": encoder_sha256}
+            "kind": kind,
+            "target": target,
+            "unit": BMD_TARGETS[target],
+            "regression_head": config.regression_head,
+            "baseline_width": config.baseline_width,
+            "image_shape": list(config.image_shape),
+            "backbone": config.backbone,
+            "encoder_sha256": encoder_sha256,
+        }
         atomic_write_text(description_path, json.dumps(description, indent=2))
     return folder / f"{name}.safetensors"
 
@@ -233,4 +286,3 @@ def load_regressor(model_folder: Path, name: str, backbone_generator=None) -> to
         model = build_regressor(generator, tuple(description["image_shape"]), description["regression_head"])
     load_weights(Path(model_folder), name, model)
     return model.eval()
-

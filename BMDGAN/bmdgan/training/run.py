@@ -49,8 +49,9 @@ def training_records(dataset_folder: Path, fold: int | None, poses: tuple[str, .
     return split(records, fold)[0]
 
 
-def predict_drrs(generator: torch.nn.Module, dataset: PairDataset, device: torch.device
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def predict_drrs(
+    generator: torch.nn.Module, dataset: PairDataset, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
     """G's DRRs (g/cm2, [N, H, W]) and pooled encoder features ([N, C]) for every item (no augmentation)."""
     generator.eval()
     drrs, features = [], []
@@ -62,8 +63,9 @@ def predict_drrs(generator: torch.nn.Module, dataset: PairDataset, device: torch
     return np.stack(drrs), np.stack(features)
 
 
-def fit_bmd_calibrations(generator, dataset_folder: Path, records, config: TrainingConfig, device: torch.device
-                         ) -> tuple[list[DrrBmdCalibration], TrainingDistribution]:
+def fit_bmd_calibrations(
+    generator, dataset_folder: Path, records, config: TrainingConfig, device: torch.device
+) -> tuple[list[DrrBmdCalibration], TrainingDistribution]:
     """One DRR -> BMD calibration per ground-truth column known for the training cases, and the training
     distribution that estimation compares new radiographs with."""
     dataset = PairDataset(dataset_folder, records, "stage2", config.image_shape)
@@ -79,23 +81,39 @@ def fit_bmd_calibrations(generator, dataset_folder: Path, records, config: Train
         averages = np.asarray(pf_drr_mean(predicted[known], threshold), dtype=float)
         usable = np.isfinite(averages)
         slope, intercept = fit_linear(averages[usable], values[known][usable])
-        calibrations.append(DrrBmdCalibration(threshold, slope, intercept, column, unit,
-                                              pearson_r(averages[usable], values[known][usable])))
+        calibrations.append(
+            DrrBmdCalibration(
+                threshold, slope, intercept, column, unit, pearson_r(averages[usable], values[known][usable])
+            )
+        )
     threshold = calibrations[0].threshold if calibrations else DEFAULT_REGION_THRESHOLD_G_CM2
     return calibrations, fit_distribution(features, predicted, threshold)
 
 
-def export_model(run_folder: Path, generator: torch.nn.Module, config: TrainingConfig,
-                 calibrations: list[DrrBmdCalibration], distribution: TrainingDistribution, provenance: dict) -> Path:
+def export_model(
+    run_folder: Path,
+    generator: torch.nn.Module,
+    config: TrainingConfig,
+    calibrations: list[DrrBmdCalibration],
+    distribution: TrainingDistribution,
+    provenance: dict,
+) -> Path:
     """Write ``run_folder/model``: the generator weights and everything needed to use them."""
     folder = run_folder / "model"
     save_weights(generator, folder / "generator.safetensors")
-    description = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "created_by": f"bmdgan {__version__}",
-                   "backbone": config.backbone, "image_shape": list(config.image_shape),
-                   "input_scaling": "radiograph percentiles 0.5/99.5 -> [-1, 1]",
-                   "drr_scale_g_cm2": DRR_SCALE_G_CM2, "output_unit": "g/cm2",
-                   "calibrations": [c.to_dict() for c in calibrations],
-                   "training_distribution": distribution.to_dict(), "provenance": provenance}
+    description = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_FORMAT_VERSION,
+        "created_by": f"bmdgan {__version__}",
+        "backbone": config.backbone,
+        "image_shape": list(config.image_shape),
+        "input_scaling": "radiograph percentiles 0.5/99.5 -> [-1, 1]",
+        "drr_scale_g_cm2": DRR_SCALE_G_CM2,
+        "output_unit": "g/cm2",
+        "calibrations": [c.to_dict() for c in calibrations],
+        "training_distribution": distribution.to_dict(),
+        "provenance": provenance,
+    }
     regressors = regressors_still_valid(folder, run_folder)
     if regressors:
         description["regressors"] = regressors
@@ -121,8 +139,9 @@ def regressors_still_valid(model_folder: Path, run_folder: Path) -> dict:
     return kept
 
 
-def check_run_settings(run_folder: Path, dataset_folder: Path, fold: int | None, poses: tuple[str, ...] | None,
-                       config: TrainingConfig) -> None:
+def check_run_settings(
+    run_folder: Path, dataset_folder: Path, fold: int | None, poses: tuple[str, ...] | None, config: TrainingConfig
+) -> None:
     """A run folder belongs to one dataset, held-out fold, pose set, backbone and image size (``run.json``):
     resuming it or adding a stage with other ones would train on the held-out fold or mix weights made for
     other inputs. Epoch counts may change (training longer is resuming)."""
@@ -130,33 +149,58 @@ def check_run_settings(run_folder: Path, dataset_folder: Path, fold: int | None,
     if not path.exists():
         return
     recorded = json.loads(path.read_text())
-    wanted = {"fold": fold, "poses": sorted(poses) if poses else "all", "backbone": config.backbone,
-              "image_shape": list(config.image_shape)}
-    have = {"fold": recorded["fold"], "poses": sorted(recorded["poses"]) if recorded["poses"] != "all" else "all",
-            "backbone": recorded["config"]["backbone"], "image_shape": recorded["config"]["image_shape"]}
+    wanted = {
+        "fold": fold,
+        "poses": sorted(poses) if poses else "all",
+        "backbone": config.backbone,
+        "image_shape": list(config.image_shape),
+    }
+    have = {
+        "fold": recorded["fold"],
+        "poses": sorted(recorded["poses"]) if recorded["poses"] != "all" else "all",
+        "backbone": recorded["config"]["backbone"],
+        "image_shape": recorded["config"]["image_shape"],
+    }
     recorded_dataset = Path(recorded["dataset"])
     if recorded_dataset.exists():
         wanted["dataset"], have["dataset"] = str(dataset_folder.resolve()), str(recorded_dataset.resolve())
     different = {key: (have[key], wanted[key]) for key in wanted if have[key] != wanted[key]}
     if different:
         listed = "; ".join(f"{key}: run {old!r}, now {new!r}" for key, (old, new) in different.items())
-        raise InputError(run_folder, f"this run was trained with other settings ({listed})",
-                         "pass the run's own --fold/--poses/--config and dataset, or train into a new --out folder")
+        raise InputError(
+            run_folder,
+            f"this run was trained with other settings ({listed})",
+            "pass the run's own --fold/--poses/--config and dataset, or train into a new --out folder",
+        )
 
 
-def train_run(config: TrainingConfig, dataset_folder: str | Path, run_folder: str | Path, fold: int | None = None,
-              stages: tuple[str, ...] = ("stage1", "stage2"), hierarchical: bool = True, device: str = "auto",
-              stop_after_epochs: int | None = None, progress: bool = True,
-              poses: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
+def train_run(
+    config: TrainingConfig,
+    dataset_folder: str | Path,
+    run_folder: str | Path,
+    fold: int | None = None,
+    stages: tuple[str, ...] = ("stage1", "stage2"),
+    hierarchical: bool = True,
+    device: str = "auto",
+    stop_after_epochs: int | None = None,
+    progress: bool = True,
+    poses: tuple[str, ...] | None = None,
+) -> dict[str, list[dict]]:
     """Train the requested stages (resuming each from its checkpoints); returns each stage's history."""
     dataset_folder, run_folder = Path(dataset_folder), Path(run_folder)
     read_header(dataset_folder)
     process = start_process(device)
     check_run_settings(run_folder, dataset_folder, fold, poses, config)
     records = training_records(dataset_folder, fold, poses)
-    settings = {"config": config.to_dict(), "dataset": str(dataset_folder), "fold": fold, "stages": list(stages),
-                "poses": list(poses) if poses else "all",
-                "hierarchical": hierarchical, "world_size": process.world_size}
+    settings = {
+        "config": config.to_dict(),
+        "dataset": str(dataset_folder),
+        "fold": fold,
+        "stages": list(stages),
+        "poses": list(poses) if poses else "all",
+        "hierarchical": hierarchical,
+        "world_size": process.world_size,
+    }
     if process.is_main:
         run_folder.mkdir(parents=True, exist_ok=True)
         for place in (run_folder, run_folder / "model", *(run_folder / stage for stage in stages)):
@@ -169,16 +213,31 @@ def train_run(config: TrainingConfig, dataset_folder: str | Path, run_folder: st
         if stage == "stage2" and hierarchical:
             initial = latest_checkpoint(run_folder / "stage1" / "checkpoints")
             if initial is None:
-                raise InputError(run_folder, "hierarchical learning needs stage 1's weights, and none were found",
-                                 "train stage1 first or use --no-hierarchical")
+                raise InputError(
+                    run_folder,
+                    "hierarchical learning needs stage 1's weights, and none were found",
+                    "train stage1 first or use --no-hierarchical",
+                )
         trainer = StageTrainer(config, dataset_folder, records, stage, run_folder, process, initial)
         histories[stage] = trainer.train(stop_after_epochs, progress)
         if trainer.start_epoch + len({h["epoch"] for h in histories[stage]}) < config.epochs[stage]:
             return histories  # stopped early on request: later stages wait for the resume
     if "stage2" in stages and process.is_main and trainer is not None:
-        calibrations, distribution = fit_bmd_calibrations(trainer.generator, dataset_folder, records, config,
-                                                          process.device)
-        export_model(run_folder, trainer.generator, config, calibrations, distribution,
-                     {"dataset": str(dataset_folder), "fold": fold, "hierarchical": hierarchical,
-                      "training_cases": len(records), "poses": list(poses) if poses else "all"})
+        calibrations, distribution = fit_bmd_calibrations(
+            trainer.generator, dataset_folder, records, config, process.device
+        )
+        export_model(
+            run_folder,
+            trainer.generator,
+            config,
+            calibrations,
+            distribution,
+            {
+                "dataset": str(dataset_folder),
+                "fold": fold,
+                "hierarchical": hierarchical,
+                "training_cases": len(records),
+                "poses": list(poses) if poses else "all",
+            },
+        )
     return histories

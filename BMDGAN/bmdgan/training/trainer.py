@@ -107,8 +107,16 @@ def truncate_history(path: Path, epoch: int) -> None:
 class StageTrainer:
     """Trains G (and D) for one stage into ``run_folder/<stage>``; resumes from its latest checkpoint."""
 
-    def __init__(self, config: TrainingConfig, dataset_folder: Path, records: list[CaseRecord], stage: str,
-                 run_folder: Path, process: Process, initial_weights: Path | None = None):
+    def __init__(
+        self,
+        config: TrainingConfig,
+        dataset_folder: Path,
+        records: list[CaseRecord],
+        stage: str,
+        run_folder: Path,
+        process: Process,
+        initial_weights: Path | None = None,
+    ):
         self.config, self.stage, self.process = config, stage, process
         self.folder = Path(run_folder) / stage
         torch.manual_seed(config.seed)
@@ -118,12 +126,18 @@ class StageTrainer:
             load_weights(initial_weights, "discriminator", discriminator)
         self.generator = generator.to(process.device)
         self.discriminator = discriminator.to(process.device)
-        self.optimizers = {name: torch.optim.AdamW(module.parameters(), lr=config.learning_rate,
-                                                   weight_decay=config.weight_decay, betas=(0.5, 0.999))
-                           for name, module in (("generator", self.generator), ("discriminator", self.discriminator))}
-        self.schedulers = {name: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=config.restart_period_epochs, T_mult=config.restart_multiplier)
-            for name, optimizer in self.optimizers.items()}
+        self.optimizers = {
+            name: torch.optim.AdamW(
+                module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.5, 0.999)
+            )
+            for name, module in (("generator", self.generator), ("discriminator", self.discriminator))
+        }
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+                optimizer, T_0=config.restart_period_epochs, T_mult=config.restart_multiplier
+            )
+            for name, optimizer in self.optimizers.items()
+        }
         if process.world_size > 1:
             ids = [process.device.index] if process.device.type == "cuda" else None
             self.generator_ddp = DistributedDataParallel(self.generator, device_ids=ids)
@@ -134,18 +148,32 @@ class StageTrainer:
         self.loss = DecompositionLoss(weights["l1"], weights["gc"], weights["fm"], config.gan_mode)
         self.dataset = PairDataset(dataset_folder, records, stage, config.image_shape, config.augmentation, config.seed)
         self.sampler = torch.utils.data.DistributedSampler(
-            self.dataset, num_replicas=process.world_size, rank=process.rank, shuffle=True, seed=config.seed,
-            drop_last=True)
-        self.loader = torch.utils.data.DataLoader(self.dataset, batch_size=config.batch_size, sampler=self.sampler,
-                                                  drop_last=True, num_workers=0)
+            self.dataset,
+            num_replicas=process.world_size,
+            rank=process.rank,
+            shuffle=True,
+            seed=config.seed,
+            drop_last=True,
+        )
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=config.batch_size, sampler=self.sampler, drop_last=True, num_workers=0
+        )
         if len(self.loader) == 0:
-            raise InputError(dataset_folder, f"{len(records)} training cases cannot fill one batch of "
-                             f"{config.batch_size} x {process.world_size} processes", "lower batch_size")
+            raise InputError(
+                dataset_folder,
+                f"{len(records)} training cases cannot fill one batch of "
+                f"{config.batch_size} x {process.world_size} processes",
+                "lower batch_size",
+            )
         self.start_epoch = 0
         checkpoint = latest_checkpoint(self.folder / "checkpoints")
         if checkpoint is not None:
-            state = load_checkpoint(checkpoint, {"generator": self.generator, "discriminator": self.discriminator},
-                                    self.optimizers, self.schedulers)
+            state = load_checkpoint(
+                checkpoint,
+                {"generator": self.generator, "discriminator": self.discriminator},
+                self.optimizers,
+                self.schedulers,
+            )
             self.start_epoch = state["epoch"] + 1
         if process.is_main:  # also without a checkpoint: a run killed before its first one logged epochs
             truncate_history(self.folder / "history.jsonl", self.start_epoch)
@@ -170,7 +198,7 @@ class StageTrainer:
         with self._no_sync(self.discriminator_ddp, sync), self._autocast():
             both = self.discriminator_ddp(torch.cat([x, x]), torch.cat([y, fake.detach()]))
             pred_real = [[f[: len(x)] for f in scale_features] for scale_features in both]
-            pred_fake = [[f[len(x):] for f in scale_features] for scale_features in both]
+            pred_fake = [[f[len(x) :] for f in scale_features] for scale_features in both]
             d_loss, d_parts = self.loss.discriminator_loss(pred_real, pred_fake)
             (d_loss * scale).backward()
         # Generator: D frozen and called without its DDP wrapper (no D gradients to synchronise).
@@ -179,7 +207,7 @@ class StageTrainer:
         with self._no_sync(self.generator_ddp, sync), self._autocast():
             both = self.discriminator(torch.cat([x, x]), torch.cat([y, fake]))
             pred_real = [[f[: len(x)] for f in scale_features] for scale_features in both]
-            pred_fake = [[f[len(x):] for f in scale_features] for scale_features in both]
+            pred_fake = [[f[len(x) :] for f in scale_features] for scale_features in both]
             g_loss, g_parts = self.loss.generator_loss(fake.float(), y, pred_fake, pred_real)
             (g_loss * scale).backward()
         for parameter in self.discriminator.parameters():
@@ -190,8 +218,9 @@ class StageTrainer:
         """Train to the configured number of epochs (or ``stop_after_epochs`` more); returns this run's history."""
 
         total_epochs = self.config.epochs[self.stage]
-        last_epoch = total_epochs if stop_after_epochs is None else min(total_epochs,
-                                                                        self.start_epoch + stop_after_epochs)
+        last_epoch = (
+            total_epochs if stop_after_epochs is None else min(total_epochs, self.start_epoch + stop_after_epochs)
+        )
         writer = self._tensorboard()
         history = []
         for epoch in range(self.start_epoch, last_epoch):
@@ -199,8 +228,12 @@ class StageTrainer:
             self.dataset.set_epoch(epoch)
             self.generator.train()
             self.discriminator.train()
-            bar = progress_bar(self.loader, desc=f"{self.stage} epoch {epoch + 1}/{total_epochs}",
-                       disable=not (progress and self.process.is_main), leave=False)
+            bar = progress_bar(
+                self.loader,
+                desc=f"{self.stage} epoch {epoch + 1}/{total_epochs}",
+                disable=not (progress and self.process.is_main),
+                leave=False,
+            )
             micro, micro_losses = 0, []
             for optimizer in self.optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
@@ -225,9 +258,14 @@ class StageTrainer:
             if self.process.is_main:
                 self._log_epoch(writer, epoch, [h for h in history if h["epoch"] == epoch])
                 if (epoch + 1) % self.config.checkpoint_every_epochs == 0 or epoch + 1 == total_epochs:
-                    save_checkpoint(self.folder / "checkpoints", epoch,
-                                    {"generator": self.generator, "discriminator": self.discriminator},
-                                    self.optimizers, self.schedulers, {"stage": self.stage})
+                    save_checkpoint(
+                        self.folder / "checkpoints",
+                        epoch,
+                        {"generator": self.generator, "discriminator": self.discriminator},
+                        self.optimizers,
+                        self.schedulers,
+                        {"stage": self.stage},
+                    )
             if self.process.world_size > 1:
                 dist.barrier()
         if writer is not None:

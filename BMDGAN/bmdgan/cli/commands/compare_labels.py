@@ -14,12 +14,18 @@ GOALS = {"femur": 0.90, "hip": 0.85}
 
 def add_arguments(parser) -> None:
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
-    parser.add_argument("--reference", required=True, nargs="+",
-                        help="reference segmentation: a folder of TotalSegmentator files (femur_left.nii.gz, "
-                             "hip_right.nii.gz, sacrum.nii.gz, ...), those files, or one multilabel file")
-    parser.add_argument("--label-map", default="auto",
-                        help="convention of a multilabel reference: auto, project, totalsegmentator-v1, "
-                             "totalsegmentator-v2")
+    parser.add_argument(
+        "--reference",
+        required=True,
+        nargs="+",
+        help="reference segmentation: a folder of TotalSegmentator files (femur_left.nii.gz, "
+        "hip_right.nii.gz, sacrum.nii.gz, ...), those files, or one multilabel file",
+    )
+    parser.add_argument(
+        "--label-map",
+        default="auto",
+        help="convention of a multilabel reference: auto, project, totalsegmentator-v1, totalsegmentator-v2",
+    )
     add_out(parser, "folder for label_dice.json and label_dice.md")
 
 
@@ -34,8 +40,11 @@ def _reference_paths(given: list[str]) -> list:
         if item.is_dir():
             found = [p for name in STRUCTURES for p in sorted(item.glob(f"{name}.nii*"))]
             if not found:
-                raise InputError(item, "no TotalSegmentator structure files (femur_left.nii.gz, ...) in this folder",
-                                 "give the folder of TotalSegmentator's single-structure output, or a multilabel file")
+                raise InputError(
+                    item,
+                    "no TotalSegmentator structure files (femur_left.nii.gz, ...) in this folder",
+                    "give the folder of TotalSegmentator's single-structure output, or a multilabel file",
+                )
             paths += found
         elif item.exists():
             paths.append(item)
@@ -54,25 +63,43 @@ def _reference_masks(paths: list, ct, convention: str) -> dict:
     from bmdgan.io import read_label_volume
 
     single = len(paths) == 1 and not paths[0].name.lower().endswith(".seg.nrrd")
-    if single and (convention == "project" or convention == "auto" and guess_convention(
-            set(int(v) for v in np.unique(read_label_volume(paths[0]).array))) == "project"):
-        raise InputError(paths[0], "a project label map does not say which side its labels 1-3 belong to",
-                         "give TotalSegmentator's files or its multilabel map as the reference")
+    if single and (
+        convention == "project"
+        or convention == "auto"
+        and guess_convention(set(int(v) for v in np.unique(read_label_volume(paths[0]).array))) == "project"
+    ):
+        raise InputError(
+            paths[0],
+            "a project label map does not say which side its labels 1-3 belong to",
+            "give TotalSegmentator's files or its multilabel map as the reference",
+        )
     try:
         labels = load_segmentation(paths, ct, "left", convention, bilateral=True).array
-        sides = {"femur_left": L.femur_mask(labels), "hip_left": labels == L.PELVIS,
-                 "femur_right": labels == L.OTHER_FEMUR, "hip_right": labels == L.OTHER_PELVIS}
+        sides = {
+            "femur_left": L.femur_mask(labels),
+            "hip_left": labels == L.PELVIS,
+            "femur_right": labels == L.OTHER_FEMUR,
+            "hip_right": labels == L.OTHER_PELVIS,
+        }
     except InputError:  # no left femur in the reference: read it from the right side
         labels = load_segmentation(paths, ct, "right", convention, bilateral=True).array
-        sides = {"femur_right": L.femur_mask(labels), "hip_right": labels == L.PELVIS,
-                 "femur_left": labels == L.OTHER_FEMUR, "hip_left": labels == L.OTHER_PELVIS}
+        sides = {
+            "femur_right": L.femur_mask(labels),
+            "hip_right": labels == L.PELVIS,
+            "femur_left": labels == L.OTHER_FEMUR,
+            "hip_left": labels == L.OTHER_PELVIS,
+        }
     sides["sacrum"] = labels == L.SACRUM
     return {name: mask for name, mask in sides.items() if mask.any()}
 
 
 def _markdown(record: dict) -> str:
-    lines = [f"Automatic labels of `{record['ct']}` against `{', '.join(record['reference'])}`.", "",
-             "| structure | Dice | automatic (cm3) | reference (cm3) | goal |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Automatic labels of `{record['ct']}` against `{', '.join(record['reference'])}`.",
+        "",
+        "| structure | Dice | automatic (cm3) | reference (cm3) | goal |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, row in record["structures"].items():
         dice = "-" if row["dice"] is None else f"{row['dice']:.3f}"
         goal = "-" if row["goal"] is None else f">= {row['goal']:.2f}"
@@ -129,12 +156,19 @@ def run(args) -> int:
         ours = np.zeros(ct.array.shape, bool) if ours is None else ours
         theirs = np.zeros(ct.array.shape, bool) if theirs is None else theirs
         total = int(ours.sum() + theirs.sum())
-        structures[name] = {"dice": round(2.0 * float((ours & theirs).sum()) / total, 4) if total else None,
-                            "automatic_cm3": round(float(ours.sum() * voxel_cm3), 2),
-                            "reference_cm3": round(float(theirs.sum() * voxel_cm3), 2),
-                            "goal": GOALS.get(name.split("_")[0])}
-    record = {"ct": str(args.ct), "reference": [str(r) for r in args.reference], "structures": structures,
-              "seconds": {step: round(value, 2) for step, value in seconds.items()}, "notes": notes}
+        structures[name] = {
+            "dice": round(2.0 * float((ours & theirs).sum()) / total, 4) if total else None,
+            "automatic_cm3": round(float(ours.sum() * voxel_cm3), 2),
+            "reference_cm3": round(float(theirs.sum() * voxel_cm3), 2),
+            "goal": GOALS.get(name.split("_")[0]),
+        }
+    record = {
+        "ct": str(args.ct),
+        "reference": [str(r) for r in args.reference],
+        "structures": structures,
+        "seconds": {step: round(value, 2) for step, value in seconds.items()},
+        "notes": notes,
+    }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "label_dice.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(out / "label_dice.md", _markdown(record))

@@ -11,10 +11,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="dataset folder with folds in its manifest")
     add_out(parser, "folder of the fold runs and pooled_metrics.json")
     parser.add_argument("--config", default="cpu", help="configuration name (paper, cpu, smoke) or YAML path")
-    parser.add_argument("--folds", type=comma_list(int, example="0,1,2"), default="0,1,2,3,4",
-                        help="folds to hold out in turn, comma-separated (default 0,1,2,3,4)")
-    parser.add_argument("--targets", type=comma_list(), default="ct_abmd_g_cm2,qct_vbmd_mg_cm3",
-                        help="BMD columns to regress, comma-separated (default ct_abmd_g_cm2,qct_vbmd_mg_cm3)")
+    parser.add_argument(
+        "--folds",
+        type=comma_list(int, example="0,1,2"),
+        default="0,1,2,3,4",
+        help="folds to hold out in turn, comma-separated (default 0,1,2,3,4)",
+    )
+    parser.add_argument(
+        "--targets",
+        type=comma_list(),
+        default="ct_abmd_g_cm2,qct_vbmd_mg_cm3",
+        help="BMD columns to regress, comma-separated (default ct_abmd_g_cm2,qct_vbmd_mg_cm3)",
+    )
     add_device(parser)
 
 
@@ -28,6 +36,8 @@ def run(args) -> int:
     for method, values in pooled["methods"].items():
         for target, m in values.items():
             cv = f", RMS-CV {m['rms_cv_percent']:.1f}%" if m["rms_cv_percent"] is not None else ""
-            print(f"  {method:<26}{target:<17} PCC {m['pcc']:.3f}  ICC {m['icc']:.3f}  MAE {m['mae']:.4g}  "
-                  f"SEE {m['see']:.4g}{cv}")
+            print(
+                f"  {method:<26}{target:<17} PCC {m['pcc']:.3f}  ICC {m['icc']:.3f}  MAE {m['mae']:.4g}  "
+                f"SEE {m['see']:.4g}{cv}"
+            )
     return 0

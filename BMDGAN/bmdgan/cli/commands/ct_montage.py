@@ -8,8 +8,10 @@ HELP = "write a review montage PNG per CT hip: femur views with labels, landmark
 
 
 def add_arguments(parser) -> None:
-    parser.description = (f"{HELP}. One hip -> <case>.png; both hips of a whole-pelvis CT (the default) -> "
-                          "<case>-left.png and <case>-right.png.")
+    parser.description = (
+        f"{HELP}. One hip -> <case>.png; both hips of a whole-pelvis CT (the default) -> "
+        "<case>-left.png and <case>-right.png."
+    )
     parser.add_argument("cts", nargs="+", help="CT volumes (DICOM folders, .nii.gz, .nrrd, .mha)")
     add_out(parser, "folder for the <case>.png pictures")
     from bmdgan.cli.ct_options import add_common_inputs
@@ -52,6 +54,8 @@ def run(args) -> int:
             title = name if len(analyses) + len(refused) == 1 else f"{name}-{analysis.side}"
             picture = write_montage(analysis, output / f"{title}.png", title)
             m = analysis.measurement
-            print(f"{picture}: side {analysis.side}, vBMD {m.qct_vbmd_mg_cm3:.1f} mg/cm3, "
-                  f"aBMD {m.ct_abmd_g_cm2:.3f} g/cm2, PF {m.pf_volume_cm3:.1f} cm3")
+            print(
+                f"{picture}: side {analysis.side}, vBMD {m.qct_vbmd_mg_cm3:.1f} mg/cm3, "
+                f"aBMD {m.ct_abmd_g_cm2:.3f} g/cm2, PF {m.pf_volume_cm3:.1f} cm3"
+            )
     return 2 if failed == len(args.cts) else 0

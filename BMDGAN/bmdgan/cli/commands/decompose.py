@@ -11,8 +11,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("radiograph", help="radiograph file (DICOM, PNG, JPEG, TIFF)")
     parser.add_argument("--model", required=True, help="model folder (a training run's 'model' folder)")
     parser.add_argument("--side", choices=("left", "right"), required=True, help="the patient's hip to analyse")
-    parser.add_argument("--single-hip", action="store_true",
-                        help="the image shows one hip only (do not split it at the centre)")
+    parser.add_argument(
+        "--single-hip", action="store_true", help="the image shows one hip only (do not split it at the centre)"
+    )
     add_out(parser, "output TIFF (float32, g/cm2)")
     add_device(parser)
 
@@ -25,10 +26,18 @@ def run(args) -> int:
     model = DecompositionModel.load(args.model, args.device)
     decomposition = model.decompose(read_radiograph(args.radiograph), args.side, bilateral=not args.single_hip)
     bmd = model.bmd(decomposition)
-    write_float_image(args.out, decomposition.pf_drr_g_cm2, "g/cm2", source=str(args.radiograph),
-                      crop=decomposition.crop.to_dict(), bmd=bmd)
-    print(f"PF-DRR written to {args.out} (g/cm2, {decomposition.pf_drr_g_cm2.shape[1]} x "
-          f"{decomposition.pf_drr_g_cm2.shape[0]} pixels)")
+    write_float_image(
+        args.out,
+        decomposition.pf_drr_g_cm2,
+        "g/cm2",
+        source=str(args.radiograph),
+        crop=decomposition.crop.to_dict(),
+        bmd=bmd,
+    )
+    print(
+        f"PF-DRR written to {args.out} (g/cm2, {decomposition.pf_drr_g_cm2.shape[1]} x "
+        f"{decomposition.pf_drr_g_cm2.shape[0]} pixels)"
+    )
     for target, value in bmd.items():
         print(f"  {target}: {value:.3f}")
     return 0

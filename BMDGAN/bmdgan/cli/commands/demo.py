@@ -16,8 +16,11 @@ HELP = "the main job: estimate BMD of the bundled sample radiograph with the def
 def add_arguments(parser) -> None:
     add_out(parser, "output folder", default="bmdgan-demo")
     parser.add_argument("--full", action="store_true", help="run every stage: CTs -> cohort -> training -> evaluation")
-    parser.add_argument("--data", default=None, help="with --full: a folder of CTs to use instead of the bundled one "
-                                                     "(e.g. ../shared/data/ct/ibsi_sts)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="with --full: a folder of CTs to use instead of the bundled one (e.g. ../shared/data/ct/ibsi_sts)",
+    )
     parser.add_argument("--model", default=None, help="model folder (default: the bundled default model)")
 
 
@@ -35,27 +38,37 @@ def _estimate_sample(args) -> int:
     folder = sample_data_dir()
     sample = folder / SAMPLE_SIMULATED_RADIOGRAPH
     truth = json.loads(sample.with_name(sample.stem + "_truth.json").read_text())
-    print(f"[1/3] sample radiograph {sample.name}: simulated from real CT {truth['ct']} "
-          f"({truth['image_shows']}); this CT was never used to train the default model")
+    print(
+        f"[1/3] sample radiograph {sample.name}: simulated from real CT {truth['ct']} "
+        f"({truth['image_shows']}); this CT was never used to train the default model"
+    )
     model_folder = resolve_model_folder(args.model)
     model = DecompositionModel.load(model_folder)
     card = model.description.get("provenance", {})
-    print(f"[2/3] model {model_folder} ({model.description['backbone']}, trained on "
-          f"{card.get('training_cases', '?')} simulated radiographs)")
+    print(
+        f"[2/3] model {model_folder} ({model.description['backbone']}, trained on "
+        f"{card.get('training_cases', '?')} simulated radiographs)"
+    )
     print("[3/3] decomposing the radiograph and estimating BMD...")
     radiograph = read_radiograph(sample)
     reference = load_reference()
     hip, decomposition = estimate_hip(model, radiograph, "right", reference, bilateral=False)
-    out = write_results(Path(args.out) / sample.stem, radiograph, [(hip, decomposition)], model, str(model_folder),
-                        overwrite=True)  # the demo's own earlier result of the sample (never anything else)
+    out = write_results(
+        Path(args.out) / sample.stem, radiograph, [(hip, decomposition)], model, str(model_folder), overwrite=True
+    )  # the demo's own earlier result of the sample (never anything else)
     true_abmd, true_vbmd = truth["ct_abmd_g_cm2"], truth["qct_vbmd_mg_cm3"]
     true_t = t_score(true_abmd, reference)
     print(f"\nResult ({hip.method}), beside the ground truth measured on the same CT:")
     if hip.dxa_bmd_g_cm2 is not None:
         error = 100.0 * (hip.dxa_bmd_g_cm2 - true_abmd) / true_abmd
-        print(f"  areal BMD (DXA-like)      {hip.dxa_bmd_g_cm2:7.3f} g/cm2    truth {true_abmd:7.3f} g/cm2  ({error:+.1f}%)")
-        print(f"  T-score ({reference.site})  {hip.t_score:+7.1f} {hip.who_category:<13} truth {true_t:+.1f} "
-              f"{who_category(true_t)}")
+        print(
+            f"  areal BMD (DXA-like)      {hip.dxa_bmd_g_cm2:7.3f} g/cm2    "
+            f"truth {true_abmd:7.3f} g/cm2  ({error:+.1f}%)"
+        )
+        print(
+            f"  T-score ({reference.site})  {hip.t_score:+7.1f} {hip.who_category:<13} truth {true_t:+.1f} "
+            f"{who_category(true_t)}"
+        )
     if hip.qct_bmd_mg_cm3 is not None:
         print(f"  volumetric BMD (QCT-like) {hip.qct_bmd_mg_cm3:7.0f} mg/cm3   truth {true_vbmd:7.0f} mg/cm3")
     for warning in hip.warnings:
@@ -91,8 +104,14 @@ def _full_pipeline(args) -> int:
         print(f"      skipped {ct_id}: {reason}")
     patients = max(5, 10 // max(1, len(ct_ids)))
     print(f"[2/4] simulating {patients * len(ct_ids)} virtual patients x 2 poses from {', '.join(ct_ids)}")
-    settings = CohortSettings(str(out / "cohort" / "prepared"), seed=0, patients_per_ct=patients,
-                              poses=("standing", "abduction"), image_shape=(256, 128), folds=5)
+    settings = CohortSettings(
+        str(out / "cohort" / "prepared"),
+        seed=0,
+        patients_per_ct=patients,
+        poses=("standing", "abduction"),
+        image_shape=(256, 128),
+        folds=5,
+    )
     summary = simulate_cohort(settings, ct_ids, out / "cohort")
     write_montage(out / "cohort", out / "cohort_montage.png", samples=4)
     write_histograms(out / "cohort", out / "cohort_histograms.png")

@@ -23,12 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..options import add_out
 
     add_out(parser, "output folder for the PNGs and gallery.json")
-    parser.add_argument("--data", type=Path,
-                        help="folder searched for CTs when none is given (default: $BMDGAN_DATA_DIR, else "
-                             "/work/shared/data)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="folder searched for CTs when none is given (default: $BMDGAN_DATA_DIR, else /work/shared/data)",
+    )
     parser.add_argument("--max-side", type=int, default=512, help="longest image side in pixels (default 512)")
-    parser.add_argument("--energy-kev", type=float, default=50.0,
-                        help="effective energy (keV) for HU -> mu (material decomposition, NIST mu/rho)")
+    parser.add_argument(
+        "--energy-kev",
+        type=float,
+        default=50.0,
+        help="effective energy (keV) for HU -> mu (material decomposition, NIST mu/rho)",
+    )
     parser.add_argument("--limit", type=int, help="at most this many CTs")
 
 
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(args.data, "is not a folder", "give CT files or --data FOLDER")
         cts = find_cts(args.data)
     if args.limit:
-        cts = cts[:args.limit]
+        cts = cts[: args.limit]
     if not cts:
         raise InputError(args.data, "holds no CT volume", "give CT files or another --data folder")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -86,11 +92,19 @@ def run(args: argparse.Namespace) -> int:
         image = display_scale(drr.image[0])
         write_png8(picture, image)
         pictures.append((name, image))
-        entries.append({"ct": str(path), "picture": picture.name, "shape_ijk": list(ct.shape_ijk),
-                        "spacing_mm": list(ct.geometry.spacing_mm),
-                        "direction": np.asarray(ct.geometry.direction).round(4).tolist(),
-                        "unit": drr.unit, "max_radiological_path": float(drr.image.max()),
-                        "render_seconds": round(seconds, 3), "geometry": geometry.to_dict()})
+        entries.append(
+            {
+                "ct": str(path),
+                "picture": picture.name,
+                "shape_ijk": list(ct.shape_ijk),
+                "spacing_mm": list(ct.geometry.spacing_mm),
+                "direction": np.asarray(ct.geometry.direction).round(4).tolist(),
+                "unit": drr.unit,
+                "max_radiological_path": float(drr.image.max()),
+                "render_seconds": round(seconds, 3),
+                "geometry": geometry.to_dict(),
+            }
+        )
     columns = min(5, len(pictures))
     rows = -(-len(pictures) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
@@ -105,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     with atomic_path(sheet) as temporary:
         figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
-    atomic_write_text(args.out / "gallery.json", json.dumps({"energy_kev": args.energy_kev, "cts": entries},
-                                                            indent=2) + "\n")
+    atomic_write_text(
+        args.out / "gallery.json", json.dumps({"energy_kev": args.energy_kev, "cts": entries}, indent=2) + "\n"
+    )
     print(f"wrote {len(entries)} DRR picture(s) and {sheet}")
     return 0

@@ -10,16 +10,25 @@ HELP = "estimate BMD from radiographs (files, folders or a .txt list): result.js
 def add_arguments(parser) -> None:
     parser.add_argument("inputs", nargs="+", help="radiographs (DICOM, PNG, JPEG, TIFF), folders or .txt lists")
     parser.add_argument("--model", default=None, help="model folder (default: the bundled default model)")
-    parser.add_argument("--side", choices=("auto", "left", "right"), default="auto",
-                        help="hip to analyse; auto: DICOM laterality if present, else both hips")
-    parser.add_argument("--method", choices=("auto", "decomposition", "regression"), default="auto",
-                        help="auto: stage-3 regression when the model has it, else the PF-DRR mean")
+    parser.add_argument(
+        "--side",
+        choices=("auto", "left", "right"),
+        default="auto",
+        help="hip to analyse; auto: DICOM laterality if present, else both hips",
+    )
+    parser.add_argument(
+        "--method",
+        choices=("auto", "decomposition", "regression"),
+        default="auto",
+        help="auto: stage-3 regression when the model has it, else the PF-DRR mean",
+    )
     parser.add_argument("--single-hip", action="store_true", help="images show one hip only (no split at centre)")
     parser.add_argument("--reference", default=None, help="T-score reference (see resources/tscore_references.json)")
     add_out(parser, "output folder: one subfolder per radiograph")
     add_device(parser)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace earlier estimates in the output folder (never anything else)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace earlier estimates in the output folder (never anything else)"
+    )
 
 
 def run(args) -> int:
@@ -64,8 +73,10 @@ def run(args) -> int:
         try:
             with about_file(path):
                 radiograph = read_radiograph(path)
-            results = [estimate_hip(model, radiograph, side, reference, not args.single_hip, args.method)
-                       for side in sides_to_analyse(radiograph, args.side)]
+            results = [
+                estimate_hip(model, radiograph, side, reference, not args.single_hip, args.method)
+                for side in sides_to_analyse(radiograph, args.side)
+            ]
             folder = write_results(destination, radiograph, results, model, str(model_folder), args.overwrite)
         except Exception as error:  # one bad file (unreadable, decompression bomb...) does not stop the batch
             message = describe_expected_error(error)
@@ -75,8 +86,11 @@ def run(args) -> int:
             print(f"bmdgan estimate: error: {message}", file=sys.stderr)
             continue
         for hip, _ in results:
-            numbers = (f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, T-score {hip.t_score:+.1f} ({hip.who_category})"
-                       if hip.dxa_bmd_g_cm2 is not None else "no aBMD")
+            numbers = (
+                f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, T-score {hip.t_score:+.1f} ({hip.who_category})"
+                if hip.dxa_bmd_g_cm2 is not None
+                else "no aBMD"
+            )
             if hip.qct_bmd_mg_cm3 is not None:
                 numbers += f", vBMD {hip.qct_bmd_mg_cm3:.0f} mg/cm3"
             print(f"{path.name} {hip.side} hip: {numbers}" + ("" if hip.trustworthy else "  [NOT TRUSTWORTHY]"))

@@ -8,8 +8,10 @@ HELP = "find the 8 proximal-femur landmarks (Uemura 2022) and write them as .mrk
 
 
 def add_arguments(parser) -> None:
-    parser.description = (f"{HELP}. With --side both on a whole-pelvis CT one file per hip is written, named "
-                          "after -o with the side added (lm.mrk.json -> lm-left.mrk.json, lm-right.mrk.json).")
+    parser.description = (
+        f"{HELP}. With --side both on a whole-pelvis CT one file per hip is written, named "
+        "after -o with the side added (lm.mrk.json -> lm-left.mrk.json, lm-right.mrk.json)."
+    )
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
     add_out(parser, "markups file to write (.mrk.json)")
     parser.add_argument("--fcsv", help="also write a legacy .fcsv (RAS) here")

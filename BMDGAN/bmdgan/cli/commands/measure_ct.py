@@ -5,10 +5,12 @@ from __future__ import annotations
 from bmdgan.cli.options import add_out, add_quiet
 
 HELP = "measure QCT vBMD (mg/cm3) and CT-aBMD (g/cm2) of the proximal femur in a CT (labels, landmarks, calibration)"
-LAYOUT = ("Outputs: one hip measured (a thigh crop, or --side left/right/auto) -> OUT/measurement.json, labels.nii.gz, "
-          "metal.nii.gz, landmarks.mrk.json, calibration.json (and montage.png); both hips (the default on a "
-          "whole-pelvis CT) -> the same files in OUT/left/ and OUT/right/, and OUT/measurement.json holding both "
-          "records, the left-right difference and any hip refused (metal in its proximal-femur region).")
+LAYOUT = (
+    "Outputs: one hip measured (a thigh crop, or --side left/right/auto) -> OUT/measurement.json, labels.nii.gz, "
+    "metal.nii.gz, landmarks.mrk.json, calibration.json (and montage.png); both hips (the default on a "
+    "whole-pelvis CT) -> the same files in OUT/left/ and OUT/right/, and OUT/measurement.json holding both "
+    "records, the left-right difference and any hip refused (metal in its proximal-femur region)."
+)
 
 
 def add_arguments(parser) -> None:
@@ -22,7 +24,14 @@ def add_arguments(parser) -> None:
     add_quiet(parser)
 
 
-SUMMARY_KEYS = ("side", "qct_vbmd_mg_cm3", "ct_abmd_g_cm2", "pf_volume_cm3", "pf_projected_area_cm2", "pf_region_complete")
+SUMMARY_KEYS = (
+    "side",
+    "qct_vbmd_mg_cm3",
+    "ct_abmd_g_cm2",
+    "pf_volume_cm3",
+    "pf_projected_area_cm2",
+    "pf_region_complete",
+)
 
 
 def _write_hip(analysis, folder, montage_title: str | None) -> dict:
@@ -34,7 +43,9 @@ def _write_hip(analysis, folder, montage_title: str | None) -> dict:
 
     folder.mkdir(parents=True, exist_ok=True)
     write_volume(analysis.label_volume(), folder / "labels.nii.gz")
-    write_volume(analysis.ct.with_array(analysis.segmentation.metal.astype("uint8"), unit="label"), folder / "metal.nii.gz")
+    write_volume(
+        analysis.ct.with_array(analysis.segmentation.metal.astype("uint8"), unit="label"), folder / "metal.nii.gz"
+    )
     write_mrk_json(analysis.landmarks.points, folder / "landmarks.mrk.json")
     analysis.calibration.save(folder / "calibration.json")
     record = measurement_record(analysis)
@@ -78,9 +89,22 @@ def run(args) -> int:
         print(json.dumps({key: record[key] for key in SUMMARY_KEYS}))
         return 0
     records = {a.side: _write_hip(a, output / a.side, f"{name} {a.side}" if args.montage else None) for a in analyses}
-    summary = {"bmdgan_version": __version__, "ct": ct.source, "sides": list(records),
-               "hips": records, "left_right_difference": left_right_difference(analyses), "refused": refused}
+    summary = {
+        "bmdgan_version": __version__,
+        "ct": ct.source,
+        "sides": list(records),
+        "hips": records,
+        "left_right_difference": left_right_difference(analyses),
+        "refused": refused,
+    }
     write_json_atomic(summary, output / "measurement.json")
-    print(json.dumps({"hips": {side: {key: r[key] for key in SUMMARY_KEYS} for side, r in records.items()},
-                      "left_right_difference": summary["left_right_difference"], "refused": refused}))
+    print(
+        json.dumps(
+            {
+                "hips": {side: {key: r[key] for key in SUMMARY_KEYS} for side, r in records.items()},
+                "left_right_difference": summary["left_right_difference"],
+                "refused": refused,
+            }
+        )
+    )
     return 0

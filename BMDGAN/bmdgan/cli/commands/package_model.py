@@ -10,16 +10,32 @@ HELP = "copy a trained model (safetensors + model.json) to a folder and write MO
 def add_arguments(parser) -> None:
     parser.add_argument("run_folder", metavar="RUN", help="training run folder (its 'model' folder is packaged)")
     add_out(parser, "destination, e.g. Resources/Models/default")
-    parser.add_argument("--evaluation", action="append", default=[], metavar="TITLE=FOLDER",
-                        help="an evaluation folder (bmdgan evaluate --out) to report, repeatable")
+    parser.add_argument(
+        "--evaluation",
+        action="append",
+        default=[],
+        metavar="TITLE=FOLDER",
+        help="an evaluation folder (bmdgan evaluate --out) to report, repeatable",
+    )
     parser.add_argument("--training-command", required=True, help="the command that trained it (for the card)")
     parser.add_argument("--training-minutes", type=float, default=None, help="its training time (minutes)")
-    parser.add_argument("--cts", type=comma_list(example="STS_001,STS_002"), required=True,
-                        help="CT ids of the training cohort, comma-separated")
-    parser.add_argument("--held-out-cts", type=comma_list(example="STS_012"), required=True,
-                        help="CT ids never used in training, comma-separated")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier package-model result in the destination (never anything else)")
+    parser.add_argument(
+        "--cts",
+        type=comma_list(example="STS_001,STS_002"),
+        required=True,
+        help="CT ids of the training cohort, comma-separated",
+    )
+    parser.add_argument(
+        "--held-out-cts",
+        type=comma_list(example="STS_012"),
+        required=True,
+        help="CT ids never used in training, comma-separated",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier package-model result in the destination (never anything else)",
+    )
 
 
 def run(args) -> int:
@@ -34,7 +50,16 @@ def run(args) -> int:
             raise InputError(None, f"--evaluation {item!r} is not TITLE=FOLDER", "e.g. 'fold 0=out/eval'")
         title, folder = item.split("=", 1)
         evaluations[title] = Path(folder)
-    out = package_model(Path(args.run_folder) / "model", args.run_folder, args.out, evaluations, args.training_command,
-                        args.training_minutes, list(args.cts), list(args.held_out_cts), args.overwrite)
+    out = package_model(
+        Path(args.run_folder) / "model",
+        args.run_folder,
+        args.out,
+        evaluations,
+        args.training_command,
+        args.training_minutes,
+        list(args.cts),
+        list(args.held_out_cts),
+        args.overwrite,
+    )
     print(f"packaged -> {out} (MODEL_CARD.md)")
     return 0

@@ -8,8 +8,10 @@ HELP = "label the femur (2) and pelvis (1) of a hip in a CT, automatically or fr
 
 
 def add_arguments(parser) -> None:
-    parser.description = (f"{HELP}. With --side both on a whole-pelvis CT one label map per hip is written, "
-                          "named after -o with the side added (labels.nii.gz -> labels-left.nii.gz, labels-right.nii.gz).")
+    parser.description = (
+        f"{HELP}. With --side both on a whole-pelvis CT one label map per hip is written, "
+        "named after -o with the side added (labels.nii.gz -> labels-left.nii.gz, labels-right.nii.gz)."
+    )
     parser.add_argument("ct", help="CT volume (DICOM folder, .nii.gz, .nrrd, .mha) in HU")
     add_out(parser, "label map to write (.nii.gz, .nrrd, .mha)")
     parser.add_argument("--metal", help="also write the metal mask (0/1) here")
@@ -40,11 +42,15 @@ def run(args) -> int:
         path = args.out if one else side_path(args.out, side)
         write_volume(labels, path)
         if args.metal:
-            write_volume(ct.with_array(metal.astype(np.uint8), unit="label"), args.metal if one else side_path(args.metal, side))
+            write_volume(
+                ct.with_array(metal.astype(np.uint8), unit="label"), args.metal if one else side_path(args.metal, side)
+            )
         femur_cm3 = float(L.femur_mask(labels.array).sum() * voxel_cm3)
         pelvis_cm3 = float((labels.array == L.PELVIS).sum() * voxel_cm3)
-        print(f"{path}: {side} hip, femur {femur_cm3:.1f} cm3, pelvis {pelvis_cm3:.1f} cm3, "
-              f"metal {float(metal.sum() * voxel_cm3):.2f} cm3")
+        print(
+            f"{path}: {side} hip, femur {femur_cm3:.1f} cm3, pelvis {pelvis_cm3:.1f} cm3, "
+            f"metal {float(metal.sum() * voxel_cm3):.2f} cm3"
+        )
         for note in notes:
             print(f"  note: {note}")
     return 0

@@ -10,32 +10,57 @@ HELP = "generate a virtual cohort from real CTs: varied bone density, soft tissu
 def add_arguments(parser) -> None:
     parser.add_argument("cts", nargs="+", help="CT files, or folders of .nii.gz/.nrrd/.mha CTs")
     add_out(parser, "dataset folder (created, or finished when it exists)")
-    parser.add_argument("--exclude", type=comma_list(example="STS_012"), default="",
-                        help="CT ids to leave out (e.g. held-out CTs), comma-separated")
+    parser.add_argument(
+        "--exclude",
+        type=comma_list(example="STS_012"),
+        default="",
+        help="CT ids to leave out (e.g. held-out CTs), comma-separated",
+    )
     parser.add_argument("--patients-per-ct", type=positive_int, default=9, help="virtual patients per CT (default 9)")
-    parser.add_argument("--poses", type=comma_list(example="standing,supine"),
-                        default="standing,supine,abduction,adduction",
-                        help="poses of every virtual patient, comma-separated (default %(default)s)")
+    parser.add_argument(
+        "--poses",
+        type=comma_list(example="standing,supine"),
+        default="standing,supine,abduction,adduction",
+        help="poses of every virtual patient, comma-separated (default %(default)s)",
+    )
     add_image_size(parser)
     parser.add_argument("--fold-count", type=positive_int, default=5, help="cross-validation folds (2 or more)")
-    parser.add_argument("--fold-by", choices=("patient", "ct"), default="patient",
-                        help="hold out virtual patients (the paper's split; their bones come from training CTs) or "
-                             "whole source CTs (every held-out bone unseen; needs at least --fold-count CTs)")
+    parser.add_argument(
+        "--fold-by",
+        choices=("patient", "ct"),
+        default="patient",
+        help="hold out virtual patients (the paper's split; their bones come from training CTs) or "
+        "whole source CTs (every held-out bone unseen; needs at least --fold-count CTs)",
+    )
     add_seed(parser, what="virtual patients and folds")
-    parser.add_argument("--acquisition", default="reference",
-                        help="'reference' (one site's protocol, as in the paper's single-hospital data), 'site:N' "
-                             "(another site drawn with seed N) or 'varied' (every image its own site and processing)")
-    parser.add_argument("--view", choices=("auto", "hip", "ap-pelvis"), default="auto",
-                        help="'hip': one hip per image in its anatomical frame; 'ap-pelvis': the clinic's AP pelvis "
-                             "radiograph of a whole-pelvis CT, split at the centre line into one case per hip; 'auto' "
-                             "(default): AP pelvis for a CT holding both hips, single-hip otherwise")
-    parser.add_argument("--picture", metavar="PNG",
-                        help="also write a review picture of the first CT with two hips: its AP pelvis radiograph "
-                             "next to its stage-1 DRR and both PF-DRRs (docs/ap-pelvis.md)")
+    parser.add_argument(
+        "--acquisition",
+        default="reference",
+        help="'reference' (one site's protocol, as in the paper's single-hospital data), 'site:N' "
+        "(another site drawn with seed N) or 'varied' (every image its own site and processing)",
+    )
+    parser.add_argument(
+        "--view",
+        choices=("auto", "hip", "ap-pelvis"),
+        default="auto",
+        help="'hip': one hip per image in its anatomical frame; 'ap-pelvis': the clinic's AP pelvis "
+        "radiograph of a whole-pelvis CT, split at the centre line into one case per hip; 'auto' "
+        "(default): AP pelvis for a CT holding both hips, single-hip otherwise",
+    )
+    parser.add_argument(
+        "--picture",
+        metavar="PNG",
+        help="also write a review picture of the first CT with two hips: its AP pelvis radiograph "
+        "next to its stage-1 DRR and both PF-DRRs (docs/ap-pelvis.md)",
+    )
     parser.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
-    parser.add_argument("--segmentation", action="append", default=[], metavar="CT_ID=SIDE:FILE[,FILE]",
-                        help="use these label files for a CT's femur (e.g. TotalSegmentator's femur_right and "
-                             "hip_right), repeatable")
+    parser.add_argument(
+        "--segmentation",
+        action="append",
+        default=[],
+        metavar="CT_ID=SIDE:FILE[,FILE]",
+        help="use these label files for a CT's femur (e.g. TotalSegmentator's femur_right and hip_right), repeatable",
+    )
 
 
 def run(args) -> int:
@@ -52,7 +77,9 @@ def run(args) -> int:
     paths = []
     for text in args.cts:
         path = Path(text)
-        paths += sorted(p for p in path.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES)) if path.is_dir() else [path]
+        paths += (
+            sorted(p for p in path.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES)) if path.is_dir() else [path]
+        )
     excluded = set(args.exclude)
     paths = [p for p in paths if ct_id_of(p) not in excluded]
     poses = args.poses
@@ -67,12 +94,24 @@ def run(args) -> int:
             ct_id, rest = item.split("=", 1)
             side, files = rest.split(":", 1)
         except ValueError:
-            raise InputError(None, f"--segmentation {item!r} is not CT_ID=SIDE:FILE[,FILE]",
-                             "e.g. example_ct=right:femur_right.nii.gz,hip_right.nii.gz") from None
+            raise InputError(
+                None,
+                f"--segmentation {item!r} is not CT_ID=SIDE:FILE[,FILE]",
+                "e.g. example_ct=right:femur_right.nii.gz,hip_right.nii.gz",
+            ) from None
         segmentations[ct_id] = (side, [Path(f) for f in files.split(",")])
     parse_acquisition(args.acquisition)  # a typo fails before any work
-    settings = CohortSettings(str(prepared_folder), args.seed, args.patients_per_ct, poses, args.image_size,
-                              args.fold_count, args.acquisition, args.fold_by, args.view)
+    settings = CohortSettings(
+        str(prepared_folder),
+        args.seed,
+        args.patients_per_ct,
+        poses,
+        args.image_size,
+        args.fold_count,
+        args.acquisition,
+        args.fold_by,
+        args.view,
+    )
     check_cohort_request(settings, [ct_id_of(p) for p in paths], out)  # before minutes of CT preparation
     print(f"preparing {len(paths)} CTs (labels, landmarks, PF region, calibration, CT-aBMD/vBMD)...")
     ct_ids, skipped = prepare_cts(paths, prepared_folder, segmentations=segmentations)
@@ -86,8 +125,10 @@ def run(args) -> int:
     if args.picture:
         summary["picture"] = _picture(settings, ct_ids, Path(args.picture))
     atomic_write_text(out / "cohort_summary.json", json.dumps(summary, indent=2))
-    print(f"{summary['images']} images of {summary['patients']} virtual patients from {summary['cts']} CTs "
-          f"in {summary['seconds']:.0f} s -> {out}")
+    print(
+        f"{summary['images']} images of {summary['patients']} virtual patients from {summary['cts']} CTs "
+        f"in {summary['seconds']:.0f} s -> {out}"
+    )
     return 0
 
 

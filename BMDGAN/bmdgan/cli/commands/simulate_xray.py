@@ -19,27 +19,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ct", type=Path, help="CT volume in HU")
     add_out(parser, "folder for the outputs")
     parser.add_argument("--name", help="file name prefix (default: the CT file name)")
-    parser.add_argument("--density", type=Path,
-                        help="calibrated bone density volume (mg/cm3 HA) on the CT grid; default: from HU")
+    parser.add_argument(
+        "--density", type=Path, help="calibrated bone density volume (mg/cm3 HA) on the CT grid; default: from HU"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the first radiograph (default %(default)s)")
-    parser.add_argument("--count", type=int, default=1,
-                        help="number of radiographs, seeds seed..seed+count-1, parameters drawn per seed")
-    parser.add_argument("--params", type=Path,
-                        help="JSON of simulation parameters to fix (others are drawn from the documented ranges)")
-    parser.add_argument("--patient-id", default="SIM",
-                        help="pseudonymous PatientID prefix written to DICOM (never a real identifier)")
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=1,
+        help="number of radiographs, seeds seed..seed+count-1, parameters drawn per seed",
+    )
+    parser.add_argument(
+        "--params", type=Path, help="JSON of simulation parameters to fix (others are drawn from the documented ranges)"
+    )
+    parser.add_argument(
+        "--patient-id", default="SIM", help="pseudonymous PatientID prefix written to DICOM (never a real identifier)"
+    )
     add_device(parser)
-    parser.add_argument("--view", choices=("auto", "centred", "ap-pelvis"), default="auto",
-                        help="'centred': AP view of the whole CT box (or --geometry); 'ap-pelvis': the clinic's AP "
-                             "pelvis radiograph (430 x 350 mm detector, --sid-mm, --pixel-mm; couch and everything "
-                             "outside the body removed; detector collimated to the rows whose rays stay in the scan); "
-                             "'auto' (default): ap-pelvis for a CT holding both hips, else centred")
-    parser.add_argument("--body-mask", type=Path, metavar="FILE",
-                        help="ap-pelvis: the patient's body as a mask on the CT grid (non-zero = body; default: "
-                             "found in the CT)")
-    parser.add_argument("--centre-lps", metavar="X,Y,Z",
-                        help="ap-pelvis: LPS point (mm) the central ray aims at (default: the body's midline and "
-                             "mid-depth, the middle of the scan)")
+    parser.add_argument(
+        "--view",
+        choices=("auto", "centred", "ap-pelvis"),
+        default="auto",
+        help="'centred': AP view of the whole CT box (or --geometry); 'ap-pelvis': the clinic's AP "
+        "pelvis radiograph (430 x 350 mm detector, --sid-mm, --pixel-mm; couch and everything "
+        "outside the body removed; detector collimated to the rows whose rays stay in the scan); "
+        "'auto' (default): ap-pelvis for a CT holding both hips, else centred",
+    )
+    parser.add_argument(
+        "--body-mask",
+        type=Path,
+        metavar="FILE",
+        help="ap-pelvis: the patient's body as a mask on the CT grid (non-zero = body; default: found in the CT)",
+    )
+    parser.add_argument(
+        "--centre-lps",
+        metavar="X,Y,Z",
+        help="ap-pelvis: LPS point (mm) the central ray aims at (default: the body's midline and "
+        "mid-depth, the middle of the scan)",
+    )
     add_geometry_arguments(parser, default_pixel_mm=0.5)
 
 
@@ -71,17 +88,19 @@ def run(args: argparse.Namespace) -> int:
         try:
             fixed = json.loads(args.params.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
-            raise InputError(args.params, f"cannot be read as JSON ({error})", "give a JSON object of parameters") \
-                from None
+            raise InputError(
+                args.params, f"cannot be read as JSON ({error})", "give a JSON object of parameters"
+            ) from None
         if not isinstance(fixed, dict):
-            raise InputError(args.params, "is not a JSON object", "write {\"effective_energy_kev\": 50, ...}")
+            raise InputError(args.params, "is not a JSON object", 'write {"effective_energy_kev": 50, ...}')
         SimulationParameters.from_dict(fixed)  # reject unknown names before any work
     ct = read_ct(args.ct)
     density = None
     if args.density is not None:
         density_volume = read_volume(args.density, "mg/cm3")  # not HU: no CT-number checks
-        same_grid = (density_volume.array.shape == ct.array.shape and np.allclose(
-            density_volume.geometry.ijk_to_lps(), ct.geometry.ijk_to_lps(), atol=1e-3))
+        same_grid = density_volume.array.shape == ct.array.shape and np.allclose(
+            density_volume.geometry.ijk_to_lps(), ct.geometry.ijk_to_lps(), atol=1e-3
+        )
         if not same_grid:
             raise InputError(args.density, "the density volume is not on the CT grid", "resample it onto the CT")
         density = density_volume.array
@@ -94,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
         areal = material_projections(ct, geometry, density, device=args.device, progress=True)
     name = args.name or Path(args.ct).name.split(".")[0]
     written = []
-    for seed in progress_bar(range(args.seed, args.seed + args.count), desc="simulating", unit="radiograph",
-                     disable=args.count == 1):
+    for seed in progress_bar(
+        range(args.seed, args.seed + args.count), desc="simulating", unit="radiograph", disable=args.count == 1
+    ):
         rng = np.random.default_rng(seed)
         parameters = SimulationParameters.from_dict(fixed, base=sample_parameters(rng))
         simulated = simulate_radiograph(ct, geometry, parameters, rng=rng, areal_density_g_per_cm2=areal)
@@ -103,14 +123,22 @@ def run(args: argparse.Namespace) -> int:
         write_dx_dicom(stem.with_suffix(".dcm"), simulated, patient_id=f"{args.patient_id}-{seed:05d}", seed=seed)
         write_png16(stem.with_suffix(".png"), simulated.processed)
         geometry.save(stem.with_suffix(".geometry.json"))
-        record = {"seed": seed, "source_ct": str(args.ct), "density": str(args.density) if args.density else None,
-                  "parameters": parameters.to_dict(), "source_to_patient_mm": simulated.source_to_patient_mm,
-                  "view": view, **extra}
+        record = {
+            "seed": seed,
+            "source_ct": str(args.ct),
+            "density": str(args.density) if args.density else None,
+            "parameters": parameters.to_dict(),
+            "source_to_patient_mm": simulated.source_to_patient_mm,
+            "view": view,
+            **extra,
+        }
         atomic_write_text(stem.with_suffix(".params.json"), json.dumps(record, indent=2) + "\n")
         written.append(stem)
-    print(f"wrote {len(written)} radiograph(s) to {args.out} ({geometry.detector_columns}x{geometry.detector_rows}"
-          f" px, {geometry.column_spacing_mm:g} mm detector pitch, SID {geometry.source_to_detector_mm:g} mm, "
-          f"{view} view{_collimation_note(extra)})")
+    print(
+        f"wrote {len(written)} radiograph(s) to {args.out} ({geometry.detector_columns}x{geometry.detector_rows}"
+        f" px, {geometry.column_spacing_mm:g} mm detector pitch, SID {geometry.source_to_detector_mm:g} mm, "
+        f"{view} view{_collimation_note(extra)})"
+    )
     return 0
 
 
@@ -161,26 +189,49 @@ def _ap_pelvis(args: argparse.Namespace, ct, density):
         except ValueError:
             centre = np.zeros(0)
         if centre.shape != (3,):
-            raise InputError(None, f"--centre-lps {args.centre_lps!r} is not three numbers X,Y,Z in mm",
-                             "write e.g. --centre-lps 0,-20,-250")
+            raise InputError(
+                None,
+                f"--centre-lps {args.centre_lps!r} is not three numbers X,Y,Z in mm",
+                "write e.g. --centre-lps 0,-20,-250",
+            )
     else:
         centre = ap_pelvis_centre(body, ct.geometry.ijk_to_lps())
     if (args.columns is None) != (args.rows is None):
         raise InputError(None, "--columns and --rows go together", "give both or neither")
-    detector_mm = AP_PELVIS_DETECTOR_MM if args.rows is None else (args.rows * args.pixel_mm,
-                                                                    args.columns * args.pixel_mm)
-    given = {"source_to_detector_mm": args.sid_mm, "object_to_detector_mm": args.object_to_detector_mm,
-             "pixel_spacing_mm": args.pixel_mm}  # options left out keep the AP pelvis view's own defaults
+    detector_mm = (
+        AP_PELVIS_DETECTOR_MM if args.rows is None else (args.rows * args.pixel_mm, args.columns * args.pixel_mm)
+    )
+    given = {
+        "source_to_detector_mm": args.sid_mm,
+        "object_to_detector_mm": args.object_to_detector_mm,
+        "pixel_spacing_mm": args.pixel_mm,
+    }  # options left out keep the AP pelvis view's own defaults
     areal, geometry, collimation = project_ap_pelvis(
-        ct, body, centre, bone_density_mg_per_cm3=density, device=args.device, detector_mm=detector_mm,
-        **{name: value for name, value in given.items() if value is not None})
-    return geometry, areal, {"body_mask": body_source, "centre_lps_mm": [round(float(v), 2) for v in centre],
-                             "detector_mm": list(detector_mm), "collimation": collimation.to_dict()}
+        ct,
+        body,
+        centre,
+        bone_density_mg_per_cm3=density,
+        device=args.device,
+        detector_mm=detector_mm,
+        **{name: value for name, value in given.items() if value is not None},
+    )
+    return (
+        geometry,
+        areal,
+        {
+            "body_mask": body_source,
+            "centre_lps_mm": [round(float(v), 2) for v in centre],
+            "detector_mm": list(detector_mm),
+            "collimation": collimation.to_dict(),
+        },
+    )
 
 
 def _collimation_note(extra: dict) -> str:
     collimation = extra.get("collimation")
     if not collimation or not collimation["collimated"]:
         return ""
-    return (f"; collimated to {collimation['columns']}x{collimation['rows']} of {collimation['full_columns']}x"
-            f"{collimation['full_rows']} px: the scan ends ({', '.join(collimation['limited_by'])})")
+    return (
+        f"; collimated to {collimation['columns']}x{collimation['rows']} of {collimation['full_columns']}x"
+        f"{collimation['full_rows']} px: the scan ends ({', '.join(collimation['limited_by'])})"
+    )
