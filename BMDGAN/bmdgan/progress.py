@@ -2,9 +2,10 @@
 
 A tqdm bar redraws itself with carriage returns; written to a pipe or a log (the Slicer modules read the engine's
 log, CI keeps it) a 1024-chunk projection became a thousand updates. :func:`progress_bar` gives the bar on a
-terminal and otherwise a :class:`LineProgress` that writes one line per tenth of the job (bars that stay,
-``leave=True``), one line at least :data:`HEARTBEAT_S` after the previous one while the job runs, and a last line
-when it ends: a 1024-step job writes at most eleven lines.
+terminal and otherwise a :class:`LineProgress` that writes, for bars that stay (``leave=True``), a first line when
+the job starts (a reader of the log, such as a Slicer module, learns at once which phase runs) and one per tenth of
+the job; one line at least :data:`HEARTBEAT_S` after the previous one while the job runs, and a last line when it
+ends: a 1024-step job writes at most twelve lines.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class LineProgress:
         self._started = self._last_line_time = time.monotonic()
         self._last_line_n = 0
         self._closed = False
+        if leave and not disable:
+            self._line(self._started)
 
     def __iter__(self):
         try:

@@ -40,7 +40,9 @@ MIN_CASES = 3
 """Fewest cases ``bmdgan evaluate`` accepts (its agreement metrics need three pairs)."""
 METRIC_COLUMNS = ("n", "pcc", "icc", "mae", "see", "rms_cv_percent")
 """Numeric columns of the metrics table, as ``metrics.json`` names them; MAE and SEE are in the target's unit."""
-_PROGRESS = re.compile(r"(evaluating|robustness):\s*\d+%\|[^|\n]*\|\s*(\d+)/(\d+)")
+# A tqdm bar ("evaluating:  40%|####  | 4/10") on a terminal, a line ("evaluating: 4/10 it (40 %), 2.1 s") in the log
+# the process writes here (bmdgan.progress): both give the phase and done/total.
+_PROGRESS = re.compile(r"(evaluating|robustness):\s*(?:\d+%\|[^|\n]*\|\s*)?(\d+)/(\d+)")
 
 
 def target_unit(target: str) -> str:

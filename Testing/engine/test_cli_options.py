@@ -292,8 +292,9 @@ def test_line_progress_in_a_pipe_writes_a_few_lines():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", check=True)
     lines = result.stderr.splitlines()
-    assert 10 <= len(lines) <= 11 and "\r" not in result.stderr
-    assert lines[0].startswith("steps: 103/1024 step (10 %)") and lines[-1].startswith("steps: 1024/1024 step (100 %)")
+    assert 11 <= len(lines) <= 12 and "\r" not in result.stderr
+    assert lines[0].startswith("steps: 0/1024 step (0 %)") and lines[1].startswith("steps: 103/1024 step (10 %)")
+    assert lines[-1].startswith("steps: 1024/1024 step (100 %)")
 
 
 def test_projection_of_a_thousand_chunks_in_a_pipe_writes_one_line():

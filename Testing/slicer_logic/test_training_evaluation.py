@@ -227,3 +227,13 @@ def test_the_latest_training_sample_is_a_volume_node(trained, smoke):
     assert same is node
     assert logic.latest_sample(run_folder / "stage1" / "no run") is None
     assert logic.load_latest_sample(scene, run_folder / "stage1" / "no run") is None
+
+
+def test_progress_is_read_from_a_terminal_bar_and_from_a_log_line():
+    """The evaluation process writes plain lines to its log (bmdgan.progress), a tqdm bar on a terminal: the
+    Logic reads the phase and done/total from either."""
+    from BMDGANTrainingLib.evaluation_logic import _PROGRESS
+
+    assert _PROGRESS.findall("evaluating:  40%|####      | 4/10 [00:02<00:03]") == [("evaluating", "4", "10")]
+    log = "loading\nevaluating: 0/10 it (0 %), 0.0 s\nevaluating: 10/10 it (100 %), 3.1 s\nrobustness: 2/7 it (29 %)"
+    assert _PROGRESS.findall(log)[-1] == ("robustness", "2", "7")
