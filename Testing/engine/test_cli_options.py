@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bmdgan.cli import main as cli_main
 from bmdgan.cli import options
@@ -98,6 +100,21 @@ def test_option_types_parse_and_refuse():
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
     assert options.resolve_device("cpu") == "cpu"
+
+
+@pytest.mark.skipif(os.path.exists("/proc/driver/nvidia/version"), reason="a machine with an NVIDIA driver")
+def test_an_estimate_refused_from_its_header_imports_no_torch(tmp_path):
+    """On a machine without a GPU driver, --device auto is cpu without importing torch, so a decompression bomb is
+    refused from its header at a small cost (issue 20: under 200 MB, benchmarks/bench_memory.py)."""
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (9000, 9000)).save(bomb)  # 81 megapixels: over MAX_RADIOGRAPH_PIXELS
+    code = (
+        "import sys\nfrom bmdgan.cli.main import main\n"
+        f"code = main(['estimate', {str(bomb)!r}, '-o', {str(tmp_path / 'out')!r}])\n"
+        "print(code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", check=True)
+    assert result.stdout.split() == ["2", "False"] and "megapixels" in result.stderr
 
 
 def test_engine_defaults_quoted_by_the_help_are_the_engine_defaults():
