@@ -1,0 +1,198 @@
+"""Virtual anatomies: new proximal femurs made from a real one by a smooth deformation of its CT, and regional
+trabecular loss, whose labels, landmarks and ground truth are then measured again on the new CT by
+:func:`bmdgan.cohort.prepared_ct.prepare_ct` (never copied or scaled from the source's numbers).
+
+Population ranges of adult proximal-femur geometry (rounded; the draws stay inside them):
+
+- femoral head diameter 40-55 mm (mean ~46, SD ~3.5 mm, about 8 %), femoral offset and neck length SD ~15 %
+  of their means (Noble PC et al., Clin Orthop 1988;235:148-165; Rubin PJ et al.,
+  J Bone Joint Surg Br 1992;74:28-32): the size factor (isotropic, about the head centre) and the neck length
+  factor below;
+- neck-shaft angle 128 +/- 5 deg in adults (Boese CK et al., Skeletal Radiol 2016;45:19-28, a systematic review):
+  the change of the angle below stays within +/-8 deg of the source's own;
+- regional trabecular loss as osteoporosis distributes it, largest in Ward's area and the neck, then the
+  trochanter (Riggs BL et al., J Bone Miner Res 2008;23:205-214; Mayhew PM et al., Lancet 2005;366:129-135):
+  kept trabecular mineral 0.6-1.0 per region.
+
+The deformation is a pull-back map (each voxel of the new CT takes the source's value at a mapped point), exact
+inside a sphere around the femoral head (so a scaled femur is a true scaled copy there) and fading smoothly to the
+identity far from the hip, so soft tissue and pelvis follow without a seam. Lengths are in mm, HU in HU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import Volume
+from .channels import CORTICAL_THRESHOLD_MG_CM3
+from .prepared_ct import PreparedCT
+from .virtual_patient import seeded_rng
+
+SIZE_FACTOR_RANGE = (0.94, 1.06)
+"""Isotropic size of the proximal femur (x the source's): about +/-1 SD of adult head diameters. Kept narrower
+than the population because the landmark search on 3-mm-slice thigh crops is reliable within it: at 0.90 the
+lesser trochanter of STS_012 was found 16 mm off its scaled place (measured 2026-12-03)."""
+NECK_LENGTH_FACTOR_RANGE = (0.85, 1.15)
+"""Neck length (head centre to the trochanteric line) x the source's."""
+NECK_SHAFT_CHANGE_DEG_RANGE = (-8.0, 8.0)
+"""Change of the neck-shaft angle (deg, + valgus: the head moves up)."""
+TRABECULAR_KEPT_RANGE = (0.6, 1.0)
+"""Share of the trabecular mineral kept in each region of :data:`LOSS_REGIONS`."""
+
+NECK_LENGTH_MM = 50.0
+"""Typical distance from the head centre to the base of the neck along the neck axis (mm): where the neck
+lengthening and the change of angle hinge."""
+EXACT_RADIUS_MM = 100.0
+"""Inside this distance from the head centre the map is the exact transform (the PF region lies within it)."""
+FADE_RADIUS_MM = 160.0
+"""Beyond this distance from the head centre the map is the identity."""
+LOSS_REGIONS = {
+    # name: (centre in the neutral frame as (mm along the neck from the head centre, mm up), radius mm)
+    "neck": ((25.0, 0.0), 14.0),
+    "ward": ((40.0, -12.0), 12.0),
+    "trochanter": ((65.0, 15.0), 16.0),
+}
+"""Regions of trabecular loss, placed in the source's neutral frame (lateral along the neck, up along the shaft);
+each fades out over 5 mm beyond its radius."""
+SLAB_SLICES = 16
+"""Slices resampled at a time (bounds the memory of the coordinate arrays)."""
+
+
+@dataclass(frozen=True)
+class AnatomyDraw:
+    """One virtual anatomy of a source femur (factors are x the source's; angles in degrees)."""
+
+    anatomy_id: str
+    size_factor: float = 1.0
+    neck_length_factor: float = 1.0
+    neck_shaft_change_deg: float = 0.0
+    trabecular_kept: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_anatomy(seed: int, source_key: str, index: int) -> AnatomyDraw:
+    """The ``index``-th anatomy of a source (same draw in any process and order)."""
+    rng = seeded_rng(seed, source_key, index, "anatomy")
+    return AnatomyDraw(
+        anatomy_id=f"{source_key}-a{index:02d}",
+        size_factor=float(rng.uniform(*SIZE_FACTOR_RANGE)),
+        neck_length_factor=float(rng.uniform(*NECK_LENGTH_FACTOR_RANGE)),
+        neck_shaft_change_deg=float(rng.uniform(*NECK_SHAFT_CHANGE_DEG_RANGE)),
+        trabecular_kept={name: float(rng.uniform(*TRABECULAR_KEPT_RANGE)) for name in LOSS_REGIONS},
+    )
+
+
+def _fade(distance_mm: np.ndarray, inner_mm: float, outer_mm: float) -> np.ndarray:
+    """1 up to ``inner_mm``, 0 from ``outer_mm``, a raised cosine between (smooth, no seam)."""
+    t = np.clip((distance_mm - inner_mm) / (outer_mm - inner_mm), 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * t))
+
+
+def _rotation(axis: np.ndarray, angle_rad: float) -> np.ndarray:
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle_rad) * k + (1 - np.cos(angle_rad)) * k @ k
+
+
+class PullBack:
+    """Maps points of the new CT (LPS mm, [n, 3]) to the source points whose values they take.
+
+    ``frame``: rows lateral (along the neck, head to shaft), anterior-posterior, up (along the shaft) unit vectors.
+    """
+
+    def __init__(self, draw: AnatomyDraw, head_centre_lps: np.ndarray, frame: np.ndarray):
+        self.draw = draw
+        self.centre = np.asarray(head_centre_lps, float)
+        self.lateral, self.ap, self.up = (np.asarray(v, float) for v in frame)
+        base = self.centre + NECK_LENGTH_MM * self.lateral
+        angle = np.deg2rad(draw.neck_shaft_change_deg)
+        # Sign: + valgus lifts the head (its offset from the neck base turns towards +up).
+        turn = _rotation(self.ap, angle)
+        if angle and (turn @ (self.centre - base)) @ self.up < (self.centre - base) @ self.up:
+            turn = _rotation(self.ap, -angle)
+        self.base, self.inverse_turn = base, turn.T
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, float)
+        fade = _fade(np.linalg.norm(points - self.centre, axis=1), EXACT_RADIUS_MM, FADE_RADIUS_MM)[:, None]
+        # 1. change of the neck-shaft angle: head and neck turn about the AP axis at the neck base.
+        along = (points - self.centre) @ self.lateral
+        hinge = fade * _fade(along, NECK_LENGTH_MM - 20.0, NECK_LENGTH_MM)[:, None]
+        turned = (points - self.base) @ self.inverse_turn.T + self.base
+        points = points + hinge * (turned - points)
+        # 2. neck length: the head side of the neck base moves along the neck (the base and shaft stay).
+        factor = self.draw.neck_length_factor
+        along = (points - self.centre) @ self.lateral
+        head_along = NECK_LENGTH_MM * (1.0 - factor)  # where the head centre lies in the new CT
+        source_along = NECK_LENGTH_MM - (NECK_LENGTH_MM - np.maximum(along, head_along)) / factor
+        shift = np.where(along < NECK_LENGTH_MM, source_along - np.maximum(along, head_along), 0.0)
+        shift = np.where(along < head_along, source_along - head_along, shift)  # beyond the head: moves rigidly
+        points = points + fade * shift[:, None] * self.lateral
+        # 3. size: an isotropic scale about the head centre.
+        scaled = self.centre + (points - self.centre) / self.draw.size_factor
+        return points + fade * (scaled - points)
+
+
+def trabecular_weights(points: np.ndarray, draw: AnatomyDraw, head_centre_lps: np.ndarray, frame: np.ndarray):
+    """Share of trabecular mineral kept at ``points`` (LPS mm, source space): the product over the regions of
+    1 - (1 - kept) * (1 inside the region, fading to 0 over 5 mm)."""
+    kept = np.ones(len(points))
+    lateral, _, up = (np.asarray(v, float) for v in frame)
+    for name, ((along_mm, up_mm), radius_mm) in LOSS_REGIONS.items():
+        share = draw.trabecular_kept.get(name, 1.0)
+        if share == 1.0:
+            continue
+        centre = np.asarray(head_centre_lps, float) + along_mm * lateral + up_mm * up
+        inside = _fade(np.linalg.norm(points - centre, axis=1), radius_mm, radius_mm + 5.0)
+        kept *= 1.0 - (1.0 - share) * inside
+    return kept
+
+
+def make_anatomy(prepared: PreparedCT, draw: AnatomyDraw) -> tuple[Volume, np.ndarray]:
+    """(new CT in HU, its body mask) of ``draw`` applied to a prepared source (its cleaned HU, head centre and
+    neutral frame). Trabecular loss scales the calibrated mineral of femur voxels below the cortical threshold
+    (mg/cm3) by the regional share; the geometry then moves every voxel by :class:`PullBack`."""
+    from scipy.ndimage import map_coordinates
+
+    if not (0.5 < draw.size_factor < 1.5 and 0.5 < draw.neck_length_factor < 1.5):
+        raise InputError(None, f"anatomy {draw.anatomy_id}: factors out of range", "keep them within 0.5-1.5")
+    hu = prepared.hu
+    slope, intercept = prepared.calibration["slope"], prepared.calibration["intercept"]
+    source = hu.array.astype(np.float32)
+    geometry = hu.geometry
+    ijk_to_lps = geometry.ijk_to_lps()
+    if draw.trabecular_kept:
+        density = slope * source + intercept
+        trabecular = prepared.bone_mask & (density > 0) & (density < CORTICAL_THRESHOLD_MG_CM3)
+        k, j, i = np.nonzero(trabecular)
+        points = (ijk_to_lps @ np.stack([i, j, k, np.ones_like(i)]).astype(float))[:3].T
+        kept = trabecular_weights(points, draw, prepared.head_centre_lps, prepared.frame_axes)
+        source[k, j, i] = ((density[k, j, i] * kept) - intercept) / slope
+    body = prepared.body_mask if prepared.body_mask is not None else np.ones(source.shape, bool)
+    pull = PullBack(draw, prepared.head_centre_lps, prepared.frame_axes)
+    lps_to_ijk = np.linalg.inv(ijk_to_lps)
+    out, out_body = source.copy(), body.copy()
+    slices, rows, columns = source.shape
+    j, i = np.mgrid[0:rows, 0:columns]
+    for start in range(0, slices, SLAB_SLICES):
+        stop = min(start + SLAB_SLICES, slices)
+        k = np.broadcast_to(np.arange(start, stop)[:, None, None], (stop - start, rows, columns))
+        ijk = np.stack([np.broadcast_to(i, k.shape), np.broadcast_to(j, k.shape), k, np.ones(k.shape)]).reshape(4, -1)
+        points = (ijk_to_lps @ ijk)[:3].T
+        near = np.linalg.norm(points - prepared.head_centre_lps, axis=1) < FADE_RADIUS_MM
+        if not near.any():
+            continue
+        mapped = (lps_to_ijk @ np.c_[pull(points[near]), np.ones(near.sum())].T)[:3]
+        zyx = mapped[::-1]  # (k, j, i) for map_coordinates
+        slab = out[start:stop].reshape(-1)
+        slab[near] = map_coordinates(source, zyx, order=1, mode="nearest")
+        out[start:stop] = slab.reshape(stop - start, rows, columns)
+        body_slab = out_body[start:stop].reshape(-1)
+        body_slab[near] = map_coordinates(body.astype(np.float32), zyx, order=1, mode="nearest") > 0.5
+        out_body[start:stop] = body_slab.reshape(stop - start, rows, columns)
+    return Volume(out, geometry, "HU", f"{hu.source} ({draw.anatomy_id})"), out_body
