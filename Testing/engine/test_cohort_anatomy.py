@@ -3,6 +3,8 @@ the deformation implies. Real CT: the bundled IBSI STS_012 thigh crop (right hip
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -37,10 +39,16 @@ def test_the_pull_back_is_the_exact_transform_near_the_head_and_the_identity_far
     far = centre + np.array([[0.0, 0.0, 170.0]])
     assert np.allclose(pull(far), far)
     assert np.allclose(PullBack(AnatomyDraw("same"), centre, frame)(near), near)
-    # neck lengthened by 10 %: the head centre of the new CT shows the source's head centre, 5 mm further medial
+    # neck (junction 22 mm to base 50 mm) lengthened by 10 %: the head moves 2.8 mm medially as a whole
     longer = PullBack(AnatomyDraw("neck", neck_length_factor=1.1), centre, frame)
-    assert np.allclose(longer(centre[None] - [5.0, 0.0, 0.0]), centre[None])
+    head_and_junction = centre + np.array([[0.0, 0.0, 0.0], [22.0, 0.0, 0.0]])
+    assert np.allclose(longer(head_and_junction - [2.8, 0.0, 0.0]), head_and_junction)
     assert np.allclose(longer(centre[None] + [50.0, 0.0, 0.0]), centre[None] + [50.0, 0.0, 0.0])  # the neck base
+    # neck-shaft angle +10 deg: the head stays, a shaft point 40 mm below the base turns towards lateral
+    valgus = PullBack(AnatomyDraw("nsa", neck_shaft_change_deg=10.0), centre, frame)
+    base = centre + [50.0, 0.0, 0.0]
+    shaft_turned = base + 40.0 * np.array([np.sin(np.radians(10.0)), 0.0, -np.cos(np.radians(10.0))])
+    assert np.allclose(valgus(np.stack([centre, shaft_turned])), np.stack([centre, base + [0.0, 0.0, -40.0]]))
 
 
 def test_draws_are_deterministic_and_inside_the_population_ranges():
@@ -79,3 +87,22 @@ def test_regional_trabecular_loss_lowers_the_density_by_the_mineral_it_removes(s
     assert implied < 0.97  # the regions hold a real share of the PF region's mineral
     _, vbmd, _ = _ratios(source, draw)
     assert vbmd == pytest.approx(implied, abs=0.005)
+
+
+@pytest.mark.slow
+def test_anatomies_are_cohort_entries_of_their_source_ct_and_resume(source, tmp_path):
+    from bmdgan.cohort.anatomy import prepare_anatomies
+    from bmdgan.cohort.prepared_ct import load_prepared, save_prepared
+
+    save_prepared(source, tmp_path)
+    entries, skipped = prepare_anatomies(tmp_path, ["STS_012"], 1, seed=3, progress=False)
+    assert skipped == {} and entries == ["STS_012-a00"]
+    made = load_prepared(tmp_path, "STS_012-a00")
+    assert made.ct_id == "STS_012" and made.side == source.side  # folds by CT keep it with its source
+    draw = sample_anatomy(3, "STS_012", 0)
+    recorded = json.loads((tmp_path / "STS_012-a00.anatomy.json").read_text())
+    assert recorded["size_factor"] == draw.size_factor and recorded["source_key"] == "STS_012"
+    assert made.calibration["full_ct_abmd_g_cm2"] != source.calibration["full_ct_abmd_g_cm2"]  # measured anew
+    stamp = (tmp_path / "STS_012-a00.npz").stat().st_mtime_ns
+    assert prepare_anatomies(tmp_path, ["STS_012"], 1, seed=3, progress=False) == (entries, {})
+    assert (tmp_path / "STS_012-a00.npz").stat().st_mtime_ns == stamp  # kept, not made again

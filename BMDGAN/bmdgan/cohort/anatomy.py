@@ -21,14 +21,18 @@ identity far from the hip, so soft tissue and pelvis follow without a seam. Leng
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..atomic import atomic_write_text
+from ..errors import BMDGANError, InputError
 from ..io import Volume
+from ..progress import progress_bar
 from .channels import CORTICAL_THRESHOLD_MG_CM3
-from .prepared_ct import PreparedCT
+from .prepared_ct import PreparedCT, has_prepared, load_prepared, prepare_ct, prepared_bones, save_prepared
 from .virtual_patient import seeded_rng
 
 SIZE_FACTOR_RANGE = (0.94, 1.06)
@@ -44,7 +48,9 @@ TRABECULAR_KEPT_RANGE = (0.6, 1.0)
 
 NECK_LENGTH_MM = 50.0
 """Typical distance from the head centre to the base of the neck along the neck axis (mm): where the neck
-lengthening and the change of angle hinge."""
+lengthening ends and the shaft turns for a change of angle."""
+NECK_JUNCTION_MM = 22.0
+"""Distance from the head centre to the head-neck junction along the neck (mm, about an adult head radius)."""
 EXACT_RADIUS_MM = 100.0
 """Inside this distance from the head centre the map is the exact transform (the PF region lies within it)."""
 FADE_RADIUS_MM = 160.0
@@ -103,35 +109,42 @@ class PullBack:
     """Maps points of the new CT (LPS mm, [n, 3]) to the source points whose values they take.
 
     ``frame``: rows lateral (along the neck, head to shaft), anterior-posterior, up (along the shaft) unit vectors.
+    The head stays in its socket: the neck-shaft angle changes by turning the shaft and trochanters about the neck
+    base (the head, neck and pelvis around them stay), the neck lengthens between the head-neck junction and its
+    base (the head and socket move along the neck as one), and the size scales about the head centre.
     """
 
     def __init__(self, draw: AnatomyDraw, head_centre_lps: np.ndarray, frame: np.ndarray):
         self.draw = draw
         self.centre = np.asarray(head_centre_lps, float)
         self.lateral, self.ap, self.up = (np.asarray(v, float) for v in frame)
-        base = self.centre + NECK_LENGTH_MM * self.lateral
-        angle = np.deg2rad(draw.neck_shaft_change_deg)
-        # Sign: + valgus lifts the head (its offset from the neck base turns towards +up).
-        turn = _rotation(self.ap, angle)
-        if angle and (turn @ (self.centre - base)) @ self.up < (self.centre - base) @ self.up:
-            turn = _rotation(self.ap, -angle)
-        self.base, self.inverse_turn = base, turn.T
+        self.base = self.centre + NECK_LENGTH_MM * self.lateral
+        # + valgus: the shaft turns from straight down towards lateral, away from the neck (about lateral x up).
+        self.inverse_turn = _rotation(np.cross(self.lateral, self.up), -np.deg2rad(draw.neck_shaft_change_deg))
+
+    def _shaft_share(self, points: np.ndarray) -> np.ndarray:
+        """0 in the neck's sector (within 50 deg of the direction from the neck base to the head), 1 from 90 deg
+        (shaft, trochanters), smooth between and near the base itself."""
+        offset = points - self.base
+        angle = np.degrees(np.arctan2(offset @ self.up, -(offset @ self.lateral)))  # 0 deg: towards the head
+        share = 1.0 - _fade(np.abs(angle), 50.0, 90.0)
+        return share * (1.0 - _fade(np.linalg.norm(offset, axis=1), 5.0, 20.0))
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, float)
         fade = _fade(np.linalg.norm(points - self.centre, axis=1), EXACT_RADIUS_MM, FADE_RADIUS_MM)[:, None]
-        # 1. change of the neck-shaft angle: head and neck turn about the AP axis at the neck base.
-        along = (points - self.centre) @ self.lateral
-        hinge = fade * _fade(along, NECK_LENGTH_MM - 20.0, NECK_LENGTH_MM)[:, None]
+        # 1. neck-shaft angle: the shaft side turns about the neck base.
         turned = (points - self.base) @ self.inverse_turn.T + self.base
-        points = points + hinge * (turned - points)
-        # 2. neck length: the head side of the neck base moves along the neck (the base and shaft stay).
-        factor = self.draw.neck_length_factor
+        points = points + (fade * self._shaft_share(points)[:, None]) * (turned - points)
+        # 2. neck length: stretched between the head-neck junction and the base; medial of the junction (head,
+        # socket) everything moves rigidly along the neck, lateral of the base nothing moves.
+        factor, base, junction = self.draw.neck_length_factor, NECK_LENGTH_MM, NECK_JUNCTION_MM
         along = (points - self.centre) @ self.lateral
-        head_along = NECK_LENGTH_MM * (1.0 - factor)  # where the head centre lies in the new CT
-        source_along = NECK_LENGTH_MM - (NECK_LENGTH_MM - np.maximum(along, head_along)) / factor
-        shift = np.where(along < NECK_LENGTH_MM, source_along - np.maximum(along, head_along), 0.0)
-        shift = np.where(along < head_along, source_along - head_along, shift)  # beyond the head: moves rigidly
+        new_junction = base - factor * (base - junction)
+        source_along = np.where(
+            along < new_junction, along + (factor - 1.0) * (base - junction), base - (base - along) / factor
+        )
+        shift = np.where(along < base, source_along - along, 0.0)
         points = points + fade * shift[:, None] * self.lateral
         # 3. size: an isotropic scale about the head centre.
         scaled = self.centre + (points - self.centre) / self.draw.size_factor
@@ -196,3 +209,40 @@ def make_anatomy(prepared: PreparedCT, draw: AnatomyDraw) -> tuple[Volume, np.nd
         body_slab[near] = map_coordinates(body.astype(np.float32), zyx, order=1, mode="nearest") > 0.5
         out_body[start:stop] = body_slab.reshape(stop - start, rows, columns)
     return Volume(out, geometry, "HU", f"{hu.source} ({draw.anatomy_id})"), out_body
+
+
+def prepare_anatomies(
+    prepared_folder: str | Path, ct_ids: list[str], count: int, seed: int = 0, progress: bool = True
+) -> tuple[list[str], dict[str, str]]:
+    """Make ``count`` virtual anatomies of every prepared bone of ``ct_ids`` and prepare each from its own CT.
+
+    Each is a cohort entry of its own (cache key ``<bone key>-aNN``, one bone) whose ``ct_id`` stays its source
+    CT's, so folds by CT keep a source and all its anatomies on one side. ``<key>.anatomy.json`` records the draw.
+    Resumes: an anatomy prepared before is kept. Returns (entry keys, skipped key -> reason): an anatomy whose CT
+    analysis fails (e.g. a landmark not found) is reported and left out, never patched."""
+    folder = Path(prepared_folder)
+    tasks = [(key, index) for ct_id in ct_ids for key in prepared_bones(folder, ct_id) for index in range(count)]
+    entries: list[str] = []
+    skipped: dict[str, str] = {}
+    sources: dict[str, PreparedCT] = {}
+    for key, index in progress_bar(tasks, desc="anatomies", unit="bone", disable=not progress or not tasks):
+        draw = sample_anatomy(seed, key, index)
+        if has_prepared(folder, draw.anatomy_id):
+            entries.append(draw.anatomy_id)
+            continue
+        if key not in sources:
+            sources = {key: load_prepared(folder, key)}  # one source in memory at a time
+        source = sources[key]
+        try:
+            volume, body = make_anatomy(source, draw)
+            made = prepare_ct(volume, source.ct_id, side=source.side, body_mask=body)
+        except BMDGANError as error:
+            skipped[draw.anatomy_id] = str(error)
+            continue
+        atomic_write_text(
+            folder / f"{draw.anatomy_id}.anatomy.json",
+            json.dumps({"source_key": key, "seed": seed, "index": index, **draw.to_dict()}, indent=2) + "\n",
+        )
+        save_prepared(replace(made, key=draw.anatomy_id), folder)  # its json, written last, marks it complete
+        entries.append(draw.anatomy_id)
+    return entries, skipped

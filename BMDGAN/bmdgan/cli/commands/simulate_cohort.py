@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_image_size, add_out, add_seed, comma_list, positive_int
+from bmdgan.cli.options import add_image_size, add_out, add_seed, comma_list, non_negative_int, positive_int
 
 HELP = "generate a virtual cohort from real CTs: varied bone density, soft tissue, pose and acquisition"
 
@@ -53,6 +53,15 @@ def add_arguments(parser) -> None:
         help="also write a review picture of the first CT with two hips: its AP pelvis radiograph "
         "next to its stage-1 DRR and both PF-DRRs (docs/ap-pelvis.md)",
     )
+    parser.add_argument(
+        "--anatomies",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="also make N virtual anatomies of every bone (size, neck length, neck-shaft angle, regional "
+        "trabecular loss; bmdgan.cohort.anatomy), each prepared from its own deformed CT and kept in its "
+        "source CT's fold (default 0)",
+    )
     parser.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
     parser.add_argument(
         "--segmentation",
@@ -68,6 +77,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from bmdgan.atomic import atomic_write_text
+    from bmdgan.cohort.anatomy import prepare_anatomies
     from bmdgan.cohort.generator import CohortSettings, check_cohort_request, ct_id_of, prepare_cts, simulate_cohort
     from bmdgan.cohort.virtual_patient import POSES
     from bmdgan.errors import InputError
@@ -119,6 +129,13 @@ def run(args) -> int:
         print(f"  skipped {ct_id}: {reason}")
     if not ct_ids:
         raise InputError(None, "no CT could be prepared", "see the reasons above")
+    if args.anatomies:
+        print(f"making {args.anatomies} virtual anatomies of every bone (deformed CTs, measured again)...")
+        anatomies, failed = prepare_anatomies(prepared_folder, ct_ids, args.anatomies, args.seed)
+        for key, reason in failed.items():
+            print(f"  skipped {key}: {reason}")
+        skipped.update(failed)
+        ct_ids = [*ct_ids, *anatomies]
     print(f"simulating {len(ct_ids) * args.patients_per_ct} virtual patients x {len(poses)} poses...")
     summary = simulate_cohort(settings, ct_ids, out, args.workers)
     summary["skipped_cts"] = skipped
