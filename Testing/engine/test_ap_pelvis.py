@@ -223,19 +223,20 @@ def synthetic_pelvis_hips() -> list:
 
 
 def test_ap_pelvis_cohort_gives_one_case_per_hip_with_its_own_truth(tmp_path, one_torch_thread):
-    from bmdgan.cohort.generator import CohortSettings, make_patient_cases
+    from bmdgan.cohort.generator import CohortSettings, make_patient_cases, patient_of
     from bmdgan.cohort.prepared_ct import save_prepared
-    from bmdgan.cohort.virtual_patient import sample_patient
 
     for prepared in synthetic_pelvis_hips():
         save_prepared(prepared, tmp_path)
-    settings = CohortSettings(str(tmp_path), seed=4, patients_per_ct=1, poses=("standing",), image_shape=(128, 64))
+    settings = CohortSettings(
+        str(tmp_path), seed=4, patients_per_ct=1, poses=("standing",), image_shape=(128, 64), bone_draw="source"
+    )  # densities x the synthetic bones own: the head stays the PF-DRR's thickest part
     cases = make_patient_cases(settings, "SYNP", 0)
     assert [(record.side, record.mirrored, record.case_id) for record, _ in cases] == [
         ("left", True, "SYNP-v000-standing-left"),
         ("right", False, "SYNP-v000-standing-right"),
     ]
-    patient = sample_patient(4, "SYNP", 0)
+    patient = patient_of(settings, "SYNP", 0, "SYNP_left")
     truth = {record.side: record for record, _ in cases}
     images = {record.side: case_images for record, case_images in cases}
     for side, factor in (("right", 1.0), ("left", 1.5)):

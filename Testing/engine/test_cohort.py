@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from bmdgan.cohort.channels import CHANNELS, channel_volumes, combine
-from bmdgan.cohort.generator import CohortSettings, hip_geometry, make_patient_cases, orientation_flips, simulate_cohort
+from bmdgan.cohort.generator import (
+    CohortSettings,
+    hip_geometry,
+    make_patient_cases,
+    orientation_flips,
+    patient_of,
+    simulate_cohort,
+)
 from bmdgan.cohort.prepared_ct import PreparedCT, load_prepared, save_prepared
 from bmdgan.cohort.virtual_patient import sample_patient, sample_pose
 from bmdgan.datasets.format import load_image, read_manifest
@@ -111,7 +118,8 @@ def test_patient_cases_have_consistent_ground_truth_and_are_deterministic(tmp_pa
     )
     cases = make_patient_cases(settings, "SYN", 0)
     again = make_patient_cases(settings, "SYN", 0)
-    patient = sample_patient(3, "SYN", 0)
+    patient = patient_of(settings, "SYN", 0, "SYN")
+    assert patient.bone_factor != sample_patient(3, "SYN", 0).bone_factor  # a population draw, not the source's
     for (record, images), (record_again, images_again) in zip(cases, again):
         assert record.row() == record_again.row()
         for name in images:
@@ -289,3 +297,24 @@ def test_prepare_ct_from_a_totalsegmentator_segmentation(shared_data):
     assert sum(prepared.abmd_components_g_cm2) == pytest.approx(prepared.calibration["full_ct_abmd_g_cm2"], rel=1e-5)
     assert sum(prepared.vbmd_components_mg_cm3) == pytest.approx(prepared.calibration["full_qct_vbmd_mg_cm3"], rel=1e-5)
     assert 0.3 < sum(prepared.abmd_components_g_cm2) < 1.3
+
+
+def test_population_draws_make_a_patients_density_independent_of_its_source_bone():
+    """Two source bones, one twice as dense as the other: with population draws their virtual patients' CT-aBMD
+    (trabecular x k^1.4 + cortical x k^0.8, the cohort's ground truth) has the same distribution (the paper's
+    0.759 +/- 0.151 g/cm2); with 'source' draws it follows the source."""
+    light, dense = (0.25, 0.35), (0.5, 0.7)
+
+    def abmd(patient, components):
+        return components[0] * patient.trabecular_factor + components[1] * patient.cortical_factor
+
+    for_light = [abmd(sample_patient(0, f"L{i}", 0, light), light) for i in range(300)]
+    for_dense = [abmd(sample_patient(0, f"D{i}", 0, dense), dense) for i in range(300)]
+    for values in (for_light, for_dense):
+        assert np.mean(values) == pytest.approx(0.759, abs=0.02) and np.std(values) == pytest.approx(0.15, abs=0.02)
+        assert min(values) >= 0.40 and max(values) <= 1.25
+    assert abs(np.mean(for_light) - np.mean(for_dense)) < 0.03
+    by_source = [
+        abmd(sample_patient(0, f"D{i}", 0), dense) / abmd(sample_patient(0, f"D{i}", 0), light) for i in range(5)
+    ]
+    assert by_source == pytest.approx([2.0] * 5)  # the old draw scales the source's own density

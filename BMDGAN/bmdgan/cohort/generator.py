@@ -54,7 +54,7 @@ from .prepared_ct import (
     side_key,
     sides_record_path,
 )
-from .virtual_patient import POSES, PoseDraw, VirtualPatient, sample_patient, sample_pose, seeded_rng
+from .virtual_patient import BONE_DRAWS, POSES, PoseDraw, VirtualPatient, sample_patient, sample_pose, seeded_rng
 
 FIELD_OF_VIEW_MM = (280.0, 140.0)
 """Height and width covered at the femoral head (mm): one hip from above the acetabulum to the upper shaft."""
@@ -79,6 +79,9 @@ class CohortSettings:
     """``patient`` (virtual patients, as the paper) or ``ct`` (whole source CTs: held-out bones never seen)."""
     view: str = "auto"
     """``hip``, ``ap-pelvis`` or ``auto`` (AP pelvis for a CT with two prepared hips; see the module docstring)."""
+    bone_draw: str = "population"
+    """``population`` (each patient's aBMD drawn from the adult population) or ``source`` (x the source's density):
+    :data:`bmdgan.cohort.virtual_patient.BONE_DRAWS`."""
 
 
 def view_of(view: str, bone_count: int) -> str:
@@ -274,6 +277,17 @@ def simulate_case(
     return record, images, simulated
 
 
+def patient_of(settings: CohortSettings, ct_id: str, index: int, key: str) -> VirtualPatient:
+    """The ``index``-th virtual patient of a CT; a population draw aims at the bone ``key``'s aBMD (the patient's
+    other hip, if any, gets the same factors: one person, one skeleton)."""
+    if settings.bone_draw not in BONE_DRAWS:
+        raise InputError(None, f"unknown bone draw {settings.bone_draw!r}", f"use one of {', '.join(BONE_DRAWS)}")
+    if settings.bone_draw == "source":
+        return sample_patient(settings.seed, ct_id, index)
+    description = json.loads((Path(settings.prepared_folder) / f"{key}.json").read_text())
+    return sample_patient(settings.seed, ct_id, index, tuple(description["abmd_components_g_cm2"]))
+
+
 def make_patient_cases(
     settings: CohortSettings, ct_id: str, index: int, key: str | None = None
 ) -> list[tuple[CaseRecord, dict]]:
@@ -285,7 +299,7 @@ def make_patient_cases(
 
     torch.set_num_threads(1)
     keys = prepared_bones(Path(settings.prepared_folder), ct_id)
-    patient = sample_patient(settings.seed, ct_id, index)
+    patient = patient_of(settings, ct_id, index, keys[0])
     if view_of(settings.view, len(keys)) == "ap-pelvis":
         scene = pelvis_scene_of(settings.prepared_folder, ct_id)
         return [case for pose in settings.poses for case in pelvis_cases(settings, scene, patient, pose)]
@@ -299,7 +313,7 @@ def make_patient_cases(
     return cases
 
 
-KEPT_ON_RESUME = ("seed", "acquisition", "folds", "fold_by", "view")
+KEPT_ON_RESUME = ("seed", "acquisition", "folds", "fold_by", "view", "bone_draw")
 """Settings a cohort keeps when resumed or extended: others would mix two cohorts' patients or move cases between
 folds under a training run (which would then train on its held-out fold)."""
 
@@ -313,7 +327,7 @@ def check_cohort_request(settings: CohortSettings, ct_ids: list[str], out: str |
         out,
         header.get("settings"),
         {key: getattr(settings, key) for key in KEPT_ON_RESUME},
-        defaults={"fold_by": "patient", "acquisition": "varied", "view": "auto"},
+        defaults={"fold_by": "patient", "acquisition": "varied", "view": "auto", "bone_draw": "source"},
     )  # made before
     view_of(settings.view, 1)  # these existed
     group_of_records(settings.fold_by)

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_text
-from .generator import CohortSettings, ct_projector, simulate_case
+from .generator import CohortSettings, ct_projector, patient_of, simulate_case
 from .prepared_ct import prepare_ct, save_prepared
-from .virtual_patient import sample_patient
 
 
 def write_sample_case(
@@ -29,7 +28,7 @@ def write_sample_case(
         settings = CohortSettings(prepared_folder, seed=seed, patients_per_ct=1, poses=(pose,))
         prepared, projector = ct_projector(settings.prepared_folder, ct_id)
         record, images, simulated = simulate_case(
-            settings, prepared, projector, sample_patient(seed, ct_id, patient), pose
+            settings, prepared, projector, patient_of(settings, ct_id, patient, ct_id), pose
         )
     radiograph = replace(simulated, pixels=np.rint(images["radiograph"]).astype(np.uint16))  # oriented as a right hip
     name = f"{ct_id}_simulated_{pose}"

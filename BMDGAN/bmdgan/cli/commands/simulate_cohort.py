@@ -54,6 +54,14 @@ def add_arguments(parser) -> None:
         "next to its stage-1 DRR and both PF-DRRs (docs/ap-pelvis.md)",
     )
     parser.add_argument(
+        "--bone-draw",
+        choices=("population", "source"),
+        default="population",
+        help="'population' (default): each virtual patient's CT-aBMD is drawn from the adult population "
+        "(0.759 +/- 0.151 g/cm2, the paper's DXA cohort), whatever the source bone's density; 'source': a "
+        "factor 0.65-1.6 of the source bone's own density (cohorts made before)",
+    )
+    parser.add_argument(
         "--anatomies",
         type=non_negative_int,
         default=0,
@@ -121,6 +129,7 @@ def run(args) -> int:
         args.acquisition,
         args.fold_by,
         args.view,
+        args.bone_draw,
     )
     check_cohort_request(settings, [ct_id_of(p) for p in paths], out)  # before minutes of CT preparation
     print(f"preparing {len(paths)} CTs (labels, landmarks, PF region, calibration, CT-aBMD/vBMD)...")
