@@ -106,3 +106,22 @@ def test_anatomies_are_cohort_entries_of_their_source_ct_and_resume(source, tmp_
     stamp = (tmp_path / "STS_012-a00.npz").stat().st_mtime_ns
     assert prepare_anatomies(tmp_path, ["STS_012"], 1, seed=3, progress=False) == (entries, {})
     assert (tmp_path / "STS_012-a00.npz").stat().st_mtime_ns == stamp  # kept, not made again
+
+
+@pytest.mark.slow
+def test_a_thinner_cortex_lowers_the_density_by_the_mineral_it_removes(source):
+    """The cortex thinned to 70 %: its mineral above the trabecular level falls by 30 % (analytic), and the new
+    CT's vBMD, measured again, is the source's PF mineral with that cortex (the region found again may differ)."""
+    from bmdgan.cohort.anatomy import thinned_cortex
+
+    density = source.density_mg_cm3
+    thinned = thinned_cortex(source, density, 0.7)
+    pf_cortex = source.pf_mask & (density >= CORTICAL_THRESHOLD_MG_CM3)
+    changed = pf_cortex & (thinned != density)
+    assert changed.sum() > 0.8 * pf_cortex.sum()  # the PF region's cortex lies near the hip and the surface
+    level = np.median(density[pf_cortex] - (density[pf_cortex] - thinned[pf_cortex]) / 0.3)  # solve d' for level
+    assert (thinned[changed] - level).sum() == pytest.approx(0.7 * (density[changed] - level).sum(), rel=1e-4)
+    implied = thinned[source.pf_mask].mean() / density[source.pf_mask].mean()
+    assert implied < 0.95
+    _, vbmd, _ = _ratios(source, AnatomyDraw("thin", cortical_kept=0.7))
+    assert vbmd == pytest.approx(implied, abs=0.01)

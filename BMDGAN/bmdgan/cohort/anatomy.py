@@ -12,7 +12,9 @@ Population ranges of adult proximal-femur geometry (rounded; the draws stay insi
   the change of the angle below stays within +/-8 deg of the source's own;
 - regional trabecular loss as osteoporosis distributes it, largest in Ward's area and the neck, then the
   trochanter (Riggs BL et al., J Bone Miner Res 2008;23:205-214; Mayhew PM et al., Lancet 2005;366:129-135):
-  kept trabecular mineral 0.6-1.0 per region.
+  kept trabecular mineral 0.6-1.0 per region;
+- cortical thinning, as the femoral neck's cortex thins with age and osteoporosis (Mayhew PM et al., Lancet
+  2005;366:129-135): 70-100 % of the cortical thickness kept.
 
 The deformation is a pull-back map (each voxel of the new CT takes the source's value at a mapped point), exact
 inside a sphere around the femoral head (so a scaled femur is a true scaled copy there) and fading smoothly to the
@@ -45,6 +47,11 @@ NECK_SHAFT_CHANGE_DEG_RANGE = (-8.0, 8.0)
 """Change of the neck-shaft angle (deg, + valgus: the head moves up)."""
 TRABECULAR_KEPT_RANGE = (0.6, 1.0)
 """Share of the trabecular mineral kept in each region of :data:`LOSS_REGIONS`."""
+CORTICAL_KEPT_RANGE = (0.7, 1.0)
+"""Share of the cortical thickness kept (the inner rest becomes trabecular bone)."""
+MAX_CORTEX_MM = 6.0
+"""Cortical bone lies within this depth of the bone's outer surface (mm; the thickest proximal-femur cortex, at the
+calcar and the shaft, is about 4-6 mm)."""
 
 NECK_LENGTH_MM = 50.0
 """Typical distance from the head centre to the base of the neck along the neck axis (mm): where the neck
@@ -76,6 +83,7 @@ class AnatomyDraw:
     neck_length_factor: float = 1.0
     neck_shaft_change_deg: float = 0.0
     trabecular_kept: dict[str, float] = field(default_factory=dict)
+    cortical_kept: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +98,7 @@ def sample_anatomy(seed: int, source_key: str, index: int) -> AnatomyDraw:
         neck_length_factor=float(rng.uniform(*NECK_LENGTH_FACTOR_RANGE)),
         neck_shaft_change_deg=float(rng.uniform(*NECK_SHAFT_CHANGE_DEG_RANGE)),
         trabecular_kept={name: float(rng.uniform(*TRABECULAR_KEPT_RANGE)) for name in LOSS_REGIONS},
+        cortical_kept=float(rng.uniform(*CORTICAL_KEPT_RANGE)),
     )
 
 
@@ -166,10 +175,36 @@ def trabecular_weights(points: np.ndarray, draw: AnatomyDraw, head_centre_lps: n
     return kept
 
 
+def thinned_cortex(prepared: PreparedCT, density_mg_cm3: np.ndarray, cortical_kept: float) -> np.ndarray:
+    """Calibrated density (mg/cm3) after the cortex near the hip (within :data:`EXACT_RADIUS_MM` of the head
+    centre, within :data:`MAX_CORTEX_MM` of the bone's outside, above :data:`CORTICAL_THRESHOLD_MG_CM3`) thins to
+    ``cortical_kept`` of its thickness, its inner part becoming trabecular bone. The cortex is 1-3 voxels thick, so
+    each voxel holds a partial volume of it: thinning keeps that share of its mineral above the trabecular level
+    (the median trabecular density near the hip), d' = level + kept * (d - level)."""
+    from scipy.ndimage import distance_transform_edt
+
+    spacing = prepared.hu.geometry.spacing_mm[::-1]  # (k, j, i)
+    bone = prepared.bone_mask
+    cortical = bone & (density_mg_cm3 >= CORTICAL_THRESHOLD_MG_CM3)
+    k, j, i = np.nonzero(cortical)
+    points = (prepared.hu.geometry.ijk_to_lps() @ np.stack([i, j, k, np.ones_like(i)]).astype(float))[:3].T
+    near = np.linalg.norm(points - prepared.head_centre_lps, axis=1) < EXACT_RADIUS_MM
+    shell = near & (distance_transform_edt(bone, sampling=spacing)[k, j, i] <= MAX_CORTEX_MM)
+    trabecular = bone & ~cortical & (density_mg_cm3 > 0)
+    if not shell.any() or not trabecular.any():
+        return density_mg_cm3
+    level = float(np.median(density_mg_cm3[trabecular]))
+    thinned = density_mg_cm3.copy()
+    k, j, i = k[shell], j[shell], i[shell]
+    thinned[k, j, i] = level + cortical_kept * (density_mg_cm3[k, j, i] - level)
+    return thinned
+
+
 def make_anatomy(prepared: PreparedCT, draw: AnatomyDraw) -> tuple[Volume, np.ndarray]:
     """(new CT in HU, its body mask) of ``draw`` applied to a prepared source (its cleaned HU, head centre and
     neutral frame). Trabecular loss scales the calibrated mineral of femur voxels below the cortical threshold
-    (mg/cm3) by the regional share; the geometry then moves every voxel by :class:`PullBack`."""
+    (mg/cm3) by the regional share, :func:`thinned_cortex` thins the cortex; the geometry then moves every voxel
+    by :class:`PullBack`."""
     from scipy.ndimage import map_coordinates
 
     if not (0.5 < draw.size_factor < 1.5 and 0.5 < draw.neck_length_factor < 1.5):
@@ -179,6 +214,8 @@ def make_anatomy(prepared: PreparedCT, draw: AnatomyDraw) -> tuple[Volume, np.nd
     source = hu.array.astype(np.float32)
     geometry = hu.geometry
     ijk_to_lps = geometry.ijk_to_lps()
+    if draw.cortical_kept < 1.0:
+        source = (thinned_cortex(prepared, slope * source + intercept, draw.cortical_kept) - intercept) / slope
     if draw.trabecular_kept:
         density = slope * source + intercept
         trabecular = prepared.bone_mask & (density > 0) & (density < CORTICAL_THRESHOLD_MG_CM3)
