@@ -1,14 +1,13 @@
-"""Benchmark of preparing a whole-pelvis CT: both femurs, landmarks, calibration and measurement, per step.
+"""Benchmark of preparing a whole-pelvis CT as ``bmdgan measure-ct`` does, per step (goal: 30 s on 2 cores).
 
-For each CT (default: both ``pelvic_reference`` CTs, 512 x 512 x 137-163 voxels) the steps below run in
-order, ``--repeats`` times (each repeat reads the CT again, so nothing is reused between repeats), and the
-median wall time of every step is printed, with the total. The per-hip steps run once per hip found and
-are summed over the hips. They are the engine calls :func:`bmdgan.ct.pipeline.analyse_hips` makes, timed
-one by one.
+For each CT (default: both ``pelvic_reference`` CTs, 512 x 512 x 137-163 voxels) the CT is read, then the
+engine's own calls run in order and are timed: the hip search (smoothing, both shafts and heads, sides), the body
+mask, then :func:`bmdgan.ct.pipeline.analyse_hips` on both hips, whose progress callback names
+each step (segment, landmarks, PF region, calibrate, measure, hip bones); the time between two callbacks is the
+step's. Every repeat reads the CT again (the engine caches per CT object, so nothing is reused). The median of
+``--repeats`` runs is printed per step, with the total from the first engine call to the last measurement.
 
-Adding a step: append a :class:`Step` to ``STEPS`` (or insert it where it belongs); its function takes the
-``state`` dict (``ct``, ``smooth``, ``hips``, ``metal``, ``calibration``, per hip ``hip``/``segmentation``/
-``landmarks``/``region``) and stores what later steps need. Usage::
+Usage::
 
     python benchmarks/bench_prepare_ct.py [--repeats 3] [--threads 2] [CT ...]
 """
@@ -20,8 +19,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -31,129 +28,35 @@ DEFAULT_CTS = [
 ]
 
 
-@dataclass
-class Step:
-    """A named step; ``per_hip`` steps run once per hip found (``state['hip']`` set)."""
-
-    name: str
-    run: Callable[[dict], None]
-    per_hip: bool = False
-
-
-def _read(state: dict) -> None:
+def prepare_once(path: Path) -> tuple[dict[str, float], list]:
+    """Seconds per step of one preparation of ``path`` (steps of several hips summed) and the analyses."""
+    from bmdgan.ct.pipeline import analyse_hips, body_of, hip_search
     from bmdgan.io import read_ct
 
-    state["ct"] = read_ct(state["path"])
-
-
-def _smooth(state: dict) -> None:
-    from bmdgan.ct.head import smoothed_hu
-
-    state["smooth"] = smoothed_hu(state["ct"])
-
-
-def _find_hips(state: dict) -> None:
-    from bmdgan.ct.hips import find_hips
-
-    state["hips"] = find_hips(state["ct"], state["smooth"])
-
-
-def _metal(state: dict) -> None:
-    from bmdgan.ct.segmentation import metal_mask
-
-    state["metal"] = metal_mask(state["ct"])
-
-
-def _calibrate(state: dict) -> None:
-    from bmdgan.ct.phantomless import phantomless_calibration
-
-    state["calibration"] = phantomless_calibration(state["ct"])
-
-
-def _segment(state: dict) -> None:
-    from bmdgan.ct.hips import fitted_head
-    from bmdgan.ct.segmentation import segment_with_head
-
-    hip = state["hip"]
-    state["segmentation"] = segment_with_head(
-        state["ct"], state["smooth"], fitted_head(state["ct"], hip), hip.shaft, state["metal"]
-    )
-
-
-def _landmarks(state: dict) -> None:
-    from bmdgan.ct.landmarks import estimate_landmarks
-
-    segmentation = state["segmentation"]
-    state["landmarks"] = estimate_landmarks(
-        segmentation.femur, state["ct"].geometry, segmentation.head, segmentation.shaft
-    )
-
-
-def _region(state: dict) -> None:
-    from bmdgan.ct.pf_region import pf_region
-
-    state["region"] = pf_region(state["segmentation"].femur, state["ct"].geometry, state["landmarks"])
-
-
-def _measure(state: dict) -> None:
-    from bmdgan.ct.measurement import measure_pf
-
-    segmentation = state["segmentation"]
-    state.setdefault("measurements", []).append(
-        (
-            state["hip"].side,
-            measure_pf(
-                state["ct"],
-                segmentation.femur,
-                state["region"],
-                state["landmarks"],
-                state["calibration"],
-                segmentation.metal,
-            ),
-        )
-    )
-
-
-STEPS: list[Step] = [
-    Step("read CT", _read),
-    Step("smooth", _smooth),
-    Step("find hips (shafts, heads, sides)", _find_hips),
-    Step("metal mask", _metal),
-    Step("calibrate (phantomless)", _calibrate),
-    Step("segment femur + pelvis", _segment, per_hip=True),
-    Step("landmarks", _landmarks, per_hip=True),
-    Step("PF region", _region, per_hip=True),
-    Step("measure", _measure, per_hip=True),
-]
-
-
-def prepare_once(path: Path) -> tuple[dict[str, float], dict]:
-    """Run ``STEPS`` once on ``path``: seconds per step (per-hip steps summed) and the final state."""
-    state: dict = {"path": path}
     seconds: dict[str, float] = {}
-    for step in STEPS:
-        if step.per_hip:
-            continue
+
+    def timed(name: str, call):
         start = time.perf_counter()
-        step.run(state)
-        seconds[step.name] = time.perf_counter() - start
-    for hip in state["hips"]:
-        state["hip"] = hip
-        for step in STEPS:
-            if step.per_hip:
-                start = time.perf_counter()
-                step.run(state)
-                seconds[step.name] = seconds.get(step.name, 0.0) + time.perf_counter() - start
-    return seconds, state
+        result = call()
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        return result
+
+    ct = timed("read CT", lambda: read_ct(path))
+    timed("find hips (smooth, shafts, heads, sides)", lambda: hip_search(ct))
+    timed("body mask", lambda: body_of(ct))
+    marks: list[tuple[str, float]] = []
+    analyses = analyse_hips(ct, side="both", progress=lambda step: marks.append((step, time.perf_counter())))
+    marks.append(("end", time.perf_counter()))
+    for (step, start), (_, stop) in zip(marks, marks[1:]):
+        seconds[step] = seconds.get(step, 0.0) + stop - start
+    return seconds, analyses
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cts", nargs="*", type=Path, default=DEFAULT_CTS, help="CT volumes (default: pelvic_reference)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per CT; the median is printed (default 3)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="OMP/MKL threads (default: as set in the environment)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="OMP/MKL threads (default: the environment's)")
     args = parser.parse_args(argv)
     if args.threads:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -163,18 +66,21 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     for path in args.cts:
-        runs = []
+        runs, analyses = [], []
         for _ in range(args.repeats):
-            seconds, state = prepare_once(path)
+            seconds, analyses = prepare_once(path)
             runs.append(seconds)
-        shape = "x".join(str(n) for n in state["ct"].array.shape[::-1])
-        hips = ", ".join(f"{side} aBMD {m.ct_abmd_g_cm2:.3f} g/cm2" for side, m in state["measurements"])
+        shape = "x".join(str(n) for n in analyses[0].ct.array.shape[::-1])
+        hips = ", ".join(f"{a.side} aBMD {a.measurement.ct_abmd_g_cm2:.3f} g/cm2" for a in analyses)
         print(f"\n{path.name} ({shape} voxels; {hips})")
-        total = [sum(run.values()) for run in runs]
-        for step in STEPS:
-            times = [run.get(step.name, 0.0) for run in runs]
-            print(f"  {step.name:<36s} {statistics.median(times):7.2f} s" + ("  (all hips)" if step.per_hip else ""))
-        print(f"  {'total':<36s} {statistics.median(total):7.2f} s  (runs: {', '.join(f'{t:.1f}' for t in total)})")
+        for step in runs[0]:
+            print(f"  {step:<42s} {statistics.median(run[step] for run in runs):7.2f} s")
+        reading = [run["read CT"] for run in runs]
+        total = [sum(run.values()) - run["read CT"] for run in runs]
+        print(
+            f"  {'total after reading':<42s} {statistics.median(total):7.2f} s  (runs: "
+            f"{', '.join(f'{t:.1f}' for t in total)}; reading {statistics.median(reading):.1f} s)"
+        )
     return 0
 
 
