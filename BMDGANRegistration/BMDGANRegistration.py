@@ -16,7 +16,7 @@ import qt
 import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
 
 from BMDGAN import CITATION
@@ -46,13 +46,15 @@ class BMDGANRegistration(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class BMDGANRegistrationParameterNode:
-    """Saved with the scene: the CT of the case being curated, its bones and landmarks; the radiograph, its
+    """Saved with the scene: the CT of the case being curated, the hip to curate ('auto', 'left', 'right': as
+    ``--side``), its bones and landmarks; the radiograph, its
     source-to-detector distance (mm, used when the radiograph carries no detector geometry), the optional landmark
     pairs that start the registration, the registered pose, its overlay and opacity (0-1), and the nudge steps
     (mm, degrees); the dataset folder cases are added to, with the case's patient, pose name and whether the
     radiograph shows one hip (the pseudonym key is never saved)."""
 
     ct: slicer.vtkMRMLScalarVolumeNode
+    hipSide: Annotated[str, Choice(["auto", "left", "right"])] = "auto"
     bones: slicer.vtkMRMLSegmentationNode
     landmarks: slicer.vtkMRMLMarkupsFiducialNode
     radiograph: slicer.vtkMRMLScalarVolumeNode
@@ -147,7 +149,12 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
 
         with slicer.util.tryWithErrorDisplay(_("CT analysis failed."), waitCursor=True):
             result = self.logic.analyse_ct(
-                parameters.ct, slicer.mrmlScene, parameters.bones, parameters.landmarks, progress=step
+                parameters.ct,
+                slicer.mrmlScene,
+                parameters.bones,
+                parameters.landmarks,
+                side=parameters.hipSide,
+                progress=step,
             )
             parameters.bones, parameters.landmarks = result.segmentation_node, result.landmarks_node
             self._calibration, self._side = result.calibration, result.measurement["side"]

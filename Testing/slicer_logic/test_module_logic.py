@@ -257,3 +257,26 @@ def test_curation_logic_adds_accepted_cases_to_a_dataset(shared_data, tmp_path):
     assert "MRN-1234" not in (tmp_path / "dataset" / "pairs" / "manifest.csv").read_text()
     statuses = [case["status"] for case in logic.case_list(tmp_path / "dataset")]
     assert statuses == ["built", "rejected", "built"]
+
+
+@pytest.mark.slow
+def test_curation_logic_curates_the_hip_asked_for(shared_data):
+    """The Registration module's Hip choice is the command line's --side: on a whole-pelvis CT each side gives
+    that hip (head on its own side: the patient's left at larger LPS x), and on a thigh crop holding one right
+    femur 'left' is refused by name."""
+    scene = slicer.vtkMRMLScene()
+    logic = CurationLogic()
+    ct_node, _ = logic.load_ct(shared_data / "ct" / "pelvic_reference" / "Pelvic-Ref-005.nii.gz", scene)
+    assert logic.hip_sides(ct_node) == ["left", "right"]
+    head_x = {}
+    for side in ("left", "right"):
+        result = logic.analyse_ct(ct_node, scene, side=side)
+        assert result.measurement["side"] == side
+        landmarks = result.landmarks_node
+        names = [landmarks.GetNthControlPointLabel(i) for i in range(landmarks.GetNumberOfControlPoints())]
+        ras = landmarks.GetNthControlPointPosition(names.index("femoral_head_centre"))
+        head_x[side] = -ras[0]  # RAS -> LPS
+    assert head_x["left"] > head_x["right"] + 100.0
+    crop_node, _ = logic.load_ct(shared_data / "ct" / "ibsi_sts" / "STS_012.nii.gz", scene)
+    with pytest.raises(InputError, match="right"):
+        logic.analyse_ct(crop_node, scene, side="left")
