@@ -166,6 +166,8 @@ def test_cross_validation_pools_every_fold_and_resumes(dataset, smoke, tmp_path)
     assert pooled["images"] == 8  # folds 0 and 1: two patients x two poses each
     assert set(pooled["methods"]) == {"decomposition", "decomposition+regression", "baseline"}
     assert pooled["methods"]["baseline"]["ct_abmd_g_cm2"]["n"] == 8
+    per_ct = pooled["per_source_ct"]["baseline"]["ct_abmd_g_cm2"]
+    assert sum(b["n"] for b in per_ct.values()) == 8 and all(b["mae"] >= abs(b["bias"]) for b in per_ct.values())
     stamp = (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime
     again = cross_validate(config, dataset, tmp_path, [0, 1], ("ct_abmd_g_cm2",), "cpu", progress=False)
     assert again == pooled and (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime == stamp
@@ -280,3 +282,17 @@ def test_inputs_sharing_a_name_get_their_own_result_folders():
     # overwritten by c/x-2.dcm); names differing only in case collide on macOS and Windows disks
     assert output_folder_names([Path("a/x.dcm"), Path("b/x.dcm"), Path("c/x-2.dcm")]) == ["x-1", "x-3", "x-2"]
     assert output_folder_names([Path("a/Hip.dcm"), Path("b/hip.dcm"), Path("hip-1.png")]) == ["Hip-2", "hip-3", "hip-1"]
+
+
+def test_per_source_bias_shows_each_ct_offset():
+    """Two source CTs, one estimated 0.1 g/cm2 high and one 0.05 low: the pooled rows give each its own bias."""
+    from bmdgan.evaluation.cross_validation import per_source_bias
+
+    rows = [
+        {"case_id": f"c{i}", "patient_id": f"p{i}", "ct_abmd_g_cm2_truth": str(t), "ct_abmd_g_cm2_baseline": str(e)}
+        for i, (t, e) in enumerate([(0.7, 0.8), (0.9, 1.0), (0.6, 0.55), (0.8, 0.75), (0.5, float("nan"))])
+    ]
+    source_of = {"c0": "A", "c1": "A", "c2": "B", "c3": "B", "c4": "B"}
+    bias = per_source_bias(rows, source_of)["baseline"]["ct_abmd_g_cm2"]
+    assert bias["A"]["n"] == 2 and bias["A"]["bias"] == pytest.approx(0.1) and bias["A"]["mae"] == pytest.approx(0.1)
+    assert bias["B"]["n"] == 2 and bias["B"]["bias"] == pytest.approx(-0.05)  # the NaN estimate is left out

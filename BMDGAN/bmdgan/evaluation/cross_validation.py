@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..datasets.folds import source_ct_of
+from ..datasets.format import read_manifest
 from .evaluate import bone_id
 from .metrics import agreement
 
@@ -44,6 +46,29 @@ def pooled_metrics(rows: list[dict]) -> dict:
                 if len(pairs) >= 3:
                     estimate, truth, patients = zip(*pairs)
                     result.setdefault(method, {})[target] = agreement(estimate, truth, list(patients)).to_dict()
+    return result
+
+
+def per_source_bias(rows: list[dict], source_of: dict[str, str]) -> dict:
+    """Per method and target, each source CT's bias (mean estimate - truth), MAE and image count over the pooled
+    predictions: with whole CTs held out, a CT-specific offset is what pooled PCC alone hides (issue 22).
+    ``source_of``: case id -> source CT (:func:`bmdgan.datasets.folds.source_ct_of`)."""
+    targets = sorted({key[: -len("_truth")] for key in rows[0] if key.endswith("_truth")})
+    result: dict = {}
+    for key in rows[0]:
+        for target in targets:
+            prefix = f"{target}_"
+            if not key.startswith(prefix) or key == f"{target}_truth":
+                continue
+            errors: dict[str, list[float]] = {}
+            for row in rows:
+                error = float(row[key]) - float(row[f"{target}_truth"])
+                if math.isfinite(error):
+                    errors.setdefault(source_of.get(row["case_id"], row["patient_id"]), []).append(error)
+            result.setdefault(key[len(prefix) :], {})[target] = {
+                ct: {"n": len(e), "bias": sum(e) / len(e), "mae": sum(abs(x) for x in e) / len(e)}
+                for ct, e in sorted(errors.items())
+            }
     return result
 
 
@@ -81,7 +106,13 @@ def cross_validate(
     if process.world_size > 1:
         dist.barrier()  # the other processes wait for the main one's evaluations
     rows = _pooled_rows(out, folds)
-    pooled = {"folds": folds, "images": len(rows), "methods": pooled_metrics(rows)}
+    source_of = {record.case_id: source_ct_of(record) for record in read_manifest(dataset)}
+    pooled = {
+        "folds": folds,
+        "images": len(rows),
+        "methods": pooled_metrics(rows),
+        "per_source_ct": per_source_bias(rows, source_of),
+    }
     if process.is_main:
         atomic_write_text(out / "pooled_metrics.json", json.dumps(pooled, indent=2))
     return pooled

@@ -40,4 +40,9 @@ def run(args) -> int:
                 f"  {method:<26}{target:<17} PCC {m['pcc']:.3f}  ICC {m['icc']:.3f}  MAE {m['mae']:.4g}  "
                 f"SEE {m['see']:.4g}{cv}"
             )
+    print("bias per source CT (mean estimate - truth; n images):")
+    for method, values in pooled["per_source_ct"].items():
+        for target, per_ct in values.items():
+            biases = ", ".join(f"{ct} {b['bias']:+.3g} (n {b['n']})" for ct, b in per_ct.items())
+            print(f"  {method:<26}{target:<17} {biases}")
     return 0
