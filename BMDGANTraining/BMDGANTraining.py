@@ -270,14 +270,13 @@ class BMDGANTrainingTest(ScriptedLoadableModuleTest):
         self.assertFalse(running(), "the process did not finish in time")
 
     def test_train_sample_and_evaluate(self) -> None:
-        import csv
-        import json
         import tempfile
         from pathlib import Path
 
         import numpy as np
 
         from bmdgan.datasets.synthetic import make_pairs_dataset
+        from bmdgan.evaluation.evaluation_folder import read_metrics, read_predictions
 
         logic = BMDGANTrainingLogic()
         folder = Path(tempfile.mkdtemp(prefix="BMDGANTraining-selftest-"))
@@ -294,7 +293,7 @@ class BMDGANTrainingTest(ScriptedLoadableModuleTest):
         job = logic.start_evaluation(EvaluationRequest(str(folder / "run"), str(dataset), 0, robustness=False))
         self.waitFor(job.running)
         result = logic.finish_evaluation(job, slicer.mrmlScene, load_pictures=True)
-        report = json.loads((result.folder / "metrics.json").read_text())
+        report = read_metrics(result.folder)
         table = result.table_node.GetTable()
         for row in range(table.GetNumberOfRows()):
             method, target, pose = (
@@ -304,8 +303,7 @@ class BMDGANTrainingTest(ScriptedLoadableModuleTest):
             expected = metrics["all"] if pose == "all" else metrics["per_pose"][pose]
             self.assertEqual(table.GetValueByName(row, "pcc").ToDouble(), expected["pcc"])
             self.assertEqual(table.GetValueByName(row, "mae").ToDouble(), expected["mae"])
-        with open(result.folder / "predictions.csv", newline="") as stream:
-            truth = [float(r["ct_abmd_g_cm2_truth"]) for r in csv.DictReader(stream)]
+        truth = [float(r["ct_abmd_g_cm2_truth"]) for r in read_predictions(result.folder)]
         chart = result.correlation_charts[("decomposition", "ct_abmd_g_cm2")]
         points = chart.GetNthPlotSeriesNode(0).GetTableNode().GetTable().GetColumnByName("truth")
         np.testing.assert_array_equal([points.GetValue(i) for i in range(points.GetNumberOfValues())], truth)

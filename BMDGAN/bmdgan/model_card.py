@@ -11,8 +11,10 @@ import shutil
 from pathlib import Path
 
 from .errors import InputError
+from .evaluation.evaluation_folder import read_metrics
 from .io.members import read_json_object
 from .outputs import check_destination, result_folder
+from .training.run_folder import HISTORY, RUN_SETTINGS, read_history, read_run_settings
 
 MAX_SHIPPED_MB = 30.0
 WEAK_PCC = 0.5
@@ -56,8 +58,8 @@ def _metric_rows(metrics: dict) -> list[str]:
 
 def _history_summary(run: Path) -> list[str]:
     lines = []
-    for history in sorted(run.glob("*/history.jsonl")):
-        records = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    for history in sorted(run.glob(f"*/{HISTORY}")):
+        records = read_history(history.parent)
         if records:
             last = records[-1]
             loss = last.get("g_l1", last.get("loss"))
@@ -129,7 +131,9 @@ def write_model_card(
     held_out_cts: list[str],
 ) -> str:
     description = read_json_object(model_folder / "model.json", "bmdgan model folder")
-    settings = read_json_object(run / "run.json", "training run folder")
+    settings = read_run_settings(run)
+    if settings is None:
+        raise InputError(run, f"has no {RUN_SETTINGS}", "give the folder of a training run")
     size_mb = sum(p.stat().st_size for p in model_folder.glob("*.safetensors")) / 1e6
     lines = [
         "# BMD-GAN default model",
@@ -172,10 +176,7 @@ def write_model_card(
             f"(training PCC {calibration['pcc_train']:.3f})"
         )
     lines += ["- T-score reference: NHANES III total hip, women 20-29 (`bmdgan/resources/tscore_references.json`).", ""]
-    metrics_of = {
-        title: read_json_object(Path(folder) / "metrics.json", "bmdgan evaluate --out folder")
-        for title, folder in evaluations.items()
-    }
+    metrics_of = {title: read_metrics(folder) for title, folder in evaluations.items()}
     lines += _read_this_first(metrics_of)
     for title, metrics in metrics_of.items():
         lines += [

@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import re
 import subprocess
@@ -28,6 +26,7 @@ import vtk
 
 from bmdgan.datasets.format import read_manifest
 from bmdgan.errors import BMDGANError, InputError
+from bmdgan.evaluation.evaluation_folder import read_metrics, read_predictions
 from bmdgan.evaluation.metrics import bland_altman
 from bmdgan.evaluation.plots import UNITS
 from bmdgan.io import LPS_TO_RAS
@@ -201,12 +200,9 @@ class EvaluationLogic:
         """An evaluation folder (``metrics.json``, ``predictions.csv``, pictures) into nodes named after ``name``;
         nodes of that name are updated in place, so evaluating again replaces the previous results."""
         folder = Path(folder)
-        for required in ("metrics.json", "predictions.csv"):
-            if not (folder / required).is_file():
-                raise InputError(folder, f"has no {required}", "evaluate the run first")
-        report = json.loads((folder / "metrics.json").read_text())
+        report = read_metrics(folder)
         result = EvaluationResult(folder, report, metrics_table_node(report, scene, f"{name} metrics"))
-        for method, target, estimate, truth in prediction_pairs(read_predictions(folder / "predictions.csv")):
+        for method, target, estimate, truth in prediction_pairs(prediction_columns(folder)):
             label = f"{name} {method} {target}"
             result.correlation_charts[(method, target)] = correlation_chart(
                 scene, f"{label} correlation", estimate, truth, target
@@ -278,12 +274,9 @@ def metrics_table_node(report: dict, scene, name: str):
 # --- predictions and charts ------------------------------------------------------------------------------------
 
 
-def read_predictions(path: str | Path) -> dict[str, list[str]]:
-    """``predictions.csv`` as columns of text, keyed by its header."""
-    with open(path, newline="") as stream:
-        rows = list(csv.DictReader(stream))
-    if not rows:
-        raise InputError(path, "has no predictions", "evaluate the run again")
+def prediction_columns(folder: str | Path) -> dict[str, list[str]]:
+    """An evaluation folder's ``predictions.csv`` as columns of text, keyed by its header."""
+    rows = read_predictions(folder)
     return {key: [row[key] for row in rows] for key in rows[0]}
 
 

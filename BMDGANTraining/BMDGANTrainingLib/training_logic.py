@@ -6,7 +6,6 @@ by starting it again on the same run folder (training resumes from its last chec
 
 from __future__ import annotations
 
-import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 
 from bmdgan.errors import BMDGANError, InputError
 from bmdgan.io import Radiograph
+from bmdgan.training.run_folder import read_history, read_run_settings
 from BMDGANLib.engine_process import interrupt, start_engine_process
 
 
@@ -137,16 +137,13 @@ class TrainingLogic:
 
     @staticmethod
     def history(run_folder: str | Path, stage: str) -> list[dict]:
-        path = Path(run_folder) / stage / "history.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_history(Path(run_folder) / stage)
 
     def progress(self, run_folder: str | Path) -> Progress:
         """The furthest stage with logged epochs, and how far it is (epochs from run.json's configuration)."""
         run_folder = Path(run_folder)
-        settings_path = run_folder / "run.json"
-        epochs = json.loads(settings_path.read_text())["config"]["epochs"] if settings_path.exists() else {}
+        settings = read_run_settings(run_folder)
+        epochs = settings["config"]["epochs"] if settings else {}
         for stage in reversed(self.STAGES):
             history = self.history(run_folder, stage)
             if history:

@@ -12,7 +12,7 @@ MAX_DEFERRED_LIGHT_IMPORTS = 0
 """Function-level imports of project modules that load no lazy package, outside the command modules and the
 Slicer module scripts: none. A light module is imported at module level; ``python -c "import import_graph as g;
 print(*g.deferred_light_imports(g.all_imports()), sep=chr(10))"`` in Testing/ lists any that creep in."""
-MAX_FUNCTION_LEVEL_IMPORTS = 221
+MAX_FUNCTION_LEVEL_IMPORTS = 222
 """All function-level imports of project modules (measured 2026-12-03; most of them in the command modules)."""
 
 
@@ -93,3 +93,29 @@ def test_lazy_packages_come_from_the_requirements():
     lazy = graph.lazy_packages()
     assert {"torch", "SimpleITK", "scipy", "matplotlib", "PIL", "yaml", "tqdm", "slicer", "qt"} <= lazy
     assert "numpy" not in lazy
+
+
+FOLDER_FILES = {
+    "run.json": "bmdgan/training/run_folder.py",
+    "history.jsonl": "bmdgan/training/run_folder.py",
+    "metrics.json": "bmdgan/evaluation/evaluation_folder.py",
+    "predictions.csv": "bmdgan/evaluation/evaluation_folder.py",
+}
+
+
+def test_each_folder_file_is_named_in_code_by_its_owner_only():
+    """One owner per folder format (issue 19): no other engine or Slicer module has a run or evaluation file's name
+    as a string of its own (as in ``folder / "run.json"``; help texts and docstrings may mention it), so each is
+    read and written in one place."""
+    import ast
+
+    offenders = []
+    for path in sorted(graph.REPOSITORY.glob("BMDGAN*/**/*.py")):
+        relative = path.relative_to(graph.REPOSITORY).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for name, owner in FOLDER_FILES.items():
+                    if node.value == name and not relative.endswith(owner):
+                        offenders.append(f"{relative}:{node.lineno} {name}")
+    assert offenders == []

@@ -8,7 +8,6 @@ cross-validation finishes where it stopped. Under torchrun every process trains;
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -18,14 +17,14 @@ from ..atomic import atomic_write_text
 from ..datasets.folds import source_ct_of
 from ..datasets.format import read_manifest
 from .evaluate import bone_id
+from .evaluation_folder import read_predictions
 from .metrics import agreement
 
 
 def _pooled_rows(out: Path, folds: list[int]) -> list[dict]:
     rows = []
     for fold in folds:
-        with open(out / f"fold{fold}" / "evaluation" / "predictions.csv", newline="") as stream:
-            rows += [{**row, "fold": fold} for row in csv.DictReader(stream)]
+        rows += [{**row, "fold": fold} for row in read_predictions(out / f"fold{fold}" / "evaluation")]
     return rows
 
 

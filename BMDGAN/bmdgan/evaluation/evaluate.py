@@ -10,22 +10,20 @@ qualities, or reduced to fewer bits.
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text
 from ..datasets.format import CaseRecord, load_image, read_manifest
 from ..errors import InputError
 from ..inference import DecompositionModel
 from ..io import Radiograph
 from ..progress import progress_bar
 from ..training.data import resize_to
+from .evaluation_folder import write_metrics, write_predictions
 from .metrics import agreement
 from .plots import plot_bland_altman, plot_correlation, plot_robustness
 
@@ -182,23 +180,19 @@ def write_evaluation(out: str | Path, result: dict) -> Path:
     """metrics.json, predictions.csv, and for each target a Bland-Altman and a correlation plot."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(result["report"], indent=2))
+    write_metrics(out, result["report"])
     predictions = result["predictions"]
     columns = [(m, t) for m in predictions[0].methods for t in sorted(predictions[0].methods[m])]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        ["case_id", "patient_id", "side", "pose", "psnr_db", "dice"]
-        + [f"{t}_truth" for t in sorted({t for _, t in columns})]
-        + [f"{t}_{m}" for m, t in columns]
-    )
-    for p in predictions:
-        writer.writerow(
-            [p.record.case_id, p.record.patient_id, p.record.side, p.record.pose, f"{p.psnr_db:.3f}", f"{p.dice:.4f}"]
-            + [f"{getattr(p.record, t):.6g}" for t in sorted({t for _, t in columns})]
-            + [f"{p.methods[m][t]:.6g}" for m, t in columns]
-        )
-    atomic_write_text(out / "predictions.csv", buffer.getvalue())
+    targets = sorted({t for _, t in columns})
+    header = ["case_id", "patient_id", "side", "pose", "psnr_db", "dice"]
+    header += [f"{t}_truth" for t in targets] + [f"{t}_{m}" for m, t in columns]
+    rows = [
+        [p.record.case_id, p.record.patient_id, p.record.side, p.record.pose, f"{p.psnr_db:.3f}", f"{p.dice:.4f}"]
+        + [f"{getattr(p.record, t):.6g}" for t in targets]
+        + [f"{p.methods[m][t]:.6g}" for m, t in columns]
+        for p in predictions
+    ]
+    write_predictions(out, header, rows)
     for method, target in columns:
         pairs = [
             (p.methods[method][target], getattr(p.record, target))

@@ -33,7 +33,8 @@ from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_c
 from .config import TrainingConfig
 from .data import PairDataset
 from .run import BMD_TARGETS, check_run_settings, training_records
-from .trainer import mean_across_processes, start_process, truncate_history
+from .run_folder import append_history, truncate_history
+from .trainer import mean_across_processes, start_process
 
 KINDS = ("decomposition", "baseline")
 
@@ -161,7 +162,7 @@ def train_regression(
         done_epochs = state["epoch"] + 1
         refuse_changed_phases(folder, state["extra"]["phase"], phase_of_epoch(kind, config, state["epoch"]))
     if process.is_main:
-        truncate_history(folder / "history.jsonl", done_epochs)
+        truncate_history(folder, done_epochs)
     if checkpoint is not None and done_epochs >= sum(p[0] for p in phases(kind, config)):
         load_weights(checkpoint, "model", model)  # already trained: export what was trained, not a fresh model
         if process.is_main:
@@ -230,9 +231,7 @@ def train_regression(
                 )
             scheduler.step()
             if process.is_main:
-                folder.mkdir(parents=True, exist_ok=True)
-                with open(folder / "history.jsonl", "a") as stream:
-                    stream.writelines(json.dumps(h) + "\n" for h in history if h["epoch"] == epoch)
+                append_history(folder, [h for h in history if h["epoch"] == epoch])
                 save_checkpoint(
                     folder / "checkpoints",
                     epoch,

@@ -27,6 +27,7 @@ from ..models.model_folder import MODEL_FORMAT, MODEL_FORMAT_VERSION, read_model
 from .checkpoint import latest_checkpoint, save_weights, weights_sha256
 from .config import TrainingConfig
 from .data import DRR_SCALE_G_CM2, PairDataset
+from .run_folder import read_run_settings, write_run_settings
 from .trainer import StageTrainer, start_process
 
 BMD_TARGETS = {"ct_abmd_g_cm2": "g/cm2", "dxa_bmd_g_cm2": "g/cm2", "qct_vbmd_mg_cm3": "mg/cm3"}
@@ -145,10 +146,9 @@ def check_run_settings(
     """A run folder belongs to one dataset, held-out fold, pose set, backbone and image size (``run.json``):
     resuming it or adding a stage with other ones would train on the held-out fold or mix weights made for
     other inputs. Epoch counts may change (training longer is resuming)."""
-    path = run_folder / "run.json"
-    if not path.exists():
+    recorded = read_run_settings(run_folder)
+    if recorded is None:
         return
-    recorded = json.loads(path.read_text())
     wanted = {
         "fold": fold,
         "poses": sorted(poses) if poses else "all",
@@ -205,7 +205,7 @@ def train_run(
         run_folder.mkdir(parents=True, exist_ok=True)
         for place in (run_folder, run_folder / "model", *(run_folder / stage for stage in stages)):
             remove_stale_partials(place)  # temporaries of a killed earlier run
-        atomic_write_text(run_folder / "run.json", json.dumps(settings, indent=2))
+        write_run_settings(run_folder, settings)
     histories: dict[str, list[dict]] = {}
     trainer = None
     for stage in stages:

@@ -12,7 +12,6 @@ resume exactly (same data order, augmentations and weights).
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..atomic import atomic_write_text
 from ..compute import configure_torch
 from ..datasets.format import CaseRecord, atomic_save_npy
 from ..errors import InputError
@@ -34,6 +32,7 @@ from ..progress import progress_bar
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainingConfig
 from .data import PairDataset
+from .run_folder import append_history, truncate_history
 
 SAMPLE_FOLDER = "samples"
 """Sub-folder of a stage's folder holding the sample pictures, ``epoch_NNNN.npy`` (0-based epoch)."""
@@ -87,21 +86,6 @@ def mean_across_processes(values: dict[str, float], process: Process) -> dict[st
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=process.device)
     dist.all_reduce(tensor)
     return {k: float(v) / process.world_size for k, v in zip(keys, tensor.tolist())}
-
-
-def truncate_history(path: Path, epoch: int) -> None:
-    """Forget logged steps of ``epoch`` and later in a history.jsonl: they are about to be trained again (the
-    run was killed after logging them, before their checkpoint; with no checkpoint, ``epoch`` is 0). A line torn
-    by the kill is dropped too."""
-    if path.exists():
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line)["epoch"] < epoch:
-                    kept.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 class StageTrainer:
@@ -176,7 +160,7 @@ class StageTrainer:
             )
             self.start_epoch = state["epoch"] + 1
         if process.is_main:  # also without a checkpoint: a run killed before its first one logged epochs
-            truncate_history(self.folder / "history.jsonl", self.start_epoch)
+            truncate_history(self.folder, self.start_epoch)
 
     def _autocast(self):
         if self.config.mixed_precision and self.process.device.type == "cuda":
@@ -283,10 +267,7 @@ class StageTrainer:
         """Append this epoch's steps to history.jsonl; epoch means to TensorBoard; every ``sample_every_epochs``
         a sample picture to TensorBoard and to :func:`sample_path` (TensorBoard's file is written only every
         2 minutes, the .npy at once, for a live view)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / "history.jsonl", "a") as stream:
-            for record in records:
-                stream.write(json.dumps(record) + "\n")
+        append_history(self.folder, records)
         for key in records[0]:
             if key not in ("epoch", "step"):
                 writer.add_scalar(f"{self.stage}/{key}", float(np.mean([r[key] for r in records])), epoch)
