@@ -1,4 +1,4 @@
-"""Benchmark of preparing a whole-pelvis CT: both femurs, landmarks, calibration and measurement, per step.
+"""Benchmark of preparing a whole-pelvis CT: body, both femurs, hip bones, landmarks, calibration, measurement.
 
 For each CT (default: both ``pelvic_reference`` CTs, 512 x 512 x 137-163 voxels) the steps below run in
 order, ``--repeats`` times (each repeat reads the CT again, so nothing is reused between repeats), and the
@@ -7,8 +7,10 @@ are summed over the hips. They are the engine calls :func:`bmdgan.ct.pipeline.an
 one by one.
 
 Adding a step: append a :class:`Step` to ``STEPS`` (or insert it where it belongs); its function takes the
-``state`` dict (``ct``, ``smooth``, ``hips``, ``metal``, ``calibration``, per hip ``hip``/``segmentation``/
-``landmarks``/``region``) and stores what later steps need. Usage::
+``state`` dict (``ct``, ``smooth``, ``body``, ``hips``, ``metal``, ``calibration``, ``segmentations`` by side,
+``pelvis``, per hip ``hip``/``landmarks``/``region``) and stores what later steps need. Consecutive per-hip
+steps run as one block per hip: every femur is segmented before the hip bones, which are found around all
+of them. Usage::
 
     python benchmarks/bench_prepare_ct.py [--repeats 3] [--threads 2] [CT ...]
 """
@@ -16,6 +18,7 @@ Adding a step: append a :class:`Step` to ``STEPS`` (or insert it where it belong
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -64,10 +67,23 @@ def _metal(state: dict) -> None:
     state["metal"] = metal_mask(state["ct"])
 
 
+def _body(state: dict) -> None:
+    from bmdgan.ct.body import body_mask
+
+    state["body"] = body_mask(state["ct"])
+
+
 def _calibrate(state: dict) -> None:
     from bmdgan.ct.phantomless import phantomless_calibration
 
-    state["calibration"] = phantomless_calibration(state["ct"])
+    state["calibration"] = phantomless_calibration(state["ct"], body=state["body"])
+
+
+def _hip_bones(state: dict) -> None:
+    from bmdgan.ct.pelvis import label_pelvis
+
+    femurs = {side: segmentation.femur for side, segmentation in state["segmentations"].items()}
+    state["pelvis"] = label_pelvis(state["ct"], state["body"], femurs)
 
 
 def _segment(state: dict) -> None:
@@ -75,15 +91,15 @@ def _segment(state: dict) -> None:
     from bmdgan.ct.segmentation import segment_with_head
 
     hip = state["hip"]
-    state["segmentation"] = segment_with_head(
-        state["ct"], state["smooth"], fitted_head(state["ct"], hip), hip.shaft, state["metal"]
-    )
+    head = fitted_head(state["ct"], hip)
+    segmentation = segment_with_head(state["ct"], state["smooth"], head, hip.shaft, state["metal"])
+    state.setdefault("segmentations", {})[hip.side] = segmentation
 
 
 def _landmarks(state: dict) -> None:
     from bmdgan.ct.landmarks import estimate_landmarks
 
-    segmentation = state["segmentation"]
+    segmentation = state["segmentations"][state["hip"].side]
     state["landmarks"] = estimate_landmarks(
         segmentation.femur, state["ct"].geometry, segmentation.head, segmentation.shaft
     )
@@ -92,13 +108,14 @@ def _landmarks(state: dict) -> None:
 def _region(state: dict) -> None:
     from bmdgan.ct.pf_region import pf_region
 
-    state["region"] = pf_region(state["segmentation"].femur, state["ct"].geometry, state["landmarks"])
+    femur = state["segmentations"][state["hip"].side].femur
+    state["region"] = pf_region(femur, state["ct"].geometry, state["landmarks"])
 
 
 def _measure(state: dict) -> None:
     from bmdgan.ct.measurement import measure_pf
 
-    segmentation = state["segmentation"]
+    segmentation = state["segmentations"][state["hip"].side]
     state.setdefault("measurements", []).append(
         (
             state["hip"].side,
@@ -117,10 +134,12 @@ def _measure(state: dict) -> None:
 STEPS: list[Step] = [
     Step("read CT", _read),
     Step("smooth", _smooth),
+    Step("body mask", _body),
     Step("find hips (shafts, heads, sides)", _find_hips),
     Step("metal mask", _metal),
-    Step("calibrate (phantomless)", _calibrate),
-    Step("segment femur + pelvis", _segment, per_hip=True),
+    Step("calibrate (phantomless, in the body)", _calibrate),
+    Step("segment femur", _segment, per_hip=True),
+    Step("hip bones + sacrum", _hip_bones),
     Step("landmarks", _landmarks, per_hip=True),
     Step("PF region", _region, per_hip=True),
     Step("measure", _measure, per_hip=True),
@@ -128,19 +147,15 @@ STEPS: list[Step] = [
 
 
 def prepare_once(path: Path) -> tuple[dict[str, float], dict]:
-    """Run ``STEPS`` once on ``path``: seconds per step (per-hip steps summed) and the final state."""
+    """Run ``STEPS`` once on ``path``, in order (a run of per-hip steps once per hip found): seconds per step
+    (per-hip steps summed over the hips) and the final state."""
     state: dict = {"path": path}
     seconds: dict[str, float] = {}
-    for step in STEPS:
-        if step.per_hip:
-            continue
-        start = time.perf_counter()
-        step.run(state)
-        seconds[step.name] = time.perf_counter() - start
-    for hip in state["hips"]:
-        state["hip"] = hip
-        for step in STEPS:
-            if step.per_hip:
+    for per_hip, group in itertools.groupby(STEPS, key=lambda step: step.per_hip):
+        group = list(group)
+        for hip in state["hips"] if per_hip else [None]:
+            state["hip"] = hip
+            for step in group:
                 start = time.perf_counter()
                 step.run(state)
                 seconds[step.name] = seconds.get(step.name, 0.0) + time.perf_counter() - start
