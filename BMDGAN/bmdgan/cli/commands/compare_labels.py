@@ -157,8 +157,7 @@ def run(args) -> int:
     import numpy as np
 
     from bmdgan.atomic import atomic_write_text
-    from bmdgan.ct.pipeline import body_of, femurs_by_side, pelvis_labels
-    from bmdgan.ct.segmentation import METAL_HU
+    from bmdgan.ct.pipeline import METAL_HU, body_of, femurs_by_side, pelvis_labels
     from bmdgan.errors import InputError
     from bmdgan.io import read_ct
 
