@@ -248,6 +248,11 @@ def label_pelvis(ct: Volume, body: np.ndarray, femurs: dict[str, np.ndarray]) ->
     for side, mask in hips.items():
         out_hip[side] = np.zeros(shape, bool)
         out_hip[side][box] = grid.refine_in_plane(mask, factors, keep.shape) & keep
+        if midline is not None:  # split again on the CT grid: a coarse voxel on the midline spans both sides
+            where = np.argwhere(out_hip[side])
+            x = grid.index_to_lps(ct.geometry, where)[:, 0]
+            wrong = where[(x <= midline) if side == "left" else (x > midline)]
+            out_hip[side][tuple(wrong.T)] = False
     out_sacrum = np.zeros(shape, bool)
     out_sacrum[box] = grid.refine_in_plane(sacrum, factors, keep.shape) & keep
     for mask in femurs.values():

@@ -93,17 +93,58 @@ def _reference_masks(paths: list, ct, convention: str) -> dict:
     return {name: mask for name, mask in sides.items() if mask.any()}
 
 
+def _dice(ours, theirs) -> float | None:
+    total = int(ours.sum() + theirs.sum())
+    return round(2.0 * float((ours & theirs).sum()) / total, 4) if total else None
+
+
+def _common_slices(ours, theirs):
+    """Bool over the array's slowest axis (axial slices): the slices both masks reach into, from the lowest
+    to the highest they share (where one label ends earlier than the other, e.g. with the CT or its region)."""
+    import numpy as np
+
+    both = np.nonzero(ours.any(axis=(1, 2)) & theirs.any(axis=(1, 2)))[0]
+    inside = np.zeros(ours.shape[0], bool)
+    if len(both):
+        inside[both[0] : both[-1] + 1] = True
+    return inside
+
+
+def structure_row(ours, theirs, metal, voxel_cm3: float, goal: float | None) -> dict:
+    """One row of the table: Dice over the whole CT, over the axial slices both labels reach
+    (:func:`_common_slices`) and with the metal voxels (CT > ``METAL_HU``) left out of both, the volumes
+    (cm3) and the metal each label holds (cm3)."""
+    common = _common_slices(ours, theirs)[:, None, None]
+    return {
+        "dice": _dice(ours, theirs),
+        "dice_common_slices": _dice(ours & common, theirs & common),
+        "dice_without_metal": _dice(ours & ~metal, theirs & ~metal),
+        "automatic_cm3": round(float(ours.sum() * voxel_cm3), 2),
+        "reference_cm3": round(float(theirs.sum() * voxel_cm3), 2),
+        "metal_automatic_cm3": round(float((ours & metal).sum() * voxel_cm3), 2),
+        "metal_reference_cm3": round(float((theirs & metal).sum() * voxel_cm3), 2),
+        "goal": goal,
+    }
+
+
 def _markdown(record: dict) -> str:
+    def number(value, digits):
+        return "-" if value is None else f"{value:.{digits}f}"
+
     lines = [
         f"Automatic labels of `{record['ct']}` against `{', '.join(record['reference'])}`.",
         "",
-        "| structure | Dice | automatic (cm3) | reference (cm3) | goal |",
-        "| --- | --- | --- | --- | --- |",
+        "| structure | Dice | Dice, common slices | Dice, metal left out | automatic (cm3) | reference (cm3) "
+        "| metal in automatic / reference (cm3) | goal |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, row in record["structures"].items():
-        dice = "-" if row["dice"] is None else f"{row['dice']:.3f}"
         goal = "-" if row["goal"] is None else f">= {row['goal']:.2f}"
-        lines.append(f"| {name} | {dice} | {row['automatic_cm3']:.1f} | {row['reference_cm3']:.1f} | {goal} |")
+        lines.append(
+            f"| {name} | {number(row['dice'], 3)} | {number(row['dice_common_slices'], 3)} "
+            f"| {number(row['dice_without_metal'], 3)} | {row['automatic_cm3']:.1f} | {row['reference_cm3']:.1f} "
+            f"| {row['metal_automatic_cm3']:.1f} / {row['metal_reference_cm3']:.1f} | {goal} |"
+        )
     lines += [""] + [f"- {note}" for note in record["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -116,7 +157,7 @@ def run(args) -> int:
     import numpy as np
 
     from bmdgan.atomic import atomic_write_text
-    from bmdgan.ct.pipeline import body_of, femurs_by_side, pelvis_labels
+    from bmdgan.ct.pipeline import METAL_HU, body_of, femurs_by_side, pelvis_labels
     from bmdgan.errors import InputError
     from bmdgan.io import read_ct
 
@@ -147,6 +188,7 @@ def run(args) -> int:
             notes.append(f"metal in the {side} femur ({metal_cm3:.1f} cm3): its automatic label is affected")
     notes.append("the reference is a segmentation too (automatic ones are not truth): Dice measures agreement")
     voxel_cm3 = ct.voxel_volume_mm3() / 1000.0
+    metal = ct.array > METAL_HU
     structures = {}
     for name in STRUCTURES:
         ours = automatic.get(name)
@@ -155,13 +197,7 @@ def run(args) -> int:
             continue
         ours = np.zeros(ct.array.shape, bool) if ours is None else ours
         theirs = np.zeros(ct.array.shape, bool) if theirs is None else theirs
-        total = int(ours.sum() + theirs.sum())
-        structures[name] = {
-            "dice": round(2.0 * float((ours & theirs).sum()) / total, 4) if total else None,
-            "automatic_cm3": round(float(ours.sum() * voxel_cm3), 2),
-            "reference_cm3": round(float(theirs.sum() * voxel_cm3), 2),
-            "goal": GOALS.get(name.split("_")[0]),
-        }
+        structures[name] = structure_row(ours, theirs, metal, voxel_cm3, GOALS.get(name.split("_")[0]))
     record = {
         "ct": str(args.ct),
         "reference": [str(r) for r in args.reference],
@@ -174,6 +210,10 @@ def run(args) -> int:
     atomic_write_text(out / "label_dice.md", _markdown(record))
     for name, row in structures.items():
         dice = "-" if row["dice"] is None else f"{row['dice']:.3f}"
-        print(f"{name:12s} Dice {dice}  ({row['automatic_cm3']:.1f} vs {row['reference_cm3']:.1f} cm3)")
+        common = "-" if row["dice_common_slices"] is None else f"{row['dice_common_slices']:.3f}"
+        print(
+            f"{name:12s} Dice {dice} (common slices {common})  "
+            f"({row['automatic_cm3']:.1f} vs {row['reference_cm3']:.1f} cm3)"
+        )
     print(f"written: {out / 'label_dice.json'}, {out / 'label_dice.md'}")
     return 0
