@@ -42,12 +42,6 @@ def test_default_model_is_small_safetensors_and_never_saw_the_sample_ct():
     assert {c["target"] for c in description["calibrations"]} >= {"ct_abmd_g_cm2", "qct_vbmd_mg_cm3"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22: the shipped model (9 training bones) ties its answer to the bones it knows: on this held-out "
-    "CT's virtual patient, drawn from the population (truth 0.826 g/cm2), it estimates 0.965 (+17 %); it met "
-    "15 % only for the earlier sample, whose truth (0.985) lay near its usual answer. Strict: passing flags a fix.",
-)
 def test_estimate_on_the_held_out_sample_is_within_15_percent(tmp_path):
     sample = sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH
     truth = json.loads(sample.with_name(sample.stem + "_truth.json").read_text())
