@@ -24,12 +24,12 @@ def median_seconds(function, repeats: int) -> float:
 def main() -> None:
     import torch
 
-    from bmdgan.estimation import estimate_hip
-    from bmdgan.inference import DecompositionModel
+    from bmdgan.inference.default_model import resolve_model_folder
+    from bmdgan.inference.estimation import estimate_hip
+    from bmdgan.inference.model import DecompositionModel
+    from bmdgan.inference.tscore import load_reference
     from bmdgan.io import read_radiograph
-    from bmdgan.models_default import resolve_model_folder
     from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
-    from bmdgan.tscore import load_reference
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=None)

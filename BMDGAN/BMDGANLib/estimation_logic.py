@@ -22,13 +22,13 @@ import vtk
 from bmdgan.atomic import atomic_path, atomic_write_text
 from bmdgan.datasets.normalise import HipCrop
 from bmdgan.errors import BMDGANError, InputError
-from bmdgan.estimation import estimate_hip, result_summary, sides_to_analyse
+from bmdgan.inference.default_model import resolve_model_folder
+from bmdgan.inference.estimation import estimate_hip, result_summary, sides_to_analyse
+from bmdgan.inference.report import draw_report
+from bmdgan.inference.tscore import load_reference
 from bmdgan.io import Radiograph, Volume, read_radiograph
 from bmdgan.io.radiograph import IMAGE_SUFFIXES
-from bmdgan.models_default import resolve_model_folder
 from bmdgan.projection.geometry import geometry_from_radiograph
-from bmdgan.report import draw_report
-from bmdgan.tscore import load_reference
 
 from .mrml_conversion import (
     GEOMETRY_ATTRIBUTE,
@@ -186,7 +186,7 @@ class EstimationLogic:
     @staticmethod
     def load_model(model_folder: str | Path | None = None, device: str = "cpu"):
         """The decomposition model of ``model_folder`` ("" or None: the default model) and its folder."""
-        from bmdgan.inference import DecompositionModel
+        from bmdgan.inference.model import DecompositionModel
 
         folder = resolve_model_folder(model_folder and str(model_folder))
         return DecompositionModel.load(folder, device), folder

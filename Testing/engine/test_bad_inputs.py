@@ -28,8 +28,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from bmdgan.cli.main import build_parser, main
+from bmdgan.inference.default_model import resolve_model_folder
 from bmdgan.io import Volume, VolumeGeometry, write_volume
-from bmdgan.models_default import resolve_model_folder
 from bmdgan.outputs import MARKER
 from dicom_factory import hip_like_phantom, write_dx
 
@@ -508,7 +508,7 @@ def test_temporaries_of_a_killed_run_are_removed_on_the_next_run(tmp_path, capsy
 
 
 def test_a_dicom_folder_is_read_by_content_not_by_suffix(tmp_path, capsys):
-    from bmdgan.estimation import input_files
+    from bmdgan.inference.estimation import input_files
 
     folder = tmp_path / "export"
     hip_dx(folder / "IM0001")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bmdgan.models_default import resolve_model_folder
+from bmdgan.inference.default_model import resolve_model_folder
 from bmdgan.sample_data import HELD_OUT_CT_IDS, SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
 
 REPOSITORY = Path(__file__).resolve().parents[2]

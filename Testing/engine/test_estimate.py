@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from bmdgan.datasets.format import load_image, read_manifest
-from bmdgan.tscore import load_reference, t_score, who_category
+from bmdgan.inference.tscore import load_reference, t_score, who_category
 
 
 def run_estimate(*arguments: str) -> subprocess.CompletedProcess:
@@ -184,7 +184,7 @@ def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained,
     folder holds only the new model: an earlier package is replaced with --overwrite, its files that the new
     model lacks go with it, and a folder that holds anything else is refused."""
     from bmdgan.evaluation.evaluate import evaluate, write_evaluation
-    from bmdgan.inference import DecompositionModel
+    from bmdgan.inference.model import DecompositionModel
 
     run_folder, _ = trained
     evaluation = tmp_path / "evaluation"
@@ -252,7 +252,7 @@ def test_model_card_warning_follows_the_pcc_that_estimate_reports():
     """The card's first warning uses what ``bmdgan estimate`` reports (regression when present): strong when all are
     below 0.5, plain when any is below the 0.90 goal (naming those that fall short when others reach it), none when all
     reach it."""
-    from bmdgan.model_card import _read_this_first
+    from bmdgan.evaluation.model_card import _read_this_first
 
     def metrics(decomposition: float, regression: float | None = None) -> dict:
         methods = {"decomposition": {"ct_abmd_g_cm2": {"all": {"pcc": decomposition}}}}
@@ -274,7 +274,7 @@ def test_model_card_warning_follows_the_pcc_that_estimate_reports():
 def test_inputs_sharing_a_name_get_their_own_result_folders():
     from pathlib import Path
 
-    from bmdgan.estimation import output_folder_names
+    from bmdgan.inference.estimation import output_folder_names
 
     files = [Path("a/hip.dcm"), Path("b/hip.png"), Path("c/other.jpg")]
     assert output_folder_names(files) == ["hip-1", "hip-2", "other"]

@@ -8,7 +8,7 @@ import pytest
 
 from bmdgan.errors import InputError
 from bmdgan.evaluation.metrics import agreement, bland_altman, icc_2_1, mae, pearson, rms_cv_percent, see
-from bmdgan.tscore import load_reference, t_score, who_category
+from bmdgan.inference.tscore import load_reference, t_score, who_category
 
 
 def test_icc_2_1_by_hand():

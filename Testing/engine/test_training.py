@@ -276,10 +276,10 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
         value = float(regressor(torch.zeros(1, 1, 64, 32))[0, 0])
     assert 0.2 < value < 1.5  # g/cm2, around the training mean
     from bmdgan.datasets.format import load_image, read_manifest
-    from bmdgan.estimation import estimate_hip
-    from bmdgan.inference import DecompositionModel
+    from bmdgan.inference.estimation import estimate_hip
+    from bmdgan.inference.model import DecompositionModel
+    from bmdgan.inference.tscore import load_reference
     from bmdgan.io import Radiograph
-    from bmdgan.tscore import load_reference
 
     record = [r for r in read_manifest(dataset) if r.fold == 0][0]
     model = DecompositionModel.load(run_folder / "model")
@@ -355,7 +355,7 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
 def test_pose_filters_for_the_unseen_pose_experiment(trained, dataset):
     """Fig. 7 of the paper: train on some poses, evaluate on the others."""
     from bmdgan.evaluation.evaluate import evaluate
-    from bmdgan.inference import DecompositionModel
+    from bmdgan.inference.model import DecompositionModel
     from bmdgan.training.run import training_records
 
     records = training_records(dataset, fold=0, poses=("pose0",))

@@ -82,7 +82,7 @@ def cross_validate(
 ) -> dict:
     import torch.distributed as dist
 
-    from ..inference import DecompositionModel
+    from ..inference.model import DecompositionModel
     from ..training.regression import train_regression
     from ..training.run import train_run
     from ..training.trainer import start_process

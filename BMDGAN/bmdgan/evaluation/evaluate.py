@@ -19,7 +19,7 @@ import numpy as np
 
 from ..datasets.format import CaseRecord, load_image, read_manifest
 from ..errors import InputError
-from ..inference import DecompositionModel
+from ..inference.model import DecompositionModel
 from ..io import Radiograph
 from ..progress import progress_bar
 from ..training.data import resize_to

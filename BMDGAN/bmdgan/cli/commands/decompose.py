@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from bmdgan.inference import DecompositionModel
+    from bmdgan.inference.model import DecompositionModel
     from bmdgan.io import read_radiograph
     from bmdgan.io.float_image import write_float_image
 

@@ -28,12 +28,12 @@ def _estimate_sample(args) -> int:
     import json
     from pathlib import Path
 
-    from bmdgan.estimation import estimate_hip, write_results
-    from bmdgan.inference import DecompositionModel
+    from bmdgan.inference.default_model import resolve_model_folder
+    from bmdgan.inference.estimation import estimate_hip, write_results
+    from bmdgan.inference.model import DecompositionModel
+    from bmdgan.inference.tscore import load_reference, t_score, who_category
     from bmdgan.io import read_radiograph
-    from bmdgan.models_default import resolve_model_folder
     from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
-    from bmdgan.tscore import load_reference, t_score, who_category
 
     folder = sample_data_dir()
     sample = folder / SAMPLE_SIMULATED_RADIOGRAPH
@@ -85,7 +85,7 @@ def _full_pipeline(args) -> int:
     from bmdgan.datasets.report import write_histograms, write_montage
     from bmdgan.errors import InputError
     from bmdgan.evaluation.evaluate import evaluate, write_evaluation
-    from bmdgan.inference import DecompositionModel
+    from bmdgan.inference.model import DecompositionModel
     from bmdgan.io.ct import VOLUME_SUFFIXES
     from bmdgan.sample_data import SAMPLE_CT, sample_data_dir
     from bmdgan.training.config import load_config

@@ -36,9 +36,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from bmdgan.errors import about_file, describe_expected_error
-    from bmdgan.estimation import input_files, output_folder_names
+    from bmdgan.inference.default_model import resolve_model_folder
+    from bmdgan.inference.estimation import input_files, output_folder_names
     from bmdgan.io.radiograph import check_radiograph_header
-    from bmdgan.models_default import resolve_model_folder
     from bmdgan.outputs import check_destination
     from bmdgan.progress import progress_bar
 
@@ -62,10 +62,10 @@ def run(args) -> int:
     if not accepted:
         return 2
 
-    from bmdgan.estimation import estimate_hip, sides_to_analyse, write_results
-    from bmdgan.inference import DecompositionModel
+    from bmdgan.inference.estimation import estimate_hip, sides_to_analyse, write_results
+    from bmdgan.inference.model import DecompositionModel
+    from bmdgan.inference.tscore import load_reference
     from bmdgan.io import read_radiograph
-    from bmdgan.tscore import load_reference
 
     model = DecompositionModel.load(model_folder, args.device)
     reference = load_reference(args.reference)

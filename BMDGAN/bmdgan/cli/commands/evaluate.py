@@ -79,7 +79,7 @@ def held_out_fold(requested: int | str | None, dataset: str, provenance: dict) -
 
 def run(args) -> int:
     from bmdgan.evaluation.evaluate import evaluate, write_evaluation
-    from bmdgan.inference import DecompositionModel
+    from bmdgan.inference.model import DecompositionModel
 
     model = DecompositionModel.load(args.model, args.device)
     fold = held_out_fold(args.fold, args.dataset, model.description.get("provenance", {}))

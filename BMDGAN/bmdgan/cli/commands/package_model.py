@@ -42,7 +42,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from bmdgan.errors import InputError
-    from bmdgan.model_card import package_model
+    from bmdgan.evaluation.model_card import package_model
 
     evaluations = {}
     for item in args.evaluation:

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
-REFERENCES_FILE = Path(__file__).resolve().parent / "resources" / "tscore_references.json"
+REFERENCES_FILE = Path(__file__).resolve().parents[1] / "resources" / "tscore_references.json"
 OSTEOPENIA_BELOW = -1.0
 OSTEOPOROSIS_AT_OR_BELOW = -2.5
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import Radiograph
+from ..io import Radiograph
 
 
 def _outline_in_source(hip_decomposition, threshold: float) -> tuple[np.ndarray, np.ndarray]:

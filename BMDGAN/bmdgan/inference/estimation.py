@@ -13,17 +13,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import InputError
-from .io import Radiograph
-from .io.float_image import write_float_image
-from .io.radiograph import IMAGE_SUFFIXES
-from .io.sniff import sniff_format
-from .outputs import result_folder, unique_names
+from ..errors import InputError
+from ..io import Radiograph
+from ..io.float_image import write_float_image
+from ..io.radiograph import IMAGE_SUFFIXES
+from ..io.sniff import sniff_format
+from ..outputs import result_folder, unique_names
 from .report import draw_report
 from .tscore import Reference, t_score, who_category
 
 if TYPE_CHECKING:  # torch is imported only by what runs a model: a refused input costs no torch import
-    from .inference import Decomposition, DecompositionModel
+    from .model import Decomposition, DecompositionModel
 
 LATERALITY = {"L": "left", "R": "right"}
 

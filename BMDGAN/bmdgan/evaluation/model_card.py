@@ -10,11 +10,11 @@ import json
 import shutil
 from pathlib import Path
 
-from .errors import InputError
-from .evaluation.evaluation_folder import read_metrics
-from .io.members import read_json_object
-from .outputs import check_destination, result_folder
-from .training.run_folder import HISTORY, RUN_SETTINGS, read_history, read_run_settings
+from ..errors import InputError
+from ..io.members import read_json_object
+from ..outputs import check_destination, result_folder
+from ..training.run_folder import HISTORY, RUN_SETTINGS, read_history, read_run_settings
+from .evaluation_folder import read_metrics
 
 MAX_SHIPPED_MB = 30.0
 WEAK_PCC = 0.5
@@ -211,7 +211,7 @@ def package_model(
     """Copy the model (weights + model.json) into ``out`` and write ``MODEL_CARD.md``; refuses > 30 MB. ``out`` is
     written by :func:`bmdgan.outputs.result_folder`: new or empty, or with ``overwrite`` an earlier package holding
     nothing else; only the files model.json names are copied (:func:`bmdgan.models.model_folder.model_files`)."""
-    from .models.model_folder import model_files
+    from ..models.model_folder import model_files
 
     model_folder, run, out = Path(model_folder), Path(run), Path(out)
     if not (model_folder / "model.json").is_file():

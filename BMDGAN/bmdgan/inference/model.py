@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bmd_from_drr import DrrBmdCalibration
-from .compute import configure_torch
-from .datasets.normalise import HipCrop, apply_hip_crop, plan_hip_crop
-from .distribution_check import TrainingDistribution, check, pooled
-from .errors import InputError
-from .io import Radiograph
-from .models.model_folder import read_model_description
+from ..bmd_from_drr import DrrBmdCalibration
+from ..compute import configure_torch
+from ..datasets.normalise import HipCrop, apply_hip_crop, plan_hip_crop
+from ..distribution_check import TrainingDistribution, check, pooled
+from ..errors import InputError
+from ..io import Radiograph
+from ..models.model_folder import read_model_description
 
 
 def usable_device(device: str) -> torch.device:
@@ -81,8 +81,8 @@ class DecompositionModel:
 
     @staticmethod
     def load(folder: str | Path, device: str = "cpu") -> DecompositionModel:
-        from .models.generator import build_generator
-        from .training.checkpoint import load_weights
+        from ..models.generator import build_generator
+        from ..training.checkpoint import load_weights
 
         configure_torch()
         folder = Path(folder)
@@ -113,7 +113,7 @@ class DecompositionModel:
 
     def _network_input(self, radiograph: Radiograph, side: str, bilateral: bool):
         """(crop, cropped image, network input [1, 1, H, W] in [-1, 1]): the hip as the networks were trained on it."""
-        from .training.data import normalise_radiograph
+        from ..training.data import normalise_radiograph
 
         crop = plan_hip_crop(radiograph.shape, side, self.image_shape, bilateral)
         image = apply_hip_crop(radiograph.pixels, crop)
@@ -127,7 +127,7 @@ class DecompositionModel:
         self, radiograph: Radiograph, side: str, bilateral: bool = True, kind: str = "decomposition"
     ) -> dict[str, float]:
         """BMD per target from the exported stage-3 regressors of ``kind`` (empty when there are none)."""
-        from .training.regression import load_regressor
+        from ..training.regression import load_regressor
 
         names = [n for n, d in self.description.get("regressors", {}).items() if d["kind"] == kind]
         if not names:

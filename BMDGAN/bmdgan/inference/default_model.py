@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def resolve_model_folder(requested: str | None) -> Path:
@@ -14,7 +14,7 @@ def resolve_model_folder(requested: str | None) -> Path:
     if requested:
         return Path(requested)
     configured = os.environ.get("BMDGAN_MODEL")
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # bmdgan/
     candidates = (
         [Path(configured)]
         if configured
