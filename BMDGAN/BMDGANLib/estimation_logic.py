@@ -367,7 +367,8 @@ class EstimationLogic:
             lines = [
                 f"{hip.side} hip: "
                 + (
-                    f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, T-score {hip.t_score:+.1f} ({hip.who_category})"
+                    f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, "
+                    + (f"T-score {hip.t_score:+.1f} ({hip.who_category})" if hip.t_score is not None else "no T-score")
                     if hip.dxa_bmd_g_cm2 is not None
                     else "no aBMD"
                 )

@@ -296,3 +296,46 @@ def test_per_source_bias_shows_each_ct_offset():
     bias = per_source_bias(rows, source_of)["baseline"]["ct_abmd_g_cm2"]
     assert bias["A"]["n"] == 2 and bias["A"]["bias"] == pytest.approx(0.1) and bias["A"]["mae"] == pytest.approx(0.1)
     assert bias["B"]["n"] == 2 and bias["B"]["bias"] == pytest.approx(-0.05)  # the NaN estimate is left out
+
+
+def test_a_child_or_another_body_part_gets_no_t_score_or_category(tmp_path):
+    """The bundled sample's DICOM with header fields changed: an 8-year-old (PatientAge), a child by birth and
+    study dates, a chest, a lateral view - each gets its aBMD with the reason and no T-score or WHO category (the
+    shipped model); the same image as a 45-year-old's hip keeps them."""
+    import pydicom
+
+    from bmdgan.inference.estimation import estimate_hip
+    from bmdgan.inference.model import DecompositionModel
+    from bmdgan.inference.tscore import load_reference
+    from bmdgan.io import read_radiograph
+    from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
+
+    model = DecompositionModel.load(sample_data_dir().parents[0] / "Models" / "default", "cpu")
+    reference = load_reference(None)
+    cases = {
+        "adult": {"PatientAge": "045Y", "BodyPartExamined": "HIP", "ViewPosition": "AP"},
+        "child": {"PatientAge": "008Y"},
+        "child by dates": {"PatientBirthDate": "20150301", "StudyDate": "20230615"},
+        "chest": {"BodyPartExamined": "CHEST"},
+        "lateral": {"ViewPosition": "LL"},
+    }
+    results = {}
+    for name, fields in cases.items():
+        dataset = pydicom.dcmread(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)
+        for keyword, value in fields.items():
+            setattr(dataset, keyword, value)
+        path = tmp_path / f"{name.replace(' ', '_')}.dcm"
+        dataset.save_as(path)
+        results[name], _ = estimate_hip(model, read_radiograph(path), "right", reference, bilateral=False)
+    assert results["adult"].t_score is not None and results["adult"].who_category is not None
+    assert not any("DICOM" in w for w in results["adult"].warnings)
+    for name, reason in (
+        ("child", "8.0 years"),
+        ("child by dates", "8.3 years"),
+        ("chest", "CHEST"),
+        ("lateral", "LL"),
+    ):
+        hip = results[name]
+        assert hip.dxa_bmd_g_cm2 == pytest.approx(results["adult"].dxa_bmd_g_cm2)  # the number stays, flagged
+        assert hip.t_score is None and hip.who_category is None and not hip.trustworthy
+        assert reason in hip.warnings[0], (name, hip.warnings)

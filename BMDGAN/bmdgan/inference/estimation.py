@@ -62,6 +62,34 @@ def _finite(value: float | None) -> float | None:
 
 
 METHODS = ("auto", "decomposition", "regression")
+ADULT_AGE_YEARS = 20.0
+"""T-scores compare with young adults (NHANES III, 20-29 years) and the model saw adult hips only."""
+HIP_BODY_PARTS = {"HIP", "PELVIS", "FEMUR", "LEG", "LOWER LIMB", "LOWERLIMB", "LOWER EXTREMITY", "HIPS"}
+"""DICOM BodyPartExamined values of a hip radiograph (any other named part is not one)."""
+AP_VIEWS = {"AP", "PA"}
+
+
+def not_an_adult_hip(radiograph: Radiograph) -> list[str]:
+    """Why the header says this is not an adult AP hip radiograph (empty: nothing against it, or no header):
+    the patient's age, the body part examined, the view position. Any reason withholds the T-score and the WHO
+    category, not just flags them."""
+    reasons = []
+    age = radiograph.patient_age_years
+    if age is not None and age < ADULT_AGE_YEARS:
+        reasons.append(
+            f"the patient is {age:.1f} years old (DICOM header): the model was trained on adult hips and T-scores "
+            "and WHO categories apply to adults only; no category is given"
+        )
+    if radiograph.body_part is not None and radiograph.body_part not in HIP_BODY_PARTS:
+        reasons.append(
+            f"the DICOM header names the body part {radiograph.body_part}, not a hip or pelvis: no category is given"
+        )
+    if radiograph.view_position is not None and radiograph.view_position.upper() not in AP_VIEWS:
+        reasons.append(
+            f"the view is {radiograph.view_position} (DICOM ViewPosition), not AP: the model was trained on AP "
+            "views; no category is given"
+        )
+    return reasons
 
 
 def estimate_hip(
@@ -85,10 +113,11 @@ def estimate_hip(
     bmd = {**model.bmd(decomposition), **regressed}
     source = "dxa_bmd_g_cm2" if "dxa_bmd_g_cm2" in bmd else "ct_abmd_g_cm2" if "ct_abmd_g_cm2" in bmd else None
     areal = _finite(bmd.get(source)) if source else None
-    warnings = list(radiograph.warnings) + model.warnings(decomposition)
+    refusals = not_an_adult_hip(radiograph)
+    warnings = refusals + list(radiograph.warnings) + model.warnings(decomposition)
     if areal is None:
         warnings.append("no areal BMD: the model has no aBMD calibration or the PF region is empty")
-    score = t_score(areal, reference) if areal is not None else None
+    score = t_score(areal, reference) if areal is not None and not refusals else None
     return HipEstimate(
         side=side,
         method="decomposition+regression" if regressed else "decomposition",

@@ -35,7 +35,7 @@ def _caption(hip) -> str:
     lines = [f"{hip.side} hip ({hip.method})"]
     if hip.dxa_bmd_g_cm2 is not None:
         lines.append(f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2 (DXA-like)")
-        lines.append(f"T-score {hip.t_score:+.1f}: {hip.who_category}")
+        lines.append(f"T-score {hip.t_score:+.1f}: {hip.who_category}" if hip.t_score is not None else "no T-score")
     if hip.qct_bmd_mg_cm3 is not None:
         lines.append(f"vBMD {hip.qct_bmd_mg_cm3:.0f} mg/cm3 (QCT-like)")
     lines += [f"WARNING: {w}" for w in hip.warnings]

@@ -57,6 +57,10 @@ class Radiograph:
     window_width: list[float] = field(default_factory=list)
     voi_lut_function: str | None = None
     has_voi_lut_sequence: bool = False
+    patient_age_years: float | None = None
+    """From DICOM PatientAge, else PatientBirthDate and StudyDate/AcquisitionDate; None when the header has none."""
+    body_part: str | None = None
+    """DICOM BodyPartExamined, upper case, when present."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -272,7 +276,31 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
     radiograph.window_width = _floats(dataset.get("WindowWidth"))
     radiograph.voi_lut_function = str(dataset.get("VOILUTFunction", "")) or None
     radiograph.has_voi_lut_sequence = "VOILUTSequence" in dataset
+    radiograph.patient_age_years = _age_years(dataset)
+    radiograph.body_part = str(dataset.get("BodyPartExamined", "")).strip().upper() or None
     return radiograph
+
+
+_AGE_UNITS_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
+
+
+def _age_years(dataset) -> float | None:
+    """The patient's age (years): PatientAge ("045Y", "010M", "003W", "002D"), else birth and study dates."""
+    text = str(dataset.get("PatientAge", "")).strip().upper()
+    if len(text) == 4 and text[:3].isdigit() and text[3] in _AGE_UNITS_YEARS:
+        return int(text[:3]) * _AGE_UNITS_YEARS[text[3]]
+    birth = str(dataset.get("PatientBirthDate", "")).strip()
+    taken = str(dataset.get("StudyDate", "") or dataset.get("AcquisitionDate", "")).strip()
+    if len(birth) == 8 and len(taken) == 8 and birth.isdigit() and taken.isdigit():
+        from datetime import date
+
+        try:
+            born = date(int(birth[:4]), int(birth[4:6]), int(birth[6:]))
+            seen = date(int(taken[:4]), int(taken[4:6]), int(taken[6:]))
+        except ValueError:
+            return None
+        return (seen - born).days / 365.25
+    return None
 
 
 def _tiff_page(tiff, path: Path):

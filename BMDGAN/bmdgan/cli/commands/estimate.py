@@ -87,7 +87,8 @@ def run(args) -> int:
             continue
         for hip, _ in results:
             numbers = (
-                f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, T-score {hip.t_score:+.1f} ({hip.who_category})"
+                f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, "
+                + (f"T-score {hip.t_score:+.1f} ({hip.who_category})" if hip.t_score is not None else "no T-score")
                 if hip.dxa_bmd_g_cm2 is not None
                 else "no aBMD"
             )
