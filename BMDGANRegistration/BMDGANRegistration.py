@@ -69,7 +69,6 @@ class BMDGANRegistrationParameterNode:
     datasetFolder: str = ""
     patient: str = ""
     casePose: str = ""
-    singleHip: bool = False
 
 
 class BMDGANRegistrationWidget(ParameterNodeWidget):
@@ -310,8 +309,7 @@ class BMDGANRegistrationWidget(ParameterNodeWidget):
                 self._side,
                 parameters.patient,
                 key,
-                parameters.singleHip,
-                parameters.casePose,
+                pose=parameters.casePose,
                 accepted=accepted,
             )
             cases = self.logic.case_list(parameters.datasetFolder)

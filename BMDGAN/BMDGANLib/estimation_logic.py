@@ -1,8 +1,10 @@
 """Logic of the BMDGAN (one-click estimation) module: no Qt, the scene is an argument.
 
 Results go into the scene as: one PF-DRR volume node per hip (g/cm2), placed exactly over the radiograph
-(its IJK-to-RAS composes the radiograph's with the crop that the network saw), shown with a density colour
-table; a segmentation with each hip's PF region; and a table node with the numbers and warnings.
+(its IJK-to-RAS composes the radiograph's with the input region that the network saw), shown with a density
+colour table; a segmentation with each hip's PF region; one point list per hip with the detected femoral head
+centre and neck point, which the user can move and estimate again from (:meth:`EstimationLogic.estimate` with
+``landmark_nodes``); and a table node with the numbers and warnings.
 
 Several radiographs (the scene's, a study's in the subject hierarchy, or a folder's files) are estimated into one
 table, a row per hip or per failed image; a result exports as the report picture (PNG) and the result JSON, each
@@ -20,10 +22,11 @@ import slicer
 import vtk
 
 from bmdgan.atomic import atomic_path, atomic_write_text
-from bmdgan.datasets.normalise import HipCrop
+from bmdgan.datasets.normalise import HipROI
+from bmdgan.detection.detector import DetectedHip, HipDetector
 from bmdgan.errors import BMDGANError, InputError
 from bmdgan.inference.default_model import resolve_model_folder
-from bmdgan.inference.estimation import estimate_hip, result_summary, sides_to_analyse
+from bmdgan.inference.estimation import NO_HIP_FOUND, estimate_hip, estimate_radiograph, result_summary
 from bmdgan.inference.report import draw_report
 from bmdgan.inference.tscore import load_reference
 from bmdgan.io import Radiograph, Volume, read_radiograph
@@ -46,9 +49,17 @@ TABLE_COLUMNS = ("side", "aBMD (g/cm2)", "vBMD (mg/cm3)", "T-score", "WHO catego
 BATCH_COLUMNS = ("radiograph",) + TABLE_COLUMNS + ("error",)
 
 
-def crop_ijk_to_source_ijk(crop: HipCrop) -> np.ndarray:
+LANDMARK_SIDE_ATTRIBUTE = "BMDGAN.HipSide"
+"""Attribute of a hip's point list: the patient's side ("left"/"right")."""
+LANDMARK_LABELS = ("femoral head centre", "neck point")
+"""The two control points of a hip's point list, in this order."""
+USER_PLACED_CONFIDENCE = 1.0
+"""The detector confidence recorded for landmarks the user placed or moved."""
+
+
+def crop_ijk_to_source_ijk(roi: HipROI) -> np.ndarray:
     """4x4 taking a PF-DRR voxel (i = column, j = row, k = 0) to radiograph voxel indices (same convention)."""
-    affine = crop.output_to_source_matrix()
+    affine = roi.output_to_source_matrix()
     matrix = np.eye(4)
     matrix[:2, :2], matrix[:2, 3] = affine[:2, :2], affine[:2, 2]
     return matrix
@@ -83,6 +94,7 @@ class EstimationResult:
     decompositions: list = field(default_factory=list)
     model_folder: str = ""
     region_threshold_g_cm2: float = 0.0
+    landmark_nodes: list = field(default_factory=list)
 
 
 @dataclass
@@ -191,13 +203,62 @@ class EstimationLogic:
         folder = resolve_model_folder(model_folder and str(model_folder))
         return DecompositionModel.load(folder, device), folder
 
-    @staticmethod
-    def estimate_hips(model, radiograph: Radiograph, side: str = "auto", reference: str | None = None) -> list:
-        """[(HipEstimate, Decomposition)] of each hip to analyse (``side``: "left", "right", or "auto": the DICOM
-        laterality, else both)."""
+    def hip_detector(self) -> HipDetector:
+        """The bundled hip detector, loaded once."""
+        if getattr(self, "_hip_detector", None) is None:
+            self._hip_detector = HipDetector.load()
+        return self._hip_detector
+
+    def estimate_hips(
+        self, model, radiograph: Radiograph, side: str = "auto", reference: str | None = None, hips: list | None = None
+    ) -> list:
+        """[(HipEstimate, Decomposition)] of each hip the detector finds (``side``: "left", "right", or "auto": the
+        DICOM laterality, else every hip), or of the given ``hips`` (:class:`DetectedHip`, e.g. moved by the user)."""
 
         table = load_reference(reference)
-        return [estimate_hip(model, radiograph, hip_side, table) for hip_side in sides_to_analyse(radiograph, side)]
+        if hips is not None:
+            return [estimate_hip(model, radiograph, hip, table) for hip in hips]
+        return estimate_radiograph(model, self.hip_detector(), radiograph, table, side)
+
+    @staticmethod
+    def _ras_to_ijk(radiograph_node) -> np.ndarray:
+        matrix = vtk.vtkMatrix4x4()
+        radiograph_node.GetRASToIJKMatrix(matrix)
+        return numpy_matrix(matrix)
+
+    def hips_from_landmarks(self, landmark_nodes, radiograph_node) -> list[DetectedHip]:
+        """The hips that point lists of :data:`LANDMARK_LABELS` mark (RAS mm) on the radiograph node."""
+        ras_to_ijk = self._ras_to_ijk(radiograph_node)
+        hips = []
+        for node in landmark_nodes:
+            side = node.GetAttribute(LANDMARK_SIDE_ATTRIBUTE)
+            if side not in ("left", "right") or node.GetNumberOfControlPoints() != len(LANDMARK_LABELS):
+                raise InputError(
+                    None,
+                    f"the point list {node.GetName()} is not a BMD-GAN hip (a side and {len(LANDMARK_LABELS)} points)",
+                    "estimate the radiograph again to get its hips' points",
+                )
+            points = []
+            for index in range(len(LANDMARK_LABELS)):
+                ras = [0.0, 0.0, 0.0]
+                node.GetNthControlPointPosition(index, ras)
+                column, row = (ras_to_ijk @ np.array([*ras, 1.0]))[:2]
+                points.append((float(column), float(row)))
+            hips.append(DetectedHip(side, points[0], points[1], USER_PLACED_CONFIDENCE, USER_PLACED_CONFIDENCE))
+        return hips
+
+    @staticmethod
+    def _landmark_node(scene, radiograph_node, hip) -> object:
+        """A point list with the hip's femoral head centre and neck point at their RAS positions."""
+        ijk_to_ras = vtk.vtkMatrix4x4()
+        radiograph_node.GetIJKToRASMatrix(ijk_to_ras)
+        to_ras = numpy_matrix(ijk_to_ras)
+        node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{radiograph_node.GetName()} {hip.side} hip")
+        node.SetAttribute(LANDMARK_SIDE_ATTRIBUTE, hip.side)
+        for label, (column, row) in zip(LANDMARK_LABELS, (hip.femoral_head_centre_px, hip.neck_point_px)):
+            ras = (to_ras @ np.array([column, row, 0.0, 1.0]))[:3]
+            node.AddControlPoint(vtk.vtkVector3d(*ras), label)
+        return node
 
     def estimate(
         self,
@@ -207,17 +268,26 @@ class EstimationLogic:
         side: str = "auto",
         device: str = "cpu",
         reference: str | None = None,
+        landmark_nodes: list | None = None,
     ) -> EstimationResult:
-        """Run the decomposition model on a radiograph node and put the results into the scene."""
+        """Run the decomposition model on a radiograph node and put the results into the scene: on the hips the
+        detector finds, or on those that ``landmark_nodes`` (point lists of an earlier estimate, perhaps moved)
+        mark; those point lists are then kept, else new ones are made."""
         radiograph = self.radiograph_from_node(radiograph_node)
         model, folder = self.load_model(model_folder, device)
-        results = self.estimate_hips(model, radiograph, side, reference)
+        given = self.hips_from_landmarks(landmark_nodes, radiograph_node) if landmark_nodes else None
+        results = self.estimate_hips(model, radiograph, side, reference, given)
+        if not results:
+            raise InputError(None, NO_HIP_FOUND, "place the hip's points by hand, or load a hip radiograph")
         result = EstimationResult(
             hips=[hip for hip, _ in results],
             radiograph=radiograph,
             decompositions=[decomposition for _, decomposition in results],
             model_folder=str(folder),
             region_threshold_g_cm2=model.distribution.threshold_g_cm2,
+            landmark_nodes=list(landmark_nodes)
+            if landmark_nodes
+            else [self._landmark_node(scene, radiograph_node, hip) for hip, _ in results],
         )
         source_ijk_to_ras = vtk.vtkMatrix4x4()
         radiograph_node.GetIJKToRASMatrix(source_ijk_to_ras)
@@ -226,7 +296,7 @@ class EstimationLogic:
         for hip, decomposition in results:
             node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{radiograph_node.GetName()} PF-DRR {hip.side}")
             slicer.util.updateVolumeFromArray(node, decomposition.pf_drr_g_cm2[np.newaxis])
-            crop_to_ras = numpy_matrix(source_ijk_to_ras) @ crop_ijk_to_source_ijk(decomposition.crop)
+            crop_to_ras = numpy_matrix(source_ijk_to_ras) @ crop_ijk_to_source_ijk(decomposition.roi)
             node.SetIJKToRASMatrix(vtk_matrix(crop_to_ras))
             node.SetAttribute(UNIT_ATTRIBUTE, "g/cm2")
             node.CreateDefaultDisplayNodes()
@@ -272,7 +342,7 @@ class EstimationLogic:
             label = Path(source).name if isinstance(source, (str, Path)) else source.GetName()
             try:
                 hips = self.estimate_hips(model, self._radiograph_of(source), side, reference)
-                rows += [BatchRow(label, hip=hip) for hip, _ in hips]
+                rows += [BatchRow(label, hip=hip) for hip, _ in hips] or [BatchRow(label, error=NO_HIP_FOUND)]
             except Exception as error:  # one bad image must not stop a study: its row says why
                 rows.append(BatchRow(label, error=error_text(error)))
             if progress is not None and progress(done, len(sources), label) is False:

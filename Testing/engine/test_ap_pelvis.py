@@ -225,6 +225,7 @@ def synthetic_pelvis_hips() -> list:
 def test_ap_pelvis_cohort_gives_one_case_per_hip_with_its_own_truth(tmp_path, one_torch_thread):
     from bmdgan.cohort.generator import CohortSettings, make_patient_cases, patient_of
     from bmdgan.cohort.prepared_ct import save_prepared
+    from bmdgan.datasets.normalise import region_landmarks
 
     for prepared in synthetic_pelvis_hips():
         save_prepared(prepared, tmp_path)
@@ -245,7 +246,7 @@ def test_ap_pelvis_cohort_gives_one_case_per_hip_with_its_own_truth(tmp_path, on
         )
         assert images[side]["radiograph"].shape == (128, 64)
         assert (images[side]["drr_stage1"] >= images[side]["drr_pf"] - 1e-5).all()
-    # Each half holds its own hip: the left femur has 1.5 times the mineral of the right one.
+    # Each region holds its own hip: the left femur has 1.5 times the mineral of the right one.
     ratio = images["left"]["drr_pf"].sum() / images["right"]["drr_pf"].sum()
     assert ratio == pytest.approx(1.5, rel=0.08)
     # Oriented like a right hip: the head (medial, PF) lies right of the shaft (stage-1 minus PF, lower half).
@@ -254,13 +255,17 @@ def test_ap_pelvis_cohort_gives_one_case_per_hip_with_its_own_truth(tmp_path, on
         columns = np.arange(pf.shape[1])
         shaft = np.clip(stage1 - pf, 0, None)[96:]
         assert (columns * pf.sum(0)).sum() / pf.sum() > (columns * shaft.sum(0)).sum() / shaft.sum() + 3
-    # The provenance says where the case came from, and where the femoral head centre is in the case's image.
+    # The provenance says where the case came from; each case's region puts the femoral head centre where the
+    # model expects it (on the head, the PF's thickest part), and the full image's head centres lie on its sides.
     provenance = json.loads(truth["left"].provenance)
     assert provenance["ct"] == "SYNP" and provenance["side"] == "left" and provenance["view"] == "ap-pelvis"
+    (column, row), _, _ = region_landmarks((128, 64))
     for side in ("left", "right"):
-        column, row = json.loads(truth[side].provenance)["head_centre_px"]
         pf = images[side]["drr_pf"]
-        assert pf[int(round(row)), int(round(column))] > 0.6 * pf.max()  # on the head, the PF's thickest
+        assert pf[int(round(row)), int(round(column))] > 0.6 * pf.max()
+    right_head, left_head = (json.loads(truth[side].provenance)["head_centre_px"] for side in ("right", "left"))
+    width = json.loads(truth["left"].provenance)["image_px"][1]
+    assert right_head[0] < width / 2 < left_head[0]  # the patient's right on the image's left
 
 
 def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, one_torch_thread):

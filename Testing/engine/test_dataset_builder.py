@@ -50,7 +50,6 @@ def test_build_dataset_from_a_case_table(shared_data, tmp_path):
             "ct": str(ct_path),
             "side": "left",
             "geometry": "pose.json",
-            "single_hip": "1",
             "dxa_bmd_g_cm2": "0.81",
             "pose": "supine",
         },  # STS_029 holds a left femur (a right one is refused)
@@ -60,20 +59,16 @@ def test_build_dataset_from_a_case_table(shared_data, tmp_path):
             "ct": "no_femur.nii.gz",
             "side": "right",
             "geometry": "pose.json",
-            "single_hip": "1",
         },
         {
             "radiograph": "xray.dcm",
             "ct": str(ct_path),
             "side": "left",
             "geometry": "other_ct_pose.json",
-            "single_hip": "1",
         },
     ]
     with open(tmp_path / "cases.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(
-            stream, fieldnames=["radiograph", "ct", "side", "geometry", "single_hip", "dxa_bmd_g_cm2", "pose"]
-        )
+        writer = csv.DictWriter(stream, fieldnames=["radiograph", "ct", "side", "geometry", "dxa_bmd_g_cm2", "pose"])
         writer.writeheader()
         writer.writerows(rows)
     out = tmp_path / "dataset"

@@ -10,7 +10,7 @@ import pytest
 
 from bmdgan.datasets.folds import assign_patient_folds, source_ct_of, split
 from bmdgan.datasets.format import CaseRecord, DatasetWriter, load_image, read_header, read_manifest, rewrite_manifest
-from bmdgan.datasets.normalise import apply_hip_crop, plan_hip_crop
+from bmdgan.datasets.normalise import HEAD_IN_ROI, ROI_MM, apply_hip_roi, plan_hip_roi
 from bmdgan.errors import InputError
 
 SHAPE = (16, 8)
@@ -105,40 +105,71 @@ def test_extending_a_cohort_keeps_every_assigned_fold():
         assign_patient_folds(extended, 1)
 
 
-def test_hip_crop_keeps_the_target_half_and_mirrors_the_left_hip():
-    rows, columns = 600, 500
-    image = np.zeros((rows, columns), np.float32)
-    image[:, : columns // 2] = np.linspace(0, 1, columns // 2)[None]  # patient's right half: ramp
-    image[:, columns // 2 :] = 5.0  # patient's left half: constant
-    right = plan_hip_crop(image.shape, "right")
-    out = apply_hip_crop(image, right)
-    assert out.shape == (512, 256) and not right.mirrored
-    assert out.max() <= 1.0 + 1e-6 and out[:, 10].mean() < out[:, -10].mean()  # ramp kept, not mirrored
-    left = plan_hip_crop(image.shape, "left")
-    assert left.mirrored and left.column_start == 250
-    np.testing.assert_allclose(apply_hip_crop(image, left), 5.0, rtol=1e-6)
-    # Mirroring the image swaps the sides exactly.
-    np.testing.assert_allclose(apply_hip_crop(image[:, ::-1], plan_hip_crop(image.shape, "left")), out, atol=1e-5)
+def _disc_image(shape, centre_px, radius_px, value=1.0):
+    rows, columns = np.mgrid[0 : shape[0], 0 : shape[1]]
+    disc = (columns - centre_px[0]) ** 2 + (rows - centre_px[1]) ** 2 <= radius_px**2
+    return (disc * value).astype(np.float32)
 
 
-def test_hip_crop_covers_and_centre_crops_and_maps_back():
-    crop = plan_hip_crop((1000, 900), "right")  # half is 450 wide: height limits, scale = 0.569
-    assert crop.scale == pytest.approx(max(512 / 1000, 256 / 450))
-    assert crop.crop_top == (round(1000 * crop.scale) - 512) // 2 and crop.crop_left == 0
-    rows, columns = crop.output_to_source(np.array([0.0, 511.0]), np.array([0.0, 255.0]))
-    assert rows[0] == pytest.approx((0 + crop.crop_top + 0.5) / crop.scale - 0.5)
-    assert 0 <= columns[0] < columns[1] <= 450
-    left = plan_hip_crop((1000, 900), "left")
-    _, left_columns = left.output_to_source(np.array([0.0]), np.array([0.0]))
-    assert left_columns[0] > 850  # output's left edge is the source's outer right edge, mirrored
+def test_hip_region_puts_the_head_where_training_put_it_at_any_spacing():
+    """A 'head' (a 25 mm disc) at the same anatomical place on radiographs of 0.2, 0.5 and 1.4 mm pixels lands at
+    HEAD_IN_ROI of the region, with its size in mm kept: the region is defined in millimetres, not pixels."""
+    output = (128, 64)
+    step_mm = ROI_MM[0] / output[0]
+    for spacing in (0.2, 0.5, 1.4):
+        shape = (int(400 / spacing), int(350 / spacing))
+        head = (200 / spacing, 150 / spacing)
+        image = _disc_image(shape, head, 25 / spacing)
+        roi = plan_hip_roi(head, (head[0] - 40 / spacing, head[1]), "right", (spacing, spacing), output)
+        out = apply_hip_roi(image, roi, outside=0.0)
+        rows, columns = np.nonzero(out > 0.5)
+        assert rows.mean() == pytest.approx(HEAD_IN_ROI[0] * output[0] - 0.5, abs=0.3)
+        assert columns.mean() == pytest.approx(HEAD_IN_ROI[1] * output[1] - 0.5, abs=0.3)
+        assert out.sum() * step_mm**2 == pytest.approx(np.pi * 25**2, rel=0.03)  # area in mm2 kept
 
 
-def test_hip_crop_preserves_areal_density():
-    """A uniform 0.8 g/cm2 area stays 0.8 g/cm2 after resizing: values are intensive, not summed."""
-    image = np.full((700, 700), 0.8, np.float32)
-    np.testing.assert_allclose(apply_hip_crop(image, plan_hip_crop(image.shape, "right")), 0.8, rtol=1e-5)
+def test_hip_region_turns_with_the_femur_and_mirrors_a_left_hip():
+    """The neck point sets the turn: a marker 40 mm lateral along a neck tilted 30 degrees lands on the region's
+    horizontal through the head; a left hip (neck to the image's right) comes out as the right hip's mirror."""
+    spacing, shape, output = 0.5, (800, 800), (128, 64)
+    head = np.array([400.0, 300.0])
+    angle = np.radians(30)
+    lateral = np.array([-np.cos(angle), np.sin(angle)])  # right hip: lateral is the image's left, and down
+    marker = head + 40 / spacing * lateral
+    image = _disc_image(shape, marker, 6 / spacing)
+    right = plan_hip_roi(head, marker, "right", (spacing, spacing), output)
+    out = apply_hip_roi(image, right, outside=0.0)
+    rows, columns = np.nonzero(out > 0.5)
+    step_mm = ROI_MM[1] / output[1]
+    assert rows.mean() == pytest.approx(HEAD_IN_ROI[0] * output[0] - 0.5, abs=0.5)  # level with the head
+    assert columns.mean() == pytest.approx(HEAD_IN_ROI[1] * output[1] - 0.5 - 40 / step_mm, abs=0.5)  # lateral
+    mirrored_image = image[:, ::-1]
+    mirror = np.array([shape[1] - 1, 0.0])
+    left = plan_hip_roi(
+        (mirror[0] - head[0], head[1]), (mirror[0] - marker[0], marker[1]), "left", (spacing, spacing), output
+    )
+    assert left.mirrored and not right.mirrored
+    np.testing.assert_allclose(apply_hip_roi(mirrored_image, left, outside=0.0), out, atol=1e-4)
+    corners = np.array(right.corners_px())
+    assert np.hypot(*(corners[1] - corners[0])) * spacing == pytest.approx(ROI_MM[1], rel=1e-3)  # width in mm
+
+
+def test_hip_region_keeps_areal_density_and_refuses_bad_input():
+    """A uniform 0.8 g/cm2 area stays 0.8 g/cm2 (values are intensive); outside the image a density map is 0;
+    an unknown side, a missing spacing or a neck point on the head are refused."""
+    image = np.full((800, 800), 0.8, np.float32)  # 320 x 320 mm
+    roi = plan_hip_roi((400, 320), (300, 320), "right", (0.4, 0.4), (128, 64))
+    np.testing.assert_allclose(apply_hip_roi(image, roi), 0.8, rtol=1e-5)
+    assert roi.inside_fraction(image.shape) == 1.0
+    near_edge = plan_hip_roi((20, 350), (-30, 350), "right", (1.0, 1.0), (128, 64))
+    assert 0.0 < near_edge.inside_fraction(image.shape) < 1.0
+    assert (apply_hip_roi(image, near_edge, outside=0.0) == 0.0).any()
     with pytest.raises(InputError, match="side must be"):
-        plan_hip_crop(image.shape, "up")
+        plan_hip_roi((1, 1), (0, 1), "up", (1.0, 1.0), (128, 64))
+    with pytest.raises(InputError, match="pixel spacing"):
+        plan_hip_roi((1, 1), (0, 1), "right", None, (128, 64))
+    with pytest.raises(InputError, match="coincides"):
+        plan_hip_roi((1, 1), (1, 1), "right", (1.0, 1.0), (128, 64))
 
 
 def test_dataset_report_pictures(dataset, tmp_path):

@@ -276,6 +276,8 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
         value = float(regressor(torch.zeros(1, 1, 64, 32))[0, 0])
     assert 0.2 < value < 1.5  # g/cm2, around the training mean
     from bmdgan.datasets.format import load_image, read_manifest
+    from bmdgan.datasets.normalise import region_landmarks
+    from bmdgan.detection.detector import DetectedHip
     from bmdgan.inference.estimation import estimate_hip
     from bmdgan.inference.model import DecompositionModel
     from bmdgan.inference.tscore import load_reference
@@ -283,19 +285,13 @@ def test_stage3_regression_and_baseline_train_resume_and_estimate(trained, datas
 
     record = [r for r in read_manifest(dataset) if r.fold == 0][0]
     model = DecompositionModel.load(run_folder / "model")
-    hip, _ = estimate_hip(
-        model, Radiograph(load_image(dataset, record, "radiograph")), "right", load_reference(), bilateral=False
-    )
+    case = Radiograph(load_image(dataset, record, "radiograph"))
+    head, neck, case.pixel_spacing_mm = region_landmarks(case.shape)  # the case is an input region already
+    right_hip = DetectedHip("right", head, neck, 1.0, 1.0)
+    hip, _ = estimate_hip(model, case, right_hip, load_reference())
     assert hip.method == "decomposition+regression" and hip.dxa_like_source == "ct_abmd_g_cm2"
     assert hip.qct_bmd_mg_cm3 is not None  # no vBMD regressor: vBMD still comes from the decomposition
-    decomposition_only, _ = estimate_hip(
-        model,
-        Radiograph(load_image(dataset, record, "radiograph")),
-        "right",
-        load_reference(),
-        bilateral=False,
-        method="decomposition",
-    )
+    decomposition_only, _ = estimate_hip(model, case, right_hip, load_reference(), method="decomposition")
     assert decomposition_only.method == "decomposition"
     from bmdgan.evaluation.evaluate import evaluate
 

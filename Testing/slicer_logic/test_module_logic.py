@@ -247,7 +247,6 @@ def test_curation_logic_adds_accepted_cases_to_a_dataset(shared_data, tmp_path):
             side="left",
             patient="MRN-1234",
             key="secret",
-            single_hip=True,
             pose="supine",
             accepted=case != 1,
         )

@@ -141,3 +141,34 @@ def case_name(path: str | Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def ct_paths(texts: list[str], exclude: tuple[str, ...] | list[str] = ()) -> list[Path]:
+    """CT files named directly or found in folders (by suffix), less the CT ids in ``exclude``."""
+    from bmdgan.cohort.generator import ct_id_of
+    from bmdgan.io.ct import VOLUME_SUFFIXES
+
+    paths = []
+    for text in texts:
+        path = Path(text)
+        paths += (
+            sorted(p for p in path.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES)) if path.is_dir() else [path]
+        )
+    return [p for p in paths if ct_id_of(p) not in set(exclude)]
+
+
+def segmentations_of(items: list[str]) -> dict[str, tuple[str, list[Path]]]:
+    """{CT id: (side, label files)} from ``--segmentation CT_ID=SIDE:FILE[,FILE]`` values."""
+    segmentations = {}
+    for item in items:
+        try:
+            ct_id, rest = item.split("=", 1)
+            side, files = rest.split(":", 1)
+        except ValueError:
+            raise InputError(
+                None,
+                f"--segmentation {item!r} is not CT_ID=SIDE:FILE[,FILE]",
+                "e.g. example_ct=right:femur_right.nii.gz,hip_right.nii.gz",
+            ) from None
+        segmentations[ct_id] = (side, [Path(f) for f in files.split(",")])
+    return segmentations

@@ -38,6 +38,7 @@ from ..datasets.format import (
     rewrite_manifest,
     update_header,
 )
+from ..datasets.normalise import apply_hip_roi, plan_hip_roi, render_pitch_mm
 from ..errors import BMDGANError, InputError
 from ..io import VolumeGeometry, read_ct
 from ..progress import progress_bar
@@ -58,6 +59,19 @@ from .virtual_patient import BONE_DRAWS, POSES, PoseDraw, VirtualPatient, sample
 
 FIELD_OF_VIEW_MM = (280.0, 140.0)
 """Height and width covered at the femoral head (mm): one hip from above the acetabulum to the upper shaft."""
+RENDER_FIELD_MM = (360.0, 220.0)
+"""Height and width (mm at the PF centre) a single-hip view is simulated over before the model's input region
+(:data:`bmdgan.datasets.normalise.ROI_MM`) is cut from it around the head: room for the region's place and turn
+to vary with the bone and pose."""
+
+
+def render_shape(output_shape: tuple[int, int]) -> tuple[int, int]:
+    """Rows and columns a single-hip view over :data:`RENDER_FIELD_MM` is simulated with, for a model input of
+    ``output_shape`` (:func:`bmdgan.datasets.normalise.render_pitch_mm`)."""
+    pitch = render_pitch_mm(output_shape)
+    return int(round(RENDER_FIELD_MM[0] / pitch)), int(round(RENDER_FIELD_MM[1] / pitch))
+
+
 HIP_BOX_MM = (160.0, 220.0, 200.0)
 """Half-width (x), extent below and extent above (z) of the part of a whole-pelvis CT (mm, around the PF centre)
 that one hip's single-hip view can reach (its field of view, magnified at the body's front, turned by the poses);
@@ -108,10 +122,18 @@ def case_ids(settings: CohortSettings, ct_id: str, index: int) -> list[str]:
     return [f"{patient_id}-{pose}" for pose in settings.poses]
 
 
-def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, int]):
+def hip_geometry(
+    prepared: PreparedCT,
+    pose: PoseDraw,
+    image_shape: tuple[int, int],
+    field_of_view_mm: tuple[float, float] = FIELD_OF_VIEW_MM,
+    centre_down_mm: float = 0.0,
+):
     """Cone-beam view of the hip in its anatomical frame: columns along the neck (lateral), rows down the shaft,
     the beam along the frame's AP axis; the pose turns the CT about the head centre (internal rotation about the
-    shaft axis, abduction about the AP axis); the PF region is centred, plus a shift."""
+    shaft axis, abduction about the AP axis); the PF region is centred (or a point ``centre_down_mm`` below it
+    along the shaft), plus a shift. ``field_of_view_mm``: height and width covered at the centre (mm); the
+    pixel pitch follows from its height and ``image_shape``."""
 
     lateral, ap, up = np.asarray(prepared.frame_axes, float)
     head = prepared.head_centre_lps
@@ -123,11 +145,12 @@ def hip_geometry(prepared: PreparedCT, pose: PoseDraw, image_shape: tuple[int, i
     source_to_centre = pose.source_to_detector_mm - pose.object_to_detector_mm
     camera_from_lps = np.eye(4)
     camera_from_lps[:3, :3] = view
-    camera_from_lps[:3, 3] = np.array([0.0, 0.0, source_to_centre]) - view @ prepared.pf_centre_lps
+    centre = prepared.pf_centre_lps - centre_down_mm * up
+    camera_from_lps[:3, 3] = np.array([0.0, 0.0, source_to_centre]) - view @ centre
     camera_from_lps = camera_from_lps @ about_head
     magnification = pose.source_to_detector_mm / source_to_centre
     rows, columns = image_shape
-    pitch = FIELD_OF_VIEW_MM[0] / rows * magnification
+    pitch = field_of_view_mm[0] / rows * magnification
     shift_rows, shift_columns = np.asarray(pose.detector_shift_mm) * magnification / pitch
     return ProjectionGeometry(
         pose.source_to_detector_mm,
@@ -223,13 +246,14 @@ def simulate_case(
     pose_name: str,
     with_side: bool = False,
 ):
-    """One image: (manifest record, oriented images, the simulator's SimulatedRadiograph before orientation).
-    ``with_side``: the case id ends with the hip's side (a CT with two hips)."""
+    """One image: (manifest record, the input region's images, the simulator's SimulatedRadiograph before
+    orientation, the whole simulated radiograph oriented as a right hip with the head up). ``with_side``: the case
+    id ends with the hip's side (a CT with two hips)."""
     from ..projection.simulator import simulate_radiograph
     from ..projection.site_protocol import parse_acquisition
 
     pose = sample_pose(settings.seed, patient, pose_name)
-    geometry = hip_geometry(prepared, pose, settings.image_shape)
+    geometry = hip_geometry(prepared, pose, render_shape(settings.image_shape), RENDER_FIELD_MM)
     projected = dict(zip(CHANNELS, projector.project(geometry)))
     parts = combine(
         projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm, geometry.row_spacing_mm
@@ -242,14 +266,22 @@ def simulate_case(
         prepared.hu, geometry, parameters, rng=rng, areal_density_g_per_cm2=parts["materials"]
     )
     flip_rows, flip_columns = orientation_flips(prepared, geometry)
-    images = {
+    views = {
         "radiograph": simulated.pixels.astype(np.float32),
         "drr_stage1": parts["drr_stage1"],
         "drr_pf": parts["drr_pf"],
     }
-    for name, image in images.items():
+    head, neck = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.neck_point_lps]))
+    rows, columns = views["radiograph"].shape
+    for name, image in views.items():  # as a right hip: head up, medial on the right
         image = image[::-1] if flip_rows else image
-        images[name] = np.ascontiguousarray(image[:, ::-1] if flip_columns else image)
+        views[name] = image[:, ::-1] if flip_columns else image
+    for point in (head, neck):
+        point[1] = rows - 1 - point[1] if flip_rows else point[1]
+        point[0] = columns - 1 - point[0] if flip_columns else point[0]
+    at_patient = geometry.row_spacing_mm / geometry.magnification_at(prepared.head_centre_lps)  # as PixelSpacing
+    roi = plan_hip_roi(head, neck, "right", (at_patient, at_patient), settings.image_shape)
+    images = {name: apply_hip_roi(image, roi, "edge" if name == "radiograph" else 0.0) for name, image in views.items()}
     provenance = {
         "ct": prepared.ct_id,
         "k_trab": round(patient.trabecular_factor, 4),
@@ -259,6 +291,8 @@ def simulate_case(
         "abduction_deg": round(pose.abduction_deg, 2),
         "sid_mm": round(pose.source_to_detector_mm, 1),
         "kev": round(simulated.parameters.effective_energy_kev, 1),
+        "head_centre_px": [round(float(head[0]), 1), round(float(head[1]), 1)],
+        "pixel_mm_at_patient": round(float(at_patient), 4),
     }
     if with_side:
         provenance.update(side=prepared.side, view="hip")
@@ -274,7 +308,7 @@ def simulate_case(
         + patient.cortical_factor * prepared.vbmd_components_mg_cm3[1],
         provenance=json.dumps(provenance, separators=(",", ":")),
     )
-    return record, images, simulated
+    return record, images, simulated, views["radiograph"]
 
 
 def patient_of(settings: CohortSettings, ct_id: str, index: int, key: str) -> VirtualPatient:
@@ -313,6 +347,12 @@ def make_patient_cases(
     return cases
 
 
+INPUT_REGION = (
+    "one hip per image: the region ROI_MM around the femoral head centre, neck axis horizontal, as a right hip "
+    "(bmdgan.datasets.normalise)"
+)
+"""What every image of a cohort shows; a cohort made with another definition (earlier: each half of the image,
+resized) cannot be resumed or extended."""
 KEPT_ON_RESUME = ("seed", "acquisition", "folds", "fold_by", "view", "bone_draw")
 """Settings a cohort keeps when resumed or extended: others would mix two cohorts' patients or move cases between
 folds under a training run (which would then train on its held-out fold)."""
@@ -359,8 +399,7 @@ def simulate_cohort(
             "source": "bmdgan simulate-cohort",
             "settings": header_settings,
             "ct_ids": all_ct_ids,
-            "normalisation": "one hip per image, oriented as a right hip in an AP view, "
-            "head up (bmdgan.datasets.normalise)",
+            "normalisation": INPUT_REGION,
         },
     )
     tasks = []

@@ -4,8 +4,9 @@ line into one case per hip with that hip's own ground truth (the paper's images,
 The whole-pelvis CT's hips are prepared side by side (:mod:`.prepared_ct`); one projection of the body in the
 CT's LPS frame (:mod:`bmdgan.projection.ap_pelvis`: couch and wires removed, detector collimated to the scanned
 range) gives the radiograph, the stage-1 DRR (every labelled bone: pelvis and both femurs) and one PF-DRR per
-hip. Each half is then cut, mirrored for a left hip and resized to the model's input by
-:mod:`bmdgan.datasets.normalise`, the code that cuts a user's radiograph at inference.
+hip. Each hip's input region is then cut around its projected head centre, oriented by its neck axis and mirrored for
+a left hip by :mod:`bmdgan.datasets.normalise`, the code that cuts a user's radiograph at inference (there from
+the hip detector's landmarks).
 
 Positioning: a virtual patient lies on the table a little rotated or tilted (:data:`POSITIONING_DEG`); the
 leg poses of the single-hip view (internal rotation, abduction) move the femur against the pelvis, which a
@@ -20,10 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..datasets.format import CaseRecord
-from ..datasets.normalise import apply_hip_crop, plan_hip_crop
+from ..datasets.normalise import apply_hip_roi, plan_hip_roi, render_pitch_mm
 from ..io import Volume, VolumeGeometry
 from ..projection.ap_pelvis import (
-    AP_PELVIS_DETECTOR_MM,
     Collimation,
     ap_pelvis_centre,
     ap_pelvis_geometry,
@@ -89,6 +89,7 @@ class Hip:
     abmd_components_g_cm2: tuple[float, float]
     vbmd_components_mg_cm3: tuple[float, float]
     head_centre_lps: tuple[float, float, float]
+    neck_point_lps: tuple[float, float, float]
 
 
 @dataclass
@@ -144,6 +145,7 @@ def pelvis_scene(bones: list[PreparedCT]) -> PelvisScene:
             tuple(prepared.abmd_components_g_cm2),
             tuple(prepared.vbmd_components_mg_cm3),
             tuple(float(v) for v in prepared.head_centre_lps),
+            tuple(float(v) for v in prepared.neck_point_lps),
         )
         for prepared in bones
     ]
@@ -159,16 +161,22 @@ def pelvis_case_id(patient_id: str, pose_name: str, side: str) -> str:
 
 
 def render_pelvis(
-    settings, scene: PelvisScene, patient: VirtualPatient, pose_name: str, positioning: Positioning | None = None
+    settings,
+    scene: PelvisScene,
+    patient: VirtualPatient,
+    pose_name: str,
+    positioning: Positioning | None = None,
+    pitch_mm: float | None = None,
 ) -> dict:
     """The full AP pelvis image of one virtual patient and pose: ``radiograph`` (pixels), ``drr_stage1`` and
     ``drr_pf_<side>`` (g/cm2), the simulator's output, the geometry, its collimation and the positioning
-    (drawn for the patient and pose unless given)."""
+    (drawn for the patient and pose unless given). ``pitch_mm``: detector pixel size (default: fine enough for
+    the model's input, :func:`bmdgan.datasets.normalise.render_pitch_mm`)."""
     from ..projection.simulator import simulate_radiograph
     from ..projection.site_protocol import parse_acquisition
 
     positioning = positioning or sample_positioning(settings.seed, patient, pose_name)
-    pitch_mm = AP_PELVIS_DETECTOR_MM[0] / settings.image_shape[0]  # the model's rows span the detector's height
+    pitch_mm = pitch_mm or render_pitch_mm(settings.image_shape)
     geometry, collimation = ap_pelvis_geometry(
         scene.body_mask,
         scene.hu.geometry.ijk_to_lps(),
@@ -207,22 +215,23 @@ def render_pelvis(
 def pelvis_cases(
     settings, scene: PelvisScene, patient: VirtualPatient, pose_name: str
 ) -> list[tuple[CaseRecord, dict]]:
-    """One case per hip of one AP pelvis image: its half, cut and oriented like the paper's (and the inference's)
-    input, with its own stage-1 DRR half, PF-DRR and CT-aBMD/vBMD."""
+    """One case per hip of one AP pelvis image: its input region (cut around the projected head, as the inference
+    cuts it around the detected one), with its own stage-1 DRR, PF-DRR and CT-aBMD/vBMD; the provenance keeps the
+    head centre and neck point in the full image (pixels) and its pixel size (mm)."""
     full = render_pelvis(settings, scene, patient, pose_name)
     images, positioning = full["images"], full["positioning"]
     collimation: Collimation = full["collimation"]
     cases = []
+    geometry = full["geometry"]
     for prepared in scene.bones:
-        crop = plan_hip_crop(images["radiograph"].shape, prepared.side, settings.image_shape, bilateral=True)
+        head, neck = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.neck_point_lps]))
+        at_patient = geometry.row_spacing_mm / geometry.magnification_at(np.asarray(prepared.head_centre_lps))
+        roi = plan_hip_roi(head, neck, prepared.side, (at_patient, at_patient), settings.image_shape)
         half = {
-            "radiograph": apply_hip_crop(images["radiograph"], crop),
-            "drr_stage1": apply_hip_crop(images["drr_stage1"], crop),
-            "drr_pf": apply_hip_crop(images[f"drr_pf_{prepared.side}"], crop),
+            "radiograph": apply_hip_roi(images["radiograph"], roi),
+            "drr_stage1": apply_hip_roi(images["drr_stage1"], roi, outside=0.0),
+            "drr_pf": apply_hip_roi(images[f"drr_pf_{prepared.side}"], roi, outside=0.0),
         }
-        head = np.linalg.inv(crop.output_to_source_matrix()) @ np.append(
-            full["geometry"].project_points(np.asarray(prepared.head_centre_lps)), 1.0
-        )
         a_trab, a_cort = prepared.abmd_components_g_cm2
         v_trab, v_cort = prepared.vbmd_components_mg_cm3
         record = CaseRecord(
@@ -230,7 +239,7 @@ def pelvis_cases(
             patient.patient_id,
             prepared.side,
             pose=pose_name,
-            mirrored=crop.mirrored,
+            mirrored=roi.mirrored,
             ct_abmd_g_cm2=patient.trabecular_factor * a_trab + patient.cortical_factor * a_cort,
             qct_vbmd_mg_cm3=patient.trabecular_factor * v_trab + patient.cortical_factor * v_cort,
             provenance=json.dumps(
@@ -250,6 +259,8 @@ def pelvis_cases(
                     "kev": round(full["simulated"].parameters.effective_energy_kev, 1),
                     "image_px": list(images["radiograph"].shape),
                     "head_centre_px": [round(float(head[0]), 1), round(float(head[1]), 1)],
+                    "neck_point_px": [round(float(neck[0]), 1), round(float(neck[1]), 1)],
+                    "pixel_mm_at_patient": round(float(at_patient), 4),
                     "collimated_rows": [collimation.first_row, collimation.rows, collimation.full_rows],
                 },
                 separators=(",", ":"),

@@ -23,6 +23,7 @@ import numpy as np
 from ..atomic import atomic_path, atomic_write_text
 from ..ct import labels as L
 from ..ct.label_import import load_segmentation  # automatic femur is not good enough
+from ..datasets.normalise import NECK_POINT_MM
 from ..errors import InputError
 from ..io import Volume, VolumeGeometry, read_ct
 
@@ -51,6 +52,12 @@ class PreparedCT:
     @property
     def cache_key(self) -> str:
         return self.key or self.ct_id
+
+    @property
+    def neck_point_lps(self) -> np.ndarray:
+        """The point :data:`NECK_POINT_MM` from the head centre along the femur's lateral axis (the neck axis made
+        perpendicular to the shaft; LPS mm): with the head centre it orients the model's input region."""
+        return np.asarray(self.head_centre_lps, float) + NECK_POINT_MM * np.asarray(self.frame_axes, float)[0]
 
     @property
     def pf_centre_lps(self) -> np.ndarray:

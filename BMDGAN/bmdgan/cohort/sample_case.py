@@ -27,10 +27,10 @@ def write_sample_case(
         save_prepared(prepare_ct(ct_path, ct_id), Path(prepared_folder))
         settings = CohortSettings(prepared_folder, seed=seed, patients_per_ct=1, poses=(pose,))
         prepared, projector = ct_projector(settings.prepared_folder, ct_id)
-        record, images, simulated = simulate_case(
+        record, _, simulated, oriented = simulate_case(
             settings, prepared, projector, patient_of(settings, ct_id, patient, ct_id), pose
         )
-    radiograph = replace(simulated, pixels=np.rint(images["radiograph"]).astype(np.uint16))  # oriented as a right hip
+    radiograph = replace(simulated, pixels=np.rint(oriented).astype(np.uint16))  # the whole view, as a right hip
     name = f"{ct_id}_simulated_{pose}"
     dicom = out_folder / f"{name}.dcm"
     write_dx_dicom(dicom, radiograph, patient_id=f"{ct_id}-virtual", seed=seed)
@@ -44,7 +44,8 @@ def write_sample_case(
                 "is measured on the same CT with the same bone-density factors (bmdgan.cohort).",
                 "ct": ct_id,
                 "side_in_ct": record.side,
-                "image_shows": "one hip, oriented as a right hip",
+                "image_shows": "one hip and the upper thigh, oriented as a right hip",
+                "femoral_head_centre_px": json.loads(record.provenance)["head_centre_px"],
                 "ct_abmd_g_cm2": record.ct_abmd_g_cm2,
                 "qct_vbmd_mg_cm3": record.qct_vbmd_mg_cm3,
                 "acquisition": settings.acquisition,

@@ -1,5 +1,8 @@
 """Paired datasets from real cases: radiograph + CT + registered pose -> normalised images and ground truth.
 
+Each case's input region is cut around the CT's femoral head centre and neck point projected by the registered
+pose (:mod:`.normalise`): the landmarks are exact here, where ``estimate`` has the hip detector's.
+
 The case table is a CSV with one row per radiograph:
 
 =================  ==========================================================================================
@@ -12,7 +15,6 @@ landmarks          optional ``.mrk.json`` landmarks that override the automatic 
 calibration        optional calibration JSON (``bmdgan calibrate``; else phantomless)
 dxa_bmd_g_cm2      optional DXA areal BMD (g/cm2)
 pose               optional pose label (standing, supine...)
-single_hip         optional: 1 when the radiograph shows one hip only (else it is split at its centre)
 patient            optional patient identifier to pseudonymise (else the DICOM PatientID or the file name)
 =================  ==========================================================================================
 
@@ -48,7 +50,7 @@ from ..io.sniff import sniff_format
 from ..progress import progress_bar
 from ..projection.geometry import ProjectionGeometry
 from .format import CaseRecord, DatasetWriter
-from .normalise import apply_hip_crop, plan_hip_crop
+from .normalise import NECK_POINT_MM, apply_hip_roi, plan_hip_roi
 
 REQUIRED_COLUMNS = ("radiograph", "ct", "side", "geometry")
 POSE_LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -95,7 +97,7 @@ def scrub(message: str, row: dict, table: Path, identifiers: tuple[str, ...] = (
             continue
         try:
             float(value)
-            continue  # numbers (BMD, single_hip) identify no one and explain errors
+            continue  # numbers (BMD) identify no one and explain errors
         except ValueError:
             pass
         if value.lower() in ("left", "right"):
@@ -152,6 +154,7 @@ def _resolve(table: Path, value: str) -> Path | None:
 
 def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[dict, dict[str, np.ndarray]]:
     """Ground truth and normalised images of one table row; raises a BMDGANError saying why it cannot be built."""
+    from ..ct.measurement import neutral_frame
     from ..ct.pipeline import analyse_ct
     from ..projection.projector import Projector
 
@@ -200,12 +203,21 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
             "the registered pose puts the CT's proximal femur outside the radiograph",
             "the pose file belongs to another CT or radiograph: register this pair again",
         )
-    single_hip = row.get("single_hip", "").strip() in ("1", "true", "yes")
-    crop = plan_hip_crop(radiograph.shape, side, image_shape, bilateral=not single_hip)
+    head = np.asarray(analysis.landmarks.points["femoral_head_centre"], float)
+    neck = head + NECK_POINT_MM * neutral_frame(analysis.landmarks).matrix()[0]
+    head_px, neck_px = geometry.project_points(np.stack([head, neck]))
+    at_patient = geometry.row_spacing_mm / geometry.magnification_at(head)  # the registered pose knows it exactly
+    roi = plan_hip_roi(
+        head_px,
+        neck_px,
+        side,
+        (at_patient, at_patient * geometry.column_spacing_mm / geometry.row_spacing_mm),
+        image_shape,
+    )
     images = {
-        "radiograph": apply_hip_crop(radiograph.pixels, crop),
-        "drr_stage1": apply_hip_crop(drr_stage1, crop),
-        "drr_pf": apply_hip_crop(drr_pf, crop),
+        "radiograph": apply_hip_roi(radiograph.pixels, roi),
+        "drr_stage1": apply_hip_roi(drr_stage1, roi, outside=0.0),
+        "drr_pf": apply_hip_roi(drr_pf, roi, outside=0.0),
     }
     measurement = analysis.measurement
     dxa = row.get("dxa_bmd_g_cm2", "").strip()
@@ -213,7 +225,7 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
         "ct_abmd_g_cm2": measurement.ct_abmd_g_cm2,
         "qct_vbmd_mg_cm3": measurement.qct_vbmd_mg_cm3,
         "dxa_bmd_g_cm2": float(dxa) if dxa else math.nan,
-        "mirrored": crop.mirrored,
+        "mirrored": roi.mirrored,
         "pose": pose,
         "side": side,
     }

@@ -20,7 +20,6 @@ import numpy as np
 from ..datasets.format import CaseRecord, load_image, read_manifest
 from ..errors import InputError
 from ..inference.model import DecompositionModel
-from ..io import Radiograph
 from ..progress import progress_bar
 from ..training.data import resize_to
 from .evaluation_folder import write_metrics, write_predictions
@@ -87,17 +86,17 @@ def predict_case(
     pixels: np.ndarray | None = None,
     methods: tuple[str, ...] = ("decomposition",),
 ) -> CasePrediction:
-    """Dataset images are already cut to one hip and oriented as a right hip (see datasets.normalise)."""
+    """Dataset images are already the model's input region (see datasets.normalise)."""
     image = load_image(folder, record, "radiograph") if pixels is None else pixels
-    radiograph = Radiograph(image, source=record.case_id)
-    decomposition = model.decompose(radiograph, "right", bilateral=False)
+    image = resize_to(image, model.image_shape)  # the same region in mm at another size: resizing keeps it
+    decomposition = model.decompose(image)
     truth = resize_to(load_image(folder, record, "drr_pf"), decomposition.pf_drr_g_cm2.shape)
     threshold = model.distribution.threshold_g_cm2
     values = {"decomposition": model.bmd(decomposition)}
     if "decomposition+regression" in methods:
-        values["decomposition+regression"] = model.regress(radiograph, "right", bilateral=False)
+        values["decomposition+regression"] = model.regress(image)
     if "baseline" in methods:
-        values["baseline"] = model.regress(radiograph, "right", bilateral=False, kind="baseline")
+        values["baseline"] = model.regress(image, kind="baseline")
     return CasePrediction(
         record, values, psnr_db(decomposition.pf_drr_g_cm2, truth), dice(decomposition.pf_drr_g_cm2, truth, threshold)
     )

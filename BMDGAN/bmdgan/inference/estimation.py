@@ -1,5 +1,7 @@
-"""One radiograph in, BMD out: the PF-DRR, DXA-like aBMD (g/cm2), QCT vBMD (mg/cm3), T-score, WHO category,
-and warnings when the input does not look like what the model was trained on.
+"""One radiograph in, BMD out: the hip detector finds each hip (:mod:`bmdgan.detection`), the model's input region
+is cut around it (:mod:`bmdgan.datasets.normalise`), and each hip gets its PF-DRR, DXA-like aBMD (g/cm2), QCT
+vBMD (mg/cm3), T-score, WHO category, and warnings when the input does not look like what the model was trained
+on. A radiograph where no hip is found gets no number, only the reason (:data:`NO_HIP_FOUND`).
 
 ``dxa_bmd_g_cm2`` comes from a calibration to clinical DXA when the model has one, else from the CT-derived
 DXA-like aBMD (``ct_abmd_g_cm2``: what models trained on virtual cohorts know); ``dxa_like_source`` says which.
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..datasets.normalise import PROXIMAL_FEMUR_ROWS, apply_hip_roi, plan_hip_roi
 from ..errors import InputError
 from ..io import Radiograph
 from ..io.float_image import write_float_image
@@ -23,6 +26,7 @@ from .report import draw_report
 from .tscore import Reference, t_score, who_category
 
 if TYPE_CHECKING:  # torch is imported only by what runs a model: a refused input costs no torch import
+    from ..detection.detector import DetectedHip, HipDetector
     from .model import Decomposition, DecompositionModel
 
 LATERALITY = {"L": "left", "R": "right"}
@@ -38,6 +42,12 @@ class HipEstimate:
     t_score: float | None
     who_category: str | None
     reference: str
+    femoral_head_centre_px: list[float]
+    """[column, row] of the detected femoral head centre in the input radiograph (pixels)."""
+    neck_point_px: list[float]
+    roi_corners_px: list[list[float]]
+    """The model's input region in the radiograph: four [column, row] corners (pixels)."""
+    detector_confidence: float
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -48,13 +58,14 @@ class HipEstimate:
         return {**asdict(self), "trustworthy": self.trustworthy}
 
 
-def sides_to_analyse(radiograph: Radiograph, side: str) -> list[str]:
-    """ "left"/"right" as given; "auto": the DICOM laterality when present, else both hips."""
+def side_hints(radiograph: Radiograph, side: str, single_hip: bool) -> tuple[str, bool]:
+    """(side to look for, at most one hip?) for the detector: ``side`` "left"/"right" as given, else the DICOM
+    laterality when present (one hip), else both sides; ``single_hip``: the image shows one hip."""
     if side in ("left", "right"):
-        return [side]
+        return side, True
     if radiograph.laterality in LATERALITY:
-        return [LATERALITY[radiograph.laterality]]
-    return ["right", "left"]
+        return LATERALITY[radiograph.laterality], True
+    return "auto", single_hip
 
 
 def _finite(value: float | None) -> float | None:
@@ -67,6 +78,13 @@ ADULT_AGE_YEARS = 20.0
 HIP_BODY_PARTS = {"HIP", "PELVIS", "FEMUR", "LEG", "LOWER LIMB", "LOWERLIMB", "LOWER EXTREMITY", "HIPS"}
 """DICOM BodyPartExamined values of a hip radiograph (any other named part is not one)."""
 AP_VIEWS = {"AP", "PA"}
+MIN_REGION_ON_IMAGE = 0.9
+"""Below this share of the input region's proximal-femur rows on the radiograph
+(:data:`bmdgan.datasets.normalise.PROXIMAL_FEMUR_ROWS`), the proximal femur is cut by the image's edge."""
+NO_HIP_FOUND = (
+    "no hip found: the hip detector found no femoral head on this image (is it a hip or pelvis radiograph, the "
+    "right way up, with its pixel spacing?); no BMD is given"
+)
 
 
 def not_an_adult_hip(radiograph: Radiograph) -> list[str]:
@@ -95,31 +113,38 @@ def not_an_adult_hip(radiograph: Radiograph) -> list[str]:
 def estimate_hip(
     model: DecompositionModel,
     radiograph: Radiograph,
-    side: str,
+    hip: DetectedHip,
     reference: Reference,
-    bilateral: bool = True,
     method: str = "auto",
 ) -> tuple[HipEstimate, Decomposition]:
-    """BMD of one hip. ``method``: "decomposition" (thresholded PF-DRR mean + linear fit), "regression"
+    """BMD of one detected hip. ``method``: "decomposition" (thresholded PF-DRR mean + linear fit), "regression"
     (stage-3 regressors from the learned representation) or "auto" (regression when the model has it; a target
     without a regressor still comes from the decomposition). The PF-DRR is computed in every case: it is the
     picture and the basis of the warnings."""
     if method not in METHODS:
         raise InputError(None, f"unknown method {method!r}", f"use one of {METHODS}")
-    decomposition = model.decompose(radiograph, side, bilateral)
-    regressed = model.regress(radiograph, side, bilateral) if method in ("auto", "regression") else {}
+    roi = plan_hip_roi(hip.head_centre_px, hip.neck_point_px, hip.side, radiograph.pixel_spacing_mm, model.image_shape)
+    image = apply_hip_roi(radiograph.pixels, roi)
+    decomposition = model.decompose(image, roi)
+    regressed = model.regress(image) if method in ("auto", "regression") else {}
     if method == "regression" and not regressed:
         raise InputError(None, "the model has no stage-3 regressors", "train them or use --method decomposition")
     bmd = {**model.bmd(decomposition), **regressed}
     source = "dxa_bmd_g_cm2" if "dxa_bmd_g_cm2" in bmd else "ct_abmd_g_cm2" if "ct_abmd_g_cm2" in bmd else None
     areal = _finite(bmd.get(source)) if source else None
     refusals = not_an_adult_hip(radiograph)
+    on_image = roi.inside_fraction(radiograph.shape, PROXIMAL_FEMUR_ROWS)
+    if on_image < MIN_REGION_ON_IMAGE:
+        refusals.append(
+            f"only {100 * on_image:.0f} % of the proximal femur's region lies on the image (the femur is cut by its "
+            "edge): give a radiograph that shows the whole hip; no category is given"
+        )
     warnings = refusals + list(radiograph.warnings) + model.warnings(decomposition)
     if areal is None:
         warnings.append("no areal BMD: the model has no aBMD calibration or the PF region is empty")
     score = t_score(areal, reference) if areal is not None and not refusals else None
     return HipEstimate(
-        side=side,
+        side=hip.side,
         method="decomposition+regression" if regressed else "decomposition",
         dxa_bmd_g_cm2=areal,
         dxa_like_source=source,
@@ -127,19 +152,43 @@ def estimate_hip(
         t_score=score,
         who_category=who_category(score) if score is not None else None,
         reference=reference.name,
+        femoral_head_centre_px=[round(v, 1) for v in hip.head_centre_px],
+        neck_point_px=[round(v, 1) for v in hip.neck_point_px],
+        roi_corners_px=roi.corners_px(),
+        detector_confidence=round(hip.confidence, 3),
         warnings=warnings,
     ), decomposition
 
 
+def estimate_radiograph(
+    model: DecompositionModel,
+    detector: HipDetector,
+    radiograph: Radiograph,
+    reference: Reference,
+    side: str = "auto",
+    single_hip: bool = False,
+    method: str = "auto",
+) -> list[tuple[HipEstimate, Decomposition]]:
+    """Every hip the detector finds (``side`` and ``single_hip`` are hints: :func:`side_hints`), each estimated
+    by :func:`estimate_hip`; an empty list when none is found (the result then says :data:`NO_HIP_FOUND`)."""
+    wanted, one_hip = side_hints(radiograph, side, single_hip)
+    hips = detector.detect(radiograph.pixels, radiograph.pixel_spacing_mm, wanted, one_hip)
+    return [estimate_hip(model, radiograph, hip, reference, method) for hip in hips]
+
+
 def result_summary(radiograph: Radiograph, results: list[tuple[HipEstimate, Decomposition]], model_folder: str) -> dict:
     """The result JSON of one radiograph: its source, the model folder, the pixel spacing (mm) and each hip's
-    estimate (aBMD g/cm2, vBMD mg/cm3, T-score, WHO category, warnings, trustworthy)."""
-    return {
+    estimate (aBMD g/cm2, vBMD mg/cm3, T-score, WHO category, femoral head centre and input region in pixels,
+    the detector's confidence, warnings, trustworthy); with no hip found, ``no_hip_found`` says why."""
+    summary = {
         "source": radiograph.source,
         "model": model_folder,
         "pixel_spacing_mm": radiograph.pixel_spacing_mm,
         "hips": [hip.to_dict() for hip, _ in results],
     }
+    if not results:
+        summary["no_hip_found"] = NO_HIP_FOUND
+    return summary
 
 
 def write_results(
@@ -160,11 +209,17 @@ def write_results(
                 partial / f"pf_drr_{hip.side}.tif",
                 decomposition.pf_drr_g_cm2,
                 "g/cm2",
-                crop=decomposition.crop.to_dict(),
+                region=decomposition.roi.to_dict(),
                 source=radiograph.source,
             )
         (partial / "result.json").write_text(json.dumps(result_summary(radiograph, results, model_folder), indent=2))
-        draw_report(partial / "report.png", radiograph, results, model.distribution.threshold_g_cm2)
+        draw_report(
+            partial / "report.png",
+            radiograph,
+            results,
+            model.distribution.threshold_g_cm2,
+            None if results else NO_HIP_FOUND,
+        )
     return Path(folder)
 
 

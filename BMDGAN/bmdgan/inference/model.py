@@ -16,10 +16,9 @@ import torch
 
 from ..bmd_from_drr import DrrBmdCalibration
 from ..compute import configure_torch
-from ..datasets.normalise import HipCrop, apply_hip_crop, plan_hip_crop
+from ..datasets.normalise import HipROI
 from ..distribution_check import TrainingDistribution, check, pooled
 from ..errors import InputError
-from ..io import Radiograph
 from ..models.model_folder import read_model_description
 
 
@@ -53,11 +52,12 @@ def usable_device(device: str) -> torch.device:
 
 @dataclass
 class Decomposition:
-    """The PF-DRR of one hip: ``pf_drr_g_cm2`` [rows, columns] in the normalised crop described by ``crop``."""
+    """The PF-DRR of one hip: ``pf_drr_g_cm2`` [rows, columns] on the model's input ``model_input``, cut from the
+    radiograph by ``roi`` (None: the image given was the model's input already, e.g. a dataset case)."""
 
     pf_drr_g_cm2: np.ndarray
-    radiograph_crop: np.ndarray
-    crop: HipCrop
+    model_input: np.ndarray
+    roi: HipROI | None
     features: np.ndarray
 
 
@@ -103,36 +103,41 @@ class DecompositionModel:
         torch_device = usable_device(device)
         return DecompositionModel(generator.to(torch_device), description, torch_device, folder)
 
-    def decompose(self, radiograph: Radiograph, side: str, bilateral: bool = True) -> Decomposition:
-        """PF-DRR of the ``side`` hip of a radiograph (bilateral: split at the centre as in training)."""
-        crop, image, x = self._network_input(radiograph, side, bilateral)
+    def decompose(self, image: np.ndarray, roi: HipROI | None = None) -> Decomposition:
+        """PF-DRR of one hip's input region ``image`` (the model's image shape; see
+        :mod:`bmdgan.datasets.normalise`), cut by ``roi`` when it came from a radiograph."""
+        x = self._network_input(image)
         with torch.no_grad():
             representation = self.generator.encode(x)  # once: the decoder and the distribution check share it
             drr = self.generator.decoder(representation)[0, 0].float().cpu().numpy() * self.drr_scale_g_cm2
-        return Decomposition(np.clip(drr, 0.0, None).astype(np.float32), image, crop, pooled(representation)[0])
+        return Decomposition(np.clip(drr, 0.0, None).astype(np.float32), image, roi, pooled(representation)[0])
 
-    def _network_input(self, radiograph: Radiograph, side: str, bilateral: bool):
-        """(crop, cropped image, network input [1, 1, H, W] in [-1, 1]): the hip as the networks were trained on it."""
+    def _network_input(self, image: np.ndarray) -> torch.Tensor:
+        """[1, 1, H, W] in [-1, 1]: the input region as the networks were trained on it."""
         from ..training.data import normalise_radiograph
 
-        crop = plan_hip_crop(radiograph.shape, side, self.image_shape, bilateral)
-        image = apply_hip_crop(radiograph.pixels, crop)
-        return crop, image, torch.from_numpy(normalise_radiograph(image))[None, None].to(self.device)
+        if tuple(image.shape) != self.image_shape:
+            raise InputError(
+                None,
+                f"the model's input is {self.image_shape[0]} x {self.image_shape[1]} pixels, got "
+                f"{image.shape[0]} x {image.shape[1]}",
+                "cut the hip's region with bmdgan.datasets.normalise at the model's image shape",
+            )
+        return torch.from_numpy(normalise_radiograph(image))[None, None].to(self.device)
 
     def warnings(self, decomposition: Decomposition) -> list[str]:
         """Why this result may not be trustworthy (empty: it looks like the training data)."""
         return check(self.distribution, decomposition.features, decomposition.pf_drr_g_cm2)
 
-    def regress(
-        self, radiograph: Radiograph, side: str, bilateral: bool = True, kind: str = "decomposition"
-    ) -> dict[str, float]:
-        """BMD per target from the exported stage-3 regressors of ``kind`` (empty when there are none)."""
+    def regress(self, image: np.ndarray, kind: str = "decomposition") -> dict[str, float]:
+        """BMD per target from the exported stage-3 regressors of ``kind`` on one hip's input region (empty when
+        there are none)."""
         from ..training.regression import load_regressor
 
         names = [n for n, d in self.description.get("regressors", {}).items() if d["kind"] == kind]
         if not names:
             return {}
-        _, _, x = self._network_input(radiograph, side, bilateral)
+        x = self._network_input(image)
         values = {}
         for name in names:
             if name not in self._regressors:

@@ -1,5 +1,6 @@
-"""The report picture of an estimate: the radiograph with each analysed PF region outlined, each PF-DRR as a
-colour density map with its scale bar (g/cm2), and the numbers with their warnings."""
+"""The report picture of an estimate: the radiograph with each detected hip (femoral head centre, neck axis, the
+model's input region) and its PF region outlined, each PF-DRR as a colour density map with its scale bar
+(g/cm2), and the numbers with their warnings; a radiograph with no hip found says so."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def _outline_in_source(hip_decomposition, threshold: float) -> tuple[np.ndarray,
     region = hip_decomposition.pf_drr_g_cm2 >= threshold
     boundary = region & ~ndimage.binary_erosion(region)
     rows, columns = np.nonzero(boundary)
-    return hip_decomposition.crop.output_to_source(rows, columns)
+    return hip_decomposition.roi.output_to_source(rows, columns)
 
 
 DISPLAY_PIXELS = 1600
@@ -32,7 +33,7 @@ def display_copy(pixels: np.ndarray) -> np.ndarray:
 
 
 def _caption(hip) -> str:
-    lines = [f"{hip.side} hip ({hip.method})"]
+    lines = [f"{hip.side} hip ({hip.method}; detector confidence {hip.detector_confidence:.2f})"]
     if hip.dxa_bmd_g_cm2 is not None:
         lines.append(f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2 (DXA-like)")
         lines.append(f"T-score {hip.t_score:+.1f}: {hip.who_category}" if hip.t_score is not None else "no T-score")
@@ -42,9 +43,12 @@ def _caption(hip) -> str:
     return "\n".join(lines)
 
 
-def draw_report(path: str | Path, radiograph: Radiograph, results, region_threshold_g_cm2: float) -> Path:
+def draw_report(
+    path: str | Path, radiograph: Radiograph, results, region_threshold_g_cm2: float, no_hip_reason: str | None = None
+) -> Path:
     """Write the report PNG for ``results`` = [(HipEstimate, Decomposition)]; the PF region is outlined where
-    the PF-DRR reaches the model's threshold (the one its BMD averages over)."""
+    the PF-DRR reaches the model's threshold (the one its BMD averages over); ``no_hip_reason`` is written under
+    a radiograph without results."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,9 +73,14 @@ def draw_report(path: str | Path, radiograph: Radiograph, results, region_thresh
     for (hip, decomposition), axis, colour in zip(results, axes[1:], ("tab:orange", "tab:cyan")):
         rows, columns = _outline_in_source(decomposition, region_threshold_g_cm2)
         axes[0].scatter(columns, rows, s=0.3, c=colour, label=f"{hip.side} PF region")
+        corners = np.array(hip.roi_corners_px + hip.roi_corners_px[:1])
+        axes[0].plot(corners[:, 0], corners[:, 1], color=colour, linewidth=0.8, linestyle="--")
+        head, neck = np.array(hip.femoral_head_centre_px), np.array(hip.neck_point_px)
+        axes[0].plot([head[0], neck[0]], [head[1], neck[1]], color=colour, linewidth=1.2)
+        axes[0].plot(*head, marker="+", markersize=10, color=colour, label=f"{hip.side} head centre, axis, region")
         shown = axis.imshow(decomposition.pf_drr_g_cm2, cmap="inferno", vmin=0)
         figure.colorbar(shown, ax=axis, fraction=0.08, label="areal BMD along the ray (g/cm2)")
-        axis.set_title(f"PF-DRR, {hip.side} hip" + (" (mirrored)" if decomposition.crop.mirrored else ""), fontsize=9)
+        axis.set_title(f"PF-DRR, {hip.side} hip" + (" (mirrored)" if decomposition.roi.mirrored else ""), fontsize=9)
         axis.set_xlabel(
             "\n".join(textwrap.fill(line, 48) for line in _caption(hip).splitlines()),
             fontsize=8,
@@ -81,7 +90,9 @@ def draw_report(path: str | Path, radiograph: Radiograph, results, region_thresh
         axis.set_xticks([])
         axis.set_yticks([])
     if results:
-        axes[0].legend(loc="lower right", fontsize=7, markerscale=10)
+        axes[0].legend(loc="lower right", fontsize=7, markerscale=2)
+    else:
+        axes[0].set_xlabel("\n".join(textwrap.wrap(no_hip_reason or "", 60)), fontsize=8, color="darkred")
     figure.suptitle("BMD-GAN estimate: research software, not for clinical use", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -11,7 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "table",
         help="CSV: radiograph, ct, side, geometry[, labels, landmarks, calibration, "
-        "dxa_bmd_g_cm2, pose, single_hip] (see bmdgan.datasets.builder)",
+        "dxa_bmd_g_cm2, pose] (see bmdgan.datasets.builder)",
     )
     add_out(parser, "dataset folder (created, or finished when it exists)")
     parser.add_argument("--key", default=None, help="secret key of the pseudonyms (default: $BMDGAN_PSEUDONYM_KEY)")

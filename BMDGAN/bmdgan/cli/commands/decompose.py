@@ -10,28 +10,38 @@ HELP = "decompose a radiograph into the proximal-femur DRR (g/cm2) with a traine
 def add_arguments(parser) -> None:
     parser.add_argument("radiograph", help="radiograph file (DICOM, PNG, JPEG, TIFF)")
     parser.add_argument("--model", required=True, help="model folder (a training run's 'model' folder)")
-    parser.add_argument("--side", choices=("left", "right"), required=True, help="the patient's hip to analyse")
     parser.add_argument(
-        "--single-hip", action="store_true", help="the image shows one hip only (do not split it at the centre)"
+        "--side", choices=("left", "right"), required=True, help="the patient's hip to analyse (found by the detector)"
     )
+    parser.add_argument("--detector", default=None, help="hip detector folder (default: the bundled one)")
     add_out(parser, "output TIFF (float32, g/cm2)")
     add_device(parser)
 
 
 def run(args) -> int:
+    from bmdgan.datasets.normalise import apply_hip_roi, plan_hip_roi
+    from bmdgan.detection.detector import HipDetector
+    from bmdgan.errors import InputError
+    from bmdgan.inference.estimation import NO_HIP_FOUND
     from bmdgan.inference.model import DecompositionModel
     from bmdgan.io import read_radiograph
     from bmdgan.io.float_image import write_float_image
 
     model = DecompositionModel.load(args.model, args.device)
-    decomposition = model.decompose(read_radiograph(args.radiograph), args.side, bilateral=not args.single_hip)
+    radiograph = read_radiograph(args.radiograph)
+    found = HipDetector.load(args.detector).detect(radiograph.pixels, radiograph.pixel_spacing_mm, args.side, True)
+    if not found:
+        raise InputError(args.radiograph, NO_HIP_FOUND, f"check that it shows the {args.side} hip")
+    hip = found[0]
+    roi = plan_hip_roi(hip.head_centre_px, hip.neck_point_px, hip.side, radiograph.pixel_spacing_mm, model.image_shape)
+    decomposition = model.decompose(apply_hip_roi(radiograph.pixels, roi), roi)
     bmd = model.bmd(decomposition)
     write_float_image(
         args.out,
         decomposition.pf_drr_g_cm2,
         "g/cm2",
         source=str(args.radiograph),
-        crop=decomposition.crop.to_dict(),
+        region=roi.to_dict(),
         bmd=bmd,
     )
     print(

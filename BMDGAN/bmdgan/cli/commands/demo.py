@@ -28,8 +28,10 @@ def _estimate_sample(args) -> int:
     import json
     from pathlib import Path
 
+    from bmdgan.detection.detector import HipDetector
+    from bmdgan.errors import BMDGANError
     from bmdgan.inference.default_model import resolve_model_folder
-    from bmdgan.inference.estimation import estimate_hip, write_results
+    from bmdgan.inference.estimation import NO_HIP_FOUND, estimate_radiograph, write_results
     from bmdgan.inference.model import DecompositionModel
     from bmdgan.inference.tscore import load_reference, t_score, who_category
     from bmdgan.io import read_radiograph
@@ -52,10 +54,14 @@ def _estimate_sample(args) -> int:
     print("[3/3] decomposing the radiograph and estimating BMD...")
     radiograph = read_radiograph(sample)
     reference = load_reference()
-    hip, decomposition = estimate_hip(model, radiograph, "right", reference, bilateral=False)
+    results = estimate_radiograph(model, HipDetector.load(), radiograph, reference)  # as `bmdgan estimate` does
     out = write_results(
-        Path(args.out) / sample.stem, radiograph, [(hip, decomposition)], model, str(model_folder), overwrite=True
+        Path(args.out) / sample.stem, radiograph, results, model, str(model_folder), overwrite=True
     )  # the demo's own earlier result of the sample (never anything else)
+    if len(results) != 1:
+        raise BMDGANError(f"the bundled sample should show one hip, the detector found {len(results)}: {NO_HIP_FOUND}")
+    hip = results[0][0]
+    print(f"  hip found: {hip.side}, femoral head centre at pixel {hip.femoral_head_centre_px}")
     true_abmd, true_vbmd = truth["ct_abmd_g_cm2"], truth["qct_vbmd_mg_cm3"]
     true_t = t_score(true_abmd, reference)
     print(f"\nResult ({hip.method}), beside the ground truth measured on the same CT:")

@@ -1,4 +1,7 @@
-"""``bmdgan estimate``: radiograph(s) in; PF-DRR, aBMD, vBMD, T-score, WHO category, warnings and a report out."""
+"""``bmdgan estimate``: radiograph(s) in; PF-DRR, aBMD, vBMD, T-score, WHO category, warnings and a report out.
+
+Exit codes: 0 every radiograph estimated; 2 an input could not be read (the others are still estimated); 3 the hip
+detector found no hip on a radiograph (its result folder says why, with no number)."""
 
 from __future__ import annotations
 
@@ -11,10 +14,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("inputs", nargs="+", help="radiographs (DICOM, PNG, JPEG, TIFF), folders or .txt lists")
     parser.add_argument("--model", default=None, help="model folder (default: the bundled default model)")
     parser.add_argument(
+        "--detector", default=None, help="hip detector folder (default: the bundled one, trained on every shared CT)"
+    )
+    parser.add_argument(
         "--side",
         choices=("auto", "left", "right"),
         default="auto",
-        help="hip to analyse; auto: DICOM laterality if present, else both hips",
+        help="hip to analyse (a hint to the hip detector); auto: DICOM laterality if present, else every hip found",
     )
     parser.add_argument(
         "--method",
@@ -22,7 +28,15 @@ def add_arguments(parser) -> None:
         default="auto",
         help="auto: stage-3 regression when the model has it, else the PF-DRR mean",
     )
-    parser.add_argument("--single-hip", action="store_true", help="images show one hip only (no split at centre)")
+    parser.add_argument(
+        "--single-hip", action="store_true", help="images show one hip only (the detector keeps its surest hip)"
+    )
+    parser.add_argument(
+        "--pixel-mm",
+        type=float,
+        default=None,
+        help="pixel spacing (mm) of images that do not state it (PNG, JPEG, TIFF; a DICOM's own spacing wins)",
+    )
     parser.add_argument("--reference", default=None, help="T-score reference (see resources/tscore_references.json)")
     add_out(parser, "output folder: one subfolder per radiograph")
     add_device(parser)
@@ -62,21 +76,26 @@ def run(args) -> int:
     if not accepted:
         return 2
 
-    from bmdgan.inference.estimation import estimate_hip, sides_to_analyse, write_results
+    from bmdgan.detection.detector import HipDetector
+    from bmdgan.inference.estimation import NO_HIP_FOUND, estimate_radiograph, write_results
     from bmdgan.inference.model import DecompositionModel
     from bmdgan.inference.tscore import load_reference
     from bmdgan.io import read_radiograph
 
     model = DecompositionModel.load(model_folder, args.device)
+    detector = HipDetector.load(args.detector)
     reference = load_reference(args.reference)
+    no_hip = 0
     for path, destination in progress_bar(accepted, desc="estimating", disable=len(accepted) < 2):
         try:
             with about_file(path):
                 radiograph = read_radiograph(path)
-            results = [
-                estimate_hip(model, radiograph, side, reference, not args.single_hip, args.method)
-                for side in sides_to_analyse(radiograph, args.side)
-            ]
+            if radiograph.pixel_spacing_mm is None and args.pixel_mm is not None:
+                radiograph.pixel_spacing_mm = (args.pixel_mm, args.pixel_mm)
+                radiograph.spacing_source = "--pixel-mm"
+            results = estimate_radiograph(
+                model, detector, radiograph, reference, args.side, args.single_hip, args.method
+            )
             folder = write_results(destination, radiograph, results, model, str(model_folder), args.overwrite)
         except Exception as error:  # one bad file (unreadable, decompression bomb...) does not stop the batch
             message = describe_expected_error(error)
@@ -85,6 +104,9 @@ def run(args) -> int:
             failures += 1
             print(f"bmdgan estimate: error: {message}", file=sys.stderr)
             continue
+        if not results:
+            no_hip += 1
+            print(f"{path.name}: {NO_HIP_FOUND}")
         for hip, _ in results:
             numbers = (
                 f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, "
@@ -98,4 +120,4 @@ def run(args) -> int:
             for warning in hip.warnings:
                 print(f"  warning: {warning}")
         print(f"  -> {folder}")
-    return 2 if failures else 0
+    return 2 if failures else 3 if no_hip else 0

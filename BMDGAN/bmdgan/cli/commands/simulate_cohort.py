@@ -85,39 +85,21 @@ def run(args) -> int:
     from pathlib import Path
 
     from bmdgan.atomic import atomic_write_text
+    from bmdgan.cli.ct_options import ct_paths, segmentations_of
     from bmdgan.cohort.anatomy import prepare_anatomies
     from bmdgan.cohort.generator import CohortSettings, check_cohort_request, ct_id_of, prepare_cts, simulate_cohort
     from bmdgan.cohort.virtual_patient import POSES
     from bmdgan.errors import InputError
-    from bmdgan.io.ct import VOLUME_SUFFIXES
     from bmdgan.projection.site_protocol import parse_acquisition
 
-    paths = []
-    for text in args.cts:
-        path = Path(text)
-        paths += (
-            sorted(p for p in path.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES)) if path.is_dir() else [path]
-        )
-    excluded = set(args.exclude)
-    paths = [p for p in paths if ct_id_of(p) not in excluded]
+    paths = ct_paths(args.cts, args.exclude)
     poses = args.poses
     unknown = set(poses) - set(POSES)
     if unknown:
         raise InputError(None, f"unknown poses {sorted(unknown)}", f"use {', '.join(POSES)}")
     out = Path(args.out)
     prepared_folder = out / "prepared"
-    segmentations = {}
-    for item in args.segmentation:
-        try:
-            ct_id, rest = item.split("=", 1)
-            side, files = rest.split(":", 1)
-        except ValueError:
-            raise InputError(
-                None,
-                f"--segmentation {item!r} is not CT_ID=SIDE:FILE[,FILE]",
-                "e.g. example_ct=right:femur_right.nii.gz,hip_right.nii.gz",
-            ) from None
-        segmentations[ct_id] = (side, [Path(f) for f in files.split(",")])
+    segmentations = segmentations_of(args.segmentation)
     parse_acquisition(args.acquisition)  # a typo fails before any work
     settings = CohortSettings(
         str(prepared_folder),

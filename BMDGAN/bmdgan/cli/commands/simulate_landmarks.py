@@ -1,0 +1,60 @@
+"""``bmdgan simulate-landmarks``: radiographs with exact hip landmarks, for training the hip detector."""
+
+from __future__ import annotations
+
+from bmdgan.cli.options import add_out, add_seed, comma_list, non_negative_int
+
+HELP = "simulate radiographs with exact hip landmarks (AP pelvis, hip, thigh views) to train the hip detector"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("cts", nargs="+", help="CT files, or folders of .nii.gz/.nrrd/.mha CTs")
+    add_out(parser, "landmark-view folder (created, or finished when it exists)")
+    parser.add_argument(
+        "--exclude", type=comma_list(example="STS_012"), default="", help="CT ids to leave out, comma-separated"
+    )
+    parser.add_argument(
+        "--per-hip", type=non_negative_int, default=16, help="hip views and as many thigh views per hip (default 16)"
+    )
+    parser.add_argument(
+        "--ap-per-ct",
+        type=non_negative_int,
+        default=40,
+        help="AP pelvis views per CT with both hips measurable (default 40)",
+    )
+    parser.add_argument(
+        "--prepared",
+        default=None,
+        help="folder of prepared CTs to reuse (e.g. a cohort's 'prepared'; default OUT/prepared)",
+    )
+    parser.add_argument(
+        "--segmentation",
+        action="append",
+        default=[],
+        metavar="CT_ID=SIDE:FILE[,FILE]",
+        help="use these label files for a CT's femur, repeatable (as simulate-cohort)",
+    )
+    add_seed(parser)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from bmdgan.cli.ct_options import ct_paths, segmentations_of
+    from bmdgan.cohort.generator import prepare_cts
+    from bmdgan.detection.landmark_views import simulate_landmark_views
+    from bmdgan.errors import InputError
+
+    paths = ct_paths(args.cts, args.exclude)
+    prepared = Path(args.prepared) if args.prepared else Path(args.out) / "prepared"
+    print(f"preparing {len(paths)} CTs (labels, landmarks)...")
+    ct_ids, skipped = prepare_cts(paths, prepared, segmentations=segmentations_of(args.segmentation))
+    for ct_id, reason in skipped.items():
+        print(f"  skipped {ct_id}: {reason}")
+    if not ct_ids:
+        raise InputError(None, "no CT could be prepared", "see the reasons above")
+    counts = simulate_landmark_views(str(prepared), ct_ids, args.out, args.per_hip, args.ap_per_ct, args.seed)
+    print(
+        ", ".join(f"{n} {view} views" for view, n in sorted(counts.items())) + f" from {len(ct_ids)} CTs -> {args.out}"
+    )
+    return 0

@@ -1,0 +1,71 @@
+"""``bmdgan train-detector``: train the hip detector on landmark views; with ``--cross-validate`` first measure it
+on CTs it never saw (whole-CT folds)."""
+
+from __future__ import annotations
+
+from bmdgan.cli.options import add_out, add_seed, positive_int
+
+HELP = "train the hip detector on simulate-landmarks views (whole-CT cross-validation with --cross-validate)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("views", help="landmark-view folder made by 'bmdgan simulate-landmarks'")
+    add_out(parser, "detector folder (hip_detector.json + .safetensors); cross-validation in OUT/cross_validation")
+    parser.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default 30)")
+    parser.add_argument(
+        "--cross-validate",
+        action="store_true",
+        help="first train one detector per whole-CT fold and measure it on the held-out CTs' views",
+    )
+    parser.add_argument("--fold-count", type=positive_int, default=4, help="whole-CT folds (default 4)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default 2)")
+    add_seed(parser)
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from bmdgan.atomic import atomic_write_text
+    from bmdgan.detection.detector import HipDetector
+    from bmdgan.detection.landmark_folder import read_views
+    from bmdgan.detection.training import ct_folds, evaluate_detector, summarise, train_detector
+    from bmdgan.errors import InputError
+
+    torch.set_num_threads(args.threads)
+    views = read_views(args.views)
+    if not views:
+        raise InputError(args.views, "holds no landmark views", "run 'bmdgan simulate-landmarks' first")
+    out = Path(args.out)
+    if args.cross_validate:
+        folds = ct_folds(views, args.fold_count)
+        rows = []
+        for fold in range(args.fold_count):
+            fold_folder = out / "cross_validation" / f"fold_{fold}"
+            held_out = [v for v in views if folds[v.ct] == fold]
+            if not (fold_folder / "hip_detector.json").is_file():
+                print(f"fold {fold}: training without {sorted({v.ct for v in held_out})}")
+                train_detector(
+                    args.views, [v for v in views if folds[v.ct] != fold], fold_folder, args.epochs, seed=args.seed
+                )
+            fold_rows = evaluate_detector(HipDetector.load(fold_folder), args.views, held_out)
+            rows += [{**row, "fold": fold} for row in fold_rows]
+        summary = {"folds": {ct: fold for ct, fold in folds.items()}, **summarise(rows)}
+        atomic_write_text(out / "cross_validation" / "detections.json", json.dumps(rows, indent=1) + "\n")
+        atomic_write_text(out / "cross_validation" / "summary.json", json.dumps(summary, indent=2) + "\n")
+        for view, figures in summary.items():
+            if isinstance(figures, dict) and "hips" in figures:
+                print(
+                    f"{view}: {figures['within_tolerance']}/{figures['hips']} head centres within "
+                    f"{summary['tolerance_mm']:.0f} mm ({100 * figures['share_within_tolerance']:.1f} %), median "
+                    f"{figures['median_head_error_mm']} mm"
+                )
+        print(
+            f"false hips {summary['false_hips']}; no-hip images with a detection "
+            f"{summary['no_hip_images_with_a_detection']}/{summary['no_hip_images']}"
+        )
+    train_detector(args.views, views, out, args.epochs, seed=args.seed)
+    print(f"detector trained on {len(views)} views of {len({v.ct for v in views})} CTs -> {out}")
+    return 0

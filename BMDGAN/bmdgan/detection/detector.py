@@ -1,0 +1,194 @@
+"""Find each hip on a radiograph: femoral head centre and neck point (source pixels) with a confidence.
+
+A detector folder holds ``hip_detector.json`` (format, resolution, what it was trained and measured on) and
+``hip_detector.safetensors`` (weights; never pickle). Confidence is the head heatmap's peak (trained towards 1 at
+a head and 0 elsewhere): below :data:`FOUND_CONFIDENCE` no hip is reported on that side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..datasets.normalise import resample
+from ..errors import InputError
+from ..io.members import read_json_object
+
+DETECTOR_MM_PER_PX = 2.0
+"""Resolution the detector works at (mm per pixel in the image plane): a femoral head (45-55 mm) spans ~25 px."""
+HEATMAP_SIGMA_PX = 2.5
+"""Standard deviation of the Gaussian a landmark is drawn as in the training heatmaps (pixels: 5 mm)."""
+FOUND_CONFIDENCE = 0.4
+"""A head whose heatmap peak is below this is not reported (no hip on that side)."""
+SAME_HIP_MM = 30.0
+"""Two detections (a right and a left) whose heads lie closer than this are one hip: the less sure one is dropped."""
+FORMAT = "bmdgan-hip-detector"
+DESCRIPTION = "hip_detector.json"
+WEIGHTS = "hip_detector"
+DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "resources" / "hip_detector"
+"""The detector shipped with the package (trained on every shared CT)."""
+SIDES = ("right", "left")
+
+
+@dataclass(frozen=True)
+class DetectedHip:
+    """One hip found on a radiograph: ``side`` (the patient's), head centre and neck point as (column, row) source
+    pixels, and the heatmap peaks (0-1) of each."""
+
+    side: str
+    head_centre_px: tuple[float, float]
+    neck_point_px: tuple[float, float]
+    confidence: float
+    neck_confidence: float
+
+    def to_dict(self) -> dict:
+        return {
+            "side": self.side,
+            "femoral_head_centre_px": [round(v, 1) for v in self.head_centre_px],
+            "neck_point_px": [round(v, 1) for v in self.neck_point_px],
+            "confidence": round(self.confidence, 3),
+            "neck_confidence": round(self.neck_confidence, 3),
+        }
+
+
+def detector_grid(shape: tuple[int, int], pixel_spacing_mm: tuple[float, float]) -> tuple[np.ndarray, tuple[int, int]]:
+    """(3x3 affine from detector pixels (column, row, 1) to source pixels, detector image shape): the source at
+    :data:`DETECTOR_MM_PER_PX`, padded at its bottom and right to a multiple of the network's downsampling."""
+    from .network import DOWNSAMPLING
+
+    row_mm, column_mm = pixel_spacing_mm
+    step_columns, step_rows = DETECTOR_MM_PER_PX / column_mm, DETECTOR_MM_PER_PX / row_mm
+    rows = int(math.ceil(shape[0] / step_rows / DOWNSAMPLING)) * DOWNSAMPLING
+    columns = int(math.ceil(shape[1] / step_columns / DOWNSAMPLING)) * DOWNSAMPLING
+    matrix = np.array(
+        [[step_columns, 0.0, 0.5 * step_columns - 0.5], [0.0, step_rows, 0.5 * step_rows - 0.5], [0.0, 0.0, 1.0]]
+    )
+    return matrix, (rows, columns)
+
+
+def detector_image(pixels: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(network input [rows, columns] in [-1, 1] at :data:`DETECTOR_MM_PER_PX`, its 3x3 affine to source pixels).
+    The 0.5/99.5 percentiles that scale it are taken over the radiograph itself, not the padding."""
+    matrix, shape = detector_grid(pixels.shape, pixel_spacing_mm)
+    image = resample(pixels, matrix, shape, outside="edge")
+    inside = np.linalg.solve(matrix, np.array([pixels.shape[1] - 0.5, pixels.shape[0] - 0.5, 1.0]))
+    rows, columns = max(1, int(inside[1])), max(1, int(inside[0]))
+    low, high = np.percentile(image[:rows, :columns], [0.5, 99.5])
+    scaled = np.clip((image - low) / max(float(high - low), 1e-6) * 2.0 - 1.0, -1.0, 1.0)
+    return scaled.astype(np.float32), matrix
+
+
+def heatmap_peak(heatmap: np.ndarray) -> tuple[float, float, float]:
+    """(column, row, value) of a heatmap's maximum, refined to sub-pixel by a parabola through the logarithms of
+    the maximum and its neighbours along each axis (exact for the Gaussians the detector is trained to draw)."""
+    row, column = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    value = float(heatmap[row, column])
+
+    def offset(before: float, centre: float, after: float) -> float:
+        logs = np.log(np.clip([before, centre, after], 1e-6, None))
+        curvature = logs[0] - 2 * logs[1] + logs[2]
+        return float(np.clip(0.5 * (logs[0] - logs[2]) / curvature, -1.0, 1.0)) if curvature < 0 else 0.0
+
+    rows, columns = heatmap.shape
+    dx = offset(heatmap[row, column - 1], value, heatmap[row, column + 1]) if 0 < column < columns - 1 else 0.0
+    dy = offset(heatmap[row - 1, column], value, heatmap[row + 1, column]) if 0 < row < rows - 1 else 0.0
+    return float(column) + dx, float(row) + dy, value
+
+
+class HipDetector:
+    """A trained hip detector (see the module docstring)."""
+
+    def __init__(self, network, description: dict, folder: Path):
+        self.network, self.description, self.folder = network.eval(), description, folder
+
+    @staticmethod
+    def load(folder: str | Path | None = None) -> HipDetector:
+        from ..training.checkpoint import load_weights
+        from .network import HipHeatmapNet
+
+        folder = Path(folder) if folder is not None else DEFAULT_DETECTOR
+        path = folder / DESCRIPTION
+        if not path.is_file():
+            raise InputError(folder, f"is not a hip detector folder (no {DESCRIPTION})", "give a trained detector")
+        description = read_json_object(path, "hip detector description")
+        if description.get("format") != FORMAT or description.get("mm_per_px") != DETECTOR_MM_PER_PX:
+            raise InputError(
+                path, "is not a hip detector of this version (format or resolution differ)", "train it again"
+            )
+        network = HipHeatmapNet()
+        load_weights(folder, WEIGHTS, network)
+        return HipDetector(network, description, folder)
+
+    def heatmaps(self, pixels: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """(heatmaps [channels, rows, columns] at the detector's resolution, their 3x3 affine to source pixels)."""
+        import torch
+
+        image, matrix = detector_image(pixels, pixel_spacing_mm)
+        with torch.no_grad():
+            output = self.network(torch.from_numpy(image)[None, None])[0].numpy()
+        return output, matrix
+
+    def detect(
+        self,
+        pixels: np.ndarray,
+        pixel_spacing_mm: tuple[float, float] | None,
+        side: str = "auto",
+        one_hip: bool = False,
+    ) -> list[DetectedHip]:
+        """The hips found (right first), each at most once. ``side`` ("left"/"right") keeps that side only;
+        ``one_hip`` keeps the surest hip only (an image that shows one hip). Raises :class:`InputError` without a
+        pixel spacing: the detector works in millimetres."""
+        from .network import CHANNELS
+
+        if pixel_spacing_mm is None:
+            raise InputError(
+                None,
+                "the radiograph has no pixel spacing: the hip cannot be measured in millimetres",
+                "give a DICOM with PixelSpacing or ImagerPixelSpacing",
+            )
+        maps, matrix = self.heatmaps(np.asarray(pixels, np.float32), pixel_spacing_mm)
+        found = []
+        for hip_side in SIDES:
+            if side in SIDES and hip_side != side:
+                continue
+            head = heatmap_peak(maps[CHANNELS.index(f"head_{hip_side}")])
+            neck = heatmap_peak(maps[CHANNELS.index(f"neck_{hip_side}")])
+            if head[2] < FOUND_CONFIDENCE:
+                continue
+            head_px, neck_px = (
+                (matrix @ np.array([head[0], head[1], 1.0]))[:2],
+                (matrix @ np.array([*neck[:2], 1.0]))[:2],
+            )
+            found.append(
+                DetectedHip(
+                    hip_side,
+                    (float(head_px[0]), float(head_px[1])),
+                    (float(neck_px[0]), float(neck_px[1])),
+                    float(head[2]),
+                    float(neck[2]),
+                )
+            )
+        if len(found) == 2:
+            distance_mm = np.hypot(
+                (found[0].head_centre_px[0] - found[1].head_centre_px[0]) * pixel_spacing_mm[1],
+                (found[0].head_centre_px[1] - found[1].head_centre_px[1]) * pixel_spacing_mm[0],
+            )
+            if distance_mm < SAME_HIP_MM or one_hip:
+                found = [max(found, key=lambda hip: hip.confidence)]
+        return found
+
+
+def write_detector(folder: Path, network, description: dict) -> Path:
+    """Save a detector folder (weights then description, each atomically: the description marks it complete)."""
+    from ..training.checkpoint import save_weights
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(network, folder / f"{WEIGHTS}.safetensors")
+    full = {"format": FORMAT, "version": 1, "mm_per_px": DETECTOR_MM_PER_PX, **description}
+    atomic_write_text(folder / DESCRIPTION, json.dumps(full, indent=2) + "\n")
+    return folder

@@ -1,0 +1,80 @@
+"""The folder of landmark views the hip detector learns from (the only module that knows its layout).
+
+``views.jsonl``: one JSON line per image: ``id``, ``ct`` (source CT: the unit of whole-CT folds), ``view``
+(``ap-pelvis``, ``hip``, ``thigh``), ``pixel_spacing_mm`` [row, column] (mm at the patient: the detector's pitch over
+the magnification at the femoral heads, as a DICOM's PixelSpacing) and ``landmarks``: {channel name: [column, row]
+source pixels, or null when that hip is not in the CT}. ``images/<id>.npy``: the
+radiograph (float32, no pickle). An image is written before its line, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import InputError
+
+MANIFEST = "views.jsonl"
+IMAGES = "images"
+
+
+@dataclass(frozen=True)
+class LandmarkView:
+    id: str
+    ct: str
+    view: str
+    pixel_spacing_mm: tuple[float, float]
+    landmarks: dict
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "ct": self.ct,
+                "view": self.view,
+                "pixel_spacing_mm": list(self.pixel_spacing_mm),
+                "landmarks": self.landmarks,
+            },
+            separators=(",", ":"),
+        )
+
+
+def read_views(folder: str | Path) -> list[LandmarkView]:
+    """Every complete view of the folder (a torn last line of a killed run is ignored)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise InputError(folder, f"is not a landmark-view folder (no {MANIFEST})", "run 'bmdgan simulate-landmarks'")
+    views = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        views.append(
+            LandmarkView(entry["id"], entry["ct"], entry["view"], tuple(entry["pixel_spacing_mm"]), entry["landmarks"])
+        )
+    return views
+
+
+def read_image(folder: str | Path, view: LandmarkView) -> np.ndarray:
+    return np.load(Path(folder) / IMAGES / f"{view.id}.npy", allow_pickle=False)
+
+
+def done_ids(folder: str | Path) -> set[str]:
+    return {view.id for view in read_views(folder)} if (Path(folder) / MANIFEST).is_file() else set()
+
+
+def add_view(folder: str | Path, view: LandmarkView, image: np.ndarray) -> None:
+    """Write the image (atomically), then append its line."""
+    folder = Path(folder)
+    (folder / IMAGES).mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / IMAGES / f"{view.id}.npy") as temporary, open(temporary, "wb") as handle:
+        np.save(handle, np.asarray(image, np.float32), allow_pickle=False)
+    manifest = folder / MANIFEST
+    torn = manifest.is_file() and manifest.stat().st_size and not manifest.read_bytes().endswith(b"\n")
+    with open(manifest, "a") as handle:
+        handle.write(("\n" if torn else "") + view.to_json() + "\n")

@@ -1,0 +1,133 @@
+"""Radiographs with exact landmarks for the hip detector, simulated from prepared CTs.
+
+Views of each prepared CT, each with its own virtual patient (bone, fat) and acquisition (``varied``: every
+image its own site and processing):
+
+- ``ap-pelvis`` (a CT with both hips prepared): the clinic's AP pelvis (:func:`bmdgan.cohort.pelvis_case.
+  render_pelvis`), rotated and tilted on the table, both hips labelled;
+- ``hip`` and ``thigh``: one hip in the cohort's single-hip geometry with a wider field (:data:`FIELDS_MM`), the
+  second centred lower down the shaft; shown as the patient's side appears in an AP radiograph (a left hip on the
+  image's right).
+
+Landmarks (head centre and neck point per side, :data:`bmdgan.detection.network.CHANNELS`) are the CT's, projected
+by the same geometry that made the image. A side whose hip is not in the CT has none (null).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cohort.generator import CohortSettings, ct_projector, hip_geometry, orientation_flips, pelvis_scene_of
+from ..cohort.prepared_ct import prepared_bones
+from ..cohort.virtual_patient import POSES, sample_patient, sample_pose, seeded_rng
+from ..progress import progress_bar
+from .landmark_folder import LandmarkView, add_view, done_ids, read_views
+
+FIELDS_MM = {"hip": ((380.0, 260.0), 0.0), "thigh": ((420.0, 240.0), 110.0)}
+"""Per single-hip view: (height, width) covered at the proximal femur (mm) and how far below the PF centre the
+view is centred along the shaft (mm)."""
+RENDER_MM_PER_PX = 1.25
+"""Pitch the views are rendered at (mm at the object; the detector resamples to 2 mm)."""
+
+
+def _empty_landmarks() -> dict:
+    from .network import CHANNELS
+
+    return {name: None for name in CHANNELS}
+
+
+def _as_list(point: np.ndarray) -> list[float]:
+    return [round(float(point[0]), 2), round(float(point[1]), 2)]
+
+
+def ap_pelvis_view(prepared_folder: str, ct_id: str, index: int, seed: int) -> tuple[LandmarkView, np.ndarray]:
+    """One AP pelvis radiograph of a CT with both hips prepared, with both hips' landmarks."""
+    from ..cohort.pelvis_case import render_pelvis
+
+    scene = pelvis_scene_of(prepared_folder, ct_id)
+    settings = CohortSettings(prepared_folder, seed=seed, acquisition="varied")
+    patient = sample_patient(seed, f"{ct_id}-landmarks", index)
+    pose = list(POSES)[index % len(POSES)]
+    full = render_pelvis(settings, scene, patient, pose, pitch_mm=RENDER_MM_PER_PX)
+    geometry = full["geometry"]
+    landmarks = _empty_landmarks()
+    for hip in scene.bones:
+        head, neck = geometry.project_points(np.stack([hip.head_centre_lps, hip.neck_point_lps]))
+        landmarks[f"head_{hip.side}"], landmarks[f"neck_{hip.side}"] = _as_list(head), _as_list(neck)
+    magnification = np.mean([geometry.magnification_at(np.asarray(hip.head_centre_lps)) for hip in scene.bones])
+    spacing = (geometry.row_spacing_mm / magnification, geometry.column_spacing_mm / magnification)
+    view = LandmarkView(f"{ct_id}-ap-{index:03d}", ct_id, "ap-pelvis", spacing, landmarks)
+    return view, full["images"]["radiograph"]
+
+
+def single_hip_view(
+    prepared_folder: str, key: str, ct_id: str, crop_to_hip: bool, kind: str, index: int, seed: int
+) -> tuple[LandmarkView, np.ndarray]:
+    """One ``hip`` or ``thigh`` view (:data:`FIELDS_MM`) of one prepared hip, as that side looks in an AP image."""
+    from ..cohort.channels import CHANNELS as PROJECTION_CHANNELS
+    from ..cohort.channels import combine
+    from ..projection.simulator import simulate_radiograph
+
+    prepared, projector = ct_projector(prepared_folder, key, crop_to_hip=crop_to_hip)
+    patient = sample_patient(seed, f"{key}-landmarks-{kind}", index)
+    pose = sample_pose(seed, patient, list(POSES)[index % len(POSES)])
+    field_mm, down_mm = FIELDS_MM[kind]
+    shape = (int(round(field_mm[0] / RENDER_MM_PER_PX)), int(round(field_mm[1] / RENDER_MM_PER_PX)))
+    geometry = hip_geometry(prepared, pose, shape, field_mm, down_mm)
+    projected = dict(zip(PROJECTION_CHANNELS, projector.project(geometry)))
+    parts = combine(
+        projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm, geometry.row_spacing_mm
+    )
+    rng = seeded_rng(seed, key, kind, index, "acquisition")
+    simulated = simulate_radiograph(prepared.hu, geometry, None, rng=rng, areal_density_g_per_cm2=parts["materials"])
+    image = simulated.pixels.astype(np.float32)
+    points = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.neck_point_lps]))
+    flip_rows, flip_columns = orientation_flips(prepared, geometry)
+    flip_columns ^= prepared.side == "left"  # a left hip as an AP radiograph shows it: head left of the shaft
+    if flip_rows:
+        image, points[:, 1] = image[::-1], image.shape[0] - 1 - points[:, 1]
+    if flip_columns:
+        image, points[:, 0] = image[:, ::-1], image.shape[1] - 1 - points[:, 0]
+    landmarks = _empty_landmarks()
+    landmarks[f"head_{prepared.side}"], landmarks[f"neck_{prepared.side}"] = _as_list(points[0]), _as_list(points[1])
+    magnification = geometry.magnification_at(prepared.head_centre_lps)
+    spacing = (geometry.row_spacing_mm / magnification, geometry.column_spacing_mm / magnification)
+    view = LandmarkView(f"{key}-{kind}-{index:03d}", ct_id, kind, spacing, landmarks)
+    return view, np.ascontiguousarray(image)
+
+
+def simulate_landmark_views(
+    prepared_folder: str, ct_ids: list[str], out: str, per_hip: int, ap_per_ct: int, seed: int, progress: bool = True
+) -> dict:
+    """Make (or finish) the landmark views of every prepared hip of ``ct_ids`` in ``out``
+    (:mod:`.landmark_folder`): ``per_hip`` ``hip`` and as many ``thigh`` views of each hip and, for a CT with both
+    hips prepared, ``ap_per_ct`` AP pelvis views. Returns the counts per view."""
+    from pathlib import Path
+
+    import torch
+
+    torch.set_num_threads(1)
+    done = done_ids(out)
+    tasks = []
+    for ct_id in ct_ids:
+        keys = prepared_bones(Path(prepared_folder), ct_id)
+        if len(keys) >= 2:
+            tasks += [("ap", ct_id, None, index) for index in range(ap_per_ct) if f"{ct_id}-ap-{index:03d}" not in done]
+        for key in keys:
+            tasks += [
+                (kind, ct_id, key, index)
+                for kind in FIELDS_MM
+                for index in range(per_hip)
+                if f"{key}-{kind}-{index:03d}" not in done
+            ]
+    for kind, ct_id, key, index in progress_bar(tasks, desc="landmark views", disable=not progress):
+        if kind == "ap":
+            view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed)
+        else:
+            multiple = len(prepared_bones(Path(prepared_folder), ct_id)) > 1
+            view, image = single_hip_view(prepared_folder, key, ct_id, multiple, kind, index, seed)
+        add_view(out, view, image)
+    counts: dict[str, int] = {}
+    for view in read_views(out):
+        counts[view.view] = counts.get(view.view, 0) + 1
+    return counts

@@ -1,0 +1,227 @@
+"""Train the hip detector on landmark views, and measure it on CTs it never saw (whole-CT folds).
+
+Each training sample is a window of :data:`PATCH_PX` pixels at 2 mm (320 mm) cut from a view at a random place,
+turn (+/-:data:`ROTATION_DEG`), scale (+/-:data:`SCALE_FRACTION`) and mirror (mirroring swaps the sides): windows
+show both hips, one hip, part of a hip or none, as users' radiographs do. Intensities get a random gamma and
+noise. Targets are Gaussians (:data:`~.detector.HEATMAP_SIGMA_PX`) at the landmarks; the loss is a weighted mean
+square error. Checkpoints after every epoch (safetensors): a killed run resumes at the last one.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..datasets.normalise import resample
+from ..progress import progress_bar
+from .detector import DETECTOR_MM_PER_PX, HEATMAP_SIGMA_PX, write_detector
+from .landmark_folder import LandmarkView, read_image
+
+PATCH_PX = 128
+ROTATION_DEG = 30.0
+"""Covers AP views with the shaft vertical and the single-hip views turned so that the neck is horizontal."""
+SCALE_FRACTION = 0.1
+"""Pixel spacings that are off by up to 10 % (magnification at the patient vs. the detector)."""
+NEAR_HIP_PROBABILITY = 0.6
+"""Share of windows centred near a hip (within :data:`NEAR_HIP_MM`); the rest anywhere on the view."""
+NEAR_HIP_MM = 100.0
+POSITIVE_WEIGHT = 20.0
+"""Weight of heatmap pixels near a landmark in the loss (they are ~1 % of the pixels)."""
+
+
+def _swap_sides(name: str) -> str:
+    return name.replace("right", "@").replace("left", "right").replace("@", "left")
+
+
+def training_sample(image: np.ndarray, view: LandmarkView, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(input [PATCH_PX, PATCH_PX] in [-1, 1], target heatmaps [channels, PATCH_PX, PATCH_PX]) of one random window."""
+    from .network import CHANNELS
+
+    row_mm, column_mm = view.pixel_spacing_mm
+    scale = 1.0 + rng.uniform(-SCALE_FRACTION, SCALE_FRACTION)
+    angle = math.radians(rng.uniform(-ROTATION_DEG, ROTATION_DEG))
+    mirror = bool(rng.random() < 0.5)
+    heads = [np.array(p, float) for name, p in view.landmarks.items() if p is not None and name.startswith("head")]
+    if heads and rng.random() < NEAR_HIP_PROBABILITY:
+        centre = heads[rng.integers(len(heads))] + rng.uniform(-NEAR_HIP_MM, NEAR_HIP_MM, 2) / (column_mm, row_mm)
+    else:
+        centre = rng.uniform((0, 0), (image.shape[1], image.shape[0]))
+    step = DETECTOR_MM_PER_PX * scale
+    cosine, sine = math.cos(angle), math.sin(angle)
+    x_axis = np.array([cosine, sine]) * (-1.0 if mirror else 1.0)
+    y_axis = np.array([-sine, cosine])
+    matrix = np.eye(3)
+    matrix[:2, 0] = x_axis * step / np.array([column_mm, row_mm])
+    matrix[:2, 1] = y_axis * step / np.array([column_mm, row_mm])
+    matrix[:2, 2] = centre - matrix[:2, :2] @ np.array([PATCH_PX / 2.0, PATCH_PX / 2.0])
+    patch = resample(image, matrix, (PATCH_PX, PATCH_PX), outside="edge")
+    low, high = np.percentile(patch, [0.5, 99.5])
+    unit = np.clip((patch - low) / max(float(high - low), 1e-6), 0.0, 1.0) ** rng.uniform(0.7, 1.4)
+    unit = unit + rng.normal(0.0, rng.uniform(0.0, 0.03), unit.shape)
+    inputs = np.clip(unit * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
+    targets = np.zeros((len(CHANNELS), PATCH_PX, PATCH_PX), np.float32)
+    inverse = np.linalg.inv(matrix)
+    rows, columns = np.mgrid[0:PATCH_PX, 0:PATCH_PX]
+    for name, point in view.landmarks.items():
+        if point is None:
+            continue
+        column, row = (inverse @ np.array([point[0], point[1], 1.0]))[:2]
+        channel = CHANNELS.index(_swap_sides(name) if mirror else name)
+        targets[channel] = np.exp(-((columns - column) ** 2 + (rows - row) ** 2) / (2 * HEATMAP_SIGMA_PX**2))
+    return inputs, targets
+
+
+def train_detector(
+    folder: str | Path,
+    views: list[LandmarkView],
+    out: str | Path,
+    epochs: int = 30,
+    batch_size: int = 16,
+    samples_per_view: int = 2,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Train a detector on ``views`` (images read from ``folder``) and write it to ``out``
+    (:func:`.detector.write_detector`); resumes from ``out/checkpoints``. Returns the network."""
+    import torch
+
+    from ..training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from .network import HipHeatmapNet
+
+    torch.manual_seed(seed)
+    images = [read_image(folder, view) for view in views]
+    network = HipHeatmapNet()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=2e-3, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    checkpoints = Path(out) / "checkpoints"
+    first_epoch = 0
+    latest = latest_checkpoint(checkpoints)
+    if latest is not None:
+        first_epoch = load_checkpoint(latest, {"network": network}, {"network": optimizer}, {"network": scheduler})[
+            "epoch"
+        ]
+    history = []
+    for epoch in progress_bar(range(first_epoch, epochs), desc="detector epochs", disable=not progress):
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(np.repeat(np.arange(len(views)), samples_per_view))
+        network.train()
+        losses = []
+        for start in range(0, len(order), batch_size):
+            pairs = [training_sample(images[i], views[i], rng) for i in order[start : start + batch_size]]
+            inputs = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
+            targets = torch.from_numpy(np.stack([p[1] for p in pairs]))
+            output = network(inputs)
+            loss = ((output - targets) ** 2 * (1.0 + POSITIVE_WEIGHT * targets)).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        scheduler.step()
+        history.append(float(np.mean(losses)))
+        save_checkpoint(
+            checkpoints, epoch + 1, {"network": network}, {"network": optimizer}, {"network": scheduler}, {}
+        )
+    network.eval()
+    write_detector(
+        Path(out),
+        network,
+        {
+            "trained_on_cts": sorted({view.ct for view in views}),
+            "training_views": len(views),
+            "epochs": epochs,
+            "last_epoch_losses": history,
+        },
+    )
+    return network
+
+
+def ct_folds(views: list[LandmarkView], fold_count: int) -> dict[str, int]:
+    """{CT id: fold}: CTs in sorted order dealt round-robin, so a CT and all its views sit in one fold."""
+    return {ct: index % fold_count for index, ct in enumerate(sorted({view.ct for view in views}))}
+
+
+def upper_third(image: np.ndarray) -> np.ndarray:
+    """The top third of an AP pelvis radiograph: abdomen, spine and iliac crests, no hip (the no-hip test image)."""
+    return image[: image.shape[0] // 3]
+
+
+def evaluate_detector(detector, folder: str | Path, views: list[LandmarkView]) -> list[dict]:
+    """One row per labelled hip of every view (side found?, head error in mm at the patient, neck error,
+    confidence), one per unlabelled side that was reported anyway (``false_hip``), and one per no-hip image (the
+    upper third of each AP pelvis view): its detections."""
+    rows = []
+    for view in views:
+        image = read_image(folder, view)
+        found = {hip.side: hip for hip in detector.detect(image, view.pixel_spacing_mm)}
+        row_mm, column_mm = view.pixel_spacing_mm
+        for side in ("right", "left"):
+            truth = view.landmarks.get(f"head_{side}")
+            hip = found.get(side)
+            if truth is None:
+                if hip is not None:
+                    rows.append({"id": view.id, "ct": view.ct, "view": view.view, "side": side, "kind": "false_hip"})
+                continue
+            row = {
+                "id": view.id,
+                "ct": view.ct,
+                "view": view.view,
+                "side": side,
+                "kind": "hip",
+                "found": hip is not None,
+            }
+            if hip is not None:
+                neck = view.landmarks[f"neck_{side}"]
+                row.update(
+                    head_error_mm=float(
+                        np.hypot(
+                            (hip.head_centre_px[0] - truth[0]) * column_mm, (hip.head_centre_px[1] - truth[1]) * row_mm
+                        )
+                    ),
+                    neck_error_mm=float(
+                        np.hypot(
+                            (hip.neck_point_px[0] - neck[0]) * column_mm, (hip.neck_point_px[1] - neck[1]) * row_mm
+                        )
+                    ),
+                    confidence=hip.confidence,
+                )
+            rows.append(row)
+        if view.view == "ap-pelvis":
+            hips = detector.detect(upper_third(image), view.pixel_spacing_mm)
+            rows.append(
+                {
+                    "id": view.id,
+                    "ct": view.ct,
+                    "view": "no-hip (upper third of AP pelvis)",
+                    "kind": "no_hip",
+                    "detections": len(hips),
+                }
+            )
+    return rows
+
+
+def summarise(rows: list[dict], tolerance_mm: float = 5.0) -> dict:
+    """Per view and overall: hips, share found on the right side, share within ``tolerance_mm``, median and 95th
+    percentile head error (mm); false hips; no-hip images with a detection."""
+    summary = {}
+    for view in sorted({r["view"] for r in rows if r["kind"] == "hip"}) + ["all"]:
+        hips = [r for r in rows if r["kind"] == "hip" and view in ("all", r["view"])]
+        errors = np.array([r["head_error_mm"] for r in hips if r["found"]])
+        summary[view] = {
+            "hips": len(hips),
+            "found": sum(r["found"] for r in hips),
+            "within_tolerance": int((errors <= tolerance_mm).sum()),
+            "share_within_tolerance": float((errors <= tolerance_mm).sum() / max(len(hips), 1)),
+            "median_head_error_mm": float(np.median(errors)) if errors.size else None,
+            "p95_head_error_mm": float(np.percentile(errors, 95)) if errors.size else None,
+            "median_neck_error_mm": float(np.median([r["neck_error_mm"] for r in hips if r["found"]]))
+            if errors.size
+            else None,
+        }
+    no_hip = [r for r in rows if r["kind"] == "no_hip"]
+    summary["false_hips"] = sum(r["kind"] == "false_hip" for r in rows)
+    summary["no_hip_images"] = len(no_hip)
+    summary["no_hip_images_with_a_detection"] = sum(r["detections"] > 0 for r in no_hip)
+    summary["tolerance_mm"] = tolerance_mm
+    return summary
