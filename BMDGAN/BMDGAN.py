@@ -69,6 +69,7 @@ class BMDGANWidget(ParameterNodeWidget):
         self.ui.loadRadiographButton.connect("clicked(bool)", self.onLoadRadiograph)
         self.ui.radiographSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onRadiographChanged)
         self.ui.estimateButton.connect("clicked(bool)", self.onEstimate)
+        self.ui.estimateFromPointsButton.connect("clicked(bool)", self.onEstimateFromPoints)
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
         self.ui.exportJsonButton.connect("clicked(bool)", self.onExportJson)
         self.ui.estimateStudyButton.connect("clicked(bool)", self.onEstimateStudy)
@@ -99,6 +100,13 @@ class BMDGANWidget(ParameterNodeWidget):
             self.ui.radiographInfoLabel.text = self.logic.summary(self.logic.radiograph_from_node(node))
 
     def onEstimate(self) -> None:
+        self._estimate(landmark_nodes=None)
+
+    def onEstimateFromPoints(self) -> None:
+        if self._result is not None:
+            self._estimate(landmark_nodes=self._result.landmark_nodes)
+
+    def _estimate(self, landmark_nodes) -> None:
         parameters = self._parameterNode
         if parameters.radiograph is None or not ensure_requirements(slicer):
             return
@@ -109,6 +117,7 @@ class BMDGANWidget(ParameterNodeWidget):
                 parameters.modelFolder or None,
                 parameters.side,
                 parameters.device,
+                landmark_nodes=landmark_nodes,
             )
             slicer.util.setSliceViewerLayers(
                 background=parameters.radiograph, foreground=result.pf_drr_nodes[0], foregroundOpacity=0.5, fit=True
@@ -116,6 +125,7 @@ class BMDGANWidget(ParameterNodeWidget):
             self.ui.resultsLabel.text = self.logic.describe(result)
             self._result = result
             self.ui.exportReportButton.enabled = self.ui.exportJsonButton.enabled = True
+            self.ui.estimateFromPointsButton.enabled = True
 
     def _exportPath(self, title: str, suffix: str, pattern: str) -> str:
         name = self._parameterNode.radiograph.GetName() if self._parameterNode.radiograph else "bmdgan"

@@ -31,6 +31,7 @@ from bmdgan.cli.main import build_parser, main
 from bmdgan.inference.default_model import resolve_model_folder
 from bmdgan.io import Volume, VolumeGeometry, write_volume
 from bmdgan.outputs import MARKER
+from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
 from dicom_factory import hip_like_phantom, write_dx
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -42,13 +43,15 @@ QUICK = ("--side", "right", "--method", "decomposition")
 # ---------------------------------------------------------------- inputs
 
 
-def hip_dx(path: Path, **attributes) -> Path:
-    """A 192 x 128 DX of the hip-like phantom (bone bright), 0.5 mm pixels unless overridden."""
-    attenuation, _ = hip_like_phantom(192, 128)
-    stored = np.rint(4095 * (0.1 + 0.8 * attenuation)).astype(np.uint16)
-    attributes.setdefault("PixelSpacing", [0.5, 0.5])
+def hip_dx(path: Path, mirrored: bool = False, **attributes) -> Path:
+    """The bundled sample's right hip (simulated from a real CT) as a 12-bit DX, at its own pixel spacing unless
+    overridden; ``mirrored``: the same image as a left hip."""
+    sample = pydicom.dcmread(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)
+    pixels = sample.pixel_array.astype(np.float64)
+    stored = np.rint(4095 * pixels / pixels.max()).astype(np.uint16)
+    attributes.setdefault("PixelSpacing", [float(v) for v in sample.PixelSpacing])
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_dx(path, stored, **attributes)
+    return write_dx(path, np.ascontiguousarray(stored[:, ::-1] if mirrored else stored), **attributes)
 
 
 def png_of_zeros(path: Path, width: int, height: int, rows_stored: int | None = None) -> Path:
@@ -441,8 +444,8 @@ def test_batch_of_same_names_keeps_every_result(tmp_path, capsys):
     """``a/x.dcm``, ``b/x.dcm`` and ``c/x-2.dcm``: three result folders, each with its own input's source."""
     files = [
         hip_dx(tmp_path / "a" / "x.dcm"),
-        hip_dx(tmp_path / "b" / "x.dcm", PixelSpacing=[0.4, 0.4]),
-        hip_dx(tmp_path / "c" / "x-2.dcm", PixelSpacing=[0.3, 0.3]),
+        hip_dx(tmp_path / "b" / "x.dcm", PixelSpacing=[0.42, 0.42]),
+        hip_dx(tmp_path / "c" / "x-2.dcm", PixelSpacing=[0.45, 0.45]),
     ]
     assert main(["estimate", *map(str, files), *QUICK, "--out", str(tmp_path / "out")]) == 0
     sources = {p.name: json.loads((p / "result.json").read_text())["source"] for p in (tmp_path / "out").iterdir()}
@@ -470,22 +473,9 @@ def test_overwrite_replaces_only_an_earlier_estimate_and_folders_follow_the_umas
         first = (result / "result.json").read_bytes()
         assert main(["estimate", str(radiograph), *QUICK, "--out", str(tmp_path / "out")]) == 2
         assert "pass --overwrite" in capsys.readouterr().err
-        assert (
-            main(
-                [
-                    "estimate",
-                    str(radiograph),
-                    "--side",
-                    "left",
-                    "--method",
-                    "decomposition",
-                    "--out",
-                    str(tmp_path / "out"),
-                    "--overwrite",
-                ]
-            )
-            == 0
-        )
+        hip_dx(radiograph, mirrored=True)  # the same name now holds a left hip
+        arguments = ["estimate", str(radiograph), "--method", "decomposition", "--out", str(tmp_path / "out")]
+        assert main([*arguments, "--overwrite"]) == 0
     finally:
         os.umask(previous)
     assert (result / "result.json").read_bytes() != first and (result / "pf_drr_left.tif").is_file()

@@ -8,9 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-import tifffile
 
-from bmdgan.datasets.format import load_image, read_manifest
 from bmdgan.inference.tscore import load_reference, t_score, who_category
 
 
@@ -25,35 +23,82 @@ def run_estimate(*arguments: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_estimate_writes_result_pf_drr_and_report(trained, dataset, tmp_path):
+def test_estimate_finds_the_hip_and_writes_result_pf_drr_and_report(trained, tmp_path):
+    """The bundled sample (a right hip with the upper thigh, no laterality tag) with no hint: the detector finds
+    one hip, the right one; result.json gives its head centre (within 5 mm of the CT's), the input region's
+    corners and the detector's confidence beside the numbers."""
+    from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
+
     run_folder, _ = trained
-    record = [r for r in read_manifest(dataset) if r.fold == 0][0]
-    tifffile.imwrite(tmp_path / "held_out.tif", (load_image(dataset, record, "radiograph") * 10000).astype(np.uint16))
-    result = run_estimate(
-        str(tmp_path / "held_out.tif"),
-        "--model",
-        str(run_folder / "model"),
-        "--side",
-        "right",
-        "--single-hip",
-        "--out",
-        str(tmp_path / "out"),
-    )
+    sample = sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH
+    truth = json.loads(sample.with_name(sample.stem + "_truth.json").read_text())
+    result = run_estimate(str(sample), "--model", str(run_folder / "model"), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
-    folder = tmp_path / "out" / "held_out"
+    folder = tmp_path / "out" / sample.stem
     summary = json.loads((folder / "result.json").read_text())
+    assert [hip["side"] for hip in summary["hips"]] == ["right"] and "no_hip_found" not in summary
     hip = summary["hips"][0]
-    assert hip["side"] == "right" and hip["method"] == "decomposition"
+    assert hip["method"] == "decomposition"
     assert hip["dxa_like_source"] == "ct_abmd_g_cm2" and hip["reference"] == "nhanes3_total_hip_female"
     reference = load_reference()
     assert hip["t_score"] == pytest.approx(t_score(hip["dxa_bmd_g_cm2"], reference))
     assert hip["who_category"] == who_category(hip["t_score"])
+    spacing = summary["pixel_spacing_mm"]
+    error = np.subtract(hip["femoral_head_centre_px"], truth["femoral_head_centre_px"]) * spacing[::-1]
+    assert np.hypot(*error) < 5.0 and hip["detector_confidence"] > 0.4
+    corners = np.array(hip["roi_corners_px"]) * spacing[::-1]
+    assert np.hypot(*(corners[1] - corners[0])) == pytest.approx(140.0, rel=1e-3)  # the region's width, mm
+    assert np.hypot(*(corners[3] - corners[0])) == pytest.approx(280.0, rel=1e-3)  # and height
     assert (folder / "pf_drr_right.tif").is_file() and (folder / "report.png").stat().st_size > 10_000
     assert not list((tmp_path / "out").glob(".partial-*"))
 
 
 @pytest.mark.slow
-def test_paediatric_radiograph_is_flagged_out_of_distribution(trained, shared_data, tmp_path):
+def test_an_image_without_a_hip_gets_no_number_and_a_reason(trained, tmp_path):
+    """The upper quarter of the bundled sample (iliac wing and soft tissue, above the femoral head): no hip found,
+    exit code 3, a result.json without a number that says why, and a report picture; a PNG without a pixel spacing
+    is refused (exit 2) unless --pixel-mm states it."""
+    import pydicom
+    from PIL import Image
+
+    from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
+
+    run_folder, _ = trained
+    dataset = pydicom.dcmread(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)
+    top = dataset.pixel_array[: dataset.Rows // 4].copy()
+    dataset.PixelData, dataset.Rows = top.tobytes(), top.shape[0]
+    dataset.save_as(tmp_path / "no_hip.dcm")
+    result = run_estimate(str(tmp_path / "no_hip.dcm"), "--model", str(run_folder / "model"), "--out", str(tmp_path))
+    assert result.returncode == 3, result.stderr
+    summary = json.loads((tmp_path / "no_hip" / "result.json").read_text())
+    assert summary["hips"] == [] and "no hip found" in summary["no_hip_found"]
+    assert (tmp_path / "no_hip" / "report.png").is_file() and "no hip found" in result.stdout
+    full = pydicom.dcmread(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH).pixel_array.astype(np.float64)
+    Image.fromarray(np.rint(255 * full / full.max()).astype(np.uint8)).save(tmp_path / "hip.png")
+    refused = run_estimate(
+        str(tmp_path / "hip.png"), "--model", str(run_folder / "model"), "--out", str(tmp_path / "a")
+    )
+    assert refused.returncode == 2 and "no pixel spacing" in refused.stderr and "--pixel-mm" in refused.stderr
+    spacing = str(float(dataset.PixelSpacing[0]))
+    stated = run_estimate(
+        str(tmp_path / "hip.png"),
+        "--model",
+        str(run_folder / "model"),
+        "--pixel-mm",
+        spacing,
+        "--out",
+        str(tmp_path / "b"),
+    )
+    assert stated.returncode == 0, stated.stderr
+    assert [hip["side"] for hip in json.loads((tmp_path / "b" / "hip" / "result.json").read_text())["hips"]] == [
+        "right"
+    ]
+
+
+@pytest.mark.slow
+def test_paediatric_radiograph_gets_no_trustworthy_number(trained, shared_data, tmp_path):
+    """A child's AP pelvis (no age in its header): no hip is trustworthy. The adult hip detector finds no hip
+    (exit 3, the reason in result.json), or what it reports is flagged."""
     run_folder, _ = trained
     result = run_estimate(
         str(shared_data / "xray" / "ddh_pediatric" / "331_DDH_1.dcm"),
@@ -62,13 +107,13 @@ def test_paediatric_radiograph_is_flagged_out_of_distribution(trained, shared_da
         "--out",
         str(tmp_path),
     )
-    assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "331_DDH_1" / "result.json").read_text())
-    assert [hip["side"] for hip in summary["hips"]] == ["right", "left"]  # no laterality tag: both hips
-    for hip in summary["hips"]:
-        assert not hip["trustworthy"]
-        assert any("out of distribution" in warning for warning in hip["warnings"])
-    assert "NOT TRUSTWORTHY" in result.stdout
+    if result.returncode == 3:
+        assert summary["hips"] == [] and "no hip found" in summary["no_hip_found"]
+    else:
+        assert result.returncode == 0, result.stderr
+        assert summary["hips"] and "NOT TRUSTWORTHY" in result.stdout
+        assert not any(hip["trustworthy"] for hip in summary["hips"])
 
 
 @pytest.mark.slow
@@ -304,13 +349,15 @@ def test_a_child_or_another_body_part_gets_no_t_score_or_category(tmp_path):
     shipped model); the same image as a 45-year-old's hip keeps them."""
     import pydicom
 
-    from bmdgan.inference.estimation import estimate_hip
+    from bmdgan.detection.detector import HipDetector
+    from bmdgan.inference.estimation import estimate_radiograph
     from bmdgan.inference.model import DecompositionModel
     from bmdgan.inference.tscore import load_reference
     from bmdgan.io import read_radiograph
     from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
 
     model = DecompositionModel.load(sample_data_dir().parents[0] / "Models" / "default", "cpu")
+    detector = HipDetector.load()
     reference = load_reference(None)
     cases = {
         "adult": {"PatientAge": "045Y", "BodyPartExamined": "HIP", "ViewPosition": "AP"},
@@ -326,7 +373,7 @@ def test_a_child_or_another_body_part_gets_no_t_score_or_category(tmp_path):
             setattr(dataset, keyword, value)
         path = tmp_path / f"{name.replace(' ', '_')}.dcm"
         dataset.save_as(path)
-        results[name], _ = estimate_hip(model, read_radiograph(path), "right", reference, bilateral=False)
+        ((results[name], _),) = estimate_radiograph(model, detector, read_radiograph(path), reference)
     assert results["adult"].t_score is not None and results["adult"].who_category is not None
     assert not any("DICOM" in w for w in results["adult"].warnings)
     for name, reason in (

@@ -87,3 +87,15 @@ def test_rms_cv_repeats_are_poses_of_one_hip_not_the_two_hips_of_a_patient():
     metrics = _target_metrics(predictions, "ct_abmd_g_cm2")["all"]
     assert metrics["rms_cv_percent"] == pytest.approx(0.0)
     assert metrics["pcc"] == pytest.approx(1.0)
+
+
+def test_a_check_measured_after_packaging_goes_into_the_model_card_once(tmp_path):
+    """update_card_section appends a marked section, and a second run replaces it (never a duplicate)."""
+    from bmdgan.evaluation.model_card import update_card_section
+
+    (tmp_path / "MODEL_CARD.md").write_text("# Model card\n\nbody\n")
+    update_card_section(tmp_path, "check", "A check", ["| a | 1 |"])
+    update_card_section(tmp_path, "check", "A check", ["| a | 2 |"])
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert text.startswith("# Model card\n\nbody\n") and text.count("## A check") == 1
+    assert "| a | 2 |" in text and "| a | 1 |" not in text

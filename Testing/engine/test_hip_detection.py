@@ -16,7 +16,7 @@ from bmdgan.detection.detector import (
     heatmap_peak,
 )
 from bmdgan.detection.landmark_folder import LandmarkView, add_view, read_views
-from bmdgan.detection.network import CHANNELS
+from bmdgan.detection.layout import CHANNELS
 from bmdgan.detection.training import PATCH_PX, training_sample
 
 

@@ -181,27 +181,21 @@ def test_ddp_two_processes_match_one_process(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_decompose_command_writes_pf_drr_with_units(trained, dataset, tmp_path):
-    from bmdgan.datasets.format import load_image, read_manifest
     from bmdgan.io.float_image import read_float_image
+    from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
 
     run_folder, _ = trained
-    record = [r for r in read_manifest(dataset) if r.fold == 0][0]
-    image = load_image(dataset, record, "radiograph")
-    import tifffile
-
-    tifffile.imwrite(tmp_path / "xray.tif", (image * 10000).astype(np.uint16))
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "bmdgan",
             "decompose",
-            str(tmp_path / "xray.tif"),
+            str(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH),
             "--model",
             str(run_folder / "model"),
             "--side",
             "right",
-            "--single-hip",
             "--out",
             str(tmp_path / "pf.tif"),
         ],
@@ -214,6 +208,7 @@ def test_decompose_command_writes_pf_drr_with_units(trained, dataset, tmp_path):
     drr, metadata = read_float_image(tmp_path / "pf.tif")
     assert metadata["unit"] == "g/cm2" and drr.shape == (64, 32) and drr.min() >= 0
     assert set(metadata["bmd"]) == {"ct_abmd_g_cm2", "qct_vbmd_mg_cm3"}
+    assert metadata["region"]["side"] == "right" and len(metadata["region"]["corners_px"]) == 4
     (run_folder / "broken").mkdir(exist_ok=True)
     (run_folder / "broken" / "model.json").write_text(json.dumps({"format": "bmdgan-model", "version": 7}))
     refused = subprocess.run(
@@ -222,7 +217,7 @@ def test_decompose_command_writes_pf_drr_with_units(trained, dataset, tmp_path):
             "-m",
             "bmdgan",
             "decompose",
-            str(tmp_path / "xray.tif"),
+            str(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH),
             "--model",
             str(run_folder / "broken"),
             "--side",

@@ -87,45 +87,57 @@ def test_only_missing_requirements_are_installed_and_installed_ones_are_pinned()
 
 
 @pytest.mark.slow
-def test_estimation_logic_puts_results_into_the_scene(trained, dataset):
-    """A radiograph node -> PF-DRR volume nodes over the radiograph, a PF segmentation and a results table."""
-    from bmdgan.datasets.format import load_image, read_manifest
-    from bmdgan.io import Radiograph
-    from BMDGANLib.mrml_conversion import radiograph_to_node
+def test_estimation_logic_puts_results_into_the_scene_and_estimates_again_from_moved_points(trained):
+    """The bundled sample radiograph node -> the hip detector's right hip, a PF-DRR volume node lying exactly on the
+    input region, a PF segmentation, a results table and a point list (head centre, neck point); moving the head
+    point 10 mm and estimating from the points cuts the region there."""
+    import vtk
+
+    from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
 
     run_folder, _ = trained
-    record = [r for r in read_manifest(dataset) if r.fold == 0][0]
-    radiograph = Radiograph(
-        load_image(dataset, record, "radiograph"),
-        source="synthetic",
-        pixel_spacing_mm=(0.5, 0.5),
-        spacing_source="test",
-    )
     scene = slicer.vtkMRMLScene()
-    node = radiograph_to_node(radiograph, scene, "X-ray")
-    result = EstimationLogic().estimate(node, scene, run_folder / "model", side="right")
+    logic = EstimationLogic()
+    node, radiograph = logic.load_radiograph(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH, scene, "X-ray")
+    result = logic.estimate(node, scene, run_folder / "model", side="auto")
     assert [hip.side for hip in result.hips] == ["right"]
+    hip = result.hips[0]
     pf_node = result.pf_drr_nodes[0]
     assert pf_node.GetAttribute("BMDGAN.Unit") == "g/cm2"
     assert pf_node.GetDisplayNode().GetColorNode().GetNumberOfColors() == 256
-    # The PF-DRR covers the right hip's half of the radiograph (bilateral split): its voxel corners, mapped
-    # through IJK-to-RAS, fall on the radiograph's left half (columns 0..16 of 32 at 0.5 mm; RAS x = -LPS x).
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    pf_node.GetIJKToRASMatrix(matrix)
+    # The PF-DRR's voxel corners, through its IJK-to-RAS and the radiograph's RAS-to-IJK, are the region's corners.
+    pf_to_ras, ras_to_source = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    pf_node.GetIJKToRASMatrix(pf_to_ras)
+    node.GetRASToIJKMatrix(ras_to_source)
     rows, columns = slicer.util.arrayFromVolume(pf_node).shape[1:]
-    corners = [matrix.MultiplyPoint((i, j, 0, 1)) for i in (-0.5, columns - 0.5) for j in (-0.5, rows - 0.5)]
-    x_lps = sorted(-c[0] for c in corners)
-    y_lps = sorted(-c[1] for c in corners)
-    assert x_lps[0] == pytest.approx(-0.25, abs=0.3) and x_lps[-1] == pytest.approx(16 * 0.5 - 0.25, abs=0.6)
-    assert y_lps[0] >= -0.3 and y_lps[-1] <= 64 * 0.5
+    for (i, j), corner in zip(
+        ((-0.5, -0.5), (columns - 0.5, -0.5), (columns - 0.5, rows - 0.5), (-0.5, rows - 0.5)), hip.roi_corners_px
+    ):
+        source = ras_to_source.MultiplyPoint(pf_to_ras.MultiplyPoint((i, j, 0, 1)))
+        assert source[:2] == pytest.approx(corner, abs=0.2)
     table = result.table_node
     assert table.GetNumberOfRows() == 1 and table.GetCellText(0, 0) == "right"
-    assert float(table.GetCellText(0, 1)) == pytest.approx(result.hips[0].dxa_bmd_g_cm2, abs=5e-4)
+    assert float(table.GetCellText(0, 1)) == pytest.approx(hip.dxa_bmd_g_cm2, abs=5e-4)
     assert result.segmentation_node.GetSegmentation().GetSegmentIdBySegmentName("proximal femur right")
-    text = EstimationLogic.describe(result)
-    assert text.startswith("right hip: aBMD") and "T-score" in text
+    assert EstimationLogic.describe(result).startswith("right hip: aBMD")
+    # The hip's points sit on the detected head centre and neck point.
+    points = result.landmark_nodes[0]
+    assert points.GetAttribute("BMDGAN.HipSide") == "right" and points.GetNumberOfControlPoints() == 2
+    head_ras = [0.0, 0.0, 0.0]
+    points.GetNthControlPointPosition(0, head_ras)
+    assert ras_to_source.MultiplyPoint((*head_ras, 1))[:2] == pytest.approx(hip.femoral_head_centre_px, abs=0.1)
+    # Moved 10 mm along the image's columns, the head point moves the region with it.
+    source_to_ras = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(source_to_ras)
+    step = [source_to_ras.GetElement(axis, 0) * 10.0 / radiograph.pixel_spacing_mm[1] for axis in range(3)]
+    points.SetNthControlPointPosition(0, *(head_ras[axis] + step[axis] for axis in range(3)))
+    moved = logic.estimate(node, scene, run_folder / "model", landmark_nodes=result.landmark_nodes)
+    shift = (
+        np.subtract(moved.hips[0].femoral_head_centre_px, hip.femoral_head_centre_px)
+        * radiograph.pixel_spacing_mm[::-1]
+    )
+    assert shift == pytest.approx([10.0, 0.0], abs=0.1)
+    assert moved.landmark_nodes == result.landmark_nodes and moved.hips[0].detector_confidence == 1.0
 
 
 @pytest.mark.slow

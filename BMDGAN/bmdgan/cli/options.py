@@ -15,6 +15,7 @@ builds every subcommand's parser.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -135,6 +136,17 @@ def bounded_int(low: int) -> Callable[[str], int]:
 
 positive_int = bounded_int(1)
 non_negative_int = bounded_int(0)
+
+
+def positive_mm(text: str) -> float:
+    """argparse type of a length in mm that must be a finite number above 0 (a pixel spacing, a distance)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of millimetres") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} mm is not a positive length")
+    return value
 
 
 def image_size(text: str) -> tuple[int, int]:

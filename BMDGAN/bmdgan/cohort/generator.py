@@ -164,10 +164,14 @@ def hip_geometry(
 
 
 def orientation_flips(prepared: PreparedCT, geometry) -> tuple[bool, bool]:
-    """(flip rows, flip columns) that put the head above the shaft and medial to it on the image's right,
-    like a right hip in an AP view (the dataset convention); decided from the projected landmarks."""
-    head, shaft = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.shaft_point_lps]))
-    return bool(head[1] > shaft[1]), bool(head[0] < shaft[0])
+    """(flip rows, flip columns) that put the head above the shaft and medial to its neck, on the image's right,
+    like a right hip in an AP view (the dataset convention); decided from the projected landmarks. The columns
+    follow the neck point (lateral of the head by construction), not the shaft point: on a short scan the shaft
+    point is set straight below the head and says nothing about the side."""
+    head, shaft, neck = geometry.project_points(
+        np.stack([prepared.head_centre_lps, prepared.shaft_point_lps, prepared.neck_point_lps])
+    )
+    return bool(head[1] > shaft[1]), bool(head[0] < neck[0])
 
 
 _WORKER_CACHE: dict = {}

@@ -1,8 +1,9 @@
 """Find each hip on a radiograph: femoral head centre and neck point (source pixels) with a confidence.
 
 A detector folder holds ``hip_detector.json`` (format, resolution, what it was trained and measured on) and
-``hip_detector.safetensors`` (weights; never pickle). Confidence is the head heatmap's peak (trained towards 1 at
-a head and 0 elsewhere): below :data:`FOUND_CONFIDENCE` no hip is reported on that side.
+``hip_detector.safetensors`` (weights; never pickle). Confidence is the probability that the image shows the
+landmark (1 - the softmax's "absent" share, :mod:`.network`): below :data:`FOUND_CONFIDENCE` no hip is reported
+on that side.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ from ..atomic import atomic_write_text
 from ..datasets.normalise import resample
 from ..errors import InputError
 from ..io.members import read_json_object
+from .layout import CHANNELS, DOWNSAMPLING
 
 DETECTOR_MM_PER_PX = 2.0
 """Resolution the detector works at (mm per pixel in the image plane): a femoral head (45-55 mm) spans ~25 px."""
 HEATMAP_SIGMA_PX = 2.5
-"""Standard deviation of the Gaussian a landmark is drawn as in the training heatmaps (pixels: 5 mm)."""
-FOUND_CONFIDENCE = 0.4
-"""A head whose heatmap peak is below this is not reported (no hip on that side)."""
+"""Standard deviation of the Gaussian a landmark is drawn as in the training targets (pixels: 5 mm)."""
+NECK_TO_HEAD_SEARCH_PX = 30
+"""The head of a side is looked for within this many pixels (60 mm) of that side's neck point (40 mm from the
+head): a round head looks alike on both sides, the neck and shaft beside it tell the side."""
+PEAK_RADIUS_PX = 8
+"""Half-size of the window around a map's maximum whose mass counts as the landmark (pixels: 3 sigma)."""
+FOUND_CONFIDENCE = 0.5
+"""A head whose probability of being shown is below this is not reported (no hip on that side)."""
 SAME_HIP_MM = 30.0
 """Two detections (a right and a left) whose heads lie closer than this are one hip: the less sure one is dropped."""
 FORMAT = "bmdgan-hip-detector"
@@ -38,13 +45,14 @@ SIDES = ("right", "left")
 @dataclass(frozen=True)
 class DetectedHip:
     """One hip found on a radiograph: ``side`` (the patient's), head centre and neck point as (column, row) source
-    pixels, and the heatmap peaks (0-1) of each."""
+    pixels, and the detector's confidence in each."""
 
     side: str
     head_centre_px: tuple[float, float]
     neck_point_px: tuple[float, float]
     confidence: float
     neck_confidence: float
+    """Probabilities (0-1) that the image shows the head and the neck point."""
 
     def to_dict(self) -> dict:
         return {
@@ -59,8 +67,6 @@ class DetectedHip:
 def detector_grid(shape: tuple[int, int], pixel_spacing_mm: tuple[float, float]) -> tuple[np.ndarray, tuple[int, int]]:
     """(3x3 affine from detector pixels (column, row, 1) to source pixels, detector image shape): the source at
     :data:`DETECTOR_MM_PER_PX`, padded at its bottom and right to a multiple of the network's downsampling."""
-    from .network import DOWNSAMPLING
-
     row_mm, column_mm = pixel_spacing_mm
     step_columns, step_rows = DETECTOR_MM_PER_PX / column_mm, DETECTOR_MM_PER_PX / row_mm
     rows = int(math.ceil(shape[0] / step_rows / DOWNSAMPLING)) * DOWNSAMPLING
@@ -100,6 +106,31 @@ def heatmap_peak(heatmap: np.ndarray) -> tuple[float, float, float]:
     return float(column) + dx, float(row) + dy, value
 
 
+def _shown(logits: np.ndarray, absent: float, at: tuple[int, int]) -> float:
+    """Probability that a landmark is shown at ``at`` (row, column): the softmax mass within
+    :data:`PEAK_RADIUS_PX` of it against the absent logit (local, so that a larger image's background adds
+    nothing)."""
+    row, column = at
+    radius = PEAK_RADIUS_PX
+    window = logits[max(row - radius, 0) : row + radius + 1, max(column - radius, 0) : column + radius + 1]
+    peak = float(window.max() + np.log(np.exp(window - window.max()).sum()))
+    return float(1.0 / (1.0 + np.exp(absent - peak)))
+
+
+def _near(logits: np.ndarray, centre: tuple[float, float], radius: float) -> np.ndarray:
+    """exp(logits - max) within ``radius`` pixels of ``centre`` (column, row), 0 elsewhere: a map for
+    :func:`heatmap_peak` that only looks there."""
+    rows, columns = np.mgrid[0 : logits.shape[0], 0 : logits.shape[1]]
+    inside = (columns - centre[0]) ** 2 + (rows - centre[1]) ** 2 <= radius**2
+    masked = np.where(inside, logits, -np.inf)
+    return np.where(inside, np.exp(masked - masked.max()), 0.0)
+
+
+def _other(channel: int) -> str:
+    name = CHANNELS[channel]
+    return name.replace("right", "left") if "right" in name else name.replace("left", "right")
+
+
 class HipDetector:
     """A trained hip detector (see the module docstring)."""
 
@@ -124,14 +155,17 @@ class HipDetector:
         load_weights(folder, WEIGHTS, network)
         return HipDetector(network, description, folder)
 
-    def heatmaps(self, pixels: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-        """(heatmaps [channels, rows, columns] at the detector's resolution, their 3x3 affine to source pixels)."""
+    def heatmaps(
+        self, pixels: np.ndarray, pixel_spacing_mm: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits [channels, rows, columns] at the detector's resolution, absent logits [channels], the 3x3
+        affine from the detector's pixels to source pixels)."""
         import torch
 
         image, matrix = detector_image(pixels, pixel_spacing_mm)
         with torch.no_grad():
-            output = self.network(torch.from_numpy(image)[None, None])[0].numpy()
-        return output, matrix
+            logits, absent = self.network(torch.from_numpy(image)[None, None])
+        return logits[0].numpy(), absent[0].numpy(), matrix
 
     def detect(
         self,
@@ -143,36 +177,14 @@ class HipDetector:
         """The hips found (right first), each at most once. ``side`` ("left"/"right") keeps that side only;
         ``one_hip`` keeps the surest hip only (an image that shows one hip). Raises :class:`InputError` without a
         pixel spacing: the detector works in millimetres."""
-        from .network import CHANNELS
-
         if pixel_spacing_mm is None:
             raise InputError(
                 None,
-                "the radiograph has no pixel spacing: the hip cannot be measured in millimetres",
-                "give a DICOM with PixelSpacing or ImagerPixelSpacing",
+                "the radiograph has no pixel spacing: the hip cannot be found and measured in millimetres",
+                "give a DICOM with PixelSpacing or ImagerPixelSpacing, or state the spacing with --pixel-mm",
             )
-        maps, matrix = self.heatmaps(np.asarray(pixels, np.float32), pixel_spacing_mm)
-        found = []
-        for hip_side in SIDES:
-            if side in SIDES and hip_side != side:
-                continue
-            head = heatmap_peak(maps[CHANNELS.index(f"head_{hip_side}")])
-            neck = heatmap_peak(maps[CHANNELS.index(f"neck_{hip_side}")])
-            if head[2] < FOUND_CONFIDENCE:
-                continue
-            head_px, neck_px = (
-                (matrix @ np.array([head[0], head[1], 1.0]))[:2],
-                (matrix @ np.array([*neck[:2], 1.0]))[:2],
-            )
-            found.append(
-                DetectedHip(
-                    hip_side,
-                    (float(head_px[0]), float(head_px[1])),
-                    (float(neck_px[0]), float(neck_px[1])),
-                    float(head[2]),
-                    float(neck[2]),
-                )
-            )
+        readings = self._read(np.asarray(pixels, np.float32), pixel_spacing_mm, side)
+        found = [readings[hip] for hip in SIDES if hip in readings and readings[hip].confidence >= FOUND_CONFIDENCE]
         if len(found) == 2:
             distance_mm = np.hypot(
                 (found[0].head_centre_px[0] - found[1].head_centre_px[0]) * pixel_spacing_mm[1],
@@ -180,6 +192,38 @@ class HipDetector:
             )
             if distance_mm < SAME_HIP_MM or one_hip:
                 found = [max(found, key=lambda hip: hip.confidence)]
+        return found
+
+    def _read(self, pixels: np.ndarray, pixel_spacing_mm: tuple[float, float], side: str) -> dict[str, DetectedHip]:
+        """{side: hip} before the confidence threshold: each side's neck point, the head nearest to it, and the AP
+        rule on the neck's direction."""
+        logits, absent, matrix = self.heatmaps(pixels, pixel_spacing_mm)
+        heads = np.logaddexp(logits[CHANNELS.index("head_right")], logits[CHANNELS.index("head_left")])
+        found = {}
+        for hip_side in SIDES:
+            if side in SIDES and hip_side != side:
+                continue
+            head_channel, neck_channel = CHANNELS.index(f"head_{hip_side}"), CHANNELS.index(f"neck_{hip_side}")
+            neck = heatmap_peak(np.exp(logits[neck_channel] - logits[neck_channel].max()))
+            head = heatmap_peak(_near(heads, neck[:2], NECK_TO_HEAD_SEARCH_PX))
+            at_head = (int(round(head[1])), int(round(head[0])))
+            neck_shown = _shown(logits[neck_channel], absent[neck_channel], (int(round(neck[1])), int(round(neck[0]))))
+            confidence = min(
+                neck_shown,
+                max(
+                    _shown(logits[c], absent[c], at_head) for c in (head_channel, CHANNELS.index(_other(head_channel)))
+                ),
+            )
+            head_px, neck_px = (matrix @ np.array([*head[:2], 1.0]))[:2], (matrix @ np.array([*neck[:2], 1.0]))[:2]
+            if (neck_px[0] < head_px[0]) != (hip_side == "right"):
+                continue  # in an AP image a right hip's neck runs to the image's left of its head, a left hip's right
+            found[hip_side] = DetectedHip(
+                hip_side,
+                (float(head_px[0]), float(head_px[1])),
+                (float(neck_px[0]), float(neck_px[1])),
+                float(confidence),
+                float(neck_shown),
+            )
         return found
 
 

@@ -22,6 +22,7 @@ from ..cohort.prepared_ct import prepared_bones
 from ..cohort.virtual_patient import POSES, sample_patient, sample_pose, seeded_rng
 from ..progress import progress_bar
 from .landmark_folder import LandmarkView, add_view, done_ids, read_views
+from .layout import CHANNELS
 
 FIELDS_MM = {"hip": ((380.0, 260.0), 0.0), "thigh": ((420.0, 240.0), 110.0)}
 """Per single-hip view: (height, width) covered at the proximal femur (mm) and how far below the PF centre the
@@ -31,8 +32,6 @@ RENDER_MM_PER_PX = 1.25
 
 
 def _empty_landmarks() -> dict:
-    from .network import CHANNELS
-
     return {name: None for name in CHANNELS}
 
 

@@ -1,6 +1,8 @@
 """The hip detector's network: a compact U-Net with GroupNorm that maps a radiograph (one channel, [-1, 1], at
-2 mm per pixel) to :data:`CHANNELS` heatmaps at the same resolution. Four stride-2 levels give it a receptive
-field of ~200 mm: enough to tell a right hip from a left one by where the shaft lies against the head."""
+2 mm per pixel) to one map of logits per landmark (:data:`CHANNELS`) at the same resolution, plus one "absent"
+logit per landmark from the deepest features. A softmax over every pixel and the absent logit gives where the
+landmark is, or that the image does not show it (trained with cross-entropy: :mod:`.training`). Four stride-2
+levels give a receptive field of ~200 mm: enough to tell a right hip from a left one by where the shaft lies."""
 
 from __future__ import annotations
 
@@ -8,11 +10,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-CHANNELS = ("head_right", "neck_right", "head_left", "neck_left")
-"""Heatmap order: per side the femoral head centre and the neck point (on the neck axis, lateral of the head)."""
+from .layout import CHANNELS, LEVELS
+
 WIDTHS = (8, 16, 32, 48, 64)
-DOWNSAMPLING = 2 ** (len(WIDTHS) - 1)
-"""Input sides must be a multiple of this (the detector pads to it)."""
+"""Feature channels per resolution level (:data:`~.layout.LEVELS` of them)."""
+assert len(WIDTHS) == LEVELS
 
 
 def _block(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
@@ -27,7 +29,7 @@ def _block(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
 
 
 class HipHeatmapNet(nn.Module):
-    """[batch, 1, H, W] -> [batch, len(CHANNELS), H, W] heatmaps (peak ~1 at a landmark, ~0 elsewhere)."""
+    """[batch, 1, H, W] -> (logits [batch, len(CHANNELS), H, W], absent logits [batch, len(CHANNELS)])."""
 
     def __init__(self):
         super().__init__()
@@ -38,16 +40,18 @@ class HipHeatmapNet(nn.Module):
             [_block(WIDTHS[i] + WIDTHS[i - 1], WIDTHS[i - 1]) for i in range(len(WIDTHS) - 1, 0, -1)]
         )
         self.head = nn.Conv2d(WIDTHS[0], len(CHANNELS), 1)
+        self.absent = nn.Linear(WIDTHS[-1], len(CHANNELS))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         skips = []
         for block in self.down:
             x = block(x)
             skips.append(x)
         x = skips.pop()
+        absent = self.absent(x.mean(dim=(2, 3)))
         for block in self.up:
             skip = skips.pop()
             x = block(
                 torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip], 1)
             )
-        return self.head(x)
+        return self.head(x), absent

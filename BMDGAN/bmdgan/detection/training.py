@@ -1,10 +1,12 @@
 """Train the hip detector on landmark views, and measure it on CTs it never saw (whole-CT folds).
 
-Each training sample is a window of :data:`PATCH_PX` pixels at 2 mm (320 mm) cut from a view at a random place,
+Each training sample is a window of :data:`PATCH_PX` pixels at 2 mm (256 mm) cut from a view at a random place,
 turn (+/-:data:`ROTATION_DEG`), scale (+/-:data:`SCALE_FRACTION`) and mirror (mirroring swaps the sides): windows
 show both hips, one hip, part of a hip or none, as users' radiographs do. Intensities get a random gamma and
-noise. Targets are Gaussians (:data:`~.detector.HEATMAP_SIGMA_PX`) at the landmarks; the loss is a weighted mean
-square error. Checkpoints after every epoch (safetensors): a killed run resumes at the last one.
+noise. A landmark's target is a Gaussian (:data:`~.detector.HEATMAP_SIGMA_PX`) normalised over the window, or
+"absent" when the window does not hold it; the loss is the cross-entropy of the network's softmax over the pixels
+and the absent logit (:func:`landmark_loss`). Checkpoints after every epoch (safetensors): a killed run resumes at
+the last one.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..datasets.normalise import resample
 from ..progress import progress_bar
 from .detector import DETECTOR_MM_PER_PX, HEATMAP_SIGMA_PX, write_detector
 from .landmark_folder import LandmarkView, read_image
+from .layout import CHANNELS
 
 PATCH_PX = 128
 ROTATION_DEG = 30.0
@@ -27,23 +31,38 @@ SCALE_FRACTION = 0.1
 NEAR_HIP_PROBABILITY = 0.6
 """Share of windows centred near a hip (within :data:`NEAR_HIP_MM`); the rest anywhere on the view."""
 NEAR_HIP_MM = 100.0
-POSITIVE_WEIGHT = 20.0
-"""Weight of heatmap pixels near a landmark in the loss (they are ~1 % of the pixels)."""
+PART_PROBABILITY = 0.3
+"""Share of windows cut from a random part of the view (its edges then repeated, as the detector pads a small
+radiograph): the upper third of an AP pelvis, a hip cut in half, a strip of thigh."""
 
 
 def _swap_sides(name: str) -> str:
     return name.replace("right", "@").replace("left", "right").replace("@", "left")
 
 
+def _random_part(image: np.ndarray, landmarks: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """A random rectangle of at least a third of each side of ``image``, with the landmarks moved into it (those
+    outside it become None: the part does not show them)."""
+    rows, columns = image.shape
+    height, width = int(rng.uniform(1 / 3, 1) * rows), int(rng.uniform(1 / 3, 1) * columns)
+    top, left = int(rng.integers(0, rows - height + 1)), int(rng.integers(0, columns - width + 1))
+    moved = {}
+    for name, point in landmarks.items():
+        inside = point is not None and left <= point[0] < left + width and top <= point[1] < top + height
+        moved[name] = [point[0] - left, point[1] - top] if inside else None
+    return image[top : top + height, left : left + width], moved
+
+
 def training_sample(image: np.ndarray, view: LandmarkView, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(input [PATCH_PX, PATCH_PX] in [-1, 1], target heatmaps [channels, PATCH_PX, PATCH_PX]) of one random window."""
-    from .network import CHANNELS
-
+    landmarks = view.landmarks
+    if rng.random() < PART_PROBABILITY:
+        image, landmarks = _random_part(image, landmarks, rng)
     row_mm, column_mm = view.pixel_spacing_mm
     scale = 1.0 + rng.uniform(-SCALE_FRACTION, SCALE_FRACTION)
     angle = math.radians(rng.uniform(-ROTATION_DEG, ROTATION_DEG))
     mirror = bool(rng.random() < 0.5)
-    heads = [np.array(p, float) for name, p in view.landmarks.items() if p is not None and name.startswith("head")]
+    heads = [np.array(p, float) for name, p in landmarks.items() if p is not None and name.startswith("head")]
     if heads and rng.random() < NEAR_HIP_PROBABILITY:
         centre = heads[rng.integers(len(heads))] + rng.uniform(-NEAR_HIP_MM, NEAR_HIP_MM, 2) / (column_mm, row_mm)
     else:
@@ -64,13 +83,26 @@ def training_sample(image: np.ndarray, view: LandmarkView, rng: np.random.Genera
     targets = np.zeros((len(CHANNELS), PATCH_PX, PATCH_PX), np.float32)
     inverse = np.linalg.inv(matrix)
     rows, columns = np.mgrid[0:PATCH_PX, 0:PATCH_PX]
-    for name, point in view.landmarks.items():
+    for name, point in landmarks.items():
         if point is None:
             continue
         column, row = (inverse @ np.array([point[0], point[1], 1.0]))[:2]
         channel = CHANNELS.index(_swap_sides(name) if mirror else name)
         targets[channel] = np.exp(-((columns - column) ** 2 + (rows - row) ** 2) / (2 * HEATMAP_SIGMA_PX**2))
     return inputs, targets
+
+
+def landmark_loss(logits, absent, targets):
+    """Cross-entropy between each landmark's softmax over (every pixel, absent) and its target: the Gaussian
+    normalised to 1 when the window holds the landmark (a target peak near 1), else all on "absent"."""
+    import torch
+
+    flat_targets = targets.flatten(2)
+    present = (flat_targets.amax(dim=2) > 0.5).float()
+    distribution = flat_targets / flat_targets.sum(dim=2, keepdim=True).clamp_min(1e-6) * present[..., None]
+    target = torch.cat([distribution, (1.0 - present)[..., None]], dim=2)
+    log_probability = torch.cat([logits.flatten(2), absent[..., None]], dim=2).log_softmax(dim=2)
+    return -(target * log_probability).sum(dim=2).mean()
 
 
 def train_detector(
@@ -112,8 +144,7 @@ def train_detector(
             pairs = [training_sample(images[i], views[i], rng) for i in order[start : start + batch_size]]
             inputs = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
             targets = torch.from_numpy(np.stack([p[1] for p in pairs]))
-            output = network(inputs)
-            loss = ((output - targets) ** 2 * (1.0 + POSITIVE_WEIGHT * targets)).mean()
+            loss = landmark_loss(*network(inputs), targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -225,3 +256,36 @@ def summarise(rows: list[dict], tolerance_mm: float = 5.0) -> dict:
     summary["no_hip_images_with_a_detection"] = sum(r["detections"] > 0 for r in no_hip)
     summary["tolerance_mm"] = tolerance_mm
     return summary
+
+
+def plot_head_errors(rows: list[dict], path: Path, tolerance_mm: float = 5.0) -> Path:
+    """The cumulative share of hips found within each head-centre error (mm), one curve per view, with the
+    tolerance marked: the picture of a whole-CT cross-validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.0, 4.0))
+    for view in sorted({r["view"] for r in rows if r["kind"] == "hip"}):
+        hips = [r for r in rows if r["kind"] == "hip" and r["view"] == view]
+        errors = np.sort([r["head_error_mm"] if r["found"] else np.inf for r in hips])
+        within = 100.0 * np.mean(errors <= tolerance_mm)
+        axis.step(
+            errors,
+            100.0 * np.arange(1, len(errors) + 1) / len(errors),
+            where="post",
+            label=f"{view}: {within:.1f} % of {len(hips)} within {tolerance_mm:g} mm",
+        )
+    axis.axvline(tolerance_mm, color="grey", linestyle="--", linewidth=0.8)
+    axis.set_xlim(0, 3 * tolerance_mm)
+    axis.set_ylim(0, 100)
+    axis.set_xlabel("femoral head centre error (mm at the patient)")
+    axis.set_ylabel("hips found within it (%)")
+    axis.set_title("Hip detector on CTs it never saw (whole-CT folds)", fontsize=9)
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    with atomic_path(Path(path)) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    plt.close(figure)
+    return Path(path)

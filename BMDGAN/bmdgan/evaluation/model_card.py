@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..errors import InputError
 from ..io.members import read_json_object
 from ..outputs import check_destination, result_folder
@@ -195,6 +196,20 @@ def write_model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def update_card_section(model_folder: Path, key: str, title: str, lines: list[str]) -> Path:
+    """Write (or replace) the section ``key`` of a model folder's MODEL_CARD.md, between HTML comment markers, so
+    that a check measured after packaging (e.g. ``benchmarks/check_ap_pelvis.py --update-card``) is in the card."""
+    path = Path(model_folder) / "MODEL_CARD.md"
+    text = path.read_text() if path.is_file() else ""
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    section = "\n".join([start, f"## {title}", "", *lines, end])
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    return atomic_write_text(path, text)
 
 
 def package_model(

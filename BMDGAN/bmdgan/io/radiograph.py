@@ -25,9 +25,7 @@ GREY_TOLERANCE = 2.0
 MAX_RADIOGRAPH_PIXELS = 50_000_000
 """Largest radiograph read (pixels, all frames and channels counted): a 43 x 43 cm detector at 0.1 mm is 18.5
 megapixels; 50 megapixels keep one estimate under 2 GB of memory (``benchmarks/bench_memory.py``)."""
-NO_SPACING = (
-    "sizes in mm are unknown (estimate does not need them; bmdgan register takes the detector pitch from --pixel-mm)"
-)
+NO_SPACING = "sizes in mm are unknown (bmdgan estimate and register need them: give --pixel-mm with the spacing in mm)"
 
 
 @dataclass
@@ -62,6 +60,12 @@ class Radiograph:
     body_part: str | None = None
     """DICOM BodyPartExamined, upper case, when present."""
     warnings: list[str] = field(default_factory=list)
+
+    def state_pixel_spacing(self, spacing_mm: float, source: str) -> None:
+        """Use ``spacing_mm`` (mm, square pixels) for a file that does not state its spacing (``source`` says who
+        stated it); the warning about the missing spacing goes."""
+        self.pixel_spacing_mm, self.spacing_source = (spacing_mm, spacing_mm), source
+        self.warnings = [warning for warning in self.warnings if NO_SPACING not in warning]
 
     @property
     def shape(self) -> tuple[int, int]:

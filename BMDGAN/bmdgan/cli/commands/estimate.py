@@ -5,7 +5,7 @@ detector found no hip on a radiograph (its result folder says why, with no numbe
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_device, add_out
+from bmdgan.cli.options import add_device, add_out, positive_mm
 
 HELP = "estimate BMD from radiographs (files, folders or a .txt list): result.json, PF-DRR and report.png each"
 
@@ -33,7 +33,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--pixel-mm",
-        type=float,
+        type=positive_mm,
         default=None,
         help="pixel spacing (mm) of images that do not state it (PNG, JPEG, TIFF; a DICOM's own spacing wins)",
     )
@@ -91,8 +91,7 @@ def run(args) -> int:
             with about_file(path):
                 radiograph = read_radiograph(path)
             if radiograph.pixel_spacing_mm is None and args.pixel_mm is not None:
-                radiograph.pixel_spacing_mm = (args.pixel_mm, args.pixel_mm)
-                radiograph.spacing_source = "--pixel-mm"
+                radiograph.state_pixel_spacing(args.pixel_mm, "--pixel-mm")
             results = estimate_radiograph(
                 model, detector, radiograph, reference, args.side, args.single_hip, args.method
             )

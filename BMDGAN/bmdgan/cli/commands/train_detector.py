@@ -11,7 +11,7 @@ HELP = "train the hip detector on simulate-landmarks views (whole-CT cross-valid
 def add_arguments(parser) -> None:
     parser.add_argument("views", help="landmark-view folder made by 'bmdgan simulate-landmarks'")
     add_out(parser, "detector folder (hip_detector.json + .safetensors); cross-validation in OUT/cross_validation")
-    parser.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default 30)")
+    parser.add_argument("--epochs", type=positive_int, default=28, help="training epochs (default 28, as the bundled detector)")
     parser.add_argument(
         "--cross-validate",
         action="store_true",
@@ -31,7 +31,7 @@ def run(args) -> int:
     from bmdgan.atomic import atomic_write_text
     from bmdgan.detection.detector import HipDetector
     from bmdgan.detection.landmark_folder import read_views
-    from bmdgan.detection.training import ct_folds, evaluate_detector, summarise, train_detector
+    from bmdgan.detection.training import ct_folds, evaluate_detector, plot_head_errors, summarise, train_detector
     from bmdgan.errors import InputError
 
     torch.set_num_threads(args.threads)
@@ -55,6 +55,7 @@ def run(args) -> int:
         summary = {"folds": {ct: fold for ct, fold in folds.items()}, **summarise(rows)}
         atomic_write_text(out / "cross_validation" / "detections.json", json.dumps(rows, indent=1) + "\n")
         atomic_write_text(out / "cross_validation" / "summary.json", json.dumps(summary, indent=2) + "\n")
+        plot_head_errors(rows, out / "cross_validation" / "head_errors.png")
         for view, figures in summary.items():
             if isinstance(figures, dict) and "hips" in figures:
                 print(
