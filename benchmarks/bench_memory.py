@@ -113,6 +113,7 @@ def main() -> None:
         print(f"{'input':58s} {'file MB':>8s} {'peak RSS MB':>12s} {'goal':>9s} {'exit':>5s} {'s':>6s}")
         for index, (title, path, goal) in enumerate(inputs):
             command = [sys.executable, "-m", "bmdgan", "estimate", str(path), "--out", str(folder / f"out{index}")]
+            command += ["--pixel-mm", "0.15"]  # PNGs state no spacing; the hip detector works in mm
             if args.model:
                 command += ["--model", args.model]
             peak, code, seconds, last = peak_rss_mb(command)

@@ -1,9 +1,9 @@
 """Find each hip on a radiograph: femoral head centre and neck point (source pixels) with a confidence.
 
-A detector folder holds ``hip_detector.json`` (format, resolution, what it was trained and measured on) and
-``hip_detector.safetensors`` (weights; never pickle). Confidence is the probability that the image shows the
-landmark (1 - the softmax's "absent" share, :mod:`.network`): below :data:`FOUND_CONFIDENCE` no hip is reported
-on that side.
+A detector folder holds ``hip_detector.json`` (format, resolution, what it was trained on) and
+``hip_detector.safetensors`` (weights; never pickle). A hip's confidence is the probability that the image shows
+both its neck point and a femoral head beside it (each map's softmax mass near its peak against that landmark's
+"absent" logit, :mod:`.network`): below :data:`FOUND_CONFIDENCE` no hip is reported on that side.
 """
 
 from __future__ import annotations
@@ -53,15 +53,6 @@ class DetectedHip:
     confidence: float
     neck_confidence: float
     """Probabilities (0-1) that the image shows the head and the neck point."""
-
-    def to_dict(self) -> dict:
-        return {
-            "side": self.side,
-            "femoral_head_centre_px": [round(v, 1) for v in self.head_centre_px],
-            "neck_point_px": [round(v, 1) for v in self.neck_point_px],
-            "confidence": round(self.confidence, 3),
-            "neck_confidence": round(self.neck_confidence, 3),
-        }
 
 
 def detector_grid(shape: tuple[int, int], pixel_spacing_mm: tuple[float, float]) -> tuple[np.ndarray, tuple[int, int]]:
