@@ -157,6 +157,17 @@ def ct_paths(texts: list[str], exclude: tuple[str, ...] | list[str] = ()) -> lis
     return [p for p in paths if ct_id_of(p) not in set(exclude)]
 
 
+def add_segmentation(parser) -> None:
+    """``--segmentation CT_ID=SIDE:FILE[,FILE]`` (repeatable), read by :func:`segmentations_of`."""
+    parser.add_argument(
+        "--segmentation",
+        action="append",
+        default=[],
+        metavar="CT_ID=SIDE:FILE[,FILE]",
+        help="use these label files for a CT's femur (e.g. TotalSegmentator's femur_right and hip_right), repeatable",
+    )
+
+
 def segmentations_of(items: list[str]) -> dict[str, tuple[str, list[Path]]]:
     """{CT id: (side, label files)} from ``--segmentation CT_ID=SIDE:FILE[,FILE]`` values."""
     segmentations = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.ct_options import add_segmentation
 from bmdgan.cli.options import add_image_size, add_out, add_seed, comma_list, non_negative_int, positive_int
 
 HELP = "generate a virtual cohort from real CTs: varied bone density, soft tissue, pose and acquisition"
@@ -71,13 +72,7 @@ def add_arguments(parser) -> None:
         "source CT's fold (default 0)",
     )
     parser.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
-    parser.add_argument(
-        "--segmentation",
-        action="append",
-        default=[],
-        metavar="CT_ID=SIDE:FILE[,FILE]",
-        help="use these label files for a CT's femur (e.g. TotalSegmentator's femur_right and hip_right), repeatable",
-    )
+    add_segmentation(parser)
 
 
 def run(args) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bmdgan.cli.ct_options import add_segmentation
 from bmdgan.cli.options import add_out, add_seed, comma_list, non_negative_int
 
 HELP = "simulate radiographs with exact hip landmarks (AP pelvis, hip, thigh views) to train the hip detector"
@@ -27,13 +28,7 @@ def add_arguments(parser) -> None:
         default=None,
         help="folder of prepared CTs to reuse (e.g. a cohort's 'prepared'; default OUT/prepared)",
     )
-    parser.add_argument(
-        "--segmentation",
-        action="append",
-        default=[],
-        metavar="CT_ID=SIDE:FILE[,FILE]",
-        help="use these label files for a CT's femur, repeatable (as simulate-cohort)",
-    )
+    add_segmentation(parser)
     add_seed(parser)
 
 

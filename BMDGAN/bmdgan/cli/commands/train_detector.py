@@ -11,7 +11,9 @@ HELP = "train the hip detector on simulate-landmarks views (whole-CT cross-valid
 def add_arguments(parser) -> None:
     parser.add_argument("views", help="landmark-view folder made by 'bmdgan simulate-landmarks'")
     add_out(parser, "detector folder (hip_detector.json + .safetensors); cross-validation in OUT/cross_validation")
-    parser.add_argument("--epochs", type=positive_int, default=28, help="training epochs (default 28, as the bundled detector)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=28, help="training epochs (default 28, as the bundled detector)"
+    )
     parser.add_argument(
         "--cross-validate",
         action="store_true",
