@@ -45,7 +45,7 @@ def add_arguments(parser) -> None:
         choices=("auto", "hip", "ap-pelvis"),
         default="auto",
         help="'hip': one hip per image in its anatomical frame; 'ap-pelvis': the clinic's AP pelvis "
-        "radiograph of a whole-pelvis CT, split at the centre line into one case per hip; 'auto' "
+        "radiograph of a whole-pelvis CT, one case per hip (its input region around its femoral head); 'auto' "
         "(default): AP pelvis for a CT holding both hips, single-hip otherwise",
     )
     parser.add_argument(
