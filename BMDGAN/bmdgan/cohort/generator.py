@@ -242,6 +242,38 @@ def pelvis_scene_of(prepared_folder: str, ct_id: str):
     return _WORKER_CACHE["scene"]
 
 
+def oriented_hip_view(prepared: PreparedCT, projector, patient: VirtualPatient, geometry, parameters, rng):
+    """One single-hip view simulated and oriented as a right hip with the head up: (images {radiograph, drr_stage1,
+    drr_pf (g/cm2)}, the head centre and neck point [2, (column, row)] in them (pixels), the simulator's
+    SimulatedRadiograph before orientation, whether the columns were flipped). ``parameters``: the acquisition
+    (None: drawn from ``rng``)."""
+    from ..projection.simulator import simulate_radiograph
+
+    projected = dict(zip(CHANNELS, projector.project(geometry)))
+    parts = combine(
+        projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm, geometry.row_spacing_mm
+    )
+    simulated = simulate_radiograph(
+        prepared.hu, geometry, parameters, rng=rng, areal_density_g_per_cm2=parts["materials"]
+    )
+    flip_rows, flip_columns = orientation_flips(prepared, geometry)
+    views = {
+        "radiograph": simulated.pixels.astype(np.float32),
+        "drr_stage1": parts["drr_stage1"],
+        "drr_pf": parts["drr_pf"],
+    }
+    points = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.neck_point_lps]))
+    rows, columns = views["radiograph"].shape
+    for name, image in views.items():
+        image = image[::-1] if flip_rows else image
+        views[name] = image[:, ::-1] if flip_columns else image
+    if flip_rows:
+        points[:, 1] = rows - 1 - points[:, 1]
+    if flip_columns:
+        points[:, 0] = columns - 1 - points[:, 0]
+    return views, points, simulated, flip_columns
+
+
 def simulate_case(
     settings: CohortSettings,
     prepared: PreparedCT,
@@ -253,38 +285,18 @@ def simulate_case(
     """One image: (manifest record, the input region's images, the simulator's SimulatedRadiograph before
     orientation, the whole simulated radiograph oriented as a right hip with the head up). ``with_side``: the case
     id ends with the hip's side (a CT with two hips)."""
-    from ..projection.simulator import simulate_radiograph
     from ..projection.site_protocol import parse_acquisition
 
     pose = sample_pose(settings.seed, patient, pose_name)
     geometry = hip_geometry(prepared, pose, render_shape(settings.image_shape), RENDER_FIELD_MM)
-    projected = dict(zip(CHANNELS, projector.project(geometry)))
-    parts = combine(
-        projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm, geometry.row_spacing_mm
-    )
     case_id = f"{patient.patient_id}-{pose_name}" + (f"-{prepared.side}" if with_side else "")
     rng = seeded_rng(settings.seed, case_id, "acquisition")
     site = parse_acquisition(settings.acquisition)
     parameters = site.parameters_for(rng, patient.extra_fat_mm) if site else None
-    simulated = simulate_radiograph(
-        prepared.hu, geometry, parameters, rng=rng, areal_density_g_per_cm2=parts["materials"]
+    views, (head, neck), simulated, flip_columns = oriented_hip_view(
+        prepared, projector, patient, geometry, parameters, rng
     )
-    flip_rows, flip_columns = orientation_flips(prepared, geometry)
-    views = {
-        "radiograph": simulated.pixels.astype(np.float32),
-        "drr_stage1": parts["drr_stage1"],
-        "drr_pf": parts["drr_pf"],
-    }
-    head, neck = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.neck_point_lps]))
-    rows, columns = views["radiograph"].shape
-    for name, image in views.items():  # as a right hip: head up, medial on the right
-        image = image[::-1] if flip_rows else image
-        views[name] = image[:, ::-1] if flip_columns else image
-    for point in (head, neck):
-        point[1] = rows - 1 - point[1] if flip_rows else point[1]
-        point[0] = columns - 1 - point[0] if flip_columns else point[0]
-    at_patient = geometry.row_spacing_mm / geometry.magnification_at(prepared.head_centre_lps)  # as PixelSpacing
-    roi = plan_hip_roi(head, neck, "right", (at_patient, at_patient), settings.image_shape)
+    roi = plan_hip_roi(head, neck, "right", geometry.spacing_at_mm(prepared.head_centre_lps), settings.image_shape)
     images = {name: apply_hip_roi(image, roi, "edge" if name == "radiograph" else 0.0) for name, image in views.items()}
     provenance = {
         "ct": prepared.ct_id,
@@ -296,7 +308,7 @@ def simulate_case(
         "sid_mm": round(pose.source_to_detector_mm, 1),
         "kev": round(simulated.parameters.effective_energy_kev, 1),
         "head_centre_px": [round(float(head[0]), 1), round(float(head[1]), 1)],
-        "pixel_mm_at_patient": round(float(at_patient), 4),
+        "pixel_mm_at_patient": round(float(roi.pixel_spacing_mm[0]), 4),
     }
     if with_side:
         provenance.update(side=prepared.side, view="hip")

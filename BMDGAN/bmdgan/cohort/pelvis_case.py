@@ -212,6 +212,13 @@ def render_pelvis(
     }
 
 
+def hip_region(geometry, hip: Hip, output_shape: tuple[int, int]):
+    """(input region, projected head centre, projected neck point) of one hip of an AP pelvis image: the region is
+    cut at the pixel spacing at that hip's head (pixels of the full image)."""
+    head, neck = geometry.project_points(np.stack([hip.head_centre_lps, hip.neck_point_lps]))
+    return plan_hip_roi(head, neck, hip.side, geometry.spacing_at_mm(hip.head_centre_lps), output_shape), head, neck
+
+
 def pelvis_cases(
     settings, scene: PelvisScene, patient: VirtualPatient, pose_name: str
 ) -> list[tuple[CaseRecord, dict]]:
@@ -224,9 +231,7 @@ def pelvis_cases(
     cases = []
     geometry = full["geometry"]
     for prepared in scene.bones:
-        head, neck = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.neck_point_lps]))
-        at_patient = geometry.row_spacing_mm / geometry.magnification_at(np.asarray(prepared.head_centre_lps))
-        roi = plan_hip_roi(head, neck, prepared.side, (at_patient, at_patient), settings.image_shape)
+        roi, head, neck = hip_region(geometry, prepared, settings.image_shape)
         half = {
             "radiograph": apply_hip_roi(images["radiograph"], roi),
             "drr_stage1": apply_hip_roi(images["drr_stage1"], roi, outside=0.0),
@@ -260,7 +265,7 @@ def pelvis_cases(
                     "image_px": list(images["radiograph"].shape),
                     "head_centre_px": [round(float(head[0]), 1), round(float(head[1]), 1)],
                     "neck_point_px": [round(float(neck[0]), 1), round(float(neck[1]), 1)],
-                    "pixel_mm_at_patient": round(float(at_patient), 4),
+                    "pixel_mm_at_patient": round(float(roi.pixel_spacing_mm[0]), 4),
                     "collimated_rows": [collimation.first_row, collimation.rows, collimation.full_rows],
                 },
                 separators=(",", ":"),

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
-from ..datasets.normalise import apply_hip_roi, plan_hip_roi
+from ..datasets.normalise import apply_hip_roi
 from ..projection.ap_pelvis import AP_PELVIS_SOURCE_TO_DETECTOR_MM
-from .pelvis_case import Positioning, render_pelvis
+from .pelvis_case import Positioning, hip_region, render_pelvis
 from .virtual_patient import REFERENCE_BMI, VirtualPatient
 
 PICTURE_PIXEL_MM = 1.0
@@ -41,10 +41,7 @@ def write_ap_pelvis_picture(settings, scene, path: str | Path) -> dict:
     bottom, outlines = [], []
     rows, columns = settings.image_shape
     for side in sides:
-        hip = next(bone for bone in scene.bones if bone.side == side)
-        head, neck = geometry.project_points(np.stack([hip.head_centre_lps, hip.neck_point_lps]))
-        at_patient = geometry.row_spacing_mm / geometry.magnification_at(np.asarray(hip.head_centre_lps))
-        roi = plan_hip_roi(head, neck, side, (at_patient, at_patient), settings.image_shape)
+        roi, _, _ = hip_region(geometry, next(bone for bone in scene.bones if bone.side == side), settings.image_shape)
         outlines.append(np.array(roi.corners_px() + roi.corners_px()[:1]))
         how = f"{columns} x {rows}" + (", mirrored" if roi.mirrored else "")
         bottom += [

@@ -206,14 +206,7 @@ def build_case(row: dict, table: Path, image_shape: tuple[int, int]) -> tuple[di
     head = np.asarray(analysis.landmarks.points["femoral_head_centre"], float)
     neck = head + NECK_POINT_MM * neutral_frame(analysis.landmarks).matrix()[0]
     head_px, neck_px = geometry.project_points(np.stack([head, neck]))
-    at_patient = geometry.row_spacing_mm / geometry.magnification_at(head)  # the registered pose knows it exactly
-    roi = plan_hip_roi(
-        head_px,
-        neck_px,
-        side,
-        (at_patient, at_patient * geometry.column_spacing_mm / geometry.row_spacing_mm),
-        image_shape,
-    )
+    roi = plan_hip_roi(head_px, neck_px, side, geometry.spacing_at_mm(head), image_shape)  # the pose knows it
     images = {
         "radiograph": apply_hip_roi(radiograph.pixels, roi),
         "drr_stage1": apply_hip_roi(drr_stage1, roi, outside=0.0),

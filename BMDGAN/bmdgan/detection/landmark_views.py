@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cohort.generator import CohortSettings, ct_projector, hip_geometry, orientation_flips, pelvis_scene_of
+from ..cohort.generator import CohortSettings, ct_projector, hip_geometry, oriented_hip_view, pelvis_scene_of
 from ..cohort.prepared_ct import prepared_bones
 from ..cohort.virtual_patient import POSES, sample_patient, sample_pose, seeded_rng
 from ..progress import progress_bar
@@ -63,34 +63,20 @@ def single_hip_view(
     prepared_folder: str, key: str, ct_id: str, crop_to_hip: bool, kind: str, index: int, seed: int
 ) -> tuple[LandmarkView, np.ndarray]:
     """One ``hip`` or ``thigh`` view (:data:`FIELDS_MM`) of one prepared hip, as that side looks in an AP image."""
-    from ..cohort.channels import CHANNELS as PROJECTION_CHANNELS
-    from ..cohort.channels import combine
-    from ..projection.simulator import simulate_radiograph
-
     prepared, projector = ct_projector(prepared_folder, key, crop_to_hip=crop_to_hip)
     patient = sample_patient(seed, f"{key}-landmarks-{kind}", index)
     pose = sample_pose(seed, patient, list(POSES)[index % len(POSES)])
     field_mm, down_mm = FIELDS_MM[kind]
     shape = (int(round(field_mm[0] / RENDER_MM_PER_PX)), int(round(field_mm[1] / RENDER_MM_PER_PX)))
     geometry = hip_geometry(prepared, pose, shape, field_mm, down_mm)
-    projected = dict(zip(PROJECTION_CHANNELS, projector.project(geometry)))
-    parts = combine(
-        projected, patient.trabecular_factor, patient.cortical_factor, patient.extra_fat_mm, geometry.row_spacing_mm
-    )
     rng = seeded_rng(seed, key, kind, index, "acquisition")
-    simulated = simulate_radiograph(prepared.hu, geometry, None, rng=rng, areal_density_g_per_cm2=parts["materials"])
-    image = simulated.pixels.astype(np.float32)
-    points = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.neck_point_lps]))
-    flip_rows, flip_columns = orientation_flips(prepared, geometry)
-    flip_columns ^= prepared.side == "left"  # a left hip as an AP radiograph shows it: head left of the shaft
-    if flip_rows:
-        image, points[:, 1] = image[::-1], image.shape[0] - 1 - points[:, 1]
-    if flip_columns:
+    views, points, _, _ = oriented_hip_view(prepared, projector, patient, geometry, None, rng)
+    image = views["radiograph"]
+    if prepared.side == "left":  # a left hip as an AP radiograph shows it: head left of the shaft
         image, points[:, 0] = image[:, ::-1], image.shape[1] - 1 - points[:, 0]
     landmarks = _empty_landmarks()
     landmarks[f"head_{prepared.side}"], landmarks[f"neck_{prepared.side}"] = _as_list(points[0]), _as_list(points[1])
-    magnification = geometry.magnification_at(prepared.head_centre_lps)
-    spacing = (geometry.row_spacing_mm / magnification, geometry.column_spacing_mm / magnification)
+    spacing = geometry.spacing_at_mm(prepared.head_centre_lps)
     view = LandmarkView(f"{key}-{kind}-{index:03d}", ct_id, kind, spacing, landmarks)
     return view, np.ascontiguousarray(image)
 
@@ -107,9 +93,10 @@ def simulate_landmark_views(
 
     torch.set_num_threads(1)
     done = done_ids(out)
-    tasks = []
+    tasks, hips_per_ct = [], {}
     for ct_id in ct_ids:
         keys = prepared_bones(Path(prepared_folder), ct_id)
+        hips_per_ct[ct_id] = len(keys)
         if len(keys) >= 2:
             tasks += [("ap", ct_id, None, index) for index in range(ap_per_ct) if f"{ct_id}-ap-{index:03d}" not in done]
         for key in keys:
@@ -123,8 +110,7 @@ def simulate_landmark_views(
         if kind == "ap":
             view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed)
         else:
-            multiple = len(prepared_bones(Path(prepared_folder), ct_id)) > 1
-            view, image = single_hip_view(prepared_folder, key, ct_id, multiple, kind, index, seed)
+            view, image = single_hip_view(prepared_folder, key, ct_id, hips_per_ct[ct_id] > 1, kind, index, seed)
         add_view(out, view, image)
     counts: dict[str, int] = {}
     for view in read_views(out):

@@ -110,6 +110,13 @@ def not_an_adult_hip(radiograph: Radiograph) -> list[str]:
     return reasons
 
 
+def decompose_hip(model: DecompositionModel, radiograph: Radiograph, hip: DetectedHip) -> Decomposition:
+    """The PF-DRR of one found hip: its input region cut from the radiograph (:mod:`bmdgan.datasets.normalise`)
+    and decomposed."""
+    roi = plan_hip_roi(hip.head_centre_px, hip.neck_point_px, hip.side, radiograph.pixel_spacing_mm, model.image_shape)
+    return model.decompose(apply_hip_roi(radiograph.pixels, roi), roi)
+
+
 def estimate_hip(
     model: DecompositionModel,
     radiograph: Radiograph,
@@ -123,10 +130,9 @@ def estimate_hip(
     picture and the basis of the warnings."""
     if method not in METHODS:
         raise InputError(None, f"unknown method {method!r}", f"use one of {METHODS}")
-    roi = plan_hip_roi(hip.head_centre_px, hip.neck_point_px, hip.side, radiograph.pixel_spacing_mm, model.image_shape)
-    image = apply_hip_roi(radiograph.pixels, roi)
-    decomposition = model.decompose(image, roi)
-    regressed = model.regress(image) if method in ("auto", "regression") else {}
+    decomposition = decompose_hip(model, radiograph, hip)
+    roi = decomposition.roi
+    regressed = model.regress(decomposition.model_input) if method in ("auto", "regression") else {}
     if method == "regression" and not regressed:
         raise InputError(None, "the model has no stage-3 regressors", "train them or use --method decomposition")
     bmd = {**model.bmd(decomposition), **regressed}

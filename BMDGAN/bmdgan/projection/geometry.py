@@ -166,6 +166,12 @@ class ProjectionGeometry:
             return 1.0
         return float(self.source_to_detector_mm / self.to_camera(point_lps)[..., 2])
 
+    def spacing_at_mm(self, point_lps: np.ndarray) -> tuple[float, float]:
+        """(row, column) pixel spacing at the patient for an object at this LPS point (mm): the detector pitch over
+        the magnification there, what a DICOM's PixelSpacing states."""
+        magnification = self.magnification_at(np.asarray(point_lps, float))
+        return self.row_spacing_mm / magnification, self.column_spacing_mm / magnification
+
     def pixel_camera_mm(self) -> tuple[np.ndarray, np.ndarray]:
         """Camera x (columns,) and y (rows,) of the pixel centres on the detector plane (mm)."""
         cu, cv = self.principal_point_px

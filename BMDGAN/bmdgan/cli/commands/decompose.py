@@ -19,10 +19,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from bmdgan.datasets.normalise import apply_hip_roi, plan_hip_roi
     from bmdgan.detection.detector import HipDetector
     from bmdgan.errors import InputError
-    from bmdgan.inference.estimation import NO_HIP_FOUND
+    from bmdgan.inference.estimation import NO_HIP_FOUND, decompose_hip
     from bmdgan.inference.model import DecompositionModel
     from bmdgan.io import read_radiograph
     from bmdgan.io.float_image import write_float_image
@@ -32,16 +31,14 @@ def run(args) -> int:
     found = HipDetector.load(args.detector).detect(radiograph.pixels, radiograph.pixel_spacing_mm, args.side, True)
     if not found:
         raise InputError(args.radiograph, NO_HIP_FOUND, f"check that it shows the {args.side} hip")
-    hip = found[0]
-    roi = plan_hip_roi(hip.head_centre_px, hip.neck_point_px, hip.side, radiograph.pixel_spacing_mm, model.image_shape)
-    decomposition = model.decompose(apply_hip_roi(radiograph.pixels, roi), roi)
+    decomposition = decompose_hip(model, radiograph, found[0])
     bmd = model.bmd(decomposition)
     write_float_image(
         args.out,
         decomposition.pf_drr_g_cm2,
         "g/cm2",
         source=str(args.radiograph),
-        region=roi.to_dict(),
+        region=decomposition.roi.to_dict(),
         bmd=bmd,
     )
     print(
