@@ -19,7 +19,7 @@ from ..atomic import atomic_write_text
 from ..datasets.normalise import resample
 from ..errors import InputError
 from ..io.members import read_json_object
-from .layout import CHANNELS, DOWNSAMPLING
+from .layout import CHANNELS, DOWNSAMPLING, mirrored
 
 DETECTOR_MM_PER_PX = 2.0
 """Resolution the detector works at (mm per pixel in the image plane): a femoral head (45-55 mm) spans ~25 px."""
@@ -117,16 +117,6 @@ def _near(logits: np.ndarray, centre: tuple[float, float], radius: float) -> np.
     return np.where(inside, np.exp(masked - masked.max()), 0.0)
 
 
-def _swapped(side: str) -> str:
-    """The other side ("auto" stays): what a hip's side becomes in the mirror image."""
-    return {"right": "left", "left": "right"}.get(side, side)
-
-
-def _other(channel: int) -> str:
-    name = CHANNELS[channel]
-    return name.replace("right", "left") if "right" in name else name.replace("left", "right")
-
-
 class HipDetector:
     """A trained hip detector (see the module docstring)."""
 
@@ -183,12 +173,12 @@ class HipDetector:
             )
         pixels = np.asarray(pixels, np.float32)
         direct = self._read(pixels, pixel_spacing_mm, side)
-        mirrored = self._read(np.ascontiguousarray(pixels[:, ::-1]), pixel_spacing_mm, _swapped(side))
+        in_mirror = self._read(np.ascontiguousarray(pixels[:, ::-1]), pixel_spacing_mm, mirrored(side))
         last_column = pixels.shape[1] - 1
         found = []
         for hip_side in SIDES:
             readings = [direct.get(hip_side)]
-            other = mirrored.get(_swapped(hip_side))
+            other = in_mirror.get(mirrored(hip_side))
             if other is not None:  # the mirror image's other side is this hip, mirrored back
                 readings.append(
                     DetectedHip(
@@ -225,21 +215,20 @@ class HipDetector:
         """{side: hip} before the confidence threshold: each side's neck point, the head nearest to it, and the AP
         rule on the neck's direction."""
         logits, absent, matrix = self.heatmaps(pixels, pixel_spacing_mm)
-        heads = np.logaddexp(logits[CHANNELS.index("head_right")], logits[CHANNELS.index("head_left")])
+        head_channels = (CHANNELS.index("head_right"), CHANNELS.index("head_left"))
+        heads = np.logaddexp(logits[head_channels[0]], logits[head_channels[1]])
         found = {}
         for hip_side in SIDES:
             if side in SIDES and hip_side != side:
                 continue
-            head_channel, neck_channel = CHANNELS.index(f"head_{hip_side}"), CHANNELS.index(f"neck_{hip_side}")
+            neck_channel = CHANNELS.index(f"neck_{hip_side}")
             neck = heatmap_peak(np.exp(logits[neck_channel] - logits[neck_channel].max()))
             head = heatmap_peak(_near(heads, neck[:2], NECK_TO_HEAD_SEARCH_PX))
             at_head = (int(round(head[1])), int(round(head[0])))
             neck_shown = _shown(logits[neck_channel], absent[neck_channel], (int(round(neck[1])), int(round(neck[0]))))
             confidence = min(
                 neck_shown,
-                max(
-                    _shown(logits[c], absent[c], at_head) for c in (head_channel, CHANNELS.index(_other(head_channel)))
-                ),
+                max(_shown(logits[c], absent[c], at_head) for c in head_channels),
             )
             head_px, neck_px = (matrix @ np.array([*head[:2], 1.0]))[:2], (matrix @ np.array([*neck[:2], 1.0]))[:2]
             if (neck_px[0] < head_px[0]) != (hip_side == "right"):

@@ -74,7 +74,9 @@ def add_view(folder: str | Path, view: LandmarkView, image: np.ndarray) -> None:
     (folder / IMAGES).mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / IMAGES / f"{view.id}.npy") as temporary, open(temporary, "wb") as handle:
         np.save(handle, np.asarray(image, np.float32), allow_pickle=False)
-    manifest = folder / MANIFEST
-    torn = manifest.is_file() and manifest.stat().st_size and not manifest.read_bytes().endswith(b"\n")
-    with open(manifest, "a") as handle:
-        handle.write(("\n" if torn else "") + view.to_json() + "\n")
+    with open(folder / MANIFEST, "a+b") as handle:  # appends whatever the read position
+        torn = False
+        if handle.tell() > 0:  # a killed run may have left its last line unfinished
+            handle.seek(-1, 2)
+            torn = handle.read(1) != b"\n"
+        handle.write((("\n" if torn else "") + view.to_json() + "\n").encode())

@@ -21,7 +21,7 @@ from ..datasets.normalise import resample
 from ..progress import progress_bar
 from .detector import DETECTOR_MM_PER_PX, HEATMAP_SIGMA_PX, write_detector
 from .landmark_folder import LandmarkView, read_image
-from .layout import CHANNELS
+from .layout import CHANNELS, mirrored
 
 PATCH_PX = 128
 ROTATION_DEG = 30.0
@@ -34,10 +34,6 @@ NEAR_HIP_MM = 100.0
 PART_PROBABILITY = 0.3
 """Share of windows cut from a random part of the view (its edges then repeated, as the detector pads a small
 radiograph): the upper third of an AP pelvis, a hip cut in half, a strip of thigh."""
-
-
-def _swap_sides(name: str) -> str:
-    return name.replace("right", "@").replace("left", "right").replace("@", "left")
 
 
 def _random_part(image: np.ndarray, landmarks: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -87,7 +83,7 @@ def training_sample(image: np.ndarray, view: LandmarkView, rng: np.random.Genera
         if point is None:
             continue
         column, row = (inverse @ np.array([point[0], point[1], 1.0]))[:2]
-        channel = CHANNELS.index(_swap_sides(name) if mirror else name)
+        channel = CHANNELS.index(mirrored(name) if mirror else name)
         targets[channel] = np.exp(-((columns - column) ** 2 + (rows - row) ** 2) / (2 * HEATMAP_SIGMA_PX**2))
     return inputs, targets
 
@@ -128,13 +124,11 @@ def train_detector(
     optimizer = torch.optim.AdamW(network.parameters(), lr=2e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     checkpoints = Path(out) / "checkpoints"
-    first_epoch = 0
+    first_epoch, history = 0, []
     latest = latest_checkpoint(checkpoints)
-    if latest is not None:
-        first_epoch = load_checkpoint(latest, {"network": network}, {"network": optimizer}, {"network": scheduler})[
-            "epoch"
-        ]
-    history = []
+    if latest is not None:  # a resumed run keeps the mean losses of the epochs before it
+        state = load_checkpoint(latest, {"network": network}, {"network": optimizer}, {"network": scheduler})
+        first_epoch, history = state["epoch"], list(state["extra"].get("losses", []))
     for epoch in progress_bar(range(first_epoch, epochs), desc="detector epochs", disable=not progress):
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(np.repeat(np.arange(len(views)), samples_per_view))
@@ -152,7 +146,12 @@ def train_detector(
         scheduler.step()
         history.append(float(np.mean(losses)))
         save_checkpoint(
-            checkpoints, epoch + 1, {"network": network}, {"network": optimizer}, {"network": scheduler}, {}
+            checkpoints,
+            epoch + 1,
+            {"network": network},
+            {"network": optimizer},
+            {"network": scheduler},
+            {"losses": history},
         )
     network.eval()
     write_detector(
