@@ -1,25 +1,41 @@
-"""Is a radiograph like the ones the model was trained on? Warnings instead of untrustworthy numbers.
+"""Is a radiograph like the ones the model was trained on? Each check gives a reason instead of a trusted number.
 
-Three checks, each with limits fitted on the training fold and stored with the model:
+Four checks on what the model itself sees of one hip, with limits stored with the model:
 
-* appearance: the encoder's global-average-pooled representation, as a per-feature z-score RMS distance
-  from the training mean; a limit at the training maximum x 1.5 catches non-hip images, children and
-  other domains (the representation is what the decoder reads, so an unfamiliar one is a warning sign);
-* PF region: the area (pixels >= threshold) of the predicted PF-DRR must lie within the training range
-  widened by 50%: an empty or malformed decomposition is not a measurement;
-* dense material: a PF-DRR peak far above any training peak (x 1.5) suggests metal (an implant).
+* appearance: the encoder's global-average-pooled representation, as a per-feature z-score RMS distance from the
+  training mean (the representation is what the decoder reads, so an unfamiliar one is a warning sign: a child,
+  another body part, another view);
+* PF region: the area (pixels >= threshold) of the predicted PF-DRR; the input region is fixed in mm
+  (:mod:`bmdgan.datasets.normalise`), so an adult proximal femur covers a known area and an empty, malformed or
+  metal-shadowed decomposition does not;
+* dense material: a PF-DRR peak (g/cm2) above any plausible bone suggests metal (an implant);
+* agreement: the decomposition's and the stage-3 regression's aBMD (g/cm2) disagree by more than on familiar
+  images (the paper's section 5.3: failure shows in the decomposition).
+
+Training fits first limits on the training fold (:func:`fit_distribution`, generous margins); ``bmdgan
+calibrate-confidence`` then sets them from held-out in-distribution images (:func:`held_out_limits`): new virtual
+patients of the training CTs and CTs the model never saw, each limit at the held-out extreme quantile widened by
+:data:`HELD_OUT_MARGIN`, so that a few per cent of familiar images lose their trust at most.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # estimate checks inputs before torch is loaded
+    import torch
 
 APPEARANCE_MARGIN = 1.5
 AREA_MARGIN = 0.5
 PEAK_MARGIN = 1.5
+HELD_OUT_QUANTILE = 0.005
+"""Each held-out limit sits at this quantile of the held-out images from the unusual end (both ends for the area)."""
+HELD_OUT_MARGIN = 0.05
+"""Held-out limits are widened by this fraction beyond the quantile."""
 
 
 def pooled(representation: torch.Tensor) -> np.ndarray:
@@ -35,6 +51,10 @@ class TrainingDistribution:
     area_range_pixels: tuple[float, float]
     peak_limit_g_cm2: float
     threshold_g_cm2: float
+    disagreement_limit_g_cm2: float | None = None
+    """Largest |decomposition - regression| aBMD (g/cm2) of a familiar image; None until calibrated on held-out."""
+    calibrated_on: str = "training fold"
+    """What set the limits: the training fold, or the held-out images named by ``bmdgan calibrate-confidence``."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +66,10 @@ class TrainingDistribution:
     def appearance_distance(self, features: np.ndarray) -> float:
         z = (np.asarray(features, float) - self.feature_mean) / np.asarray(self.feature_std)
         return float(np.sqrt(np.mean(z**2)))
+
+    def area_pixels(self, pf_drr_g_cm2: np.ndarray) -> float:
+        """Pixels of the predicted PF-DRR at or above the model's threshold: the PF region's area."""
+        return float((np.asarray(pf_drr_g_cm2) >= self.threshold_g_cm2).sum())
 
 
 def fit_distribution(features: np.ndarray, pf_drrs_g_cm2: np.ndarray, threshold_g_cm2: float) -> TrainingDistribution:
@@ -63,27 +87,82 @@ def fit_distribution(features: np.ndarray, pf_drrs_g_cm2: np.ndarray, threshold_
     )
 
 
-def check(distribution: TrainingDistribution, features: np.ndarray, pf_drr_g_cm2: np.ndarray) -> list[str]:
-    """Warnings for one radiograph (empty list: nothing unusual)."""
+@dataclass(frozen=True)
+class HipScores:
+    """What the checks measure on one hip: appearance distance, PF area (pixels), PF-DRR peak (g/cm2) and
+    |decomposition - regression| aBMD (g/cm2; None without stage-3 regression)."""
+
+    appearance: float
+    area_pixels: float
+    peak_g_cm2: float
+    disagreement_g_cm2: float | None
+
+
+def scores(
+    distribution: TrainingDistribution, features: np.ndarray, pf_drr_g_cm2: np.ndarray, disagreement_g_cm2=None
+) -> HipScores:
+    return HipScores(
+        distribution.appearance_distance(features),
+        distribution.area_pixels(pf_drr_g_cm2),
+        float(np.max(pf_drr_g_cm2)),
+        None if disagreement_g_cm2 is None else float(disagreement_g_cm2),
+    )
+
+
+def decomposition_regression_gap(decomposed: dict[str, float], regressed: dict[str, float]) -> float | None:
+    """|decomposition - regression| aBMD (g/cm2) of one hip, from each method's BMD per target; None when either
+    has no finite ``ct_abmd_g_cm2``."""
+    gap = abs(decomposed.get("ct_abmd_g_cm2", math.nan) - regressed.get("ct_abmd_g_cm2", math.nan))
+    return gap if math.isfinite(gap) else None
+
+
+def held_out_limits(distribution: TrainingDistribution, held_out: list[HipScores], named: str) -> TrainingDistribution:
+    """``distribution`` with every limit set from held-out in-distribution images (module docstring); ``named``
+    says which images (stored with the model)."""
+    low, high = HELD_OUT_QUANTILE, 1.0 - HELD_OUT_QUANTILE
+    areas = [s.area_pixels for s in held_out]
+    disagreements = [s.disagreement_g_cm2 for s in held_out if s.disagreement_g_cm2 is not None]
+    return replace(
+        distribution,
+        appearance_limit=float(np.quantile([s.appearance for s in held_out], high) * (1 + HELD_OUT_MARGIN)),
+        area_range_pixels=(
+            float(np.quantile(areas, low) * (1 - HELD_OUT_MARGIN)),
+            float(np.quantile(areas, high) * (1 + HELD_OUT_MARGIN)),
+        ),
+        peak_limit_g_cm2=float(np.quantile([s.peak_g_cm2 for s in held_out], high) * (1 + HELD_OUT_MARGIN)),
+        disagreement_limit_g_cm2=(
+            float(np.quantile(disagreements, high) * (1 + HELD_OUT_MARGIN)) if disagreements else None
+        ),
+        calibrated_on=named,
+    )
+
+
+def check(distribution: TrainingDistribution, hip: HipScores) -> list[str]:
+    """Why one hip's result is not to be trusted (empty list: it looks like the images the limits came from)."""
     warnings = []
-    distance = distribution.appearance_distance(features)
-    if distance > distribution.appearance_limit:
+    if hip.appearance > distribution.appearance_limit:
         warnings.append(
-            f"out of distribution: the radiograph looks unlike the training radiographs (distance "
-            f"{distance:.1f} > {distribution.appearance_limit:.1f}); not an adult AP hip radiograph "
-            "(a child, another body part, another view)?"
+            f"out of distribution: the hip looks unlike the radiographs the model knows (distance "
+            f"{hip.appearance:.2f} > {distribution.appearance_limit:.2f}): is it an adult AP hip radiograph, not a "
+            "child, another body part or another view?"
         )
-    area = float((pf_drr_g_cm2 >= distribution.threshold_g_cm2).sum())
     low, high = distribution.area_range_pixels
-    if not low <= area <= high:
+    if not low <= hip.area_pixels <= high:
         warnings.append(
-            f"the decomposed proximal-femur region is empty or malformed ({area:.0f} pixels, "
-            f"training range {low:.0f}-{high:.0f})"
+            f"out of distribution: the decomposed proximal-femur region has {hip.area_pixels:.0f} pixels, outside "
+            f"{low:.0f}-{high:.0f} for an adult proximal femur (empty, malformed or shadowed by metal?): check that "
+            "the region shows the whole proximal femur of an adult without an implant"
         )
-    peak = float(pf_drr_g_cm2.max())
-    if peak > distribution.peak_limit_g_cm2:
+    if hip.peak_g_cm2 > distribution.peak_limit_g_cm2:
         warnings.append(
-            f"very dense material in the proximal femur (peak {peak:.2f} g/cm2 > "
-            f"{distribution.peak_limit_g_cm2:.2f}): metal implant?"
+            f"out of distribution: very dense material in the proximal femur (PF-DRR peak {hip.peak_g_cm2:.2f} "
+            f"g/cm2 > {distribution.peak_limit_g_cm2:.2f}): a metal implant? BMD cannot be measured through metal"
+        )
+    limit = distribution.disagreement_limit_g_cm2
+    if limit is not None and hip.disagreement_g_cm2 is not None and hip.disagreement_g_cm2 > limit:
+        warnings.append(
+            f"out of distribution: the decomposition and the regression disagree by {hip.disagreement_g_cm2:.3f} "
+            f"g/cm2 (> {limit:.3f} on familiar images): the decomposition is unreliable for this image; look at "
+            "the PF-DRR"
         )
     return warnings

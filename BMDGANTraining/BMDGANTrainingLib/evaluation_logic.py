@@ -26,7 +26,7 @@ import vtk
 
 from bmdgan.datasets.format import read_manifest
 from bmdgan.errors import BMDGANError, InputError
-from bmdgan.evaluation.evaluation_folder import read_metrics, read_predictions
+from bmdgan.evaluation.evaluation_folder import estimate_columns, read_metrics, read_predictions
 from bmdgan.evaluation.metrics import bland_altman
 from bmdgan.evaluation.plots import UNITS
 from bmdgan.io import LPS_TO_RAS
@@ -284,16 +284,13 @@ def prediction_pairs(columns: dict[str, list[str]]) -> list[tuple[str, str, np.n
     """(method, target, estimate, truth) for every ``TARGET_METHOD`` column of ``predictions.csv`` with its
     ``TARGET_truth`` column, cases with a non-finite value left out and pairs of fewer than :data:`MIN_CASES`
     cases skipped (as ``bmdgan evaluate``'s plots do)."""
-    targets = [key[: -len("_truth")] for key in columns if key.endswith("_truth")]
     pairs = []
-    for target in targets:
+    for method, target, key in estimate_columns(columns):
         truth = np.array(columns[f"{target}_truth"], dtype=float)
-        for key in columns:
-            if key.startswith(f"{target}_") and key != f"{target}_truth":
-                estimate = np.array(columns[key], dtype=float)
-                finite = np.isfinite(estimate) & np.isfinite(truth)
-                if finite.sum() >= MIN_CASES:
-                    pairs.append((key[len(target) + 1 :], target, estimate[finite], truth[finite]))
+        estimate = np.array(columns[key], dtype=float)
+        finite = np.isfinite(estimate) & np.isfinite(truth)
+        if finite.sum() >= MIN_CASES:
+            pairs.append((method, target, estimate[finite], truth[finite]))
     return pairs
 
 

@@ -40,9 +40,11 @@ def test_estimate_finds_the_hip_and_writes_result_pf_drr_and_report(trained, tmp
     hip = summary["hips"][0]
     assert hip["method"] == "decomposition"
     assert hip["dxa_like_source"] == "ct_abmd_g_cm2" and hip["reference"] == "nhanes3_total_hip_female"
-    reference = load_reference()
-    assert hip["t_score"] == pytest.approx(t_score(hip["dxa_bmd_g_cm2"], reference))
-    assert hip["who_category"] == who_category(hip["t_score"])
+    if hip["trustworthy"]:
+        assert hip["t_score"] == pytest.approx(t_score(hip["dxa_bmd_g_cm2"], load_reference()))
+        assert hip["who_category"] == who_category(hip["t_score"])
+    else:  # the smoke model may find the sample unfamiliar: then a reason and no category, never just a flag
+        assert hip["warnings"] and hip["t_score"] is None and hip["who_category"] is None
     spacing = summary["pixel_spacing_mm"]
     error = np.subtract(hip["femoral_head_centre_px"], truth["femoral_head_centre_px"]) * spacing[::-1]
     assert np.hypot(*error) < 5.0 and hip["detector_confidence"] > 0.4

@@ -12,7 +12,20 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from .generator import CohortSettings, ct_projector, patient_of, simulate_case
-from .prepared_ct import prepare_ct, save_prepared
+from .prepared_ct import PreparedCT, prepare_ct, save_prepared
+
+
+def simulated_hip_view(prepared: PreparedCT, seed: int = 2024, patient: int = 0, pose: str = "standing"):
+    """(manifest record, SimulatedRadiograph of the whole single-hip view oriented as a right hip, 16-bit pixels) of
+    one virtual patient of ``prepared``'s hip, at the reference site (:mod:`bmdgan.cohort.generator`)."""
+    with tempfile.TemporaryDirectory() as prepared_folder:  # the CT's analysis is not part of the output
+        save_prepared(prepared, Path(prepared_folder))
+        settings = CohortSettings(prepared_folder, seed=seed, patients_per_ct=1, poses=(pose,))
+        prepared, projector = ct_projector(settings.prepared_folder, prepared.cache_key)
+        record, _, simulated, oriented = simulate_case(
+            settings, prepared, projector, patient_of(settings, prepared.ct_id, patient, prepared.cache_key), pose
+        )
+    return record, replace(simulated, pixels=np.rint(oriented).astype(np.uint16))
 
 
 def write_sample_case(
@@ -23,14 +36,7 @@ def write_sample_case(
 
     out_folder = Path(out_folder)
     ct_id = Path(ct_path).name.split(".")[0]
-    with tempfile.TemporaryDirectory() as prepared_folder:  # the CT's analysis is not part of the sample
-        save_prepared(prepare_ct(ct_path, ct_id), Path(prepared_folder))
-        settings = CohortSettings(prepared_folder, seed=seed, patients_per_ct=1, poses=(pose,))
-        prepared, projector = ct_projector(settings.prepared_folder, ct_id)
-        record, _, simulated, oriented = simulate_case(
-            settings, prepared, projector, patient_of(settings, ct_id, patient, ct_id), pose
-        )
-    radiograph = replace(simulated, pixels=np.rint(oriented).astype(np.uint16))  # the whole view, as a right hip
+    record, radiograph = simulated_hip_view(prepare_ct(ct_path, ct_id), seed, patient, pose)
     name = f"{ct_id}_simulated_{pose}"
     dicom = out_folder / f"{name}.dcm"
     write_dx_dicom(dicom, radiograph, patient_id=f"{ct_id}-virtual", seed=seed)
@@ -48,7 +54,7 @@ def write_sample_case(
                 "femoral_head_centre_px": json.loads(record.provenance)["head_centre_px"],
                 "ct_abmd_g_cm2": record.ct_abmd_g_cm2,
                 "qct_vbmd_mg_cm3": record.qct_vbmd_mg_cm3,
-                "acquisition": settings.acquisition,
+                "acquisition": CohortSettings.acquisition,
                 "provenance": json.loads(record.provenance),
             },
             indent=2,

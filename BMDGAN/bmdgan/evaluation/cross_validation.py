@@ -17,7 +17,7 @@ from ..atomic import atomic_write_text
 from ..datasets.folds import source_ct_of
 from ..datasets.format import read_manifest
 from .evaluate import bone_id
-from .evaluation_folder import read_predictions
+from .evaluation_folder import estimate_columns, read_predictions
 from .metrics import agreement
 
 
@@ -30,21 +30,15 @@ def _pooled_rows(out: Path, folds: list[int]) -> list[dict]:
 
 def pooled_metrics(rows: list[dict]) -> dict:
     """Agreement per method and target over the predictions of every fold together."""
-    targets = sorted({key[: -len("_truth")] for key in rows[0] if key.endswith("_truth")})
     result: dict = {}
-    for key in rows[0]:
-        for target in targets:
-            prefix = f"{target}_"
-            if key.startswith(prefix) and key != f"{target}_truth":
-                method = key[len(prefix) :]
-                pairs = [
-                    (float(r[key]), float(r[f"{target}_truth"]), bone_id(r["patient_id"], r.get("side", "")))
-                    for r in rows
-                ]
-                pairs = [p for p in pairs if math.isfinite(p[0]) and math.isfinite(p[1])]
-                if len(pairs) >= 3:
-                    estimate, truth, patients = zip(*pairs)
-                    result.setdefault(method, {})[target] = agreement(estimate, truth, list(patients)).to_dict()
+    for method, target, key in estimate_columns(rows[0]):
+        pairs = [
+            (float(r[key]), float(r[f"{target}_truth"]), bone_id(r["patient_id"], r.get("side", ""))) for r in rows
+        ]
+        pairs = [p for p in pairs if math.isfinite(p[0]) and math.isfinite(p[1])]
+        if len(pairs) >= 3:
+            estimate, truth, patients = zip(*pairs)
+            result.setdefault(method, {})[target] = agreement(estimate, truth, list(patients)).to_dict()
     return result
 
 
@@ -52,22 +46,17 @@ def per_source_bias(rows: list[dict], source_of: dict[str, str]) -> dict:
     """Per method and target, each source CT's bias (mean estimate - truth), MAE and image count over the pooled
     predictions: with whole CTs held out, a CT-specific offset is what pooled PCC alone hides (issue 22).
     ``source_of``: case id -> source CT (:func:`bmdgan.datasets.folds.source_ct_of`)."""
-    targets = sorted({key[: -len("_truth")] for key in rows[0] if key.endswith("_truth")})
     result: dict = {}
-    for key in rows[0]:
-        for target in targets:
-            prefix = f"{target}_"
-            if not key.startswith(prefix) or key == f"{target}_truth":
-                continue
-            errors: dict[str, list[float]] = {}
-            for row in rows:
-                error = float(row[key]) - float(row[f"{target}_truth"])
-                if math.isfinite(error):
-                    errors.setdefault(source_of.get(row["case_id"], row["patient_id"]), []).append(error)
-            result.setdefault(key[len(prefix) :], {})[target] = {
-                ct: {"n": len(e), "bias": sum(e) / len(e), "mae": sum(abs(x) for x in e) / len(e)}
-                for ct, e in sorted(errors.items())
-            }
+    for method, target, key in estimate_columns(rows[0]):
+        errors: dict[str, list[float]] = {}
+        for row in rows:
+            error = float(row[key]) - float(row[f"{target}_truth"])
+            if math.isfinite(error):
+                errors.setdefault(source_of.get(row["case_id"], row["patient_id"]), []).append(error)
+        result.setdefault(method, {})[target] = {
+            ct: {"n": len(e), "bias": sum(e) / len(e), "mae": sum(abs(x) for x in e) / len(e)}
+            for ct, e in sorted(errors.items())
+        }
     return result
 
 

@@ -5,19 +5,22 @@ model's threshold), and the BMD of every target by every method the model folder
 ``decomposition`` (thresholded PF-DRR mean + linear fit), ``decomposition+regression`` (stage 3) and
 ``baseline`` (direct regression CNN). Then the agreement metrics per method, target and pose, and the
 robustness of Fig. 8 for the decomposition: the same cases with the radiograph JPEG-compressed at several
-qualities, or reduced to fewer bits.
+qualities, or reduced to fewer bits. When the model carries prediction intervals (``bmdgan calibrate-confidence``),
+each case gets the interval of the method ``estimate`` reports, and the metrics their coverage and median width.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..datasets.folds import source_ct_of
 from ..datasets.format import CaseRecord, load_image, read_manifest
+from ..distribution_check import HipScores, decomposition_regression_gap
 from ..errors import InputError
 from ..inference.model import DecompositionModel
 from ..progress import progress_bar
@@ -36,6 +39,15 @@ class CasePrediction:
     methods: dict[str, dict[str, float]]  # method -> target -> BMD in the target's unit
     psnr_db: float
     dice: float
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """target -> (lower, upper) of the reported method's interval (the target's unit)."""
+    scores: HipScores | None = None
+    """What the model's distribution checks measure on this image (:mod:`bmdgan.distribution_check`)."""
+
+
+def reported_method(methods: list[str] | tuple[str, ...]) -> str:
+    """The method ``bmdgan estimate`` reports: stage-3 regression when the model has it, else the decomposition."""
+    return "decomposition+regression" if "decomposition+regression" in methods else "decomposition"
 
 
 def available_methods(model: DecompositionModel) -> list[str]:
@@ -97,9 +109,43 @@ def predict_case(
         values["decomposition+regression"] = model.regress(image)
     if "baseline" in methods:
         values["baseline"] = model.regress(image, kind="baseline")
+    reported = reported_method(methods)
+    disagreement = decomposition_regression_gap(values["decomposition"], values.get("decomposition+regression", {}))
+    intervals = {
+        target: model.interval(reported, target).interval(value)
+        for target, value in values[reported].items()
+        if model.interval(reported, target) is not None and math.isfinite(value)
+    }
     return CasePrediction(
-        record, values, psnr_db(decomposition.pf_drr_g_cm2, truth), dice(decomposition.pf_drr_g_cm2, truth, threshold)
+        record,
+        values,
+        psnr_db(decomposition.pf_drr_g_cm2, truth),
+        dice(decomposition.pf_drr_g_cm2, truth, threshold),
+        intervals,
+        model.scores(decomposition, disagreement),
     )
+
+
+def interval_coverage(predictions: list[CasePrediction], method: str) -> dict:
+    """Per target: how often the truth lies inside the reported method's interval (pooled and per source CT), and
+    the intervals' median width (the target's unit)."""
+    result = {}
+    for target in sorted({t for p in predictions for t in p.intervals}):
+        cases = [p for p in predictions if target in p.intervals and math.isfinite(getattr(p.record, target))]
+        inside = [p.intervals[target][0] <= getattr(p.record, target) <= p.intervals[target][1] for p in cases]
+        per_ct: dict[str, list[bool]] = {}
+        for case, hit in zip(cases, inside):
+            per_ct.setdefault(source_ct_of(case.record), []).append(hit)
+        result[target] = {
+            "method": method,
+            "images": len(cases),
+            "coverage": float(np.mean(inside)) if cases else math.nan,
+            "median_width": float(np.median([p.intervals[target][1] - p.intervals[target][0] for p in cases]))
+            if cases
+            else math.nan,
+            "per_source_ct": {ct: float(np.mean(hits)) for ct, hits in sorted(per_ct.items())},
+        }
+    return result
 
 
 def bone_id(patient_id: str, side: str) -> str:
@@ -162,6 +208,8 @@ def evaluate(
         },
         "robustness": {},
     }
+    if any(p.intervals for p in predictions):
+        report["intervals"] = interval_coverage(predictions, reported_method(methods))
     degradations = [("jpeg_quality", q, jpeg_degraded) for q in jpeg_qualities] + [
         ("bit_depth", b, bit_depth_reduced) for b in bit_depths
     ]
@@ -184,11 +232,14 @@ def write_evaluation(out: str | Path, result: dict) -> Path:
     columns = [(m, t) for m in predictions[0].methods for t in sorted(predictions[0].methods[m])]
     targets = sorted({t for _, t in columns})
     header = ["case_id", "patient_id", "side", "pose", "psnr_db", "dice"]
+    bounded = sorted({t for p in predictions for t in p.intervals})
     header += [f"{t}_truth" for t in targets] + [f"{t}_{m}" for m, t in columns]
+    header += [f"{t}_{bound}" for t in bounded for bound in ("lower", "upper")]
     rows = [
         [p.record.case_id, p.record.patient_id, p.record.side, p.record.pose, f"{p.psnr_db:.3f}", f"{p.dice:.4f}"]
         + [f"{getattr(p.record, t):.6g}" for t in targets]
         + [f"{p.methods[m][t]:.6g}" for m, t in columns]
+        + [f"{v:.6g}" if t in p.intervals else "" for t in bounded for v in p.intervals.get(t, (0.0, 0.0))]
         for p in predictions
     ]
     write_predictions(out, header, rows)

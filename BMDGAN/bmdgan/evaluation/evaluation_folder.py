@@ -1,6 +1,7 @@
 """The evaluation folder's files, read and written here only: ``metrics.json`` (agreement per method, target and
 pose) and ``predictions.csv`` (one row per image: case, patient, side, pose, PF-DRR PSNR and Dice, then
-``<target>_truth`` and ``<target>_<method>`` columns). ``bmdgan evaluate``, cross-validation, the model card and
+``<target>_truth`` and ``<target>_<method>`` columns, and ``<target>_lower``/``<target>_upper`` for a model with
+prediction intervals). ``bmdgan evaluate``, cross-validation, the model card and
 the Slicer Training module all go through these functions."""
 
 from __future__ import annotations
@@ -16,6 +17,19 @@ from ..io.members import read_json_object
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
+INTERVAL_BOUNDS = ("lower", "upper")
+
+
+def estimate_columns(header) -> list[tuple[str, str, str]]:
+    """(method, target, column) of every ``<target>_<method>`` estimate column of ``predictions.csv``'s header
+    (its truth and interval-bound columns left out)."""
+    targets = [key[: -len("_truth")] for key in header if key.endswith("_truth")]
+    return [
+        (key[len(target) + 1 :], target, key)
+        for target in targets
+        for key in header
+        if key.startswith(f"{target}_") and key[len(target) + 1 :] not in ("truth", *INTERVAL_BOUNDS)
+    ]
 
 
 def write_metrics(folder: Path, report: dict) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..datasets.normalise import PROXIMAL_FEMUR_ROWS, apply_hip_roi, plan_hip_roi
+from ..distribution_check import decomposition_regression_gap
 from ..errors import InputError
 from ..io import Radiograph
 from ..io.float_image import write_float_image
@@ -23,7 +24,8 @@ from ..io.radiograph import IMAGE_SUFFIXES
 from ..io.sniff import sniff_format
 from ..outputs import result_folder, unique_names
 from .report import draw_report
-from .tscore import Reference, t_score, who_category
+from .tscore import OSTEOPENIA_BELOW, OSTEOPOROSIS_AT_OR_BELOW, Reference, bmd_at_t_score, t_score, who_category
+from .uncertainty import DEFAULT_COVERAGE
 
 if TYPE_CHECKING:  # torch is imported only by what runs a model: a refused input costs no torch import
     from ..detection.detector import DetectedHip, HipDetector
@@ -49,6 +51,17 @@ class HipEstimate:
     """The model's input region in the radiograph: four [column, row] corners (pixels)."""
     detector_confidence: float
     warnings: list[str] = field(default_factory=list)
+    dxa_bmd_interval_g_cm2: list[float] | None = None
+    """Central ``interval_coverage`` interval of the true aBMD (g/cm2), calibrated on CTs the model never saw
+    (:mod:`bmdgan.inference.uncertainty`); None when the model has no calibration or the result is not trusted."""
+    qct_bmd_interval_mg_cm3: list[float] | None = None
+    interval_coverage: float | None = None
+    probability_t_score_at_or_below_minus_2_5: float | None = None
+    """P(true T-score <= -2.5: osteoporosis) from the same calibration."""
+    probability_t_score_below_minus_1: float | None = None
+    """P(true T-score < -1: osteopenia or osteoporosis)."""
+    who_category_probability: float | None = None
+    """P(the true WHO category is ``who_category``)."""
 
     @property
     def trustworthy(self) -> bool:
@@ -135,9 +148,12 @@ def estimate_hip(
     regressed = model.regress(decomposition.model_input) if method in ("auto", "regression") else {}
     if method == "regression" and not regressed:
         raise InputError(None, "the model has no stage-3 regressors", "train them or use --method decomposition")
-    bmd = {**model.bmd(decomposition), **regressed}
+    decomposed = model.bmd(decomposition)
+    bmd = {**decomposed, **regressed}
     source = "dxa_bmd_g_cm2" if "dxa_bmd_g_cm2" in bmd else "ct_abmd_g_cm2" if "ct_abmd_g_cm2" in bmd else None
     areal = _finite(bmd.get(source)) if source else None
+    volumetric = _finite(bmd.get("qct_vbmd_mg_cm3"))
+    disagreement = decomposition_regression_gap(decomposed, regressed)
     refusals = not_an_adult_hip(radiograph)
     on_image = roi.inside_fraction(radiograph.shape, PROXIMAL_FEMUR_ROWS)
     if on_image < MIN_REGION_ON_IMAGE:
@@ -145,25 +161,56 @@ def estimate_hip(
             f"only {100 * on_image:.0f} % of the proximal femur's region lies on the image (the femur is cut by its "
             "edge): give a radiograph that shows the whole hip; no category is given"
         )
-    warnings = refusals + list(radiograph.warnings) + model.warnings(decomposition)
+    warnings = refusals + list(radiograph.warnings) + model.warnings(decomposition, disagreement)
     if areal is None:
         warnings.append("no areal BMD: the model has no aBMD calibration or the PF region is empty")
-    score = t_score(areal, reference) if areal is not None and not refusals else None
-    return HipEstimate(
+    method_used = "decomposition+regression" if regressed else "decomposition"
+    estimate = HipEstimate(
         side=hip.side,
-        method="decomposition+regression" if regressed else "decomposition",
+        method=method_used,
         dxa_bmd_g_cm2=areal,
         dxa_like_source=source,
-        qct_bmd_mg_cm3=_finite(bmd.get("qct_vbmd_mg_cm3")),
-        t_score=score,
-        who_category=who_category(score) if score is not None else None,
+        qct_bmd_mg_cm3=volumetric,
+        t_score=None,
+        who_category=None,
         reference=reference.name,
         femoral_head_centre_px=[round(v, 1) for v in hip.head_centre_px],
         neck_point_px=[round(v, 1) for v in hip.neck_point_px],
         roi_corners_px=roi.corners_px(),
         detector_confidence=round(hip.confidence, 3),
         warnings=warnings,
-    ), decomposition
+    )
+    if not warnings:  # a number that is not trusted gets no category, no interval and no probabilities
+        add_category_and_interval(estimate, model, source, volumetric, reference)
+    return estimate, decomposition
+
+
+def add_category_and_interval(
+    estimate: HipEstimate, model: DecompositionModel, source: str, volumetric: float | None, reference: Reference
+) -> None:
+    """The T-score and WHO category of a trusted estimate, and, when the model was calibrated on held-out CTs, the
+    intervals of the true aBMD and vBMD and the probabilities of each T-score range."""
+    areal = estimate.dxa_bmd_g_cm2
+    estimate.t_score = t_score(areal, reference)
+    estimate.who_category = who_category(estimate.t_score)
+    areal_truth = model.interval(estimate.method, source)
+    if areal_truth is None:
+        return
+    estimate.interval_coverage = DEFAULT_COVERAGE
+    estimate.dxa_bmd_interval_g_cm2 = [round(v, 4) for v in areal_truth.interval(areal)]
+    osteoporosis = areal_truth.probability_below(areal, bmd_at_t_score(OSTEOPOROSIS_AT_OR_BELOW, reference))
+    low_bone_mass = areal_truth.probability_below(areal, bmd_at_t_score(OSTEOPENIA_BELOW, reference))
+    estimate.probability_t_score_at_or_below_minus_2_5 = round(osteoporosis, 3)
+    estimate.probability_t_score_below_minus_1 = round(low_bone_mass, 3)
+    estimate.who_category_probability = round(
+        {"osteoporosis": osteoporosis, "osteopenia": low_bone_mass - osteoporosis, "normal": 1.0 - low_bone_mass}[
+            estimate.who_category
+        ],
+        3,
+    )
+    volumetric_truth = model.interval(estimate.method, "qct_vbmd_mg_cm3")
+    if volumetric_truth is not None and volumetric is not None:
+        estimate.qct_bmd_interval_mg_cm3 = [round(v, 1) for v in volumetric_truth.interval(volumetric)]
 
 
 def estimate_radiograph(

@@ -17,9 +17,10 @@ import torch
 from ..bmd_from_drr import DrrBmdCalibration
 from ..compute import configure_torch
 from ..datasets.normalise import HipROI
-from ..distribution_check import TrainingDistribution, check, pooled
+from ..distribution_check import HipScores, TrainingDistribution, check, pooled, scores
 from ..errors import InputError
 from ..models.model_folder import read_model_description
+from .uncertainty import PredictiveDistribution
 
 
 def usable_device(device: str) -> torch.device:
@@ -72,6 +73,10 @@ class DecompositionModel:
             self.drr_scale_g_cm2 = float(description["drr_scale_g_cm2"])
             self.calibrations = {c["target"]: DrrBmdCalibration.from_dict(c) for c in description["calibrations"]}
             self.distribution = TrainingDistribution.from_dict(description["training_distribution"])
+            self.intervals = {
+                (entry["method"], entry["target"]): PredictiveDistribution.from_dict(entry)
+                for entry in description.get("prediction_intervals", [])
+            }
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise InputError(
                 folder / "model.json",
@@ -125,9 +130,19 @@ class DecompositionModel:
             )
         return torch.from_numpy(normalise_radiograph(image))[None, None].to(self.device)
 
-    def warnings(self, decomposition: Decomposition) -> list[str]:
-        """Why this result may not be trustworthy (empty: it looks like the training data)."""
-        return check(self.distribution, decomposition.features, decomposition.pf_drr_g_cm2)
+    def scores(self, decomposition: Decomposition, disagreement_g_cm2: float | None = None) -> HipScores:
+        """What the distribution checks measure on one hip (:mod:`bmdgan.distribution_check`);
+        ``disagreement_g_cm2``: |decomposition - regression| aBMD when the model has both."""
+        return scores(self.distribution, decomposition.features, decomposition.pf_drr_g_cm2, disagreement_g_cm2)
+
+    def warnings(self, decomposition: Decomposition, disagreement_g_cm2: float | None = None) -> list[str]:
+        """Why this result may not be trustworthy (empty: it looks like the images the limits came from)."""
+        return check(self.distribution, self.scores(decomposition, disagreement_g_cm2))
+
+    def interval(self, method: str, target: str) -> PredictiveDistribution | None:
+        """The predictive distribution of ``target``'s truth around ``method``'s estimate, when the model was
+        calibrated on held-out CTs (``bmdgan calibrate-confidence``); else None."""
+        return self.intervals.get((method, target))
 
     def regress(self, image: np.ndarray, kind: str = "decomposition") -> dict[str, float]:
         """BMD per target from the exported stage-3 regressors of ``kind`` on one hip's input region (empty when

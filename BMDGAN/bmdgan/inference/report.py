@@ -34,11 +34,28 @@ def display_copy(pixels: np.ndarray) -> np.ndarray:
 
 def _caption(hip) -> str:
     lines = [f"{hip.side} hip ({hip.method}; detector confidence {hip.detector_confidence:.2f})"]
+    coverage = f"{100 * hip.interval_coverage:.0f} %" if hip.interval_coverage else ""
     if hip.dxa_bmd_g_cm2 is not None:
-        lines.append(f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2 (DXA-like)")
-        lines.append(f"T-score {hip.t_score:+.1f}: {hip.who_category}" if hip.t_score is not None else "no T-score")
+        interval = hip.dxa_bmd_interval_g_cm2
+        lines.append(
+            f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2 (DXA-like)"
+            + (f", {coverage} interval {interval[0]:.2f}-{interval[1]:.2f}" if interval else "")
+        )
+        if hip.t_score is None:
+            lines.append("no T-score, no category")
+        elif hip.who_category_probability is None:
+            lines.append(f"T-score {hip.t_score:+.1f}: {hip.who_category}")
+        else:
+            lines.append(
+                f"T-score {hip.t_score:+.1f}: {hip.who_category} (probability {hip.who_category_probability:.2f}); "
+                f"P(T <= -2.5) {hip.probability_t_score_at_or_below_minus_2_5:.2f}"
+            )
     if hip.qct_bmd_mg_cm3 is not None:
-        lines.append(f"vBMD {hip.qct_bmd_mg_cm3:.0f} mg/cm3 (QCT-like)")
+        interval = hip.qct_bmd_interval_mg_cm3
+        lines.append(
+            f"vBMD {hip.qct_bmd_mg_cm3:.0f} mg/cm3 (QCT-like)"
+            + (f", {coverage} interval {interval[0]:.0f}-{interval[1]:.0f}" if interval else "")
+        )
     lines += [f"WARNING: {w}" for w in hip.warnings]
     return "\n".join(lines)
 

@@ -42,6 +42,11 @@ def t_score(bmd_g_cm2: float, reference: Reference) -> float:
     return (bmd_g_cm2 - reference.mean_g_cm2) / reference.sd_g_cm2
 
 
+def bmd_at_t_score(t: float, reference: Reference) -> float:
+    """The aBMD (g/cm2) whose T-score is ``t``."""
+    return reference.mean_g_cm2 + t * reference.sd_g_cm2
+
+
 def who_category(t: float) -> str:
     """WHO: "normal" (T >= -1), "osteopenia" (-2.5 < T < -1), "osteoporosis" (T <= -2.5)."""
     if t <= OSTEOPOROSIS_AT_OR_BELOW:

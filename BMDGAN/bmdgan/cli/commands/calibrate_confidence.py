@@ -1,0 +1,47 @@
+"""``bmdgan calibrate-confidence``: a model's prediction intervals and out-of-distribution limits from held-out
+cohorts, written into its model.json (:mod:`bmdgan.evaluation.confidence`)."""
+
+from __future__ import annotations
+
+HELP = "calibrate a model's prediction intervals and out-of-distribution limits on held-out cohorts (model.json)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="model folder (its model.json is updated; the weights are not touched)")
+    parser.add_argument(
+        "--held-out-cts",
+        nargs="+",
+        required=True,
+        metavar="DATASET",
+        help="cohorts (simulate-cohort) of at least 3 source CTs the model never saw: the intervals (grouped by CT, "
+        "checked leaving each CT out) and the limits",
+    )
+    parser.add_argument(
+        "--new-patients",
+        nargs="*",
+        default=[],
+        metavar="DATASET",
+        help="cohorts of new virtual patients of the model's training CTs: the limits only",
+    )
+
+
+def run(args) -> int:
+    from bmdgan.evaluation.confidence import calibrate_confidence
+
+    summary = calibrate_confidence(args.model, args.held_out_cts, args.new_patients)
+    print(
+        f"calibrated on {summary['held_out_images']} images of {len(summary['held_out_cts'])} unseen CTs "
+        f"({', '.join(summary['held_out_cts'])}) and {summary['new_patient_images']} new patients' images"
+    )
+    print("90 % intervals, each CT left out in turn (coverage, median width):")
+    for method, targets in summary["interval_check_leaving_each_ct_out"].items():
+        for target, check in targets.items():
+            per_ct = ", ".join(f"{ct} {c['coverage']:.0%} (bias {c['bias']:+.3g})" for ct, c in check["per_ct"].items())
+            print(f"  {method:<26}{target:<17} {check['coverage']:.1%}, width {check['width']:.3g}: {per_ct}")
+    alarms = summary["false_alarms"]
+    print(
+        f"out-of-distribution limits: {alarms['flagged_in_sample']:.1%} of the {alarms['images']} held-out images "
+        f"flagged ({alarms['flagged_leaving_each_ct_out']:.1%} with each CT's limits fitted on the others)"
+    )
+    print(f"  -> {args.model}/model.json")
+    return 0

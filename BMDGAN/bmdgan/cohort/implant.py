@@ -1,0 +1,65 @@
+"""A virtual hip implant: three cannulated screws across the femoral neck, as fixed after a neck fracture.
+
+For the out-of-distribution sets (issue 23): the model was trained on implant-free hips, so a radiograph of a hip
+with metal must not get a trustworthy number. The screws are written into a prepared CT (:class:`PreparedCT`) as
+material the simulator projects: 3000 HU and hydroxyapatite at crystal density (3.16 g/cm3), whose attenuation at
+50-70 keV (about 1.0 /cm) is close to titanium's (1.2 /cm, NIST XCOM), so they look like a titanium implant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ..projection.materials import MaterialModel
+from .prepared_ct import PreparedCT
+
+SCREW_DIAMETER_MM = 7.3
+"""Cannulated hip screws are 6.5-7.3 mm thick."""
+SCREW_FROM_HEAD_MM = (-18.0, 85.0)
+"""Each screw along the neck axis, from the head centre (negative: into the head, 5-6 mm under a 24 mm radius
+head's surface) to the lateral cortex below the greater trochanter (positive: laterally and down)."""
+NECK_SHAFT_ANGLE_DEG = 130.0
+"""The screws follow the neck, inclined by the population's mean neck-shaft angle (about 130 degrees) to the
+shaft."""
+SCREW_OFFSETS_MM = ((0.0, 7.0), (-6.0, -5.0), (6.0, -5.0))
+"""The inverted triangle of three parallel screws: (anterior-posterior, superior) offsets from the neck axis."""
+METAL_HU = 3000.0
+
+
+def screw_mask(prepared: PreparedCT) -> np.ndarray:
+    """bool [k, j, i]: the voxels of the three screws, on the CT's grid."""
+    geometry = prepared.hu.geometry
+    shape = prepared.hu.array.shape
+    k, j, i = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    index = np.stack([i.ravel(), j.ravel(), k.ravel(), np.ones(i.size)])
+    points = (geometry.ijk_to_lps() @ index)[:3].T - np.asarray(prepared.head_centre_lps, float)
+    lateral, anterior_posterior, superior = np.asarray(prepared.frame_axes, float)
+    tilt = np.radians(NECK_SHAFT_ANGLE_DEG - 90.0)
+    lateral, superior = (
+        np.cos(tilt) * lateral - np.sin(tilt) * superior,
+        np.sin(tilt) * lateral + np.cos(tilt) * superior,
+    )
+    along = points @ lateral
+    inside = np.zeros(len(points), bool)
+    for offset_ap, offset_up in SCREW_OFFSETS_MM:
+        across = points - np.outer(along, lateral) - offset_ap * anterior_posterior - offset_up * superior
+        inside |= (np.linalg.norm(across, axis=1) <= SCREW_DIAMETER_MM / 2) & (
+            (along >= SCREW_FROM_HEAD_MM[0]) & (along <= SCREW_FROM_HEAD_MM[1])
+        )
+    return inside.reshape(shape)
+
+
+def with_neck_screws(prepared: PreparedCT, model: MaterialModel = MaterialModel()) -> PreparedCT:
+    """``prepared`` with three screws across its femoral neck (module docstring); its labels, landmarks and
+    ground truth are kept (an implant case is for refusal, not for training). Its own cache key keeps a worker
+    from reusing the implant-free projector."""
+    screws = screw_mask(prepared)
+    hu = prepared.hu.array.copy()
+    hu[screws] = METAL_HU
+    density = prepared.density_mg_cm3.copy()
+    density[screws] = model.mineral_crystal_mg_per_cm3
+    return replace(
+        prepared, hu=replace(prepared.hu, array=hu), density_mg_cm3=density, key=f"{prepared.cache_key}_neck_screws"
+    )

@@ -1,0 +1,121 @@
+"""Calibrate a model's confidence on held-out images (issue 23): its prediction intervals and its
+out-of-distribution limits, written into the model's ``model.json``.
+
+Two kinds of held-out datasets (cohorts from ``bmdgan simulate-cohort``):
+
+* ``held_out_cts``: virtual patients of source CTs the model never saw. They set the prediction intervals of every
+  method and target (:func:`bmdgan.inference.uncertainty.fit_predictive`, grouped by source CT), whose coverage for
+  a new bone is checked by leaving each CT out in turn, and they join the limits below.
+* ``new_patients``: new virtual patients of the training CTs (familiar bones, new densities, poses and fat). With
+  the first kind they set the out-of-distribution limits (:func:`bmdgan.distribution_check.held_out_limits`); the
+  share of them that the new limits flag is the false-alarm rate, also measured leaving each source CT out.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..datasets.folds import source_ct_of
+from ..datasets.format import read_manifest
+from ..distribution_check import check, held_out_limits
+from ..errors import InputError
+from ..inference.model import DecompositionModel
+from ..inference.uncertainty import fit_predictive, leave_one_ct_out
+from ..models.model_folder import read_model_description
+from ..progress import progress_bar
+from .evaluate import CasePrediction, available_methods, predict_case
+
+UNITS = {"ct_abmd_g_cm2": "g/cm2", "dxa_bmd_g_cm2": "g/cm2", "qct_vbmd_mg_cm3": "mg/cm3"}
+
+
+def dataset_predictions(model: DecompositionModel, folders: list[str | Path], progress: bool = True):
+    """Every case of every dataset folder, predicted by every method of ``model``: [(source CT, CasePrediction)]."""
+    methods = tuple(available_methods(model))
+    cases = [(Path(folder), record) for folder in folders for record in read_manifest(folder)]
+    return [
+        (source_ct_of(record), predict_case(model, folder, record, methods=methods))
+        for folder, record in progress_bar(cases, desc="predicting", disable=not progress)
+    ]
+
+
+def fit_intervals(predictions: list[tuple[str, CasePrediction]]) -> tuple[list[dict], dict]:
+    """(prediction-interval entries for ``model.json``, leave-one-CT-out coverage per method and target)."""
+    entries, checks = [], {}
+    for method in predictions[0][1].methods:
+        for target in sorted(predictions[0][1].methods[method]):
+            estimates = [p.methods[method][target] for _, p in predictions]
+            truths = [getattr(p.record, target) for _, p in predictions]
+            cts = [ct for ct, _ in predictions]
+            if not np.isfinite(truths).any():
+                continue
+            unit = UNITS.get(target, "")
+            entries.append(fit_predictive(estimates, truths, cts, target, method, unit).to_dict())
+            if len(set(cts)) > 2:
+                checks.setdefault(method, {})[target] = leave_one_ct_out(estimates, truths, cts, target, method, unit)
+    return entries, checks
+
+
+def false_alarms(model: DecompositionModel, predictions: list[tuple[str, CasePrediction]], named: str) -> dict:
+    """The limits fitted on all these images, and the share of them flagged: in-sample, and per source CT with the
+    limits fitted on the other CTs' images (what a new familiar CT would see)."""
+    scored = [(ct, p.scores) for ct, p in predictions]
+    limits = held_out_limits(model.distribution, [s for _, s in scored], named)
+    per_ct = {}
+    for ct in sorted({ct for ct, _ in scored}):
+        others = held_out_limits(model.distribution, [s for c, s in scored if c != ct], named)
+        own = [s for c, s in scored if c == ct]
+        per_ct[ct] = float(np.mean([bool(check(others, s)) for s in own]))
+    flagged = [bool(check(limits, s)) for _, s in scored]
+    leave_out = [per_ct[ct] for ct, _ in scored]
+    return {
+        "limits": limits,
+        "images": len(scored),
+        "flagged_in_sample": float(np.mean(flagged)),
+        "flagged_leaving_each_ct_out": float(np.mean(leave_out)),
+        "flagged_per_ct_left_out": per_ct,
+    }
+
+
+def calibrate_confidence(
+    model_folder: str | Path,
+    held_out_cts: list[str | Path],
+    new_patients: list[str | Path] = (),
+    progress: bool = True,
+) -> dict:
+    """Fit the intervals and limits (module docstring) and write them into ``model_folder``'s ``model.json``
+    (atomically; weights untouched). Returns the calibration summary that is stored with them."""
+    model_folder = Path(model_folder)
+    model = DecompositionModel.load(model_folder)
+    unseen = dataset_predictions(model, list(held_out_cts), progress)
+    if len({ct for ct, _ in unseen}) < 3:
+        raise InputError(
+            None,
+            f"the held-out CT datasets hold {len({ct for ct, _ in unseen})} source CT(s)",
+            "give virtual patients of at least 3 CTs the model never saw (an interval needs 2, its check 3)",
+        )
+    familiar = dataset_predictions(model, list(new_patients), progress) if new_patients else []
+    entries, coverage = fit_intervals(unseen)
+    named = (
+        f"{len(unseen)} images of {len({ct for ct, _ in unseen})} CTs the model never saw"
+        + (f" and {len(familiar)} new virtual patients' images of its training CTs" if familiar else "")
+    )
+    alarms = false_alarms(model, unseen + familiar, named)
+    summary = {
+        "held_out_cts": sorted({ct for ct, _ in unseen}),
+        "held_out_images": len(unseen),
+        "new_patient_images": len(familiar),
+        "interval_check_leaving_each_ct_out": coverage,
+        "false_alarms": {key: value for key, value in alarms.items() if key != "limits"},
+        "datasets": {"held_out_cts": [str(f) for f in held_out_cts], "new_patients": [str(f) for f in new_patients]},
+    }
+    description = read_model_description(model_folder)
+    description["prediction_intervals"] = entries
+    description["training_distribution"] = alarms["limits"].to_dict()
+    description["confidence_calibration"] = summary
+    atomic_write_text(model_folder / "model.json", json.dumps(description, indent=2))
+    return summary
+
