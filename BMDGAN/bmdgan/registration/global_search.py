@@ -195,9 +195,30 @@ def in_plane_candidates(problem, settings, base: np.ndarray) -> list[tuple[float
     return sorted(candidates, key=lambda candidate: -candidate[0])
 
 
-def global_search(problem, settings, base: np.ndarray, log: Callable[[str], None] | None = None) -> np.ndarray:
-    """Starting parameters (6,) relative to ``base`` (degrees, mm): the best of short coarse CMA-ES runs
-    from the :func:`in_plane_candidates` (and from the start itself, kept if none does better)."""
+@dataclass
+class SearchOutcome:
+    """What the global search chose: parameters (6,) relative to the start view (degrees, mm), where the winner
+    came from ("hip_detector", "in_plane_search" or "start": none did better than the start itself), and every
+    candidate tried (source, its starting parameters, the similarity its short run reached)."""
+
+    parameters: np.ndarray
+    source: str
+    candidates: list[dict]
+
+    def to_dict(self) -> dict:
+        return {"chosen": self.source, "candidates": list(self.candidates)}
+
+
+def global_search(
+    problem,
+    settings,
+    base: np.ndarray,
+    log: Callable[[str], None] | None = None,
+    hip_starts: list[np.ndarray] = (),
+) -> SearchOutcome:
+    """The best of short coarse CMA-ES runs from the ``hip_starts`` (parameters (6,) relative to ``base`` from the hip
+    detector, :mod:`.hip_start`) and the :func:`in_plane_candidates` (and the start itself, kept if none does
+    better)."""
     say = log or (lambda message: None)
     level = LevelSettings(
         pitch_mm=SEARCH_PITCH_MM,
@@ -208,9 +229,12 @@ def global_search(problem, settings, base: np.ndarray, log: Callable[[str], None
         border_mm=settings.levels[0].border_mm,
     )
     cost = PoseCost(problem, level, settings, base, base)
-    best, best_cost = np.zeros(6), float(cost(np.zeros((1, 6)))[0])
-    for rank, (value, angle, tx, ty) in enumerate(in_plane_candidates(problem, settings, base)[:CANDIDATES]):
-        start = np.array([0.0, 0.0, angle, tx, ty, 0.0])
+    best, best_cost, source = np.zeros(6), float(cost(np.zeros((1, 6)))[0]), "start"
+    starts = [("hip_detector", np.asarray(start, dtype=float), None) for start in hip_starts]
+    for value, angle, tx, ty in in_plane_candidates(problem, settings, base)[:CANDIDATES]:
+        starts.append(("in_plane_search", np.array([0.0, 0.0, angle, tx, ty, 0.0]), value))
+    tried = []
+    for rank, (kind, start, value) in enumerate(starts):
         search = cmaes_search(
             cost,
             start,
@@ -220,10 +244,12 @@ def global_search(problem, settings, base: np.ndarray, log: Callable[[str], None
             sigma=level.sigma,
             seed=settings.seed + 100 + rank,
         )
+        score = f"FFT score {value:.3f}" if value is not None else "hip detector"
         say(
-            f"global search candidate {rank + 1}: in-plane {angle:+.0f} deg, shift ({tx:+.0f}, {ty:+.0f}) mm, "
-            f"FFT score {value:.3f} -> {settings.similarity} {-search.cost:.4f}"
+            f"global search candidate {rank + 1} ({score}): in-plane {start[2]:+.0f} deg, shift ({start[3]:+.0f}, "
+            f"{start[4]:+.0f}) mm -> {settings.similarity} {-search.cost:.4f}"
         )
+        tried.append({"source": kind, "start_parameters": [float(v) for v in start], "similarity": -search.cost})
         if search.cost < best_cost:
-            best, best_cost = search.parameters, search.cost
-    return best
+            best, best_cost, source = search.parameters, search.cost, kind
+    return SearchOutcome(best, source, tried)

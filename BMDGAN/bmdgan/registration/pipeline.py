@@ -8,8 +8,9 @@ Steps (:func:`register`):
 2. The CT becomes linear attenuation at ``energy_kev`` (water-like HU scaling). Bone voxels (the
    structure mask, else HU > ``bone_threshold_hu``) give the centre of rotation (their centroid) and the
    points whose projection the sanity checks and the detector windows use.
-3. Optional global search (no trustworthy start): FFT template matching of in-plane shifts and rotations
-   (:mod:`.global_search`).
+3. Optional global search (no trustworthy start): starts from the hips the bundled hip detector finds
+   (:mod:`.hip_start`) and from FFT template matching of in-plane shifts and rotations (:mod:`.global_search`),
+   each refined briefly; the best is the start.
 4. Coarse to fine (:data:`.problem.DEFAULT_LEVELS`): at each level the radiograph and detector are block-averaged
    to the level's pitch, the CT is block-averaged to match, and CMA-ES optimises the six pose parameters
    (:mod:`.optimiser`), each population rendered in one batched projector call. Fine levels render only
@@ -39,6 +40,7 @@ from ..projection.geometry import ProjectionGeometry
 from ..projection.pose import camera_pose
 from .diagnosis import diagnose, scale_ratio
 from .global_search import global_search
+from .hip_start import detector_starts
 from .optimiser import adam_refine, cmaes_search
 from .problem import (
     DEFAULT_LEVELS,
@@ -54,8 +56,9 @@ from .roi import inside_fraction
 __all__ = ["DEFAULT_LEVELS", "LevelReport", "LevelSettings", "RegistrationResult", "RegistrationSettings", "register"]
 
 RESULT_FORMAT = "bmdgan-registration"
-RESULT_VERSION = 2
-"""2: the quality flag may be "uncertain"; quality gained cause, reason, grade_basis and diagnosis."""
+RESULT_VERSION = 3
+"""2: the quality flag may be "uncertain"; quality gained cause, reason, grade_basis and diagnosis. 3: "start_search"
+(which start the global search chose: hip detector, in-plane search or the start itself, and the hips found)."""
 
 DEPTH_SCAN_STEP_MM = 3.0
 """Step of the depth scan (mm); the CMA-ES that follows starts with a 1.6 mm depth step."""
@@ -98,6 +101,8 @@ class RegistrationResult:
     collimated_fraction: float = 0.0
     landmark_residual_mm: float | None = None
     settings: RegistrationSettings = field(default_factory=RegistrationSettings)
+    start_search: dict | None = None
+    """Without a usable start: the global search's choice and candidates, and the hips the detector found."""
 
     def to_dict(self) -> dict:
         """Versioned plain data: pose change, geometry JSON, similarity, quality flag and messages, timings."""
@@ -114,6 +119,7 @@ class RegistrationResult:
             "geometry": self.geometry.to_dict(),
             "initial_geometry": self.initial_geometry.to_dict(),
             "start": self.start,
+            "start_search": self.start_search,
             "pose_change": {
                 "rotation_deg": [float(v) for v in self.parameters[:3]],
                 "translation_mm": [float(v) for v in self.parameters[3:]],
@@ -174,8 +180,15 @@ def register(
         + [[-settings.search_range_mm, settings.search_range_mm]] * 2
         + [[-2 * settings.search_range_mm, 2 * settings.search_range_mm]]
     )
+    start_search = None
     if settings.global_search:
-        parameters = global_search(problem, settings, base, log=say)
+        hips = []
+        if settings.hip_detector_start and problem.bone_volume_cm3 > 0:
+            hips = detector_starts(pixels, geometry, ct, problem.centre_lps_mm, log=say)
+        outcome = global_search(problem, settings, base, log=say, hip_starts=[hip.parameters for hip in hips])
+        parameters = outcome.parameters
+        start_search = {**outcome.to_dict(), "hips": [hip.to_dict() for hip in hips]}
+        say(f"global search: start from the {outcome.source.replace('_', ' ')}")
     reports: list[LevelReport] = []
     cost = None
     initial_similarity = None
@@ -240,6 +253,7 @@ def register(
         problem.field.collimated_fraction,
         residual_mm,
         settings,
+        start_search,
     )
 
 

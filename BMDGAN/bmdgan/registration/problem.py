@@ -71,7 +71,9 @@ class RegistrationSettings:
     with another seed and a 1.5x wider step, while its similarity stays below ``restart_below`` (a stuck
     coarse search costs 2-3 s to redo; a wrong basin costs the whole registration). ``max_level_pixels``:
     a level whose detector (window) has more pixels is binned further, which bounds the time per case
-    (a whole pelvis at 1 mm is 450 x 500 pixels: 40 s for the last level on 2 cores; capped, about 18 s)."""
+    (a whole pelvis at 1 mm is 450 x 500 pixels: 40 s for the last level on 2 cores; capped, about 18 s).
+    ``hip_detector_start``: with ``global_search``, also start from the hips the bundled hip detector finds
+    (:mod:`.hip_start`)."""
 
     similarity: str = "gc"
     levels: tuple[LevelSettings, ...] = DEFAULT_LEVELS
@@ -84,6 +86,7 @@ class RegistrationSettings:
     search_range_deg: float = 30.0
     search_range_mm: float = 60.0
     global_search: bool = False
+    hip_detector_start: bool = True
     coarse_restarts: int = 1
     restart_below: float = 0.6
     max_level_pixels: int = 120_000

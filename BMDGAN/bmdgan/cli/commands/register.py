@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--geometry`), NAME.registration.json (quality grade, likely cause and reason, similarity, pose change, "
         "timings), NAME.overlay.png (radiograph with the DRR's edges in green and the projected bone outline in "
         "magenta) and NAME.log. Start pose: --landmarks, else --geometry's pose, else an AP view of the CT centre "
-        "with a global search. Detector: --geometry, else the radiograph's DICOM tags (ImagerPixelSpacing, "
+        "with a global search (from the femoral head and neck that the bundled hip detector finds, and from an "
+        "in-plane FFT search; NAME.registration.json's start_search says which was used). Detector: --geometry, "
+        "else the radiograph's DICOM tags (ImagerPixelSpacing, "
         "DistanceSourceToDetector) with --pixel-mm and --sid-mm replacing them when given. Quality grade: good, "
         "uncertain (check the overlay) or failed, with the likely cause (start_pose, side, pixel_spacing, "
         f"field_of_view, ...). Exit code 0 when the registration is good or uncertain, {EXIT_FAILED_QUALITY} when "
@@ -91,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--global-search",
         choices=("auto", "on", "off"),
         default="auto",
-        help="exhaustive in-plane search before CMA-ES (auto: only without landmarks and without a --geometry pose)",
+        help="search for a start before CMA-ES: from the hips the hip detector finds and an exhaustive in-plane "
+        "search (auto: only without landmarks and without a --geometry pose)",
     )
     parser.add_argument(
         "--refine-steps",
@@ -382,6 +385,8 @@ def run(args: argparse.Namespace) -> int:
     log(f"wrote {geometry_path}, {report_path}, {overlay_path}")
     atomic_write_text(out / f"{name}.log", "\n".join(lines) + "\n")
     summary = f"registration {quality.flag.upper()}: {args.similarity.upper()} {result.similarity:.3f}"
+    if result.start_search is not None:
+        summary += f" (start from the {result.start_search['chosen'].replace('_', ' ')})"
     if quality.good:
         print(f"{summary}; " + "; ".join(quality.messages))
     else:
