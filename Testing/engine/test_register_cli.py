@@ -226,7 +226,8 @@ def test_grades_rest_on_the_documented_measurements():
     assert [q.flag for q in (good, uncertain, failed, scaled)] == ["good", "uncertain", "failed", "uncertain"]
     assert good.cause is None and uncertain.cause == "low_similarity" and scaled.cause == "pixel_spacing"
     assert "magnification ended 1.30" in scaled.reason
-    assert "0.43-0.58" in uncertain.to_dict()["grade_basis"] and "0.62-0.89" in good.to_dict()["grade_basis"]
+    assert "as low as 0.43" in uncertain.to_dict()["grade_basis"] and "0.62-0.90" in good.to_dict()["grade_basis"]
+    assert "none beyond 5 mm graded good" in good.to_dict()["grade_basis"]
     # a hard check fails whatever the similarity
     cut = assess_quality(GOOD_GC + 0.2, bone_volume_cm3=100.0, bone_in_view=0.5)
     assert cut.flag == "failed" and cut.cause == "field_of_view"

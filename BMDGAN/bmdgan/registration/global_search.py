@@ -33,6 +33,8 @@ CANDIDATES = 3
 """Best distinct (shift, angle) candidates refined by a short CMA-ES run each."""
 CANDIDATE_GENERATIONS = 15
 """CMA-ES generations of each candidate's short run (the first level then continues from the best)."""
+DISTINCT_MM, DISTINCT_DEG = 10.0, 5.0
+"""Candidates' end poses this far apart in the image plane (mm) or in-plane turn (degrees) are different basins."""
 MIN_OVERLAP = 0.5
 """Least fraction of the template that must overlap the exposed field for a shift to count."""
 
@@ -198,12 +200,15 @@ def in_plane_candidates(problem, settings, base: np.ndarray) -> list[tuple[float
 @dataclass
 class SearchOutcome:
     """What the global search chose: parameters (6,) relative to the start view (degrees, mm), where the winner
-    came from ("hip_detector", "in_plane_search" or "start": none did better than the start itself), and every
-    candidate tried (source, its starting parameters, the similarity its short run reached)."""
+    came from ("hip_detector", "in_plane_search" or "start": none did better than the start itself), every
+    candidate tried (source, its starting parameters, the similarity its short run reached) and the others' end
+    parameters at least :data:`DISTINCT_MM` or :data:`DISTINCT_DEG` from the winner, best first (source,
+    parameters)."""
 
     parameters: np.ndarray
     source: str
     candidates: list[dict]
+    alternatives: list[tuple[str, np.ndarray]]
 
     def to_dict(self) -> dict:
         return {"chosen": self.source, "candidates": list(self.candidates)}
@@ -229,11 +234,11 @@ def global_search(
         border_mm=settings.levels[0].border_mm,
     )
     cost = PoseCost(problem, level, settings, base, base)
-    best, best_cost, source = np.zeros(6), float(cost(np.zeros((1, 6)))[0]), "start"
+    start_cost = float(cost(np.zeros((1, 6)))[0])
     starts = [("hip_detector", np.asarray(start, dtype=float), None) for start in hip_starts]
     for value, angle, tx, ty in in_plane_candidates(problem, settings, base)[:CANDIDATES]:
         starts.append(("in_plane_search", np.array([0.0, 0.0, angle, tx, ty, 0.0]), value))
-    tried = []
+    tried, ended = [], [("start", np.zeros(6), start_cost)]
     for rank, (kind, start, value) in enumerate(starts):
         search = cmaes_search(
             cost,
@@ -250,6 +255,12 @@ def global_search(
             f"{start[4]:+.0f}) mm -> {settings.similarity} {-search.cost:.4f}"
         )
         tried.append({"source": kind, "start_parameters": [float(v) for v in start], "similarity": -search.cost})
-        if search.cost < best_cost:
-            best, best_cost, source = search.parameters, search.cost, kind
-    return SearchOutcome(best, source, tried)
+        ended.append((kind, search.parameters, search.cost))
+    ended.sort(key=lambda item: item[2])
+    source, best = ended[0][0], ended[0][1]
+    alternatives = [
+        (kind, parameters)
+        for kind, parameters, _ in ended[1:]
+        if np.hypot(*(parameters[3:5] - best[3:5])) >= DISTINCT_MM or abs(parameters[2] - best[2]) >= DISTINCT_DEG
+    ]
+    return SearchOutcome(best, source, tried, alternatives)

@@ -50,7 +50,7 @@ from .problem import (
     RegistrationSettings,
     prepare,
 )
-from .quality import Quality, assess_quality
+from .quality import GOOD_GC, Quality, assess_quality
 from .roi import inside_fraction
 
 __all__ = ["DEFAULT_LEVELS", "LevelReport", "LevelSettings", "RegistrationResult", "RegistrationSettings", "register"]
@@ -60,6 +60,9 @@ RESULT_VERSION = 3
 """2: the quality flag may be "uncertain"; quality gained cause, reason, grade_basis and diagnosis. 3: "start_search"
 (which start the global search chose: hip detector, in-plane search or the start itself, and the hips found)."""
 
+SEARCH_RETRIES = 1
+"""Without a start pose, when the final GC stays below :data:`~.quality.GOOD_GC`: how many other global-search
+candidates are refined all the way too (the one whose final GC is highest is kept)."""
 DEPTH_SCAN_STEP_MM = 3.0
 """Step of the depth scan (mm); the CMA-ES that follows starts with a 1.6 mm depth step."""
 FINE_SCAN_MM = 4.0
@@ -180,48 +183,34 @@ def register(
         + [[-settings.search_range_mm, settings.search_range_mm]] * 2
         + [[-2 * settings.search_range_mm, 2 * settings.search_range_mm]]
     )
-    start_search = None
+    start_search, alternatives = None, []
     if settings.global_search:
         hips = []
         if settings.hip_detector_start and problem.bone_volume_cm3 > 0:
             hips = detector_starts(pixels, geometry, ct, problem.centre_lps_mm, log=say)
         outcome = global_search(problem, settings, base, log=say, hip_starts=[hip.parameters for hip in hips])
-        parameters = outcome.parameters
-        start_search = {**outcome.to_dict(), "hips": [hip.to_dict() for hip in hips]}
+        parameters, alternatives = outcome.parameters, outcome.alternatives[:SEARCH_RETRIES]
+        start_search = {**outcome.to_dict(), "hips": [hip.to_dict() for hip in hips], "retried": False}
         say(f"global search: start from the {outcome.source.replace('_', ' ')}")
-    reports: list[LevelReport] = []
-    cost = None
-    initial_similarity = None
-    for number, level in enumerate(settings.levels, start=1):
-        pose = camera_pose(parameters, base, problem.centre_lps_mm).numpy()
-        cost = PoseCost(problem, level, settings, base, pose)
-        if initial_similarity is None:
-            initial_similarity = float(-cost(np.zeros((1, 6)))[0])
-        parameters, report = _optimise_level(cost, parameters, level, number, settings, base, bounds, progress, say)
-        reports.append(report)
-    final_similarity = reports[-1].similarity
-    if settings.refine_steps > 0:
-        level_began = time.perf_counter()
-        refined = adam_refine(
-            lambda p: -cost.similarity_of(p[None])[0],
-            parameters,
-            PARAMETER_SCALE,
-            steps=settings.refine_steps,
-            learning_rate=settings.refine_learning_rate,
-        )
-        if -refined.cost > final_similarity:
-            parameters, final_similarity = refined.parameters, -refined.cost
-        say(
-            f"gradient refinement: {settings.refine_steps} Adam steps, {settings.similarity} {final_similarity:.4f}, "
-            f"{time.perf_counter() - level_began:.1f} s"
-        )
+    parameters, reports, cost, initial_similarity, final_similarity = _levels(
+        problem, settings, base, parameters, bounds, progress, say
+    )
+    quality_gc = cost.gradient_correlation(parameters)
+    for source, alternative in alternatives if quality_gc < GOOD_GC else ():
+        # the short coarse runs of the global search can rank a wrong basin first: the finest level's GC decides
+        again = _levels(problem, settings, base, alternative, bounds, progress, say)
+        again_gc = again[2].gradient_correlation(again[0])
+        say(f"global search: final GC {quality_gc:.3f} < {GOOD_GC:g}, the next candidate ended at {again_gc:.3f}")
+        start_search["retried"] = True
+        if again_gc > quality_gc:
+            (parameters, reports, cost, initial_similarity, final_similarity), quality_gc = again, again_gc
+            start_search["chosen"] = source
     final_pose = camera_pose(parameters, base, problem.centre_lps_mm).numpy()
     final_geometry = geometry.with_pose(final_pose)
     bone_in_view = inside_fraction(final_geometry, problem.bone_points, problem.field.mask)
     residual_mm = None
     if landmarks is not None:
         residual_mm = landmark_residual_mm(final_geometry, landmarks, problem.centre_lps_mm)
-    quality_gc = cost.gradient_correlation(parameters)
     measured = dict(
         bone_volume_cm3=problem.bone_volume_cm3,
         bone_in_view=bone_in_view,
@@ -255,6 +244,38 @@ def register(
         settings,
         start_search,
     )
+
+
+def _levels(problem, settings: RegistrationSettings, base, parameters, bounds, progress: bool, say):
+    """Coarse to fine from ``parameters``, with the Adam steps of ``settings.refine_steps``: (parameters, level
+    reports, the last level's cost, the similarity at the start and at the end)."""
+    reports: list[LevelReport] = []
+    cost = None
+    initial_similarity = None
+    for number, level in enumerate(settings.levels, start=1):
+        pose = camera_pose(parameters, base, problem.centre_lps_mm).numpy()
+        cost = PoseCost(problem, level, settings, base, pose)
+        if initial_similarity is None:
+            initial_similarity = float(-cost(np.zeros((1, 6)))[0])
+        parameters, report = _optimise_level(cost, parameters, level, number, settings, base, bounds, progress, say)
+        reports.append(report)
+    final_similarity = reports[-1].similarity
+    if settings.refine_steps > 0:
+        level_began = time.perf_counter()
+        refined = adam_refine(
+            lambda p: -cost.similarity_of(p[None])[0],
+            parameters,
+            PARAMETER_SCALE,
+            steps=settings.refine_steps,
+            learning_rate=settings.refine_learning_rate,
+        )
+        if -refined.cost > final_similarity:
+            parameters, final_similarity = refined.parameters, -refined.cost
+        say(
+            f"gradient refinement: {settings.refine_steps} Adam steps, {settings.similarity} {final_similarity:.4f}, "
+            f"{time.perf_counter() - level_began:.1f} s"
+        )
+    return parameters, reports, cost, initial_similarity, final_similarity
 
 
 def _optimise_level(
