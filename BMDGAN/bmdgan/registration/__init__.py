@@ -5,10 +5,12 @@
 * :mod:`.levels`: coarse-to-fine radiograph, detector and CT (block averages).
 * :mod:`.optimiser`: batched CMA-ES over the six pose parameters; Adam refinement through the projector.
 * :mod:`.global_search`: FFT search of in-plane shift and rotation when there is no usable start.
+* :mod:`.hip_start`: a start from the hip detector's femoral head and neck paired with the CT's.
 * :mod:`.roi`: exposed field (collimation), bone window, projected-bone checks.
 * :mod:`.problem`: settings, prepared inputs and the pose cost of one level (shared by the pipeline and the search).
 * :mod:`.pipeline`: the coarse-to-fine pipeline and the result JSON.
-* :mod:`.quality`: "good" / "failed" flag with messages. :mod:`.overlay`: review picture. :mod:`.metrics`: mTRE.
+* :mod:`.quality`: "good" / "uncertain" / "failed" grade with the likely cause (:mod:`.diagnosis`).
+* :mod:`.overlay`: review picture. :mod:`.metrics`: mTRE.
 
 Names are imported lazily (like :mod:`bmdgan.projection`), so importing the package does not import torch.
 """
