@@ -308,6 +308,7 @@ def simulate_case(
         "sid_mm": round(pose.source_to_detector_mm, 1),
         "kev": round(simulated.parameters.effective_energy_kev, 1),
         "head_centre_px": [round(float(head[0]), 1), round(float(head[1]), 1)],
+        "neck_point_px": [round(float(neck[0]), 1), round(float(neck[1]), 1)],
         "pixel_mm_at_patient": round(float(roi.pixel_spacing_mm[0]), 4),
     }
     if with_side:

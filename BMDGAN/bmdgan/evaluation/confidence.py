@@ -99,9 +99,8 @@ def calibrate_confidence(
         )
     familiar = dataset_predictions(model, list(new_patients), progress) if new_patients else []
     entries, coverage = fit_intervals(unseen)
-    named = (
-        f"{len(unseen)} images of {len({ct for ct, _ in unseen})} CTs the model never saw"
-        + (f" and {len(familiar)} new virtual patients' images of its training CTs" if familiar else "")
+    named = f"{len(unseen)} images of {len({ct for ct, _ in unseen})} CTs the model never saw" + (
+        f" and {len(familiar)} new virtual patients' images of its training CTs" if familiar else ""
     )
     alarms = false_alarms(model, unseen + familiar, named)
     summary = {
@@ -118,4 +117,3 @@ def calibrate_confidence(
     description["confidence_calibration"] = summary
     atomic_write_text(model_folder / "model.json", json.dumps(description, indent=2))
     return summary
-

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..datasets.normalise import PROXIMAL_FEMUR_ROWS, apply_hip_roi, plan_hip_roi
+from ..datasets.normalise import PROXIMAL_FEMUR_BOX, apply_hip_roi, plan_hip_roi
 from ..distribution_check import decomposition_regression_gap
 from ..errors import InputError
 from ..io import Radiograph
@@ -92,8 +92,8 @@ HIP_BODY_PARTS = {"HIP", "PELVIS", "FEMUR", "LEG", "LOWER LIMB", "LOWERLIMB", "L
 """DICOM BodyPartExamined values of a hip radiograph (any other named part is not one)."""
 AP_VIEWS = {"AP", "PA"}
 MIN_REGION_ON_IMAGE = 0.9
-"""Below this share of the input region's proximal-femur rows on the radiograph
-(:data:`bmdgan.datasets.normalise.PROXIMAL_FEMUR_ROWS`), the proximal femur is cut by the image's edge."""
+"""Below this share of the input region's proximal-femur box on the radiograph
+(:data:`bmdgan.datasets.normalise.PROXIMAL_FEMUR_BOX`), the proximal femur is cut by the image's edge."""
 NO_HIP_FOUND = (
     "no hip found: the hip detector found no femoral head on this image (is it a hip or pelvis radiograph, the "
     "right way up, with its pixel spacing?); no BMD is given"
@@ -155,7 +155,7 @@ def estimate_hip(
     volumetric = _finite(bmd.get("qct_vbmd_mg_cm3"))
     disagreement = decomposition_regression_gap(decomposed, regressed)
     refusals = not_an_adult_hip(radiograph)
-    on_image = roi.inside_fraction(radiograph.shape, PROXIMAL_FEMUR_ROWS)
+    on_image = roi.inside_fraction(radiograph.shape, PROXIMAL_FEMUR_BOX)
     if on_image < MIN_REGION_ON_IMAGE:
         refusals.append(
             f"only {100 * on_image:.0f} % of the proximal femur's region lies on the image (the femur is cut by its "

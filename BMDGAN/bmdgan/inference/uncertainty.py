@@ -50,12 +50,13 @@ class PredictiveDistribution:
         return PredictiveDistribution(**data)
 
     def interval(self, estimate: float, coverage: float = DEFAULT_COVERAGE) -> tuple[float, float]:
-        """Central ``coverage`` interval of the truth (the target's unit) for one estimate (or an array of them)."""
+        """Central ``coverage`` interval of the truth (the target's unit) for one estimate (or an array of them); a
+        density is never negative, so the lower bound stops at 0 (the interval then holds at least ``coverage``)."""
         from scipy import stats
 
         half = self.scale * float(stats.t.ppf(0.5 + coverage / 2.0, self.dof))
         centre = estimate + self.shift
-        return centre - half, centre + half
+        return np.maximum(centre - half, 0.0), centre + half
 
     def probability_below(self, estimate: float, value: float) -> float:
         """P(truth <= ``value``) for one estimate."""
