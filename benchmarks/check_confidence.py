@@ -11,11 +11,10 @@ trusted category, and images like its training data should keep theirs:
   the detector and, so that the model's own checks are measured too, cut at the CT's own landmarks;
 * ``familiar``: the same STS_012 views without screws, and AP pelvis radiographs of the whole-pelvis CTs.
 
-Prediction intervals: the coverage leaving each calibration CT out (stored by ``bmdgan calibrate-confidence``) and,
-with ``--site-evaluation``, the coverage that ``bmdgan evaluate`` measured on another site's cohort.
+Prediction intervals: the coverage leaving each calibration CT out, at the calibration site and at another site
+(stored by ``bmdgan calibrate-confidence``).
 
-Usage: python benchmarks/check_confidence.py --prepared DIR --out DIR [--model FOLDER] [--site-evaluation DIR]
-       [--update-card]
+Usage: python benchmarks/check_confidence.py --prepared DIR --out DIR [--model FOLDER] [--update-card]
 ``--prepared``: ``simulate-cohort``'s ``OUT/prepared`` of a cohort of STS_012 and the pelvic_reference CTs.
 """
 
@@ -135,7 +134,6 @@ def main() -> None:
     parser.add_argument("--prepared", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--site-evaluation", default=None, help="bmdgan evaluate --out folder of another site")
     parser.add_argument("--update-card", action="store_true", help="write the tables into the model's MODEL_CARD.md")
     args = parser.parse_args()
 
@@ -194,26 +192,21 @@ def main() -> None:
     description = json.loads((Path(model_folder) / "model.json").read_text())
     calibration = description.get("confidence_calibration", {})
     intervals = [
-        "| method | target | images | coverage of the 90 % interval | median width |",
-        "| --- | --- | --- | --- | --- |",
+        "| images | method | target | images | coverage of the 90 % interval | median width |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for method, targets in calibration.get("interval_check_leaving_each_ct_out", {}).items():
-        for target, check in targets.items():
-            images = sum(c["images"] for c in check["per_ct"].values())
-            intervals.append(
-                f"| {method} | {target} | {images} | {100 * check['coverage']:.1f} % (per CT: "
-                + ", ".join(f"{ct} {100 * c['coverage']:.0f} %" for ct, c in check["per_ct"].items())
-                + f") | {check['width']:.3g} |"
-            )
-    site = []
-    if args.site_evaluation:
-        metrics = json.loads((Path(args.site_evaluation) / "metrics.json").read_text())
-        for target, check in metrics.get("intervals", {}).items():
-            site.append(
-                f"Another site's cohort (`{args.site_evaluation}`), {check['method']} {target}: the 90 % interval "
-                f"covers {100 * check['coverage']:.1f} % of {check['images']} images, median width "
-                f"{check['median_width']:.3g}."
-            )
+    for where, key in (
+        ("calibration site", "interval_check_leaving_each_ct_out"),
+        ("another site", "interval_check_other_site_leaving_each_ct_out"),
+    ):
+        for method, targets in calibration.get(key, {}).items():
+            for target, check in targets.items():
+                images = sum(c["images"] for c in check["per_ct"].values())
+                intervals.append(
+                    f"| {where} | {method} | {target} | {images} | {100 * check['coverage']:.1f} % (per CT: "
+                    + ", ".join(f"{ct} {100 * c['coverage']:.0f} %" for ct, c in check["per_ct"].items())
+                    + f") | {check['width']:.3g} |"
+                )
     alarms = calibration.get("false_alarms", {})
     summary = {"model": str(model_folder), "rows": rows, "calibration": calibration}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -224,10 +217,10 @@ def main() -> None:
         f"source CT flagged with the limits fitted on the other CTs' images (the false-alarm rate a new familiar CT "
         f"sees): {100 * alarms.get('flagged_leaving_each_ct_out', float('nan')):.1f} % of {alarms.get('images')}.",
         "",
-        "Prediction intervals, each calibration CT predicted by the interval fitted on the others:",
+        "Prediction intervals, each calibration CT's images (at the calibration site, and imaged at another site) "
+        "against the interval fitted on the other CTs:",
         "",
         *intervals,
-        *([""] + site if site else []),
     ]
     print("\n".join(lines))
     if args.update_card:

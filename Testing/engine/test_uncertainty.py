@@ -69,6 +69,18 @@ def test_leaving_each_ct_out_reports_coverage_and_bias_per_ct():
     assert checked["per_ct"]["ct0"]["bias"] == pytest.approx(np.mean(estimates[ct0] - truths[ct0]))
 
 
+def test_another_sites_images_are_checked_against_the_interval_fitted_without_their_ct():
+    """The same CTs imaged at another site whose console adds +0.3 g/cm2 to every estimate: checked against
+    intervals fitted without their CT, they are covered far less often than the calibration site's own images."""
+    rng = np.random.default_rng(4)
+    estimates, truths, cts = _residual_cohort(rng, 12, 10)
+    site = (estimates + 0.3, truths, cts)
+    own = leave_one_ct_out(estimates, truths, cts, "t", "m", "g/cm2")
+    other = leave_one_ct_out(estimates, truths, cts, "t", "m", "g/cm2", other=site)
+    assert other["coverage"] < own["coverage"] - 0.3
+    assert other["per_ct"]["ct3"]["bias"] == pytest.approx(own["per_ct"]["ct3"]["bias"] + 0.3)
+
+
 def test_one_ct_cannot_calibrate_an_interval_for_a_new_bone():
     with pytest.raises(InputError, match="at least 2"):
         fit_predictive([0.8, 0.9, 1.0], [0.7, 0.95, 1.1], ["a", "a", "a"], "t", "m", "g/cm2")

@@ -6,6 +6,8 @@ Two kinds of held-out datasets (cohorts from ``bmdgan simulate-cohort``):
 * ``held_out_cts``: virtual patients of source CTs the model never saw. They set the prediction intervals of every
   method and target (:func:`bmdgan.inference.uncertainty.fit_predictive`, grouped by source CT), whose coverage for
   a new bone is checked by leaving each CT out in turn, and they join the limits below.
+* ``other_site``: the same CTs' virtual patients imaged at another site: each CT's images against the interval
+  fitted without that CT, as for the first kind (the interval's coverage off the calibration site).
 * ``new_patients``: new virtual patients of the training CTs (familiar bones, new densities, poses and fat). With
   the first kind they set the out-of-distribution limits (:func:`bmdgan.distribution_check.held_out_limits`); the
   share of them that the new limits flag is the false-alarm rate, also measured leaving each source CT out.
@@ -42,21 +44,34 @@ def dataset_predictions(model: DecompositionModel, folders: list[str | Path], pr
     ]
 
 
-def fit_intervals(predictions: list[tuple[str, CasePrediction]]) -> tuple[list[dict], dict]:
-    """(prediction-interval entries for ``model.json``, leave-one-CT-out coverage per method and target)."""
-    entries, checks = [], {}
+def _columns(predictions: list[tuple[str, CasePrediction]], method: str, target: str):
+    """(estimates, truths, source CTs) of one method and target."""
+    return (
+        [p.methods[method][target] for _, p in predictions],
+        [getattr(p.record, target) for _, p in predictions],
+        [ct for ct, _ in predictions],
+    )
+
+
+def fit_intervals(
+    predictions: list[tuple[str, CasePrediction]], other_site: list[tuple[str, CasePrediction]] = ()
+) -> tuple[list[dict], dict, dict]:
+    """(prediction-interval entries for ``model.json``, leave-one-CT-out coverage per method and target, the same
+    on ``other_site``'s images of those CTs)."""
+    entries, checks, site_checks = [], {}, {}
     for method in predictions[0][1].methods:
         for target in sorted(predictions[0][1].methods[method]):
-            estimates = [p.methods[method][target] for _, p in predictions]
-            truths = [getattr(p.record, target) for _, p in predictions]
-            cts = [ct for ct, _ in predictions]
+            estimates, truths, cts = _columns(predictions, method, target)
             if not np.isfinite(truths).any():
                 continue
             unit = UNITS.get(target, "")
             entries.append(fit_predictive(estimates, truths, cts, target, method, unit).to_dict())
-            if len(set(cts)) > 2:
-                checks.setdefault(method, {})[target] = leave_one_ct_out(estimates, truths, cts, target, method, unit)
-    return entries, checks
+            checks.setdefault(method, {})[target] = leave_one_ct_out(estimates, truths, cts, target, method, unit)
+            if other_site:
+                site_checks.setdefault(method, {})[target] = leave_one_ct_out(
+                    estimates, truths, cts, target, method, unit, other=_columns(other_site, method, target)
+                )
+    return entries, checks, site_checks
 
 
 def false_alarms(model: DecompositionModel, predictions: list[tuple[str, CasePrediction]], named: str) -> dict:
@@ -84,6 +99,7 @@ def calibrate_confidence(
     model_folder: str | Path,
     held_out_cts: list[str | Path],
     new_patients: list[str | Path] = (),
+    other_site: list[str | Path] = (),
     progress: bool = True,
 ) -> dict:
     """Fit the intervals and limits (module docstring) and write them into ``model_folder``'s ``model.json``
@@ -98,7 +114,8 @@ def calibrate_confidence(
             "give virtual patients of at least 3 CTs the model never saw (an interval needs 2, its check 3)",
         )
     familiar = dataset_predictions(model, list(new_patients), progress) if new_patients else []
-    entries, coverage = fit_intervals(unseen)
+    site = dataset_predictions(model, list(other_site), progress) if other_site else []
+    entries, coverage, site_coverage = fit_intervals(unseen, site)
     named = f"{len(unseen)} images of {len({ct for ct, _ in unseen})} CTs the model never saw" + (
         f" and {len(familiar)} new virtual patients' images of its training CTs" if familiar else ""
     )
@@ -108,8 +125,13 @@ def calibrate_confidence(
         "held_out_images": len(unseen),
         "new_patient_images": len(familiar),
         "interval_check_leaving_each_ct_out": coverage,
+        "interval_check_other_site_leaving_each_ct_out": site_coverage,
         "false_alarms": {key: value for key, value in alarms.items() if key != "limits"},
-        "datasets": {"held_out_cts": [str(f) for f in held_out_cts], "new_patients": [str(f) for f in new_patients]},
+        "datasets": {
+            "held_out_cts": [str(f) for f in held_out_cts],
+            "new_patients": [str(f) for f in new_patients],
+            "other_site": [str(f) for f in other_site],
+        },
     }
     description = read_model_description(model_folder)
     description["prediction_intervals"] = entries

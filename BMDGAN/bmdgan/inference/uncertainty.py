@@ -118,10 +118,15 @@ def coverage_and_width(distribution: PredictiveDistribution, estimates, truths, 
     }
 
 
-def leave_one_ct_out(estimates, truths, cts, target: str, method: str, unit: str, coverage=DEFAULT_COVERAGE) -> dict:
-    """Each source CT's images against the interval fitted on the other CTs: the coverage a new bone gets. Returns
-    the pooled coverage, the median width and each CT's coverage and mean residual (bias of the estimate)."""
+def leave_one_ct_out(
+    estimates, truths, cts, target: str, method: str, unit: str, coverage=DEFAULT_COVERAGE, other=None
+) -> dict:
+    """Each source CT's images against the interval fitted on the other CTs: the coverage a new bone gets. ``other``:
+    (estimates, truths, cts) of other images of the same CTs (e.g. another site's) to check instead of the fitted
+    ones, each CT's again against the interval fitted without that CT. Returns the pooled coverage, the median width
+    and each CT's coverage and mean residual (bias of the estimate)."""
     estimates, truths, cts = np.asarray(estimates, float), np.asarray(truths, float), np.asarray(cts)
+    checked = (estimates, truths, cts) if other is None else tuple(np.asarray(v) for v in other)
     names = sorted(set(cts.tolist()))
     if len(names) < MIN_CTS + 1:
         raise InputError(None, f"{len(names)} source CTs", f"leaving one out needs at least {MIN_CTS + 1}")
@@ -129,14 +134,18 @@ def leave_one_ct_out(estimates, truths, cts, target: str, method: str, unit: str
     for name in names:
         held = cts == name
         fitted = fit_predictive(estimates[~held], truths[~held], cts[~held], target, method, unit)
-        low, high = fitted.interval(estimates[held], coverage)
-        hits = (truths[held] >= low) & (truths[held] <= high)
+        chosen = checked[2] == name
+        if not chosen.any():
+            continue
+        estimate, truth = checked[0][chosen].astype(float), checked[1][chosen].astype(float)
+        low, high = fitted.interval(estimate, coverage)
+        hits = (truth >= low) & (truth <= high)
         inside += hits.tolist()
         widths += (high - low).tolist()
         per_ct[name] = {
-            "images": int(held.sum()),
+            "images": int(chosen.sum()),
             "coverage": float(hits.mean()),
-            "bias": float(np.mean(estimates[held] - truths[held])),
+            "bias": float(np.mean(estimate - truth)),
         }
     return {
         "nominal": coverage,

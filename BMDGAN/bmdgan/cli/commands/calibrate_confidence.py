@@ -17,6 +17,14 @@ def add_arguments(parser) -> None:
         "checked leaving each CT out) and the limits",
     )
     parser.add_argument(
+        "--other-site",
+        nargs="*",
+        default=[],
+        metavar="DATASET",
+        help="cohorts of the same unseen CTs at another site (--acquisition site:N): the intervals' coverage there, "
+        "each CT against the interval fitted without it",
+    )
+    parser.add_argument(
         "--new-patients",
         nargs="*",
         default=[],
@@ -28,7 +36,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from bmdgan.evaluation.confidence import calibrate_confidence
 
-    summary = calibrate_confidence(args.model, args.held_out_cts, args.new_patients)
+    summary = calibrate_confidence(args.model, args.held_out_cts, args.new_patients, args.other_site)
     print(
         f"calibrated on {summary['held_out_images']} images of {len(summary['held_out_cts'])} unseen CTs "
         f"({', '.join(summary['held_out_cts'])}) and {summary['new_patient_images']} new patients' images"
@@ -38,6 +46,9 @@ def run(args) -> int:
         for target, check in targets.items():
             per_ct = ", ".join(f"{ct} {c['coverage']:.0%} (bias {c['bias']:+.3g})" for ct, c in check["per_ct"].items())
             print(f"  {method:<26}{target:<17} {check['coverage']:.1%}, width {check['width']:.3g}: {per_ct}")
+    for method, targets in summary["interval_check_other_site_leaving_each_ct_out"].items():
+        for target, check in targets.items():
+            print(f"  other site: {method:<14}{target:<17} {check['coverage']:.1%}, width {check['width']:.3g}")
     alarms = summary["false_alarms"]
     print(
         f"out-of-distribution limits: {alarms['flagged_in_sample']:.1%} of the {alarms['images']} held-out images "
