@@ -26,7 +26,7 @@ from bmdgan.datasets.normalise import HipROI
 from bmdgan.detection.detector import DetectedHip, HipDetector
 from bmdgan.errors import BMDGANError, InputError
 from bmdgan.inference.default_model import resolve_model_folder
-from bmdgan.inference.estimation import NO_HIP_FOUND, estimate_hip, estimate_radiograph, result_summary
+from bmdgan.inference.estimation import NO_HIP_FOUND, areal_summary, estimate_hip, estimate_radiograph, result_summary
 from bmdgan.inference.report import draw_report
 from bmdgan.inference.tscore import load_reference
 from bmdgan.io import Radiograph, Volume, read_radiograph
@@ -45,7 +45,17 @@ from .mrml_conversion import (
 )
 
 DENSITY_COLOURS = 256
-TABLE_COLUMNS = ("side", "aBMD (g/cm2)", "vBMD (mg/cm3)", "T-score", "WHO category", "trustworthy", "warnings")
+TABLE_COLUMNS = (
+    "side",
+    "aBMD (g/cm2)",
+    "aBMD 90 % interval (g/cm2)",
+    "vBMD (mg/cm3)",
+    "T-score",
+    "WHO category",
+    "P(category)",
+    "trustworthy",
+    "warnings",
+)
 BATCH_COLUMNS = ("radiograph",) + TABLE_COLUMNS + ("error",)
 
 
@@ -407,12 +417,15 @@ class EstimationLogic:
         def text(value, pattern):
             return "" if value is None else pattern.format(value)
 
+        interval = hip.dxa_bmd_interval_g_cm2
         return (
             hip.side,
             text(hip.dxa_bmd_g_cm2, "{:.3f}"),
+            f"{interval[0]:.2f}-{interval[1]:.2f}" if interval else "",
             text(hip.qct_bmd_mg_cm3, "{:.0f}"),
             text(hip.t_score, "{:+.1f}"),
             hip.who_category or "",
+            text(hip.who_category_probability, "{:.2f}"),
             "yes" if hip.trustworthy else "no",
             "; ".join(hip.warnings),
         )
@@ -434,15 +447,7 @@ class EstimationLogic:
         """The numbers for the module panel, one hip per paragraph, warnings included."""
         paragraphs = []
         for hip in result.hips:
-            lines = [
-                f"{hip.side} hip: "
-                + (
-                    f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2, "
-                    + (f"T-score {hip.t_score:+.1f} ({hip.who_category})" if hip.t_score is not None else "no T-score")
-                    if hip.dxa_bmd_g_cm2 is not None
-                    else "no aBMD"
-                )
-            ]
+            lines = [f"{hip.side} hip: {areal_summary(hip)}"]
             if hip.qct_bmd_mg_cm3 is not None:
                 lines.append(f"vBMD {hip.qct_bmd_mg_cm3:.0f} mg/cm3")
             lines += [f"warning: {warning}" for warning in hip.warnings]

@@ -2,8 +2,9 @@
 
 For the out-of-distribution sets (issue 23): the model was trained on implant-free hips, so a radiograph of a hip
 with metal must not get a trustworthy number. The screws are written into a prepared CT (:class:`PreparedCT`) as
-material the simulator projects: 3000 HU and hydroxyapatite at crystal density (3.16 g/cm3), whose attenuation at
-50-70 keV (about 1.0 /cm) is close to titanium's (1.2 /cm, NIST XCOM), so they look like a titanium implant.
+material the simulator projects: 3000 HU and hydroxyapatite at crystal density (3.16 g/cm3), the densest material it
+knows. At 60 keV that attenuates 1.3 /cm (NIST), twice cortical bone (0.6 /cm) but about a third of titanium
+(0.77 cm2/g x 4.5 g/cm3 = 3.5 /cm): the virtual screws are fainter than real ones, the harder case for the checks.
 """
 
 from __future__ import annotations

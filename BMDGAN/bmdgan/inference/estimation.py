@@ -71,6 +71,22 @@ class HipEstimate:
         return {**asdict(self), "trustworthy": self.trustworthy}
 
 
+def areal_summary(hip: HipEstimate) -> str:
+    """One hip's aBMD (g/cm2) with its interval, T-score and WHO category with its probability, as a line of text
+    (``estimate``'s printout, the BMDGAN module's panel)."""
+    if hip.dxa_bmd_g_cm2 is None:
+        return "no aBMD"
+    text = f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2"
+    if hip.dxa_bmd_interval_g_cm2:
+        low, high = hip.dxa_bmd_interval_g_cm2
+        text += f" ({100 * hip.interval_coverage:.0f} % interval {low:.2f}-{high:.2f})"
+    if hip.t_score is None:
+        return text + ", no T-score"
+    text += f", T-score {hip.t_score:+.1f} ({hip.who_category}"
+    probability = hip.who_category_probability
+    return text + (f", probability {probability:.2f})" if probability is not None else ")")
+
+
 def side_hints(radiograph: Radiograph, side: str, single_hip: bool) -> tuple[str, bool]:
     """(side to look for, at most one hip?) for the detector: ``side`` "left"/"right" as given, else the DICOM
     laterality when present (one hip), else both sides; ``single_hip``: the image shows one hip."""

@@ -45,21 +45,6 @@ def add_arguments(parser) -> None:
     )
 
 
-def _areal_summary(hip) -> str:
-    """aBMD, its interval, T-score and WHO category with its probability, as printed for one hip."""
-    if hip.dxa_bmd_g_cm2 is None:
-        return "no aBMD"
-    text = f"aBMD {hip.dxa_bmd_g_cm2:.3f} g/cm2"
-    if hip.dxa_bmd_interval_g_cm2:
-        low, high = hip.dxa_bmd_interval_g_cm2
-        text += f" ({100 * hip.interval_coverage:.0f} % interval {low:.2f}-{high:.2f})"
-    if hip.t_score is None:
-        return text + ", no T-score"
-    text += f", T-score {hip.t_score:+.1f} ({hip.who_category}"
-    probability = hip.who_category_probability
-    return text + (f", probability {probability:.2f})" if probability is not None else ")")
-
-
 def run(args) -> int:
     import sys
     from pathlib import Path
@@ -92,7 +77,7 @@ def run(args) -> int:
         return 2
 
     from bmdgan.detection.detector import HipDetector
-    from bmdgan.inference.estimation import NO_HIP_FOUND, estimate_radiograph, write_results
+    from bmdgan.inference.estimation import NO_HIP_FOUND, areal_summary, estimate_radiograph, write_results
     from bmdgan.inference.model import DecompositionModel
     from bmdgan.inference.tscore import load_reference
     from bmdgan.io import read_radiograph
@@ -122,7 +107,7 @@ def run(args) -> int:
             no_hip += 1
             print(f"{path.name}: {NO_HIP_FOUND}")
         for hip, _ in results:
-            numbers = _areal_summary(hip)
+            numbers = areal_summary(hip)
             if hip.qct_bmd_mg_cm3 is not None:
                 numbers += f", vBMD {hip.qct_bmd_mg_cm3:.0f} mg/cm3"
             print(f"{path.name} {hip.side} hip: {numbers}" + ("" if hip.trustworthy else "  [NOT TRUSTWORTHY]"))
