@@ -21,7 +21,7 @@ bmdgan simulate-cohort "$DATA/ibsi_sts" "$TS/example_ct.nii.gz" --segmentation "
   --out "$OUT/new_patients" --patients-per-ct 4 --image-size 256x128 --seed 1 --acquisition reference
 # 2. Intervals (grouped by source CT) and out-of-distribution limits into model.json.
 #    Each unseen CT is checked against the interval fitted without it, at both sites.
-bmdgan calibrate-confidence "$MODEL" --held-out-cts "$OUT/unseen_cts" --other-site "$OUT/unseen_cts_site7" \
+bmdgan calibrate-confidence "$MODEL" --out "$MODEL" --held-out-cts "$OUT/unseen_cts" --other-site "$OUT/unseen_cts_site7" \
   --new-patients "$OUT/new_patients"
 # 3. What gets a trusted number and a category (paediatric, no hip, implant, familiar), into the model card.
 python benchmarks/check_confidence.py --prepared "$OUT/unseen_cts/prepared" --out "$OUT/check" --update-card

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -103,8 +102,12 @@ def test_a_calibrated_model_gives_intervals_in_evaluate_and_estimate(trained, da
     from bmdgan.inference.model import DecompositionModel
 
     model_folder = tmp_path / "model"
-    shutil.copytree(trained[0] / "model", model_folder)
-    assert main(["calibrate-confidence", str(model_folder), "--held-out-cts", str(dataset)]) == 0
+    arguments = ["calibrate-confidence", str(trained[0] / "model"), "--out", str(model_folder)]
+    assert main([*arguments, "--held-out-cts", str(dataset)]) == 0  # a calibrated copy
+    assert {p.name for p in model_folder.glob("*.safetensors")} == {
+        p.name for p in (trained[0] / "model").glob("*.safetensors")
+    }
+    assert "prediction_intervals" not in json.loads((trained[0] / "model" / "model.json").read_text())
     description = json.loads((model_folder / "model.json").read_text())
     assert {entry["target"] for entry in description["prediction_intervals"]} == {"ct_abmd_g_cm2", "qct_vbmd_mg_cm3"}
     assert description["training_distribution"]["calibrated_on"].endswith("CTs the model never saw")

@@ -1,5 +1,5 @@
 """Calibrate a model's confidence on held-out images (issue 23): its prediction intervals and its
-out-of-distribution limits, written into the model's ``model.json``.
+out-of-distribution limits, written into the model's ``model.json`` (in place, or in a calibrated copy).
 
 Two kinds of held-out datasets (cohorts from ``bmdgan simulate-cohort``):
 
@@ -16,6 +16,7 @@ Two kinds of held-out datasets (cohorts from ``bmdgan simulate-cohort``):
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,8 @@ from ..distribution_check import check, held_out_limits
 from ..errors import InputError
 from ..inference.model import DecompositionModel
 from ..inference.uncertainty import fit_predictive, leave_one_ct_out
-from ..models.model_folder import read_model_description
+from ..models.model_folder import model_files, read_model_description
+from ..outputs import check_destination, result_folder
 from ..progress import progress_bar
 from .evaluate import CasePrediction, available_methods, predict_case
 
@@ -97,14 +99,21 @@ def false_alarms(model: DecompositionModel, predictions: list[tuple[str, CasePre
 
 def calibrate_confidence(
     model_folder: str | Path,
+    out: str | Path,
     held_out_cts: list[str | Path],
     new_patients: list[str | Path] = (),
     other_site: list[str | Path] = (),
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Fit the intervals and limits (module docstring) and write them into ``model_folder``'s ``model.json``
-    (atomically; weights untouched). Returns the calibration summary that is stored with them."""
-    model_folder = Path(model_folder)
+    """Fit the intervals and limits (module docstring) and write the calibrated model to ``out``: the model folder
+    itself (its ``model.json`` replaced atomically, weights untouched), or a new folder holding a copy of the model
+    (:func:`bmdgan.outputs.result_folder`; ``overwrite`` replaces an earlier calibrate-confidence result). Returns
+    the calibration summary that is stored in ``model.json``."""
+    model_folder, out = Path(model_folder), Path(out)
+    in_place = out.resolve() == model_folder.resolve()
+    if not in_place:
+        check_destination(out, "calibrate-confidence", overwrite)
     model = DecompositionModel.load(model_folder)
     unseen = dataset_predictions(model, list(held_out_cts), progress)
     if len({ct for ct, _ in unseen}) < 3:
@@ -137,5 +146,12 @@ def calibrate_confidence(
     description["prediction_intervals"] = entries
     description["training_distribution"] = alarms["limits"].to_dict()
     description["confidence_calibration"] = summary
-    atomic_write_text(model_folder / "model.json", json.dumps(description, indent=2))
+    text = json.dumps(description, indent=2)
+    if in_place:
+        atomic_write_text(model_folder / "model.json", text)
+        return summary
+    with result_folder(out, "calibrate-confidence", overwrite) as staging:
+        for path in model_files(model_folder)[1:] + [p for p in [model_folder / "MODEL_CARD.md"] if p.is_file()]:
+            shutil.copyfile(path, staging / path.name)
+        (staging / "model.json").write_text(text)
     return summary

@@ -3,11 +3,17 @@ cohorts, written into its model.json (:mod:`bmdgan.evaluation.confidence`)."""
 
 from __future__ import annotations
 
+from bmdgan.cli.options import add_out
+
 HELP = "calibrate a model's prediction intervals and out-of-distribution limits on held-out cohorts (model.json)"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", help="model folder (its model.json is updated; the weights are not touched)")
+    parser.add_argument("model", help="model folder to calibrate (bmdgan train's RUN/model, or a shipped model)")
+    add_out(parser, "the calibrated model: the model folder itself (its model.json is replaced) or a new folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier calibrate-confidence result (never anything else)"
+    )
     parser.add_argument(
         "--held-out-cts",
         nargs="+",
@@ -36,7 +42,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from bmdgan.evaluation.confidence import calibrate_confidence
 
-    summary = calibrate_confidence(args.model, args.held_out_cts, args.new_patients, args.other_site)
+    summary = calibrate_confidence(
+        args.model, args.out, args.held_out_cts, args.new_patients, args.other_site, overwrite=args.overwrite
+    )
     print(
         f"calibrated on {summary['held_out_images']} images of {len(summary['held_out_cts'])} unseen CTs "
         f"({', '.join(summary['held_out_cts'])}) and {summary['new_patient_images']} new patients' images"
@@ -54,5 +62,5 @@ def run(args) -> int:
         f"out-of-distribution limits: {alarms['flagged_in_sample']:.1%} of the {alarms['images']} held-out images "
         f"flagged ({alarms['flagged_leaving_each_ct_out']:.1%} with each CT's limits fitted on the others)"
     )
-    print(f"  -> {args.model}/model.json")
+    print(f"  -> {args.out}")
     return 0
