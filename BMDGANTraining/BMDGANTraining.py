@@ -44,7 +44,7 @@ class BMDGANTrainingParameterNode:
 
     datasetFolder: str = ""
     runFolder: str = ""
-    config: Annotated[str, Choice(["cpu", "cpu-long", "paper", "smoke"])] = "cpu"
+    config: Annotated[str, Choice(["cpu", "cpu-long", "cpu-cv", "paper", "smoke"])] = "cpu"
     fold: Annotated[int, WithinRange(-1, 9)] = 0  # -1: train on every fold
     stages: Annotated[str, Choice(["both", "stage1", "stage2", "stage3", "baseline"])] = "both"
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"

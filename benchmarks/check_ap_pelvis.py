@@ -8,10 +8,13 @@ upper third of each image (abdomen and spine, no hip) must get no BMD. Prints a 
 ``summary.json`` and each estimate's result folder (``report.png``) under ``--out``.
 
 Usage: python benchmarks/check_ap_pelvis.py --prepared DIR --out DIR [--cts Pelvic-Ref-002,Pelvic-Ref-005]
-       [--model FOLDER] [--detector FOLDER | --detector-folds CV_FOLDER] [--positions 3] [--update-card]
+       [--model FOLDER | --model-folds CV_FOLDER --dataset COHORT] [--detector FOLDER | --detector-folds CV_FOLDER]
+       [--positions 3] [--update-card]
 ``--prepared``: a folder of prepared CTs (``simulate-cohort``'s ``OUT/prepared``) holding both hips of each CT.
 ``--detector-folds``: a ``train-detector --cross-validate`` folder: each CT is then read by the fold detector that
 never saw it.
+``--model-folds``: a ``cross-validate`` folder over ``--dataset`` (a cohort with whole-CT folds): each CT is then
+estimated by the fold model whose training never saw it, so the figure is one for a CT the model never saw.
 """
 
 from __future__ import annotations
@@ -31,12 +34,25 @@ def fold_detector(cross_validation: Path, ct_id: str) -> Path:
     return cross_validation / f"fold_{summary['folds'][ct_id]}"
 
 
+def fold_model(cross_validation: Path, dataset: Path, ct_id: str) -> Path:
+    """The model folder of a ``cross-validate`` run whose training never saw ``ct_id`` (its fold in ``dataset``)."""
+    from bmdgan.datasets.folds import source_ct_of
+    from bmdgan.datasets.format import read_manifest
+
+    folds = {record.fold for record in read_manifest(dataset) if source_ct_of(record) == ct_id}
+    if len(folds) != 1:
+        raise SystemExit(f"{ct_id} is in folds {sorted(folds)} of {dataset}: give a cohort with whole-CT folds")
+    return cross_validation / f"fold{folds.pop()}" / "model"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--cts", default="Pelvic-Ref-002,Pelvic-Ref-005")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--model-folds", default=None)
+    parser.add_argument("--dataset", default=None)
     parser.add_argument("--detector", default=None)
     parser.add_argument("--detector-folds", default=None)
     parser.add_argument("--positions", type=int, default=3)
@@ -58,14 +74,20 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model_folder = resolve_model_folder(args.model)
-    model = DecompositionModel.load(model_folder)
+    if args.model_folds and not args.dataset:
+        parser.error("--model-folds needs --dataset (the cohort the cross-validation ran on)")
     reference = load_reference()
     settings = CohortSettings(args.prepared, acquisition="reference")
     rows, no_hip = [], []
     for ct_id in args.cts.split(","):
         detector_folder = fold_detector(Path(args.detector_folds), ct_id) if args.detector_folds else args.detector
         detector = HipDetector.load(detector_folder)
+        model_folder = (
+            fold_model(Path(args.model_folds), Path(args.dataset), ct_id)
+            if args.model_folds
+            else resolve_model_folder(args.model)
+        )
+        model = DecompositionModel.load(model_folder)
         scene = pelvis_scene_of(args.prepared, ct_id)
         patient = VirtualPatient(f"{ct_id}-own-bone", ct_id, 1.0, 1.0, 1.0, REFERENCE_BMI)
         for position in range(args.positions):
@@ -120,7 +142,7 @@ def main() -> None:
             )
     within = [r for r in rows if r["found"] and abs(r["error_percent"]) <= 15.0]
     summary = {
-        "model": str(model_folder),
+        "model": args.model_folds or str(resolve_model_folder(args.model)),
         "detector": args.detector_folds or args.detector or "bundled",
         "hips": rows,
         "hips_found": sum(r["found"] for r in rows),
@@ -149,7 +171,7 @@ def main() -> None:
     print("\n".join(lines))
     if args.update_card:
         update_card_section(
-            Path(model_folder),
+            resolve_model_folder(args.model),
             "ap-pelvis-check",
             "AP pelvis radiographs of whole-pelvis CTs it never saw",
             [

@@ -17,7 +17,8 @@ from bmdgan.detection.detector import (
 )
 from bmdgan.detection.landmark_folder import LandmarkView, add_view, read_views
 from bmdgan.detection.layout import CHANNELS
-from bmdgan.detection.training import PATCH_PX, training_sample
+from bmdgan.detection.refinement import REFINER_MM_PER_PX, REFINER_PATCH_PX, REFINER_SEARCH_MM, window_matrix
+from bmdgan.detection.training import PATCH_PX, refiner_sample, training_sample
 
 
 def _gaussian(shape, column, row, sigma=HEATMAP_SIGMA_PX):
@@ -76,6 +77,51 @@ def test_training_windows_put_their_targets_on_the_landmarks_and_mirror_the_side
     assert sides_seen == {"left", "right"}
 
 
+def test_refinement_window_is_one_millimetre_around_its_centre_and_mirrors_a_left_hip():
+    """At 0.25 mm source pixels a window pixel is 4 source pixels; its centre maps to the given point; mirrored,
+    the window's first column lies on the point's right in the source."""
+    centre = (400.0, 300.0)
+    for mirror in (False, True):
+        matrix = window_matrix(centre, (0.25, 0.25), mirror)
+        middle = REFINER_PATCH_PX / 2.0
+        assert (matrix @ [middle, middle, 1.0])[:2] == pytest.approx(centre)
+        assert abs(matrix[0, 0]) == matrix[1, 1] == pytest.approx(REFINER_MM_PER_PX / 0.25)
+        first_column = (matrix @ [0.0, middle, 1.0])[0]
+        assert (first_column > centre[0]) == mirror
+
+
+def test_refinement_windows_put_the_target_on_the_head_with_the_neck_on_the_windows_left():
+    """A right hip (neck disc on the image's left of the head disc) and its mirror image labelled as a left hip:
+    every refinement window's target peaks on the head disc, at most REFINER_SEARCH_MM (scaled) from the window's
+    centre, and the neck disc lies to the window's left in both, as the refinement always sees a right hip."""
+    shape, spacing = (500, 400), (0.5, 0.5)
+    head, neck = (200.0, 250.0), (120.0, 250.0)
+    rows, columns = np.mgrid[0 : shape[0], 0 : shape[1]]
+    image = np.zeros(shape, np.float32)
+    image[(columns - head[0]) ** 2 + (rows - head[1]) ** 2 < 40**2] = 2.0
+    image[(columns - neck[0]) ** 2 + (rows - neck[1]) ** 2 < 15**2] = 1.0
+    mirrored_image = np.ascontiguousarray(image[:, ::-1])
+    last = shape[1] - 1
+    cases = [
+        (image, {"head_right": list(head), "neck_right": list(neck)}, "right"),
+        (mirrored_image, {"head_left": [last - head[0], head[1]], "neck_left": [last - neck[0], neck[1]]}, "left"),
+    ]
+    rng = np.random.default_rng(5)
+    for picture, labels, side in cases:
+        landmarks = {name: None for name in CHANNELS} | labels
+        view = LandmarkView("v", "CT", "hip", spacing, landmarks)
+        for _ in range(6):
+            inputs, target = refiner_sample(picture, view, side, rng)
+            assert inputs.shape == (REFINER_PATCH_PX, REFINER_PATCH_PX) and target.shape == (1, *inputs.shape)
+            column, row, value = heatmap_peak(target[0])
+            assert value > 0.9  # a pixel within half a pixel of the peak: exp(-0.5 / 1.5**2) at worst
+            assert inputs[int(round(row)), int(round(column))] > 0.5  # on the bright head disc
+            off_mm = np.hypot(column - REFINER_PATCH_PX / 2, row - REFINER_PATCH_PX / 2) * REFINER_MM_PER_PX
+            assert off_mm <= REFINER_SEARCH_MM * 1.1 + 1.0
+            dim = (inputs > -0.5) & (inputs < 0.5)  # the neck disc's pixels
+            assert dim.sum() > 100 and np.nonzero(dim)[1].mean() < column
+
+
 def test_landmark_folder_resumes_after_a_torn_line(tmp_path):
     view = LandmarkView("a", "CT", "hip", (1.0, 1.0), {name: None for name in CHANNELS})
     add_view(tmp_path, view, np.zeros((4, 4)))
@@ -99,3 +145,42 @@ def test_bundled_detector_finds_the_samples_hip(shared_data):
     assert [hip.side for hip in hips] == ["right"]
     error = np.subtract(hips[0].head_centre_px, truth["femoral_head_centre_px"]) * radiograph.pixel_spacing_mm[::-1]
     assert np.hypot(*error) < 5.0
+
+
+def test_a_trained_refinement_moves_a_head_found_10_mm_off_onto_the_head(tmp_path):
+    """Trained for a few epochs on synthetic hips (a bright disc of 25 mm radius, a neck bar to its left), the
+    second stage is stored in the detector folder, loaded with it, and brings a first estimate 10 mm off a new
+    hip's head back to within 2.5 mm of its centre."""
+    import torch
+
+    from bmdgan.detection.detector import write_detector
+    from bmdgan.detection.network import HipHeatmapNet
+    from bmdgan.detection.refinement import refine_head
+    from bmdgan.detection.training import train_refiner
+
+    torch.set_num_threads(1)
+    spacing, rng = (0.5, 0.5), np.random.default_rng(0)
+
+    def hip(head):
+        rows, columns = np.mgrid[0:320, 0:320]
+        image = rng.normal(0.0, 0.05, (320, 320)).astype(np.float32)
+        image[(columns - head[0]) ** 2 + (rows - head[1]) ** 2 < 50**2] += 1.0
+        image[(np.abs(rows - head[1]) < 22) & (columns < head[0]) & (columns > head[0] - 120)] += 0.6
+        return image
+
+    views = []
+    for index in range(12):
+        head = rng.uniform(130, 190, 2)
+        view = LandmarkView(
+            f"v{index}", "CT", "hip", spacing, {name: None for name in CHANNELS} | {"head_right": list(head)}
+        )
+        add_view(tmp_path / "views", view, hip(head))
+        views.append(view)
+    write_detector(tmp_path / "detector", HipHeatmapNet(), {"trained_on_cts": ["CT"]})
+    train_refiner(tmp_path / "views", views, tmp_path / "detector", epochs=6, samples_per_hip=8, progress=False)
+    detector = HipDetector.load(tmp_path / "detector")
+    assert detector.refiner is not None
+    for head in ((150.0, 170.0), (175.0, 140.0)):
+        start = (head[0] + 14.0, head[1] - 14.0)  # 14 px = 7 mm each way: 9.9 mm off
+        found = refine_head(detector.refiner, hip(head), spacing, start, "right")
+        assert np.hypot(*np.subtract(found, head)) * 0.5 < 2.5  # a quarter of where it started

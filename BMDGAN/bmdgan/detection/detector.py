@@ -1,9 +1,11 @@
 """Find each hip on a radiograph: femoral head centre and neck point (source pixels) with a confidence.
 
 A detector folder holds ``hip_detector.json`` (format, resolution, what it was trained on) and
-``hip_detector.safetensors`` (weights; never pickle). A hip's confidence is the probability that the image shows
-both its neck point and a femoral head beside it (each map's softmax mass near its peak against that landmark's
-"absent" logit, :mod:`.network`): below :data:`FOUND_CONFIDENCE` no hip is reported on that side.
+``hip_detector.safetensors`` (weights; never pickle), and ``hip_refiner.safetensors`` where the description names
+a second stage (:mod:`.refinement`: the head centre found again at 1 mm). A hip's confidence is the probability
+that the image shows both its neck point and a femoral head beside it (each map's softmax mass near its peak
+against that landmark's "absent" logit, :mod:`.network`): below :data:`FOUND_CONFIDENCE` no hip is reported on that
+side.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ..atomic import atomic_write_text
 from ..datasets.normalise import resample
 from ..errors import InputError
 from ..io.members import read_json_object
-from .layout import CHANNELS, DOWNSAMPLING, mirrored
+from .layout import CHANNELS, DOWNSAMPLING, heatmap_peak, mirrored
+from .refinement import REFINER_MM_PER_PX, refine_head
 
 DETECTOR_MM_PER_PX = 2.0
 """Resolution the detector works at (mm per pixel in the image plane): a femoral head (45-55 mm) spans ~25 px."""
@@ -37,6 +40,7 @@ SAME_HIP_MM = 30.0
 FORMAT = "bmdgan-hip-detector"
 DESCRIPTION = "hip_detector.json"
 WEIGHTS = "hip_detector"
+REFINER_WEIGHTS = "hip_refiner"
 DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "resources" / "hip_detector"
 """The detector shipped with the package (trained on every shared CT)."""
 SIDES = ("right", "left")
@@ -53,6 +57,8 @@ class DetectedHip:
     confidence: float
     neck_confidence: float
     """Probabilities (0-1) that the image shows the head and the neck point."""
+    first_stage_head_px: tuple[float, float] | None = None
+    """The first stage's head centre before the refinement moved it (None without a refinement)."""
 
 
 def detector_grid(shape: tuple[int, int], pixel_spacing_mm: tuple[float, float]) -> tuple[np.ndarray, tuple[int, int]]:
@@ -80,23 +86,6 @@ def detector_image(pixels: np.ndarray, pixel_spacing_mm: tuple[float, float]) ->
     return scaled.astype(np.float32), matrix
 
 
-def heatmap_peak(heatmap: np.ndarray) -> tuple[float, float, float]:
-    """(column, row, value) of a heatmap's maximum, refined to sub-pixel by a parabola through the logarithms of
-    the maximum and its neighbours along each axis (exact for the Gaussians the detector is trained to draw)."""
-    row, column = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    value = float(heatmap[row, column])
-
-    def offset(before: float, centre: float, after: float) -> float:
-        logs = np.log(np.clip([before, centre, after], 1e-6, None))
-        curvature = logs[0] - 2 * logs[1] + logs[2]
-        return float(np.clip(0.5 * (logs[0] - logs[2]) / curvature, -1.0, 1.0)) if curvature < 0 else 0.0
-
-    rows, columns = heatmap.shape
-    dx = offset(heatmap[row, column - 1], value, heatmap[row, column + 1]) if 0 < column < columns - 1 else 0.0
-    dy = offset(heatmap[row - 1, column], value, heatmap[row + 1, column]) if 0 < row < rows - 1 else 0.0
-    return float(column) + dx, float(row) + dy, value
-
-
 def _shown(logits: np.ndarray, absent: float, at: tuple[int, int]) -> float:
     """Probability that a landmark is shown at ``at`` (row, column): the softmax mass within
     :data:`PEAK_RADIUS_PX` of it against the absent logit (local, so that a larger image's background adds
@@ -120,8 +109,9 @@ def _near(logits: np.ndarray, centre: tuple[float, float], radius: float) -> np.
 class HipDetector:
     """A trained hip detector (see the module docstring)."""
 
-    def __init__(self, network, description: dict, folder: Path):
+    def __init__(self, network, description: dict, folder: Path, refiner=None):
         self.network, self.description, self.folder = network.eval(), description, folder
+        self.refiner = refiner.eval() if refiner is not None else None
 
     @staticmethod
     def load(folder: str | Path | None = None) -> HipDetector:
@@ -139,7 +129,11 @@ class HipDetector:
             )
         network = HipHeatmapNet()
         load_weights(folder, WEIGHTS, network)
-        return HipDetector(network, description, folder)
+        refiner = None
+        if "refiner" in description:
+            refiner = HipHeatmapNet(maps=1)
+            load_weights(folder, REFINER_WEIGHTS, refiner)
+        return HipDetector(network, description, folder, refiner)
 
     def heatmaps(
         self, pixels: np.ndarray, pixel_spacing_mm: tuple[float, float]
@@ -193,13 +187,18 @@ class HipDetector:
             confidence = sum(reading.confidence for reading in readings) / 2.0  # a reading without it counts 0
             if confidence < FOUND_CONFIDENCE:
                 continue
+            head = tuple(float(v) for v in np.mean([reading.head_centre_px for reading in readings], axis=0))
+            first_stage = None
+            if self.refiner is not None:
+                first_stage, head = head, refine_head(self.refiner, pixels, pixel_spacing_mm, head, hip_side)
             found.append(
                 DetectedHip(
                     hip_side,
-                    tuple(float(v) for v in np.mean([reading.head_centre_px for reading in readings], axis=0)),
+                    head,
                     tuple(float(v) for v in np.mean([reading.neck_point_px for reading in readings], axis=0)),
                     float(confidence),
                     float(sum(reading.neck_confidence for reading in readings) / 2.0),
+                    first_stage,
                 )
             )
         if len(found) == 2:
@@ -241,6 +240,18 @@ class HipDetector:
                 float(neck_shown),
             )
         return found
+
+
+def add_refiner(folder: Path, network, description: dict) -> Path:
+    """Add a second stage to the detector folder ``folder`` (weights, then the description naming them)."""
+    from ..training.checkpoint import save_weights
+
+    path = folder / DESCRIPTION
+    full = read_json_object(path, "hip detector description")
+    save_weights(network, folder / f"{REFINER_WEIGHTS}.safetensors")
+    full["refiner"] = {"mm_per_px": REFINER_MM_PER_PX, **description}
+    atomic_write_text(path, json.dumps(full, indent=2) + "\n")
+    return folder
 
 
 def write_detector(folder: Path, network, description: dict) -> Path:

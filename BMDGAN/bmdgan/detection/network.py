@@ -29,9 +29,10 @@ def _block(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
 
 
 class HipHeatmapNet(nn.Module):
-    """[batch, 1, H, W] -> (logits [batch, len(CHANNELS), H, W], absent logits [batch, len(CHANNELS)])."""
+    """[batch, 1, H, W] -> (logits [batch, maps, H, W], absent logits [batch, maps]); ``maps`` is
+    ``len(CHANNELS)`` for the first stage and 1 (the head centre) for the refinement (:mod:`.refinement`)."""
 
-    def __init__(self):
+    def __init__(self, maps: int = len(CHANNELS)):
         super().__init__()
         self.down = nn.ModuleList(
             [_block(1, WIDTHS[0])] + [_block(WIDTHS[i - 1], WIDTHS[i], stride=2) for i in range(1, len(WIDTHS))]
@@ -39,8 +40,8 @@ class HipHeatmapNet(nn.Module):
         self.up = nn.ModuleList(
             [_block(WIDTHS[i] + WIDTHS[i - 1], WIDTHS[i - 1]) for i in range(len(WIDTHS) - 1, 0, -1)]
         )
-        self.head = nn.Conv2d(WIDTHS[0], len(CHANNELS), 1)
-        self.absent = nn.Linear(WIDTHS[-1], len(CHANNELS))
+        self.head = nn.Conv2d(WIDTHS[0], maps, 1)
+        self.absent = nn.Linear(WIDTHS[-1], maps)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         skips = []

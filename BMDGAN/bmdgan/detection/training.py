@@ -5,8 +5,9 @@ turn (+/-:data:`ROTATION_DEG`), scale (+/-:data:`SCALE_FRACTION`) and mirror (mi
 show both hips, one hip, part of a hip or none, as users' radiographs do. Intensities get a random gamma and
 noise. A landmark's target is a Gaussian (:data:`~.detector.HEATMAP_SIGMA_PX`) normalised over the window, or
 "absent" when the window does not hold it; the loss is the cross-entropy of the network's softmax over the pixels
-and the absent logit (:func:`landmark_loss`). Checkpoints after every epoch (safetensors): a killed run resumes at
-the last one.
+and the absent logit (:func:`landmark_loss`). The second stage (:mod:`.refinement`) learns the same loss on 96 mm
+windows around each head, cut up to 20 mm off it (:func:`refiner_sample`). Checkpoints after every epoch
+(safetensors): a killed run resumes at the last one.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 from ..atomic import atomic_path
 from ..datasets.normalise import resample
 from ..progress import progress_bar
-from .detector import DETECTOR_MM_PER_PX, HEATMAP_SIGMA_PX, write_detector
+from .detector import DETECTOR_MM_PER_PX, HEATMAP_SIGMA_PX, SIDES, add_refiner, write_detector
 from .landmark_folder import LandmarkView, read_image
 from .layout import CHANNELS, mirrored
+from .refinement import REFINER_PATCH_PX, REFINER_SEARCH_MM, REFINER_SIGMA_PX, window_matrix
 
 PATCH_PX = 128
 ROTATION_DEG = 30.0
@@ -31,6 +33,7 @@ SCALE_FRACTION = 0.1
 NEAR_HIP_PROBABILITY = 0.6
 """Share of windows centred near a hip (within :data:`NEAR_HIP_MM`); the rest anywhere on the view."""
 NEAR_HIP_MM = 100.0
+REFINER_EPOCHS = 15
 PART_PROBABILITY = 0.3
 """Share of windows cut from a random part of the view (its edges then repeated, as the detector pads a small
 radiograph): the upper third of an AP pelvis, a hip cut in half, a strip of thigh."""
@@ -47,6 +50,21 @@ def _random_part(image: np.ndarray, landmarks: dict, rng: np.random.Generator) -
         inside = point is not None and left <= point[0] < left + width and top <= point[1] < top + height
         moved[name] = [point[0] - left, point[1] - top] if inside else None
     return image[top : top + height, left : left + width], moved
+
+
+def augmented_input(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A window's intensities as the network reads them ([-1, 1] between its 0.5/99.5 percentiles), with a random
+    gamma (0.7-1.4) and noise: other consoles' look-up curves and detectors."""
+    low, high = np.percentile(patch, [0.5, 99.5])
+    unit = np.clip((patch - low) / max(float(high - low), 1e-6), 0.0, 1.0) ** rng.uniform(0.7, 1.4)
+    unit = unit + rng.normal(0.0, rng.uniform(0.0, 0.03), unit.shape)
+    return np.clip(unit * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+def gaussian_target(shape: tuple[int, int], column: float, row: float, sigma_px: float) -> np.ndarray:
+    """A landmark's target map: a Gaussian of ``sigma_px`` at (column, row), peak 1."""
+    rows, columns = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return np.exp(-((columns - column) ** 2 + (rows - row) ** 2) / (2 * sigma_px**2)).astype(np.float32)
 
 
 def training_sample(image: np.ndarray, view: LandmarkView, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -71,21 +89,39 @@ def training_sample(image: np.ndarray, view: LandmarkView, rng: np.random.Genera
     matrix[:2, 0] = x_axis * step / np.array([column_mm, row_mm])
     matrix[:2, 1] = y_axis * step / np.array([column_mm, row_mm])
     matrix[:2, 2] = centre - matrix[:2, :2] @ np.array([PATCH_PX / 2.0, PATCH_PX / 2.0])
-    patch = resample(image, matrix, (PATCH_PX, PATCH_PX), outside="edge")
-    low, high = np.percentile(patch, [0.5, 99.5])
-    unit = np.clip((patch - low) / max(float(high - low), 1e-6), 0.0, 1.0) ** rng.uniform(0.7, 1.4)
-    unit = unit + rng.normal(0.0, rng.uniform(0.0, 0.03), unit.shape)
-    inputs = np.clip(unit * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
+    inputs = augmented_input(resample(image, matrix, (PATCH_PX, PATCH_PX), outside="edge"), rng)
     targets = np.zeros((len(CHANNELS), PATCH_PX, PATCH_PX), np.float32)
     inverse = np.linalg.inv(matrix)
-    rows, columns = np.mgrid[0:PATCH_PX, 0:PATCH_PX]
     for name, point in landmarks.items():
         if point is None:
             continue
         column, row = (inverse @ np.array([point[0], point[1], 1.0]))[:2]
         channel = CHANNELS.index(mirrored(name) if mirror else name)
-        targets[channel] = np.exp(-((columns - column) ** 2 + (rows - row) ** 2) / (2 * HEATMAP_SIGMA_PX**2))
+        targets[channel] = gaussian_target((PATCH_PX, PATCH_PX), column, row, HEATMAP_SIGMA_PX)
     return inputs, targets
+
+
+def refiner_sample(
+    image: np.ndarray, view: LandmarkView, side: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(input [REFINER_PATCH_PX]^2 in [-1, 1], target [1, REFINER_PATCH_PX, REFINER_PATCH_PX]) of one refinement
+    window: centred up to :data:`~.refinement.REFINER_SEARCH_MM` from the ``side`` head (smaller offsets more
+    often, as the second pass sees), turned, scaled, and mirrored for a left hip as :func:`.refinement.refine_head`
+    cuts it."""
+    head = np.asarray(view.landmarks[f"head_{side}"], float)
+    row_mm, column_mm = view.pixel_spacing_mm
+    direction = rng.uniform(0.0, 2.0 * math.pi)
+    offset_mm = REFINER_SEARCH_MM * rng.uniform() * np.array([math.cos(direction), math.sin(direction)])
+    matrix = window_matrix(
+        tuple(head + offset_mm / (column_mm, row_mm)),
+        view.pixel_spacing_mm,
+        mirror=side == "left",
+        angle_rad=math.radians(rng.uniform(-ROTATION_DEG, ROTATION_DEG)),
+        scale=1.0 + rng.uniform(-SCALE_FRACTION, SCALE_FRACTION),
+    )
+    inputs = augmented_input(resample(image, matrix, (REFINER_PATCH_PX, REFINER_PATCH_PX), outside="edge"), rng)
+    column, row = (np.linalg.inv(matrix) @ np.array([head[0], head[1], 1.0]))[:2]
+    return inputs, gaussian_target((REFINER_PATCH_PX, REFINER_PATCH_PX), column, row, REFINER_SIGMA_PX)[None]
 
 
 def landmark_loss(logits, absent, targets):
@@ -101,41 +137,39 @@ def landmark_loss(logits, absent, targets):
     return -(target * log_probability).sum(dim=2).mean()
 
 
-def train_detector(
-    folder: str | Path,
-    views: list[LandmarkView],
-    out: str | Path,
-    epochs: int = 30,
-    batch_size: int = 16,
-    samples_per_view: int = 2,
-    seed: int = 0,
-    progress: bool = True,
-):
-    """Train a detector on ``views`` (images read from ``folder``) and write it to ``out``
-    (:func:`.detector.write_detector`); resumes from ``out/checkpoints``. Returns the network."""
+def _fit(
+    network,
+    draw,
+    items: int,
+    samples_per_item: int,
+    epochs: int,
+    checkpoints: Path,
+    batch_size: int,
+    seed: int,
+    description: str,
+    progress: bool,
+) -> list[float]:
+    """Train ``network`` (initialised after ``torch.manual_seed(seed)``) with AdamW and a cosine schedule on
+    ``draw(item index, rng) -> (input, target)``, each of ``items`` drawn ``samples_per_item`` times an epoch;
+    checkpoints after every epoch and resumes from the last. Returns the mean loss of every epoch."""
     import torch
 
     from ..training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from .network import HipHeatmapNet
 
-    torch.manual_seed(seed)
-    images = [read_image(folder, view) for view in views]
-    network = HipHeatmapNet()
     optimizer = torch.optim.AdamW(network.parameters(), lr=2e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    checkpoints = Path(out) / "checkpoints"
     first_epoch, history = 0, []
     latest = latest_checkpoint(checkpoints)
     if latest is not None:  # a resumed run keeps the mean losses of the epochs before it
         state = load_checkpoint(latest, {"network": network}, {"network": optimizer}, {"network": scheduler})
         first_epoch, history = state["epoch"], list(state["extra"].get("losses", []))
-    for epoch in progress_bar(range(first_epoch, epochs), desc="detector epochs", disable=not progress):
+    for epoch in progress_bar(range(first_epoch, epochs), desc=description, disable=not progress):
         rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(np.repeat(np.arange(len(views)), samples_per_view))
+        order = rng.permutation(np.repeat(np.arange(items), samples_per_item))
         network.train()
         losses = []
         for start in range(0, len(order), batch_size):
-            pairs = [training_sample(images[i], views[i], rng) for i in order[start : start + batch_size]]
+            pairs = [draw(i, rng) for i in order[start : start + batch_size]]
             inputs = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
             targets = torch.from_numpy(np.stack([p[1] for p in pairs]))
             loss = landmark_loss(*network(inputs), targets)
@@ -154,6 +188,40 @@ def train_detector(
             {"losses": history},
         )
     network.eval()
+    return history
+
+
+def train_detector(
+    folder: str | Path,
+    views: list[LandmarkView],
+    out: str | Path,
+    epochs: int = 30,
+    batch_size: int = 16,
+    samples_per_view: int = 2,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Train a detector's first stage on ``views`` (images read from ``folder``) and write it to ``out``
+    (:func:`.detector.write_detector`); resumes from ``out/checkpoints``. Returns the network."""
+    import torch
+
+    from .network import HipHeatmapNet
+
+    torch.manual_seed(seed)
+    images = [read_image(folder, view) for view in views]
+    network = HipHeatmapNet()
+    history = _fit(
+        network,
+        lambda i, rng: training_sample(images[i], views[i], rng),
+        len(views),
+        samples_per_view,
+        epochs,
+        Path(out) / "checkpoints",
+        batch_size,
+        seed,
+        "detector epochs",
+        progress,
+    )
     write_detector(
         Path(out),
         network,
@@ -164,6 +232,42 @@ def train_detector(
             "last_epoch_losses": history,
         },
     )
+    return network
+
+
+def train_refiner(
+    folder: str | Path,
+    views: list[LandmarkView],
+    out: str | Path,
+    epochs: int = REFINER_EPOCHS,
+    batch_size: int = 16,
+    samples_per_hip: int = 3,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Train the second stage (:mod:`.refinement`) on every labelled hip of ``views`` and add it to the detector
+    folder ``out`` (which must hold a first stage); resumes from ``out/refiner_checkpoints``."""
+    import torch
+
+    from .network import HipHeatmapNet
+
+    torch.manual_seed(seed + 1)
+    hips = [(i, side) for i, view in enumerate(views) for side in SIDES if view.landmarks.get(f"head_{side}")]
+    images = {i: read_image(folder, views[i]) for i in {i for i, _ in hips}}
+    network = HipHeatmapNet(maps=1)
+    history = _fit(
+        network,
+        lambda k, rng: refiner_sample(images[hips[k][0]], views[hips[k][0]], hips[k][1], rng),
+        len(hips),
+        samples_per_hip,
+        epochs,
+        Path(out) / "refiner_checkpoints",
+        batch_size,
+        seed + 1,
+        "refiner epochs",
+        progress,
+    )
+    add_refiner(Path(out), network, {"training_hips": len(hips), "epochs": epochs, "last_epoch_losses": history})
     return network
 
 
@@ -216,6 +320,10 @@ def evaluate_detector(detector, folder: str | Path, views: list[LandmarkView]) -
                     ),
                     confidence=hip.confidence,
                 )
+                first = hip.first_stage_head_px or hip.head_centre_px
+                row["first_stage_head_error_mm"] = float(
+                    np.hypot((first[0] - truth[0]) * column_mm, (first[1] - truth[1]) * row_mm)
+                )
             rows.append(row)
         if view.view == "ap-pelvis":
             hips = detector.detect(upper_third(image), view.pixel_spacing_mm)
@@ -243,6 +351,9 @@ def summarise(rows: list[dict], tolerance_mm: float = 5.0) -> dict:
             "found": sum(r["found"] for r in hips),
             "within_tolerance": int((errors <= tolerance_mm).sum()),
             "share_within_tolerance": float((errors <= tolerance_mm).sum() / max(len(hips), 1)),
+            "first_stage_share_within_tolerance": float(
+                sum(r["first_stage_head_error_mm"] <= tolerance_mm for r in hips if r["found"]) / max(len(hips), 1)
+            ),
             "median_head_error_mm": float(np.median(errors)) if errors.size else None,
             "p95_head_error_mm": float(np.percentile(errors, 95)) if errors.size else None,
             "median_neck_error_mm": float(np.median([r["neck_error_mm"] for r in hips if r["found"]]))

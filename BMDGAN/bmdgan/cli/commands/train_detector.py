@@ -1,5 +1,6 @@
-"""``bmdgan train-detector``: train the hip detector on landmark views; with ``--cross-validate`` first measure it
-on CTs it never saw (whole-CT folds)."""
+"""``bmdgan train-detector``: train the hip detector (first stage, then the head refinement) on landmark views; with
+``--cross-validate`` first measure it on CTs it never saw (whole-CT folds). A folder that already holds a finished
+stage keeps it, so a killed run, or a detector given a refinement later, trains only what is missing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ def add_arguments(parser) -> None:
     add_out(parser, "detector folder (hip_detector.json + .safetensors); cross-validation in OUT/cross_validation")
     parser.add_argument(
         "--epochs", type=positive_int, default=28, help="training epochs (default 28, as the bundled detector)"
+    )
+    parser.add_argument(
+        "--refiner-epochs",
+        type=positive_int,
+        default=None,
+        help="training epochs of the head refinement (default 15, as the bundled detector)",
     )
     parser.add_argument(
         "--cross-validate",
@@ -33,7 +40,7 @@ def run(args) -> int:
     from bmdgan.atomic import atomic_write_text
     from bmdgan.detection.detector import HipDetector
     from bmdgan.detection.landmark_folder import read_views
-    from bmdgan.detection.training import ct_folds, evaluate_detector, plot_head_errors, summarise, train_detector
+    from bmdgan.detection.training import ct_folds, evaluate_detector, plot_head_errors, summarise
     from bmdgan.errors import InputError
 
     torch.set_num_threads(args.threads)
@@ -47,11 +54,8 @@ def run(args) -> int:
         for fold in range(args.fold_count):
             fold_folder = out / "cross_validation" / f"fold_{fold}"
             held_out = [v for v in views if folds[v.ct] == fold]
-            if not (fold_folder / "hip_detector.json").is_file():
-                print(f"fold {fold}: training without {sorted({v.ct for v in held_out})}")
-                train_detector(
-                    args.views, [v for v in views if folds[v.ct] != fold], fold_folder, args.epochs, seed=args.seed
-                )
+            print(f"fold {fold}: training without {sorted({v.ct for v in held_out})}")
+            _train_missing(args, [v for v in views if folds[v.ct] != fold], fold_folder)
             fold_rows = evaluate_detector(HipDetector.load(fold_folder), args.views, held_out)
             rows += [{**row, "fold": fold} for row in fold_rows]
         summary = {"folds": {ct: fold for ct, fold in folds.items()}, **summarise(rows)}
@@ -63,12 +67,27 @@ def run(args) -> int:
                 print(
                     f"{view}: {figures['within_tolerance']}/{figures['hips']} head centres within "
                     f"{summary['tolerance_mm']:.0f} mm ({100 * figures['share_within_tolerance']:.1f} %), median "
-                    f"{figures['median_head_error_mm']} mm"
+                    f"{figures['median_head_error_mm']} mm (first stage alone: "
+                    f"{100 * figures['first_stage_share_within_tolerance']:.1f} %)"
                 )
         print(
             f"false hips {summary['false_hips']}; no-hip images with a detection "
             f"{summary['no_hip_images_with_a_detection']}/{summary['no_hip_images']}"
         )
-    train_detector(args.views, views, out, args.epochs, seed=args.seed)
+    _train_missing(args, views, out)
     print(f"detector trained on {len(views)} views of {len({v.ct for v in views})} CTs -> {out}")
     return 0
+
+
+def _train_missing(args, views, folder) -> None:
+    """Train the first stage unless ``folder`` holds a finished one, then the refinement unless it has one."""
+    import json
+
+    from bmdgan.detection.detector import DESCRIPTION
+    from bmdgan.detection.training import REFINER_EPOCHS, train_detector, train_refiner
+
+    description = folder / DESCRIPTION
+    if not description.is_file():
+        train_detector(args.views, views, folder, args.epochs, seed=args.seed)
+    if "refiner" not in json.loads(description.read_text()):
+        train_refiner(args.views, views, folder, args.refiner_epochs or REFINER_EPOCHS, seed=args.seed)
