@@ -1,6 +1,7 @@
-"""``bmdgan train-detector``: train the hip detector (first stage, then the head refinement) on landmark views; with
-``--cross-validate`` first measure it on CTs it never saw (whole-CT folds). A folder that already holds a finished
-stage keeps it, so a killed run, or a detector given a refinement later, trains only what is missing."""
+"""``bmdgan train-detector``: train the hip detector on landmark views (the first stage, and with ``--refine`` the
+head refinement); with ``--cross-validate`` first measure it on CTs it never saw (whole-CT folds). A folder that
+already holds a finished stage keeps it, so a killed run, or a detector given a refinement later, trains only what
+is missing."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ def add_arguments(parser) -> None:
         "--epochs", type=positive_int, default=28, help="training epochs (default 28, as the bundled detector)"
     )
     parser.add_argument(
-        "--refiner-epochs",
-        type=positive_int,
-        default=None,
-        help="training epochs of the head refinement (default 15, as the bundled detector)",
+        "--refine",
+        action="store_true",
+        help="also train the second stage that finds the head again at 1 mm (bmdgan.detection.refinement); off by "
+        "default: on CTs never seen it helped thigh CTs but hurt the whole-pelvis ones (docs/hip-detection.md)",
+    )
+    parser.add_argument(
+        "--refiner-epochs", type=positive_int, default=None, help="training epochs of the second stage (default 15)"
     )
     parser.add_argument(
         "--cross-validate",
@@ -80,7 +84,8 @@ def run(args) -> int:
 
 
 def _train_missing(args, views, folder) -> None:
-    """Train the first stage unless ``folder`` holds a finished one, then the refinement unless it has one."""
+    """Train the first stage unless ``folder`` holds a finished one, then (``--refine``) the second stage unless it
+    has one."""
     import json
 
     from bmdgan.detection.detector import DESCRIPTION
@@ -89,5 +94,5 @@ def _train_missing(args, views, folder) -> None:
     description = folder / DESCRIPTION
     if not description.is_file():
         train_detector(args.views, views, folder, args.epochs, seed=args.seed)
-    if "refiner" not in json.loads(description.read_text()):
+    if args.refine and "refiner" not in json.loads(description.read_text()):
         train_refiner(args.views, views, folder, args.refiner_epochs or REFINER_EPOCHS, seed=args.seed)
