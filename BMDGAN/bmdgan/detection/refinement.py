@@ -38,19 +38,21 @@ def window_matrix(
     mirror: bool,
     angle_rad: float = 0.0,
     scale: float = 1.0,
+    mm_per_px: float = REFINER_MM_PER_PX,
+    side_px: int = REFINER_PATCH_PX,
 ) -> np.ndarray:
-    """3x3 affine from window pixels (column, row, 1) to source pixels: :data:`REFINER_PATCH_PX` pixels of
-    :data:`REFINER_MM_PER_PX` (times ``scale``) centred on ``centre_px``, turned by ``angle_rad`` and mirrored left
-    to right when ``mirror`` (a left hip)."""
+    """3x3 affine from window pixels (column, row, 1) to source pixels: ``side_px`` pixels of ``mm_per_px`` (times
+    ``scale``) centred on ``centre_px``, turned by ``angle_rad`` and mirrored left to right when ``mirror`` (a left
+    hip). The defaults cut the refinement window; the first stage's training windows use it too."""
     row_mm, column_mm = pixel_spacing_mm
-    step = REFINER_MM_PER_PX * scale
+    step = mm_per_px * scale
     cosine, sine = math.cos(angle_rad), math.sin(angle_rad)
     x_axis = np.array([cosine, sine]) * (-1.0 if mirror else 1.0)
     y_axis = np.array([-sine, cosine])
     matrix = np.eye(3)
     matrix[:2, 0] = x_axis * step / np.array([column_mm, row_mm])
     matrix[:2, 1] = y_axis * step / np.array([column_mm, row_mm])
-    matrix[:2, 2] = np.asarray(centre_px, float) - matrix[:2, :2] @ np.full(2, REFINER_PATCH_PX / 2.0)
+    matrix[:2, 2] = np.asarray(centre_px, float) - matrix[:2, :2] @ np.full(2, side_px / 2.0)
     return matrix
 
 

@@ -81,14 +81,7 @@ def training_sample(image: np.ndarray, view: LandmarkView, rng: np.random.Genera
         centre = heads[rng.integers(len(heads))] + rng.uniform(-NEAR_HIP_MM, NEAR_HIP_MM, 2) / (column_mm, row_mm)
     else:
         centre = rng.uniform((0, 0), (image.shape[1], image.shape[0]))
-    step = DETECTOR_MM_PER_PX * scale
-    cosine, sine = math.cos(angle), math.sin(angle)
-    x_axis = np.array([cosine, sine]) * (-1.0 if mirror else 1.0)
-    y_axis = np.array([-sine, cosine])
-    matrix = np.eye(3)
-    matrix[:2, 0] = x_axis * step / np.array([column_mm, row_mm])
-    matrix[:2, 1] = y_axis * step / np.array([column_mm, row_mm])
-    matrix[:2, 2] = centre - matrix[:2, :2] @ np.array([PATCH_PX / 2.0, PATCH_PX / 2.0])
+    matrix = window_matrix(tuple(centre), view.pixel_spacing_mm, mirror, angle, scale, DETECTOR_MM_PER_PX, PATCH_PX)
     inputs = augmented_input(resample(image, matrix, (PATCH_PX, PATCH_PX), outside="edge"), rng)
     targets = np.zeros((len(CHANNELS), PATCH_PX, PATCH_PX), np.float32)
     inverse = np.linalg.inv(matrix)
