@@ -202,6 +202,42 @@ def test_psnr_dice_and_degradations_on_known_images():
     assert np.abs(jpeg_degraded(ramp, 95) - ramp / ramp.max() * 255).mean() < 3
 
 
+def test_spread_diagnosis_separates_per_ct_offsets_from_a_collapsed_model():
+    """Two analytic models on three CTs: one ranks each CT's patients exactly but adds a CT offset (within-CT PCC 1,
+    PCC 1 once the offsets are removed, full spread), one answers the mean plus a little noise (SD ratio ~0)."""
+    from bmdgan.evaluation.cross_validation import spread_diagnosis
+
+    rng = np.random.default_rng(0)
+    rows, source_of = [], {}
+    for ct, offset in (("A", -0.2), ("B", 0.0), ("C", 0.25)):
+        for patient in range(10):
+            truth = float(rng.uniform(0.5, 1.0))
+            case = f"{ct}-v{patient:03d}-standing"
+            source_of[case] = ct
+            rows.append(
+                {
+                    "case_id": case,
+                    "patient_id": f"{ct}-v{patient:03d}",
+                    "side": "right",
+                    "ct_abmd_g_cm2_truth": truth,
+                    "ct_abmd_g_cm2_offset": truth + offset,
+                    "ct_abmd_g_cm2_collapsed": 0.75 + float(rng.normal(0, 0.001)),
+                }
+            )
+    diagnosis = spread_diagnosis(rows, source_of)
+    offset = diagnosis["offset"]["ct_abmd_g_cm2"]
+    assert offset["within_ct_pcc_median"] == pytest.approx(1.0)
+    assert offset["pcc_without_ct_bias"] == pytest.approx(1.0)
+    assert set(offset["per_ct_pcc"]) == {"A", "B", "C"}
+    truths = np.array([r["ct_abmd_g_cm2_truth"] for r in rows])
+    offsets = np.array([r["ct_abmd_g_cm2_offset"] for r in rows])
+    assert offset["estimate_sd_over_truth_sd"] == pytest.approx(offsets.std() / truths.std())
+    assert np.corrcoef(offsets, truths)[0, 1] < 0.8  # what the pooled PCC alone would have said
+    collapsed = diagnosis["collapsed"]["ct_abmd_g_cm2"]
+    assert collapsed["estimate_sd_over_truth_sd"] < 0.01
+    assert abs(collapsed["within_ct_pcc_median"]) < 0.8
+
+
 @pytest.mark.slow
 def test_cross_validation_pools_every_fold_and_resumes(dataset, smoke, tmp_path):
     from dataclasses import replace
@@ -215,6 +251,7 @@ def test_cross_validation_pools_every_fold_and_resumes(dataset, smoke, tmp_path)
     assert pooled["methods"]["baseline"]["ct_abmd_g_cm2"]["n"] == 8
     per_ct = pooled["per_source_ct"]["baseline"]["ct_abmd_g_cm2"]
     assert sum(b["n"] for b in per_ct.values()) == 8 and all(b["mae"] >= abs(b["bias"]) for b in per_ct.values())
+    assert set(pooled["diagnosis"]["baseline"]["ct_abmd_g_cm2"]["per_ct_pcc"]) == set(per_ct)
     stamp = (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime
     again = cross_validate(config, dataset, tmp_path, [0, 1], ("ct_abmd_g_cm2",), "cpu", progress=False)
     assert again == pooled and (tmp_path / "fold0" / "evaluation" / "predictions.csv").stat().st_mtime == stamp

@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from ..atomic import atomic_write_text
 from ..datasets.folds import source_ct_of
 from ..datasets.format import read_manifest
@@ -60,6 +62,43 @@ def per_source_bias(rows: list[dict], source_of: dict[str, str]) -> dict:
     return result
 
 
+def _pcc(x: list[float], y: list[float]) -> float | None:
+    """Pearson correlation, None where either side is constant or has fewer than 3 values."""
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def spread_diagnosis(rows: list[dict], source_of: dict[str, str]) -> dict:
+    """Per method and target, why a pooled PCC is low: ``within_ct_pcc_median`` (does the model rank the virtual
+    patients of one bone?), ``pcc_without_ct_bias`` (pooled PCC after each CT's bias is removed: what the per-CT
+    offsets cost) and ``estimate_sd_over_truth_sd`` (near 0: the model answers the training mean whatever the image,
+    as an undertrained one does; 1: it spreads its answers as widely as the truth). Each CT's own PCC is in
+    ``per_ct_pcc``."""
+    result: dict = {}
+    for method, target, key in estimate_columns(rows[0]):
+        pairs: dict[str, list[tuple[float, float]]] = {}
+        for row in rows:
+            estimate, truth = float(row[key]), float(row[f"{target}_truth"])
+            if math.isfinite(estimate) and math.isfinite(truth):
+                pairs.setdefault(source_of.get(row["case_id"], row["patient_id"]), []).append((estimate, truth))
+        per_ct = {ct: _pcc(*map(list, zip(*p))) for ct, p in sorted(pairs.items())}
+        unbiased, truths, estimates = [], [], []
+        for p in pairs.values():
+            bias = float(np.mean([e - t for e, t in p]))
+            unbiased += [e - bias for e, _ in p]
+            estimates += [e for e, _ in p]
+            truths += [t for _, t in p]
+        within = [r for r in per_ct.values() if r is not None]
+        result.setdefault(method, {})[target] = {
+            "within_ct_pcc_median": float(np.median(within)) if within else None,
+            "pcc_without_ct_bias": _pcc(unbiased, truths),
+            "estimate_sd_over_truth_sd": float(np.std(estimates) / np.std(truths)) if np.std(truths) > 0 else None,
+            "per_ct_pcc": per_ct,
+        }
+    return result
+
+
 def cross_validate(
     config,
     dataset: str | Path,
@@ -100,6 +139,7 @@ def cross_validate(
         "images": len(rows),
         "methods": pooled_metrics(rows),
         "per_source_ct": per_source_bias(rows, source_of),
+        "diagnosis": spread_diagnosis(rows, source_of),
     }
     if process.is_main:
         atomic_write_text(out / "pooled_metrics.json", json.dumps(pooled, indent=2))

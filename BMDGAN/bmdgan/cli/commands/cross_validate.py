@@ -45,4 +45,10 @@ def run(args) -> int:
         for target, per_ct in values.items():
             biases = ", ".join(f"{ct} {b['bias']:+.3g} (n {b['n']})" for ct, b in per_ct.items())
             print(f"  {method:<26}{target:<17} {biases}")
+    print("within one CT / without the per-CT bias / spread of the estimates (SD estimate / SD truth):")
+    for method, values in pooled["diagnosis"].items():
+        for target, d in values.items():
+            shown = [d[k] for k in ("within_ct_pcc_median", "pcc_without_ct_bias", "estimate_sd_over_truth_sd")]
+            text = ["n/a" if v is None else f"{v:.2f}" for v in shown]
+            print(f"  {method:<26}{target:<17} median PCC {text[0]}  PCC {text[1]}  SD ratio {text[2]}")
     return 0
