@@ -1,0 +1,59 @@
+"""How much does a femoral head's fitted centre depend on where the fit starts? A repeatability check of the CT
+ground truth that every landmark, PF region and detector target rests on.
+
+For every real bone of a cohort's ``prepared`` folder (``simulate-cohort``), :func:`bmdgan.ct.head.refine_head`
+fits the head sphere again from its prepared centre and from six starts 3 mm away along each LPS axis (the hip
+search starts from Hough votes a few mm off). Printed per bone: the median and largest distance (mm) of the seven
+fitted centres from their median centre, and the radii (mm).
+
+Usage: python benchmarks/check_head_fit.py COHORT/prepared [--offset-mm 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def fitted_centres(prepared, offset_mm: float) -> tuple[np.ndarray, list[float]]:
+    """Head centres (LPS mm) and radii (mm) fitted from the prepared centre and six starts ``offset_mm`` away."""
+    from bmdgan.ct.head import RAY_COUNT, fibonacci_directions, refine_head, smoothed_hu
+
+    smooth = smoothed_hu(prepared.hu)
+    directions = fibonacci_directions(RAY_COUNT)
+    steps = np.vstack([np.zeros(3), offset_mm * np.eye(3), -offset_mm * np.eye(3)])
+    heads = [refine_head(prepared.hu, smooth, prepared.head_centre_lps + step, directions) for step in steps]
+    heads = [head for head in heads if head is not None]
+    return np.array([head.centre_lps for head in heads]), [head.radius_mm for head in heads]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("prepared", help="a simulate-cohort folder's prepared/ (real bones: keys without -aNN)")
+    parser.add_argument("--offset-mm", type=float, default=3.0)
+    args = parser.parse_args()
+
+    import torch
+
+    from bmdgan.cohort.prepared_ct import load_prepared
+
+    torch.set_num_threads(1)
+    folder = Path(args.prepared)
+    keys = sorted(path.stem for path in folder.glob("*.npz") if "-a" not in path.stem)
+    print("| bone | fits | median shift (mm) | largest shift (mm) | radii (mm) |\n| --- | --- | --- | --- | --- |")
+    medians = []
+    for key in keys:
+        centres, radii = fitted_centres(load_prepared(folder, key), args.offset_mm)
+        shifts = np.linalg.norm(centres - np.median(centres, axis=0), axis=1)
+        medians.append(float(np.median(shifts)))
+        print(
+            f"| {key} | {len(centres)} of 7 | {np.median(shifts):.1f} | {shifts.max():.1f} | "
+            f"{min(radii):.1f}-{max(radii):.1f} |"
+        )
+    print(f"median over bones of the median shift: {np.median(medians):.1f} mm")
+
+
+if __name__ == "__main__":
+    main()
