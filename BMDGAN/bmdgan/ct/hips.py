@@ -9,7 +9,9 @@ Why: a whole-pelvis CT holds two femurs; a thigh crop one. Each is found the sam
    scan), at least ``MIN_HIP_SEPARATION_MM`` from the heads already found. Each gets its own shaft,
    looked for in a box below it (thighs on a knee rest are not parallel, and their shared votes may not
    stand out in the whole CT); without one the head is centred in its socket (:mod:`.socket`). Where the
-   CT shows a shaft, a second head must have its own (a thigh crop's look-alike, cut by the scan, has not).
+   CT shows a shaft, a second head must have its own (a thigh crop's look-alike, cut by the scan, has not);
+   where it shows none, a head must lie ``MIN_HEAD_MIDLINE_OFFSET_MM`` from the body's midline (a
+   vertebral body or the symphysis is round too).
 
 Side: the head lies medial of its shaft, so with a shaft the side is read as in :mod:`.landmarks`
 (the direction from the shaft axis to the head points to the patient's right, -x in LPS, for a left
@@ -49,6 +51,7 @@ from .head import (
     seeds_near_shaft_ends,
     smoothed_hu,
 )
+from .midline import midline_offset_lps
 from .segmentation import METAL_HU
 from .shaft import Shaft, find_shaft, find_shafts
 from .socket import centre_in_socket
@@ -63,6 +66,10 @@ MIN_HIP_SEPARATION_MM = 100.0
 """Two femoral heads of one patient are 150-220 mm apart; closer candidates are one hip's look-alikes."""
 LOCAL_SHAFT_BOX_MM = ((-80.0, 80.0), (-80.0, 80.0), (-250.0, 20.0))
 """Box (LPS mm from the head centre, x, y, z) in which a head's own shaft is looked for: below it."""
+MIN_HEAD_MIDLINE_OFFSET_MM = 50.0
+"""Two femoral heads are 150-220 mm apart, so each lies 75-110 mm from the body's midline (:mod:`.midline`); a
+sphere nearer than this to it, without a femoral shaft of its own, is a vertebral body or the pubic symphysis (a
+pelvic scan that cuts the real heads, such as the Visible Human pelvis, has such look-alikes)."""
 MIN_IMPLANT_CM3 = 0.05
 """Metal above this volume (cm3; ~17 voxels of 1 x 1 x 3 mm) is an implant: a few bright voxels (a
 calcification, a skin marker's bloom) are not."""
@@ -145,6 +152,12 @@ def _may_fit(start: np.ndarray, shaft: Shaft) -> bool:
     return offset <= 65.0 + slack and -20.0 - slack <= beyond_end <= 45.0 + slack
 
 
+def _off_midline(ct: Volume, head: FemoralHead) -> bool:
+    """Whether a head without a shaft lies where a hip can: :data:`MIN_HEAD_MIDLINE_OFFSET_MM` from the midline."""
+    offset = midline_offset_lps(ct, head.centre_lps)
+    return offset is not None and float(np.linalg.norm(offset)) >= MIN_HEAD_MIDLINE_OFFSET_MM
+
+
 def _local_shaft(ct: Volume, smooth: np.ndarray, head: FemoralHead) -> Shaft | None:
     """The shaft in a box below ``head`` (``LOCAL_SHAFT_BOX_MM``), if the head fits it."""
     corners = np.array(np.meshgrid(*LOCAL_SHAFT_BOX_MM, indexing="ij")).reshape(3, -1).T + head.centre_lps
@@ -190,8 +203,8 @@ def find_hips(ct: Volume, smooth: np.ndarray | None = None) -> list[Hip]:
                 break
             if neck_points_down(head) and _far_from(head, [p[0] for p in pairs], MIN_HIP_SEPARATION_MM):
                 shaft = _local_shaft(ct, smooth, head)
-                if shaft is not None or not shafts:  # next to a shaft found in the CT, only a femur with its own
-                    pairs.append((head, shaft))
+                if shaft is not None or (not shafts and _off_midline(ct, head)):
+                    pairs.append((head, shaft))  # next to a shaft found in the CT, only a femur with its own
     metal = grid.index_to_lps(ct.geometry, np.argwhere(ct.array > METAL_HU))
     voxel_cm3 = ct.voxel_volume_mm3() / 1000.0
     hips: list[Hip] = []

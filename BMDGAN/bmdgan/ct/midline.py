@@ -21,16 +21,22 @@ MIN_OFFSET_MM = 20.0
 """A head centre closer than this to the midline (mm) has no side: no lateral direction is given."""
 
 
-def lateral_direction(volume: Volume, centre_lps: np.ndarray) -> np.ndarray:
-    """Unit LPS vector in the axial (x, y) plane from the body's midline towards ``centre_lps``; zeros if unknown."""
+def midline_offset_lps(volume: Volume, centre_lps: np.ndarray) -> np.ndarray | None:
+    """LPS vector (mm, axial plane) from the body's midline to ``centre_lps``; None where the slice has no body."""
     k = int(round(float(grid.lps_to_index(volume.geometry, np.asarray(centre_lps, float))[0][0])))
     if not 0 <= k < volume.array.shape[0]:
-        return np.zeros(3)
+        return None
     body = np.argwhere(volume.array[k] > BODY_HU)
     if len(body) == 0:
-        return np.zeros(3)
+        return None
     centroid_kji = np.concatenate([[k], body.mean(axis=0)])
     offset = np.asarray(centre_lps, float) - grid.index_to_lps(volume.geometry, centroid_kji[None])[0]
     offset[2] = 0.0
-    length = float(np.linalg.norm(offset))
+    return offset
+
+
+def lateral_direction(volume: Volume, centre_lps: np.ndarray) -> np.ndarray:
+    """Unit LPS vector in the axial (x, y) plane from the body's midline towards ``centre_lps``; zeros if unknown."""
+    offset = midline_offset_lps(volume, centre_lps)
+    length = 0.0 if offset is None else float(np.linalg.norm(offset))
     return offset / length if length >= MIN_OFFSET_MM else np.zeros(3)

@@ -1,12 +1,15 @@
-"""How much does a femoral head's fitted centre depend on where the fit starts? A repeatability check of the CT
-ground truth that every landmark, PF region and detector target rests on.
+"""Checks of the CT ground truth a cohort rests on, for every real bone of its ``prepared`` folder
+(``simulate-cohort``):
 
-For every real bone of a cohort's ``prepared`` folder (``simulate-cohort``), :func:`bmdgan.ct.head.refine_head`
-fits the head sphere again from its prepared centre and from six starts 3 mm away along each LPS axis (the hip
-search starts from Hough votes a few mm off). Printed per bone: the median and largest distance (mm) of the seven
-fitted centres from their median centre, and the radii (mm).
+1. Is the proximal-femur region whole? A thigh crop's box may cut it: the PF voxels on each face of the scan, as a
+   share of the region's largest section parallel to that face (0 %: inside the scan). A cut region's CT-aBMD is
+   that of a truncated bone, and its simulated radiograph shows bone ending in a flat face.
+2. How much does a femoral head's fitted centre depend on where the fit starts? :func:`bmdgan.ct.head.refine_head`
+   fits the head sphere again from its prepared centre and from six starts 3 mm away along each LPS axis (the hip
+   search starts from Hough votes a few mm off): the median and largest distance (mm) of the seven fitted centres
+   from their median centre, and the radii (mm). Every landmark, PF region and detector target rests on it.
 
-Usage: python benchmarks/check_head_fit.py COHORT/prepared [--offset-mm 3]
+Usage: python benchmarks/check_ground_truth.py COHORT/prepared [--offset-mm 3]
 """
 
 from __future__ import annotations
@@ -29,6 +32,17 @@ def fitted_centres(prepared, offset_mm: float) -> tuple[np.ndarray, list[float]]
     return np.array([head.centre_lps for head in heads]), [head.radius_mm for head in heads]
 
 
+def scan_cuts(pf_mask: np.ndarray) -> dict[str, float]:
+    """Share of the PF region's largest section (k, j, i) that lies on each face of the scan it touches."""
+    cuts = {}
+    for axis, name in enumerate("kji"):
+        section = pf_mask.sum(axis=tuple(a for a in range(3) if a != axis))
+        for end, side in ((0, "first"), (-1, "last")):
+            if section[end] > 0:
+                cuts[f"{name} {side}"] = float(section[end] / section.max())
+    return cuts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prepared", help="a simulate-cohort folder's prepared/ (real bones: keys without -aNN)")
@@ -42,7 +56,11 @@ def main() -> None:
     torch.set_num_threads(1)
     folder = Path(args.prepared)
     keys = sorted(path.stem for path in folder.glob("*.npz") if "-a" not in path.stem)
-    print("| bone | fits | median shift (mm) | largest shift (mm) | radii (mm) |\n| --- | --- | --- | --- | --- |")
+    print("| bone | PF region cut by the scan (face: share of its section) |\n| --- | --- |")
+    for key in keys:
+        cuts = scan_cuts(load_prepared(folder, key).pf_mask)
+        print(f"| {key} | {', '.join(f'{face} {share:.0%}' for face, share in cuts.items()) or 'whole'} |")
+    print("\n| bone | fits | median shift (mm) | largest shift (mm) | radii (mm) |\n| --- | --- | --- | --- | --- |")
     medians = []
     for key in keys:
         centres, radii = fitted_centres(load_prepared(folder, key), args.offset_mm)
