@@ -32,17 +32,6 @@ def fitted_centres(prepared, offset_mm: float) -> tuple[np.ndarray, list[float]]
     return np.array([head.centre_lps for head in heads]), [head.radius_mm for head in heads]
 
 
-def scan_cuts(pf_mask: np.ndarray) -> dict[str, float]:
-    """Share of the PF region's largest section (k, j, i) that lies on each face of the scan it touches."""
-    cuts = {}
-    for axis, name in enumerate("kji"):
-        section = pf_mask.sum(axis=tuple(a for a in range(3) if a != axis))
-        for end, side in ((0, "first"), (-1, "last")):
-            if section[end] > 0:
-                cuts[f"{name} {side}"] = float(section[end] / section.max())
-    return cuts
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prepared", help="a simulate-cohort folder's prepared/ (real bones: keys without -aNN)")
@@ -52,13 +41,14 @@ def main() -> None:
     import torch
 
     from bmdgan.cohort.prepared_ct import load_prepared
+    from bmdgan.ct.pf_region import scan_cut_shares
 
     torch.set_num_threads(1)
     folder = Path(args.prepared)
     keys = sorted(path.stem for path in folder.glob("*.npz") if "-a" not in path.stem)
     print("| bone | PF region cut by the scan (face: share of its section) |\n| --- | --- |")
     for key in keys:
-        cuts = scan_cuts(load_prepared(folder, key).pf_mask)
+        cuts = scan_cut_shares(load_prepared(folder, key).pf_mask)
         print(f"| {key} | {', '.join(f'{face} {share:.0%}' for face, share in cuts.items()) or 'whole'} |")
     print("\n| bone | fits | median shift (mm) | largest shift (mm) | radii (mm) |\n| --- | --- | --- | --- | --- |")
     medians = []

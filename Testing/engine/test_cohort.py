@@ -261,6 +261,18 @@ def real_cohort(shared_data, tmp_path_factory):
     return out
 
 
+def test_the_scan_cuts_of_thigh_crops_are_measured(real_cohort):
+    """The three crops cut their PF regions by different amounts (docs/bones.md): STS_029's box takes off a third of
+    its posterior section, STS_036's a quarter of its side section, STS_015's box only grazes the bone."""
+    from bmdgan.cohort.prepared_ct import pf_scan_cuts, prepared_bones
+
+    folder = real_cohort / "prepared"
+    cuts = {ct: pf_scan_cuts(folder, prepared_bones(folder, ct)[0]) for ct in ("STS_015", "STS_029", "STS_036")}
+    assert cuts["STS_029"] == {"j last": pytest.approx(0.35, abs=0.05)}
+    assert cuts["STS_036"]["i last"] == pytest.approx(0.26, abs=0.05)
+    assert 0 < cuts["STS_015"]["i last"] < 0.1
+
+
 @pytest.mark.slow
 def test_radiograph_intensity_does_not_measure_bmd_but_the_pf_drr_does(real_cohort):
     """The paper's Fig. 1: the mean radiograph intensity in the PF region follows the ground-truth aBMD only

@@ -8,7 +8,7 @@ import pytest
 from bmdgan.ct.calibration import Calibration
 from bmdgan.ct.landmarks import FemurFrame, Landmarks
 from bmdgan.ct.measurement import MG_CM3_MM_TO_G_CM2, measure_pf, neutral_frame
-from bmdgan.ct.pf_region import HEAD_CUT_REACH, PFRegion, Plane, fit_plane
+from bmdgan.ct.pf_region import HEAD_CUT_REACH, PFRegion, Plane, fit_plane, scan_cut_shares
 from bmdgan.io import Volume, VolumeGeometry
 
 IDENTITY = Calibration(
@@ -142,3 +142,18 @@ def test_plane_fit():
     points = np.array([[0, 0, 1.0], [1, 0, 1.0], [0, 1, 1.0], [1, 1, 1.0]])
     centroid, normal = fit_plane(points)
     assert np.allclose(centroid, [0.5, 0.5, 1.0]) and np.allclose(np.abs(normal), [0, 0, 1])
+
+
+def test_scan_cut_shares_measure_how_much_of_a_region_the_scan_cuts_off():
+    """A sphere of radius 10 voxels: inside the grid nothing is cut; with its centre on the last i face the face holds
+    its whole equatorial section (share 1); with the centre 6 voxels inside, the face cuts a circle of radius 8
+    (share 64 %, to the voxelisation)."""
+    k, j, i = np.mgrid[0:30, 0:30, 0:30]
+
+    def sphere(centre_i):
+        return (k - 15) ** 2 + (j - 15) ** 2 + (i - centre_i) ** 2 <= 100
+
+    assert scan_cut_shares(sphere(15)) == {}
+    assert scan_cut_shares(sphere(29)) == {"i last": pytest.approx(1.0)}
+    cut = scan_cut_shares(sphere(23))
+    assert set(cut) == {"i last"} and cut["i last"] == pytest.approx(64 / 100, abs=0.06)

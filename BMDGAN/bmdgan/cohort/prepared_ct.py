@@ -116,6 +116,14 @@ def prepared_bones(folder: Path, ct_id: str) -> list[str]:
     return [key for key in (ct_id, side_key(ct_id, "left"), side_key(ct_id, "right")) if has_prepared(folder, key)]
 
 
+def pf_scan_cuts(folder: Path, key: str) -> dict[str, float]:
+    """:func:`bmdgan.ct.pf_region.scan_cut_shares` of a prepared bone's PF region (read from its cache alone)."""
+    from ..ct.pf_region import scan_cut_shares
+
+    with np.load(folder / f"{key}.npz") as arrays:
+        return scan_cut_shares(arrays["pf"].astype(bool))
+
+
 def sides_record_path(folder: Path, ct_id: str) -> Path:
     return folder / f"{ct_id}.sides.json"
 

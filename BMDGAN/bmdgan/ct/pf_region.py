@@ -118,6 +118,19 @@ def mask_box(mask: np.ndarray, margin_voxels: int = 2) -> tuple[slice, ...] | No
     return tuple(box)
 
 
+def scan_cut_shares(region: np.ndarray) -> dict[str, float]:
+    """For each face of the scan the region ``[k, j, i]`` touches (``"k first"`` ... ``"i last"``): its voxels on that
+    face as a share of its largest section parallel to it. Near 0: a few voxels graze the edge; near 1: the scan cuts
+    the bone through its middle, so the region (and its CT-aBMD) is only the part in view."""
+    shares = {}
+    for axis, name in enumerate("kji"):
+        section = region.sum(axis=tuple(a for a in range(3) if a != axis))
+        for end, face in ((0, "first"), (-1, "last")):
+            if section[end] > 0:
+                shares[f"{name} {face}"] = float(section[end] / section.max())
+    return shares
+
+
 def pf_region(femur: np.ndarray, geometry: VolumeGeometry, landmarks: Landmarks) -> PFRegion:
     """Cut the femur label into the PF region (see the module docstring); the work is done in the femur's box."""
     notes = []
@@ -149,21 +162,18 @@ def pf_region(femur: np.ndarray, geometry: VolumeGeometry, landmarks: Landmarks)
             "the PF region is empty after the cuts",
             "check the landmarks: the head-neck points must lie between the head and the shaft points",
         )
-    on_edge = (
-        region[0].any()
-        or region[-1].any()
-        or region[:, 0].any()
-        or region[:, -1].any()
-        or region[:, :, 0].any()
-        or region[:, :, -1].any()
-    )
-    if on_edge:
-        notes.append("the PF region touches the edge of the scan: part of it may be outside the field of view")
+    cut = scan_cut_shares(region)
+    if cut:
+        faces = ", ".join(f"{face} {share:.0%}" for face, share in cut.items())
+        notes.append(
+            f"the PF region touches the edge of the scan ({faces} of its section): part of it may be outside the "
+            "field of view"
+        )
     return PFRegion(
         region,
         top,
         bottom,
-        complete=bottom is not None and not on_edge,
+        complete=bottom is not None and not cut,
         notes=notes,
         head_centre_lps=cuts.head_centre_lps,
         head_cut_reach_mm=cuts.head_cut_reach_mm,

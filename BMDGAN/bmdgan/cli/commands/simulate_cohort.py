@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bmdgan.cli.ct_options import add_segmentation
 from bmdgan.cli.options import add_image_size, add_out, add_seed, comma_list, non_negative_int, positive_int
 
@@ -75,9 +77,22 @@ def add_arguments(parser) -> None:
     add_segmentation(parser)
 
 
+def _scan_cuts(prepared_folder: Path, ct_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Bones whose PF region the scan cuts (face: share of the region's section), each printed: used, but their
+    CT-aBMD and radiographs are of the part of the bone in view."""
+    from bmdgan.cohort.prepared_ct import pf_scan_cuts, prepared_bones
+
+    cuts = {}
+    for key in [key for ct_id in ct_ids for key in prepared_bones(prepared_folder, ct_id)]:
+        if shares := pf_scan_cuts(prepared_folder, key):
+            cuts[key] = shares
+            faces = ", ".join(f"{face} {share:.0%}" for face, share in shares.items())
+            print(f"  {key}: the scan cuts its PF region ({faces} of its section); its truth is of the part in view")
+    return cuts
+
+
 def run(args) -> int:
     import json
-    from pathlib import Path
 
     from bmdgan.atomic import atomic_write_text
     from bmdgan.cli.ct_options import ct_paths, segmentations_of
@@ -125,6 +140,7 @@ def run(args) -> int:
     print(f"simulating {len(ct_ids) * args.patients_per_ct} virtual patients x {len(poses)} poses...")
     summary = simulate_cohort(settings, ct_ids, out, args.workers)
     summary["skipped_cts"] = skipped
+    summary["pf_region_cut_by_scan"] = _scan_cuts(prepared_folder, ct_ids)
     if args.picture:
         summary["picture"] = _picture(settings, ct_ids, Path(args.picture))
     atomic_write_text(out / "cohort_summary.json", json.dumps(summary, indent=2))
