@@ -90,16 +90,12 @@ def physics_rows(prepared_folder: str, patients: int) -> list[tuple[str, float, 
         str(folder), seed=cohort["seed"], acquisition=cohort["acquisition"], image_shape=tuple(cohort["image_shape"])
     )
     ct_ids = sorted(path.name[: -len(".sides.json")] for path in folder.glob("*.sides.json"))
-    bones = [
-        (ct_id, key, len(prepared_bones(folder, ct_id)) > 1)
-        for ct_id in ct_ids
-        for key in prepared_bones(folder, ct_id)
-    ]
+    bones_of = {ct_id: prepared_bones(folder, ct_id) for ct_id in ct_ids}
     rows = []
-    for ct_id, key, two_hips in tqdm(bones, desc="bones"):
-        prepared, projector = ct_projector(str(folder), key, crop_to_hip=two_hips)
+    for ct_id, key in tqdm([(ct_id, key) for ct_id, keys in bones_of.items() for key in keys], desc="bones"):
+        prepared, projector = ct_projector(str(folder), key, crop_to_hip=len(bones_of[ct_id]) > 1)
         for index in range(patients):
-            patient = patient_of(settings, ct_id, index, prepared_bones(folder, ct_id)[0])
+            patient = patient_of(settings, ct_id, index, bones_of[ct_id][0])
             for pose in ("standing", "abduction"):
                 record, images, simulated, _ = simulate_case(settings, prepared, projector, patient, pose)
                 flips = orientation_flips(prepared, simulated.geometry)

@@ -40,15 +40,14 @@ def main() -> None:
 
     import torch
 
-    from bmdgan.cohort.prepared_ct import load_prepared
-    from bmdgan.ct.pf_region import scan_cut_shares
+    from bmdgan.cohort.prepared_ct import load_prepared, pf_scan_cuts
 
     torch.set_num_threads(1)
     folder = Path(args.prepared)
     keys = sorted(path.stem for path in folder.glob("*.npz") if "-a" not in path.stem)
     print("| bone | PF region cut by the scan (face: share of its section) |\n| --- | --- |")
     for key in keys:
-        cuts = scan_cut_shares(load_prepared(folder, key).pf_mask)
+        cuts = pf_scan_cuts(folder, key)
         print(f"| {key} | {', '.join(f'{face} {share:.0%}' for face, share in cuts.items()) or 'whole'} |")
     print("\n| bone | fits | median shift (mm) | largest shift (mm) | radii (mm) |\n| --- | --- | --- | --- | --- |")
     medians = []

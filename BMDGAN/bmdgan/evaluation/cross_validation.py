@@ -44,20 +44,30 @@ def pooled_metrics(rows: list[dict]) -> dict:
     return result
 
 
+def _pairs_by_source(rows: list[dict], key: str, target: str, source_of: dict[str, str]) -> dict[str, list]:
+    """(estimate, truth) of every finite prediction in column ``key``, grouped by source CT (``source_of``: case id
+    -> CT; a case it does not name is its own patient)."""
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        estimate, truth = float(row[key]), float(row[f"{target}_truth"])
+        if math.isfinite(estimate) and math.isfinite(truth):
+            pairs.setdefault(source_of.get(row["case_id"], row["patient_id"]), []).append((estimate, truth))
+    return pairs
+
+
 def per_source_bias(rows: list[dict], source_of: dict[str, str]) -> dict:
     """Per method and target, each source CT's bias (mean estimate - truth), MAE and image count over the pooled
     predictions: with whole CTs held out, a CT-specific offset is what pooled PCC alone hides (issue 22).
     ``source_of``: case id -> source CT (:func:`bmdgan.datasets.folds.source_ct_of`)."""
     result: dict = {}
     for method, target, key in estimate_columns(rows[0]):
-        errors: dict[str, list[float]] = {}
-        for row in rows:
-            error = float(row[key]) - float(row[f"{target}_truth"])
-            if math.isfinite(error):
-                errors.setdefault(source_of.get(row["case_id"], row["patient_id"]), []).append(error)
         result.setdefault(method, {})[target] = {
-            ct: {"n": len(e), "bias": sum(e) / len(e), "mae": sum(abs(x) for x in e) / len(e)}
-            for ct, e in sorted(errors.items())
+            ct: {
+                "n": len(p),
+                "bias": sum(e - t for e, t in p) / len(p),
+                "mae": sum(abs(e - t) for e, t in p) / len(p),
+            }
+            for ct, p in sorted(_pairs_by_source(rows, key, target, source_of).items())
         }
     return result
 
@@ -77,11 +87,7 @@ def spread_diagnosis(rows: list[dict], source_of: dict[str, str]) -> dict:
     ``per_ct_pcc``."""
     result: dict = {}
     for method, target, key in estimate_columns(rows[0]):
-        pairs: dict[str, list[tuple[float, float]]] = {}
-        for row in rows:
-            estimate, truth = float(row[key]), float(row[f"{target}_truth"])
-            if math.isfinite(estimate) and math.isfinite(truth):
-                pairs.setdefault(source_of.get(row["case_id"], row["patient_id"]), []).append((estimate, truth))
+        pairs = _pairs_by_source(rows, key, target, source_of)
         per_ct = {ct: _pcc(*map(list, zip(*p))) for ct, p in sorted(pairs.items())}
         unbiased, truths, estimates = [], [], []
         for p in pairs.values():
