@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bmdgan.cohort.channels import CHANNELS, channel_volumes, combine
+from bmdgan.cohort.channels import CHANNELS, SOFT_TISSUE_CAP_HU, channel_volumes, combine, pad_across_beam
 from bmdgan.cohort.generator import (
     CohortSettings,
     hip_geometry,
@@ -92,6 +92,40 @@ def test_channels_at_unit_factors_equal_the_simulator_materials():
     fatter = combine(projected, 1.0, 1.0, 30.0, geometry.row_spacing_mm)
     body = projected["soft_base"] > 1.0
     assert np.median(fatter["materials"][0][body] - parts["materials"][0][body]) == pytest.approx(2.85, rel=0.05)
+
+
+@pytest.mark.parametrize("flip_superior", [False, True])
+def test_a_cropped_ct_is_continued_out_of_the_view_with_its_shaft_below(flip_superior):
+    prepared = synthetic_femur(flip_superior)
+    geometry, centre, up = prepared.hu.geometry, prepared.pf_centre_lps, prepared.frame_axes[2]
+    hu, density, bone, pf, padded_geometry = pad_across_beam(
+        prepared.hu.array, prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask, geometry, centre, up, 150.0
+    )
+    # The beam axis (j, along LPS y) is untouched; i and k now reach 150 mm from the PF centre on both sides.
+    assert hu.shape[1] == prepared.hu.array.shape[1]
+    to_ijk = np.linalg.inv(padded_geometry.ijk_to_lps())
+    centre_ijk = (to_ijk @ np.append(centre, 1.0))[:3]
+    for axis, kji_axis in ((0, 2), (2, 0)):
+        low_mm = centre_ijk[axis] * padded_geometry.spacing_mm[axis]
+        high_mm = (hu.shape[kji_axis] - 1 - centre_ijk[axis]) * padded_geometry.spacing_mm[axis]
+        assert min(low_mm, high_mm) >= 150.0 - 1e-6
+    # The scan itself is where it was, unchanged.
+    start = np.round(to_ijk @ np.append(geometry.origin_mm, 1.0))[:3].astype(int)
+    core = tuple(slice(s, s + n) for s, n in zip(start[::-1], prepared.hu.array.shape))
+    np.testing.assert_array_equal(hu[core], prepared.hu.array)
+    np.testing.assert_array_equal(density[core], prepared.density_mg_cm3)
+    # Below the scan the shaft goes on: every added slice carries the last slice's mineral and bone label; the PF
+    # region is never continued, and nowhere else does padding make bone (soft tissue at most).
+    inferior = slice(0, start[2]) if not flip_superior else slice(start[2] + prepared.hu.array.shape[0], None)
+    last = prepared.density_mg_cm3[0 if not flip_superior else -1].sum()
+    assert last > 0
+    np.testing.assert_allclose(density[inferior].sum(axis=(1, 2)), last)
+    assert bone[inferior].sum() == prepared.bone_mask[0 if not flip_superior else -1].sum() * hu[inferior].shape[0]
+    assert pf.sum() == prepared.pf_mask.sum()
+    outside = np.ones(hu.shape, bool)
+    outside[core] = False
+    outside[inferior] = False
+    assert density[outside].max() == 0 and hu[outside].max() <= SOFT_TISSUE_CAP_HU
 
 
 @pytest.mark.parametrize("flip_superior, flip_left_right", [(False, False), (True, False), (False, True), (True, True)])

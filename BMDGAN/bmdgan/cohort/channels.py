@@ -20,8 +20,6 @@ from scipy.ndimage import gaussian_filter
 from ..io import VolumeGeometry
 from ..projection.materials import MaterialModel, decompose_hu
 
-SOFT_TISSUE_PAD_MM = 80.0
-"""How far the CT's boundary soft tissue is continued outward (mm) across the beam (see :func:`pad_across_beam`)."""
 SOFT_TISSUE_CAP_HU = 60.0
 """Boundary voxels are continued with at most this HU: tissue continues beyond the scan, bone is not invented."""
 CHANNELS = ("adipose", "soft_base", "ha_trab", "ha_cort", "bone_trab", "bone_cort", "pf_trab", "pf_cort")
@@ -77,28 +75,70 @@ def combine(
     }
 
 
-def pad_across_beam(hu: np.ndarray, masks: list[np.ndarray], geometry, margin_mm: float = SOFT_TISSUE_PAD_MM):
-    """Continue a cropped CT's boundary tissue outward along the two index axes across an AP beam.
+def pad_across_beam(
+    hu: np.ndarray,
+    density_mg_cm3: np.ndarray,
+    bone_mask: np.ndarray,
+    pf_mask: np.ndarray,
+    geometry: VolumeGeometry,
+    centre_lps: np.ndarray,
+    up_lps: np.ndarray,
+    reach_mm: float,
+):
+    """Continue a cropped CT outward across an AP beam until it reaches ``reach_mm`` from ``centre_lps`` (the PF
+    centre) along both index axes across the beam, so that no edge of the scan falls inside the simulated view.
 
     The shared CTs are crops around a tumour: their soft tissue ends at the box, which a radiograph would show as
-    a hard rectangle. The boundary slices are repeated outward (capped at soft tissue, so no bone is made up) for
-    ``margin_mm``; the axis closest to the AP (LPS y) direction is left alone, since the beam integrates along
-    it. Masks are padded with zeros. Returns (hu, masks, geometry) on the larger grid.
+    a hard rectangle, and a short scan's femoral shaft would end in mid-thigh. The boundary slices are repeated
+    outward: capped at soft tissue (no bone is made up) on every side but the inferior one (the side ``up_lps``
+    points away from), where the shaft's section continues with its calibrated density and its bone label, as a
+    femoral shaft does below a scan's last slice. The PF region is never continued. The index axis closest to the
+    AP (LPS y) direction is left alone, since the beam integrates along it. Returns (hu, density, bone, pf,
+    geometry) on the larger grid.
     """
-
-    direction = np.asarray(geometry.direction)
+    direction = np.asarray(geometry.direction, float)
+    spacing = np.asarray(geometry.spacing_mm, float)
     beam_axis_ijk = int(np.argmax(np.abs(direction[1])))  # index axis (i, j, k) most aligned with LPS y
-    pads_ijk = [
-        0 if axis == beam_axis_ijk else int(np.ceil(margin_mm / geometry.spacing_mm[axis])) for axis in range(3)
-    ]
-    pad_kji = [(pads_ijk[2],) * 2, (pads_ijk[1],) * 2, (pads_ijk[0],) * 2]
-    capped = np.minimum(hu, SOFT_TISSUE_CAP_HU)
-    padded = np.pad(capped, pad_kji, mode="edge")
-    core = tuple(slice(p[0], p[0] + n) for p, n in zip(pad_kji, hu.shape))
-    padded[core] = hu
-    origin = np.asarray(geometry.origin_mm) - direction @ (np.array(pads_ijk) * np.asarray(geometry.spacing_mm))
-    new_geometry = VolumeGeometry(geometry.spacing_mm, tuple(origin), direction)
-    return padded, [np.pad(m, pad_kji) for m in masks], new_geometry
+    shape_ijk = hu.shape[::-1]
+    centre_ijk = np.linalg.solve(direction * spacing, np.asarray(centre_lps, float) - np.asarray(geometry.origin_mm))
+    pads_ijk = []
+    for axis in range(3):
+        if axis == beam_axis_ijk:
+            pads_ijk.append((0, 0))
+            continue
+        below = reach_mm - centre_ijk[axis] * spacing[axis]
+        above = reach_mm - (shape_ijk[axis] - 1 - centre_ijk[axis]) * spacing[axis]
+        pads_ijk.append(tuple(max(int(np.ceil(extent / spacing[axis])), 0) for extent in (below, above)))
+    upward = direction.T @ np.asarray(up_lps, float)  # how far each index axis points up
+    shaft_axis = int(np.argmax(np.abs(upward)))
+    inferior_end = 0 if upward[shaft_axis] > 0 else 1  # the low-index end is inferior when the index runs upward
+    pad_kji = pads_ijk[::-1]
+
+    def continued(array, cap=None, shaft=True):
+        padded = np.pad(array if cap is None else np.minimum(array, cap), pad_kji, mode="edge" if cap else "constant")
+        core = tuple(slice(p[0], p[0] + n) for p, n in zip(pad_kji, array.shape))
+        padded[core] = array
+        if shaft and pads_ijk[shaft_axis][inferior_end]:
+            slab = [slice(None)] * 3
+            edge = [slice(None)] * 3
+            kji_axis = 2 - shaft_axis
+            width = pads_ijk[shaft_axis][inferior_end]
+            if inferior_end == 0:
+                slab[kji_axis], edge[kji_axis] = slice(0, width), slice(width, width + 1)
+            else:
+                n = padded.shape[kji_axis]
+                slab[kji_axis], edge[kji_axis] = slice(n - width, n), slice(n - width - 1, n - width)
+            padded[tuple(slab)] = padded[tuple(edge)]
+        return padded
+
+    origin = np.asarray(geometry.origin_mm) - direction @ (np.array([low for low, _ in pads_ijk]) * spacing)
+    return (
+        continued(hu, cap=SOFT_TISSUE_CAP_HU),
+        continued(density_mg_cm3),
+        continued(bone_mask),
+        continued(pf_mask, shaft=False),
+        VolumeGeometry(geometry.spacing_mm, tuple(origin), geometry.direction),
+    )
 
 
 PELVIS_COMMON_CHANNELS = ("adipose", "soft_base", "ha_trab", "ha_cort", "bone_trab", "bone_cort")

@@ -72,10 +72,11 @@ def render_shape(output_shape: tuple[int, int]) -> tuple[int, int]:
     return int(round(RENDER_FIELD_MM[0] / pitch)), int(round(RENDER_FIELD_MM[1] / pitch))
 
 
-HIP_BOX_MM = (160.0, 220.0, 200.0)
-"""Half-width (x), extent below and extent above (z) of the part of a whole-pelvis CT (mm, around the PF centre)
-that one hip's single-hip view can reach (its field of view, magnified at the body's front, turned by the poses);
-cropping to it keeps the projector's memory to one hip."""
+RENDER_REACH_MM = round(0.5 * float(np.hypot(*RENDER_FIELD_MM)) * 1.25)
+"""How far from the PF centre (mm) a single-hip view can see: :data:`RENDER_FIELD_MM`'s half diagonal (any turn of
+the pose), with 25 % for the cone's spread behind the centre (source to centre 750-1000 mm, the body up to 150 mm
+deeper) and the detector's shift. A whole-pelvis CT is cropped to it around the hip (keeping the projector's
+memory to one hip); a cropped CT is continued out to it (:func:`bmdgan.cohort.channels.pad_across_beam`)."""
 VIEWS = ("auto", "hip", "ap-pelvis")
 
 
@@ -178,8 +179,8 @@ _WORKER_CACHE: dict = {}
 
 
 def _hip_box(prepared: PreparedCT) -> tuple[slice, ...]:
-    """Index box [k, j, i] of a whole-pelvis CT that one hip's single-hip view can reach (:data:`HIP_BOX_MM`)."""
-    half_x, below, above = HIP_BOX_MM
+    """Index box [k, j, i] of a whole-pelvis CT that one hip's single-hip view can reach (:data:`RENDER_REACH_MM`)."""
+    half_x = below = above = RENDER_REACH_MM
     centre = prepared.pf_centre_lps
     corners = np.array(
         [
@@ -202,7 +203,7 @@ def _hip_box(prepared: PreparedCT) -> tuple[slice, ...]:
 
 def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
     """One hip's 8-channel projector (single-hip view), built once per worker process; ``crop_to_hip``: keep only
-    the part of a whole-pelvis CT around that hip (:data:`HIP_BOX_MM`)."""
+    the part of a whole-pelvis CT around that hip (:data:`RENDER_REACH_MM`)."""
     if _WORKER_CACHE.get("key") != ("hip", key):
         from ..projection.projector import Projector
 
@@ -219,7 +220,9 @@ def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
                 tuple(np.asarray(geometry.origin_mm) + np.asarray(geometry.direction) @ (start * geometry.spacing_mm)),
                 geometry.direction,
             )
-        hu, (density, bone, pf), geometry = pad_across_beam(arrays[0], arrays[1:], geometry)
+        hu, density, bone, pf, geometry = pad_across_beam(
+            *arrays, geometry, prepared.pf_centre_lps, prepared.frame_axes[2], RENDER_REACH_MM
+        )
         volumes = channel_volumes(hu, density, bone, pf)
         _WORKER_CACHE.update(
             key=("hip", key),
