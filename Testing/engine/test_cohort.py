@@ -307,6 +307,23 @@ def test_the_scan_cuts_of_thigh_crops_are_measured(real_cohort):
     assert 0 < cuts["STS_015"]["i last"] < 0.1
 
 
+def test_simulate_cohort_refuses_the_cts_whose_scan_cuts_a_pf_region_beyond_the_limit(
+    real_cohort, shared_data, tmp_path
+):
+    from bmdgan.cli.main import main
+
+    out = tmp_path / "cohort"
+    out.mkdir()
+    (out / "prepared").symlink_to(real_cohort / "prepared")  # already prepared: the cache is reused
+    crops = [str(shared_data / "ct" / "ibsi_sts" / f"{case}.nii.gz") for case in ("STS_015", "STS_029", "STS_036")]
+    common = ["--patients-per-ct", "1", "--poses", "standing", "--image-size", "64x32", "--fold-count", "2"]
+    assert main(["simulate-cohort", *crops, "--out", str(out), *common, "--max-pf-cut", "30%", "--workers", "1"]) == 0
+    summary = json.loads((out / "cohort_summary.json").read_text())
+    assert list(summary["skipped_cts"]) == ["STS_029"]  # 35 % of its section cut; STS_036's 26 % is kept
+    assert "j last face, 35% of its section > --max-pf-cut 30%" in summary["skipped_cts"]["STS_029"]
+    assert sorted({r.patient_id.split("-")[0] for r in read_manifest(out)}) == ["STS_015", "STS_036"]
+
+
 @pytest.mark.slow
 def test_radiograph_intensity_does_not_measure_bmd_but_the_pf_drr_does(real_cohort):
     """The paper's Fig. 1: the mean radiograph intensity in the PF region follows the ground-truth aBMD only

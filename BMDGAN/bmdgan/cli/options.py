@@ -149,6 +149,17 @@ def positive_mm(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """argparse type of a share of a whole (0 to 1; ``"0.1"`` or ``"10%"``)."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share (write e.g. 0.1 or 10%)") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1 (0 % and 100 %)")
+    return value
+
+
 def image_size(text: str) -> tuple[int, int]:
     """argparse type of ``--image-size``: ``"512x256"`` -> ``(512, 256)`` (rows, columns; pixels)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from bmdgan.cli.ct_options import add_segmentation
-from bmdgan.cli.options import add_image_size, add_out, add_seed, comma_list, non_negative_int, positive_int
+from bmdgan.cli.options import (
+    add_image_size,
+    add_out,
+    add_seed,
+    comma_list,
+    non_negative_int,
+    positive_int,
+    share,
+)
 
 HELP = "generate a virtual cohort from real CTs: varied bone density, soft tissue, pose and acquisition"
 
@@ -73,6 +81,13 @@ def add_arguments(parser) -> None:
         "trabecular loss; bmdgan.cohort.anatomy), each prepared from its own deformed CT and kept in its "
         "source CT's fold (default 0)",
     )
+    parser.add_argument(
+        "--max-pf-cut",
+        type=share,
+        metavar="SHARE",
+        help="refuse a CT whose scan cuts one of its PF regions by more than SHARE of the region's section "
+        "(e.g. 0.1): such a bone's CT-aBMD is that of the part in view (default: keep every CT and list the cuts)",
+    )
     parser.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
     add_segmentation(parser)
 
@@ -89,6 +104,24 @@ def _scan_cuts(prepared_folder: Path, ct_ids: list[str]) -> dict[str, dict[str, 
             faces = ", ".join(f"{face} {share:.0%}" for face, share in shares.items())
             print(f"  {key}: the scan cuts its PF region ({faces} of its section); its truth is of the part in view")
     return cuts
+
+
+def refuse_cut_bones(prepared_folder: Path, ct_ids: list[str], max_share: float) -> dict[str, str]:
+    """Reasons by CT id for the CTs whose scan cuts one of their PF regions by more than ``max_share`` of the
+    region's section (:func:`bmdgan.cohort.prepared_ct.pf_scan_cuts`)."""
+    from bmdgan.cohort.prepared_ct import pf_scan_cuts, prepared_bones
+
+    refused = {}
+    for ct_id in ct_ids:
+        for key in prepared_bones(prepared_folder, ct_id):
+            face, worst = max(pf_scan_cuts(prepared_folder, key).items(), key=lambda item: item[1], default=("", 0.0))
+            if worst > max_share:
+                refused[ct_id] = (
+                    f"the scan cuts {key}'s PF region ({face} face, {worst:.0%} of its section > --max-pf-cut "
+                    f"{max_share:.0%}): its CT-aBMD would be that of the part in view"
+                )
+                break
+    return refused
 
 
 def run(args) -> int:
@@ -128,8 +161,14 @@ def run(args) -> int:
     ct_ids, skipped = prepare_cts(paths, prepared_folder, segmentations=segmentations)
     for ct_id, reason in skipped.items():
         print(f"  skipped {ct_id}: {reason}")
+    if args.max_pf_cut is not None:
+        refused = refuse_cut_bones(prepared_folder, ct_ids, args.max_pf_cut)
+        for ct_id, reason in refused.items():
+            print(f"  skipped {ct_id}: {reason}")
+        skipped.update(refused)
+        ct_ids = [ct_id for ct_id in ct_ids if ct_id not in refused]
     if not ct_ids:
-        raise InputError(None, "no CT could be prepared", "see the reasons above")
+        raise InputError(None, "no CT is left to simulate", "see the reasons above")
     if args.anatomies:
         print(f"making {args.anatomies} virtual anatomies of every bone (deformed CTs, measured again)...")
         anatomies, failed = prepare_anatomies(prepared_folder, ct_ids, args.anatomies, args.seed)
