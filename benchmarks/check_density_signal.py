@@ -81,7 +81,7 @@ def physics_rows(prepared_folder: str, patients: int) -> list[tuple[str, float, 
     from tqdm import tqdm
 
     from bmdgan.cohort.generator import CohortSettings, ct_projector, orientation_flips, patient_of, simulate_case
-    from bmdgan.cohort.prepared_ct import prepared_bones
+    from bmdgan.cohort.prepared_ct import real_bones
     from bmdgan.datasets.normalise import plan_hip_roi
 
     folder = Path(prepared_folder)
@@ -89,8 +89,7 @@ def physics_rows(prepared_folder: str, patients: int) -> list[tuple[str, float, 
     settings = CohortSettings(
         str(folder), seed=cohort["seed"], acquisition=cohort["acquisition"], image_shape=tuple(cohort["image_shape"])
     )
-    ct_ids = sorted(path.name[: -len(".sides.json")] for path in folder.glob("*.sides.json"))
-    bones_of = {ct_id: prepared_bones(folder, ct_id) for ct_id in ct_ids}
+    bones_of = real_bones(folder)
     rows = []
     for ct_id, key in tqdm([(ct_id, key) for ct_id, keys in bones_of.items() for key in keys], desc="bones"):
         prepared, projector = ct_projector(str(folder), key, crop_to_hip=len(bones_of[ct_id]) > 1)

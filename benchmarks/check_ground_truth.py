@@ -40,11 +40,11 @@ def main() -> None:
 
     import torch
 
-    from bmdgan.cohort.prepared_ct import load_prepared, pf_scan_cuts
+    from bmdgan.cohort.prepared_ct import load_prepared, pf_scan_cuts, real_bones
 
     torch.set_num_threads(1)
     folder = Path(args.prepared)
-    keys = sorted(path.stem for path in folder.glob("*.npz") if "-a" not in path.stem)
+    keys = [key for keys in real_bones(folder).values() for key in keys]
     print("| bone | PF region cut by the scan (face: share of its section) |\n| --- | --- |")
     for key in keys:
         cuts = pf_scan_cuts(folder, key)

@@ -92,9 +92,10 @@ def test_regional_trabecular_loss_lowers_the_density_by_the_mineral_it_removes(s
 @pytest.mark.slow
 def test_anatomies_are_cohort_entries_of_their_source_ct_and_resume(source, tmp_path):
     from bmdgan.cohort.anatomy import prepare_anatomies
-    from bmdgan.cohort.prepared_ct import load_prepared, save_prepared
+    from bmdgan.cohort.prepared_ct import load_prepared, real_bones, save_prepared, sides_record_path
 
     save_prepared(source, tmp_path)
+    sides_record_path(tmp_path, "STS_012").write_text("{}")  # as prepare_cts leaves for a CT read from a file
     entries, skipped = prepare_anatomies(tmp_path, ["STS_012"], 1, seed=3, progress=False)
     assert skipped == {} and entries == ["STS_012-a00"]
     made = load_prepared(tmp_path, "STS_012-a00")
@@ -103,6 +104,7 @@ def test_anatomies_are_cohort_entries_of_their_source_ct_and_resume(source, tmp_
     recorded = json.loads((tmp_path / "STS_012-a00.anatomy.json").read_text())
     assert recorded["size_factor"] == draw.size_factor and recorded["source_key"] == "STS_012"
     assert made.calibration["full_ct_abmd_g_cm2"] != source.calibration["full_ct_abmd_g_cm2"]  # measured anew
+    assert real_bones(tmp_path) == {"STS_012": ["STS_012"]}  # the real bone, not its anatomy
     stamp = (tmp_path / "STS_012-a00.npz").stat().st_mtime_ns
     assert prepare_anatomies(tmp_path, ["STS_012"], 1, seed=3, progress=False) == (entries, {})
     assert (tmp_path / "STS_012-a00.npz").stat().st_mtime_ns == stamp  # kept, not made again

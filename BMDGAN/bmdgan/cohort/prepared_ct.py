@@ -116,6 +116,14 @@ def prepared_bones(folder: Path, ct_id: str) -> list[str]:
     return [key for key in (ct_id, side_key(ct_id, "left"), side_key(ct_id, "right")) if has_prepared(folder, key)]
 
 
+def real_bones(folder: Path) -> dict[str, list[str]]:
+    """Cache keys of the prepared hips of every real CT in ``folder``, by CT id, sorted: the CTs that
+    :func:`bmdgan.cohort.generator.prepare_cts` read from a file (each has a sides record), not the virtual
+    anatomies made from them."""
+    ct_ids = sorted(path.name[: -len(".sides.json")] for path in Path(folder).glob("*.sides.json"))
+    return {ct_id: keys for ct_id in ct_ids if (keys := prepared_bones(Path(folder), ct_id))}
+
+
 def pf_scan_cuts(folder: Path, key: str) -> dict[str, float]:
     """:func:`bmdgan.ct.pf_region.scan_cut_shares` of a prepared bone's PF region (read from its cache alone)."""
     from ..ct.pf_region import scan_cut_shares

@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from ..io.volume import Volume
 from . import grid
-from .midline import lateral_direction
+from .midline import lateral_of, midline_offset_lps
 
 HEAD_RADIUS_RANGE_MM = (17.0, 32.0)
 """Adult femoral head radius range (mm) accepted as a head."""
@@ -67,8 +67,13 @@ class FemoralHead:
     in_view: np.ndarray = field(repr=False)
     neck_rays: np.ndarray = field(repr=False)
     joint_radius_mm: np.ndarray = field(repr=False)
-    lateral: np.ndarray = field(default_factory=lambda: np.zeros(3), repr=False)
-    """Unit LPS vector from the body's midline towards the head, axial plane (:mod:`.midline`); zeros if unknown."""
+    midline_offset_lps: np.ndarray | None = field(default=None, repr=False)
+    """LPS vector (mm, axial plane) from the body's midline to the centre (:mod:`.midline`); None if unknown."""
+
+    @property
+    def lateral(self) -> np.ndarray:
+        """Unit LPS vector from the body's midline towards the head, axial plane; zeros if unknown."""
+        return lateral_of(self.midline_offset_lps)
 
     @property
     def surface_points_lps(self) -> np.ndarray:
@@ -309,7 +314,7 @@ def describe_sphere(
         in_view,
         neck_rays,
         joint,
-        lateral_direction(volume, centre),
+        midline_offset_lps(volume, centre),
     )
 
 

@@ -51,7 +51,6 @@ from .head import (
     seeds_near_shaft_ends,
     smoothed_hu,
 )
-from .midline import midline_offset_lps
 from .segmentation import METAL_HU
 from .shaft import Shaft, find_shaft, find_shafts
 from .socket import centre_in_socket
@@ -152,9 +151,9 @@ def _may_fit(start: np.ndarray, shaft: Shaft) -> bool:
     return offset <= 65.0 + slack and -20.0 - slack <= beyond_end <= 45.0 + slack
 
 
-def _off_midline(ct: Volume, head: FemoralHead) -> bool:
+def _off_midline(head: FemoralHead) -> bool:
     """Whether a head without a shaft lies where a hip can: :data:`MIN_HEAD_MIDLINE_OFFSET_MM` from the midline."""
-    offset = midline_offset_lps(ct, head.centre_lps)
+    offset = head.midline_offset_lps
     return offset is not None and float(np.linalg.norm(offset)) >= MIN_HEAD_MIDLINE_OFFSET_MM
 
 
@@ -203,7 +202,7 @@ def find_hips(ct: Volume, smooth: np.ndarray | None = None) -> list[Hip]:
                 break
             if neck_points_down(head) and _far_from(head, [p[0] for p in pairs], MIN_HIP_SEPARATION_MM):
                 shaft = _local_shaft(ct, smooth, head)
-                if shaft is not None or (not shafts and _off_midline(ct, head)):
+                if shaft is not None or (not shafts and _off_midline(head)):
                     pairs.append((head, shaft))  # next to a shaft found in the CT, only a femur with its own
     metal = grid.index_to_lps(ct.geometry, np.argwhere(ct.array > METAL_HU))
     voxel_cm3 = ct.voxel_volume_mm3() / 1000.0

@@ -35,8 +35,8 @@ def midline_offset_lps(volume: Volume, centre_lps: np.ndarray) -> np.ndarray | N
     return offset
 
 
-def lateral_direction(volume: Volume, centre_lps: np.ndarray) -> np.ndarray:
-    """Unit LPS vector in the axial (x, y) plane from the body's midline towards ``centre_lps``; zeros if unknown."""
-    offset = midline_offset_lps(volume, centre_lps)
+def lateral_of(offset: np.ndarray | None) -> np.ndarray:
+    """Unit LPS vector in the axial (x, y) plane along a :func:`midline_offset_lps` (from the midline outward); zeros
+    if the offset is unknown or shorter than :data:`MIN_OFFSET_MM`."""
     length = 0.0 if offset is None else float(np.linalg.norm(offset))
     return offset / length if length >= MIN_OFFSET_MM else np.zeros(3)
