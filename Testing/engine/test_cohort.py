@@ -94,38 +94,37 @@ def test_channels_at_unit_factors_equal_the_simulator_materials():
     assert np.median(fatter["materials"][0][body] - parts["materials"][0][body]) == pytest.approx(2.85, rel=0.05)
 
 
-@pytest.mark.parametrize("flip_superior", [False, True])
-def test_a_cropped_ct_is_continued_out_of_the_view_with_its_shaft_below(flip_superior):
-    prepared = synthetic_femur(flip_superior)
-    geometry, centre, up = prepared.hu.geometry, prepared.pf_centre_lps, prepared.frame_axes[2]
+@pytest.mark.parametrize("tilt_deg", [0.0, 30.0])
+def test_a_cropped_ct_is_continued_across_the_body_out_of_the_view(tilt_deg):
+    """Padded along i and k (not j, the body's depth) to the reach, plus the sideways travel of a beam tilted
+    towards k across the body's depth (analytic); tissue continued, capped; no bone made up."""
+    prepared = synthetic_femur()
+    geometry, centre = prepared.hu.geometry, prepared.pf_centre_lps
+    beam = np.array([0.0, np.cos(np.radians(tilt_deg)), np.sin(np.radians(tilt_deg))])
     hu, density, bone, pf, padded_geometry = pad_across_beam(
-        prepared.hu.array, prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask, geometry, centre, up, 150.0
+        prepared.hu.array, prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask, geometry, centre, beam, 150.0
     )
-    # The beam axis (j, along LPS y) is untouched; i and k now reach 150 mm from the PF centre on both sides.
     assert hu.shape[1] == prepared.hu.array.shape[1]
     to_ijk = np.linalg.inv(padded_geometry.ijk_to_lps())
     centre_ijk = (to_ijk @ np.append(centre, 1.0))[:3]
-    for axis, kji_axis in ((0, 2), (2, 0)):
-        low_mm = centre_ijk[axis] * padded_geometry.spacing_mm[axis]
-        high_mm = (hu.shape[kji_axis] - 1 - centre_ijk[axis]) * padded_geometry.spacing_mm[axis]
-        assert min(low_mm, high_mm) >= 150.0 - 1e-6
-    # The scan itself is where it was, unchanged.
+    assert abs(centre[1]) < 1e-9
+    depth_mm = 54.0  # body voxels (fat included, above -300 HU) lie at y = -54 ... 54 mm
+    for axis, kji_axis, extra in ((0, 2, 0.0), (2, 0, depth_mm * np.tan(np.radians(tilt_deg)))):
+        spacing = padded_geometry.spacing_mm[axis]
+        low_mm = centre_ijk[axis] * spacing
+        high_mm = (hu.shape[kji_axis] - 1 - centre_ijk[axis]) * spacing
+        assert 150.0 + extra - 1e-6 <= min(low_mm, high_mm) and max(low_mm, high_mm) < 150.0 + extra + spacing
+    # The scan itself is where it was, unchanged; outside it tissue goes on (capped), bone and labels do not.
     start = np.round(to_ijk @ np.append(geometry.origin_mm, 1.0))[:3].astype(int)
     core = tuple(slice(s, s + n) for s, n in zip(start[::-1], prepared.hu.array.shape))
     np.testing.assert_array_equal(hu[core], prepared.hu.array)
     np.testing.assert_array_equal(density[core], prepared.density_mg_cm3)
-    # Below the scan the shaft goes on: every added slice carries the last slice's mineral and bone label; the PF
-    # region is never continued, and nowhere else does padding make bone (soft tissue at most).
-    inferior = slice(0, start[2]) if not flip_superior else slice(start[2] + prepared.hu.array.shape[0], None)
-    last = prepared.density_mg_cm3[0 if not flip_superior else -1].sum()
-    assert last > 0
-    np.testing.assert_allclose(density[inferior].sum(axis=(1, 2)), last)
-    assert bone[inferior].sum() == prepared.bone_mask[0 if not flip_superior else -1].sum() * hu[inferior].shape[0]
-    assert pf.sum() == prepared.pf_mask.sum()
     outside = np.ones(hu.shape, bool)
     outside[core] = False
-    outside[inferior] = False
-    assert density[outside].max() == 0 and hu[outside].max() <= SOFT_TISSUE_CAP_HU
+    assert density[outside].max() == 0 and not bone[outside].any() and pf.sum() == prepared.pf_mask.sum()
+    assert hu[outside].max() == SOFT_TISSUE_CAP_HU  # the femoral shaft's section, continued as soft tissue
+    below_shaft = hu[0, :, start[0] : start[0] + 64]  # the first added slice below the scan, over the scan's columns
+    np.testing.assert_array_equal(below_shaft, np.minimum(prepared.hu.array[0], SOFT_TISSUE_CAP_HU))
 
 
 @pytest.mark.parametrize("flip_superior, flip_left_right", [(False, False), (True, False), (False, True), (True, True)])
@@ -320,8 +319,10 @@ def test_simulate_cohort_refuses_the_cts_whose_scan_cuts_a_pf_region_beyond_the_
     assert main(["simulate-cohort", *crops, "--out", str(out), *common, "--max-pf-cut", "30%", "--workers", "1"]) == 0
     summary = json.loads((out / "cohort_summary.json").read_text())
     assert list(summary["skipped_cts"]) == ["STS_029"]  # 35 % of its section cut; STS_036's 26 % is kept
-    assert "j last face, 35% of its section > --max-pf-cut 30%" in summary["skipped_cts"]["STS_029"]
+    assert "j last face, 35%" in summary["skipped_cts"]["STS_029"]
     assert sorted({r.patient_id.split("-")[0] for r in read_manifest(out)}) == ["STS_015", "STS_036"]
+    assert main(["simulate-cohort", *crops, "--out", str(out), *common, "--max-pf-cut", "20%", "--workers", "1"]) == 2
+    assert sorted({r.patient_id.split("-")[0] for r in read_manifest(out)}) == ["STS_015", "STS_036"]  # untouched
 
 
 @pytest.mark.slow

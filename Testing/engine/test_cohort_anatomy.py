@@ -95,7 +95,7 @@ def test_anatomies_are_cohort_entries_of_their_source_ct_and_resume(source, tmp_
     from bmdgan.cohort.prepared_ct import load_prepared, real_bones, save_prepared, sides_record_path
 
     save_prepared(source, tmp_path)
-    sides_record_path(tmp_path, "STS_012").write_text("{}")  # as prepare_cts leaves for a CT read from a file
+    sides_record_path(tmp_path, "STS_012").write_text("{}")  # a sides record, as prepare_cts leaves: no bone
     entries, skipped = prepare_anatomies(tmp_path, ["STS_012"], 1, seed=3, progress=False)
     assert skipped == {} and entries == ["STS_012-a00"]
     made = load_prepared(tmp_path, "STS_012-a00")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from ..ct.midline import BODY_HU
 from ..io import VolumeGeometry
 from ..projection.materials import MaterialModel, decompose_hu
 
@@ -37,14 +38,16 @@ def channel_volumes(
     model: MaterialModel = MaterialModel(),
 ) -> np.ndarray:
     """(8, K, J, I) float32 partial densities in mg/cm3, in :data:`CHANNELS` order."""
-    materials = decompose_hu(hu, np.zeros_like(density_mg_cm3), model)  # adipose and mineral-free soft tissue
-    bone_like = hu > model.soft_hu
-    mineral = np.where(bone_like, np.clip(density_mg_cm3, 0.0, model.mineral_crystal_mg_per_cm3), 0.0)
+    volumes = np.empty((len(CHANNELS),) + hu.shape, np.float32)  # filled one channel at a time: memory
+    volumes[:2] = decompose_hu(hu, np.zeros_like(density_mg_cm3), model)[:2]  # adipose, mineral-free soft tissue
+    mineral = np.where(hu > model.soft_hu, np.clip(density_mg_cm3, 0.0, model.mineral_crystal_mg_per_cm3), 0.0)
     cortical = mineral > CORTICAL_THRESHOLD_MG_CM3
-    trab, cort = np.where(cortical, 0.0, mineral), np.where(cortical, mineral, 0.0)
-    return np.stack(
-        [materials[0], materials[1], trab, cort, trab * bone_mask, cort * bone_mask, trab * pf_mask, cort * pf_mask]
-    ).astype(np.float32)
+    volumes[2] = np.where(cortical, 0.0, mineral)
+    volumes[3] = np.where(cortical, mineral, 0.0)
+    for index, mask in ((4, bone_mask), (6, pf_mask)):
+        volumes[index] = volumes[2] * mask
+        volumes[index + 1] = volumes[3] * mask
+    return volumes
 
 
 def combine(
@@ -75,6 +78,10 @@ def combine(
     }
 
 
+MAX_OBLIQUE_EXTRA_MM = 150.0
+"""Most a padded axis's reach grows (mm) for rays that cross the body's depth obliquely (:func:`pad_across_beam`)."""
+
+
 def pad_across_beam(
     hu: np.ndarray,
     density_mg_cm3: np.ndarray,
@@ -82,61 +89,46 @@ def pad_across_beam(
     pf_mask: np.ndarray,
     geometry: VolumeGeometry,
     centre_lps: np.ndarray,
-    up_lps: np.ndarray,
+    beam_lps: np.ndarray,
     reach_mm: float,
 ):
-    """Continue a cropped CT outward across an AP beam until it reaches ``reach_mm`` from ``centre_lps`` (the PF
-    centre) along both index axes across the beam, so that no edge of the scan falls inside the simulated view.
-
-    The shared CTs are crops around a tumour: their soft tissue ends at the box, which a radiograph would show as
-    a hard rectangle, and a short scan's femoral shaft would end in mid-thigh. The boundary slices are repeated
-    outward: capped at soft tissue (no bone is made up) on every side but the inferior one (the side ``up_lps``
-    points away from), where the shaft's section continues with its calibrated density and its bone label, as a
-    femoral shaft does below a scan's last slice. The PF region is never continued. The index axis closest to the
-    AP (LPS y) direction is left alone, since the beam integrates along it. Returns (hu, density, bone, pf,
+    """Continue a cropped CT's tissue outward, across the body's depth, until the rays of a view within
+    ``reach_mm`` (mm) of ``centre_lps`` (the PF centre) cross the body inside it; returns (hu, density, bone, pf,
     geometry) on the larger grid.
+
+    The shared CTs are crops around a tumour: their tissue ends at the box, which a radiograph would show as a hard
+    edge. The body's depth is the index axis closest to LPS y (anterior-posterior): it is left alone, the body
+    ending at its skin. The two other axes are padded by repeating the boundary slices, capped at soft tissue so
+    that no bone is made up (a bone the scan cuts still ends at the cut; the PF region is never continued), out to
+    ``reach_mm`` plus the sideways travel of a ray along ``beam_lps`` (unit LPS vector; the cohort views each hip
+    in its anatomical frame, up to ~55 deg off the scanner's axes in the thigh crops) across the body's depth, at
+    most :data:`MAX_OBLIQUE_EXTRA_MM`.
     """
     direction = np.asarray(geometry.direction, float)
     spacing = np.asarray(geometry.spacing_mm, float)
-    beam_axis_ijk = int(np.argmax(np.abs(direction[1])))  # index axis (i, j, k) most aligned with LPS y
+    depth_axis = int(np.argmax(np.abs(direction[1])))  # index axis (i, j, k) most aligned with LPS y
+    beam = direction.T @ np.asarray(beam_lps, float)  # the beam along each index axis
     shape_ijk = hu.shape[::-1]
     centre_ijk = np.linalg.solve(direction * spacing, np.asarray(centre_lps, float) - np.asarray(geometry.origin_mm))
-    pads_ijk = []
-    for axis in range(3):
-        if axis == beam_axis_ijk:
-            pads_ijk.append((0, 0))
-            continue
-        below = reach_mm - centre_ijk[axis] * spacing[axis]
-        above = reach_mm - (shape_ijk[axis] - 1 - centre_ijk[axis]) * spacing[axis]
-        pads_ijk.append(tuple(max(int(np.ceil(extent / spacing[axis])), 0) for extent in (below, above)))
-    upward = direction.T @ np.asarray(up_lps, float)  # how far each index axis points up
-    shaft_axis = int(np.argmax(np.abs(upward)))
-    inferior_end = 0 if upward[shaft_axis] > 0 else 1  # the low-index end is inferior when the index runs upward
+    depth_kji = 2 - depth_axis
+    body = np.nonzero((hu > BODY_HU).any(axis=tuple(a for a in range(3) if a != depth_kji)))[0]
+    ends = (body[0], body[-1]) if len(body) else (centre_ijk[depth_axis],) * 2
+    depth_mm = spacing[depth_axis] * max(abs(end - centre_ijk[depth_axis]) for end in ends)
+    pads_ijk = [(0, 0)] * 3
+    for axis in (a for a in range(3) if a != depth_axis):
+        oblique = depth_mm * abs(beam[axis]) / max(abs(beam[depth_axis]), 1e-6)
+        reach = reach_mm + min(oblique, MAX_OBLIQUE_EXTRA_MM)
+        below = reach - centre_ijk[axis] * spacing[axis]
+        above = reach - (shape_ijk[axis] - 1 - centre_ijk[axis]) * spacing[axis]
+        pads_ijk[axis] = tuple(max(int(np.ceil(extent / spacing[axis])), 0) for extent in (below, above))
     pad_kji = pads_ijk[::-1]
-
-    def continued(array, cap=None, shaft=True):
-        padded = np.pad(array if cap is None else np.minimum(array, cap), pad_kji, mode="edge" if cap else "constant")
-        core = tuple(slice(p[0], p[0] + n) for p, n in zip(pad_kji, array.shape))
-        padded[core] = array
-        if shaft and pads_ijk[shaft_axis][inferior_end]:
-            slab = [slice(None)] * 3
-            edge = [slice(None)] * 3
-            kji_axis = 2 - shaft_axis
-            width = pads_ijk[shaft_axis][inferior_end]
-            if inferior_end == 0:
-                slab[kji_axis], edge[kji_axis] = slice(0, width), slice(width, width + 1)
-            else:
-                n = padded.shape[kji_axis]
-                slab[kji_axis], edge[kji_axis] = slice(n - width, n), slice(n - width - 1, n - width)
-            padded[tuple(slab)] = padded[tuple(edge)]
-        return padded
-
+    core = tuple(slice(p[0], p[0] + n) for p, n in zip(pad_kji, hu.shape))
+    tissue = np.pad(np.minimum(hu, SOFT_TISSUE_CAP_HU), pad_kji, mode="edge")
+    tissue[core] = hu
     origin = np.asarray(geometry.origin_mm) - direction @ (np.array([low for low, _ in pads_ijk]) * spacing)
     return (
-        continued(hu, cap=SOFT_TISSUE_CAP_HU),
-        continued(density_mg_cm3),
-        continued(bone_mask),
-        continued(pf_mask, shaft=False),
+        tissue,
+        *(np.pad(array, pad_kji) for array in (density_mg_cm3, bone_mask, pf_mask)),
         VolumeGeometry(geometry.spacing_mm, tuple(origin), geometry.direction),
     )
 

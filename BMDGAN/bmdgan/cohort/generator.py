@@ -75,8 +75,9 @@ def render_shape(output_shape: tuple[int, int]) -> tuple[int, int]:
 RENDER_REACH_MM = round(0.5 * float(np.hypot(*RENDER_FIELD_MM)) * 1.25)
 """How far from the PF centre (mm) a single-hip view can see: :data:`RENDER_FIELD_MM`'s half diagonal (any turn of
 the pose), with 25 % for the cone's spread behind the centre (source to centre 750-1000 mm, the body up to 150 mm
-deeper) and the detector's shift. A whole-pelvis CT is cropped to it around the hip (keeping the projector's
-memory to one hip); a cropped CT is continued out to it (:func:`bmdgan.cohort.channels.pad_across_beam`)."""
+deeper) and the detector's shift. A whole-pelvis CT is cropped to it around the hip (x and z; both hips may stay
+in), a cropped CT's tissue is continued out to it (:func:`bmdgan.cohort.channels.pad_across_beam`). The detector's
+wider landmark views (:mod:`bmdgan.detection.landmark_views`) can still see past it."""
 VIEWS = ("auto", "hip", "ap-pelvis")
 
 
@@ -180,14 +181,14 @@ _WORKER_CACHE: dict = {}
 
 def _hip_box(prepared: PreparedCT) -> tuple[slice, ...]:
     """Index box [k, j, i] of a whole-pelvis CT that one hip's single-hip view can reach (:data:`RENDER_REACH_MM`)."""
-    half_x = below = above = RENDER_REACH_MM
+    reach = RENDER_REACH_MM
     centre = prepared.pf_centre_lps
     corners = np.array(
         [
             [centre[0] + dx, centre[1] + dy, centre[2] + dz, 1.0]
-            for dx in (-half_x, half_x)
+            for dx in (-reach, reach)
             for dy in (-1e4, 1e4)
-            for dz in (-below, above)
+            for dz in (-reach, reach)
         ]
     )
     ijk = (np.linalg.inv(prepared.hu.geometry.ijk_to_lps()) @ corners.T)[:3]
@@ -203,7 +204,7 @@ def _hip_box(prepared: PreparedCT) -> tuple[slice, ...]:
 
 def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
     """One hip's 8-channel projector (single-hip view), built once per worker process; ``crop_to_hip``: keep only
-    the part of a whole-pelvis CT around that hip (:data:`RENDER_REACH_MM`)."""
+    the part of a whole-pelvis CT that the view can reach (:data:`RENDER_REACH_MM`)."""
     if _WORKER_CACHE.get("key") != ("hip", key):
         from ..projection.projector import Projector
 
@@ -221,7 +222,7 @@ def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
                 geometry.direction,
             )
         hu, density, bone, pf, geometry = pad_across_beam(
-            *arrays, geometry, prepared.pf_centre_lps, prepared.frame_axes[2], RENDER_REACH_MM
+            *arrays, geometry, prepared.pf_centre_lps, prepared.frame_axes[1], RENDER_REACH_MM
         )
         volumes = channel_volumes(hu, density, bone, pf)
         _WORKER_CACHE.update(

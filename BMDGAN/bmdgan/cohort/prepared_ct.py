@@ -117,11 +117,15 @@ def prepared_bones(folder: Path, ct_id: str) -> list[str]:
 
 
 def real_bones(folder: Path) -> dict[str, list[str]]:
-    """Cache keys of the prepared hips of every real CT in ``folder``, by CT id, sorted: the CTs that
-    :func:`bmdgan.cohort.generator.prepare_cts` read from a file (each has a sides record), not the virtual
-    anatomies made from them."""
-    ct_ids = sorted(path.name[: -len(".sides.json")] for path in Path(folder).glob("*.sides.json"))
-    return {ct_id: keys for ct_id in ct_ids if (keys := prepared_bones(Path(folder), ct_id))}
+    """Cache keys of the prepared hips of every real CT in ``folder``, by CT id, sorted: every prepared bone but
+    the virtual anatomies (:mod:`bmdgan.cohort.anatomy`, each with an ``.anatomy.json``)."""
+    bones: dict[str, list[str]] = {}
+    for description in sorted(Path(folder).glob("*.json")):
+        key = description.stem
+        if "." in key or not has_prepared(Path(folder), key) or (Path(folder) / f"{key}.anatomy.json").exists():
+            continue  # a sides record, an anatomy's record, an unfinished entry or an anatomy
+        bones.setdefault(json.loads(description.read_text())["ct_id"], []).append(key)
+    return dict(sorted(bones.items()))
 
 
 def pf_scan_cuts(folder: Path, key: str) -> dict[str, float]:

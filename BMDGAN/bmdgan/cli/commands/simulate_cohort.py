@@ -132,6 +132,7 @@ def run(args) -> int:
     from bmdgan.cohort.anatomy import prepare_anatomies
     from bmdgan.cohort.generator import CohortSettings, check_cohort_request, ct_id_of, prepare_cts, simulate_cohort
     from bmdgan.cohort.virtual_patient import POSES
+    from bmdgan.datasets.format import existing_header
     from bmdgan.errors import InputError
     from bmdgan.projection.site_protocol import parse_acquisition
 
@@ -167,6 +168,12 @@ def run(args) -> int:
             print(f"  skipped {ct_id}: {reason}")
         skipped.update(refused)
         ct_ids = [ct_id for ct_id in ct_ids if ct_id not in refused]
+        if held := sorted(set(refused) & set(existing_header(out).get("ct_ids", []))):
+            raise InputError(
+                out,
+                f"the cohort already holds {', '.join(held)}, which --max-pf-cut refuses",
+                "make the cohort in a new folder, or leave --max-pf-cut out to extend this one",
+            )
     if not ct_ids:
         raise InputError(None, "no CT is left to simulate", "see the reasons above")
     if args.anatomies:
