@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bmdgan.cohort.channels import CHANNELS, SOFT_TISSUE_CAP_HU, channel_volumes, combine, pad_across_beam
+from bmdgan.cohort.channels import CHANNELS, channel_volumes, combine
 from bmdgan.cohort.generator import (
     CohortSettings,
     hip_geometry,
@@ -92,39 +92,6 @@ def test_channels_at_unit_factors_equal_the_simulator_materials():
     fatter = combine(projected, 1.0, 1.0, 30.0, geometry.row_spacing_mm)
     body = projected["soft_base"] > 1.0
     assert np.median(fatter["materials"][0][body] - parts["materials"][0][body]) == pytest.approx(2.85, rel=0.05)
-
-
-@pytest.mark.parametrize("tilt_deg", [0.0, 30.0])
-def test_a_cropped_ct_is_continued_across_the_body_out_of_the_view(tilt_deg):
-    """Padded along i and k (not j, the body's depth) to the reach, plus the sideways travel of a beam tilted
-    towards k across the body's depth (analytic); tissue continued, capped; no bone made up."""
-    prepared = synthetic_femur()
-    geometry, centre = prepared.hu.geometry, prepared.pf_centre_lps
-    beam = np.array([0.0, np.cos(np.radians(tilt_deg)), np.sin(np.radians(tilt_deg))])
-    hu, density, bone, pf, padded_geometry = pad_across_beam(
-        prepared.hu.array, prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask, geometry, centre, beam, 150.0
-    )
-    assert hu.shape[1] == prepared.hu.array.shape[1]
-    to_ijk = np.linalg.inv(padded_geometry.ijk_to_lps())
-    centre_ijk = (to_ijk @ np.append(centre, 1.0))[:3]
-    assert abs(centre[1]) < 1e-9
-    depth_mm = 54.0  # body voxels (fat included, above -300 HU) lie at y = -54 ... 54 mm
-    for axis, kji_axis, extra in ((0, 2, 0.0), (2, 0, depth_mm * np.tan(np.radians(tilt_deg)))):
-        spacing = padded_geometry.spacing_mm[axis]
-        low_mm = centre_ijk[axis] * spacing
-        high_mm = (hu.shape[kji_axis] - 1 - centre_ijk[axis]) * spacing
-        assert 150.0 + extra - 1e-6 <= min(low_mm, high_mm) and max(low_mm, high_mm) < 150.0 + extra + spacing
-    # The scan itself is where it was, unchanged; outside it tissue goes on (capped), bone and labels do not.
-    start = np.round(to_ijk @ np.append(geometry.origin_mm, 1.0))[:3].astype(int)
-    core = tuple(slice(s, s + n) for s, n in zip(start[::-1], prepared.hu.array.shape))
-    np.testing.assert_array_equal(hu[core], prepared.hu.array)
-    np.testing.assert_array_equal(density[core], prepared.density_mg_cm3)
-    outside = np.ones(hu.shape, bool)
-    outside[core] = False
-    assert density[outside].max() == 0 and not bone[outside].any() and pf.sum() == prepared.pf_mask.sum()
-    assert hu[outside].max() == SOFT_TISSUE_CAP_HU  # the femoral shaft's section, continued as soft tissue
-    below_shaft = hu[0, :, start[0] : start[0] + 64]  # the first added slice below the scan, over the scan's columns
-    np.testing.assert_array_equal(below_shaft, np.minimum(prepared.hu.array[0], SOFT_TISSUE_CAP_HU))
 
 
 @pytest.mark.parametrize("flip_superior, flip_left_right", [(False, False), (True, False), (False, True), (True, True)])

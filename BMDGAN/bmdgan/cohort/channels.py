@@ -17,10 +17,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ..ct.midline import BODY_HU
 from ..io import VolumeGeometry
 from ..projection.materials import MaterialModel, decompose_hu
 
+SOFT_TISSUE_PAD_MM = 80.0
+"""How far the CT's boundary soft tissue is continued outward (mm) across the beam (see :func:`pad_across_beam`)."""
 SOFT_TISSUE_CAP_HU = 60.0
 """Boundary voxels are continued with at most this HU: tissue continues beyond the scan, bone is not invented."""
 CHANNELS = ("adipose", "soft_base", "ha_trab", "ha_cort", "bone_trab", "bone_cort", "pf_trab", "pf_cort")
@@ -78,59 +79,28 @@ def combine(
     }
 
 
-MAX_OBLIQUE_EXTRA_MM = 150.0
-"""Most a padded axis's reach grows (mm) for rays that cross the body's depth obliquely (:func:`pad_across_beam`)."""
+def pad_across_beam(hu: np.ndarray, masks: list[np.ndarray], geometry, margin_mm: float = SOFT_TISSUE_PAD_MM):
+    """Continue a cropped CT's boundary tissue outward along the two index axes across an AP beam.
 
-
-def pad_across_beam(
-    hu: np.ndarray,
-    density_mg_cm3: np.ndarray,
-    bone_mask: np.ndarray,
-    pf_mask: np.ndarray,
-    geometry: VolumeGeometry,
-    centre_lps: np.ndarray,
-    beam_lps: np.ndarray,
-    reach_mm: float,
-):
-    """Continue a cropped CT's tissue outward, across the body's depth, until the rays of a view within
-    ``reach_mm`` (mm) of ``centre_lps`` (the PF centre) cross the body inside it; returns (hu, density, bone, pf,
-    geometry) on the larger grid.
-
-    The shared CTs are crops around a tumour: their tissue ends at the box, which a radiograph would show as a hard
-    edge. The body's depth is the index axis closest to LPS y (anterior-posterior): it is left alone, the body
-    ending at its skin. The two other axes are padded by repeating the boundary slices, capped at soft tissue so
-    that no bone is made up (a bone the scan cuts still ends at the cut; the PF region is never continued), out to
-    ``reach_mm`` plus the sideways travel of a ray along ``beam_lps`` (unit LPS vector; the cohort views each hip
-    in its anatomical frame, up to ~55 deg off the scanner's axes in the thigh crops) across the body's depth, at
-    most :data:`MAX_OBLIQUE_EXTRA_MM`.
+    The shared CTs are crops around a tumour: their soft tissue ends at the box, which a radiograph would show as
+    a hard rectangle. The boundary slices are repeated outward (capped at soft tissue, so no bone is made up) for
+    ``margin_mm``; the axis closest to the AP (LPS y) direction is left alone, since the beam integrates along
+    it. Masks are padded with zeros. Returns (hu, masks, geometry) on the larger grid.
     """
-    direction = np.asarray(geometry.direction, float)
-    spacing = np.asarray(geometry.spacing_mm, float)
-    depth_axis = int(np.argmax(np.abs(direction[1])))  # index axis (i, j, k) most aligned with LPS y
-    beam = direction.T @ np.asarray(beam_lps, float)  # the beam along each index axis
-    shape_ijk = hu.shape[::-1]
-    centre_ijk = np.linalg.solve(direction * spacing, np.asarray(centre_lps, float) - np.asarray(geometry.origin_mm))
-    depth_kji = 2 - depth_axis
-    body = np.nonzero((hu > BODY_HU).any(axis=tuple(a for a in range(3) if a != depth_kji)))[0]
-    ends = (body[0], body[-1]) if len(body) else (centre_ijk[depth_axis],) * 2
-    depth_mm = spacing[depth_axis] * max(abs(end - centre_ijk[depth_axis]) for end in ends)
-    pads_ijk = [(0, 0)] * 3
-    for axis in (a for a in range(3) if a != depth_axis):
-        oblique = depth_mm * abs(beam[axis]) / max(abs(beam[depth_axis]), 1e-6)
-        reach = reach_mm + min(oblique, MAX_OBLIQUE_EXTRA_MM)
-        below = reach - centre_ijk[axis] * spacing[axis]
-        above = reach - (shape_ijk[axis] - 1 - centre_ijk[axis]) * spacing[axis]
-        pads_ijk[axis] = tuple(max(int(np.ceil(extent / spacing[axis])), 0) for extent in (below, above))
-    pad_kji = pads_ijk[::-1]
+
+    direction = np.asarray(geometry.direction)
+    beam_axis_ijk = int(np.argmax(np.abs(direction[1])))  # index axis (i, j, k) most aligned with LPS y
+    pads_ijk = [
+        0 if axis == beam_axis_ijk else int(np.ceil(margin_mm / geometry.spacing_mm[axis])) for axis in range(3)
+    ]
+    pad_kji = [(pads_ijk[2],) * 2, (pads_ijk[1],) * 2, (pads_ijk[0],) * 2]
+    capped = np.minimum(hu, SOFT_TISSUE_CAP_HU)
+    padded = np.pad(capped, pad_kji, mode="edge")
     core = tuple(slice(p[0], p[0] + n) for p, n in zip(pad_kji, hu.shape))
-    tissue = np.pad(np.minimum(hu, SOFT_TISSUE_CAP_HU), pad_kji, mode="edge")
-    tissue[core] = hu
-    origin = np.asarray(geometry.origin_mm) - direction @ (np.array([low for low, _ in pads_ijk]) * spacing)
-    return (
-        tissue,
-        *(np.pad(array, pad_kji) for array in (density_mg_cm3, bone_mask, pf_mask)),
-        VolumeGeometry(geometry.spacing_mm, tuple(origin), geometry.direction),
-    )
+    padded[core] = hu
+    origin = np.asarray(geometry.origin_mm) - direction @ (np.array(pads_ijk) * np.asarray(geometry.spacing_mm))
+    new_geometry = VolumeGeometry(geometry.spacing_mm, tuple(origin), direction)
+    return padded, [np.pad(m, pad_kji) for m in masks], new_geometry
 
 
 PELVIS_COMMON_CHANNELS = ("adipose", "soft_base", "ha_trab", "ha_cort", "bone_trab", "bone_cort")

@@ -49,6 +49,7 @@ from .prepared_ct import (
     PreparedCT,
     has_prepared,
     load_prepared,
+    pf_scan_cuts,
     prepare_ct,
     prepared_bones,
     save_prepared,
@@ -72,12 +73,10 @@ def render_shape(output_shape: tuple[int, int]) -> tuple[int, int]:
     return int(round(RENDER_FIELD_MM[0] / pitch)), int(round(RENDER_FIELD_MM[1] / pitch))
 
 
-RENDER_REACH_MM = round(0.5 * float(np.hypot(*RENDER_FIELD_MM)) * 1.25)
-"""How far from the PF centre (mm) a single-hip view can see: :data:`RENDER_FIELD_MM`'s half diagonal (any turn of
-the pose), with 25 % for the cone's spread behind the centre (source to centre 750-1000 mm, the body up to 150 mm
-deeper) and the detector's shift. A whole-pelvis CT is cropped to it around the hip (x and z; both hips may stay
-in), a cropped CT's tissue is continued out to it (:func:`bmdgan.cohort.channels.pad_across_beam`). The detector's
-wider landmark views (:mod:`bmdgan.detection.landmark_views`) can still see past it."""
+HIP_BOX_MM = (160.0, 220.0, 200.0)
+"""Half-width (x), extent below and extent above (z) of the part of a whole-pelvis CT (mm, around the PF centre)
+that one hip's single-hip view can reach (its field of view, magnified at the body's front, turned by the poses);
+cropping to it keeps the projector's memory to one hip."""
 VIEWS = ("auto", "hip", "ap-pelvis")
 
 
@@ -180,15 +179,15 @@ _WORKER_CACHE: dict = {}
 
 
 def _hip_box(prepared: PreparedCT) -> tuple[slice, ...]:
-    """Index box [k, j, i] of a whole-pelvis CT that one hip's single-hip view can reach (:data:`RENDER_REACH_MM`)."""
-    reach = RENDER_REACH_MM
+    """Index box [k, j, i] of a whole-pelvis CT that one hip's single-hip view can reach (:data:`HIP_BOX_MM`)."""
+    half_x, below, above = HIP_BOX_MM
     centre = prepared.pf_centre_lps
     corners = np.array(
         [
             [centre[0] + dx, centre[1] + dy, centre[2] + dz, 1.0]
-            for dx in (-reach, reach)
+            for dx in (-half_x, half_x)
             for dy in (-1e4, 1e4)
-            for dz in (-reach, reach)
+            for dz in (-below, above)
         ]
     )
     ijk = (np.linalg.inv(prepared.hu.geometry.ijk_to_lps()) @ corners.T)[:3]
@@ -204,7 +203,7 @@ def _hip_box(prepared: PreparedCT) -> tuple[slice, ...]:
 
 def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
     """One hip's 8-channel projector (single-hip view), built once per worker process; ``crop_to_hip``: keep only
-    the part of a whole-pelvis CT that the view can reach (:data:`RENDER_REACH_MM`)."""
+    the part of a whole-pelvis CT around that hip (:data:`HIP_BOX_MM`)."""
     if _WORKER_CACHE.get("key") != ("hip", key):
         from ..projection.projector import Projector
 
@@ -221,9 +220,7 @@ def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
                 tuple(np.asarray(geometry.origin_mm) + np.asarray(geometry.direction) @ (start * geometry.spacing_mm)),
                 geometry.direction,
             )
-        hu, density, bone, pf, geometry = pad_across_beam(
-            *arrays, geometry, prepared.pf_centre_lps, prepared.frame_axes[1], RENDER_REACH_MM
-        )
+        hu, (density, bone, pf), geometry = pad_across_beam(arrays[0], arrays[1:], geometry)
         volumes = channel_volumes(hu, density, bone, pf)
         _WORKER_CACHE.update(
             key=("hip", key),
@@ -402,6 +399,31 @@ def check_cohort_request(settings: CohortSettings, ct_ids: list[str], out: str |
             "give more CTs, a smaller --fold-count, or --fold-by patient",
         )
     return all_ct_ids
+
+
+def refuse_cut_cts(prepared_folder: Path, ct_ids: list[str], max_share: float, out: str | Path) -> dict[str, str]:
+    """Reasons by CT id for the CTs whose scan cuts one of their PF regions by more than ``max_share`` of the
+    region's section (:func:`bmdgan.cohort.prepared_ct.pf_scan_cuts`): their CT-aBMD would be that of the part in
+    view. Raises if the cohort in ``out`` already holds one (it would keep its cases)."""
+    refused = {}
+    for ct_id in ct_ids:
+        for key in prepared_bones(Path(prepared_folder), ct_id):
+            face, worst = max(
+                pf_scan_cuts(Path(prepared_folder), key).items(), key=lambda item: item[1], default=("", 0)
+            )
+            if worst > max_share:
+                refused[ct_id] = (
+                    f"the scan cuts {key}'s PF region ({face} face, {worst:.0%} of its section > --max-pf-cut "
+                    f"{max_share:.0%}): its CT-aBMD would be that of the part in view"
+                )
+                break
+    if held := sorted(set(refused) & set(existing_header(out).get("ct_ids", []))):
+        raise InputError(
+            out,
+            f"the cohort already holds {', '.join(held)}, which --max-pf-cut refuses",
+            "make the cohort in a new folder, or leave --max-pf-cut out to extend this one",
+        )
+    return refused
 
 
 def simulate_cohort(

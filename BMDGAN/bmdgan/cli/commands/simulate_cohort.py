@@ -106,33 +106,21 @@ def _scan_cuts(prepared_folder: Path, ct_ids: list[str]) -> dict[str, dict[str, 
     return cuts
 
 
-def refuse_cut_bones(prepared_folder: Path, ct_ids: list[str], max_share: float) -> dict[str, str]:
-    """Reasons by CT id for the CTs whose scan cuts one of their PF regions by more than ``max_share`` of the
-    region's section (:func:`bmdgan.cohort.prepared_ct.pf_scan_cuts`)."""
-    from bmdgan.cohort.prepared_ct import pf_scan_cuts, prepared_bones
-
-    refused = {}
-    for ct_id in ct_ids:
-        for key in prepared_bones(prepared_folder, ct_id):
-            face, worst = max(pf_scan_cuts(prepared_folder, key).items(), key=lambda item: item[1], default=("", 0.0))
-            if worst > max_share:
-                refused[ct_id] = (
-                    f"the scan cuts {key}'s PF region ({face} face, {worst:.0%} of its section > --max-pf-cut "
-                    f"{max_share:.0%}): its CT-aBMD would be that of the part in view"
-                )
-                break
-    return refused
-
-
 def run(args) -> int:
     import json
 
     from bmdgan.atomic import atomic_write_text
     from bmdgan.cli.ct_options import ct_paths, segmentations_of
     from bmdgan.cohort.anatomy import prepare_anatomies
-    from bmdgan.cohort.generator import CohortSettings, check_cohort_request, ct_id_of, prepare_cts, simulate_cohort
+    from bmdgan.cohort.generator import (
+        CohortSettings,
+        check_cohort_request,
+        ct_id_of,
+        prepare_cts,
+        refuse_cut_cts,
+        simulate_cohort,
+    )
     from bmdgan.cohort.virtual_patient import POSES
-    from bmdgan.datasets.format import existing_header
     from bmdgan.errors import InputError
     from bmdgan.projection.site_protocol import parse_acquisition
 
@@ -163,17 +151,11 @@ def run(args) -> int:
     for ct_id, reason in skipped.items():
         print(f"  skipped {ct_id}: {reason}")
     if args.max_pf_cut is not None:
-        refused = refuse_cut_bones(prepared_folder, ct_ids, args.max_pf_cut)
+        refused = refuse_cut_cts(prepared_folder, ct_ids, args.max_pf_cut, out)
         for ct_id, reason in refused.items():
             print(f"  skipped {ct_id}: {reason}")
         skipped.update(refused)
         ct_ids = [ct_id for ct_id in ct_ids if ct_id not in refused]
-        if held := sorted(set(refused) & set(existing_header(out).get("ct_ids", []))):
-            raise InputError(
-                out,
-                f"the cohort already holds {', '.join(held)}, which --max-pf-cut refuses",
-                "make the cohort in a new folder, or leave --max-pf-cut out to extend this one",
-            )
     if not ct_ids:
         raise InputError(None, "no CT is left to simulate", "see the reasons above")
     if args.anatomies:
