@@ -8,6 +8,11 @@
    fits the head sphere again from its prepared centre and from six starts 3 mm away along each LPS axis (the hip
    search starts from Hough votes a few mm off): the median and largest distance (mm) of the seven fitted centres
    from their median centre, and the radii (mm). Every landmark, PF region and detector target rests on it.
+3. How oblique is each single-hip view to the body? The cohort views a hip in its anatomical frame (beam
+   perpendicular to the neck and the proximal shaft, ``frame_axes``); a clinic's AP view looks along the body's
+   anterior-posterior axis and turns the leg instead. The angle (deg) between the view's beam and the scan's AP
+   axis (LPS y; for the IBSI crops, whose headers are untrustworthy, up to a flip), and between the frame's "up"
+   and the slice axis (LPS z).
 
 Usage: python benchmarks/check_ground_truth.py COHORT/prepared [--offset-mm 3]
 """
@@ -32,11 +37,30 @@ def fitted_centres(prepared, offset_mm: float) -> tuple[np.ndarray, list[float]]
     return np.array([head.centre_lps for head in heads]), [head.radius_mm for head in heads]
 
 
+def angle_to_axis_deg(vector, axis: int) -> float:
+    """Angle (deg, 0-90) between a direction and an LPS axis, either way along it."""
+    return float(np.degrees(np.arccos(min(abs(float(np.asarray(vector)[axis])) / float(np.linalg.norm(vector)), 1.0))))
+
+
+def print_view_obliquity(folder: Path) -> None:
+    """Check 3, from the bones' descriptions alone (no arrays are read)."""
+    import json
+
+    from bmdgan.cohort.prepared_ct import real_bones
+
+    print("| bone | beam off the scan's AP axis (deg) | 'up' off the slice axis (deg) |\n| --- | --- | --- |")
+    for key in [key for keys in real_bones(folder).values() for key in keys]:
+        lateral, ap, up = json.loads((folder / f"{key}.json").read_text())["frame_axes"]
+        print(f"| {key} | {angle_to_axis_deg(ap, 1):.0f} | {angle_to_axis_deg(up, 2):.0f} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prepared", help="a simulate-cohort folder's prepared/ (real bones: keys without -aNN)")
     parser.add_argument("--offset-mm", type=float, default=3.0)
     args = parser.parse_args()
+    print_view_obliquity(Path(args.prepared))
 
     import torch
 
