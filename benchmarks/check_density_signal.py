@@ -66,11 +66,11 @@ PHYSICS = ("PF-DRR mean", "all bone mineral", "soft tissue", "fat", "raw log sig
 
 def region_mean(image: np.ndarray, flips: tuple[bool, bool], roi, region: np.ndarray) -> float:
     """Mean over the PF region of a whole simulated image, flipped (rows, columns) and cut as the cohort's input."""
+    from bmdgan.cohort.generator import oriented
     from bmdgan.datasets.normalise import apply_hip_roi
 
-    image = image[::-1] if flips[0] else image
-    image = image[:, ::-1] if flips[1] else image
-    return float(apply_hip_roi(np.ascontiguousarray(image, np.float32), roi, "edge")[region].mean())
+    image = np.ascontiguousarray(oriented(image, *flips), np.float32)
+    return float(apply_hip_roi(image, roi, "edge")[region].mean())
 
 
 def physics_rows(prepared_folder: str, patients: int) -> list[tuple[str, float, list[float]]]:

@@ -42,14 +42,12 @@ def angle_to_axis_deg(vector, axis: int) -> float:
     return float(np.degrees(np.arccos(min(abs(float(np.asarray(vector)[axis])) / float(np.linalg.norm(vector)), 1.0))))
 
 
-def print_view_obliquity(folder: Path) -> None:
+def print_view_obliquity(folder: Path, keys: list[str]) -> None:
     """Check 3, from the bones' descriptions alone (no arrays are read)."""
     import json
 
-    from bmdgan.cohort.prepared_ct import real_bones
-
     print("| bone | beam off the scan's AP axis (deg) | 'up' off the slice axis (deg) |\n| --- | --- | --- |")
-    for key in [key for keys in real_bones(folder).values() for key in keys]:
+    for key in keys:
         lateral, ap, up = json.loads((folder / f"{key}.json").read_text())["frame_axes"]
         print(f"| {key} | {angle_to_axis_deg(ap, 1):.0f} | {angle_to_axis_deg(up, 2):.0f} |")
     print()
@@ -60,19 +58,19 @@ def main() -> None:
     parser.add_argument("prepared", help="a simulate-cohort folder's prepared/ (real bones: keys without -aNN)")
     parser.add_argument("--offset-mm", type=float, default=3.0)
     args = parser.parse_args()
-    print_view_obliquity(Path(args.prepared))
 
     import torch
 
     from bmdgan.cohort.prepared_ct import load_prepared, pf_scan_cuts, real_bones
+    from bmdgan.ct.pf_region import describe_scan_cuts
 
     torch.set_num_threads(1)
     folder = Path(args.prepared)
     keys = [key for keys in real_bones(folder).values() for key in keys]
+    print_view_obliquity(folder, keys)
     print("| bone | PF region cut by the scan (face: share of its section) |\n| --- | --- |")
     for key in keys:
-        cuts = pf_scan_cuts(folder, key)
-        print(f"| {key} | {', '.join(f'{face} {share:.0%}' for face, share in cuts.items()) or 'whole'} |")
+        print(f"| {key} | {describe_scan_cuts(pf_scan_cuts(folder, key)) or 'whole'} |")
     print("\n| bone | fits | median shift (mm) | largest shift (mm) | radii (mm) |\n| --- | --- | --- | --- | --- |")
     medians = []
     for key in keys:

@@ -175,6 +175,12 @@ def orientation_flips(prepared: PreparedCT, geometry) -> tuple[bool, bool]:
     return bool(head[1] > shaft[1]), bool(head[0] < neck[0])
 
 
+def oriented(image: np.ndarray, flip_rows: bool, flip_columns: bool) -> np.ndarray:
+    """``image`` flipped as :func:`orientation_flips` says: a right hip with the head up (a view, not a copy)."""
+    image = image[::-1] if flip_rows else image
+    return image[:, ::-1] if flip_columns else image
+
+
 _WORKER_CACHE: dict = {}
 
 
@@ -266,8 +272,7 @@ def oriented_hip_view(prepared: PreparedCT, projector, patient: VirtualPatient, 
     points = geometry.project_points(np.stack([prepared.head_centre_lps, prepared.neck_point_lps]))
     rows, columns = views["radiograph"].shape
     for name, image in views.items():
-        image = image[::-1] if flip_rows else image
-        views[name] = image[:, ::-1] if flip_columns else image
+        views[name] = oriented(image, flip_rows, flip_columns)
     if flip_rows:
         points[:, 1] = rows - 1 - points[:, 1]
     if flip_columns:

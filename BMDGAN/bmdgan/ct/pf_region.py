@@ -131,6 +131,11 @@ def scan_cut_shares(region: np.ndarray) -> dict[str, float]:
     return shares
 
 
+def describe_scan_cuts(shares: dict[str, float]) -> str:
+    """:func:`scan_cut_shares` in words: ``"j last 35%, i last 26%"`` (empty for a whole region)."""
+    return ", ".join(f"{face} {share:.0%}" for face, share in shares.items())
+
+
 def pf_region(femur: np.ndarray, geometry: VolumeGeometry, landmarks: Landmarks) -> PFRegion:
     """Cut the femur label into the PF region (see the module docstring); the work is done in the femur's box."""
     notes = []
@@ -164,10 +169,9 @@ def pf_region(femur: np.ndarray, geometry: VolumeGeometry, landmarks: Landmarks)
         )
     cut = scan_cut_shares(region)
     if cut:
-        faces = ", ".join(f"{face} {share:.0%}" for face, share in cut.items())
         notes.append(
-            f"the PF region touches the edge of the scan ({faces} of its section): part of it may be outside the "
-            "field of view"
+            f"the PF region touches the edge of the scan ({describe_scan_cuts(cut)} of its section): part of it may "
+            "be outside the field of view"
         )
     return PFRegion(
         region,

@@ -96,13 +96,16 @@ def _scan_cuts(prepared_folder: Path, ct_ids: list[str]) -> dict[str, dict[str, 
     """Bones whose PF region the scan cuts (face: share of the region's section), each printed: used, but their
     CT-aBMD and radiographs are of the part of the bone in view."""
     from bmdgan.cohort.prepared_ct import pf_scan_cuts, prepared_bones
+    from bmdgan.ct.pf_region import describe_scan_cuts
 
     cuts = {}
     for key in [key for ct_id in ct_ids for key in prepared_bones(prepared_folder, ct_id)]:
         if shares := pf_scan_cuts(prepared_folder, key):
             cuts[key] = shares
-            faces = ", ".join(f"{face} {share:.0%}" for face, share in shares.items())
-            print(f"  {key}: the scan cuts its PF region ({faces} of its section); its truth is of the part in view")
+            print(
+                f"  {key}: the scan cuts its PF region ({describe_scan_cuts(shares)} of its section); its truth is of "
+                "the part in view"
+            )
     return cuts
 
 
