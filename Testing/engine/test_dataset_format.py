@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from bmdgan.datasets.folds import assign_patient_folds, source_ct_of, split
-from bmdgan.datasets.format import CaseRecord, DatasetWriter, load_image, read_header, read_manifest, rewrite_manifest
+from bmdgan.datasets.format import (
+    CaseRecord,
+    DatasetWriter,
+    load_image,
+    read_header,
+    read_manifest,
+    rewrite_manifest,
+    write_subset,
+)
 from bmdgan.datasets.normalise import HEAD_IN_ROI, ROI_MM, apply_hip_roi, plan_hip_roi
 from bmdgan.errors import InputError
 
@@ -33,6 +41,21 @@ def test_write_read_round_trip(tmp_path):
     assert read_header(tmp_path)["channels"]["drr_pf"].endswith("g/cm2")
     with pytest.raises(InputError, match="no drr_stage1 image"):
         load_image(tmp_path, records[0], "drr_stage1")
+
+
+def test_a_subset_shares_the_images_and_refuses_foreign_cases(tmp_path):
+    source = tmp_path / "full"
+    writer = DatasetWriter(source, SHAPE, {"source": "test"})
+    for index in range(3):
+        writer.add(CaseRecord(f"c{index}", f"p{index}", "right"), _images(index))
+    kept = read_manifest(source)[1:]
+    subset = write_subset(source, tmp_path / "subset", kept, "cases 1 and 2")
+    assert [r.case_id for r in read_manifest(subset)] == ["c1", "c2"]
+    assert load_image(subset, read_manifest(subset)[1], "radiograph")[0, 0] == 2.0
+    assert read_header(subset)["subset_of"] == str(source.resolve()) and (subset / "images").is_symlink()
+    assert write_subset(source, tmp_path / "subset", kept, "cases 1 and 2") == subset  # written again: the same
+    with pytest.raises(InputError, match="holds no case c9"):
+        write_subset(source, tmp_path / "other", [CaseRecord("c9", "p9", "right")], "a case it lacks")
 
 
 def test_resume_after_a_crash_mid_row(tmp_path):

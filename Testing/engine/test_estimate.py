@@ -263,6 +263,36 @@ def test_cross_validation_pools_every_fold_and_resumes(dataset, smoke, tmp_path)
     assert retrained["methods"]["decomposition"] == pooled["methods"]["decomposition"]
 
 
+def test_learning_curve_trains_nested_ct_subsets_as_many_steps(dataset, smoke, tmp_path):
+    """Each point trains on the first k of its fold's training CTs (nested, never a held-out one) for as many steps
+    as the full set, and every point is pooled over the same held-out images."""
+    from dataclasses import replace
+
+    from bmdgan.datasets.format import read_manifest
+    from bmdgan.evaluation.learning_curve import learning_curve, training_ct_order
+    from bmdgan.training.run_folder import read_run_settings
+
+    records = read_manifest(dataset)
+    order = training_ct_order(records, 0, seed=0)
+    held_out = {r.patient_id for r in records if r.fold == 0}
+    assert len(order) == 6 and not held_out & set(order) and order == training_ct_order(records, 0, seed=0)
+    assert order != training_ct_order(records, 0, seed=1)
+    config = replace(smoke, epochs={"stage1": 1, "stage2": 1, "stage3_frozen": 1, "stage3_finetune": 1, "baseline": 1})
+    points = learning_curve(config, dataset, tmp_path, [2, 4], [0, 1], ("ct_abmd_g_cm2",), progress=False)
+    assert [p["size"] for p in points] == [2, 4, "all"]
+    assert [p["training_cts"] for p in points] == [2, 4, 6] and [p["epoch_factor"] for p in points] == [3, 1.5, 1]
+    assert {p["images"] for p in points} == {8}  # folds 0 and 1, two patients x two poses each, at every point
+    subset = read_manifest(tmp_path / "ct2" / "datasets" / "fold0")
+    assert {r.patient_id for r in subset if r.fold != 0} == set(order[:2])
+    assert {r.case_id for r in subset if r.fold == 0} == {r.case_id for r in records if r.fold == 0}
+    larger = {r.patient_id for r in read_manifest(tmp_path / "ct4" / "datasets" / "fold0") if r.fold != 0}
+    assert set(order[:2]) < larger
+    assert read_run_settings(tmp_path / "ct2" / "fold0")["config"]["epochs"]["stage2"] == 3
+    assert read_run_settings(tmp_path / "all" / "fold0")["dataset"] == str(dataset)
+    assert (tmp_path / "learning_curve_ct_abmd_g_cm2.png").stat().st_size > 10_000
+    assert learning_curve(config, dataset, tmp_path, [2, 4], [0, 1], ("ct_abmd_g_cm2",), progress=False) == points
+
+
 def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained, dataset, tmp_path):
     """The card names every CT with its source, warns when the held-out aBMD PCC is weak, and the packaged
     folder holds only the new model: an earlier package is replaced with --overwrite, its files that the new

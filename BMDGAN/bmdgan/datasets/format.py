@@ -245,3 +245,26 @@ def rewrite_manifest(folder: str | Path, records: list[CaseRecord]) -> None:
     for record in records:
         writer.writerow(record.row())
     atomic_write_text(Path(folder) / "manifest.csv", buffer.getvalue())
+
+
+def write_subset(folder: str | Path, out: str | Path, records: list[CaseRecord], why: str) -> Path:
+    """A dataset folder ``out`` holding only ``records`` of the dataset in ``folder``: its own header (which says
+    ``why``) and manifest, the images shared through a link to ``folder/images`` rather than copied. Writing the
+    same subset again rewrites the same files, so a resumed job may call it each time."""
+    source, out = Path(folder).resolve(), Path(out)
+    header = {**read_header(source), "subset_of": str(source), "subset_reason": why}
+    known = {record.case_id for record in read_manifest(source)}
+    foreign = [record.case_id for record in records if record.case_id not in known]
+    if foreign:
+        raise InputError(source, f"holds no case {foreign[0]}", "take the subset's cases from this dataset")
+    out.mkdir(parents=True, exist_ok=True)
+    images = out / "images"
+    if images.is_symlink() and images.resolve() != (source / "images").resolve():
+        images.unlink()  # a subset of another dataset written here before
+    if not images.is_symlink():
+        if images.exists():
+            raise InputError(out, "holds images of its own", "give a new folder for the subset")
+        images.symlink_to(source / "images", target_is_directory=True)
+    atomic_write_text(out / "dataset.json", json.dumps(header, indent=2))
+    rewrite_manifest(out, records)
+    return out

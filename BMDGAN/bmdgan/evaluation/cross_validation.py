@@ -114,28 +114,43 @@ def cross_validate(
     device: str = "auto",
     progress: bool = True,
 ) -> dict:
-    import torch.distributed as dist
-
-    from ..inference.model import DecompositionModel
-    from ..training.regression import train_regression
-    from ..training.run import train_run
+    """Train and evaluate every fold of ``folds`` in ``out/fold<N>``, then pool them (:func:`pooled_summary`)."""
     from ..training.trainer import start_process
-    from .evaluate import evaluate, write_evaluation
 
     out = Path(out)
     process = start_process(device)
     for fold in folds:
-        run = out / f"fold{fold}"
-        train_run(config, dataset, run, fold, device=device, progress=progress)
-        for kind in ("decomposition", "baseline"):
-            for target in targets:
-                train_regression(config, dataset, run, target, kind, fold, device, progress=progress)
-        fingerprint = model_fingerprint(run / "model")
-        recorded = run / "evaluation" / MODEL_FINGERPRINT_FILE
-        if process.is_main and not (recorded.exists() and recorded.read_text() == fingerprint):
-            model = DecompositionModel.load(run / "model")
-            write_evaluation(run / "evaluation", evaluate(model, dataset, fold, (), (), progress=progress))
-            atomic_write_text(recorded, fingerprint)
+        train_and_evaluate_fold(config, dataset, out / f"fold{fold}", fold, targets, device, process, progress)
+    return pooled_summary(out, folds, dataset, process)
+
+
+def train_and_evaluate_fold(
+    config, dataset: str | Path, run: Path, fold: int, targets: tuple[str, ...], device, process, progress: bool
+) -> None:
+    """Stages 1-2, stage 3 and the baseline of one fold into ``run``, then its held-out predictions in
+    ``run/evaluation`` (again only when the model changed since they were written)."""
+    from ..inference.model import DecompositionModel
+    from ..training.regression import train_regression
+    from ..training.run import train_run
+    from .evaluate import evaluate, write_evaluation
+
+    train_run(config, dataset, run, fold, device=device, progress=progress)
+    for kind in ("decomposition", "baseline"):
+        for target in targets:
+            train_regression(config, dataset, run, target, kind, fold, device, progress=progress)
+    fingerprint = model_fingerprint(run / "model")
+    recorded = run / "evaluation" / MODEL_FINGERPRINT_FILE
+    if process.is_main and not (recorded.exists() and recorded.read_text() == fingerprint):
+        model = DecompositionModel.load(run / "model")
+        write_evaluation(run / "evaluation", evaluate(model, dataset, fold, (), (), progress=progress))
+        atomic_write_text(recorded, fingerprint)
+
+
+def pooled_summary(out: Path, folds: list[int], dataset: str | Path, process) -> dict:
+    """Pool the held-out predictions of ``out/fold<N>`` over ``folds``: metrics per method, each source CT's bias
+    and the spread diagnosis (source CTs named by ``dataset``'s manifest); written to ``out/pooled_metrics.json``."""
+    import torch.distributed as dist
+
     if process.world_size > 1:
         dist.barrier()  # the other processes wait for the main one's evaluations
     rows = _pooled_rows(out, folds)

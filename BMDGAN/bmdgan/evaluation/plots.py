@@ -18,13 +18,14 @@ def _label(target: str) -> str:
     return target
 
 
-def _figure():
+def _figure(columns: int = 1, size: tuple[float, float] = (5, 4.5)):
+    """(pyplot, figure, axes): one axis, or a row of ``columns`` of them, drawn off-screen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt, *plt.subplots(figsize=(5, 4.5))
+    return plt, *plt.subplots(1, columns, figsize=size)
 
 
 def plot_bland_altman(path: Path, estimate: np.ndarray, truth: np.ndarray, target: str) -> None:
@@ -70,13 +71,8 @@ def plot_correlation(path: Path, estimate: np.ndarray, truth: np.ndarray, target
 
 def plot_robustness(path: Path, robustness: dict) -> None:
     """PCC against JPEG quality and against bit depth, one line per target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(robustness), figsize=(5 * len(robustness), 4), squeeze=False)
-    for axis, (kind, levels) in zip(axes[0], sorted(robustness.items())):
+    plt, figure, axes = _figure(len(robustness), (5 * len(robustness), 4))
+    for axis, (kind, levels) in zip(np.atleast_1d(axes), sorted(robustness.items())):
         x = [int(level) for level in levels]
         for target in sorted(next(iter(levels.values()))):
             axis.plot(
@@ -88,6 +84,26 @@ def plot_robustness(path: Path, robustness: dict) -> None:
         axis.set_xlabel(kind.replace("_", " "))
         axis.set_ylabel("PCC with the ground truth")
         axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_learning_curve(path: Path, points: list[dict], target: str) -> None:
+    """Pooled held-out PCC and MAE of ``target`` against the real bones trained on, one line per method."""
+    plt, figure, (pcc_axis, mae_axis) = _figure(2, (10, 4))
+    bones = [point["training_bones"] for point in points]
+    for method in points[-1]["methods"]:
+        metrics = [point["methods"].get(method, {}).get(target, {}) for point in points]
+        for axis, key in ((pcc_axis, "pcc"), (mae_axis, "mae")):
+            axis.plot(bones, [m.get(key, np.nan) for m in metrics], marker="o", label=method)
+    pcc_axis.set_ylabel("pooled PCC on held-out CTs")
+    mae_axis.set_ylabel(f"pooled MAE, {_label(target)}")
+    for axis in (pcc_axis, mae_axis):
+        axis.set_xlabel("real bones in training (mean over folds)")
+        axis.legend(fontsize=8)
+    images = points[-1]["images"]
+    figure.suptitle(f"{target}: whole CTs held out ({images} images), every point trained as many steps", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

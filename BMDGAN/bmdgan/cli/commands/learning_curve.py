@@ -1,0 +1,60 @@
+"""``bmdgan learning-curve``: whole-CT held-out accuracy against the number of real CTs trained on."""
+
+from __future__ import annotations
+
+from bmdgan.cli.options import add_device, add_out, add_seed, comma_list
+
+HELP = "held-out accuracy against the real CTs trained on (nested subsets, same steps), with a picture; resumable"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("dataset", help="cohort dealt into folds by source CT (simulate-cohort --fold-by ct)")
+    add_out(parser, "folder of the runs, learning_curve.json and learning_curve_<target>.png")
+    parser.add_argument("--config", default="cpu", help="configuration name (paper, cpu, smoke) or YAML path")
+    parser.add_argument(
+        "--sizes",
+        type=comma_list(int, example="3,6"),
+        default="3,6",
+        help="numbers of training CTs below all of them, comma-separated (default 3,6); all CTs is always a point",
+    )
+    parser.add_argument(
+        "--folds",
+        type=comma_list(int, example="0,1,2,3"),
+        default="0,1,2,3",
+        help="folds to hold out in turn, comma-separated (default 0,1,2,3)",
+    )
+    parser.add_argument(
+        "--targets",
+        type=comma_list(),
+        default="ct_abmd_g_cm2,qct_vbmd_mg_cm3",
+        help="BMD columns to regress, comma-separated (default ct_abmd_g_cm2,qct_vbmd_mg_cm3)",
+    )
+    add_seed(parser, what="order the training CTs are taken in")
+    add_device(parser)
+
+
+def run(args) -> int:
+    from bmdgan.evaluation.learning_curve import curve_table, learning_curve
+    from bmdgan.training.config import load_config
+
+    points = learning_curve(
+        load_config(args.config),
+        args.dataset,
+        args.out,
+        list(args.sizes),
+        list(args.folds),
+        args.targets,
+        args.seed,
+        args.device,
+    )
+    for target in args.targets:
+        print(f"{target}, pooled over folds {list(args.folds)} ({points[-1]['images']} held-out images):")
+        for row in curve_table(points, target):
+            methods = "  ".join(
+                f"{method} PCC {pcc:.3f} MAE {mae:.4g}"
+                for method, (pcc, mae) in row.items()
+                if method not in ("size", "training_cts", "training_bones")
+            )
+            print(f"  {row['size']!s:>4} CTs ({row['training_bones']:.1f} bones): {methods}")
+    print(f"picture: {args.out}/learning_curve_<target>.png")
+    return 0

@@ -1,0 +1,140 @@
+"""Learning curve over source CTs (issue 22): whole-CT held-out accuracy against the number of distinct real CTs
+(and their bones) the models were trained on, so we know whether more CTs or more variation is what limits us.
+
+For each held-out fold of a ``--fold-by ct`` cohort, the fold's training CTs are put in an order drawn from the
+seed, and the first ``k`` of them train the models (nested subsets: each larger set holds the smaller ones). Every
+subset is trained for the same number of optimisation steps as the full training set (its epochs scaled by the
+ratio of training images), so a point differs from the next in the bones it saw, not in how long it trained. The
+held-out fold is always the whole fold, so each point is pooled over the same held-out images. The ``all`` point
+is plain cross-validation (:func:`bmdgan.evaluation.cross_validation.cross_validate`'s layout in ``OUT/all``).
+
+Layout: ``OUT/ct<k>/fold<N>/`` (a run), ``OUT/ct<k>/datasets/fold<N>/`` (its subset dataset, images linked),
+``OUT/ct<k>/pooled_metrics.json``; ``OUT/learning_curve.json`` and ``OUT/learning_curve.png`` at the end.
+Resumable like cross-validation: a killed job picks up each run from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..datasets.folds import source_ct_of
+from ..datasets.format import CaseRecord, read_manifest, write_subset
+from ..errors import InputError
+from ..training.trainer import start_process
+from .cross_validation import pooled_summary, train_and_evaluate_fold
+from .plots import plot_learning_curve
+
+ALL = "all"
+
+
+def training_ct_order(records: list[CaseRecord], fold: int, seed: int) -> list[str]:
+    """The source CTs that train when ``fold`` is held out, in an order drawn from ``seed`` and ``fold``."""
+    held_out = {source_ct_of(r) for r in records if r.fold == fold}
+    others = {source_ct_of(r) for r in records if r.fold >= 0 and r.fold != fold}
+    if held_out & others:
+        raise InputError(None, f"fold {fold} shares source CTs with the other folds", "simulate with --fold-by ct")
+    training = sorted(others)
+    order = np.random.default_rng([seed, fold]).permutation(len(training))
+    return [training[i] for i in order]
+
+
+def subset_records(records: list[CaseRecord], fold: int, training_cts: list[str]) -> list[CaseRecord]:
+    """The held-out fold's cases and the training cases of ``training_cts`` only."""
+    keep = set(training_cts)
+    return [r for r in records if r.fold == fold or (r.fold >= 0 and source_ct_of(r) in keep)]
+
+
+def bones_of(records: list[CaseRecord]) -> set[tuple[str, str]]:
+    """Distinct real bones (source CT, side) among ``records``: a whole-pelvis CT gives two."""
+    return {(source_ct_of(r), r.side) for r in records}
+
+
+def same_steps(config, factor: float):
+    """``config`` with every stage's epochs and the warm-restart period times ``factor``: a training set
+    ``factor`` times smaller then gets as many optimisation steps, on the same learning-rate schedule."""
+    return replace(
+        config,
+        epochs={stage: max(1, round(epochs * factor)) for stage, epochs in config.epochs.items()},
+        restart_period_epochs=max(1, round(config.restart_period_epochs * factor)),
+    )
+
+
+def learning_curve(
+    config,
+    dataset: str | Path,
+    out: str | Path,
+    sizes: list[int],
+    folds: list[int],
+    targets: tuple[str, ...],
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[dict]:
+    """Train and evaluate every fold at every size (training CTs) and at all of them; one point per size, pooled
+    over ``folds``: the pooled metrics, diagnosis and each CT's bias (:func:`pooled_summary`) with the mean number
+    of training CTs, bones and images and the epoch factor."""
+    dataset, out = Path(dataset), Path(out)
+    records = read_manifest(dataset)
+    missing = [fold for fold in folds if fold not in {r.fold for r in records}]
+    if missing:
+        raise InputError(dataset, f"has no fold {missing[0]}", "pick folds the cohort was dealt into")
+    process = start_process(device)
+    points = []
+    for size in [*sorted(set(sizes)), ALL]:
+        point_out = out / (ALL if size == ALL else f"ct{size}")
+        shares = []
+        for fold in folds:
+            order = training_ct_order(records, fold, seed)
+            full = [r for r in records if r.fold >= 0 and r.fold != fold]
+            if size != ALL and size >= len(order):
+                raise InputError(
+                    None, f"fold {fold} trains on only {len(order)} CTs", f"give --sizes below {len(order)}"
+                )
+            chosen = order if size == ALL else order[:size]
+            fold_records = subset_records(records, fold, chosen)
+            training = [r for r in fold_records if r.fold != fold]
+            factor = len(full) / len(training)
+            shares.append((len(chosen), len(bones_of(training)), len(training), factor))
+            if size == ALL:
+                fold_dataset, fold_config = dataset, config
+            else:
+                why = f"learning curve: fold {fold} held out, trained on {', '.join(chosen)}"
+                fold_dataset = write_subset(dataset, point_out / "datasets" / f"fold{fold}", fold_records, why)
+                fold_config = same_steps(config, factor)
+            run = point_out / f"fold{fold}"
+            train_and_evaluate_fold(fold_config, fold_dataset, run, fold, targets, device, process, progress)
+        pooled = pooled_summary(point_out, folds, dataset, process)
+        cts, bones, images, factors = (float(np.mean(column)) for column in zip(*shares))
+        points.append(
+            {
+                "size": size,
+                "training_cts": cts,
+                "training_bones": bones,
+                "training_images": images,
+                "epoch_factor": factors,
+                **pooled,
+            }
+        )
+    if process.is_main:
+        atomic_write_text(out / "learning_curve.json", json.dumps(points, indent=2))
+        for target in targets:
+            plot_learning_curve(out / f"learning_curve_{target}.png", points, target)
+    return points
+
+
+def curve_table(points: list[dict], target: str) -> list[dict]:
+    """One row per point for ``target``: training bones, and pooled PCC and MAE per method (NaN where absent)."""
+    rows = []
+    for point in points:
+        row = {"size": point["size"], "training_cts": point["training_cts"], "training_bones": point["training_bones"]}
+        for method, values in point["methods"].items():
+            metrics = values.get(target, {})
+            row[method] = (metrics.get("pcc", math.nan), metrics.get("mae", math.nan))
+        rows.append(row)
+    return rows
