@@ -292,6 +292,32 @@ def test_learning_curve_trains_nested_ct_subsets_as_many_steps(dataset, smoke, t
     assert (tmp_path / "learning_curve_ct_abmd_g_cm2.png").stat().st_size > 10_000
     assert learning_curve(config, dataset, tmp_path, [2, 4], [0, 1], ("ct_abmd_g_cm2",), progress=False) == points
 
+    # The model card reports them first: pooled over whole held-out sources with each one's bias, then the curve.
+    from bmdgan.evaluation.model_card import package_model
+
+    out = package_model(
+        tmp_path / "all" / "fold0" / "model",
+        tmp_path / "all" / "fold0",
+        tmp_path / "shipped",
+        {},
+        "bmdgan train ...",
+        None,
+        ["Pelvic-Ref-002"],
+        ["STS_012"],
+        cross_validations={"folds 0-1": tmp_path / "all"},
+        learning_curve=tmp_path,
+    )
+    card = (out / "MODEL_CARD.md").read_text()
+    pooled = points[-1]["methods"]["baseline"]["ct_abmd_g_cm2"]
+    assert (
+        "## Whole CTs held out: folds 0-1" in card and f"| baseline | ct_abmd_g_cm2 | 8 | {pooled['pcc']:.3f} |" in card
+    )
+    bias = points[-1]["per_source_ct"]["decomposition"]["ct_abmd_g_cm2"]
+    assert len(bias) == 4 and all(f"| {patient} | 2 | {b['bias']:+.3f} |" in card for patient, b in bias.items())
+    curve = card.index("## Learning curve")
+    assert curve > card.index("## Whole CTs held out") and "| 2.0 | 2.0 |" in card[curve:]
+    assert "TCIA Pelvic-Reference-Data, CC BY 3.0" in card and "(fold 0 held out)" in card
+
 
 def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained, dataset, tmp_path):
     """The card names every CT with its source, warns when the held-out aBMD PCC is weak, and the packaged

@@ -160,6 +160,14 @@ def share(text: str) -> float:
     return value
 
 
+def titled_folder(text: str) -> tuple[str, Path]:
+    """``TITLE=FOLDER`` (e.g. ``fold 0=out/eval``): a result folder and the title it is reported under."""
+    title, separator, folder = text.partition("=")
+    if not separator or not title or not folder:
+        raise argparse.ArgumentTypeError(f"{text!r} is not TITLE=FOLDER, e.g. 'fold 0=out/eval'")
+    return title, Path(folder)
+
+
 def image_size(text: str) -> tuple[int, int]:
     """argparse type of ``--image-size``: ``"512x256"`` -> ``(512, 256)`` (rows, columns; pixels)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)

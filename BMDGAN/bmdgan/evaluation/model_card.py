@@ -1,7 +1,9 @@
 """Package a trained model for shipping, with a model card that says plainly what it is and how well it does.
 
 The card is written from facts on disk: the model description (``model.json``), the run's settings and
-training histories (``run.json``, ``stage*/history.jsonl``) and ``bmdgan evaluate``'s ``metrics.json`` files.
+training histories (``run.json``, ``stage*/history.jsonl``), ``bmdgan evaluate``'s ``metrics.json`` files, and,
+first, the figures on bones the model's recipe never saw: ``bmdgan cross-validate``'s ``pooled_metrics.json``
+over whole-CT folds (with each CT's bias) and ``bmdgan learning-curve``'s ``learning_curve.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ GOAL_PCC = 0.90
 """The project's goal for held-out aBMD PCC; below it the card says so first."""
 CT_SOURCES = {
     "STS_": "IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0; Vallières et al. 2015, doi:10.7937/K9/TCIA.2015.7GO2GSKS",
+    "Pelvic-Ref-": "TCIA Pelvic-Reference-Data, CC BY 3.0; Yorke et al. 2019, doi:10.7937/TCIA.2019.woskq5oo",
     "example_ct": "TotalSegmentator example CT with its v1 femur/hip masks, Apache-2.0; Wasserthal et al., "
     "Radiol Artif Intell 2023",
 }
@@ -57,6 +60,67 @@ def _metric_rows(metrics: dict) -> list[str]:
     return rows
 
 
+def _pooled_rows(pooled: dict) -> list[str]:
+    """Pooled metrics of a whole-CT cross-validation with its spread diagnosis, one row per method and target."""
+    rows = []
+    for method, targets in pooled["methods"].items():
+        for target, m in targets.items():
+            d = pooled["diagnosis"][method][target]
+            shown = [d[k] for k in ("within_ct_pcc_median", "pcc_without_ct_bias", "estimate_sd_over_truth_sd")]
+            within, unbiased, spread = ("-" if v is None else f"{v:.2f}" for v in shown)
+            rows.append(
+                f"| {method} | {target} | {m['n']} | {m['pcc']:.3f} | {m['icc']:.3f} | {m['mae']:.4g} | "
+                f"{m['see']:.4g} | {within} | {unbiased} | {spread} |"
+            )
+    return rows
+
+
+def _cross_validation_section(title: str, pooled: dict, target: str = "ct_abmd_g_cm2") -> list[str]:
+    """Pooled figures on whole held-out CTs, the three methods side by side, then each CT's ``target`` bias."""
+    methods = [m for m in pooled["per_source_ct"] if target in pooled["per_source_ct"][m]]
+    per_ct = {m: pooled["per_source_ct"][m][target] for m in methods}
+    lines = [
+        f"## Whole CTs held out: {title}",
+        f"{pooled['images']} images of CTs held out whole (each CT and all its virtual patients in one fold, folds "
+        f"{pooled['folds']}); every model trained without them with this model's recipe. These are the figures "
+        "for a new patient's bone.",
+        "",
+        "| method | target | n | PCC | ICC(2,1) | MAE | SEE | within-CT PCC (median) | PCC without per-CT bias "
+        "| SD estimate / SD truth |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *_pooled_rows(pooled),
+        "",
+        f"Bias of each held-out CT ({target}, mean estimate - truth; n images):",
+        "",
+        "| CT | n | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for ct, first in per_ct[methods[0]].items():
+        biases = " | ".join(f"{per_ct[m][ct]['bias']:+.3f}" for m in methods)
+        lines.append(f"| {ct} | {first['n']} | {biases} |")
+    return lines + [""]
+
+
+def _learning_curve_section(points: list[dict], target: str = "ct_abmd_g_cm2") -> list[str]:
+    """Pooled held-out PCC / MAE against the real bones trained on (``bmdgan learning-curve``)."""
+    methods = list(points[-1]["methods"])
+    lines = [
+        "## Learning curve (whole CTs held out)",
+        f"The same held-out images ({points[-1]['images']}) at every point; each point trained on the first k of "
+        f"its folds' training CTs for as many steps as all of them. {target}, pooled PCC / MAE:",
+        "",
+        "| training CTs | real bones | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for point in points:
+        cells = []
+        for method in methods:
+            m = point["methods"].get(method, {}).get(target)
+            cells.append(f"{m['pcc']:.2f} / {m['mae']:.3f}" if m else "-")
+        lines.append(f"| {point['training_cts']:.1f} | {point['training_bones']:.1f} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _history_summary(run: Path) -> list[str]:
     lines = []
     for history in sorted(run.glob(f"*/{HISTORY}")):
@@ -72,11 +136,12 @@ def _history_summary(run: Path) -> list[str]:
 
 
 def _estimate_abmd_pcc(metrics: dict) -> float | None:
-    """Held-out aBMD PCC of what ``bmdgan estimate`` reports by default (regression when the model has it)."""
+    """Held-out aBMD PCC of what ``bmdgan estimate`` reports by default (regression when the model has it), from
+    an evaluation's metrics or a cross-validation's pooled ones."""
     for method in ("decomposition+regression", "decomposition"):
         values = metrics["methods"].get(method, {}).get("ct_abmd_g_cm2")
         if values:
-            return values["all"]["pcc"]
+            return values["all"]["pcc"] if "all" in values else values["pcc"]
     return None
 
 
@@ -89,7 +154,7 @@ def _read_this_first(evaluations: dict[str, dict]) -> list[str]:
     listed = ", ".join(f"{p:.2f}" for p in pccs.values())
     if max(pccs.values()) < WEAK_PCC:
         text = (
-            f"On held-out virtual patients this model's aBMD correlates only weakly with the truth (PCC {listed}, "
+            f"On images held out from its training this model's aBMD correlates only weakly with the truth (PCC {listed}, "
             f"goal {GOAL_PCC:.2f}): it has learned where the proximal femur is (see the Dice below) far better "
             "than how dense it is, and its estimates stay close to the training mean."
         )
@@ -102,7 +167,7 @@ def _read_this_first(evaluations: dict[str, dict]) -> list[str]:
         )
     else:
         text = (
-            f"On held-out virtual patients this model's aBMD follows the truth only moderately (PCC {listed}, "
+            f"On images held out from its training this model's aBMD follows the truth only moderately (PCC {listed}, "
             f"goal {GOAL_PCC:.2f}): it ranks bone density roughly but shrinks estimates towards the training "
             "mean, so single estimates can be off by the SEE below."
         )
@@ -130,7 +195,11 @@ def write_model_card(
     training_minutes: float | None,
     cts: list[str],
     held_out_cts: list[str],
+    cross_validations: dict[str, Path] | None = None,
+    learning_curve: Path | None = None,
 ) -> str:
+    """The card's text; ``cross_validations`` (title -> folder with ``pooled_metrics.json``) and
+    ``learning_curve`` (folder with ``learning_curve.json``) come first after the calibrations."""
     description = read_json_object(model_folder / "model.json", "bmdgan model folder")
     settings = read_run_settings(run)
     if settings is None:
@@ -157,8 +226,9 @@ def write_model_card(
         "(standing, supine, abduction, adduction), acquisition and processing `--acquisition "
         f"{_cohort_acquisition(settings)}` (see `bmdgan.projection.site_protocol`); ground truth (PF-DRR, CT-aBMD, "
         "vBMD) from the same CT (`bmdgan simulate-cohort`).",
-        f"- Training cases: {description['provenance'].get('training_cases')} images (fold "
-        f"{settings.get('fold')} held out), hierarchical learning: {description['provenance'].get('hierarchical')}.",
+        f"- Training cases: {description['provenance'].get('training_cases')} images ("
+        + ("all of the cohort" if settings.get("fold") is None else f"fold {settings['fold']} held out")
+        + f"), hierarchical learning: {description['provenance'].get('hierarchical')}.",
         "",
         "## Training",
         f"- Command (`Resources/Models/train_default.sh`): `{training_command}`",
@@ -178,7 +248,22 @@ def write_model_card(
         )
     lines += ["- T-score reference: NHANES III total hip, women 20-29 (`bmdgan/resources/tscore_references.json`).", ""]
     metrics_of = {title: read_metrics(folder) for title, folder in evaluations.items()}
-    lines += _read_this_first(metrics_of)
+    pooled_of = {
+        title: read_json_object(Path(folder) / "pooled_metrics.json", "cross-validation folder")
+        for title, folder in (cross_validations or {}).items()
+    }
+    lines += _read_this_first({f"whole CTs held out ({title})": p for title, p in pooled_of.items()} | metrics_of)
+    for title, pooled in pooled_of.items():
+        lines += _cross_validation_section(title, pooled)
+    if learning_curve is not None:
+        points = json.loads((Path(learning_curve) / "learning_curve.json").read_text())
+        lines += _learning_curve_section(points)
+    if metrics_of and pooled_of:
+        lines += [
+            "The evaluations below hold out virtual patients whose bones the model trained on: they say how well "
+            "it measures bones it knows, not a new patient's.",
+            "",
+        ]
     for title, metrics in metrics_of.items():
         lines += [
             f"## Held-out evaluation: {title}",
@@ -222,6 +307,8 @@ def package_model(
     cts: list[str],
     held_out_cts: list[str],
     overwrite: bool = False,
+    cross_validations: dict[str, Path] | None = None,
+    learning_curve: Path | None = None,
 ) -> Path:
     """Copy the model (weights + model.json) into ``out`` and write ``MODEL_CARD.md``; refuses > 30 MB. ``out`` is
     written by :func:`bmdgan.outputs.result_folder`: new or empty, or with ``overwrite`` an earlier package holding
@@ -238,7 +325,17 @@ def package_model(
         raise InputError(
             model_folder, f"weights are {size_mb:.1f} MB, more than {MAX_SHIPPED_MB:.0f} MB", "ship a smaller model"
         )
-    card = write_model_card(model_folder, run, evaluations, training_command, training_minutes, cts, held_out_cts)
+    card = write_model_card(
+        model_folder,
+        run,
+        evaluations,
+        training_command,
+        training_minutes,
+        cts,
+        held_out_cts,
+        cross_validations,
+        learning_curve,
+    )
     with result_folder(out, "package-model", overwrite) as staging:
         for path in files:
             shutil.copyfile(path, staging / path.name)

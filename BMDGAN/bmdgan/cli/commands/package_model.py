@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_out, comma_list
+from bmdgan.cli.options import add_out, comma_list, titled_folder
 
 HELP = "copy a trained model (safetensors + model.json) to a folder and write MODEL_CARD.md from the run's facts"
 
@@ -11,9 +11,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("run_folder", metavar="RUN", help="training run folder (its 'model' folder is packaged)")
     add_out(parser, "destination, e.g. Resources/Models/default")
     parser.add_argument(
+        "--cross-validation",
+        action="append",
+        default=[],
+        type=titled_folder,
+        metavar="TITLE=FOLDER",
+        help="a whole-CT cross-validation of the model's recipe (bmdgan cross-validate --out) to report first, "
+        "repeatable",
+    )
+    parser.add_argument(
+        "--learning-curve",
+        default=None,
+        metavar="FOLDER",
+        help="a bmdgan learning-curve --out folder to report after the cross-validation",
+    )
+    parser.add_argument(
         "--evaluation",
         action="append",
         default=[],
+        type=titled_folder,
         metavar="TITLE=FOLDER",
         help="an evaluation folder (bmdgan evaluate --out) to report, repeatable",
     )
@@ -41,25 +57,20 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from bmdgan.errors import InputError
     from bmdgan.evaluation.model_card import package_model
 
-    evaluations = {}
-    for item in args.evaluation:
-        if "=" not in item:
-            raise InputError(None, f"--evaluation {item!r} is not TITLE=FOLDER", "e.g. 'fold 0=out/eval'")
-        title, folder = item.split("=", 1)
-        evaluations[title] = Path(folder)
     out = package_model(
         Path(args.run_folder) / "model",
         args.run_folder,
         args.out,
-        evaluations,
+        dict(args.evaluation),
         args.training_command,
         args.training_minutes,
         list(args.cts),
         list(args.held_out_cts),
         args.overwrite,
+        dict(args.cross_validation),
+        None if args.learning_curve is None else Path(args.learning_curve),
     )
     print(f"packaged -> {out} (MODEL_CARD.md)")
     return 0
