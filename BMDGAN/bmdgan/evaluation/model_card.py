@@ -154,9 +154,9 @@ def _read_this_first(evaluations: dict[str, dict]) -> list[str]:
     listed = ", ".join(f"{p:.2f}" for p in pccs.values())
     if max(pccs.values()) < WEAK_PCC:
         text = (
-            f"On images held out from its training this model's aBMD correlates only weakly with the truth (PCC {listed}, "
-            f"goal {GOAL_PCC:.2f}): it has learned where the proximal femur is (see the Dice below) far better "
-            "than how dense it is, and its estimates stay close to the training mean."
+            "On images held out from its training this model's aBMD correlates only weakly with the truth "
+            f"(PCC {listed}, goal {GOAL_PCC:.2f}): it has learned where the proximal femur is (see the Dice below) "
+            "far better than how dense it is, and its estimates stay close to the training mean."
         )
     elif max(pccs.values()) >= GOAL_PCC:
         short = "; ".join(f"{title}, PCC {p:.2f}" for title, p in pccs.items() if p < GOAL_PCC)
