@@ -6,7 +6,8 @@ seed, and the first ``k`` of them train the models (nested subsets: each larger 
 subset is trained for the same number of optimisation steps as the full training set (its epochs scaled by the
 ratio of training images), so a point differs from the next in the bones it saw, not in how long it trained. The
 held-out fold is always the whole fold, so each point is pooled over the same held-out images. The ``all`` point
-is plain cross-validation (:func:`bmdgan.evaluation.cross_validation.cross_validate`'s layout in ``OUT/all``).
+is plain cross-validation (:func:`bmdgan.evaluation.cross_validation.cross_validate`'s layout in ``OUT/all``), and
+is made first, so a job stopped early has the cross-validation already.
 
 Layout: ``OUT/ct<k>/fold<N>/`` (a run), ``OUT/ct<k>/datasets/fold<N>/`` (its subset dataset, images linked),
 ``OUT/ct<k>/pooled_metrics.json``; ``OUT/learning_curve.json`` and ``OUT/learning_curve.png`` at the end.
@@ -86,7 +87,7 @@ def learning_curve(
         raise InputError(dataset, f"has no fold {missing[0]}", "pick folds the cohort was dealt into")
     process = start_process(device)
     points = []
-    for size in [*sorted(set(sizes)), ALL]:
+    for size in [ALL, *sorted(set(sizes), reverse=True)]:  # all first: it is the plain cross-validation
         point_out = out / (ALL if size == ALL else f"ct{size}")
         shares = []
         for fold in folds:
@@ -121,6 +122,7 @@ def learning_curve(
                 **pooled,
             }
         )
+    points.sort(key=lambda point: point["training_cts"])
     if process.is_main:
         atomic_write_text(out / "learning_curve.json", json.dumps(points, indent=2))
         for target in targets:
