@@ -87,7 +87,7 @@ def learning_curve(
         raise InputError(dataset, f"has no fold {missing[0]}", "pick folds the cohort was dealt into")
     process = start_process(device)
     points = []
-    for size in [ALL, *sorted(set(sizes), reverse=True)]:  # all first: it is the plain cross-validation
+    for size in [ALL, *sorted(set(sizes))]:  # all first: it is the plain cross-validation
         point_out = out / (ALL if size == ALL else f"ct{size}")
         shares = []
         for fold in folds:
