@@ -263,60 +263,97 @@ def test_cross_validation_pools_every_fold_and_resumes(dataset, smoke, tmp_path)
     assert retrained["methods"]["decomposition"] == pooled["methods"]["decomposition"]
 
 
-def test_learning_curve_trains_nested_ct_subsets_as_many_steps(dataset, smoke, tmp_path):
-    """Each point trains on the first k of its fold's training CTs (nested, never a held-out one) for as many steps
-    as the full set, and every point is pooled over the same held-out images."""
+@pytest.fixture(scope="module")
+def curve(dataset, smoke, tmp_path_factory):
+    """A learning curve over sizes 2 and 4 (and all 6) of the synthetic patients, folds 0 and 1: (folder, points,
+    config)."""
     from dataclasses import replace
 
+    from bmdgan.evaluation.learning_curve import learning_curve
+
+    out = tmp_path_factory.mktemp("curve")
+    config = replace(smoke, epochs={"stage1": 1, "stage2": 1, "stage3_frozen": 1, "stage3_finetune": 1, "baseline": 1})
+    return out, learning_curve(config, dataset, out, [2, 4], [0, 1], ("ct_abmd_g_cm2",), progress=False), config
+
+
+def test_learning_curve_trains_nested_ct_subsets_as_many_steps(curve, dataset):
+    """Each point trains on the first k of its fold's training CTs (nested, never a held-out one) for as many steps
+    as the full set, and every point is pooled over the same held-out images."""
     from bmdgan.datasets.format import read_manifest
     from bmdgan.evaluation.learning_curve import learning_curve, training_ct_order
     from bmdgan.training.run_folder import read_run_settings
 
+    out, points, config = curve
     records = read_manifest(dataset)
     order = training_ct_order(records, 0, seed=0)
     held_out = {r.patient_id for r in records if r.fold == 0}
     assert len(order) == 6 and not held_out & set(order) and order == training_ct_order(records, 0, seed=0)
     assert order != training_ct_order(records, 0, seed=1)
-    config = replace(smoke, epochs={"stage1": 1, "stage2": 1, "stage3_frozen": 1, "stage3_finetune": 1, "baseline": 1})
-    points = learning_curve(config, dataset, tmp_path, [2, 4], [0, 1], ("ct_abmd_g_cm2",), progress=False)
     assert [p["size"] for p in points] == [2, 4, "all"]
     assert [p["training_cts"] for p in points] == [2, 4, 6] and [p["epoch_factor"] for p in points] == [3, 1.5, 1]
     assert {p["images"] for p in points} == {8}  # folds 0 and 1, two patients x two poses each, at every point
-    subset = read_manifest(tmp_path / "ct2" / "datasets" / "fold0")
+    subset = read_manifest(out / "ct2" / "datasets" / "fold0")
     assert {r.patient_id for r in subset if r.fold != 0} == set(order[:2])
     assert {r.case_id for r in subset if r.fold == 0} == {r.case_id for r in records if r.fold == 0}
-    larger = {r.patient_id for r in read_manifest(tmp_path / "ct4" / "datasets" / "fold0") if r.fold != 0}
+    larger = {r.patient_id for r in read_manifest(out / "ct4" / "datasets" / "fold0") if r.fold != 0}
     assert set(order[:2]) < larger
-    assert read_run_settings(tmp_path / "ct2" / "fold0")["config"]["epochs"]["stage2"] == 3
-    assert read_run_settings(tmp_path / "all" / "fold0")["dataset"] == str(dataset)
-    assert (tmp_path / "learning_curve_ct_abmd_g_cm2.png").stat().st_size > 10_000
-    assert learning_curve(config, dataset, tmp_path, [2, 4], [0, 1], ("ct_abmd_g_cm2",), progress=False) == points
+    assert read_run_settings(out / "ct2" / "fold0")["config"]["epochs"]["stage2"] == 3
+    assert read_run_settings(out / "all" / "fold0")["dataset"] == str(dataset)
+    assert (out / "learning_curve_ct_abmd_g_cm2.png").stat().st_size > 10_000
+    assert learning_curve(config, dataset, out, [2, 4], [0, 1], ("ct_abmd_g_cm2",), progress=False) == points
 
-    # The model card reports them first: pooled over whole held-out sources with each one's bias, then the curve.
+
+def test_model_card_leads_with_whole_ct_folds_their_bias_and_the_curve(curve, tmp_path):
     from bmdgan.evaluation.model_card import package_model
 
-    out = package_model(
-        tmp_path / "all" / "fold0" / "model",
-        tmp_path / "all" / "fold0",
+    out, points, _ = curve
+    shipped = package_model(
+        out / "all" / "fold0" / "model",
+        out / "all" / "fold0",
         tmp_path / "shipped",
         {},
         "bmdgan train ...",
         None,
         ["Pelvic-Ref-002"],
         ["STS_012"],
-        cross_validations={"folds 0-1": tmp_path / "all"},
-        learning_curve=tmp_path,
+        cross_validations={"folds 0-1": out / "all"},
+        learning_curve=out,
     )
-    card = (out / "MODEL_CARD.md").read_text()
+    card = (shipped / "MODEL_CARD.md").read_text()
     pooled = points[-1]["methods"]["baseline"]["ct_abmd_g_cm2"]
     assert (
         "## Whole CTs held out: folds 0-1" in card and f"| baseline | ct_abmd_g_cm2 | 8 | {pooled['pcc']:.3f} |" in card
     )
     bias = points[-1]["per_source_ct"]["decomposition"]["ct_abmd_g_cm2"]
     assert len(bias) == 4 and all(f"| {patient} | 2 | {b['bias']:+.3f} |" in card for patient, b in bias.items())
-    curve = card.index("## Learning curve")
-    assert curve > card.index("## Whole CTs held out") and "| 2.0 | 2.0 |" in card[curve:]
+    curve_at = card.index("## Learning curve")
+    assert curve_at > card.index("## Whole CTs held out") and "| 2.0 | 2.0 |" in card[curve_at:]
     assert "TCIA Pelvic-Reference-Data, CC BY 3.0" in card and "(fold 0 held out)" in card
+
+
+def test_a_model_trained_on_every_ct_takes_its_intervals_from_the_cross_validation(curve, dataset, tmp_path):
+    """The intervals are fitted on the cross-validation's held-out predictions (each source predicted by a model that
+    never saw it), the same residuals the pooled metrics were computed from; the limits on the images given."""
+    from bmdgan.errors import InputError
+    from bmdgan.evaluation.confidence import calibrate_confidence, cross_validation_columns
+    from bmdgan.inference.uncertainty import fit_predictive
+
+    out, points, _ = curve
+    model = out / "all" / "fold0" / "model"
+    summary = calibrate_confidence(model, tmp_path / "calibrated", [], [dataset], cross_validation=out / "all")
+    bias = points[-1]["per_source_ct"]["decomposition"]["ct_abmd_g_cm2"]
+    assert summary["held_out_cts"] == sorted(bias) and summary["held_out_images"] == 8
+    assert summary["limit_cts_never_seen"] == [] and summary["new_patient_images"] == 16
+    estimates, truths, cts = cross_validation_columns(out / "all")[("decomposition", "ct_abmd_g_cm2")]
+    assert np.mean(np.subtract(estimates, truths)) == pytest.approx(
+        points[-1]["methods"]["decomposition"]["ct_abmd_g_cm2"]["bland_altman"]["mean_difference"]
+    )
+    description = json.loads((tmp_path / "calibrated" / "model.json").read_text())
+    entry = next(e for e in description["prediction_intervals"] if e["method"] == "decomposition")
+    expected = fit_predictive(estimates, truths, cts, "ct_abmd_g_cm2", "decomposition", "g/cm2").to_dict()
+    assert entry == expected
+    with pytest.raises(InputError, match="no images to fit the out-of-distribution limits"):
+        calibrate_confidence(model, tmp_path / "other", [], [], cross_validation=out / "all")
 
 
 def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained, dataset, tmp_path):

@@ -6,6 +6,10 @@ Two kinds of held-out datasets (cohorts from ``bmdgan simulate-cohort``):
 * ``held_out_cts``: virtual patients of source CTs the model never saw. They set the prediction intervals of every
   method and target (:func:`bmdgan.inference.uncertainty.fit_predictive`, grouped by source CT), whose coverage for
   a new bone is checked by leaving each CT out in turn, and they join the limits below.
+* ``cross_validation`` instead sets the intervals, for a model trained on every CT (none left to hold out): the
+  held-out predictions of a whole-CT cross-validation of the model's recipe (``bmdgan cross-validate``), each CT
+  predicted by a model that never saw it. A model trained on more CTs errs no more on a new one, so the interval
+  is, if anything, wide. The ``held_out_cts`` then given (if any) join the limits only.
 * ``other_site``: the same CTs' virtual patients imaged at another site: each CT's images against the interval
   fitted without that CT, as for the first kind (the interval's coverage off the calibration site).
 * ``new_patients``: new virtual patients of the training CTs (familiar bones, new densities, poses and fat). With
@@ -31,7 +35,9 @@ from ..inference.uncertainty import fit_predictive, leave_one_ct_out
 from ..models.model_folder import model_files, read_model_description
 from ..outputs import check_destination, result_folder
 from ..progress import progress_bar
+from .cross_validation import held_out_rows
 from .evaluate import CasePrediction, available_methods, predict_case
+from .evaluation_folder import estimate_columns
 
 UNITS = {"ct_abmd_g_cm2": "g/cm2", "dxa_bmd_g_cm2": "g/cm2", "qct_vbmd_mg_cm3": "mg/cm3"}
 
@@ -46,33 +52,52 @@ def dataset_predictions(model: DecompositionModel, folders: list[str | Path], pr
     ]
 
 
-def _columns(predictions: list[tuple[str, CasePrediction]], method: str, target: str):
-    """(estimates, truths, source CTs) of one method and target."""
-    return (
-        [p.methods[method][target] for _, p in predictions],
-        [getattr(p.record, target) for _, p in predictions],
-        [ct for ct, _ in predictions],
-    )
+Columns = dict[tuple[str, str], tuple[list[float], list[float], list[str]]]
+"""(method, target) -> (estimates, truths, source CTs) of a set of held-out images."""
 
 
-def fit_intervals(
-    predictions: list[tuple[str, CasePrediction]], other_site: list[tuple[str, CasePrediction]] = ()
-) -> tuple[list[dict], dict, dict]:
+def prediction_columns(predictions: list[tuple[str, CasePrediction]]) -> Columns:
+    """The columns of the model's own predictions (:func:`dataset_predictions`)."""
+    first = predictions[0][1].methods
+    return {
+        (method, target): (
+            [p.methods[method][target] for _, p in predictions],
+            [getattr(p.record, target) for _, p in predictions],
+            [ct for ct, _ in predictions],
+        )
+        for method in first
+        for target in sorted(first[method])
+    }
+
+
+def cross_validation_columns(cv_folder: str | Path) -> Columns:
+    """The columns of a cross-validation's held-out predictions
+    (:func:`bmdgan.evaluation.cross_validation.held_out_rows`)."""
+    rows = held_out_rows(cv_folder)
+    return {
+        (method, target): (
+            [float(row[key]) for _, row in rows],
+            [float(row[f"{target}_truth"]) for _, row in rows],
+            [ct for ct, _ in rows],
+        )
+        for method, target, key in estimate_columns(rows[0][1])
+    }
+
+
+def fit_intervals(columns: Columns, other_site: Columns | None = None) -> tuple[list[dict], dict, dict]:
     """(prediction-interval entries for ``model.json``, leave-one-CT-out coverage per method and target, the same
     on ``other_site``'s images of those CTs)."""
     entries, checks, site_checks = [], {}, {}
-    for method in predictions[0][1].methods:
-        for target in sorted(predictions[0][1].methods[method]):
-            estimates, truths, cts = _columns(predictions, method, target)
-            if not np.isfinite(truths).any():
-                continue
-            unit = UNITS.get(target, "")
-            entries.append(fit_predictive(estimates, truths, cts, target, method, unit).to_dict())
-            checks.setdefault(method, {})[target] = leave_one_ct_out(estimates, truths, cts, target, method, unit)
-            if other_site:
-                site_checks.setdefault(method, {})[target] = leave_one_ct_out(
-                    estimates, truths, cts, target, method, unit, other=_columns(other_site, method, target)
-                )
+    for (method, target), (estimates, truths, cts) in columns.items():
+        if not np.isfinite(truths).any():
+            continue
+        unit = UNITS.get(target, "")
+        entries.append(fit_predictive(estimates, truths, cts, target, method, unit).to_dict())
+        checks.setdefault(method, {})[target] = leave_one_ct_out(estimates, truths, cts, target, method, unit)
+        if other_site:
+            site_checks.setdefault(method, {})[target] = leave_one_ct_out(
+                estimates, truths, cts, target, method, unit, other=other_site[(method, target)]
+            )
     return entries, checks, site_checks
 
 
@@ -105,6 +130,7 @@ def calibrate_confidence(
     other_site: list[str | Path] = (),
     progress: bool = True,
     overwrite: bool = False,
+    cross_validation: str | Path | None = None,
 ) -> dict:
     """Fit the intervals and limits (module docstring) and write the calibrated model to ``out``: the model folder
     itself (its ``model.json`` replaced atomically, weights untouched), or a new folder holding a copy of the model
@@ -115,23 +141,39 @@ def calibrate_confidence(
     if not in_place:
         check_destination(out, "calibrate-confidence", overwrite)
     model = DecompositionModel.load(model_folder)
-    unseen = dataset_predictions(model, list(held_out_cts), progress)
-    if len({ct for ct, _ in unseen}) < 3:
+    unseen = dataset_predictions(model, list(held_out_cts), progress) if held_out_cts else []
+    columns = prediction_columns(unseen) if cross_validation is None else cross_validation_columns(cross_validation)
+    interval_cts = sorted(set(next(iter(columns.values()))[2])) if columns else []
+    if len(interval_cts) < 3:
         raise InputError(
             None,
-            f"the held-out CT datasets hold {len({ct for ct, _ in unseen})} source CT(s)",
-            "give virtual patients of at least 3 CTs the model never saw (an interval needs 2, its check 3)",
+            f"the intervals' held-out images hold {len(interval_cts)} source CT(s)",
+            "give virtual patients of at least 3 CTs the model never saw, or a whole-CT cross-validation of its "
+            "recipe (an interval needs 2 CTs, its check 3)",
         )
     familiar = dataset_predictions(model, list(new_patients), progress) if new_patients else []
+    if not unseen + familiar:
+        raise InputError(
+            None, "no images to fit the out-of-distribution limits on", "give held-out CT cohorts or new patients"
+        )
     site = dataset_predictions(model, list(other_site), progress) if other_site else []
-    entries, coverage, site_coverage = fit_intervals(unseen, site)
-    named = f"{len(unseen)} images of {len({ct for ct, _ in unseen})} CTs the model never saw" + (
-        f" and {len(familiar)} new virtual patients' images of its training CTs" if familiar else ""
+    entries, coverage, site_coverage = fit_intervals(columns, prediction_columns(site) if site else None)
+    named = " and ".join(
+        part
+        for part in (
+            unseen and f"{len(unseen)} images of {len({ct for ct, _ in unseen})} CTs the model never saw",
+            familiar and f"{len(familiar)} new virtual patients' images of its training CTs",
+        )
+        if part
     )
     alarms = false_alarms(model, unseen + familiar, named)
     summary = {
-        "held_out_cts": sorted({ct for ct, _ in unseen}),
-        "held_out_images": len(unseen),
+        "held_out_cts": interval_cts,
+        "held_out_images": len(next(iter(columns.values()))[0]),
+        "intervals_from": "the model's predictions of held-out CTs"
+        if cross_validation is None
+        else f"the held-out predictions of a whole-CT cross-validation of the model's recipe ({cross_validation})",
+        "limit_cts_never_seen": sorted({ct for ct, _ in unseen}),
         "new_patient_images": len(familiar),
         "interval_check_leaving_each_ct_out": coverage,
         "interval_check_other_site_leaving_each_ct_out": site_coverage,
@@ -140,6 +182,7 @@ def calibrate_confidence(
             "held_out_cts": [str(f) for f in held_out_cts],
             "new_patients": [str(f) for f in new_patients],
             "other_site": [str(f) for f in other_site],
+            "cross_validation": None if cross_validation is None else str(cross_validation),
         },
     }
     description = read_model_description(model_folder)

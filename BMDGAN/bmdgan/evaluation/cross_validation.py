@@ -18,6 +18,8 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..datasets.folds import source_ct_of
 from ..datasets.format import read_manifest
+from ..errors import InputError
+from ..training.run_folder import read_run_settings
 from .evaluate import bone_id
 from .evaluation_folder import estimate_columns, read_predictions
 from .metrics import agreement
@@ -28,6 +30,19 @@ def _pooled_rows(out: Path, folds: list[int]) -> list[dict]:
     for fold in folds:
         rows += [{**row, "fold": fold} for row in read_predictions(out / f"fold{fold}" / "evaluation")]
     return rows
+
+
+def held_out_rows(cv_folder: str | Path) -> list[tuple[str, dict]]:
+    """(source CT, ``predictions.csv`` row) of every held-out image of a cross-validation's ``fold<N>`` runs, each
+    run's source CTs read from the dataset its ``run.json`` names: how the recipe errs on bones it never saw."""
+    runs = sorted(p for p in Path(cv_folder).glob("fold*") if (p / "evaluation").is_dir())
+    if not runs:
+        raise InputError(cv_folder, "holds no evaluated fold runs", "give a bmdgan cross-validate --out folder")
+    held_out = []
+    for run in runs:
+        source_of = {r.case_id: source_ct_of(r) for r in read_manifest(read_run_settings(run)["dataset"])}
+        held_out += [(source_of[row["case_id"]], row) for row in read_predictions(run / "evaluation")]
+    return held_out
 
 
 def pooled_metrics(rows: list[dict]) -> dict:

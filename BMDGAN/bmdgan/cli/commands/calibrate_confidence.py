@@ -16,11 +16,18 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--held-out-cts",
-        nargs="+",
-        required=True,
+        nargs="*",
+        default=[],
         metavar="DATASET",
-        help="cohorts (simulate-cohort) of at least 3 source CTs the model never saw: the intervals (grouped by CT, "
-        "checked leaving each CT out) and the limits",
+        help="cohorts (simulate-cohort) of source CTs the model never saw: the intervals (at least 3 CTs; grouped by "
+        "CT, checked leaving each CT out) unless --cross-validation is given, and the limits",
+    )
+    parser.add_argument(
+        "--cross-validation",
+        default=None,
+        metavar="FOLDER",
+        help="a whole-CT cross-validation of the model's recipe (bmdgan cross-validate --out) to fit the intervals "
+        "on, for a model trained on every CT",
     )
     parser.add_argument(
         "--other-site",
@@ -43,11 +50,18 @@ def run(args) -> int:
     from bmdgan.evaluation.confidence import calibrate_confidence
 
     summary = calibrate_confidence(
-        args.model, args.out, args.held_out_cts, args.new_patients, args.other_site, overwrite=args.overwrite
+        args.model,
+        args.out,
+        args.held_out_cts,
+        args.new_patients,
+        args.other_site,
+        overwrite=args.overwrite,
+        cross_validation=args.cross_validation,
     )
     print(
-        f"calibrated on {summary['held_out_images']} images of {len(summary['held_out_cts'])} unseen CTs "
-        f"({', '.join(summary['held_out_cts'])}) and {summary['new_patient_images']} new patients' images"
+        f"intervals from {summary['intervals_from']}: {summary['held_out_images']} images of "
+        f"{len(summary['held_out_cts'])} CTs ({', '.join(summary['held_out_cts'])}); limits also on "
+        f"{summary['new_patient_images']} new patients' images"
     )
     print("90 % intervals, each CT left out in turn (coverage, median width):")
     for method, targets in summary["interval_check_leaving_each_ct_out"].items():
