@@ -26,8 +26,8 @@ def add_arguments(parser) -> None:
         "--cross-validation",
         default=None,
         metavar="FOLDER",
-        help="a whole-CT cross-validation of the model's recipe (bmdgan cross-validate --out) to fit the intervals "
-        "on, for a model trained on every CT",
+        help="a whole-CT cross-validation of the model's recipe (bmdgan cross-validate --out, or learning-curve's "
+        "OUT/all) to fit the intervals on, for a model trained on every CT",
     )
     parser.add_argument(
         "--other-site",

@@ -16,8 +16,8 @@ def add_arguments(parser) -> None:
         default=[],
         type=titled_folder,
         metavar="TITLE=FOLDER",
-        help="a whole-CT cross-validation of the model's recipe (bmdgan cross-validate --out) to report first, "
-        "repeatable",
+        help="a whole-CT cross-validation of the model's recipe (bmdgan cross-validate --out, or learning-curve's "
+        "OUT/all) to report first, repeatable",
     )
     parser.add_argument(
         "--learning-curve",
