@@ -51,8 +51,8 @@ def run(args) -> int:
         print(f"{target}, pooled over folds {list(args.folds)} ({points[-1]['images']} held-out images):")
         for row in curve_table(points, target):
             methods = "  ".join(
-                f"{method} PCC {pcc:.3f} MAE {mae:.4g}"
-                for method, (pcc, mae) in row.items()
+                f"{method} PCC {value[0]:.3f} MAE {value[1]:.4g}"
+                for method, value in row.items()
                 if method not in ("size", "training_cts", "training_bones")
             )
             print(f"  {row['size']!s:>4} CTs ({row['training_bones']:.1f} bones): {methods}")
