@@ -201,3 +201,20 @@ def add_threads(parser: argparse.ArgumentParser, default: int = 1, why: str = ""
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def add_fold_training(parser: argparse.ArgumentParser, default_folds: str) -> None:
+    """--config, --folds and --targets of the commands that train and evaluate fold after fold."""
+    parser.add_argument("--config", default="cpu", help="configuration name (paper, cpu, smoke) or YAML path")
+    parser.add_argument(
+        "--folds",
+        type=comma_list(int, example="0,1,2"),
+        default=default_folds,
+        help=f"folds to hold out in turn, comma-separated (default {default_folds})",
+    )
+    parser.add_argument(
+        "--targets",
+        type=comma_list(),
+        default="ct_abmd_g_cm2,qct_vbmd_mg_cm3",
+        help="BMD columns to regress, comma-separated (default ct_abmd_g_cm2,qct_vbmd_mg_cm3)",
+    )

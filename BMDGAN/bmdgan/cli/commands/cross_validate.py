@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_device, add_out, comma_list
+from bmdgan.cli.options import add_device, add_fold_training, add_out
 
 HELP = "patient-level k-fold cross-validation (stages 1-3 and the baseline per fold), pooled metrics, resumable"
 
@@ -10,19 +10,7 @@ HELP = "patient-level k-fold cross-validation (stages 1-3 and the baseline per f
 def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="dataset folder with folds in its manifest")
     add_out(parser, "folder of the fold runs and pooled_metrics.json")
-    parser.add_argument("--config", default="cpu", help="configuration name (paper, cpu, smoke) or YAML path")
-    parser.add_argument(
-        "--folds",
-        type=comma_list(int, example="0,1,2"),
-        default="0,1,2,3,4",
-        help="folds to hold out in turn, comma-separated (default 0,1,2,3,4)",
-    )
-    parser.add_argument(
-        "--targets",
-        type=comma_list(),
-        default="ct_abmd_g_cm2,qct_vbmd_mg_cm3",
-        help="BMD columns to regress, comma-separated (default ct_abmd_g_cm2,qct_vbmd_mg_cm3)",
-    )
+    add_fold_training(parser, "0,1,2,3,4")
     add_device(parser)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_device, add_out, add_seed, comma_list
+from bmdgan.cli.options import add_device, add_fold_training, add_out, add_seed, comma_list
 
 HELP = "held-out accuracy against the real CTs trained on (nested subsets, same steps), with a picture; resumable"
 
@@ -10,25 +10,13 @@ HELP = "held-out accuracy against the real CTs trained on (nested subsets, same 
 def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="cohort dealt into folds by source CT (simulate-cohort --fold-by ct)")
     add_out(parser, "folder of the runs, learning_curve.json and learning_curve_<target>.png")
-    parser.add_argument("--config", default="cpu", help="configuration name (paper, cpu, smoke) or YAML path")
     parser.add_argument(
         "--sizes",
         type=comma_list(int, example="3,6"),
         default="3,6",
         help="numbers of training CTs below all of them, comma-separated (default 3,6); all CTs is always a point",
     )
-    parser.add_argument(
-        "--folds",
-        type=comma_list(int, example="0,1,2,3"),
-        default="0,1,2,3",
-        help="folds to hold out in turn, comma-separated (default 0,1,2,3)",
-    )
-    parser.add_argument(
-        "--targets",
-        type=comma_list(),
-        default="ct_abmd_g_cm2,qct_vbmd_mg_cm3",
-        help="BMD columns to regress, comma-separated (default ct_abmd_g_cm2,qct_vbmd_mg_cm3)",
-    )
+    add_fold_training(parser, "0,1,2,3")
     add_seed(parser, what="order the training CTs are taken in")
     add_device(parser)
 
