@@ -33,16 +33,21 @@ def _pooled_rows(out: Path, folds: list[int]) -> list[dict]:
 
 
 def held_out_rows(cv_folder: str | Path) -> list[tuple[str, dict]]:
-    """(source CT, ``predictions.csv`` row) of every held-out image of a cross-validation's ``fold<N>`` runs, each
-    run's source CTs read from the dataset its ``run.json`` names: how the recipe errs on bones it never saw."""
-    runs = sorted(p for p in Path(cv_folder).glob("fold*") if (p / "evaluation").is_dir())
-    if not runs:
-        raise InputError(cv_folder, "holds no evaluated fold runs", "give a bmdgan cross-validate --out folder")
-    held_out = []
-    for run in runs:
-        source_of = {r.case_id: source_ct_of(r) for r in read_manifest(read_run_settings(run)["dataset"])}
-        held_out += [(source_of[row["case_id"]], row) for row in read_predictions(run / "evaluation")]
-    return held_out
+    """(source CT, ``predictions.csv`` row) of every held-out image that a cross-validation's ``pooled_metrics.json``
+    pooled, each fold run's source CTs read from the dataset its ``run.json`` names: how the recipe errs on bones it
+    never saw."""
+    cv_folder = Path(cv_folder)
+    pooled = cv_folder / "pooled_metrics.json"
+    if not pooled.is_file():
+        raise InputError(cv_folder, "holds no pooled_metrics.json", "give a bmdgan cross-validate --out folder")
+    folds = json.loads(pooled.read_text())["folds"]
+    sources = {
+        fold: {
+            r.case_id: source_ct_of(r) for r in read_manifest(read_run_settings(cv_folder / f"fold{fold}")["dataset"])
+        }
+        for fold in folds
+    }
+    return [(sources[row["fold"]][row["case_id"]], row) for row in _pooled_rows(cv_folder, folds)]
 
 
 def pooled_metrics(rows: list[dict]) -> dict:

@@ -3,14 +3,14 @@
 
 For each held-out fold of a ``--fold-by ct`` cohort, the fold's training CTs are put in an order drawn from the
 seed, and the first ``k`` of them train the models (nested subsets: each larger set holds the smaller ones). Every
-subset is trained for the same number of optimisation steps as the full training set (its epochs scaled by the
+subset is trained for about the same number of optimisation steps as the full training set (its epochs scaled by the
 ratio of training images), so a point differs from the next in the bones it saw, not in how long it trained. The
 held-out fold is always the whole fold, so each point is pooled over the same held-out images. The ``all`` point
 is plain cross-validation (:func:`bmdgan.evaluation.cross_validation.cross_validate`'s layout in ``OUT/all``), and
 is made first, so a job stopped early has the cross-validation already.
 
 Layout: ``OUT/ct<k>/fold<N>/`` (a run), ``OUT/ct<k>/datasets/fold<N>/`` (its subset dataset, images linked),
-``OUT/ct<k>/pooled_metrics.json``; ``OUT/learning_curve.json`` and ``OUT/learning_curve.png`` at the end.
+``OUT/ct<k>/pooled_metrics.json``; ``OUT/learning_curve.json`` and ``OUT/learning_curve_<target>.png`` at the end.
 Resumable like cross-validation: a killed job picks up each run from its checkpoints.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_text
-from ..datasets.folds import source_ct_of
+from ..datasets.folds import source_ct_of, split
 from ..datasets.format import CaseRecord, read_manifest, write_subset
 from ..errors import InputError
 from ..training.trainer import start_process
@@ -58,7 +58,7 @@ def bones_of(records: list[CaseRecord]) -> set[tuple[str, str]]:
 
 def same_steps(config, factor: float):
     """``config`` with every stage's epochs and the warm-restart period times ``factor``: a training set
-    ``factor`` times smaller then gets as many optimisation steps, on the same learning-rate schedule."""
+    ``factor`` times smaller then gets about as many optimisation steps (epochs and period are rounded apart)."""
     return replace(
         config,
         epochs={stage: max(1, round(epochs * factor)) for stage, epochs in config.epochs.items()},
@@ -92,7 +92,7 @@ def learning_curve(
         shares = []
         for fold in folds:
             order = training_ct_order(records, fold, seed)
-            full = [r for r in records if r.fold >= 0 and r.fold != fold]
+            full = split(records, fold)[0]  # what the all point trains on
             if size != ALL and size >= len(order):
                 raise InputError(
                     None, f"fold {fold} trains on only {len(order)} CTs", f"give --sizes below {len(order)}"

@@ -60,7 +60,7 @@ def _metric_rows(metrics: dict) -> list[str]:
     return rows
 
 
-def _pooled_rows(pooled: dict) -> list[str]:
+def _cross_validation_rows(pooled: dict) -> list[str]:
     """Pooled metrics of a whole-CT cross-validation with its spread diagnosis, one row per method and target."""
     rows = []
     for method, targets in pooled["methods"].items():
@@ -88,7 +88,7 @@ def _cross_validation_section(title: str, pooled: dict, target: str = "ct_abmd_g
         "| method | target | n | PCC | ICC(2,1) | MAE | SEE | within-CT PCC (median) | PCC without per-CT bias "
         "| SD estimate / SD truth |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        *_pooled_rows(pooled),
+        *_cross_validation_rows(pooled),
         "",
         f"Bias of each held-out CT ({target}, mean estimate - truth; n images):",
         "",
@@ -260,8 +260,8 @@ def write_model_card(
         lines += _learning_curve_section(points)
     if metrics_of and pooled_of:
         lines += [
-            "The evaluations below hold out virtual patients whose bones the model trained on: they say how well "
-            "it measures bones it knows, not a new patient's.",
+            "The evaluations below are single cohorts, not whole-CT folds: read them beside the whole-CT figures "
+            "above.",
             "",
         ]
     for title, metrics in metrics_of.items():
