@@ -14,8 +14,8 @@ trusted category, and images like its training data should keep theirs:
 Prediction intervals: the coverage leaving each calibration CT out, at the calibration site and at another site
 (stored by ``bmdgan calibrate-confidence``).
 
-Usage: python benchmarks/check_confidence.py --prepared DIR --out DIR [--model FOLDER] [--update-card]
-``--prepared``: ``simulate-cohort``'s ``OUT/prepared`` of a cohort of STS_012 and the pelvic_reference CTs.
+Usage: python benchmarks/check_confidence.py --prepared DIR [DIR ...] --out DIR [--model FOLDER] [--update-card]
+``--prepared``: ``simulate-cohort``'s ``OUT/prepared`` folders that hold STS_012 and the pelvic_reference CTs.
 """
 
 from __future__ import annotations
@@ -47,6 +47,16 @@ def reason_of(warning: str) -> str:
         if words in warning:
             return key
     return "other"
+
+
+def prepared_holding(folders: list[Path], ct_id: str) -> Path:
+    """The first of the prepared-CT ``folders`` that holds ``ct_id``."""
+    from bmdgan.cohort.prepared_ct import prepared_bones
+
+    for folder in folders:
+        if prepared_bones(folder, ct_id):
+            return folder
+    raise SystemExit(f"no --prepared folder holds {ct_id}: give a cohort's 'prepared' folder made from it")
 
 
 def hip_view_radiographs(prepared_folder: Path, screws: bool, out: Path):
@@ -131,7 +141,7 @@ def outcome(results) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", required=True, type=Path)
+    parser.add_argument("--prepared", required=True, type=Path, nargs="+")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--model", default=None)
     parser.add_argument("--update-card", action="store_true", help="write the tables into the model's MODEL_CARD.md")
@@ -152,10 +162,10 @@ def main() -> None:
     images = args.out / "images"
     images.mkdir(exist_ok=True)
     plain, screwed = (
-        hip_view_radiographs(args.prepared, False, images),
-        hip_view_radiographs(args.prepared, True, images),
+        hip_view_radiographs(prepared_holding(args.prepared, "STS_012"), False, images),
+        hip_view_radiographs(prepared_holding(args.prepared, "STS_012"), True, images),
     )
-    ap_views = ap_pelvis_radiographs(args.prepared, images)
+    ap_views = ap_pelvis_radiographs(prepared_holding(args.prepared, PELVIC_CTS[0]), images)
     sets = {
         "paediatric (real)": [read_radiograph(p) for p in sorted((SHARED / "xray" / "ddh_pediatric").glob("*.dcm"))],
         "no hip: AP pelvis upper thirds": [crop(r, slice(0, r.shape[0] // 3), "upper third") for r in ap_views],
@@ -163,7 +173,7 @@ def main() -> None:
         "no hip: lower half of hip views": [crop(r, slice(r.shape[0] // 2, None), "lower half") for r, _, _ in plain],
         "implant: hip views, screws in the neck": [r for r, _, _ in screwed],
         "familiar: hip views of an unseen CT": [r for r, _, _ in plain],
-        "familiar: AP pelvis of unseen CTs": ap_views,
+        "familiar: AP pelvis of the whole-pelvis CTs": ap_views,
     }
     rows = []
     for name, images in sets.items():

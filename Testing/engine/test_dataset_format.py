@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +57,30 @@ def test_a_subset_shares_the_images_and_refuses_foreign_cases(tmp_path):
     assert write_subset(source, tmp_path / "subset", kept, "cases 1 and 2") == subset  # written again: the same
     with pytest.raises(InputError, match="holds no case c9"):
         write_subset(source, tmp_path / "other", [CaseRecord("c9", "p9", "right")], "a case it lacks")
+    # A resume with another seed would pick other cases: the runs beside the subset were trained on the first.
+    with pytest.raises(InputError, match="subset of other cases"):
+        write_subset(source, tmp_path / "subset", kept[:1], "case 1 only")
+    assert [r.case_id for r in read_manifest(subset)] == ["c1", "c2"]
+    with pytest.raises(InputError, match="not a subset of"):
+        write_subset(subset, tmp_path / "subset", kept, "a subset of the subset")
+
+
+def test_a_subset_copies_the_images_where_links_are_not_allowed(tmp_path, monkeypatch):
+    """Windows without Developer Mode refuses symbolic links: the subset then holds a copy of the images."""
+    source = tmp_path / "full"
+    writer = DatasetWriter(source, SHAPE, {"source": "test"})
+    for index in range(2):
+        writer.add(CaseRecord(f"c{index}", f"p{index}", "right"), _images(index))
+
+    def refuse(*args, **kwargs):
+        raise OSError(1314, "A required privilege is not held by the client")
+
+    monkeypatch.setattr(Path, "symlink_to", refuse)
+    subset = write_subset(source, tmp_path / "subset", read_manifest(source)[1:], "case 1")
+    assert (
+        not (subset / "images").is_symlink() and load_image(subset, read_manifest(subset)[0], "radiograph")[0, 0] == 1
+    )
+    assert not list(subset.glob(".partial-*"))
 
 
 def test_resume_after_a_crash_mid_row(tmp_path):

@@ -303,6 +303,29 @@ def test_learning_curve_trains_nested_ct_subsets_as_many_steps(curve, dataset):
     assert learning_curve(config, dataset, out, [2, 4], [0, 1], ("ct_abmd_g_cm2",), progress=False) == points
 
 
+def test_learning_curve_sizes_are_checked_before_training(dataset, smoke, tmp_path):
+    from bmdgan.errors import InputError
+    from bmdgan.evaluation.learning_curve import learning_curve
+
+    for size in (0, 6):  # the folds train on 6 CTs: 6 is the all point, not a subset
+        with pytest.raises(InputError, match=f"--sizes {size} is not a subset size"):
+            learning_curve(smoke, dataset, tmp_path, [2, size], [0, 1], ("ct_abmd_g_cm2",), progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_smaller_training_set_keeps_whole_warm_restart_cycles():
+    """Scaled for 3.27 times fewer images, each stage still ends at the bottom of a warm-restart cycle."""
+    from bmdgan.evaluation.learning_curve import same_steps
+    from bmdgan.training.config import load_config
+
+    cpu = load_config("cpu")
+    scaled = same_steps(cpu, 3.27)
+    assert scaled.restart_period_epochs == 33
+    assert scaled.epochs["stage2"] == 528 and scaled.epochs["stage3_finetune"] == 33
+    assert all(epochs % 33 == 0 for epochs in scaled.epochs.values())
+    assert abs(scaled.epochs["stage2"] / cpu.epochs["stage2"] / 3.27 - 1) < 0.01
+
+
 def test_model_card_leads_with_whole_ct_folds_their_bias_and_the_curve(curve, tmp_path):
     from bmdgan.evaluation.model_card import package_model
 
@@ -331,6 +354,47 @@ def test_model_card_leads_with_whole_ct_folds_their_bias_and_the_curve(curve, tm
     assert "TCIA Pelvic-Reference-Data, CC BY 3.0" in card and "(fold 0 held out)" in card
 
 
+def test_model_card_refuses_a_cross_validation_that_cannot_speak_for_the_model(curve, tmp_path):
+    """A CT held out in two folds (its other patients trained the fold that held it out) or folds trained with
+    another configuration than the packaged run's are refused, before anything is written."""
+    import shutil
+
+    from bmdgan.errors import InputError
+    from bmdgan.evaluation.model_card import package_model
+
+    out, _, _ = curve
+    run = out / "all" / "fold0"
+
+    def package(cv):
+        return package_model(
+            run / "model",
+            run,
+            tmp_path / "shipped",
+            {},
+            "bmdgan train ...",
+            None,
+            ["p"],
+            ["q"],
+            cross_validations={"folds 0-1": cv},
+        )
+
+    split = tmp_path / "split"
+    shutil.copytree(out / "all", split)
+    predictions = split / "fold1" / "evaluation" / "predictions.csv"
+    row = (split / "fold0" / "evaluation" / "predictions.csv").read_text().splitlines()[1]
+    predictions.write_text(predictions.read_text() + row + "\n")
+    with pytest.raises(InputError, match=r"in folds \[0, 1\]: its folds are not whole CTs"):
+        package(split)
+    other = tmp_path / "other"
+    shutil.copytree(out / "all", other)
+    settings = json.loads((other / "fold1" / "run.json").read_text())
+    settings["config"] = {**settings["config"], "name": "cpu-long", "epochs": {"stage2": 320}}
+    (other / "fold1" / "run.json").write_text(json.dumps(settings))
+    with pytest.raises(InputError, match="trained with configuration 'cpu-long'"):
+        package(other)
+    assert not (tmp_path / "shipped").exists()
+
+
 def test_a_model_trained_on_every_ct_takes_its_intervals_from_the_cross_validation(curve, dataset, tmp_path):
     """The intervals are fitted on the cross-validation's held-out predictions (each source predicted by a model that
     never saw it), the same residuals the pooled metrics were computed from; the limits on the images given."""
@@ -354,6 +418,9 @@ def test_a_model_trained_on_every_ct_takes_its_intervals_from_the_cross_validati
     assert entry == expected
     with pytest.raises(InputError, match="no images to fit the out-of-distribution limits"):
         calibrate_confidence(model, tmp_path / "other", [], [], cross_validation=out / "all")
+    with pytest.raises(InputError, match="saw every CT it has images of"):
+        calibrate_confidence(model, tmp_path / "site", [], [dataset], [dataset], cross_validation=out / "all")
+    assert not (tmp_path / "site").exists()
 
 
 def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained, dataset, tmp_path):
@@ -419,6 +486,7 @@ def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained,
     assert ("correlates only weakly" in card) == (pcc < 0.5)
     assert ("only moderately" in card) == (0.5 <= pcc < 0.9)
     assert f"| decomposition | ct_abmd_g_cm2 | 4 | {pcc:.3f} |" in card
+    assert f"CTs the model never saw ({', '.join(result['report']['source_cts'])})" in card
     assert not list(tmp_path.glob(".partial-*")) and not list(tmp_path.glob(".previous-*"))
     (out / "notes.txt").write_text("the user's")
     refused = package("--overwrite")

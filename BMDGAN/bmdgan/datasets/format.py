@@ -20,13 +20,14 @@ import io
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
-from ..atomic import atomic_path, atomic_write_text, remove_stale_partials
+from ..atomic import atomic_folder, atomic_path, atomic_write_text, remove_stale_partials
 from ..errors import InputError
 
 FORMAT_NAME = "bmdgan-dataset"
@@ -249,22 +250,45 @@ def rewrite_manifest(folder: str | Path, records: list[CaseRecord]) -> None:
 
 def write_subset(folder: str | Path, out: str | Path, records: list[CaseRecord], why: str) -> Path:
     """A dataset folder ``out`` holding only ``records`` of the dataset in ``folder``: its own header (which says
-    ``why``) and manifest, the images shared through a link to ``folder/images`` rather than copied. Writing the
-    same subset again rewrites the same files, so a resumed job may call it each time."""
+    ``why``) and manifest, the images shared through a link to ``folder/images`` (copied where the system allows
+    no links, as Windows without Developer Mode). A subset already written there with the same cases is kept as
+    it is, so a resumed job may call this each time; one of other cases or of another dataset is refused, since
+    the runs beside it were trained on it. The header is written last: a folder without one is unfinished."""
     source, out = Path(folder).resolve(), Path(out)
-    header = {**read_header(source), "subset_of": str(source), "subset_reason": why}
     known = {record.case_id for record in read_manifest(source)}
     foreign = [record.case_id for record in records if record.case_id not in known]
     if foreign:
         raise InputError(source, f"holds no case {foreign[0]}", "take the subset's cases from this dataset")
+    if (out / "dataset.json").exists():
+        _refuse_another_subset(out, source, records)
+        return out
     out.mkdir(parents=True, exist_ok=True)
-    images = out / "images"
-    if images.is_symlink() and images.resolve() != (source / "images").resolve():
-        images.unlink()  # a subset of another dataset written here before
-    if not images.is_symlink():
-        if images.exists():
-            raise InputError(out, "holds images of its own", "give a new folder for the subset")
-        images.symlink_to(source / "images", target_is_directory=True)
-    atomic_write_text(out / "dataset.json", json.dumps(header, indent=2))
+    _share_images(source / "images", out / "images")
     rewrite_manifest(out, records)
+    header = {**read_header(source), "subset_of": str(source), "subset_reason": why}
+    atomic_write_text(out / "dataset.json", json.dumps(header, indent=2))
     return out
+
+
+def _refuse_another_subset(out: Path, source: Path, records: list[CaseRecord]) -> None:
+    """Stop when ``out`` holds a dataset that is not this subset of ``source`` (another seed, a changed cohort)."""
+    subset_of = read_header(out).get("subset_of")
+    if subset_of != str(source):
+        raise InputError(out, f"holds a dataset that is not a subset of {source}", "give a new folder for the subset")
+    if [record.case_id for record in read_manifest(out)] != [record.case_id for record in records]:
+        raise InputError(
+            out,
+            "holds a subset of other cases (another seed, or a cohort changed since)",
+            "give a new --out folder, or the seed and cohort it was made with",
+        )
+
+
+def _share_images(images: Path, link: Path) -> None:
+    """``link`` shows the image folder ``images``: a symbolic link, or a copy where links are not allowed."""
+    if link.is_symlink() or link.is_dir():
+        return  # shared by an unfinished earlier call (a copy is renamed into place whole)
+    try:
+        link.symlink_to(images, target_is_directory=True)
+    except OSError:
+        with atomic_folder(link) as partial:
+            shutil.copytree(images, partial, dirs_exist_ok=True)

@@ -11,7 +11,8 @@ Two kinds of held-out datasets (cohorts from ``bmdgan simulate-cohort``):
   predicted by a model that never saw it. A model trained on more CTs errs no more on a new one, so the interval
   is, if anything, wide. The ``held_out_cts`` then given (if any) join the limits only.
 * ``other_site``: the same CTs' virtual patients imaged at another site: each CT's images against the interval
-  fitted without that CT, as for the first kind (the interval's coverage off the calibration site).
+  fitted without that CT, as for the first kind (the interval's coverage off the calibration site). Only with the
+  first kind: the model must never have seen those CTs.
 * ``new_patients``: new virtual patients of the training CTs (familiar bones, new densities, poses and fat). With
   the first kind they set the out-of-distribution limits (:func:`bmdgan.distribution_check.held_out_limits`); the
   share of them that the new limits flag is the false-alarm rate, also measured leaving each source CT out.
@@ -137,6 +138,13 @@ def calibrate_confidence(
     (:func:`bmdgan.outputs.result_folder`; ``overwrite`` replaces an earlier calibrate-confidence result). Returns
     the calibration summary that is stored in ``model.json``."""
     model_folder, out = Path(model_folder), Path(out)
+    if cross_validation is not None and other_site:
+        raise InputError(
+            None,
+            "--other-site checks intervals on images of CTs the model never saw, and a model calibrated from a "
+            "cross-validation saw every CT it has images of",
+            "leave out --other-site, or calibrate from --held-out-cts instead of --cross-validation",
+        )
     in_place = out.resolve() == model_folder.resolve()
     if not in_place:
         check_destination(out, "calibrate-confidence", overwrite)

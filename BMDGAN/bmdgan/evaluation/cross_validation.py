@@ -169,10 +169,7 @@ def train_and_evaluate_fold(
 def pooled_summary(out: Path, folds: list[int], dataset: str | Path, process) -> dict:
     """Pool the held-out predictions of ``out/fold<N>`` over ``folds``: metrics per method, each source CT's bias
     and the spread diagnosis (source CTs named by ``dataset``'s manifest); written to ``out/pooled_metrics.json``."""
-    import torch.distributed as dist
-
-    if process.world_size > 1:
-        dist.barrier()  # the other processes wait for the main one's evaluations
+    process.synchronise()  # the other processes wait for the main one's evaluations
     rows = _pooled_rows(out, folds)
     source_of = {record.case_id: source_ct_of(record) for record in read_manifest(dataset)}
     pooled = {

@@ -199,6 +199,7 @@ def evaluate(
     report = {
         "cases": len(records),
         "fold": fold,
+        "source_cts": sorted({source_ct_of(r) for r in records}),
         "pf_drr": {
             "psnr_db_mean": float(np.mean([p.psnr_db for p in predictions])),
             "dice_mean": float(np.mean([p.dice for p in predictions])),

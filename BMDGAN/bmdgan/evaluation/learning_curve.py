@@ -57,13 +57,29 @@ def bones_of(records: list[CaseRecord]) -> set[tuple[str, str]]:
 
 
 def same_steps(config, factor: float):
-    """``config`` with every stage's epochs and the warm-restart period times ``factor``: a training set
-    ``factor`` times smaller then gets about as many optimisation steps (epochs and period are rounded apart)."""
+    """``config`` for a training set ``factor`` times smaller: the warm-restart period times ``factor`` (rounded to
+    whole epochs) and every stage as many periods long as before, so a stage of whole cycles still ends at the
+    bottom of a cycle and the run gets about as many optimisation steps (as close as the period's rounding)."""
+    period = max(1, round(config.restart_period_epochs * factor))
+    scale = period / config.restart_period_epochs
     return replace(
         config,
-        epochs={stage: max(1, round(epochs * factor)) for stage, epochs in config.epochs.items()},
-        restart_period_epochs=max(1, round(config.restart_period_epochs * factor)),
+        epochs={stage: max(1, round(epochs * scale)) for stage, epochs in config.epochs.items()},
+        restart_period_epochs=period,
     )
+
+
+def check_sizes(records: list[CaseRecord], sizes: list[int], folds: list[int], seed: int) -> None:
+    """Stop before any training when a size is not between 1 and the fewest training CTs of the ``folds`` less
+    one (the full set is the ``all`` point)."""
+    fewest = min(len(training_ct_order(records, fold, seed)) for fold in folds)
+    wrong = [size for size in sizes if not 1 <= size < fewest]
+    if wrong:
+        raise InputError(
+            None,
+            f"--sizes {wrong[0]} is not a subset size: the folds train on {fewest} CTs or more",
+            f"give sizes from 1 to {fewest - 1}",
+        )
 
 
 def learning_curve(
@@ -85,6 +101,7 @@ def learning_curve(
     missing = [fold for fold in folds if fold not in {r.fold for r in records}]
     if missing:
         raise InputError(dataset, f"has no fold {missing[0]}", "pick folds the cohort was dealt into")
+    check_sizes(records, sizes, folds, seed)
     process = start_process(device)
     points = []
     for size in [ALL, *sorted(set(sizes))]:  # all first: it is the plain cross-validation
@@ -93,10 +110,6 @@ def learning_curve(
         for fold in folds:
             order = training_ct_order(records, fold, seed)
             full = split(records, fold)[0]  # what the all point trains on
-            if size != ALL and size >= len(order):
-                raise InputError(
-                    None, f"fold {fold} trains on only {len(order)} CTs", f"give --sizes below {len(order)}"
-                )
             chosen = order if size == ALL else order[:size]
             fold_records = subset_records(records, fold, chosen)
             training = [r for r in fold_records if r.fold != fold]
@@ -106,7 +119,10 @@ def learning_curve(
                 fold_dataset, fold_config = dataset, config
             else:
                 why = f"learning curve: fold {fold} held out, trained on {', '.join(chosen)}"
-                fold_dataset = write_subset(dataset, point_out / "datasets" / f"fold{fold}", fold_records, why)
+                fold_dataset = point_out / "datasets" / f"fold{fold}"
+                if process.is_main:
+                    write_subset(dataset, fold_dataset, fold_records, why)
+                process.synchronise()
                 fold_config = same_steps(config, factor)
             run = point_out / f"fold{fold}"
             train_and_evaluate_fold(fold_config, fold_dataset, run, fold, targets, device, process, progress)

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..io.members import read_json_object
 from ..outputs import check_destination, result_folder
 from ..training.run_folder import HISTORY, RUN_SETTINGS, read_history, read_run_settings
+from .cross_validation import held_out_rows
 from .evaluation_folder import read_metrics
 
 MAX_SHIPPED_MB = 30.0
@@ -119,6 +120,46 @@ def _learning_curve_section(points: list[dict], target: str = "ct_abmd_g_cm2") -
             cells.append(f"{m['pcc']:.2f} / {m['mae']:.3f}" if m else "-")
         lines.append(f"| {point['training_cts']:.1f} | {point['training_bones']:.1f} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _familiarity(metrics: dict, training_cts: list[str]) -> str:
+    """Whether an evaluation's source CTs were among the model's training CTs: new patients of familiar bones read
+    better than a new patient's bone will."""
+    evaluated = metrics.get("source_cts")
+    if evaluated is None:
+        return "Source CTs not recorded (evaluated before bmdgan recorded them)."
+    seen = [ct for ct in evaluated if ct in training_cts]
+    if not seen:
+        return f"CTs the model never saw ({', '.join(evaluated)}): a new patient's bone."
+    if len(seen) == len(evaluated):
+        return (
+            f"New virtual patients of {len(seen)} CTs the model trained on: familiar bones, read better than new ones."
+        )
+    return f"{len(seen)} of its {len(evaluated)} CTs were in training ({', '.join(seen)})."
+
+
+def check_whole_ct_folds(title: str, cv_folder: Path, run_settings: dict) -> None:
+    """Refuse a cross-validation that cannot speak for this model: a source CT split between folds (its other
+    virtual patients were in training), or folds trained with another configuration than the packaged run's."""
+    folds_of: dict[str, set] = {}
+    for ct, row in held_out_rows(cv_folder):
+        folds_of.setdefault(ct, set()).add(row["fold"])
+    split_ct = next((ct for ct, folds in sorted(folds_of.items()) if len(folds) > 1), None)
+    if split_ct is not None:
+        raise InputError(
+            cv_folder,
+            f"({title}) holds {split_ct} out in folds {sorted(folds_of[split_ct])}: its folds are not whole CTs",
+            "cross-validate a cohort simulated with --fold-by ct",
+        )
+    for fold_run in sorted(cv_folder.glob("fold*")):
+        config = (read_run_settings(fold_run) or {}).get("config")
+        if config != run_settings["config"]:
+            raise InputError(
+                fold_run,
+                f"({title}) was trained with configuration {config and config.get('name')!r}, not the packaged run's "
+                f"{run_settings['config']['name']!r} as given",
+                "cross-validate this model's recipe (the same --config)",
+            )
 
 
 def _history_summary(run: Path) -> list[str]:
@@ -252,6 +293,8 @@ def write_model_card(
         title: read_json_object(Path(folder) / "pooled_metrics.json", "cross-validation folder")
         for title, folder in (cross_validations or {}).items()
     }
+    for title, folder in (cross_validations or {}).items():
+        check_whole_ct_folds(title, Path(folder), settings)
     lines += _read_this_first({f"whole CTs held out ({title})": p for title, p in pooled_of.items()} | metrics_of)
     for title, pooled in pooled_of.items():
         lines += _cross_validation_section(title, pooled)
@@ -267,7 +310,8 @@ def write_model_card(
     for title, metrics in metrics_of.items():
         lines += [
             f"## Held-out evaluation: {title}",
-            f"{metrics['cases']} images; PF-DRR PSNR {metrics['pf_drr']['psnr_db_mean']:.1f} dB, "
+            f"{_familiarity(metrics, cts)} {metrics['cases']} images; PF-DRR PSNR "
+            f"{metrics['pf_drr']['psnr_db_mean']:.1f} dB, "
             f"Dice {metrics['pf_drr']['dice_mean']:.3f}.",
             "",
             "| method | target | n | PCC | ICC(2,1) | MAE | SEE | RMS-CV % |",

@@ -56,6 +56,11 @@ class Process:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def synchronise(self) -> None:
+        """Under torchrun, hold each process here until all have come (e.g. until the main one wrote a file)."""
+        if self.world_size > 1:
+            dist.barrier()
+
 
 def start_process(device: str = "auto") -> Process:
     """Join torchrun's process group when started by torchrun; pick the device."""
