@@ -45,6 +45,22 @@ def fold_model(cross_validation: Path, dataset: Path, ct_id: str) -> Path:
     return cross_validation / f"fold{folds.pop()}" / "model"
 
 
+def who_estimates(args) -> str:
+    """Which model and detector read each CT, and whether they saw it in training (for the card)."""
+    model = (
+        "each CT estimated by the fold model of the whole-CT cross-validation that never saw it (the shipped "
+        "model's recipe)"
+        if args.model_folds
+        else f"{args.model or 'the shipped model'} (see its training CTs above)"
+    )
+    detector = (
+        "the fold detector that never saw the CT"
+        if args.detector_folds
+        else f"{args.detector or 'the bundled detector'}, trained on every shared CT's views, these included"
+    )
+    return f"{model}; detector: {detector}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", required=True)
@@ -173,13 +189,13 @@ def main() -> None:
         update_card_section(
             resolve_model_folder(args.model),
             "ap-pelvis-check",
-            "AP pelvis radiographs of whole-pelvis CTs it never saw",
+            "AP pelvis radiographs of whole-pelvis CTs",
             [
                 "Measured by `python benchmarks/check_ap_pelvis.py "
                 + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v and k != "update_card")
                 + "`: each CT's own bone, a neutral and drawn positions, through `estimate` (hip detector, input "
-                "region, model). The last column cuts the region from the CT's own landmarks instead of the "
-                "detector's: the difference is the detector's share of the error.",
+                f"region, model). Model: {who_estimates(args)}. The last column cuts the region from the CT's own "
+                "landmarks instead of the detector's: the difference is the detector's share of the error.",
                 "",
                 *lines,
             ],
