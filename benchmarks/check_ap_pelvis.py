@@ -48,15 +48,14 @@ def fold_model(cross_validation: Path, dataset: Path, ct_id: str) -> Path:
 def who_estimates(args) -> str:
     """Which model and detector read each CT, and whether they saw it in training (for the card)."""
     model = (
-        "each CT estimated by the fold model of the whole-CT cross-validation that never saw it (the shipped "
-        "model's recipe)"
+        "each CT estimated by the fold model of the whole-CT cross-validation that never saw it"
         if args.model_folds
         else f"{args.model or 'the shipped model'} (see its training CTs above)"
     )
     detector = (
         "the fold detector that never saw the CT"
         if args.detector_folds
-        else f"{args.detector or 'the bundled detector'}, trained on every shared CT's views, these included"
+        else (args.detector or "the bundled detector, trained on every shared CT's views, these included")
     )
     return f"{model}; detector: {detector}"
 

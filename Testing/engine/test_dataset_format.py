@@ -65,6 +65,18 @@ def test_a_subset_shares_the_images_and_refuses_foreign_cases(tmp_path):
         write_subset(subset, tmp_path / "subset", kept, "a subset of the subset")
 
 
+def test_an_unfinished_subset_of_another_dataset_is_linked_again(tmp_path):
+    """A crash after linking another dataset's images (no header yet) must not leave the new subset reading them."""
+    sources = {}
+    for value in (1, 2):
+        sources[value] = tmp_path / f"full{value}"
+        DatasetWriter(sources[value], SHAPE, {"source": "test"}).add(CaseRecord("c0", "p0", "right"), _images(value))
+    (tmp_path / "subset").mkdir()
+    (tmp_path / "subset" / "images").symlink_to(sources[1] / "images", target_is_directory=True)
+    subset = write_subset(sources[2], tmp_path / "subset", read_manifest(sources[2]), "case 0 of the second")
+    assert load_image(subset, read_manifest(subset)[0], "radiograph")[0, 0] == 2.0
+
+
 def test_a_subset_copies_the_images_where_links_are_not_allowed(tmp_path, monkeypatch):
     """Windows without Developer Mode refuses symbolic links: the subset then holds a copy of the images."""
     source = tmp_path / "full"

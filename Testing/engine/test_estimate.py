@@ -378,19 +378,26 @@ def test_model_card_refuses_a_cross_validation_that_cannot_speak_for_the_model(c
             cross_validations={"folds 0-1": cv},
         )
 
+    from dataclasses import replace
+
+    from bmdgan.datasets.format import read_manifest, write_subset
+
     split = tmp_path / "split"
     shutil.copytree(out / "all", split)
-    predictions = split / "fold1" / "evaluation" / "predictions.csv"
-    row = (split / "fold0" / "evaluation" / "predictions.csv").read_text().splitlines()[1]
-    predictions.write_text(predictions.read_text() + row + "\n")
-    with pytest.raises(InputError, match=r"in folds \[0, 1\]: its folds are not whole CTs"):
+    settings = json.loads((split / "fold1" / "run.json").read_text())
+    records = read_manifest(settings["dataset"])
+    moved = next(r for r in records if r.fold == 1)  # one case of a fold-1 patient dealt to fold 0: a patient split
+    mixed = [replace(r, fold=0) if r.case_id == moved.case_id else r for r in records]
+    settings["dataset"] = str(write_subset(settings["dataset"], tmp_path / "mixed", mixed, "a patient split"))
+    (split / "fold1" / "run.json").write_text(json.dumps(settings))
+    with pytest.raises(InputError, match=f"holds out {moved.patient_id} while its other virtual patients trained"):
         package(split)
     other = tmp_path / "other"
     shutil.copytree(out / "all", other)
     settings = json.loads((other / "fold1" / "run.json").read_text())
     settings["config"] = {**settings["config"], "name": "cpu-long", "epochs": {"stage2": 320}}
     (other / "fold1" / "run.json").write_text(json.dumps(settings))
-    with pytest.raises(InputError, match="trained with configuration 'cpu-long'"):
+    with pytest.raises(InputError, match=r"another configuration than the packaged run \(epochs: .*name: 'cpu-long'"):
         package(other)
     assert not (tmp_path / "shipped").exists()
 

@@ -285,6 +285,8 @@ def _refuse_another_subset(out: Path, source: Path, records: list[CaseRecord]) -
 
 def _share_images(images: Path, link: Path) -> None:
     """``link`` shows the image folder ``images``: a symbolic link, or a copy where links are not allowed."""
+    if link.is_symlink() and link.resolve() != images.resolve():
+        link.unlink()  # left by an unfinished subset of another dataset
     if link.is_symlink() or link.is_dir():
         return  # shared by an unfinished earlier call (a copy is renamed into place whole)
     try:

@@ -41,12 +41,12 @@ def held_out_rows(cv_folder: str | Path) -> list[tuple[str, dict]]:
     if not pooled.is_file():
         raise InputError(cv_folder, "holds no pooled_metrics.json", "give a bmdgan cross-validate --out folder")
     folds = json.loads(pooled.read_text())["folds"]
-    sources = {
-        fold: {
-            r.case_id: source_ct_of(r) for r in read_manifest(read_run_settings(cv_folder / f"fold{fold}")["dataset"])
-        }
-        for fold in folds
-    }
+    sources = {}
+    for fold in folds:
+        settings = read_run_settings(cv_folder / f"fold{fold}")
+        if settings is None:
+            raise InputError(cv_folder / f"fold{fold}", "has no run.json", "give a bmdgan cross-validate --out folder")
+        sources[fold] = {r.case_id: source_ct_of(r) for r in read_manifest(settings["dataset"])}
     return [(sources[row["fold"]][row["case_id"]], row) for row in _pooled_rows(cv_folder, folds)]
 
 

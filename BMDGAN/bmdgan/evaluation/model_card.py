@@ -13,11 +13,12 @@ import shutil
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..datasets.folds import source_ct_of
+from ..datasets.format import read_manifest
 from ..errors import InputError
 from ..io.members import read_json_object
 from ..outputs import check_destination, result_folder
 from ..training.run_folder import HISTORY, RUN_SETTINGS, read_history, read_run_settings
-from .cross_validation import held_out_rows
 from .evaluation_folder import read_metrics
 
 MAX_SHIPPED_MB = 30.0
@@ -138,26 +139,42 @@ def _familiarity(metrics: dict, training_cts: list[str]) -> str:
     return f"{len(seen)} of its {len(evaluated)} CTs were in training ({', '.join(seen)})."
 
 
+def _training_cts(settings: dict, cts: list[str]) -> list[str]:
+    """The source CTs the run trained on: its dataset's cases outside its held-out fold (``cts`` as given when the
+    dataset is no longer there)."""
+    if not Path(settings["dataset"]).exists():
+        return cts
+    fold = settings.get("fold")
+    return sorted({source_ct_of(r) for r in read_manifest(settings["dataset"]) if fold is None or r.fold != fold})
+
+
 def check_whole_ct_folds(title: str, cv_folder: Path, run_settings: dict) -> None:
-    """Refuse a cross-validation that cannot speak for this model: a source CT split between folds (its other
-    virtual patients were in training), or folds trained with another configuration than the packaged run's."""
-    folds_of: dict[str, set] = {}
-    for ct, row in held_out_rows(cv_folder):
-        folds_of.setdefault(ct, set()).add(row["fold"])
-    split_ct = next((ct for ct, folds in sorted(folds_of.items()) if len(folds) > 1), None)
-    if split_ct is not None:
-        raise InputError(
-            cv_folder,
-            f"({title}) holds {split_ct} out in folds {sorted(folds_of[split_ct])}: its folds are not whole CTs",
-            "cross-validate a cohort simulated with --fold-by ct",
-        )
-    for fold_run in sorted(cv_folder.glob("fold*")):
-        config = (read_run_settings(fold_run) or {}).get("config")
-        if config != run_settings["config"]:
+    """Refuse a cross-validation that cannot speak for this model: a fold whose held-out source CTs also trained it
+    (a patient-level split), or folds trained with another configuration than the packaged run's."""
+    folds = read_json_object(cv_folder / "pooled_metrics.json", "cross-validation folder")["folds"]
+    for fold in folds:
+        fold_run = cv_folder / f"fold{fold}"
+        settings = read_run_settings(fold_run)
+        if settings is None:
+            raise InputError(fold_run, f"({title}) has no {RUN_SETTINGS}", "give a bmdgan cross-validate --out folder")
+        records = read_manifest(settings["dataset"])
+        shared = {source_ct_of(r) for r in records if r.fold == fold} & {
+            source_ct_of(r) for r in records if r.fold >= 0 and r.fold != fold
+        }
+        if shared:
             raise InputError(
                 fold_run,
-                f"({title}) was trained with configuration {config and config.get('name')!r}, not the packaged run's "
-                f"{run_settings['config']['name']!r} as given",
+                f"({title}) holds out {sorted(shared)[0]} while its other virtual patients trained the fold: its "
+                "folds are not whole CTs",
+                "cross-validate a cohort simulated with --fold-by ct",
+            )
+        config, wanted = settings["config"], run_settings["config"]
+        different = sorted(key for key in set(config) | set(wanted) if config.get(key) != wanted.get(key))
+        if different:
+            listed = "; ".join(f"{key}: {config.get(key)!r}, not {wanted.get(key)!r}" for key in different)
+            raise InputError(
+                fold_run,
+                f"({title}) was trained with another configuration than the packaged run ({listed})",
                 "cross-validate this model's recipe (the same --config)",
             )
 
@@ -215,8 +232,8 @@ def _read_this_first(evaluations: dict[str, dict]) -> list[str]:
     return [
         "## Read this first",
         text + " A close estimate on one radiograph, such as the bundled sample, is no "
-        "evidence of accuracy. A useful model needs more CTs (anatomies) than these, a larger image size and "
-        "the `paper` configuration on a GPU.",
+        "evidence of accuracy. A useful model needs more distinct real bones than these (this project's whole-CT "
+        "learning curve, docs/results.md), a larger image size and the `paper` configuration on a GPU.",
         "",
     ]
 
@@ -289,6 +306,7 @@ def write_model_card(
         )
     lines += ["- T-score reference: NHANES III total hip, women 20-29 (`bmdgan/resources/tscore_references.json`).", ""]
     metrics_of = {title: read_metrics(folder) for title, folder in evaluations.items()}
+    trained_on = _training_cts(settings, cts)
     pooled_of = {
         title: read_json_object(Path(folder) / "pooled_metrics.json", "cross-validation folder")
         for title, folder in (cross_validations or {}).items()
@@ -310,7 +328,7 @@ def write_model_card(
     for title, metrics in metrics_of.items():
         lines += [
             f"## Held-out evaluation: {title}",
-            f"{_familiarity(metrics, cts)} {metrics['cases']} images; PF-DRR PSNR "
+            f"{_familiarity(metrics, trained_on)} {metrics['cases']} images; PF-DRR PSNR "
             f"{metrics['pf_drr']['psnr_db_mean']:.1f} dB, "
             f"Dice {metrics['pf_drr']['dice_mean']:.3f}.",
             "",
