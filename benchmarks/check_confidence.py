@@ -82,8 +82,9 @@ def hip_view_radiographs(prepared_folder: Path, screws: bool, out: Path):
     return views
 
 
-def ap_pelvis_radiographs(prepared_folder: Path, out: Path):
-    """AP pelvis radiographs of each whole-pelvis CT, neutral and in two drawn positions: [Radiograph]."""
+def ap_pelvis_radiographs(prepared_folders: list[Path], out: Path):
+    """AP pelvis radiographs of each whole-pelvis CT (from the first of ``prepared_folders`` that holds it), neutral
+    and in two drawn positions: [Radiograph]."""
     from bmdgan.cohort.generator import CohortSettings, pelvis_scene_of
     from bmdgan.cohort.pelvis_case import Positioning, render_pelvis, sample_positioning
     from bmdgan.cohort.virtual_patient import REFERENCE_BMI, VirtualPatient
@@ -91,9 +92,10 @@ def ap_pelvis_radiographs(prepared_folder: Path, out: Path):
     from bmdgan.projection.ap_pelvis import AP_PELVIS_SOURCE_TO_DETECTOR_MM
     from bmdgan.projection.dicom_writer import write_dx_dicom
 
-    settings = CohortSettings(str(prepared_folder), acquisition="reference")
     images = []
     for ct_id in PELVIC_CTS:
+        prepared_folder = prepared_holding(prepared_folders, ct_id)
+        settings = CohortSettings(str(prepared_folder), acquisition="reference")
         scene = pelvis_scene_of(str(prepared_folder), ct_id)
         patient = VirtualPatient(f"{ct_id}-own-bone", ct_id, 1.0, 1.0, 1.0, REFERENCE_BMI)
         for position in range(3):
@@ -165,7 +167,7 @@ def main() -> None:
         hip_view_radiographs(prepared_holding(args.prepared, "STS_012"), False, images),
         hip_view_radiographs(prepared_holding(args.prepared, "STS_012"), True, images),
     )
-    ap_views = ap_pelvis_radiographs(prepared_holding(args.prepared, PELVIC_CTS[0]), images)
+    ap_views = ap_pelvis_radiographs(args.prepared, images)
     sets = {
         "paediatric (real)": [read_radiograph(p) for p in sorted((SHARED / "xray" / "ddh_pediatric").glob("*.dcm"))],
         "no hip: AP pelvis upper thirds": [crop(r, slice(0, r.shape[0] // 3), "upper third") for r in ap_views],

@@ -92,6 +92,9 @@ def test_a_subset_copies_the_images_where_links_are_not_allowed(tmp_path, monkey
     assert (
         not (subset / "images").is_symlink() and load_image(subset, read_manifest(subset)[0], "radiograph")[0, 0] == 1
     )
+    assert sorted(p.name for p in (subset / "images").iterdir()) == sorted(
+        Path(name).name for name in read_manifest(source)[1].images.values()
+    )  # the subset's images only
     assert not list(subset.glob(".partial-*"))
 
 

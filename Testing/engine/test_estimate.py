@@ -291,6 +291,7 @@ def test_learning_curve_trains_nested_ct_subsets_as_many_steps(curve, dataset):
     assert order != training_ct_order(records, 0, seed=1)
     assert [p["size"] for p in points] == [2, 4, "all"]
     assert [p["training_cts"] for p in points] == [2, 4, 6] and [p["epoch_factor"] for p in points] == [3, 1.5, 1]
+    assert [p["image_ratio"] for p in points] == [3, 1.5, 1]  # smoke's period of 4 epochs scales exactly
     assert {p["images"] for p in points} == {8}  # folds 0 and 1, two patients x two poses each, at every point
     subset = read_manifest(out / "ct2" / "datasets" / "fold0")
     assert {r.patient_id for r in subset if r.fold != 0} == set(order[:2])
@@ -310,6 +311,8 @@ def test_learning_curve_sizes_are_checked_before_training(dataset, smoke, tmp_pa
     for size in (0, 6):  # the folds train on 6 CTs: 6 is the all point, not a subset
         with pytest.raises(InputError, match=f"--sizes {size} is not a subset size"):
             learning_curve(smoke, dataset, tmp_path, [2, size], [0, 1], ("ct_abmd_g_cm2",), progress=False)
+    with pytest.raises(InputError, match="no held-out fold"):
+        learning_curve(smoke, dataset, tmp_path, [2], [], ("ct_abmd_g_cm2",), progress=False)
     assert not list(tmp_path.iterdir())
 
 
@@ -498,6 +501,24 @@ def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained,
     (out / "notes.txt").write_text("the user's")
     refused = package("--overwrite")
     assert refused.returncode == 2 and "notes.txt" in refused.stderr and (out / "model.json").is_file()
+
+
+def test_model_card_says_whether_an_evaluation_s_cts_trained_the_model():
+    """Each evaluation is labelled by how many of its source CTs trained the model; a real cohort's many patient ids
+    are cut short."""
+    from bmdgan.evaluation.model_card import _familiarity
+
+    trained = ["STS_015", "STS_020", "example_ct"]
+    assert _familiarity({"source_cts": ["STS_015", "example_ct"]}, trained).startswith(
+        "New virtual patients of 2 CTs the model trained on"
+    )
+    assert _familiarity({"source_cts": ["STS_015", "STS_012"]}, trained) == "1 of its 2 CTs were in training (STS_015)."
+    assert _familiarity({}, trained).startswith("Source CTs not recorded")
+    patients = [f"hospital_{index:03d}" for index in range(40)]
+    assert _familiarity({"source_cts": patients}, trained) == (
+        "CTs the model never saw (hospital_000, hospital_001, hospital_002, hospital_003, hospital_004, hospital_005 "
+        "and 34 more): a new patient's bone."
+    )
 
 
 def test_model_card_warning_follows_the_pcc_that_estimate_reports():

@@ -263,7 +263,7 @@ def write_subset(folder: str | Path, out: str | Path, records: list[CaseRecord],
         _refuse_another_subset(out, source, records)
         return out
     out.mkdir(parents=True, exist_ok=True)
-    _share_images(source / "images", out / "images")
+    _share_images(source, out, records)
     rewrite_manifest(out, records)
     header = {**read_header(source), "subset_of": str(source), "subset_reason": why}
     atomic_write_text(out / "dataset.json", json.dumps(header, indent=2))
@@ -283,8 +283,10 @@ def _refuse_another_subset(out: Path, source: Path, records: list[CaseRecord]) -
         )
 
 
-def _share_images(images: Path, link: Path) -> None:
-    """``link`` shows the image folder ``images``: a symbolic link, or a copy where links are not allowed."""
+def _share_images(source: Path, out: Path, records: list[CaseRecord]) -> None:
+    """``out/images`` shows ``source/images``: a symbolic link, or a copy of ``records``' images only where links
+    are not allowed."""
+    images, link = source / "images", out / "images"
     if link.is_symlink() and link.resolve() != images.resolve():
         link.unlink()  # left by an unfinished subset of another dataset
     if link.is_symlink() or link.is_dir():
@@ -293,4 +295,6 @@ def _share_images(images: Path, link: Path) -> None:
         link.symlink_to(images, target_is_directory=True)
     except OSError:
         with atomic_folder(link) as partial:
-            shutil.copytree(images, partial, dirs_exist_ok=True)
+            for record in records:
+                for relative in record.images.values():
+                    shutil.copy2(source / relative, partial / Path(relative).name)

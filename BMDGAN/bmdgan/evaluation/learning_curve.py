@@ -71,7 +71,9 @@ def same_steps(config, factor: float):
 
 def check_sizes(records: list[CaseRecord], sizes: list[int], folds: list[int], seed: int) -> None:
     """Stop before any training when a size is not between 1 and the fewest training CTs of the ``folds`` less
-    one (the full set is the ``all`` point)."""
+    one (the full set is the ``all`` point), or when no fold is given."""
+    if not folds:
+        raise InputError(None, "no held-out fold to draw the curve on", "give --folds, for example 0,1,2,3")
     fewest = min(len(training_ct_order(records, fold, seed)) for fold in folds)
     wrong = [size for size in sizes if not 1 <= size < fewest]
     if wrong:
@@ -95,7 +97,8 @@ def learning_curve(
 ) -> list[dict]:
     """Train and evaluate every fold at every size (training CTs) and at all of them; one point per size, pooled
     over ``folds``: the pooled metrics, diagnosis and each CT's bias (:func:`pooled_summary`) with the mean number
-    of training CTs, bones and images and the epoch factor."""
+    of training CTs, bones and images, the ratio of the full training set's images to theirs, and the epoch factor
+    applied (that ratio rounded to whole restart periods)."""
     dataset, out = Path(dataset), Path(out)
     records = read_manifest(dataset)
     missing = [fold for fold in folds if fold not in {r.fold for r in records}]
@@ -113,8 +116,7 @@ def learning_curve(
             chosen = order if size == ALL else order[:size]
             fold_records = subset_records(records, fold, chosen)
             training = [r for r in fold_records if r.fold != fold]
-            factor = len(full) / len(training)
-            shares.append((len(chosen), len(bones_of(training)), len(training), factor))
+            image_ratio = len(full) / len(training)
             if size == ALL:
                 fold_dataset, fold_config = dataset, config
             else:
@@ -123,17 +125,20 @@ def learning_curve(
                 if process.is_main:
                     write_subset(dataset, fold_dataset, fold_records, why)
                 process.synchronise()
-                fold_config = same_steps(config, factor)
+                fold_config = same_steps(config, image_ratio)
+            epoch_factor = fold_config.restart_period_epochs / config.restart_period_epochs  # as applied, rounded
+            shares.append((len(chosen), len(bones_of(training)), len(training), image_ratio, epoch_factor))
             run = point_out / f"fold{fold}"
             train_and_evaluate_fold(fold_config, fold_dataset, run, fold, targets, device, process, progress)
         pooled = pooled_summary(point_out, folds, dataset, process)
-        cts, bones, images, factors = (float(np.mean(column)) for column in zip(*shares))
+        cts, bones, images, ratios, factors = (float(np.mean(column)) for column in zip(*shares))
         points.append(
             {
                 "size": size,
                 "training_cts": cts,
                 "training_bones": bones,
                 "training_images": images,
+                "image_ratio": ratios,
                 "epoch_factor": factors,
                 **pooled,
             }

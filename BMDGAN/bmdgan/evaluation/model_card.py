@@ -131,12 +131,18 @@ def _familiarity(metrics: dict, training_cts: list[str]) -> str:
         return "Source CTs not recorded (evaluated before bmdgan recorded them)."
     seen = [ct for ct in evaluated if ct in training_cts]
     if not seen:
-        return f"CTs the model never saw ({', '.join(evaluated)}): a new patient's bone."
+        return f"CTs the model never saw ({_few(evaluated)}): a new patient's bone."
     if len(seen) == len(evaluated):
         return (
             f"New virtual patients of {len(seen)} CTs the model trained on: familiar bones, read better than new ones."
         )
-    return f"{len(seen)} of its {len(evaluated)} CTs were in training ({', '.join(seen)})."
+    return f"{len(seen)} of its {len(evaluated)} CTs were in training ({_few(seen)})."
+
+
+def _few(names: list[str], shown: int = 6) -> str:
+    """The first ``shown`` names and how many more: a real cohort's hundreds of patients would drown the card."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _training_cts(settings: dict, cts: list[str]) -> list[str]:
