@@ -18,9 +18,12 @@ Four checks on what the model itself sees of one hip, with limits stored with th
 Training fits first limits on the training fold (:func:`fit_distribution`, generous margins); ``bmdgan
 calibrate-confidence`` then sets them from held-out in-distribution images (:func:`held_out_limits`): new virtual
 patients of the training CTs and CTs the model never saw, each limit at the held-out range widened by
-:data:`HELD_OUT_MARGIN`. Measured for the shipped model (model card): with each source CT's limits fitted on the
-other CTs' images, 2.6 % of its images lose their trust; quantiles inside the range (0.5 %) lost 10.6 %, and a 10 %
-margin let through 1 of 12 hips with screws in the neck, 5 % none; without the joint check 1 of 20 passed.
+:data:`HELD_OUT_MARGIN`. Measured for the shipped model (model card), with each source CT's limits fitted on the
+other CTs' images: at a 5 % margin 5.9 % of the images lost their trust, most of them example_ct's (its scan ends
+inside the proximal femur, so its femurs look small and unfamiliar to limits fitted without it); at 10 %, 3.3 %, and
+no hip with screws in the neck got a trusted number (the dense-material check catches them). For the model shipped
+before it, quantiles inside the range (0.5 %) lost 10.6 %, a 10 % margin let 1 of 12 screw hips through where 5 %
+let none, and without the joint check 1 of 20 passed.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ if TYPE_CHECKING:  # estimate checks inputs before torch is loaded
 APPEARANCE_MARGIN = 1.5
 AREA_MARGIN = 0.5
 PEAK_MARGIN = 1.5
-HELD_OUT_MARGIN = 0.05
+HELD_OUT_MARGIN = 0.10
 """Held-out limits are widened by this fraction beyond the held-out images' range (module docstring)."""
 
 
