@@ -534,9 +534,9 @@ def test_model_card_warning_follows_the_pcc_that_estimate_reports():
         return {"methods": methods}
 
     weak = "\n".join(_read_this_first({"fold 0": metrics(0.3)}))
-    assert "correlates only weakly" in weak and "PCC 0.30, goal 0.90" in weak
+    assert "correlates only weakly" in weak and "PCC 0.30 on fold 0; goal 0.90" in weak
     moderate = "\n".join(_read_this_first({"fold 0": metrics(0.95, regression=0.7), "seed 1": metrics(0.6)}))
-    assert "only moderately" in moderate and "PCC 0.70, 0.60" in moderate
+    assert "only moderately" in moderate and "PCC 0.70 on fold 0; 0.60 on seed 1; goal" in moderate
     assert _read_this_first({"fold 0": metrics(0.3, regression=0.91), "seed 1": metrics(0.93)}) == []
     mixed = "\n".join(_read_this_first({"fold 0": metrics(0.95), "site 7": metrics(0.87), "seed 1": metrics(0.91)}))
     assert "reaches the PCC goal of 0.90" in mixed and "not on site 7, PCC 0.87:" in mixed

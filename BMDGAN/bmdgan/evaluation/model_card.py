@@ -215,11 +215,11 @@ def _read_this_first(evaluations: dict[str, dict]) -> list[str]:
     pccs = {title: p for title, p in ((t, _estimate_abmd_pcc(m)) for t, m in evaluations.items()) if p is not None}
     if not pccs or min(pccs.values()) >= GOAL_PCC:
         return []
-    listed = ", ".join(f"{p:.2f}" for p in pccs.values())
+    listed = "; ".join(f"{p:.2f} on {title}" for title, p in pccs.items())  # whole-CT and familiar bones differ
     if max(pccs.values()) < WEAK_PCC:
         text = (
             "On images held out from its training this model's aBMD correlates only weakly with the truth "
-            f"(PCC {listed}, goal {GOAL_PCC:.2f}): it has learned where the proximal femur is (see the Dice below) "
+            f"(PCC {listed}; goal {GOAL_PCC:.2f}): it has learned where the proximal femur is (see the Dice below) "
             "far better than how dense it is, and its estimates stay close to the training mean."
         )
     elif max(pccs.values()) >= GOAL_PCC:
@@ -231,7 +231,7 @@ def _read_this_first(evaluations: dict[str, dict]) -> list[str]:
         )
     else:
         text = (
-            f"On images held out from its training this model's aBMD follows the truth only moderately (PCC {listed}, "
+            f"On images held out from its training this model's aBMD follows the truth only moderately (PCC {listed}; "
             f"goal {GOAL_PCC:.2f}): it ranks bone density roughly but shrinks estimates towards the training "
             "mean, so single estimates can be off by the SEE below."
         )
