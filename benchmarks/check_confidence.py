@@ -219,6 +219,11 @@ def main() -> None:
                     + ", ".join(f"{ct} {100 * c['coverage']:.0f} %" for ct, c in check["per_ct"].items())
                     + f") | {check['width']:.3g} |"
                 )
+    sites = (
+        "at the calibration site, and imaged at another site"
+        if calibration.get("interval_check_other_site_leaving_each_ct_out")
+        else "at the calibration site"
+    )
     alarms = calibration.get("false_alarms", {})
     summary = {"model": str(model_folder), "rows": rows, "calibration": calibration}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -229,8 +234,7 @@ def main() -> None:
         f"source CT flagged with the limits fitted on the other CTs' images (the false-alarm rate a new familiar CT "
         f"sees): {100 * alarms.get('flagged_leaving_each_ct_out', float('nan')):.1f} % of {alarms.get('images')}.",
         "",
-        "Prediction intervals, each calibration CT's images (at the calibration site, and imaged at another site) "
-        "against the interval fitted on the other CTs:",
+        f"Prediction intervals, each calibration CT's images ({sites}) against the interval fitted on the other CTs:",
         "",
         *intervals,
     ]

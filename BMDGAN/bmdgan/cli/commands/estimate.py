@@ -14,7 +14,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("inputs", nargs="+", help="radiographs (DICOM, PNG, JPEG, TIFF), folders or .txt lists")
     parser.add_argument("--model", default=None, help="model folder (default: the bundled default model)")
     parser.add_argument(
-        "--detector", default=None, help="hip detector folder (default: the bundled one, trained on every shared CT)"
+        "--detector",
+        default=None,
+        help="hip detector folder (default: the bundled one, trained on every measurable shared CT)",
     )
     parser.add_argument(
         "--side",
