@@ -55,7 +55,7 @@ def who_estimates(args) -> str:
     detector = (
         "the fold detector that never saw the CT"
         if args.detector_folds
-        else (args.detector or "the bundled detector, trained on every measurable shared CT's views, these included")
+        else (args.detector or "the bundled detector, trained on the shared CTs' views, these included")
     )
     return f"{model}; detector: {detector}"
 

@@ -184,3 +184,28 @@ def test_a_trained_refinement_moves_a_head_found_10_mm_off_onto_the_head(tmp_pat
         start = (head[0] + 14.0, head[1] - 14.0)  # 14 px = 7 mm each way: 9.9 mm off
         found = refine_head(detector.refiner, hip(head), spacing, start, "right")
         assert np.hypot(*np.subtract(found, head)) * 0.5 < 2.5  # a quarter of where it started
+
+
+def test_held_out_cts_train_no_detector(tmp_path):
+    """``train-detector --hold-out``: the held-out CT's views train nothing (the bundled sample's CT stays unseen);
+    an id without views is refused before any training, and nothing is written."""
+    import subprocess
+    import sys
+
+    for index, ct in enumerate(("CT_A", "CT_A", "CT_B")):
+        landmarks = {name: None for name in CHANNELS} | {"head_right": [80.0 + index, 90.0]}
+        add_view(
+            tmp_path / "views", LandmarkView(f"{ct}-{index}", ct, "hip", (1.0, 1.0), landmarks), np.zeros((160, 160))
+        )
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "bmdgan", "train-detector", str(tmp_path / "views"), "--epochs", "1"]
+        return subprocess.run(command + ["--threads", "1", *extra], capture_output=True, text=True, timeout=300)
+
+    refused = train("-o", str(tmp_path / "refused"), "--hold-out", "STS_012")
+    assert refused.returncode == 2 and "holds no views of STS_012" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+    trained = train("-o", str(tmp_path / "detector"), "--hold-out", "CT_B")
+    assert trained.returncode == 0, trained.stderr
+    description = json.loads((tmp_path / "detector" / "hip_detector.json").read_text())
+    assert description["trained_on_cts"] == ["CT_A"] and description["training_views"] == 2

@@ -73,8 +73,9 @@ def test_two_point_pose_is_exact_without_noise(sample):
 
 def test_detector_start_registers_without_a_start_pose(shared_data):
     """STS_021 (its femoral head is whole; STS_012's is cut by the crop, and the detector finds none there): the CT
-    centre's AP view is 40-70 mm from the truth, beyond the refinement's reach. The hip detector's start alone
-    registers within 2 mm, graded good; the global search records it among its candidates."""
+    centre's AP view is 40-70 mm from the truth, beyond the refinement's reach. The hip detector puts the head
+    within 15 mm (11 mm for the detector bundled on 2026-12-05, trained without STS_012; 2-9 mm for earlier ones),
+    and its start alone registers within 2 mm, graded good; the global search records it among its candidates."""
     from bmdgan.detection.detector import HipDetector
     from bmdgan.registration.hip_start import detector_starts
 
@@ -87,7 +88,7 @@ def test_detector_start_registers_without_a_start_pose(shared_data):
     assert mean_target_error_mm(bone, truth.camera_from_lps, start.camera_from_lps) > 30.0
     (hip,) = detector_starts(pixels, start, ct, bone.mean(axis=0), HipDetector.load(None))
     true_head = truth.project_points(np.asarray(hip.head_lps_mm))
-    assert hip.side == "right" and np.linalg.norm((np.asarray(hip.head_px) - true_head) * 0.6) < 10.0  # detector mm
+    assert hip.side == "right" and np.linalg.norm((np.asarray(hip.head_px) - true_head) * 0.6) < 15.0  # detector mm
     from_hip = start.with_pose(camera_pose(hip.parameters, start.camera_from_lps, bone.mean(axis=0)).numpy())
     result = register(pixels, from_hip, ct)
     assert mean_target_error_mm(bone, truth.camera_from_lps, result.geometry.camera_from_lps) < 2.0

@@ -42,7 +42,7 @@ DESCRIPTION = "hip_detector.json"
 WEIGHTS = "hip_detector"
 REFINER_WEIGHTS = "hip_refiner"
 DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "resources" / "hip_detector"
-"""The detector shipped with the package (trained on every measurable shared CT)."""
+"""The detector shipped with the package (trained on every measurable shared CT but STS_012, the sample's)."""
 SIDES = ("right", "left")
 
 

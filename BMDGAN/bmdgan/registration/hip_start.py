@@ -2,7 +2,7 @@
 
 Why: the FFT search of :mod:`.global_search` scores the bone's DRR at every shift, and on radiographs unlike our
 simulated ones (other processing, other noise) a wrong placement can score best. The bundled hip detector
-(:class:`bmdgan.detection.detector.HipDetector`, trained on radiographs of every measurable shared CT) finds each
+(:class:`bmdgan.detection.detector.HipDetector`, trained on radiographs simulated from the shared CTs) finds each
 hip's femoral head centre and neck point (40 mm along the femur's lateral axis) whatever the image processing.
 
 The CT's own two points come from its femoral heads (:func:`bmdgan.ct.hips.find_hips`): the head centre, and the

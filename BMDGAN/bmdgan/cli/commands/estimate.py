@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--detector",
         default=None,
-        help="hip detector folder (default: the bundled one, trained on every measurable shared CT)",
+        help="hip detector folder (default: the bundled one, trained on the shared CTs but the sample's)",
     )
     parser.add_argument(
         "--side",

@@ -1,11 +1,12 @@
 """``bmdgan train-detector``: train the hip detector on landmark views (the first stage, and with ``--refine`` the
 head refinement); with ``--cross-validate`` first measure it on CTs it never saw (whole-CT folds). A folder that
 already holds a finished stage keeps it, so a killed run, or a detector given a refinement later, trains only what
-is missing."""
+is missing. ``--hold-out`` keeps CTs out of every training (the demo's sample CT), as ``train_default.sh`` keeps
+them out of the model's."""
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_out, add_seed, positive_int
+from bmdgan.cli.options import add_out, add_seed, comma_list, positive_int
 
 HELP = "train the hip detector on simulate-landmarks views (whole-CT cross-validation with --cross-validate)"
 
@@ -31,6 +32,13 @@ def add_arguments(parser) -> None:
         help="first train one detector per whole-CT fold and measure it on the held-out CTs' views",
     )
     parser.add_argument("--fold-count", type=positive_int, default=4, help="whole-CT folds (default 4)")
+    parser.add_argument(
+        "--hold-out",
+        type=comma_list(),
+        default="",
+        help="CT ids whose views train no detector, comma-separated (e.g. STS_012, the bundled sample's CT); with "
+        "--cross-validate they are still read as held-out CTs in their folds",
+    )
     parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default 2)")
     add_seed(parser)
 
@@ -51,6 +59,10 @@ def run(args) -> int:
     views = read_views(args.views)
     if not views:
         raise InputError(args.views, "holds no landmark views", "run 'bmdgan simulate-landmarks' first")
+    unknown = sorted(set(args.hold_out) - {v.ct for v in views})
+    if unknown:
+        raise InputError(args.views, f"holds no views of {unknown[0]} (--hold-out)", "give CT ids of its views")
+    trainable = [v for v in views if v.ct not in args.hold_out]
     out = Path(args.out)
     if args.cross_validate:
         folds = ct_folds(views, args.fold_count)
@@ -59,7 +71,7 @@ def run(args) -> int:
             fold_folder = out / "cross_validation" / f"fold_{fold}"
             held_out = [v for v in views if folds[v.ct] == fold]
             print(f"fold {fold}: training without {sorted({v.ct for v in held_out})}")
-            _train_missing(args, [v for v in views if folds[v.ct] != fold], fold_folder)
+            _train_missing(args, [v for v in trainable if folds[v.ct] != fold], fold_folder)
             fold_rows = evaluate_detector(HipDetector.load(fold_folder), args.views, held_out)
             rows += [{**row, "fold": fold} for row in fold_rows]
         summary = {"folds": {ct: fold for ct, fold in folds.items()}, **summarise(rows)}
@@ -78,8 +90,8 @@ def run(args) -> int:
             f"false hips {summary['false_hips']}; no-hip images with a detection "
             f"{summary['no_hip_images_with_a_detection']}/{summary['no_hip_images']}"
         )
-    _train_missing(args, views, out)
-    print(f"detector trained on {len(views)} views of {len({v.ct for v in views})} CTs -> {out}")
+    _train_missing(args, trainable, out)
+    print(f"detector trained on {len(trainable)} views of {len({v.ct for v in trainable})} CTs -> {out}")
     return 0
 
 
