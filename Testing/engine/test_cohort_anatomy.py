@@ -127,3 +127,23 @@ def test_a_thinner_cortex_lowers_the_density_by_the_mineral_it_removes(source):
     assert implied < 0.95
     _, vbmd, _ = _ratios(source, AnatomyDraw("thin", cortical_kept=0.7))
     assert vbmd == pytest.approx(implied, abs=0.01)
+
+
+@pytest.mark.slow
+def test_a_deformed_whole_pelvis_hip_is_found_where_the_deformation_put_it(shared_data):
+    """Pelvic-Ref-005's left hip, anatomy a01 of seed 0 (81 % of the cortex kept): its thinned cortex ends the
+    femoral shaft found 51 mm below the head centre, where the real CTs' end 12-31 mm below it, and the hip search
+    once lost that head and analysed the CT's right hip instead. Both hips are found, the left head where the
+    deformation carried the source's (the landmark of every view and label of that anatomy)."""
+    from bmdgan.cohort.anatomy import PullBack
+    from bmdgan.ct.hips import find_hips
+
+    source = prepare_ct(shared_data / "ct" / "pelvic_reference" / "Pelvic-Ref-005.nii.gz", "Pelvic-Ref-005", "left")
+    draw = sample_anatomy(0, source.cache_key, 1)
+    assert draw.anatomy_id == "Pelvic-Ref-005_left-a01" and draw.cortical_kept == pytest.approx(0.81, abs=0.01)
+    volume, _ = make_anatomy(source, draw)
+    hips = {hip.side: hip for hip in find_hips(volume)}
+    assert set(hips) == {"left", "right"}
+    carried = PullBack(draw, source.head_centre_lps, source.frame_axes).carried(source.head_centre_lps)
+    assert np.linalg.norm(hips["left"].head.centre_lps - carried) < 3.0
+    assert np.linalg.norm(carried - source.head_centre_lps) > 0.5  # the neck was shortened: the head moved

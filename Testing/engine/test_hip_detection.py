@@ -15,7 +15,7 @@ from bmdgan.detection.detector import (
     detector_grid,
     heatmap_peak,
 )
-from bmdgan.detection.landmark_folder import LandmarkView, add_view, read_views
+from bmdgan.detection.landmark_folder import LandmarkView, add_view, read_image, read_views
 from bmdgan.detection.layout import CHANNELS
 from bmdgan.detection.refinement import REFINER_MM_PER_PX, REFINER_PATCH_PX, REFINER_SEARCH_MM, window_matrix
 from bmdgan.detection.training import PATCH_PX, refiner_sample, training_sample
@@ -209,3 +209,56 @@ def test_held_out_cts_train_no_detector(tmp_path):
     assert trained.returncode == 0, trained.stderr
     description = json.loads((tmp_path / "detector" / "hip_detector.json").read_text())
     assert description["trained_on_cts"] == ["CT_A"] and description["training_views"] == 2
+
+
+def test_cross_validation_trains_on_anatomy_views_and_measures_real_bones_only(tmp_path):
+    """Views of a virtual anatomy sit under their source CT: they train the detectors of the folds that do not hold
+    that CT, and the held-out figures are measured on the real bones' views alone."""
+    import subprocess
+    import sys
+
+    for ct in ("CT_A", "CT_B"):
+        for index, anatomy in enumerate((None, f"{ct}_right-a00", f"{ct}_right-a01")):
+            landmarks = {name: None for name in CHANNELS} | {"head_right": [80.0 + index, 90.0]}
+            view = LandmarkView(f"{ct}-{index}", ct, "hip", (1.0, 1.0), landmarks, anatomy)
+            add_view(tmp_path / "views", view, np.zeros((160, 160)))
+    assert {v.anatomy for v in read_views(tmp_path / "views")} >= {None, "CT_A_right-a00"}
+    command = [sys.executable, "-m", "bmdgan", "train-detector", str(tmp_path / "views"), "-o", str(tmp_path / "cv")]
+    command += ["--cross-validate", "--fold-count", "2", "--epochs", "1", "--threads", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    folds = tmp_path / "cv" / "cross_validation"
+    for fold, trained_on in ((0, "CT_B"), (1, "CT_A")):  # CTs dealt round-robin in sorted order
+        description = json.loads((folds / f"fold_{fold}" / "hip_detector.json").read_text())
+        assert description["trained_on_cts"] == [trained_on] and description["training_views"] == 3
+        assert description["training_views_of_anatomies"] == 2
+    measured = {row["id"] for row in json.loads((folds / "detections.json").read_text())}
+    assert measured == {"CT_A-0", "CT_B-0"}
+
+
+def test_simulate_landmarks_renders_anatomy_views_under_their_source_ct(tmp_path):
+    """``simulate-landmarks --anatomies``: each virtual anatomy of the bundled STS_012 crop gets its hip and thigh
+    views, from its own deformed CT, filed under STS_012 and named by the anatomy."""
+    import subprocess
+    import sys
+
+    from bmdgan.cohort.anatomy import sample_anatomy
+    from bmdgan.sample_data import sample_data_dir
+
+    out = tmp_path / "views"
+    command = [sys.executable, "-m", "bmdgan", "simulate-landmarks", str(sample_data_dir() / "STS_012.nii.gz")]
+    command += ["-o", str(out), "--per-hip", "1", "--anatomies", "1", "--per-anatomy", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    bone = "STS_012_right"  # the prepared hip's key
+    anatomy = sample_anatomy(0, bone, 0).anatomy_id
+    views = {view.id: view for view in read_views(out)}
+    assert set(views) == {f"{bone}-hip-000", f"{bone}-thigh-000", f"{anatomy}-hip-000", f"{anatomy}-thigh-000"}
+    assert {view.ct for view in views.values()} == {"STS_012"}
+    assert views[f"{anatomy}-hip-000"].anatomy == anatomy and views[f"{bone}-hip-000"].anatomy is None
+    assert (out / "prepared" / f"{anatomy}.anatomy.json").is_file()  # prepared from its own CT, not copied
+    for view in views.values():  # a right hip: its head and neck labelled, inside the image
+        image = read_image(out, view)
+        column, row = view.landmarks["head_right"]
+        assert 0 <= column < image.shape[1] and 0 <= row < image.shape[0] and view.landmarks["head_left"] is None
+    assert "1 hip (anatomies) views" in done.stdout

@@ -159,6 +159,15 @@ class PullBack:
         scaled = self.centre + (points - self.centre) / self.draw.size_factor
         return points + fade * (scaled - points)
 
+    def carried(self, source_point_lps: np.ndarray, iterations: int = 100) -> np.ndarray:
+        """Where the deformation puts a source point (LPS mm): the new point this map pulls back onto it. The map
+        is near the identity, so a fixed-point iteration converges."""
+        target = np.asarray(source_point_lps, float)
+        point = target.copy()
+        for _ in range(iterations):
+            point = point + (target - self(point[None])[0])
+        return point
+
 
 def trabecular_weights(points: np.ndarray, draw: AnatomyDraw, head_centre_lps: np.ndarray, frame: np.ndarray):
     """Share of trabecular mineral kept at ``points`` (LPS mm, source space): the product over the regions of

@@ -202,11 +202,20 @@ def _falls(profiles: np.ndarray, radii: np.ndarray, low: float, high: float, win
     )
 
 
-def _common_radius(candidate: np.ndarray, radii: np.ndarray) -> float:
-    """The radius (mm) at which most rays have a fall: the sphere all the falls agree on."""
+def _common_radius(candidate: np.ndarray, radii: np.ndarray, radius_range_mm: tuple[float, float]) -> float:
+    """The radius (mm) within ``radius_range_mm`` where most rays have a fall: the sphere the falls agree on.
+
+    Falls are searched 3 mm beyond the range (a centre that starts off moves the surface), but the common
+    radius is taken inside it: a deformed or dense head's inner edge (cortex to trabecular bone, about two
+    thirds of the radius) can collect more falls than its outer surface, and a sphere fitted there is no head.
+    """
     hits = candidate.sum(axis=0).astype(float)
     smoothed = ndimage.gaussian_filter1d(hits, 1.5 / (radii[1] - radii[0]))
-    return float(radii[int(np.argmax(smoothed))])
+    peak = np.zeros(len(radii), bool)
+    peak[1:-1] = (smoothed[1:-1] >= smoothed[:-2]) & (smoothed[1:-1] >= smoothed[2:]) & (smoothed[1:-1] > 0)
+    inside = (radii >= radius_range_mm[0]) & (radii <= radius_range_mm[1])
+    choices = peak & inside if (peak & inside).any() else inside  # a peak, not the shoulder of one outside
+    return float(radii[choices][int(np.argmax(smoothed[choices]))])
 
 
 def _nearest_fall(
@@ -237,7 +246,7 @@ def refine_head(
         profiles, radii = cast_rays(volume, smooth, centre, directions)
         candidate = _falls(profiles, radii, radius_range_mm[0] - 3, radius_range_mm[1] + 3, edge_window_mm(volume))
         if radius is None:
-            radius = _common_radius(candidate, radii)
+            radius = _common_radius(candidate, radii, radius_range_mm)
         edge_radius, found = _nearest_fall(candidate, radii, radius, 5.0 if round_index == 0 else 3.0)
         if found.sum() < 30:
             return None
@@ -377,13 +386,24 @@ def head_score(head: FemoralHead) -> float:
     return head.socket_fraction + 0.25 * head.coverage + min(head.interior_hu, 600.0) / 2000.0
 
 
+HEAD_OFF_SHAFT_AXIS_MM = (20.0, 65.0)
+"""Distance (mm) of a femoral head centre from its shaft's axis."""
+HEAD_BEYOND_SHAFT_END_MM = (-20.0, 60.0)
+"""Distance (mm) of a femoral head centre beyond its shaft's proximal end, along the axis. Negative: the tube
+found may run up the greater trochanter, whose tip is level with the head centre. Positive: the tube ends where
+the proximal femur widens, 12-31 mm below the head centre on the real CTs, 51 mm on a virtual anatomy whose
+thinned cortex (81 % kept) ends it lower; a thin osteoporotic cortex does the same."""
+
+
 def fits_shaft(head: FemoralHead, shaft) -> bool:
-    """A femoral head sits 20-65 mm off the shaft axis, near or beyond the shaft's proximal end (the tube
-    found may run up the greater trochanter, whose tip is level with the head centre: 20 mm below it)."""
+    """Whether the head sits where a femoral head does next to ``shaft``: off its axis by
+    :data:`HEAD_OFF_SHAFT_AXIS_MM`, near or beyond its proximal end by :data:`HEAD_BEYOND_SHAFT_END_MM`."""
     offset = float(shaft.distance_to_axis(head.centre_lps))
     position = float(shaft.position(head.centre_lps))
     beyond_end = max(position - shaft.t_max, shaft.t_min - position)
-    return 20.0 <= offset <= 65.0 and -20.0 <= beyond_end <= 45.0
+    low_offset, high_offset = HEAD_OFF_SHAFT_AXIS_MM
+    low_end, high_end = HEAD_BEYOND_SHAFT_END_MM
+    return low_offset <= offset <= high_offset and low_end <= beyond_end <= high_end
 
 
 def neck_points_down(head: FemoralHead) -> bool:

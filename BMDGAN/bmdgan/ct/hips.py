@@ -35,6 +35,8 @@ from ..errors import InputError
 from ..io.volume import Volume, VolumeGeometry
 from . import grid
 from .head import (
+    HEAD_BEYOND_SHAFT_END_MM,
+    HEAD_OFF_SHAFT_AXIS_MM,
     MAX_REFINE_SHIFT_MM,
     MIN_IN_VIEW,
     RAY_COUNT,
@@ -148,7 +150,8 @@ def _may_fit(start: np.ndarray, shaft: Shaft) -> bool:
     position = float(shaft.position(start))
     beyond_end = max(position - shaft.t_max, shaft.t_min - position)
     slack = MAX_REFINE_SHIFT_MM
-    return offset <= 65.0 + slack and -20.0 - slack <= beyond_end <= 45.0 + slack
+    low_end, high_end = HEAD_BEYOND_SHAFT_END_MM
+    return offset <= HEAD_OFF_SHAFT_AXIS_MM[1] + slack and low_end - slack <= beyond_end <= high_end + slack
 
 
 def _off_midline(head: FemoralHead) -> bool:

@@ -3,7 +3,9 @@
 ``views.jsonl``: one JSON line per image: ``id``, ``ct`` (source CT: the unit of whole-CT folds), ``view``
 (``ap-pelvis``, ``hip``, ``thigh``), ``pixel_spacing_mm`` [row, column] (mm at the patient: the detector's pitch over
 the magnification at the femoral heads, as a DICOM's PixelSpacing) and ``landmarks``: {channel name: [column, row]
-source pixels, or null when that hip is not in the CT}. ``images/<id>.npy``: the
+source pixels, or null when that hip is not in the CT}, and ``anatomy``: the virtual anatomy
+(:mod:`bmdgan.cohort.anatomy`) the view was simulated from, or null for the real bone (absent in older folders:
+null). ``images/<id>.npy``: the
 radiograph (float32, no pickle). An image is written before its line, so a killed run resumes where it stopped.
 """
 
@@ -29,6 +31,8 @@ class LandmarkView:
     view: str
     pixel_spacing_mm: tuple[float, float]
     landmarks: dict
+    anatomy: str | None = None
+    """The virtual anatomy's id the view was simulated from; None for the real bone."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -38,6 +42,7 @@ class LandmarkView:
                 "view": self.view,
                 "pixel_spacing_mm": list(self.pixel_spacing_mm),
                 "landmarks": self.landmarks,
+                "anatomy": self.anatomy,
             },
             separators=(",", ":"),
         )
@@ -55,7 +60,14 @@ def read_views(folder: str | Path) -> list[LandmarkView]:
         except json.JSONDecodeError:
             continue
         views.append(
-            LandmarkView(entry["id"], entry["ct"], entry["view"], tuple(entry["pixel_spacing_mm"]), entry["landmarks"])
+            LandmarkView(
+                entry["id"],
+                entry["ct"],
+                entry["view"],
+                tuple(entry["pixel_spacing_mm"]),
+                entry["landmarks"],
+                entry.get("anatomy"),
+            )
         )
     return views
 

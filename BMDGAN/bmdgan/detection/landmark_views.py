@@ -7,7 +7,8 @@ image its own site and processing):
   render_pelvis`), rotated and tilted on the table, both hips labelled;
 - ``hip`` and ``thigh``: one hip in the cohort's single-hip geometry with a wider field (:data:`FIELDS_MM`), the
   second centred lower down the shaft; shown as the patient's side appears in an AP radiograph (a left hip on the
-  image's right).
+  image's right). Also of each virtual anatomy (:mod:`bmdgan.cohort.anatomy`) of a hip, from its own deformed CT and
+  landmarks, under its source CT (so whole-CT folds keep them with it): more distinct femurs to learn the head from.
 
 Landmarks (head centre and neck point per side, :data:`bmdgan.detection.network.CHANNELS`) are the CT's, projected
 by the same geometry that made the image. A side whose hip is not in the CT has none (null).
@@ -60,9 +61,17 @@ def ap_pelvis_view(prepared_folder: str, ct_id: str, index: int, seed: int) -> t
 
 
 def single_hip_view(
-    prepared_folder: str, key: str, ct_id: str, crop_to_hip: bool, kind: str, index: int, seed: int
+    prepared_folder: str,
+    key: str,
+    ct_id: str,
+    crop_to_hip: bool,
+    kind: str,
+    index: int,
+    seed: int,
+    anatomy: bool = False,
 ) -> tuple[LandmarkView, np.ndarray]:
-    """One ``hip`` or ``thigh`` view (:data:`FIELDS_MM`) of one prepared hip, as that side looks in an AP image."""
+    """One ``hip`` or ``thigh`` view (:data:`FIELDS_MM`) of one prepared hip (``anatomy``: a virtual anatomy's
+    entry ``key``), as that side looks in an AP image."""
     prepared, projector = ct_projector(prepared_folder, key, crop_to_hip=crop_to_hip)
     patient = sample_patient(seed, f"{key}-landmarks-{kind}", index)
     pose = sample_pose(seed, patient, list(POSES)[index % len(POSES)])
@@ -77,16 +86,25 @@ def single_hip_view(
     landmarks = _empty_landmarks()
     landmarks[f"head_{prepared.side}"], landmarks[f"neck_{prepared.side}"] = _as_list(points[0]), _as_list(points[1])
     spacing = geometry.spacing_at_mm(prepared.head_centre_lps)
-    view = LandmarkView(f"{key}-{kind}-{index:03d}", ct_id, kind, spacing, landmarks)
+    view = LandmarkView(f"{key}-{kind}-{index:03d}", ct_id, kind, spacing, landmarks, key if anatomy else None)
     return view, np.ascontiguousarray(image)
 
 
 def simulate_landmark_views(
-    prepared_folder: str, ct_ids: list[str], out: str, per_hip: int, ap_per_ct: int, seed: int, progress: bool = True
+    prepared_folder: str,
+    ct_ids: list[str],
+    out: str,
+    per_hip: int,
+    ap_per_ct: int,
+    seed: int,
+    progress: bool = True,
+    anatomies: dict[str, list[str]] | None = None,
+    per_anatomy: int = 0,
 ) -> dict:
     """Make (or finish) the landmark views of every prepared hip of ``ct_ids`` in ``out``
     (:mod:`.landmark_folder`): ``per_hip`` ``hip`` and as many ``thigh`` views of each hip and, for a CT with both
-    hips prepared, ``ap_per_ct`` AP pelvis views. Returns the counts per view."""
+    hips prepared, ``ap_per_ct`` AP pelvis views; ``per_anatomy`` of each kind of every prepared virtual anatomy in
+    ``anatomies`` ({CT id: anatomy entry keys}). Returns the counts per view (``hip (anatomies)`` etc. apart)."""
     from pathlib import Path
 
     import torch
@@ -99,20 +117,24 @@ def simulate_landmark_views(
         hips_per_ct[ct_id] = len(keys)
         if len(keys) >= 2:
             tasks += [("ap", ct_id, None, index) for index in range(ap_per_ct) if f"{ct_id}-ap-{index:03d}" not in done]
-        for key in keys:
+        bones = [(key, per_hip) for key in keys] + [(key, per_anatomy) for key in (anatomies or {}).get(ct_id, [])]
+        for key, count in bones:
             tasks += [
                 (kind, ct_id, key, index)
                 for kind in FIELDS_MM
-                for index in range(per_hip)
+                for index in range(count)
                 if f"{key}-{kind}-{index:03d}" not in done
             ]
+    anatomy_keys = {key for keys in (anatomies or {}).values() for key in keys}
     for kind, ct_id, key, index in progress_bar(tasks, desc="landmark views", disable=not progress):
         if kind == "ap":
             view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed)
         else:
-            view, image = single_hip_view(prepared_folder, key, ct_id, hips_per_ct[ct_id] > 1, kind, index, seed)
+            crop = hips_per_ct[ct_id] > 1
+            view, image = single_hip_view(prepared_folder, key, ct_id, crop, kind, index, seed, key in anatomy_keys)
         add_view(out, view, image)
     counts: dict[str, int] = {}
     for view in read_views(out):
-        counts[view.view] = counts.get(view.view, 0) + 1
+        name = view.view + (" (anatomies)" if view.anatomy else "")
+        counts[name] = counts.get(name, 0) + 1
     return counts

@@ -221,6 +221,7 @@ def train_detector(
         {
             "trained_on_cts": sorted({view.ct for view in views}),
             "training_views": len(views),
+            "training_views_of_anatomies": sum(view.anatomy is not None for view in views),
             "epochs": epochs,
             "last_epoch_losses": history,
         },

@@ -24,6 +24,19 @@ def add_arguments(parser) -> None:
         help="AP pelvis views per CT with both hips measurable (default 40)",
     )
     parser.add_argument(
+        "--anatomies",
+        type=non_negative_int,
+        default=0,
+        help="also make N virtual anatomies of every hip (as simulate-cohort --anatomies, same --seed) and render "
+        "--per-anatomy hip and thigh views of each (default 0)",
+    )
+    parser.add_argument(
+        "--per-anatomy",
+        type=non_negative_int,
+        default=8,
+        help="hip views and as many thigh views per virtual anatomy (default 8)",
+    )
+    parser.add_argument(
         "--prepared",
         default=None,
         help="folder of prepared CTs to reuse (e.g. a cohort's 'prepared'; default OUT/prepared)",
@@ -36,6 +49,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from bmdgan.cli.ct_options import ct_paths, segmentations_of
+    from bmdgan.cohort.anatomy import prepare_anatomies
     from bmdgan.cohort.generator import prepare_cts
     from bmdgan.detection.landmark_views import simulate_landmark_views
     from bmdgan.errors import InputError
@@ -48,7 +62,23 @@ def run(args) -> int:
         print(f"  skipped {ct_id}: {reason}")
     if not ct_ids:
         raise InputError(None, "no CT could be prepared", "see the reasons above")
-    counts = simulate_landmark_views(str(prepared), ct_ids, args.out, args.per_hip, args.ap_per_ct, args.seed)
+    anatomies = {}
+    if args.anatomies:
+        print(f"making {args.anatomies} virtual anatomies of every hip (deformed CTs, measured again)...")
+        for ct_id in ct_ids:
+            anatomies[ct_id], failed = prepare_anatomies(prepared, [ct_id], args.anatomies, args.seed)
+            for key, reason in failed.items():
+                print(f"  skipped {key}: {reason}")
+    counts = simulate_landmark_views(
+        str(prepared),
+        ct_ids,
+        args.out,
+        args.per_hip,
+        args.ap_per_ct,
+        args.seed,
+        anatomies=anatomies,
+        per_anatomy=args.per_anatomy,
+    )
     print(
         ", ".join(f"{n} {view} views" for view, n in sorted(counts.items())) + f" from {len(ct_ids)} CTs -> {args.out}"
     )

@@ -69,7 +69,7 @@ def run(args) -> int:
         rows = []
         for fold in range(args.fold_count):
             fold_folder = out / "cross_validation" / f"fold_{fold}"
-            held_out = [v for v in views if folds[v.ct] == fold]
+            held_out = [v for v in views if folds[v.ct] == fold and v.anatomy is None]  # measured on real bones
             print(f"fold {fold}: training without {sorted({v.ct for v in held_out})}")
             _train_missing(args, [v for v in trainable if folds[v.ct] != fold], fold_folder)
             fold_rows = evaluate_detector(HipDetector.load(fold_folder), args.views, held_out)
