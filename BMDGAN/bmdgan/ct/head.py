@@ -5,7 +5,7 @@ structure of the hip that this holds for, and its centre is the first landmark (
 
 How:
 
-1. Candidate centres: gradient Hough votes. Every bone edge votes at the points 18-30 mm away along
+1. Candidate centres: gradient Hough votes. Every bone edge votes at the points 18-28 mm away along
    its gradient (head surfaces point their gradient at the centre; the acetabular surface facing the
    head points away from it, so both signs are voted once). Near the shaft's proximal end, when a
    shaft is in view, a ring of extra starting points is added (heads cut by the edge of the field of
