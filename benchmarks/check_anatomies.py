@@ -23,22 +23,16 @@ from pathlib import Path
 import numpy as np
 
 
-def ct_paths(inputs: list[str]) -> list[Path]:
-    paths = []
-    for item in map(Path, inputs):
-        paths += sorted(item.glob("*.nii.gz")) if item.is_dir() else [item]
-    return paths
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="CT files or folders of .nii.gz CTs")
+    parser.add_argument("inputs", nargs="+", help="CT files, or folders of .nii.gz/.nrrd/.mha CTs")
     parser.add_argument("--prepared", required=True, help="cache folder of the prepared CTs and anatomies")
     parser.add_argument("--count", type=int, default=2, help="anatomies per bone")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
+    from bmdgan.cli.ct_options import ct_paths
     from bmdgan.cohort.anatomy import PullBack, prepare_anatomies, sample_anatomy
     from bmdgan.cohort.generator import prepare_cts
     from bmdgan.cohort.prepared_ct import load_prepared, prepared_bones
