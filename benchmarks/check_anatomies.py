@@ -2,11 +2,12 @@
 deformed femur where the deformation put it.
 
 Prepares every hip of the given CTs (cached in ``--prepared``, as ``simulate-cohort`` does), makes ``--count``
-anatomies of each with ``--seed`` (the draws of ``simulate-cohort --anatomies COUNT --seed SEED``) and prepares each
-from its own deformed CT. For each it prints the draw, the head centre found against the source's head carried by the
-deformation (the inverse of its pull-back map; in mm), and the CT-aBMD (g/cm2) of source and anatomy; a refused one
-prints its reason. The head shift checks the analysis, not the deformation: labels, landmarks and ground truth are
-measured again on the new CT, so a head found elsewhere is a fault of the hip search.
+anatomies of each CT (a whole pelvis's two hips in one deformed CT) with ``--seed`` (the draws of ``simulate-cohort
+--anatomies COUNT --seed SEED``) and prepares each hip from its own deformed CT. For each hip it prints the draw, the
+head centre found against the source's head carried by the deformation (the inverse of its pull-back map; in mm), and
+the CT-aBMD (g/cm2) of source and anatomy; a refused one prints its reason. The head shift checks the analysis, not the
+deformation: labels, landmarks and ground truth are measured again on the new CT, so a head found elsewhere is a fault
+of the hip search.
 
 Usage (about 1 min a whole-pelvis hip and 30 s a thigh crop on one core):
 
@@ -33,9 +34,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from bmdgan.cli.ct_options import ct_paths
-    from bmdgan.cohort.anatomy import PullBack, prepare_anatomies, sample_anatomy
+    from bmdgan.cohort.anatomy import PullBack, anatomy_hips, prepare_anatomies
     from bmdgan.cohort.generator import prepare_cts
-    from bmdgan.cohort.prepared_ct import load_prepared, prepared_bones
+    from bmdgan.cohort.prepared_ct import load_prepared
 
     folder = Path(args.prepared)
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,11 +46,10 @@ def main() -> None:
     rows = []
     for ct_id in ct_ids:
         _, skipped = prepare_anatomies(folder, [ct_id], args.count, args.seed)
-        for key in prepared_bones(folder, ct_id):
-            source = load_prepared(folder, key)
-            source_abmd = source.calibration["full_ct_abmd_g_cm2"]
-            for index in range(args.count):
-                draw = sample_anatomy(args.seed, key, index)
+        for index in range(args.count):
+            for key, draw in anatomy_hips(folder, ct_id, index, args.seed)[1]:
+                source = load_prepared(folder, key)
+                source_abmd = source.calibration["full_ct_abmd_g_cm2"]
                 row = {"anatomy": draw.anatomy_id, "draw": draw.to_dict(), "source_abmd_g_cm2": source_abmd}
                 if draw.anatomy_id in skipped:
                     row["refused"] = skipped[draw.anatomy_id]

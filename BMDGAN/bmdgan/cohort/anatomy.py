@@ -19,6 +19,9 @@ Population ranges of adult proximal-femur geometry (rounded; the draws stay insi
 The deformation is a pull-back map (each voxel of the new CT takes the source's value at a mapped point), exact
 inside a sphere around the femoral head (so a scaled femur is a true scaled copy there) and fading smoothly to the
 identity far from the hip, so soft tissue and pelvis follow without a seam. Lengths are in mm, HU in HU.
+
+A CT with both hips prepared (a whole pelvis) gets both femurs deformed at once, each by its own draw, in one new CT
+prepared again on both sides: an AP pelvis radiograph of it shows two femurs no real CT has, in a real body.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from ..errors import BMDGANError, InputError
 from ..io import Volume
 from ..progress import progress_bar
 from .channels import CORTICAL_THRESHOLD_MG_CM3
-from .prepared_ct import PreparedCT, has_prepared, load_prepared, prepare_ct, prepared_bones, save_prepared
+from .prepared_ct import PreparedCT, has_prepared, load_prepared, prepare_ct, prepared_bones, save_prepared, side_key
 from .virtual_patient import seeded_rng
 
 SIZE_FACTOR_RANGE = (0.94, 1.06)
@@ -209,20 +212,11 @@ def thinned_cortex(prepared: PreparedCT, density_mg_cm3: np.ndarray, cortical_ke
     return thinned
 
 
-def make_anatomy(prepared: PreparedCT, draw: AnatomyDraw) -> tuple[Volume, np.ndarray]:
-    """(new CT in HU, its body mask) of ``draw`` applied to a prepared source (its cleaned HU, head centre and
-    neutral frame). Trabecular loss scales the calibrated mineral of femur voxels below the cortical threshold
-    (mg/cm3) by the regional share, :func:`thinned_cortex` thins the cortex; the geometry then moves every voxel
-    by :class:`PullBack`."""
-    from scipy.ndimage import map_coordinates
-
-    if not (0.5 < draw.size_factor < 1.5 and 0.5 < draw.neck_length_factor < 1.5):
-        raise InputError(None, f"anatomy {draw.anatomy_id}: factors out of range", "keep them within 0.5-1.5")
-    hu = prepared.hu
+def _with_changed_mineral(prepared: PreparedCT, draw: AnatomyDraw, source: np.ndarray) -> np.ndarray:
+    """``source`` (HU) after ``draw``'s cortical thinning and regional trabecular loss of ``prepared``'s femur,
+    applied to the calibrated mineral (mg/cm3) in the source's own space."""
+    ijk_to_lps = prepared.hu.geometry.ijk_to_lps()
     slope, intercept = prepared.calibration["slope"], prepared.calibration["intercept"]
-    source = hu.array.astype(np.float32)
-    geometry = hu.geometry
-    ijk_to_lps = geometry.ijk_to_lps()
     if draw.cortical_kept < 1.0:
         source = (thinned_cortex(prepared, slope * source + intercept, draw.cortical_kept) - intercept) / slope
     if draw.trabecular_kept:
@@ -231,9 +225,32 @@ def make_anatomy(prepared: PreparedCT, draw: AnatomyDraw) -> tuple[Volume, np.nd
         k, j, i = np.nonzero(trabecular)
         points = (ijk_to_lps @ np.stack([i, j, k, np.ones_like(i)]).astype(float))[:3].T
         kept = trabecular_weights(points, draw, prepared.head_centre_lps, prepared.frame_axes)
+        source = source.copy()
         source[k, j, i] = ((density[k, j, i] * kept) - intercept) / slope
-    body = prepared.body_mask if prepared.body_mask is not None else np.ones(source.shape, bool)
-    pull = PullBack(draw, prepared.head_centre_lps, prepared.frame_axes)
+    return source
+
+
+def make_anatomy(hips: list[tuple[PreparedCT, AnatomyDraw]]) -> tuple[Volume, np.ndarray]:
+    """(new CT in HU, its body mask) of each draw applied to its prepared hip, all hips of one source CT (one grid:
+    a whole pelvis's two sides deform in one new CT). Trabecular loss scales the calibrated mineral of femur voxels
+    below the cortical threshold (mg/cm3) by the regional share, :func:`thinned_cortex` thins the cortex; the
+    geometry then moves every voxel by the hips' :class:`PullBack` maps, composed (each is the identity beyond
+    :data:`FADE_RADIUS_MM` of its head, so two hips 150-220 mm apart barely overlap)."""
+    from scipy.ndimage import map_coordinates
+
+    for prepared, draw in hips:
+        if not (0.5 < draw.size_factor < 1.5 and 0.5 < draw.neck_length_factor < 1.5):
+            raise InputError(None, f"anatomy {draw.anatomy_id}: factors out of range", "keep them within 0.5-1.5")
+        if prepared.hu.array.shape != hips[0][0].hu.array.shape:
+            raise InputError(None, f"anatomy {draw.anatomy_id}: hips of different CTs", "deform one CT's hips at once")
+    first = hips[0][0]
+    hu, geometry = first.hu, first.hu.geometry
+    source = hu.array.astype(np.float32)
+    for prepared, draw in hips:
+        source = _with_changed_mineral(prepared, draw, source)
+    body = first.body_mask if first.body_mask is not None else np.ones(source.shape, bool)
+    pulls = [PullBack(draw, prepared.head_centre_lps, prepared.frame_axes) for prepared, draw in hips]
+    ijk_to_lps = geometry.ijk_to_lps()
     lps_to_ijk = np.linalg.inv(ijk_to_lps)
     out, out_body = source.copy(), body.copy()
     slices, rows, columns = source.shape
@@ -243,52 +260,86 @@ def make_anatomy(prepared: PreparedCT, draw: AnatomyDraw) -> tuple[Volume, np.nd
         k = np.broadcast_to(np.arange(start, stop)[:, None, None], (stop - start, rows, columns))
         ijk = np.stack([np.broadcast_to(i, k.shape), np.broadcast_to(j, k.shape), k, np.ones(k.shape)]).reshape(4, -1)
         points = (ijk_to_lps @ ijk)[:3].T
-        near = np.linalg.norm(points - prepared.head_centre_lps, axis=1) < FADE_RADIUS_MM
+        near = np.zeros(len(points), bool)
+        for pull in pulls:
+            near |= np.linalg.norm(points - pull.centre, axis=1) < FADE_RADIUS_MM
         if not near.any():
             continue
-        mapped = (lps_to_ijk @ np.c_[pull(points[near]), np.ones(near.sum())].T)[:3]
-        zyx = mapped[::-1]  # (k, j, i) for map_coordinates
+        mapped = points[near]
+        for pull in pulls:
+            mapped = pull(mapped)
+        zyx = (lps_to_ijk @ np.c_[mapped, np.ones(len(mapped))].T)[:3][::-1]  # (k, j, i) for map_coordinates
         slab = out[start:stop].reshape(-1)
         slab[near] = map_coordinates(source, zyx, order=1, mode="nearest")
         out[start:stop] = slab.reshape(stop - start, rows, columns)
         body_slab = out_body[start:stop].reshape(-1)
         body_slab[near] = map_coordinates(body.astype(np.float32), zyx, order=1, mode="nearest") > 0.5
         out_body[start:stop] = body_slab.reshape(stop - start, rows, columns)
-    return Volume(out, geometry, "HU", f"{hu.source} ({draw.anatomy_id})"), out_body
+    names = " + ".join(draw.anatomy_id for _, draw in hips)
+    return Volume(out, geometry, "HU", f"{hu.source} ({names})"), out_body
+
+
+def anatomy_hips(folder: str | Path, ct_id: str, index: int, seed: int) -> tuple[str, list[tuple[str, AnatomyDraw]]]:
+    """(entry id, [(source hip key, its draw)]) of the ``index``-th anatomy of a CT. A CT with both hips prepared
+    makes one entry of both (``<ct_id>-aNN``, hips ``<ct_id>-aNN_left`` and ``_right``: the cohort renders it as an
+    AP pelvis); a CT with one prepared hip, an entry of that hip (``<hip key>-aNN``). Each hip's draw is
+    :func:`sample_anatomy` of its source key, whichever entry it falls in."""
+    folder = Path(folder)
+    keys = prepared_bones(folder, ct_id)
+    if len(keys) == 1:
+        draw = sample_anatomy(seed, keys[0], index)
+        return draw.anatomy_id, [(keys[0], draw)]
+    entry = f"{ct_id}-a{index:02d}"
+    hips = []
+    for side in ("left", "right"):
+        key = side_key(ct_id, side)
+        if key in keys:
+            hips.append((key, replace(sample_anatomy(seed, key, index), anatomy_id=side_key(entry, side))))
+    return entry, hips
 
 
 def prepare_anatomies(
     prepared_folder: str | Path, ct_ids: list[str], count: int, seed: int = 0, progress: bool = True
 ) -> tuple[list[str], dict[str, str]]:
-    """Make ``count`` virtual anatomies of every prepared bone of ``ct_ids`` and prepare each from its own CT.
+    """Make ``count`` virtual anatomies of every CT of ``ct_ids`` (:func:`anatomy_hips`) and prepare each hip from
+    its own deformed CT.
 
-    Each is a cohort entry of its own (cache key ``<bone key>-aNN``, one bone) whose ``ct_id`` stays its source
-    CT's, so folds by CT keep a source and all its anatomies on one side. ``<key>.anatomy.json`` records the draw.
-    Resumes: an anatomy prepared before is kept. Returns (entry keys, skipped key -> reason): an anatomy whose CT
-    analysis fails (e.g. a landmark not found) is reported and left out, never patched."""
+    Each anatomy is a cohort entry of its own (hip cache keys as :func:`anatomy_hips` names them) whose ``ct_id``
+    stays its source CT's, so folds by CT keep a source and all its anatomies on one side. ``<hip key>.anatomy.json``
+    records each hip's draw. Resumes: an anatomy prepared before is kept. Returns (entry ids, skipped hip key ->
+    reason): a hip whose CT analysis fails (e.g. a landmark not found) is reported and left out, never patched; an
+    entry is kept while one of its hips is prepared."""
     folder = Path(prepared_folder)
-    tasks = [(key, index) for ct_id in ct_ids for key in prepared_bones(folder, ct_id) for index in range(count)]
+    tasks = [(ct_id, index) for ct_id in ct_ids if prepared_bones(folder, ct_id) for index in range(count)]
     entries: list[str] = []
     skipped: dict[str, str] = {}
     sources: dict[str, PreparedCT] = {}
-    for key, index in progress_bar(tasks, desc="anatomies", unit="bone", disable=not progress or not tasks):
-        draw = sample_anatomy(seed, key, index)
-        if has_prepared(folder, draw.anatomy_id):
-            entries.append(draw.anatomy_id)
+    for ct_id, index in progress_bar(tasks, desc="anatomies", unit="anatomy", disable=not progress or not tasks):
+        entry, hips = anatomy_hips(folder, ct_id, index, seed)
+        if all(has_prepared(folder, draw.anatomy_id) for _, draw in hips):
+            entries.append(entry)
             continue
-        if key not in sources:
-            sources = {key: load_prepared(folder, key)}  # one source in memory at a time
-        source = sources[key]
+        if set(sources) != {key for key, _ in hips}:
+            sources = {key: load_prepared(folder, key) for key, _ in hips}  # one source CT in memory at a time
         try:
-            volume, body = make_anatomy(source, draw)
-            made = prepare_ct(volume, source.ct_id, side=source.side, body_mask=body)
+            volume, body = make_anatomy([(sources[key], draw) for key, draw in hips])
         except BMDGANError as error:
-            skipped[draw.anatomy_id] = str(error)
+            skipped.update({draw.anatomy_id: str(error) for _, draw in hips})
             continue
-        atomic_write_text(
-            folder / f"{draw.anatomy_id}.anatomy.json",
-            json.dumps({"source_key": key, "seed": seed, "index": index, **draw.to_dict()}, indent=2) + "\n",
-        )
-        save_prepared(replace(made, key=draw.anatomy_id), folder)  # its json, written last, marks it complete
-        entries.append(draw.anatomy_id)
+        for key, draw in hips:
+            source = sources[key]
+            if has_prepared(folder, draw.anatomy_id):
+                continue
+            try:
+                made = prepare_ct(volume, source.ct_id, side=source.side, body_mask=body)
+            except BMDGANError as error:
+                skipped[draw.anatomy_id] = str(error)
+                continue
+            atomic_write_text(
+                folder / f"{draw.anatomy_id}.anatomy.json",
+                json.dumps({"source_key": key, "seed": seed, "index": index, **draw.to_dict()}, indent=2) + "\n",
+            )
+            save_prepared(replace(made, key=draw.anatomy_id), folder)  # its json, written last, marks it complete
+        if any(has_prepared(folder, draw.anatomy_id) for _, draw in hips):
+            entries.append(entry)
     return entries, skipped

@@ -7,8 +7,11 @@ image its own site and processing):
   render_pelvis`), rotated and tilted on the table, both hips labelled;
 - ``hip`` and ``thigh``: one hip in the cohort's single-hip geometry with a wider field (:data:`FIELDS_MM`), the
   second centred lower down the shaft; shown as the patient's side appears in an AP radiograph (a left hip on the
-  image's right). Also of each virtual anatomy (:mod:`bmdgan.cohort.anatomy`) of a hip, from its own deformed CT and
-  landmarks, under its source CT (so whole-CT folds keep them with it): more distinct femurs to learn the head from.
+  image's right).
+
+Also of each virtual anatomy (:mod:`bmdgan.cohort.anatomy`), from its own deformed CT and landmarks, under its source
+CT (so whole-CT folds keep them with it): hip and thigh views of each of its hips, and AP pelvis views of an anatomy
+of both hips of a whole pelvis: more distinct femurs to learn the head from, in the view users bring.
 
 Landmarks (head centre and neck point per side, :data:`bmdgan.detection.network.CHANNELS`) are the CT's, projected
 by the same geometry that made the image. A side whose hip is not in the CT has none (null).
@@ -40,13 +43,17 @@ def _as_list(point: np.ndarray) -> list[float]:
     return [round(float(point[0]), 2), round(float(point[1]), 2)]
 
 
-def ap_pelvis_view(prepared_folder: str, ct_id: str, index: int, seed: int) -> tuple[LandmarkView, np.ndarray]:
-    """One AP pelvis radiograph of a CT with both hips prepared, with both hips' landmarks."""
+def ap_pelvis_view(
+    prepared_folder: str, ct_id: str, index: int, seed: int, anatomy: str | None = None
+) -> tuple[LandmarkView, np.ndarray]:
+    """One AP pelvis radiograph of a CT with both hips prepared (``anatomy``: of that virtual anatomy entry of
+    the CT), with both hips' landmarks."""
     from ..cohort.pelvis_case import render_pelvis
 
-    scene = pelvis_scene_of(prepared_folder, ct_id)
+    entry = anatomy or ct_id
+    scene = pelvis_scene_of(prepared_folder, entry)
     settings = CohortSettings(prepared_folder, seed=seed, acquisition="varied")
-    patient = sample_patient(seed, f"{ct_id}-landmarks", index)
+    patient = sample_patient(seed, f"{entry}-landmarks", index)
     pose = list(POSES)[index % len(POSES)]
     full = render_pelvis(settings, scene, patient, pose, pitch_mm=RENDER_MM_PER_PX)
     geometry = full["geometry"]
@@ -56,7 +63,7 @@ def ap_pelvis_view(prepared_folder: str, ct_id: str, index: int, seed: int) -> t
         landmarks[f"head_{hip.side}"], landmarks[f"neck_{hip.side}"] = _as_list(head), _as_list(neck)
     magnification = np.mean([geometry.magnification_at(np.asarray(hip.head_centre_lps)) for hip in scene.bones])
     spacing = (geometry.row_spacing_mm / magnification, geometry.column_spacing_mm / magnification)
-    view = LandmarkView(f"{ct_id}-ap-{index:03d}", ct_id, "ap-pelvis", spacing, landmarks)
+    view = LandmarkView(f"{entry}-ap-{index:03d}", ct_id, "ap-pelvis", spacing, landmarks, anatomy)
     return view, full["images"]["radiograph"]
 
 
@@ -104,31 +111,38 @@ def simulate_landmark_views(
     """Make (or finish) the landmark views of every prepared hip of ``ct_ids`` in ``out``
     (:mod:`.landmark_folder`): ``per_hip`` ``hip`` and as many ``thigh`` views of each hip and, for a CT with both
     hips prepared, ``ap_per_ct`` AP pelvis views; ``per_anatomy`` of each kind of every prepared virtual anatomy in
-    ``anatomies`` ({CT id: anatomy entry keys}). Returns the counts per view (``hip (anatomies)`` etc. apart)."""
+    ``anatomies`` ({CT id: anatomy entry ids}, :func:`bmdgan.cohort.anatomy.prepare_anatomies`), AP pelvis views
+    of an entry with both hips. Returns the counts per view (``hip (anatomies)`` etc. apart)."""
     from pathlib import Path
 
     import torch
 
     torch.set_num_threads(1)
     done = done_ids(out)
-    tasks, hips_per_ct = [], {}
+    folder = Path(prepared_folder)
+    tasks, hips_per_ct, anatomy_keys = [], {}, set()
     for ct_id in ct_ids:
-        keys = prepared_bones(Path(prepared_folder), ct_id)
+        keys = prepared_bones(folder, ct_id)
         hips_per_ct[ct_id] = len(keys)
-        if len(keys) >= 2:
-            tasks += [("ap", ct_id, None, index) for index in range(ap_per_ct) if f"{ct_id}-ap-{index:03d}" not in done]
-        bones = [(key, per_hip) for key in keys] + [(key, per_anatomy) for key in (anatomies or {}).get(ct_id, [])]
-        for key, count in bones:
+        entries = [(None, keys, per_hip, ap_per_ct)]  # (anatomy entry, its hips, views per hip, AP views)
+        for entry in (anatomies or {}).get(ct_id, []):
+            bones = prepared_bones(folder, entry)
+            anatomy_keys.update(bones)
+            entries.append((entry, bones, per_anatomy, per_anatomy))
+        for entry, bones, count, ap_count in entries:
+            if len(bones) >= 2:
+                names = [(index, f"{entry or ct_id}-ap-{index:03d}") for index in range(ap_count)]
+                tasks += [("ap", ct_id, entry, index) for index, name in names if name not in done]
             tasks += [
                 (kind, ct_id, key, index)
+                for key in bones
                 for kind in FIELDS_MM
                 for index in range(count)
                 if f"{key}-{kind}-{index:03d}" not in done
             ]
-    anatomy_keys = {key for keys in (anatomies or {}).values() for key in keys}
     for kind, ct_id, key, index in progress_bar(tasks, desc="landmark views", disable=not progress):
         if kind == "ap":
-            view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed)
+            view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, key)
         else:
             crop = hips_per_ct[ct_id] > 1
             view, image = single_hip_view(prepared_folder, key, ct_id, crop, kind, index, seed, key in anatomy_keys)

@@ -77,9 +77,9 @@ def add_arguments(parser) -> None:
         type=non_negative_int,
         default=0,
         metavar="N",
-        help="also make N virtual anatomies of every bone (size, neck length, neck-shaft angle, regional "
-        "trabecular loss; bmdgan.cohort.anatomy), each prepared from its own deformed CT and kept in its "
-        "source CT's fold (default 0)",
+        help="also make N virtual anatomies of every CT (size, neck length, neck-shaft angle, regional "
+        "trabecular loss, cortical thinning; bmdgan.cohort.anatomy; a whole pelvis's two hips deformed at once, "
+        "its views AP pelvis), each prepared from its own deformed CT and kept in its source CT's fold (default 0)",
     )
     parser.add_argument(
         "--max-pf-cut",

@@ -27,14 +27,16 @@ def add_arguments(parser) -> None:
         "--anatomies",
         type=non_negative_int,
         default=0,
-        help="also make N virtual anatomies of every hip (as simulate-cohort --anatomies, same --seed) and render "
-        "--per-anatomy hip and thigh views of each (default 0)",
+        help="also make N virtual anatomies of every CT (as simulate-cohort --anatomies, same --seed) and render "
+        "--per-anatomy hip and thigh views of each of their hips, and as many AP pelvis views of an anatomy of both "
+        "hips of a whole pelvis (default 0)",
     )
     parser.add_argument(
         "--per-anatomy",
         type=non_negative_int,
         default=8,
-        help="hip views and as many thigh views per virtual anatomy (default 8)",
+        help="hip and as many thigh views per hip of a virtual anatomy, and AP pelvis views per anatomy of both "
+        "hips (default 8)",
     )
     parser.add_argument(
         "--prepared",
@@ -64,7 +66,7 @@ def run(args) -> int:
         raise InputError(None, "no CT could be prepared", "see the reasons above")
     anatomies = {}
     if args.anatomies:
-        print(f"making {args.anatomies} virtual anatomies of every hip (deformed CTs, measured again)...")
+        print(f"making {args.anatomies} virtual anatomies of every CT (deformed CTs, measured again)...")
         for ct_id in ct_ids:
             anatomies[ct_id], failed = prepare_anatomies(prepared, [ct_id], args.anatomies, args.seed)
             for key, reason in failed.items():
