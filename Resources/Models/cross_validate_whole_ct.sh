@@ -15,7 +15,7 @@ THREADS=${THREADS:-2}
 CONFIG=${CONFIG:-cpu}         # cpu-cv: a fifth of the epochs, to compare cohorts within one session
 PATIENTS=${PATIENTS:-4}       # virtual patients per bone
 FOLDS=${FOLDS:-0,1,2,3}
-ANATOMIES=${ANATOMIES:-0}     # virtual anatomies per bone (bmdgan.cohort.anatomy), each in its source CT's fold
+ANATOMIES=${ANATOMIES:-0}     # virtual anatomies per CT (bmdgan.cohort.anatomy), each in its source CT's fold
 export OMP_NUM_THREADS=$THREADS
 TS=$DATA/totalsegmentator_example
 TS_MASKS="example_ct=right:$TS/masks_totalsegmentator_v1/femur_right.nii.gz,$TS/masks_totalsegmentator_v1/hip_right.nii.gz"

@@ -45,11 +45,17 @@ def test_the_pull_back_is_the_exact_transform_near_the_head_and_the_identity_far
     head_and_junction = centre + np.array([[0.0, 0.0, 0.0], [22.0, 0.0, 0.0]])
     assert np.allclose(longer(head_and_junction - [2.8, 0.0, 0.0]), head_and_junction)
     assert np.allclose(longer(centre[None] + [50.0, 0.0, 0.0]), centre[None] + [50.0, 0.0, 0.0])  # the neck base
-    # neck-shaft angle +10 deg: the head stays, a shaft point 40 mm below the base turns towards lateral
+    # neck-shaft angle +10 deg: the shaft stays (straight), the neck turns up about its base (50 mm lateral of the
+    # head centre), so the head rises by 50 sin(10 deg) = 8.7 mm; the pelvis medial of the socket shifts with it
     valgus = PullBack(AnatomyDraw("nsa", neck_shaft_change_deg=10.0), centre, frame)
     base = centre + [50.0, 0.0, 0.0]
-    shaft_turned = base + 40.0 * np.array([np.sin(np.radians(10.0)), 0.0, -np.cos(np.radians(10.0))])
-    assert np.allclose(valgus(np.stack([centre, shaft_turned])), np.stack([centre, base + [0.0, 0.0, -40.0]]))
+    raised_head = base + 50.0 * np.array([-np.cos(np.radians(10.0)), 0.0, np.sin(np.radians(10.0))])
+    shaft = base + np.array([[0.0, 0.0, -40.0], [0.0, 0.0, -90.0], [0.0, 0.0, -140.0]])
+    assert np.allclose(valgus(shaft), shaft)
+    assert np.allclose(valgus(raised_head[None]), centre[None])
+    assert np.allclose(valgus.carried(centre), raised_head, atol=1e-6)
+    pelvis = centre - [65.0, 0.0, 0.0]  # 115 mm medial of the base: shifted, not swept round the base
+    assert np.allclose(valgus((pelvis + raised_head - centre)[None]), pelvis[None])
 
 
 def test_draws_are_deterministic_and_inside_the_population_ranges():

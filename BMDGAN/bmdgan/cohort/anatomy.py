@@ -59,6 +59,9 @@ calcar and the shaft, is about 4-6 mm)."""
 NECK_LENGTH_MM = 50.0
 """Typical distance from the head centre to the base of the neck along the neck axis (mm): where the neck
 lengthening ends and the shaft turns for a change of angle."""
+NECK_TURN_RIGID_MM = 80.0
+"""Medial distance from the neck base (mm; the head centre at :data:`NECK_LENGTH_MM`, its socket to about 80 mm) up
+to which a change of the neck-shaft angle turns everything rigidly with the neck."""
 NECK_JUNCTION_MM = 22.0
 """Distance from the head centre to the head-neck junction along the neck (mm, about an adult head radius)."""
 EXACT_RADIUS_MM = 100.0
@@ -121,9 +124,11 @@ class PullBack:
     """Maps points of the new CT (LPS mm, [n, 3]) to the source points whose values they take.
 
     ``frame``: rows lateral (along the neck, head to shaft), anterior-posterior, up (along the shaft) unit vectors.
-    The head stays in its socket: the neck-shaft angle changes by turning the shaft and trochanters about the neck
-    base (the head, neck and pelvis around them stay), the neck lengthens between the head-neck junction and its
-    base (the head and socket move along the neck as one), and the size scales about the head centre.
+    The head stays in its socket: the neck-shaft angle changes by turning the neck, head and socket about the neck
+    base, the pelvis beyond them shifting with the head; the neck lengthens between the head-neck junction and its
+    base (the head and socket move along the neck as one), and the size scales about the head centre. The shaft and
+    trochanters do not turn, so the femoral shaft stays straight: a turned shaft bends where the turn fades back to
+    the identity (up to 11 deg, within the whole-pelvis CTs' field; the hip search lost such a femur).
     """
 
     def __init__(self, draw: AnatomyDraw, head_centre_lps: np.ndarray, frame: np.ndarray):
@@ -131,8 +136,19 @@ class PullBack:
         self.centre = np.asarray(head_centre_lps, float)
         self.lateral, self.ap, self.up = (np.asarray(v, float) for v in frame)
         self.base = self.centre + NECK_LENGTH_MM * self.lateral
-        # + valgus: the shaft turns from straight down towards lateral, away from the neck (about lateral x up).
-        self.inverse_turn = _rotation(np.cross(self.lateral, self.up), -np.deg2rad(draw.neck_shaft_change_deg))
+        # + valgus: the neck turns from the base upwards, the head rises (about lateral x up).
+        self.neck_turn = _rotation(np.cross(self.lateral, self.up), -np.deg2rad(draw.neck_shaft_change_deg))
+        self.head_shift = (self.centre - self.base) @ self.neck_turn.T + self.base - self.centre
+
+    def _turned_neck_side(self, points: np.ndarray) -> np.ndarray:
+        """Source points of the neck's side after the angle change: the neck, head and socket (up to
+        :data:`NECK_TURN_RIGID_MM` medial of the base) turn rigidly about the base; further medial the pelvis only
+        shifts with the head (a turn would sweep it by its distance from the base), smooth between."""
+        medial = (self.base - points) @ self.lateral
+        turned = (points - self.base) @ self.neck_turn + self.base  # the inverse turn (row vectors)
+        shifted = points - self.head_shift
+        rigid = _fade(medial, NECK_TURN_RIGID_MM, NECK_TURN_RIGID_MM + 30.0)[:, None]
+        return shifted + rigid * (turned - shifted)
 
     def _shaft_share(self, points: np.ndarray) -> np.ndarray:
         """0 in the neck's sector (within 50 deg of the direction from the neck base to the head), 1 from 90 deg
@@ -145,9 +161,9 @@ class PullBack:
     def __call__(self, points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, float)
         fade = _fade(np.linalg.norm(points - self.centre, axis=1), EXACT_RADIUS_MM, FADE_RADIUS_MM)[:, None]
-        # 1. neck-shaft angle: the shaft side turns about the neck base.
-        turned = (points - self.base) @ self.inverse_turn.T + self.base
-        points = points + (fade * self._shaft_share(points)[:, None]) * (turned - points)
+        # 1. neck-shaft angle: the neck's side turns about the neck base, the shaft's side stays.
+        neck_side = fade * (1.0 - self._shaft_share(points))[:, None]
+        points = points + neck_side * (self._turned_neck_side(points) - points)
         # 2. neck length: stretched between the head-neck junction and the base; medial of the junction (head,
         # socket) everything moves rigidly along the neck, lateral of the base nothing moves.
         factor, base, junction = self.draw.neck_length_factor, NECK_LENGTH_MM, NECK_JUNCTION_MM

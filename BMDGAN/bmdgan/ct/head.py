@@ -388,11 +388,12 @@ def head_score(head: FemoralHead) -> float:
 
 HEAD_OFF_SHAFT_AXIS_MM = (20.0, 65.0)
 """Distance (mm) of a femoral head centre from its shaft's axis."""
-HEAD_BEYOND_SHAFT_END_MM = (-20.0, 60.0)
+HEAD_BEYOND_SHAFT_END_MM = (-20.0, 75.0)
 """Distance (mm) of a femoral head centre beyond its shaft's proximal end, along the axis. Negative: the tube
 found may run up the greater trochanter, whose tip is level with the head centre. Positive: the tube ends where
-the proximal femur widens, 12-31 mm below the head centre on the real CTs, 51 mm on a virtual anatomy whose
-thinned cortex (81 % kept) ends it lower; a thin osteoporotic cortex does the same."""
+the proximal femur widens, 12-31 mm below the head centre on the real CTs (52 mm for Pelvic-Ref-005's left femur on
+the search grid), 71 mm on a virtual anatomy of it whose thinned cortex (74 % kept) ends it lower; a thin
+osteoporotic cortex does the same."""
 
 
 def fits_shaft(head: FemoralHead, shaft) -> bool:

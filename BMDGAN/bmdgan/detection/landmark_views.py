@@ -107,12 +107,13 @@ def simulate_landmark_views(
     progress: bool = True,
     anatomies: dict[str, list[str]] | None = None,
     per_anatomy: int = 0,
+    ap_per_anatomy: int = 0,
 ) -> dict:
     """Make (or finish) the landmark views of every prepared hip of ``ct_ids`` in ``out``
     (:mod:`.landmark_folder`): ``per_hip`` ``hip`` and as many ``thigh`` views of each hip and, for a CT with both
-    hips prepared, ``ap_per_ct`` AP pelvis views; ``per_anatomy`` of each kind of every prepared virtual anatomy in
-    ``anatomies`` ({CT id: anatomy entry ids}, :func:`bmdgan.cohort.anatomy.prepare_anatomies`), AP pelvis views
-    of an entry with both hips. Returns the counts per view (``hip (anatomies)`` etc. apart)."""
+    hips prepared, ``ap_per_ct`` AP pelvis views; the same of every prepared virtual anatomy in ``anatomies``
+    ({CT id: anatomy entry ids}, :func:`bmdgan.cohort.anatomy.prepare_anatomies`) with ``per_anatomy`` and
+    ``ap_per_anatomy``. Returns the counts per view (``hip (anatomies)`` etc. apart)."""
     from pathlib import Path
 
     import torch
@@ -128,7 +129,7 @@ def simulate_landmark_views(
         for entry in (anatomies or {}).get(ct_id, []):
             bones = prepared_bones(folder, entry)
             anatomy_keys.update(bones)
-            entries.append((entry, bones, per_anatomy, per_anatomy))
+            entries.append((entry, bones, per_anatomy, ap_per_anatomy))
         for entry, bones, count, ap_count in entries:
             if len(bones) >= 2:
                 names = [(index, f"{entry or ct_id}-ap-{index:03d}") for index in range(ap_count)]

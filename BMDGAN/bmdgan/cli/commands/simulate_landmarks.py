@@ -28,15 +28,21 @@ def add_arguments(parser) -> None:
         type=non_negative_int,
         default=0,
         help="also make N virtual anatomies of every CT (as simulate-cohort --anatomies, same --seed) and render "
-        "--per-anatomy hip and thigh views of each of their hips, and as many AP pelvis views of an anatomy of both "
-        "hips of a whole pelvis (default 0)",
+        "--per-anatomy hip and thigh views of each of their hips, and --ap-per-anatomy AP pelvis views of an anatomy "
+        "of both hips of a whole pelvis (default 0)",
     )
     parser.add_argument(
         "--per-anatomy",
         type=non_negative_int,
         default=8,
-        help="hip and as many thigh views per hip of a virtual anatomy, and AP pelvis views per anatomy of both "
-        "hips (default 8)",
+        help="hip views and as many thigh views per hip of a virtual anatomy (default 8)",
+    )
+    parser.add_argument(
+        "--ap-per-anatomy",
+        type=non_negative_int,
+        default=20,
+        help="AP pelvis views per virtual anatomy of both hips of a whole pelvis (default 20: with --per-anatomy 8, "
+        "the real CTs' mix of AP and single-hip views at half their number)",
     )
     parser.add_argument(
         "--prepared",
@@ -80,6 +86,7 @@ def run(args) -> int:
         args.seed,
         anatomies=anatomies,
         per_anatomy=args.per_anatomy,
+        ap_per_anatomy=args.ap_per_anatomy,
     )
     print(
         ", ".join(f"{n} {view} views" for view, n in sorted(counts.items())) + f" from {len(ct_ids)} CTs -> {args.out}"
