@@ -21,8 +21,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from bmdgan.cli.ct_options import ct_paths
-    from bmdgan.cohort.anatomy import PullBack, anatomy_hips, prepare_anatomies
+    from bmdgan.cohort.anatomy import anatomy_hips, head_drift_mm, prepare_anatomies
     from bmdgan.cohort.generator import prepare_cts
     from bmdgan.cohort.prepared_ct import load_prepared
 
@@ -55,8 +53,7 @@ def main() -> None:
                     row["refused"] = skipped[draw.anatomy_id]
                 else:
                     made = load_prepared(folder, draw.anatomy_id)
-                    carried = PullBack(draw, source.head_centre_lps, source.frame_axes).carried(source.head_centre_lps)
-                    row["head_shift_mm"] = float(np.linalg.norm(made.head_centre_lps - carried))
+                    row["head_shift_mm"] = head_drift_mm(source, draw, made.head_centre_lps)
                     row["side_kept"] = made.side == source.side
                     row["abmd_g_cm2"] = made.calibration["full_ct_abmd_g_cm2"]
                 rows.append(row)

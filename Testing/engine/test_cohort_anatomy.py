@@ -45,17 +45,31 @@ def test_the_pull_back_is_the_exact_transform_near_the_head_and_the_identity_far
     head_and_junction = centre + np.array([[0.0, 0.0, 0.0], [22.0, 0.0, 0.0]])
     assert np.allclose(longer(head_and_junction - [2.8, 0.0, 0.0]), head_and_junction)
     assert np.allclose(longer(centre[None] + [50.0, 0.0, 0.0]), centre[None] + [50.0, 0.0, 0.0])  # the neck base
-    # neck-shaft angle +10 deg: the shaft stays (straight), the neck turns up about its base (50 mm lateral of the
-    # head centre), so the head rises by 50 sin(10 deg) = 8.7 mm; the pelvis medial of the socket shifts with it
+    # neck-shaft angle +10 deg: the head and the shaft stay, the neck turns down about the head centre; the head and
+    # its socket turn about their own centre (every point keeps its distance from it), the pelvis beyond stays
     valgus = PullBack(AnatomyDraw("nsa", neck_shaft_change_deg=10.0), centre, frame)
     base = centre + [50.0, 0.0, 0.0]
-    raised_head = base + 50.0 * np.array([-np.cos(np.radians(10.0)), 0.0, np.sin(np.radians(10.0))])
+    turned_neck = centre + 40.0 * np.array([np.cos(np.radians(10.0)), 0.0, -np.sin(np.radians(10.0))])
+    assert np.allclose(valgus(turned_neck[None]), centre[None] + [40.0, 0.0, 0.0])
     shaft = base + np.array([[0.0, 0.0, -40.0], [0.0, 0.0, -90.0], [0.0, 0.0, -140.0]])
     assert np.allclose(valgus(shaft), shaft)
-    assert np.allclose(valgus(raised_head[None]), centre[None])
-    assert np.allclose(valgus.carried(centre), raised_head, atol=1e-6)
-    pelvis = centre - [65.0, 0.0, 0.0]  # 115 mm medial of the base: shifted, not swept round the base
-    assert np.allclose(valgus((pelvis + raised_head - centre)[None]), pelvis[None])
+    pelvis = centre - np.array([[40.0, 0.0, 0.0], [65.0, 0.0, 30.0]])
+    assert np.allclose(valgus(np.r_[centre[None], pelvis]), np.r_[centre[None], pelvis])
+    directions = np.random.default_rng(0).normal(size=(200, 3))
+    sphere = centre + 25.0 * directions / np.linalg.norm(directions, axis=1)[:, None]
+    assert np.allclose(np.linalg.norm(valgus(sphere) - centre, axis=1), 25.0)
+
+
+def test_the_head_drift_is_measured_from_where_the_deformation_carried_the_head(source):
+    """The neck lengthened by 10 % moves the head 2.8 mm medially (analytic, above): a head found there has not
+    drifted; one found 4 mm above it has, by 4 mm (more than an anatomy may: it is refused)."""
+    from bmdgan.cohort.anatomy import MAX_HEAD_DRIFT_MM, head_drift_mm
+
+    draw = AnatomyDraw("neck", neck_length_factor=1.1)
+    moved = source.head_centre_lps - 2.8 * source.frame_axes[0]
+    assert head_drift_mm(source, draw, moved) < 0.01
+    assert head_drift_mm(source, draw, moved + 4.0 * source.frame_axes[2]) == pytest.approx(4.0, abs=0.01)
+    assert MAX_HEAD_DRIFT_MM < 4.0
 
 
 def test_draws_are_deterministic_and_inside_the_population_ranges():
@@ -98,7 +112,7 @@ def test_regional_trabecular_loss_lowers_the_density_by_the_mineral_it_removes(s
 
 @pytest.mark.slow
 def test_anatomies_are_cohort_entries_of_their_source_ct_and_resume(source, tmp_path):
-    from bmdgan.cohort.anatomy import prepare_anatomies
+    from bmdgan.cohort.anatomy import MAX_HEAD_DRIFT_MM, head_drift_mm, prepare_anatomies
     from bmdgan.cohort.prepared_ct import load_prepared, real_bones, save_prepared, sides_record_path
 
     save_prepared(source, tmp_path)
@@ -111,6 +125,7 @@ def test_anatomies_are_cohort_entries_of_their_source_ct_and_resume(source, tmp_
     recorded = json.loads((tmp_path / "STS_012-a00.anatomy.json").read_text())
     assert recorded["size_factor"] == draw.size_factor and recorded["source_key"] == "STS_012"
     assert made.calibration["full_ct_abmd_g_cm2"] != source.calibration["full_ct_abmd_g_cm2"]  # measured anew
+    assert head_drift_mm(source, draw, made.head_centre_lps) <= MAX_HEAD_DRIFT_MM  # kept: its head where it was put
     assert real_bones(tmp_path) == {"STS_012": ["STS_012"]}  # the real bone, not its anatomy
     stamp = (tmp_path / "STS_012-a00.npz").stat().st_mtime_ns
     assert prepare_anatomies(tmp_path, ["STS_012"], 1, seed=3, progress=False) == (entries, {})

@@ -59,9 +59,9 @@ calcar and the shaft, is about 4-6 mm)."""
 NECK_LENGTH_MM = 50.0
 """Typical distance from the head centre to the base of the neck along the neck axis (mm): where the neck
 lengthening ends and the shaft turns for a change of angle."""
-NECK_TURN_RIGID_MM = 80.0
-"""Medial distance from the neck base (mm; the head centre at :data:`NECK_LENGTH_MM`, its socket to about 80 mm) up
-to which a change of the neck-shaft angle turns everything rigidly with the neck."""
+NECK_TURN_FADE_MM = 30.0
+"""Medial of the head centre, a change of the neck-shaft angle fades out over this distance (mm: the head's medial
+half and its socket, about an adult head radius), so the pelvis beyond does not move."""
 NECK_JUNCTION_MM = 22.0
 """Distance from the head centre to the head-neck junction along the neck (mm, about an adult head radius)."""
 EXACT_RADIUS_MM = 100.0
@@ -78,6 +78,10 @@ LOSS_REGIONS = {
 each fades out over 5 mm beyond its radius."""
 SLAB_SLICES = 16
 """Slices resampled at a time (bounds the memory of the coordinate arrays)."""
+MAX_HEAD_DRIFT_MM = 3.0
+"""An anatomy whose femoral head the CT analysis finds further than this from where the deformation carried the
+source's head is refused: the hip search took another sphere (a second optimum of the head fit, 6.6-10.2 mm off on 5
+of 24 anatomies of seed 0, 2026-12-05), so its landmarks, PF region and ground truth would not be this femur's."""
 
 
 @dataclass(frozen=True)
@@ -124,11 +128,12 @@ class PullBack:
     """Maps points of the new CT (LPS mm, [n, 3]) to the source points whose values they take.
 
     ``frame``: rows lateral (along the neck, head to shaft), anterior-posterior, up (along the shaft) unit vectors.
-    The head stays in its socket: the neck-shaft angle changes by turning the neck, head and socket about the neck
-    base, the pelvis beyond them shifting with the head; the neck lengthens between the head-neck junction and its
-    base (the head and socket move along the neck as one), and the size scales about the head centre. The shaft and
-    trochanters do not turn, so the femoral shaft stays straight: a turned shaft bends where the turn fades back to
-    the identity (up to 11 deg, within the whole-pelvis CTs' field; the hip search lost such a femur).
+    The head stays in its socket and the shaft in place: the neck-shaft angle changes by turning the neck about the head
+    centre (the turn fading out across the head's medial half, so head and socket, turned about their own centre,
+    stay spheres and the pelvis does not move); the neck lengthens between the head-neck junction and its base (the
+    head and socket move along the neck as one), and the size scales about the head centre. Turning the shaft instead
+    bends it where the turn fades back to the identity (within a whole-pelvis CT's field; the hip search lost such a
+    femur), and turning the neck about its base lifts the head, out of the field of a thigh crop cut just above it.
     """
 
     def __init__(self, draw: AnatomyDraw, head_centre_lps: np.ndarray, frame: np.ndarray):
@@ -136,19 +141,21 @@ class PullBack:
         self.centre = np.asarray(head_centre_lps, float)
         self.lateral, self.ap, self.up = (np.asarray(v, float) for v in frame)
         self.base = self.centre + NECK_LENGTH_MM * self.lateral
-        # + valgus: the neck turns from the base upwards, the head rises (about lateral x up).
-        self.neck_turn = _rotation(np.cross(self.lateral, self.up), -np.deg2rad(draw.neck_shaft_change_deg))
-        self.head_shift = (self.centre - self.base) @ self.neck_turn.T + self.base - self.centre
+        # + valgus: the neck turns down from the head (about lateral x up), towards the shaft.
+        self.turn_axis = np.cross(self.lateral, self.up)
+        self.turn_axis /= np.linalg.norm(self.turn_axis)
 
     def _turned_neck_side(self, points: np.ndarray) -> np.ndarray:
-        """Source points of the neck's side after the angle change: the neck, head and socket (up to
-        :data:`NECK_TURN_RIGID_MM` medial of the base) turn rigidly about the base; further medial the pelvis only
-        shifts with the head (a turn would sweep it by its distance from the base), smooth between."""
-        medial = (self.base - points) @ self.lateral
-        turned = (points - self.base) @ self.neck_turn + self.base  # the inverse turn (row vectors)
-        shifted = points - self.head_shift
-        rigid = _fade(medial, NECK_TURN_RIGID_MM, NECK_TURN_RIGID_MM + 30.0)[:, None]
-        return shifted + rigid * (turned - shifted)
+        """Source points of the neck's side after the angle change: each turned about the head centre by the full
+        angle lateral of the centre (the neck), by less across the head's medial half (:data:`NECK_TURN_FADE_MM`), not
+        at all further medially. A turn about the centre keeps every point's distance from it."""
+        offset = points - self.centre
+        medial = -(offset @ self.lateral)
+        angle = np.deg2rad(self.draw.neck_shaft_change_deg) * _fade(medial, 0.0, NECK_TURN_FADE_MM)  # back turn
+        k = self.turn_axis
+        cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+        turned = offset * cos + np.cross(k, offset) * sin + np.outer(offset @ k, k) * (1.0 - cos)
+        return self.centre + turned
 
     def _shaft_share(self, points: np.ndarray) -> np.ndarray:
         """0 in the neck's sector (within 50 deg of the direction from the neck base to the head), 1 from 90 deg
@@ -161,7 +168,7 @@ class PullBack:
     def __call__(self, points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, float)
         fade = _fade(np.linalg.norm(points - self.centre, axis=1), EXACT_RADIUS_MM, FADE_RADIUS_MM)[:, None]
-        # 1. neck-shaft angle: the neck's side turns about the neck base, the shaft's side stays.
+        # 1. neck-shaft angle: the neck's side turns about the head centre, the shaft's side stays.
         neck_side = fade * (1.0 - self._shaft_share(points))[:, None]
         points = points + neck_side * (self._turned_neck_side(points) - points)
         # 2. neck length: stretched between the head-neck junction and the base; medial of the junction (head,
@@ -295,6 +302,13 @@ def make_anatomy(hips: list[tuple[PreparedCT, AnatomyDraw]]) -> tuple[Volume, np
     return Volume(out, geometry, "HU", f"{hu.source} ({names})"), out_body
 
 
+def head_drift_mm(source: PreparedCT, draw: AnatomyDraw, found_head_lps: np.ndarray) -> float:
+    """Distance (mm) from the head centre the CT analysis found on an anatomy to where ``draw``'s deformation
+    carried the source's head centre."""
+    carried = PullBack(draw, source.head_centre_lps, source.frame_axes).carried(source.head_centre_lps)
+    return float(np.linalg.norm(np.asarray(found_head_lps, float) - carried))
+
+
 def anatomy_hips(folder: str | Path, ct_id: str, index: int, seed: int) -> tuple[str, list[tuple[str, AnatomyDraw]]]:
     """(entry id, [(source hip key, its draw)]) of the ``index``-th anatomy of a CT. A CT with both hips prepared
     makes one entry of both (``<ct_id>-aNN``, hips ``<ct_id>-aNN_left`` and ``_right``: the cohort renders it as an
@@ -350,6 +364,12 @@ def prepare_anatomies(
                 made = prepare_ct(volume, source.ct_id, side=source.side, body_mask=body)
             except BMDGANError as error:
                 skipped[draw.anatomy_id] = str(error)
+                continue
+            if (drift := head_drift_mm(source, draw, made.head_centre_lps)) > MAX_HEAD_DRIFT_MM:
+                skipped[draw.anatomy_id] = (
+                    f"its femoral head was found {drift:.1f} mm from where the deformation put it (more than "
+                    f"{MAX_HEAD_DRIFT_MM:.0f} mm): the hip search fitted another sphere"
+                )
                 continue
             atomic_write_text(
                 folder / f"{draw.anatomy_id}.anatomy.json",
