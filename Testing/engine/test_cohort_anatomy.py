@@ -178,12 +178,11 @@ def test_a_whole_pelvis_anatomy_deforms_both_hips_each_found_where_its_deformati
     assert left_draw.cortical_kept == pytest.approx(0.81, abs=0.01)
     sources = [load_prepared(tmp_path, key) for key, _ in hips]
     volume, body = make_anatomy([(source, draw) for source, (_, draw) in zip(sources, hips)])
-    # the right head's sphere fit has two local optima here (radius 26.4 or 28.8 mm): found 5.8 mm off its place
-    for source, (_, draw), tolerance_mm in zip(sources, hips, (3.0, 6.5)):
+    for source, (_, draw) in zip(sources, hips):
         made = prepare_ct(volume, source.ct_id, side=source.side, body_mask=body)
         carried = PullBack(draw, source.head_centre_lps, source.frame_axes).carried(source.head_centre_lps)
-        assert made.side == source.side and np.linalg.norm(made.head_centre_lps - carried) < tolerance_mm
-        assert np.linalg.norm(carried - source.head_centre_lps) > 0.5  # each hip deformed: its head moved
+        assert made.side == source.side and np.linalg.norm(made.head_centre_lps - carried) < 1.0
+        assert np.linalg.norm(carried - source.head_centre_lps) > 0.5  # each neck's length changed: its head moved
         save_prepared(dataclasses.replace(made, key=draw.anatomy_id), tmp_path)
     view, image = ap_pelvis_view(str(tmp_path), "Pelvic-Ref-005", 0, 0, anatomy=entry)
     assert (view.id, view.ct, view.anatomy) == ("Pelvic-Ref-005-a01-ap-000", "Pelvic-Ref-005", entry)
