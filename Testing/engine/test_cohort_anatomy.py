@@ -130,6 +130,14 @@ def test_anatomies_are_cohort_entries_of_their_source_ct_and_resume(source, tmp_
     stamp = (tmp_path / "STS_012-a00.npz").stat().st_mtime_ns
     assert prepare_anatomies(tmp_path, ["STS_012"], 1, seed=3, progress=False) == (entries, {})
     assert (tmp_path / "STS_012-a00.npz").stat().st_mtime_ns == stamp  # kept, not made again
+    # a hip refused before (its record says why) is reported again, not made again
+    refused = {**recorded, "anatomy_id": "STS_012-a01", "index": 1, "refused": "its femoral head was found 4.0 mm off"}
+    (tmp_path / "STS_012-a01.anatomy.json").write_text(json.dumps(refused))
+    assert prepare_anatomies(tmp_path, ["STS_012"], 2, seed=3, progress=False) == (
+        entries,
+        {"STS_012-a01": refused["refused"]},
+    )
+    assert not (tmp_path / "STS_012-a01.npz").exists() and real_bones(tmp_path) == {"STS_012": ["STS_012"]}
 
 
 @pytest.mark.slow

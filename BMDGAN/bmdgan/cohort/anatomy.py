@@ -328,6 +328,12 @@ def anatomy_hips(folder: str | Path, ct_id: str, index: int, seed: int) -> tuple
     return entry, hips
 
 
+def _refusal_of(folder: Path, anatomy_id: str) -> str | None:
+    """The reason an anatomy hip was refused before (recorded in its ``.anatomy.json``), or None."""
+    record = folder / f"{anatomy_id}.anatomy.json"
+    return json.loads(record.read_text()).get("refused") if record.is_file() else None
+
+
 def prepare_anatomies(
     prepared_folder: str | Path, ct_ids: list[str], count: int, seed: int = 0, progress: bool = True
 ) -> tuple[list[str], dict[str, str]]:
@@ -336,9 +342,10 @@ def prepare_anatomies(
 
     Each anatomy is a cohort entry of its own (hip cache keys as :func:`anatomy_hips` names them) whose ``ct_id``
     stays its source CT's, so folds by CT keep a source and all its anatomies on one side. ``<hip key>.anatomy.json``
-    records each hip's draw. Resumes: an anatomy prepared before is kept. Returns (entry ids, skipped hip key ->
-    reason): a hip whose CT analysis fails (e.g. a landmark not found) is reported and left out, never patched; an
-    entry is kept while one of its hips is prepared."""
+    records each hip's draw, and the reason if it was refused: a hip whose CT analysis fails (e.g. a landmark not
+    found) or finds its head elsewhere (:data:`MAX_HEAD_DRIFT_MM`) is left out, never patched. Resumes: an anatomy
+    prepared or refused before is not made again. Returns (entry ids, refused hip key -> reason); an entry is kept
+    while one of its hips is prepared."""
     folder = Path(prepared_folder)
     tasks = [(ct_id, index) for ct_id in ct_ids if prepared_bones(folder, ct_id) for index in range(count)]
     entries: list[str] = []
@@ -346,36 +353,47 @@ def prepare_anatomies(
     sources: dict[str, PreparedCT] = {}
     for ct_id, index in progress_bar(tasks, desc="anatomies", unit="anatomy", disable=not progress or not tasks):
         entry, hips = anatomy_hips(folder, ct_id, index, seed)
-        if all(has_prepared(folder, draw.anatomy_id) for _, draw in hips):
-            entries.append(entry)
+        refused = {draw.anatomy_id: _refusal_of(folder, draw.anatomy_id) for _, draw in hips}
+        skipped.update({anatomy_id: reason for anatomy_id, reason in refused.items() if reason})
+        if all(has_prepared(folder, draw.anatomy_id) or refused[draw.anatomy_id] for _, draw in hips):
+            if any(has_prepared(folder, draw.anatomy_id) for _, draw in hips):
+                entries.append(entry)
             continue
         if set(sources) != {key for key, _ in hips}:
             sources = {key: load_prepared(folder, key) for key, _ in hips}  # one source CT in memory at a time
+        reasons: dict[str, str] = {}
         try:
             volume, body = make_anatomy([(sources[key], draw) for key, draw in hips])
         except BMDGANError as error:
-            skipped.update({draw.anatomy_id: str(error) for _, draw in hips})
-            continue
+            reasons = {draw.anatomy_id: str(error) for _, draw in hips}
         for key, draw in hips:
-            source = sources[key]
-            if has_prepared(folder, draw.anatomy_id):
+            if draw.anatomy_id in reasons or has_prepared(folder, draw.anatomy_id) or refused[draw.anatomy_id]:
                 continue
+            source = sources[key]
             try:
                 made = prepare_ct(volume, source.ct_id, side=source.side, body_mask=body)
             except BMDGANError as error:
-                skipped[draw.anatomy_id] = str(error)
+                reasons[draw.anatomy_id] = str(error)
                 continue
             if (drift := head_drift_mm(source, draw, made.head_centre_lps)) > MAX_HEAD_DRIFT_MM:
-                skipped[draw.anatomy_id] = (
+                reasons[draw.anatomy_id] = (
                     f"its femoral head was found {drift:.1f} mm from where the deformation put it (more than "
                     f"{MAX_HEAD_DRIFT_MM:.0f} mm): the hip search fitted another sphere"
                 )
                 continue
-            atomic_write_text(
-                folder / f"{draw.anatomy_id}.anatomy.json",
-                json.dumps({"source_key": key, "seed": seed, "index": index, **draw.to_dict()}, indent=2) + "\n",
-            )
+            _record_draw(folder, key, seed, index, draw)
             save_prepared(replace(made, key=draw.anatomy_id), folder)  # its json, written last, marks it complete
+        for key, draw in hips:
+            if draw.anatomy_id in reasons:
+                _record_draw(folder, key, seed, index, draw, reasons[draw.anatomy_id])
+        skipped.update(reasons)
         if any(has_prepared(folder, draw.anatomy_id) for _, draw in hips):
             entries.append(entry)
     return entries, skipped
+
+
+def _record_draw(folder: Path, key: str, seed: int, index: int, draw: AnatomyDraw, refused: str | None = None):
+    record = {"source_key": key, "seed": seed, "index": index, **draw.to_dict()}
+    if refused:
+        record["refused"] = refused
+    atomic_write_text(folder / f"{draw.anatomy_id}.anatomy.json", json.dumps(record, indent=2) + "\n")
