@@ -34,7 +34,7 @@ def main() -> None:
     from bmdgan.cli.ct_options import ct_paths
     from bmdgan.cohort.anatomy import anatomy_hips, head_drift_mm, prepare_anatomies
     from bmdgan.cohort.generator import prepare_cts
-    from bmdgan.cohort.prepared_ct import load_prepared
+    from bmdgan.cohort.prepared_ct import load_prepared, prepared_bones
 
     folder = Path(args.prepared)
     folder.mkdir(parents=True, exist_ok=True)
@@ -44,9 +44,10 @@ def main() -> None:
     rows = []
     for ct_id in ct_ids:
         _, skipped = prepare_anatomies(folder, [ct_id], args.count, args.seed)
+        sources = {key: load_prepared(folder, key) for key in prepared_bones(folder, ct_id)}
         for index in range(args.count):
             for key, draw in anatomy_hips(folder, ct_id, index, args.seed)[1]:
-                source = load_prepared(folder, key)
+                source = sources[key]
                 source_abmd = source.calibration["full_ct_abmd_g_cm2"]
                 row = {"anatomy": draw.anatomy_id, "draw": draw.to_dict(), "source_abmd_g_cm2": source_abmd}
                 if draw.anatomy_id in skipped:

@@ -118,12 +118,6 @@ def _fade(distance_mm: np.ndarray, inner_mm: float, outer_mm: float) -> np.ndarr
     return 0.5 * (1.0 + np.cos(np.pi * t))
 
 
-def _rotation(axis: np.ndarray, angle_rad: float) -> np.ndarray:
-    axis = axis / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle_rad) * k + (1 - np.cos(angle_rad)) * k @ k
-
-
 class PullBack:
     """Maps points of the new CT (LPS mm, [n, 3]) to the source points whose values they take.
 

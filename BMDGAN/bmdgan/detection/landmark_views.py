@@ -39,6 +39,11 @@ def _empty_landmarks() -> dict:
     return {name: None for name in CHANNELS}
 
 
+def view_id(name: str, kind: str, index: int) -> str:
+    """A view's id: its CT, anatomy entry or hip key, its kind (``ap``, ``hip``, ``thigh``) and its index."""
+    return f"{name}-{kind}-{index:03d}"
+
+
 def _as_list(point: np.ndarray) -> list[float]:
     return [round(float(point[0]), 2), round(float(point[1]), 2)]
 
@@ -63,7 +68,7 @@ def ap_pelvis_view(
         landmarks[f"head_{hip.side}"], landmarks[f"neck_{hip.side}"] = _as_list(head), _as_list(neck)
     magnification = np.mean([geometry.magnification_at(np.asarray(hip.head_centre_lps)) for hip in scene.bones])
     spacing = (geometry.row_spacing_mm / magnification, geometry.column_spacing_mm / magnification)
-    view = LandmarkView(f"{entry}-ap-{index:03d}", ct_id, "ap-pelvis", spacing, landmarks, anatomy)
+    view = LandmarkView(view_id(entry, "ap", index), ct_id, "ap-pelvis", spacing, landmarks, anatomy)
     return view, full["images"]["radiograph"]
 
 
@@ -93,7 +98,7 @@ def single_hip_view(
     landmarks = _empty_landmarks()
     landmarks[f"head_{prepared.side}"], landmarks[f"neck_{prepared.side}"] = _as_list(points[0]), _as_list(points[1])
     spacing = geometry.spacing_at_mm(prepared.head_centre_lps)
-    view = LandmarkView(f"{key}-{kind}-{index:03d}", ct_id, kind, spacing, landmarks, key if anatomy else None)
+    view = LandmarkView(view_id(key, kind, index), ct_id, kind, spacing, landmarks, key if anatomy else None)
     return view, np.ascontiguousarray(image)
 
 
@@ -132,14 +137,17 @@ def simulate_landmark_views(
             entries.append((entry, bones, per_anatomy, ap_per_anatomy))
         for entry, bones, count, ap_count in entries:
             if len(bones) >= 2:
-                names = [(index, f"{entry or ct_id}-ap-{index:03d}") for index in range(ap_count)]
-                tasks += [("ap", ct_id, entry, index) for index, name in names if name not in done]
+                tasks += [
+                    ("ap", ct_id, entry, index)
+                    for index in range(ap_count)
+                    if view_id(entry or ct_id, "ap", index) not in done
+                ]
             tasks += [
                 (kind, ct_id, key, index)
                 for key in bones
                 for kind in FIELDS_MM
                 for index in range(count)
-                if f"{key}-{kind}-{index:03d}" not in done
+                if view_id(key, kind, index) not in done
             ]
     for kind, ct_id, key, index in progress_bar(tasks, desc="landmark views", disable=not progress):
         if kind == "ap":
