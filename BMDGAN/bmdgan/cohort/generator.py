@@ -306,6 +306,7 @@ def simulate_case(
     images = {name: apply_hip_roi(image, roi, "edge" if name == "radiograph" else 0.0) for name, image in views.items()}
     provenance = {
         "ct": prepared.ct_id,
+        **({"donor_ct": prepared.donor_ct} if prepared.donor_ct else {}),
         "k_trab": round(patient.trabecular_factor, 4),
         "k_cort": round(patient.cortical_factor, 4),
         "bmi": round(patient.bmi_kg_m2, 1),

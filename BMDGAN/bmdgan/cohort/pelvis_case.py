@@ -250,6 +250,7 @@ def pelvis_cases(
             provenance=json.dumps(
                 {
                     "ct": prepared.ct_id,
+                    **({"donor_ct": prepared.donor_ct} if prepared.donor_ct else {}),
                     "side": prepared.side,
                     "view": "ap-pelvis",
                     "k_trab": round(patient.trabecular_factor, 4),

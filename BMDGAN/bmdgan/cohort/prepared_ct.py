@@ -48,6 +48,11 @@ class PreparedCT:
     """bool [k, j, i]: the patient's body (the HU outside it are air); None for caches made before body masks."""
     key: str = ""
     """Cache key: ``<ct_id>_<side>`` for one side of a CT prepared side by side, else the CT id."""
+    femur_mask: np.ndarray | None = None
+    """bool [k, j, i]: the measured side's femur (PF region included); None for caches made before it was kept."""
+    donor_ct: str = ""
+    """The CT this hip's femur came from when it was placed into ``ct_id``'s body (:mod:`bmdgan.cohort.transplant`):
+    a second source, so folds by CT keep it away from both CTs' held-out folds; empty for a CT's own femur."""
 
     @property
     def cache_key(self) -> str:
@@ -76,6 +81,8 @@ def save_prepared(prepared: PreparedCT, folder: Path) -> None:
     }
     if prepared.body_mask is not None:
         arrays["body"] = prepared.body_mask.astype(np.uint8)
+    if prepared.femur_mask is not None:
+        arrays["femur"] = prepared.femur_mask.astype(np.uint8)
     with atomic_path(folder / f"{key}.npz") as temporary:
         np.savez_compressed(temporary, **arrays)
     geometry = prepared.hu.geometry
@@ -96,6 +103,7 @@ def save_prepared(prepared: PreparedCT, folder: Path) -> None:
                 "calibration": prepared.calibration,
                 "frame_axes": np.asarray(prepared.frame_axes).tolist(),
                 "key": key,
+                **({"donor_ct": prepared.donor_ct} if prepared.donor_ct else {}),
             },
             indent=2,
         ),
@@ -116,14 +124,24 @@ def prepared_bones(folder: Path, ct_id: str) -> list[str]:
     return [key for key in (ct_id, side_key(ct_id, "left"), side_key(ct_id, "right")) if has_prepared(folder, key)]
 
 
+DERIVED_BONE_RECORDS = (".anatomy.json", ".transplant.json")
+"""Suffixes of the records that mark a prepared bone made from real ones (a virtual anatomy, a femur placed into
+another body): ``<key><suffix>`` beside its cache."""
+
+
+def is_derived_bone(folder: Path, key: str) -> bool:
+    """Whether the prepared bone ``key`` is a virtual anatomy or a transplant rather than a real CT's hip."""
+    return any((Path(folder) / f"{key}{suffix}").exists() for suffix in DERIVED_BONE_RECORDS)
+
+
 def real_bones(folder: Path) -> dict[str, list[str]]:
     """Cache keys of the prepared hips of every real CT in ``folder``, by CT id, sorted: every prepared bone but
-    the virtual anatomies (:mod:`bmdgan.cohort.anatomy`, each with an ``.anatomy.json``)."""
+    the virtual anatomies and transplants (:data:`DERIVED_BONE_RECORDS`)."""
     bones: dict[str, list[str]] = {}
     for description in sorted(Path(folder).glob("*.json")):
         key = description.stem
-        if "." in key or not has_prepared(Path(folder), key) or (Path(folder) / f"{key}.anatomy.json").exists():
-            continue  # a sides record, an anatomy's record, an unfinished entry or an anatomy
+        if "." in key or not has_prepared(Path(folder), key) or is_derived_bone(folder, key):
+            continue  # a sides record, a derived bone's record, an unfinished entry or a derived bone
         bones.setdefault(json.loads(description.read_text())["ct_id"], []).append(key)
     return dict(sorted(bones.items()))
 
@@ -163,6 +181,8 @@ def load_prepared(folder: Path, key: str) -> PreparedCT:
         np.array(description["frame_axes"]),
         arrays["body"].astype(bool) if "body" in arrays.files else None,
         description.get("key", ""),
+        arrays["femur"].astype(bool) if "femur" in arrays.files else None,
+        description.get("donor_ct", ""),
     )
 
 
@@ -245,4 +265,5 @@ def prepare_ct(
         neutral_frame(analysis.landmarks).matrix(),
         body,
         side_key(ct_id, side),
+        analysis.segmentation.femur.astype(bool),
     )

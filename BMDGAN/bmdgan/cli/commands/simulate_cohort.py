@@ -82,6 +82,16 @@ def add_arguments(parser) -> None:
         "its views AP pelvis), each prepared from its own deformed CT and kept in its source CT's fold (default 0)",
     )
     parser.add_argument(
+        "--transplants",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="also make N bodies of every whole-pelvis CT with two other CTs' femurs placed in its hip joints "
+        "(bmdgan.cohort.transplant; ceil(femurs / 2) gives each body every femur), each hip prepared from the new "
+        "CT; with --fold-by ct such a case trains only when neither CT is held out and is tested only when both "
+        "are (default 0)",
+    )
+    parser.add_argument(
         "--max-pf-cut",
         type=share,
         metavar="SHARE",
@@ -123,6 +133,7 @@ def run(args) -> int:
         refuse_cut_cts,
         simulate_cohort,
     )
+    from bmdgan.cohort.transplant import prepare_transplants
     from bmdgan.cohort.virtual_patient import POSES
     from bmdgan.errors import InputError
     from bmdgan.projection.site_protocol import parse_acquisition
@@ -161,13 +172,21 @@ def run(args) -> int:
         ct_ids = [ct_id for ct_id in ct_ids if ct_id not in refused]
     if not ct_ids:
         raise InputError(None, "no CT is left to simulate", "see the reasons above")
+    real_ct_ids = ct_ids
     if args.anatomies:
         print(f"making {args.anatomies} virtual anatomies of every bone (deformed CTs, measured again)...")
-        anatomies, failed = prepare_anatomies(prepared_folder, ct_ids, args.anatomies, args.seed)
+        anatomies, failed = prepare_anatomies(prepared_folder, real_ct_ids, args.anatomies, args.seed)
         for key, reason in failed.items():
             print(f"  skipped {key}: {reason}")
         skipped.update(failed)
         ct_ids = [*ct_ids, *anatomies]
+    if args.transplants:
+        print(f"placing other CTs' femurs into {args.transplants} bodies of every whole pelvis (measured again)...")
+        transplants, failed = prepare_transplants(prepared_folder, args.transplants, real_ct_ids)
+        for key, reason in failed.items():
+            print(f"  skipped {key}: {reason}")
+        skipped.update(failed)
+        ct_ids = [*ct_ids, *transplants]
     print(f"simulating {len(ct_ids) * args.patients_per_ct} virtual patients x {len(poses)} poses...")
     summary = simulate_cohort(settings, ct_ids, out, args.workers)
     summary["skipped_cts"] = skipped

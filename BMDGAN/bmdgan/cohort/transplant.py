@@ -1,0 +1,441 @@
+"""A femur placed into another body: the proximal femur of one real CT (the donor: a thigh crop, or a hip of the
+other whole pelvis) set into the hip joint of a whole-pelvis CT (the host), in place of the host's own femur, so
+every body carries every femur. The new CT is then measured again by :func:`bmdgan.cohort.prepared_ct.prepare_ct`:
+its labels, landmarks, PF region and ground truth are the new CT's own, never copied from either source.
+
+The donor's femur is aligned at the hip joint: its femoral head centre on the host's, its neutral frame (neck axis,
+anterior, shaft axis) on the host's, mirrored when the sides differ (a right femur in a left hip), and scaled about
+its head centre so its head fills the host's socket (:func:`fitting_scale`). A head whose top the donor's scan cut
+(most IBSI thigh crops end 9-16 mm above the head centre) is completed from its own lower half, mirrored across the
+cut's plane through the centre, within the head's radius (:func:`completed_head`); a donor whose scan cut its head
+otherwise, or its PF region, is refused. A donor scanned less far down the thigh than the host ends the new scan
+where its shaft ends (:func:`trimmed_to_reach`). Its mineral is kept, not its CT numbers: each donor voxel's HU
+goes to mg/cm3 through the donor's calibration and back to HU through the host's, so the new CT's own calibration
+reads the donor's density. The host's femur is first replaced
+by the host's own soft tissue (the median HU of the body a few mm around it, muscle and fat), and the donor's femur
+is blended in with a 1-3 mm margin of its own surroundings, so neither femur leaves a seam or a ghost.
+
+A transplant has two source CTs. Its hips keep the host's ``ct_id`` and record the donor's in ``donor_ct``; folds by
+CT (:mod:`bmdgan.datasets.folds`) train on it only when neither CT is held out and test it only when both are.
+Lengths are in mm, HU in HU, densities in mg/cm3.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..errors import BMDGANError, InputError
+from ..io import Volume
+from ..progress import progress_bar
+from .anatomy import MAX_HEAD_DRIFT_MM
+from .prepared_ct import (
+    PreparedCT,
+    has_prepared,
+    load_prepared,
+    prepare_ct,
+    real_bones,
+    save_prepared,
+    side_key,
+)
+
+FILL_MARGIN_MM = 2.0
+"""The host's femur, and this margin around it (its partial-volume rim), becomes the host's soft tissue."""
+SOFT_TISSUE_SHELL_MM = (3.0, 10.0)
+"""The host's soft tissue HU is the median over the body this far outside its femur (mm): muscle and fat."""
+DONOR_MARGIN_MM = (1.0, 3.0)
+"""The donor's femur comes with its surroundings up to the first distance (mm), fading to the host's by the
+second: its partial-volume rim and periosteum, with no hard edge."""
+BOX_MARGIN_MM = 30.0
+"""The work is done in the host femur's bounding box grown by this (mm): room for a donor with another offset."""
+MIN_CUT_FACE_MM = 5.0
+"""A head whose top the scan cut (a face of the scan within its radius + 2 mm of its centre, facing up the shaft
+within 45 deg: the IBSI thigh crops end 9-16 mm above the head centre) is completed by mirroring its own lower part
+across the plane through its centre parallel to that face (the head is a sphere), if the face lies at least this far
+above the centre (mm). A head cut closer, on its side, or by two faces is refused."""
+MAX_DONOR_PF_CUT = 0.05
+"""A donor whose scan cuts its PF region by more than this share of the region's section
+(:func:`bmdgan.ct.pf_region.scan_cut_shares`: a trochanter or neck cut off) is refused: the cut would be copied."""
+SCALE_RANGE = (0.8, 1.25)
+"""The donor is scaled about its head centre so its head fits the host's socket (host head radius over the
+donor's); a donor needing more or less than this is refused."""
+MIN_DONOR_SHAFT_MM = 100.0
+"""A donor's whole shaft section must reach this far below its head centre (mm): the lesser trochanter and the
+shaft the hip search starts from lie within it."""
+SECTION_KEPT = 0.7
+"""A shaft level counts as whole while its section holds this share of the section 60-100 mm below the head: a scan
+cut obliquely across the shaft ends it where the section starts to shrink."""
+MAX_OUTSIDE_BODY = 0.01
+"""Share of the placed femur's voxels allowed outside the host's body (the body mask sets them to air)."""
+
+
+def _points_of(geometry, kji: np.ndarray) -> np.ndarray:
+    """LPS mm of voxel indices [n, 3] (k, j, i; integer or fractional)."""
+    ijk_to_lps = geometry.ijk_to_lps()
+    return kji[:, ::-1].astype(float) @ ijk_to_lps[:3, :3].T + ijk_to_lps[:3, 3]
+
+
+def _index_of(geometry, points_lps: np.ndarray) -> np.ndarray:
+    """Fractional (k, j, i) indices [n, 3] of LPS points (mm)."""
+    ijk_to_lps = geometry.ijk_to_lps()
+    return ((points_lps - ijk_to_lps[:3, 3]) @ np.linalg.inv(ijk_to_lps[:3, :3]).T)[:, ::-1]
+
+
+def donor_points(host: PreparedCT, donor: PreparedCT, host_points_lps: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The donor points (LPS mm) whose values the host points take: the host's neutral frame coordinates (lateral,
+    AP, up about its head centre) divided by ``scale`` (the donor's size in the host, :func:`fitting_scale`) and read
+    in the donor's frame, the AP axis reversed when the sides differ (a mirror). The neutral frames of both sides
+    share a handedness (AP = up x lateral), so matching them alone would turn a femur from the other side front to
+    back."""
+    local = (np.asarray(host_points_lps, float) - host.head_centre_lps) @ np.asarray(host.frame_axes, float).T / scale
+    if host.side != donor.side:
+        local[:, 1] = -local[:, 1]
+    return donor.head_centre_lps + local @ np.asarray(donor.frame_axes, float)
+
+
+def _femur_of(prepared: PreparedCT, role: str) -> np.ndarray:
+    if prepared.femur_mask is None or not prepared.femur_mask.any():
+        raise InputError(
+            None,
+            f"the {role} hip {prepared.cache_key} has no femur label in its prepared cache",
+            "prepare the CT again with this version (its cache predates the femur label)",
+        )
+    return prepared.femur_mask
+
+
+def shaft_reach_mm(prepared: PreparedCT, femur: np.ndarray) -> float:
+    """How far down the shaft axis from the head centre the femur's whole section reaches in its scan (mm, in 5 mm
+    levels; :data:`SECTION_KEPT`)."""
+    points = _points_of(prepared.hu.geometry, np.argwhere(femur))
+    below = -((points - prepared.head_centre_lps) @ np.asarray(prepared.frame_axes, float)[2])
+    counts = np.bincount(np.floor(below[below >= 0] / 5.0).astype(int))
+    if len(counts) < 21:  # shorter than the reference levels: where it ends
+        return float(below.max())
+    whole = counts >= SECTION_KEPT * np.median(counts[12:20])
+    level = 12
+    while level + 1 < len(counts) and whole[level + 1]:
+        level += 1
+    return 5.0 * (level + 1)
+
+
+def cut_face(donor: PreparedCT, femur: np.ndarray, radius_mm: float) -> tuple[int, int] | None:
+    """(array axis 0-2 of [k, j, i], index of the face on it) of the face of the scan that cuts the top of the
+    donor's head (radius ``radius_mm``), None if none cuts the head; refuses a head the scan cut otherwise
+    (:data:`MIN_CUT_FACE_MM`)."""
+    cuts = []
+    for axis in range(3):
+        for face in (0, femur.shape[axis] - 1):
+            on_face = np.argwhere(np.take(femur, face, axis=axis))
+            if not len(on_face):
+                continue
+            kji = np.insert(on_face, axis, face, axis=1)
+            near = np.linalg.norm(_points_of(donor.hu.geometry, kji) - donor.head_centre_lps, axis=1).min()
+            if near < radius_mm + 2.0:
+                cuts.append((axis, face))
+    if not cuts:
+        return None
+    axis, face = cuts[0]
+    geometry = donor.hu.geometry
+    normal = np.asarray(geometry.direction, float)[:, 2 - axis]  # the face's grid axis (direction columns: i, j, k)
+    centre = _index_of(geometry, donor.head_centre_lps[None])[0]
+    beyond_mm = (face - centre[axis] if face else centre[axis]) * geometry.spacing_mm[2 - axis]
+    reason = None
+    if len(cuts) > 1:
+        reason = "on two faces"
+    elif abs(normal @ np.asarray(donor.frame_axes, float)[2]) < np.cos(np.radians(45.0)):
+        reason = "on its side"
+    elif beyond_mm < MIN_CUT_FACE_MM:
+        reason = f"{beyond_mm:.0f} mm from its centre: less than half is in view"
+    if reason:
+        raise InputError(
+            None,
+            f"{donor.cache_key}'s scan cuts its femoral head {reason}",
+            "use a donor whose femoral head is in view",
+        )
+    return axis, face
+
+
+def head_radius_mm(donor: PreparedCT, femur: np.ndarray) -> float:
+    """The donor's femoral head radius (mm): the median distance from its centre of the femur's surface voxels in
+    the head's medial cone (within 60 deg of medial, away from the neck), within 40 mm of the centre, plus half a
+    voxel along that direction."""
+    from scipy.ndimage import binary_erosion
+
+    surface = np.argwhere(femur & ~binary_erosion(femur, border_value=1))  # not where the scan cut it
+    offset = _points_of(donor.hu.geometry, surface) - donor.head_centre_lps
+    distance = np.linalg.norm(offset, axis=1)
+    lateral = np.asarray(donor.frame_axes, float)[0]
+    medial = -(offset @ lateral) > 0.5 * distance
+    chosen = distance[medial & (distance < 40.0)]
+    if len(chosen) < 20:
+        raise InputError(None, f"{donor.cache_key}: no femoral head surface around its head centre", "check its labels")
+    geometry = donor.hu.geometry  # surface voxels' centres lie half a voxel inside the surface
+    half_voxel = 0.5 * np.abs(np.asarray(geometry.direction, float).T @ lateral) @ np.asarray(geometry.spacing_mm)
+    return float(np.median(chosen) + half_voxel)
+
+
+def check_donor(donor: PreparedCT) -> float:
+    """The donor's whole-shaft reach (mm, :func:`shaft_reach_mm`); refuses a donor whose femur the transplant would
+    spoil: a head its scan cut beyond mending (:func:`cut_face`), a PF region its scan cut
+    (:data:`MAX_DONOR_PF_CUT`), or too little shaft (:data:`MIN_DONOR_SHAFT_MM`)."""
+    from ..ct.pf_region import scan_cut_shares
+
+    femur = _femur_of(donor, "donor")
+    cut_face(donor, femur, head_radius_mm(donor, femur))
+    face, share = max(scan_cut_shares(donor.pf_mask).items(), key=lambda item: item[1], default=("", 0.0))
+    if share > MAX_DONOR_PF_CUT:
+        raise InputError(
+            None,
+            f"{donor.cache_key}'s scan cuts its PF region ({face} face, {100 * share:.0f} % of its section)",
+            "use a donor whose proximal femur is in view",
+        )
+    reach = shaft_reach_mm(donor, femur)
+    if reach < MIN_DONOR_SHAFT_MM:
+        raise InputError(
+            None,
+            f"{donor.cache_key}'s scan shows its whole shaft only {reach:.0f} mm below its head centre (less than "
+            f"{MIN_DONOR_SHAFT_MM:.0f} mm)",
+            "use a donor scanned further down the thigh",
+        )
+    return reach
+
+
+def fitting_scale(host: PreparedCT, donor: PreparedCT) -> float:
+    """The donor's size in the host: the host's head radius over the donor's (:func:`head_radius_mm`), so the
+    donor's head fills the host's socket; refused outside :data:`SCALE_RANGE`."""
+    scale = head_radius_mm(host, _femur_of(host, "host")) / head_radius_mm(donor, _femur_of(donor, "donor"))
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        raise InputError(
+            None,
+            f"{donor.cache_key}'s femoral head would have to be scaled by {scale:.2f} to fit {host.cache_key}'s socket",
+            f"use a donor whose head is within {SCALE_RANGE[0]}-{SCALE_RANGE[1]} of the host's",
+        )
+    return scale
+
+
+def completed_head(donor: PreparedCT, femur: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(donor indices [3, n], weight factor [n]): ``at`` (fractional [k, j, i] indices, [3, n]) with the points
+    beyond the face that cut the donor's head (:func:`cut_face`), within its radius (:func:`head_radius_mm`) plus
+    2 mm, mirrored across the plane through the head centre parallel to that face; the factor fades those from 1 at
+    the radius to 0 at 2 mm beyond it, so only the sphere is completed."""
+    factor = np.ones(at.shape[1], np.float32)
+    radius = head_radius_mm(donor, femur)
+    found = cut_face(donor, femur, radius)
+    if found is None:
+        return at, factor
+    axis, face = found
+    centre = _index_of(donor.hu.geometry, donor.head_centre_lps[None])[0]
+    direction = 1.0 if face > centre[axis] else -1.0
+    beyond = direction * (at[axis] - face) > -0.5  # past the last half voxel, which holds the cut's partial volume
+    distance = np.linalg.norm(_points_of(donor.hu.geometry, at.T) - donor.head_centre_lps, axis=1)
+    mirrored = beyond & (distance < radius + 2.0)
+    at = at.copy()
+    at[axis, mirrored] = 2.0 * centre[axis] - at[axis, mirrored]
+    factor[mirrored] = np.clip((radius + 2.0 - distance[mirrored]) / 2.0, 0.0, 1.0)
+    factor[beyond & ~mirrored] = 0.0
+    return at, factor
+
+
+def trimmed_to_reach(volume: Volume, body: np.ndarray, host: PreparedCT, reach_mm: float) -> tuple[Volume, np.ndarray]:
+    """The new CT without its axial slices in which the host's femur lies further than ``reach_mm`` below the head
+    centre (the donor's scan ended above them: its shaft would stop short there), cut at that end of the scan, as a
+    collimator would; the other slices keep their place (the origin moves)."""
+    femur = _femur_of(host, "host")
+    slices = np.nonzero(femur.any(axis=(1, 2)))[0]
+    centroids = np.array([np.argwhere(femur[k]).mean(axis=0) for k in slices])
+    points = _points_of(host.hu.geometry, np.c_[slices, centroids])
+    below = -((points - host.head_centre_lps) @ np.asarray(host.frame_axes, float)[2])
+    cut = slices[below > reach_mm]
+    if not len(cut):
+        return volume, body
+    head_slice = slices[np.argmin(np.abs(below))]
+    keep = slice(int(cut.max()) + 1, None) if cut.max() < head_slice else slice(0, int(cut.min()))
+    start = keep.start or 0
+    origin = (volume.geometry.ijk_to_lps() @ np.array([0.0, 0.0, start, 1.0]))[:3]
+    geometry = replace(volume.geometry, origin_mm=tuple(origin))
+    return Volume(volume.array[keep], geometry, volume.unit, volume.source), body[keep]
+
+
+def _box(host: PreparedCT, femur: np.ndarray) -> tuple[slice, ...]:
+    """The host femur's bounding box grown by :data:`BOX_MARGIN_MM`, in voxels."""
+    margin = np.ceil(BOX_MARGIN_MM / np.asarray(host.hu.geometry.spacing_mm)[::-1]).astype(int)
+    where = np.argwhere(femur)
+    low = np.maximum(where.min(axis=0) - margin, 0)
+    high = np.minimum(where.max(axis=0) + margin + 1, femur.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def host_soft_tissue_hu(host: PreparedCT, femur: np.ndarray, distance_mm: np.ndarray, box) -> float:
+    """Median HU of the host's body :data:`SOFT_TISSUE_SHELL_MM` outside its femur, bone excluded."""
+    near, far = SOFT_TISSUE_SHELL_MM
+    shell = (distance_mm >= near) & (distance_mm <= far) & ~host.bone_mask[box]
+    if host.body_mask is not None:
+        shell &= host.body_mask[box]
+    if shell.sum() < 100:
+        raise InputError(
+            None, f"{host.cache_key}: no soft tissue around its femur", "use a host with its thigh in view"
+        )
+    return float(np.median(host.hu.array[box][shell]))
+
+
+def make_transplant(pairs: list[tuple[PreparedCT, PreparedCT]]) -> tuple[Volume, np.ndarray]:
+    """(new CT in HU, its body mask): each (host hip, donor hip) pair's donor femur set into that host hip, all
+    hips of one host CT at once, the scan then ending where the shortest donor's does (:func:`trimmed_to_reach`).
+    Raises :class:`InputError` for a donor :func:`check_donor` refuses or whose placed femur leaves the host's body."""
+    from scipy.ndimage import distance_transform_edt, map_coordinates
+
+    host_ct = pairs[0][0]
+    if any(host.hu.array.shape != host_ct.hu.array.shape for host, _ in pairs):
+        raise InputError(None, "transplant: hosts of different CTs", "set one CT's hips at a time")
+    out = host_ct.hu.array.astype(np.float32).copy()
+    body = host_ct.body_mask if host_ct.body_mask is not None else np.ones(out.shape, bool)
+    reaches = []
+    for host, donor in pairs:
+        scale = fitting_scale(host, donor)
+        reaches.append(scale * check_donor(donor))
+        femur = _femur_of(host, "host")
+        box = _box(host, femur)
+        spacing = np.asarray(host.hu.geometry.spacing_mm)[::-1]
+        outside = distance_transform_edt(~femur[box], sampling=spacing)
+        region = out[box]
+        other_bone = host.bone_mask[box] & ~femur[box]  # the acetabulum stays
+        region[(outside <= FILL_MARGIN_MM) & body[box] & ~other_bone] = host_soft_tissue_hu(host, femur, outside, box)
+        # The donor's femur, pulled back onto every voxel of the box, with a soft margin of its surroundings.
+        donor_femur = _femur_of(donor, "donor")
+        donor_outside = distance_transform_edt(~donor_femur, sampling=np.asarray(donor.hu.geometry.spacing_mm)[::-1])
+        inner, outer = DONOR_MARGIN_MM
+        weight = np.clip((outer - donor_outside) / (outer - inner), 0.0, 1.0).astype(np.float32)
+        weight[donor.bone_mask & ~donor_femur] = 0.0  # not the donor's acetabulum
+        kji = np.indices(region.shape).reshape(3, -1).T + [b.start for b in box]
+        at = _index_of(donor.hu.geometry, donor_points(host, donor, _points_of(host.hu.geometry, kji), scale)).T
+        at, factor = completed_head(donor, donor_femur, at)
+        share = (factor * map_coordinates(weight, at, order=1, mode="constant", cval=0.0)).reshape(region.shape)
+        donor_hu = map_coordinates(donor.hu.array.astype(np.float32), at, order=1, mode="nearest")
+        donor_cal, host_cal = donor.calibration, host.calibration
+        density = donor_cal["slope"] * donor_hu + donor_cal["intercept"]
+        as_host_hu = ((density - host_cal["intercept"]) / host_cal["slope"]).reshape(region.shape)
+        placed = share > 0.5
+        if placed.any() and (~body[box][placed]).mean() > MAX_OUTSIDE_BODY:
+            raise InputError(
+                None,
+                f"{donor.cache_key}'s femur placed in {host.cache_key} lies {100 * (~body[box][placed]).mean():.0f} % "
+                "outside the body",
+                "use another donor",
+            )
+        out[box] = share * as_host_hu + (1.0 - share) * region
+    names = " + ".join(f"{donor.cache_key} in {host.cache_key}" for host, donor in pairs)
+    volume = Volume(out, host_ct.hu.geometry, "HU", f"{host_ct.hu.source} ({names})")
+    shortest = int(np.argmin(reaches))
+    return trimmed_to_reach(volume, body, pairs[shortest][0], reaches[shortest])
+
+
+def transplant_hips(
+    folder: str | Path, host_ct: str, index: int, ct_ids: list[str] | None = None
+) -> tuple[str, list[tuple[str, str, str]]]:
+    """(entry id, [(host hip key, donor hip key, transplant hip key)]) of the ``index``-th transplant into a host
+    CT: every real hip of the other CTs (of ``ct_ids``, if given) in sorted order is a donor, two per entry for a whole
+    pelvis (left, then right), so ``ceil(donors / 2)`` entries give the body every femur once. Entry ``<host>-tNN``,
+    hips ``<host>-tNN_<side>``."""
+    bones = real_bones(Path(folder))
+    donors = sorted(
+        key for ct_id, keys in bones.items() if ct_id != host_ct and (ct_ids is None or ct_id in ct_ids) for key in keys
+    )
+    entry = f"{host_ct}-t{index:02d}"
+    if not donors:
+        return entry, []
+    sides = [side for side in ("left", "right") if side_key(host_ct, side) in bones.get(host_ct, [])]
+    hips = []
+    for offset, side in enumerate(sides):
+        donor = donors[(len(sides) * index + offset) % len(donors)]
+        hips.append((side_key(host_ct, side), donor, side_key(entry, side)))
+    return entry, hips
+
+
+def transplant_host(entry: str) -> str:
+    """The host CT of a transplant entry ``<host>-tNN``."""
+    return entry.rsplit("-t", 1)[0]
+
+
+def host_cts(folder: str | Path) -> list[str]:
+    """The real CTs that can take another femur: those with both hips prepared, a whole pelvis with the soft tissue
+    of both thighs (a thigh crop, cut just above its head, has no hip joint to receive one)."""
+    both = {side_key("", "left"), side_key("", "right")}
+    return [ct_id for ct_id, keys in real_bones(Path(folder)).items() if {key[len(ct_id) :] for key in keys} == both]
+
+
+def _record(folder: Path, host_key: str, donor_key: str, hip_key: str, refused: str | None = None) -> None:
+    record = {"host_key": host_key, "donor_key": donor_key, **({"refused": refused} if refused else {})}
+    atomic_write_text(folder / f"{hip_key}.transplant.json", json.dumps(record, indent=2) + "\n")
+
+
+def _refusal_of(folder: Path, hip_key: str) -> str | None:
+    record = folder / f"{hip_key}.transplant.json"
+    return json.loads(record.read_text()).get("refused") if record.is_file() else None
+
+
+def prepare_transplants(
+    prepared_folder: str | Path, count: int, ct_ids: list[str] | None = None, progress: bool = True
+) -> tuple[list[str], dict[str, str]]:
+    """Make ``count`` transplant entries (:func:`transplant_hips`) of every host CT (:func:`host_cts`; of ``ct_ids``,
+    with donors of ``ct_ids``, if given) and prepare each hip from the new CT. A hip whose CT analysis fails, or
+    finds its head further than :data:`bmdgan.cohort.anatomy.MAX_HEAD_DRIFT_MM` from the host's head centre (where
+    the donor's head was put), is refused with the reason, recorded in ``<hip>.transplant.json`` so a resumed run
+    does not make it again.
+    Returns (entry ids with a prepared hip, refused hip key -> reason)."""
+    folder = Path(prepared_folder)
+    hosts = [host for host in host_cts(folder) if ct_ids is None or host in ct_ids]
+    tasks = [(host, index) for host in hosts for index in range(count)]
+    entries: list[str] = []
+    refused: dict[str, str] = {}
+    for host_ct, index in progress_bar(tasks, desc="transplants", unit="body", disable=not progress or not tasks):
+        entry, hips = transplant_hips(folder, host_ct, index, ct_ids)
+        before = {hip_key: _refusal_of(folder, hip_key) for _, _, hip_key in hips}
+        refused.update({key: reason for key, reason in before.items() if reason})
+        todo = [(h, d, k) for h, d, k in hips if not has_prepared(folder, k) and not before[k]]
+        if todo:
+            refused.update(_make_entry(folder, hips, todo))
+        if any(has_prepared(folder, hip_key) for _, _, hip_key in hips):
+            entries.append(entry)
+    return entries, refused
+
+
+def _make_entry(folder: Path, hips: list[tuple[str, str, str]], todo: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Make one transplant entry's new CT (all its hips, so the body is whole) and prepare the hips in ``todo``."""
+    hosts = {host_key: load_prepared(folder, host_key) for host_key, _, _ in hips}
+    donors = {donor_key: load_prepared(folder, donor_key) for _, donor_key, _ in hips}
+    reasons: dict[str, str] = {}
+    pairs = []
+    for host_key, donor_key, hip_key in hips:
+        try:
+            check_donor(donors[donor_key])
+            fitting_scale(hosts[host_key], donors[donor_key])
+            pairs.append((hosts[host_key], donors[donor_key]))
+        except BMDGANError as error:
+            reasons[hip_key] = str(error)  # that side keeps the host's own femur
+    volume, body = make_transplant(pairs) if pairs else (None, None)
+    for host_key, donor_key, hip_key in todo:
+        if hip_key in reasons:
+            continue
+        host, donor = hosts[host_key], donors[donor_key]
+        try:
+            made = prepare_ct(volume, host.ct_id, side=host.side, body_mask=body)
+        except BMDGANError as error:
+            reasons[hip_key] = str(error)
+            continue
+        drift = float(np.linalg.norm(made.head_centre_lps - host.head_centre_lps))
+        if drift > MAX_HEAD_DRIFT_MM:
+            reasons[hip_key] = (
+                f"its femoral head was found {drift:.1f} mm from where the donor's head was put (more than "
+                f"{MAX_HEAD_DRIFT_MM:.0f} mm): the hip search fitted another sphere"
+            )
+            continue
+        _record(folder, host_key, donor_key, hip_key)
+        save_prepared(replace(made, key=hip_key, donor_ct=donor.ct_id), folder)  # its json last: complete
+    for host_key, donor_key, hip_key in todo:
+        if hip_key in reasons:
+            _record(folder, host_key, donor_key, hip_key, reasons[hip_key])
+    return {hip_key: reasons[hip_key] for _, _, hip_key in todo if hip_key in reasons}
