@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bmdgan.datasets.folds import assign_patient_folds, source_ct_of, split
+from bmdgan.datasets.folds import assign_patient_folds, source_ct_of, source_cts_of, split
 from bmdgan.datasets.format import (
     CaseRecord,
     DatasetWriter,
@@ -287,3 +287,37 @@ def test_ct_folds_hold_out_whole_source_cts_so_every_held_out_bone_is_unseen():
         assign_patient_folds([r for r in records if source_ct_of(r) < "STS_004"], n_folds=5, group_by="ct")
     with pytest.raises(InputError, match="unknown fold grouping"):
         assign_patient_folds(records, group_by="site")
+
+
+def test_a_femur_in_another_body_trains_only_without_both_cts_and_is_tested_only_with_both():
+    """A transplant (host BODY's pelvis and soft tissue, donor CT's femur) sits in the host's fold; folds by CT keep
+    it out of training whenever either CT is held out, and out of the held-out cases unless both are."""
+
+    def case(ct: str, patient: str, donor: str | None = None) -> CaseRecord:
+        provenance = {"ct": ct, **({"donor_ct": donor} if donor else {})}
+        return CaseRecord(f"{patient}-standing", patient, "left", provenance=json.dumps(provenance))
+
+    records = [case(ct, f"{ct}-v{p}") for ct in ("BODY", "A", "B", "C") for p in range(2)]
+    records += [case("BODY", "BODY-t00-v0", donor="A"), case("BODY", "BODY-t01-v0", donor="B")]
+    assign_patient_folds(records, n_folds=4, seed=0, group_by="ct")
+    fold = {source_ct_of(r): r.fold for r in records}
+    assert len(set(fold.values())) == 4 and source_cts_of(records[-1]) == ("BODY", "B")
+    for test_fold in range(4):
+        train, test = split(records, test_fold)
+        trained = {r.patient_id for r in train}
+        tested = {r.patient_id for r in test}
+        # Holding out BODY or A keeps BODY-with-A's-femur out of training; no fold holds out both: never tested.
+        assert ("BODY-t00-v0" in trained) == (test_fold not in (fold["BODY"], fold["A"]))
+        assert "BODY-t00-v0" not in tested and "BODY-t01-v0" not in tested
+        assert not {ct for r in train for ct in source_cts_of(r)} & {ct for r in test for ct in source_cts_of(r)}
+    # Both CTs in one fold: tested there, trained elsewhere.
+    for record in records:
+        record.fold = 0 if source_ct_of(record) in ("BODY", "A") else 1
+    assert "BODY-t00-v0" in {r.patient_id for r in split(records, 0)[1]}
+    assert "BODY-t00-v0" in {r.patient_id for r in split(records, 1)[0]}
+    # Folds by patient spread a CT over folds (A's two patients in folds 0 and 1): a transplant is then a patient like
+    # any other, held out in its own fold.
+    for index, record in enumerate(records):
+        record.fold = index % 3
+    transplant = next(r for r in records if r.patient_id == "BODY-t00-v0")
+    assert transplant in split(records, transplant.fold)[1] and transplant not in split(records, transplant.fold)[0]

@@ -3,6 +3,10 @@
 Folds by ``patient`` (the paper's split) hold out virtual patients; in a virtual cohort those share their bones
 with training patients made from the same CT. Folds by ``ct`` hold out whole source CTs, so every held-out bone is
 one the model never saw: the honest test of generalisation to new anatomy.
+
+A femur placed into another CT's body (:mod:`bmdgan.cohort.transplant`) has two source CTs: its record sits in the
+body's fold and names the femur's CT as ``donor_ct`` in its provenance. With folds by CT it trains a fold only when
+neither CT is held out, and is tested only in a fold that holds out both (:func:`split`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,25 @@ def source_ct_of(record: CaseRecord) -> str:
         return json.loads(record.provenance).get("ct") or record.patient_id
     except (json.JSONDecodeError, AttributeError):
         return record.patient_id
+
+
+def source_cts_of(record: CaseRecord) -> tuple[str, ...]:
+    """Every real CT a record's images were made from: its source CT, then the CT its femur came from, if another."""
+    try:
+        donor = json.loads(record.provenance).get("donor_ct")
+    except (json.JSONDecodeError, AttributeError):
+        donor = None
+    return (source_ct_of(record), donor) if donor else (source_ct_of(record),)
+
+
+def ct_folds(records: list[CaseRecord]) -> dict[str, int]:
+    """{source CT: fold} of the CTs whose own cases (one source) all lie in one fold: every CT when folds are by CT,
+    none that a patient split spread over folds."""
+    folds: dict[str, set[int]] = {}
+    for record in records:
+        if len(source_cts_of(record)) == 1:
+            folds.setdefault(source_ct_of(record), set()).add(record.fold)
+    return {ct: next(iter(found)) for ct, found in folds.items() if len(found) == 1}
 
 
 def group_of_records(group_by: str):
@@ -79,5 +102,14 @@ def assign_patient_folds(
 
 
 def split(records: list[CaseRecord], test_fold: int) -> tuple[list[CaseRecord], list[CaseRecord]]:
-    """(training cases, held-out cases) for one fold."""
-    return ([r for r in records if r.fold != test_fold], [r for r in records if r.fold == test_fold])
+    """(training cases, held-out cases) for one fold. A case made from two CTs (a transplant) counts in the folds of
+    both (:func:`ct_folds`): it trains only when neither is held out and is held out only when both are, so no bone
+    of a held-out CT is trained on and no held-out case holds a trained bone."""
+    fold_of_ct = ct_folds(records)
+
+    def folds_of(record: CaseRecord) -> set[int]:
+        return {record.fold} | {fold_of_ct[ct] for ct in source_cts_of(record)[1:] if ct in fold_of_ct}
+
+    training = [r for r in records if test_fold not in folds_of(r)]
+    held_out = [r for r in records if folds_of(r) == {test_fold}]
+    return training, held_out

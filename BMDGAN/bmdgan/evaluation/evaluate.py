@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets.folds import source_ct_of
+from ..datasets.folds import source_ct_of, split
 from ..datasets.format import CaseRecord, load_image, read_manifest
 from ..distribution_check import HipScores, decomposition_regression_gap
 from ..errors import InputError
@@ -187,7 +187,8 @@ def evaluate(
     """Metrics of the held-out ``fold`` (None: every case; ``poses``: only those poses) and the predictions."""
 
     folder = Path(folder)
-    records = [r for r in read_manifest(folder) if (fold is None or r.fold == fold) and (not poses or r.pose in poses)]
+    records = read_manifest(folder)
+    records = [r for r in (records if fold is None else split(records, fold)[1]) if not poses or r.pose in poses]
     if len(records) < 3:
         raise InputError(folder, f"only {len(records)} cases to evaluate in fold {fold}", "choose another fold")
     methods = tuple(available_methods(model))

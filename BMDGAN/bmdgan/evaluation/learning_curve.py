@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_text
-from ..datasets.folds import source_ct_of, split
+from ..datasets.folds import source_ct_of, source_cts_of, split
 from ..datasets.format import CaseRecord, read_manifest, write_subset
 from ..errors import InputError
 from ..training.trainer import start_process
@@ -46,9 +46,10 @@ def training_ct_order(records: list[CaseRecord], fold: int, seed: int) -> list[s
 
 
 def subset_records(records: list[CaseRecord], fold: int, training_cts: list[str]) -> list[CaseRecord]:
-    """The held-out fold's cases and the training cases of ``training_cts`` only."""
+    """The held-out fold's cases and the training cases made from ``training_cts`` only (a transplant: both its CTs)."""
     keep = set(training_cts)
-    return [r for r in records if r.fold == fold or (r.fold >= 0 and source_ct_of(r) in keep)]
+    training, held_out = split(records, fold)
+    return held_out + [r for r in training if r.fold >= 0 and set(source_cts_of(r)) <= keep]
 
 
 def bones_of(records: list[CaseRecord]) -> set[tuple[str, str]]:
@@ -115,7 +116,7 @@ def learning_curve(
             full = split(records, fold)[0]  # what the all point trains on
             chosen = order if size == ALL else order[:size]
             fold_records = subset_records(records, fold, chosen)
-            training = [r for r in fold_records if r.fold != fold]
+            training = split(fold_records, fold)[0]
             image_ratio = len(full) / len(training)
             if size == ALL:
                 fold_dataset, fold_config = dataset, config

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..datasets.folds import source_ct_of
+from ..datasets.folds import source_ct_of, source_cts_of, split
 from ..datasets.format import read_manifest
 from ..errors import InputError
 from ..io.members import read_json_object
@@ -151,7 +151,8 @@ def _training_cts(settings: dict, cts: list[str]) -> list[str]:
     if not Path(settings["dataset"]).exists():
         return cts
     fold = settings.get("fold")
-    return sorted({source_ct_of(r) for r in read_manifest(settings["dataset"]) if fold is None or r.fold != fold})
+    records = read_manifest(settings["dataset"])
+    return sorted({ct for r in (records if fold is None else split(records, fold)[0]) for ct in source_cts_of(r)})
 
 
 def check_whole_ct_folds(title: str, cv_folder: Path, run_settings: dict) -> None:
