@@ -18,7 +18,7 @@ from bmdgan.detection.detector import (
 from bmdgan.detection.landmark_folder import LandmarkView, add_view, read_image, read_views
 from bmdgan.detection.layout import CHANNELS
 from bmdgan.detection.refinement import REFINER_MM_PER_PX, REFINER_PATCH_PX, REFINER_SEARCH_MM, window_matrix
-from bmdgan.detection.training import PATCH_PX, refiner_sample, training_sample
+from bmdgan.detection.training import PATCH_PX, refiner_sample, training_sample, views_without
 
 
 def _gaussian(shape, column, row, sigma=HEATMAP_SIGMA_PX):
@@ -262,3 +262,26 @@ def test_simulate_landmarks_renders_anatomy_views_under_their_source_ct(tmp_path
         column, row = view.landmarks["head_right"]
         assert 0 <= column < image.shape[1] and 0 <= row < image.shape[0] and view.landmarks["head_left"] is None
     assert "1 hip (anatomies) views" in done.stdout
+
+
+def test_a_view_showing_another_cts_femur_trains_no_fold_that_holds_that_ct_out(tmp_path):
+    """An AP pelvis of Pelvic-Ref-005's body with STS_020's femur (a transplant) is a view of both CTs: holding out
+    either keeps it out of training; its donors survive the folder's round trip."""
+    spacing, landmarks = (0.5, 0.5), {name: None for name in CHANNELS}
+    real = LandmarkView("Pelvic-Ref-005-ap-000", "Pelvic-Ref-005", "ap-pelvis", spacing, landmarks)
+    thigh = LandmarkView("STS_020_left-hip-000", "STS_020", "hip", spacing, landmarks)
+    transplant = LandmarkView(
+        "Pelvic-Ref-005-t00-ap-000",
+        "Pelvic-Ref-005",
+        "ap-pelvis",
+        spacing,
+        landmarks,
+        "Pelvic-Ref-005-t00",
+        ("STS_020",),
+    )
+    add_view(tmp_path, transplant, np.zeros((8, 8), np.float32))
+    assert read_views(tmp_path) == [transplant] and transplant.source_cts == ("Pelvic-Ref-005", "STS_020")
+    views = [real, thigh, transplant]
+    assert views_without(views, {"STS_020"}) == [real]
+    assert views_without(views, {"Pelvic-Ref-005"}) == [thigh]
+    assert views_without(views, {"STS_012"}) == views

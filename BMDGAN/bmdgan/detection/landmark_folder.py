@@ -4,8 +4,9 @@
 (``ap-pelvis``, ``hip``, ``thigh``), ``pixel_spacing_mm`` [row, column] (mm at the patient: the detector's pitch over
 the magnification at the femoral heads, as a DICOM's PixelSpacing) and ``landmarks``: {channel name: [column, row]
 source pixels, or null when that hip is not in the CT}, and ``anatomy``: the virtual anatomy
-(:mod:`bmdgan.cohort.anatomy`) the view was simulated from, or null for the real bone (absent in older folders:
-null). ``images/<id>.npy``: the
+(:mod:`bmdgan.cohort.anatomy`, or a transplant entry of :mod:`bmdgan.cohort.transplant`) the view was simulated
+from, or null for the real bone (absent in older folders: null), and ``donor_cts``: the other CTs whose femurs the
+view shows (a transplant's donors; empty otherwise). ``images/<id>.npy``: the
 radiograph (float32, no pickle). An image is written before its line, so a killed run resumes where it stopped.
 """
 
@@ -32,7 +33,14 @@ class LandmarkView:
     pixel_spacing_mm: tuple[float, float]
     landmarks: dict
     anatomy: str | None = None
-    """The virtual anatomy's id the view was simulated from; None for the real bone."""
+    """The virtual anatomy's (or transplant's) id the view was simulated from; None for the real bone."""
+    donor_cts: tuple[str, ...] = ()
+    """The other CTs whose femurs the view shows (a transplant's donors): whole-CT folds hold them out with it."""
+
+    @property
+    def source_cts(self) -> tuple[str, ...]:
+        """Every real CT the view was made from: its own CT, then its donors."""
+        return (self.ct, *self.donor_cts)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -43,6 +51,7 @@ class LandmarkView:
                 "pixel_spacing_mm": list(self.pixel_spacing_mm),
                 "landmarks": self.landmarks,
                 "anatomy": self.anatomy,
+                "donor_cts": list(self.donor_cts),
             },
             separators=(",", ":"),
         )
@@ -67,6 +76,7 @@ def read_views(folder: str | Path) -> list[LandmarkView]:
                 tuple(entry["pixel_spacing_mm"]),
                 entry["landmarks"],
                 entry.get("anatomy"),
+                tuple(entry.get("donor_cts", ())),
             )
         )
     return views

@@ -11,7 +11,9 @@ image its own site and processing):
 
 Also of each virtual anatomy (:mod:`bmdgan.cohort.anatomy`), from its own deformed CT and landmarks, under its source
 CT (so whole-CT folds keep them with it): hip and thigh views of each of its hips, and AP pelvis views of an anatomy
-of both hips of a whole pelvis: more distinct femurs to learn the head from, in the view users bring.
+of both hips of a whole pelvis: more distinct femurs to learn the head from, in the view users bring. The same of
+each transplant entry (:mod:`bmdgan.cohort.transplant`: other CTs' femurs in a whole pelvis), whose views also name
+the donor CTs they show (``donor_cts``), so whole-CT folds keep them away from those CTs' folds too.
 
 Landmarks (head centre and neck point per side, :data:`bmdgan.detection.network.CHANNELS`) are the CT's, projected
 by the same geometry that made the image. A side whose hip is not in the CT has none (null).
@@ -68,7 +70,8 @@ def ap_pelvis_view(
         landmarks[f"head_{hip.side}"], landmarks[f"neck_{hip.side}"] = _as_list(head), _as_list(neck)
     magnification = np.mean([geometry.magnification_at(np.asarray(hip.head_centre_lps)) for hip in scene.bones])
     spacing = (geometry.row_spacing_mm / magnification, geometry.column_spacing_mm / magnification)
-    view = LandmarkView(view_id(entry, "ap", index), ct_id, "ap-pelvis", spacing, landmarks, anatomy)
+    donors = tuple(sorted({hip.donor_ct for hip in scene.bones if hip.donor_ct}))
+    view = LandmarkView(view_id(entry, "ap", index), ct_id, "ap-pelvis", spacing, landmarks, anatomy, donors)
     return view, full["images"]["radiograph"]
 
 
@@ -98,7 +101,8 @@ def single_hip_view(
     landmarks = _empty_landmarks()
     landmarks[f"head_{prepared.side}"], landmarks[f"neck_{prepared.side}"] = _as_list(points[0]), _as_list(points[1])
     spacing = geometry.spacing_at_mm(prepared.head_centre_lps)
-    view = LandmarkView(view_id(key, kind, index), ct_id, kind, spacing, landmarks, key if anatomy else None)
+    donors = (prepared.donor_ct,) if prepared.donor_ct else ()  # a whole pelvis's hip views are cropped to the hip
+    view = LandmarkView(view_id(key, kind, index), ct_id, kind, spacing, landmarks, key if anatomy else None, donors)
     return view, np.ascontiguousarray(image)
 
 
@@ -117,8 +121,9 @@ def simulate_landmark_views(
     """Make (or finish) the landmark views of every prepared hip of ``ct_ids`` in ``out``
     (:mod:`.landmark_folder`): ``per_hip`` ``hip`` and as many ``thigh`` views of each hip and, for a CT with both
     hips prepared, ``ap_per_ct`` AP pelvis views; the same of every prepared virtual anatomy in ``anatomies``
-    ({CT id: anatomy entry ids}, :func:`bmdgan.cohort.anatomy.prepare_anatomies`) with ``per_anatomy`` and
-    ``ap_per_anatomy``. Returns the counts per view (``hip (anatomies)`` etc. apart)."""
+    ({CT id: anatomy or transplant entry ids}, :func:`bmdgan.cohort.anatomy.prepare_anatomies`,
+    :func:`bmdgan.cohort.transplant.prepare_transplants`) with ``per_anatomy`` and ``ap_per_anatomy``. Returns the
+    counts per view (``hip (anatomies)`` etc. apart)."""
     from pathlib import Path
 
     import torch

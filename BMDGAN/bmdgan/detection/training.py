@@ -270,6 +270,11 @@ def ct_folds(views: list[LandmarkView], fold_count: int) -> dict[str, int]:
     return {ct: index % fold_count for index, ct in enumerate(sorted({view.ct for view in views}))}
 
 
+def views_without(views: list[LandmarkView], held_out_cts: set[str]) -> list[LandmarkView]:
+    """The views that show no bone of ``held_out_cts``: neither their CT nor a donor CT's femur (a transplant)."""
+    return [view for view in views if not set(view.source_cts) & held_out_cts]
+
+
 def upper_third(image: np.ndarray) -> np.ndarray:
     """The top third of an AP pelvis radiograph: abdomen, spine and iliac crests, no hip (the no-hip test image)."""
     return image[: image.shape[0] // 3]

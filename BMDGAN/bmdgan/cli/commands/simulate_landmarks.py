@@ -45,6 +45,14 @@ def add_arguments(parser) -> None:
         "the real CTs' mix of AP and single-hip views at half their number)",
     )
     parser.add_argument(
+        "--transplants",
+        type=non_negative_int,
+        default=0,
+        help="also place other CTs' femurs into N bodies of every whole-pelvis CT (as simulate-cohort --transplants) "
+        "and render their views as an anatomy's (--per-anatomy, --ap-per-anatomy); whole-CT folds keep them away "
+        "from the donors' folds too (default 0)",
+    )
+    parser.add_argument(
         "--prepared",
         default=None,
         help="folder of prepared CTs to reuse (e.g. a cohort's 'prepared'; default OUT/prepared)",
@@ -59,6 +67,7 @@ def run(args) -> int:
     from bmdgan.cli.ct_options import ct_paths, segmentations_of
     from bmdgan.cohort.anatomy import prepare_anatomies
     from bmdgan.cohort.generator import prepare_cts
+    from bmdgan.cohort.transplant import prepare_transplants, transplant_host
     from bmdgan.detection.landmark_views import simulate_landmark_views
     from bmdgan.errors import InputError
 
@@ -77,6 +86,13 @@ def run(args) -> int:
             anatomies[ct_id], failed = prepare_anatomies(prepared, [ct_id], args.anatomies, args.seed)
             for key, reason in failed.items():
                 print(f"  skipped {key}: {reason}")
+    if args.transplants:
+        print(f"placing other CTs' femurs into {args.transplants} bodies of every whole pelvis (measured again)...")
+        entries, failed = prepare_transplants(prepared, args.transplants, ct_ids)
+        for key, reason in failed.items():
+            print(f"  skipped {key}: {reason}")
+        for entry in entries:
+            anatomies.setdefault(transplant_host(entry), []).append(entry)
     counts = simulate_landmark_views(
         str(prepared),
         ct_ids,

@@ -52,7 +52,7 @@ def run(args) -> int:
     from bmdgan.atomic import atomic_write_text
     from bmdgan.detection.detector import HipDetector
     from bmdgan.detection.landmark_folder import read_views
-    from bmdgan.detection.training import ct_folds, evaluate_detector, plot_head_errors, summarise
+    from bmdgan.detection.training import ct_folds, evaluate_detector, plot_head_errors, summarise, views_without
     from bmdgan.errors import InputError
 
     torch.set_num_threads(args.threads)
@@ -62,7 +62,7 @@ def run(args) -> int:
     unknown = sorted(set(args.hold_out) - {v.ct for v in views})
     if unknown:
         raise InputError(args.views, f"holds no views of {unknown[0]} (--hold-out)", "give CT ids of its views")
-    trainable = [v for v in views if v.ct not in args.hold_out]
+    trainable = views_without(views, set(args.hold_out))
     out = Path(args.out)
     if args.cross_validate:
         folds = ct_folds(views, args.fold_count)
@@ -71,7 +71,8 @@ def run(args) -> int:
             fold_folder = out / "cross_validation" / f"fold_{fold}"
             held_out = [v for v in views if folds[v.ct] == fold and v.anatomy is None]  # measured on real bones
             print(f"fold {fold}: training without {sorted({v.ct for v in held_out})}")
-            _train_missing(args, [v for v in trainable if folds[v.ct] != fold], fold_folder)
+            held_out_cts = {ct for ct, ct_fold in folds.items() if ct_fold == fold}
+            _train_missing(args, views_without(trainable, held_out_cts), fold_folder)
             fold_rows = evaluate_detector(HipDetector.load(fold_folder), args.views, held_out)
             rows += [{**row, "fold": fold} for row in fold_rows]
         summary = {"folds": {ct: fold for ct, fold in folds.items()}, **summarise(rows)}
