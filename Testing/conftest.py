@@ -63,3 +63,15 @@ def trained(dataset, smoke, tmp_path_factory):
     run_folder = tmp_path_factory.mktemp("run")
     config = replace(smoke, epochs={"stage1": 4, "stage2": 2})
     return run_folder, train_run(config, dataset, run_folder, fold=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def prepared_whole_pelves(shared_data, tmp_path_factory) -> tuple[Path, list[str], dict]:
+    """(cache folder, CT ids, skipped) of Pelvic-Ref-002 and -005 prepared for the cohort, both hips each: prepared
+    once (about a minute) for the tests that need whole pelves."""
+    from bmdgan.cohort.generator import prepare_cts
+
+    folder = tmp_path_factory.mktemp("whole_pelves") / "prepared"
+    paths = [shared_data / "ct" / "pelvic_reference" / f"Pelvic-Ref-00{n}.nii.gz" for n in (2, 5)]
+    ct_ids, skipped = prepare_cts(paths, folder, progress=False)
+    return folder, ct_ids, skipped

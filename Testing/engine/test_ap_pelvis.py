@@ -299,19 +299,18 @@ def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, o
 
 # ---------------------------------------------------------------------- the two whole-pelvis CTs
 @pytest.mark.slow
-def test_two_whole_pelvis_cts_give_four_bones(shared_data, tmp_path_factory):
+def test_two_whole_pelvis_cts_give_four_bones(prepared_whole_pelves, tmp_path_factory):
     """A cohort of Pelvic-Ref-002 and -005 holds four virtual bones: both hips of each CT, each with its side,
     as AP pelvis cases with their own ground truth."""
-    from bmdgan.cohort.generator import CohortSettings, prepare_cts, simulate_cohort
+    from bmdgan.cohort.generator import CohortSettings, simulate_cohort
     from bmdgan.datasets.folds import source_ct_of
     from bmdgan.datasets.format import load_image, read_manifest
 
     out = tmp_path_factory.mktemp("four_bones")
-    paths = [shared_data / "ct" / "pelvic_reference" / f"Pelvic-Ref-00{n}.nii.gz" for n in (2, 5)]
-    ct_ids, skipped = prepare_cts(paths, out / "prepared", progress=False)
+    prepared, ct_ids, skipped = prepared_whole_pelves
     assert ct_ids == ["Pelvic-Ref-002", "Pelvic-Ref-005"] and not skipped, skipped
     settings = CohortSettings(
-        str(out / "prepared"),
+        str(prepared),
         seed=0,
         patients_per_ct=1,
         poses=("standing",),

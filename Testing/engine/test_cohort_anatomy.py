@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -160,7 +161,9 @@ def test_a_thinner_cortex_lowers_the_density_by_the_mineral_it_removes(source):
 
 
 @pytest.mark.slow
-def test_a_whole_pelvis_anatomy_deforms_both_hips_each_found_where_its_deformation_put_it(shared_data, tmp_path):
+def test_a_whole_pelvis_anatomy_deforms_both_hips_each_found_where_its_deformation_put_it(
+    prepared_whole_pelves, tmp_path
+):
     """Pelvic-Ref-005's anatomy a01 of seed 0: both femurs deformed in one CT, each by its own hip's draw, prepared
     again on both sides, and an AP pelvis view of it labelled with the new heads, under the source CT.
 
@@ -168,15 +171,13 @@ def test_a_whole_pelvis_anatomy_deforms_both_hips_each_found_where_its_deformati
     shaft found 51 mm below the head centre, where the real CTs' end 12-31 mm below it. Both heads are found where
     the deformations carried the source's (the landmark of every view and label of that anatomy)."""
     from bmdgan.cohort.anatomy import anatomy_hips
-    from bmdgan.cohort.generator import prepare_cts
     from bmdgan.cohort.prepared_ct import load_prepared, save_prepared
     from bmdgan.detection.landmark_views import ap_pelvis_view
 
-    ct_ids, _ = prepare_cts(
-        [shared_data / "ct" / "pelvic_reference" / "Pelvic-Ref-005.nii.gz"], tmp_path, progress=False
-    )
+    for cached in prepared_whole_pelves[0].glob("Pelvic-Ref-005*"):
+        shutil.copy(cached, tmp_path)
     entry, hips = anatomy_hips(tmp_path, "Pelvic-Ref-005", 1, seed=0)
-    assert ct_ids == ["Pelvic-Ref-005"] and entry == "Pelvic-Ref-005-a01"
+    assert entry == "Pelvic-Ref-005-a01"
     assert [(key, draw.anatomy_id) for key, draw in hips] == [
         ("Pelvic-Ref-005_left", "Pelvic-Ref-005-a01_left"),
         ("Pelvic-Ref-005_right", "Pelvic-Ref-005-a01_right"),
