@@ -4,16 +4,16 @@ every body carries every femur. The new CT is then measured again by :func:`bmdg
 its labels, landmarks, PF region and ground truth are the new CT's own, never copied from either source.
 
 The donor's femur is aligned at the hip joint: its femoral head centre on the host's, its neutral frame (neck axis,
-anterior, shaft axis) on the host's, mirrored when the sides differ (a right femur in a left hip), and scaled about
-its head centre so its head fills the host's socket (:func:`fitting_scale`). A head whose top the donor's scan cut
-(most IBSI thigh crops end 9-16 mm above the head centre) is completed from its own lower half, mirrored across the
-cut's plane through the centre, within the head's radius (:func:`completed_head`); a donor whose scan cut its head
-otherwise, or its PF region, is refused. A donor scanned less far down the thigh than the host ends the new scan
-where its shaft ends (:func:`trimmed_to_reach`). Its mineral is kept, not its CT numbers: each donor voxel's HU
-goes to mg/cm3 through the donor's calibration and back to HU through the host's, so the new CT's own calibration
-reads the donor's density. The host's femur is first replaced
-by the host's own soft tissue (the median HU of the body a few mm around it, muscle and fat), and the donor's femur
-is blended in with a 1-3 mm margin of its own surroundings, so neither femur leaves a seam or a ghost.
+anterior, shaft axis) on the host's, mirrored when the sides differ (a right femur in a left hip), at its own size
+(scaled to the host's head radius, tried, the hip search lost more femurs). A head whose top the donor's scan cut
+(five of the nine IBSI thigh crops end 11-16 mm above the head centre) is completed from its own lower half,
+mirrored across the cut's plane through the centre, within the head's radius (:func:`completed_head`); a donor whose
+scan cut its head otherwise, or its PF region, is refused. A donor scanned less far down the thigh than the host
+ends the new scan where its shaft ends (:func:`trimmed_to_reach`). Its mineral is kept, not its CT numbers: each
+donor voxel's HU goes to mg/cm3 through the donor's calibration and back to HU through the host's, so the new CT's
+own calibration reads the donor's density. The host's femur is first replaced by the host's own soft tissue (the
+median HU of the body a few mm around it, muscle and fat), and the donor's femur is blended in with a 1-3 mm margin
+of its own surroundings, so neither femur leaves a seam or a ghost.
 
 A transplant has two source CTs. Its hips keep the host's ``ct_id`` and record the donor's in ``donor_ct``; folds by
 CT (:mod:`bmdgan.datasets.folds`) train on it only when neither CT is held out and test it only when both are.
@@ -54,15 +54,12 @@ BOX_MARGIN_MM = 30.0
 """The work is done in the host femur's bounding box grown by this (mm): room for a donor with another offset."""
 MIN_CUT_FACE_MM = 5.0
 """A head whose top the scan cut (a face of the scan within its radius + 2 mm of its centre, facing up the shaft
-within 45 deg: the IBSI thigh crops end 9-16 mm above the head centre) is completed by mirroring its own lower part
+within 45 deg: five IBSI thigh crops end 11-16 mm above the head centre) is completed by mirroring its own lower part
 across the plane through its centre parallel to that face (the head is a sphere), if the face lies at least this far
 above the centre (mm). A head cut closer, on its side, or by two faces is refused."""
 MAX_DONOR_PF_CUT = 0.05
 """A donor whose scan cuts its PF region by more than this share of the region's section
 (:func:`bmdgan.ct.pf_region.scan_cut_shares`: a trochanter or neck cut off) is refused: the cut would be copied."""
-SCALE_RANGE = (0.8, 1.25)
-"""The donor is scaled about its head centre so its head fits the host's socket (host head radius over the
-donor's); a donor needing more or less than this is refused."""
 MIN_DONOR_SHAFT_MM = 100.0
 """A donor's whole shaft section must reach this far below its head centre (mm): the lesser trochanter and the
 shaft the hip search starts from lie within it."""
@@ -85,13 +82,12 @@ def _index_of(geometry, points_lps: np.ndarray) -> np.ndarray:
     return ((points_lps - ijk_to_lps[:3, 3]) @ np.linalg.inv(ijk_to_lps[:3, :3]).T)[:, ::-1]
 
 
-def donor_points(host: PreparedCT, donor: PreparedCT, host_points_lps: np.ndarray, scale: float = 1.0) -> np.ndarray:
+def donor_points(host: PreparedCT, donor: PreparedCT, host_points_lps: np.ndarray) -> np.ndarray:
     """The donor points (LPS mm) whose values the host points take: the host's neutral frame coordinates (lateral,
-    AP, up about its head centre) divided by ``scale`` (the donor's size in the host, :func:`fitting_scale`) and read
-    in the donor's frame, the AP axis reversed when the sides differ (a mirror). The neutral frames of both sides
-    share a handedness (AP = up x lateral), so matching them alone would turn a femur from the other side front to
-    back."""
-    local = (np.asarray(host_points_lps, float) - host.head_centre_lps) @ np.asarray(host.frame_axes, float).T / scale
+    AP, up about its head centre) read in the donor's frame, the AP axis reversed when the sides differ (a mirror).
+    The neutral frames of both sides share a handedness (AP = up x lateral), so matching them alone would turn a
+    femur from the other side front to back."""
+    local = (np.asarray(host_points_lps, float) - host.head_centre_lps) @ np.asarray(host.frame_axes, float).T
     if host.side != donor.side:
         local[:, 1] = -local[:, 1]
     return donor.head_centre_lps + local @ np.asarray(donor.frame_axes, float)
@@ -204,19 +200,6 @@ def check_donor(donor: PreparedCT) -> float:
     return reach
 
 
-def fitting_scale(host: PreparedCT, donor: PreparedCT) -> float:
-    """The donor's size in the host: the host's head radius over the donor's (:func:`head_radius_mm`), so the
-    donor's head fills the host's socket; refused outside :data:`SCALE_RANGE`."""
-    scale = head_radius_mm(host, _femur_of(host, "host")) / head_radius_mm(donor, _femur_of(donor, "donor"))
-    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
-        raise InputError(
-            None,
-            f"{donor.cache_key}'s femoral head would have to be scaled by {scale:.2f} to fit {host.cache_key}'s socket",
-            f"use a donor whose head is within {SCALE_RANGE[0]}-{SCALE_RANGE[1]} of the host's",
-        )
-    return scale
-
-
 def completed_head(donor: PreparedCT, femur: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(donor indices [3, n], weight factor [n]): ``at`` (fractional [k, j, i] indices, [3, n]) with the points
     beyond the face that cut the donor's head (:func:`cut_face`), within its radius (:func:`head_radius_mm`) plus
@@ -295,8 +278,7 @@ def make_transplant(pairs: list[tuple[PreparedCT, PreparedCT]]) -> tuple[Volume,
     body = host_ct.body_mask if host_ct.body_mask is not None else np.ones(out.shape, bool)
     reaches = []
     for host, donor in pairs:
-        scale = fitting_scale(host, donor)
-        reaches.append(scale * check_donor(donor))
+        reaches.append(check_donor(donor))
         femur = _femur_of(host, "host")
         box = _box(host, femur)
         spacing = np.asarray(host.hu.geometry.spacing_mm)[::-1]
@@ -311,7 +293,7 @@ def make_transplant(pairs: list[tuple[PreparedCT, PreparedCT]]) -> tuple[Volume,
         weight = np.clip((outer - donor_outside) / (outer - inner), 0.0, 1.0).astype(np.float32)
         weight[donor.bone_mask & ~donor_femur] = 0.0  # not the donor's acetabulum
         kji = np.indices(region.shape).reshape(3, -1).T + [b.start for b in box]
-        at = _index_of(donor.hu.geometry, donor_points(host, donor, _points_of(host.hu.geometry, kji), scale)).T
+        at = _index_of(donor.hu.geometry, donor_points(host, donor, _points_of(host.hu.geometry, kji))).T
         at, factor = completed_head(donor, donor_femur, at)
         share = (factor * map_coordinates(weight, at, order=1, mode="constant", cval=0.0)).reshape(region.shape)
         donor_hu = map_coordinates(donor.hu.array.astype(np.float32), at, order=1, mode="nearest")
@@ -412,7 +394,6 @@ def _make_entry(folder: Path, hips: list[tuple[str, str, str]], todo: list[tuple
     for host_key, donor_key, hip_key in hips:
         try:
             check_donor(donors[donor_key])
-            fitting_scale(hosts[host_key], donors[donor_key])
             pairs.append((hosts[host_key], donors[donor_key]))
         except BMDGANError as error:
             reasons[hip_key] = str(error)  # that side keeps the host's own femur
