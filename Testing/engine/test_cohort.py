@@ -21,6 +21,7 @@ from bmdgan.cohort.generator import (
 )
 from bmdgan.cohort.prepared_ct import PreparedCT, load_prepared, save_prepared
 from bmdgan.cohort.virtual_patient import sample_patient, sample_pose
+from bmdgan.datasets.folds import source_cts_of
 from bmdgan.datasets.format import load_image, read_manifest
 from bmdgan.errors import InputError
 from bmdgan.io import Volume, VolumeGeometry
@@ -133,6 +134,11 @@ def test_patient_cases_have_consistent_ground_truth_and_are_deterministic(tmp_pa
         assert (rows * pf_rows).sum() / pf_rows.sum() < (rows * shaft_only).sum() / shaft_only.sum()
     standing, abduction = cases[0][1]["drr_pf"], cases[1][1]["drr_pf"]
     assert np.abs(standing - abduction).mean() > 1e-3  # another pose, another projection of the same bone
+    # A femur placed into another body (bmdgan.cohort.transplant) keeps its donor CT in the provenance: a second
+    # source, which whole-CT folds hold out with it.
+    save_prepared(replace(prepared, key="SYN-t00", donor_ct="DONOR"), tmp_path)
+    record = make_patient_cases(settings, "SYN-t00", 0)[0][0]
+    assert source_cts_of(record) == ("SYN", "DONOR") and source_cts_of(cases[0][0]) == ("SYN",)
 
 
 @pytest.mark.slow
