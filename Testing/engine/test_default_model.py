@@ -34,7 +34,7 @@ def test_default_model_is_small_safetensors_and_never_saw_the_sample_ct():
     assert files <= {".safetensors", ".json", ".md"}, files  # no pickle anywhere
     assert sum(p.stat().st_size for p in folder.glob("*.safetensors")) < 30e6
     description = json.loads((folder / "model.json").read_text())
-    card = (folder / "MODEL_CARD.md").read_text()
+    card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "never on clinical" in card and "Not for clinical use" in card
     training_lines = [line for line in card.splitlines() if line.startswith("- Real CTs")]
     assert training_lines

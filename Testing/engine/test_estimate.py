@@ -345,7 +345,7 @@ def test_model_card_leads_with_whole_ct_folds_their_bias_and_the_curve(curve, tm
         cross_validations={"folds 0-1": out / "all"},
         learning_curve=out,
     )
-    card = (shipped / "MODEL_CARD.md").read_text()
+    card = (shipped / "MODEL_CARD.md").read_text(encoding="utf-8")
     pooled = points[-1]["methods"]["baseline"]["ct_abmd_g_cm2"]
     assert (
         "## Whole CTs held out: folds 0-1" in card and f"| baseline | ct_abmd_g_cm2 | 8 | {pooled['pcc']:.3f} |" in card
@@ -486,7 +486,7 @@ def test_package_model_writes_an_honest_card_and_replaces_the_old_model(trained,
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [p.name for p in (run_folder / "model").glob("*.safetensors")] + ["model.json", "MODEL_CARD.md", MARKER]
     )
-    card = (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "- Real CTs (IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0" in card and "): STS_015." in card
     assert "TotalSegmentator example CT with its v1 femur/hip masks, Apache-2.0" in card and "): example_ct." in card
     assert "add their attribution): my_hospital_01." in card

@@ -96,6 +96,6 @@ def test_a_check_measured_after_packaging_goes_into_the_model_card_once(tmp_path
     (tmp_path / "MODEL_CARD.md").write_text("# Model card\n\nbody\n")
     update_card_section(tmp_path, "check", "A check", ["| a | 1 |"])
     update_card_section(tmp_path, "check", "A check", ["| a | 2 |"])
-    text = (tmp_path / "MODEL_CARD.md").read_text()
+    text = (tmp_path / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert text.startswith("# Model card\n\nbody\n") and text.count("## A check") == 1
     assert "| a | 2 |" in text and "| a | 1 |" not in text

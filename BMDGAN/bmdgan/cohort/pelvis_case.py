@@ -90,6 +90,8 @@ class Hip:
     vbmd_components_mg_cm3: tuple[float, float]
     head_centre_lps: tuple[float, float, float]
     neck_point_lps: tuple[float, float, float]
+    donor_ct: str = ""
+    """The CT the femur came from when it was placed into this body (:mod:`bmdgan.cohort.transplant`), else empty."""
 
 
 @dataclass
@@ -146,6 +148,7 @@ def pelvis_scene(bones: list[PreparedCT]) -> PelvisScene:
             tuple(prepared.vbmd_components_mg_cm3),
             tuple(float(v) for v in prepared.head_centre_lps),
             tuple(float(v) for v in prepared.neck_point_lps),
+            prepared.donor_ct,
         )
         for prepared in bones
     ]

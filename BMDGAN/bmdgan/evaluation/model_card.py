@@ -356,7 +356,7 @@ def update_card_section(model_folder: Path, key: str, title: str, lines: list[st
     """Write (or replace) the section ``key`` of a model folder's MODEL_CARD.md, between HTML comment markers, so
     that a check measured after packaging (e.g. ``benchmarks/check_ap_pelvis.py --update-card``) is in the card."""
     path = Path(model_folder) / "MODEL_CARD.md"
-    text = path.read_text() if path.is_file() else ""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
     start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
     section = "\n".join([start, f"## {title}", "", *lines, end])
     if start in text and end in text:
@@ -408,5 +408,5 @@ def package_model(
     with result_folder(out, "package-model", overwrite) as staging:
         for path in files:
             shutil.copyfile(path, staging / path.name)
-        (staging / "MODEL_CARD.md").write_text(card)
+        (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     return out
