@@ -17,6 +17,7 @@ from bmdgan.cohort.transplant import (
     head_radius_mm,
     host_cts,
     make_transplant,
+    prepare_transplants,
     transplant_hips,
 )
 from bmdgan.errors import InputError
@@ -185,3 +186,8 @@ def test_every_femur_of_the_other_cts_goes_into_each_body(tmp_path):
     (tmp_path / "BODY-t00_left.transplant.json").write_text(json.dumps({"host_key": "BODY_left"}))
     save_prepared(PreparedCT(**{**fields, "ct_id": "BODY", "key": "BODY-t00_left"}), tmp_path)
     assert transplant_hips(tmp_path, "BODY", 0) == ("BODY-t00", entries[0][1])
+    # A folder made from other CTs deals other donors to the same keys: resuming it is refused, not mixed.
+    record = {"host_key": "BODY_left", "donor_key": "C"}
+    (tmp_path / "BODY-t00_left.transplant.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match="made with C's femur, where this run would place A's"):
+        prepare_transplants(tmp_path, 1, progress=False)

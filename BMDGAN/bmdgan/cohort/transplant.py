@@ -354,9 +354,21 @@ def _record(folder: Path, host_key: str, donor_key: str, hip_key: str, refused: 
     atomic_write_text(folder / f"{hip_key}.transplant.json", json.dumps(record, indent=2) + "\n")
 
 
-def _refusal_of(folder: Path, hip_key: str) -> str | None:
+def _refusal_of(folder: Path, hip_key: str, donor_key: str) -> str | None:
+    """The reason a transplant hip was refused before, or None; refuses to resume one made with another donor (the
+    donors of an entry follow from the CTs given, and a hip's key does not name its donor)."""
     record = folder / f"{hip_key}.transplant.json"
-    return json.loads(record.read_text()).get("refused") if record.is_file() else None
+    if not record.is_file():
+        return None
+    made = json.loads(record.read_text())
+    if made.get("donor_key") != donor_key:
+        raise InputError(
+            folder,
+            f"holds {hip_key} made with {made.get('donor_key')}'s femur, where this run would place {donor_key}'s "
+            "(the CTs given differ from that run's)",
+            "give the same CTs as before, or a new output folder",
+        )
+    return made.get("refused")
 
 
 def prepare_transplants(
@@ -375,7 +387,7 @@ def prepare_transplants(
     refused: dict[str, str] = {}
     for host_ct, index in progress_bar(tasks, desc="transplants", unit="body", disable=not progress or not tasks):
         entry, hips = transplant_hips(folder, host_ct, index, ct_ids)
-        before = {hip_key: _refusal_of(folder, hip_key) for _, _, hip_key in hips}
+        before = {hip_key: _refusal_of(folder, hip_key, donor_key) for _, donor_key, hip_key in hips}
         refused.update({key: reason for key, reason in before.items() if reason})
         todo = [(h, d, k) for h, d, k in hips if not has_prepared(folder, k) and not before[k]]
         if todo:
