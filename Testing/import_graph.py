@@ -44,7 +44,7 @@ def lazy_packages() -> set[str]:
     """Third-party top-level packages that may be imported inside functions: the engine's requirements (but
     numpy) and the Slicer-only packages."""
     names = set(SLICER_ONLY)
-    for line in REQUIREMENTS.read_text().splitlines():
+    for line in REQUIREMENTS.read_text(encoding="utf-8").splitlines():
         requirement = line.split("#", 1)[0].strip()
         if requirement:
             distribution = requirement.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip()
@@ -109,7 +109,7 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
 def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[Import]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
-    for statement, in_function in _statements(ast.parse(path.read_text(), str(path))):
+    for statement, in_function in _statements(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(statement, ast.Import):
             names = [alias.name for alias in statement.names]
         else:
@@ -131,7 +131,7 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[Import
 def third_party_at_module_level(path: Path) -> set[str]:
     """Top-level names of the absolute, non-project imports that run when the module is imported."""
     names = set()
-    for statement, in_function in _statements(ast.parse(path.read_text(), str(path))):
+    for statement, in_function in _statements(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if in_function:
             continue
         if isinstance(statement, ast.Import):
@@ -283,6 +283,6 @@ if __name__ == "__main__":
     table = markdown_table(all_imports())
     if len(sys.argv) == 3 and sys.argv[1] == "--write":
         path = Path(sys.argv[2])
-        path.write_text(with_table(path.read_text(), table))
+        path.write_text(with_table(path.read_text(encoding="utf-8"), table), encoding="utf-8")
     else:
         print(table)

@@ -85,7 +85,7 @@ def test_deferred_imports_stay_within_their_ceilings(edges):
 
 
 def test_the_architecture_document_shows_the_current_package_graph(edges):
-    document = (graph.REPOSITORY / "docs" / "architecture.md").read_text()
+    document = (graph.REPOSITORY / "docs" / "architecture.md").read_text(encoding="utf-8")
     assert graph.with_table(document, graph.markdown_table(edges)) == document, (
         "docs/architecture.md is stale: run python Testing/import_graph.py --write docs/architecture.md"
     )
