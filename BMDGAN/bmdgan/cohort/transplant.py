@@ -23,12 +23,13 @@ Lengths are in mm, HU in HU, densities in mg/cm3.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..ct.grid import index_to_lps, lps_to_index
 from ..errors import BMDGANError, InputError
 from ..io import Volume
 from ..progress import progress_bar
@@ -70,18 +71,6 @@ MAX_OUTSIDE_BODY = 0.01
 """Share of the placed femur's voxels allowed outside the host's body (the body mask sets them to air)."""
 
 
-def _points_of(geometry, kji: np.ndarray) -> np.ndarray:
-    """LPS mm of voxel indices [n, 3] (k, j, i; integer or fractional)."""
-    ijk_to_lps = geometry.ijk_to_lps()
-    return kji[:, ::-1].astype(float) @ ijk_to_lps[:3, :3].T + ijk_to_lps[:3, 3]
-
-
-def _index_of(geometry, points_lps: np.ndarray) -> np.ndarray:
-    """Fractional (k, j, i) indices [n, 3] of LPS points (mm)."""
-    ijk_to_lps = geometry.ijk_to_lps()
-    return ((points_lps - ijk_to_lps[:3, 3]) @ np.linalg.inv(ijk_to_lps[:3, :3]).T)[:, ::-1]
-
-
 def donor_points(host: PreparedCT, donor: PreparedCT, host_points_lps: np.ndarray) -> np.ndarray:
     """The donor points (LPS mm) whose values the host points take: the host's neutral frame coordinates (lateral,
     AP, up about its head centre) read in the donor's frame, the AP axis reversed when the sides differ (a mirror).
@@ -106,7 +95,7 @@ def _femur_of(prepared: PreparedCT, role: str) -> np.ndarray:
 def shaft_reach_mm(prepared: PreparedCT, femur: np.ndarray) -> float:
     """How far down the shaft axis from the head centre the femur's whole section reaches in its scan (mm, in 5 mm
     levels; :data:`SECTION_KEPT`)."""
-    points = _points_of(prepared.hu.geometry, np.argwhere(femur))
+    points = index_to_lps(prepared.hu.geometry, np.argwhere(femur))
     below = -((points - prepared.head_centre_lps) @ np.asarray(prepared.frame_axes, float)[2])
     counts = np.bincount(np.floor(below[below >= 0] / 5.0).astype(int))
     if len(counts) < 21:  # shorter than the reference levels: where it ends
@@ -129,7 +118,7 @@ def cut_face(donor: PreparedCT, femur: np.ndarray, radius_mm: float) -> tuple[in
             if not len(on_face):
                 continue
             kji = np.insert(on_face, axis, face, axis=1)
-            near = np.linalg.norm(_points_of(donor.hu.geometry, kji) - donor.head_centre_lps, axis=1).min()
+            near = np.linalg.norm(index_to_lps(donor.hu.geometry, kji) - donor.head_centre_lps, axis=1).min()
             if near < radius_mm + 2.0:
                 cuts.append((axis, face))
     if not cuts:
@@ -137,7 +126,7 @@ def cut_face(donor: PreparedCT, femur: np.ndarray, radius_mm: float) -> tuple[in
     axis, face = cuts[0]
     geometry = donor.hu.geometry
     normal = np.asarray(geometry.direction, float)[:, 2 - axis]  # the face's grid axis (direction columns: i, j, k)
-    centre = _index_of(geometry, donor.head_centre_lps[None])[0]
+    centre = lps_to_index(geometry, donor.head_centre_lps[None])[0]
     beyond_mm = (face - centre[axis] if face else centre[axis]) * geometry.spacing_mm[2 - axis]
     reason = None
     if len(cuts) > 1:
@@ -162,7 +151,7 @@ def head_radius_mm(donor: PreparedCT, femur: np.ndarray) -> float:
     from scipy.ndimage import binary_erosion
 
     surface = np.argwhere(femur & ~binary_erosion(femur, border_value=1))  # not where the scan cut it
-    offset = _points_of(donor.hu.geometry, surface) - donor.head_centre_lps
+    offset = index_to_lps(donor.hu.geometry, surface) - donor.head_centre_lps
     distance = np.linalg.norm(offset, axis=1)
     lateral = np.asarray(donor.frame_axes, float)[0]
     medial = -(offset @ lateral) > 0.5 * distance
@@ -174,14 +163,27 @@ def head_radius_mm(donor: PreparedCT, femur: np.ndarray) -> float:
     return float(np.median(chosen) + half_voxel)
 
 
-def check_donor(donor: PreparedCT) -> float:
-    """The donor's whole-shaft reach (mm, :func:`shaft_reach_mm`); refuses a donor whose femur the transplant would
-    spoil: a head its scan cut beyond mending (:func:`cut_face`), a PF region its scan cut
-    (:data:`MAX_DONOR_PF_CUT`), or too little shaft (:data:`MIN_DONOR_SHAFT_MM`)."""
+@dataclass(frozen=True)
+class DonorFemur:
+    """What the transplant needs to know of a donor it accepted (:func:`check_donor`)."""
+
+    reach_mm: float
+    """How far below its head centre its whole shaft section reaches (mm, :func:`shaft_reach_mm`)."""
+    head_radius_mm: float
+    """Its femoral head radius (mm, :func:`head_radius_mm`)."""
+    cut_face: tuple[int, int] | None
+    """The face of its scan that cut its head's top (:func:`cut_face`), None if the head is whole."""
+
+
+def check_donor(donor: PreparedCT) -> DonorFemur:
+    """Measure a donor once, refusing one whose femur the transplant would spoil: a head its scan cut beyond
+    mending (:func:`cut_face`), a PF region its scan cut (:data:`MAX_DONOR_PF_CUT`), or too little shaft
+    (:data:`MIN_DONOR_SHAFT_MM`)."""
     from ..ct.pf_region import scan_cut_shares
 
     femur = _femur_of(donor, "donor")
-    cut_face(donor, femur, head_radius_mm(donor, femur))
+    radius = head_radius_mm(donor, femur)
+    cut = cut_face(donor, femur, radius)
     face, share = max(scan_cut_shares(donor.pf_mask).items(), key=lambda item: item[1], default=("", 0.0))
     if share > MAX_DONOR_PF_CUT:
         raise InputError(
@@ -197,24 +199,23 @@ def check_donor(donor: PreparedCT) -> float:
             f"{MIN_DONOR_SHAFT_MM:.0f} mm)",
             "use a donor scanned further down the thigh",
         )
-    return reach
+    return DonorFemur(reach, radius, cut)
 
 
-def completed_head(donor: PreparedCT, femur: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def completed_head(donor: PreparedCT, femur: DonorFemur, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(donor indices [3, n], weight factor [n]): ``at`` (fractional [k, j, i] indices, [3, n]) with the points
-    beyond the face that cut the donor's head (:func:`cut_face`), within its radius (:func:`head_radius_mm`) plus
-    2 mm, mirrored across the plane through the head centre parallel to that face; the factor fades those from 1 at
-    the radius to 0 at 2 mm beyond it, so only the sphere is completed."""
+    beyond the face that cut the donor's head (``femur.cut_face``), within its radius plus 2 mm, mirrored across the
+    plane through the head centre parallel to that face; the factor fades those from 1 at the radius to 0 at 2 mm
+    beyond it, so only the sphere is completed."""
     factor = np.ones(at.shape[1], np.float32)
-    radius = head_radius_mm(donor, femur)
-    found = cut_face(donor, femur, radius)
-    if found is None:
+    if femur.cut_face is None:
         return at, factor
-    axis, face = found
-    centre = _index_of(donor.hu.geometry, donor.head_centre_lps[None])[0]
+    axis, face = femur.cut_face
+    radius = femur.head_radius_mm
+    centre = lps_to_index(donor.hu.geometry, donor.head_centre_lps[None])[0]
     direction = 1.0 if face > centre[axis] else -1.0
     beyond = direction * (at[axis] - face) > -0.5  # past the last half voxel, which holds the cut's partial volume
-    distance = np.linalg.norm(_points_of(donor.hu.geometry, at.T) - donor.head_centre_lps, axis=1)
+    distance = np.linalg.norm(index_to_lps(donor.hu.geometry, at.T) - donor.head_centre_lps, axis=1)
     mirrored = beyond & (distance < radius + 2.0)
     at = at.copy()
     at[axis, mirrored] = 2.0 * centre[axis] - at[axis, mirrored]
@@ -230,7 +231,7 @@ def trimmed_to_reach(volume: Volume, body: np.ndarray, host: PreparedCT, reach_m
     femur = _femur_of(host, "host")
     slices = np.nonzero(femur.any(axis=(1, 2)))[0]
     centroids = np.array([np.argwhere(femur[k]).mean(axis=0) for k in slices])
-    points = _points_of(host.hu.geometry, np.c_[slices, centroids])
+    points = index_to_lps(host.hu.geometry, np.c_[slices, centroids])
     below = -((points - host.head_centre_lps) @ np.asarray(host.frame_axes, float)[2])
     cut = slices[below > reach_mm]
     if not len(cut):
@@ -269,6 +270,11 @@ def make_transplant(pairs: list[tuple[PreparedCT, PreparedCT]]) -> tuple[Volume,
     """(new CT in HU, its body mask): each (host hip, donor hip) pair's donor femur set into that host hip, all
     hips of one host CT at once, the scan then ending where the shortest donor's does (:func:`trimmed_to_reach`).
     Raises :class:`InputError` for a donor :func:`check_donor` refuses or whose placed femur leaves the host's body."""
+    return _transplanted(pairs, [check_donor(donor) for _, donor in pairs])
+
+
+def _transplanted(pairs: list[tuple[PreparedCT, PreparedCT]], femurs: list[DonorFemur]) -> tuple[Volume, np.ndarray]:
+    """:func:`make_transplant` of donors already measured (``femurs``, one per pair, by :func:`check_donor`)."""
     from scipy.ndimage import distance_transform_edt, map_coordinates
 
     host_ct = pairs[0][0]
@@ -276,9 +282,7 @@ def make_transplant(pairs: list[tuple[PreparedCT, PreparedCT]]) -> tuple[Volume,
         raise InputError(None, "transplant: hosts of different CTs", "set one CT's hips at a time")
     out = host_ct.hu.array.astype(np.float32).copy()
     body = host_ct.body_mask if host_ct.body_mask is not None else np.ones(out.shape, bool)
-    reaches = []
-    for host, donor in pairs:
-        reaches.append(check_donor(donor))
+    for (host, donor), measured in zip(pairs, femurs):
         femur = _femur_of(host, "host")
         box = _box(host, femur)
         spacing = np.asarray(host.hu.geometry.spacing_mm)[::-1]
@@ -293,8 +297,8 @@ def make_transplant(pairs: list[tuple[PreparedCT, PreparedCT]]) -> tuple[Volume,
         weight = np.clip((outer - donor_outside) / (outer - inner), 0.0, 1.0).astype(np.float32)
         weight[donor.bone_mask & ~donor_femur] = 0.0  # not the donor's acetabulum
         kji = np.indices(region.shape).reshape(3, -1).T + [b.start for b in box]
-        at = _index_of(donor.hu.geometry, donor_points(host, donor, _points_of(host.hu.geometry, kji))).T
-        at, factor = completed_head(donor, donor_femur, at)
+        at = lps_to_index(donor.hu.geometry, donor_points(host, donor, index_to_lps(host.hu.geometry, kji))).T
+        at, factor = completed_head(donor, measured, at)
         share = (factor * map_coordinates(weight, at, order=1, mode="constant", cval=0.0)).reshape(region.shape)
         donor_hu = map_coordinates(donor.hu.array.astype(np.float32), at, order=1, mode="nearest")
         donor_cal, host_cal = donor.calibration, host.calibration
@@ -311,8 +315,8 @@ def make_transplant(pairs: list[tuple[PreparedCT, PreparedCT]]) -> tuple[Volume,
         out[box] = share * as_host_hu + (1.0 - share) * region
     names = " + ".join(f"{donor.cache_key} in {host.cache_key}" for host, donor in pairs)
     volume = Volume(out, host_ct.hu.geometry, "HU", f"{host_ct.hu.source} ({names})")
-    shortest = int(np.argmin(reaches))
-    return trimmed_to_reach(volume, body, pairs[shortest][0], reaches[shortest])
+    shortest = int(np.argmin([femur.reach_mm for femur in femurs]))
+    return trimmed_to_reach(volume, body, pairs[shortest][0], femurs[shortest].reach_mm)
 
 
 def transplant_hips(
@@ -326,7 +330,7 @@ def transplant_hips(
     donors = sorted(
         key for ct_id, keys in bones.items() if ct_id != host_ct and (ct_ids is None or ct_id in ct_ids) for key in keys
     )
-    entry = f"{host_ct}-t{index:02d}"
+    entry = transplant_entry(host_ct, index)
     if not donors:
         return entry, []
     sides = [side for side in ("left", "right") if side_key(host_ct, side) in bones.get(host_ct, [])]
@@ -337,8 +341,13 @@ def transplant_hips(
     return entry, hips
 
 
+def transplant_entry(host_ct: str, index: int) -> str:
+    """The id of the ``index``-th transplant entry of a host CT: ``<host>-tNN`` (:func:`transplant_host` reads it)."""
+    return f"{host_ct}-t{index:02d}"
+
+
 def transplant_host(entry: str) -> str:
-    """The host CT of a transplant entry ``<host>-tNN``."""
+    """The host CT of a transplant entry (:func:`transplant_entry`)."""
     return entry.rsplit("-t", 1)[0]
 
 
@@ -402,14 +411,14 @@ def _make_entry(folder: Path, hips: list[tuple[str, str, str]], todo: list[tuple
     hosts = {host_key: load_prepared(folder, host_key) for host_key, _, _ in hips}
     donors = {donor_key: load_prepared(folder, donor_key) for _, donor_key, _ in hips}
     reasons: dict[str, str] = {}
-    pairs = []
+    pairs, femurs = [], []
     for host_key, donor_key, hip_key in hips:
         try:
-            check_donor(donors[donor_key])
+            femurs.append(check_donor(donors[donor_key]))
             pairs.append((hosts[host_key], donors[donor_key]))
         except BMDGANError as error:
             reasons[hip_key] = str(error)  # that side keeps the host's own femur
-    volume, body = make_transplant(pairs) if pairs else (None, None)
+    volume, body = _transplanted(pairs, femurs) if pairs else (None, None)
     for host_key, donor_key, hip_key in todo:
         if hip_key in reasons:
             continue
