@@ -285,3 +285,87 @@ def test_a_view_showing_another_cts_femur_trains_no_fold_that_holds_that_ct_out(
     assert views_without(views, {"STS_020"}) == [real]
     assert views_without(views, {"Pelvic-Ref-005"}) == [thigh]
     assert views_without(views, {"STS_012"}) == views
+
+
+def test_an_ensemble_reads_an_image_with_its_members_mean_logits(tmp_path):
+    """An ensemble of two differently initialised networks gives the mean of their logit maps and absent logits; an
+    ensemble of one network twice finds exactly what that network finds alone; members trained on other CTs are
+    refused and leave no detector behind."""
+    import torch
+
+    from bmdgan.detection.detector import write_detector, write_ensemble
+    from bmdgan.detection.network import HipHeatmapNet
+    from bmdgan.errors import InputError
+
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        write_detector(tmp_path / f"m{seed}", HipHeatmapNet(), {"trained_on_cts": ["CT"], "seed": seed})
+    write_ensemble(tmp_path / "ensemble", [tmp_path / "m0", tmp_path / "m1"])
+    ensemble = HipDetector.load(tmp_path / "ensemble")
+    assert len(ensemble.networks) == 2
+    assert [member["seed"] for member in ensemble.description["members"]] == [0, 1]
+    image = np.random.default_rng(0).normal(size=(150, 120)).astype(np.float32)
+    singles = [HipDetector.load(tmp_path / f"m{seed}").heatmaps(image, (1.0, 1.0)) for seed in (0, 1)]
+    logits, absent, matrix = ensemble.heatmaps(image, (1.0, 1.0))
+    assert not np.allclose(singles[0][0], singles[1][0], atol=1e-3)  # the members differ
+    np.testing.assert_allclose(logits, (singles[0][0] + singles[1][0]) / 2, atol=1e-5)
+    np.testing.assert_allclose(absent, (singles[0][1] + singles[1][1]) / 2, atol=1e-5)
+    np.testing.assert_array_equal(matrix, singles[0][2])
+
+    write_ensemble(tmp_path / "twice", [tmp_path / "m1", tmp_path / "m1"])
+    rows, columns = np.mgrid[0:200, 0:200]
+    disc = ((rows - 100.0) ** 2 + (columns - 90.0) ** 2 < 25**2).astype(np.float32)
+    alone = HipDetector.load(tmp_path / "m1")
+    alone_logits = alone.heatmaps(disc, (1.0, 1.0))[0]
+    np.testing.assert_allclose(
+        HipDetector.load(tmp_path / "twice").heatmaps(disc, (1.0, 1.0))[0], alone_logits, atol=1e-5
+    )
+
+    write_detector(tmp_path / "other", HipHeatmapNet(), {"trained_on_cts": ["OTHER"], "seed": 2})
+    with pytest.raises(InputError, match="trained on different CTs"):
+        write_ensemble(tmp_path / "mixed", [tmp_path / "m0", tmp_path / "other"])
+    assert not (tmp_path / "mixed").exists()
+
+
+def test_train_detector_members_trains_each_seed_and_measures_them_beside_the_ensemble(tmp_path):
+    """``train-detector --members 2 --cross-validate``: every fold and the final detector are ensembles of seeds 5
+    and 6, each member trained in its own folder; the cross-validation reports each member alone over the same
+    held-out hips as the ensemble; asking the finished folder for another member count is refused."""
+    import subprocess
+    import sys
+
+    for ct in ("CT_A", "CT_B"):
+        for index in range(2):
+            landmarks = {name: None for name in CHANNELS} | {"head_right": [80.0 + index, 90.0]}
+            landmarks["neck_right"] = [120.0 + index, 100.0]
+            add_view(
+                tmp_path / "views",
+                LandmarkView(f"{ct}-{index}", ct, "hip", (1.0, 1.0), landmarks),
+                np.zeros((160, 160)),
+            )
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "bmdgan",
+            "train-detector",
+            str(tmp_path / "views"),
+            "-o",
+            str(tmp_path / "cv"),
+        ]
+        command += ["--epochs", "1", "--threads", "1", "--seed", "5", *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    done = train("--members", "2", "--cross-validate", "--fold-count", "2")
+    assert done.returncode == 0, done.stderr
+    for folder in (tmp_path / "cv", tmp_path / "cv" / "cross_validation" / "fold_0"):
+        description = json.loads((folder / "hip_detector.json").read_text())
+        assert [member["seed"] for member in description["members"]] == [5, 6]
+        assert all((folder / "members" / f"seed_{seed}" / "hip_detector.json").is_file() for seed in (5, 6))
+    summary = json.loads((tmp_path / "cv" / "cross_validation" / "summary.json").read_text())
+    assert [member["seed"] for member in summary["members"]] == [5, 6]
+    assert all(member["all"]["hips"] == summary["all"]["hips"] == 4 for member in summary["members"])
+    assert "member seed 6 alone" in done.stdout
+    refused = train("--members", "3")
+    assert refused.returncode == 2 and "holds a detector of 2 member(s), not 3" in refused.stderr

@@ -2,11 +2,14 @@
 
 A detector folder holds ``hip_detector.json`` (format, resolution, what it was trained on) and
 ``hip_detector.safetensors`` (weights; never pickle), and ``hip_refiner.safetensors`` where the description names
-a second stage (:mod:`.refinement`: the head centre found again at 1 mm). A hip's confidence is the probability
-that the image shows both its neck point and a femoral head beside it (each map's softmax mass near its peak
-against that landmark's "absent" logit, :mod:`.network`): below :data:`FOUND_CONFIDENCE` no hip is reported on that
-side.
-"""
+a second stage (:mod:`.refinement`: the head centre found again at 1 mm). An ensemble (:func:`write_ensemble`)
+holds one weights file per member, networks trained alike with different seeds, and reads an image with the mean
+of their logits: on CTs it never saw, a single training's figures move with its seed more than with any change of
+recipe tried (docs/hip-detection.md), and an ensemble averages that variation out.
+
+A hip's confidence is the probability that the image shows both its neck point and a femoral head beside it (each
+map's softmax mass near its peak against that landmark's "absent" logit, :mod:`.network`): below
+:data:`FOUND_CONFIDENCE` no hip is reported on that side."""
 
 from __future__ import annotations
 
@@ -109,8 +112,8 @@ def _near(logits: np.ndarray, centre: tuple[float, float], radius: float) -> np.
 class HipDetector:
     """A trained hip detector (see the module docstring)."""
 
-    def __init__(self, network, description: dict, folder: Path, refiner=None):
-        self.network, self.description, self.folder = network.eval(), description, folder
+    def __init__(self, networks: list, description: dict, folder: Path, refiner=None):
+        self.networks, self.description, self.folder = [network.eval() for network in networks], description, folder
         self.refiner = refiner.eval() if refiner is not None else None
 
     @staticmethod
@@ -127,25 +130,31 @@ class HipDetector:
             raise InputError(
                 path, "is not a hip detector of this version (format or resolution differ)", "train it again"
             )
-        network = HipHeatmapNet()
-        load_weights(folder, WEIGHTS, network)
+        networks = []
+        for member in member_weights(description):
+            networks.append(HipHeatmapNet())
+            load_weights(folder, member, networks[-1])
         refiner = None
         if "refiner" in description:
             refiner = HipHeatmapNet(maps=1)
             load_weights(folder, REFINER_WEIGHTS, refiner)
-        return HipDetector(network, description, folder, refiner)
+        return HipDetector(networks, description, folder, refiner)
 
     def heatmaps(
         self, pixels: np.ndarray, pixel_spacing_mm: tuple[float, float]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(logits [channels, rows, columns] at the detector's resolution, absent logits [channels], the 3x3
-        affine from the detector's pixels to source pixels)."""
+        affine from the detector's pixels to source pixels); an ensemble's are its members' means (a constant
+        added to one member's map and absent logit changes nothing downstream, so raw logits average as well as
+        log-probabilities)."""
         import torch
 
         image, matrix = detector_image(pixels, pixel_spacing_mm)
         with torch.no_grad():
-            logits, absent = self.network(torch.from_numpy(image)[None, None])
-        return logits[0].numpy(), absent[0].numpy(), matrix
+            outputs = [network(torch.from_numpy(image)[None, None]) for network in self.networks]
+        logits = torch.stack([output[0][0] for output in outputs]).mean(dim=0)
+        absent = torch.stack([output[1][0] for output in outputs]).mean(dim=0)
+        return logits.numpy(), absent.numpy(), matrix
 
     def detect(
         self,
@@ -251,6 +260,38 @@ def add_refiner(folder: Path, network, description: dict) -> Path:
     save_weights(network, folder / f"{REFINER_WEIGHTS}.safetensors")
     full["refiner"] = {"mm_per_px": REFINER_MM_PER_PX, **description}
     atomic_write_text(path, json.dumps(full, indent=2) + "\n")
+    return folder
+
+
+def member_weights(description: dict) -> list[str]:
+    """The weights files (names without ``.safetensors``) of a detector's networks: one, or an ensemble's members."""
+    return [member["weights"] for member in description.get("members", [])] or [WEIGHTS]
+
+
+def write_ensemble(folder: Path, member_folders: list[Path]) -> Path:
+    """Make ``folder`` an ensemble of the finished single detectors in ``member_folders`` (weights copied, then
+    the description, which marks it complete). Refused when the members were trained on different CTs: the
+    ensemble's record of what it saw must hold for every member."""
+    import shutil
+
+    members = [read_json_object(member / DESCRIPTION, "hip detector description") for member in member_folders]
+    trained_on = {tuple(member.get("trained_on_cts", [])) for member in members}
+    if len(trained_on) != 1 or any("members" in member or "refiner" in member for member in members):
+        raise InputError(
+            folder,
+            "cannot join these detectors: they were trained on different CTs or are not single first stages",
+            "train every member on the same views (train-detector --members)",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index, (member_folder, member) in enumerate(zip(member_folders, members, strict=True)):
+        name = f"{WEIGHTS}_member{index}"
+        shutil.copyfile(member_folder / f"{WEIGHTS}.safetensors", folder / f"{name}.safetensors")
+        entries.append(
+            {"weights": name, "seed": member.get("seed"), "last_epoch_losses": member.get("last_epoch_losses")}
+        )
+    shared = {key: value for key, value in members[0].items() if key not in ("seed", "last_epoch_losses")}
+    atomic_write_text(folder / DESCRIPTION, json.dumps({**shared, "members": entries}, indent=2) + "\n")
     return folder
 
 

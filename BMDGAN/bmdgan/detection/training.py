@@ -223,6 +223,7 @@ def train_detector(
             "training_views": len(views),
             "training_views_of_anatomies": sum(view.anatomy is not None for view in views),
             "epochs": epochs,
+            "seed": seed,
             "last_epoch_losses": history,
         },
     )

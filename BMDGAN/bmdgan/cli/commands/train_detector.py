@@ -2,7 +2,9 @@
 head refinement); with ``--cross-validate`` first measure it on CTs it never saw (whole-CT folds). A folder that
 already holds a finished stage keeps it, so a killed run, or a detector given a refinement later, trains only what
 is missing. ``--hold-out`` keeps CTs out of every training (the demo's sample CT), as ``train_default.sh`` keeps
-them out of the model's."""
+them out of the model's. ``--members N`` trains N first stages with seeds SEED..SEED+N-1 (each in
+``members/seed_S``, resumable on its own) and joins them into one ensemble detector; its cross-validation also
+reports each member alone, so the ensemble is measured against the trainings it is made of."""
 
 from __future__ import annotations
 
@@ -39,8 +41,14 @@ def add_arguments(parser) -> None:
         help="CT ids whose views train no detector, comma-separated (e.g. STS_012, the bundled sample's CT); with "
         "--cross-validate they are still read as held-out CTs in their folds",
     )
+    parser.add_argument(
+        "--members",
+        type=positive_int,
+        default=1,
+        help="first stages trained with seeds SEED, SEED+1, ... and read as one ensemble (mean logits; default 1)",
+    )
     parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default 2)")
-    add_seed(parser)
+    add_seed(parser, what="network initialisation and training draws (members: the first member's)")
 
 
 def run(args) -> int:
@@ -75,7 +83,20 @@ def run(args) -> int:
             _train_missing(args, views_without(trainable, held_out_cts), fold_folder)
             fold_rows = evaluate_detector(HipDetector.load(fold_folder), args.views, held_out)
             rows += [{**row, "fold": fold} for row in fold_rows]
+            for index, member in enumerate(_member_folders(args, fold_folder) if args.members > 1 else []):
+                member_rows = evaluate_detector(HipDetector.load(member), args.views, held_out)
+                rows += [{**row, "fold": fold, "member": index} for row in member_rows]
+        member_rows = [row for row in rows if "member" in row]
+        rows = [row for row in rows if "member" not in row]
         summary = {"folds": {ct: fold for ct, fold in folds.items()}, **summarise(rows)}
+        if member_rows:
+            summary["members"] = [
+                {"seed": args.seed + index, **summarise([row for row in member_rows if row["member"] == index])}
+                for index in range(args.members)
+            ]
+            atomic_write_text(
+                out / "cross_validation" / "member_detections.json", json.dumps(member_rows, indent=1) + "\n"
+            )
         atomic_write_text(out / "cross_validation" / "detections.json", json.dumps(rows, indent=1) + "\n")
         atomic_write_text(out / "cross_validation" / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_head_errors(rows, out / "cross_validation" / "head_errors.png")
@@ -91,21 +112,50 @@ def run(args) -> int:
             f"false hips {summary['false_hips']}; no-hip images with a detection "
             f"{summary['no_hip_images_with_a_detection']}/{summary['no_hip_images']}"
         )
+        for member in summary.get("members", []):
+            print(
+                f"member seed {member['seed']} alone: "
+                + ", ".join(
+                    f"{view} {figures['within_tolerance']}/{figures['hips']}"
+                    for view, figures in member.items()
+                    if isinstance(figures, dict) and "hips" in figures
+                )
+                + f" within {summary['tolerance_mm']:.0f} mm"
+            )
     _train_missing(args, trainable, out)
     print(f"detector trained on {len(trainable)} views of {len({v.ct for v in trainable})} CTs -> {out}")
     return 0
 
 
+def _member_folders(args, folder):
+    """Where each member of an ensemble detector in ``folder`` is trained (one finished detector each)."""
+    return [folder / "members" / f"seed_{args.seed + index}" for index in range(args.members)]
+
+
 def _train_missing(args, views, folder) -> None:
-    """Train the first stage unless ``folder`` holds a finished one, then (``--refine``) the second stage unless it
-    has one."""
+    """Train the first stage (or each missing member, then join them) unless ``folder`` holds a finished one, then
+    (``--refine``) the second stage unless it has one. A folder holding a detector of another member count is
+    refused rather than silently kept."""
     import json
 
-    from bmdgan.detection.detector import DESCRIPTION
+    from bmdgan.detection.detector import DESCRIPTION, member_weights, write_ensemble
     from bmdgan.detection.training import REFINER_EPOCHS, train_detector, train_refiner
+    from bmdgan.errors import InputError
 
     description = folder / DESCRIPTION
-    if not description.is_file():
+    if description.is_file():
+        members = len(member_weights(json.loads(description.read_text(encoding="utf-8"))))
+        if members != args.members:
+            raise InputError(
+                folder, f"holds a detector of {members} member(s), not {args.members}", "give another --out"
+            )
+    elif args.members == 1:
         train_detector(args.views, views, folder, args.epochs, seed=args.seed)
-    if args.refine and "refiner" not in json.loads(description.read_text()):
+    else:
+        member_folders = _member_folders(args, folder)
+        for index, member in enumerate(member_folders):
+            if not (member / DESCRIPTION).is_file():
+                train_detector(args.views, views, member, args.epochs, seed=args.seed + index)
+        write_ensemble(folder, member_folders)
+    if args.refine and "refiner" not in json.loads(description.read_text(encoding="utf-8")):
         train_refiner(args.views, views, folder, args.refiner_epochs or REFINER_EPOCHS, seed=args.seed)
