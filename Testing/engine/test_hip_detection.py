@@ -328,9 +328,10 @@ def test_an_ensemble_reads_an_image_with_its_members_mean_logits(tmp_path):
 
 
 def test_train_detector_members_trains_each_seed_and_measures_them_beside_the_ensemble(tmp_path):
-    """``train-detector --members 2 --cross-validate``: every fold and the final detector are ensembles of seeds 5
-    and 6, each member trained in its own folder; the cross-validation reports each member alone over the same
-    held-out hips as the ensemble; asking the finished folder for another member count is refused."""
+    """``train-detector --members 2 --cross-validate --folds 1``: the one fold asked for and the final detector are
+    ensembles of seeds 5 and 6, each member trained in its own folder; the cross-validation reports each member
+    alone over the same held-out hips as the ensemble; asking the finished folder for another member count is
+    refused."""
     import subprocess
     import sys
 
@@ -357,15 +358,16 @@ def test_train_detector_members_trains_each_seed_and_measures_them_beside_the_en
         command += ["--epochs", "1", "--threads", "1", "--seed", "5", *extra]
         return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
-    done = train("--members", "2", "--cross-validate", "--fold-count", "2")
+    done = train("--members", "2", "--cross-validate", "--fold-count", "2", "--folds", "1")
     assert done.returncode == 0, done.stderr
-    for folder in (tmp_path / "cv", tmp_path / "cv" / "cross_validation" / "fold_0"):
+    assert not (tmp_path / "cv" / "cross_validation" / "fold_0").exists()
+    for folder in (tmp_path / "cv", tmp_path / "cv" / "cross_validation" / "fold_1"):
         description = json.loads((folder / "hip_detector.json").read_text())
         assert [member["seed"] for member in description["members"]] == [5, 6]
         assert all((folder / "members" / f"seed_{seed}" / "hip_detector.json").is_file() for seed in (5, 6))
     summary = json.loads((tmp_path / "cv" / "cross_validation" / "summary.json").read_text())
-    assert [member["seed"] for member in summary["members"]] == [5, 6]
-    assert all(member["all"]["hips"] == summary["all"]["hips"] == 4 for member in summary["members"])
+    assert [member["seed"] for member in summary["members"]] == [5, 6] and summary["measured_folds"] == [1]
+    assert all(member["all"]["hips"] == summary["all"]["hips"] == 2 for member in summary["members"])  # CT_B's
     assert "member seed 6 alone" in done.stdout
     refused = train("--members", "3")
     assert refused.returncode == 2 and "holds a detector of 2 member(s), not 3" in refused.stderr

@@ -35,6 +35,13 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--fold-count", type=positive_int, default=4, help="whole-CT folds (default 4)")
     parser.add_argument(
+        "--folds",
+        type=comma_list(int, example="0,1"),
+        default="",
+        help="with --cross-validate, train and measure only these folds, comma-separated (default: all; e.g. 0,1, "
+        "the folds holding the whole-pelvis CTs, on a CPU)",
+    )
+    parser.add_argument(
         "--hold-out",
         type=comma_list(),
         default="",
@@ -72,10 +79,12 @@ def run(args) -> int:
         raise InputError(args.views, f"holds no views of {unknown[0]} (--hold-out)", "give CT ids of its views")
     trainable = views_without(views, set(args.hold_out))
     out = Path(args.out)
+    if set(args.folds) - set(range(args.fold_count)):
+        raise InputError(None, f"--folds {list(args.folds)} is not among folds 0-{args.fold_count - 1}", "give fewer")
     if args.cross_validate:
         folds = ct_folds(views, args.fold_count)
         rows = []
-        for fold in range(args.fold_count):
+        for fold in args.folds or range(args.fold_count):
             fold_folder = out / "cross_validation" / f"fold_{fold}"
             held_out = [v for v in views if folds[v.ct] == fold and v.anatomy is None]  # measured on real bones
             print(f"fold {fold}: training without {sorted({v.ct for v in held_out})}")
@@ -88,7 +97,11 @@ def run(args) -> int:
                 rows += [{**row, "fold": fold, "member": index} for row in member_rows]
         member_rows = [row for row in rows if "member" in row]
         rows = [row for row in rows if "member" not in row]
-        summary = {"folds": {ct: fold for ct, fold in folds.items()}, **summarise(rows)}
+        summary = {
+            "folds": {ct: fold for ct, fold in folds.items()},
+            "measured_folds": sorted(args.folds or range(args.fold_count)),
+            **summarise(rows),
+        }
         if member_rows:
             summary["members"] = [
                 {"seed": args.seed + index, **summarise([row for row in member_rows if row["member"] == index])}
