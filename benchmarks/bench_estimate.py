@@ -1,6 +1,7 @@
 """Time one BMD estimate (hip detection, input region, decomposition, regression) of the bundled radiograph after
 the model is loaded (goal: under 1 s on the 2-core CPU),
-median of repeats, beside the generator's forward pass alone (the baseline it cannot beat).
+median of repeats, beside the generator's forward pass alone (the baseline it cannot beat) and the hip detection
+of one member of the bundled detector's ensemble alone (what the ensemble costs).
 
 Usage: python benchmarks/bench_estimate.py [--model FOLDER] [--repeats 10] [--threads 2]
 """
@@ -47,6 +48,8 @@ def main() -> None:
     detector = HipDetector.load()
     estimate_s = median_seconds(lambda: estimate_radiograph(model, detector, radiograph, reference), args.repeats)
     detect_s = median_seconds(lambda: detector.detect(radiograph.pixels, radiograph.pixel_spacing_mm), args.repeats)
+    one_member = HipDetector(detector.networks[:1], detector.description, detector.folder)
+    member_s = median_seconds(lambda: one_member.detect(radiograph.pixels, radiograph.pixel_spacing_mm), args.repeats)
     x = torch.zeros(1, 1, *model.image_shape)
     with torch.no_grad():
         forward_s = median_seconds(lambda: model.generator(x), args.repeats)
@@ -57,7 +60,8 @@ def main() -> None:
     )
     print(f"model load (once)           : {load_s:.3f} s")
     print(f"estimate (median of {args.repeats:>2})     : {estimate_s:.3f} s   (goal < 1 s), of which")
-    print(f"  hip detection             : {detect_s:.3f} s")
+    print(f"  hip detection             : {detect_s:.3f} s   ({len(detector.networks)} member(s))")
+    print(f"hip detection, one member   : {member_s:.3f} s   ensemble / one = {detect_s / member_s:.1f}x")
     print(f"generator forward (baseline): {forward_s:.3f} s   estimate / forward = {estimate_s / forward_s:.1f}x")
 
 
