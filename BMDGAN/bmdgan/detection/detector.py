@@ -268,6 +268,18 @@ def member_weights(description: dict) -> list[str]:
     return [member["weights"] for member in description.get("members", [])] or [WEIGHTS]
 
 
+def finished_detector(folder: Path, members: int) -> bool:
+    """Whether ``folder`` holds a finished detector (its description written last); one of another member count
+    than ``members`` raises :class:`InputError` rather than being kept in place of the one asked for."""
+    path = folder / DESCRIPTION
+    if not path.is_file():
+        return False
+    found = len(member_weights(read_json_object(path, "hip detector description")))
+    if found != members:
+        raise InputError(folder, f"holds a detector of {found} member(s), not {members}", "give another --out")
+    return True
+
+
 def write_ensemble(folder: Path, member_folders: list[Path]) -> Path:
     """Make ``folder`` an ensemble of the finished single detectors in ``member_folders`` (weights copied, then
     the description, which marks it complete). Refused when the members were trained on different CTs: the

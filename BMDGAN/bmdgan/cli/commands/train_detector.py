@@ -151,23 +151,16 @@ def _train_missing(args, views, folder) -> None:
     refused rather than silently kept."""
     import json
 
-    from bmdgan.detection.detector import DESCRIPTION, member_weights, write_ensemble
+    from bmdgan.detection.detector import DESCRIPTION, finished_detector, write_ensemble
     from bmdgan.detection.training import REFINER_EPOCHS, train_detector, train_refiner
-    from bmdgan.errors import InputError
 
     description = folder / DESCRIPTION
-    if description.is_file():
-        members = len(member_weights(json.loads(description.read_text(encoding="utf-8"))))
-        if members != args.members:
-            raise InputError(
-                folder, f"holds a detector of {members} member(s), not {args.members}", "give another --out"
-            )
-    elif args.members == 1:
+    if not finished_detector(folder, args.members) and args.members == 1:
         train_detector(args.views, views, folder, args.epochs, seed=args.seed)
-    else:
+    elif not finished_detector(folder, args.members):
         member_folders = _member_folders(args, folder)
         for index, member in enumerate(member_folders):
-            if not (member / DESCRIPTION).is_file():
+            if not finished_detector(member, 1):
                 train_detector(args.views, views, member, args.epochs, seed=args.seed + index)
         write_ensemble(folder, member_folders)
     if args.refine and "refiner" not in json.loads(description.read_text(encoding="utf-8")):
