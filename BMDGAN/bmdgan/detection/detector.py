@@ -282,16 +282,20 @@ def finished_detector(folder: Path, members: int) -> bool:
 
 def write_ensemble(folder: Path, member_folders: list[Path]) -> Path:
     """Make ``folder`` an ensemble of the finished single detectors in ``member_folders`` (weights copied, then
-    the description, which marks it complete). Refused when the members were trained on different CTs: the
-    ensemble's record of what it saw must hold for every member."""
+    the description, which marks it complete). Refused unless the members' descriptions agree on everything but
+    their seed and losses (CTs, views, epochs): the ensemble's record of how it was trained must hold for every
+    member."""
     import shutil
 
     members = [read_json_object(member / DESCRIPTION, "hip detector description") for member in member_folders]
-    trained_on = {tuple(member.get("trained_on_cts", [])) for member in members}
-    if len(trained_on) != 1 or any("members" in member or "refiner" in member for member in members):
+    shared = [
+        {key: value for key, value in member.items() if key not in ("seed", "last_epoch_losses")} for member in members
+    ]
+    if any(other != shared[0] for other in shared) or any("members" in m or "refiner" in m for m in members):
         raise InputError(
             folder,
-            "cannot join these detectors: they were trained on different CTs or are not single first stages",
+            "cannot join these detectors: they were trained on different CTs, views or epochs, or are not single "
+            "first stages",
             "train every member on the same views (train-detector --members)",
         )
     folder.mkdir(parents=True, exist_ok=True)
@@ -302,8 +306,7 @@ def write_ensemble(folder: Path, member_folders: list[Path]) -> Path:
         entries.append(
             {"weights": name, "seed": member.get("seed"), "last_epoch_losses": member.get("last_epoch_losses")}
         )
-    shared = {key: value for key, value in members[0].items() if key not in ("seed", "last_epoch_losses")}
-    atomic_write_text(folder / DESCRIPTION, json.dumps({**shared, "members": entries}, indent=2) + "\n")
+    atomic_write_text(folder / DESCRIPTION, json.dumps({**shared[0], "members": entries}, indent=2) + "\n")
     return folder
 
 

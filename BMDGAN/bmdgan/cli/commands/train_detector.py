@@ -83,7 +83,7 @@ def run(args) -> int:
         raise InputError(None, f"--folds {list(args.folds)} is not among folds 0-{args.fold_count - 1}", "give fewer")
     if args.cross_validate:
         folds = ct_folds(views, args.fold_count)
-        rows = []
+        rows, member_rows = [], []
         for fold in args.folds or range(args.fold_count):
             fold_folder = out / "cross_validation" / f"fold_{fold}"
             held_out = [v for v in views if folds[v.ct] == fold and v.anatomy is None]  # measured on real bones
@@ -93,10 +93,8 @@ def run(args) -> int:
             fold_rows = evaluate_detector(HipDetector.load(fold_folder), args.views, held_out)
             rows += [{**row, "fold": fold} for row in fold_rows]
             for index, member in enumerate(_member_folders(args, fold_folder) if args.members > 1 else []):
-                member_rows = evaluate_detector(HipDetector.load(member), args.views, held_out)
-                rows += [{**row, "fold": fold, "member": index} for row in member_rows]
-        member_rows = [row for row in rows if "member" in row]
-        rows = [row for row in rows if "member" not in row]
+                alone = evaluate_detector(HipDetector.load(member), args.views, held_out)
+                member_rows += [{**row, "fold": fold, "member": index} for row in alone]
         summary = {
             "folds": {ct: fold for ct, fold in folds.items()},
             "measured_folds": sorted(args.folds or range(args.fold_count)),
@@ -155,13 +153,14 @@ def _train_missing(args, views, folder) -> None:
     from bmdgan.detection.training import REFINER_EPOCHS, train_detector, train_refiner
 
     description = folder / DESCRIPTION
-    if not finished_detector(folder, args.members) and args.members == 1:
-        train_detector(args.views, views, folder, args.epochs, seed=args.seed)
-    elif not finished_detector(folder, args.members):
-        member_folders = _member_folders(args, folder)
-        for index, member in enumerate(member_folders):
-            if not finished_detector(member, 1):
-                train_detector(args.views, views, member, args.epochs, seed=args.seed + index)
-        write_ensemble(folder, member_folders)
+    if not finished_detector(folder, args.members):  # a finished one is kept: a killed run trains what is missing
+        if args.members == 1:
+            train_detector(args.views, views, folder, args.epochs, seed=args.seed)
+        else:
+            member_folders = _member_folders(args, folder)
+            for index, member in enumerate(member_folders):
+                if not finished_detector(member, 1):
+                    train_detector(args.views, views, member, args.epochs, seed=args.seed + index)
+            write_ensemble(folder, member_folders)
     if args.refine and "refiner" not in json.loads(description.read_text(encoding="utf-8")):
         train_refiner(args.views, views, folder, args.refiner_epochs or REFINER_EPOCHS, seed=args.seed)
