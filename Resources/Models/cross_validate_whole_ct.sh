@@ -16,6 +16,7 @@ CONFIG=${CONFIG:-cpu}         # cpu-cv: a fifth of the epochs, to compare cohort
 PATIENTS=${PATIENTS:-4}       # virtual patients per bone
 FOLDS=${FOLDS:-0,1,2,3}
 ANATOMIES=${ANATOMIES:-0}     # virtual anatomies per CT (bmdgan.cohort.anatomy), each in its source CT's fold
+TRANSPLANTS=${TRANSPLANTS:-0} # bodies of each whole pelvis with other CTs' femurs (bmdgan.cohort.transplant)
 export OMP_NUM_THREADS=$THREADS
 TS=$DATA/totalsegmentator_example
 TS_MASKS="example_ct=right:$TS/masks_totalsegmentator_v1/femur_right.nii.gz,$TS/masks_totalsegmentator_v1/hip_right.nii.gz"
@@ -23,12 +24,14 @@ TS_MASKS="example_ct=right:$TS/masks_totalsegmentator_v1/femur_right.nii.gz,$TS/
 # 1. Every shared CT with a measurable proximal femur: the IBSI thigh crops (STS_001, 003, 007 and 048 are refused:
 #    their scans cut off the femoral head), both hips of each whole-pelvis CT (AP pelvis views) and the
 #    TotalSegmentator CT's implant-free right hip; $PATIENTS virtual patients x 4 poses of each bone and of each of its
-#    $ANATOMIES virtual anatomies, one site, four whole-CT folds.
+#    $ANATOMIES virtual anatomies and $TRANSPLANTS transplant bodies, one site, four whole-CT folds.
 bmdgan simulate-cohort "$DATA/ibsi_sts" "$DATA/pelvic_reference" "$TS/example_ct.nii.gz" --segmentation "$TS_MASKS" \
-  --out "$OUT/cohort" --patients-per-ct "$PATIENTS" --anatomies "$ANATOMIES" --image-size 256x128 --seed 0 \
-  --acquisition reference --fold-count 4 --fold-by ct --workers 1
+  --out "$OUT/cohort" --patients-per-ct "$PATIENTS" --anatomies "$ANATOMIES" --transplants "$TRANSPLANTS" \
+  --image-size 256x128 --seed 0 --acquisition reference --fold-count 4 --fold-by ct --workers 1
 bmdgan dataset-report "$OUT/cohort" --out "$OUT/cohort/report"
 # 2. Each fold in turn: stages 1-2, stage 3 and the direct-regression baseline, evaluated on its unseen CTs; pooled
 #    PCC/ICC/MAE/SEE per method and each CT's bias in $OUT/curve/all/pooled_metrics.json; then the same with 3 and 6
-#    training CTs, and the curve ($OUT/curve/learning_curve.json and learning_curve_<target>.png).
+#    training CTs, and the curve ($OUT/curve/learning_curve.json and learning_curve_<target>.png). With virtual
+#    bones every point is drawn twice, on the real bones alone and with the virtual ones ($OUT/curve/virtual/...),
+#    both trained as many steps as the fold's real bones and tested on the held-out CTs' real bones.
 bmdgan learning-curve "$OUT/cohort" --out "$OUT/curve" --config "$CONFIG" --sizes 3,6 --folds "$FOLDS"

@@ -313,7 +313,99 @@ def test_learning_curve_sizes_are_checked_before_training(dataset, smoke, tmp_pa
             learning_curve(smoke, dataset, tmp_path, [2, size], [0, 1], ("ct_abmd_g_cm2",), progress=False)
     with pytest.raises(InputError, match="no held-out fold"):
         learning_curve(smoke, dataset, tmp_path, [2], [], ("ct_abmd_g_cm2",), progress=False)
+    with pytest.raises(InputError, match="holds no virtual bones"):
+        learning_curve(smoke, dataset, tmp_path, [2], [0], ("ct_abmd_g_cm2",), progress=False, bone_sets=("virtual",))
+    with pytest.raises(InputError, match="unknown bone set 'anatomies'"):
+        learning_curve(smoke, dataset, tmp_path, [2], [0], ("ct_abmd_g_cm2",), progress=False, bone_sets=("anatomies",))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_virtual_bone_is_told_from_a_real_one_by_its_entry_and_donor():
+    from bmdgan.datasets.folds import is_virtual_bone
+    from bmdgan.datasets.format import CaseRecord
+
+    def record(patient: str, provenance: str) -> CaseRecord:
+        return CaseRecord(f"{patient}-standing", patient, "right", provenance=provenance)
+
+    assert not is_virtual_bone(record("STS_020-v003", '{"ct":"STS_020"}'))  # a real bone's virtual patient
+    assert not is_virtual_bone(record("Pelvic-Ref-002-v000", '{"ct":"Pelvic-Ref-002","side":"left"}'))
+    assert is_virtual_bone(record("STS_020-a01-v003", '{"ct":"STS_020"}'))  # an anatomy of it
+    assert is_virtual_bone(record("Pelvic-Ref-002-t00-v000", '{"ct":"Pelvic-Ref-002","donor_ct":"STS_040"}'))
+    assert not is_virtual_bone(record("patient-v12", ""))  # a real patient, whatever the name
+
+
+@pytest.fixture(scope="module")
+def virtual_cohort(dataset, tmp_path_factory):
+    """The synthetic pairs as a cohort of real bones (patient pN drawn on CT pN), each with a virtual anatomy
+    (``pN-a00``, the same images) in its CT's fold, and p0's body with p6's femur (a transplant)."""
+    import shutil
+    from dataclasses import replace
+
+    from bmdgan.datasets.format import read_manifest, rewrite_manifest
+
+    folder = tmp_path_factory.mktemp("virtual") / "cohort"
+    shutil.copytree(dataset, folder)
+    real = [
+        replace(r, patient_id=f"{r.patient_id}-v000", provenance=json.dumps({"ct": r.patient_id}))
+        for r in read_manifest(folder)
+    ]
+    anatomies = [
+        replace(r, case_id=f"{r.case_id}-a00", patient_id=r.patient_id.replace("-v000", "-a00-v000")) for r in real
+    ]
+    transplant = [
+        replace(r, case_id=f"{r.case_id}-t00", patient_id="p0-t00-v000", provenance='{"ct":"p0","donor_ct":"p6"}')
+        for r in real
+        if r.patient_id == "p0-v000"
+    ]
+    rewrite_manifest(folder, real + anatomies + transplant)
+    return folder
+
+
+@pytest.mark.slow
+def test_learning_curve_with_and_without_virtual_bones_at_the_same_steps(virtual_cohort, smoke, tmp_path):
+    """Each point is drawn twice, trained on the chosen CTs' real bones alone and with their virtual anatomies
+    (a transplant only when both its CTs are chosen), every run for as many steps as the fold's real bones, and
+    every point tested on the same held-out images: the held-out CTs' real bones."""
+    from dataclasses import replace
+
+    from bmdgan.datasets.folds import is_virtual_bone, source_cts_of
+    from bmdgan.datasets.format import read_manifest
+    from bmdgan.evaluation.learning_curve import learning_curve, training_ct_order
+    from bmdgan.training.run_folder import read_run_settings
+
+    config = replace(smoke, epochs={"stage1": 1, "stage2": 1, "stage3_frozen": 1, "stage3_finetune": 1, "baseline": 1})
+    points = learning_curve(config, virtual_cohort, tmp_path, [2], [0], ("ct_abmd_g_cm2",), progress=False)
+    records = read_manifest(virtual_cohort)
+    held_out = {r.case_id for r in records if r.fold == 0 and not is_virtual_bone(r)}
+    assert [(p["bone_set"], p["size"]) for p in points] == [
+        ("real", 2),
+        ("real", "all"),
+        ("virtual", 2),
+        ("virtual", "all"),
+    ]
+    assert {p["images"] for p in points} == {len(held_out)} == {4}  # two patients x two poses, no anatomy
+    order = training_ct_order(records, 0, seed=0)
+    for point, folder, chosen in (
+        ("real", tmp_path / "ct2", order[:2]),
+        ("real", tmp_path / "all", order),
+        ("virtual", tmp_path / "virtual" / "ct2", order[:2]),
+        ("virtual", tmp_path / "virtual" / "all", order),
+    ):
+        subset = read_manifest(folder / "datasets" / "fold0")
+        assert {r.case_id for r in subset if r.fold == 0} == held_out
+        training = [r for r in subset if r.fold != 0]
+        assert {source_cts_of(r)[0] for r in training} == set(chosen)
+        expected_virtual = 0 if point == "real" else 2 * len(chosen) + 2 * ({"p0", "p6"} <= set(chosen))
+        assert sum(is_virtual_bone(r) for r in training) == expected_virtual
+        assert len(training) == 2 * len(chosen) + expected_virtual
+    # Same steps as the fold's 12 real training images: twice the images (and p0+p6's transplant), half the period.
+    real_all, virtual_all = points[1], points[3]
+    transplant_images = 2 * ({"p0", "p6"} <= set(order))
+    assert real_all["image_ratio"] == 1 and real_all["epoch_factor"] == 1
+    assert virtual_all["image_ratio"] == pytest.approx(12 / (24 + transplant_images))
+    assert virtual_all["epoch_factor"] == 0.5
+    assert read_run_settings(tmp_path / "virtual" / "all" / "fold0")["config"]["restart_period_epochs"] == 2
+    assert (tmp_path / "learning_curve_ct_abmd_g_cm2.png").stat().st_size > 10_000
 
 
 def test_a_smaller_training_set_keeps_whole_warm_restart_cycles():
@@ -353,7 +445,7 @@ def test_model_card_leads_with_whole_ct_folds_their_bias_and_the_curve(curve, tm
     bias = points[-1]["per_source_ct"]["decomposition"]["ct_abmd_g_cm2"]
     assert len(bias) == 4 and all(f"| {patient} | 2 | {b['bias']:+.3f} |" in card for patient, b in bias.items())
     curve_at = card.index("## Learning curve")
-    assert curve_at > card.index("## Whole CTs held out") and "| 2.0 | 2.0 |" in card[curve_at:]
+    assert curve_at > card.index("## Whole CTs held out") and "| real bones | 2.0 | 2.0 |" in card[curve_at:]
     assert "TCIA Pelvic-Reference-Data, CC BY 3.0" in card and "(fold 0 held out)" in card
 
 

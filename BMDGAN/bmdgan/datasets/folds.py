@@ -12,6 +12,7 @@ neither CT is held out, and is tested only in a fold that holds out both (:func:
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -36,6 +37,21 @@ def source_cts_of(record: CaseRecord) -> tuple[str, ...]:
     except (json.JSONDecodeError, AttributeError):
         donor = None
     return (source_ct_of(record), donor) if donor else (source_ct_of(record),)
+
+
+def is_virtual_bone(record: CaseRecord) -> bool:
+    """Whether a virtual patient's bone was made from real ones rather than scanned: a femur placed into another
+    CT's body (a second source CT), or a virtual anatomy. A cohort names its virtual patients after the bone they
+    were drawn on (``<entry>-vNNN``, :mod:`bmdgan.cohort.virtual_patient`): a real bone's entry is its source CT,
+    an anatomy's is the CT's id with its own suffix (``STS_020-a00``). Cases without a source CT (real patients)
+    are real bones."""
+    try:
+        source = json.loads(record.provenance).get("ct")
+    except (json.JSONDecodeError, AttributeError):
+        source = None
+    if not source:
+        return False
+    return len(source_cts_of(record)) > 1 or re.sub(r"-v\d+$", "", record.patient_id) != source
 
 
 def ct_folds(records: list[CaseRecord]) -> dict[str, int]:

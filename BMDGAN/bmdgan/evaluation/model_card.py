@@ -109,17 +109,23 @@ def _learning_curve_section(points: list[dict], target: str = "ct_abmd_g_cm2") -
     lines = [
         "## Learning curve (whole CTs held out)",
         f"The same held-out images ({points[-1]['images']}) at every point; each point trained on the first k of "
-        f"its folds' training CTs for as many steps as all of them. {target}, pooled PCC / MAE:",
+        f"its folds' training CTs for as many steps as all of their real bones, on those real bones alone or with "
+        f"the virtual anatomies made from them. {target}, pooled PCC / MAE:",
         "",
-        "| training CTs | real bones | " + " | ".join(methods) + " |",
-        "|---|---|" + "---|" * len(methods),
+        "| trained on | training CTs | real bones | " + " | ".join(methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
     ]
     for point in points:
         cells = []
         for method in methods:
             m = point["methods"].get(method, {}).get(target)
             cells.append(f"{m['pcc']:.2f} / {m['mae']:.3f}" if m else "-")
-        lines.append(f"| {point['training_cts']:.1f} | {point['training_bones']:.1f} | " + " | ".join(cells) + " |")
+        trained_on = "real bones" if point.get("bone_set", "real") == "real" else "with virtual anatomies"
+        lines.append(
+            f"| {trained_on} | {point['training_cts']:.1f} | {point['training_bones']:.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return lines + [""]
 
 

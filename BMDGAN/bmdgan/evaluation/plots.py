@@ -90,13 +90,19 @@ def plot_robustness(path: Path, robustness: dict) -> None:
 
 
 def plot_learning_curve(path: Path, points: list[dict], target: str) -> None:
-    """Pooled held-out PCC and MAE of ``target`` against the real bones trained on, one line per method."""
+    """Pooled held-out PCC and MAE of ``target`` against the real bones trained on, one line per method and bone
+    set (solid: real bones only; dashed: with their virtual anatomies)."""
     plt, figure, (pcc_axis, mae_axis) = _figure(2, (10, 4))
-    bones = [point["training_bones"] for point in points]
-    for method in points[-1]["methods"]:
-        metrics = [point["methods"].get(method, {}).get(target, {}) for point in points]
-        for axis, key in ((pcc_axis, "pcc"), (mae_axis, "mae")):
-            axis.plot(bones, [m.get(key, np.nan) for m in metrics], marker="o", label=method)
+    bone_sets = list(dict.fromkeys(point.get("bone_set", "real") for point in points))
+    for method_index, method in enumerate(points[-1]["methods"]):
+        for bone_set in bone_sets:
+            curve = [point for point in points if point.get("bone_set", "real") == bone_set]
+            bones = [point["training_bones"] for point in curve]
+            metrics = [point["methods"].get(method, {}).get(target, {}) for point in curve]
+            label = method if len(bone_sets) == 1 else f"{method}, {bone_set} bones"
+            style = {"color": f"C{method_index}", "linestyle": "-" if bone_set == "real" else "--", "marker": "o"}
+            for axis, key in ((pcc_axis, "pcc"), (mae_axis, "mae")):
+                axis.plot(bones, [m.get(key, np.nan) for m in metrics], label=label, **style)
     pcc_axis.set_ylabel("pooled PCC on held-out CTs")
     mae_axis.set_ylabel(f"pooled MAE, {_label(target)}")
     for axis in (pcc_axis, mae_axis):

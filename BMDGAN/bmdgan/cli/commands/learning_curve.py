@@ -16,6 +16,14 @@ def add_arguments(parser) -> None:
         default="3,6",
         help="numbers of training CTs below all of them, comma-separated (default 3,6); all CTs is always a point",
     )
+    parser.add_argument(
+        "--bone-sets",
+        type=comma_list(str, example="real,virtual"),
+        default=None,
+        help="what each point trains on: 'real' (the chosen CTs' real bones) and/or 'virtual' (with the virtual "
+        "anatomies and transplants made from them), comma-separated (default: both where the cohort has virtual "
+        "bones, else real)",
+    )
     add_fold_training(parser, "0,1,2,3")
     add_seed(parser, what="order the training CTs are taken in")
     add_device(parser)
@@ -34,6 +42,7 @@ def run(args) -> int:
         args.targets,
         args.seed,
         args.device,
+        bone_sets=tuple(args.bone_sets) if args.bone_sets else None,
     )
     for target in args.targets:
         print(f"{target}, pooled over folds {list(args.folds)} ({points[-1]['images']} held-out images):")
@@ -43,6 +52,6 @@ def run(args) -> int:
                 for method, value in row.items()
                 if method not in ("size", "training_cts", "training_bones")
             )
-            print(f"  {row['size']!s:>4} CTs ({row['training_bones']:.1f} bones): {methods}")
+            print(f"  {row['bone_set']:>7} {row['size']!s:>4} CTs ({row['training_bones']:.1f} bones): {methods}")
     print(f"picture: {args.out}/learning_curve_<target>.png")
     return 0
