@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--bone-sets",
-        type=comma_list(str, example="real,virtual"),
+        type=comma_list(str, choices=("real", "virtual"), example="real,virtual"),
         default=None,
         help="what each point trains on: 'real' (the chosen CTs' real bones) and/or 'virtual' (with the virtual "
         "anatomies and transplants made from them), comma-separated (default: both where the cohort has virtual "
