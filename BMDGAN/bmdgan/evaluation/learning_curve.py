@@ -145,7 +145,6 @@ def learning_curve(
                 )
                 | {"bone_set": bone_set}
             )
-            process.synchronise()
     points.sort(key=lambda point: (point["bone_set"], point["training_cts"]))
     if process.is_main:
         atomic_write_text(out / "learning_curve.json", json.dumps(points, indent=2))
