@@ -370,7 +370,7 @@ def test_learning_curve_with_and_without_virtual_bones_at_the_same_steps(virtual
 
     from bmdgan.datasets.folds import is_virtual_bone, source_cts_of
     from bmdgan.datasets.format import read_manifest
-    from bmdgan.evaluation.learning_curve import learning_curve, training_ct_order
+    from bmdgan.evaluation.learning_curve import curve_table, learning_curve, training_ct_order
     from bmdgan.training.run_folder import read_run_settings
 
     config = replace(smoke, epochs={"stage1": 1, "stage2": 1, "stage3_frozen": 1, "stage3_finetune": 1, "baseline": 1})
@@ -406,6 +406,10 @@ def test_learning_curve_with_and_without_virtual_bones_at_the_same_steps(virtual
     assert virtual_all["epoch_factor"] == 0.5
     assert read_run_settings(tmp_path / "virtual" / "all" / "fold0")["config"]["restart_period_epochs"] == 2
     assert (tmp_path / "learning_curve_ct_abmd_g_cm2.png").stat().st_size > 10_000
+    rows = curve_table(points, "ct_abmd_g_cm2")
+    assert [(row["bone_set"], row["size"]) for row in rows] == [(p["bone_set"], p["size"]) for p in points]
+    pooled = points[3]["methods"]["baseline"]["ct_abmd_g_cm2"]
+    assert rows[3]["methods"]["baseline"] == (pooled["pcc"], pooled["mae"])
 
 
 def test_a_smaller_training_set_keeps_whole_warm_restart_cycles():

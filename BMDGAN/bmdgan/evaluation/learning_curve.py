@@ -193,18 +193,21 @@ def _train_point(
 
 
 def curve_table(points: list[dict], target: str) -> list[dict]:
-    """One row per point for ``target``: bone set, training CTs and bones, and pooled PCC and MAE per method (NaN
-    where absent)."""
+    """One row per point for ``target``: bone set, size, training CTs and bones, and ``methods``: {method: (pooled
+    PCC, MAE)} (NaN where absent)."""
     rows = []
     for point in points:
-        row = {
-            "bone_set": point.get("bone_set", REAL),
-            "size": point["size"],
-            "training_cts": point["training_cts"],
-            "training_bones": point["training_bones"],
-        }
+        methods = {}
         for method, values in point["methods"].items():
             metrics = values.get(target, {})
-            row[method] = (metrics.get("pcc", math.nan), metrics.get("mae", math.nan))
-        rows.append(row)
+            methods[method] = (metrics.get("pcc", math.nan), metrics.get("mae", math.nan))
+        rows.append(
+            {
+                "bone_set": point.get("bone_set", REAL),
+                "size": point["size"],
+                "training_cts": point["training_cts"],
+                "training_bones": point["training_bones"],
+                "methods": methods,
+            }
+        )
     return rows

@@ -48,9 +48,7 @@ def run(args) -> int:
         print(f"{target}, pooled over folds {list(args.folds)} ({points[-1]['images']} held-out images):")
         for row in curve_table(points, target):
             methods = "  ".join(
-                f"{method} PCC {value[0]:.3f} MAE {value[1]:.4g}"
-                for method, value in row.items()
-                if method not in ("size", "training_cts", "training_bones")
+                f"{method} PCC {pcc:.3f} MAE {mae:.4g}" for method, (pcc, mae) in row["methods"].items()
             )
             print(f"  {row['bone_set']:>7} {row['size']!s:>4} CTs ({row['training_bones']:.1f} bones): {methods}")
     print(f"picture: {args.out}/learning_curve_<target>.png")
