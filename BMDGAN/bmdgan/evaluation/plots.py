@@ -91,25 +91,35 @@ def plot_robustness(path: Path, robustness: dict) -> None:
 
 def plot_learning_curve(path: Path, points: list[dict], target: str) -> None:
     """Pooled held-out PCC and MAE of ``target`` against the real bones trained on, one line per method and bone
-    set (solid: real bones only; dashed: with their virtual anatomies)."""
-    plt, figure, (pcc_axis, mae_axis) = _figure(2, (10, 4))
+    set (filled circles, solid: real bones only; open squares, dashed: with their virtual anatomies)."""
+    plt, figure, (pcc_axis, mae_axis) = _figure(2, (10, 4.8))
     bone_sets = list(dict.fromkeys(point.get("bone_set", "real") for point in points))
     for method_index, method in enumerate(points[-1]["methods"]):
         for bone_set in bone_sets:
             curve = [point for point in points if point.get("bone_set", "real") == bone_set]
             bones = [point["training_bones"] for point in curve]
             metrics = [point["methods"].get(method, {}).get(target, {}) for point in curve]
-            label = method if len(bone_sets) == 1 else f"{method}, {bone_set} bones"
-            style = {"color": f"C{method_index}", "linestyle": "-" if bone_set == "real" else "--", "marker": "o"}
+            label = (
+                method if len(bone_sets) == 1 else f"{method}, {'real bones' if bone_set == 'real' else 'with virtual'}"
+            )
+            real = bone_set == "real"
+            style = {
+                "color": f"C{method_index}",
+                "linestyle": "-" if real else "--",
+                "marker": "o" if real else "s",
+                "markersize": 7,
+                "markerfacecolor": f"C{method_index}" if real else "none",
+            }
             for axis, key in ((pcc_axis, "pcc"), (mae_axis, "mae")):
                 axis.plot(bones, [m.get(key, np.nan) for m in metrics], label=label, **style)
     pcc_axis.set_ylabel("pooled PCC on held-out CTs")
     mae_axis.set_ylabel(f"pooled MAE, {_label(target)}")
     for axis in (pcc_axis, mae_axis):
         axis.set_xlabel("real bones in training (mean over folds)")
-        axis.legend(fontsize=8)
+    handles, labels = pcc_axis.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8)
     images = points[-1]["images"]
     figure.suptitle(f"{target}: whole CTs held out ({images} images), every point trained as many steps", fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.05 * (1 + (len(labels) - 1) // 3), 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
