@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from bmdgan.errors import BMDGANError
 from bmdgan.models.generator import build_generator
-from bmdgan.training.checkpoint import latest_checkpoint, load_weights
+from bmdgan.training.checkpoint import latest_checkpoint, load_weights, weights_sha256
 from bmdgan.training.run import train_run
 
 
@@ -68,6 +68,19 @@ def test_stopped_run_resumes_exactly(dataset, smoke, tmp_path):
         for run in ("straight", "stopped")
     ]
     assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
+
+
+def test_a_finished_run_resumed_keeps_its_exported_model(trained, dataset, smoke):
+    """Resuming a finished run (same stage-2 weights) neither refits the DRR -> BMD lines nor rewrites the model:
+    its fingerprint, and so any evaluation of it, stays valid."""
+    run_folder, _ = trained
+    model = run_folder / "model" / "model.json"
+    description = json.loads(model.read_text(encoding="utf-8"))
+    stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
+    assert description["provenance"]["encoder_sha256"] == weights_sha256(stage2, "generator")
+    before = (model.stat().st_mtime_ns, model.read_bytes())
+    train_run(replace(smoke, epochs={"stage1": 4, "stage2": 2}), dataset, run_folder, fold=0, progress=False)
+    assert (model.stat().st_mtime_ns, model.read_bytes()) == before
 
 
 def test_hierarchical_stage2_needs_stage1_and_mismatched_weights_are_refused(dataset, smoke, tmp_path):

@@ -222,7 +222,9 @@ def train_run(
         histories[stage] = trainer.train(stop_after_epochs, progress)
         if trainer.start_epoch + len({h["epoch"] for h in histories[stage]}) < config.epochs[stage]:
             return histories  # stopped early on request: later stages wait for the resume
-    if "stage2" in stages and process.is_main and trainer is not None:
+    stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
+    encoder = None if stage2 is None else weights_sha256(stage2, "generator")
+    if "stage2" in stages and process.is_main and trainer is not None and not _exported(run_folder, encoder):
         calibrations, distribution = fit_bmd_calibrations(
             trainer.generator, dataset_folder, records, config, process.device
         )
@@ -238,6 +240,17 @@ def train_run(
                 "hierarchical": hierarchical,
                 "training_cases": len(records),
                 "poses": list(poses) if poses else "all",
+                "encoder_sha256": encoder,
             },
         )
     return histories
+
+
+def _exported(run_folder: Path, encoder: str | None) -> bool:
+    """Whether ``run_folder/model`` was exported from the stage-2 weights ``encoder`` (their SHA-256): resuming a
+    finished run then keeps it as it is. Fitting the DRR -> BMD lines again would give the same model up to the
+    floating-point order of another thread count, and a changed model is evaluated again by whoever checks it."""
+    folder = run_folder / "model"
+    if encoder is None or not (folder / "model.json").is_file() or not (folder / "generator.safetensors").is_file():
+        return False
+    return read_model_description(folder).get("provenance", {}).get("encoder_sha256") == encoder
