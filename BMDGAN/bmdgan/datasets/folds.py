@@ -22,20 +22,23 @@ from .format import CaseRecord
 FOLD_GROUPS = ("patient", "ct")
 
 
+def _provenance(record: CaseRecord) -> dict:
+    """A record's provenance (the cohort's JSON object); empty where it holds none (real patients)."""
+    try:
+        provenance = json.loads(record.provenance)
+    except json.JSONDecodeError:
+        return {}
+    return provenance if isinstance(provenance, dict) else {}
+
+
 def source_ct_of(record: CaseRecord) -> str:
     """The real CT a virtual patient was made from (its provenance), or the patient itself for a real one."""
-    try:
-        return json.loads(record.provenance).get("ct") or record.patient_id
-    except (json.JSONDecodeError, AttributeError):
-        return record.patient_id
+    return _provenance(record).get("ct") or record.patient_id
 
 
 def source_cts_of(record: CaseRecord) -> tuple[str, ...]:
     """Every real CT a record's images were made from: its source CT, then the CT its femur came from, if another."""
-    try:
-        donor = json.loads(record.provenance).get("donor_ct")
-    except (json.JSONDecodeError, AttributeError):
-        donor = None
+    donor = _provenance(record).get("donor_ct")
     return (source_ct_of(record), donor) if donor else (source_ct_of(record),)
 
 
@@ -45,13 +48,10 @@ def is_virtual_bone(record: CaseRecord) -> bool:
     were drawn on (``<entry>-vNNN``, :mod:`bmdgan.cohort.virtual_patient`): a real bone's entry is its source CT,
     an anatomy's is the CT's id with its own suffix (``STS_020-a00``). Cases without a source CT (real patients)
     are real bones."""
-    try:
-        source = json.loads(record.provenance).get("ct")
-    except (json.JSONDecodeError, AttributeError):
-        source = None
-    if not source:
+    provenance = _provenance(record)
+    if not provenance.get("ct"):
         return False
-    return len(source_cts_of(record)) > 1 or re.sub(r"-v\d+$", "", record.patient_id) != source
+    return bool(provenance.get("donor_ct")) or re.sub(r"-v\d+$", "", record.patient_id) != provenance["ct"]
 
 
 def ct_folds(records: list[CaseRecord]) -> dict[str, int]:

@@ -128,10 +128,11 @@ def learning_curve(
     missing = [fold for fold in folds if fold not in {r.fold for r in records}]
     if missing:
         raise InputError(dataset, f"has no fold {missing[0]}", "pick folds the cohort was dealt into")
-    bone_sets = bone_sets or bone_sets_of(records)
+    available = bone_sets_of(records)
+    bone_sets = bone_sets or available
     if unknown := [name for name in bone_sets if name not in BONE_SETS]:
         raise InputError(None, f"unknown bone set {unknown[0]!r}", f"use {' or '.join(BONE_SETS)}")
-    if VIRTUAL in bone_sets and VIRTUAL not in bone_sets_of(records):
+    if VIRTUAL in bone_sets and VIRTUAL not in available:
         raise InputError(dataset, "holds no virtual bones", "simulate it with --anatomies or --transplants")
     check_sizes(records, sizes, folds, seed)
     process = start_process(device)

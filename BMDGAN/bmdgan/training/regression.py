@@ -29,10 +29,10 @@ from ..models.generator import build_generator
 from ..models.regressor import build_regressor
 from ..progress import progress_bar
 from .augment import augment_sample, sample_generator
-from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights, weights_sha256
+from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights
 from .config import TrainingConfig
 from .data import PairDataset
-from .run import BMD_TARGETS, check_run_settings, training_records
+from .run import BMD_TARGETS, check_run_settings, stage2_sha256, training_records
 from .run_folder import append_history, truncate_history
 from .trainer import mean_across_processes, start_process
 
@@ -71,9 +71,8 @@ def build_model(kind: str, config: TrainingConfig, run_folder: Path, values: np.
 
 def encoder_fingerprint(kind: str, run_folder: Path) -> str | None:
     """SHA-256 of the stage-2 generator weights a decomposition regressor inherits its encoder from (None for
-    the baseline): identifies the encoder even when stage 2 was retrained to the same epoch."""
-    stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
-    return None if kind != "decomposition" or stage2 is None else weights_sha256(stage2, "generator")
+    the baseline)."""
+    return stage2_sha256(run_folder) if kind == "decomposition" else None
 
 
 def refuse_stale_encoder(folder: Path, extra: dict, fingerprint: str | None) -> None:

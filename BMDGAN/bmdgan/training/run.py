@@ -129,8 +129,7 @@ def regressors_still_valid(model_folder: Path, run_folder: Path) -> dict:
     path = model_folder / "model.json"
     if not path.exists():
         return {}
-    stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
-    current = None if stage2 is None else weights_sha256(stage2, "generator")
+    current = stage2_sha256(run_folder)
     kept = {}
     for name, entry in read_model_description(model_folder).get("regressors", {}).items():  # names checked there
         if entry["kind"] == "baseline" or entry.get("encoder_sha256") == current:
@@ -222,28 +221,35 @@ def train_run(
         histories[stage] = trainer.train(stop_after_epochs, progress)
         if trainer.start_epoch + len({h["epoch"] for h in histories[stage]}) < config.epochs[stage]:
             return histories  # stopped early on request: later stages wait for the resume
-    stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
-    encoder = None if stage2 is None else weights_sha256(stage2, "generator")
-    if "stage2" in stages and process.is_main and trainer is not None and not _exported(run_folder, encoder):
-        calibrations, distribution = fit_bmd_calibrations(
-            trainer.generator, dataset_folder, records, config, process.device
-        )
-        export_model(
-            run_folder,
-            trainer.generator,
-            config,
-            calibrations,
-            distribution,
-            {
-                "dataset": str(dataset_folder),
-                "fold": fold,
-                "hierarchical": hierarchical,
-                "training_cases": len(records),
-                "poses": list(poses) if poses else "all",
-                "encoder_sha256": encoder,
-            },
-        )
+    if "stage2" in stages and process.is_main and trainer is not None:
+        encoder = stage2_sha256(run_folder)
+        if not _exported(run_folder, encoder):
+            calibrations, distribution = fit_bmd_calibrations(
+                trainer.generator, dataset_folder, records, config, process.device
+            )
+            export_model(
+                run_folder,
+                trainer.generator,
+                config,
+                calibrations,
+                distribution,
+                {
+                    "dataset": str(dataset_folder),
+                    "fold": fold,
+                    "hierarchical": hierarchical,
+                    "training_cases": len(records),
+                    "poses": list(poses) if poses else "all",
+                    "encoder_sha256": encoder,
+                },
+            )
     return histories
+
+
+def stage2_sha256(run_folder: Path) -> str | None:
+    """SHA-256 of the latest stage-2 generator weights of a run (None before stage 2): what its exported model and
+    its decomposition regressors were made from, recognised even when stage 2 was retrained to the same epoch."""
+    stage2 = latest_checkpoint(run_folder / "stage2" / "checkpoints")
+    return None if stage2 is None else weights_sha256(stage2, "generator")
 
 
 def _exported(run_folder: Path, encoder: str | None) -> bool:

@@ -83,8 +83,9 @@ def run(args) -> int:
         raise InputError(None, f"--folds {list(args.folds)} is not among folds 0-{args.fold_count - 1}", "give fewer")
     if args.cross_validate:
         folds = ct_folds(views, args.fold_count)
+        measured = sorted(args.folds or range(args.fold_count))
         rows, member_rows = [], []
-        for fold in args.folds or range(args.fold_count):
+        for fold in measured:
             fold_folder = out / "cross_validation" / f"fold_{fold}"
             held_out = [v for v in views if folds[v.ct] == fold and v.anatomy is None]  # measured on real bones
             print(f"fold {fold}: training without {sorted({v.ct for v in held_out})}")
@@ -97,7 +98,7 @@ def run(args) -> int:
                 member_rows += [{**row, "fold": fold, "member": index} for row in alone]
         summary = {
             "folds": {ct: fold for ct, fold in folds.items()},
-            "measured_folds": sorted(args.folds or range(args.fold_count)),
+            "measured_folds": measured,
             **summarise(rows),
         }
         if member_rows:
