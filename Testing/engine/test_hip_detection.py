@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from bmdgan.cohort.generator import prepare_cts
+from bmdgan.cohort.prepared_ct import load_prepared, prepared_bones, real_bones
 from bmdgan.detection.detector import (
     DETECTOR_MM_PER_PX,
     HEATMAP_SIGMA_PX,
@@ -17,6 +19,7 @@ from bmdgan.detection.detector import (
     heatmap_peak,
 )
 from bmdgan.detection.landmark_folder import LandmarkView, add_view, read_image, read_views
+from bmdgan.detection.landmark_views import simulate_landmark_views
 from bmdgan.detection.layout import CHANNELS
 from bmdgan.detection.refinement import REFINER_MM_PER_PX, REFINER_PATCH_PX, REFINER_SEARCH_MM, window_matrix
 from bmdgan.detection.training import (
@@ -427,3 +430,31 @@ def test_train_detector_members_trains_each_seed_and_measures_them_beside_the_en
     assert "member seed 6 alone" in done.stdout
     refused = train("--members", "3")
     assert refused.returncode == 2 and "holds a detector of 2 member(s), not 3" in refused.stderr
+
+
+@pytest.mark.slow
+def test_an_implanted_hip_labels_the_detectors_views_but_no_cohort(shared_data, tmp_path):
+    """The TotalSegmentator example CT has screws in its left femoral neck. Prepared as for a cohort, its left hip
+    is refused for the metal; with ``allow_metal`` (simulate-landmarks --allow-metal) it is prepared with the metal's
+    volume on record (the 12.8 cm3 the refusal names), listed only for the detector's views, and the CT gets AP
+    pelvis views with both heads labelled: the left head on the image's right, level with the right one."""
+    ct = shared_data / "ct" / "totalsegmentator_example" / "example_ct.nii.gz"
+    prepared = tmp_path / "prepared"
+    ids, skipped = prepare_cts([ct], prepared, progress=False)
+    assert ids == ["example_ct"] and prepared_bones(prepared, "example_ct") == ["example_ct_right"]
+    assert "metal" in skipped["example_ct:left"] and "12.80 cm3" in skipped["example_ct:left"]
+    ids, skipped = prepare_cts([ct], prepared, progress=False, allow_metal=True)
+    assert prepared_bones(prepared, "example_ct", with_metal=True) == ["example_ct_left", "example_ct_right"]
+    assert prepared_bones(prepared, "example_ct") == ["example_ct_right"]  # a cohort still sees one hip
+    assert real_bones(prepared) == {"example_ct": ["example_ct_right"]}
+    assert load_prepared(prepared, "example_ct_left").metal_in_pf_cm3 == pytest.approx(12.80, abs=0.01)
+    assert "detector's views only" in skipped["example_ct:left"]
+    counts = simulate_landmark_views(
+        str(prepared), ids, str(tmp_path / "views"), per_hip=0, ap_per_ct=1, seed=0, progress=False, with_metal=True
+    )
+    assert counts == {"ap-pelvis": 1}
+    (view,) = read_views(tmp_path / "views")
+    right, left = np.array(view.landmarks["head_right"]), np.array(view.landmarks["head_left"])
+    distance_mm = np.hypot(*((left - right) * view.pixel_spacing_mm[::-1]))
+    assert left[0] > right[0] and 150.0 < distance_mm < 220.0  # heads 150-220 mm apart (bmdgan.ct.hips)
+    assert abs(left[1] - right[1]) * view.pixel_spacing_mm[0] < 15.0

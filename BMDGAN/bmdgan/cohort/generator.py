@@ -47,6 +47,7 @@ from ..worker_lifetime import die_with_parent
 from .channels import CHANNELS, channel_volumes, combine, pad_across_beam
 from .prepared_ct import (
     PreparedCT,
+    has_metal,
     has_prepared,
     load_prepared,
     pf_scan_cuts,
@@ -236,16 +237,16 @@ def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
     return _WORKER_CACHE["prepared"], _WORKER_CACHE["projector"]
 
 
-def pelvis_scene_of(prepared_folder: str, ct_id: str):
-    """The AP pelvis projector of a CT's prepared hips, built once per worker process."""
-    if _WORKER_CACHE.get("key") != ("ap-pelvis", ct_id):
+def pelvis_scene_of(prepared_folder: str, ct_id: str, with_metal: bool = False):
+    """The AP pelvis projector of a CT's prepared hips (``with_metal``: an implanted hip's too, for the detector's
+    views), built once per worker process."""
+    if _WORKER_CACHE.get("key") != ("ap-pelvis", ct_id, with_metal):
         from .pelvis_case import pelvis_scene
 
         _WORKER_CACHE.clear()
-        scene = pelvis_scene(
-            [load_prepared(Path(prepared_folder), key) for key in prepared_bones(Path(prepared_folder), ct_id)]
-        )
-        _WORKER_CACHE.update(key=("ap-pelvis", ct_id), scene=scene)
+        keys = prepared_bones(Path(prepared_folder), ct_id, with_metal)
+        scene = pelvis_scene([load_prepared(Path(prepared_folder), key) for key in keys])
+        _WORKER_CACHE.update(key=("ap-pelvis", ct_id, with_metal), scene=scene)
     return _WORKER_CACHE["scene"]
 
 
@@ -503,12 +504,15 @@ def prepare_cts(
     progress: bool = True,
     segmentations: dict[str, tuple[str, list[Path]]] | None = None,
     body_mask=None,
+    allow_metal: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """Prepare (or reuse the cache of) every hip of every CT: both sides of a CT that holds two
     (:func:`bmdgan.ct.pipeline.hip_sides`), each under its own key. Returns (CT ids with at least one prepared hip,
     {skipped CT id or "CT id:side": reason}). ``segmentations``: {CT id: (side, label files)} for CTs whose femur
     should come from a given segmentation (that side only). ``body_mask``: a function giving a CT's body (bool
-    [k, j, i]; default :func:`bmdgan.ct.pipeline.body_of`)."""
+    [k, j, i]; default :func:`bmdgan.ct.pipeline.body_of`). ``allow_metal``: also prepare a hip with an implant
+    in its PF region, the sides skipped before included (for the hip detector's views only:
+    :func:`bmdgan.cohort.prepared_ct.prepared_bones` lists it only ``with_metal``)."""
 
     from ..ct.pipeline import body_of, hip_sides
 
@@ -516,17 +520,24 @@ def prepare_cts(
     for path in progress_bar(paths, desc="preparing CTs", disable=not progress):
         ct_id = ct_id_of(path)
         record = sides_record_path(prepared_folder, ct_id)
-        if record.is_file() or has_prepared(prepared_folder, ct_id):  # done before (or made before sides)
-            done = json.loads(record.read_text()) if record.is_file() else {}
+        done = json.loads(record.read_text()) if record.is_file() else {}
+        retry = [  # sides skipped before (for an implant or else), tried again with allow_metal
+            side
+            for side in done.get("skipped", {})
+            if allow_metal
+            and side in done.get("sides", [])
+            and not has_prepared(prepared_folder, side_key(ct_id, side))
+        ]
+        if (record.is_file() or has_prepared(prepared_folder, ct_id)) and not retry:  # done (or made before sides)
             skipped.update({f"{ct_id}:{side}": reason for side, reason in done.get("skipped", {}).items()})
-            if prepared_bones(prepared_folder, ct_id):
+            if prepared_bones(prepared_folder, ct_id, with_metal=allow_metal):
                 usable.append(ct_id)
             continue
         side, files = (segmentations or {}).get(ct_id, ("auto", None))
         try:  # one CT object: bmdgan.ct searches its hips once, for its sides and for each side's analysis
             ct = read_ct(path)
             body = body_mask(ct) if callable(body_mask) else body_of(ct)
-            sides = [side] if files else (hip_sides(ct) or ["auto"])  # none found: 'auto' says why
+            sides = done.get("sides") or ([side] if files else (hip_sides(ct) or ["auto"]))  # none: 'auto' says why
         except BMDGANError as error:
             skipped[ct_id] = str(error)
             continue
@@ -535,11 +546,18 @@ def prepare_cts(
             if has_prepared(prepared_folder, side_key(ct_id, side)):
                 continue
             try:
-                save_prepared(prepare_ct(ct, ct_id, side, files, body), prepared_folder)
+                prepared = prepare_ct(ct, ct_id, side, files, body, allow_metal)
             except BMDGANError as error:
                 failed[side] = str(error)
+                continue
+            save_prepared(prepared, prepared_folder)
+            if has_metal(prepared_folder, prepared.cache_key):
+                failed[side] = (
+                    f"the {side} hip has metal ({prepared.metal_in_pf_cm3:.2f} cm3) in its proximal-femur region: "
+                    "prepared for the hip detector's views only (--allow-metal), not measured"
+                )
         skipped.update({f"{ct_id}:{side}" if len(sides) > 1 else ct_id: reason for side, reason in failed.items()})
         atomic_write_text(record, json.dumps({"ct_id": ct_id, "sides": sides, "skipped": failed}, indent=2) + "\n")
-        if prepared_bones(prepared_folder, ct_id):
+        if prepared_bones(prepared_folder, ct_id, with_metal=allow_metal):
             usable.append(ct_id)
     return usable, skipped

@@ -9,6 +9,11 @@ A CT that holds both hips is prepared once per side, each under its own key (``<
 ``<ct_id>_right``; a CT prepared without a side keeps ``<ct_id>``), and ``<ct_id>.sides.json`` records which
 sides were prepared and why any was not. The HU kept for projection are set to air outside the patient's body
 (couch, wires), and the body mask is kept with the arrays.
+
+A hip with an implant in its PF region is refused, unless it is prepared with ``allow_metal`` (the metal left out
+of its density) for the hip detector's views, which need every hip a radiograph shows: its record then holds the
+metal's volume, and :func:`prepared_bones` lists it only for callers that ask for such hips, so no cohort, model or
+BMD figure uses it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_text
 from ..ct import labels as L
+from ..ct.hips import MIN_IMPLANT_CM3
 from ..ct.label_import import load_segmentation  # automatic femur is not good enough
 from ..datasets.normalise import NECK_POINT_MM
 from ..errors import InputError
@@ -53,6 +59,9 @@ class PreparedCT:
     donor_ct: str = ""
     """The CT this hip's femur came from when it was placed into ``ct_id``'s body (:mod:`bmdgan.cohort.transplant`):
     a second source, so folds by CT keep it away from both CTs' held-out folds; empty for a CT's own femur."""
+    metal_in_pf_cm3: float = 0.0
+    """Metal in the PF region (cm3): above :data:`bmdgan.ct.hips.MIN_IMPLANT_CM3` only for a hip prepared with
+    ``allow_metal``, which only the detector's views use (:func:`prepared_bones`)."""
 
     @property
     def cache_key(self) -> str:
@@ -104,6 +113,7 @@ def save_prepared(prepared: PreparedCT, folder: Path) -> None:
                 "frame_axes": np.asarray(prepared.frame_axes).tolist(),
                 "key": key,
                 **({"donor_ct": prepared.donor_ct} if prepared.donor_ct else {}),
+                **({"metal_in_pf_cm3": prepared.metal_in_pf_cm3} if prepared.metal_in_pf_cm3 else {}),
             },
             indent=2,
         ),
@@ -119,9 +129,17 @@ def side_key(ct_id: str, side: str) -> str:
     return ct_id if side == "auto" else f"{ct_id}_{side}"
 
 
-def prepared_bones(folder: Path, ct_id: str) -> list[str]:
-    """Cache keys of the prepared hips of a CT: ``<ct_id>`` (one hip), or its ``_left``/``_right`` sides."""
-    return [key for key in (ct_id, side_key(ct_id, "left"), side_key(ct_id, "right")) if has_prepared(folder, key)]
+def prepared_bones(folder: Path, ct_id: str, with_metal: bool = False) -> list[str]:
+    """Cache keys of the prepared hips of a CT: ``<ct_id>`` (one hip), or its ``_left``/``_right`` sides; a hip
+    prepared with an implant only ``with_metal`` (the detector's views)."""
+    keys = [key for key in (ct_id, side_key(ct_id, "left"), side_key(ct_id, "right")) if has_prepared(folder, key)]
+    return keys if with_metal else [key for key in keys if not has_metal(folder, key)]
+
+
+def has_metal(folder: Path, key: str) -> bool:
+    """Whether the prepared hip ``key`` was prepared with an implant in its PF region (``allow_metal``)."""
+    description = json.loads((Path(folder) / f"{key}.json").read_text(encoding="utf-8"))
+    return description.get("metal_in_pf_cm3", 0.0) > MIN_IMPLANT_CM3
 
 
 DERIVED_BONE_RECORDS = (".anatomy.json", ".transplant.json")
@@ -140,8 +158,8 @@ def real_bones(folder: Path) -> dict[str, list[str]]:
     bones: dict[str, list[str]] = {}
     for description in sorted(Path(folder).glob("*.json")):
         key = description.stem
-        if "." in key or not has_prepared(Path(folder), key) or is_derived_bone(folder, key):
-            continue  # a sides record, a derived bone's record, an unfinished entry or a derived bone
+        if "." in key or not has_prepared(Path(folder), key) or is_derived_bone(folder, key) or has_metal(folder, key):
+            continue  # a sides record, a derived bone's record, an unfinished entry, a derived or implanted bone
         bones.setdefault(json.loads(description.read_text())["ct_id"], []).append(key)
     return dict(sorted(bones.items()))
 
@@ -183,6 +201,7 @@ def load_prepared(folder: Path, key: str) -> PreparedCT:
         description.get("key", ""),
         arrays["femur"].astype(bool) if "femur" in arrays.files else None,
         description.get("donor_ct", ""),
+        description.get("metal_in_pf_cm3", 0.0),
     )
 
 
@@ -201,6 +220,7 @@ def prepare_ct(
     side: str = "auto",
     segmentation: list[str | Path] | None = None,
     body_mask: BodyMask | None = None,
+    allow_metal: bool = False,
 ) -> PreparedCT:
     """Run the CT analysis of one hip (``side``: 'left', 'right' or 'auto'; automatic labels, landmarks, PF
     region, phantomless calibration) and derive what the cohort needs. ``path``: a CT file or an already read
@@ -222,7 +242,7 @@ def prepare_ct(
     labels = None
     if segmentation:  # e.g. TotalSegmentator's femur_<side> and hip_<side> files, for scans where the
         labels = load_segmentation(segmentation, ct, side)
-    analysis = analyse_ct(ct, side=side, label_volume=labels)
+    analysis = analyse_ct(ct, side=side, label_volume=labels, allow_metal=allow_metal)
     calibration = analysis.calibration
     ct = clean_outside_body(ct, body)
     density = calibration.density(ct.array).astype(np.float32)
@@ -266,4 +286,5 @@ def prepare_ct(
         body,
         side_key(ct_id, side),
         analysis.segmentation.femur.astype(bool),
+        metal_in_pf_cm3=analysis.measurement.metal_volume_cm3,
     )

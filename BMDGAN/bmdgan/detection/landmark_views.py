@@ -16,7 +16,9 @@ each transplant entry (:mod:`bmdgan.cohort.transplant`: other CTs' femurs in a w
 the donor CTs they show (``donor_cts``), so whole-CT folds keep them away from those CTs' folds too.
 
 Landmarks (head centre and neck point per side, :data:`bmdgan.detection.network.CHANNELS`) are the CT's, projected
-by the same geometry that made the image. A side whose hip is not in the CT has none (null).
+by the same geometry that made the image. A side whose hip is not in the CT has none (null). A hip with an implant
+(screws, a nail) is labelled like any other when it was prepared with ``allow_metal``: users' radiographs show such
+hips, and a CT with one (the TotalSegmentator example) then gives AP pelvis views of one more body.
 """
 
 from __future__ import annotations
@@ -51,14 +53,14 @@ def _as_list(point: np.ndarray) -> list[float]:
 
 
 def ap_pelvis_view(
-    prepared_folder: str, ct_id: str, index: int, seed: int, anatomy: str | None = None
+    prepared_folder: str, ct_id: str, index: int, seed: int, anatomy: str | None = None, with_metal: bool = False
 ) -> tuple[LandmarkView, np.ndarray]:
     """One AP pelvis radiograph of a CT with both hips prepared (``anatomy``: of that virtual anatomy entry of
-    the CT), with both hips' landmarks."""
+    the CT; ``with_metal``: a hip prepared with its implant counts), with both hips' landmarks."""
     from ..cohort.pelvis_case import render_pelvis
 
     entry = anatomy or ct_id
-    scene = pelvis_scene_of(prepared_folder, entry)
+    scene = pelvis_scene_of(prepared_folder, entry, with_metal)
     settings = CohortSettings(prepared_folder, seed=seed, acquisition="varied")
     patient = sample_patient(seed, f"{entry}-landmarks", index)
     pose = list(POSES)[index % len(POSES)]
@@ -117,13 +119,15 @@ def simulate_landmark_views(
     anatomies: dict[str, list[str]] | None = None,
     per_anatomy: int = 0,
     ap_per_anatomy: int = 0,
+    with_metal: bool = False,
 ) -> dict:
     """Make (or finish) the landmark views of every prepared hip of ``ct_ids`` in ``out``
     (:mod:`.landmark_folder`): ``per_hip`` ``hip`` and as many ``thigh`` views of each hip and, for a CT with both
     hips prepared, ``ap_per_ct`` AP pelvis views; the same of every prepared virtual anatomy in ``anatomies``
     ({CT id: anatomy or transplant entry ids}, :func:`bmdgan.cohort.anatomy.prepare_anatomies`,
-    :func:`bmdgan.cohort.transplant.prepare_transplants`) with ``per_anatomy`` and ``ap_per_anatomy``. Returns the
-    counts per view (``hip (anatomies)`` etc. apart)."""
+    :func:`bmdgan.cohort.transplant.prepare_transplants`) with ``per_anatomy`` and ``ap_per_anatomy``;
+    ``with_metal``: hips prepared with an implant too (users' radiographs show them; such a CT's AP pelvis views
+    need both hips). Returns the counts per view (``hip (anatomies)`` etc. apart)."""
     from pathlib import Path
 
     import torch
@@ -133,7 +137,7 @@ def simulate_landmark_views(
     folder = Path(prepared_folder)
     tasks, hips_per_ct, anatomy_keys = [], {}, set()
     for ct_id in ct_ids:
-        keys = prepared_bones(folder, ct_id)
+        keys = prepared_bones(folder, ct_id, with_metal)
         hips_per_ct[ct_id] = len(keys)
         entries = [(None, keys, per_hip, ap_per_ct)]  # (anatomy entry, its hips, views per hip, AP views)
         for entry in (anatomies or {}).get(ct_id, []):
@@ -156,7 +160,7 @@ def simulate_landmark_views(
             ]
     for kind, ct_id, key, index in progress_bar(tasks, desc="landmark views", disable=not progress):
         if kind == "ap":
-            view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, key)
+            view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, key, with_metal and key is None)
         else:
             crop = hips_per_ct[ct_id] > 1
             view, image = single_hip_view(prepared_folder, key, ct_id, crop, kind, index, seed, key in anatomy_keys)

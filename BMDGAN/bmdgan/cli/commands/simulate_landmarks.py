@@ -57,6 +57,13 @@ def add_arguments(parser) -> None:
         default=None,
         help="folder of prepared CTs to reuse (e.g. a cohort's 'prepared'; default OUT/prepared)",
     )
+    parser.add_argument(
+        "--allow-metal",
+        action="store_true",
+        help="also label hips with an implant in their proximal-femur region (prepared with the metal left out of "
+        "the density; marked so that no cohort uses them): users' radiographs show such hips, and a CT with one "
+        "then gives AP pelvis views too",
+    )
     add_segmentation(parser)
     add_seed(parser)
 
@@ -74,7 +81,9 @@ def run(args) -> int:
     paths = ct_paths(args.cts, args.exclude)
     prepared = Path(args.prepared) if args.prepared else Path(args.out) / "prepared"
     print(f"preparing {len(paths)} CTs (labels, landmarks)...")
-    ct_ids, skipped = prepare_cts(paths, prepared, segmentations=segmentations_of(args.segmentation))
+    ct_ids, skipped = prepare_cts(
+        paths, prepared, segmentations=segmentations_of(args.segmentation), allow_metal=args.allow_metal
+    )
     for ct_id, reason in skipped.items():
         print(f"  skipped {ct_id}: {reason}")
     if not ct_ids:
@@ -103,6 +112,7 @@ def run(args) -> int:
         anatomies=anatomies,
         per_anatomy=args.per_anatomy,
         ap_per_anatomy=args.ap_per_anatomy,
+        with_metal=args.allow_metal,
     )
     print(
         ", ".join(f"{n} {view} views" for view, n in sorted(counts.items())) + f" from {len(ct_ids)} CTs -> {args.out}"
