@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from bmdgan.cohort.generator import prepare_cts
 from bmdgan.cohort.prepared_ct import load_prepared, prepared_bones, real_bones
@@ -22,14 +21,7 @@ from bmdgan.detection.landmark_folder import LandmarkView, add_view, read_image,
 from bmdgan.detection.landmark_views import simulate_landmark_views
 from bmdgan.detection.layout import CHANNELS
 from bmdgan.detection.refinement import REFINER_MM_PER_PX, REFINER_PATCH_PX, REFINER_SEARCH_MM, window_matrix
-from bmdgan.detection.training import (
-    ELASTIC_GRID_MM,
-    PATCH_PX,
-    elastic_field,
-    refiner_sample,
-    training_sample,
-    views_without,
-)
+from bmdgan.detection.training import PATCH_PX, refiner_sample, training_sample, views_without
 
 
 def _gaussian(shape, column, row, sigma=HEATMAP_SIGMA_PX):
@@ -86,54 +78,6 @@ def test_training_windows_put_their_targets_on_the_landmarks_and_mirror_the_side
         assert distance_mm == pytest.approx(40.0, rel=0.12)  # 50 px at 0.8 mm, scaled by at most 10 %
         checked += 1
     assert sides_seen == {"left", "right"}
-
-
-def test_elastic_field_has_the_drawn_size_and_is_smooth_at_the_scale_of_a_head():
-    """The warp's displacement has about the drawn SD (cubic splines between normal draws: a little less between
-    the control points), and its strain (change per pixel) is about SD * sqrt(2) / control spacing: at the largest
-    SD (8 mm) a head's size changes by ~18 % (RMS) while it moves by ~7 mm."""
-    rng = np.random.default_rng(0)
-    fields = np.stack([elastic_field(PATCH_PX, 4.0, rng) for _ in range(40)])
-    assert fields.shape == (40, 2, PATCH_PX, PATCH_PX)
-    assert 0.7 * 4.0 < fields.std() < 1.1 * 4.0
-    control_spacing_px = ELASTIC_GRID_MM / DETECTOR_MM_PER_PX
-    for axis in (2, 3):
-        strain = np.sqrt(np.mean(np.diff(fields, axis=axis) ** 2))
-        assert 0.6 < strain / (4.0 * np.sqrt(2) / control_spacing_px) < 1.2
-
-
-def test_elastic_windows_move_the_targets_with_the_image():
-    """A bright head disc and a dim neck disc, windows warped by up to 8 mm SD: in every window that holds the
-    head, its target peaks within a pixel of the warped disc's centroid (image and targets take one warp), while
-    the disc sits up to several pixels from where the unwarped window puts it."""
-    shape, spacing = (500, 400), (0.8, 0.8)
-    head, neck = (150.0, 200.0), (100.0, 200.0)
-    rows, columns = np.mgrid[0 : shape[0], 0 : shape[1]]
-    image = np.zeros(shape, np.float32)
-    image[(columns - head[0]) ** 2 + (rows - head[1]) ** 2 < 12**2] = 2.0
-    image[(columns - neck[0]) ** 2 + (rows - neck[1]) ** 2 < 8**2] = 1.0
-    landmarks = {name: None for name in CHANNELS} | {"head_right": list(head), "neck_right": list(neck)}
-    view = LandmarkView("v", "CT", "hip", spacing, landmarks)
-    checked, moved = 0, []
-    for seed in range(60):
-        warped_inputs, targets = training_sample(image, view, np.random.default_rng(seed), elastic_sd_mm=8.0)
-        plain_inputs, _ = training_sample(image, view, np.random.default_rng(seed))
-        heads = [name for name in CHANNELS if name.startswith("head") and targets[CHANNELS.index(name)].max() > 0.9]
-        bright = warped_inputs > 0.9
-        if len(heads) != 1 or bright.sum() < 10 or bright[[0, -1]].any() or bright[:, [0, -1]].any():
-            continue  # a window without the whole head disc
-        column, row, _ = heatmap_peak(targets[CHANNELS.index(heads[0])])
-        components, _ = ndimage.label(bright)
-        disc = components == components[int(round(row)), int(round(column))]
-        assert components[int(round(row)), int(round(column))] > 0 and disc.sum() > 40  # on the head disc
-        disc_rows, disc_columns = np.nonzero(disc)
-        assert np.hypot(disc_columns.mean() - column, disc_rows.mean() - row) < 1.0
-        plain_components, _ = ndimage.label(plain_inputs > 0.9)
-        largest = np.bincount(plain_components.ravel())[1:].argmax() + 1  # the head disc is the larger
-        plain_rows, plain_columns = np.nonzero(plain_components == largest)
-        moved.append(np.hypot(disc_columns.mean() - plain_columns.mean(), disc_rows.mean() - plain_rows.mean()))
-        checked += 1
-    assert checked >= 10 and max(moved) > 2.0
 
 
 def test_refinement_window_is_one_millimetre_around_its_centre_and_mirrors_a_left_hip():

@@ -138,24 +138,15 @@ positive_int = bounded_int(1)
 non_negative_int = bounded_int(0)
 
 
-def _millimetres(text: str, allow_zero: bool) -> float:
+def positive_mm(text: str) -> float:
+    """argparse type of a length in mm that must be a finite number above 0 (a pixel spacing, a distance)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of millimetres") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise argparse.ArgumentTypeError(f"{value} mm is not a {'non-negative' if allow_zero else 'positive'} length")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} mm is not a positive length")
     return value
-
-
-def positive_mm(text: str) -> float:
-    """argparse type of a length in mm that must be a finite number above 0 (a pixel spacing, a distance)."""
-    return _millimetres(text, allow_zero=False)
-
-
-def non_negative_mm(text: str) -> float:
-    """argparse type of a length in mm that may be 0 (an amplitude that 0 switches off)."""
-    return _millimetres(text, allow_zero=True)
 
 
 def share(text: str) -> float:

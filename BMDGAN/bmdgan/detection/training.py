@@ -2,13 +2,12 @@
 
 Each training sample is a window of :data:`PATCH_PX` pixels at 2 mm (256 mm) cut from a view at a random place,
 turn (+/-:data:`ROTATION_DEG`), scale (+/-:data:`SCALE_FRACTION`) and mirror (mirroring swaps the sides): windows
-show both hips, one hip, part of a hip or none, as users' radiographs do. Optionally (``elastic_sd_mm``) a smooth
-random warp (:func:`elastic_field`) moves the pelvis, the other hip and the soft tissue a few mm around each head,
-as another body places them. Intensities get a random gamma and noise. A landmark's target is a Gaussian
-(:data:`~.detector.HEATMAP_SIGMA_PX`) normalised over the window, or "absent" when the window does not hold it; the
-loss is the cross-entropy of the network's softmax over the pixels and the absent logit (:func:`landmark_loss`).
-The second stage (:mod:`.refinement`) learns the same loss on 96 mm windows around each head, cut up to 20 mm off
-it (:func:`refiner_sample`). Checkpoints after every epoch (safetensors): a killed run resumes at the last one.
+show both hips, one hip, part of a hip or none, as users' radiographs do. Intensities get a random gamma and
+noise. A landmark's target is a Gaussian (:data:`~.detector.HEATMAP_SIGMA_PX`) normalised over the window, or
+"absent" when the window does not hold it; the loss is the cross-entropy of the network's softmax over the pixels
+and the absent logit (:func:`landmark_loss`). The second stage (:mod:`.refinement`) learns the same loss on 96 mm
+windows around each head, cut up to 20 mm off it (:func:`refiner_sample`). Checkpoints after every epoch
+(safetensors): a killed run resumes at the last one.
 """
 
 from __future__ import annotations
@@ -35,9 +34,6 @@ NEAR_HIP_PROBABILITY = 0.6
 """Share of windows centred near a hip (within :data:`NEAR_HIP_MM`); the rest anywhere on the view."""
 NEAR_HIP_MM = 100.0
 REFINER_EPOCHS = 15
-ELASTIC_GRID_MM = 64.0
-"""Spacing of the elastic warp's random control points (mm): a femoral head (~50 mm) moves almost rigidly while the
-acetabular rim, obturator foramen and iliac wing around it move by other amounts."""
 PART_PROBABILITY = 0.3
 """Share of windows cut from a random part of the view (its edges then repeated, as the detector pads a small
 radiograph): the upper third of an AP pelvis, a hip cut in half, a strip of thigh."""
@@ -71,32 +67,8 @@ def gaussian_target(shape: tuple[int, int], column: float, row: float, sigma_px:
     return np.exp(-((columns - column) ** 2 + (rows - row) ** 2) / (2 * sigma_px**2)).astype(np.float32)
 
 
-def elastic_field(side_px: int, sd_px: float, rng: np.random.Generator) -> np.ndarray:
-    """A smooth random displacement (pixels, [2 (row, column), side_px, side_px]): normal draws of ``sd_px`` at control
-    points :data:`ELASTIC_GRID_MM` apart (at :data:`~.detector.DETECTOR_MM_PER_PX`), cubic-spline interpolated."""
-    from scipy import ndimage
-
-    points = int(round(side_px * DETECTOR_MM_PER_PX / ELASTIC_GRID_MM)) + 1
-    coarse = rng.normal(0.0, sd_px, (2, points, points))
-    at = np.meshgrid(*[np.linspace(0.0, points - 1.0, side_px)] * 2, indexing="ij")
-    return np.stack([ndimage.map_coordinates(component, at, order=3, mode="nearest") for component in coarse])
-
-
-def _warped(window: np.ndarray, field: np.ndarray, margin: int) -> np.ndarray:
-    """The inner [side, side] of ``window`` (``margin`` pixels wider on each side) read at each pixel moved by
-    ``field`` (pixels, at most ``margin``): the same warp for the image and its target maps."""
-    from scipy import ndimage
-
-    rows, columns = np.mgrid[0 : field.shape[1], 0 : field.shape[2]].astype(np.float64)
-    at = np.stack([rows, columns]) + margin + np.clip(field, -margin, margin)
-    return ndimage.map_coordinates(window, at, order=1, mode="nearest").astype(np.float32)
-
-
-def training_sample(
-    image: np.ndarray, view: LandmarkView, rng: np.random.Generator, elastic_sd_mm: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """(input [PATCH_PX, PATCH_PX] in [-1, 1], target heatmaps [channels, PATCH_PX, PATCH_PX]) of one random window;
-    ``elastic_sd_mm`` > 0: warped by :func:`elastic_field` with an SD drawn up to it (mm)."""
+def training_sample(image: np.ndarray, view: LandmarkView, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(input [PATCH_PX, PATCH_PX] in [-1, 1], target heatmaps [channels, PATCH_PX, PATCH_PX]) of one random window."""
     landmarks = view.landmarks
     if rng.random() < PART_PROBABILITY:
         image, landmarks = _random_part(image, landmarks, rng)
@@ -109,25 +81,17 @@ def training_sample(
         centre = heads[rng.integers(len(heads))] + rng.uniform(-NEAR_HIP_MM, NEAR_HIP_MM, 2) / (column_mm, row_mm)
     else:
         centre = rng.uniform((0, 0), (image.shape[1], image.shape[0]))
-    margin = int(math.ceil(3.0 * elastic_sd_mm / DETECTOR_MM_PER_PX))  # the warp reads no repeated edge
-    side = PATCH_PX + 2 * margin
-    matrix = window_matrix(tuple(centre), view.pixel_spacing_mm, mirror, angle, scale, DETECTOR_MM_PER_PX, side)
-    window = resample(image, matrix, (side, side), outside="edge")
-    targets = np.zeros((len(CHANNELS), side, side), np.float32)
+    matrix = window_matrix(tuple(centre), view.pixel_spacing_mm, mirror, angle, scale, DETECTOR_MM_PER_PX, PATCH_PX)
+    inputs = augmented_input(resample(image, matrix, (PATCH_PX, PATCH_PX), outside="edge"), rng)
+    targets = np.zeros((len(CHANNELS), PATCH_PX, PATCH_PX), np.float32)
     inverse = np.linalg.inv(matrix)
     for name, point in landmarks.items():
         if point is None:
             continue
         column, row = (inverse @ np.array([point[0], point[1], 1.0]))[:2]
         channel = CHANNELS.index(mirrored(name) if mirror else name)
-        targets[channel] = gaussian_target((side, side), column, row, HEATMAP_SIGMA_PX)
-    if margin:
-        field = elastic_field(PATCH_PX, rng.uniform(0.0, elastic_sd_mm) / DETECTOR_MM_PER_PX, rng)
-        window = _warped(window, field, margin)
-        targets = np.stack(
-            [_warped(t, field, margin) if t.any() else t[margin:-margin, margin:-margin] for t in targets]
-        )
-    return augmented_input(window, rng), targets
+        targets[channel] = gaussian_target((PATCH_PX, PATCH_PX), column, row, HEATMAP_SIGMA_PX)
+    return inputs, targets
 
 
 def refiner_sample(
@@ -229,11 +193,9 @@ def train_detector(
     samples_per_view: int = 2,
     seed: int = 0,
     progress: bool = True,
-    elastic_sd_mm: float = 0.0,
 ):
     """Train a detector's first stage on ``views`` (images read from ``folder``) and write it to ``out``
-    (:func:`.detector.write_detector`); resumes from ``out/checkpoints``. ``elastic_sd_mm``: the windows' elastic
-    warp (:func:`training_sample`; 0: none). Returns the network."""
+    (:func:`.detector.write_detector`); resumes from ``out/checkpoints``. Returns the network."""
     import torch
 
     from .network import HipHeatmapNet
@@ -243,7 +205,7 @@ def train_detector(
     network = HipHeatmapNet()
     history = _fit(
         network,
-        lambda i, rng: training_sample(images[i], views[i], rng, elastic_sd_mm),
+        lambda i, rng: training_sample(images[i], views[i], rng),
         len(views),
         samples_per_view,
         epochs,
@@ -261,7 +223,6 @@ def train_detector(
             "training_views": len(views),
             "training_views_of_anatomies": sum(view.anatomy is not None for view in views),
             "epochs": epochs,
-            "elastic_sd_mm": elastic_sd_mm,
             "seed": seed,
             "last_epoch_losses": history,
         },

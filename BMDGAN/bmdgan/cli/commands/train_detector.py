@@ -8,7 +8,7 @@ reports each member alone, so the ensemble is measured against the trainings it 
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_out, add_seed, comma_list, non_negative_mm, positive_int
+from bmdgan.cli.options import add_out, add_seed, comma_list, positive_int
 
 HELP = "train the hip detector on simulate-landmarks views (whole-CT cross-validation with --cross-validate)"
 
@@ -18,13 +18,6 @@ def add_arguments(parser) -> None:
     add_out(parser, "detector folder (hip_detector.json + .safetensors); cross-validation in OUT/cross_validation")
     parser.add_argument(
         "--epochs", type=positive_int, default=28, help="training epochs (default 28, as the bundled detector)"
-    )
-    parser.add_argument(
-        "--elastic-mm",
-        type=non_negative_mm,
-        default=0.0,
-        help="warp each training window smoothly, by up to this SD (mm) at control points 64 mm apart, so that "
-        "the pelvis and soft tissue sit otherwise around the head, as in another body (default 0: no warp)",
     )
     parser.add_argument(
         "--refine",
@@ -163,14 +156,12 @@ def _train_missing(args, views, folder) -> None:
     description = folder / DESCRIPTION
     if not finished_detector(folder, args.members):  # a finished one is kept: a killed run trains what is missing
         if args.members == 1:
-            train_detector(args.views, views, folder, args.epochs, seed=args.seed, elastic_sd_mm=args.elastic_mm)
+            train_detector(args.views, views, folder, args.epochs, seed=args.seed)
         else:
             member_folders = _member_folders(args, folder)
             for index, member in enumerate(member_folders):
                 if not finished_detector(member, 1):
-                    train_detector(
-                        args.views, views, member, args.epochs, seed=args.seed + index, elastic_sd_mm=args.elastic_mm
-                    )
+                    train_detector(args.views, views, member, args.epochs, seed=args.seed + index)
             write_ensemble(folder, member_folders)
     if args.refine and "refiner" not in json.loads(description.read_text(encoding="utf-8")):
         train_refiner(args.views, views, folder, args.refiner_epochs or REFINER_EPOCHS, seed=args.seed)
