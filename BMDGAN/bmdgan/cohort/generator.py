@@ -47,7 +47,6 @@ from ..worker_lifetime import die_with_parent
 from .channels import CHANNELS, channel_volumes, combine, pad_across_beam
 from .prepared_ct import (
     PreparedCT,
-    has_metal,
     has_prepared,
     load_prepared,
     pf_scan_cuts,
@@ -521,12 +520,9 @@ def prepare_cts(
         ct_id = ct_id_of(path)
         record = sides_record_path(prepared_folder, ct_id)
         done = json.loads(record.read_text()) if record.is_file() else {}
+        skipped_sides = [side for side in done.get("skipped", {}) if side in done.get("sides", [])]
         retry = [  # sides skipped before (for an implant or else), tried again with allow_metal
-            side
-            for side in done.get("skipped", {})
-            if allow_metal
-            and side in done.get("sides", [])
-            and not has_prepared(prepared_folder, side_key(ct_id, side))
+            side for side in skipped_sides if allow_metal and not has_prepared(prepared_folder, side_key(ct_id, side))
         ]
         if (record.is_file() or has_prepared(prepared_folder, ct_id)) and not retry:  # done (or made before sides)
             skipped.update({f"{ct_id}:{side}": reason for side, reason in done.get("skipped", {}).items()})
@@ -551,7 +547,7 @@ def prepare_cts(
                 failed[side] = str(error)
                 continue
             save_prepared(prepared, prepared_folder)
-            if has_metal(prepared_folder, prepared.cache_key):
+            if prepared.implanted:
                 failed[side] = (
                     f"the {side} hip has metal ({prepared.metal_in_pf_cm3:.2f} cm3) in its proximal-femur region: "
                     "prepared for the hip detector's views only (--allow-metal), not measured"

@@ -68,6 +68,11 @@ class PreparedCT:
         return self.key or self.ct_id
 
     @property
+    def implanted(self) -> bool:
+        """Whether this hip was prepared with an implant in its PF region (``allow_metal``): detector views only."""
+        return implanted(self.metal_in_pf_cm3)
+
+    @property
     def neck_point_lps(self) -> np.ndarray:
         """The point :data:`NECK_POINT_MM` from the head centre along the femur's lateral axis (the neck axis made
         perpendicular to the shaft; LPS mm): with the head centre it orients the model's input region."""
@@ -136,10 +141,15 @@ def prepared_bones(folder: Path, ct_id: str, with_metal: bool = False) -> list[s
     return keys if with_metal else [key for key in keys if not has_metal(folder, key)]
 
 
+def implanted(metal_in_pf_cm3: float) -> bool:
+    """Whether this much metal in a PF region (cm3) is an implant (the CT analysis's rule, which refuses it)."""
+    return metal_in_pf_cm3 > MIN_IMPLANT_CM3
+
+
 def has_metal(folder: Path, key: str) -> bool:
     """Whether the prepared hip ``key`` was prepared with an implant in its PF region (``allow_metal``)."""
     description = json.loads((Path(folder) / f"{key}.json").read_text(encoding="utf-8"))
-    return description.get("metal_in_pf_cm3", 0.0) > MIN_IMPLANT_CM3
+    return implanted(description.get("metal_in_pf_cm3", 0.0))
 
 
 DERIVED_BONE_RECORDS = (".anatomy.json", ".transplant.json")
@@ -158,9 +168,11 @@ def real_bones(folder: Path) -> dict[str, list[str]]:
     bones: dict[str, list[str]] = {}
     for description in sorted(Path(folder).glob("*.json")):
         key = description.stem
-        if "." in key or not has_prepared(Path(folder), key) or is_derived_bone(folder, key) or has_metal(folder, key):
-            continue  # a sides record, a derived bone's record, an unfinished entry, a derived or implanted bone
-        bones.setdefault(json.loads(description.read_text())["ct_id"], []).append(key)
+        if "." in key or not has_prepared(Path(folder), key) or is_derived_bone(folder, key):
+            continue  # a sides record, a derived bone's record, an unfinished entry or a derived bone
+        record = json.loads(description.read_text(encoding="utf-8"))
+        if not implanted(record.get("metal_in_pf_cm3", 0.0)):  # an implanted hip trains the detector only
+            bones.setdefault(record["ct_id"], []).append(key)
     return dict(sorted(bones.items()))
 
 
