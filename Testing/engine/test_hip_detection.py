@@ -11,17 +11,29 @@ import pytest
 from bmdgan.cohort.generator import prepare_cts
 from bmdgan.cohort.prepared_ct import load_prepared, prepared_bones, real_bones
 from bmdgan.detection.detector import (
+    DEFAULT_DETECTOR,
     DETECTOR_MM_PER_PX,
     HEATMAP_SIGMA_PX,
     HipDetector,
     detector_grid,
     heatmap_peak,
+    set_found_confidence,
 )
 from bmdgan.detection.landmark_folder import LandmarkView, add_view, read_image, read_views
 from bmdgan.detection.landmark_views import simulate_landmark_views
 from bmdgan.detection.layout import CHANNELS
 from bmdgan.detection.refinement import REFINER_MM_PER_PX, REFINER_PATCH_PX, REFINER_SEARCH_MM, window_matrix
-from bmdgan.detection.training import PATCH_PX, refiner_sample, training_sample, views_without
+from bmdgan.detection.training import (
+    PATCH_PX,
+    refiner_sample,
+    summarise,
+    threshold_sweep,
+    training_sample,
+    views_without,
+)
+from bmdgan.errors import InputError
+from bmdgan.io import read_radiograph
+from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
 
 
 def _gaussian(shape, column, row, sigma=HEATMAP_SIGMA_PX):
@@ -138,9 +150,6 @@ def test_landmark_folder_resumes_after_a_torn_line(tmp_path):
 def test_bundled_detector_finds_the_samples_hip(shared_data):
     """The demo's sample (a right hip and upper thigh simulated from STS_012): one hip, the right one, with the
     head centre within 5 mm of the CT's projected head centre."""
-    from bmdgan.io import read_radiograph
-    from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
-
     path = sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH
     truth = json.loads(path.with_name(path.stem + "_truth.json").read_text())
     radiograph = read_radiograph(path)
@@ -148,6 +157,56 @@ def test_bundled_detector_finds_the_samples_hip(shared_data):
     assert [hip.side for hip in hips] == ["right"]
     error = np.subtract(hips[0].head_centre_px, truth["femoral_head_centre_px"]) * radiograph.pixel_spacing_mm[::-1]
     assert np.hypot(*error) < 5.0
+
+
+def test_a_detectors_own_threshold_decides_which_readings_are_hips(tmp_path):
+    """The bundled detector, copied, on the demo's sample: every reading comes back at ``min_confidence=0``, the
+    hip among them where the default finds it; a threshold set just above the hip's confidence reports no hip,
+    just below reports it; a threshold that is no probability is refused when set and when loaded."""
+    import shutil
+
+    radiograph = read_radiograph(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)
+    image, spacing = radiograph.pixels, radiograph.pixel_spacing_mm
+    (hip,) = HipDetector.load().detect(image, spacing)
+    every = {found.side: found for found in HipDetector.load().detect(image, spacing, min_confidence=0.0)}
+    assert every["right"].head_centre_px == hip.head_centre_px and every["right"].confidence == hip.confidence
+    folder = tmp_path / "detector"
+    shutil.copytree(DEFAULT_DETECTOR, folder)
+    set_found_confidence(folder, min(hip.confidence + 0.01, 0.999))
+    assert HipDetector.load(folder).detect(image, spacing) == []
+    set_found_confidence(folder, hip.confidence - 0.01)
+    assert HipDetector.load(folder).found_confidence == pytest.approx(hip.confidence - 0.01)
+    assert [found.side for found in HipDetector.load(folder).detect(image, spacing)] == ["right"]
+    with pytest.raises(InputError, match="not a probability"):
+        set_found_confidence(folder, 1.5)
+    description = json.loads((folder / "hip_detector.json").read_text()) | {"found_confidence": 0.0}
+    (folder / "hip_detector.json").write_text(json.dumps(description))
+    with pytest.raises(InputError, match="not a probability in"):
+        HipDetector.load(folder)
+
+
+def test_cross_validation_counts_any_threshold_from_one_pass():
+    """Rows of every reading (as evaluate_detector keeps them): a hip read at 0.3 and 2 mm off, one at 0.6 and
+    7 mm off, one not read; a false hip at 0.2; a no-hip image read at 0.1. Each threshold counts what it keeps."""
+    rows = [
+        {"id": "a", "view": "hip", "kind": "hip", "confidence": 0.3, "head_error_mm": 2.0},
+        {"id": "b", "view": "hip", "kind": "hip", "confidence": 0.6, "head_error_mm": 7.0},
+        {"id": "c", "view": "ap-pelvis", "kind": "hip", "confidence": None},
+        {"id": "a", "view": "hip", "kind": "false_hip", "confidence": 0.2},
+        {"id": "d", "view": "no-hip", "kind": "no_hip", "confidences": [0.1]},
+    ]
+    for row in rows:
+        if row.get("head_error_mm") is not None:
+            row |= {"neck_error_mm": 1.0, "first_stage_head_error_mm": row["head_error_mm"]}
+    at_half = summarise(rows)
+    assert at_half["min_confidence"] == 0.5 and at_half["all"]["found"] == 1 and at_half["all"]["within_tolerance"] == 0
+    assert at_half["ap-pelvis"]["found"] == 0 and at_half["false_hips"] == 0
+    sweep = {point["min_confidence"]: point for point in threshold_sweep(rows, (0.05, 0.15, 0.25, 0.5, 0.7))}
+    assert [sweep[t]["found"] for t in (0.05, 0.15, 0.25, 0.5, 0.7)] == [2, 2, 2, 1, 0]
+    assert [sweep[t]["within_tolerance"] for t in (0.05, 0.15, 0.25, 0.5, 0.7)] == [1, 1, 1, 0, 0]
+    assert [sweep[t]["false_hips"] for t in (0.05, 0.15, 0.25)] == [1, 1, 0]
+    assert [sweep[t]["no_hip_images_with_a_detection"] for t in (0.05, 0.15)] == [1, 0]
+    assert all(point["hips"] == 3 for point in sweep.values())
 
 
 def test_a_trained_refinement_moves_a_head_found_10_mm_off_onto_the_head(tmp_path):
@@ -223,6 +282,7 @@ def test_cross_validation_trains_on_anatomy_views_and_measures_real_bones_only(t
     for ct in ("CT_A", "CT_B"):
         for index, anatomy in enumerate((None, f"{ct}_right-a00", f"{ct}_right-a01")):
             landmarks = {name: None for name in CHANNELS} | {"head_right": [80.0 + index, 90.0]}
+            landmarks["neck_right"] = [120.0 + index, 100.0]  # a labelled hip has both (landmark_views)
             view = LandmarkView(f"{ct}-{index}", ct, "hip", (1.0, 1.0), landmarks, anatomy)
             add_view(tmp_path / "views", view, np.zeros((160, 160)))
     assert {v.anatomy for v in read_views(tmp_path / "views")} >= {None, "CT_A_right-a00"}
@@ -241,7 +301,8 @@ def test_cross_validation_trains_on_anatomy_views_and_measures_real_bones_only(t
 
 def test_simulate_landmarks_renders_anatomy_views_under_their_source_ct(tmp_path):
     """``simulate-landmarks --anatomies``: each virtual anatomy of the bundled STS_012 crop gets its hip and thigh
-    views, from its own deformed CT, filed under STS_012 and named by the anatomy."""
+    views, from its own deformed CT, filed under STS_012 and named by the anatomy. ``--ct-views``: a view of the
+    real CT as scanned (none of an anatomy) at a 0.5-0.7 mm detector pitch, its labelled head on bright bone."""
     import subprocess
     import sys
 
@@ -250,13 +311,19 @@ def test_simulate_landmarks_renders_anatomy_views_under_their_source_ct(tmp_path
 
     out = tmp_path / "views"
     command = [sys.executable, "-m", "bmdgan", "simulate-landmarks", str(sample_data_dir() / "STS_012.nii.gz")]
-    command += ["-o", str(out), "--per-hip", "1", "--anatomies", "1", "--per-anatomy", "1"]
+    command += ["-o", str(out), "--per-hip", "1", "--anatomies", "1", "--per-anatomy", "1", "--ct-views", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     bone = "STS_012_right"  # the prepared hip's key
     anatomy = sample_anatomy(0, bone, 0).anatomy_id
     views = {view.id: view for view in read_views(out)}
-    assert set(views) == {f"{bone}-hip-000", f"{bone}-thigh-000", f"{anatomy}-hip-000", f"{anatomy}-thigh-000"}
+    assert set(views) == {
+        f"{bone}-hip-000",
+        f"{bone}-thigh-000",
+        f"{anatomy}-hip-000",
+        f"{anatomy}-thigh-000",
+        "STS_012-ct-000",
+    }
     assert {view.ct for view in views.values()} == {"STS_012"}
     assert views[f"{anatomy}-hip-000"].anatomy == anatomy and views[f"{bone}-hip-000"].anatomy is None
     assert (out / "prepared" / f"{anatomy}.anatomy.json").is_file()  # prepared from its own CT, not copied
@@ -264,7 +331,17 @@ def test_simulate_landmarks_renders_anatomy_views_under_their_source_ct(tmp_path
         image = read_image(out, view)
         column, row = view.landmarks["head_right"]
         assert 0 <= column < image.shape[1] and 0 <= row < image.shape[0] and view.landmarks["head_left"] is None
-    assert "1 hip (anatomies) views" in done.stdout
+    assert "1 hip (anatomies) views" in done.stdout and "1 ct-as-scanned views" in done.stdout
+    as_scanned = views["STS_012-ct-000"]
+    assert as_scanned.view == "ct-as-scanned" and as_scanned.anatomy is None
+    magnification = 1000.0 / (1000.0 - 200.0)  # SID over source-to-centre of the default AP view, +-15 %
+    assert 0.5 / magnification / 1.15 < as_scanned.pixel_spacing_mm[0] < 0.7 / magnification * 1.15
+    image = read_image(out, as_scanned)
+    rows, columns = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
+    column, row = as_scanned.landmarks["head_right"]
+    radius_px = 10.0 / as_scanned.pixel_spacing_mm[0]
+    on_head = image[(columns - column) ** 2 + (rows - row) ** 2 < radius_px**2]
+    assert on_head.mean() > np.percentile(image, 75)  # bone is bright: the label sits on the femoral head
 
 
 def test_a_view_showing_another_cts_femur_trains_no_fold_that_holds_that_ct_out(tmp_path):
@@ -372,6 +449,13 @@ def test_train_detector_members_trains_each_seed_and_measures_them_beside_the_en
     assert [member["seed"] for member in summary["members"]] == [5, 6] and summary["measured_folds"] == [1]
     assert all(member["all"]["hips"] == summary["all"]["hips"] == 2 for member in summary["members"])  # CT_B's
     assert "member seed 6 alone" in done.stdout
+    assert [point["min_confidence"] for point in summary["threshold_sweep"]][:2] == [0.05, 0.1]
+    assert "confidence 0.05:" in done.stdout
+    kept = (tmp_path / "cv" / "hip_detector_member0.safetensors").read_bytes()
+    threshold = train("--members", "2", "--found-confidence", "0.3")  # a finished detector: weights kept
+    assert threshold.returncode == 0, threshold.stderr
+    assert HipDetector.load(tmp_path / "cv").found_confidence == 0.3
+    assert (tmp_path / "cv" / "hip_detector_member0.safetensors").read_bytes() == kept
     refused = train("--members", "3")
     assert refused.returncode == 2 and "holds a detector of 2 member(s), not 3" in refused.stderr
 

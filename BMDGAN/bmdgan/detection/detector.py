@@ -8,8 +8,9 @@ of their logits: on CTs it never saw, a single training's figures move with its 
 recipe tried (docs/hip-detection.md), and an ensemble averages that variation out.
 
 A hip's confidence is the probability that the image shows both its neck point and a femoral head beside it (each
-map's softmax mass near its peak against that landmark's "absent" logit, :mod:`.network`): below
-:data:`FOUND_CONFIDENCE` no hip is reported on that side."""
+map's softmax mass near its peak against that landmark's "absent" logit, :mod:`.network`): below the detector's
+threshold (``found_confidence`` in its description, chosen by whole-CT cross-validation; :data:`FOUND_CONFIDENCE`
+where it names none) no hip is reported on that side."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ head): a round head looks alike on both sides, the neck and shaft beside it tell
 PEAK_RADIUS_PX = 8
 """Half-size of the window around a map's maximum whose mass counts as the landmark (pixels: 3 sigma)."""
 FOUND_CONFIDENCE = 0.5
-"""A head whose probability of being shown is below this is not reported (no hip on that side)."""
+"""A head whose probability of being shown is below this is not reported (no hip on that side), for a detector
+whose description names no threshold of its own."""
 SAME_HIP_MM = 30.0
 """Two detections (a right and a left) whose heads lie closer than this are one hip: the less sure one is dropped."""
 FORMAT = "bmdgan-hip-detector"
@@ -130,6 +132,9 @@ class HipDetector:
             raise InputError(
                 path, "is not a hip detector of this version (format or resolution differ)", "train it again"
             )
+        threshold = description.get("found_confidence", FOUND_CONFIDENCE)
+        if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+            raise InputError(path, f"names found_confidence {threshold!r}, not a probability in (0, 1)", "set it again")
         networks = []
         for member in member_weights(description):
             networks.append(HipHeatmapNet())
@@ -139,6 +144,11 @@ class HipDetector:
             refiner = HipHeatmapNet(maps=1)
             load_weights(folder, REFINER_WEIGHTS, refiner)
         return HipDetector(networks, description, folder, refiner)
+
+    @property
+    def found_confidence(self) -> float:
+        """The confidence (0-1) below which a side is reported as showing no hip."""
+        return float(self.description.get("found_confidence", FOUND_CONFIDENCE))
 
     def heatmaps(
         self, pixels: np.ndarray, pixel_spacing_mm: tuple[float, float]
@@ -162,18 +172,23 @@ class HipDetector:
         pixel_spacing_mm: tuple[float, float] | None,
         side: str = "auto",
         one_hip: bool = False,
+        min_confidence: float | None = None,
     ) -> list[DetectedHip]:
         """The hips found (right first), each at most once. ``side`` ("left"/"right") keeps that side only;
-        ``one_hip`` keeps the surest hip only (an image that shows one hip). The image is read as it is and
-        mirrored (a right hip then reads as a left one) and the two readings are averaged: measured on CTs the
-        detector never saw, this puts 5 points more head centres within 5 mm. Raises :class:`InputError` without
-        a pixel spacing: the detector works in millimetres."""
+        ``one_hip`` keeps the surest hip only (an image that shows one hip); a side read with a confidence below
+        ``min_confidence`` (default: :attr:`found_confidence`) is not reported. 0 reports every reading: the
+        cross-validation then measures any threshold from one pass (a threshold only drops the less sure of two
+        hips too close together, which stays the less sure). The image is read as it is and mirrored (a right hip
+        then reads as a left one) and the two readings are averaged: measured on CTs the detector never saw, this
+        puts 5 points more head centres within 5 mm. Raises :class:`InputError` without a pixel spacing: the
+        detector works in millimetres."""
         if pixel_spacing_mm is None:
             raise InputError(
                 None,
                 "the radiograph has no pixel spacing: the hip cannot be found and measured in millimetres",
                 "give a DICOM with PixelSpacing or ImagerPixelSpacing, or state the spacing with --pixel-mm",
             )
+        min_confidence = self.found_confidence if min_confidence is None else min_confidence
         pixels = np.asarray(pixels, np.float32)
         direct = self._read(pixels, pixel_spacing_mm, side)
         in_mirror = self._read(np.ascontiguousarray(pixels[:, ::-1]), pixel_spacing_mm, mirrored(side))
@@ -194,7 +209,7 @@ class HipDetector:
                 )
             readings = [reading for reading in readings if reading is not None]
             confidence = sum(reading.confidence for reading in readings) / 2.0  # a reading without it counts 0
-            if confidence < FOUND_CONFIDENCE:
+            if not readings or confidence < min_confidence:
                 continue
             head = tuple(float(v) for v in np.mean([reading.head_centre_px for reading in readings], axis=0))
             first_stage = None
@@ -307,6 +322,16 @@ def write_ensemble(folder: Path, member_folders: list[Path]) -> Path:
             {"weights": name, "seed": member.get("seed"), "last_epoch_losses": member.get("last_epoch_losses")}
         )
     atomic_write_text(folder / DESCRIPTION, json.dumps({**shared[0], "members": entries}, indent=2) + "\n")
+    return folder
+
+
+def set_found_confidence(folder: Path, threshold: float) -> Path:
+    """Give the finished detector in ``folder`` the confidence threshold ``threshold`` (0-1; its weights are kept,
+    the description rewritten atomically)."""
+    if not 0.0 < threshold < 1.0:
+        raise InputError(None, f"a found-confidence of {threshold} is not a probability in (0, 1)", "give e.g. 0.25")
+    description = read_json_object(folder / DESCRIPTION, "hip detector description")
+    atomic_write_text(folder / DESCRIPTION, json.dumps({**description, "found_confidence": threshold}, indent=2) + "\n")
     return folder
 
 

@@ -7,7 +7,10 @@ image its own site and processing):
   render_pelvis`), rotated and tilted on the table, both hips labelled;
 - ``hip`` and ``thigh``: one hip in the cohort's single-hip geometry with a wider field (:data:`FIELDS_MM`), the
   second centred lower down the shaft; shown as the patient's side appears in an AP radiograph (a left hip on the
-  image's right).
+  image's right);
+- ``ct-as-scanned``: the CT itself (its HU, no virtual patient) in an AP view at a detector pitch of 0.5-0.7 mm,
+  as the registration module pairs a CT with its own patient's radiograph: the thigh crop's field of view, no fat
+  added, the projection simulator's own acquisition draws (:func:`ct_scan_view`).
 
 Also of each virtual anatomy (:mod:`bmdgan.cohort.anatomy`), from its own deformed CT and landmarks, under its source
 CT (so whole-CT folds keep them with it): hip and thigh views of each of its hips, and AP pelvis views of an anatomy
@@ -23,12 +26,17 @@ hips, and a CT with one (the TotalSegmentator example) then gives AP pelvis view
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..cohort.generator import CohortSettings, ct_projector, hip_geometry, oriented_hip_view, pelvis_scene_of
-from ..cohort.prepared_ct import prepared_bones
+from ..cohort.prepared_ct import load_prepared, prepared_bones
 from ..cohort.virtual_patient import POSES, sample_patient, sample_pose, seeded_rng
 from ..progress import progress_bar
+from ..projection.geometry import default_ap_geometry
+from ..projection.pose import camera_pose
+from ..projection.simulator import simulate_radiograph
 from .landmark_folder import LandmarkView, add_view, done_ids, read_views
 from .layout import CHANNELS
 
@@ -37,6 +45,14 @@ FIELDS_MM = {"hip": ((380.0, 260.0), 0.0), "thigh": ((420.0, 240.0), 110.0)}
 view is centred along the shaft (mm)."""
 RENDER_MM_PER_PX = 1.25
 """Pitch the views are rendered at (mm at the object; the detector resamples to 2 mm)."""
+CT_VIEW_PITCH_MM = (0.5, 0.7)
+"""Detector pitch range of the ``ct-as-scanned`` views (mm): what DR detectors and the registration tests use."""
+CT_VIEW_SHIFT_MM = 30.0
+"""Largest move of the ``ct-as-scanned`` view's central ray across the beam (mm), within a field that covers the CT
+with :data:`CT_VIEW_MARGIN` to spare, so each hip stays whole in view."""
+CT_VIEW_MARGIN = 0.25
+CT_VIEW_TURN_DEG = (5.0, 10.0)
+"""Largest tilt out of the image plane and turn about the beam (degrees) of a ``ct-as-scanned`` view."""
 
 
 def _empty_landmarks() -> dict:
@@ -75,6 +91,32 @@ def ap_pelvis_view(
     donors = tuple(sorted({hip.donor_ct for hip in scene.bones if hip.donor_ct}))
     view = LandmarkView(view_id(entry, "ap", index), ct_id, "ap-pelvis", spacing, landmarks, anatomy, donors)
     return view, full["images"]["radiograph"]
+
+
+def ct_scan_view(
+    prepared_folder: str, ct_id: str, index: int, seed: int, with_metal: bool = False
+) -> tuple[LandmarkView, np.ndarray]:
+    """One ``ct-as-scanned`` view of a CT (module docstring), with the landmarks of each of its prepared hips
+    (``with_metal``: an implanted hip's too). The CT is the prepared one (HU, air outside the body)."""
+    hips = [
+        load_prepared(Path(prepared_folder), key) for key in prepared_bones(Path(prepared_folder), ct_id, with_metal)
+    ]
+    hu = hips[0].hu  # every side of a CT keeps the whole CT
+    rng = seeded_rng(seed, ct_id, "ct-as-scanned", index)
+    start = default_ap_geometry(hu, pixel_spacing_mm=rng.uniform(*CT_VIEW_PITCH_MM), margin=CT_VIEW_MARGIN)
+    tilt_deg, turn_deg = CT_VIEW_TURN_DEG
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    shift = rng.uniform(0.0, CT_VIEW_SHIFT_MM) * np.array([np.cos(angle), np.sin(angle)])
+    pose = [*rng.uniform(-tilt_deg, tilt_deg, 2), rng.uniform(-turn_deg, turn_deg), *shift, 0.0]
+    centre = np.mean([hip.head_centre_lps for hip in hips], axis=0)
+    geometry = start.with_pose(camera_pose(np.array(pose), start.camera_from_lps, centre).numpy())
+    image = simulate_radiograph(hu, geometry, rng=rng).pixels.astype(np.float32)
+    landmarks = _empty_landmarks()
+    for hip in hips:
+        head, neck = geometry.project_points(np.stack([hip.head_centre_lps, hip.neck_point_lps]))
+        landmarks[f"head_{hip.side}"], landmarks[f"neck_{hip.side}"] = _as_list(head), _as_list(neck)
+    spacing = geometry.spacing_at_mm(centre)
+    return LandmarkView(view_id(ct_id, "ct", index), ct_id, "ct-as-scanned", spacing, landmarks), image
 
 
 def single_hip_view(
@@ -120,6 +162,7 @@ def simulate_landmark_views(
     per_anatomy: int = 0,
     ap_per_anatomy: int = 0,
     with_metal: bool = False,
+    ct_views: int = 0,
 ) -> dict:
     """Make (or finish) the landmark views of every prepared hip of ``ct_ids`` in ``out``
     (:mod:`.landmark_folder`): ``per_hip`` ``hip`` and as many ``thigh`` views of each hip and, for a CT with both
@@ -127,8 +170,8 @@ def simulate_landmark_views(
     ({CT id: anatomy or transplant entry ids}, :func:`bmdgan.cohort.anatomy.prepare_anatomies`,
     :func:`bmdgan.cohort.transplant.prepare_transplants`) with ``per_anatomy`` and ``ap_per_anatomy``;
     ``with_metal``: hips prepared with an implant too (users' radiographs show them; such a CT's AP pelvis views
-    need both hips). Returns the counts per view (``hip (anatomies)`` etc. apart)."""
-    from pathlib import Path
+    need both hips); ``ct_views`` ``ct-as-scanned`` views of each CT (of the real CTs only). Returns the counts per
+    view (``hip (anatomies)`` etc. apart)."""
 
     import torch
 
@@ -139,6 +182,7 @@ def simulate_landmark_views(
     for ct_id in ct_ids:
         keys = prepared_bones(folder, ct_id, with_metal)
         hips_per_ct[ct_id] = len(keys)
+        tasks += [("ct", ct_id, None, index) for index in range(ct_views) if view_id(ct_id, "ct", index) not in done]
         entries = [(None, keys, per_hip, ap_per_ct)]  # (anatomy entry, its hips, views per hip, AP views)
         for entry in (anatomies or {}).get(ct_id, []):
             bones = prepared_bones(folder, entry)
@@ -161,6 +205,8 @@ def simulate_landmark_views(
     for kind, ct_id, key, index in progress_bar(tasks, desc="landmark views", disable=not progress):
         if kind == "ap":
             view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, key, with_metal and key is None)
+        elif kind == "ct":
+            view, image = ct_scan_view(prepared_folder, ct_id, index, seed, with_metal)
         else:
             crop = hips_per_ct[ct_id] > 1
             view, image = single_hip_view(prepared_folder, key, ct_id, crop, kind, index, seed, key in anatomy_keys)

@@ -20,7 +20,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..datasets.normalise import resample
 from ..progress import progress_bar
-from .detector import DETECTOR_MM_PER_PX, HEATMAP_SIGMA_PX, SIDES, add_refiner, write_detector
+from .detector import DETECTOR_MM_PER_PX, FOUND_CONFIDENCE, HEATMAP_SIGMA_PX, SIDES, add_refiner, write_detector
 from .landmark_folder import LandmarkView, read_image
 from .layout import CHANNELS, mirrored
 from .refinement import REFINER_PATCH_PX, REFINER_SEARCH_MM, REFINER_SIGMA_PX, window_matrix
@@ -282,29 +282,33 @@ def upper_third(image: np.ndarray) -> np.ndarray:
 
 
 def evaluate_detector(detector, folder: str | Path, views: list[LandmarkView]) -> list[dict]:
-    """One row per labelled hip of every view (side found?, head error in mm at the patient, neck error,
-    confidence), one per unlabelled side that was reported anyway (``false_hip``), and one per no-hip image (the
-    upper third of each AP pelvis view): its detections."""
+    """One row per labelled hip of every view (``confidence`` of the detector's reading of that side, None where it
+    read none; head and neck errors in mm at the patient), one per unlabelled side read anyway (``false_hip``, with
+    its confidence), and one per no-hip image (the upper third of each AP pelvis view: the confidences of what was
+    read there). Every reading is kept, however unsure (``min_confidence=0``), so :func:`summarise` measures any
+    confidence threshold from this one pass."""
     rows = []
     for view in views:
         image = read_image(folder, view)
-        found = {hip.side: hip for hip in detector.detect(image, view.pixel_spacing_mm)}
+        found = {hip.side: hip for hip in detector.detect(image, view.pixel_spacing_mm, min_confidence=0.0)}
         row_mm, column_mm = view.pixel_spacing_mm
-        for side in ("right", "left"):
+        for side in SIDES:
             truth = view.landmarks.get(f"head_{side}")
             hip = found.get(side)
             if truth is None:
                 if hip is not None:
-                    rows.append({"id": view.id, "ct": view.ct, "view": view.view, "side": side, "kind": "false_hip"})
+                    rows.append(
+                        {
+                            "id": view.id,
+                            "ct": view.ct,
+                            "view": view.view,
+                            "side": side,
+                            "kind": "false_hip",
+                            "confidence": hip.confidence,
+                        }
+                    )
                 continue
-            row = {
-                "id": view.id,
-                "ct": view.ct,
-                "view": view.view,
-                "side": side,
-                "kind": "hip",
-                "found": hip is not None,
-            }
+            row = {"id": view.id, "ct": view.ct, "view": view.view, "side": side, "kind": "hip", "confidence": None}
             if hip is not None:
                 neck = view.landmarks[f"neck_{side}"]
                 row.update(
@@ -326,51 +330,80 @@ def evaluate_detector(detector, folder: str | Path, views: list[LandmarkView]) -
                 )
             rows.append(row)
         if view.view == "ap-pelvis":
-            hips = detector.detect(upper_third(image), view.pixel_spacing_mm)
+            hips = detector.detect(upper_third(image), view.pixel_spacing_mm, min_confidence=0.0)
             rows.append(
                 {
                     "id": view.id,
                     "ct": view.ct,
                     "view": "no-hip (upper third of AP pelvis)",
                     "kind": "no_hip",
-                    "detections": len(hips),
+                    "confidences": [hip.confidence for hip in hips],
                 }
             )
     return rows
 
 
-def summarise(rows: list[dict], tolerance_mm: float = 5.0) -> dict:
-    """Per view and overall: hips, share found on the right side, share within ``tolerance_mm``, median and 95th
-    percentile head error (mm); false hips; no-hip images with a detection."""
+def is_found(row: dict, min_confidence: float) -> bool:
+    """Whether the reading in an :func:`evaluate_detector` row counts at the threshold ``min_confidence``."""
+    return row["confidence"] is not None and row["confidence"] >= min_confidence
+
+
+def summarise(rows: list[dict], tolerance_mm: float = 5.0, min_confidence: float = FOUND_CONFIDENCE) -> dict:
+    """At the confidence threshold ``min_confidence``, per view and overall: hips, found on the right side, share
+    within ``tolerance_mm``, median and 95th percentile head error (mm); false hips; no-hip images with a
+    detection."""
     summary = {}
     for view in sorted({r["view"] for r in rows if r["kind"] == "hip"}) + ["all"]:
         hips = [r for r in rows if r["kind"] == "hip" and view in ("all", r["view"])]
-        errors = np.array([r["head_error_mm"] for r in hips if r["found"]])
+        found = [r for r in hips if is_found(r, min_confidence)]
+        errors = np.array([r["head_error_mm"] for r in found])
         summary[view] = {
             "hips": len(hips),
-            "found": sum(r["found"] for r in hips),
+            "found": len(found),
             "within_tolerance": int((errors <= tolerance_mm).sum()),
             "share_within_tolerance": float((errors <= tolerance_mm).sum() / max(len(hips), 1)),
             "first_stage_share_within_tolerance": float(
-                sum(r["first_stage_head_error_mm"] <= tolerance_mm for r in hips if r["found"]) / max(len(hips), 1)
+                sum(r["first_stage_head_error_mm"] <= tolerance_mm for r in found) / max(len(hips), 1)
             ),
             "median_head_error_mm": float(np.median(errors)) if errors.size else None,
             "p95_head_error_mm": float(np.percentile(errors, 95)) if errors.size else None,
-            "median_neck_error_mm": float(np.median([r["neck_error_mm"] for r in hips if r["found"]]))
-            if errors.size
-            else None,
+            "median_neck_error_mm": float(np.median([r["neck_error_mm"] for r in found])) if errors.size else None,
         }
     no_hip = [r for r in rows if r["kind"] == "no_hip"]
-    summary["false_hips"] = sum(r["kind"] == "false_hip" for r in rows)
+    summary["false_hips"] = sum(r["kind"] == "false_hip" and is_found(r, min_confidence) for r in rows)
     summary["no_hip_images"] = len(no_hip)
-    summary["no_hip_images_with_a_detection"] = sum(r["detections"] > 0 for r in no_hip)
+    summary["no_hip_images_with_a_detection"] = sum(
+        any(confidence >= min_confidence for confidence in r["confidences"]) for r in no_hip
+    )
     summary["tolerance_mm"] = tolerance_mm
+    summary["min_confidence"] = min_confidence
     return summary
 
 
-def plot_head_errors(rows: list[dict], path: Path, tolerance_mm: float = 5.0) -> Path:
-    """The cumulative share of hips found within each head-centre error (mm), one curve per view, with the
-    tolerance marked: the picture of a whole-CT cross-validation."""
+def threshold_sweep(rows: list[dict], thresholds: tuple[float, ...], tolerance_mm: float = 5.0) -> list[dict]:
+    """Per confidence threshold: hips found, within ``tolerance_mm``, false hips and no-hip images with a detection,
+    over all views: what lowering or raising the detector's threshold trades."""
+    sweep = []
+    for threshold in thresholds:
+        summary = summarise(rows, tolerance_mm, threshold)
+        sweep.append(
+            {
+                "min_confidence": threshold,
+                "hips": summary["all"]["hips"],
+                "found": summary["all"]["found"],
+                "within_tolerance": summary["all"]["within_tolerance"],
+                "false_hips": summary["false_hips"],
+                "no_hip_images_with_a_detection": summary["no_hip_images_with_a_detection"],
+            }
+        )
+    return sweep
+
+
+def plot_head_errors(
+    rows: list[dict], path: Path, tolerance_mm: float = 5.0, min_confidence: float = FOUND_CONFIDENCE
+) -> Path:
+    """The cumulative share of hips found (at ``min_confidence``) within each head-centre error (mm), one curve per
+    view, with the tolerance marked: the picture of a whole-CT cross-validation."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -379,7 +412,7 @@ def plot_head_errors(rows: list[dict], path: Path, tolerance_mm: float = 5.0) ->
     figure, axis = plt.subplots(figsize=(6.0, 4.0))
     for view in sorted({r["view"] for r in rows if r["kind"] == "hip"}):
         hips = [r for r in rows if r["kind"] == "hip" and r["view"] == view]
-        errors = np.sort([r["head_error_mm"] if r["found"] else np.inf for r in hips])
+        errors = np.sort([r["head_error_mm"] if is_found(r, min_confidence) else np.inf for r in hips])
         within = 100.0 * np.mean(errors <= tolerance_mm)
         axis.step(
             errors,

@@ -24,6 +24,13 @@ def add_arguments(parser) -> None:
         help="AP pelvis views per CT with both hips measurable (default 40)",
     )
     parser.add_argument(
+        "--ct-views",
+        type=non_negative_int,
+        default=0,
+        help="views of each CT as scanned (its HU, no virtual patient) at a 0.5-0.7 mm pitch, as the registration "
+        "module pairs a CT with its patient's radiograph (default 0)",
+    )
+    parser.add_argument(
         "--anatomies",
         type=non_negative_int,
         default=0,
@@ -113,6 +120,7 @@ def run(args) -> int:
         per_anatomy=args.per_anatomy,
         ap_per_anatomy=args.ap_per_anatomy,
         with_metal=args.allow_metal,
+        ct_views=args.ct_views,
     )
     print(
         ", ".join(f"{n} {view} views" for view, n in sorted(counts.items())) + f" from {len(ct_ids)} CTs -> {args.out}"

@@ -4,11 +4,14 @@ already holds a finished stage keeps it, so a killed run, or a detector given a 
 is missing. ``--hold-out`` keeps CTs out of every training (the demo's sample CT), as ``train_default.sh`` keeps
 them out of the model's. ``--members N`` trains N first stages with seeds SEED..SEED+N-1 (each in
 ``members/seed_S``, resumable on its own) and joins them into one ensemble detector; its cross-validation also
-reports each member alone, so the ensemble is measured against the trainings it is made of."""
+reports each member alone, so the ensemble is measured against the trainings it is made of. The cross-validation
+keeps every reading however unsure and reports what each confidence threshold trades (hips within 5 mm against
+detections on no-hip images); ``--found-confidence`` gives the trained detectors (folds and final) the threshold
+chosen from it, also to a finished detector, whose weights are then kept."""
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_out, add_seed, comma_list, positive_int
+from bmdgan.cli.options import add_out, add_seed, comma_list, positive_int, share
 
 HELP = "train the hip detector on simulate-landmarks views (whole-CT cross-validation with --cross-validate)"
 
@@ -54,6 +57,13 @@ def add_arguments(parser) -> None:
         default=1,
         help="first stages trained with seeds SEED, SEED+1, ... and read as one ensemble (mean logits; default 1)",
     )
+    parser.add_argument(
+        "--found-confidence",
+        type=share,
+        default=None,
+        help="confidence (0-1) below which the detectors trained here report no hip on a side, chosen from a "
+        "cross-validation's threshold sweep (default: the detector's own, else 0.5)",
+    )
     parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default 2)")
     add_seed(parser, what="network initialisation and training draws (members: the first member's)")
 
@@ -65,9 +75,16 @@ def run(args) -> int:
     import torch
 
     from bmdgan.atomic import atomic_write_text
-    from bmdgan.detection.detector import HipDetector
+    from bmdgan.detection.detector import FOUND_CONFIDENCE, HipDetector
     from bmdgan.detection.landmark_folder import read_views
-    from bmdgan.detection.training import ct_folds, evaluate_detector, plot_head_errors, summarise, views_without
+    from bmdgan.detection.training import (
+        ct_folds,
+        evaluate_detector,
+        plot_head_errors,
+        summarise,
+        threshold_sweep,
+        views_without,
+    )
     from bmdgan.errors import InputError
 
     torch.set_num_threads(args.threads)
@@ -81,6 +98,7 @@ def run(args) -> int:
     out = Path(args.out)
     if set(args.folds) - set(range(args.fold_count)):
         raise InputError(None, f"--folds {list(args.folds)} is not among folds 0-{args.fold_count - 1}", "give fewer")
+    threshold = FOUND_CONFIDENCE if args.found_confidence is None else args.found_confidence
     if args.cross_validate:
         folds = ct_folds(views, args.fold_count)
         measured = sorted(args.folds or range(args.fold_count))
@@ -99,11 +117,15 @@ def run(args) -> int:
         summary = {
             "folds": {ct: fold for ct, fold in folds.items()},
             "measured_folds": measured,
-            **summarise(rows),
+            **summarise(rows, min_confidence=threshold),
+            "threshold_sweep": threshold_sweep(rows, THRESHOLDS),
         }
         if member_rows:
             summary["members"] = [
-                {"seed": args.seed + index, **summarise([row for row in member_rows if row["member"] == index])}
+                {
+                    "seed": args.seed + index,
+                    **summarise([row for row in member_rows if row["member"] == index], min_confidence=threshold),
+                }
                 for index in range(args.members)
             ]
             atomic_write_text(
@@ -111,7 +133,7 @@ def run(args) -> int:
             )
         atomic_write_text(out / "cross_validation" / "detections.json", json.dumps(rows, indent=1) + "\n")
         atomic_write_text(out / "cross_validation" / "summary.json", json.dumps(summary, indent=2) + "\n")
-        plot_head_errors(rows, out / "cross_validation" / "head_errors.png")
+        plot_head_errors(rows, out / "cross_validation" / "head_errors.png", min_confidence=threshold)
         for view, figures in summary.items():
             if isinstance(figures, dict) and "hips" in figures:
                 print(
@@ -121,9 +143,15 @@ def run(args) -> int:
                     f"{100 * figures['first_stage_share_within_tolerance']:.1f} %)"
                 )
         print(
-            f"false hips {summary['false_hips']}; no-hip images with a detection "
+            f"at confidence {threshold:g}: false hips {summary['false_hips']}; no-hip images with a detection "
             f"{summary['no_hip_images_with_a_detection']}/{summary['no_hip_images']}"
         )
+        for point in summary["threshold_sweep"]:
+            print(
+                f"confidence {point['min_confidence']:g}: {point['within_tolerance']}/{point['hips']} within "
+                f"{summary['tolerance_mm']:.0f} mm, {point['found']} found, false hips {point['false_hips']}, no-hip "
+                f"images with a detection {point['no_hip_images_with_a_detection']}"
+            )
         for member in summary.get("members", []):
             print(
                 f"member seed {member['seed']} alone: "
@@ -139,6 +167,10 @@ def run(args) -> int:
     return 0
 
 
+THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)
+"""Confidence thresholds the cross-validation reports."""
+
+
 def _member_folders(args, folder):
     """Where each member of an ensemble detector in ``folder`` is trained (one finished detector each)."""
     return [folder / "members" / f"seed_{args.seed + index}" for index in range(args.members)]
@@ -150,7 +182,7 @@ def _train_missing(args, views, folder) -> None:
     refused rather than silently kept."""
     import json
 
-    from bmdgan.detection.detector import DESCRIPTION, finished_detector, write_ensemble
+    from bmdgan.detection.detector import DESCRIPTION, finished_detector, set_found_confidence, write_ensemble
     from bmdgan.detection.training import REFINER_EPOCHS, train_detector, train_refiner
 
     description = folder / DESCRIPTION
@@ -165,3 +197,5 @@ def _train_missing(args, views, folder) -> None:
             write_ensemble(folder, member_folders)
     if args.refine and "refiner" not in json.loads(description.read_text(encoding="utf-8")):
         train_refiner(args.views, views, folder, args.refiner_epochs or REFINER_EPOCHS, seed=args.seed)
+    if args.found_confidence is not None:
+        set_found_confidence(folder, args.found_confidence)
