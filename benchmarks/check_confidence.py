@@ -43,6 +43,7 @@ def reason_of(warning: str) -> str:
         ("femur cut by the edge", "lies on the image"),
         ("header", "DICOM header"),
         ("age", "years old"),
+        ("detector unsure", "unsure of this hip"),
     ):
         if words in warning:
             return key

@@ -15,7 +15,7 @@ from bmdgan.cohort.prepared_ct import prepare_ct
 from bmdgan.cohort.sample_case import simulated_hip_view
 from bmdgan.detection.detector import DetectedHip, HipDetector
 from bmdgan.inference.default_model import resolve_model_folder
-from bmdgan.inference.estimation import estimate_hip, estimate_radiograph
+from bmdgan.inference.estimation import TRUSTED_DETECTOR_CONFIDENCE, estimate_hip, estimate_radiograph
 from bmdgan.inference.model import DecompositionModel
 from bmdgan.inference.tscore import load_reference
 from bmdgan.io import read_ct, read_radiograph
@@ -116,3 +116,22 @@ def test_the_bundled_sample_keeps_its_category_with_an_interval_around_the_truth
     assert 0.0 <= hip.probability_t_score_at_or_below_minus_2_5 <= hip.probability_t_score_below_minus_1 <= 1.0
     low_v, high_v = hip.qct_bmd_interval_mg_cm3
     assert low_v < truth["qct_vbmd_mg_cm3"] < high_v
+
+
+def test_a_hip_the_detector_is_unsure_of_gets_its_number_but_no_trust(shipped):
+    """The bundled sample's hip, found as the detector found it but with a confidence below
+    TRUSTED_DETECTOR_CONFIDENCE: the same aBMD (the confidence moves no pixel), but not trusted, no category, and the
+    warning says why and what to do; at the detector's own confidence it keeps its category."""
+    model, detector, reference = shipped
+    radiograph = read_radiograph(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)
+    [found] = detector.detect(radiograph.pixels, radiograph.pixel_spacing_mm)
+    assert found.confidence >= TRUSTED_DETECTOR_CONFIDENCE
+    sure, _ = estimate_hip(model, radiograph, found, reference)
+    unsure_hip = DetectedHip(found.side, found.head_centre_px, found.neck_point_px, 0.3, found.neck_confidence)
+    unsure, _ = estimate_hip(model, radiograph, unsure_hip, reference)
+    assert sure.trustworthy and sure.who_category is not None
+    assert unsure.dxa_bmd_g_cm2 == sure.dxa_bmd_g_cm2 and unsure.detector_confidence == 0.3
+    assert not unsure.trustworthy and unsure.who_category is None and unsure.dxa_bmd_interval_g_cm2 is None
+    assert any(
+        "unsure of this hip (confidence 0.30" in warning and "move them" in warning for warning in unsure.warnings
+    )
