@@ -14,6 +14,7 @@ from bmdgan.detection.detector import (
     DEFAULT_DETECTOR,
     DETECTOR_MM_PER_PX,
     HEATMAP_SIGMA_PX,
+    DetectedHip,
     HipDetector,
     detector_grid,
     heatmap_peak,
@@ -160,19 +161,17 @@ def test_bundled_detector_finds_the_samples_hip(shared_data):
 
 
 def test_a_detectors_own_threshold_decides_which_readings_are_hips(tmp_path):
-    """The bundled detector, copied, on the demo's sample: every reading comes back at ``min_confidence=0``, the
-    hip among them where the default finds it; a threshold set just above the hip's confidence reports no hip,
-    just below reports it; a threshold that is no probability is refused when set and when loaded."""
+    """The bundled detector, copied, on the demo's sample: a threshold set between the hip's confidence and 1
+    reports no hip, just below it reports it; a threshold that is no probability is refused when set and when
+    loaded."""
     import shutil
 
     radiograph = read_radiograph(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)
     image, spacing = radiograph.pixels, radiograph.pixel_spacing_mm
     (hip,) = HipDetector.load().detect(image, spacing)
-    every = {found.side: found for found in HipDetector.load().detect(image, spacing, min_confidence=0.0)}
-    assert every["right"].head_centre_px == hip.head_centre_px and every["right"].confidence == hip.confidence
     folder = tmp_path / "detector"
     shutil.copytree(DEFAULT_DETECTOR, folder)
-    set_found_confidence(folder, min(hip.confidence + 0.01, 0.999))
+    set_found_confidence(folder, (hip.confidence + 1.0) / 2.0)
     assert HipDetector.load(folder).detect(image, spacing) == []
     set_found_confidence(folder, hip.confidence - 0.01)
     assert HipDetector.load(folder).found_confidence == pytest.approx(hip.confidence - 0.01)
@@ -183,6 +182,46 @@ def test_a_detectors_own_threshold_decides_which_readings_are_hips(tmp_path):
     (folder / "hip_detector.json").write_text(json.dumps(description))
     with pytest.raises(InputError, match="not a probability in"):
         HipDetector.load(folder)
+
+
+class _ScriptedReadings(HipDetector):
+    """A detector whose readings of the image (marked by a bright first pixel) and of its mirror image are given."""
+
+    def __init__(self, direct: dict, in_mirror: dict):
+        super().__init__([], {}, None)
+        self.direct, self.in_mirror = direct, in_mirror
+
+    def _read(self, pixels, pixel_spacing_mm, side):
+        readings = self.direct if pixels[0, 0] > 0 else self.in_mirror
+        return {
+            hip_side: hip for hip_side, hip in readings.items() if side not in ("left", "right") or hip_side == side
+        }
+
+
+def _hip(side, column, confidence):
+    return DetectedHip(side, (column, 50.0), (column + (-40.0 if side == "right" else 40.0), 52.0), confidence, 0.9)
+
+
+@pytest.mark.parametrize(
+    "direct, in_mirror",
+    [
+        ({"right": _hip("right", 50.0, 0.6), "left": _hip("left", 65.0, 0.3)}, {}),  # one hip read twice, 15 mm apart
+        ({"right": _hip("right", 50.0, 0.2), "left": _hip("left", 150.0, 0.7)}, {"left": _hip("left", 149.0, 0.4)}),
+        ({"left": _hip("left", 150.0, 0.45)}, {"right": _hip("right", 48.0, 0.35), "left": _hip("left", 60.0, 0.1)}),
+    ],
+)
+def test_reading_everything_then_thresholding_equals_thresholding(direct, in_mirror):
+    """What the cross-validation relies on: for any threshold, the hips ``detect`` reports at it are those it
+    reports at 0 whose confidence reaches it, with the same positions, whatever the merge of close readings, the
+    one-hip hint or the side hint does."""
+    image = np.zeros((100, 200), np.float32)
+    image[0, 0] = 1.0  # the direct image; its mirror has the mark in the last column
+    detector = _ScriptedReadings(direct, in_mirror)
+    for side, one_hip in (("auto", False), ("auto", True), ("left", False)):
+        everything = detector.detect(image, (1.0, 1.0), side, one_hip, min_confidence=0.0)
+        for threshold in (0.05, 0.15, 0.25, 0.3, 0.35, 0.5, 0.65, 0.9):
+            kept = detector.detect(image, (1.0, 1.0), side, one_hip, min_confidence=threshold)
+            assert kept == [hip for hip in everything if hip.confidence >= threshold], (side, one_hip, threshold)
 
 
 def test_cross_validation_counts_any_threshold_from_one_pass():
@@ -410,8 +449,9 @@ def test_an_ensemble_reads_an_image_with_its_members_mean_logits(tmp_path):
 def test_train_detector_members_trains_each_seed_and_measures_them_beside_the_ensemble(tmp_path):
     """``train-detector --members 2 --cross-validate --folds 1``: the one fold asked for and the final detector are
     ensembles of seeds 5 and 6, each member trained in its own folder; the cross-validation reports each member
-    alone over the same held-out hips as the ensemble; asking the finished folder for another member count is
-    refused."""
+    alone over the same held-out hips as the ensemble, with the threshold sweep; asking the finished folder for
+    another member count is refused. ``--found-confidence`` then sets the finished fold's and final detector's
+    threshold (weights kept) and the summary is counted at it; a threshold that is no probability is refused."""
     import subprocess
     import sys
 
@@ -452,10 +492,16 @@ def test_train_detector_members_trains_each_seed_and_measures_them_beside_the_en
     assert [point["min_confidence"] for point in summary["threshold_sweep"]][:2] == [0.05, 0.1]
     assert "confidence 0.05:" in done.stdout
     kept = (tmp_path / "cv" / "hip_detector_member0.safetensors").read_bytes()
-    threshold = train("--members", "2", "--found-confidence", "0.3")  # a finished detector: weights kept
-    assert threshold.returncode == 0, threshold.stderr
-    assert HipDetector.load(tmp_path / "cv").found_confidence == 0.3
+    thresholded = train(
+        "--members", "2", "--found-confidence", "0.3", "--cross-validate", "--fold-count", "2", "--folds", "1"
+    )
+    assert thresholded.returncode == 0, thresholded.stderr  # finished detectors (fold 1, final): weights kept
+    fold_1 = tmp_path / "cv" / "cross_validation" / "fold_1"
+    assert HipDetector.load(tmp_path / "cv").found_confidence == HipDetector.load(fold_1).found_confidence == 0.3
     assert (tmp_path / "cv" / "hip_detector_member0.safetensors").read_bytes() == kept
+    summary = json.loads((tmp_path / "cv" / "cross_validation" / "summary.json").read_text())
+    assert summary["min_confidence"] == 0.3 and "at confidence 0.3:" in thresholded.stdout
+    assert train("--members", "2", "--found-confidence", "1").returncode == 2  # no probability: refused at once
     refused = train("--members", "3")
     assert refused.returncode == 2 and "holds a detector of 2 member(s), not 3" in refused.stderr
 

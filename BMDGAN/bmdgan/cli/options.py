@@ -160,6 +160,17 @@ def share(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """argparse type of a probability strictly between 0 and 1 (a confidence threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability (write e.g. 0.25)") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability between 0 and 1 (both excluded)")
+    return value
+
+
 def titled_folder(text: str) -> tuple[str, Path]:
     """``TITLE=FOLDER`` (e.g. ``fold 0=out/eval``): a result folder and the title it is reported under."""
     title, separator, folder = text.partition("=")

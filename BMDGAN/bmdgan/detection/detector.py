@@ -209,7 +209,7 @@ class HipDetector:
                 )
             readings = [reading for reading in readings if reading is not None]
             confidence = sum(reading.confidence for reading in readings) / 2.0  # a reading without it counts 0
-            if not readings or confidence < min_confidence:
+            if not readings or not confidence >= min_confidence:  # a NaN confidence is no hip
                 continue
             head = tuple(float(v) for v in np.mean([reading.head_centre_px for reading in readings], axis=0))
             first_stage = None

@@ -9,8 +9,9 @@ image its own site and processing):
   second centred lower down the shaft; shown as the patient's side appears in an AP radiograph (a left hip on the
   image's right);
 - ``ct-as-scanned``: the CT itself (its HU, no virtual patient) in an AP view at a detector pitch of 0.5-0.7 mm,
-  as the registration module pairs a CT with its own patient's radiograph: the thigh crop's field of view, no fat
-  added, the projection simulator's own acquisition draws (:func:`ct_scan_view`).
+  as the registration module pairs a CT with its own patient's radiograph: the whole scan (a thigh crop's edges
+  show), no fat added, the projection simulator's own acquisition draws (:func:`ct_scan_view`); only of a CT whose
+  every hip is labelled.
 
 Also of each virtual anatomy (:mod:`bmdgan.cohort.anatomy`), from its own deformed CT and landmarks, under its source
 CT (so whole-CT folds keep them with it): hip and thigh views of each of its hips, and AP pelvis views of an anatomy
@@ -31,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from ..cohort.generator import CohortSettings, ct_projector, hip_geometry, oriented_hip_view, pelvis_scene_of
-from ..cohort.prepared_ct import load_prepared, prepared_bones
+from ..cohort.prepared_ct import load_prepared, prepared_bones, sides_record_path
 from ..cohort.virtual_patient import POSES, sample_patient, sample_pose, seeded_rng
+from ..io.members import read_json_object
 from ..progress import progress_bar
 from ..projection.geometry import default_ap_geometry
 from ..projection.pose import camera_pose
@@ -51,6 +53,7 @@ CT_VIEW_SHIFT_MM = 30.0
 """Largest move of the ``ct-as-scanned`` view's central ray across the beam (mm), within a field that covers the CT
 with :data:`CT_VIEW_MARGIN` to spare, so each hip stays whole in view."""
 CT_VIEW_MARGIN = 0.25
+"""Share of the CT's projected box added around it by the ``ct-as-scanned`` view's detector (the field)."""
 CT_VIEW_TURN_DEG = (5.0, 10.0)
 """Largest tilt out of the image plane and turn about the beam (degrees) of a ``ct-as-scanned`` view."""
 
@@ -60,7 +63,7 @@ def _empty_landmarks() -> dict:
 
 
 def view_id(name: str, kind: str, index: int) -> str:
-    """A view's id: its CT, anatomy entry or hip key, its kind (``ap``, ``hip``, ``thigh``) and its index."""
+    """A view's id: its CT, anatomy entry or hip key, its kind (``ap``, ``hip``, ``thigh``, ``ct``) and its index."""
     return f"{name}-{kind}-{index:03d}"
 
 
@@ -91,6 +94,14 @@ def ap_pelvis_view(
     donors = tuple(sorted({hip.donor_ct for hip in scene.bones if hip.donor_ct}))
     view = LandmarkView(view_id(entry, "ap", index), ct_id, "ap-pelvis", spacing, landmarks, anatomy, donors)
     return view, full["images"]["radiograph"]
+
+
+def every_hip_labelled(prepared_folder: Path, ct_id: str, labelled: int) -> bool:
+    """Whether ``labelled`` prepared hips are every hip found in the CT (its sides record): a ``ct-as-scanned`` view
+    shows the whole scan, so a hip left unprepared (an implant without ``allow_metal``) would be taught as absent."""
+    record = sides_record_path(prepared_folder, ct_id)
+    found = read_json_object(record, "prepared CT's sides record").get("sides", []) if record.is_file() else []
+    return labelled >= len(found)
 
 
 def ct_scan_view(
@@ -182,7 +193,10 @@ def simulate_landmark_views(
     for ct_id in ct_ids:
         keys = prepared_bones(folder, ct_id, with_metal)
         hips_per_ct[ct_id] = len(keys)
-        tasks += [("ct", ct_id, None, index) for index in range(ct_views) if view_id(ct_id, "ct", index) not in done]
+        if keys and every_hip_labelled(folder, ct_id, len(keys)):
+            tasks += [
+                ("ct", ct_id, None, index) for index in range(ct_views) if view_id(ct_id, "ct", index) not in done
+            ]
         entries = [(None, keys, per_hip, ap_per_ct)]  # (anatomy entry, its hips, views per hip, AP views)
         for entry in (anatomies or {}).get(ct_id, []):
             bones = prepared_bones(folder, entry)

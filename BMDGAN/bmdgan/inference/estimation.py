@@ -176,7 +176,7 @@ def estimate_hip(
     volumetric = _finite(bmd.get("qct_vbmd_mg_cm3"))
     disagreement = decomposition_regression_gap(decomposed, regressed)
     refusals = not_an_adult_hip(radiograph)
-    if hip.confidence < TRUSTED_DETECTOR_CONFIDENCE:
+    if not hip.confidence >= TRUSTED_DETECTOR_CONFIDENCE:  # NaN included
         refusals.append(
             f"the hip detector is unsure of this hip (confidence {hip.confidence:.2f} < "
             f"{TRUSTED_DETECTOR_CONFIDENCE}): the input region may be misplaced; check the marked femoral head "

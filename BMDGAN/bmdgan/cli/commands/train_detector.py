@@ -11,7 +11,7 @@ chosen from it, also to a finished detector, whose weights are then kept."""
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_out, add_seed, comma_list, positive_int, share
+from bmdgan.cli.options import add_out, add_seed, comma_list, positive_int, probability
 
 HELP = "train the hip detector on simulate-landmarks views (whole-CT cross-validation with --cross-validate)"
 
@@ -59,10 +59,10 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--found-confidence",
-        type=share,
+        type=probability,
         default=None,
         help="confidence (0-1) below which the detectors trained here report no hip on a side, chosen from a "
-        "cross-validation's threshold sweep (default: the detector's own, else 0.5)",
+        "cross-validation's threshold sweep (default: a finished detector keeps its own; a new one has 0.5)",
     )
     parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default 2)")
     add_seed(parser, what="network initialisation and training draws (members: the first member's)")
@@ -98,27 +98,29 @@ def run(args) -> int:
     out = Path(args.out)
     if set(args.folds) - set(range(args.fold_count)):
         raise InputError(None, f"--folds {list(args.folds)} is not among folds 0-{args.fold_count - 1}", "give fewer")
-    threshold = FOUND_CONFIDENCE if args.found_confidence is None else args.found_confidence
     if args.cross_validate:
         folds = ct_folds(views, args.fold_count)
         measured = sorted(args.folds or range(args.fold_count))
-        rows, member_rows = [], []
+        rows, member_rows, thresholds = [], [], set()
         for fold in measured:
             fold_folder = out / "cross_validation" / f"fold_{fold}"
             held_out = [v for v in views if folds[v.ct] == fold and v.anatomy is None]  # measured on real bones
             print(f"fold {fold}: training without {sorted({v.ct for v in held_out})}")
             held_out_cts = {ct for ct, ct_fold in folds.items() if ct_fold == fold}
             _train_missing(args, views_without(trainable, held_out_cts), fold_folder)
-            fold_rows = evaluate_detector(HipDetector.load(fold_folder), args.views, held_out)
+            fold_detector = HipDetector.load(fold_folder)
+            thresholds.add(fold_detector.found_confidence)
+            fold_rows = evaluate_detector(fold_detector, args.views, held_out)
             rows += [{**row, "fold": fold} for row in fold_rows]
             for index, member in enumerate(_member_folders(args, fold_folder) if args.members > 1 else []):
                 alone = evaluate_detector(HipDetector.load(member), args.views, held_out)
                 member_rows += [{**row, "fold": fold, "member": index} for row in alone]
+        threshold = thresholds.pop() if len(thresholds) == 1 else FOUND_CONFIDENCE  # the fold detectors' own
         summary = {
             "folds": {ct: fold for ct, fold in folds.items()},
             "measured_folds": measured,
             **summarise(rows, min_confidence=threshold),
-            "threshold_sweep": threshold_sweep(rows, THRESHOLDS),
+            "threshold_sweep": threshold_sweep(rows, SWEPT_CONFIDENCES),
         }
         if member_rows:
             summary["members"] = [
@@ -167,7 +169,7 @@ def run(args) -> int:
     return 0
 
 
-THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)
+SWEPT_CONFIDENCES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)
 """Confidence thresholds the cross-validation reports."""
 
 
