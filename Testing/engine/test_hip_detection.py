@@ -517,12 +517,15 @@ def test_an_implanted_hip_labels_the_detectors_views_but_no_cohort(shared_data, 
     ids, skipped = prepare_cts([ct], prepared, progress=False)
     assert ids == ["example_ct"] and prepared_bones(prepared, "example_ct") == ["example_ct_right"]
     assert "metal" in skipped["example_ct:left"] and "12.80 cm3" in skipped["example_ct:left"]
+    sides_record = json.loads((prepared / "example_ct.sides.json").read_text())
+    assert sides_record["implanted"] == ["left"]  # what allow_metal tries again, and nothing else
     ids, skipped = prepare_cts([ct], prepared, progress=False, allow_metal=True)
     assert prepared_bones(prepared, "example_ct", with_metal=True) == ["example_ct_left", "example_ct_right"]
     assert prepared_bones(prepared, "example_ct") == ["example_ct_right"]  # a cohort still sees one hip
     assert real_bones(prepared) == {"example_ct": ["example_ct_right"]}
     assert load_prepared(prepared, "example_ct_left").metal_in_pf_cm3 == pytest.approx(12.80, abs=0.01)
     assert "detector's views only" in skipped["example_ct:left"]
+    assert json.loads((prepared / "example_ct.sides.json").read_text())["implanted"] == ["left"]
     counts = simulate_landmark_views(
         str(prepared), ids, str(tmp_path / "views"), per_hip=0, ap_per_ct=1, seed=0, progress=False, with_metal=True
     )

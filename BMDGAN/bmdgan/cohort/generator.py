@@ -506,14 +506,15 @@ def prepare_cts(
     allow_metal: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """Prepare (or reuse the cache of) every hip of every CT: both sides of a CT that holds two
-    (:func:`bmdgan.ct.pipeline.hip_sides`), each under its own key. Returns (CT ids with at least one prepared hip,
-    {skipped CT id or "CT id:side": reason}). ``segmentations``: {CT id: (side, label files)} for CTs whose femur
-    should come from a given segmentation (that side only). ``body_mask``: a function giving a CT's body (bool
-    [k, j, i]; default :func:`bmdgan.ct.pipeline.body_of`). ``allow_metal``: also prepare a hip with an implant
-    in its PF region, the sides skipped before included (for the hip detector's views only:
-    :func:`bmdgan.cohort.prepared_ct.prepared_bones` lists it only ``with_metal``)."""
+        (:func:`bmdgan.ct.pipeline.hip_sides`), each under its own key. Returns (CT ids with at least one prepared hip,
+        {skipped CT id or "CT id:side": reason}). ``segmentations``: {CT id: (side, label files)} for CTs whose femur
+        should come from a given segmentation (that side only). ``body_mask``: a function giving a CT's body (bool
+        [k, j, i]; default :func:`bmdgan.ct.pipeline.body_of`). ``allow_metal``: also prepare a hip with an implant
+        in its PF region, the sides skipped before for one included (the sides record names them under ``implanted``;
+    for the hip detector's views only:
+        :func:`bmdgan.cohort.prepared_ct.prepared_bones` lists it only ``with_metal``)."""
 
-    from ..ct.pipeline import body_of, hip_sides
+    from ..ct.pipeline import ImplantError, body_of, hip_sides
 
     usable, skipped = [], {}
     for path in progress_bar(paths, desc="preparing CTs", disable=not progress):
@@ -521,8 +522,11 @@ def prepare_cts(
         record = sides_record_path(prepared_folder, ct_id)
         done = json.loads(record.read_text()) if record.is_file() else {}
         skipped_sides = [side for side in done.get("skipped", {}) if side in done.get("sides", [])]
-        retry = [  # sides skipped before (for an implant or else), tried again with allow_metal
-            side for side in skipped_sides if allow_metal and not has_prepared(prepared_folder, side_key(ct_id, side))
+        for_metal = done.get("implanted", skipped_sides)  # a record made before it named them: any skipped side
+        retry = [  # sides skipped before for an implant, tried again with allow_metal
+            side
+            for side in skipped_sides
+            if allow_metal and side in for_metal and not has_prepared(prepared_folder, side_key(ct_id, side))
         ]
         if (record.is_file() or has_prepared(prepared_folder, ct_id)) and not retry:  # done (or made before sides)
             skipped.update({f"{ct_id}:{side}": reason for side, reason in done.get("skipped", {}).items()})
@@ -537,7 +541,7 @@ def prepare_cts(
         except BMDGANError as error:
             skipped[ct_id] = str(error)
             continue
-        failed = {}
+        failed, implanted = {}, []
         for side in sides:
             if has_prepared(prepared_folder, side_key(ct_id, side)):
                 continue
@@ -545,15 +549,18 @@ def prepare_cts(
                 prepared = prepare_ct(ct, ct_id, side, files, body, allow_metal)
             except BMDGANError as error:
                 failed[side] = str(error)
+                implanted += [side] if isinstance(error, ImplantError) else []
                 continue
             save_prepared(prepared, prepared_folder)
             if prepared.implanted:
+                implanted.append(side)
                 failed[side] = (
                     f"the {side} hip has metal ({prepared.metal_in_pf_cm3:.2f} cm3) in its proximal-femur region: "
                     "prepared for the hip detector's views only (--allow-metal), not measured"
                 )
         skipped.update({f"{ct_id}:{side}" if len(sides) > 1 else ct_id: reason for side, reason in failed.items()})
-        atomic_write_text(record, json.dumps({"ct_id": ct_id, "sides": sides, "skipped": failed}, indent=2) + "\n")
+        entry = {"ct_id": ct_id, "sides": sides, "skipped": failed, "implanted": implanted}
+        atomic_write_text(record, json.dumps(entry, indent=2) + "\n")
         if prepared_bones(prepared_folder, ct_id, with_metal=allow_metal):
             usable.append(ct_id)
     return usable, skipped
