@@ -409,7 +409,7 @@ def test_a_view_showing_another_cts_femur_trains_no_fold_that_holds_that_ct_out(
 def test_an_ensemble_reads_an_image_with_its_members_mean_logits(tmp_path):
     """An ensemble of two differently initialised networks gives the mean of their logit maps and absent logits; an
     ensemble of one network twice finds exactly what that network finds alone; members trained on other CTs are
-    refused and leave no detector behind."""
+    refused and leave no detector behind; a member's threshold is its own."""
     import torch
 
     from bmdgan.detection.detector import write_detector, write_ensemble
@@ -419,9 +419,10 @@ def test_an_ensemble_reads_an_image_with_its_members_mean_logits(tmp_path):
     for seed in (0, 1):
         torch.manual_seed(seed)
         write_detector(tmp_path / f"m{seed}", HipHeatmapNet(), {"trained_on_cts": ["CT"], "seed": seed})
+    set_found_confidence(tmp_path / "m0", 0.3)  # a member's own threshold does not carry over, nor block the join
     write_ensemble(tmp_path / "ensemble", [tmp_path / "m0", tmp_path / "m1"])
     ensemble = HipDetector.load(tmp_path / "ensemble")
-    assert len(ensemble.networks) == 2
+    assert len(ensemble.networks) == 2 and "found_confidence" not in ensemble.description
     assert [member["seed"] for member in ensemble.description["members"]] == [0, 1]
     image = np.random.default_rng(0).normal(size=(150, 120)).astype(np.float32)
     singles = [HipDetector.load(tmp_path / f"m{seed}").heatmaps(image, (1.0, 1.0)) for seed in (0, 1)]

@@ -298,14 +298,13 @@ def finished_detector(folder: Path, members: int) -> bool:
 def write_ensemble(folder: Path, member_folders: list[Path]) -> Path:
     """Make ``folder`` an ensemble of the finished single detectors in ``member_folders`` (weights copied, then
     the description, which marks it complete). Refused unless the members' descriptions agree on everything but
-    their seed and losses (CTs, views, epochs): the ensemble's record of how it was trained must hold for every
-    member."""
+    their seed, losses and threshold (CTs, views, epochs): the ensemble's record of how it was trained must hold for
+    every member; its threshold is its own (:func:`set_found_confidence`)."""
     import shutil
 
     members = [read_json_object(member / DESCRIPTION, "hip detector description") for member in member_folders]
-    shared = [
-        {key: value for key, value in member.items() if key not in ("seed", "last_epoch_losses")} for member in members
-    ]
+    own = ("seed", "last_epoch_losses", "found_confidence")  # an ensemble reads with a threshold of its own
+    shared = [{key: value for key, value in member.items() if key not in own} for member in members]
     if any(other != shared[0] for other in shared) or any("members" in m or "refiner" in m for m in members):
         raise InputError(
             folder,
