@@ -506,13 +506,13 @@ def prepare_cts(
     allow_metal: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """Prepare (or reuse the cache of) every hip of every CT: both sides of a CT that holds two
-        (:func:`bmdgan.ct.pipeline.hip_sides`), each under its own key. Returns (CT ids with at least one prepared hip,
-        {skipped CT id or "CT id:side": reason}). ``segmentations``: {CT id: (side, label files)} for CTs whose femur
-        should come from a given segmentation (that side only). ``body_mask``: a function giving a CT's body (bool
-        [k, j, i]; default :func:`bmdgan.ct.pipeline.body_of`). ``allow_metal``: also prepare a hip with an implant
-        in its PF region, the sides skipped before for one included (the sides record names them under ``implanted``;
-    for the hip detector's views only:
-        :func:`bmdgan.cohort.prepared_ct.prepared_bones` lists it only ``with_metal``)."""
+    (:func:`bmdgan.ct.pipeline.hip_sides`), each under its own key. Returns (CT ids with at least one prepared hip,
+    {skipped CT id or "CT id:side": reason}). ``segmentations``: {CT id: (side, label files)} for CTs whose femur
+    should come from a given segmentation (that side only). ``body_mask``: a function giving a CT's body (bool
+    [k, j, i]; default :func:`bmdgan.ct.pipeline.body_of`). ``allow_metal``: also prepare a hip with an implant
+    in its PF region, the sides skipped before for one included (the sides record names them under
+    ``implanted``), for the hip detector's views only (:func:`bmdgan.cohort.prepared_ct.prepared_bones` lists
+    such a hip only ``with_metal``)."""
 
     from ..ct.pipeline import ImplantError, body_of, hip_sides
 

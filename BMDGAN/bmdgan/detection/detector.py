@@ -133,7 +133,7 @@ class HipDetector:
                 path, "is not a hip detector of this version (format or resolution differ)", "train it again"
             )
         threshold = description.get("found_confidence", FOUND_CONFIDENCE)
-        if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        if not _is_probability(threshold):
             raise InputError(path, f"names found_confidence {threshold!r}, not a probability in (0, 1)", "set it again")
         networks = []
         for member in member_weights(description):
@@ -324,10 +324,15 @@ def write_ensemble(folder: Path, member_folders: list[Path]) -> Path:
     return folder
 
 
+def _is_probability(threshold) -> bool:
+    """Whether a detector threshold is a number strictly between 0 and 1."""
+    return isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0
+
+
 def set_found_confidence(folder: Path, threshold: float) -> Path:
     """Give the finished detector in ``folder`` the confidence threshold ``threshold`` (0-1; its weights are kept,
     the description rewritten atomically)."""
-    if not 0.0 < threshold < 1.0:
+    if not _is_probability(threshold):
         raise InputError(None, f"a found-confidence of {threshold} is not a probability in (0, 1)", "give e.g. 0.25")
     description = read_json_object(folder / DESCRIPTION, "hip detector description")
     atomic_write_text(folder / DESCRIPTION, json.dumps({**description, "found_confidence": threshold}, indent=2) + "\n")
