@@ -249,6 +249,17 @@ def pelvis_scene_of(prepared_folder: str, ct_id: str, with_metal: bool = False):
     return _WORKER_CACHE["scene"]
 
 
+def prepared_hips_of(prepared_folder: str, ct_id: str, with_metal: bool = False) -> list[PreparedCT]:
+    """Every prepared hip of a CT (``with_metal``: an implanted hip too), loaded once per worker process: the
+    ``ct-as-scanned`` views of one CT come one after another."""
+    if _WORKER_CACHE.get("key") != ("hips", ct_id, with_metal):
+        _WORKER_CACHE.clear()
+        keys = prepared_bones(Path(prepared_folder), ct_id, with_metal)
+        hips = [load_prepared(Path(prepared_folder), key) for key in keys]
+        _WORKER_CACHE.update(key=("hips", ct_id, with_metal), hips=hips)
+    return _WORKER_CACHE["hips"]
+
+
 def oriented_hip_view(prepared: PreparedCT, projector, patient: VirtualPatient, geometry, parameters, rng):
     """One single-hip view simulated and oriented as a right hip with the head up: (images {radiograph, drr_stage1,
     drr_pf (g/cm2)}, the head centre and neck point [2, (column, row)] in them (pixels), the simulator's

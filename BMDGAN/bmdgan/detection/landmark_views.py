@@ -31,8 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cohort.generator import CohortSettings, ct_projector, hip_geometry, oriented_hip_view, pelvis_scene_of
-from ..cohort.prepared_ct import load_prepared, prepared_bones, sides_record_path
+from ..cohort.generator import (
+    CohortSettings,
+    ct_projector,
+    hip_geometry,
+    oriented_hip_view,
+    pelvis_scene_of,
+    prepared_hips_of,
+)
+from ..cohort.prepared_ct import prepared_bones, sides_record_path
 from ..cohort.virtual_patient import POSES, sample_patient, sample_pose, seeded_rng
 from ..io.members import read_json_object
 from ..progress import progress_bar
@@ -109,9 +116,7 @@ def ct_scan_view(
 ) -> tuple[LandmarkView, np.ndarray]:
     """One ``ct-as-scanned`` view of a CT (module docstring), with the landmarks of each of its prepared hips
     (``with_metal``: an implanted hip's too). The CT is the prepared one (HU, air outside the body)."""
-    hips = [
-        load_prepared(Path(prepared_folder), key) for key in prepared_bones(Path(prepared_folder), ct_id, with_metal)
-    ]
+    hips = prepared_hips_of(prepared_folder, ct_id, with_metal)
     hu = hips[0].hu  # every side of a CT keeps the whole CT
     rng = seeded_rng(seed, ct_id, "ct-as-scanned", index)
     start = default_ap_geometry(hu, pixel_spacing_mm=rng.uniform(*CT_VIEW_PITCH_MM), margin=CT_VIEW_MARGIN)
