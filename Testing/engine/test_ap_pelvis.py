@@ -8,7 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from bmdgan.cohort.implant import METAL_HU, SCREW_DIAMETER_MM, screw_mask, with_screws_on
+from bmdgan.cohort.prepared_ct import load_prepared, prepared_bones
 from bmdgan.ct.body import body_mask
+from bmdgan.detection.landmark_folder import read_views
+from bmdgan.detection.landmark_views import simulate_landmark_views
 from bmdgan.io import Volume, VolumeGeometry, read_ct
 from bmdgan.projection.ap_pelvis import ap_pelvis_centre, ap_pelvis_geometry, clean_outside_body, project_ap_pelvis
 from bmdgan.projection.simulator import material_projections
@@ -329,3 +333,38 @@ def test_two_whole_pelvis_cts_give_four_bones(prepared_whole_pelves, tmp_path_fa
         assert load_image(out, record, "drr_pf").max() > 0.3  # g/cm2: its own hip's PF region
     for ct in ct_ids:  # both hips of a CT in one fold
         assert len({r.fold for r in records if source_ct_of(r) == ct}) == 1
+
+
+@pytest.mark.slow
+def test_virtual_screws_in_one_hip_teach_the_detector_as_a_variant_of_its_ct(prepared_whole_pelves, tmp_path):
+    """``--screw-views``: screws put into Pelvic-Ref-002's left neck are in the CT every hip of it carries (an AP
+    view shows them whichever hip's volume it projects), fill three 7.3 mm cylinders in the left femur far from the
+    right hip, and leave the prepared hips on disk as they were. Its views are filed under the CT as a variant, so
+    whole-CT folds keep them with it and the cross-validation never measures them as the real bone."""
+    folder, _, _ = prepared_whole_pelves
+    hips = {hip.side: hip for hip in (load_prepared(folder, key) for key in prepared_bones(folder, "Pelvic-Ref-002"))}
+    screws = screw_mask(hips["left"])
+    screwed = {hip.side: hip for hip in with_screws_on(list(hips.values()), "left")}
+    for hip in screwed.values():
+        assert np.all(hip.hu.array[screws] == METAL_HU) and not np.any(hip.hu.array[~screws] == METAL_HU)
+    assert not np.any(hips["right"].hu.array[screws] == METAL_HU)  # the loaded hips are left alone
+    volume_mm3 = screws.sum() * float(np.prod(hips["left"].hu.geometry.spacing_mm))
+    assert 0.6 < volume_mm3 / (3 * np.pi * (SCREW_DIAMETER_MM / 2) ** 2 * 103.0) < 1.1
+    assert np.mean(hips["left"].bone_mask[screws]) > 0.8 and not np.any(hips["right"].pf_mask[screws])
+    centroid = hips["left"].hu.geometry.ijk_to_lps() @ np.r_[np.argwhere(screws).mean(axis=0)[::-1], 1.0]
+    assert np.linalg.norm(centroid[:3] - hips["left"].head_centre_lps) < 50.0  # mm: along the neck
+    assert np.linalg.norm(centroid[:3] - hips["right"].head_centre_lps) > 120.0
+
+    out = tmp_path / "views"
+    counts = simulate_landmark_views(
+        str(folder), ["Pelvic-Ref-002"], str(out), 0, 0, seed=0, progress=False, screw_views=1
+    )
+    assert counts == {"hip (anatomies)": 2, "ap-pelvis (anatomies)": 1}
+    views = read_views(out)
+    assert {view.anatomy for view in views} == {
+        "Pelvic-Ref-002_left_neck_screws",
+        "Pelvic-Ref-002_right_neck_screws",
+    }
+    assert all(view.ct == "Pelvic-Ref-002" for view in views)
+    ap = next(view for view in views if view.view == "ap-pelvis")
+    assert ap.anatomy == "Pelvic-Ref-002_right_neck_screws" and all(ap.landmarks.values())

@@ -45,6 +45,7 @@ from ..progress import progress_bar
 from ..projection.geometry import ProjectionGeometry, rotation_about
 from ..worker_lifetime import die_with_parent
 from .channels import CHANNELS, channel_volumes, combine, pad_across_beam
+from .implant import with_neck_screws, with_screws_on
 from .prepared_ct import (
     PreparedCT,
     has_prepared,
@@ -207,14 +208,17 @@ def _hip_box(prepared: PreparedCT) -> tuple[slice, ...]:
     return box[2], box[1], box[0]
 
 
-def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
+def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False, screws: bool = False):
     """One hip's 8-channel projector (single-hip view), built once per worker process; ``crop_to_hip``: keep only
-    the part of a whole-pelvis CT around that hip (:data:`HIP_BOX_MM`)."""
-    if _WORKER_CACHE.get("key") != ("hip", key):
+    the part of a whole-pelvis CT around that hip (:data:`HIP_BOX_MM`); ``screws``: with virtual neck screws
+    (:func:`bmdgan.cohort.implant.with_neck_screws`)."""
+    if _WORKER_CACHE.get("key") != ("hip", key, screws):
         from ..projection.projector import Projector
 
         _WORKER_CACHE.clear()
         prepared = load_prepared(Path(prepared_folder), key)
+        if screws:
+            prepared = with_neck_screws(prepared)
         arrays = [prepared.hu.array, prepared.density_mg_cm3, prepared.bone_mask, prepared.pf_mask]
         geometry = prepared.hu.geometry
         if crop_to_hip:
@@ -229,23 +233,25 @@ def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False):
         hu, (density, bone, pf), geometry = pad_across_beam(arrays[0], arrays[1:], geometry)
         volumes = channel_volumes(hu, density, bone, pf)
         _WORKER_CACHE.update(
-            key=("hip", key),
+            key=("hip", key, screws),
             prepared=prepared,
             projector=Projector(volumes, geometry.ijk_to_lps(), unit="mg/cm3", channel_names=list(CHANNELS)),
         )
     return _WORKER_CACHE["prepared"], _WORKER_CACHE["projector"]
 
 
-def pelvis_scene_of(prepared_folder: str, ct_id: str, with_metal: bool = False):
+def pelvis_scene_of(prepared_folder: str, ct_id: str, with_metal: bool = False, screws_side: str | None = None):
     """The AP pelvis projector of a CT's prepared hips (``with_metal``: an implanted hip's too, for the detector's
-    views), built once per worker process."""
-    if _WORKER_CACHE.get("key") != ("ap-pelvis", ct_id, with_metal):
+    views; ``screws_side``: that hip given virtual neck screws), built once per worker process."""
+    if _WORKER_CACHE.get("key") != ("ap-pelvis", ct_id, with_metal, screws_side):
         from .pelvis_case import pelvis_scene
 
         _WORKER_CACHE.clear()
         keys = prepared_bones(Path(prepared_folder), ct_id, with_metal)
-        scene = pelvis_scene([load_prepared(Path(prepared_folder), key) for key in keys])
-        _WORKER_CACHE.update(key=("ap-pelvis", ct_id, with_metal), scene=scene)
+        hips = [load_prepared(Path(prepared_folder), key) for key in keys]
+        if screws_side is not None:
+            hips = with_screws_on(hips, screws_side)
+        _WORKER_CACHE.update(key=("ap-pelvis", ct_id, with_metal, screws_side), scene=pelvis_scene(hips))
     return _WORKER_CACHE["scene"]
 
 

@@ -4,10 +4,11 @@
 (``ap-pelvis``, ``hip``, ``thigh``), ``pixel_spacing_mm`` [row, column] (mm at the patient: the detector's pitch over
 the magnification at the femoral heads, as a DICOM's PixelSpacing) and ``landmarks``: {channel name: [column, row]
 source pixels, or null when that hip is not in the CT}, and ``anatomy``: the virtual anatomy
-(:mod:`bmdgan.cohort.anatomy`, or a transplant entry of :mod:`bmdgan.cohort.transplant`) the view was simulated
-from, or null for the real bone (absent in older folders: null), and ``donor_cts``: the other CTs whose femurs the
-view shows (a transplant's donors; empty otherwise). ``images/<id>.npy``: the
-radiograph (float32, no pickle). An image is written before its line, so a killed run resumes where it stopped.
+(:mod:`bmdgan.cohort.anatomy`, a transplant entry of :mod:`bmdgan.cohort.transplant`, or a hip given virtual
+neck screws) the view was simulated from, or null for the real bone (absent in older folders: null), and
+``donor_cts``: the other CTs whose femurs the view shows (a transplant's donors; empty otherwise).
+``images/<id>.npy``: the radiograph (float32, no pickle). An image is written before its line, so a killed run
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class LandmarkView:
     pixel_spacing_mm: tuple[float, float]
     landmarks: dict
     anatomy: str | None = None
-    """The virtual anatomy's (or transplant's) id the view was simulated from; None for the real bone."""
+    """The virtual anatomy's (transplant's, screwed hip's) id the view was simulated from; None for the real bone."""
     donor_cts: tuple[str, ...] = ()
     """The other CTs whose femurs the view shows (a transplant's donors): whole-CT folds hold them out with it."""
 

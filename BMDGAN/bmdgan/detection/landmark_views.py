@@ -49,9 +49,12 @@ from ..projection.simulator import simulate_radiograph
 from .landmark_folder import LandmarkView, add_view, done_ids, read_views
 from .layout import CHANNELS
 
+SIDES = ("right", "left")
 FIELDS_MM = {"hip": ((380.0, 260.0), 0.0), "thigh": ((420.0, 240.0), 110.0)}
 """Per single-hip view: (height, width) covered at the proximal femur (mm) and how far below the PF centre the
 view is centred along the shaft (mm)."""
+SCREW_KINDS = ("hip", "thigh")
+"""The single-hip views a hip with virtual screws is shown in, in turn."""
 RENDER_MM_PER_PX = 1.25
 """Pitch the views are rendered at (mm at the object; the detector resamples to 2 mm)."""
 CT_VIEW_PITCH_MM = (0.5, 0.7)
@@ -61,6 +64,8 @@ CT_VIEW_SHIFT_MM = 30.0
 with :data:`CT_VIEW_MARGIN` to spare, so each hip stays whole in view."""
 CT_VIEW_MARGIN = 0.25
 """Share of the CT's projected box added around it by the ``ct-as-scanned`` view's detector (the field)."""
+SCREWS_SUFFIX = "_neck_screws"
+"""Ends the variant id of a hip given virtual neck screws (``--screw-views``)."""
 CT_VIEW_TURN_DEG = (5.0, 10.0)
 """Largest tilt out of the image plane and turn about the beam (degrees) of a ``ct-as-scanned`` view."""
 
@@ -79,15 +84,24 @@ def _as_list(point: np.ndarray) -> list[float]:
 
 
 def ap_pelvis_view(
-    prepared_folder: str, ct_id: str, index: int, seed: int, anatomy: str | None = None, with_metal: bool = False
+    prepared_folder: str,
+    ct_id: str,
+    index: int,
+    seed: int,
+    anatomy: str | None = None,
+    with_metal: bool = False,
+    screws_side: str | None = None,
 ) -> tuple[LandmarkView, np.ndarray]:
     """One AP pelvis radiograph of a CT with both hips prepared (``anatomy``: of that virtual anatomy entry of
-    the CT; ``with_metal``: a hip prepared with its implant counts), with both hips' landmarks."""
+    the CT; ``with_metal``: a hip prepared with its implant counts; ``screws_side``: that hip of the real CT given
+    virtual neck screws, a view of its own variant :func:`screws_variant`), with both hips' landmarks."""
     from ..cohort.pelvis_case import render_pelvis
 
     entry = anatomy or ct_id
-    scene = pelvis_scene_of(prepared_folder, entry, with_metal)
+    scene = pelvis_scene_of(prepared_folder, entry, with_metal, screws_side)
     settings = CohortSettings(prepared_folder, seed=seed, acquisition="varied")
+    if screws_side is not None:
+        entry = anatomy = screws_variant(f"{ct_id}_{screws_side}")
     patient = sample_patient(seed, f"{entry}-landmarks", index)
     pose = list(POSES)[index % len(POSES)]
     full = render_pelvis(settings, scene, patient, pose, pitch_mm=RENDER_MM_PER_PX)
@@ -101,6 +115,12 @@ def ap_pelvis_view(
     donors = tuple(sorted({hip.donor_ct for hip in scene.bones if hip.donor_ct}))
     view = LandmarkView(view_id(entry, "ap", index), ct_id, "ap-pelvis", spacing, landmarks, anatomy, donors)
     return view, full["images"]["radiograph"]
+
+
+def screws_variant(hip: str) -> str:
+    """The variant id of a hip (``<CT id>_<side>``) given virtual neck screws: its views' ``anatomy``, so that they
+    train the detector but are never measured as the real bone."""
+    return f"{hip}{SCREWS_SUFFIX}"
 
 
 def every_hip_labelled(prepared_folder: Path, ct_id: str, labelled: int) -> bool:
@@ -144,10 +164,14 @@ def single_hip_view(
     index: int,
     seed: int,
     anatomy: bool = False,
+    screws: bool = False,
 ) -> tuple[LandmarkView, np.ndarray]:
     """One ``hip`` or ``thigh`` view (:data:`FIELDS_MM`) of one prepared hip (``anatomy``: a virtual anatomy's
-    entry ``key``), as that side looks in an AP image."""
-    prepared, projector = ct_projector(prepared_folder, key, crop_to_hip=crop_to_hip)
+    entry ``key``; ``screws``: the hip given virtual neck screws, a view of its variant :func:`screws_variant`), as
+    that side looks in an AP image."""
+    prepared, projector = ct_projector(prepared_folder, key, crop_to_hip=crop_to_hip, screws=screws)
+    if screws:
+        key, anatomy = screws_variant(key), True
     patient = sample_patient(seed, f"{key}-landmarks-{kind}", index)
     pose = sample_pose(seed, patient, list(POSES)[index % len(POSES)])
     field_mm, down_mm = FIELDS_MM[kind]
@@ -179,6 +203,7 @@ def simulate_landmark_views(
     ap_per_anatomy: int = 0,
     with_metal: bool = False,
     ct_views: int = 0,
+    screw_views: int = 0,
 ) -> dict:
     """Make (or finish) the landmark views of every prepared hip of ``ct_ids`` in ``out``
     (:mod:`.landmark_folder`): ``per_hip`` ``hip`` and as many ``thigh`` views of each hip and, for a CT with both
@@ -186,8 +211,10 @@ def simulate_landmark_views(
     ({CT id: anatomy or transplant entry ids}, :func:`bmdgan.cohort.anatomy.prepare_anatomies`,
     :func:`bmdgan.cohort.transplant.prepare_transplants`) with ``per_anatomy`` and ``ap_per_anatomy``;
     ``with_metal``: hips prepared with an implant too (users' radiographs show them; such a CT's AP pelvis views
-    need both hips); ``ct_views`` ``ct-as-scanned`` views of each CT (of the real CTs only). Returns the counts per
-    view (``hip (anatomies)`` etc. apart)."""
+    need both hips); ``ct_views`` ``ct-as-scanned`` views of each CT (of the real CTs only); ``screw_views`` views of
+    each implant-free real hip with virtual neck screws (:mod:`bmdgan.cohort.implant`; ``hip`` and ``thigh`` in
+    turn), and as many AP pelvis views of a CT with two such hips, the screws in each side in turn. Returns the counts
+    per view (``hip (anatomies)`` etc. apart)."""
 
     import torch
 
@@ -201,6 +228,19 @@ def simulate_landmark_views(
         if keys and every_hip_labelled(folder, ct_id, len(keys)):
             tasks += [
                 ("ct", ct_id, None, index) for index in range(ct_views) if view_id(ct_id, "ct", index) not in done
+            ]
+        plain = prepared_bones(folder, ct_id)
+        tasks += [
+            ("screws", ct_id, key, index)
+            for key in plain
+            for index in range(screw_views)
+            if view_id(screws_variant(key), SCREW_KINDS[index % 2], index) not in done
+        ]
+        if len(plain) >= 2:
+            tasks += [
+                ("ap-screws", ct_id, SIDES[index % 2], index)
+                for index in range(screw_views)
+                if view_id(screws_variant(f"{ct_id}_{SIDES[index % 2]}"), "ap", index) not in done
             ]
         entries = [(None, keys, per_hip, ap_per_ct)]  # (anatomy entry, its hips, views per hip, AP views)
         for entry in (anatomies or {}).get(ct_id, []):
@@ -226,6 +266,13 @@ def simulate_landmark_views(
             view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, key, with_metal and key is None)
         elif kind == "ct":
             view, image = ct_scan_view(prepared_folder, ct_id, index, seed, with_metal)
+        elif kind == "ap-screws":
+            view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, screws_side=key)
+        elif kind == "screws":
+            crop = hips_per_ct[ct_id] > 1
+            view, image = single_hip_view(
+                prepared_folder, key, ct_id, crop, SCREW_KINDS[index % 2], index, seed, screws=True
+            )
         else:
             crop = hips_per_ct[ct_id] > 1
             view, image = single_hip_view(prepared_folder, key, ct_id, crop, kind, index, seed, key in anatomy_keys)

@@ -31,6 +31,14 @@ def add_arguments(parser) -> None:
         "module pairs a CT with its patient's radiograph (default 0)",
     )
     parser.add_argument(
+        "--screw-views",
+        type=non_negative_int,
+        default=0,
+        help="views of each implant-free hip with three virtual screws across its neck (hip and thigh in turn), and as "
+        "many AP pelvis views of a CT with two such hips, screws in each side in turn: users bring hips with screws "
+        "(default 0)",
+    )
+    parser.add_argument(
         "--anatomies",
         type=non_negative_int,
         default=0,
@@ -121,6 +129,7 @@ def run(args) -> int:
         ap_per_anatomy=args.ap_per_anatomy,
         with_metal=args.allow_metal,
         ct_views=args.ct_views,
+        screw_views=args.screw_views,
     )
     print(
         ", ".join(f"{n} {view} views" for view, n in sorted(counts.items())) + f" from {len(ct_ids)} CTs -> {args.out}"
