@@ -12,7 +12,7 @@ from bmdgan.cohort.implant import METAL_HU, SCREW_DIAMETER_MM, screw_mask, with_
 from bmdgan.cohort.prepared_ct import load_prepared, prepared_bones
 from bmdgan.ct.body import body_mask
 from bmdgan.detection.landmark_folder import read_views
-from bmdgan.detection.landmark_views import simulate_landmark_views
+from bmdgan.detection.landmark_views import screw_turn, simulate_landmark_views
 from bmdgan.io import Volume, VolumeGeometry, read_ct
 from bmdgan.projection.ap_pelvis import ap_pelvis_centre, ap_pelvis_geometry, clean_outside_body, project_ap_pelvis
 from bmdgan.projection.simulator import material_projections
@@ -347,7 +347,8 @@ def test_virtual_screws_in_one_hip_teach_the_detector_as_a_variant_of_its_ct(pre
     screwed = {hip.side: hip for hip in with_screws_on(list(hips.values()), "left")}
     for hip in screwed.values():
         assert np.all(hip.hu.array[screws] == METAL_HU) and not np.any(hip.hu.array[~screws] == METAL_HU)
-    assert not np.any(hips["right"].hu.array[screws] == METAL_HU)  # the loaded hips are left alone
+    for hip in hips.values():  # the loaded hips are left alone
+        assert not np.any(hip.hu.array[screws] == METAL_HU) and np.all(hip.density_mg_cm3[screws] < 2000.0)
     volume_mm3 = screws.sum() * float(np.prod(hips["left"].hu.geometry.spacing_mm))
     assert 0.6 < volume_mm3 / (3 * np.pi * (SCREW_DIAMETER_MM / 2) ** 2 * 103.0) < 1.1
     assert np.mean(hips["left"].bone_mask[screws]) > 0.8 and not np.any(hips["right"].pf_mask[screws])
@@ -355,11 +356,15 @@ def test_virtual_screws_in_one_hip_teach_the_detector_as_a_variant_of_its_ct(pre
     assert np.linalg.norm(centroid[:3] - hips["left"].head_centre_lps) < 50.0  # mm: along the neck
     assert np.linalg.norm(centroid[:3] - hips["right"].head_centre_lps) > 120.0
 
+    # screw views alternate kind (single-hip) or side (AP) so that each of the two gets all four poses in eight views
+    assert {(screw_turn(index), index % 4) for index in range(8)} == {
+        (turn, pose) for turn in (0, 1) for pose in range(4)
+    }
     out = tmp_path / "views"
     counts = simulate_landmark_views(
         str(folder), ["Pelvic-Ref-002"], str(out), 0, 0, seed=0, progress=False, screw_views=1
     )
-    assert counts == {"hip (anatomies)": 2, "ap-pelvis (anatomies)": 1}
+    assert counts == {"hip (screws)": 2, "ap-pelvis (screws)": 1}
     views = read_views(out)
     assert {view.anatomy for view in views} == {
         "Pelvic-Ref-002_left_neck_screws",

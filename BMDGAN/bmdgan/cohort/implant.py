@@ -69,8 +69,8 @@ def screw_mask(prepared: PreparedCT) -> np.ndarray:
 
 def with_neck_screws(prepared: PreparedCT, model: MaterialModel = MaterialModel()) -> PreparedCT:
     """``prepared`` with three screws across its femoral neck (module docstring); its labels, landmarks and
-    ground truth are kept (an implant case is for refusal, not for training). Its own cache key keeps a worker
-    from reusing the implant-free projector."""
+    ground truth are kept (an implant case is for refusal checks and the hip detector's views, never for a BMD
+    model's training). Its own cache key keeps a worker from reusing the implant-free projector."""
     screws = screw_mask(prepared)
     hu = prepared.hu.array.copy()
     hu[screws] = METAL_HU

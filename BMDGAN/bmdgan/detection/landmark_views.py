@@ -123,6 +123,12 @@ def screws_variant(hip: str) -> str:
     return f"{hip}{SCREWS_SUFFIX}"
 
 
+def screw_turn(index: int) -> int:
+    """Which of two (view kind, or side) the ``index``-th screw view takes: in turn, swapped after every round of
+    :data:`POSES` (views take the pose ``index % 4``), so each of the two gets every pose in the first eight."""
+    return (index + index // len(POSES)) % 2
+
+
 def every_hip_labelled(prepared_folder: Path, ct_id: str, labelled: int) -> bool:
     """Whether ``labelled`` prepared hips are every hip found in the CT (its sides record): a ``ct-as-scanned`` view
     shows the whole scan, so a hip left unprepared (an implant without ``allow_metal``) would be taught as absent."""
@@ -234,14 +240,17 @@ def simulate_landmark_views(
             ("screws", ct_id, key, index)
             for key in plain
             for index in range(screw_views)
-            if view_id(screws_variant(key), SCREW_KINDS[index % 2], index) not in done
+            if view_id(screws_variant(key), SCREW_KINDS[screw_turn(index)], index) not in done
         ]
         if len(plain) >= 2:
-            tasks += [
-                ("ap-screws", ct_id, SIDES[index % 2], index)
-                for index in range(screw_views)
-                if view_id(screws_variant(f"{ct_id}_{SIDES[index % 2]}"), "ap", index) not in done
-            ]
+            tasks += sorted(  # one side after the other: a worker builds each side's scene once
+                (
+                    ("ap-screws", ct_id, SIDES[screw_turn(index)], index)
+                    for index in range(screw_views)
+                    if view_id(screws_variant(f"{ct_id}_{SIDES[screw_turn(index)]}"), "ap", index) not in done
+                ),
+                key=lambda task: task[2],
+            )
         entries = [(None, keys, per_hip, ap_per_ct)]  # (anatomy entry, its hips, views per hip, AP views)
         for entry in (anatomies or {}).get(ct_id, []):
             bones = prepared_bones(folder, entry)
@@ -271,7 +280,7 @@ def simulate_landmark_views(
         elif kind == "screws":
             crop = hips_per_ct[ct_id] > 1
             view, image = single_hip_view(
-                prepared_folder, key, ct_id, crop, SCREW_KINDS[index % 2], index, seed, screws=True
+                prepared_folder, key, ct_id, crop, SCREW_KINDS[screw_turn(index)], index, seed, screws=True
             )
         else:
             crop = hips_per_ct[ct_id] > 1
@@ -279,6 +288,7 @@ def simulate_landmark_views(
         add_view(out, view, image)
     counts: dict[str, int] = {}
     for view in read_views(out):
-        name = view.view + (" (anatomies)" if view.anatomy else "")
+        variant = " (screws)" if (view.anatomy or "").endswith(SCREWS_SUFFIX) else " (anatomies)"
+        name = view.view + (variant if view.anatomy else "")
         counts[name] = counts.get(name, 0) + 1
     return counts
