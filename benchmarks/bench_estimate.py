@@ -9,18 +9,9 @@ Usage: python benchmarks/bench_estimate.py [--model FOLDER] [--repeats 10] [--th
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
-
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up
-    durations = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        durations.append(time.perf_counter() - start)
-    return statistics.median(durations)
+from timing import median_seconds
 
 
 def main() -> None:

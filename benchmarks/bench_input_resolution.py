@@ -15,19 +15,9 @@ Usage: python benchmarks/bench_input_resolution.py [--config cpu] [--sizes 128x6
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from functools import partial
 
-
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up
-    durations = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        durations.append(time.perf_counter() - start)
-    return statistics.median(durations)
+from timing import median_seconds
 
 
 def _halves(scales, count: int):
