@@ -20,20 +20,17 @@ from functools import partial
 from timing import median_seconds
 
 
-def _halves(scales, count: int):
-    """The discriminators' features of the first ``count`` pairs and of the rest (real, fake)."""
-    return [[f[:count] for f in scale] for scale in scales], [[f[count:] for f in scale] for scale in scales]
-
-
 def training_step(generator, discriminator, loss, x, y) -> None:
     """One stage-trainer micro-batch: D on real and fake pairs, then G through D with D's weights frozen."""
     import torch
 
+    from bmdgan.training.trainer import real_and_fake
+
     fake = generator(x)
-    real_part, fake_part = _halves(discriminator(torch.cat([x, x]), torch.cat([y, fake.detach()])), len(x))
+    real_part, fake_part = real_and_fake(discriminator(torch.cat([x, x]), torch.cat([y, fake.detach()])), len(x))
     loss.discriminator_loss(real_part, fake_part)[0].backward()
     discriminator.requires_grad_(False)
-    real_part, fake_part = _halves(discriminator(torch.cat([x, x]), torch.cat([y, fake])), len(x))
+    real_part, fake_part = real_and_fake(discriminator(torch.cat([x, x]), torch.cat([y, fake])), len(x))
     loss.generator_loss(fake, y, fake_part, real_part)[0].backward()
     discriminator.requires_grad_(True)
     generator.zero_grad(set_to_none=True)

@@ -240,6 +240,12 @@ def ct_projector(prepared_folder: str, key: str, crop_to_hip: bool = False, scre
     return _WORKER_CACHE["prepared"], _WORKER_CACHE["projector"]
 
 
+def _load_hips(prepared_folder: str, ct_id: str, with_metal: bool) -> list[PreparedCT]:
+    """Every prepared hip of a CT, read from disk (``with_metal``: an implanted hip too)."""
+    folder = Path(prepared_folder)
+    return [load_prepared(folder, key) for key in prepared_bones(folder, ct_id, with_metal)]
+
+
 def pelvis_scene_of(prepared_folder: str, ct_id: str, with_metal: bool = False, screws_side: str | None = None):
     """The AP pelvis projector of a CT's prepared hips (``with_metal``: an implanted hip's too, for the detector's
     views; ``screws_side``: that hip given virtual neck screws), built once per worker process."""
@@ -247,8 +253,7 @@ def pelvis_scene_of(prepared_folder: str, ct_id: str, with_metal: bool = False, 
         from .pelvis_case import pelvis_scene
 
         _WORKER_CACHE.clear()
-        keys = prepared_bones(Path(prepared_folder), ct_id, with_metal)
-        hips = [load_prepared(Path(prepared_folder), key) for key in keys]
+        hips = _load_hips(prepared_folder, ct_id, with_metal)
         if screws_side is not None:
             hips = with_screws_on(hips, screws_side)
         _WORKER_CACHE.update(key=("ap-pelvis", ct_id, with_metal, screws_side), scene=pelvis_scene(hips))
@@ -260,9 +265,7 @@ def prepared_hips_of(prepared_folder: str, ct_id: str, with_metal: bool = False)
     ``ct-as-scanned`` views of one CT come one after another."""
     if _WORKER_CACHE.get("key") != ("hips", ct_id, with_metal):
         _WORKER_CACHE.clear()
-        keys = prepared_bones(Path(prepared_folder), ct_id, with_metal)
-        hips = [load_prepared(Path(prepared_folder), key) for key in keys]
-        _WORKER_CACHE.update(key=("hips", ct_id, with_metal), hips=hips)
+        _WORKER_CACHE.update(key=("hips", ct_id, with_metal), hips=_load_hips(prepared_folder, ct_id, with_metal))
     return _WORKER_CACHE["hips"]
 
 

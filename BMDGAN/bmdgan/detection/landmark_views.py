@@ -277,14 +277,13 @@ def simulate_landmark_views(
             view, image = ct_scan_view(prepared_folder, ct_id, index, seed, with_metal)
         elif kind == "ap-screws":
             view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, screws_side=key)
-        elif kind == "screws":
+        else:  # a single-hip view, of the hip as it is or with screws
+            screws = kind == "screws"
+            shown = SCREW_KINDS[screw_turn(index)] if screws else kind
             crop = hips_per_ct[ct_id] > 1
             view, image = single_hip_view(
-                prepared_folder, key, ct_id, crop, SCREW_KINDS[screw_turn(index)], index, seed, screws=True
+                prepared_folder, key, ct_id, crop, shown, index, seed, key in anatomy_keys, screws=screws
             )
-        else:
-            crop = hips_per_ct[ct_id] > 1
-            view, image = single_hip_view(prepared_folder, key, ct_id, crop, kind, index, seed, key in anatomy_keys)
         add_view(out, view, image)
     counts: dict[str, int] = {}
     for view in read_views(out):

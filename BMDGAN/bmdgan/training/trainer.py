@@ -84,6 +84,12 @@ def build_models(config: TrainingConfig) -> tuple[torch.nn.Module, torch.nn.Modu
     return generator, discriminator
 
 
+def real_and_fake(scales: list, count: int) -> tuple[list, list]:
+    """The multi-scale discriminator's features of one forward pass over [real; fake] pairs, split into those of the
+    first ``count`` (real) and of the rest (fake)."""
+    return [[f[:count] for f in scale] for scale in scales], [[f[count:] for f in scale] for scale in scales]
+
+
 def mean_across_processes(values: dict[str, float], process: Process) -> dict[str, float]:
     if process.world_size == 1:
         return values
@@ -186,8 +192,7 @@ class StageTrainer:
         # Discriminator: one forward over [real; fake] so DDP sees a single forward per backward.
         with self._no_sync(self.discriminator_ddp, sync), self._autocast():
             both = self.discriminator_ddp(torch.cat([x, x]), torch.cat([y, fake.detach()]))
-            pred_real = [[f[: len(x)] for f in scale_features] for scale_features in both]
-            pred_fake = [[f[len(x) :] for f in scale_features] for scale_features in both]
+            pred_real, pred_fake = real_and_fake(both, len(x))
             d_loss, d_parts = self.loss.discriminator_loss(pred_real, pred_fake)
             (d_loss * scale).backward()
         # Generator: D frozen and called without its DDP wrapper (no D gradients to synchronise).
@@ -195,8 +200,7 @@ class StageTrainer:
             parameter.requires_grad_(False)
         with self._no_sync(self.generator_ddp, sync), self._autocast():
             both = self.discriminator(torch.cat([x, x]), torch.cat([y, fake]))
-            pred_real = [[f[: len(x)] for f in scale_features] for scale_features in both]
-            pred_fake = [[f[len(x) :] for f in scale_features] for scale_features in both]
+            pred_real, pred_fake = real_and_fake(both, len(x))
             g_loss, g_parts = self.loss.generator_loss(fake.float(), y, pred_fake, pred_real)
             (g_loss * scale).backward()
         for parameter in self.discriminator.parameters():
