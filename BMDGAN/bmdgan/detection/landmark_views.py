@@ -233,11 +233,13 @@ def simulate_landmark_views(
         hips_per_ct[ct_id] = len(keys)
         if keys and every_hip_labelled(folder, ct_id, len(keys)):
             tasks += [
-                ("ct", ct_id, None, index) for index in range(ct_views) if view_id(ct_id, "ct", index) not in done
+                ("ct", ct_id, None, index, False)
+                for index in range(ct_views)
+                if view_id(ct_id, "ct", index) not in done
             ]
         plain = prepared_bones(folder, ct_id)
         tasks += [
-            ("screws", ct_id, key, index)
+            (SCREW_KINDS[screw_turn(index)], ct_id, key, index, True)
             for key in plain
             for index in range(screw_views)
             if view_id(screws_variant(key), SCREW_KINDS[screw_turn(index)], index) not in done
@@ -245,7 +247,7 @@ def simulate_landmark_views(
         if len(plain) >= 2:
             tasks += sorted(  # one side after the other: a worker builds each side's scene once
                 (
-                    ("ap-screws", ct_id, SIDES[screw_turn(index)], index)
+                    ("ap", ct_id, SIDES[screw_turn(index)], index, True)
                     for index in range(screw_views)
                     if view_id(screws_variant(f"{ct_id}_{SIDES[screw_turn(index)]}"), "ap", index) not in done
                 ),
@@ -259,30 +261,29 @@ def simulate_landmark_views(
         for entry, bones, count, ap_count in entries:
             if len(bones) >= 2:
                 tasks += [
-                    ("ap", ct_id, entry, index)
+                    ("ap", ct_id, entry, index, False)
                     for index in range(ap_count)
                     if view_id(entry or ct_id, "ap", index) not in done
                 ]
             tasks += [
-                (kind, ct_id, key, index)
+                (kind, ct_id, key, index, False)
                 for key in bones
                 for kind in FIELDS_MM
                 for index in range(count)
                 if view_id(key, kind, index) not in done
             ]
-    for kind, ct_id, key, index in progress_bar(tasks, desc="landmark views", disable=not progress):
-        if kind == "ap":
+    # a task: (view kind, CT id, anatomy entry / hip key / screwed side, view index, with virtual screws)
+    for kind, ct_id, key, index, screws in progress_bar(tasks, desc="landmark views", disable=not progress):
+        if kind == "ap" and screws:
+            view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, screws_side=key)
+        elif kind == "ap":
             view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, key, with_metal and key is None)
         elif kind == "ct":
             view, image = ct_scan_view(prepared_folder, ct_id, index, seed, with_metal)
-        elif kind == "ap-screws":
-            view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, screws_side=key)
         else:  # a single-hip view, of the hip as it is or with screws
-            screws = kind == "screws"
-            shown = SCREW_KINDS[screw_turn(index)] if screws else kind
             crop = hips_per_ct[ct_id] > 1
             view, image = single_hip_view(
-                prepared_folder, key, ct_id, crop, shown, index, seed, key in anatomy_keys, screws=screws
+                prepared_folder, key, ct_id, crop, kind, index, seed, key in anatomy_keys, screws=screws
             )
         add_view(out, view, image)
     counts: dict[str, int] = {}
