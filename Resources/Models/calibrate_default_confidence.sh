@@ -31,9 +31,9 @@ python benchmarks/check_confidence.py --prepared "$OUT/unseen_ct/prepared" "$OUT
 # 4. AP pelvis radiographs of the two whole-pelvis CTs through `estimate` (for each CT the fold model of the
 #    cross-validation that never saw it; the hip detector of a `train-detector --cross-validate` folder in
 #    $DETECTOR_CV that never saw it either, else the bundled one), each hip against its CT-aBMD, into the model card.
-#    The card's table of 2026-12-06 took DETECTOR_CV=detector/cross_validation from docs/hip-detection.md, "Trained
-#    with the views as scanned" (simulate-landmarks --allow-metal --ct-views 8; train-detector --cross-validate
-#    --folds 0,1,3 --members 3 --hold-out STS_012).
+#    The card's table of 2026-12-06 took DETECTOR_CV=detector/cross_validation from docs/hip-detection.md, "Hips
+#    with screws" (simulate-landmarks --allow-metal --ct-views 8, then --screw-views 8; train-detector
+#    --cross-validate --folds 0,1,3 --members 3 --hold-out STS_012).
 DETECTOR_FOLDS=()
 if [ -n "${DETECTOR_CV:-}" ]; then DETECTOR_FOLDS=(--detector-folds "$DETECTOR_CV"); fi
 python benchmarks/check_ap_pelvis.py --prepared "$OUT/new_patients/prepared" --out "$OUT/ap_pelvis" \
