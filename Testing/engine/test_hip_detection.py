@@ -26,6 +26,7 @@ from bmdgan.detection.layout import CHANNELS
 from bmdgan.detection.refinement import REFINER_MM_PER_PX, REFINER_PATCH_PX, REFINER_SEARCH_MM, window_matrix
 from bmdgan.detection.training import (
     PATCH_PX,
+    offsets_by_ct,
     refiner_sample,
     summarise,
     threshold_sweep,
@@ -246,6 +247,34 @@ def test_cross_validation_counts_any_threshold_from_one_pass():
     assert [sweep[t]["false_hips"] for t in (0.05, 0.15, 0.25)] == [1, 1, 0]
     assert [sweep[t]["no_hip_images_with_a_detection"] for t in (0.05, 0.15)] == [1, 0]
     assert all(point["hips"] == 3 for point in sweep.values())
+
+
+def test_offsets_by_ct_splits_a_shared_offset_from_the_scatter_about_it():
+    """CT A's four AP hips sit 7 mm off in one direction (+/- 1 mm): none within 5 mm, all four without the shared
+    offset. CT B's hips scatter 3 mm either way about its truth: its mean offset is 0, nothing changes. An unsure
+    hip (below the threshold) and a hip not read count in neither."""
+
+    def hip(ct, dx, dy, confidence=0.9):
+        return {
+            "ct": ct,
+            "view": "ap-pelvis",
+            "side": "right",
+            "kind": "hip",
+            "confidence": confidence,
+            "head_offset_mm": [dx, dy],
+            "head_error_mm": float(np.hypot(dx, dy)),
+        }
+
+    rows = [hip("A", 7.0 + dx, -dy, 0.9) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    rows += [hip("B", 3.0, 0.0), hip("B", -3.0, 0.0), hip("B", 0.0, 8.0, 0.1)]
+    rows += [{"ct": "B", "view": "ap-pelvis", "side": "left", "kind": "hip", "confidence": None}]
+    split = offsets_by_ct(rows, tolerance_mm=5.0, min_confidence=0.25)
+    by_ct = {group["ct"]: group for group in split["groups"]}
+    assert by_ct["A"]["mean_offset_mm"] == pytest.approx([7.0, 0.0]) and by_ct["A"]["found"] == 4
+    assert by_ct["A"]["spread_mm"] == pytest.approx(1.0)
+    assert by_ct["B"]["mean_offset_mm"] == pytest.approx([0.0, 0.0]) and by_ct["B"]["spread_mm"] == pytest.approx(3.0)
+    assert split["found"] == 6 and split["within_tolerance"] == 2  # CT B's two
+    assert split["within_tolerance_without_group_offsets"] == 6
 
 
 def test_a_trained_refinement_moves_a_head_found_10_mm_off_onto_the_head(tmp_path):
@@ -491,6 +520,10 @@ def test_train_detector_members_trains_each_seed_and_measures_them_beside_the_en
     assert all(member["all"]["hips"] == summary["all"]["hips"] == 2 for member in summary["members"])  # CT_B's
     assert "member seed 6 alone" in done.stdout
     assert [point["min_confidence"] for point in summary["threshold_sweep"]][:2] == [0.05, 0.1]
+    detections = json.loads((tmp_path / "cv" / "cross_validation" / "detections.json").read_text())
+    for row in (row for row in detections if row.get("head_error_mm") is not None):
+        assert np.hypot(*row["head_offset_mm"]) == pytest.approx(row["head_error_mm"])
+    assert summary["offsets_by_ct"]["found"] == summary["all"]["found"]
     assert "confidence 0.05:" in done.stdout
     kept = (tmp_path / "cv" / "hip_detector_member0.safetensors").read_bytes()
     thresholded = train(

@@ -285,8 +285,9 @@ def evaluate_detector(detector, folder: str | Path, views: list[LandmarkView]) -
     """One row per labelled hip of every view (``confidence`` of the detector's reading of that side, None where it
     read none; head and neck errors in mm at the patient), one per unlabelled side read anyway (``false_hip``, with
     its confidence), and one per no-hip image (the upper third of each AP pelvis view: the confidences of what was
-    read there). Every reading is kept, however unsure (``min_confidence=0``), so :func:`summarise` measures any
-    confidence threshold from this one pass."""
+    read there). A found hip's ``head_offset_mm`` is its head error as (column, row) in mm at the patient (+ to the
+    image's right and down). Every reading is kept, however unsure (``min_confidence=0``), so :func:`summarise`
+    measures any confidence threshold from this one pass."""
     rows = []
     for view in views:
         image = read_image(folder, view)
@@ -311,12 +312,10 @@ def evaluate_detector(detector, folder: str | Path, views: list[LandmarkView]) -
             row = {"id": view.id, "ct": view.ct, "view": view.view, "side": side, "kind": "hip", "confidence": None}
             if hip is not None:
                 neck = view.landmarks[f"neck_{side}"]
+                offset = ((hip.head_centre_px[0] - truth[0]) * column_mm, (hip.head_centre_px[1] - truth[1]) * row_mm)
                 row.update(
-                    head_error_mm=float(
-                        np.hypot(
-                            (hip.head_centre_px[0] - truth[0]) * column_mm, (hip.head_centre_px[1] - truth[1]) * row_mm
-                        )
-                    ),
+                    head_error_mm=float(np.hypot(*offset)),
+                    head_offset_mm=[float(offset[0]), float(offset[1])],
                     neck_error_mm=float(
                         np.hypot(
                             (hip.neck_point_px[0] - neck[0]) * column_mm, (hip.neck_point_px[1] - neck[1]) * row_mm
@@ -378,6 +377,44 @@ def summarise(rows: list[dict], tolerance_mm: float = 5.0, min_confidence: float
     summary["tolerance_mm"] = tolerance_mm
     summary["min_confidence"] = min_confidence
     return summary
+
+
+def offsets_by_ct(rows: list[dict], tolerance_mm: float = 5.0, min_confidence: float = FOUND_CONFIDENCE) -> dict:
+    """Each held-out CT's mean head offset per view kind and side (mm, image axes, as ``head_offset_mm``) and the
+    spread about it, with how many found hips would lie within ``tolerance_mm`` were each group's mean offset taken
+    away. A detector that errs on an unseen body by an offset shared by its views (the landmark placed where the
+    training bodies' context puts it) needs more bodies; scatter about a small offset needs a steadier reading
+    (members, test-time readings): the split says which limits it."""
+    groups: dict[tuple[str, str, str], list] = {}
+    for row in rows:
+        if row["kind"] == "hip" and is_found(row, min_confidence):
+            groups.setdefault((row["ct"], row["view"], row["side"]), []).append(row["head_offset_mm"])
+    table, within, within_without_offsets = [], 0, 0
+    for (ct, view, side), offsets in sorted(groups.items()):
+        offsets = np.asarray(offsets, float)
+        mean = offsets.mean(axis=0)
+        residual = np.hypot(*(offsets - mean).T)
+        within += int((np.hypot(*offsets.T) <= tolerance_mm).sum())
+        within_without_offsets += int((residual <= tolerance_mm).sum())
+        table.append(
+            {
+                "ct": ct,
+                "view": view,
+                "side": side,
+                "found": len(offsets),
+                "mean_offset_mm": [float(mean[0]), float(mean[1])],
+                "mean_offset_length_mm": float(np.hypot(*mean)),
+                "spread_mm": float(np.sqrt(np.mean(residual**2))),
+            }
+        )
+    return {
+        "groups": table,
+        "found": int(sum(len(offsets) for offsets in groups.values())),
+        "within_tolerance": within,
+        "within_tolerance_without_group_offsets": within_without_offsets,
+        "median_offset_length_mm": float(np.median([g["mean_offset_length_mm"] for g in table])) if table else None,
+        "median_spread_mm": float(np.median([g["spread_mm"] for g in table])) if table else None,
+    }
 
 
 def threshold_sweep(rows: list[dict], thresholds: tuple[float, ...], tolerance_mm: float = 5.0) -> list[dict]:

@@ -80,6 +80,7 @@ def run(args) -> int:
     from bmdgan.detection.training import (
         ct_folds,
         evaluate_detector,
+        offsets_by_ct,
         plot_head_errors,
         summarise,
         threshold_sweep,
@@ -121,6 +122,7 @@ def run(args) -> int:
             "measured_folds": measured,
             **summarise(rows, min_confidence=threshold),
             "threshold_sweep": threshold_sweep(rows, SWEPT_CONFIDENCES),
+            "offsets_by_ct": offsets_by_ct(rows, min_confidence=threshold),
         }
         if member_rows:
             summary["members"] = [
@@ -148,6 +150,14 @@ def run(args) -> int:
             f"at confidence {threshold:g}: false hips {summary['false_hips']}; no-hip images with a detection "
             f"{summary['no_hip_images_with_a_detection']}/{summary['no_hip_images']}"
         )
+        offsets = summary["offsets_by_ct"]
+        if offsets["groups"]:
+            print(
+                f"per held-out CT, view and side: mean head offset {offsets['median_offset_length_mm']:.1f} mm, "
+                f"spread about it {offsets['median_spread_mm']:.1f} mm (medians); without each one's mean offset "
+                f"{offsets['within_tolerance_without_group_offsets']}/{offsets['found']} found hips would lie within "
+                f"{summary['tolerance_mm']:.0f} mm ({offsets['within_tolerance']} now)"
+            )
         for point in summary["threshold_sweep"]:
             print(
                 f"confidence {point['min_confidence']:g}: {point['within_tolerance']}/{point['hips']} within "
