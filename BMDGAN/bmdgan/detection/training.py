@@ -384,7 +384,8 @@ def offsets_by_ct(rows: list[dict], tolerance_mm: float = 5.0, min_confidence: f
     spread about it, with how many found hips would lie within ``tolerance_mm`` were each group's mean offset taken
     away. A detector that errs on an unseen body by an offset shared by its views (the landmark placed where the
     training bodies' context puts it) needs more bodies; scatter about a small offset needs a steadier reading
-    (members, test-time readings): the split says which limits it."""
+    (members, test-time readings): the split says which limits it. A group of one hip has no spread, and counts as
+    within once its offset is taken away."""
     groups: dict[tuple[str, str, str], list] = {}
     for row in rows:
         if row["kind"] == "hip" and is_found(row, min_confidence):
