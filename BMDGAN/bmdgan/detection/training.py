@@ -281,6 +281,12 @@ def upper_third(image: np.ndarray) -> np.ndarray:
     return image[: image.shape[0] // 3]
 
 
+def _offset_mm(found_px, truth_px, pixel_spacing_mm: tuple[float, float]) -> tuple[float, float]:
+    """A found point's offset from the true one, (column, row) pixels turned into mm at the patient."""
+    row_mm, column_mm = pixel_spacing_mm
+    return (found_px[0] - truth_px[0]) * column_mm, (found_px[1] - truth_px[1]) * row_mm
+
+
 def evaluate_detector(detector, folder: str | Path, views: list[LandmarkView]) -> list[dict]:
     """One row per labelled hip of every view (``confidence`` of the detector's reading of that side, None where it
     read none; head and neck errors in mm at the patient), one per unlabelled side read anyway (``false_hip``, with
@@ -292,7 +298,6 @@ def evaluate_detector(detector, folder: str | Path, views: list[LandmarkView]) -
     for view in views:
         image = read_image(folder, view)
         found = {hip.side: hip for hip in detector.detect(image, view.pixel_spacing_mm, min_confidence=0.0)}
-        row_mm, column_mm = view.pixel_spacing_mm
         for side in SIDES:
             truth = view.landmarks.get(f"head_{side}")
             hip = found.get(side)
@@ -311,21 +316,15 @@ def evaluate_detector(detector, folder: str | Path, views: list[LandmarkView]) -
                 continue
             row = {"id": view.id, "ct": view.ct, "view": view.view, "side": side, "kind": "hip", "confidence": None}
             if hip is not None:
-                neck = view.landmarks[f"neck_{side}"]
-                offset = ((hip.head_centre_px[0] - truth[0]) * column_mm, (hip.head_centre_px[1] - truth[1]) * row_mm)
+                head = _offset_mm(hip.head_centre_px, truth, view.pixel_spacing_mm)
+                neck = _offset_mm(hip.neck_point_px, view.landmarks[f"neck_{side}"], view.pixel_spacing_mm)
+                first = _offset_mm(hip.first_stage_head_px or hip.head_centre_px, truth, view.pixel_spacing_mm)
                 row.update(
-                    head_error_mm=float(np.hypot(*offset)),
-                    head_offset_mm=[float(offset[0]), float(offset[1])],
-                    neck_error_mm=float(
-                        np.hypot(
-                            (hip.neck_point_px[0] - neck[0]) * column_mm, (hip.neck_point_px[1] - neck[1]) * row_mm
-                        )
-                    ),
+                    head_error_mm=float(np.hypot(*head)),
+                    head_offset_mm=[float(head[0]), float(head[1])],
+                    neck_error_mm=float(np.hypot(*neck)),
                     confidence=hip.confidence,
-                )
-                first = hip.first_stage_head_px or hip.head_centre_px
-                row["first_stage_head_error_mm"] = float(
-                    np.hypot((first[0] - truth[0]) * column_mm, (first[1] - truth[1]) * row_mm)
+                    first_stage_head_error_mm=float(np.hypot(*first)),
                 )
             rows.append(row)
         if view.view == "ap-pelvis":
