@@ -97,6 +97,30 @@ def test_hierarchical_stage2_needs_stage1_and_mismatched_weights_are_refused(dat
         load_weights(tmp_path, "generator", other)
 
 
+def test_a_pretrained_start_replaces_stage1_and_must_not_have_seen_the_held_out(trained, dataset, smoke, tmp_path):
+    """Pretraining (issue 22 item 4): another run's stage-2 weights start stage 2, so its first steps fit far better
+    than a random start; the run remembers that start, and a run that trained on the held-out patients is refused."""
+    torch.set_num_threads(2)
+    pretrained, _ = trained  # fold 0 held out
+    config = replace(smoke, epochs={"stage1": 4, "stage2": 1})
+    scratch = train_run(config, dataset, tmp_path / "scratch", 0, ("stage2",), hierarchical=False, progress=False)
+    started = train_run(config, dataset, tmp_path / "started", fold=0, pretrained=pretrained, progress=False)
+    assert list(started) == ["stage2"] and not (tmp_path / "started" / "stage1").exists()
+    assert started["stage2"][0]["g_l1"] < 0.5 * scratch["stage2"][0]["g_l1"]
+    start = weights_sha256(latest_checkpoint(pretrained / "stage2" / "checkpoints"), "generator")
+    settings = json.loads((tmp_path / "started" / "run.json").read_text(encoding="utf-8"))
+    assert settings["pretrained"] == {"run": str(pretrained.resolve()), "generator_sha256": start}
+    model = json.loads((tmp_path / "started" / "model" / "model.json").read_text(encoding="utf-8"))
+    assert model["provenance"]["pretrained"]["generator_sha256"] == start
+    with pytest.raises(BMDGANError, match="started from the pretrained run"):
+        train_run(config, dataset, tmp_path / "started", fold=0, progress=False)
+    with pytest.raises(BMDGANError, match="which fold 1 holds out here"):
+        train_run(config, dataset, tmp_path / "leak", fold=1, pretrained=pretrained, progress=False)
+    with pytest.raises(BMDGANError, match="made for"):
+        train_run(replace(config, backbone="resnet"), dataset, tmp_path / "other", 0, pretrained=pretrained)
+    assert not (tmp_path / "leak").exists() and not (tmp_path / "other").exists()
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process(dataset, tmp_path):
     """Same global batch (1 x 4 vs 2 x 2): same loss trajectory. GroupNorm makes samples independent.

@@ -133,28 +133,40 @@ def cross_validate(
     targets: tuple[str, ...],
     device: str = "auto",
     progress: bool = True,
+    pretrained: str | Path | None = None,
 ) -> dict:
-    """Train and evaluate every fold of ``folds`` in ``out/fold<N>``, then pool them (:func:`pooled_summary`)."""
+    """Train and evaluate every fold of ``folds`` in ``out/fold<N>``, then pool them (:func:`pooled_summary`).
+    ``pretrained``: a folder of fold runs (another cross-validation's ``--out``) whose ``fold<N>`` starts fold N."""
     from ..training.trainer import start_process
 
     out = Path(out)
     process = start_process(device)
     for fold in folds:
-        train_and_evaluate_fold(config, dataset, out / f"fold{fold}", fold, targets, device, process, progress)
+        start = None if pretrained is None else Path(pretrained) / f"fold{fold}"
+        train_and_evaluate_fold(config, dataset, out / f"fold{fold}", fold, targets, device, process, progress, start)
     return pooled_summary(out, folds, dataset, process)
 
 
 def train_and_evaluate_fold(
-    config, dataset: str | Path, run: Path, fold: int, targets: tuple[str, ...], device, process, progress: bool
+    config,
+    dataset: str | Path,
+    run: Path,
+    fold: int,
+    targets: tuple[str, ...],
+    device,
+    process,
+    progress: bool,
+    pretrained: Path | None = None,
 ) -> None:
-    """Stages 1-2, stage 3 and the baseline of one fold into ``run``, then its held-out predictions in
-    ``run/evaluation`` (again only when the model changed since they were written)."""
+    """Stages 1-2 (or stage 2 alone, started from the run ``pretrained``), stage 3 and the baseline of one fold into
+    ``run``, then its held-out predictions in ``run/evaluation`` (again only when the model changed since they were
+    written)."""
     from ..inference.model import DecompositionModel
     from ..training.regression import train_regression
     from ..training.run import train_run
     from .evaluate import evaluate, write_evaluation
 
-    train_run(config, dataset, run, fold, device=device, progress=progress)
+    train_run(config, dataset, run, fold, device=device, progress=progress, pretrained=pretrained)
     for kind in ("decomposition", "baseline"):
         for target in targets:
             train_regression(config, dataset, run, target, kind, fold, device, progress=progress)

@@ -27,6 +27,7 @@ from ..models.model_folder import MODEL_FORMAT, MODEL_FORMAT_VERSION, read_model
 from .checkpoint import latest_checkpoint, save_weights, weights_sha256
 from .config import TrainingConfig
 from .data import DRR_SCALE_G_CM2, PairDataset
+from .pretrained import check_same_start, pretrained_start
 from .run_folder import read_run_settings, write_run_settings
 from .trainer import StageTrainer, start_process
 
@@ -184,12 +185,23 @@ def train_run(
     stop_after_epochs: int | None = None,
     progress: bool = True,
     poses: tuple[str, ...] | None = None,
+    pretrained: str | Path | None = None,
 ) -> dict[str, list[dict]]:
-    """Train the requested stages (resuming each from its checkpoints); returns each stage's history."""
+    """Train the requested stages (resuming each from its checkpoints); returns each stage's history.
+    ``pretrained``: a run (itself trained hierarchically) whose last stage-2 weights start stage 2 in place of
+    stage 1's, which is then not trained (:mod:`.pretrained`)."""
     dataset_folder, run_folder = Path(dataset_folder), Path(run_folder)
     read_header(dataset_folder)
     process = start_process(device)
+    start, start_sha256 = (
+        (None, None) if pretrained is None else pretrained_start(pretrained, dataset_folder, fold, config)
+    )
     check_run_settings(run_folder, dataset_folder, fold, poses, config)
+    check_same_start(run_folder, start_sha256)
+    if start is not None:
+        stages = tuple(stage for stage in stages if stage != "stage1")
+        if not stages:
+            raise InputError(run_folder, "a pretrained start takes stage 1's place", "train stage2 from it")
     records = training_records(dataset_folder, fold, poses)
     settings = {
         "config": config.to_dict(),
@@ -198,6 +210,9 @@ def train_run(
         "stages": list(stages),
         "poses": list(poses) if poses else "all",
         "hierarchical": hierarchical,
+        "pretrained": None
+        if pretrained is None
+        else {"run": str(Path(pretrained).resolve()), "generator_sha256": start_sha256},
         "world_size": process.world_size,
     }
     if process.is_main:
@@ -208,8 +223,8 @@ def train_run(
     histories: dict[str, list[dict]] = {}
     trainer = None
     for stage in stages:
-        initial = None
-        if stage == "stage2" and hierarchical:
+        initial = start if stage == "stage2" else None
+        if stage == "stage2" and hierarchical and start is None:
             initial = latest_checkpoint(run_folder / "stage1" / "checkpoints")
             if initial is None:
                 raise InputError(
@@ -237,6 +252,7 @@ def train_run(
                     "dataset": str(dataset_folder),
                     "fold": fold,
                     "hierarchical": hierarchical,
+                    "pretrained": settings["pretrained"],
                     "training_cases": len(records),
                     "poses": list(poses) if poses else "all",
                     "encoder_sha256": encoder,

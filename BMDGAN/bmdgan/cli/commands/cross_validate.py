@@ -11,6 +11,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="dataset folder with folds in its manifest")
     add_out(parser, "folder of the fold runs and pooled_metrics.json")
     add_fold_training(parser, "0,1,2,3,4")
+    parser.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="FOLDER",
+        help="start fold N's stage 2 from FOLDER/foldN's last stage-2 weights instead of stage 1's (another "
+        "cross-validation's --out, e.g. one trained on more images); refused where that run saw a CT fold N holds out",
+    )
     add_device(parser)
 
 
@@ -19,7 +26,10 @@ def run(args) -> int:
     from bmdgan.training.config import load_config
 
     folds = list(args.folds)
-    pooled = cross_validate(load_config(args.config), args.dataset, args.out, folds, args.targets, args.device)
+    config = load_config(args.config)
+    pooled = cross_validate(
+        config, args.dataset, args.out, folds, args.targets, args.device, pretrained=args.pretrained
+    )
     print(f"pooled over folds {folds} ({pooled['images']} images):")
     for method, values in pooled["methods"].items():
         for target, m in values.items():

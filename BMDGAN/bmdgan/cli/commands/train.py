@@ -28,6 +28,13 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--no-hierarchical", action="store_true", help="train stage 2 from scratch (the paper's no-HL ablation)"
     )
+    parser.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="RUN",
+        help="start stage 2 from RUN's last stage-2 weights (pretraining on more images) instead of stage 1's, "
+        "which is then not trained; refused where RUN saw a CT that --fold holds out",
+    )
     add_device(parser)
     parser.add_argument(
         "--stop-after-epochs",
@@ -89,6 +96,7 @@ def run(args) -> int:
         args.device,
         args.stop_after_epochs,
         poses=poses,
+        pretrained=args.pretrained,
     )
     for stage, history in histories.items():
         if history:
