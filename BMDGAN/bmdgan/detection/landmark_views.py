@@ -238,18 +238,17 @@ def simulate_landmark_views(
                 if view_id(ct_id, "ct", index) not in done
             ]
         plain = prepared_bones(folder, ct_id)
-        tasks += [
-            (SCREW_KINDS[screw_turn(index)], ct_id, key, index, True)
-            for key in plain
-            for index in range(screw_views)
-            if view_id(screws_variant(key), SCREW_KINDS[screw_turn(index)], index) not in done
+        screwed = [
+            (SCREW_KINDS[screw_turn(index)], ct_id, key, index, True) for key in plain for index in range(screw_views)
         ]
+        tasks += [task for task in screwed if view_id(screws_variant(task[2]), task[0], task[3]) not in done]
         if len(plain) >= 2:
+            screwed_ap = [("ap", ct_id, SIDES[screw_turn(index)], index, True) for index in range(screw_views)]
             tasks += sorted(  # one side after the other: a worker builds each side's scene once
                 (
-                    ("ap", ct_id, SIDES[screw_turn(index)], index, True)
-                    for index in range(screw_views)
-                    if view_id(screws_variant(f"{ct_id}_{SIDES[screw_turn(index)]}"), "ap", index) not in done
+                    task
+                    for task in screwed_ap
+                    if view_id(screws_variant(f"{ct_id}_{task[2]}"), "ap", task[3]) not in done
                 ),
                 key=lambda task: task[2],
             )
