@@ -32,15 +32,16 @@ def _pooled_rows(out: Path, folds: list[int]) -> list[dict]:
     return rows
 
 
-def held_out_rows(cv_folder: str | Path) -> list[tuple[str, dict]]:
-    """(source CT, ``predictions.csv`` row) of every held-out image that a cross-validation's ``pooled_metrics.json``
-    pooled, each fold run's source CTs read from the dataset its ``run.json`` names: how the recipe errs on bones it
-    never saw."""
+def held_out_rows(cv_folder: str | Path, folds: list[int] | None = None) -> list[tuple[str, dict]]:
+    """(source CT, ``predictions.csv`` row) of every held-out image of ``folds`` (default: those the cross-validation's
+    ``pooled_metrics.json`` pooled), each fold run's source CTs read from the dataset its ``run.json`` names: how the
+    recipe errs on bones it never saw."""
     cv_folder = Path(cv_folder)
-    pooled = cv_folder / "pooled_metrics.json"
-    if not pooled.is_file():
-        raise InputError(cv_folder, "holds no pooled_metrics.json", "give a bmdgan cross-validate --out folder")
-    folds = json.loads(pooled.read_text())["folds"]
+    if folds is None:
+        pooled = cv_folder / "pooled_metrics.json"
+        if not pooled.is_file():
+            raise InputError(cv_folder, "holds no pooled_metrics.json", "give a bmdgan cross-validate --out folder")
+        folds = json.loads(pooled.read_text())["folds"]
     sources = {}
     for fold in folds:
         settings = read_run_settings(cv_folder / f"fold{fold}")
