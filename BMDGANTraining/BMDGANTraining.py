@@ -48,6 +48,7 @@ class BMDGANTrainingParameterNode:
     fold: Annotated[int, WithinRange(-1, 9)] = 0  # -1: train on every fold
     stages: Annotated[str, Choice(["both", "stage1", "stage2", "stage3", "baseline"])] = "both"
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    pretrainedRun: str = ""  # empty: stage 1 starts from random weights
     followSamples: bool = True
     evaluateRobustness: bool = True
     loadEvaluationPictures: bool = False
@@ -95,6 +96,7 @@ class BMDGANTrainingWidget(ParameterNodeWidget):
             fold,
             parameters.stages,
             parameters.device,
+            pretrained=parameters.pretrainedRun,
         )
         with slicer.util.tryWithErrorDisplay(_("Could not start training."), waitCursor=True):
             self.logic.start(request)

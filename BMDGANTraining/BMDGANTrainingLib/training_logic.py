@@ -45,6 +45,8 @@ class TrainingRequest:
     stages: str = "both"
     device: str = "auto"
     hierarchical: bool = True
+    pretrained: str = ""
+    """A run whose last stage-2 weights start stage 2 in place of stage 1's (``--pretrained``); empty: none."""
     extra_arguments: list[str] = field(default_factory=list)
 
     def arguments(self) -> list[str]:
@@ -65,6 +67,8 @@ class TrainingRequest:
             arguments += ["--fold", str(self.fold)]
         if not self.hierarchical:
             arguments.append("--no-hierarchical")
+        if self.pretrained:
+            arguments += ["--pretrained", self.pretrained]
         return arguments + list(self.extra_arguments)
 
 

@@ -189,6 +189,31 @@ def test_training_logic_runs_follows_stops_and_resumes_a_process(dataset, tmp_pa
 
 
 @pytest.mark.slow
+def test_training_logic_starts_stage2_from_a_pretrained_run(trained, dataset, tmp_path):
+    """The module's pretrained run reaches ``bmdgan train --pretrained``: stage 2 starts from that run's weights and
+    stage 1 is not trained."""
+    from BMDGANTrainingLib.training_logic import TrainingRequest
+
+    pretrained, _ = trained
+    run_folder = tmp_path / "run"
+    logic = TrainingLogic()
+    request = TrainingRequest(
+        str(dataset),
+        str(run_folder),
+        "smoke",
+        0,
+        "both",
+        "cpu",
+        pretrained=str(pretrained),
+        extra_arguments=["--epochs", "1"],
+    )
+    logic.start(request)
+    assert logic.process.wait(240) == 0, (run_folder / "training.log").read_text()[-2000:]
+    settings = json.loads((run_folder / "run.json").read_text(encoding="utf-8"))
+    assert settings["stages"] == ["stage2"] and settings["pretrained"]["run"] == str(pretrained.resolve())
+    assert not (run_folder / "stage1").exists() and logic.model_folder(run_folder) is not None
+
+
 def test_curation_logic_analyses_a_real_ct_into_nodes(shared_data):
     from bmdgan.ct.landmarks import LANDMARK_NAMES
     from bmdgan.projection.projector import Projector
