@@ -87,7 +87,7 @@ def draw(summaries: dict[str, dict], path: Path, target: str) -> None:
         )
     right.axvline(0, color="grey", linewidth=0.8)
     right.set_yticks(np.arange(len(cts)), cts)
-    right.set_xlabel("decomposition bias per held-out CT (estimate - truth)")
+    right.set_xlabel(f"decomposition bias per held-out CT (estimate - truth, {target})")
     right.legend(fontsize=8)
     fig.suptitle(
         f"Training recipes on whole-CT folds ({summaries[names[0]]['decomposition']['images']} held-out images)"
