@@ -188,7 +188,6 @@ def test_training_logic_runs_follows_stops_and_resumes_a_process(dataset, tmp_pa
     assert logic.model_folder(run_folder) is None  # stage 2 not trained: no model to use yet
 
 
-@pytest.mark.slow
 def test_training_logic_starts_stage2_from_a_pretrained_run(trained, dataset, tmp_path):
     """The module's pretrained run reaches ``bmdgan train --pretrained``: stage 2 starts from that run's weights and
     stage 1 is not trained."""
@@ -214,6 +213,7 @@ def test_training_logic_starts_stage2_from_a_pretrained_run(trained, dataset, tm
     assert not (run_folder / "stage1").exists() and logic.model_folder(run_folder) is not None
 
 
+@pytest.mark.slow
 def test_curation_logic_analyses_a_real_ct_into_nodes(shared_data):
     from bmdgan.ct.landmarks import LANDMARK_NAMES
     from bmdgan.projection.projector import Projector

@@ -26,9 +26,8 @@ def run(args) -> int:
     from bmdgan.training.config import load_config
 
     folds = list(args.folds)
-    config = load_config(args.config)
     pooled = cross_validate(
-        config, args.dataset, args.out, folds, args.targets, args.device, pretrained=args.pretrained
+        load_config(args.config), args.dataset, args.out, folds, args.targets, args.device, pretrained=args.pretrained
     )
     print(f"pooled over folds {folds} ({pooled['images']} images):")
     for method, values in pooled["methods"].items():
