@@ -3,13 +3,17 @@ image, and no step where the scanned volume ends (the detector is collimated to 
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
 import pytest
 
+from bmdgan.cli.commands.simulate_landmarks import positioning_ranges
 from bmdgan.cohort.implant import METAL_HU, SCREW_DIAMETER_MM, screw_mask, with_screws_on
+from bmdgan.cohort.pelvis_case import POSITIONING_DEG, sample_positioning
 from bmdgan.cohort.prepared_ct import load_prepared, prepared_bones
+from bmdgan.cohort.virtual_patient import sample_patient
 from bmdgan.ct.body import body_mask
 from bmdgan.detection.landmark_folder import read_views
 from bmdgan.detection.landmark_views import screw_turn, simulate_landmark_views
@@ -299,6 +303,28 @@ def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, o
             f"SYNP-v00{n}-standing-{side}" for n in (0, 1) for side in ("left", "right")
         }
         assert simulate_cohort(settings, ["SYNP"], out, workers=1, progress=False)["written_now"] == 0
+
+
+def test_wider_positioning_ranges_tilt_the_same_patients_further_and_defaults_stay_the_cohorts():
+    """``simulate-landmarks --ap-positioning-deg``: the AP views' rotations on the table are drawn within the
+    half-ranges given (degrees, per named axis, whatever order the dict is in); the cohorts' own ranges give exactly
+    the positionings drawn before, so views rendered without the option are the same images."""
+    patients = [sample_patient(0, "CT_A-landmarks", index) for index in range(200)]
+    default = [sample_positioning(0, patient, "standing") for patient in patients]
+    assert default == [sample_positioning(0, patient, "standing", dict(POSITIONING_DEG)) for patient in patients]
+    wide = {"about_ap_axis": 3.0, "about_left_right_axis": 15.0, "about_long_axis": 10.0}  # another key order
+    drawn = [sample_positioning(0, patient, "standing", wide) for patient in patients]
+    for axis, limit in wide.items():
+        angles = np.array([getattr(p, f"{axis}_deg") for p in drawn])
+        assert np.all(np.abs(angles) <= limit) and np.abs(angles).max() > 0.9 * limit
+        # the same uniform draw, scaled: each patient tilts the same way, further
+        before = np.array([getattr(p, f"{axis}_deg") for p in default])
+        assert np.allclose(angles, before * limit / POSITIONING_DEG[axis])
+    assert [p.detector_shift_mm for p in drawn] == [p.detector_shift_mm for p in default]
+    assert positioning_ranges("10,15,3") == (10.0, 15.0, 3.0)
+    for bad in ("10,15", "10,15,3,1", "10,-1,3", "10,nan,3", "10,90,3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="half-ranges of 0-45 degrees"):
+            positioning_ranges(bad)
 
 
 # ---------------------------------------------------------------------- the two whole-pelvis CTs

@@ -367,6 +367,50 @@ def test_cross_validation_trains_on_anatomy_views_and_measures_real_bones_only(t
     assert measured == {"CT_A-0", "CT_B-0"}
 
 
+def _hip_views(folder, prefix: str, cts: tuple[str, ...], count: int) -> None:
+    """``count`` blank 160 x 160 ``hip`` views per CT, a right hip labelled (1 mm pixels), ids ``<CT>-<prefix><n>``."""
+    for ct in cts:
+        for index in range(count):
+            landmarks = {name: None for name in CHANNELS} | {"head_right": [80.0 + index, 90.0]}
+            landmarks["neck_right"] = [120.0 + index, 100.0]
+            add_view(
+                folder, LandmarkView(f"{ct}-{prefix}{index}", ct, "hip", (1.0, 1.0), landmarks), np.zeros((160, 160))
+            )
+
+
+def test_a_recipe_is_measured_on_another_folders_views_of_the_same_cts(tmp_path):
+    """``train-detector --cross-validate --measured-views OTHER --cross-validation-only``: the fold detectors train on
+    VIEWS and are measured on OTHER's views of their held-out CTs (two recipes then meet the same images), and no
+    detector is trained on every CT. A folder of other CTs, or the options without --cross-validate, are refused
+    before any training."""
+    import subprocess
+    import sys
+
+    _hip_views(tmp_path / "train", "t", ("CT_A", "CT_B"), 2)
+    _hip_views(tmp_path / "measured", "m", ("CT_A", "CT_B"), 3)
+    _hip_views(tmp_path / "others", "m", ("CT_A", "CT_C"), 1)
+    base = [sys.executable, "-m", "bmdgan", "train-detector", str(tmp_path / "train"), "--epochs", "1"]
+    base += ["--threads", "1", "--fold-count", "2"]
+    command = base + ["-o", str(tmp_path / "cv"), "--cross-validate", "--cross-validation-only"]
+    done = subprocess.run(command + ["--measured-views", str(tmp_path / "measured")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    folds = tmp_path / "cv" / "cross_validation"
+    rows = json.loads((folds / "detections.json").read_text())
+    assert sorted(row["id"] for row in rows if row["kind"] == "hip") == [
+        f"{ct}-m{n}" for ct in ("CT_A", "CT_B") for n in range(3)
+    ]
+    assert json.loads((folds / "fold_0" / "hip_detector.json").read_text())["trained_on_cts"] == ["CT_B"]
+    assert not (tmp_path / "cv" / "hip_detector.json").exists()  # no detector of every CT
+    refused = subprocess.run(
+        command + ["--measured-views", str(tmp_path / "others")], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert refused.returncode == 2 and "holds views of other CTs than VIEWS" in refused.stderr
+    alone = base + ["-o", str(tmp_path / "single"), "--measured-views", str(tmp_path / "measured")]
+    refused = subprocess.run(alone, capture_output=True, text=True)
+    assert refused.returncode == 2 and "belong to --cross-validate" in refused.stderr
+    assert not (tmp_path / "single").exists()
+
+
 def test_simulate_landmarks_renders_anatomy_views_under_their_source_ct(tmp_path):
     """``simulate-landmarks --anatomies``: each virtual anatomy of the bundled STS_012 crop gets its hip and thigh
     views, from its own deformed CT, filed under STS_012 and named by the anatomy. ``--ct-views``: a view of the

@@ -91,11 +91,14 @@ def ap_pelvis_view(
     anatomy: str | None = None,
     with_metal: bool = False,
     screws_side: str | None = None,
+    positioning_deg: dict[str, float] | None = None,
 ) -> tuple[LandmarkView, np.ndarray]:
     """One AP pelvis radiograph of a CT with both hips prepared (``anatomy``: of that virtual anatomy entry of
     the CT; ``with_metal``: a hip prepared with its implant counts; ``screws_side``: that hip of the real CT given
-    virtual neck screws, a view of its own variant :func:`screws_variant`), with both hips' landmarks."""
-    from ..cohort.pelvis_case import render_pelvis
+    virtual neck screws, a view of its own variant :func:`screws_variant`), with both hips' landmarks;
+    ``positioning_deg``: the patient's rotation on the table within these half-ranges (degrees, keyed as
+    :data:`bmdgan.cohort.pelvis_case.POSITIONING_DEG`; default those)."""
+    from ..cohort.pelvis_case import render_pelvis, sample_positioning
 
     entry = anatomy or ct_id
     scene = pelvis_scene_of(prepared_folder, entry, with_metal, screws_side)
@@ -104,7 +107,8 @@ def ap_pelvis_view(
         entry = anatomy = screws_variant(f"{ct_id}_{screws_side}")
     patient = sample_patient(seed, f"{entry}-landmarks", index)
     pose = list(POSES)[index % len(POSES)]
-    full = render_pelvis(settings, scene, patient, pose, pitch_mm=RENDER_MM_PER_PX)
+    positioning = sample_positioning(seed, patient, pose, positioning_deg)
+    full = render_pelvis(settings, scene, patient, pose, positioning, pitch_mm=RENDER_MM_PER_PX)
     geometry = full["geometry"]
     landmarks = _empty_landmarks()
     for hip in scene.bones:
@@ -210,6 +214,7 @@ def simulate_landmark_views(
     with_metal: bool = False,
     ct_views: int = 0,
     screw_views: int = 0,
+    ap_positioning_deg: dict[str, float] | None = None,
 ) -> dict:
     """Make (or finish) the landmark views of every prepared hip of ``ct_ids`` in ``out``
     (:mod:`.landmark_folder`): ``per_hip`` ``hip`` and as many ``thigh`` views of each hip and, for a CT with both
@@ -219,8 +224,9 @@ def simulate_landmark_views(
     ``with_metal``: hips prepared with an implant too (users' radiographs show them; such a CT's AP pelvis views
     need both hips); ``ct_views`` ``ct-as-scanned`` views of each CT (of the real CTs only); ``screw_views`` views of
     each implant-free real hip with virtual neck screws (:mod:`bmdgan.cohort.implant`; ``hip`` and ``thigh`` in
-    turn), and as many AP pelvis views of a CT with two such hips, the screws in each side in turn. Returns the counts
-    per view (``hip (anatomies)`` etc. apart)."""
+    turn), and as many AP pelvis views of a CT with two such hips, the screws in each side in turn;
+    ``ap_positioning_deg``: the AP pelvis views' rotation ranges on the table (:func:`ap_pelvis_view`). Returns the
+    counts per view (``hip (anatomies)`` etc. apart)."""
 
     import torch
 
@@ -274,9 +280,13 @@ def simulate_landmark_views(
     # a task: (view kind, CT id, anatomy entry / hip key / screwed side, view index, with virtual screws)
     for kind, ct_id, key, index, screws in progress_bar(tasks, desc="landmark views", disable=not progress):
         if kind == "ap" and screws:
-            view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, screws_side=key)
+            view, image = ap_pelvis_view(
+                prepared_folder, ct_id, index, seed, screws_side=key, positioning_deg=ap_positioning_deg
+            )
         elif kind == "ap":
-            view, image = ap_pelvis_view(prepared_folder, ct_id, index, seed, key, with_metal and key is None)
+            view, image = ap_pelvis_view(
+                prepared_folder, ct_id, index, seed, key, with_metal and key is None, positioning_deg=ap_positioning_deg
+            )
         elif kind == "ct":
             view, image = ct_scan_view(prepared_folder, ct_id, index, seed, with_metal)
         else:  # a single-hip view, of the hip as it is or with screws

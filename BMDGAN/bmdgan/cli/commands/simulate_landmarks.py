@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import math
+
 from bmdgan.cli.ct_options import add_segmentation
 from bmdgan.cli.options import add_out, add_seed, comma_list, non_negative_int
 
@@ -29,6 +32,15 @@ def add_arguments(parser) -> None:
         default=0,
         help="views of each CT as scanned (its HU, no virtual patient) at a 0.5-0.7 mm pitch, as the registration "
         "module pairs a CT with its patient's radiograph (default 0)",
+    )
+    parser.add_argument(
+        "--ap-positioning-deg",
+        type=positioning_ranges,
+        default=None,
+        metavar="LONG,LEFT_RIGHT,BEAM",
+        help="half-ranges (degrees) of the patient's rotation on the table in the AP pelvis views: about the long "
+        "axis, the left-right axis (pelvic tilt) and the beam (default: the cohorts' clinical ranges, "
+        "bmdgan.cohort.pelvis_case.POSITIONING_DEG); wider ranges show each pelvis at more tilts",
     )
     parser.add_argument(
         "--screw-views",
@@ -83,12 +95,25 @@ def add_arguments(parser) -> None:
     add_seed(parser)
 
 
+def positioning_ranges(text: str) -> tuple[float, float, float]:
+    """argparse type of ``--ap-positioning-deg``: three half-ranges in degrees (0-45), about the long, left-right
+    and beam axes (the order of :data:`bmdgan.cohort.pelvis_case.POSITIONING_DEG`)."""
+    values = comma_list(float, example="10,15,3", unique=False)(text)
+    if len(values) != 3 or not all(math.isfinite(v) and 0 <= v <= 45 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not three half-ranges of 0-45 degrees (about the long, left-right and beam axes, "
+            "e.g. 10,15,3)"
+        )
+    return values
+
+
 def run(args) -> int:
     from pathlib import Path
 
     from bmdgan.cli.ct_options import ct_paths, segmentations_of
     from bmdgan.cohort.anatomy import prepare_anatomies
     from bmdgan.cohort.generator import prepare_cts
+    from bmdgan.cohort.pelvis_case import POSITIONING_DEG
     from bmdgan.cohort.transplant import prepare_transplants, transplant_host
     from bmdgan.detection.landmark_views import simulate_landmark_views
     from bmdgan.errors import InputError
@@ -130,6 +155,9 @@ def run(args) -> int:
         with_metal=args.allow_metal,
         ct_views=args.ct_views,
         screw_views=args.screw_views,
+        ap_positioning_deg=dict(zip(POSITIONING_DEG, args.ap_positioning_deg, strict=True))
+        if args.ap_positioning_deg
+        else None,
     )
     print(
         ", ".join(f"{n} {view} views" for view, n in sorted(counts.items())) + f" from {len(ct_ids)} CTs -> {args.out}"

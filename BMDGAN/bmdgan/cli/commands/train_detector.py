@@ -36,6 +36,18 @@ def add_arguments(parser) -> None:
         action="store_true",
         help="first train one detector per whole-CT fold and measure it on the held-out CTs' views",
     )
+    parser.add_argument(
+        "--measured-views",
+        default=None,
+        help="with --cross-validate, measure on the held-out CTs' views in this landmark-view folder (of the same CTs) "
+        "instead of those of VIEWS: two training recipes (e.g. views rendered with other --ap-positioning-deg) then "
+        "meet the same held-out images",
+    )
+    parser.add_argument(
+        "--cross-validation-only",
+        action="store_true",
+        help="with --cross-validate, stop after it (no detector trained on every CT): a recipe measured, not shipped",
+    )
     parser.add_argument("--fold-count", type=positive_int, default=4, help="whole-CT folds (default 4)")
     parser.add_argument(
         "--folds",
@@ -99,22 +111,30 @@ def run(args) -> int:
     out = Path(args.out)
     if set(args.folds) - set(range(args.fold_count)):
         raise InputError(None, f"--folds {list(args.folds)} is not among folds 0-{args.fold_count - 1}", "give fewer")
+    if (args.measured_views or args.cross_validation_only) and not args.cross_validate:
+        raise InputError(None, "--measured-views and --cross-validation-only belong to --cross-validate", "add it")
+    measured_folder = args.measured_views or args.views
+    measured_views = read_views(measured_folder) if args.measured_views else views
+    if {v.ct for v in measured_views} != {v.ct for v in views}:  # the same CTs: the same folds
+        raise InputError(
+            measured_folder, "holds views of other CTs than VIEWS (--measured-views)", "give views of the same CTs"
+        )
     if args.cross_validate:
         folds = ct_folds(views, args.fold_count)
         measured = sorted(args.folds or range(args.fold_count))
         rows, member_rows, thresholds = [], [], set()
         for fold in measured:
             fold_folder = out / "cross_validation" / f"fold_{fold}"
-            held_out = [v for v in views if folds[v.ct] == fold and v.anatomy is None]  # measured on real bones
+            held_out = [v for v in measured_views if folds[v.ct] == fold and v.anatomy is None]  # real bones only
             print(f"fold {fold}: training without {sorted({v.ct for v in held_out})}")
             held_out_cts = {ct for ct, ct_fold in folds.items() if ct_fold == fold}
             _train_missing(args, views_without(trainable, held_out_cts), fold_folder)
             fold_detector = HipDetector.load(fold_folder)
             thresholds.add(fold_detector.found_confidence)
-            fold_rows = evaluate_detector(fold_detector, args.views, held_out)
+            fold_rows = evaluate_detector(fold_detector, measured_folder, held_out)
             rows += [{**row, "fold": fold} for row in fold_rows]
             for index, member in enumerate(_member_folders(args, fold_folder) if args.members > 1 else []):
-                alone = evaluate_detector(HipDetector.load(member), args.views, held_out)
+                alone = evaluate_detector(HipDetector.load(member), measured_folder, held_out)
                 member_rows += [{**row, "fold": fold, "member": index} for row in alone]
         threshold = thresholds.pop() if len(thresholds) == 1 else FOUND_CONFIDENCE  # the fold detectors' own
         summary = {
@@ -174,6 +194,8 @@ def run(args) -> int:
                 )
                 + f" within {summary['tolerance_mm']:.0f} mm"
             )
+        if args.cross_validation_only:
+            return 0
     _train_missing(args, trainable, out)
     print(f"detector trained on {len(trainable)} views of {len({v.ct for v in trainable})} CTs -> {out}")
     return 0
