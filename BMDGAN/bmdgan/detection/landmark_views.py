@@ -4,7 +4,8 @@ Views of each prepared CT, each with its own virtual patient (bone, fat) and acq
 image its own site and processing):
 
 - ``ap-pelvis`` (a CT with both hips prepared): the clinic's AP pelvis (:func:`bmdgan.cohort.pelvis_case.
-  render_pelvis`), rotated and tilted on the table, both hips labelled;
+  render_pelvis`), rotated and tilted on the table (the cohorts' ranges, or wider ones: ``ap_positioning_deg``), both
+  hips labelled;
 - ``hip`` and ``thigh``: one hip in the cohort's single-hip geometry with a wider field (:data:`FIELDS_MM`), the
   second centred lower down the shaft; shown as the patient's side appears in an AP radiograph (a left hip on the
   image's right);

@@ -7,7 +7,9 @@ them out of the model's. ``--members N`` trains N first stages with seeds SEED..
 reports each member alone, so the ensemble is measured against the trainings it is made of. The cross-validation
 keeps every reading however unsure and reports what each confidence threshold trades (hips within 5 mm against
 detections on no-hip images); ``--found-confidence`` gives the trained detectors (folds and final) the threshold
-chosen from it, also to a finished detector, whose weights are then kept."""
+chosen from it, also to a finished detector, whose weights are then kept. ``--measured-views`` measures the fold
+detectors on another folder's views of the same CTs, so that a recipe trained on views rendered otherwise meets the
+same held-out images as the one it is compared with; ``--cross-validation-only`` stops there."""
 
 from __future__ import annotations
 
