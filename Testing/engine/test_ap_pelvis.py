@@ -307,13 +307,14 @@ def test_bilateral_cohort_holds_both_hips_in_either_view_and_resumes(tmp_path, o
 
 def test_wider_positioning_ranges_tilt_the_same_patients_further_and_defaults_stay_the_cohorts():
     """``simulate-landmarks --ap-positioning-deg``: the AP views' rotations on the table are drawn within the
-    half-ranges given (degrees, per named axis, whatever order the dict is in); the cohorts' own ranges give exactly
-    the positionings drawn before, so views rendered without the option are the same images."""
+    half-ranges given (degrees about the long, left-right and beam axes); the cohorts' own ranges give exactly the
+    positionings drawn before, so views rendered without the option are the same images."""
     patients = [sample_patient(0, "CT_A-landmarks", index) for index in range(200)]
     default = [sample_positioning(0, patient, "standing") for patient in patients]
-    assert default == [sample_positioning(0, patient, "standing", dict(POSITIONING_DEG)) for patient in patients]
-    wide = {"about_ap_axis": 3.0, "about_left_right_axis": 15.0, "about_long_axis": 10.0}  # another key order
-    drawn = [sample_positioning(0, patient, "standing", wide) for patient in patients]
+    cohorts = tuple(POSITIONING_DEG.values())
+    assert default == [sample_positioning(0, patient, "standing", cohorts) for patient in patients]
+    wide = {"about_long_axis": 10.0, "about_left_right_axis": 15.0, "about_ap_axis": 3.0}
+    drawn = [sample_positioning(0, patient, "standing", tuple(wide.values())) for patient in patients]
     for axis, limit in wide.items():
         angles = np.array([getattr(p, f"{axis}_deg") for p in drawn])
         assert np.all(np.abs(angles) <= limit) and np.abs(angles).max() > 0.9 * limit

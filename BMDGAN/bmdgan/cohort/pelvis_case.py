@@ -66,13 +66,13 @@ class Positioning:
 
 
 def sample_positioning(
-    seed: int, patient: VirtualPatient, pose_name: str, limits_deg: dict[str, float] | None = None
+    seed: int, patient: VirtualPatient, pose_name: str, limits_deg: tuple[float, float, float] | None = None
 ) -> Positioning:
-    """The patient's rotation on the table (uniform within ``limits_deg``, half-ranges in degrees keyed as
-    :data:`POSITIONING_DEG`; default those), the detector's shift and the distances of one AP pelvis."""
+    """The patient's rotation on the table (uniform within ``limits_deg``, half-ranges in degrees about the axes of
+    :data:`POSITIONING_DEG` in its order; default its values), the detector's shift and the distances of one AP
+    pelvis."""
     rng = seeded_rng(seed, patient.patient_id, pose_name, "ap-pelvis")
-    limits = limits_deg or POSITIONING_DEG
-    angles = [float(rng.uniform(-limits[axis], limits[axis])) for axis in POSITIONING_DEG]
+    angles = [float(rng.uniform(-limit, limit)) for limit in (limits_deg or tuple(POSITIONING_DEG.values()))]
     shift = (
         float(rng.uniform(-DETECTOR_SHIFT_MM, DETECTOR_SHIFT_MM)),
         float(rng.uniform(-DETECTOR_SHIFT_MM, DETECTOR_SHIFT_MM)),

@@ -92,13 +92,13 @@ def ap_pelvis_view(
     anatomy: str | None = None,
     with_metal: bool = False,
     screws_side: str | None = None,
-    positioning_deg: dict[str, float] | None = None,
+    positioning_deg: tuple[float, float, float] | None = None,
 ) -> tuple[LandmarkView, np.ndarray]:
     """One AP pelvis radiograph of a CT with both hips prepared (``anatomy``: of that virtual anatomy entry of
     the CT; ``with_metal``: a hip prepared with its implant counts; ``screws_side``: that hip of the real CT given
     virtual neck screws, a view of its own variant :func:`screws_variant`), with both hips' landmarks;
-    ``positioning_deg``: the patient's rotation on the table within these half-ranges (degrees, keyed as
-    :data:`bmdgan.cohort.pelvis_case.POSITIONING_DEG`; default those)."""
+    ``positioning_deg``: the patient's rotation on the table within these half-ranges (degrees about the long,
+    left-right and beam axes; default :data:`bmdgan.cohort.pelvis_case.POSITIONING_DEG`)."""
     from ..cohort.pelvis_case import render_pelvis, sample_positioning
 
     entry = anatomy or ct_id
@@ -215,7 +215,7 @@ def simulate_landmark_views(
     with_metal: bool = False,
     ct_views: int = 0,
     screw_views: int = 0,
-    ap_positioning_deg: dict[str, float] | None = None,
+    ap_positioning_deg: tuple[float, float, float] | None = None,
 ) -> dict:
     """Make (or finish) the landmark views of every prepared hip of ``ct_ids`` in ``out``
     (:mod:`.landmark_folder`): ``per_hip`` ``hip`` and as many ``thigh`` views of each hip and, for a CT with both

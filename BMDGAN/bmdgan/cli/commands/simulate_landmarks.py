@@ -113,7 +113,6 @@ def run(args) -> int:
     from bmdgan.cli.ct_options import ct_paths, segmentations_of
     from bmdgan.cohort.anatomy import prepare_anatomies
     from bmdgan.cohort.generator import prepare_cts
-    from bmdgan.cohort.pelvis_case import POSITIONING_DEG
     from bmdgan.cohort.transplant import prepare_transplants, transplant_host
     from bmdgan.detection.landmark_views import simulate_landmark_views
     from bmdgan.errors import InputError
@@ -155,9 +154,7 @@ def run(args) -> int:
         with_metal=args.allow_metal,
         ct_views=args.ct_views,
         screw_views=args.screw_views,
-        ap_positioning_deg=dict(zip(POSITIONING_DEG, args.ap_positioning_deg, strict=True))
-        if args.ap_positioning_deg
-        else None,
+        ap_positioning_deg=args.ap_positioning_deg,
     )
     print(
         ", ".join(f"{n} {view} views" for view, n in sorted(counts.items())) + f" from {len(ct_ids)} CTs -> {args.out}"
