@@ -529,15 +529,7 @@ def test_train_detector_members_trains_each_seed_and_measures_them_beside_the_en
     import subprocess
     import sys
 
-    for ct in ("CT_A", "CT_B"):
-        for index in range(2):
-            landmarks = {name: None for name in CHANNELS} | {"head_right": [80.0 + index, 90.0]}
-            landmarks["neck_right"] = [120.0 + index, 100.0]
-            add_view(
-                tmp_path / "views",
-                LandmarkView(f"{ct}-{index}", ct, "hip", (1.0, 1.0), landmarks),
-                np.zeros((160, 160)),
-            )
+    _hip_views(tmp_path / "views", "", ("CT_A", "CT_B"), 2)
 
     def train(*extra: str) -> subprocess.CompletedProcess:
         command = [
