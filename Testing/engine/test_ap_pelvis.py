@@ -400,3 +400,63 @@ def test_virtual_screws_in_one_hip_teach_the_detector_as_a_variant_of_its_ct(pre
     assert all(view.ct == "Pelvic-Ref-002" for view in views)
     ap = next(view for view in views if view.view == "ap-pelvis")
     assert ap.anatomy == "Pelvic-Ref-002_right_neck_screws" and all(ap.landmarks.values())
+
+
+def _hu_around(prepared, centre_lps) -> np.ndarray:
+    """The CT (HU, linear interpolation) on a 30 mm cube of points 1.5 mm apart around a point (LPS mm)."""
+    from scipy.ndimage import map_coordinates
+
+    offsets = np.stack(np.meshgrid(*[np.arange(-15.0, 15.1, 1.5)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    lps = np.c_[offsets + centre_lps, np.ones(len(offsets))].T
+    ijk = np.linalg.solve(prepared.hu.geometry.ijk_to_lps(), lps)[:3]
+    return map_coordinates(prepared.hu.array, ijk[::-1], order=1)
+
+
+def test_femurs_moved_in_their_joints_carry_their_heads_and_views_stay_with_their_ct(prepared_whole_pelves, tmp_path):
+    """``--moved-femurs``: Pelvic-Ref-005 with each femur moved in its own hip joint. The CT around each moved head
+    is the CT around the original head (the femur moved rigidly, its landmark with it), the pelvis away from the
+    femurs is untouched, and its AP pelvis views are filed under the CT, so whole-CT folds keep them with it."""
+    import shutil
+
+    from bmdgan.cohort.transplant import MOVE_MM, prepare_moved_femurs
+    from bmdgan.detection.training import views_without
+
+    source, _, _ = prepared_whole_pelves
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    for path in source.glob("Pelvic-Ref-005*"):
+        shutil.copy(path, folder / path.name)
+    entries, refused = prepare_moved_femurs(folder, 1, seed=0, progress=False)
+    assert entries == ["Pelvic-Ref-005-m00"] and refused == {}
+    hips = {hip.side: hip for hip in (load_prepared(folder, key) for key in prepared_bones(folder, "Pelvic-Ref-005"))}
+    for side, original in hips.items():
+        moved = load_prepared(folder, f"Pelvic-Ref-005-m00_{side}")
+        move = moved.head_centre_lps - original.head_centre_lps
+        assert 1.0 < np.linalg.norm(move) <= np.sqrt(3) * MOVE_MM and moved.donor_ct == "Pelvic-Ref-005"
+
+        before = _hu_around(original, original.head_centre_lps)
+        at_moved = np.abs(_hu_around(moved, moved.head_centre_lps) - before).mean()  # HU
+        at_original = np.abs(_hu_around(moved, original.head_centre_lps) - before).mean()
+        assert at_moved < 15.0 and at_moved < 0.4 * at_original  # measured: 7-9 HU against 29-51 HU
+    femurs = hips["left"].femur_mask | hips["right"].femur_mask
+    from scipy.ndimage import binary_dilation
+
+    pelvis = hips["left"].bone_mask & ~binary_dilation(femurs, iterations=8)
+    np.testing.assert_array_equal(moved.hu.array[pelvis], hips["left"].hu.array[pelvis])
+
+    out = tmp_path / "views"
+    counts = simulate_landmark_views(
+        str(folder),
+        ["Pelvic-Ref-005"],
+        str(out),
+        0,
+        0,
+        seed=0,
+        progress=False,
+        anatomies={"Pelvic-Ref-005": entries},
+        ap_per_anatomy=1,
+    )
+    assert counts == {"ap-pelvis (anatomies)": 1}
+    (view,) = read_views(out)
+    assert view.ct == "Pelvic-Ref-005" and view.anatomy == "Pelvic-Ref-005-m00" and all(view.landmarks.values())
+    assert views_without([view], {"Pelvic-Ref-005"}) == [] and views_without([view], {"Pelvic-Ref-002"}) == [view]

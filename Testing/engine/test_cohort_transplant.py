@@ -11,14 +11,20 @@ import pytest
 
 from bmdgan.cohort.prepared_ct import PreparedCT, save_prepared
 from bmdgan.cohort.transplant import (
+    MOVE_MM,
     check_donor,
     cut_face,
     donor_points,
+    femur_move_lps,
     head_radius_mm,
     host_cts,
     make_transplant,
+    moved_entry,
+    moved_femurs,
+    prepare_moved_femurs,
     prepare_transplants,
     transplant_hips,
+    transplant_host,
 )
 from bmdgan.errors import InputError
 from bmdgan.io import Volume, VolumeGeometry
@@ -189,5 +195,48 @@ def test_every_femur_of_the_other_cts_goes_into_each_body(tmp_path):
     # A folder made from other CTs deals other donors to the same keys: resuming it is refused, not mixed.
     record = {"host_key": "BODY_left", "donor_key": "C"}
     (tmp_path / "BODY-t00_left.transplant.json").write_text(json.dumps(record))
-    with pytest.raises(InputError, match="made with C's femur, where this run would place A's"):
+    with pytest.raises(InputError, match="made with C's femur moved by .* where this run would place A's"):
         prepare_transplants(tmp_path, 1, progress=False)
+
+
+def test_a_femur_moved_in_its_own_joint_carries_its_head_and_leaves_the_acetabulum():
+    """A body's own femur set back into its hip a few mm off (the detector's views of other head-acetabulum
+    relations): its head and shaft move by exactly that, with their own density, and the acetabulum stays."""
+    body = host()
+    move = np.array([-2.0, 2.0, 4.0])  # 2 mm lateral (the patient's right is -x), 2 mm back, 4 mm up
+    volume, _ = make_transplant([(body, body)], [move])
+    head, shaft = np.array([10.0, 0.0, 40.0]), np.array([10.0 - 30.0, 0.0, -20.0])
+    np.testing.assert_allclose(density_at(volume, [head + move, head + move + [0, 0, 18.0]]), 600.0, rtol=0.01)
+    soft = HOST_CALIBRATION["slope"] * SOFT_TISSUE_HU + HOST_CALIBRATION["intercept"]
+    assert density_at(volume, [head - [0, 0, 18.0]])[0] == pytest.approx(soft, abs=1.0)  # was inside, now below it
+    np.testing.assert_allclose(density_at(volume, [shaft + move + [-8.0, 0, 0]]), 600.0, rtol=0.01)
+    assert density_at(volume, [shaft + [9.0, 0, 0]])[0] == pytest.approx(soft, abs=1.0)  # left behind: soft tissue
+    np.testing.assert_allclose(density_at(volume, [head + [25.0, 0.0, 0.0]]), 600.0, rtol=0.01)  # acetabulum
+    # The hip as the detector's views use it: its labels and landmarks carried by the move (2 mm voxels: 1, 1, 2).
+    (hip,) = moved_femurs([body], [move])
+    np.testing.assert_allclose(hip.head_centre_lps, body.head_centre_lps + move)
+    np.testing.assert_array_equal(hip.hu.array, volume.array)
+    np.testing.assert_array_equal(
+        np.argwhere(hip.femur_mask).mean(0), np.argwhere(body.femur_mask).mean(0) + [2, 1, -1]
+    )
+    assert hip.pf_mask.sum() == body.pf_mask.sum() and not (hip.pf_mask & ~hip.femur_mask).any()
+    acetabulum = body.bone_mask & ~body.femur_mask
+    assert acetabulum.any() and (hip.bone_mask[acetabulum]).all() and hip.bone_mask[hip.femur_mask].all()
+    assert hip.abmd_components_g_cm2 == body.abmd_components_g_cm2
+    # The moves are drawn per hip and body from the seed, within MOVE_MM along each axis of the femur's frame.
+    moves = np.array([femur_move_lps(body, 0, index) for index in range(20)])
+    local = moves @ np.asarray(body.frame_axes).T
+    assert np.abs(local).max() <= MOVE_MM and np.abs(local).max(axis=0).min() > 0.6 * MOVE_MM
+    np.testing.assert_array_equal(femur_move_lps(body, 0, 3), moves[3])
+    assert not np.allclose(femur_move_lps(body, 1, 3), moves[3])
+
+
+def test_moved_femur_bodies_resume_only_with_the_same_moves(tmp_path):
+    fields = host().__dict__
+    for side in ("left", "right"):
+        save_prepared(PreparedCT(**{**fields, "ct_id": "BODY", "side": side, "key": f"BODY_{side}"}), tmp_path)
+    assert moved_entry("BODY", 0) == "BODY-m00" and transplant_host("BODY-m00") == "BODY"
+    record = {"host_key": "BODY_left", "donor_key": "BODY_left", "move_lps_mm": [0.0, 0.0, 0.0], "refused": "test"}
+    (tmp_path / "BODY-m00_left.transplant.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match="moved by \\[0.0, 0.0, 0.0\\] mm, where this run would place BODY_left's"):
+        prepare_moved_femurs(tmp_path, 1, seed=0, progress=False)

@@ -17,6 +17,15 @@ of its own surroundings, so neither femur leaves a seam or a ghost.
 
 A transplant has two source CTs. Its hips keep the host's ``ct_id`` and record the donor's in ``donor_ct``; folds by
 CT (:mod:`bmdgan.datasets.folds`) train on it only when neither CT is held out and test it only when both are.
+
+The same machinery moves a body's own femurs in their hip joints (:func:`prepare_moved_femurs`): each femur set back
+into its own hip a few mm off (:data:`MOVE_MM`), within the joint space, so the femoral head sits elsewhere against
+the acetabulum, teardrop and foramina than in the scan. The hip detector's views of such bodies teach it that the
+pelvis around a head does not fix where the head is (it placed a held-out body's heads where its training pelvises
+put them, docs/hip-detection.md). A moved femur is the host's moved rigidly, so its landmarks, labels and PF region
+are the host's carried by the move (exact) rather than measured again: on Pelvic-Ref-005's left hip the hip search
+fits another sphere 6 mm off once the femur's surroundings are rewritten, even unmoved. Such a body has one source
+CT: its hips record the host as their donor.
 Lengths are in mm, HU in HU, densities in mg/cm3.
 """
 
@@ -43,6 +52,7 @@ from .prepared_ct import (
     save_prepared,
     side_key,
 )
+from .virtual_patient import seeded_rng
 
 FILL_MARGIN_MM = 2.0
 """The host's femur, and this margin around it (its partial-volume rim), becomes the host's soft tissue."""
@@ -69,6 +79,10 @@ SECTION_KEPT = 0.7
 cut obliquely across the shaft ends it where the section starts to shrink."""
 MAX_OUTSIDE_BODY = 0.01
 """Share of the placed femur's voxels allowed outside the host's body (the body mask sets them to air)."""
+MOVE_MM = 3.0
+"""Largest move of a femur in its own hip joint along each axis of its neutral frame (lateral, anterior, up; mm):
+about the thickness of the joint's two cartilage layers (3-5 mm together at the acetabular roof), so the head moves
+within the joint space rather than through the acetabulum."""
 
 
 def donor_points(host: PreparedCT, donor: PreparedCT, host_points_lps: np.ndarray) -> np.ndarray:
@@ -266,15 +280,24 @@ def host_soft_tissue_hu(host: PreparedCT, femur: np.ndarray, distance_mm: np.nda
     return float(np.median(host.hu.array[box][shell]))
 
 
-def make_transplant(pairs: list[tuple[PreparedCT, PreparedCT]]) -> tuple[Volume, np.ndarray]:
+def make_transplant(
+    pairs: list[tuple[PreparedCT, PreparedCT]], moves_lps: list[np.ndarray] | None = None
+) -> tuple[Volume, np.ndarray]:
     """(new CT in HU, its body mask): each (host hip, donor hip) pair's donor femur set into that host hip, all
-    hips of one host CT at once, the scan then ending where the shortest donor's does (:func:`trimmed_to_reach`).
+    hips of one host CT at once, the scan then ending where the shortest donor's does (:func:`trimmed_to_reach`);
+    ``moves_lps``: each placed femur moved by this much from the host's head centre (LPS mm; default none).
     Raises :class:`InputError` for a donor :func:`check_donor` refuses or whose placed femur leaves the host's body."""
-    return _transplanted(pairs, [check_donor(donor) for _, donor in pairs])
+    return _transplanted(pairs, [check_donor(donor) for _, donor in pairs], moves_lps)
 
 
-def _transplanted(pairs: list[tuple[PreparedCT, PreparedCT]], femurs: list[DonorFemur]) -> tuple[Volume, np.ndarray]:
-    """:func:`make_transplant` of donors already measured (``femurs``, one per pair, by :func:`check_donor`)."""
+def _transplanted(
+    pairs: list[tuple[PreparedCT, PreparedCT]],
+    femurs: list[DonorFemur],
+    moves_lps: list[np.ndarray] | None = None,
+    trim: bool = True,
+) -> tuple[Volume, np.ndarray]:
+    """:func:`make_transplant` of donors already measured (``femurs``, one per pair, by :func:`check_donor`);
+    ``trim``: end the scan where the shortest donor's shaft does (a body's own femurs need not: the grid stays)."""
     from scipy.ndimage import distance_transform_edt, map_coordinates
 
     host_ct = pairs[0][0]
@@ -282,7 +305,8 @@ def _transplanted(pairs: list[tuple[PreparedCT, PreparedCT]], femurs: list[Donor
         raise InputError(None, "transplant: hosts of different CTs", "set one CT's hips at a time")
     out = host_ct.hu.array.astype(np.float32).copy()
     body = host_ct.body_mask if host_ct.body_mask is not None else np.ones(out.shape, bool)
-    for (host, donor), measured in zip(pairs, femurs):
+    moves = moves_lps if moves_lps is not None else [np.zeros(3)] * len(pairs)
+    for (host, donor), measured, move in zip(pairs, femurs, moves, strict=True):
         femur = _femur_of(host, "host")
         box = _box(host, femur)
         spacing = np.asarray(host.hu.geometry.spacing_mm)[::-1]
@@ -297,7 +321,8 @@ def _transplanted(pairs: list[tuple[PreparedCT, PreparedCT]], femurs: list[Donor
         weight = np.clip((outer - donor_outside) / (outer - inner), 0.0, 1.0).astype(np.float32)
         weight[donor.bone_mask & ~donor_femur] = 0.0  # not the donor's acetabulum
         kji = np.indices(region.shape).reshape(3, -1).T + [b.start for b in box]
-        at = lps_to_index(donor.hu.geometry, donor_points(host, donor, index_to_lps(host.hu.geometry, kji))).T
+        host_points = index_to_lps(host.hu.geometry, kji) - np.asarray(move, float)  # a moved femur: read it back
+        at = lps_to_index(donor.hu.geometry, donor_points(host, donor, host_points)).T
         at, factor = completed_head(donor, measured, at)
         share = (factor * map_coordinates(weight, at, order=1, mode="constant", cval=0.0)).reshape(region.shape)
         donor_hu = map_coordinates(donor.hu.array.astype(np.float32), at, order=1, mode="nearest")
@@ -315,6 +340,8 @@ def _transplanted(pairs: list[tuple[PreparedCT, PreparedCT]], femurs: list[Donor
         out[box] = share * as_host_hu + (1.0 - share) * region
     names = " + ".join(f"{donor.cache_key} in {host.cache_key}" for host, donor in pairs)
     volume = Volume(out, host_ct.hu.geometry, "HU", f"{host_ct.hu.source} ({names})")
+    if not trim:
+        return volume, body
     shortest = int(np.argmin([femur.reach_mm for femur in femurs]))
     return trimmed_to_reach(volume, body, pairs[shortest][0], femurs[shortest].reach_mm)
 
@@ -347,8 +374,20 @@ def transplant_entry(host_ct: str, index: int) -> str:
 
 
 def transplant_host(entry: str) -> str:
-    """The host CT of a transplant entry (:func:`transplant_entry`)."""
-    return entry.rsplit("-t", 1)[0]
+    """The host CT of a transplant or moved-femur entry (:func:`transplant_entry`, :func:`moved_entry`)."""
+    return entry.rsplit("-", 1)[0]
+
+
+def moved_entry(host_ct: str, index: int) -> str:
+    """The id of the ``index``-th body of a CT with its femurs moved in their joints: ``<host>-mNN``."""
+    return f"{host_ct}-m{index:02d}"
+
+
+def femur_move_lps(host: PreparedCT, seed: int, index: int) -> np.ndarray:
+    """The move (LPS mm) of one hip's femur in the ``index``-th moved-femur body: uniform within :data:`MOVE_MM` along
+    each axis of that femur's neutral frame, drawn from the seed, the hip and the index alone."""
+    local = seeded_rng(seed, host.cache_key, "femur move", index).uniform(-MOVE_MM, MOVE_MM, 3)
+    return local @ np.asarray(host.frame_axes, float)
 
 
 def host_cts(folder: str | Path) -> list[str]:
@@ -358,24 +397,35 @@ def host_cts(folder: str | Path) -> list[str]:
     return [ct_id for ct_id, keys in real_bones(Path(folder)).items() if {key[len(ct_id) :] for key in keys} == both]
 
 
-def _record(folder: Path, host_key: str, donor_key: str, hip_key: str, refused: str | None = None) -> None:
-    record = {"host_key": host_key, "donor_key": donor_key, **({"refused": refused} if refused else {})}
+def _record(
+    folder: Path,
+    host_key: str,
+    donor_key: str,
+    hip_key: str,
+    move: list[float] | None = None,
+    refused: str | None = None,
+) -> None:
+    record = {"host_key": host_key, "donor_key": donor_key, "move_lps_mm": move or [0.0, 0.0, 0.0]}
+    record.update({"refused": refused} if refused else {})
     atomic_write_text(folder / f"{hip_key}.transplant.json", json.dumps(record, indent=2) + "\n")
 
 
-def _refusal_of(folder: Path, hip_key: str, donor_key: str) -> str | None:
-    """The reason a transplant hip was refused before, or None; refuses to resume one made with another donor (the
-    donors of an entry follow from the CTs given, and a hip's key does not name its donor)."""
+def _refusal_of(folder: Path, hip_key: str, donor_key: str, move: list[float] | None = None) -> str | None:
+    """The reason a transplant hip was refused before, or None; refuses to resume one made with another donor or
+    move (the donors of an entry follow from the CTs given, a move from the seed, and a hip's key names neither)."""
     record = folder / f"{hip_key}.transplant.json"
     if not record.is_file():
         return None
     made = json.loads(record.read_text())
-    if made.get("donor_key") != donor_key:
+    made_move = made.get("move_lps_mm", [0.0, 0.0, 0.0])
+    move = move or [0.0, 0.0, 0.0]
+    if made.get("donor_key") != donor_key or not np.allclose(made_move, move, atol=1e-3):
         raise InputError(
             folder,
-            f"holds {hip_key} made with {made.get('donor_key')}'s femur, where this run would place {donor_key}'s "
-            "(the CTs given differ from that run's)",
-            "give the same CTs as before, or a new output folder",
+            f"holds {hip_key} made with {made.get('donor_key')}'s femur moved by {np.round(made_move, 2).tolist()} mm, "
+            f"where this run would place {donor_key}'s moved by {np.round(move, 2).tolist()} mm (the CTs or seed "
+            "given differ from that run's)",
+            "give the same CTs and seed as before, or a new output folder",
         )
     return made.get("refused")
 
@@ -403,6 +453,79 @@ def prepare_transplants(
             refused.update(_make_entry(folder, hips, todo))
         if any(has_prepared(folder, hip_key) for _, _, hip_key in hips):
             entries.append(entry)
+    return entries, refused
+
+
+def moved_femurs(hosts: list[PreparedCT], moves_lps: list[np.ndarray]) -> list[PreparedCT]:
+    """The hips of one body (``hosts``: every prepared hip of one CT) with each femur moved by its ``moves_lps``
+    entry (LPS mm) in its own hip joint: the new CT (:func:`make_transplant` of each femur into its own hip, on the
+    same grid), and each hip's femur label, PF region and landmarks moved with it; the pelvis and the rest of the bone
+    label stay. Its CT-aBMD/vBMD stay the host's: the same mineral, moved."""
+    from scipy.ndimage import shift
+
+    femurs = [check_donor(host) for host in hosts]
+    volume, body = _transplanted([(host, host) for host in hosts], femurs, moves_lps, trim=False)
+    geometry = volume.geometry
+    moved_masks, own_femurs = [], np.zeros(volume.array.shape, bool)
+    for host, move in zip(hosts, moves_lps, strict=True):
+        own_femurs |= _femur_of(host, "host")
+        head = np.asarray(host.head_centre_lps, float)
+        step = lps_to_index(geometry, (head + move)[None])[0] - lps_to_index(geometry, head[None])[0]
+        moved_masks.append(
+            [shift(mask.astype(np.uint8), step, order=0) > 0 for mask in (host.femur_mask, host.pf_mask)]
+        )
+    bone = np.zeros(volume.array.shape, bool)
+    for femur, _ in moved_masks:
+        bone |= femur
+    density = (hosts[0].calibration["slope"] * volume.array + hosts[0].calibration["intercept"]).astype(np.float32)
+    return [
+        replace(
+            host,
+            hu=volume,
+            density_mg_cm3=density,
+            bone_mask=(host.bone_mask & ~own_femurs) | bone,
+            pf_mask=pf,
+            head_centre_lps=np.asarray(host.head_centre_lps, float) + move,
+            shaft_point_lps=np.asarray(host.shaft_point_lps, float) + move,
+            body_mask=body,
+            femur_mask=femur,
+        )
+        for host, move, (femur, pf) in zip(hosts, moves_lps, moved_masks, strict=True)
+    ]
+
+
+def prepare_moved_femurs(
+    prepared_folder: str | Path, count: int, seed: int, ct_ids: list[str] | None = None, progress: bool = True
+) -> tuple[list[str], dict[str, str]]:
+    """Make ``count`` bodies (:func:`moved_entry`) of every host CT (:func:`host_cts`; of ``ct_ids``, if given) with
+    each of its femurs moved in its own hip joint (:func:`femur_move_lps`, :func:`moved_femurs`) and save their hips,
+    each recorded as derived from its host hip with its move. Returns (entry ids made, refused hip key -> reason)."""
+    folder = Path(prepared_folder)
+    hosts = [host for host in host_cts(folder) if ct_ids is None or host in ct_ids]
+    tasks = [(host, index) for host in hosts for index in range(count)]
+    entries: list[str] = []
+    refused: dict[str, str] = {}
+    for host_ct, index in progress_bar(tasks, desc="moved femurs", unit="body", disable=not progress or not tasks):
+        entry = moved_entry(host_ct, index)
+        bodies = [load_prepared(folder, key) for key in real_bones(folder)[host_ct]]
+        moves = [femur_move_lps(host, seed, index) for host in bodies]
+        hip_keys = [side_key(entry, host.side) for host in bodies]
+        before = [_refusal_of(folder, k, h.cache_key, m.tolist()) for k, h, m in zip(hip_keys, bodies, moves)]
+        if any(before):
+            refused.update({key: reason for key, reason in zip(hip_keys, before) if reason})
+            continue
+        if not all(has_prepared(folder, key) for key in hip_keys):
+            try:
+                made = moved_femurs(bodies, moves)
+            except BMDGANError as error:
+                for key, host, move in zip(hip_keys, bodies, moves):
+                    _record(folder, host.cache_key, host.cache_key, key, move.tolist(), str(error))
+                    refused[key] = str(error)
+                continue
+            for key, host, move, hip in zip(hip_keys, bodies, moves, made):
+                _record(folder, host.cache_key, host.cache_key, key, move.tolist())
+                save_prepared(replace(hip, key=key, donor_ct=host.ct_id), folder)  # its json last: complete
+        entries.append(entry)
     return entries, refused
 
 
@@ -439,5 +562,5 @@ def _make_entry(folder: Path, hips: list[tuple[str, str, str]], todo: list[tuple
         save_prepared(replace(made, key=hip_key, donor_ct=donor.ct_id), folder)  # its json last: complete
     for host_key, donor_key, hip_key in todo:
         if hip_key in reasons:
-            _record(folder, host_key, donor_key, hip_key, reasons[hip_key])
+            _record(folder, host_key, donor_key, hip_key, refused=reasons[hip_key])
     return {hip_key: reasons[hip_key] for _, _, hip_key in todo if hip_key in reasons}

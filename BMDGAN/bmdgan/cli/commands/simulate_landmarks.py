@@ -80,6 +80,14 @@ def add_arguments(parser) -> None:
         "from the donors' folds too (default 0)",
     )
     parser.add_argument(
+        "--moved-femurs",
+        type=non_negative_int,
+        default=0,
+        help="also make N bodies of every whole-pelvis CT with each femur moved in its own hip joint (up to 3 mm along "
+        "each axis, bmdgan.cohort.transplant.MOVE_MM) and render their views as an anatomy's (--per-anatomy, "
+        "--ap-per-anatomy): the head sits elsewhere against the acetabulum than in the scan (default 0)",
+    )
+    parser.add_argument(
         "--prepared",
         default=None,
         help="folder of prepared CTs to reuse (e.g. a cohort's 'prepared'; default OUT/prepared)",
@@ -113,7 +121,7 @@ def run(args) -> int:
     from bmdgan.cli.ct_options import ct_paths, segmentations_of
     from bmdgan.cohort.anatomy import prepare_anatomies
     from bmdgan.cohort.generator import prepare_cts
-    from bmdgan.cohort.transplant import prepare_transplants, transplant_host
+    from bmdgan.cohort.transplant import prepare_moved_femurs, prepare_transplants, transplant_host
     from bmdgan.detection.landmark_views import simulate_landmark_views
     from bmdgan.errors import InputError
 
@@ -137,6 +145,13 @@ def run(args) -> int:
     if args.transplants:
         print(f"placing other CTs' femurs into {args.transplants} bodies of every whole pelvis (measured again)...")
         entries, failed = prepare_transplants(prepared, args.transplants, ct_ids)
+        for key, reason in failed.items():
+            print(f"  skipped {key}: {reason}")
+        for entry in entries:
+            anatomies.setdefault(transplant_host(entry), []).append(entry)
+    if args.moved_femurs:
+        print(f"moving the femurs of every whole pelvis in their joints, {args.moved_femurs} bodies of each...")
+        entries, failed = prepare_moved_femurs(prepared, args.moved_femurs, args.seed, ct_ids)
         for key, reason in failed.items():
             print(f"  skipped {key}: {reason}")
         for entry in entries:
