@@ -397,6 +397,12 @@ def host_cts(folder: str | Path) -> list[str]:
     return [ct_id for ct_id, keys in real_bones(Path(folder)).items() if {key[len(ct_id) :] for key in keys} == both]
 
 
+def _body_tasks(folder: Path, count: int, ct_ids: list[str] | None) -> list[tuple[str, int]]:
+    """(host CT, body index) of ``count`` bodies of every host CT (:func:`host_cts`; of ``ct_ids``, if given)."""
+    hosts = [host for host in host_cts(folder) if ct_ids is None or host in ct_ids]
+    return [(host, index) for host in hosts for index in range(count)]
+
+
 def _record(
     folder: Path,
     host_key: str,
@@ -440,10 +446,7 @@ def prepare_transplants(
     does not make it again.
     Returns (entry ids with a prepared hip, refused hip key -> reason)."""
     folder = Path(prepared_folder)
-    hosts = [host for host in host_cts(folder) if ct_ids is None or host in ct_ids]
-    tasks = [(host, index) for host in hosts for index in range(count)]
-    entries: list[str] = []
-    refused: dict[str, str] = {}
+    tasks, entries, refused = _body_tasks(folder, count, ct_ids), [], {}
     for host_ct, index in progress_bar(tasks, desc="transplants", unit="body", disable=not progress or not tasks):
         entry, hips = transplant_hips(folder, host_ct, index, ct_ids)
         before = {hip_key: _refusal_of(folder, hip_key, donor_key) for _, donor_key, hip_key in hips}
@@ -501,10 +504,7 @@ def prepare_moved_femurs(
     each of its femurs moved in its own hip joint (:func:`femur_move_lps`, :func:`moved_femurs`) and save their hips,
     each recorded as derived from its host hip with its move. Returns (entry ids made, refused hip key -> reason)."""
     folder = Path(prepared_folder)
-    hosts = [host for host in host_cts(folder) if ct_ids is None or host in ct_ids]
-    tasks = [(host, index) for host in hosts for index in range(count)]
-    entries: list[str] = []
-    refused: dict[str, str] = {}
+    tasks, entries, refused = _body_tasks(folder, count, ct_ids), [], {}
     for host_ct, index in progress_bar(tasks, desc="moved femurs", unit="body", disable=not progress or not tasks):
         entry = moved_entry(host_ct, index)
         bodies = [load_prepared(folder, key) for key in real_bones(folder)[host_ct]]
