@@ -505,9 +505,11 @@ def prepare_moved_femurs(
     each recorded as derived from its host hip with its move. Returns (entry ids made, refused hip key -> reason)."""
     folder = Path(prepared_folder)
     tasks, entries, refused = _body_tasks(folder, count, ct_ids), [], {}
+    loaded_ct, bodies = None, []
     for host_ct, index in progress_bar(tasks, desc="moved femurs", unit="body", disable=not progress or not tasks):
         entry = moved_entry(host_ct, index)
-        bodies = [load_prepared(folder, key) for key in real_bones(folder)[host_ct]]
+        if host_ct != loaded_ct:  # the tasks come host by host: each host's hips are read once
+            loaded_ct, bodies = host_ct, [load_prepared(folder, key) for key in real_bones(folder)[host_ct]]
         moves = [femur_move_lps(host, seed, index) for host in bodies]
         hip_keys = [side_key(entry, host.side) for host in bodies]
         before = [_refusal_of(folder, k, h.cache_key, m.tolist()) for k, h, m in zip(hip_keys, bodies, moves)]
