@@ -222,13 +222,26 @@ def test_a_femur_moved_in_its_own_joint_carries_its_head_and_leaves_the_acetabul
     assert hip.pf_mask.sum() == body.pf_mask.sum() and not (hip.pf_mask & ~hip.femur_mask).any()
     acetabulum = body.bone_mask & ~body.femur_mask
     assert acetabulum.any() and (hip.bone_mask[acetabulum]).all() and hip.bone_mask[hip.femur_mask].all()
-    assert hip.abmd_components_g_cm2 == body.abmd_components_g_cm2
     # The moves are drawn per hip and body from the seed, within MOVE_MM along each axis of the femur's frame.
     moves = np.array([femur_move_lps(body, 0, index) for index in range(20)])
     local = moves @ np.asarray(body.frame_axes).T
     assert np.abs(local).max() <= MOVE_MM and np.abs(local).max(axis=0).min() > 0.6 * MOVE_MM
     np.testing.assert_array_equal(femur_move_lps(body, 0, 3), moves[3])
     assert not np.allclose(femur_move_lps(body, 1, 3), moves[3])
+
+
+def test_a_femur_moved_towards_its_socket_leaves_the_socket_bone():
+    """A head moved 3 mm medially (MOVE_MM, towards the acetabulum: the patient's right hip's medial is +x) closes
+    most of the 3 mm joint space of the analytic hip; the soft-tissue margin the femur brings must not replace the
+    socket's bone (23-28 mm from the old head centre), while the head itself arrives whole."""
+    body = host()
+    move = np.array([MOVE_MM, 0.0, 0.0])
+    volume, _ = make_transplant([(body, body)], [move])
+    head = np.array([10.0, 0.0, 40.0])
+    socket = [head + [distance, 0.0, 0.0] for distance in (24.0, 26.0)]  # 21 and 23 mm from the moved head centre
+    np.testing.assert_allclose(density_at(volume, socket), 600.0, rtol=0.01)
+    assert density_at(body.hu, [head + move + [17.0, 0.0, 0.0]])[0] < 100.0  # the joint space before the move
+    np.testing.assert_allclose(density_at(volume, [head + move + [17.0, 0.0, 0.0]]), 600.0, rtol=0.01)
 
 
 def test_moved_femur_bodies_resume_only_with_the_same_moves(tmp_path):
@@ -240,3 +253,17 @@ def test_moved_femur_bodies_resume_only_with_the_same_moves(tmp_path):
     (tmp_path / "BODY-m00_left.transplant.json").write_text(json.dumps(record))
     with pytest.raises(InputError, match="moved by \\[0.0, 0.0, 0.0\\] mm, where this run would place BODY_left's"):
         prepare_moved_femurs(tmp_path, 1, seed=0, progress=False)
+
+
+def test_moved_femur_bodies_are_kept_on_resume_and_refused_with_another_seed(tmp_path):
+    fields = host().__dict__
+    for side in ("left", "right"):
+        save_prepared(PreparedCT(**{**fields, "ct_id": "BODY", "side": side, "key": f"BODY_{side}"}), tmp_path)
+    entries, refused = prepare_moved_femurs(tmp_path, 1, seed=0, progress=False)
+    assert entries == ["BODY-m00"] and not refused
+    made = {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("BODY-m00_*")}
+    assert len(made) >= 4  # each hip's prepared files and its record
+    assert prepare_moved_femurs(tmp_path, 1, seed=0, progress=False) == (entries, {})
+    assert {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("BODY-m00_*")} == made  # kept, not remade
+    with pytest.raises(InputError, match="where this run would place"):
+        prepare_moved_femurs(tmp_path, 1, seed=1, progress=False)

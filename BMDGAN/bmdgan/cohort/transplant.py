@@ -23,9 +23,10 @@ into its own hip a few mm off (:data:`MOVE_MM`), within the joint space, so the 
 the acetabulum, teardrop and foramina than in the scan. The hip detector's views of such bodies teach it that the
 pelvis around a head does not fix where the head is (it placed a held-out body's heads where its training pelvises
 put them, docs/hip-detection.md). A moved femur is the host's moved rigidly, so its landmarks, labels and PF region
-are the host's carried by the move (exact) rather than measured again: on Pelvic-Ref-005's left hip the hip search
-fits another sphere 6 mm off once the femur's surroundings are rewritten, even unmoved. Such a body has one source
-CT: its hips record the host as their donor.
+are the host's carried by the move (landmarks exactly, labels to the nearest voxel) rather than measured again: on
+Pelvic-Ref-005's left hip the hip search fits another sphere 6 mm off once the femur's surroundings are rewritten,
+even unmoved. Where the head moves towards its socket, only its bone overwrites the acetabulum, not the margin of
+soft tissue it brings. Such a body has one source CT: its hips record the host as their donor.
 Lengths are in mm, HU in HU, densities in mg/cm3.
 """
 
@@ -80,7 +81,7 @@ cut obliquely across the shaft ends it where the section starts to shrink."""
 MAX_OUTSIDE_BODY = 0.01
 """Share of the placed femur's voxels allowed outside the host's body (the body mask sets them to air)."""
 MOVE_MM = 3.0
-"""Largest move of a femur in its own hip joint along each axis of its neutral frame (lateral, anterior, up; mm):
+"""Largest move of a femur in its own hip joint along each axis of its neutral frame (lateral, AP, up; mm):
 about the thickness of the joint's two cartilage layers (3-5 mm together at the acetabular roof), so the head moves
 within the joint space rather than through the acetabulum."""
 
@@ -325,6 +326,10 @@ def _transplanted(
         at = lps_to_index(donor.hu.geometry, donor_points(host, donor, host_points)).T
         at, factor = completed_head(donor, measured, at)
         share = (factor * map_coordinates(weight, at, order=1, mode="constant", cval=0.0)).reshape(region.shape)
+        # On the host's acetabulum only the femur's bone writes, not the margin of soft tissue it brings: a head
+        # moved or placed towards the socket must not hollow the socket out.
+        femur_share = map_coordinates(donor_femur.astype(np.float32), at, order=1, mode="constant", cval=0.0)
+        share = np.where(other_bone, np.minimum(share, femur_share.reshape(region.shape)), share)
         donor_hu = map_coordinates(donor.hu.array.astype(np.float32), at, order=1, mode="nearest")
         donor_cal, host_cal = donor.calibration, host.calibration
         density = donor_cal["slope"] * donor_hu + donor_cal["intercept"]
@@ -461,9 +466,10 @@ def prepare_transplants(
 
 def moved_femurs(hosts: list[PreparedCT], moves_lps: list[np.ndarray]) -> list[PreparedCT]:
     """The hips of one body (``hosts``: every prepared hip of one CT) with each femur moved by its ``moves_lps``
-    entry (LPS mm) in its own hip joint: the new CT (:func:`make_transplant` of each femur into its own hip, on the
-    same grid), and each hip's femur label, PF region and landmarks moved with it; the pelvis and the rest of the bone
-    label stay. Its CT-aBMD/vBMD stay the host's: the same mineral, moved."""
+    entry (LPS mm) in its own hip joint: the new CT (each femur transplanted into its own hip as by
+    :func:`make_transplant`, on the same grid, the scan not trimmed), and each hip's landmarks moved with it exactly,
+    its femur label and PF region to the nearest voxel; the pelvis and the rest of the bone label stay. Its
+    CT-aBMD/vBMD stay the host's: the same mineral, moved."""
     from scipy.ndimage import shift
 
     femurs = [check_donor(host) for host in hosts]
