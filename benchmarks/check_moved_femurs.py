@@ -24,13 +24,18 @@ from dataclasses import replace
 import numpy as np
 
 
-def read_hips(detector, image: np.ndarray, geometry, scene) -> dict:
-    """{side: (true head, found head or None)} in mm at the patient (image axes) of one AP pelvis radiograph."""
+def read_hips(detector, image: np.ndarray, geometry, scene, spacings: dict) -> dict:
+    """{side: (true head, found head or None)} in mm at the patient (image axes) of one AP pelvis radiograph.
+    ``spacings``: {side: (row, column) mm per pixel at that head}, filled from the first image it is given (the CT
+    as scanned) and kept for the moved bodies: a head moved front-back changes its magnification a little, which
+    must not count as a move across the image."""
     rows = {}
     for hip in scene.bones:
         head = np.asarray(hip.head_centre_lps, float)
         magnification = geometry.magnification_at(head)
-        spacing = (geometry.row_spacing_mm / magnification, geometry.column_spacing_mm / magnification)
+        spacing = spacings.setdefault(
+            hip.side, (geometry.row_spacing_mm / magnification, geometry.column_spacing_mm / magnification)
+        )
         truth = geometry.project_points(head[None])[0] * spacing[::-1]
         found = {h.side: h for h in detector.detect(image, spacing, min_confidence=0.0)}.get(hip.side)
         rows[hip.side] = (truth, None if found is None else np.asarray(found.head_centre_px) * spacing[::-1])
@@ -65,6 +70,7 @@ def main() -> None:
     settings = CohortSettings(args.prepared, seed=args.seed, acquisition="varied")
     readings = []  # (body, patient, side, detector, truth, found)
     centre = pelvis_scene_of(args.prepared, args.ct).centre_lps.copy()
+    spacings = {}  # (patient, detector): {side: mm per pixel at the head as scanned}
     for body in [args.ct, *entries]:
         # the central ray aims between the heads: kept where it aims in the CT as scanned, so that only the femurs move
         scene = replace(pelvis_scene_of(args.prepared, body), centre_lps=centre)
@@ -75,7 +81,11 @@ def main() -> None:
             full = render_pelvis(settings, scene, patient, pose, positioning, pitch_mm=RENDER_MM_PER_PX)
             for folder, detector in detectors.items():
                 for side, (truth, found) in read_hips(
-                    detector, full["images"]["radiograph"], full["geometry"], scene
+                    detector,
+                    full["images"]["radiograph"],
+                    full["geometry"],
+                    scene,
+                    spacings.setdefault((index, folder), {}),
                 ).items():
                     readings.append((body, index, side, folder, truth, found))
     as_scanned = {
@@ -88,6 +98,9 @@ def main() -> None:
             if body != args.ct and name == folder and found is not None and base_found is not None:
                 moved.append(truth - base_truth)
                 followed.append(found - base_found)
+        if not moved:
+            print(f"{folder}: no hip found both as scanned and moved")
+            continue
         moved, followed = np.array(moved), np.array(followed)
         slopes = (moved * followed).sum(axis=0) / (moved**2).sum(axis=0)
         print(
