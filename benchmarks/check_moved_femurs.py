@@ -70,7 +70,7 @@ def main() -> None:
     settings = CohortSettings(args.prepared, seed=args.seed, acquisition="varied")
     readings = []  # (body, patient, side, detector, truth, found)
     centre = pelvis_scene_of(args.prepared, args.ct).centre_lps.copy()
-    spacings = {}  # (patient, detector): {side: mm per pixel at the head as scanned}
+    spacings = {}  # patient: {side: mm per pixel at the head as scanned}
     for body in [args.ct, *entries]:
         # the central ray aims between the heads: kept where it aims in the CT as scanned, so that only the femurs move
         scene = replace(pelvis_scene_of(args.prepared, body), centre_lps=centre)
@@ -85,7 +85,7 @@ def main() -> None:
                     full["images"]["radiograph"],
                     full["geometry"],
                     scene,
-                    spacings.setdefault((index, folder), {}),
+                    spacings.setdefault(index, {}),
                 ).items():
                     readings.append((body, index, side, folder, truth, found))
     as_scanned = {

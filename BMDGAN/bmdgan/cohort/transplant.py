@@ -328,8 +328,9 @@ def _transplanted(
         share = (factor * map_coordinates(weight, at, order=1, mode="constant", cval=0.0)).reshape(region.shape)
         # On the host's acetabulum only the femur's bone writes, not the margin of soft tissue it brings: a head
         # moved or placed towards the socket must not hollow the socket out.
-        femur_share = map_coordinates(donor_femur.astype(np.float32), at, order=1, mode="constant", cval=0.0)
-        share = np.where(other_bone, np.minimum(share, femur_share.reshape(region.shape)), share)
+        socket = other_bone.reshape(-1)
+        femur_share = map_coordinates(donor_femur.astype(np.float32), at[:, socket], order=1, mode="constant", cval=0.0)
+        share.reshape(-1)[socket] = np.minimum(share.reshape(-1)[socket], femur_share)
         donor_hu = map_coordinates(donor.hu.array.astype(np.float32), at, order=1, mode="nearest")
         donor_cal, host_cal = donor.calibration, host.calibration
         density = donor_cal["slope"] * donor_hu + donor_cal["intercept"]
