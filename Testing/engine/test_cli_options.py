@@ -86,6 +86,7 @@ def test_option_types_parse_and_refuse():
     assert options.image_size("512x256") == (512, 256) and options.image_size(" 64X32 ") == (64, 32)
     assert options.comma_list(int)("0, 1,,4") == (0, 1, 4) and options.comma_list()("") == ()
     assert options.share("10%") == pytest.approx(0.1) and options.share("0.35") == 0.35
+    assert options.magnification("1") == 1.0 and options.magnification("1.15") == 1.15
     assert [options.device(text) for text in ("auto", "CPU", "cuda", "cuda:1")] == ["auto", "cpu", "cuda", "cuda:1"]
     for parse, text in (
         (options.image_size, "abc"),
@@ -98,6 +99,8 @@ def test_option_types_parse_and_refuse():
         (options.non_negative_int, "-1"),
         (options.share, "35"),
         (options.share, "ten"),
+        (options.magnification, "0.9"),  # a diverging beam does not shrink
+        (options.magnification, "2.5"),
         (options.comma_list(choices=("standing", "supine")), "standing,sitting"),
     ):
         with pytest.raises(argparse.ArgumentTypeError):

@@ -98,6 +98,48 @@ def test_an_image_without_a_hip_gets_no_number_and_a_reason(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_spacing_at_the_detector_is_brought_to_the_patient_by_a_stated_magnification(trained, tmp_path):
+    """The bundled sample with its spacing given at the detector only (ImagerPixelSpacing = PixelSpacing x 1.15):
+    read as it is, each hip is warned about; with --magnification 1.15 the spacing is the sample's own again and
+    the hip is found where the sample's own spacing puts it."""
+    import pydicom
+
+    from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
+
+    run_folder, _ = trained
+    dataset = pydicom.dcmread(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)
+    at_patient = [float(v) for v in dataset.PixelSpacing]
+    dataset.ImagerPixelSpacing = [f"{1.15 * v:.6g}" for v in at_patient]
+    for keyword in ("PixelSpacing", "EstimatedRadiographicMagnificationFactor"):
+        if keyword in dataset:
+            delattr(dataset, keyword)
+    dataset.save_as(tmp_path / "detector.dcm")
+    results = {}
+    for name, extra in (("as_given", []), ("stated", ["--magnification", "1.15"])):
+        run = run_estimate(
+            str(tmp_path / "detector.dcm"), "--model", str(run_folder / "model"), "--out", str(tmp_path / name), *extra
+        )
+        assert run.returncode == 0, run.stderr
+        results[name] = json.loads((tmp_path / name / "detector" / "result.json").read_text())
+    assert results["as_given"]["pixel_spacing_mm"] == pytest.approx([1.15 * v for v in at_patient], rel=1e-5)
+    assert all(any("detector only" in w for w in hip["warnings"]) for hip in results["as_given"]["hips"])
+    assert results["stated"]["pixel_spacing_mm"] == pytest.approx(at_patient, rel=1e-5)
+    assert not any("detector only" in w for hip in results["stated"]["hips"] for w in hip["warnings"])
+    sample = run_estimate(
+        str(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH),
+        "--model",
+        str(run_folder / "model"),
+        "--out",
+        str(tmp_path / "sample"),
+    )
+    assert sample.returncode == 0, sample.stderr
+    own = json.loads((tmp_path / "sample" / SAMPLE_SIMULATED_RADIOGRAPH.split(".")[0] / "result.json").read_text())
+    assert results["stated"]["hips"][0]["femoral_head_centre_px"] == pytest.approx(
+        own["hips"][0]["femoral_head_centre_px"], abs=0.2
+    )
+
+
+@pytest.mark.slow
 def test_paediatric_radiograph_gets_no_trustworthy_number(trained, shared_data, tmp_path):
     """A child's AP pelvis (no age in its header): no hip is trustworthy. The adult hip detector finds no hip
     (exit 3, the reason in result.json), or what it reports is flagged."""

@@ -207,6 +207,23 @@ def test_missing_spacing_is_reported_not_guessed(tmp_path):
     assert any("detector only" in warning for warning in detector_only.warnings)
 
 
+def test_a_stated_magnification_brings_a_detector_spacing_to_the_patient(tmp_path):
+    """ImagerPixelSpacing only: the spacing at the hip is the detector's over the magnification the user states
+    (0.2 mm / 1.25 = 0.16 mm) and the warning goes; a file that states its spacing at the patient keeps it."""
+    attenuation, _ = hip_like_phantom()
+    stored = np.rint(1000 * attenuation)
+    detector_only = read_radiograph(write_dx(tmp_path / "detector.dcm", stored, ImagerPixelSpacing=[0.2, 0.2]))
+    assert detector_only.state_magnification(1.25, "--magnification")
+    assert detector_only.pixel_spacing_mm == pytest.approx((0.16, 0.16))
+    assert detector_only.spacing_source == "ImagerPixelSpacing/--magnification"
+    assert not detector_only.warnings
+    at_patient = read_radiograph(
+        write_dx(tmp_path / "patient.dcm", stored, ImagerPixelSpacing=[0.2, 0.2], PixelSpacing=[0.17, 0.17])
+    )
+    assert not at_patient.state_magnification(1.25, "--magnification")
+    assert at_patient.pixel_spacing_mm == (0.17, 0.17) and at_patient.spacing_source == "PixelSpacing"
+
+
 def test_png_jpeg_and_16_bit_tiff(tmp_path):
     import tifffile
 

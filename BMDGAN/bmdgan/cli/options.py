@@ -149,6 +149,18 @@ def positive_mm(text: str) -> float:
     return value
 
 
+def magnification(text: str) -> float:
+    """argparse type of a geometric magnification (source-to-detector over source-to-object distance): at least 1,
+    since a diverging beam only enlarges, and below 2, since no hip lies nearer the source than the detector."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a magnification (write e.g. 1.15)") from None
+    if not 1 <= value < 2:
+        raise argparse.ArgumentTypeError(f"{text} is not a magnification of a hip radiograph (at least 1, below 2)")
+    return value
+
+
 def share(text: str) -> float:
     """argparse type of a share of a whole (0 to 1; ``"0.1"`` or ``"10%"``)."""
     try:

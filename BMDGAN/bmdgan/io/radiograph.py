@@ -26,6 +26,14 @@ MAX_RADIOGRAPH_PIXELS = 50_000_000
 """Largest radiograph read (pixels, all frames and channels counted): a 43 x 43 cm detector at 0.1 mm is 18.5
 megapixels; 50 megapixels keep one estimate under 2 GB of memory (``benchmarks/bench_memory.py``)."""
 NO_SPACING = "sizes in mm are unknown (bmdgan estimate and register need them: give --pixel-mm with the spacing in mm)"
+AT_DETECTOR = "ImagerPixelSpacing (at the detector)"
+"""``spacing_source`` of a file whose spacing is given at the detector only: sizes at the patient are overestimated
+by the geometric magnification (1.1-1.25 at the hip of an AP pelvis), and the hip detector, which works in mm,
+misplaces more heads (docs/hip-detection.md, *A pixel spacing that is off*)."""
+SPACING_AT_DETECTOR = (
+    "pixel spacing is given at the detector only (ImagerPixelSpacing, no magnification factor): sizes at the patient "
+    "are overestimated by the magnification (give it with --magnification)"
+)
 
 
 @dataclass
@@ -66,6 +74,18 @@ class Radiograph:
         stated it); the warning about the missing spacing goes."""
         self.pixel_spacing_mm, self.spacing_source = (spacing_mm, spacing_mm), source
         self.warnings = [warning for warning in self.warnings if NO_SPACING not in warning]
+
+    def state_magnification(self, factor: float, source: str) -> bool:
+        """Divide a spacing given at the detector only by the geometric magnification ``factor`` at the hip (source
+        to detector over source to hip), stated by ``source``; the warning about it goes. Returns whether it applied:
+        a file that states its spacing at the patient (PixelSpacing, or a magnification factor of its own) keeps it."""
+        if self.spacing_source != AT_DETECTOR:
+            return False
+        row_mm, column_mm = self.imager_pixel_spacing_mm
+        self.pixel_spacing_mm = (row_mm / factor, column_mm / factor)
+        self.spacing_source = f"ImagerPixelSpacing/{source}"
+        self.warnings = [warning for warning in self.warnings if warning != SPACING_AT_DETECTOR]
+        return True
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -264,11 +284,8 @@ def read_dicom_radiograph(path: Path) -> Radiograph:
         radiograph.pixel_spacing_mm = (imager[0] / ermf, imager[1] / ermf)
         radiograph.spacing_source = "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
     elif imager is not None:
-        radiograph.pixel_spacing_mm, radiograph.spacing_source = imager, "ImagerPixelSpacing (at the detector)"
-        radiograph.warnings.append(
-            "pixel spacing is given at the detector only (ImagerPixelSpacing, no "
-            "magnification factor): sizes at the patient are overestimated by the magnification"
-        )
+        radiograph.pixel_spacing_mm, radiograph.spacing_source = imager, AT_DETECTOR
+        radiograph.warnings.append(SPACING_AT_DETECTOR)
     else:
         radiograph.warnings.append(f"the file has no pixel spacing (PixelSpacing/ImagerPixelSpacing): {NO_SPACING}")
     radiograph.source_to_detector_mm = _optional_float(dataset, "DistanceSourceToDetector")

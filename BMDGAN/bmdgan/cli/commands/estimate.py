@@ -5,7 +5,7 @@ detector found no hip on a radiograph (its result folder says why, with no numbe
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_device, add_out, positive_mm
+from bmdgan.cli.options import add_device, add_out, magnification, positive_mm
 
 HELP = "estimate BMD from radiographs (files, folders or a .txt list): result.json, PF-DRR and report.png each"
 
@@ -38,6 +38,14 @@ def add_arguments(parser) -> None:
         type=positive_mm,
         default=None,
         help="pixel spacing (mm) of images that do not state it (PNG, JPEG, TIFF; a DICOM's own spacing wins)",
+    )
+    parser.add_argument(
+        "--magnification",
+        type=magnification,
+        default=None,
+        help="geometric magnification at the hip (source-to-detector over source-to-hip distance, about 1.1-1.25 for "
+        "an AP pelvis) of DICOMs whose spacing is given at the detector only (ImagerPixelSpacing, no magnification "
+        "factor): their spacing at the patient is the detector's divided by it (a file's spacing at the patient wins)",
     )
     parser.add_argument("--reference", default=None, help="T-score reference (see resources/tscore_references.json)")
     add_out(parser, "output folder: one subfolder per radiograph")
@@ -94,6 +102,8 @@ def run(args) -> int:
                 radiograph = read_radiograph(path)
             if radiograph.pixel_spacing_mm is None and args.pixel_mm is not None:
                 radiograph.state_pixel_spacing(args.pixel_mm, "--pixel-mm")
+            if args.magnification is not None:
+                radiograph.state_magnification(args.magnification, "--magnification")
             results = estimate_radiograph(
                 model, detector, radiograph, reference, args.side, args.single_hip, args.method
             )
