@@ -195,7 +195,6 @@ class EstimationLogic:
         radiograph = read_radiograph(path)
         node = radiograph_to_node(radiograph, scene, name or Path(path).stem)
         node.SetAttribute(RADIOGRAPH_ATTRIBUTE, "1")
-        node.SetAttribute("BMDGAN.SpacingSource", radiograph.spacing_source)
         if radiograph.source_to_detector_mm and (radiograph.imager_pixel_spacing_mm or radiograph.pixel_spacing_mm):
             detector = geometry_from_radiograph(radiograph)  # for registration: SID and detector pitch (mm)
             node.SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(detector.to_dict()))

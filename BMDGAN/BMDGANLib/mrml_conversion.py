@@ -7,18 +7,29 @@ in Slicer and headless on the ``slicer-core`` wheel alike.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import slicer
 import vtk
 
 from bmdgan.errors import InputError
 from bmdgan.io import LPS_TO_RAS, Radiograph, Volume, VolumeGeometry
+from bmdgan.io.radiograph import NO_SPACING, SPACING_AT_DETECTOR
 
 UNIT_ATTRIBUTE = "BMDGAN.Unit"
 """Node attribute holding the voxel unit ("HU", "mg/cm3", "g/cm2") of a volume node that BMD-GAN made or read
 as a CT; radiographs have none."""
 GEOMETRY_ATTRIBUTE = "BMDGAN.ProjectionGeometry"
 """Node attribute holding the projection geometry JSON (bmdgan.projection.geometry) of a radiograph or DRR node."""
+HEADER_ATTRIBUTE = "BMDGAN.RadiographHeader"
+"""Node attribute holding what the engine read from a radiograph file beside its pixels (JSON): laterality, view,
+age, body part, the pixel spacing and where it came from, and the reader's warnings. An estimate from the node then
+judges the image as ``bmdgan estimate`` judges the file (a child's age or a spacing at the detector withholds the
+category). The spacing part holds while the node keeps the spacing it was read with: a spacing set in Slicer is the
+user's statement, and the warnings about the file's spacing go."""
+HEADER_FIELDS = ("modality", "laterality", "view_position", "patient_age_years", "body_part")
+SPACING_FIELDS = ("spacing_source", "imager_pixel_spacing_mm", "magnification_factor")
 
 
 def vtk_matrix(matrix: np.ndarray) -> vtk.vtkMatrix4x4:
@@ -61,6 +72,9 @@ def radiograph_to_node(radiograph: Radiograph, scene, name: str, node=None):
     node = volume_to_node(
         Volume(radiograph.pixels[np.newaxis], geometry, unit="a.u.", source=radiograph.source), scene, name, node
     )
+    header = {key: getattr(radiograph, key) for key in (*HEADER_FIELDS, *SPACING_FIELDS)}
+    header.update(pixel_spacing_mm=[row_mm, column_mm], warnings=list(radiograph.warnings))
+    node.SetAttribute(HEADER_ATTRIBUTE, json.dumps(header, default=float))
     return node
 
 
@@ -74,12 +88,25 @@ def node_to_radiograph(node) -> Radiograph:
             "select a 2D X-ray image",
         )
     column_mm, row_mm, _ = volume.geometry.spacing_mm
-    return Radiograph(
+    radiograph = Radiograph(
         pixels=volume.array[0].astype(np.float32),
         source=node.GetName(),
         pixel_spacing_mm=(row_mm, column_mm),
         spacing_source="MRML volume node spacing",
     )
+    header = json.loads(node.GetAttribute(HEADER_ATTRIBUTE) or "{}")
+    for key in HEADER_FIELDS:
+        setattr(radiograph, key, header.get(key))
+    warnings = header.get("warnings", [])
+    if header and np.allclose(header["pixel_spacing_mm"], (row_mm, column_mm), rtol=1e-6):
+        if header["spacing_source"] != "missing":  # a file without one keeps the node's 1 mm and the warning
+            for key in SPACING_FIELDS:
+                value = header.get(key)
+                setattr(radiograph, key, tuple(value) if isinstance(value, list) else value)
+    else:  # the spacing was set in Slicer (or the node was not read by BMD-GAN): the file's spacing notes go
+        warnings = [w for w in warnings if w != SPACING_AT_DETECTOR and NO_SPACING not in w]
+    radiograph.warnings = warnings
+    return radiograph
 
 
 def labels_to_segmentation_node(labels: Volume, scene, names: dict[int, str], name: str = "Bones", node=None):

@@ -10,6 +10,7 @@ vtk = pytest.importorskip("vtk")
 
 from bmdgan.io import Volume, VolumeGeometry, read_ct, read_label_volume, read_radiograph  # noqa: E402
 from BMDGANLib import mrml_conversion as conversion  # noqa: E402
+from dicom_factory import hip_like_phantom, write_dx  # noqa: E402
 
 
 @pytest.fixture()
@@ -92,3 +93,32 @@ def test_radiograph_to_node_and_back(scene, shared_data):
     back = conversion.node_to_radiograph(node)
     np.testing.assert_array_equal(back.pixels, radiograph.pixels)
     assert back.pixel_spacing_mm == (1.0, 1.0)
+    assert (back.modality, back.spacing_source, back.warnings) == ("DX", "PixelSpacing", radiograph.warnings)
+
+
+def test_a_node_keeps_its_file_header_until_its_spacing_is_set_in_slicer(scene, tmp_path):
+    """A DX with its spacing at the detector only, a child's age and laterality, read into a node: the estimate from
+    the node sees what `bmdgan estimate` sees in the file (the age, the side, the spacing warning). Once the user sets
+    the node's spacing, that is the spacing, and the warning about the file's goes; the age stays."""
+    attenuation, _ = hip_like_phantom()
+    write_dx(
+        tmp_path / "child.dcm",
+        np.rint(1000 * attenuation),
+        PatientAge="008Y",
+        ImageLaterality="R",
+        ImagerPixelSpacing=[0.2, 0.2],
+    )
+    radiograph = read_radiograph(tmp_path / "child.dcm")
+    node = conversion.radiograph_to_node(radiograph, scene, "child")
+    back = conversion.node_to_radiograph(node)
+    assert (back.patient_age_years, back.laterality, back.body_part) == (8.0, "R", None)
+    assert back.spacing_source == "ImagerPixelSpacing (at the detector)" and back.imager_pixel_spacing_mm == (0.2, 0.2)
+    assert back.pixel_spacing_mm == pytest.approx((0.2, 0.2)) and back.warnings == radiograph.warnings
+    assert any("detector only" in warning for warning in back.warnings)
+    node.SetSpacing(0.17, 0.17, 1.0)  # the user states the spacing at the patient (0.2 mm / 1.18)
+    stated = conversion.node_to_radiograph(node)
+    assert (
+        stated.pixel_spacing_mm == pytest.approx((0.17, 0.17)) and stated.spacing_source == "MRML volume node spacing"
+    )
+    assert not any("detector only" in warning for warning in stated.warnings)
+    assert stated.patient_age_years == 8.0

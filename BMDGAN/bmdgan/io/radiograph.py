@@ -32,7 +32,7 @@ by the geometric magnification (1.1-1.25 at the hip of an AP pelvis), and the hi
 misplaces more heads (docs/hip-detection.md, *A pixel spacing that is off*)."""
 SPACING_AT_DETECTOR = (
     "pixel spacing is given at the detector only (ImagerPixelSpacing, no magnification factor): sizes at the patient "
-    "are overestimated by the magnification (give it with --magnification)"
+    "are overestimated by the magnification (state it: estimate --magnification; in Slicer, the volume's spacing)"
 )
 
 
