@@ -141,6 +141,28 @@ def test_estimation_logic_puts_results_into_the_scene_and_estimates_again_from_m
 
 
 @pytest.mark.slow
+def test_a_child_s_radiograph_node_gets_no_category_as_its_file_gets_none(tmp_path):
+    """The bundled sample with a child's age in its header, loaded by the module and estimated from its node with
+    the default model: the hip is refused its T-score and category for the age, as `bmdgan estimate` refuses the
+    file (the node carries the header)."""
+    import pydicom
+
+    from bmdgan.sample_data import SAMPLE_SIMULATED_RADIOGRAPH, sample_data_dir
+
+    dataset = pydicom.dcmread(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH)
+    dataset.PatientAge = "010Y"
+    dataset.save_as(tmp_path / "child.dcm")
+    scene = slicer.vtkMRMLScene()
+    logic = EstimationLogic()
+    node, _ = logic.load_radiograph(tmp_path / "child.dcm", scene)
+    result = logic.estimate(node, scene)
+    assert [hip.side for hip in result.hips] == ["right"]
+    hip = result.hips[0]
+    assert any("10.0 years old" in warning for warning in hip.warnings)
+    assert hip.who_category is None and hip.t_score is None and hip.dxa_bmd_g_cm2 is not None
+
+
+@pytest.mark.slow
 def test_training_logic_runs_follows_stops_and_resumes_a_process(dataset, tmp_path):
     import time
 
