@@ -124,6 +124,8 @@ def test_a_spacing_at_the_detector_is_brought_to_the_patient_by_a_stated_magnifi
     assert results["as_given"]["pixel_spacing_mm"] == pytest.approx([1.15 * v for v in at_patient], rel=1e-5)
     assert all(any("detector only" in w for w in hip["warnings"]) for hip in results["as_given"]["hips"])
     assert results["stated"]["pixel_spacing_mm"] == pytest.approx(at_patient, rel=1e-5)
+    assert results["as_given"]["pixel_spacing_source"] == "ImagerPixelSpacing (at the detector)"
+    assert results["stated"]["pixel_spacing_source"] == "ImagerPixelSpacing/--magnification"
     assert not any("detector only" in w for hip in results["stated"]["hips"] for w in hip["warnings"])
     sample = run_estimate(
         str(sample_data_dir() / SAMPLE_SIMULATED_RADIOGRAPH),

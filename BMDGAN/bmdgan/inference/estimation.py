@@ -257,13 +257,15 @@ def estimate_radiograph(
 
 
 def result_summary(radiograph: Radiograph, results: list[tuple[HipEstimate, Decomposition]], model_folder: str) -> dict:
-    """The result JSON of one radiograph: its source, the model folder, the pixel spacing (mm) and each hip's
+    """The result JSON of one radiograph: its source, the model folder, the pixel spacing (mm) and where it came
+    from (the DICOM attribute, a magnification or --pixel-mm the user stated, or the Slicer node), and each hip's
     estimate (aBMD g/cm2, vBMD mg/cm3, T-score, WHO category, femoral head centre and input region in pixels,
     the detector's confidence, warnings, trustworthy); with no hip found, ``no_hip_found`` says why."""
     summary = {
         "source": radiograph.source,
         "model": model_folder,
         "pixel_spacing_mm": radiograph.pixel_spacing_mm,
+        "pixel_spacing_source": radiograph.spacing_source,
         "hips": [hip.to_dict() for hip, _ in results],
     }
     if not results:
