@@ -52,6 +52,7 @@ def main() -> None:
     }
     if not detectors:
         raise SystemExit(f"{args.cross_validation} holds no finished fold_K detector")
+    threshold = min(detector.found_confidence for detector in detectors.values())
     print(f"folds {sorted(detectors)}; head centres within 5 mm at each fold detector's own threshold")
     print("| spacing factor | " + " | ".join(VIEW_KINDS) + " | all | found | no-hip images with a hip |")
     print("| --- " * (len(VIEW_KINDS) + 4) + "|")
@@ -60,7 +61,6 @@ def main() -> None:
         for fold, detector in detectors.items():
             held_out = [v for v in views if folds[v.ct] == fold and v.anatomy is None]
             rows += evaluate_detector(MisreadSpacing(detector, factor), args.views, held_out)
-        threshold = min(detector.found_confidence for detector in detectors.values())
         summary = summarise(rows, min_confidence=threshold)
         cells = [f"{summary[kind]['within_tolerance']}/{summary[kind]['hips']}" for kind in VIEW_KINDS]
         everything = summary["all"]

@@ -15,7 +15,7 @@ import vtk
 
 from bmdgan.errors import InputError
 from bmdgan.io import LPS_TO_RAS, Radiograph, Volume, VolumeGeometry
-from bmdgan.io.radiograph import NO_SPACING, SPACING_AT_DETECTOR
+from bmdgan.io.radiograph import is_spacing_warning
 
 UNIT_ATTRIBUTE = "BMDGAN.Unit"
 """Node attribute holding the voxel unit ("HU", "mg/cm3", "g/cm2") of a volume node that BMD-GAN made or read
@@ -104,7 +104,7 @@ def node_to_radiograph(node) -> Radiograph:
                 value = header.get(key)
                 setattr(radiograph, key, tuple(value) if isinstance(value, list) else value)
     else:  # the spacing was set in Slicer (or the node was not read by BMD-GAN): the file's spacing notes go
-        warnings = [w for w in warnings if w != SPACING_AT_DETECTOR and NO_SPACING not in w]
+        warnings = [warning for warning in warnings if not is_spacing_warning(warning)]
     radiograph.warnings = warnings
     return radiograph
 

@@ -36,6 +36,12 @@ SPACING_AT_DETECTOR = (
 )
 
 
+def is_spacing_warning(warning: str) -> bool:
+    """Whether a reader's warning is about the file's pixel spacing (none, or at the detector only): it goes once
+    someone states the spacing."""
+    return warning == SPACING_AT_DETECTOR or NO_SPACING in warning
+
+
 @dataclass
 class Radiograph:
     """A 2D projection radiograph.
@@ -73,7 +79,7 @@ class Radiograph:
         """Use ``spacing_mm`` (mm, square pixels) for a file that does not state its spacing (``source`` says who
         stated it); the warning about the missing spacing goes."""
         self.pixel_spacing_mm, self.spacing_source = (spacing_mm, spacing_mm), source
-        self.warnings = [warning for warning in self.warnings if NO_SPACING not in warning]
+        self.warnings = [warning for warning in self.warnings if not is_spacing_warning(warning)]
 
     def state_magnification(self, factor: float, source: str) -> bool:
         """Divide a spacing given at the detector only by the geometric magnification ``factor`` at the hip (source
@@ -84,7 +90,7 @@ class Radiograph:
         row_mm, column_mm = self.imager_pixel_spacing_mm
         self.pixel_spacing_mm = (row_mm / factor, column_mm / factor)
         self.spacing_source = f"ImagerPixelSpacing/{source}"
-        self.warnings = [warning for warning in self.warnings if warning != SPACING_AT_DETECTOR]
+        self.warnings = [warning for warning in self.warnings if not is_spacing_warning(warning)]
         return True
 
     @property
