@@ -605,3 +605,9 @@ def test_an_implanted_hip_labels_the_detectors_views_but_no_cohort(shared_data, 
     distance_mm = np.hypot(*((left - right) * view.pixel_spacing_mm[::-1]))
     assert left[0] > right[0] and 150.0 < distance_mm < 220.0  # heads 150-220 mm apart (bmdgan.ct.hips)
     assert abs(left[1] - right[1]) * view.pixel_spacing_mm[0] < 15.0
+    # a run that has no view to render says why instead of leaving a folder that no command can read
+    with pytest.raises(InputError, match="no view to render"):
+        simulate_landmark_views(
+            str(prepared), ids, str(tmp_path / "none"), per_hip=0, ap_per_ct=0, seed=0, progress=False, with_metal=True
+        )
+    assert not (tmp_path / "none" / "views.jsonl").exists()

@@ -42,6 +42,7 @@ from ..cohort.generator import (
 )
 from ..cohort.prepared_ct import prepared_bones, sides_record_path
 from ..cohort.virtual_patient import POSES, sample_patient, sample_pose, seeded_rng
+from ..errors import InputError
 from ..io.members import read_json_object
 from ..progress import progress_bar
 from ..projection.geometry import default_ap_geometry
@@ -278,6 +279,14 @@ def simulate_landmark_views(
                 for index in range(count)
                 if view_id(key, kind, index) not in done
             ]
+    if not tasks and not done:
+        raise InputError(
+            out,
+            "no view to render: these CTs have none of the views asked for (an AP pelvis view needs a CT or body "
+            "with both hips prepared; moved femurs and transplants need a whole pelvis with both hips measurable)",
+            "ask for views the CTs have: --per-hip, --ap-per-ct, --ct-views, --screw-views, or bodies with "
+            "--ap-per-anatomy",
+        )
     # a task: (view kind, CT id, anatomy entry / hip key / screwed side, view index, with virtual screws)
     for kind, ct_id, key, index, screws in progress_bar(tasks, desc="landmark views", disable=not progress):
         if kind == "ap" and screws:

@@ -142,16 +142,20 @@ def run(args) -> int:
             anatomies[ct_id], failed = prepare_anatomies(prepared, [ct_id], args.anatomies, args.seed)
             for key, reason in failed.items():
                 print(f"  skipped {key}: {reason}")
-    bodies = []  # (entries, reasons of the failed ones) of each kind of body made from a whole pelvis
+    bodies = []  # (kind, entries, reasons of the failed ones) of each kind of body made from a whole pelvis
     if args.transplants:
         print(f"placing other CTs' femurs into {args.transplants} bodies of every whole pelvis (measured again)...")
-        bodies.append(prepare_transplants(prepared, args.transplants, ct_ids))
+        bodies.append(("transplant", *prepare_transplants(prepared, args.transplants, ct_ids)))
     if args.moved_femurs:
         print(f"moving the femurs of every whole pelvis in their joints, {args.moved_femurs} bodies of each...")
-        bodies.append(prepare_moved_femurs(prepared, args.moved_femurs, args.seed, ct_ids))
-    for entries, failed in bodies:
+        bodies.append(("moved-femur", *prepare_moved_femurs(prepared, args.moved_femurs, args.seed, ct_ids)))
+    for kind, entries, failed in bodies:
         for key, reason in failed.items():
             print(f"  skipped {key}: {reason}")
+        if not entries and not failed:
+            print(
+                f"  no {kind} body: no CT given is a whole pelvis with both hips measurable (an implanted one is not)"
+            )
         for entry in entries:  # filed under the CT it was made from: whole-CT folds keep its views with that CT
             anatomies.setdefault(transplant_host(entry), []).append(entry)
     counts = simulate_landmark_views(
