@@ -49,7 +49,8 @@ def report(name: str, rows: list[dict], threshold: float) -> None:
             counts[0] += int(is_found(row, threshold) and row["head_error_mm"] <= TOLERANCE_MM)
             counts[1] += 1
     print(
-        f"{name}: within {TOLERANCE_MM:g} mm {summary['all']['within_tolerance']}/{summary['all']['hips']} ({per_view}); "
+        f"{name}: within {TOLERANCE_MM:g} mm {summary['all']['within_tolerance']}/{summary['all']['hips']} "
+        f"({per_view}); "
         f"found {summary['all']['found']}; false hips {summary['false_hips']}; no-hip images with a hip "
         f"{summary['no_hip_images_with_a_detection']}; AP pelvis by CT "
         + ", ".join(f"{ct} {within}/{hips}" for ct, (within, hips) in sorted(ap_by_ct.items()))
