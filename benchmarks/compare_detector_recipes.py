@@ -65,21 +65,20 @@ def draw(recipes: dict[str, list[dict]], threshold: float, path: Path, folds: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bmdgan.detection.training import is_found
+    from bmdgan.detection.training import sorted_head_errors
 
     figure, axes = plt.subplots(1, 2, figsize=(10.0, 4.0), sharey=True)
     for axis, (title, kinds) in zip(axes, (("AP pelvis views", ("ap-pelvis",)), ("all views", VIEW_KINDS))):
         for (name, rows), style in zip(recipes.items(), ("--", "-", ":", "-.")):
             hips = [row for row in rows if row["kind"] == "hip" and row["view"] in kinds]
-            errors = np.sort([row["head_error_mm"] if is_found(row, threshold) else np.inf for row in hips])
+            errors = sorted_head_errors(hips, threshold)
             share = 100.0 * np.arange(1, len(errors) + 1) / max(len(errors), 1)
             within = 100.0 * np.mean(errors <= TOLERANCE_MM)
             axis.step(errors, share, where="post", linestyle=style, label=f"{name}: {within:.1f} % within 5 mm")
-        hip_count = len([row for row in rows if row["kind"] == "hip" and row["view"] in kinds])
         axis.axvline(TOLERANCE_MM, color="grey", linestyle=":", linewidth=0.8)
         axis.set_xlim(0, 3 * TOLERANCE_MM)
         axis.set_ylim(0, 100)
-        axis.set_title(f"{title} ({hip_count} hips), folds {folds}", fontsize=9)
+        axis.set_title(f"{title} ({len(hips)} hips), folds {folds}", fontsize=9)
         axis.set_xlabel("femoral head centre error (mm at the patient)")
         axis.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("hips found within it (%)")

@@ -436,6 +436,12 @@ def threshold_sweep(rows: list[dict], thresholds: tuple[float, ...], tolerance_m
     return sweep
 
 
+def sorted_head_errors(hips: list[dict], min_confidence: float) -> np.ndarray:
+    """The hips' head-centre errors (mm) in ascending order, a hip not found (:func:`is_found`) as infinitely far:
+    the steps of a cumulative-error curve over every hip, found or not."""
+    return np.sort([r["head_error_mm"] if is_found(r, min_confidence) else np.inf for r in hips])
+
+
 def plot_head_errors(
     rows: list[dict], path: Path, tolerance_mm: float = 5.0, min_confidence: float = FOUND_CONFIDENCE
 ) -> Path:
@@ -449,7 +455,7 @@ def plot_head_errors(
     figure, axis = plt.subplots(figsize=(6.0, 4.0))
     for view in sorted({r["view"] for r in rows if r["kind"] == "hip"}):
         hips = [r for r in rows if r["kind"] == "hip" and r["view"] == view]
-        errors = np.sort([r["head_error_mm"] if is_found(r, min_confidence) else np.inf for r in hips])
+        errors = sorted_head_errors(hips, min_confidence)
         within = 100.0 * np.mean(errors <= tolerance_mm)
         axis.step(
             errors,
