@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bmdgan.inference.default_model import resolve_model_folder
@@ -101,8 +102,12 @@ def test_full_demo_refuses_a_folder_without_cts(tmp_path):
 
 def test_bundled_sample_is_what_make_sample_makes_today(tmp_path):
     """The bundled radiograph and its truth are reproducible from the bundled CT with the current simulator and
-    bone-density model (a stale sample would show the main job a truth the cohort code no longer makes)."""
+    bone-density model (a stale sample would show the main job a truth the cohort code no longer makes). The truth
+    must match exactly; the image up to its quantum noise, whose draw NumPy does not keep from one release to the
+    next (NEP 19): the 15-pixel local means agree within 1 % of the image's mean at the 99th percentile (another
+    seed's sample is 110 % off)."""
     import pydicom
+    from scipy.ndimage import uniform_filter
 
     result = run_bmdgan("make-sample", str(sample_data_dir() / "STS_012.nii.gz"), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -116,4 +121,9 @@ def test_bundled_sample_is_what_make_sample_makes_today(tmp_path):
     assert truth_made["ct_abmd_g_cm2"] == pytest.approx(truth_bundled["ct_abmd_g_cm2"], rel=1e-9)
     assert truth_made["qct_vbmd_mg_cm3"] == pytest.approx(truth_bundled["qct_vbmd_mg_cm3"], rel=1e-9)
     assert truth_made["provenance"] == truth_bundled["provenance"]
-    assert (pydicom.dcmread(made).pixel_array == pydicom.dcmread(bundled).pixel_array).all()
+    made_pixels = pydicom.dcmread(made).pixel_array.astype(np.float64)
+    bundled_pixels = pydicom.dcmread(bundled).pixel_array.astype(np.float64)
+    assert made_pixels.shape == bundled_pixels.shape
+    local_mean_difference = np.abs(uniform_filter(made_pixels - bundled_pixels, 15))
+    assert np.percentile(local_mean_difference, 99) < 0.01 * bundled_pixels.mean()
+    assert np.median(local_mean_difference) < 0.002 * bundled_pixels.mean()
