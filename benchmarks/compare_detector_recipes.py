@@ -36,24 +36,23 @@ def read_rows(folders: str, folds: set[int]) -> list[dict]:
 
 
 def report(name: str, rows: list[dict], threshold: float) -> None:
-    from bmdgan.detection.training import is_found, offsets_by_ct, summarise
+    from bmdgan.detection.training import offsets_by_ct, summarise
 
     summary, offsets = summarise(rows, TOLERANCE_MM, threshold), offsets_by_ct(rows, TOLERANCE_MM, threshold)
     per_view = ", ".join(
         f"{kind} {summary[kind]['within_tolerance']}/{summary[kind]['hips']}" for kind in VIEW_KINDS if kind in summary
     )
-    ap_by_ct: dict[str, list[int]] = {}
-    for row in rows:
-        if row["kind"] == "hip" and row["view"] == "ap-pelvis":
-            counts = ap_by_ct.setdefault(row["ct"], [0, 0])
-            counts[0] += int(is_found(row, threshold) and row["head_error_mm"] <= TOLERANCE_MM)
-            counts[1] += 1
+    ap_hips = [row for row in rows if row["kind"] == "hip" and row["view"] == "ap-pelvis"]
+    ap_by_ct = {
+        ct: summarise([row for row in ap_hips if row["ct"] == ct], TOLERANCE_MM, threshold)["all"]
+        for ct in sorted({row["ct"] for row in ap_hips})
+    }
     print(
         f"{name}: within {TOLERANCE_MM:g} mm {summary['all']['within_tolerance']}/{summary['all']['hips']} "
         f"({per_view}); "
         f"found {summary['all']['found']}; false hips {summary['false_hips']}; no-hip images with a hip "
         f"{summary['no_hip_images_with_a_detection']}; AP pelvis by CT "
-        + ", ".join(f"{ct} {within}/{hips}" for ct, (within, hips) in sorted(ap_by_ct.items()))
+        + ", ".join(f"{ct} {ap['within_tolerance']}/{ap['hips']}" for ct, ap in ap_by_ct.items())
         + f"; per-CT offset {offsets['median_offset_length_mm']:.1f} mm, spread {offsets['median_spread_mm']:.1f} mm"
     )
 
