@@ -13,6 +13,12 @@
    anterior-posterior axis and turns the leg instead. The angle (deg) between the view's beam and the scan's AP
    axis (LPS y; for the IBSI crops, whose headers are untrustworthy, up to a flip), and between the frame's "up"
    and the slice axis (LPS z).
+4. Does the head-centre landmark sit where the femur's own surface puts it? A sphere fitted (least squares, points
+   more than 3 mm off dropped, five rounds) to the femur label's surface voxels on the head's cap (within 35 mm of
+   the landmark, more than 60 degrees from the femur's lateral axis, so the neck stays out): its centre's offset
+   from the landmark (mm; along the femur's frame: up, lateral, AP) and its radius (mm). The label's head surface
+   is cut at the joint space found along rays, so a landmark a few mm off would show here; the hip detector's
+   per-CT offsets (docs/hip-detection.md) are either the landmark's or the detector's.
 
 Usage: python benchmarks/check_ground_truth.py COHORT/prepared [--offset-mm 3]
 """
@@ -35,6 +41,30 @@ def fitted_centres(prepared, offset_mm: float) -> tuple[np.ndarray, list[float]]
     heads = [refine_head(prepared.hu, smooth, prepared.head_centre_lps + step, directions) for step in steps]
     heads = [head for head in heads if head is not None]
     return np.array([head.centre_lps for head in heads]), [head.radius_mm for head in heads]
+
+
+def label_head_sphere(prepared) -> tuple[np.ndarray, float] | None:
+    """Check 4: (centre's offset from the head-centre landmark along the frame's lateral, AP and up axes in mm,
+    radius in mm) of the sphere fitted to the femur label's head cap; None without a femur label."""
+    from scipy import ndimage
+
+    from bmdgan.ct.grid import index_to_lps
+    from bmdgan.ct.head import fit_sphere
+
+    if prepared.femur_mask is None:
+        return None
+    surface = prepared.femur_mask & ~ndimage.binary_erosion(prepared.femur_mask)
+    points = index_to_lps(prepared.hu.geometry, np.argwhere(surface))
+    lateral = prepared.frame_axes[0]
+    centre, radius = prepared.head_centre_lps, 35.0
+    near = np.linalg.norm(points - centre, axis=1) < radius
+    for _ in range(5):
+        offsets = points - centre
+        distance = np.linalg.norm(offsets, axis=1)
+        cap = offsets @ lateral < np.cos(np.radians(60.0)) * np.maximum(distance, 1e-6)
+        centre, radius = fit_sphere(points[near & cap])
+        near = np.abs(np.linalg.norm(points - centre, axis=1) - radius) < 3.0
+    return prepared.frame_axes @ (centre - prepared.head_centre_lps), radius
 
 
 def angle_to_axis_deg(vector, axis: int) -> float:
@@ -82,6 +112,20 @@ def main() -> None:
             f"{min(radii):.1f}-{max(radii):.1f} |"
         )
     print(f"median over bones of the median shift: {np.median(medians):.1f} mm")
+    print(
+        "\n| bone | label sphere off the landmark: lateral, AP, up (mm) | distance (mm) | radius (mm) |\n"
+        "| --- | --- | --- | --- |"
+    )
+    for key in keys:
+        fitted = label_head_sphere(load_prepared(folder, key))
+        if fitted is None:
+            print(f"| {key} | no femur label in this cache | | |")
+            continue
+        offset, radius = fitted
+        print(
+            f"| {key} | {', '.join(f'{value:+.1f}' for value in offset)} | {np.linalg.norm(offset):.1f} | "
+            f"{radius:.1f} |"
+        )
 
 
 if __name__ == "__main__":

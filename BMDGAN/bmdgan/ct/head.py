@@ -145,7 +145,7 @@ def hough_candidates(
     return found
 
 
-def _fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
+def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
     """Least-squares sphere through points (mm): centre, radius."""
     matrix = np.column_stack([2 * points, np.ones(len(points))])
     rhs = (points**2).sum(axis=1)
@@ -253,7 +253,7 @@ def refine_head(
         points = centre + directions[found] * edge_radius[found, None]
         keep = np.ones(len(points), bool)
         for _trim in range(3):
-            fit_centre, fit_radius = _fit_sphere(points[keep])
+            fit_centre, fit_radius = fit_sphere(points[keep])
             residual = np.abs(np.linalg.norm(points - fit_centre, axis=1) - fit_radius)
             keep = residual < max(2.5, 2.5 * 1.4826 * np.median(residual[keep]))
             if keep.sum() < 30:
