@@ -16,7 +16,7 @@
 4. Does the head-centre landmark sit where the femur's own surface puts it? A sphere fitted (least squares, points
    more than 3 mm off dropped, five rounds) to the femur label's surface voxels on the head's cap (within 35 mm of
    the landmark, more than 60 degrees from the femur's lateral axis, so the neck stays out): its centre's offset
-   from the landmark (mm; along the femur's frame: up, lateral, AP) and its radius (mm). The label's head surface
+   from the landmark (mm; along the femur's frame: lateral, AP, up) and its radius (mm). The label's head surface
    is cut at the joint space found along rays, so a landmark a few mm off would show here; the hip detector's
    per-CT offsets (docs/hip-detection.md) are either the landmark's or the detector's.
 
@@ -102,9 +102,11 @@ def main() -> None:
     for key in keys:
         print(f"| {key} | {describe_scan_cuts(pf_scan_cuts(folder, key)) or 'whole'} |")
     print("\n| bone | fits | median shift (mm) | largest shift (mm) | radii (mm) |\n| --- | --- | --- | --- | --- |")
-    medians = []
+    medians, label_spheres = [], {}
     for key in keys:
-        centres, radii = fitted_centres(load_prepared(folder, key), args.offset_mm)
+        prepared = load_prepared(folder, key)  # read once: checks 2 and 4
+        label_spheres[key] = label_head_sphere(prepared)
+        centres, radii = fitted_centres(prepared, args.offset_mm)
         shifts = np.linalg.norm(centres - np.median(centres, axis=0), axis=1)
         medians.append(float(np.median(shifts)))
         print(
@@ -117,7 +119,7 @@ def main() -> None:
         "| --- | --- | --- | --- |"
     )
     for key in keys:
-        fitted = label_head_sphere(load_prepared(folder, key))
+        fitted = label_spheres[key]
         if fitted is None:
             print(f"| {key} | no femur label in this cache | | |")
             continue
