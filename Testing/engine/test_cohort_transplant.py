@@ -9,14 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from bmdgan.cohort.prepared_ct import PreparedCT, save_prepared
+from bmdgan.cohort.prepared_ct import PreparedCT, head_radius_mm, save_prepared
 from bmdgan.cohort.transplant import (
     MOVE_MM,
     check_donor,
     cut_face,
     donor_points,
     femur_move_lps,
-    head_radius_mm,
     host_cts,
     make_transplant,
     moved_entry,

@@ -31,7 +31,7 @@ from ..projection.ap_pelvis import (
 )
 from ..projection.geometry import rotation_about
 from .channels import combine, pelvis_channel_volumes, side_channels
-from .prepared_ct import PreparedCT
+from .prepared_ct import PreparedCT, head_radius_mm
 from .virtual_patient import VirtualPatient, seeded_rng
 
 POSITIONING_DEG = {"about_long_axis": 5.0, "about_left_right_axis": 5.0, "about_ap_axis": 3.0}
@@ -97,6 +97,8 @@ class Hip:
     neck_point_lps: tuple[float, float, float]
     donor_ct: str = ""
     """The CT the femur came from when it was placed into this body (:mod:`bmdgan.cohort.transplant`), else empty."""
+    head_radius_mm: float | None = None
+    """The femoral head's radius (mm, :func:`bmdgan.cohort.prepared_ct.head_radius_mm`); None without a femur label."""
 
 
 @dataclass
@@ -154,6 +156,7 @@ def pelvis_scene(bones: list[PreparedCT]) -> PelvisScene:
             tuple(float(v) for v in prepared.head_centre_lps),
             tuple(float(v) for v in prepared.neck_point_lps),
             prepared.donor_ct,
+            head_radius_mm(prepared, prepared.femur_mask) if prepared.femur_mask is not None else None,
         )
         for prepared in bones
     ]

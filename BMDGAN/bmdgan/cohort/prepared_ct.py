@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_text
 from ..ct import labels as L
+from ..ct.grid import index_to_lps
 from ..ct.hips import MIN_IMPLANT_CM3
 from ..ct.label_import import load_segmentation  # automatic femur is not good enough
 from ..datasets.normalise import NECK_POINT_MM
@@ -123,6 +124,27 @@ def save_prepared(prepared: PreparedCT, folder: Path) -> None:
             indent=2,
         ),
     )
+
+
+def head_radius_mm(prepared: PreparedCT, femur: np.ndarray) -> float:
+    """A prepared hip's femoral head radius (mm) from its femur label ``femur``: the median distance from its head
+    centre of the label's surface voxels in the head's medial cone (within 60 deg of medial, away from the neck),
+    within 40 mm of the centre, plus half a voxel along that direction."""
+    from scipy.ndimage import binary_erosion
+
+    surface = np.argwhere(femur & ~binary_erosion(femur, border_value=1))  # not where the scan cut it
+    offset = index_to_lps(prepared.hu.geometry, surface) - prepared.head_centre_lps
+    distance = np.linalg.norm(offset, axis=1)
+    lateral = np.asarray(prepared.frame_axes, float)[0]
+    medial = -(offset @ lateral) > 0.5 * distance
+    chosen = distance[medial & (distance < 40.0)]
+    if len(chosen) < 20:
+        raise InputError(
+            None, f"{prepared.cache_key}: no femoral head surface around its head centre", "check its labels"
+        )
+    geometry = prepared.hu.geometry  # surface voxels' centres lie half a voxel inside the surface
+    half_voxel = 0.5 * np.abs(np.asarray(geometry.direction, float).T @ lateral) @ np.asarray(geometry.spacing_mm)
+    return float(np.median(chosen) + half_voxel)
 
 
 def has_prepared(folder: Path, key: str) -> bool:

@@ -47,6 +47,7 @@ from .anatomy import MAX_HEAD_DRIFT_MM
 from .prepared_ct import (
     PreparedCT,
     has_prepared,
+    head_radius_mm,
     load_prepared,
     prepare_ct,
     real_bones,
@@ -157,25 +158,6 @@ def cut_face(donor: PreparedCT, femur: np.ndarray, radius_mm: float) -> tuple[in
             "use a donor whose femoral head is in view",
         )
     return axis, face
-
-
-def head_radius_mm(donor: PreparedCT, femur: np.ndarray) -> float:
-    """The donor's femoral head radius (mm): the median distance from its centre of the femur's surface voxels in
-    the head's medial cone (within 60 deg of medial, away from the neck), within 40 mm of the centre, plus half a
-    voxel along that direction."""
-    from scipy.ndimage import binary_erosion
-
-    surface = np.argwhere(femur & ~binary_erosion(femur, border_value=1))  # not where the scan cut it
-    offset = index_to_lps(donor.hu.geometry, surface) - donor.head_centre_lps
-    distance = np.linalg.norm(offset, axis=1)
-    lateral = np.asarray(donor.frame_axes, float)[0]
-    medial = -(offset @ lateral) > 0.5 * distance
-    chosen = distance[medial & (distance < 40.0)]
-    if len(chosen) < 20:
-        raise InputError(None, f"{donor.cache_key}: no femoral head surface around its head centre", "check its labels")
-    geometry = donor.hu.geometry  # surface voxels' centres lie half a voxel inside the surface
-    half_voxel = 0.5 * np.abs(np.asarray(geometry.direction, float).T @ lateral) @ np.asarray(geometry.spacing_mm)
-    return float(np.median(chosen) + half_voxel)
 
 
 @dataclass(frozen=True)

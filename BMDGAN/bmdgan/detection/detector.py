@@ -10,7 +10,11 @@ recipe tried (docs/hip-detection.md), and an ensemble averages that variation ou
 A hip's confidence is the probability that the image shows both its neck point and a femoral head beside it (each
 map's softmax mass near its peak against that landmark's "absent" logit, :mod:`.network`): below the detector's
 threshold (``found_confidence`` in its description, chosen by whole-CT cross-validation; :data:`FOUND_CONFIDENCE`
-where it names none) no hip is reported on that side."""
+where it names none) no hip is reported on that side.
+
+A detector trained with head disks (``"head_disks": true`` in its description, :data:`.layout.HEAD_DISKS`) reads
+each head centre as the centroid of the disc its network draws around the head map's peak
+(:func:`disk_centre`), and falls back to the peak where it draws none there."""
 
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from ..atomic import atomic_write_text
 from ..datasets.normalise import resample
 from ..errors import InputError
 from ..io.members import read_json_object
-from .layout import CHANNELS, DOWNSAMPLING, heatmap_peak, mirrored
+from .layout import CHANNELS, DOWNSAMPLING, HEAD_DISKS, heatmap_peak, mirrored
 from .refinement import REFINER_MM_PER_PX, refine_head
 
 DETECTOR_MM_PER_PX = 2.0
@@ -40,6 +44,8 @@ PEAK_RADIUS_PX = 8
 FOUND_CONFIDENCE = 0.5
 """A head whose probability of being shown is below this is not reported (no hip on that side), for a detector
 whose description names no threshold of its own."""
+DISK_SEARCH_PX = 6
+"""A head disc counts for a head map's peak if it holds the peak or comes within this many pixels (12 mm) of it."""
 SAME_HIP_MM = 30.0
 """Two detections (a right and a left) whose heads lie closer than this are one hip: the less sure one is dropped."""
 FORMAT = "bmdgan-hip-detector"
@@ -111,12 +117,37 @@ def _near(logits: np.ndarray, centre: tuple[float, float], radius: float) -> np.
     return np.where(inside, np.exp(masked - masked.max()), 0.0)
 
 
+def disk_centre(probability: np.ndarray, near: tuple[float, float]) -> tuple[float, float] | None:
+    """(column, row) of the head disc nearest ``near`` (column, row) in a map of each pixel's probability of being
+    inside a femoral head: the probability-weighted centroid of the connected region above 0.5 that holds ``near``
+    or comes within :data:`DISK_SEARCH_PX` of it; None when none does."""
+    from scipy.ndimage import distance_transform_edt, label
+
+    regions, count = label(probability > 0.5)
+    if count == 0:
+        return None
+    column, row = (min(max(int(round(v)), 0), size - 1) for v, size in zip(near, probability.shape[::-1]))
+    chosen = regions[row, column]
+    if chosen == 0:
+        distance, (rows, columns) = distance_transform_edt(regions == 0, return_indices=True)
+        if distance[row, column] > DISK_SEARCH_PX:
+            return None
+        chosen = regions[rows[row, column], columns[row, column]]
+    weights = np.where(regions == chosen, probability, 0.0)
+    grid_rows, grid_columns = np.indices(probability.shape)
+    total = float(weights.sum())
+    return float((weights * grid_columns).sum() / total), float((weights * grid_rows).sum() / total)
+
+
 class HipDetector:
-    """A trained hip detector (see the module docstring)."""
+    """A trained hip detector (see the module docstring). ``head_reading`` is how a head centre is read: "disk"
+    (:func:`disk_centre`, a detector trained with head disks) or "peak" (the head map's peak); a detector with
+    disks can be set to "peak" to measure what the discs add."""
 
     def __init__(self, networks: list, description: dict, folder: Path, refiner=None):
         self.networks, self.description, self.folder = [network.eval() for network in networks], description, folder
         self.refiner = refiner.eval() if refiner is not None else None
+        self.head_reading = "disk" if description.get("head_disks") else "peak"
 
     @staticmethod
     def load(folder: str | Path | None = None) -> HipDetector:
@@ -136,8 +167,9 @@ class HipDetector:
         if not _is_probability(threshold):
             raise InputError(path, f"names found_confidence {threshold!r}, not a probability in (0, 1)", "set it again")
         networks = []
+        disks = len(HEAD_DISKS) if description.get("head_disks") else 0
         for member in member_weights(description):
-            networks.append(HipHeatmapNet())
+            networks.append(HipHeatmapNet(disks=disks))
             load_weights(folder, member, networks[-1])
         refiner = None
         if "refiner" in description:
@@ -248,6 +280,9 @@ class HipDetector:
             neck = heatmap_peak(np.exp(logits[neck_channel] - logits[neck_channel].max()))
             head = heatmap_peak(_near(heads, neck[:2], NECK_TO_HEAD_SEARCH_PX))
             at_head = (int(round(head[1])), int(round(head[0])))
+            if self.head_reading == "disk":
+                disks = logits[len(CHANNELS) :].max(axis=0)
+                head = disk_centre(1.0 / (1.0 + np.exp(-disks)), head[:2]) or head[:2]
             neck_shown = _shown(logits[neck_channel], absent[neck_channel], (int(round(neck[1])), int(round(neck[0]))))
             confidence = min(
                 neck_shown,

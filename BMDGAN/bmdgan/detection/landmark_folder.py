@@ -6,7 +6,8 @@ the magnification at the femoral heads, as a DICOM's PixelSpacing) and ``landmar
 source pixels, or null when that hip is not in the CT}, and ``anatomy``: the virtual anatomy
 (:mod:`bmdgan.cohort.anatomy`, a transplant entry of :mod:`bmdgan.cohort.transplant`, or a hip given virtual
 neck screws) the view was simulated from, or null for the real bone (absent in older folders: null), and
-``donor_cts``: the other CTs whose femurs the view shows (a transplant's donors; empty otherwise).
+``donor_cts``: the other CTs whose femurs the view shows (a transplant's donors; empty otherwise), and
+``head_radius_mm``: {side: the femoral head's radius in mm at the patient, or null} (absent in older folders).
 ``images/<id>.npy``: the radiograph (float32, no pickle). An image is written before its line, so a killed run
 resumes where it stopped.
 """
@@ -14,7 +15,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,10 @@ class LandmarkView:
     """The virtual anatomy's (transplant's, screwed hip's) id the view was simulated from; None for the real bone."""
     donor_cts: tuple[str, ...] = ()
     """The other CTs whose femurs the view shows (a transplant's donors): whole-CT folds hold them out with it."""
+    head_radius_mm: dict = field(default_factory=dict)
+    """{side: femoral head radius (mm at the patient) or None}: the head's outline in the view is a circle of this
+    radius over the pixel spacing around the head landmark (a sphere's projection, to within its magnification
+    across the head's depth)."""
 
     @property
     def source_cts(self) -> tuple[str, ...]:
@@ -53,6 +58,7 @@ class LandmarkView:
                 "landmarks": self.landmarks,
                 "anatomy": self.anatomy,
                 "donor_cts": list(self.donor_cts),
+                "head_radius_mm": self.head_radius_mm,
             },
             separators=(",", ":"),
         )
@@ -78,6 +84,7 @@ def read_views(folder: str | Path) -> list[LandmarkView]:
                 entry["landmarks"],
                 entry.get("anatomy"),
                 tuple(entry.get("donor_cts", ())),
+                entry.get("head_radius_mm", {}),
             )
         )
     return views

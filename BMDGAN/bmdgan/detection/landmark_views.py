@@ -40,7 +40,7 @@ from ..cohort.generator import (
     pelvis_scene_of,
     prepared_hips_of,
 )
-from ..cohort.prepared_ct import prepared_bones, sides_record_path
+from ..cohort.prepared_ct import head_radius_mm, prepared_bones, sides_record_path
 from ..cohort.virtual_patient import POSES, sample_patient, sample_pose, seeded_rng
 from ..errors import InputError
 from ..io.members import read_json_object
@@ -85,6 +85,23 @@ def _as_list(point: np.ndarray) -> list[float]:
     return [round(float(point[0]), 2), round(float(point[1]), 2)]
 
 
+def _rounded(radius_mm: float | None) -> float | None:
+    return None if radius_mm is None else round(float(radius_mm), 2)
+
+
+_RADII: dict[tuple[str, str], float | None] = {}
+
+
+def _head_radius_mm(prepared) -> float | None:
+    """A prepared hip's femoral head radius (mm; None without a femur label), measured once per hip and process:
+    its views come one after another."""
+    key = (prepared.ct_id, prepared.cache_key)
+    if key not in _RADII:
+        femur = prepared.femur_mask
+        _RADII[key] = _rounded(head_radius_mm(prepared, femur)) if femur is not None else None
+    return _RADII[key]
+
+
 def ap_pelvis_view(
     prepared_folder: str,
     ct_id: str,
@@ -119,7 +136,8 @@ def ap_pelvis_view(
     magnification = np.mean([geometry.magnification_at(np.asarray(hip.head_centre_lps)) for hip in scene.bones])
     spacing = (geometry.row_spacing_mm / magnification, geometry.column_spacing_mm / magnification)
     donors = tuple(sorted({hip.donor_ct for hip in scene.bones if hip.donor_ct}))
-    view = LandmarkView(view_id(entry, "ap", index), ct_id, "ap-pelvis", spacing, landmarks, anatomy, donors)
+    radii = {hip.side: _rounded(hip.head_radius_mm) for hip in scene.bones}
+    view = LandmarkView(view_id(entry, "ap", index), ct_id, "ap-pelvis", spacing, landmarks, anatomy, donors, radii)
     return view, full["images"]["radiograph"]
 
 
@@ -164,7 +182,9 @@ def ct_scan_view(
         head, neck = geometry.project_points(np.stack([hip.head_centre_lps, hip.neck_point_lps]))
         landmarks[f"head_{hip.side}"], landmarks[f"neck_{hip.side}"] = _as_list(head), _as_list(neck)
     spacing = geometry.spacing_at_mm(centre)
-    return LandmarkView(view_id(ct_id, "ct", index), ct_id, "ct-as-scanned", spacing, landmarks), image
+    radii = {hip.side: _head_radius_mm(hip) for hip in hips}
+    view = LandmarkView(view_id(ct_id, "ct", index), ct_id, "ct-as-scanned", spacing, landmarks, head_radius_mm=radii)
+    return view, image
 
 
 def single_hip_view(
@@ -198,7 +218,10 @@ def single_hip_view(
     landmarks[f"head_{prepared.side}"], landmarks[f"neck_{prepared.side}"] = _as_list(points[0]), _as_list(points[1])
     spacing = geometry.spacing_at_mm(prepared.head_centre_lps)
     donors = (prepared.donor_ct,) if prepared.donor_ct else ()  # a whole pelvis's hip views are cropped to the hip
-    view = LandmarkView(view_id(key, kind, index), ct_id, kind, spacing, landmarks, key if anatomy else None, donors)
+    radii = {prepared.side: _head_radius_mm(prepared)}
+    view = LandmarkView(
+        view_id(key, kind, index), ct_id, kind, spacing, landmarks, key if anatomy else None, donors, radii
+    )
     return view, np.ascontiguousarray(image)
 
 

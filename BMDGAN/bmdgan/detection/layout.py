@@ -8,6 +8,11 @@ import numpy as np
 CHANNELS = ("head_right", "neck_right", "head_left", "neck_left")
 """Landmark maps, in order: per side the femoral head centre and the neck point (40 mm along the femur's lateral
 axis, :data:`bmdgan.datasets.normalise.NECK_POINT_MM`)."""
+HEAD_DISKS = ("head_disk_right", "head_disk_left")
+"""Maps a detector trained with head disks (``train-detector --head-disks``) adds after :data:`CHANNELS`: per side,
+the femoral head's projected outline filled (a disc of the head's radius around its centre), learnt pixel by pixel.
+A disc's edge is the head's own rim, which looks alike in every hip, and its centroid averages hundreds of pixels
+into the centre, where one peak follows whatever context the training CTs shared."""
 MIRRORED = {"right": "left", "left": "right"}
 
 

@@ -1,14 +1,14 @@
 """Train the hip detector on landmark views, and measure it on CTs it never saw (whole-CT folds).
 
-Each training sample is a window of :data:`PATCH_PX` pixels at 2 mm (256 mm) cut from a view at a random place,
-turn (+/-:data:`ROTATION_DEG`), scale (+/-:data:`SCALE_FRACTION`) and mirror (mirroring swaps the sides): windows
-show both hips, one hip, part of a hip or none, as users' radiographs do. Intensities get a random gamma and
-noise. A landmark's target is a Gaussian (:data:`~.detector.HEATMAP_SIGMA_PX`) normalised over the window, or
-"absent" when the window does not hold it; the loss is the cross-entropy of the network's softmax over the pixels
-and the absent logit (:func:`landmark_loss`). The second stage (:mod:`.refinement`) learns the same loss on 96 mm
-windows around each head, cut up to 20 mm off it (:func:`refiner_sample`). Checkpoints after every epoch
-(safetensors): a killed run resumes at the last one.
-"""
+Each training sample is a window of :data:`PATCH_PX` pixels at 2 mm (256 mm) cut from a view at a random place, turn
+(+/-:data:`ROTATION_DEG`), scale (+/-:data:`SCALE_FRACTION`) and mirror (mirroring swaps the sides): windows show
+both hips, one hip, part of a hip or none, as users' radiographs do. Intensities get a random gamma and noise. A
+landmark's target is a Gaussian (:data:`~.detector.HEATMAP_SIGMA_PX`) normalised over the window, or "absent" when
+the window does not hold it; the loss is the cross-entropy of the network's softmax over the pixels and the absent
+logit (:func:`landmark_loss`). With head disks (:data:`~.layout.HEAD_DISKS`) each side's femoral head is also drawn
+as a filled disc of its radius and learnt pixel by pixel (:func:`head_disk_loss`). The second stage
+(:mod:`.refinement`) learns the same loss on 96 mm windows around each head, cut up to 20 mm off it
+(:func:`refiner_sample`). Checkpoints after every epoch (safetensors): a killed run resumes at the last one."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..datasets.normalise import resample
+from ..errors import InputError
 from ..progress import progress_bar
 from .detector import DETECTOR_MM_PER_PX, FOUND_CONFIDENCE, HEATMAP_SIGMA_PX, SIDES, add_refiner, write_detector
 from .landmark_folder import LandmarkView, read_image
-from .layout import CHANNELS, mirrored
+from .layout import CHANNELS, HEAD_DISKS, mirrored
 from .refinement import REFINER_PATCH_PX, REFINER_SEARCH_MM, REFINER_SIGMA_PX, window_matrix
 
 PATCH_PX = 128
@@ -67,8 +68,19 @@ def gaussian_target(shape: tuple[int, int], column: float, row: float, sigma_px:
     return np.exp(-((columns - column) ** 2 + (rows - row) ** 2) / (2 * sigma_px**2)).astype(np.float32)
 
 
-def training_sample(image: np.ndarray, view: LandmarkView, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(input [PATCH_PX, PATCH_PX] in [-1, 1], target heatmaps [channels, PATCH_PX, PATCH_PX]) of one random window."""
+def disk_target(shape: tuple[int, int], column: float, row: float, radius_px: float) -> np.ndarray:
+    """A head's disc target map: 1 inside ``radius_px`` of (column, row), 0 outside, its edge pixel antialiased."""
+    rows, columns = np.mgrid[0 : shape[0], 0 : shape[1]]
+    distance = np.hypot(columns - column, rows - row)
+    return np.clip(radius_px - distance + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def training_sample(
+    image: np.ndarray, view: LandmarkView, rng: np.random.Generator, head_disks: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(input [PATCH_PX, PATCH_PX] in [-1, 1], target maps [channels, PATCH_PX, PATCH_PX]) of one random window;
+    ``head_disks``: the :data:`~.layout.HEAD_DISKS` maps after the landmarks' (NaN where the view names no head
+    radius: not learnt)."""
     landmarks = view.landmarks
     if rng.random() < PART_PROBABILITY:
         image, landmarks = _random_part(image, landmarks, rng)
@@ -83,14 +95,24 @@ def training_sample(image: np.ndarray, view: LandmarkView, rng: np.random.Genera
         centre = rng.uniform((0, 0), (image.shape[1], image.shape[0]))
     matrix = window_matrix(tuple(centre), view.pixel_spacing_mm, mirror, angle, scale, DETECTOR_MM_PER_PX, PATCH_PX)
     inputs = augmented_input(resample(image, matrix, (PATCH_PX, PATCH_PX), outside="edge"), rng)
-    targets = np.zeros((len(CHANNELS), PATCH_PX, PATCH_PX), np.float32)
+    names = CHANNELS + (HEAD_DISKS if head_disks else ())
+    targets = np.zeros((len(names), PATCH_PX, PATCH_PX), np.float32)
     inverse = np.linalg.inv(matrix)
+    mm_per_window_px = math.sqrt(row_mm * column_mm / abs(np.linalg.det(inverse[:2, :2])))
     for name, point in landmarks.items():
         if point is None:
             continue
         column, row = (inverse @ np.array([point[0], point[1], 1.0]))[:2]
-        channel = CHANNELS.index(mirrored(name) if mirror else name)
-        targets[channel] = gaussian_target((PATCH_PX, PATCH_PX), column, row, HEATMAP_SIGMA_PX)
+        channel_name = mirrored(name) if mirror else name
+        targets[names.index(channel_name)] = gaussian_target((PATCH_PX, PATCH_PX), column, row, HEATMAP_SIGMA_PX)
+        if head_disks and name.startswith("head_"):
+            radius_mm = view.head_radius_mm.get(name.removeprefix("head_"))
+            disk = names.index(channel_name.replace("head_", "head_disk_"))
+            targets[disk] = (
+                np.nan
+                if radius_mm is None
+                else disk_target((PATCH_PX, PATCH_PX), column, row, radius_mm / mm_per_window_px)
+            )
     return inputs, targets
 
 
@@ -115,6 +137,35 @@ def refiner_sample(
     inputs = augmented_input(resample(image, matrix, (REFINER_PATCH_PX, REFINER_PATCH_PX), outside="edge"), rng)
     column, row = (np.linalg.inv(matrix) @ np.array([head[0], head[1], 1.0]))[:2]
     return inputs, gaussian_target((REFINER_PATCH_PX, REFINER_PATCH_PX), column, row, REFINER_SIGMA_PX)[None]
+
+
+def detector_loss(logits, absent, targets):
+    """The loss of a batch: :func:`landmark_loss` on the maps that have an absent logit, plus
+    :func:`head_disk_loss` on the head disks after them (a detector trained with them)."""
+    maps = absent.shape[1]
+    loss = landmark_loss(logits[:, :maps], absent, targets[:, :maps])
+    return loss + head_disk_loss(logits[:, maps:], targets[:, maps:]) if logits.shape[1] > maps else loss
+
+
+def head_disk_loss(logits, targets):
+    """Binary cross-entropy of every pixel of every head-disk map, plus the soft Dice loss of each map whose window
+    shows some of its head (the disc is a few percent of the window: the Dice term keeps its edge from being traded
+    for the background). A map whose target is NaN (no head radius known) is left out."""
+    import torch
+    from torch.nn import functional as F
+
+    known = ~torch.isnan(targets.flatten(2)).any(dim=2)
+    if not known.any():
+        return logits.sum() * 0.0
+    logits, targets = logits.flatten(2)[known], targets.flatten(2)[known]
+    cross_entropy = F.binary_cross_entropy_with_logits(logits, targets)
+    shown = targets.sum(dim=1) > 1.0
+    if not shown.any():
+        return cross_entropy
+    probability = torch.sigmoid(logits[shown])
+    overlap = (probability * targets[shown]).sum(dim=1)
+    dice = 2.0 * overlap / (probability.sum(dim=1) + targets[shown].sum(dim=1)).clamp_min(1e-6)
+    return cross_entropy + (1.0 - dice).mean()
 
 
 def landmark_loss(logits, absent, targets):
@@ -165,7 +216,7 @@ def _fit(
             pairs = [draw(i, rng) for i in order[start : start + batch_size]]
             inputs = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
             targets = torch.from_numpy(np.stack([p[1] for p in pairs]))
-            loss = landmark_loss(*network(inputs), targets)
+            loss = detector_loss(*network(inputs), targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -193,19 +244,27 @@ def train_detector(
     samples_per_view: int = 2,
     seed: int = 0,
     progress: bool = True,
+    head_disks: bool = False,
 ):
     """Train a detector's first stage on ``views`` (images read from ``folder``) and write it to ``out``
-    (:func:`.detector.write_detector`); resumes from ``out/checkpoints``. Returns the network."""
+    (:func:`.detector.write_detector`); resumes from ``out/checkpoints``. ``head_disks``: also learn each head's
+    disc (:data:`~.layout.HEAD_DISKS`), which the detector then reads the head centre from. Returns the network."""
     import torch
 
     from .network import HipHeatmapNet
 
+    if head_disks and not any(radius is not None for view in views for radius in view.head_radius_mm.values()):
+        raise InputError(
+            folder,
+            "names no femoral head radius in its views (made before views recorded them): head disks cannot be learnt",
+            "render the views again with 'bmdgan simulate-landmarks', or train without --head-disks",
+        )
     torch.manual_seed(seed)
     images = [read_image(folder, view) for view in views]
-    network = HipHeatmapNet()
+    network = HipHeatmapNet(disks=len(HEAD_DISKS) if head_disks else 0)
     history = _fit(
         network,
-        lambda i, rng: training_sample(images[i], views[i], rng),
+        lambda i, rng: training_sample(images[i], views[i], rng, head_disks),
         len(views),
         samples_per_view,
         epochs,
@@ -225,6 +284,7 @@ def train_detector(
             "epochs": epochs,
             "seed": seed,
             "last_epoch_losses": history,
+            **({"head_disks": True} if head_disks else {}),
         },
     )
     return network

@@ -34,6 +34,12 @@ def add_arguments(parser) -> None:
         "--refiner-epochs", type=positive_int, default=None, help="training epochs of the second stage (default 15)"
     )
     parser.add_argument(
+        "--head-disks",
+        action="store_true",
+        help="also learn each femoral head's disc (its projected outline filled, from the views' head radii) and read "
+        "the head centre as the disc's centroid (bmdgan.detection.layout.HEAD_DISKS)",
+    )
+    parser.add_argument(
         "--cross-validate",
         action="store_true",
         help="first train one detector per whole-CT fold and measure it on the held-out CTs' views",
@@ -224,12 +230,14 @@ def _train_missing(args, views, folder) -> None:
     description = folder / DESCRIPTION
     if not finished_detector(folder, args.members):  # a finished one is kept: a killed run trains what is missing
         if args.members == 1:
-            train_detector(args.views, views, folder, args.epochs, seed=args.seed)
+            train_detector(args.views, views, folder, args.epochs, seed=args.seed, head_disks=args.head_disks)
         else:
             member_folders = _member_folders(args, folder)
             for index, member in enumerate(member_folders):
                 if not finished_detector(member, 1):
-                    train_detector(args.views, views, member, args.epochs, seed=args.seed + index)
+                    train_detector(
+                        args.views, views, member, args.epochs, seed=args.seed + index, head_disks=args.head_disks
+                    )
             write_ensemble(folder, member_folders)
     if args.refine and "refiner" not in json.loads(description.read_text(encoding="utf-8")):
         train_refiner(args.views, views, folder, args.refiner_epochs or REFINER_EPOCHS, seed=args.seed)
