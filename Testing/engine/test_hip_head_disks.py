@@ -13,7 +13,15 @@ import pytest
 from bmdgan.detection.detector import DISK_SEARCH_PX, HipDetector, disk_centre
 from bmdgan.detection.landmark_folder import LandmarkView, add_view, read_views
 from bmdgan.detection.layout import CHANNELS, HEAD_DISKS
-from bmdgan.detection.training import PATCH_PX, disk_target, head_disk_loss, train_detector, training_sample
+from bmdgan.detection.training import (
+    PATCH_PX,
+    detector_loss,
+    disk_target,
+    head_disk_loss,
+    landmark_loss,
+    train_detector,
+    training_sample,
+)
 from bmdgan.errors import InputError
 
 
@@ -81,6 +89,20 @@ def test_head_disk_loss_is_small_for_the_disc_large_for_its_complement_and_skips
     assert float(head_disk_loss(right, unknown)) == 0.0
 
 
+def test_the_detector_loss_adds_the_weighted_disk_loss_to_the_landmarks():
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, len(CHANNELS) + len(HEAD_DISKS), 16, 16, generator=generator)
+    absent = torch.randn(2, len(CHANNELS), generator=generator)
+    targets = torch.rand(2, len(CHANNELS) + len(HEAD_DISKS), 16, 16, generator=generator)
+    maps = len(CHANNELS)
+    landmarks = landmark_loss(logits[:, :maps], absent, targets[:, :maps])
+    disks = head_disk_loss(logits[:, maps:], targets[:, maps:])
+    assert float(detector_loss(logits, absent, targets, 0.1)) == pytest.approx(float(landmarks + 0.1 * disks))
+    assert float(detector_loss(logits[:, :maps], absent, targets[:, :maps])) == pytest.approx(float(landmarks))
+
+
 def test_disk_centre_reads_the_disc_near_the_peak_to_a_twentieth_of_a_pixel():
     probability = disk_target((96, 128), 40.4, 50.7, 12.0) * 0.9
     probability += disk_target((96, 128), 100.0, 30.0, 12.0) * 0.9  # the other hip's head
@@ -106,16 +128,17 @@ def test_a_detector_trained_with_head_disks_reads_heads_from_its_discs(tmp_path)
         views.append(named)
     assert read_views(tmp_path / "views")[0].head_radius_mm == {"right": 20.0}
     train_detector(
-        tmp_path / "views", views, tmp_path / "detector", epochs=2, samples_per_view=2, progress=False, head_disks=True
+        tmp_path / "views", views, tmp_path / "detector", epochs=2, samples_per_view=2, progress=False, head_disks=0.5
     )
     detector = HipDetector.load(tmp_path / "detector")
-    assert detector.description["head_disks"] is True and detector.head_reading == "disk"
+    assert detector.description["head_disks"] is True and detector.description["head_disk_weight"] == 0.5
+    assert detector.head_reading == "disk"
     logits, absent, _ = detector.heatmaps(image, view.pixel_spacing_mm)
     assert logits.shape[0] == len(CHANNELS) + len(HEAD_DISKS) and absent.shape == (len(CHANNELS),)
     detector.detect(image, view.pixel_spacing_mm, min_confidence=0.0)  # reads by disc without error
     bare = [LandmarkView(v.id, v.ct, v.view, v.pixel_spacing_mm, v.landmarks) for v in views]
     with pytest.raises(InputError, match="no femoral head radius"):
-        train_detector(tmp_path / "views", bare, tmp_path / "other", epochs=1, progress=False, head_disks=True)
+        train_detector(tmp_path / "views", bare, tmp_path / "other", epochs=1, progress=False, head_disks=1.0)
 
 
 def test_train_detector_cli_takes_head_disks():

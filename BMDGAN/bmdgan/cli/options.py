@@ -172,6 +172,17 @@ def share(text: str) -> float:
     return value
 
 
+def loss_weight(text: str) -> float:
+    """argparse type of the weight of a loss term: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a loss weight (write e.g. 0.1)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a loss weight above 0")
+    return value
+
+
 def probability(text: str) -> float:
     """argparse type of a probability strictly between 0 and 1 (a confidence threshold)."""
     try:

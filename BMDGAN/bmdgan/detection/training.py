@@ -139,12 +139,14 @@ def refiner_sample(
     return inputs, gaussian_target((REFINER_PATCH_PX, REFINER_PATCH_PX), column, row, REFINER_SIGMA_PX)[None]
 
 
-def detector_loss(logits, absent, targets):
-    """The loss of a batch: :func:`landmark_loss` on the maps that have an absent logit, plus
+def detector_loss(logits, absent, targets, disk_weight: float = 1.0):
+    """The loss of a batch: :func:`landmark_loss` on the maps that have an absent logit, plus ``disk_weight`` times
     :func:`head_disk_loss` on the head disks after them (a detector trained with them)."""
     maps = absent.shape[1]
     loss = landmark_loss(logits[:, :maps], absent, targets[:, :maps])
-    return loss + head_disk_loss(logits[:, maps:], targets[:, maps:]) if logits.shape[1] > maps else loss
+    if logits.shape[1] == maps:
+        return loss
+    return loss + disk_weight * head_disk_loss(logits[:, maps:], targets[:, maps:])
 
 
 def head_disk_loss(logits, targets):
@@ -192,6 +194,7 @@ def _fit(
     seed: int,
     description: str,
     progress: bool,
+    disk_weight: float = 1.0,
 ) -> list[float]:
     """Train ``network`` (initialised after ``torch.manual_seed(seed)``) with AdamW and a cosine schedule on
     ``draw(item index, rng) -> (input, target)``, each of ``items`` drawn ``samples_per_item`` times an epoch;
@@ -216,7 +219,7 @@ def _fit(
             pairs = [draw(i, rng) for i in order[start : start + batch_size]]
             inputs = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
             targets = torch.from_numpy(np.stack([p[1] for p in pairs]))
-            loss = detector_loss(*network(inputs), targets)
+            loss = detector_loss(*network(inputs), targets, disk_weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -244,11 +247,12 @@ def train_detector(
     samples_per_view: int = 2,
     seed: int = 0,
     progress: bool = True,
-    head_disks: bool = False,
+    head_disks: float = 0.0,
 ):
     """Train a detector's first stage on ``views`` (images read from ``folder``) and write it to ``out``
-    (:func:`.detector.write_detector`); resumes from ``out/checkpoints``. ``head_disks``: also learn each head's
-    disc (:data:`~.layout.HEAD_DISKS`), which the detector then reads the head centre from. Returns the network."""
+    (:func:`.detector.write_detector`); resumes from ``out/checkpoints``. ``head_disks`` > 0: also learn each head's
+    disc (:data:`~.layout.HEAD_DISKS`) with this weight on its loss; the detector then reads the head centre from
+    it. Returns the network."""
     import torch
 
     from .network import HipHeatmapNet
@@ -264,7 +268,7 @@ def train_detector(
     network = HipHeatmapNet(disks=len(HEAD_DISKS) if head_disks else 0)
     history = _fit(
         network,
-        lambda i, rng: training_sample(images[i], views[i], rng, head_disks),
+        lambda i, rng: training_sample(images[i], views[i], rng, head_disks > 0),
         len(views),
         samples_per_view,
         epochs,
@@ -273,6 +277,7 @@ def train_detector(
         seed,
         "detector epochs",
         progress,
+        head_disks,
     )
     write_detector(
         Path(out),
@@ -284,7 +289,7 @@ def train_detector(
             "epochs": epochs,
             "seed": seed,
             "last_epoch_losses": history,
-            **({"head_disks": True} if head_disks else {}),
+            **({"head_disks": True, "head_disk_weight": head_disks} if head_disks else {}),
         },
     )
     return network

@@ -13,7 +13,7 @@ same held-out images as the one it is compared with; ``--cross-validation-only``
 
 from __future__ import annotations
 
-from bmdgan.cli.options import add_out, add_seed, comma_list, positive_int, probability
+from bmdgan.cli.options import add_out, add_seed, comma_list, loss_weight, positive_int, probability
 
 HELP = "train the hip detector on simulate-landmarks views (whole-CT cross-validation with --cross-validate)"
 
@@ -35,9 +35,14 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--head-disks",
-        action="store_true",
-        help="also learn each femoral head's disc (its projected outline filled, from the views' head radii) and read "
-        "the head centre as the disc's centroid (bmdgan.detection.layout.HEAD_DISKS)",
+        type=loss_weight,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="WEIGHT",
+        help="also learn each femoral head's disc (its projected outline filled, from the views' head radii), its "
+        "loss weighted by WEIGHT (default 1), and read the head centre as the disc's centroid "
+        "(bmdgan.detection.layout.HEAD_DISKS)",
     )
     parser.add_argument(
         "--cross-validate",
