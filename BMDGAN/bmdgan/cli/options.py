@@ -138,15 +138,20 @@ positive_int = bounded_int(1)
 non_negative_int = bounded_int(0)
 
 
-def positive_mm(text: str) -> float:
-    """argparse type of a length in mm that must be a finite number above 0 (a pixel spacing, a distance)."""
+def _positive_number(text: str, not_a_number: str, not_positive: str) -> float:
+    """``text`` as a finite number above 0, else argparse's error with the message that fits."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of millimetres") from None
+        raise argparse.ArgumentTypeError(not_a_number.format(text=text)) from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} mm is not a positive length")
+        raise argparse.ArgumentTypeError(not_positive.format(value=value))
     return value
+
+
+def positive_mm(text: str) -> float:
+    """argparse type of a length in mm that must be a finite number above 0 (a pixel spacing, a distance)."""
+    return _positive_number(text, "{text!r} is not a number of millimetres", "{value} mm is not a positive length")
 
 
 def magnification(text: str) -> float:
@@ -174,13 +179,9 @@ def share(text: str) -> float:
 
 def loss_weight(text: str) -> float:
     """argparse type of the weight of a loss term: a finite number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a loss weight (write e.g. 0.1)") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a loss weight above 0")
-    return value
+    return _positive_number(
+        text, "{text!r} is not a loss weight (write e.g. 0.1)", "{value} is not a loss weight above 0"
+    )
 
 
 def probability(text: str) -> float:
