@@ -272,6 +272,8 @@ class HipDetector:
         logits, absent, matrix = self.heatmaps(pixels, pixel_spacing_mm)
         head_channels = (CHANNELS.index("head_right"), CHANNELS.index("head_left"))
         heads = np.logaddexp(logits[head_channels[0]], logits[head_channels[1]])
+        if self.head_reading == "disk":  # a round head looks alike on both sides, as for the head maps
+            inside_head = 1.0 / (1.0 + np.exp(-logits[len(CHANNELS) :].max(axis=0)))
         found = {}
         for hip_side in SIDES:
             if side in SIDES and hip_side != side:
@@ -281,8 +283,7 @@ class HipDetector:
             head = heatmap_peak(_near(heads, neck[:2], NECK_TO_HEAD_SEARCH_PX))
             at_head = (int(round(head[1])), int(round(head[0])))
             if self.head_reading == "disk":
-                disks = logits[len(CHANNELS) :].max(axis=0)
-                head = disk_centre(1.0 / (1.0 + np.exp(-disks)), head[:2]) or head[:2]
+                head = disk_centre(inside_head, head[:2]) or head[:2]
             neck_shown = _shown(logits[neck_channel], absent[neck_channel], (int(round(neck[1])), int(round(neck[0]))))
             confidence = min(
                 neck_shown,
